@@ -1,0 +1,306 @@
+// Package configs defines Parley's single typed configuration and loads it.
+//
+// A Config is built in layers, each overriding the one before:
+//
+//  1. Default values (see Default).
+//  2. An optional YAML file, decoded strictly: unknown keys are rejected and
+//     the error names the key and its line.
+//  3. PARLEY_* environment variables: every scalar field is reachable as
+//     PARLEY_ followed by its YAML path upper-cased and joined with "_"
+//     (PARLEY_LISTEN, PARLEY_NATS_DEDUP_WINDOW, PARLEY_ECHO_AGENT_ENABLED, …).
+//  4. Command-line flags, only those explicitly set.
+//
+// The result is then normalised and checked by Validate, which reports every
+// problem at once as "field.path: problem" lines.
+package configs
+
+import (
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+)
+
+// Default values that other packages may want to refer to.
+const (
+	// DefaultAgent is the agent name the echo agent registers as and the
+	// agent widgets dispatch to when none is configured.
+	DefaultAgent = "echo"
+	// DemoWidgetKey is the public key of the built-in demo widget.
+	DemoWidgetKey = "pk_demo"
+)
+
+// Config is the whole Parley configuration.
+type Config struct {
+	// Listen is the HTTP listen address (host:port).
+	Listen string `yaml:"listen"`
+	// PublicURL is the optional external base URL used for links; empty
+	// means derive it from Listen.
+	PublicURL string `yaml:"public_url"`
+	// DataDir is where Parley keeps its state (JetStream storage).
+	DataDir string `yaml:"data_dir"`
+	// Log configures logging.
+	Log LogConfig `yaml:"log"`
+	// NATS configures the embedded or external NATS connection.
+	NATS NATSConfig `yaml:"nats"`
+	// Agents configures agent dispatch.
+	Agents AgentsConfig `yaml:"agents"`
+	// Sessions configures session lifetimes.
+	Sessions SessionsConfig `yaml:"sessions"`
+	// Chat configures text chat.
+	Chat ChatConfig `yaml:"chat"`
+	// Security holds secrets; it redacts itself when printed or logged.
+	Security SecurityConfig `yaml:"security"`
+	// EchoAgent configures the built-in echo agent worker.
+	EchoAgent EchoAgentConfig `yaml:"echo_agent"`
+	// Widgets lists the embeddable widgets. A list given in the YAML file
+	// replaces the default demo widget.
+	Widgets []WidgetConfig `yaml:"widgets"`
+}
+
+// LogConfig configures the process logger.
+type LogConfig struct {
+	// Level is one of debug, info, warn, error.
+	Level string `yaml:"level"`
+	// Format is one of auto, json, text; auto means text on a TTY and JSON
+	// otherwise.
+	Format string `yaml:"format"`
+}
+
+// NATSConfig configures the NATS connection and JetStream usage. Its String
+// and GoString methods redact credentials embedded in URL.
+type NATSConfig struct {
+	// URL is one or more external NATS URLs, comma separated; empty means
+	// start an embedded nats-server.
+	URL string `yaml:"url"`
+	// Listen is the embedded server's client listen address (host:port);
+	// port 0 or -1 picks a random port.
+	Listen string `yaml:"listen"`
+	// Prefix is the subject prefix, a single NATS token.
+	Prefix string `yaml:"prefix"`
+	// Replicas is the JetStream stream/KV replica count, 1..5.
+	Replicas int `yaml:"replicas"`
+	// DedupWindow is the JetStream duplicate window used for
+	// client_message_id deduplication.
+	DedupWindow time.Duration `yaml:"dedup_window"`
+	// CredentialsFile is an optional .creds file for an external NATS.
+	CredentialsFile string `yaml:"credentials_file"`
+}
+
+// AgentsConfig configures how sessions are dispatched to agent workers.
+type AgentsConfig struct {
+	// DispatchTimeout is how long a dispatch request waits for a worker to
+	// accept.
+	DispatchTimeout time.Duration `yaml:"dispatch_timeout"`
+	// DispatchRetryMax is the maximum backoff between dispatch retries.
+	DispatchRetryMax time.Duration `yaml:"dispatch_retry_max"`
+	// HeartbeatTimeout is how long a worker may go without a heartbeat
+	// before it is considered dead.
+	HeartbeatTimeout time.Duration `yaml:"heartbeat_timeout"`
+}
+
+// SessionsConfig configures session lifetimes.
+type SessionsConfig struct {
+	// TTL is the session lifetime.
+	TTL time.Duration `yaml:"ttl"`
+	// ResumeWindow is how long a resume token stays valid.
+	ResumeWindow time.Duration `yaml:"resume_window"`
+	// ChallengeTTL is how long a session challenge stays valid (10s..1h).
+	ChallengeTTL time.Duration `yaml:"challenge_ttl"`
+}
+
+// ChatConfig configures text chat.
+type ChatConfig struct {
+	// MaxMessageChars is the maximum message length in characters (runes),
+	// 1..100000.
+	MaxMessageChars int `yaml:"max_message_chars"`
+	// ReplyTimeout bounds how long POST messages with wait=true waits for
+	// the agent's reply.
+	ReplyTimeout time.Duration `yaml:"reply_timeout"`
+}
+
+// SecurityConfig holds secrets. Its String, GoString and LogValue methods
+// redact the signing key, so printing or logging it never reveals it.
+type SecurityConfig struct {
+	// SigningKey is an optional HMAC key of at least 32 bytes; empty means
+	// a key is generated and kept in JetStream KV.
+	SigningKey string `yaml:"signing_key"`
+}
+
+// EchoAgentConfig configures the in-process echo agent worker.
+type EchoAgentConfig struct {
+	// Enabled runs the echo agent worker in-process.
+	Enabled bool `yaml:"enabled"`
+	// Workers is the number of echo workers, 0..64.
+	Workers int `yaml:"workers"`
+	// Agent is the agent name the echo worker registers as.
+	Agent string `yaml:"agent"`
+}
+
+// WidgetConfig describes one embeddable widget.
+type WidgetConfig struct {
+	// Key is the public widget key: starts with "pk_", 4..64 characters of
+	// [A-Za-z0-9_-], unique among widgets.
+	Key string `yaml:"key"`
+	// Name is the display name/title, 1..80 characters; Load defaults it to
+	// Key.
+	Name string `yaml:"name"`
+	// WelcomeText is shown when the widget opens, at most 120 characters.
+	WelcomeText string `yaml:"welcome_text"`
+	// Agent is the agent name to dispatch to; Load defaults it to "echo".
+	Agent string `yaml:"agent"`
+	// AllowedOrigins lists 1..50 origins allowed to embed the widget, each
+	// "scheme://host[:port]" or "scheme://host:*" (any port), scheme http or
+	// https. Load lower-cases them.
+	AllowedOrigins []string `yaml:"allowed_origins"`
+	// Live reports whether the widget accepts sessions; nil means true.
+	Live *bool `yaml:"live"`
+}
+
+// Default returns a Config holding every default value, including the demo
+// widget. Each call returns fresh slices, so callers may modify the result.
+func Default() Config {
+	return Config{
+		Listen:  "127.0.0.1:8080",
+		DataDir: "./parley-data",
+		Log:     LogConfig{Level: "info", Format: "auto"},
+		NATS: NATSConfig{
+			Listen:      "127.0.0.1:4222",
+			Prefix:      "parley",
+			Replicas:    1,
+			DedupWindow: 20 * time.Minute,
+		},
+		Agents: AgentsConfig{
+			DispatchTimeout:  2 * time.Second,
+			DispatchRetryMax: 5 * time.Second,
+			HeartbeatTimeout: 3 * time.Second,
+		},
+		Sessions: SessionsConfig{
+			TTL:          24 * time.Hour,
+			ResumeWindow: 24 * time.Hour,
+			ChallengeTTL: 2 * time.Minute,
+		},
+		Chat: ChatConfig{
+			MaxMessageChars: 4000,
+			ReplyTimeout:    60 * time.Second,
+		},
+		EchoAgent: EchoAgentConfig{Enabled: true, Workers: 1, Agent: DefaultAgent},
+		Widgets: []WidgetConfig{{
+			Key:            DemoWidgetKey,
+			Name:           "Parley demo",
+			WelcomeText:    "Hi! Type a message and the echo agent will answer.",
+			Agent:          DefaultAgent,
+			AllowedOrigins: []string{"http://localhost:*", "http://127.0.0.1:*"},
+		}},
+	}
+}
+
+// IsLive reports whether the widget accepts sessions (Live unset means true).
+func (w WidgetConfig) IsLive() bool {
+	return w.Live == nil || *w.Live
+}
+
+// Widget returns the widget with the given public key, if configured.
+func (c Config) Widget(key string) (WidgetConfig, bool) {
+	for _, w := range c.Widgets {
+		if w.Key == key {
+			return w, true
+		}
+	}
+	return WidgetConfig{}, false
+}
+
+const redacted = "[redacted]"
+
+// redactedKey returns what may be shown in place of the signing key.
+func (s SecurityConfig) redactedKey() string {
+	if s.SigningKey == "" {
+		return ""
+	}
+	return redacted
+}
+
+// String implements fmt.Stringer without revealing the signing key.
+func (s SecurityConfig) String() string {
+	return fmt.Sprintf("{SigningKey:%s}", s.redactedKey())
+}
+
+// GoString implements fmt.GoStringer without revealing the signing key.
+func (s SecurityConfig) GoString() string {
+	return fmt.Sprintf("configs.SecurityConfig{SigningKey:%q}", s.redactedKey())
+}
+
+// LogValue implements slog.LogValuer without revealing the signing key.
+func (s SecurityConfig) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("signing_key", s.redactedKey()))
+}
+
+// plainNATS is NATSConfig without its methods, for formatting.
+type plainNATS NATSConfig
+
+// redactedNATS returns n with credentials in URL redacted.
+func (n NATSConfig) redactedNATS() plainNATS {
+	n.URL = redactNATSURL(n.URL)
+	return plainNATS(n)
+}
+
+// String implements fmt.Stringer without revealing credentials embedded in
+// URL.
+func (n NATSConfig) String() string {
+	return fmt.Sprintf("%+v", n.redactedNATS())
+}
+
+// GoString implements fmt.GoStringer without revealing credentials embedded
+// in URL.
+func (n NATSConfig) GoString() string {
+	s := fmt.Sprintf("%#v", n.redactedNATS())
+	return "configs.NATSConfig" + strings.TrimPrefix(s, "configs.plainNATS")
+}
+
+// LogValue implements slog.LogValuer. It logs every setting under its YAML
+// name and replaces Security.SigningKey with "[redacted]" when it is set.
+func (c Config) LogValue() slog.Value {
+	widgets := make([]slog.Attr, 0, len(c.Widgets))
+	for i, w := range c.Widgets {
+		widgets = append(widgets, slog.Group(fmt.Sprint(i),
+			slog.String("key", w.Key),
+			slog.String("name", w.Name),
+			slog.String("agent", w.Agent),
+			slog.Any("allowed_origins", w.AllowedOrigins),
+			slog.Bool("live", w.IsLive()),
+		))
+	}
+	return slog.GroupValue(
+		slog.String("listen", c.Listen),
+		slog.String("public_url", c.PublicURL),
+		slog.String("data_dir", c.DataDir),
+		slog.Group("log",
+			slog.String("level", c.Log.Level),
+			slog.String("format", c.Log.Format)),
+		slog.Group("nats",
+			slog.String("url", redactNATSURL(c.NATS.URL)),
+			slog.String("listen", c.NATS.Listen),
+			slog.String("prefix", c.NATS.Prefix),
+			slog.Int("replicas", c.NATS.Replicas),
+			slog.Duration("dedup_window", c.NATS.DedupWindow),
+			slog.String("credentials_file", c.NATS.CredentialsFile)),
+		slog.Group("agents",
+			slog.Duration("dispatch_timeout", c.Agents.DispatchTimeout),
+			slog.Duration("dispatch_retry_max", c.Agents.DispatchRetryMax),
+			slog.Duration("heartbeat_timeout", c.Agents.HeartbeatTimeout)),
+		slog.Group("sessions",
+			slog.Duration("ttl", c.Sessions.TTL),
+			slog.Duration("resume_window", c.Sessions.ResumeWindow),
+			slog.Duration("challenge_ttl", c.Sessions.ChallengeTTL)),
+		slog.Group("chat",
+			slog.Int("max_message_chars", c.Chat.MaxMessageChars),
+			slog.Duration("reply_timeout", c.Chat.ReplyTimeout)),
+		slog.Group("security",
+			slog.String("signing_key", c.Security.redactedKey())),
+		slog.Group("echo_agent",
+			slog.Bool("enabled", c.EchoAgent.Enabled),
+			slog.Int("workers", c.EchoAgent.Workers),
+			slog.String("agent", c.EchoAgent.Agent)),
+		slog.Attr{Key: "widgets", Value: slog.GroupValue(widgets...)},
+	)
+}

@@ -1,0 +1,218 @@
+package configs
+
+import (
+	"errors"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestValidateRules(t *testing.T) {
+	t.Parallel()
+	widget := func(c *Config) *WidgetConfig { return &c.Widgets[0] }
+	origins := func(n int) []string {
+		out := make([]string, n)
+		for i := range out {
+			out[i] = "https://example.com:" + strconv.Itoa(i+1)
+		}
+		return out
+	}
+	tests := []struct {
+		name  string
+		edit  func(*Config)
+		field string
+	}{
+		{"listen no port", func(c *Config) { c.Listen = "localhost" }, "listen"},
+		{"listen named port", func(c *Config) { c.Listen = "localhost:http" }, "listen"},
+		{"listen port range", func(c *Config) { c.Listen = "127.0.0.1:70000" }, "listen"},
+		{"listen random port is not -1", func(c *Config) { c.Listen = "127.0.0.1:-1" }, "listen"},
+		{"public url scheme", func(c *Config) { c.PublicURL = "ftp://example.com" }, "public_url"},
+		{"public url relative", func(c *Config) { c.PublicURL = "example.com" }, "public_url"},
+		{"public url query", func(c *Config) { c.PublicURL = "https://example.com/?a=1" }, "public_url"},
+		{"public url userinfo", func(c *Config) { c.PublicURL = "https://u:p@example.com" }, "public_url"},
+		{"data dir empty", func(c *Config) { c.DataDir = " " }, "data_dir"},
+		{"log level", func(c *Config) { c.Log.Level = "verbose" }, "log.level"},
+		{"log format", func(c *Config) { c.Log.Format = "xml" }, "log.format"},
+		{"nats listen", func(c *Config) { c.NATS.Listen = "4222" }, "nats.listen"},
+		{"nats listen port", func(c *Config) { c.NATS.Listen = "127.0.0.1:-2" }, "nats.listen"},
+		{"nats url empty entry", func(c *Config) { c.NATS.URL = "nats://a:4222," }, "nats.url"},
+		{"nats url scheme", func(c *Config) { c.NATS.URL = "http://a:4222" }, "nats.url"},
+		{"nats url no host", func(c *Config) { c.NATS.URL = "nats://:4222" }, "nats.url"},
+		{"nats credentials without url", func(c *Config) { c.NATS.CredentialsFile = "x.creds" }, "nats.credentials_file"},
+		{"nats prefix dot", func(c *Config) { c.NATS.Prefix = "a.b" }, "nats.prefix"},
+		{"nats prefix wildcard", func(c *Config) { c.NATS.Prefix = "a>" }, "nats.prefix"},
+		{"nats prefix empty", func(c *Config) { c.NATS.Prefix = "" }, "nats.prefix"},
+		{"nats replicas low", func(c *Config) { c.NATS.Replicas = 0 }, "nats.replicas"},
+		{"nats replicas high", func(c *Config) { c.NATS.Replicas = 6 }, "nats.replicas"},
+		{"nats dedup window", func(c *Config) { c.NATS.DedupWindow = 999 * time.Millisecond }, "nats.dedup_window"},
+		{"dispatch timeout", func(c *Config) { c.Agents.DispatchTimeout = 0 }, "agents.dispatch_timeout"},
+		{"dispatch retry max", func(c *Config) { c.Agents.DispatchRetryMax = -time.Second }, "agents.dispatch_retry_max"},
+		{"heartbeat timeout", func(c *Config) { c.Agents.HeartbeatTimeout = 0 }, "agents.heartbeat_timeout"},
+		{"session ttl", func(c *Config) { c.Sessions.TTL = 0 }, "sessions.ttl"},
+		{"resume window", func(c *Config) { c.Sessions.ResumeWindow = -1 }, "sessions.resume_window"},
+		{"challenge ttl low", func(c *Config) { c.Sessions.ChallengeTTL = 9 * time.Second }, "sessions.challenge_ttl"},
+		{"challenge ttl high", func(c *Config) { c.Sessions.ChallengeTTL = time.Hour + 1 }, "sessions.challenge_ttl"},
+		{"max message chars low", func(c *Config) { c.Chat.MaxMessageChars = 0 }, "chat.max_message_chars"},
+		{"max message chars high", func(c *Config) { c.Chat.MaxMessageChars = 100001 }, "chat.max_message_chars"},
+		{"reply timeout", func(c *Config) { c.Chat.ReplyTimeout = 0 }, "chat.reply_timeout"},
+		{"signing key short", func(c *Config) { c.Security.SigningKey = strings.Repeat("s", 31) }, "security.signing_key"},
+		{"echo workers low", func(c *Config) { c.EchoAgent.Workers = -1 }, "echo_agent.workers"},
+		{"echo workers high", func(c *Config) { c.EchoAgent.Workers = 65 }, "echo_agent.workers"},
+		{"echo agent name", func(c *Config) { c.EchoAgent.Agent = "echo.v2" }, "echo_agent.agent"},
+		{"no widgets", func(c *Config) { c.Widgets = nil }, "widgets"},
+		{"widget key prefix", func(c *Config) { widget(c).Key = "demo" }, "widgets[0].key"},
+		{"widget key short", func(c *Config) { widget(c).Key = "pk_" }, "widgets[0].key"},
+		{"widget key long", func(c *Config) { widget(c).Key = "pk_" + strings.Repeat("a", 62) }, "widgets[0].key"},
+		{"widget key chars", func(c *Config) { widget(c).Key = "pk_a.b" }, "widgets[0].key"},
+		{"widget key duplicate", func(c *Config) {
+			c.Widgets = append(c.Widgets, c.Widgets[0])
+		}, "widgets[1].key"},
+		{"widget name empty", func(c *Config) { widget(c).Name = "" }, "widgets[0].name"},
+		{"widget name long", func(c *Config) { widget(c).Name = strings.Repeat("é", 81) }, "widgets[0].name"},
+		{"welcome text long", func(c *Config) { widget(c).WelcomeText = strings.Repeat("ü", 121) }, "widgets[0].welcome_text"},
+		{"widget agent", func(c *Config) { widget(c).Agent = "" }, "widgets[0].agent"},
+		{"widget agent chars", func(c *Config) { widget(c).Agent = "a*" }, "widgets[0].agent"},
+		{"no origins", func(c *Config) { widget(c).AllowedOrigins = nil }, "widgets[0].allowed_origins"},
+		{"too many origins", func(c *Config) { widget(c).AllowedOrigins = origins(51) }, "widgets[0].allowed_origins"},
+		{"bad origin", func(c *Config) {
+			widget(c).AllowedOrigins = []string{"https://ok.example", "https://example.com/path"}
+		}, "widgets[0].allowed_origins[1]"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c := Default()
+			tt.edit(&c)
+			err := c.Validate()
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("Validate() = %v, want ErrInvalid", err)
+			}
+			var ve *ValidationError
+			if !errors.As(err, &ve) {
+				t.Fatalf("Validate() = %T, want *ValidationError", err)
+			}
+			if len(ve.Problems) != 1 || ve.Problems[0].Field != tt.field {
+				t.Errorf("problems = %+v, want exactly one for %s", ve.Problems, tt.field)
+			}
+			if !strings.Contains(err.Error(), "\n  "+tt.field+": ") {
+				t.Errorf("message %q lacks a %q line", err, tt.field+": ")
+			}
+		})
+	}
+}
+
+func TestValidateBoundariesAccepted(t *testing.T) {
+	t.Parallel()
+	c := Default()
+	c.Listen = ":0"
+	c.PublicURL = "https://chat.example.com/parley"
+	c.NATS.Listen = "127.0.0.1:-1"
+	c.NATS.Replicas = 5
+	c.NATS.DedupWindow = time.Second
+	c.Sessions.ChallengeTTL = 10 * time.Second
+	c.Chat.MaxMessageChars = 100000
+	c.Security.SigningKey = strings.Repeat("k", 32)
+	c.EchoAgent.Workers = 0
+	c.Widgets[0].Key = "pk_" + strings.Repeat("A", 61)
+	c.Widgets[0].Name = strings.Repeat("é", 80)
+	c.Widgets[0].WelcomeText = strings.Repeat("ü", 120)
+	c.Widgets[0].AllowedOrigins = make([]string, 50)
+	for i := range c.Widgets[0].AllowedOrigins {
+		c.Widgets[0].AllowedOrigins[i] = "https://example.com:" + strconv.Itoa(i+1)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("boundary values rejected: %v", err)
+	}
+	// With an external NATS the embedded listen address is not checked.
+	c.NATS.URL = "nats://u:p@n1:4222, tls://n2, n3:4222"
+	c.NATS.Listen = "garbage"
+	c.NATS.CredentialsFile = "/etc/nats.creds"
+	if err := c.Validate(); err != nil {
+		t.Fatalf("external NATS config rejected: %v", err)
+	}
+}
+
+func TestValidateReportsAllProblems(t *testing.T) {
+	t.Parallel()
+	c := Default()
+	c.Listen = "nope"
+	c.NATS.Replicas = 0
+	c.Security.SigningKey = "tiny-secret"
+	c.Widgets[0].AllowedOrigins = []string{"ftp://x"}
+	err := c.Validate()
+	var ve *ValidationError
+	if !errors.As(err, &ve) || len(ve.Problems) != 4 {
+		t.Fatalf("Validate() = %v, want 4 problems", err)
+	}
+	for _, f := range []string{"listen", "nats.replicas", "security.signing_key", "widgets[0].allowed_origins[0]"} {
+		if !strings.Contains(err.Error(), f+": ") {
+			t.Errorf("message lacks %s:\n%v", f, err)
+		}
+	}
+	if strings.Contains(err.Error(), "tiny-secret") {
+		t.Errorf("message reveals the signing key:\n%v", err)
+	}
+}
+
+func TestOriginPatterns(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		origin string
+		ok     bool
+	}{
+		{"http://localhost:*", true},
+		{"http://127.0.0.1:*", true},
+		{"https://example.com", true},
+		{"https://example.com:8443", true},
+		{"HTTPS://Example.COM", true},
+		{"http://[::1]:3000", true},
+		{"http://[::1]:*", true},
+		{"https://sub-1.example.co.uk", true},
+		{"http://xn--bcher-kva.example", true},
+
+		{"", false},
+		{"null", false},
+		{"*", false},
+		{"example.com", false},
+		{"//example.com", false},
+		{"ftp://example.com", false},
+		{"ws://example.com", false},
+		{"javascript:alert(1)", false},
+		{"https:example.com", false},
+		{"https://", false},
+		{"http://:*", false},
+		{"http://:8080", false},
+		{"https://example.com/", false},
+		{"https://example.com/path", false},
+		{"https://example.com?x=1", false},
+		{"https://example.com?", false},
+		{"https://example.com#frag", false},
+		{"https://example.com#", false},
+		{"https://user@example.com", false},
+		{"https://user:pw@example.com", false},
+		{"https://*.example.com", false},
+		{"https://*", false},
+		{"https://example.com:0", false},
+		{"https://example.com:65536", false},
+		{"https://example.com:", false},
+		{"https://example.com:abc", false},
+		{"https://example.com:80:*", false},
+		{"https://example.com:**", false},
+		{"https://exa mple.com", false},
+		{" https://example.com", false},
+		{"https://ex%61mple.com", false},
+		{"https://exa_mple.com", false},
+		{"https://example..com", false},
+		{"https://.example.com", false},
+		{"http://[1.2.3.4]", false},
+		{"http://[::1", false},
+		{`https://example.com\@evil.com`, false},
+	}
+	for _, tt := range tests {
+		msg := checkOrigin(tt.origin)
+		if got := msg == ""; got != tt.ok {
+			t.Errorf("checkOrigin(%q) = %q, want ok=%v", tt.origin, msg, tt.ok)
+		}
+	}
+}
