@@ -1,0 +1,270 @@
+// Package agentbridge is Parley's agent wire protocol (version 1) and the Go
+// SDK that agent authors import.
+//
+// The protocol is plain NATS: JSON events on JetStream subjects for anything
+// that must be durable, binary audio frames with metadata in headers on core
+// subjects for anything that must be fast. docs/PROTOCOL.md describes it for
+// authors in other languages; this file is its Go form.
+package agentbridge
+
+import (
+	"encoding/json"
+	"strings"
+	"time"
+)
+
+// Version is the protocol version carried in every event's "v" field.
+const Version = 1
+
+// DefaultPrefix is the subject prefix used when none is configured.
+const DefaultPrefix = "parley"
+
+// Event types the broker writes on parley.conv.<cid>.in.event.
+const (
+	EventUserMessage       = "user_message"
+	EventModeChanged       = "mode_changed"
+	EventCapture           = "capture"
+	EventSessionStarted    = "session_started"
+	EventSessionEnded      = "session_ended"
+	EventUserSpeechStarted = "user_speech_started"
+	EventInterrupt         = "interrupt"
+)
+
+// Event types agents write on parley.conv.<cid>.out.event.
+const (
+	EventTextDelta  = "text_delta"
+	EventTextDone   = "text_done"
+	EventTranscript = "transcript"
+	EventAgentState = "agent_state"
+	EventAction     = "action"
+	EventClearAudio = "clear_audio"
+)
+
+// Agent states carried by agent_state events.
+const (
+	StateIdle      = "idle"
+	StateThinking  = "thinking"
+	StateSpeaking  = "speaking"
+	StateListening = "listening"
+)
+
+// Actions carried by action events.
+const (
+	ActionNavigate       = "navigate"
+	ActionCaptureRequest = "capture_request"
+	ActionHandoff        = "handoff"
+	ActionEnd            = "end"
+)
+
+// Conversation modes.
+const (
+	ModeChat  = "chat"
+	ModeVoice = "voice"
+)
+
+// Event is one entry of a conversation's durable log. It is a flat JSON
+// object: the envelope (v, type, conversation_id, seq, ts) plus the fields
+// that its type uses; docs/PROTOCOL.md lists which.
+//
+// Seq is the event's position in the log (its JetStream stream sequence).
+// Publishers leave it zero; the log assigns it and every reader sees it.
+type Event struct {
+	V              int       `json:"v"`
+	Type           string    `json:"type"`
+	ConversationID string    `json:"conversation_id"`
+	Seq            uint64    `json:"seq"`
+	TS             time.Time `json:"ts"`
+
+	// MessageID names a visitor message (user_message) or an agent reply
+	// (text_delta, text_done).
+	MessageID string `json:"message_id,omitempty"`
+	// ReplyTo is the visitor message an agent event answers.
+	ReplyTo string `json:"reply_to,omitempty"`
+	// SessionID is the visitor session that caused a broker event.
+	SessionID string `json:"session_id,omitempty"`
+	// ClientMessageID is the visitor's idempotency key for user_message.
+	ClientMessageID string `json:"client_message_id,omitempty"`
+	// Text is the message body, a streamed delta, a full reply or a transcript.
+	Text string `json:"text,omitempty"`
+	// Index numbers the text_delta chunks of one reply from 0.
+	Index int `json:"index,omitempty"`
+	// Mode is the conversation mode (session_started, mode_changed).
+	Mode string `json:"mode,omitempty"`
+	// PreviousMode is the mode before a mode_changed event.
+	PreviousMode string `json:"previous_mode,omitempty"`
+	// Channel is where a visitor message came from: "chat" or "voice".
+	Channel string `json:"channel,omitempty"`
+	// State is the agent state of an agent_state event.
+	State string `json:"state,omitempty"`
+	// Action names the action of an action event.
+	Action string `json:"action,omitempty"`
+	// Data carries action or capture parameters.
+	Data json.RawMessage `json:"data,omitempty"`
+	// Final marks a final (not partial) transcript.
+	Final bool `json:"final,omitempty"`
+	// Interrupted marks a reply that was cut short.
+	Interrupted bool `json:"interrupted,omitempty"`
+	// Reason explains a session_ended or interrupt event.
+	Reason string `json:"reason,omitempty"`
+	// Language is the visitor's language (session_started).
+	Language string `json:"language,omitempty"`
+	// Widget is the public widget key the session came through.
+	Widget string `json:"widget,omitempty"`
+	// Visitor holds verified visitor claims (session_started).
+	Visitor map[string]any `json:"visitor,omitempty"`
+	// Idle reports, on session_ended, that no visitor session remains.
+	Idle bool `json:"idle,omitempty"`
+	// WorkerID and Epoch identify the writer of an agent event: the worker
+	// that owns the conversation and the dispatch epoch it owns it under.
+	WorkerID string `json:"worker_id,omitempty"`
+	Epoch    uint64 `json:"epoch,omitempty"`
+}
+
+// IsInbound reports whether the event type is written by the broker.
+func (e *Event) IsInbound() bool {
+	switch e.Type {
+	case EventUserMessage, EventModeChanged, EventCapture, EventSessionStarted,
+		EventSessionEnded, EventUserSpeechStarted, EventInterrupt:
+		return true
+	}
+	return false
+}
+
+// DispatchRequest asks the workers of an agent to take a conversation.
+// It is sent by request/reply to parley.agents.<agent>.dispatch.
+type DispatchRequest struct {
+	V              int            `json:"v"`
+	ConversationID string         `json:"conversation_id"`
+	SessionID      string         `json:"session_id,omitempty"`
+	Agent          string         `json:"agent"`
+	Widget         string         `json:"widget,omitempty"`
+	Mode           string         `json:"mode"`
+	Language       string         `json:"language,omitempty"`
+	Visitor        map[string]any `json:"visitor,omitempty"`
+	// ResumeFromSeq is the first log position the worker reads to rebuild
+	// the conversation's full context.
+	ResumeFromSeq uint64 `json:"resume_from_seq"`
+	// HeadSeq is the last log position at dispatch time: events up to it
+	// are history, later ones are live.
+	HeadSeq uint64 `json:"head_seq"`
+	// Epoch grows with every dispatch of the conversation; a worker stamps
+	// it on everything it writes.
+	Epoch uint64    `json:"epoch"`
+	TS    time.Time `json:"ts"`
+}
+
+// DispatchReply is a worker's answer to a DispatchRequest.
+type DispatchReply struct {
+	Accepted bool   `json:"accepted"`
+	WorkerID string `json:"worker_id"`
+	Reason   string `json:"reason,omitempty"`
+	// HeartbeatSeq is the Seq of the worker's last heartbeat before it
+	// accepted: later heartbeats list the conversation while it is held.
+	HeartbeatSeq uint64 `json:"heartbeat_seq,omitempty"`
+}
+
+// Heartbeat is published by every worker on parley.agents.<agent>.heartbeat.
+type Heartbeat struct {
+	V        int    `json:"v"`
+	WorkerID string `json:"worker_id"`
+	// Seq numbers the worker's heartbeats from 1.
+	Seq           uint64    `json:"seq"`
+	Agent         string    `json:"agent"`
+	Load          int       `json:"load"`
+	Capacity      int       `json:"capacity"`
+	Conversations []string  `json:"conversations"`
+	Draining      bool      `json:"draining,omitempty"`
+	IntervalMS    int64     `json:"interval_ms"`
+	TS            time.Time `json:"ts"`
+}
+
+// Audio frame headers. One frame is 20 ms of audio.
+const (
+	HeaderCodec      = "Parley-Codec"
+	HeaderSeq        = "Parley-Seq"
+	HeaderTimestamp  = "Parley-Timestamp"
+	HeaderCapturedAt = "Parley-Captured-At"
+)
+
+// CodecOpus is the codec of frames forwarded as received from WebRTC.
+const CodecOpus = "opus/48000/2"
+
+// Subjects builds the protocol's subject names under one prefix.
+type Subjects struct {
+	Prefix string
+}
+
+// NewSubjects returns the subjects under prefix, or DefaultPrefix if empty.
+func NewSubjects(prefix string) Subjects {
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	return Subjects{Prefix: prefix}
+}
+
+// Dispatch is the request subject the workers of agent listen on.
+func (s Subjects) Dispatch(agent string) string { return s.Prefix + ".agents." + agent + ".dispatch" }
+
+// Heartbeat is the subject the workers of agent heartbeat on.
+func (s Subjects) Heartbeat(agent string) string { return s.Prefix + ".agents." + agent + ".heartbeat" }
+
+// AllHeartbeats matches the heartbeats of every agent.
+func (s Subjects) AllHeartbeats() string { return s.Prefix + ".agents.*.heartbeat" }
+
+// InEvent is the durable broker → agent event subject of a conversation.
+func (s Subjects) InEvent(cid string) string { return s.Prefix + ".conv." + cid + ".in.event" }
+
+// OutEvent is the durable agent → broker event subject of a conversation.
+func (s Subjects) OutEvent(cid string) string { return s.Prefix + ".conv." + cid + ".out.event" }
+
+// InAudio is the core subject of visitor audio frames.
+func (s Subjects) InAudio(cid string) string { return s.Prefix + ".conv." + cid + ".in.audio" }
+
+// OutAudio is the core subject of agent audio frames.
+func (s Subjects) OutAudio(cid string) string { return s.Prefix + ".conv." + cid + ".out.audio" }
+
+// Events matches both event subjects of a conversation: its whole log.
+func (s Subjects) Events(cid string) string { return s.Prefix + ".conv." + cid + ".*.event" }
+
+// Room is the subject room state snapshots of a conversation go to.
+func (s Subjects) Room(cid string) string { return s.Prefix + ".rooms." + cid }
+
+// Status is the core subject on which brokers tell each other about a
+// conversation's agent assignment (not part of the agent protocol).
+func (s Subjects) Status(cid string) string { return s.Prefix + ".status." + cid }
+
+// LogSubjects are the subjects the conversation log stream stores.
+func (s Subjects) LogSubjects() []string {
+	return []string{s.Prefix + ".conv.*.in.event", s.Prefix + ".conv.*.out.event"}
+}
+
+// StreamName is the JetStream stream that holds every conversation log.
+func (s Subjects) StreamName() string {
+	return strings.ToUpper(strings.ReplaceAll(s.Prefix, "-", "_")) + "_CONV"
+}
+
+// ConversationFromSubject extracts the conversation id from a conv subject.
+func (s Subjects) ConversationFromSubject(subject string) (string, bool) {
+	rest, ok := strings.CutPrefix(subject, s.Prefix+".conv.")
+	if !ok {
+		return "", false
+	}
+	cid, _, ok := strings.Cut(rest, ".")
+	return cid, ok && cid != ""
+}
+
+// ValidToken reports whether s can be used as one NATS subject token
+// (an agent name or an id): letters, digits, '_' and '-'.
+func ValidToken(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for _, r := range s {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '_', r == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}

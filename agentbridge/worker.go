@@ -1,0 +1,368 @@
+package agentbridge
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+)
+
+// Handler runs one conversation. It should read c.Events() until the channel
+// is closed or ctx is done, answering as it goes, and then return. The
+// worker releases the conversation when Handler returns.
+type Handler func(ctx context.Context, c *Conversation) error
+
+// Options configure a Worker.
+type Options struct {
+	// Agent is the agent name the worker serves (required).
+	Agent string
+	// Prefix is the subject prefix (default DefaultPrefix).
+	Prefix string
+	// WorkerID identifies the worker (default "wrk_" + a random id).
+	WorkerID string
+	// MaxConversations caps concurrent conversations (default 1000).
+	MaxConversations int
+	// HeartbeatInterval is how often the worker heartbeats (default 1 s).
+	HeartbeatInterval time.Duration
+	// IdleTimeout releases a conversation without events for this long
+	// (default 10 min; negative disables).
+	IdleTimeout time.Duration
+	// ReplayTimeout bounds the replay of a conversation's log (default 10 s).
+	ReplayTimeout time.Duration
+	// Logger receives the worker's logs (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// Worker registers for an agent name on NATS, accepts dispatches and runs a
+// Handler per conversation. Workers of one agent share load through a queue
+// group.
+type Worker struct {
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	opts    Options
+	subj    Subjects
+	id      string
+	handler Handler
+	log     *slog.Logger
+
+	ctx    context.Context // parent of every handler's context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	quit   chan struct{}
+	// released gets a token whenever a conversation is released.
+	released chan struct{}
+
+	mu       sync.Mutex
+	sub      *nats.Subscription
+	convs    map[string]*Conversation
+	hbSeq    uint64 // Seq of the last heartbeat composed
+	draining bool
+	closed   bool
+
+	started atomic.Bool
+	stopped atomic.Bool
+}
+
+// NewWorker builds a worker on an established NATS connection.
+func NewWorker(nc *nats.Conn, opts Options, h Handler) (*Worker, error) {
+	if nc == nil || h == nil {
+		return nil, fmt.Errorf("%w: connection and handler are required", ErrInvalidOptions)
+	}
+	if !ValidToken(opts.Agent) {
+		return nil, fmt.Errorf("%w: agent name %q must be one NATS token", ErrInvalidOptions, opts.Agent)
+	}
+	if opts.WorkerID == "" {
+		opts.WorkerID = "wrk_" + nuid.Next()
+	}
+	if !ValidToken(opts.WorkerID) {
+		return nil, fmt.Errorf("%w: worker id %q must be one NATS token", ErrInvalidOptions, opts.WorkerID)
+	}
+	if opts.MaxConversations <= 0 {
+		opts.MaxConversations = 1000
+	}
+	if opts.HeartbeatInterval <= 0 {
+		opts.HeartbeatInterval = time.Second
+	}
+	if opts.IdleTimeout == 0 {
+		opts.IdleTimeout = 10 * time.Minute
+	}
+	if opts.ReplayTimeout <= 0 {
+		opts.ReplayTimeout = 10 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	w := &Worker{
+		nc:       nc,
+		opts:     opts,
+		subj:     NewSubjects(opts.Prefix),
+		id:       opts.WorkerID,
+		handler:  h,
+		log:      opts.Logger.With("agent", opts.Agent, "worker_id", opts.WorkerID),
+		quit:     make(chan struct{}),
+		released: make(chan struct{}, 1),
+		convs:    make(map[string]*Conversation),
+	}
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, m *nats.Msg, err error) {
+		w.log.Warn("async publish failed", "subject", m.Subject, "err", err)
+	}))
+	if err != nil {
+		return nil, fmt.Errorf("agentbridge: jetstream: %w", err)
+	}
+	w.js = js
+	w.ctx, w.cancel = context.WithCancel(context.Background())
+	return w, nil
+}
+
+// ID returns the worker id.
+func (w *Worker) ID() string { return w.id }
+
+// Start subscribes to dispatches and starts heartbeating.
+func (w *Worker) Start() error {
+	if !w.started.CompareAndSwap(false, true) {
+		return nil
+	}
+	sub, err := w.nc.QueueSubscribe(w.subj.Dispatch(w.opts.Agent), w.opts.Agent, w.onDispatch)
+	if err != nil {
+		return fmt.Errorf("agentbridge: subscribe dispatch: %w", err)
+	}
+	w.mu.Lock()
+	w.sub = sub
+	w.mu.Unlock()
+	// Make the subscription known to the server before announcing ourselves.
+	if err := w.nc.Flush(); err != nil {
+		return fmt.Errorf("agentbridge: flush: %w", err)
+	}
+	w.heartbeat()
+	w.wg.Add(1)
+	go w.heartbeatLoop()
+	w.log.Info("agent worker started")
+	return nil
+}
+
+// Conversations returns the ids of the conversations the worker owns.
+func (w *Worker) Conversations() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	ids := make([]string, 0, len(w.convs))
+	for id := range w.convs {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return ids
+}
+
+func (w *Worker) onDispatch(m *nats.Msg) {
+	var req DispatchRequest
+	if err := json.Unmarshal(m.Data, &req); err != nil || !ValidToken(req.ConversationID) {
+		w.respond(m, DispatchReply{Accepted: false, WorkerID: w.id, Reason: "bad dispatch request"})
+		return
+	}
+	reply, start := w.admit(req)
+	w.respond(m, reply)
+	if start != nil {
+		go w.runConversation(start)
+	}
+}
+
+// admit decides on a dispatch; a non-nil conversation must be run.
+func (w *Worker) admit(req DispatchRequest) (DispatchReply, *Conversation) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch {
+	case w.closed || w.draining:
+		return DispatchReply{WorkerID: w.id, Reason: "draining"}, nil
+	case w.convs[req.ConversationID] != nil:
+		// Already ours: take the newer epoch and carry on.
+		c := w.convs[req.ConversationID]
+		if req.Epoch > c.Epoch() {
+			c.epoch.Store(req.Epoch)
+		}
+		return DispatchReply{Accepted: true, WorkerID: w.id, HeartbeatSeq: w.hbSeq}, nil
+	case len(w.convs) >= w.opts.MaxConversations:
+		return DispatchReply{WorkerID: w.id, Reason: "at capacity"}, nil
+	}
+	c := newConversation(w.ctx, w, req)
+	w.convs[req.ConversationID] = c
+	w.wg.Add(1)
+	return DispatchReply{Accepted: true, WorkerID: w.id, HeartbeatSeq: w.hbSeq}, c
+}
+
+func (w *Worker) respond(m *nats.Msg, r DispatchReply) {
+	data, _ := json.Marshal(r)
+	if err := m.Respond(data); err != nil {
+		w.log.Warn("dispatch reply failed", "err", err)
+	}
+}
+
+// runConversation replays the log, feeds events and runs the handler.
+func (w *Worker) runConversation(c *Conversation) {
+	defer w.wg.Done()
+	defer func() {
+		c.stop()
+		w.mu.Lock()
+		if w.convs[c.ID()] == c {
+			delete(w.convs, c.ID())
+		}
+		w.mu.Unlock()
+		select {
+		case w.released <- struct{}{}:
+		default:
+		}
+		w.heartbeat()
+	}()
+	log := c.log
+	audioSub, err := w.nc.Subscribe(w.subj.InAudio(c.ID()), c.onAudio)
+	if err != nil {
+		log.Error("audio subscribe failed", "err", err)
+		return
+	}
+	defer func() { _ = audioSub.Unsubscribe() }()
+
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{w.subj.Events(c.ID())}}
+	if c.req.ResumeFromSeq > 0 {
+		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cfg.OptStartSeq = c.req.ResumeFromSeq
+	}
+	rctx, cancel := context.WithTimeout(c.feedCtx, w.opts.ReplayTimeout)
+	defer cancel()
+	cons, err := w.js.OrderedConsumer(rctx, w.subj.StreamName(), cfg)
+	if err != nil {
+		log.Error("log consumer failed", "err", err)
+		return
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		log.Error("log consumer failed", "err", err)
+		return
+	}
+	defer it.Stop()
+	first, err := c.replay(rctx, it, cons.CachedInfo().NumPending)
+	if err != nil {
+		log.Error("replay failed", "err", err)
+		return
+	}
+	cancel()
+	log.Debug("conversation replayed", "history", len(c.history), "pending", len(c.pending))
+
+	feedDone := make(chan struct{})
+	go func() {
+		defer close(feedDone)
+		c.feed(it, first)
+	}()
+	// The handler's context is the worker's, not the feed's: Drain stops the
+	// feed (closing Events) but lets the handler finish the event it is on;
+	// only Close cancels it.
+	if err := w.handler(w.ctx, c); err != nil {
+		log.Warn("handler returned an error", "err", err)
+	}
+	c.stop()
+	it.Stop()
+	// Unblock a feeder waiting on a full channel, then wait for it.
+	for range c.events {
+	}
+	<-feedDone
+}
+
+func (w *Worker) heartbeatLoop() {
+	defer w.wg.Done()
+	t := time.NewTicker(w.opts.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-w.quit:
+			return
+		case <-t.C:
+			w.heartbeat()
+		}
+	}
+}
+
+func (w *Worker) heartbeat() {
+	w.mu.Lock()
+	w.hbSeq++
+	hb := Heartbeat{
+		V: Version, WorkerID: w.id, Seq: w.hbSeq, Agent: w.opts.Agent,
+		Load: len(w.convs), Capacity: w.opts.MaxConversations,
+		Draining: w.draining || w.closed, IntervalMS: w.opts.HeartbeatInterval.Milliseconds(),
+		TS: time.Now().UTC(), Conversations: make([]string, 0, len(w.convs)),
+	}
+	for id := range w.convs {
+		hb.Conversations = append(hb.Conversations, id)
+	}
+	w.mu.Unlock()
+	sort.Strings(hb.Conversations)
+	data, _ := json.Marshal(hb)
+	if err := w.nc.Publish(w.subj.Heartbeat(w.opts.Agent), data); err != nil && !w.nc.IsClosed() {
+		w.log.Debug("heartbeat failed", "err", err)
+	}
+}
+
+// Drain stops accepting conversations, lets every handler finish the event
+// it is on (its Events channel is closed) and waits for them until ctx is
+// done; then it closes the worker.
+func (w *Worker) Drain(ctx context.Context) error {
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		return nil
+	}
+	w.draining = true
+	sub := w.sub
+	convs := make([]*Conversation, 0, len(w.convs))
+	for _, c := range w.convs {
+		convs = append(convs, c)
+	}
+	w.mu.Unlock()
+	if sub != nil {
+		_ = sub.Unsubscribe()
+	}
+	for _, c := range convs {
+		c.stop()
+	}
+	w.heartbeat()
+	var err error
+	for err == nil {
+		w.mu.Lock()
+		n := len(w.convs)
+		w.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			err = ctx.Err()
+		case <-w.released:
+		}
+	}
+	w.Close()
+	return err
+}
+
+// Close stops the worker at once: handlers' contexts are cancelled and
+// waited for. It is idempotent.
+func (w *Worker) Close() {
+	if !w.stopped.CompareAndSwap(false, true) {
+		return
+	}
+	w.mu.Lock()
+	w.closed = true
+	sub := w.sub
+	w.mu.Unlock()
+	if sub != nil {
+		_ = sub.Unsubscribe()
+	}
+	close(w.quit)
+	w.cancel()
+	w.wg.Wait()
+	w.heartbeat()
+	w.log.Info("agent worker stopped")
+}
