@@ -1,0 +1,296 @@
+// Package broker is Parley's core: conversations and their durable event log
+// (JetStream), visitor sessions, agent dispatch and live fan-out of a
+// conversation's events to the legs attached to it. It knows no HTTP and no
+// RTP; the signaling and media packages drive it.
+package broker
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/parley-rtc/parley/agentbridge"
+	"github.com/parley-rtc/parley/configs"
+)
+
+// KV bucket names.
+const (
+	bucketSessions      = "parley_sessions"
+	bucketConversations = "parley_conversations"
+	bucketResume        = "parley_resume"
+	bucketNonces        = "parley_nonces"
+	bucketSecrets       = "parley_secrets"
+)
+
+// Broker owns the NATS connection (and the embedded server, if any), the
+// conversation log and everything built on it.
+type Broker struct {
+	cfg     configs.Config
+	log     *slog.Logger
+	rootLog *slog.Logger
+	subj    agentbridge.Subjects
+
+	ns *server.Server // embedded server; nil with an external NATS
+	nc *nats.Conn
+	js jetstream.JetStream
+
+	stream        jetstream.Stream
+	sessions      jetstream.KeyValue
+	conversations jetstream.KeyValue
+	resume        jetstream.KeyValue
+	nonces        jetstream.KeyValue
+	secrets       jetstream.KeyValue
+
+	registry   *registry
+	dispatcher *dispatcher
+	hubs       *hubSet
+
+	signingKey []byte
+
+	ctx        context.Context // cancelled by Close; parent of owned goroutines
+	cancel     context.CancelFunc
+	connClosed chan struct{}
+
+	// lifeMu orders goroutine starts against Close's wait.
+	lifeMu sync.Mutex
+	wg     sync.WaitGroup
+
+	started atomic.Bool
+	ready   atomic.Bool
+	closed  atomic.Bool
+}
+
+// New builds a broker from the configuration. Nothing runs before Start.
+func New(cfg configs.Config, log *slog.Logger) *Broker {
+	if log == nil {
+		log = slog.Default()
+	}
+	b := &Broker{
+		cfg:     cfg,
+		log:     log.With("component", "broker"),
+		rootLog: log,
+		subj:    agentbridge.NewSubjects(cfg.NATS.Prefix),
+
+		connClosed: make(chan struct{}),
+	}
+	b.ctx, b.cancel = context.WithCancel(context.Background())
+	b.registry = newRegistry(cfg.Agents.HeartbeatTimeout)
+	b.dispatcher = newDispatcher(b)
+	b.hubs = newHubSet(b)
+	return b
+}
+
+// Start starts the embedded NATS server unless an external one is
+// configured, connects, and makes sure the log stream and KV buckets exist.
+func (b *Broker) Start(ctx context.Context) error {
+	if !b.started.CompareAndSwap(false, true) {
+		return nil
+	}
+	if b.closed.Load() {
+		return ErrClosed
+	}
+	opts := []nats.Option{
+		nats.Name("parley-broker"),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				b.log.Warn("nats disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) { b.log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted()) }),
+		nats.ClosedHandler(func(*nats.Conn) { close(b.connClosed) }),
+	}
+	url := b.cfg.NATS.URL
+	if url == "" {
+		ns, err := EmbeddedNATS(b.cfg.NATS.Listen, b.cfg.DataDir, b.rootLog)
+		if err != nil {
+			return err
+		}
+		b.ns = ns
+		url = ns.ClientURL()
+		opts = append(opts, nats.InProcessServer(ns))
+		b.log.Info("embedded nats-server started", "url", url, "store_dir", b.cfg.DataDir)
+	} else if b.cfg.NATS.CredentialsFile != "" {
+		opts = append(opts, nats.UserCredentials(b.cfg.NATS.CredentialsFile))
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		b.shutdownServer()
+		return fmt.Errorf("broker: connect nats: %w", err)
+	}
+	b.nc = nc
+	js, err := jetstream.New(nc)
+	if err != nil {
+		b.closeConn()
+		return fmt.Errorf("broker: jetstream: %w", err)
+	}
+	b.js = js
+	if err := b.setupStore(ctx); err != nil {
+		b.closeConn()
+		return err
+	}
+	if err := b.loadSigningKey(ctx); err != nil {
+		b.closeConn()
+		return err
+	}
+	if err := b.registry.start(b); err != nil {
+		b.closeConn()
+		return err
+	}
+	b.ready.Store(true)
+	return nil
+}
+
+// setupStore creates or updates the conversation log stream and KV buckets.
+func (b *Broker) setupStore(ctx context.Context) error {
+	replicas := max(b.cfg.NATS.Replicas, 1)
+	st, err := b.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        b.subj.StreamName(),
+		Description: "Parley conversation logs",
+		Subjects:    b.subj.LogSubjects(),
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Replicas:    replicas,
+		Duplicates:  b.cfg.NATS.DedupWindow,
+		AllowDirect: true,
+	})
+	if err != nil {
+		return fmt.Errorf("%w: conversation stream: %w", ErrStore, err)
+	}
+	b.stream = st
+	bucket := func(name, desc string, ttl time.Duration) (jetstream.KeyValue, error) {
+		kv, err := b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket: name, Description: desc, Storage: jetstream.FileStorage,
+			Replicas: replicas, TTL: ttl, History: 1,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("%w: kv %s: %w", ErrStore, name, err)
+		}
+		return kv, nil
+	}
+	if b.sessions, err = bucket(bucketSessions, "Parley visitor sessions", 0); err != nil {
+		return err
+	}
+	if b.conversations, err = bucket(bucketConversations, "Parley conversations", 0); err != nil {
+		return err
+	}
+	if b.resume, err = bucket(bucketResume, "Parley resume tokens by hash", b.cfg.Sessions.ResumeWindow); err != nil {
+		return err
+	}
+	if b.nonces, err = bucket(bucketNonces, "Parley single-use challenge nonces", 2*b.cfg.Sessions.ChallengeTTL); err != nil {
+		return err
+	}
+	if b.secrets, err = bucket(bucketSecrets, "Parley signing keys", 0); err != nil {
+		return err
+	}
+	return nil
+}
+
+// Ready reports whether the broker can serve: NATS connected and JetStream
+// answering.
+func (b *Broker) Ready(ctx context.Context) error {
+	if !b.ready.Load() || b.closed.Load() {
+		return ErrNotReady
+	}
+	if !b.nc.IsConnected() {
+		return fmt.Errorf("%w: nats not connected", ErrNotReady)
+	}
+	if _, err := b.js.AccountInfo(ctx); err != nil {
+		return fmt.Errorf("%w: jetstream: %w", ErrNotReady, err)
+	}
+	return nil
+}
+
+// NATSClientURL is the URL agent workers connect to: the embedded server's
+// client URL, or the configured external URL.
+func (b *Broker) NATSClientURL() string {
+	if b.ns != nil {
+		return b.ns.ClientURL()
+	}
+	return b.cfg.NATS.URL
+}
+
+// InProcessOption returns a nats.Option connecting in-process to the embedded
+// server, or nil when NATS is external.
+func (b *Broker) InProcessOption() nats.Option {
+	if b.ns == nil {
+		return nil
+	}
+	return nats.InProcessServer(b.ns)
+}
+
+// Subjects returns the protocol subjects the broker uses.
+func (b *Broker) Subjects() agentbridge.Subjects { return b.subj }
+
+// AliveWorkers returns how many workers of agent heartbeat.
+func (b *Broker) AliveWorkers(agent string) int { return b.registry.alive(agent) }
+
+// Close stops everything the broker started, in order: live fan-out and
+// dispatch loops, the NATS connection (drained), the embedded server.
+// It is idempotent.
+func (b *Broker) Close() {
+	if !b.closed.CompareAndSwap(false, true) {
+		return
+	}
+	b.ready.Store(false)
+	b.cancel()
+	b.hubs.closeAll()
+	b.lifeMu.Lock()
+	b.lifeMu.Unlock()
+	b.wg.Wait()
+	b.registry.stop()
+	b.closeConn()
+	b.shutdownServer()
+}
+
+func (b *Broker) closeConn() {
+	if b.nc == nil {
+		return
+	}
+	if err := b.nc.Drain(); err != nil {
+		b.nc.Close()
+	}
+	// Drain is asynchronous; wait for it to finish.
+	select {
+	case <-b.connClosed:
+	case <-time.After(10 * time.Second):
+		b.nc.Close()
+	}
+}
+
+func (b *Broker) shutdownServer() {
+	if b.ns == nil {
+		return
+	}
+	b.ns.Shutdown()
+	b.ns.WaitForShutdown()
+}
+
+// goroutine runs f in a goroutine the broker owns and waits for on Close.
+func (b *Broker) goroutine(f func()) bool {
+	b.lifeMu.Lock()
+	defer b.lifeMu.Unlock()
+	if b.closed.Load() {
+		return false
+	}
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		f()
+	}()
+	return true
+}
+
+// validID reports whether id has the given prefix and is one subject token.
+func validID(id, prefix string) bool {
+	return strings.HasPrefix(id, prefix) && agentbridge.ValidToken(id)
+}

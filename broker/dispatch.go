@@ -1,0 +1,157 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/parley-rtc/parley/agentbridge"
+)
+
+// dispatcher hands conversations to agent workers: request/reply on the
+// agent's dispatch subject (a queue group), retried with backoff until a
+// worker accepts. One loop runs per conversation being dispatched.
+type dispatcher struct {
+	b *Broker
+
+	mu          sync.Mutex
+	running     map[string]bool // conversation id → a loop is running
+	unavailable map[string]bool // conversation id → an attempt has failed
+	observe     func(cid string, d time.Duration)
+}
+
+func newDispatcher(b *Broker) *dispatcher {
+	return &dispatcher{b: b, running: make(map[string]bool), unavailable: make(map[string]bool)}
+}
+
+// ensure makes sure a live worker holds cid, starting a dispatch loop if
+// none does. It reports whether the conversation is known to have no agent
+// right now (a dispatch attempt already failed).
+func (d *dispatcher) ensure(cid string) bool {
+	if _, ok := d.b.registry.owner(cid); ok {
+		return false
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.running[cid] {
+		return d.unavailable[cid]
+	}
+	start := time.Now()
+	if d.b.goroutine(func() { d.loop(cid, start) }) {
+		d.running[cid] = true
+	}
+	return false
+}
+
+// OnDispatched sets a function called with the time from the first dispatch
+// attempt to acceptance of every dispatched conversation (for metrics and
+// benchmarks). Set it before Start.
+func (b *Broker) OnDispatched(f func(cid string, d time.Duration)) { b.dispatcher.observe = f }
+
+func (d *dispatcher) loop(cid string, start time.Time) {
+	b := d.b
+	log := b.log.With("conversation_id", cid)
+	defer func() {
+		d.mu.Lock()
+		delete(d.running, cid)
+		delete(d.unavailable, cid)
+		d.mu.Unlock()
+	}()
+	backoff := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		reply, conv, err := d.attempt(cid)
+		switch {
+		case err == nil:
+			if d.observe != nil {
+				d.observe(cid, time.Since(start))
+			}
+			log.Debug("conversation dispatched", "worker_id", reply.WorkerID, "epoch", conv.Epoch, "attempt", attempt)
+			d.notify(Notice{Kind: NoticeAgentAssigned, ConversationID: cid, Agent: conv.Agent,
+				WorkerID: reply.WorkerID, Epoch: conv.Epoch, Attempt: attempt})
+			return
+		case errors.Is(err, ErrUnknownConversation), errors.Is(err, ErrClosed), b.ctx.Err() != nil:
+			return
+		}
+		if conv.ActiveSessions == 0 && conv.ID != "" {
+			log.Info("stopping dispatch: no visitor session left", "err", err)
+			return
+		}
+		d.mu.Lock()
+		first := !d.unavailable[cid]
+		d.unavailable[cid] = true
+		d.mu.Unlock()
+		if first {
+			log.Warn("no agent worker accepted the conversation; retrying", "agent", conv.Agent, "err", err)
+			d.notify(Notice{Kind: NoticeAgentUnavailable, ConversationID: cid, Agent: conv.Agent, Attempt: attempt})
+		}
+		select {
+		case <-b.ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, b.cfg.Agents.DispatchRetryMax)
+	}
+}
+
+// attempt sends one dispatch request and records the assignment.
+func (d *dispatcher) attempt(cid string) (agentbridge.DispatchReply, Conversation, error) {
+	b := d.b
+	var reply agentbridge.DispatchReply
+	ctx, cancel := context.WithTimeout(b.ctx, b.cfg.Agents.DispatchTimeout)
+	defer cancel()
+	conv, err := b.Conversation(ctx, cid)
+	if err != nil {
+		return reply, conv, err
+	}
+	if w, ok := b.registry.owner(cid); ok {
+		// Someone (another broker) dispatched it meanwhile.
+		reply.Accepted, reply.WorkerID = true, w
+		return reply, conv, nil
+	}
+	info, err := b.stream.Info(ctx)
+	if err != nil {
+		return reply, conv, fmt.Errorf("%w: stream info: %w", ErrStore, err)
+	}
+	req := agentbridge.DispatchRequest{
+		V: agentbridge.Version, ConversationID: cid, Agent: conv.Agent, Widget: conv.Widget,
+		Mode: conv.Mode, ResumeFromSeq: conv.FirstSeq, HeadSeq: info.State.LastSeq,
+		Epoch: conv.Epoch + 1, TS: time.Now().UTC(),
+	}
+	data, _ := json.Marshal(req)
+	msg, err := b.nc.RequestWithContext(ctx, b.subj.Dispatch(conv.Agent), data)
+	switch {
+	case errors.Is(err, nats.ErrNoResponders):
+		return reply, conv, fmt.Errorf("%w: no worker of agent %q is running", ErrAgentUnavailable, conv.Agent)
+	case err != nil:
+		return reply, conv, fmt.Errorf("%w: %w", ErrAgentUnavailable, err)
+	}
+	if err := json.Unmarshal(msg.Data, &reply); err != nil {
+		return reply, conv, fmt.Errorf("%w: bad dispatch reply: %w", ErrAgentUnavailable, err)
+	}
+	if !reply.Accepted {
+		return reply, conv, fmt.Errorf("%w: worker %s declined: %s", ErrAgentUnavailable, reply.WorkerID, reply.Reason)
+	}
+	b.registry.assign(cid, reply.WorkerID, reply.HeartbeatSeq, req.Epoch)
+	conv, err = b.updateConversation(ctx, cid, func(c *Conversation) error {
+		c.WorkerID, c.Epoch, c.AssignedAt = reply.WorkerID, max(c.Epoch, req.Epoch), time.Now().UTC()
+		return nil
+	})
+	if err != nil {
+		return reply, conv, err
+	}
+	return reply, conv, nil
+}
+
+// notify tells every broker's live subscribers of cid.
+func (d *dispatcher) notify(n Notice) {
+	n.TS = time.Now().UTC()
+	data, _ := json.Marshal(n)
+	if err := d.b.nc.Publish(d.b.subj.Status(n.ConversationID), data); err != nil {
+		d.b.log.Debug("status notice failed", "conversation_id", n.ConversationID, "err", err)
+	}
+}

@@ -1,0 +1,38 @@
+package broker
+
+import "errors"
+
+// Sentinel errors of the broker. Callers test them with errors.Is; the edge
+// (signaling) maps them to wire codes.
+var (
+	// ErrClosed is returned after the broker has been closed.
+	ErrClosed = errors.New("broker: closed")
+	// ErrNotReady is returned before Start has finished.
+	ErrNotReady = errors.New("broker: not ready")
+	// ErrUnknownSession is returned for a session id that does not exist.
+	ErrUnknownSession = errors.New("broker: unknown session")
+	// ErrBadToken is returned when a session token does not match.
+	ErrBadToken = errors.New("broker: session token invalid")
+	// ErrSessionEnded is returned for a session that was ended.
+	ErrSessionEnded = errors.New("broker: session ended")
+	// ErrSessionExpired is returned for a session or resume token past its expiry.
+	ErrSessionExpired = errors.New("broker: session expired")
+	// ErrResumeInvalid is returned for a resume token that is unknown,
+	// already used or belongs to another widget.
+	ErrResumeInvalid = errors.New("broker: resume token invalid")
+	// ErrUnknownConversation is returned for a conversation that does not exist.
+	ErrUnknownConversation = errors.New("broker: unknown conversation")
+	// ErrValidation is wrapped by every error about bad caller input.
+	ErrValidation = errors.New("broker: validation failed")
+	// ErrAgentUnavailable is returned when no agent worker took the
+	// conversation in time; what the visitor sent is kept.
+	ErrAgentUnavailable = errors.New("broker: agent unavailable")
+	// ErrReplyTimeout is returned when an agent did not finish a reply in time.
+	ErrReplyTimeout = errors.New("broker: reply timeout")
+	// ErrSlowSubscriber ends a live subscription that fell too far behind.
+	ErrSlowSubscriber = errors.New("broker: subscriber too slow")
+	// ErrNonceUsed is returned when a single-use nonce is presented twice.
+	ErrNonceUsed = errors.New("broker: nonce already used")
+	// ErrStore wraps failures of the durable store (JetStream).
+	ErrStore = errors.New("broker: store unavailable")
+)

@@ -1,0 +1,110 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Conversation is the durable record of a conversation (its log lives in
+// the stream). It is kept in the parley_conversations KV bucket.
+type Conversation struct {
+	ID        string    `json:"id"`
+	Widget    string    `json:"widget"`
+	Agent     string    `json:"agent"`
+	Mode      string    `json:"mode"`
+	CreatedAt time.Time `json:"created_at"`
+	// FirstSeq is the log position of the conversation's first event.
+	FirstSeq uint64 `json:"first_seq"`
+	// ActiveSessions counts sessions not yet ended.
+	ActiveSessions int `json:"active_sessions"`
+	// WorkerID and Epoch record the last dispatch.
+	WorkerID   string    `json:"worker_id,omitempty"`
+	Epoch      uint64    `json:"epoch"`
+	AssignedAt time.Time `json:"assigned_at,omitzero"`
+}
+
+// Conversation loads a conversation record.
+func (b *Broker) Conversation(ctx context.Context, id string) (Conversation, error) {
+	var c Conversation
+	if !validID(id, "conv_") {
+		return c, ErrUnknownConversation
+	}
+	if _, err := b.get(ctx, b.conversations, id, &c); err != nil {
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return c, ErrUnknownConversation
+		}
+		return c, err
+	}
+	return c, nil
+}
+
+func (b *Broker) updateConversation(ctx context.Context, id string, f func(*Conversation) error) (Conversation, error) {
+	c, err := update(ctx, b.conversations, id, f)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return c, ErrUnknownConversation
+	}
+	return c, err
+}
+
+// update is a compare-and-set read-modify-write of one JSON value.
+func update[T any](ctx context.Context, kv jetstream.KeyValue, key string, f func(*T) error) (T, error) {
+	for attempt := 0; ; attempt++ {
+		var v T
+		e, err := kv.Get(ctx, key)
+		if err != nil {
+			if errors.Is(err, jetstream.ErrKeyNotFound) {
+				return v, err
+			}
+			return v, fmt.Errorf("%w: get %s: %w", ErrStore, key, err)
+		}
+		if err := json.Unmarshal(e.Value(), &v); err != nil {
+			return v, fmt.Errorf("%w: decode %s: %w", ErrStore, key, err)
+		}
+		if err := f(&v); err != nil {
+			return v, err
+		}
+		data, err := json.Marshal(v)
+		if err != nil {
+			return v, fmt.Errorf("broker: encode %s: %w", key, err)
+		}
+		_, err = kv.Update(ctx, key, data, e.Revision())
+		if err == nil {
+			return v, nil
+		}
+		if attempt >= 20 || ctx.Err() != nil {
+			return v, fmt.Errorf("%w: update %s: %w", ErrStore, key, err)
+		}
+		// Someone else wrote in between: read again and retry.
+	}
+}
+
+func (b *Broker) get(ctx context.Context, kv jetstream.KeyValue, key string, v any) (uint64, error) {
+	e, err := kv.Get(ctx, key)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return 0, err
+		}
+		return 0, fmt.Errorf("%w: get %s: %w", ErrStore, key, err)
+	}
+	if err := json.Unmarshal(e.Value(), v); err != nil {
+		return 0, fmt.Errorf("%w: decode %s: %w", ErrStore, key, err)
+	}
+	return e.Revision(), nil
+}
+
+// putNew stores a value under a key that must not exist yet.
+func (b *Broker) putNew(ctx context.Context, kv jetstream.KeyValue, key string, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("broker: encode %s: %w", key, err)
+	}
+	if _, err := kv.Create(ctx, key, data); err != nil {
+		return fmt.Errorf("%w: create %s: %w", ErrStore, key, err)
+	}
+	return nil
+}

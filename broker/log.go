@@ -1,0 +1,283 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/parley-rtc/parley/agentbridge"
+)
+
+// MaxClientMessageIDLen bounds a client_message_id.
+const MaxClientMessageIDLen = 128
+
+// Posted describes a visitor message once it is stored.
+type Posted struct {
+	MessageID       string
+	ClientMessageID string
+	ConversationID  string
+	Seq             uint64
+	// Duplicate is set when the client_message_id was seen before; the ids
+	// are then those of the message stored the first time.
+	Duplicate bool
+	// AgentUnavailable is set when no agent worker holds the conversation
+	// and dispatching it has failed so far; the broker keeps trying.
+	AgentUnavailable bool
+}
+
+// ValidateMessage checks a visitor message body and idempotency key.
+func (b *Broker) ValidateMessage(text, clientMessageID string) error {
+	switch n := utf8.RuneCountInString(text); {
+	case !utf8.ValidString(text):
+		return fmt.Errorf("%w: body must be valid UTF-8", ErrValidation)
+	case strings.TrimSpace(text) == "":
+		return fmt.Errorf("%w: body must not be empty", ErrValidation)
+	case n > b.cfg.Chat.MaxMessageChars:
+		return fmt.Errorf("%w: body is %d characters, the limit is %d", ErrValidation, n, b.cfg.Chat.MaxMessageChars)
+	}
+	if len(clientMessageID) > MaxClientMessageIDLen {
+		return fmt.Errorf("%w: client_message_id longer than %d bytes", ErrValidation, MaxClientMessageIDLen)
+	}
+	for _, r := range clientMessageID {
+		if r > unicode.MaxASCII || !unicode.IsPrint(r) || r == ' ' {
+			return fmt.Errorf("%w: client_message_id must be printable ASCII without spaces", ErrValidation)
+		}
+	}
+	return nil
+}
+
+// PostMessage stores a visitor message in the conversation log and returns
+// once JetStream has it. The same clientMessageID posted again stores
+// nothing and returns the first message's ids.
+func (b *Broker) PostMessage(ctx context.Context, s Session, text, clientMessageID, channel string) (Posted, error) {
+	if err := b.ValidateMessage(text, clientMessageID); err != nil {
+		return Posted{}, err
+	}
+	if channel == "" {
+		channel = agentbridge.ModeChat
+	}
+	ev := agentbridge.Event{
+		Type: agentbridge.EventUserMessage, ConversationID: s.ConversationID, SessionID: s.ID,
+		MessageID: newID("msg_"), ClientMessageID: clientMessageID, Text: text, Channel: channel,
+	}
+	var dedup string
+	if clientMessageID != "" {
+		dedup = s.ConversationID + "/" + clientMessageID
+	}
+	ack, err := b.publish(ctx, b.subj.InEvent(s.ConversationID), &ev, dedup)
+	if err != nil {
+		return Posted{}, err
+	}
+	p := Posted{MessageID: ev.MessageID, ClientMessageID: clientMessageID,
+		ConversationID: s.ConversationID, Seq: ack.Sequence, Duplicate: ack.Duplicate}
+	if ack.Duplicate {
+		orig, err := b.stream.GetMsg(ctx, ack.Sequence)
+		if err != nil {
+			return Posted{}, fmt.Errorf("%w: read duplicate: %w", ErrStore, err)
+		}
+		var first agentbridge.Event
+		if err := json.Unmarshal(orig.Data, &first); err != nil {
+			return Posted{}, fmt.Errorf("%w: decode duplicate: %w", ErrStore, err)
+		}
+		p.MessageID = first.MessageID
+	}
+	p.AgentUnavailable = b.dispatcher.ensure(s.ConversationID)
+	return p, nil
+}
+
+// appendInbound writes a broker event to a conversation's log.
+func (b *Broker) appendInbound(ctx context.Context, ev agentbridge.Event, dedup string) (uint64, error) {
+	ack, err := b.publish(ctx, b.subj.InEvent(ev.ConversationID), &ev, dedup)
+	if err != nil {
+		return 0, err
+	}
+	return ack.Sequence, nil
+}
+
+func (b *Broker) publish(ctx context.Context, subject string, ev *agentbridge.Event, dedup string) (*jetstream.PubAck, error) {
+	if !b.ready.Load() {
+		return nil, ErrNotReady
+	}
+	ev.V = agentbridge.Version
+	ev.Seq = 0
+	ev.TS = time.Now().UTC()
+	data, err := json.Marshal(ev)
+	if err != nil {
+		return nil, fmt.Errorf("broker: encode event: %w", err)
+	}
+	var opts []jetstream.PublishOpt
+	if dedup != "" {
+		opts = append(opts, jetstream.WithMsgID(dedup))
+	}
+	ack, err := b.js.Publish(ctx, subject, data, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("%w: append %s: %w", ErrStore, ev.Type, err)
+	}
+	return ack, nil
+}
+
+// ReadLog returns a conversation's events from log position fromSeq (0:
+// the start) up to the current end.
+func (b *Broker) ReadLog(ctx context.Context, cid string, fromSeq uint64) ([]agentbridge.Event, error) {
+	cfg := jetstream.OrderedConsumerConfig{
+		FilterSubjects:    []string{b.subj.Events(cid)},
+		InactiveThreshold: 5 * time.Second,
+	}
+	if fromSeq > 0 {
+		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cfg.OptStartSeq = fromSeq
+	}
+	cons, err := b.js.OrderedConsumer(ctx, b.subj.StreamName(), cfg)
+	if err != nil {
+		return nil, fmt.Errorf("%w: read log: %w", ErrStore, err)
+	}
+	pending := cons.CachedInfo().NumPending
+	if pending == 0 {
+		return nil, nil
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return nil, fmt.Errorf("%w: read log: %w", ErrStore, err)
+	}
+	defer it.Stop()
+	events := make([]agentbridge.Event, 0, pending)
+	for {
+		msg, err := it.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			return nil, fmt.Errorf("%w: read log: %w", ErrStore, err)
+		}
+		ev, meta, err := decodeLogMsg(msg)
+		if err == nil {
+			events = append(events, ev)
+		} else {
+			b.log.Warn("skipping undecodable log entry", "conversation_id", cid, "err", err)
+		}
+		if meta == nil || meta.NumPending == 0 {
+			return events, nil
+		}
+	}
+}
+
+func decodeLogMsg(msg jetstream.Msg) (agentbridge.Event, *jetstream.MsgMetadata, error) {
+	var ev agentbridge.Event
+	meta, err := msg.Metadata()
+	if err != nil {
+		return ev, nil, err
+	}
+	if err := json.Unmarshal(msg.Data(), &ev); err != nil {
+		return ev, meta, err
+	}
+	ev.Seq = meta.Sequence.Stream
+	return ev, meta, nil
+}
+
+// Message is one entry of a conversation's transcript.
+type Message struct {
+	ID          string    `json:"id"`
+	Role        string    `json:"role"` // "visitor" or "agent"
+	Body        string    `json:"body"`
+	CreatedAt   time.Time `json:"created_at"`
+	Seq         uint64    `json:"seq"`
+	ReplyTo     string    `json:"reply_to,omitempty"`
+	Channel     string    `json:"channel,omitempty"`
+	Interrupted bool      `json:"interrupted,omitempty"`
+}
+
+// Roles of transcript messages.
+const (
+	RoleVisitor = "visitor"
+	RoleAgent   = "agent"
+)
+
+// Transcript turns log events into messages, in log order: visitor messages
+// and completed agent replies.
+func Transcript(events []agentbridge.Event) []Message {
+	var msgs []Message
+	for _, ev := range events {
+		switch ev.Type {
+		case agentbridge.EventUserMessage:
+			msgs = append(msgs, Message{ID: ev.MessageID, Role: RoleVisitor, Body: ev.Text,
+				CreatedAt: ev.TS, Seq: ev.Seq, Channel: ev.Channel})
+		case agentbridge.EventTextDone:
+			msgs = append(msgs, Message{ID: ev.MessageID, Role: RoleAgent, Body: ev.Text,
+				CreatedAt: ev.TS, Seq: ev.Seq, ReplyTo: ev.ReplyTo, Interrupted: ev.Interrupted})
+		}
+	}
+	return msgs
+}
+
+// History returns the last limit messages of a conversation (all if
+// limit <= 0), oldest first.
+func (b *Broker) History(ctx context.Context, cid string, limit int) ([]Message, error) {
+	events, err := b.ReadLog(ctx, cid, 0)
+	if err != nil {
+		return nil, err
+	}
+	msgs := Transcript(events)
+	if limit > 0 && len(msgs) > limit {
+		msgs = msgs[len(msgs)-limit:]
+	}
+	return msgs, nil
+}
+
+// FindReply looks in the log, from fromSeq, for the completed agent reply to
+// a visitor message; ok is false if there is none yet.
+func (b *Broker) FindReply(ctx context.Context, cid, messageID string, fromSeq uint64) (Message, bool, error) {
+	events, err := b.ReadLog(ctx, cid, fromSeq)
+	if err != nil {
+		return Message{}, false, err
+	}
+	for _, m := range Transcript(events) {
+		if m.Role == RoleAgent && m.ReplyTo == messageID {
+			return m, true, nil
+		}
+	}
+	return Message{}, false, nil
+}
+
+// AwaitReply waits for the completed agent reply to a posted message. sub
+// must have been opened before the message was posted. A reply already in
+// the log (a duplicate post) is returned at once. It fails with
+// ErrAgentUnavailable when no agent holds the conversation, and with
+// ErrReplyTimeout when ctx ends first.
+func (b *Broker) AwaitReply(ctx context.Context, sub *Subscription, p Posted) (Message, error) {
+	if p.Duplicate {
+		m, ok, err := b.FindReply(ctx, p.ConversationID, p.MessageID, p.Seq)
+		if err != nil || ok {
+			return m, err
+		}
+	}
+	if p.AgentUnavailable {
+		return Message{}, ErrAgentUnavailable
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return Message{}, fmt.Errorf("%w: %w", ErrReplyTimeout, ctx.Err())
+		case u, ok := <-sub.C():
+			if !ok {
+				// The live feed ended; the log still knows.
+				m, found, err := b.FindReply(ctx, p.ConversationID, p.MessageID, p.Seq)
+				switch {
+				case err != nil:
+					return Message{}, err
+				case found:
+					return m, nil
+				}
+				return Message{}, fmt.Errorf("%w: live feed ended: %w", ErrStore, sub.Err())
+			}
+			if n := u.Notice; n != nil && n.Kind == NoticeAgentUnavailable {
+				return Message{}, ErrAgentUnavailable
+			}
+			if ev := u.Event; ev != nil && ev.Type == agentbridge.EventTextDone && ev.ReplyTo == p.MessageID {
+				return Transcript([]agentbridge.Event{*ev})[0], nil
+			}
+		}
+	}
+}

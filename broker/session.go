@@ -1,0 +1,242 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/parley-rtc/parley/agentbridge"
+)
+
+// Session is one visitor attachment to a conversation (a page load). Only
+// the hash of its token is stored.
+type Session struct {
+	ID             string         `json:"id"`
+	ConversationID string         `json:"conversation_id"`
+	Widget         string         `json:"widget"`
+	Agent          string         `json:"agent"`
+	Origin         string         `json:"origin"`
+	Mode           string         `json:"mode"`
+	Language       string         `json:"language,omitempty"`
+	Visitor        map[string]any `json:"visitor,omitempty"`
+	TokenHash      string         `json:"token_hash"`
+	CreatedAt      time.Time      `json:"created_at"`
+	ExpiresAt      time.Time      `json:"expires_at"`
+	EndedAt        *time.Time     `json:"ended_at,omitempty"`
+	EndReason      string         `json:"end_reason,omitempty"`
+}
+
+// StartRequest asks for a new session, on a new conversation or, with a
+// resume token, on the conversation the token belongs to.
+type StartRequest struct {
+	Widget      string
+	Agent       string
+	Origin      string
+	Mode        string
+	Language    string
+	Visitor     map[string]any
+	ResumeToken string
+}
+
+// StartResult is a started session with its secrets, which are returned
+// exactly once.
+type StartResult struct {
+	Session      Session
+	SessionToken string
+	ResumeToken  string
+	Resumed      bool
+}
+
+// resumeRecord is stored under the hash of a resume token.
+type resumeRecord struct {
+	ConversationID string    `json:"conversation_id"`
+	Widget         string    `json:"widget"`
+	ExpiresAt      time.Time `json:"expires_at"`
+}
+
+// StartSession creates a session (and its conversation unless resuming),
+// writes session_started to the log and has the conversation dispatched.
+func (b *Broker) StartSession(ctx context.Context, req StartRequest) (StartResult, error) {
+	if !b.ready.Load() {
+		return StartResult{}, ErrNotReady
+	}
+	switch req.Mode {
+	case "":
+		req.Mode = agentbridge.ModeChat
+	case agentbridge.ModeChat, agentbridge.ModeVoice:
+	default:
+		return StartResult{}, fmt.Errorf("%w: mode must be chat or voice", ErrValidation)
+	}
+	if !agentbridge.ValidToken(req.Agent) {
+		return StartResult{}, fmt.Errorf("%w: agent name", ErrValidation)
+	}
+	now := time.Now().UTC()
+	var (
+		conv    Conversation
+		resumed bool
+		err     error
+	)
+	if req.ResumeToken != "" {
+		conv, err = b.redeemResume(ctx, req.ResumeToken, req.Widget, now)
+		if err != nil {
+			return StartResult{}, err
+		}
+		resumed = true
+	}
+	res := StartResult{SessionToken: newSecret(32), ResumeToken: newSecret(32), Resumed: resumed}
+	s := Session{
+		ID: newID("ses_"), Widget: req.Widget, Agent: req.Agent, Origin: req.Origin,
+		Mode: req.Mode, Language: req.Language, Visitor: req.Visitor,
+		TokenHash: hashHex(res.SessionToken), CreatedAt: now, ExpiresAt: now.Add(b.cfg.Sessions.TTL),
+	}
+	if resumed {
+		s.ConversationID = conv.ID
+		conv, err = b.updateConversation(ctx, conv.ID, func(c *Conversation) error {
+			c.ActiveSessions++
+			c.Mode = req.Mode
+			return nil
+		})
+		if err != nil {
+			return StartResult{}, err
+		}
+	} else {
+		conv = Conversation{ID: newID("conv_"), Widget: req.Widget, Agent: req.Agent,
+			Mode: req.Mode, CreatedAt: now, ActiveSessions: 1}
+		s.ConversationID = conv.ID
+		if err := b.putNew(ctx, b.conversations, conv.ID, conv); err != nil {
+			return StartResult{}, err
+		}
+	}
+	if err := b.putNew(ctx, b.sessions, s.ID, s); err != nil {
+		return StartResult{}, err
+	}
+	rr := resumeRecord{ConversationID: conv.ID, Widget: req.Widget, ExpiresAt: now.Add(b.cfg.Sessions.ResumeWindow)}
+	if err := b.putNew(ctx, b.resume, hashHex(res.ResumeToken), rr); err != nil {
+		return StartResult{}, err
+	}
+	seq, err := b.appendInbound(ctx, agentbridge.Event{
+		Type: agentbridge.EventSessionStarted, ConversationID: conv.ID, SessionID: s.ID,
+		Mode: s.Mode, Language: s.Language, Widget: s.Widget, Visitor: s.Visitor,
+	}, "")
+	if err != nil {
+		return StartResult{}, err
+	}
+	if conv.FirstSeq == 0 {
+		conv, err = b.updateConversation(ctx, conv.ID, func(c *Conversation) error {
+			if c.FirstSeq == 0 {
+				c.FirstSeq = seq
+			}
+			return nil
+		})
+		if err != nil {
+			return StartResult{}, err
+		}
+	}
+	res.Session = s
+	b.dispatcher.ensure(conv.ID)
+	b.log.Info("session started", "session_id", s.ID, "conversation_id", conv.ID,
+		"widget", s.Widget, "resumed", resumed)
+	return res, nil
+}
+
+// redeemResume consumes a resume token (single use: a new one is issued
+// with every session) and returns its conversation.
+func (b *Broker) redeemResume(ctx context.Context, token, widget string, now time.Time) (Conversation, error) {
+	key := hashHex(token)
+	e, err := b.resume.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return Conversation{}, ErrResumeInvalid
+	}
+	if err != nil {
+		return Conversation{}, fmt.Errorf("%w: resume: %w", ErrStore, err)
+	}
+	var rr resumeRecord
+	if err := json.Unmarshal(e.Value(), &rr); err != nil || rr.Widget != widget {
+		return Conversation{}, ErrResumeInvalid
+	}
+	if now.After(rr.ExpiresAt) {
+		return Conversation{}, ErrSessionExpired
+	}
+	// Delete only the revision we read, so one token resumes once.
+	if err := b.resume.Delete(ctx, key, jetstream.LastRevision(e.Revision())); err != nil {
+		return Conversation{}, ErrResumeInvalid
+	}
+	return b.Conversation(ctx, rr.ConversationID)
+}
+
+// Authenticate checks a session token and returns the live session.
+func (b *Broker) Authenticate(ctx context.Context, sessionID, token string) (Session, error) {
+	s, err := b.Session(ctx, sessionID)
+	if err != nil {
+		return Session{}, err
+	}
+	if token == "" || !hashEqual(token, s.TokenHash) {
+		return Session{}, ErrBadToken
+	}
+	if s.EndedAt != nil {
+		return Session{}, ErrSessionEnded
+	}
+	if time.Now().After(s.ExpiresAt) {
+		return Session{}, ErrSessionExpired
+	}
+	return s, nil
+}
+
+// Session loads a session by id.
+func (b *Broker) Session(ctx context.Context, id string) (Session, error) {
+	var s Session
+	if !validID(id, "ses_") {
+		return s, ErrUnknownSession
+	}
+	if _, err := b.get(ctx, b.sessions, id, &s); err != nil {
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return s, ErrUnknownSession
+		}
+		return s, err
+	}
+	return s, nil
+}
+
+// EndSession ends a session; its conversation stays. Ending an ended session
+// is not an error.
+func (b *Broker) EndSession(ctx context.Context, id, reason string) error {
+	if !validID(id, "ses_") {
+		return ErrUnknownSession
+	}
+	var ended bool
+	_, err := update(ctx, b.sessions, id, func(s *Session) error {
+		if s.EndedAt != nil {
+			return nil
+		}
+		now := time.Now().UTC()
+		s.EndedAt, s.EndReason, ended = &now, reason, true
+		return nil
+	})
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return ErrUnknownSession
+	}
+	if err != nil || !ended {
+		return err
+	}
+	s, err := b.Session(ctx, id)
+	if err != nil {
+		return err
+	}
+	conv, err := b.updateConversation(ctx, s.ConversationID, func(c *Conversation) error {
+		c.ActiveSessions = max(c.ActiveSessions-1, 0)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	_, err = b.appendInbound(ctx, agentbridge.Event{
+		Type: agentbridge.EventSessionEnded, ConversationID: s.ConversationID, SessionID: s.ID,
+		Reason: reason, Idle: conv.ActiveSessions == 0,
+	}, "")
+	b.log.Info("session ended", "session_id", s.ID, "conversation_id", s.ConversationID, "reason", reason)
+	return err
+}
