@@ -1,0 +1,122 @@
+package signaling
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/parley-rtc/parley/broker"
+)
+
+// Sentinel errors of the HTTP edge.
+var (
+	// ErrBadRequest: the body is not the JSON the endpoint expects.
+	ErrBadRequest = errors.New("bad request")
+	// ErrPayloadTooLarge: the body exceeds the endpoint's limit.
+	ErrPayloadTooLarge = errors.New("payload too large")
+	// ErrUnknownWidget: no widget has this public key.
+	ErrUnknownWidget = errors.New("unknown widget key")
+	// ErrWidgetNotLive: the widget exists but is not live.
+	ErrWidgetNotLive = errors.New("widget is not live")
+	// ErrOriginRequired: a public endpoint was called without Origin.
+	ErrOriginRequired = errors.New("an Origin header is required")
+	// ErrOriginNotAllowed: the Origin is not allowed for the widget.
+	ErrOriginNotAllowed = errors.New("origin not allowed for this widget")
+	// ErrChallengeInvalid: the session challenge is malformed, forged,
+	// expired, for another widget or origin, or already used.
+	ErrChallengeInvalid = errors.New("challenge invalid")
+	// ErrSessionTokenInvalid: the session token is missing or wrong.
+	ErrSessionTokenInvalid = errors.New("session token invalid")
+	// ErrNotFound: no such route.
+	ErrNotFound = errors.New("not found")
+	// ErrMethodNotAllowed: the route exists, the method does not.
+	ErrMethodNotAllowed = errors.New("method not allowed")
+)
+
+// wireError is how one error is shown on the wire.
+type wireError struct {
+	status int
+	code   string
+}
+
+// wireErrors maps sentinel errors to status and code; the first match wins.
+// This table is the only place the HTTP edge decides codes.
+var wireErrors = []struct {
+	err  error
+	wire wireError
+}{
+	{ErrBadRequest, wireError{http.StatusBadRequest, "BAD_REQUEST"}},
+	{ErrPayloadTooLarge, wireError{http.StatusRequestEntityTooLarge, "PAYLOAD_TOO_LARGE"}},
+	{broker.ErrValidation, wireError{http.StatusUnprocessableEntity, "VALIDATION_FAILED"}},
+	{ErrUnknownWidget, wireError{http.StatusUnauthorized, "UNKNOWN_WIDGET_KEY"}},
+	{ErrWidgetNotLive, wireError{http.StatusConflict, "WIDGET_NOT_LIVE"}},
+	{ErrOriginRequired, wireError{http.StatusUnauthorized, "ORIGIN_REQUIRED"}},
+	{ErrOriginNotAllowed, wireError{http.StatusForbidden, "ORIGIN_NOT_ALLOWED"}},
+	{ErrChallengeInvalid, wireError{http.StatusUnauthorized, "CHALLENGE_INVALID"}},
+	{ErrSessionTokenInvalid, wireError{http.StatusUnauthorized, "SESSION_TOKEN_INVALID"}},
+	{broker.ErrBadToken, wireError{http.StatusUnauthorized, "SESSION_TOKEN_INVALID"}},
+	{broker.ErrUnknownSession, wireError{http.StatusNotFound, "SESSION_NOT_FOUND"}},
+	{broker.ErrSessionEnded, wireError{http.StatusGone, "SESSION_ENDED"}},
+	{broker.ErrSessionExpired, wireError{http.StatusUnauthorized, "SESSION_EXPIRED"}},
+	{broker.ErrResumeInvalid, wireError{http.StatusUnauthorized, "RESUME_TOKEN_INVALID"}},
+	{broker.ErrUnknownConversation, wireError{http.StatusNotFound, "CONVERSATION_NOT_FOUND"}},
+	{broker.ErrAgentUnavailable, wireError{http.StatusServiceUnavailable, "AGENT_UNAVAILABLE"}},
+	{broker.ErrReplyTimeout, wireError{http.StatusGatewayTimeout, "REPLY_TIMEOUT"}},
+	{ErrNotFound, wireError{http.StatusNotFound, "NOT_FOUND"}},
+	{ErrMethodNotAllowed, wireError{http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED"}},
+	{broker.ErrNotReady, wireError{http.StatusServiceUnavailable, "NOT_READY"}},
+	{broker.ErrClosed, wireError{http.StatusServiceUnavailable, "SHUTTING_DOWN"}},
+	{broker.ErrStore, wireError{http.StatusServiceUnavailable, "STORE_UNAVAILABLE"}},
+}
+
+var internalError = wireError{http.StatusInternalServerError, "INTERNAL"}
+
+// classify returns the wire form of err and a message safe to show: the
+// detail after the sentinel for caller mistakes, a fixed text otherwise.
+func classify(err error) (wireError, string) {
+	for _, m := range wireErrors {
+		if errors.Is(err, m.err) {
+			if m.wire.status >= 500 {
+				return m.wire, publicServerMessage(m.wire.code)
+			}
+			return m.wire, publicMessage(err, m.err)
+		}
+	}
+	return internalError, "internal error"
+}
+
+func publicServerMessage(code string) string {
+	switch code {
+	case "AGENT_UNAVAILABLE":
+		return "no agent is available right now; your message is kept and will be answered when one is"
+	case "REPLY_TIMEOUT":
+		return "the agent did not answer in time; your message is kept"
+	case "SHUTTING_DOWN":
+		return "the server is shutting down; retry shortly"
+	default:
+		return "the service is temporarily unavailable; retry shortly"
+	}
+}
+
+// publicMessage strips package prefixes: "broker: validation failed: body
+// must not be empty" becomes "body must not be empty".
+func publicMessage(err, sentinel error) string {
+	msg := err.Error()
+	if i := strings.LastIndex(msg, sentinel.Error()+": "); i >= 0 {
+		return msg[i+len(sentinel.Error())+2:]
+	}
+	return strings.TrimPrefix(sentinel.Error(), "broker: ")
+}
+
+// closeCode is the WebSocket close code for an error ending a leg.
+func closeCode(err error) int {
+	w, _ := classify(err)
+	switch {
+	case w.status == http.StatusServiceUnavailable:
+		return 1013 // try again later
+	case w.status >= 500:
+		return 1011
+	default:
+		return 1008 // policy violation
+	}
+}

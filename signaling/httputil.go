@@ -1,0 +1,99 @@
+package signaling
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"strings"
+)
+
+// maxBodyBytes bounds every JSON request body.
+const maxBodyBytes = 64 << 10
+
+// errorBody is the one error shape of the API.
+type errorBody struct {
+	Error errorDetail `json:"error"`
+}
+
+type errorDetail struct {
+	Code    string         `json:"code"`
+	Message string         `json:"message"`
+	Details map[string]any `json:"details,omitempty"`
+}
+
+// writeJSON writes v with status.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v) // the client may have gone; nothing to do
+}
+
+// writeError writes err as {"error":{"code","message"}} with its status.
+func writeError(w http.ResponseWriter, err error) {
+	writeErrorDetails(w, err, nil)
+}
+
+func writeErrorDetails(w http.ResponseWriter, err error, details map[string]any) {
+	we, msg := classify(err)
+	writeJSON(w, we.status, errorBody{Error: errorDetail{Code: we.code, Message: msg, Details: details}})
+}
+
+// decodeJSON reads one JSON object from the body into v.
+func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(strings.ToLower(ct), "application/json") {
+		return fmt.Errorf("%w: Content-Type must be application/json", ErrBadRequest)
+	}
+	body := http.MaxBytesReader(w, r.Body, maxBodyBytes)
+	dec := json.NewDecoder(body)
+	if err := dec.Decode(v); err != nil {
+		var tooBig *http.MaxBytesError
+		switch {
+		case errors.As(err, &tooBig):
+			return fmt.Errorf("%w: body over %d bytes", ErrPayloadTooLarge, maxBodyBytes)
+		case errors.Is(err, io.EOF):
+			return fmt.Errorf("%w: empty body", ErrBadRequest)
+		default:
+			return fmt.Errorf("%w: invalid JSON: %v", ErrBadRequest, err)
+		}
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return fmt.Errorf("%w: trailing data after the JSON object", ErrBadRequest)
+	}
+	return nil
+}
+
+// bearer returns the token of an "Authorization: Bearer" header.
+func bearer(r *http.Request) string {
+	h := r.Header.Get("Authorization")
+	if len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
+		return strings.TrimSpace(h[7:])
+	}
+	return ""
+}
+
+// methods routes one path by method and answers others with a JSON 405.
+type methods map[string]http.HandlerFunc
+
+func (m methods) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h, ok := m[r.Method]; ok {
+		h(w, r)
+		return
+	}
+	if r.Method == http.MethodHead {
+		if h, ok := m[http.MethodGet]; ok {
+			h(w, r)
+			return
+		}
+	}
+	allow := make([]string, 0, len(m))
+	for k := range m {
+		allow = append(allow, k)
+	}
+	sort.Strings(allow)
+	w.Header().Set("Allow", strings.Join(allow, ", "))
+	writeError(w, fmt.Errorf("%w: %s", ErrMethodNotAllowed, r.Method))
+}

@@ -1,0 +1,91 @@
+package signaling
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/parley-rtc/parley/agentbridge"
+	"github.com/parley-rtc/parley/broker"
+)
+
+type postMessageRequest struct {
+	Body            *string `json:"body"`
+	ClientMessageID string  `json:"client_message_id"`
+	Wait            bool    `json:"wait"`
+}
+
+type replyBody struct {
+	MessageID   string `json:"message_id"`
+	Body        string `json:"body"`
+	Interrupted bool   `json:"interrupted,omitempty"`
+}
+
+type postMessageResponse struct {
+	UserMessageID   string     `json:"user_message_id"`
+	ConversationID  string     `json:"conversation_id"`
+	ClientMessageID string     `json:"client_message_id,omitempty"`
+	Seq             uint64     `json:"seq"`
+	Duplicate       bool       `json:"duplicate"`
+	Reply           *replyBody `json:"reply,omitempty"`
+}
+
+// servePostMessage: POST /v1/sessions/{id}/messages (Bearer session token).
+// The message is stored before anything is answered; with "wait": true the
+// answer is 200 with the agent's complete reply, otherwise 202 with the ids.
+func (s *Server) servePostMessage(w http.ResponseWriter, r *http.Request) {
+	sess, err := s.authSession(r, bearer(r))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	var req postMessageRequest
+	if err := decodeJSON(w, r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	if req.Body == nil {
+		writeError(w, fmt.Errorf("%w: body is required", broker.ErrValidation))
+		return
+	}
+	if err := s.b.ValidateMessage(*req.Body, req.ClientMessageID); err != nil {
+		writeError(w, err)
+		return
+	}
+	var sub *broker.Subscription
+	if req.Wait {
+		// Subscribe before posting so the reply cannot be missed.
+		if sub, err = s.b.Subscribe(r.Context(), sess.ConversationID); err != nil {
+			writeError(w, err)
+			return
+		}
+		defer sub.Close()
+	}
+	// Storing must not be cut short by a client that goes away.
+	posted, err := s.b.PostMessage(context.WithoutCancel(r.Context()), sess, *req.Body, req.ClientMessageID, agentbridge.ModeChat)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	resp := postMessageResponse{UserMessageID: posted.MessageID, ConversationID: posted.ConversationID,
+		ClientMessageID: posted.ClientMessageID, Seq: posted.Seq, Duplicate: posted.Duplicate}
+	if !req.Wait {
+		writeJSON(w, http.StatusAccepted, resp)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.Chat.ReplyTimeout)
+	defer cancel()
+	reply, err := s.b.AwaitReply(ctx, sub, posted)
+	if err != nil {
+		if errors.Is(err, broker.ErrReplyTimeout) && r.Context().Err() != nil {
+			return // the client left
+		}
+		writeErrorDetails(w, err, map[string]any{
+			"user_message_id": posted.MessageID, "conversation_id": posted.ConversationID, "stored": true,
+		})
+		return
+	}
+	resp.Reply = &replyBody{MessageID: reply.ID, Body: reply.Body, Interrupted: reply.Interrupted}
+	writeJSON(w, http.StatusOK, resp)
+}

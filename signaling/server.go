@@ -1,0 +1,181 @@
+// Package signaling is Parley's HTTP and WebSocket edge: the public widget
+// API (resolve, sessions, messages, history, the chat WebSocket), health
+// endpoints and the demo page. It checks widget keys, origins, challenges and
+// session tokens, and maps errors to wire codes in one place (errors.go).
+package signaling
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/parley-rtc/parley/broker"
+	"github.com/parley-rtc/parley/configs"
+)
+
+// Server serves the HTTP surface.
+type Server struct {
+	cfg        configs.Config
+	b          *broker.Broker
+	log        *slog.Logger
+	challenger *challenger
+	handler    http.Handler
+
+	// legs is the context of every WebSocket leg; cancelled on Shutdown.
+	legs       context.Context
+	cancelLegs context.CancelFunc
+	legWG      sync.WaitGroup
+	legMu      sync.Mutex // orders legWG.Add against Shutdown's Wait
+	closing    bool
+
+	httpSrv *http.Server
+	ln      net.Listener
+	served  chan struct{}
+	stopped atomic.Bool
+}
+
+// New builds the edge for a started broker.
+func New(cfg configs.Config, b *broker.Broker, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &Server{
+		cfg:        cfg,
+		b:          b,
+		log:        log.With("component", "signaling"),
+		challenger: newChallenger(b.SigningKey(), cfg.Sessions.ChallengeTTL),
+		served:     make(chan struct{}),
+	}
+	s.legs, s.cancelLegs = context.WithCancel(context.Background())
+	s.handler = s.logRequests(s.routes())
+	return s
+}
+
+// Handler returns the HTTP handler (for tests and embedding).
+func (s *Server) Handler() http.Handler { return s.handler }
+
+func (s *Server) routes() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle("/{$}", methods{http.MethodGet: s.serveDemo})
+	mux.Handle("/healthz", methods{http.MethodGet: s.serveHealth})
+	mux.Handle("/readyz", methods{http.MethodGet: s.serveReady})
+	mux.Handle("/v1/widget/resolve", s.cors(methods{http.MethodPost: s.serveResolve}))
+	mux.Handle("/v1/sessions", s.cors(methods{http.MethodPost: s.serveCreateSession}))
+	mux.Handle("/v1/sessions/{id}", s.cors(methods{http.MethodDelete: s.serveEndSession}))
+	mux.Handle("/v1/sessions/{id}/messages", s.cors(methods{http.MethodPost: s.servePostMessage}))
+	mux.Handle("/v1/sessions/{id}/history", s.cors(methods{http.MethodGet: s.serveHistory}))
+	mux.Handle("/v1/sessions/{id}/ws", methods{http.MethodGet: s.serveWS})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, fmt.Errorf("%w: %s", ErrNotFound, r.URL.Path))
+	})
+	return mux
+}
+
+// Start listens on the configured address and serves in the background.
+func (s *Server) Start() error {
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("signaling: listen %s: %w", s.cfg.Listen, err)
+	}
+	s.ln = ln
+	s.httpSrv = &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	go func() {
+		defer close(s.served)
+		if err := s.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("http server stopped", "err", err)
+		}
+	}()
+	s.log.Info("http listening", "addr", ln.Addr().String())
+	return nil
+}
+
+// Addr is the address the server listens on (after Start).
+func (s *Server) Addr() string {
+	if s.ln == nil {
+		return ""
+	}
+	return s.ln.Addr().String()
+}
+
+// Shutdown stops accepting requests, closes every WebSocket leg with 1001
+// (going away), and waits for in-flight requests, which finish storing what
+// they were storing, until ctx is done. It is idempotent.
+func (s *Server) Shutdown(ctx context.Context) error {
+	if !s.stopped.CompareAndSwap(false, true) {
+		return nil
+	}
+	var err error
+	if s.httpSrv != nil {
+		err = s.httpSrv.Shutdown(ctx) // hijacked WebSockets are not waited for here
+	}
+	s.legMu.Lock()
+	s.closing = true
+	s.legMu.Unlock()
+	s.cancelLegs()
+	done := make(chan struct{})
+	go func() {
+		s.legWG.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = errors.Join(err, ctx.Err())
+	}
+	if s.httpSrv != nil {
+		<-s.served
+	}
+	return err
+}
+
+// addLeg registers a WebSocket leg; false once shutting down.
+func (s *Server) addLeg() bool {
+	s.legMu.Lock()
+	defer s.legMu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.legWG.Add(1)
+	return true
+}
+
+// statusWriter records the status for the request log.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// logRequests logs each request's method, path (never the query, which may
+// carry a token), status and duration.
+func (s *Server) logRequests(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		next.ServeHTTP(sw, r)
+		if sw.status == 0 {
+			sw.status = http.StatusOK
+		}
+		s.log.Debug("http request", "method", r.Method, "path", r.URL.Path,
+			"status", sw.status, "duration", time.Since(start))
+	})
+}

@@ -1,0 +1,391 @@
+package signaling
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/parley-rtc/parley/agentbridge"
+	"github.com/parley-rtc/parley/broker"
+)
+
+// WebSocket tuning.
+const (
+	wsReadLimit    = 64 << 10
+	wsWriteTimeout = 10 * time.Second
+	wsOutQueue     = 256 // frames queued for a client before it counts as too slow
+	wsInQueue      = 16
+)
+
+// clientFrame is a frame the browser sends.
+type clientFrame struct {
+	Type            string  `json:"type"`
+	Body            *string `json:"body,omitempty"`
+	ClientMessageID string  `json:"client_message_id,omitempty"`
+}
+
+// serverFrame is a frame Parley sends; each type uses some of the fields
+// (docs/PROTOCOL.md lists them).
+type serverFrame struct {
+	Type            string          `json:"type"`
+	ConversationID  string          `json:"conversation_id,omitempty"`
+	SessionID       string          `json:"session_id,omitempty"`
+	MessageID       string          `json:"message_id,omitempty"`
+	ClientMessageID string          `json:"client_message_id,omitempty"`
+	ReplyTo         string          `json:"reply_to,omitempty"`
+	Seq             uint64          `json:"seq,omitempty"`
+	Index           *int            `json:"index,omitempty"`
+	Chunk           string          `json:"chunk,omitempty"`
+	Body            string          `json:"body,omitempty"`
+	Role            string          `json:"role,omitempty"`
+	Mode            string          `json:"mode,omitempty"`
+	State           string          `json:"state,omitempty"`
+	Action          string          `json:"action,omitempty"`
+	Data            json.RawMessage `json:"data,omitempty"`
+	Text            string          `json:"text,omitempty"`
+	Final           bool            `json:"final,omitempty"`
+	Duplicate       bool            `json:"duplicate,omitempty"`
+	Interrupted     bool            `json:"interrupted,omitempty"`
+	Code            string          `json:"code,omitempty"`
+	Message         string          `json:"message,omitempty"`
+}
+
+// serveWS: GET /v1/sessions/{id}/ws?token=…[&since_seq=N]. The chat leg of
+// a session. Auth failures are reported by closing with 1008 and the error
+// code as reason, since a browser cannot read an HTTP error of a WebSocket.
+func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
+	// Origin is checked by hand below against the session's widget, so the
+	// library's same-host check is off.
+	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
+	if err != nil {
+		return // Accept has answered the request
+	}
+	conn.SetReadLimit(wsReadLimit)
+	sess, since, err := s.authWS(r)
+	if err != nil {
+		we, _ := classify(err)
+		_ = conn.Close(websocket.StatusPolicyViolation, we.code)
+		return
+	}
+	if !s.addLeg() {
+		_ = conn.Close(websocket.StatusGoingAway, "SHUTTING_DOWN")
+		return
+	}
+	defer s.legWG.Done()
+	l := &leg{
+		s: s, conn: conn, sess: sess,
+		log:     s.log.With("session_id", sess.ID, "conversation_id", sess.ConversationID),
+		out:     make(chan []byte, wsOutQueue),
+		typing:  make(map[string]bool),
+		chunked: make(map[string]bool),
+	}
+	l.run(since)
+}
+
+func (s *Server) authWS(r *http.Request) (broker.Session, uint64, error) {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return broker.Session{}, 0, ErrOriginRequired
+	}
+	q := r.URL.Query()
+	var since uint64
+	if v := q.Get("since_seq"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return broker.Session{}, 0, fmt.Errorf("%w: since_seq", broker.ErrValidation)
+		}
+		since = n
+	}
+	sess, err := s.authSession(r, q.Get("token"))
+	return sess, since, err
+}
+
+// leg is one chat WebSocket. One goroutine reads, one writes (and owns
+// writes to the socket), and run's loop owns the state.
+type leg struct {
+	s    *Server
+	conn *websocket.Conn
+	sess broker.Session
+	log  *slog.Logger
+	out  chan []byte
+
+	lastSeq     uint64          // highest log position sent
+	unavailable bool            // AGENT_UNAVAILABLE was sent and not yet cleared
+	typing      map[string]bool // reply_to → typing sent
+	chunked     map[string]bool // agent message id → a chunk sent
+}
+
+// legEnd says how a leg ends.
+type legEnd struct {
+	code   websocket.StatusCode
+	reason string
+}
+
+func (l *leg) run(since uint64) {
+	ctx, cancel := context.WithCancel(l.s.legs)
+	defer cancel()
+	// The socket's reader and writer do not use ctx: cancelling a Read or
+	// Write would drop the connection without a close frame. They end when
+	// run closes the socket, after serve has decided how.
+	rctx, stopReader := context.WithCancel(context.Background())
+	in := make(chan clientFrame, wsInQueue)
+	readErr := make(chan error, 1)
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		l.read(rctx, in, readErr)
+	}()
+	end := l.serve(ctx, since, in, readErr)
+	_ = l.conn.Close(end.code, end.reason) // ends the reader's Read
+	stopReader()
+	<-readerDone
+	l.log.Debug("chat leg closed", "code", int(end.code), "reason", end.reason)
+}
+
+func (l *leg) serve(ctx context.Context, since uint64, in <-chan clientFrame, readErr <-chan error) legEnd {
+	b := l.s.b
+	sub, err := b.Subscribe(ctx, l.sess.ConversationID)
+	if err != nil {
+		we, _ := classify(err)
+		return legEnd{websocket.StatusCode(closeCode(err)), we.code}
+	}
+	defer sub.Close()
+
+	writerDone := make(chan struct{})
+	wctx, stopWriter := context.WithCancel(context.Background())
+	go func() {
+		defer close(writerDone)
+		l.write(wctx)
+	}()
+	defer func() {
+		stopWriter()
+		<-writerDone
+	}()
+	l.send(serverFrame{Type: "session", SessionID: l.sess.ID, ConversationID: l.sess.ConversationID, Mode: l.sess.Mode})
+	if since > 0 {
+		events, err := b.ReadLog(ctx, l.sess.ConversationID, since+1)
+		if err != nil {
+			we, _ := classify(err)
+			return legEnd{websocket.StatusCode(closeCode(err)), we.code}
+		}
+		for i := range events {
+			l.onEvent(&events[i])
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return legEnd{websocket.StatusGoingAway, "SHUTTING_DOWN"}
+		case <-writerDone:
+			return legEnd{websocket.StatusPolicyViolation, "SLOW_CONSUMER"}
+		case err := <-readErr:
+			if s := websocket.CloseStatus(err); s != -1 {
+				return legEnd{websocket.StatusNormalClosure, ""}
+			}
+			if errors.Is(err, errFrameTooLarge) {
+				return legEnd{websocket.StatusMessageTooBig, "PAYLOAD_TOO_LARGE"}
+			}
+			return legEnd{websocket.StatusNormalClosure, ""}
+		case f := <-in:
+			l.onClientFrame(ctx, f)
+		case u, ok := <-sub.C():
+			if !ok {
+				err := sub.Err()
+				l.log.Warn("live feed ended", "err", err)
+				return legEnd{websocket.StatusTryAgainLater, "RECONNECT"}
+			}
+			if u.Notice != nil {
+				l.onNotice(u.Notice)
+				continue
+			}
+			if ended := l.onEvent(u.Event); ended {
+				return legEnd{websocket.StatusNormalClosure, "SESSION_ENDED"}
+			}
+		}
+	}
+}
+
+var errFrameTooLarge = errors.New("frame too large")
+
+// read decodes client frames until the socket fails.
+func (l *leg) read(ctx context.Context, in chan<- clientFrame, readErr chan<- error) {
+	for {
+		typ, data, err := l.conn.Read(ctx)
+		if err != nil {
+			if errors.Is(err, websocket.ErrMessageTooBig) {
+				err = errFrameTooLarge
+			}
+			readErr <- err // buffered: the only send
+			return
+		}
+		var f clientFrame
+		switch {
+		case typ != websocket.MessageText:
+			f.Type = "_error"
+			f.ClientMessageID = "frames must be JSON text"
+		case json.Unmarshal(data, &f) != nil:
+			f = clientFrame{Type: "_error", ClientMessageID: "invalid JSON"}
+		}
+		select {
+		case in <- f:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// write owns writes to the socket.
+func (l *leg) write(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case data := <-l.out:
+			wctx, cancel := context.WithTimeout(ctx, wsWriteTimeout)
+			err := l.conn.Write(wctx, websocket.MessageText, data)
+			cancel()
+			if err != nil {
+				return
+			}
+		}
+	}
+}
+
+// send queues a frame; a client that lets wsOutQueue frames pile up is cut
+// off rather than slowing anyone else.
+func (l *leg) send(f serverFrame) {
+	data, _ := json.Marshal(f)
+	select {
+	case l.out <- data:
+	default:
+		l.log.Warn("client too slow, dropping leg")
+		l.conn.CloseNow()
+	}
+}
+
+func (l *leg) sendError(code, msg, clientMessageID string) {
+	l.send(serverFrame{Type: "error", Code: code, Message: msg, ClientMessageID: clientMessageID})
+}
+
+func (l *leg) onClientFrame(ctx context.Context, f clientFrame) {
+	switch f.Type {
+	case "ping":
+		l.send(serverFrame{Type: "pong"})
+	case "message":
+		l.onMessage(ctx, f)
+	case "_error":
+		l.sendError("BAD_REQUEST", f.ClientMessageID, "")
+	default:
+		l.sendError("BAD_REQUEST", fmt.Sprintf("unknown frame type %q", f.Type), f.ClientMessageID)
+	}
+}
+
+// onMessage stores a visitor message, then acks it. Storing blocks this
+// loop, so the ack always precedes the agent's answer on this socket.
+func (l *leg) onMessage(ctx context.Context, f clientFrame) {
+	if f.Body == nil {
+		l.sendError("VALIDATION_FAILED", "body is required", f.ClientMessageID)
+		return
+	}
+	b := l.s.b
+	posted, err := b.PostMessage(context.WithoutCancel(ctx), l.sess, *f.Body, f.ClientMessageID, agentbridge.ModeChat)
+	if err != nil {
+		we, msg := classify(err)
+		l.sendError(we.code, msg, f.ClientMessageID)
+		return
+	}
+	l.send(serverFrame{Type: "ack", MessageID: posted.MessageID, ClientMessageID: posted.ClientMessageID,
+		ConversationID: posted.ConversationID, Seq: posted.Seq, Duplicate: posted.Duplicate})
+	if posted.Duplicate {
+		// Same message again: give the same reply if it is complete.
+		if m, ok, err := b.FindReply(ctx, posted.ConversationID, posted.MessageID, posted.Seq); err == nil && ok {
+			l.sendReply(m.ID, m.ReplyTo, m.Body, m.Seq, m.Interrupted)
+		}
+	}
+	if posted.AgentUnavailable {
+		l.unavailable = true
+		_, msg := classify(broker.ErrAgentUnavailable)
+		l.sendError("AGENT_UNAVAILABLE", msg, f.ClientMessageID)
+	}
+}
+
+func (l *leg) onNotice(n *broker.Notice) {
+	switch n.Kind {
+	case broker.NoticeAgentUnavailable:
+		l.unavailable = true
+		_, msg := classify(broker.ErrAgentUnavailable)
+		l.sendError("AGENT_UNAVAILABLE", msg, "")
+	case broker.NoticeAgentAssigned:
+		// Only news to a visitor who was told there was no agent.
+		if l.unavailable {
+			l.unavailable = false
+			l.send(serverFrame{Type: "agent_state", State: "connected"})
+		}
+	}
+}
+
+// onEvent maps one log event to frames; it reports whether this session
+// has ended.
+func (l *leg) onEvent(ev *agentbridge.Event) bool {
+	if ev.Seq != 0 && ev.Seq <= l.lastSeq {
+		return false // already sent (catch-up and live overlap)
+	}
+	l.lastSeq = max(l.lastSeq, ev.Seq)
+	switch ev.Type {
+	case agentbridge.EventUserMessage:
+		if ev.SessionID != l.sess.ID {
+			// Typed in another tab or leg of the conversation.
+			l.send(serverFrame{Type: "message", Role: broker.RoleVisitor, MessageID: ev.MessageID, Body: ev.Text, Seq: ev.Seq})
+		}
+	case agentbridge.EventAgentState:
+		if ev.State == agentbridge.StateThinking && ev.ReplyTo != "" {
+			l.sendTyping(ev.ReplyTo)
+			return false
+		}
+		l.send(serverFrame{Type: "agent_state", State: ev.State, ReplyTo: ev.ReplyTo, Seq: ev.Seq})
+	case agentbridge.EventTextDelta:
+		l.sendTyping(ev.ReplyTo)
+		l.chunked[ev.MessageID] = true
+		idx := ev.Index
+		l.send(serverFrame{Type: "chunk", MessageID: ev.MessageID, ReplyTo: ev.ReplyTo, Index: &idx, Chunk: ev.Text, Seq: ev.Seq})
+	case agentbridge.EventTextDone:
+		l.sendReply(ev.MessageID, ev.ReplyTo, ev.Text, ev.Seq, ev.Interrupted)
+	case agentbridge.EventAction:
+		l.send(serverFrame{Type: "action", Action: ev.Action, Data: ev.Data, Seq: ev.Seq})
+	case agentbridge.EventTranscript:
+		l.send(serverFrame{Type: "transcript", Text: ev.Text, Final: ev.Final, Seq: ev.Seq})
+	case agentbridge.EventModeChanged:
+		l.send(serverFrame{Type: "mode", Mode: ev.Mode, Seq: ev.Seq})
+	case agentbridge.EventSessionEnded:
+		return ev.SessionID == l.sess.ID
+	}
+	return false
+}
+
+func (l *leg) sendTyping(replyTo string) {
+	if replyTo == "" || l.typing[replyTo] {
+		return
+	}
+	l.typing[replyTo] = true
+	l.send(serverFrame{Type: "typing", ReplyTo: replyTo})
+}
+
+// sendReply sends done, preceded by typing and a chunk if the agent sent
+// the reply whole, so every reply has the same frame sequence.
+func (l *leg) sendReply(id, replyTo, body string, seq uint64, interrupted bool) {
+	if !l.chunked[id] {
+		l.sendTyping(replyTo)
+		zero := 0
+		l.send(serverFrame{Type: "chunk", MessageID: id, ReplyTo: replyTo, Index: &zero, Chunk: body, Seq: seq})
+	}
+	delete(l.chunked, id)
+	delete(l.typing, replyTo)
+	l.send(serverFrame{Type: "done", MessageID: id, ReplyTo: replyTo, Body: body, Seq: seq, Interrupted: interrupted})
+}
