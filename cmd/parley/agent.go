@@ -1,0 +1,63 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os/signal"
+	"syscall"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/parley-rtc/parley/agentbridge"
+	"github.com/parley-rtc/parley/configs"
+)
+
+func agentCmd(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] != "echo" {
+		fmt.Fprintln(stderr, "Usage: parley agent echo --nats-url URL [--workers N] [--agent NAME] [--prefix PREFIX]")
+		return 2
+	}
+	fs := flag.NewFlagSet("parley agent echo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	url := fs.String("nats-url", "nats://127.0.0.1:4222", "NATS server URL(s), comma separated")
+	creds := fs.String("creds", "", "NATS credentials file")
+	workers := fs.Int("workers", 1, "number of workers in this process")
+	agent := fs.String("agent", configs.DefaultAgent, "agent name to register as")
+	prefix := fs.String("prefix", agentbridge.DefaultPrefix, "subject prefix")
+	level := fs.String("log-level", "info", "log level")
+	if err := fs.Parse(args[1:]); err != nil {
+		return 2
+	}
+	log := newLogger(stderr, *level, "auto")
+	opts := []nats.Option{nats.Name("parley-echo-agent"), nats.MaxReconnects(-1)}
+	if *creds != "" {
+		opts = append(opts, nats.UserCredentials(*creds))
+	}
+	nc, err := nats.Connect(*url, opts...)
+	if err != nil {
+		log.Error("connect failed", "err", err)
+		return 1
+	}
+	defer nc.Close()
+	ws, err := startEchoWorkers(nc, *prefix, *agent, *workers, log)
+	if err != nil {
+		log.Error("start failed", "err", err)
+		for _, w := range ws {
+			w.Close()
+		}
+		return 1
+	}
+	fmt.Fprintf(stdout, "echo agent: %d worker(s) serving %q on %s\n", len(ws), *agent, nc.ConnectedUrlRedacted())
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	<-ctx.Done()
+	stop()
+	dctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	for _, w := range ws {
+		_ = w.Drain(dctx)
+	}
+	return 0
+}

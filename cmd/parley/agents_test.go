@@ -1,0 +1,124 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"go.uber.org/goleak"
+
+	"github.com/parley-rtc/parley/configs"
+)
+
+func noEcho(c *configs.Config) { c.EchoAgent.Enabled = false }
+
+// TestNoAgentThenRecovery: with no worker the visitor is told
+// AGENT_UNAVAILABLE, nothing is lost, and when a worker appears the broker's
+// retries hand it the conversation and the waiting messages are answered.
+func TestNoAgentThenRecovery(t *testing.T) {
+	e := startEnv(t, noEcho)
+	s := e.newSession(nil)
+	c := e.mustDialWS(s)
+
+	c.send(map[string]any{"type": "message", "body": "anyone there?", "client_message_id": "n-1"})
+	ack := c.next()
+	if ack.str("type") != "ack" {
+		t.Fatalf("want ack first, got %v", ack)
+	}
+	f, _ := c.until("error")
+	if f.str("code") != "AGENT_UNAVAILABLE" {
+		t.Fatalf("error frame = %v", f)
+	}
+	r := e.post(s, "over http too", "n-2", true)
+	if r.status != 503 || r.errCode() != "AGENT_UNAVAILABLE" {
+		t.Fatalf("HTTP wait with no agent: %d %s", r.status, r.raw)
+	}
+	details := r.body["error"].(map[string]any)["details"].(map[string]any)
+	if details["stored"] != true || details["user_message_id"] == "" {
+		t.Fatalf("503 details = %v", details)
+	}
+
+	e.startWorker()
+	want := map[string]bool{"echo: anyone there?": true, "echo: over http too": true}
+	for len(want) > 0 {
+		f, _ := c.until("done")
+		if !want[f.str("body")] {
+			t.Fatalf("unexpected reply %v", f)
+		}
+		delete(want, f.str("body"))
+	}
+	wantHistory := []string{"visitor: anyone there?", "visitor: over http too", "agent: echo: anyone there?", "agent: echo: over http too"}
+	if got := transcript(e.history(s)); !slices.Equal(got, wantHistory) {
+		t.Fatalf("history = %q, want %q", got, wantHistory)
+	}
+	// And the conversation carries on normally.
+	if r := e.post(s, "and now?", "n-3", true); r.status != 200 {
+		t.Fatalf("after recovery: %d %s", r.status, r.raw)
+	}
+}
+
+// TestWorkersShareLoad: conversations spread over the workers of an agent
+// (a NATS queue group).
+func TestWorkersShareLoad(t *testing.T) {
+	e := startEnv(t, noEcho)
+	w1, w2 := e.startWorker(), e.startWorker()
+	const n = 24
+	for i := range n {
+		s := e.newSession(nil)
+		if r := e.post(s, fmt.Sprintf("hi %d", i), "", true); r.status != 200 {
+			t.Fatalf("post %d: %d %s", i, r.status, r.raw)
+		}
+	}
+	a, b := len(w1.Conversations()), len(w2.Conversations())
+	if a+b != n || a == 0 || b == 0 {
+		t.Fatalf("workers hold %d and %d conversations, want %d spread over both", a, b, n)
+	}
+	t.Logf("worker 1: %d conversations, worker 2: %d", a, b)
+}
+
+// TestShutdownLeavesNoGoroutines starts and stops a full Parley with a
+// conversation in flight and checks every goroutine is gone.
+func TestShutdownLeavesNoGoroutines(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	cfg := testConfig(t)
+	a := newApp(cfg, discardLogger())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := a.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, cfg: cfg, app: a, base: "http://" + a.server.Addr(), logs: &syncBuffer{}}
+	s := e.newSession(nil)
+	c := e.mustDialWS(s)
+	c.send(map[string]any{"type": "message", "body": "before shutdown", "client_message_id": "g-1"})
+	expectReply(t, c, "g-1", "echo: before shutdown")
+	if r := e.post(s, "over http", "", true); r.status != 200 {
+		t.Fatalf("post: %d %s", r.status, r.raw)
+	}
+	// Read while the server shuts down, as a browser would, so the close
+	// handshake completes.
+	type closed struct {
+		code   int
+		reason string
+	}
+	got := make(chan closed, 1)
+	go func() {
+		for {
+			_, err := c.read(30 * time.Second)
+			if err != nil {
+				got <- closed{int(websocket.CloseStatus(err)), closeReason(err)}
+				return
+			}
+		}
+	}()
+	if err := a.Stop(ctx); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	if cl := <-got; cl.code != 1001 || cl.reason != "SHUTTING_DOWN" {
+		t.Fatalf("socket closed with %d %q, want 1001 SHUTTING_DOWN", cl.code, cl.reason)
+	}
+	c.conn.CloseNow()
+}

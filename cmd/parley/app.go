@@ -1,0 +1,115 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/parley-rtc/parley/agentbridge"
+	"github.com/parley-rtc/parley/broker"
+	"github.com/parley-rtc/parley/configs"
+	"github.com/parley-rtc/parley/signaling"
+)
+
+// app is one running Parley: broker, HTTP edge and the in-process echo
+// agent workers. Tests build it the same way serve does.
+type app struct {
+	cfg    configs.Config
+	log    *slog.Logger
+	broker *broker.Broker
+	server *signaling.Server
+
+	echoConn    *nats.Conn
+	echoWorkers []*agentbridge.Worker
+}
+
+func newApp(cfg configs.Config, log *slog.Logger) *app {
+	return &app{cfg: cfg, log: log, broker: broker.New(cfg, log)}
+}
+
+// Start starts the broker, the HTTP server and the echo workers. On error
+// whatever started is stopped again.
+func (a *app) Start(ctx context.Context) error {
+	if err := a.broker.Start(ctx); err != nil {
+		return err
+	}
+	a.server = signaling.New(a.cfg, a.broker, a.log)
+	if err := a.server.Start(); err != nil {
+		a.broker.Close()
+		return err
+	}
+	if a.cfg.EchoAgent.Enabled && a.cfg.EchoAgent.Workers > 0 {
+		if err := a.startEcho(); err != nil {
+			_ = a.Stop(ctx)
+			return err
+		}
+	}
+	return nil
+}
+
+func (a *app) startEcho() error {
+	opts := []nats.Option{nats.Name("parley-echo-agent"), nats.MaxReconnects(-1)}
+	if o := a.broker.InProcessOption(); o != nil {
+		opts = append(opts, o)
+	}
+	nc, err := nats.Connect(a.broker.NATSClientURL(), opts...)
+	if err != nil {
+		return fmt.Errorf("echo agent: connect: %w", err)
+	}
+	a.echoConn = nc
+	workers, err := startEchoWorkers(nc, a.cfg.NATS.Prefix, a.cfg.EchoAgent.Agent, a.cfg.EchoAgent.Workers, a.log)
+	a.echoWorkers = workers
+	return err
+}
+
+// startEchoWorkers starts n echo workers on nc.
+func startEchoWorkers(nc *nats.Conn, prefix, agent string, n int, log *slog.Logger) ([]*agentbridge.Worker, error) {
+	workers := make([]*agentbridge.Worker, 0, n)
+	for range n {
+		w, err := agentbridge.NewWorker(nc, agentbridge.Options{Agent: agent, Prefix: prefix, Logger: log}, echoAgent)
+		if err == nil {
+			err = w.Start()
+		}
+		if err != nil {
+			return workers, fmt.Errorf("echo agent: %w", err)
+		}
+		workers = append(workers, w)
+	}
+	return workers, nil
+}
+
+// Stop shuts down in dependency order: the HTTP edge first (in-flight
+// requests finish storing, WebSockets close with 1001), then the agent
+// workers drain, then the broker closes NATS and the embedded server.
+func (a *app) Stop(ctx context.Context) error {
+	var errs []error
+	if a.server != nil {
+		errs = append(errs, a.server.Shutdown(ctx))
+	}
+	for _, w := range a.echoWorkers {
+		if err := w.Drain(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("echo agent drain: %w", err))
+		}
+	}
+	if a.echoConn != nil {
+		a.echoConn.Close()
+	}
+	a.broker.Close()
+	return errors.Join(errs...)
+}
+
+// demoURL is the page a person opens to try Parley.
+func (a *app) demoURL() string {
+	if a.cfg.PublicURL != "" {
+		return a.cfg.PublicURL + "/"
+	}
+	addr := a.server.Addr()
+	if h, p, ok := strings.Cut(addr, ":"); ok && (h == "127.0.0.1" || h == "" || h == "0.0.0.0" || h == "[::]") {
+		addr = "localhost:" + p
+	}
+	return "http://" + addr + "/"
+}

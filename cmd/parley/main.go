@@ -1,0 +1,55 @@
+// Command parley is Parley's one binary: the broker (serve), agent workers
+// (agent echo) and operator tools.
+//
+//	parley serve [--config FILE] [flags]   run Parley (embedded NATS, demo, echo agent)
+//	parley agent echo --nats-url URL       run echo agent workers against a NATS server
+//	parley version
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return 2
+	}
+	switch args[0] {
+	case "serve":
+		return serveCmd(args[1:], stdout, stderr)
+	case "agent":
+		return agentCmd(args[1:], stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintln(stdout, "parley", version)
+		return 0
+	case "help", "-h", "--help":
+		usage(stdout)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "parley: unknown command %q\n\n", args[0])
+		usage(stderr)
+		return 2
+	}
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `Usage: parley <command> [flags]
+
+Commands:
+  serve        run Parley: HTTP API, embedded NATS + JetStream, demo page, echo agent
+  agent echo   run echo agent workers against a NATS server (--nats-url)
+  version      print the version
+
+Run "parley serve -h" for the serve flags.
+`)
+}

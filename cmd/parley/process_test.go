@@ -1,0 +1,277 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// These tests run the real binary, because kill -9 and SIGTERM are about
+// processes.
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// parleyBinary builds cmd/parley once per test run.
+func parleyBinary(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds and runs the parley binary")
+	}
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "parley-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "parley")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// proc is a parley process.
+type proc struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	stderr *syncBuffer
+	lines  chan string
+	exited chan struct{}
+	err    error // exit error, set before exited closes
+}
+
+// cleanEnv is the environment without PARLEY_* settings of the caller.
+func cleanEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "PARLEY_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+func startProc(t *testing.T, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(parleyBinary(t), args...)
+	cmd.Env = cleanEnv()
+	p := &proc{t: t, cmd: cmd, stderr: &syncBuffer{}, lines: make(chan string, 100), exited: make(chan struct{})}
+	cmd.Stderr = p.stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			select {
+			case p.lines <- sc.Text():
+			default:
+			}
+		}
+		_, _ = io.Copy(io.Discard, stdout)
+		p.err = cmd.Wait()
+		close(p.exited)
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-p.exited
+		if t.Failed() {
+			t.Logf("stderr of %v:\n%s", args, tail(p.stderr.String(), 4000))
+		}
+	})
+	return p
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+// line waits for a stdout line matching re.
+func (p *proc) line(re *regexp.Regexp) []string {
+	p.t.Helper()
+	timeout := time.After(60 * time.Second)
+	for {
+		select {
+		case l := <-p.lines:
+			if m := re.FindStringSubmatch(l); m != nil {
+				return m
+			}
+		case <-p.exited:
+			p.t.Fatalf("process exited (%v) before printing %s; stderr:\n%s", p.err, re, tail(p.stderr.String(), 4000))
+		case <-timeout:
+			p.t.Fatalf("process did not print %s", re)
+		}
+	}
+}
+
+// wait waits for the process to exit and returns its exit code.
+func (p *proc) wait() int {
+	p.t.Helper()
+	select {
+	case <-p.exited:
+	case <-time.After(60 * time.Second):
+		p.t.Fatal("process did not exit")
+	}
+	if p.err == nil {
+		return 0
+	}
+	if ee, ok := p.err.(*exec.ExitError); ok {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return -int(ws.Signal())
+		}
+		return ee.ExitCode()
+	}
+	p.t.Fatalf("wait: %v", p.err)
+	return 0
+}
+
+var readyLine = regexp.MustCompile(`^Parley is ready: open (http://\S+)/ \(agents connect to (nats://\S+)\)`)
+
+// serveProc starts `parley serve` on dataDir and returns it with an env
+// pointing at it.
+func serveProc(t *testing.T, dataDir string, extra ...string) (*proc, *env, string) {
+	t.Helper()
+	args := append([]string{"serve", "--data-dir", dataDir, "--listen", "127.0.0.1:0",
+		"--nats-listen", "127.0.0.1:-1", "--log-format", "json", "--log-level", "debug"}, extra...)
+	p := startProc(t, args...)
+	m := p.line(readyLine)
+	return p, &env{t: t, base: strings.Replace(m[1], "localhost", "127.0.0.1", 1)}, m[2]
+}
+
+// TestKill9AndRestart: every acknowledged message survives kill -9 of the
+// server, and the conversation continues on restart with the same data dir.
+func TestKill9AndRestart(t *testing.T) {
+	dir := t.TempDir()
+	p, e, _ := serveProc(t, dir)
+	s := e.newSession(nil)
+	var want []string
+	for i := range 5 {
+		text := fmt.Sprintf("message %d", i)
+		if r := e.post(s, text, fmt.Sprintf("k-%d", i), true); r.status != 200 {
+			t.Fatalf("post: %d %s", r.status, r.raw)
+		}
+		want = append(want, "visitor: "+text, "agent: echo: "+text)
+	}
+	// Acknowledged (202) but maybe not yet answered when the process dies.
+	if r := e.post(s, "in flight", "k-5", false); r.status != 202 {
+		t.Fatalf("post: %d %s", r.status, r.raw)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	p.wait()
+
+	_, e2, _ := serveProc(t, dir)
+	got := transcript(e2.history(s)) // the old session token still works
+	if len(got) < len(want)+1 || !slices.Equal(got[:len(want)], want) || got[len(want)] != "visitor: in flight" {
+		t.Fatalf("history after kill -9 = %q, want it to start with %q + in flight", got, want)
+	}
+	// The conversation goes on: the in-flight message and a new one are answered.
+	s2 := e2.newSession(map[string]any{"resume_token": s.ResumeToken})
+	if s2.ConversationID != s.ConversationID {
+		t.Fatalf("resume after restart: conversation %s, want %s", s2.ConversationID, s.ConversationID)
+	}
+	if r := e2.post(s2, "after restart", "k-6", true); r.status != 200 {
+		t.Fatalf("post after restart: %d %s", r.status, r.raw)
+	}
+	waitFor(t, 10*time.Second, "every message answered once", func() bool {
+		got := transcript(e2.history(s2))
+		n := 0
+		for _, l := range got {
+			if l == "agent: echo: in flight" {
+				n++
+			}
+		}
+		return n == 1 && len(got) == len(want)+4 && slices.Contains(got, "agent: echo: after restart")
+	})
+	// Retrying the in-flight message after the restart is still a duplicate.
+	if r := e2.post(s2, "in flight", "k-5", true); r.body["duplicate"] != true || r.status != 200 {
+		t.Fatalf("retry after restart: %d %s", r.status, r.raw)
+	}
+}
+
+// TestSIGTERMDrains: SIGTERM closes sockets with 1001, stores what is in
+// flight and exits 0.
+func TestSIGTERMDrains(t *testing.T) {
+	dir := t.TempDir()
+	p, e, _ := serveProc(t, dir)
+	s := e.newSession(nil)
+	c := e.mustDialWS(s)
+	c.send(map[string]any{"type": "message", "body": "before", "client_message_id": "t-1"})
+	expectReply(t, c, "t-1", "echo: before")
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code, reason := c.closeStatus(); code != 1001 {
+		t.Fatalf("socket closed with %d %q, want 1001", code, reason)
+	}
+	if code := p.wait(); code != 0 {
+		t.Fatalf("exit code %d after SIGTERM, want 0; stderr:\n%s", code, tail(p.stderr.String(), 3000))
+	}
+	_, e2, _ := serveProc(t, dir)
+	if got := transcript(e2.history(s)); !slices.Equal(got, []string{"visitor: before", "agent: echo: before"}) {
+		t.Fatalf("history after restart = %q", got)
+	}
+}
+
+// TestSeparateAgentProcesses: `parley agent echo` workers in their own
+// processes serve conversations of a `parley serve` with no in-process
+// agent; when one drains, the other takes its conversations.
+func TestSeparateAgentProcesses(t *testing.T) {
+	_, e, natsURL := serveProc(t, t.TempDir(), "--echo-agent=false")
+	agentLine := regexp.MustCompile(`^echo agent: 1 worker\(s\) serving "echo"`)
+	a1 := startProc(t, "agent", "echo", "--nats-url", natsURL)
+	a1.line(agentLine)
+	a2 := startProc(t, "agent", "echo", "--nats-url", natsURL)
+	a2.line(agentLine)
+	waitFor(t, 10*time.Second, "two echo workers in readyz", func() bool {
+		r := e.do("GET", "/readyz", nil)
+		agents, _ := r.body["agents"].(map[string]any)
+		return agents["echo"] == 2.0
+	})
+	var sessions []session
+	for i := range 8 {
+		s := e.newSession(nil)
+		sessions = append(sessions, s)
+		if r := e.post(s, fmt.Sprintf("hello %d", i), "", true); r.status != 200 {
+			t.Fatalf("post: %d %s", r.status, r.raw)
+		}
+	}
+	if err := a1.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := a1.wait(); code != 0 {
+		t.Fatalf("agent exit code %d", code)
+	}
+	for i, s := range sessions {
+		if r := e.post(s, fmt.Sprintf("again %d", i), "", true); r.status != 200 || r.body["reply"].(map[string]any)["body"] != fmt.Sprintf("echo: again %d", i) {
+			t.Fatalf("post after one agent left: %d %s", r.status, r.raw)
+		}
+	}
+}
