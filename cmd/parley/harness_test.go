@@ -27,7 +27,7 @@ const testOrigin = "http://localhost:3000"
 // env is a Parley started in-process the way serve starts it, on ephemeral
 // ports with a fresh data dir.
 type env struct {
-	t    *testing.T
+	t    testing.TB
 	cfg  configs.Config
 	app  *app
 	base string
@@ -52,7 +52,7 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-func testConfig(t *testing.T) configs.Config {
+func testConfig(t testing.TB) configs.Config {
 	cfg := configs.Default()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.NATS.Listen = "127.0.0.1:-1"
@@ -64,7 +64,7 @@ func testConfig(t *testing.T) configs.Config {
 }
 
 // startEnv starts Parley with the test config, changed by opts.
-func startEnv(t *testing.T, opts ...func(*configs.Config)) *env {
+func startEnv(t testing.TB, opts ...func(*configs.Config)) *env {
 	t.Helper()
 	cfg := testConfig(t)
 	for _, o := range opts {
@@ -242,7 +242,7 @@ func transcript(msgs []map[string]any) []string {
 
 // wsClient is a test WebSocket client.
 type wsClient struct {
-	t    *testing.T
+	t    testing.TB
 	conn *websocket.Conn
 }
 
@@ -350,7 +350,7 @@ func (c *wsClient) closeStatus() (websocket.StatusCode, string) {
 }
 
 // waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.After(timeout)
 	tick := time.NewTicker(10 * time.Millisecond)

@@ -26,7 +26,7 @@ var (
 )
 
 // parleyBinary builds cmd/parley once per test run.
-func parleyBinary(t *testing.T) string {
+func parleyBinary(t testing.TB) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("builds and runs the parley binary")
@@ -51,7 +51,7 @@ func parleyBinary(t *testing.T) string {
 
 // proc is a parley process.
 type proc struct {
-	t      *testing.T
+	t      testing.TB
 	cmd    *exec.Cmd
 	stderr *syncBuffer
 	lines  chan string
@@ -70,7 +70,7 @@ func cleanEnv() []string {
 	return env
 }
 
-func startProc(t *testing.T, args ...string) *proc {
+func startProc(t testing.TB, args ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(parleyBinary(t), args...)
 	cmd.Env = cleanEnv()
@@ -155,7 +155,7 @@ var readyLine = regexp.MustCompile(`^Parley is ready: open (http://\S+)/ \(agent
 
 // serveProc starts `parley serve` on dataDir and returns it with an env
 // pointing at it.
-func serveProc(t *testing.T, dataDir string, extra ...string) (*proc, *env, string) {
+func serveProc(t testing.TB, dataDir string, extra ...string) (*proc, *env, string) {
 	t.Helper()
 	args := append([]string{"serve", "--data-dir", dataDir, "--listen", "127.0.0.1:0",
 		"--nats-listen", "127.0.0.1:-1", "--log-format", "json", "--log-level", "debug"}, extra...)

@@ -1,0 +1,242 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/nats-io/nats.go"
+
+	"github.com/parley-rtc/parley/broker"
+	"github.com/parley-rtc/parley/configs"
+)
+
+// The figures of docs/BENCHMARKS.md come from these benchmarks:
+//
+//	make bench    (go test -run '^$' -bench . -benchtime 2x ./cmd/parley/)
+//
+// Each iteration is a whole load run; the latencies are reported as
+// custom metrics (p50-ms, p99-ms, …).
+
+// percentiles reports p50, p90, p99 and max of ds in milliseconds.
+func percentiles(b *testing.B, ds []time.Duration, prefix string) {
+	if len(ds) == 0 {
+		b.Fatalf("%s: no samples", prefix)
+	}
+	slices.Sort(ds)
+	at := func(q float64) float64 {
+		i := min(int(q*float64(len(ds))), len(ds)-1)
+		return float64(ds[i].Microseconds()) / 1000
+	}
+	b.ReportMetric(at(0.50), prefix+"p50-ms")
+	b.ReportMetric(at(0.90), prefix+"p90-ms")
+	b.ReportMetric(at(0.99), prefix+"p99-ms")
+	b.ReportMetric(float64(ds[len(ds)-1].Microseconds())/1000, prefix+"max-ms")
+}
+
+// BenchmarkChatRoundTrip sends chat messages on WebSockets at a steady
+// 500 messages/s over 50 conversations for 10 s and measures, per message,
+// sent → ack, sent → first chunk and sent → done received, with the echo
+// agent in-process (as `parley serve` runs it) or connected over TCP (as an
+// external worker).
+func BenchmarkChatRoundTrip(b *testing.B) {
+	b.Run("agent=in-process", func(b *testing.B) {
+		chatRoundTrip(b, func(b *testing.B) *env {
+			return startEnv(b, func(c *configs.Config) { c.EchoAgent.Workers = 2 })
+		})
+	})
+	b.Run("agent=tcp", func(b *testing.B) {
+		chatRoundTrip(b, func(b *testing.B) *env {
+			e := startEnv(b, noEcho)
+			e.startWorker()
+			e.startWorker()
+			return e
+		})
+	})
+}
+
+func chatRoundTrip(b *testing.B, start func(*testing.B) *env) {
+	const (
+		rate     = 500
+		conns    = 50
+		duration = 10 * time.Second
+		total    = int(rate * duration / time.Second)
+	)
+	for b.Loop() {
+		e := start(b)
+		type tracked struct {
+			sent, ack, first, done atomic.Int64
+		}
+		msgs := make([]tracked, total)
+		clients := make([]*websocket.Conn, conns)
+		var readers sync.WaitGroup
+		for i := range conns {
+			s := e.newSession(nil)
+			c := e.mustDialWS(s)
+			clients[i] = c.conn
+			readers.Add(1)
+			go func() {
+				defer readers.Done()
+				byServerID := make(map[string]int)
+				for {
+					_, data, err := c.conn.Read(context.Background())
+					if err != nil {
+						return
+					}
+					now := time.Now().UnixNano()
+					var f struct{ Type, ClientMessageID, MessageID, ReplyTo string }
+					if err := json.Unmarshal(data, &f); err != nil {
+						continue
+					}
+					switch f.Type {
+					case "ack":
+						var m struct {
+							Client string `json:"client_message_id"`
+							ID     string `json:"message_id"`
+						}
+						_ = json.Unmarshal(data, &m)
+						n, _ := strconv.Atoi(m.Client)
+						byServerID[m.ID] = n
+						msgs[n].ack.Store(now)
+					case "chunk", "done":
+						var m struct {
+							ReplyTo string `json:"reply_to"`
+						}
+						_ = json.Unmarshal(data, &m)
+						n, ok := byServerID[m.ReplyTo]
+						if !ok {
+							continue
+						}
+						msgs[n].first.CompareAndSwap(0, now)
+						if f.Type == "done" {
+							msgs[n].done.Store(now)
+						}
+					}
+				}
+			}()
+		}
+		// Send on a fixed schedule (message i at start + i/rate), so a slow
+		// moment does not lower the offered rate.
+		timer := time.NewTimer(0)
+		<-timer.C
+		start := time.Now()
+		for i := range total {
+			if d := time.Until(start.Add(time.Duration(i) * time.Second / rate)); d > 0 {
+				timer.Reset(d)
+				<-timer.C
+			}
+			data := fmt.Appendf(nil, `{"type":"message","body":"benchmark message %d","client_message_id":"%d"}`, i, i)
+			msgs[i].sent.Store(time.Now().UnixNano())
+			if err := clients[i%conns].Write(context.Background(), websocket.MessageText, data); err != nil {
+				b.Fatalf("write: %v", err)
+			}
+		}
+		elapsed := time.Since(start)
+		waitFor(b, 30*time.Second, "every reply", func() bool {
+			for i := range msgs {
+				if msgs[i].done.Load() == 0 {
+					return false
+				}
+			}
+			return true
+		})
+		for _, c := range clients {
+			c.Close(websocket.StatusNormalClosure, "")
+		}
+		readers.Wait()
+		ack := make([]time.Duration, total)
+		first := make([]time.Duration, total)
+		done := make([]time.Duration, total)
+		for i := range msgs {
+			ack[i] = time.Duration(msgs[i].ack.Load() - msgs[i].sent.Load())
+			first[i] = time.Duration(msgs[i].first.Load() - msgs[i].sent.Load())
+			done[i] = time.Duration(msgs[i].done.Load() - msgs[i].sent.Load())
+		}
+		b.ReportMetric(float64(total)/elapsed.Seconds(), "msgs/s")
+		percentiles(b, ack, "ack-")
+		percentiles(b, first, "first-chunk-")
+		percentiles(b, done, "done-")
+	}
+}
+
+// BenchmarkDispatch creates sessions one after another and measures
+// POST /v1/sessions sent → a worker accepted the conversation (the broker's
+// agent_assigned notice on NATS).
+func BenchmarkDispatch(b *testing.B) {
+	const sessions = 1000
+	for b.Loop() {
+		e := startEnv(b, func(c *configs.Config) { c.EchoAgent.Workers = 2 })
+		nc, err := nats.Connect(e.app.broker.NATSClientURL())
+		if err != nil {
+			b.Fatal(err)
+		}
+		assigned := make(chan string, sessions)
+		sub, err := nc.Subscribe(e.app.broker.Subjects().Status("*"), func(m *nats.Msg) {
+			var n broker.Notice
+			if json.Unmarshal(m.Data, &n) == nil && n.Kind == broker.NoticeAgentAssigned {
+				assigned <- n.ConversationID
+			}
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := nc.Flush(); err != nil {
+			b.Fatal(err)
+		}
+		var lat []time.Duration
+		for range sessions {
+			challenge := e.resolve(testOrigin)
+			start := time.Now()
+			r := e.do("POST", "/v1/sessions", map[string]any{"widget_key": "pk_demo", "challenge": challenge}, "Origin", testOrigin)
+			if r.status != http.StatusCreated {
+				b.Fatalf("create session: %d %s", r.status, r.raw)
+			}
+			cid := r.str("conversation_id")
+			for got := range assigned {
+				if got == cid {
+					break
+				}
+			}
+			lat = append(lat, time.Since(start))
+		}
+		_ = sub.Unsubscribe()
+		nc.Close()
+		percentiles(b, lat, "dispatch-")
+	}
+}
+
+// BenchmarkColdStart runs the parley binary on a fresh data dir and
+// measures exec → "ready" line and exec → /readyz answering 200.
+func BenchmarkColdStart(b *testing.B) {
+	parleyBinary(b) // build outside the measurement
+	var toLine, toReady []time.Duration
+	for b.Loop() {
+		start := time.Now()
+		p := startProc(b, "serve", "--data-dir", b.TempDir(), "--listen", "127.0.0.1:0",
+			"--nats-listen", "127.0.0.1:-1", "--log-level", "warn")
+		m := p.line(readyLine)
+		toLine = append(toLine, time.Since(start))
+		waitFor(b, 10*time.Second, "readyz", func() bool {
+			res, err := http.Get(m[1] + "/readyz")
+			if err != nil {
+				return false
+			}
+			res.Body.Close()
+			return res.StatusCode == 200
+		})
+		toReady = append(toReady, time.Since(start))
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		p.wait()
+	}
+	percentiles(b, toLine, "ready-line-")
+	percentiles(b, toReady, "readyz-")
+}
