@@ -63,7 +63,7 @@ func serveCmd(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	log.Info("parley ready", "demo", a.demoURL(), "nats", a.broker.NATSClientURL(),
-		"startup", time.Since(start).Round(time.Millisecond))
+		"startup", time.Since(start).Round(time.Millisecond).String())
 	fmt.Fprintf(stdout, "Parley is ready: open %s (agents connect to %s)\n", a.demoURL(), a.broker.NATSClientURL())
 
 	<-ctx.Done()

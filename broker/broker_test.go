@@ -1,0 +1,349 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/parley-rtc/parley/agentbridge"
+	"github.com/parley-rtc/parley/configs"
+)
+
+// startBroker starts a broker with its embedded NATS on a random port.
+func startBroker(t *testing.T) *Broker {
+	t.Helper()
+	cfg := configs.Default()
+	cfg.DataDir = t.TempDir()
+	cfg.NATS.Listen = "127.0.0.1:-1"
+	cfg.Agents.DispatchTimeout = 200 * time.Millisecond
+	cfg.Agents.DispatchRetryMax = 200 * time.Millisecond
+	b := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := b.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	return b
+}
+
+func startSession(t *testing.T, b *Broker) Session {
+	t.Helper()
+	res, err := b.StartSession(t.Context(), StartRequest{Widget: "pk_demo", Agent: "echo", Origin: "http://localhost"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.Session
+}
+
+func TestValidateMessage(t *testing.T) {
+	b := New(configs.Default(), nil)
+	cases := []struct {
+		body, cid string
+		ok        bool
+	}{
+		{"hello", "", true},
+		{"hello", "c-1_x.Y:z", true},
+		{strings.Repeat("é", 4000), "", true},
+		{strings.Repeat("é", 4001), "", false},
+		{"", "", false},
+		{" \n\t", "", false},
+		{"bad \xff utf8", "", false},
+		{"ok", strings.Repeat("x", MaxClientMessageIDLen+1), false},
+		{"ok", "has space", false},
+		{"ok", "ünicode", false},
+		{"ok", "ctl\x01", false},
+	}
+	for _, tc := range cases {
+		err := b.ValidateMessage(tc.body, tc.cid)
+		if (err == nil) != tc.ok || (err != nil && !errors.Is(err, ErrValidation)) {
+			t.Errorf("ValidateMessage(%.20q, %q) = %v, want ok=%v", tc.body, tc.cid, err, tc.ok)
+		}
+	}
+}
+
+func TestTranscript(t *testing.T) {
+	events := []agentbridge.Event{
+		{Type: agentbridge.EventSessionStarted, Seq: 1},
+		{Type: agentbridge.EventUserMessage, MessageID: "msg_u1", Text: "hi", Seq: 2},
+		{Type: agentbridge.EventAgentState, State: "thinking", Seq: 3},
+		{Type: agentbridge.EventTextDelta, MessageID: "msg_a1", Text: "ec", Seq: 4},
+		{Type: agentbridge.EventTextDone, MessageID: "msg_a1", ReplyTo: "msg_u1", Text: "echo: hi", Seq: 5},
+		{Type: agentbridge.EventTextDone, MessageID: "msg_a2", ReplyTo: "msg_u2", Text: "cut", Interrupted: true, Seq: 7},
+	}
+	got := Transcript(events)
+	if len(got) != 3 || got[0].Role != RoleVisitor || got[1].Body != "echo: hi" || got[1].ReplyTo != "msg_u1" || !got[2].Interrupted {
+		t.Fatalf("Transcript = %+v", got)
+	}
+}
+
+func TestRegistryOwner(t *testing.T) {
+	r := newRegistry(time.Second)
+	hb := func(seq uint64, draining bool, convs ...string) {
+		data, _ := json.Marshal(agentbridge.Heartbeat{WorkerID: "w1", Agent: "echo", Seq: seq, Draining: draining, Conversations: convs})
+		r.onHeartbeat(&nats.Msg{Data: data})
+	}
+	if _, ok := r.owner("c1"); ok {
+		t.Fatal("unknown conversation has an owner")
+	}
+	hb(1, false)
+	r.assign("c1", "w1", 1, 1)
+	if w, ok := r.owner("c1"); !ok || w != "w1" {
+		t.Fatal("just assigned conversation has no owner")
+	}
+	hb(2, false, "c1")
+	if _, ok := r.owner("c1"); !ok {
+		t.Fatal("listed conversation has no owner")
+	}
+	hb(1, false) // stale heartbeat overtaken by seq 2: ignored
+	if _, ok := r.owner("c1"); !ok {
+		t.Fatal("a stale heartbeat released the conversation")
+	}
+	hb(3, false) // newer heartbeat without c1: released
+	if _, ok := r.owner("c1"); ok {
+		t.Fatal("released conversation still has an owner")
+	}
+	r.assign("c2", "w1", 3, 1)
+	hb(4, true, "c2")
+	if _, ok := r.owner("c2"); ok {
+		t.Fatal("a draining worker owns a conversation")
+	}
+	if n := r.alive("echo"); n != 0 {
+		t.Fatalf("alive = %d with the only worker draining", n)
+	}
+	hb(5, false, "c3") // learned from a heartbeat (another broker dispatched it)
+	if w, ok := r.owner("c3"); !ok || w != "w1" {
+		t.Fatal("assignment not learned from heartbeat")
+	}
+	if n := r.alive("echo"); n != 1 {
+		t.Fatalf("alive = %d, want 1", n)
+	}
+}
+
+func TestSessionLifecycle(t *testing.T) {
+	b := startBroker(t)
+	res, err := b.StartSession(t.Context(), StartRequest{Widget: "pk_demo", Agent: "echo", Origin: "http://localhost"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := res.Session
+	if !strings.HasPrefix(s.ID, "ses_") || !strings.HasPrefix(s.ConversationID, "conv_") || s.TokenHash == res.SessionToken {
+		t.Fatalf("session = %+v", s)
+	}
+	if _, err := b.Authenticate(t.Context(), s.ID, res.SessionToken); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		id, token string
+		want      error
+	}{
+		{s.ID, "wrong", ErrBadToken},
+		{s.ID, "", ErrBadToken},
+		{"ses_unknown", res.SessionToken, ErrUnknownSession},
+		{"not-a-session", res.SessionToken, ErrUnknownSession},
+		{"ses_a.b", res.SessionToken, ErrUnknownSession},
+	} {
+		if _, err := b.Authenticate(t.Context(), tc.id, tc.token); !errors.Is(err, tc.want) {
+			t.Errorf("Authenticate(%q, %q) = %v, want %v", tc.id, tc.token, err, tc.want)
+		}
+	}
+	// Secrets are stored hashed only.
+	e, err := b.sessions.Get(t.Context(), s.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(e.Value()), res.SessionToken) {
+		t.Fatal("session token stored in clear")
+	}
+	if _, err := b.resume.Get(t.Context(), res.ResumeToken); err == nil {
+		t.Fatal("resume token stored in clear")
+	}
+
+	if err := b.EndSession(t.Context(), s.ID, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Authenticate(t.Context(), s.ID, res.SessionToken); !errors.Is(err, ErrSessionEnded) {
+		t.Fatalf("after end: %v", err)
+	}
+	events, err := b.ReadLog(t.Context(), s.ConversationID, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := events[len(events)-1]
+	if last.Type != agentbridge.EventSessionEnded || !last.Idle || last.Reason != "test" {
+		t.Fatalf("last event = %+v", last)
+	}
+
+	// Resume: same conversation, single use, widget-bound.
+	if _, err := b.StartSession(t.Context(), StartRequest{Widget: "pk_other", Agent: "echo", ResumeToken: res.ResumeToken}); !errors.Is(err, ErrResumeInvalid) {
+		t.Fatalf("resume with another widget: %v", err)
+	}
+	res2, err := b.StartSession(t.Context(), StartRequest{Widget: "pk_demo", Agent: "echo", ResumeToken: res.ResumeToken})
+	if err != nil || res2.Session.ConversationID != s.ConversationID || !res2.Resumed {
+		t.Fatalf("resume: %+v, %v", res2, err)
+	}
+	if _, err := b.StartSession(t.Context(), StartRequest{Widget: "pk_demo", Agent: "echo", ResumeToken: res.ResumeToken}); !errors.Is(err, ErrResumeInvalid) {
+		t.Fatalf("second resume: %v", err)
+	}
+}
+
+func TestNonceSingleUse(t *testing.T) {
+	b := startBroker(t)
+	if err := b.UseNonce(t.Context(), "n1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.UseNonce(t.Context(), "n1"); !errors.Is(err, ErrNonceUsed) {
+		t.Fatalf("second use: %v", err)
+	}
+	if err := b.UseNonce(t.Context(), ""); !errors.Is(err, ErrValidation) {
+		t.Fatalf("empty nonce: %v", err)
+	}
+}
+
+// TestSubscriptionFanOut: every subscriber of a conversation gets its
+// events in log order; a subscriber that stops reading is cut off with
+// ErrSlowSubscriber without holding up the others.
+func TestSubscriptionFanOut(t *testing.T) {
+	b := startBroker(t)
+	s := startSession(t, b)
+	fast, err := b.Subscribe(t.Context(), s.ConversationID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fast.Close()
+	slow, err := b.Subscribe(t.Context(), s.ConversationID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = subscriptionBuffer + 10
+	done := make(chan []uint64)
+	go func() {
+		var seqs []uint64
+		for u := range fast.C() {
+			if u.Event != nil && u.Event.Type == agentbridge.EventUserMessage {
+				seqs = append(seqs, u.Event.Seq)
+				if len(seqs) == n {
+					break
+				}
+			}
+		}
+		done <- seqs
+	}()
+	for i := range n {
+		if _, err := b.PostMessage(t.Context(), s, "m", "", ""); err != nil {
+			t.Fatalf("post %d: %v", i, err)
+		}
+	}
+	seqs := <-done
+	for i := 1; i < len(seqs); i++ {
+		if seqs[i] <= seqs[i-1] {
+			t.Fatalf("out of order: %v", seqs[i-1:i+1])
+		}
+	}
+	for range slow.C() {
+	}
+	if !errors.Is(slow.Err(), ErrSlowSubscriber) {
+		t.Fatalf("slow subscriber ended with %v", slow.Err())
+	}
+	slow.Close() // idempotent after being cut off
+}
+
+// TestDispatchUnavailableThenAccepted: with no worker, dispatch reports the
+// conversation unavailable and keeps trying; a worker that appears gets it.
+func TestDispatchUnavailableThenAccepted(t *testing.T) {
+	b := startBroker(t)
+	nc, err := nats.Connect(b.NATSClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	notices := make(chan Notice, 16)
+	sub, err := nc.Subscribe(b.Subjects().Status("*"), func(m *nats.Msg) {
+		var n Notice
+		if json.Unmarshal(m.Data, &n) == nil {
+			notices <- n
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	s := startSession(t, b)
+	if n := <-notices; n.Kind != NoticeAgentUnavailable || n.ConversationID != s.ConversationID {
+		t.Fatalf("first notice = %+v", n)
+	}
+	p, err := b.PostMessage(t.Context(), s, "anyone?", "x1", "")
+	if err != nil || !p.AgentUnavailable {
+		t.Fatalf("post = %+v, %v", p, err)
+	}
+	w, err := agentbridge.NewWorker(nc, agentbridge.Options{Agent: "echo", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
+		func(ctx context.Context, c *agentbridge.Conversation) error {
+			for ev := range c.Events() {
+				if ev.Type == agentbridge.EventUserMessage {
+					if err := c.SendText(ctx, ev.MessageID, "yes"); err != nil {
+						return err
+					}
+				}
+			}
+			return nil
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	for n := range notices {
+		if n.Kind == NoticeAgentAssigned {
+			if n.WorkerID != w.ID() || n.Epoch != 1 {
+				t.Fatalf("assigned notice = %+v", n)
+			}
+			break
+		}
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	sub2, err := b.Subscribe(ctx, s.ConversationID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub2.Close()
+	p.AgentUnavailable, p.Duplicate = false, true // look in the log first
+	m, err := b.AwaitReply(ctx, sub2, p)
+	if err != nil || m.Body != "yes" {
+		t.Fatalf("reply = %+v, %v", m, err)
+	}
+	conv, err := b.Conversation(t.Context(), s.ConversationID)
+	if err != nil || conv.WorkerID != w.ID() || conv.Epoch != 1 || conv.FirstSeq == 0 {
+		t.Fatalf("conversation = %+v, %v", conv, err)
+	}
+}
+
+// FuzzTranscript feeds arbitrary log entries (agents write them) to the
+// decoder and the transcript builder.
+func FuzzTranscript(f *testing.F) {
+	f.Add([]byte(`{"v":1,"type":"text_done","conversation_id":"conv_x","seq":3,"ts":"2026-01-01T00:00:00Z","message_id":"m","reply_to":"u","text":"hi"}`))
+	f.Add([]byte(`{"type":"user_message","text":"\u0000","index":-1,"data":[1,2]}`))
+	f.Add([]byte(`null`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var ev agentbridge.Event
+		if json.Unmarshal(data, &ev) != nil {
+			return
+		}
+		msgs := Transcript([]agentbridge.Event{ev})
+		if len(msgs) > 1 {
+			t.Fatalf("one event gave %d messages", len(msgs))
+		}
+	})
+}

@@ -1,0 +1,153 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/parley-rtc/parley/agentbridge"
+	"github.com/parley-rtc/parley/configs"
+)
+
+// TestAgentActionsPassThrough: an agent's action events reach the visitor's
+// WebSocket as action frames, and a reply sent whole still streams as
+// typing, chunk, done.
+func TestAgentActionsPassThrough(t *testing.T) {
+	e := startEnv(t, noEcho)
+	w, err := agentbridge.NewWorker(e.natsConn(), agentbridge.Options{Agent: configs.DefaultAgent, Logger: discardLogger()},
+		func(ctx context.Context, c *agentbridge.Conversation) error {
+			for ev := range c.Events() {
+				if ev.Type != agentbridge.EventUserMessage {
+					continue
+				}
+				if err := c.SendAction(ctx, agentbridge.ActionNavigate, map[string]string{"target": "pricing"}); err != nil {
+					return err
+				}
+				if err := c.SendText(ctx, ev.MessageID, "see pricing"); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Close)
+
+	s := e.newSession(nil)
+	c := e.mustDialWS(s)
+	c.send(map[string]any{"type": "message", "body": "where are prices?", "client_message_id": "a-1"})
+	if f := c.next(); f.str("type") != "ack" {
+		t.Fatalf("want ack, got %v", f)
+	}
+	var types []string
+	var action frame
+	for {
+		f := c.next()
+		types = append(types, f.str("type"))
+		if f.str("type") == "action" {
+			action = f
+		}
+		if f.str("type") == "done" {
+			if f.str("body") != "see pricing" {
+				t.Fatalf("done = %v", f)
+			}
+			break
+		}
+	}
+	if strings.Join(types, ",") != "typing,action,chunk,done" {
+		t.Fatalf("frames = %v, want typing,action,chunk,done", types)
+	}
+	data, _ := action["data"].(map[string]any)
+	if action.str("action") != "navigate" || data["target"] != "pricing" {
+		t.Fatalf("action frame = %v", action)
+	}
+}
+
+// TestEchoAcknowledgesModeChange: a mode_changed event in the log is
+// acknowledged by the echo agent with its state, which the visitor sees.
+func TestEchoAcknowledgesModeChange(t *testing.T) {
+	e := startEnv(t)
+	s := e.newSession(nil)
+	c := e.mustDialWS(s)
+	c.send(map[string]any{"type": "message", "body": "hi", "client_message_id": "m-1"})
+	expectReply(t, c, "m-1", "echo: hi")
+
+	// Write the event as the broker will when the visitor switches to voice.
+	js, err := jetstream.New(e.natsConn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	subj := e.app.broker.Subjects()
+	ev, _ := json.Marshal(agentbridge.Event{V: agentbridge.Version, Type: agentbridge.EventModeChanged,
+		ConversationID: s.ConversationID, SessionID: s.ID, Mode: agentbridge.ModeVoice,
+		PreviousMode: agentbridge.ModeChat, TS: time.Now().UTC()})
+	if _, err := js.Publish(t.Context(), subj.InEvent(s.ConversationID), ev); err != nil {
+		t.Fatal(err)
+	}
+	mode := c.next()
+	if mode.str("type") != "mode" || mode.str("mode") != "voice" {
+		t.Fatalf("want mode frame, got %v", mode)
+	}
+	state := c.next()
+	if state.str("type") != "agent_state" || state.str("state") != agentbridge.StateListening {
+		t.Fatalf("want agent_state listening, got %v", state)
+	}
+}
+
+// TestOneDispatchPerConversation: messages to a conversation its worker
+// holds do not dispatch it again.
+func TestOneDispatchPerConversation(t *testing.T) {
+	e := startEnv(t)
+	s := e.newSession(nil)
+	c := e.mustDialWS(s)
+	for i, text := range []string{"one", "two", "three", "four"} {
+		id := string(rune('a' + i))
+		c.send(map[string]any{"type": "message", "body": text, "client_message_id": id})
+		expectReply(t, c, id, "echo: "+text)
+	}
+	if n := strings.Count(e.logs.String(), `"msg":"conversation dispatched"`); n != 1 {
+		t.Fatalf("conversation dispatched %d times, want once", n)
+	}
+}
+
+// TestSecretsNeverLogged runs a full session at debug level and looks for
+// every secret it used in the logs.
+func TestSecretsNeverLogged(t *testing.T) {
+	key := strings.Repeat("k", 40)
+	e := startEnv(t, func(c *configs.Config) { c.Security.SigningKey = key; c.Log.Level = "debug" })
+	challenge := e.resolve(testOrigin)
+	r := e.do("POST", "/v1/sessions", map[string]any{"widget_key": configs.DemoWidgetKey, "challenge": challenge}, "Origin", testOrigin)
+	s := session{ID: r.str("session_id"), ConversationID: r.str("conversation_id"), Token: r.str("session_token"), ResumeToken: r.str("resume_token")}
+	c := e.mustDialWS(s)
+	c.send(map[string]any{"type": "message", "body": "secret test", "client_message_id": "s-1"})
+	expectReply(t, c, "s-1", "echo: secret test")
+	e.post(s, "over http", "s-2", true)
+	e.history(s)
+	s2 := e.newSession(map[string]any{"resume_token": s.ResumeToken})
+	e.do("DELETE", "/v1/sessions/"+s2.ID, nil, "Authorization", "Bearer "+s2.Token)
+	c.conn.Close(websocket.StatusNormalClosure, "")
+	e.stop()
+
+	logs := e.logs.String()
+	if !strings.Contains(logs, "session started") {
+		t.Fatal("the run logged nothing: the check would prove nothing")
+	}
+	for name, secret := range map[string]string{"signing key": key, "challenge": challenge,
+		"session token": s.Token, "resume token": s.ResumeToken, "second session token": s2.Token, "second resume token": s2.ResumeToken} {
+		if secret == "" {
+			t.Fatalf("%s is empty", name)
+		}
+		if strings.Contains(logs, secret) {
+			t.Errorf("the %s appears in the logs", name)
+		}
+	}
+}
