@@ -31,6 +31,13 @@ type Conversation struct {
 	audio  chan AudioFrame
 
 	audioDropped atomic.Uint64
+	// headSeq is the highest HeadSeq of the dispatches of this conversation
+	// the worker accepted: a release (session_ended idle) written before
+	// it is out of date.
+	headSeq atomic.Uint64
+	// released is set once event delivery has ended; a new dispatch then
+	// starts a fresh Conversation.
+	released atomic.Bool
 	// feedCtx bounds event delivery; stop cancels it.
 	feedCtx context.Context
 	stop    context.CancelFunc
@@ -47,6 +54,7 @@ func newConversation(ctx context.Context, w *Worker, req DispatchRequest) *Conve
 	}
 	c.feedCtx, c.stop = context.WithCancel(ctx)
 	c.epoch.Store(req.Epoch)
+	c.headSeq.Store(req.HeadSeq)
 	return c
 }
 
@@ -298,6 +306,7 @@ const ReasonWorkerLost = "worker_lost"
 // released, then closes Events.
 func (c *Conversation) feed(it jetstream.MessagesContext, first *Event) {
 	defer close(c.events)
+	defer c.released.Store(true)
 	ctx := c.feedCtx
 	deliver := func(ev Event) bool {
 		if !ev.IsInbound() {
@@ -312,7 +321,9 @@ func (c *Conversation) feed(it jetstream.MessagesContext, first *Event) {
 		case <-ctx.Done():
 			return false
 		}
-		return !(ev.Type == EventSessionEnded && ev.Idle)
+		// The last visitor left: release, unless the conversation was
+		// dispatched to us again after that (a new session).
+		return !(ev.Type == EventSessionEnded && ev.Idle && ev.Seq > c.headSeq.Load())
 	}
 	for _, ev := range c.pending {
 		if !deliver(ev) {

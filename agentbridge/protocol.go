@@ -243,6 +243,11 @@ func (s Subjects) StreamName() string {
 	return strings.ToUpper(strings.ReplaceAll(s.Prefix, "-", "_")) + "_CONV"
 }
 
+// Bucket is the name of a KV bucket under the prefix ("parley_sessions").
+func (s Subjects) Bucket(name string) string {
+	return s.Prefix + "_" + name
+}
+
 // ConversationFromSubject extracts the conversation id from a conv subject.
 func (s Subjects) ConversationFromSubject(subject string) (string, bool) {
 	rest, ok := strings.CutPrefix(subject, s.Prefix+".conv.")

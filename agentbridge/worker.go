@@ -180,11 +180,14 @@ func (w *Worker) admit(req DispatchRequest) (DispatchReply, *Conversation) {
 	switch {
 	case w.closed || w.draining:
 		return DispatchReply{WorkerID: w.id, Reason: "draining"}, nil
-	case w.convs[req.ConversationID] != nil:
-		// Already ours: take the newer epoch and carry on.
+	case w.convs[req.ConversationID] != nil && !w.convs[req.ConversationID].released.Load():
+		// Already ours and live: take the newer epoch and carry on.
 		c := w.convs[req.ConversationID]
 		if req.Epoch > c.Epoch() {
 			c.epoch.Store(req.Epoch)
+		}
+		if req.HeadSeq > c.headSeq.Load() {
+			c.headSeq.Store(req.HeadSeq)
 		}
 		return DispatchReply{Accepted: true, WorkerID: w.id, HeartbeatSeq: w.hbSeq}, nil
 	case len(w.convs) >= w.opts.MaxConversations:

@@ -21,13 +21,13 @@ import (
 	"github.com/parley-rtc/parley/configs"
 )
 
-// KV bucket names.
+// KV bucket names, after the subject prefix: "<prefix>_sessions", ….
 const (
-	bucketSessions      = "parley_sessions"
-	bucketConversations = "parley_conversations"
-	bucketResume        = "parley_resume"
-	bucketNonces        = "parley_nonces"
-	bucketSecrets       = "parley_secrets"
+	bucketSessions      = "sessions"
+	bucketConversations = "conversations"
+	bucketResume        = "resume"
+	bucketNonces        = "nonces"
+	bucketSecrets       = "secrets"
 )
 
 // Broker owns the NATS connection (and the embedded server, if any), the
@@ -168,6 +168,7 @@ func (b *Broker) setupStore(ctx context.Context) error {
 	}
 	b.stream = st
 	bucket := func(name, desc string, ttl time.Duration) (jetstream.KeyValue, error) {
+		name = b.subj.Bucket(name)
 		kv, err := b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 			Bucket: name, Description: desc, Storage: jetstream.FileStorage,
 			Replicas: replicas, TTL: ttl, History: 1,

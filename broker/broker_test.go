@@ -125,6 +125,33 @@ func TestRegistryOwner(t *testing.T) {
 	if n := r.alive("echo"); n != 1 {
 		t.Fatalf("alive = %d, want 1", n)
 	}
+	hb(1, false, "c3") // the worker restarted with the same id
+	if _, ok := r.owner("c3"); !ok {
+		t.Fatal("heartbeats of a restarted worker are ignored")
+	}
+	r.release("c3")
+	if _, ok := r.owner("c3"); ok {
+		t.Fatal("released conversation still has an owner")
+	}
+
+	// A worker that does not number its heartbeats.
+	plain := func(convs ...string) {
+		data, _ := json.Marshal(agentbridge.Heartbeat{WorkerID: "w2", Agent: "echo", Conversations: convs})
+		r.onHeartbeat(&nats.Msg{Data: data})
+	}
+	plain()
+	r.assign("c4", "w2", 0, 1)
+	if _, ok := r.owner("c4"); !ok {
+		t.Fatal("no owner right after assignment")
+	}
+	plain("c4")
+	if _, ok := r.owner("c4"); !ok {
+		t.Fatal("listed conversation has no owner")
+	}
+	plain()
+	if _, ok := r.owner("c4"); ok {
+		t.Fatal("a heartbeat without the conversation did not release it")
+	}
 }
 
 func TestSessionLifecycle(t *testing.T) {

@@ -22,7 +22,6 @@ type dispatcher struct {
 	mu          sync.Mutex
 	running     map[string]bool // conversation id → a loop is running
 	unavailable map[string]bool // conversation id → an attempt has failed
-	observe     func(cid string, d time.Duration)
 }
 
 func newDispatcher(b *Broker) *dispatcher {
@@ -41,19 +40,13 @@ func (d *dispatcher) ensure(cid string) bool {
 	if d.running[cid] {
 		return d.unavailable[cid]
 	}
-	start := time.Now()
-	if d.b.goroutine(func() { d.loop(cid, start) }) {
+	if d.b.goroutine(func() { d.loop(cid) }) {
 		d.running[cid] = true
 	}
 	return false
 }
 
-// OnDispatched sets a function called with the time from the first dispatch
-// attempt to acceptance of every dispatched conversation (for metrics and
-// benchmarks). Set it before Start.
-func (b *Broker) OnDispatched(f func(cid string, d time.Duration)) { b.dispatcher.observe = f }
-
-func (d *dispatcher) loop(cid string, start time.Time) {
+func (d *dispatcher) loop(cid string) {
 	b := d.b
 	log := b.log.With("conversation_id", cid)
 	defer func() {
@@ -67,9 +60,6 @@ func (d *dispatcher) loop(cid string, start time.Time) {
 		reply, conv, err := d.attempt(cid)
 		switch {
 		case err == nil:
-			if d.observe != nil {
-				d.observe(cid, time.Since(start))
-			}
 			log.Debug("conversation dispatched", "worker_id", reply.WorkerID, "epoch", conv.Epoch, "attempt", attempt)
 			d.notify(Notice{Kind: NoticeAgentAssigned, ConversationID: cid, Agent: conv.Agent,
 				WorkerID: reply.WorkerID, Epoch: conv.Epoch, Attempt: attempt})

@@ -79,16 +79,24 @@ func (r *registry) onHeartbeat(m *nats.Msg) {
 		w = &workerInfo{id: hb.WorkerID}
 		r.workers[hb.WorkerID] = w
 	}
-	if hb.Seq != 0 && hb.Seq <= w.hbSeq {
+	seq := hb.Seq
+	switch {
+	case seq == 0:
+		// A worker that does not number its heartbeats: number them here,
+		// in arrival order.
+		seq = w.hbSeq + 1
+	case seq == 1:
+		// A (re)started worker begins again at 1.
+	case seq <= w.hbSeq:
 		return // an older heartbeat overtaken by a newer one
 	}
-	w.agent, w.lastSeen, w.draining, w.hbSeq = hb.Agent, now, hb.Draining, hb.Seq
+	w.agent, w.lastSeen, w.draining, w.hbSeq = hb.Agent, now, hb.Draining, seq
 	w.convs = make(map[string]struct{}, len(hb.Conversations))
 	for _, cid := range hb.Conversations {
 		w.convs[cid] = struct{}{}
 		if a, ok := r.assigned[cid]; !ok || a.worker != hb.WorkerID {
 			// Learn assignments made by other brokers.
-			r.assigned[cid] = assignment{worker: hb.WorkerID, hbSeq: hb.Seq}
+			r.assigned[cid] = assignment{worker: hb.WorkerID, hbSeq: seq}
 		}
 	}
 	// Forget workers long gone.
@@ -101,10 +109,22 @@ func (r *registry) onHeartbeat(m *nats.Msg) {
 
 // assign records that worker accepted conversation cid after its heartbeat
 // hbSeq.
+// A worker that does not number its heartbeats (hbSeq 0) is taken as of its
+// last heartbeat received.
 func (r *registry) assign(cid, worker string, hbSeq, epoch uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if w := r.workers[worker]; hbSeq == 0 && w != nil {
+		hbSeq = w.hbSeq
+	}
 	r.assigned[cid] = assignment{worker: worker, hbSeq: hbSeq, epoch: epoch}
+}
+
+// release forgets who holds cid.
+func (r *registry) release(cid string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.assigned, cid)
 }
 
 // owner returns the live worker holding cid, if any: one that heartbeats,

@@ -233,10 +233,16 @@ func (b *Broker) EndSession(ctx context.Context, id, reason string) error {
 	if err != nil {
 		return err
 	}
+	idle := conv.ActiveSessions == 0
 	_, err = b.appendInbound(ctx, agentbridge.Event{
 		Type: agentbridge.EventSessionEnded, ConversationID: s.ConversationID, SessionID: s.ID,
-		Reason: reason, Idle: conv.ActiveSessions == 0,
+		Reason: reason, Idle: idle,
 	}, "")
+	if err == nil && idle {
+		// The worker releases the conversation on this event; the next
+		// session must dispatch it again rather than trust a stale view.
+		b.registry.release(s.ConversationID)
+	}
 	b.log.Info("session ended", "session_id", s.ID, "conversation_id", s.ConversationID, "reason", reason)
 	return err
 }
