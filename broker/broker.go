@@ -146,6 +146,7 @@ func (b *Broker) Start(ctx context.Context) error {
 		b.closeConn()
 		return err
 	}
+	b.goroutine(b.dispatcher.watchWorkers)
 	b.ready.Store(true)
 	return nil
 }

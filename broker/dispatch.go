@@ -137,6 +137,28 @@ func (d *dispatcher) attempt(cid string) (agentbridge.DispatchReply, Conversatio
 	return reply, conv, nil
 }
 
+// watchWorkers re-dispatches the conversations of workers that stop
+// heartbeating or drain, when a visitor on this broker is attached to them.
+// The next worker replays the log and answers what is unanswered.
+func (d *dispatcher) watchWorkers() {
+	b := d.b
+	t := time.NewTicker(max(b.cfg.Agents.HeartbeatTimeout/4, 50*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-b.ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, cid := range b.registry.sweep() {
+			if b.hubs.active(cid) {
+				b.log.Info("agent worker lost; dispatching the conversation again", "conversation_id", cid)
+				d.ensure(cid)
+			}
+		}
+	}
+}
+
 // notify tells every broker's live subscribers of cid.
 func (d *dispatcher) notify(n Notice) {
 	n.TS = time.Now().UTC()

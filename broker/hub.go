@@ -143,6 +143,19 @@ func (hs *hubSet) subscribe(ctx context.Context, cid string) (*Subscription, err
 	return s, nil
 }
 
+// active reports whether cid has live subscribers on this broker.
+func (hs *hubSet) active(cid string) bool {
+	hs.mu.Lock()
+	h := hs.hubs[cid]
+	hs.mu.Unlock()
+	if h == nil {
+		return false
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.subs) > 0
+}
+
 func (hs *hubSet) closeAll() {
 	hs.mu.Lock()
 	hs.closed = true

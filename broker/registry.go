@@ -154,6 +154,23 @@ func (r *registry) owner(cid string) (string, bool) {
 	return "", false
 }
 
+// sweep forgets the conversations held by workers that went silent or are
+// draining, and returns them.
+func (r *registry) sweep() []string {
+	now := time.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var lost []string
+	for cid, a := range r.assigned {
+		w := r.workers[a.worker]
+		if w == nil || w.draining || now.Sub(w.lastSeen) > r.timeout {
+			delete(r.assigned, cid)
+			lost = append(lost, cid)
+		}
+	}
+	return lost
+}
+
 // alive counts the live, non-draining workers of agent.
 func (r *registry) alive(agent string) int {
 	now := time.Now()

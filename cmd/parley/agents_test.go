@@ -10,6 +10,7 @@ import (
 	"github.com/coder/websocket"
 	"go.uber.org/goleak"
 
+	"github.com/parley-rtc/parley/agentbridge"
 	"github.com/parley-rtc/parley/configs"
 )
 
@@ -128,4 +129,36 @@ func TestShutdownLeavesNoGoroutines(t *testing.T) {
 		t.Fatalf("socket closed with %d %q, want 1001 SHUTTING_DOWN", cl.code, cl.reason)
 	}
 	c.conn.CloseNow()
+}
+
+// TestLostWorkerIsReplaced: when the worker holding a conversation stops
+// heartbeating (its connection dies), the broker hands the conversation to
+// another worker, which answers what was left unanswered.
+func TestLostWorkerIsReplaced(t *testing.T) {
+	e := startEnv(t, noEcho, func(c *configs.Config) { c.Agents.HeartbeatTimeout = time.Second })
+	nc := e.natsConn()
+	w1, err := agentbridge.NewWorker(nc, agentbridge.Options{Agent: configs.DefaultAgent, Logger: discardLogger()}, echoAgent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w1.Start(); err != nil {
+		t.Fatal(err)
+	}
+	s := e.newSession(nil)
+	c := e.mustDialWS(s)
+	c.send(map[string]any{"type": "message", "body": "first", "client_message_id": "l-1"})
+	expectReply(t, c, "l-1", "echo: first")
+
+	e.startWorker()
+	nc.Close() // the first worker's process dies: no drain, no more heartbeats
+	c.send(map[string]any{"type": "message", "body": "second", "client_message_id": "l-2"})
+	done, _ := c.until("done")
+	if done.str("body") != "echo: second" {
+		t.Fatalf("reply = %v", done)
+	}
+	w1.Close()
+	want := []string{"visitor: first", "agent: echo: first", "visitor: second", "agent: echo: second"}
+	if got := transcript(e.history(s)); !slices.Equal(got, want) {
+		t.Fatalf("history = %q, want %q", got, want)
+	}
 }
