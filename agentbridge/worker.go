@@ -327,6 +327,7 @@ func (w *Worker) Drain(ctx context.Context) error {
 	w.mu.Unlock()
 	if sub != nil {
 		_ = sub.Unsubscribe()
+		_ = w.nc.FlushTimeout(time.Second) // so dispatches find no responder at once
 	}
 	for _, c := range convs {
 		c.stop()
@@ -362,6 +363,7 @@ func (w *Worker) Close() {
 	w.mu.Unlock()
 	if sub != nil {
 		_ = sub.Unsubscribe()
+		_ = w.nc.FlushTimeout(time.Second)
 	}
 	close(w.quit)
 	w.cancel()

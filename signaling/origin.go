@@ -19,7 +19,7 @@ func parseOrigin(s string) (origin, bool) {
 	}
 	u, err := url.Parse(strings.ToLower(s))
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
-		u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" {
+		u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || u.Opaque != "" {
 		return origin{}, false
 	}
 	o := origin{scheme: u.Scheme, host: u.Hostname(), port: u.Port()}

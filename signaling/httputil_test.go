@@ -1,0 +1,238 @@
+package signaling
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+)
+
+type decodeTarget struct {
+	Text  string `json:"text"`
+	Count int    `json:"count"`
+}
+
+func postJSON(body, contentType string) (*httptest.ResponseRecorder, *http.Request) {
+	r := httptest.NewRequest(http.MethodPost, "/v1/test", strings.NewReader(body))
+	if contentType != "" {
+		r.Header.Set("Content-Type", contentType)
+	}
+	return httptest.NewRecorder(), r
+}
+
+// jsonOfSize returns a JSON object of exactly n bytes (n >= 12).
+func jsonOfSize(n int) string {
+	const head, tail = `{"text":"`, `"}`
+	return head + strings.Repeat("x", n-len(head)-len(tail)) + tail
+}
+
+func TestDecodeJSON(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name        string
+		contentType string
+		body        string
+		want        error // nil, ErrBadRequest or ErrPayloadTooLarge
+		reason      string
+		wantValue   decodeTarget
+	}{
+		{"ok", "application/json", `{"text":"hi","count":2}`, nil, "", decodeTarget{"hi", 2}},
+		{"ok charset", "application/json; charset=utf-8", `{"text":"hi"}`, nil, "", decodeTarget{Text: "hi"}},
+		{"ok upper case type", "Application/JSON", `{"text":"hi"}`, nil, "", decodeTarget{Text: "hi"}},
+		{"ok no content type", "", `{"text":"hi"}`, nil, "", decodeTarget{Text: "hi"}},
+		{"ok surrounding space", "application/json", " \n\t{\"text\":\"hi\"}\r\n ", nil, "", decodeTarget{Text: "hi"}},
+		{"ok unknown field", "application/json", `{"text":"hi","other":1}`, nil, "", decodeTarget{Text: "hi"}},
+		{"ok null", "application/json", `null`, nil, "", decodeTarget{}},
+		{"ok exactly at the limit", "application/json", jsonOfSize(maxBodyBytes), nil, "", decodeTarget{Text: strings.Repeat("x", maxBodyBytes-11)}},
+
+		{"text/plain", "text/plain", `{"text":"hi"}`, ErrBadRequest, "Content-Type", decodeTarget{}},
+		{"form", "application/x-www-form-urlencoded", `text=hi`, ErrBadRequest, "Content-Type", decodeTarget{}},
+		{"multipart", "multipart/form-data; boundary=x", `{}`, ErrBadRequest, "Content-Type", decodeTarget{}},
+		{"empty body", "application/json", ``, ErrBadRequest, "empty body", decodeTarget{}},
+		{"blank body", "application/json", " \n ", ErrBadRequest, "empty body", decodeTarget{}},
+		{"truncated", "application/json", `{"text":"hi"`, ErrBadRequest, "invalid JSON", decodeTarget{}},
+		{"not JSON", "application/json", `hello`, ErrBadRequest, "invalid JSON", decodeTarget{}},
+		{"wrong type", "application/json", `{"count":"two"}`, ErrBadRequest, "invalid JSON", decodeTarget{}},
+		{"array", "application/json", `[1,2]`, ErrBadRequest, "invalid JSON", decodeTarget{}},
+		{"trailing object", "application/json", `{"text":"a"}{"text":"b"}`, ErrBadRequest, "trailing data", decodeTarget{}},
+		{"trailing garbage", "application/json", `{"text":"a"} x`, ErrBadRequest, "trailing data", decodeTarget{}},
+		{"trailing brace", "application/json", `{"text":"a"}}`, ErrBadRequest, "trailing data", decodeTarget{}},
+		{"trailing number", "application/json", `{} 1`, ErrBadRequest, "trailing data", decodeTarget{}},
+		{"too large", "application/json", jsonOfSize(maxBodyBytes + 1), ErrPayloadTooLarge, "body over", decodeTarget{}},
+		{"far too large", "application/json", jsonOfSize(4 * maxBodyBytes), ErrPayloadTooLarge, "body over", decodeTarget{}},
+		{"too large, invalid", "application/json", `{"text":"` + strings.Repeat("x", 2*maxBodyBytes), ErrPayloadTooLarge, "body over", decodeTarget{}},
+	}
+	for _, tt := range tests {
+		w, r := postJSON(tt.body, tt.contentType)
+		var got decodeTarget
+		err := decodeJSON(w, r, &got)
+		switch {
+		case tt.want == nil && err != nil:
+			t.Errorf("%s: %v", tt.name, err)
+		case tt.want == nil && got != tt.wantValue:
+			t.Errorf("%s: decoded %+v, want %+v", tt.name, got, tt.wantValue)
+		case tt.want != nil && !errors.Is(err, tt.want):
+			t.Errorf("%s: error %v, want %v", tt.name, err, tt.want)
+		case tt.want != nil && !strings.Contains(err.Error(), tt.reason):
+			t.Errorf("%s: error %q, want it to mention %q", tt.name, err, tt.reason)
+		}
+		if tt.want == ErrBadRequest && errors.Is(err, ErrPayloadTooLarge) {
+			t.Errorf("%s: both bad request and too large", tt.name)
+		}
+	}
+}
+
+func TestDecodeJSONErrorsOnTheWire(t *testing.T) {
+	t.Parallel()
+	// What a client sees for each decode failure.
+	tests := []struct {
+		body   string
+		status int
+		code   string
+	}{
+		{``, 400, "BAD_REQUEST"},
+		{`{`, 400, "BAD_REQUEST"},
+		{jsonOfSize(maxBodyBytes + 1), 413, "PAYLOAD_TOO_LARGE"},
+	}
+	for _, tt := range tests {
+		w, r := postJSON(tt.body, "application/json")
+		var v decodeTarget
+		err := decodeJSON(w, r, &v)
+		if err == nil {
+			t.Fatalf("%.20q: no error", tt.body)
+		}
+		rec := httptest.NewRecorder()
+		writeError(rec, err)
+		if rec.Code != tt.status || !strings.Contains(rec.Body.String(), `"code":"`+tt.code+`"`) {
+			t.Errorf("%.20q: %d %s, want %d %s", tt.body, rec.Code, rec.Body, tt.status, tt.code)
+		}
+	}
+}
+
+func TestMethods(t *testing.T) {
+	t.Parallel()
+	ok := func(status int) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("X-Handled", r.Method)
+			w.WriteHeader(status)
+		}
+	}
+	tests := []struct {
+		name    string
+		m       methods
+		method  string
+		status  int
+		handled string
+		allow   string
+	}{
+		{"get", methods{http.MethodGet: ok(200), http.MethodPost: ok(201)}, http.MethodGet, 200, "GET", ""},
+		{"post", methods{http.MethodGet: ok(200), http.MethodPost: ok(201)}, http.MethodPost, 201, "POST", ""},
+		{"head falls back to get", methods{http.MethodGet: ok(200)}, http.MethodHead, 200, "HEAD", ""},
+		{"explicit head", methods{http.MethodGet: ok(200), http.MethodHead: ok(204)}, http.MethodHead, 204, "HEAD", ""},
+		{"delete not allowed", methods{http.MethodGet: ok(200), http.MethodPost: ok(201)}, http.MethodDelete, 405, "", "GET, POST"},
+		{"head without get", methods{http.MethodPost: ok(201)}, http.MethodHead, 405, "", "POST"},
+		{"sorted allow", methods{http.MethodPut: ok(200), http.MethodDelete: ok(200), http.MethodGet: ok(200), http.MethodPatch: ok(200)},
+			http.MethodPost, 405, "", "DELETE, GET, PATCH, PUT"},
+		{"options", methods{http.MethodPost: ok(201)}, http.MethodOptions, 405, "", "POST"},
+		{"unknown method", methods{http.MethodGet: ok(200)}, "BREW", 405, "", "GET"},
+		{"lower case method", methods{http.MethodGet: ok(200)}, "get", 405, "", "GET"},
+	}
+	for _, tt := range tests {
+		rec := httptest.NewRecorder()
+		tt.m.ServeHTTP(rec, httptest.NewRequest(tt.method, "/x", nil))
+		if rec.Code != tt.status {
+			t.Errorf("%s: status %d, want %d", tt.name, rec.Code, tt.status)
+		}
+		if got := rec.Header().Get("X-Handled"); got != tt.handled {
+			t.Errorf("%s: handled as %q, want %q", tt.name, got, tt.handled)
+		}
+		if got := rec.Header().Get("Allow"); got != tt.allow {
+			t.Errorf("%s: Allow %q, want %q", tt.name, got, tt.allow)
+		}
+		if tt.status != 405 {
+			continue
+		}
+		if ct := rec.Header().Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+			t.Errorf("%s: Content-Type %q", tt.name, ct)
+		}
+		var body errorBody
+		if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
+			t.Errorf("%s: body %q: %v", tt.name, rec.Body, err)
+			continue
+		}
+		if body.Error.Code != "METHOD_NOT_ALLOWED" || body.Error.Message == "" {
+			t.Errorf("%s: error %+v", tt.name, body.Error)
+		}
+	}
+}
+
+func TestBearer(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		header []string
+		want   string
+	}{
+		{[]string{"Bearer abc"}, "abc"},
+		{[]string{"bearer abc"}, "abc"},
+		{[]string{"BEARER abc"}, "abc"},
+		{[]string{"BeArEr abc.def-ghi_j"}, "abc.def-ghi_j"},
+		{[]string{"Bearer   abc  "}, "abc"},
+		{[]string{"Bearer abc def"}, "abc def"},
+		{[]string{"Bearer st_1", "Bearer st_2"}, "st_1"},
+		{nil, ""},
+		{[]string{""}, ""},
+		{[]string{"Bearer"}, ""},
+		{[]string{"Bearer "}, ""},
+		{[]string{"Bearer    "}, ""},
+		{[]string{"Bearerabc"}, ""},
+		{[]string{"Bearer\tabc"}, ""},
+		{[]string{"Basic YWxhZGRpbjpvcGVu"}, ""},
+		{[]string{"Token abc"}, ""},
+		{[]string{"abc"}, ""},
+		{[]string{" Bearer abc"}, ""},
+	}
+	for _, tt := range tests {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		for _, h := range tt.header {
+			r.Header.Add("Authorization", h)
+		}
+		if got := bearer(r); got != tt.want {
+			t.Errorf("bearer(%q) = %q, want %q", tt.header, got, tt.want)
+		}
+	}
+}
+
+func FuzzDecodeJSON(f *testing.F) {
+	for _, s := range []string{
+		`{"text":"hi","count":2}`, ``, `{`, `{}{}`, `null`, `[1]`, `{"count":1e999}`,
+		`{"text":"\ud800"}`, "\xff\xfe", `{"text":"a"} `, `"str"`, `{"text":{"nested":[1,2,{"x":null}]}}`,
+	} {
+		f.Add([]byte(s), "application/json")
+	}
+	f.Add([]byte(`{}`), "text/plain")
+	f.Add([]byte(`{}`), "")
+	f.Fuzz(func(t *testing.T, body []byte, contentType string) {
+		r := httptest.NewRequest(http.MethodPost, "/", strings.NewReader(string(body)))
+		r.Header["Content-Type"] = []string{contentType}
+		var v decodeTarget
+		err := decodeJSON(httptest.NewRecorder(), r, &v)
+		if err != nil {
+			if !errors.Is(err, ErrBadRequest) && !errors.Is(err, ErrPayloadTooLarge) {
+				t.Fatalf("error %v is neither bad request nor too large", err)
+			}
+			if we, _ := classify(err); we.status >= 500 {
+				t.Fatalf("decode error %v classified as %d", err, we.status)
+			}
+			return
+		}
+		if len(body) > maxBodyBytes {
+			t.Fatalf("accepted a %d byte body", len(body))
+		}
+		// Accepted input is one JSON value, and v holds what it says.
+		if !json.Valid(body) {
+			t.Fatalf("accepted invalid JSON %q", body)
+		}
+	})
+}
