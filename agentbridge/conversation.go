@@ -258,7 +258,7 @@ func (c *Conversation) replay(ctx context.Context, it jetstream.MessagesContext,
 		if err != nil {
 			return nil, fmt.Errorf("agentbridge: replay: %w", err)
 		}
-		ev, meta, err := decodeLogMsg(msg)
+		ev, meta, err := DecodeLogMsg(msg)
 		if err != nil {
 			c.log.Warn("skipping undecodable log entry", "err", err)
 			if meta != nil && meta.NumPending == 0 {
@@ -350,7 +350,7 @@ func (c *Conversation) feed(it jetstream.MessagesContext, first *Event) {
 			}
 			return
 		}
-		ev, _, err := decodeLogMsg(msg)
+		ev, _, err := DecodeLogMsg(msg)
 		if err != nil {
 			c.log.Warn("skipping undecodable log entry", "err", err)
 			continue
@@ -361,8 +361,9 @@ func (c *Conversation) feed(it jetstream.MessagesContext, first *Event) {
 	}
 }
 
-// decodeLogMsg decodes a log entry and stamps its log position.
-func decodeLogMsg(msg jetstream.Msg) (Event, *jetstream.MsgMetadata, error) {
+// DecodeLogMsg decodes an entry of a conversation log read from JetStream
+// and stamps its log position (Seq) from the message metadata.
+func DecodeLogMsg(msg jetstream.Msg) (Event, *jetstream.MsgMetadata, error) {
 	var ev Event
 	meta, err := msg.Metadata()
 	if err != nil {

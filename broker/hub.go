@@ -207,7 +207,7 @@ func (h *hub) run() {
 			}
 			return
 		}
-		ev, _, err := decodeLogMsg(msg)
+		ev, _, err := agentbridge.DecodeLogMsg(msg)
 		if err != nil {
 			b.log.Warn("skipping undecodable log entry", "conversation_id", h.cid, "err", err)
 			continue

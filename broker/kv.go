@@ -30,17 +30,27 @@ type Conversation struct {
 
 // Conversation loads a conversation record.
 func (b *Broker) Conversation(ctx context.Context, id string) (Conversation, error) {
-	var c Conversation
-	if !validID(id, "conv_") {
-		return c, ErrUnknownConversation
+	return load[Conversation](ctx, b.conversations, id, "conv_", ErrUnknownConversation)
+}
+
+// load reads the JSON record id (which must carry prefix) from kv; a
+// missing or malformed id is notFound.
+func load[T any](ctx context.Context, kv jetstream.KeyValue, id, prefix string, notFound error) (T, error) {
+	var v T
+	if !validID(id, prefix) {
+		return v, notFound
 	}
-	if _, err := b.get(ctx, b.conversations, id, &c); err != nil {
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			return c, ErrUnknownConversation
-		}
-		return c, err
+	e, err := kv.Get(ctx, id)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return v, notFound
+	case err != nil:
+		return v, fmt.Errorf("%w: get %s: %w", ErrStore, id, err)
 	}
-	return c, nil
+	if err := json.Unmarshal(e.Value(), &v); err != nil {
+		return v, fmt.Errorf("%w: decode %s: %w", ErrStore, id, err)
+	}
+	return v, nil
 }
 
 func (b *Broker) updateConversation(ctx context.Context, id string, f func(*Conversation) error) (Conversation, error) {
@@ -81,20 +91,6 @@ func update[T any](ctx context.Context, kv jetstream.KeyValue, key string, f fun
 		}
 		// Someone else wrote in between: read again and retry.
 	}
-}
-
-func (b *Broker) get(ctx context.Context, kv jetstream.KeyValue, key string, v any) (uint64, error) {
-	e, err := kv.Get(ctx, key)
-	if err != nil {
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			return 0, err
-		}
-		return 0, fmt.Errorf("%w: get %s: %w", ErrStore, key, err)
-	}
-	if err := json.Unmarshal(e.Value(), v); err != nil {
-		return 0, fmt.Errorf("%w: decode %s: %w", ErrStore, key, err)
-	}
-	return e.Revision(), nil
 }
 
 // putNew stores a value under a key that must not exist yet.

@@ -152,7 +152,7 @@ func (b *Broker) ReadLog(ctx context.Context, cid string, fromSeq uint64) ([]age
 		if err != nil {
 			return nil, fmt.Errorf("%w: read log: %w", ErrStore, err)
 		}
-		ev, meta, err := decodeLogMsg(msg)
+		ev, meta, err := agentbridge.DecodeLogMsg(msg)
 		if err == nil {
 			events = append(events, ev)
 		} else {
@@ -162,19 +162,6 @@ func (b *Broker) ReadLog(ctx context.Context, cid string, fromSeq uint64) ([]age
 			return events, nil
 		}
 	}
-}
-
-func decodeLogMsg(msg jetstream.Msg) (agentbridge.Event, *jetstream.MsgMetadata, error) {
-	var ev agentbridge.Event
-	meta, err := msg.Metadata()
-	if err != nil {
-		return ev, nil, err
-	}
-	if err := json.Unmarshal(msg.Data(), &ev); err != nil {
-		return ev, meta, err
-	}
-	ev.Seq = meta.Sequence.Stream
-	return ev, meta, nil
 }
 
 // Message is one entry of a conversation's transcript.

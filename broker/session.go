@@ -188,17 +188,7 @@ func (b *Broker) Authenticate(ctx context.Context, sessionID, token string) (Ses
 
 // Session loads a session by id.
 func (b *Broker) Session(ctx context.Context, id string) (Session, error) {
-	var s Session
-	if !validID(id, "ses_") {
-		return s, ErrUnknownSession
-	}
-	if _, err := b.get(ctx, b.sessions, id, &s); err != nil {
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			return s, ErrUnknownSession
-		}
-		return s, err
-	}
-	return s, nil
+	return load[Session](ctx, b.sessions, id, "ses_", ErrUnknownSession)
 }
 
 // EndSession ends a session; its conversation stays. Ending an ended session
