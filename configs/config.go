@@ -53,6 +53,8 @@ type Config struct {
 	Security SecurityConfig `yaml:"security"`
 	// EchoAgent configures the built-in echo agent worker.
 	EchoAgent EchoAgentConfig `yaml:"echo_agent"`
+	// Media configures voice (WebRTC).
+	Media MediaConfig `yaml:"media"`
 	// Widgets lists the embeddable widgets. A list given in the YAML file
 	// replaces the default demo widget.
 	Widgets []WidgetConfig `yaml:"widgets"`
@@ -97,6 +99,11 @@ type AgentsConfig struct {
 	// HeartbeatTimeout is how long a worker may go without a heartbeat
 	// before it is considered dead.
 	HeartbeatTimeout time.Duration `yaml:"heartbeat_timeout"`
+	// AudioFormats maps an agent name to the audio format it speaks and
+	// hears: "opus" (default: frames as received from WebRTC, no
+	// transcoding) or "pcm_s16le/16000", "pcm_s16le/24000",
+	// "pcm_s16le/48000" (the broker decodes and encodes Opus).
+	AudioFormats map[string]string `yaml:"audio_formats"`
 }
 
 // SessionsConfig configures session lifetimes.
@@ -174,6 +181,7 @@ func Default() Config {
 			DispatchTimeout:  2 * time.Second,
 			DispatchRetryMax: 5 * time.Second,
 			HeartbeatTimeout: 3 * time.Second,
+			AudioFormats:     map[string]string{},
 		},
 		Sessions: SessionsConfig{
 			TTL:          24 * time.Hour,
@@ -185,6 +193,7 @@ func Default() Config {
 			ReplyTimeout:    60 * time.Second,
 		},
 		EchoAgent: EchoAgentConfig{Enabled: true, Workers: 1, Agent: DefaultAgent},
+		Media:     defaultMedia(),
 		Widgets: []WidgetConfig{{
 			Key:            DemoWidgetKey,
 			Name:           "Parley demo",
@@ -287,7 +296,8 @@ func (c Config) LogValue() slog.Value {
 		slog.Group("agents",
 			slog.Duration("dispatch_timeout", c.Agents.DispatchTimeout),
 			slog.Duration("dispatch_retry_max", c.Agents.DispatchRetryMax),
-			slog.Duration("heartbeat_timeout", c.Agents.HeartbeatTimeout)),
+			slog.Duration("heartbeat_timeout", c.Agents.HeartbeatTimeout),
+			slog.Any("audio_formats", c.Agents.AudioFormats)),
 		slog.Group("sessions",
 			slog.Duration("ttl", c.Sessions.TTL),
 			slog.Duration("resume_window", c.Sessions.ResumeWindow),
@@ -301,6 +311,7 @@ func (c Config) LogValue() slog.Value {
 			slog.Bool("enabled", c.EchoAgent.Enabled),
 			slog.Int("workers", c.EchoAgent.Workers),
 			slog.String("agent", c.EchoAgent.Agent)),
+		slog.Attr{Key: "media", Value: c.Media.logValue()},
 		slog.Attr{Key: "widgets", Value: slog.GroupValue(widgets...)},
 	)
 }

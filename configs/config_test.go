@@ -205,7 +205,7 @@ echo_agent: {enabled: false, workers: 0, agent: echo2}
 		URL: "nats://n1:4222,nats://n2:4222", Listen: "127.0.0.1:-1", Prefix: "acme",
 		Replicas: 3, DedupWindow: time.Hour, CredentialsFile: "/etc/parley/nats.creds",
 	}
-	want.Agents = AgentsConfig{time.Second, 10 * time.Second, 4 * time.Second}
+	want.Agents = AgentsConfig{DispatchTimeout: time.Second, DispatchRetryMax: 10 * time.Second, HeartbeatTimeout: 4 * time.Second, AudioFormats: map[string]string{}}
 	want.Sessions = SessionsConfig{time.Hour, 30 * time.Minute, 30 * time.Second}
 	want.Chat = ChatConfig{500, 5 * time.Second}
 	want.Security.SigningKey = "0123456789abcdef0123456789abcdef"

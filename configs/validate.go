@@ -80,6 +80,12 @@ func (c *Config) Validate() error {
 	ps.positive("agents.dispatch_timeout", c.Agents.DispatchTimeout)
 	ps.positive("agents.dispatch_retry_max", c.Agents.DispatchRetryMax)
 	ps.positive("agents.heartbeat_timeout", c.Agents.HeartbeatTimeout)
+	for agent, f := range c.Agents.AudioFormats {
+		ps.token("agents.audio_formats key", agent)
+		if !audioFormat(f) {
+			ps.add("agents.audio_formats."+agent, `must be "opus" or "pcm_s16le/<16000|24000|48000>", got %q`, f)
+		}
+	}
 
 	ps.positive("sessions.ttl", c.Sessions.TTL)
 	ps.positive("sessions.resume_window", c.Sessions.ResumeWindow)
@@ -98,6 +104,7 @@ func (c *Config) Validate() error {
 	ps.intRange("echo_agent.workers", c.EchoAgent.Workers, 0, maxEchoWorkers)
 	ps.token("echo_agent.agent", c.EchoAgent.Agent)
 
+	c.Media.validate(&ps)
 	validateWidgets(&ps, c.Widgets)
 	if len(ps) == 0 {
 		return nil

@@ -57,6 +57,25 @@ func TestValidateRules(t *testing.T) {
 		{"max message chars high", func(c *Config) { c.Chat.MaxMessageChars = 100001 }, "chat.max_message_chars"},
 		{"reply timeout", func(c *Config) { c.Chat.ReplyTimeout = 0 }, "chat.reply_timeout"},
 		{"signing key short", func(c *Config) { c.Security.SigningKey = strings.Repeat("s", 31) }, "security.signing_key"},
+		{"audio format", func(c *Config) { c.Agents.AudioFormats = map[string]string{"a": "pcm_s16le/8000"} }, "agents.audio_formats.a"},
+		{"audio format codec", func(c *Config) { c.Agents.AudioFormats = map[string]string{"a": "mp3"} }, "agents.audio_formats.a"},
+		{"audio format agent name", func(c *Config) { c.Agents.AudioFormats = map[string]string{"a.b": "opus"} }, "agents.audio_formats key"},
+		{"media udp port", func(c *Config) { c.Media.UDPPort = 70000 }, "media.udp_port"},
+		{"media port range half", func(c *Config) { c.Media.PortMin = 10000 }, "media.port_min"},
+		{"media port range order", func(c *Config) { c.Media.PortMin, c.Media.PortMax = 20000, 10000 }, "media.port_min"},
+		{"media nat ip", func(c *Config) { c.Media.NAT1To1IPs = []string{"example.com"} }, "media.nat_1to1_ips[0]"},
+		{"media stun url", func(c *Config) { c.Media.STUNURLs = []string{"http://stun.example.com"} }, "media.stun_urls[0]"},
+		{"media turn url", func(c *Config) {
+			c.Media.TURN.URLs = []string{"stun:x:3478"}
+			c.Media.TURN.Secret = strings.Repeat("s", 16)
+		}, "media.turn.urls[0]"},
+		{"media turn secret", func(c *Config) { c.Media.TURN.URLs = []string{"turn:turn.example.com:3478"} }, "media.turn.secret"},
+		{"media turn ttl", func(c *Config) { c.Media.TURN.CredentialTTL = 0 }, "media.turn.credential_ttl"},
+		{"media jitter low", func(c *Config) { c.Media.JitterWindow = 5 * time.Millisecond }, "media.jitter_window"},
+		{"media jitter high", func(c *Config) { c.Media.JitterWindow = time.Second }, "media.jitter_window"},
+		{"media silence", func(c *Config) { c.Media.SilenceTimeout = 0 }, "media.silence_timeout"},
+		{"media failed before disconnected", func(c *Config) { c.Media.FailedTimeout = time.Second }, "media.failed_timeout"},
+		{"media playout queue", func(c *Config) { c.Media.PlayoutQueueFrames = 1 }, "media.playout_queue_frames"},
 		{"echo workers low", func(c *Config) { c.EchoAgent.Workers = -1 }, "echo_agent.workers"},
 		{"echo workers high", func(c *Config) { c.EchoAgent.Workers = 65 }, "echo_agent.workers"},
 		{"echo agent name", func(c *Config) { c.EchoAgent.Agent = "echo.v2" }, "echo_agent.agent"},
@@ -214,5 +233,22 @@ func TestOriginPatterns(t *testing.T) {
 		if got := msg == ""; got != tt.ok {
 			t.Errorf("checkOrigin(%q) = %q, want ok=%v", tt.origin, msg, tt.ok)
 		}
+	}
+}
+
+func TestMediaSettingsAccepted(t *testing.T) {
+	t.Parallel()
+	c := Default()
+	c.Agents.AudioFormats = map[string]string{"a": "opus", "b": "pcm_s16le/16000", "c": "pcm_s16le/24000/1", "d": "opus/48000/2"}
+	c.Media.UDPPort = 3478
+	c.Media.NAT1To1IPs = []string{"203.0.113.7", "2001:db8::1"}
+	c.Media.STUNURLs = []string{"stun:stun.example.com:3478", "stuns:stun.example.com"}
+	c.Media.TURN = TURNConfig{URLs: []string{"turn:turn.example.com:3478?transport=udp", "turns:turn.example.com:5349?transport=tcp"},
+		Secret: strings.Repeat("s", 32), CredentialTTL: time.Hour}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if s := c.Media.TURN.String() + c.Media.TURN.GoString(); strings.Contains(s, c.Media.TURN.Secret) {
+		t.Fatalf("TURN secret printed: %s", s)
 	}
 }
