@@ -152,10 +152,13 @@ func (c *Conversation) SendAction(ctx context.Context, action string, data any) 
 	return err
 }
 
-// SendTranscript publishes what the agent recognised of the visitor's speech.
-func (c *Conversation) SendTranscript(ctx context.Context, text string, final bool) error {
-	_, err := c.Publish(ctx, Event{Type: EventTranscript, Text: text, Final: final})
-	return err
+// SendTranscript publishes what the agent recognised of the visitor's
+// speech. A final transcript is a visitor turn of the conversation; its
+// message id (returned) is what a reply to it refers to.
+func (c *Conversation) SendTranscript(ctx context.Context, text string, final bool) (string, error) {
+	id := "msg_" + nuid.Next()
+	_, err := c.Publish(ctx, Event{Type: EventTranscript, MessageID: id, Text: text, Final: final, Via: ModeVoice})
+	return id, err
 }
 
 // ClearAudio asks the broker to drop every agent audio frame still queued

@@ -240,7 +240,7 @@ func TestConversationPublishHelpers(t *testing.T) {
 		}
 		errs <- errors.Join(
 			c.SetState(ctx, agentbridge.StateSpeaking, ev.MessageID),
-			c.SendTranscript(ctx, "hello there", true),
+			func() error { _, err := c.SendTranscript(ctx, "hello there", true); return err }(),
 			c.SendAction(ctx, agentbridge.ActionNavigate, map[string]string{"url": "/pricing"}),
 			c.ClearAudio(ctx),
 			c.SendText(ctx, ev.MessageID, "whole answer"),

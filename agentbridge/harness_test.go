@@ -115,7 +115,7 @@ func (b *fakeBroker) out(cid string, ev agentbridge.Event) uint64 {
 }
 
 func (b *fakeBroker) userMessage(cid, id, text string) uint64 {
-	return b.in(cid, agentbridge.Event{Type: agentbridge.EventUserMessage, MessageID: id, Text: text, Channel: "chat"})
+	return b.in(cid, agentbridge.Event{Type: agentbridge.EventUserMessage, MessageID: id, Text: text, Via: "chat"})
 }
 
 func (b *fakeBroker) sessionEnded(cid string, idle bool) uint64 {

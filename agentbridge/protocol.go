@@ -28,6 +28,9 @@ const (
 	EventSessionEnded      = "session_ended"
 	EventUserSpeechStarted = "user_speech_started"
 	EventInterrupt         = "interrupt"
+	// EventMediaState reports a voice leg's connection state (connected,
+	// disconnected, failed, closed); agents may ignore it.
+	EventMediaState = "media_state"
 )
 
 // Event types agents write on parley.conv.<cid>.out.event.
@@ -92,8 +95,11 @@ type Event struct {
 	Mode string `json:"mode,omitempty"`
 	// PreviousMode is the mode before a mode_changed event.
 	PreviousMode string `json:"previous_mode,omitempty"`
-	// Channel is where a visitor message came from: "chat" or "voice".
-	Channel string `json:"channel,omitempty"`
+	// Via is how a visitor turn came in: "chat" (typed) or "voice"
+	// (user_message from a voice leg; transcripts are always voice).
+	Via string `json:"via,omitempty"`
+	// LegID names the voice leg a media_state event is about.
+	LegID string `json:"leg_id,omitempty"`
 	// State is the agent state of an agent_state event.
 	State string `json:"state,omitempty"`
 	// Action names the action of an action event.
@@ -124,7 +130,7 @@ type Event struct {
 func (e *Event) IsInbound() bool {
 	switch e.Type {
 	case EventUserMessage, EventModeChanged, EventCapture, EventSessionStarted,
-		EventSessionEnded, EventUserSpeechStarted, EventInterrupt:
+		EventSessionEnded, EventUserSpeechStarted, EventInterrupt, EventMediaState:
 		return true
 	}
 	return false

@@ -212,7 +212,7 @@ func TestEventJSONRoundTrip(t *testing.T) {
 		{"user message", agentbridge.Event{
 			V: 1, Type: agentbridge.EventUserMessage, ConversationID: "conv_1", Seq: 42, TS: ts,
 			MessageID: "msg_1", SessionID: "ses_1", ClientMessageID: "cm-1", Text: "héllo \"there\"\n",
-			Channel: agentbridge.ModeChat,
+			Via: agentbridge.ModeChat,
 		}},
 		{"text delta", agentbridge.Event{
 			V: 1, Type: agentbridge.EventTextDelta, ConversationID: "conv_1", Seq: 43, TS: ts,
@@ -271,10 +271,10 @@ func TestEventWireNames(t *testing.T) {
 	// The field names are the contract with agents in other languages.
 	ev := agentbridge.Event{
 		V: 1, Type: "t", ConversationID: "c", Seq: 1, MessageID: "m", ReplyTo: "r", SessionID: "s",
-		ClientMessageID: "cm", Text: "x", Index: 1, Mode: "voice", PreviousMode: "chat", Channel: "chat",
+		ClientMessageID: "cm", Text: "x", Index: 1, Mode: "voice", PreviousMode: "chat", Via: "chat",
 		State: "idle", Action: "end", Data: json.RawMessage(`1`), Final: true, Interrupted: true,
 		Reason: "r", Language: "en", Widget: "w", Visitor: map[string]any{"a": "b"}, Idle: true,
-		WorkerID: "w1", Epoch: 2,
+		WorkerID: "w1", Epoch: 2, LegID: "leg_1",
 	}
 	data, err := json.Marshal(ev)
 	if err != nil {
@@ -285,15 +285,15 @@ func TestEventWireNames(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, k := range []string{"v", "type", "conversation_id", "seq", "ts", "message_id", "reply_to",
-		"session_id", "client_message_id", "text", "index", "mode", "previous_mode", "channel", "state",
+		"session_id", "client_message_id", "text", "index", "mode", "previous_mode", "via", "state",
 		"action", "data", "final", "interrupted", "reason", "language", "widget", "visitor", "idle",
-		"worker_id", "epoch"} {
+		"worker_id", "epoch", "leg_id"} {
 		if _, ok := m[k]; !ok {
 			t.Errorf("field %q missing from %s", k, data)
 		}
 	}
-	if len(m) != 26 {
-		t.Errorf("%d fields, want 26: %s", len(m), data)
+	if len(m) != 27 {
+		t.Errorf("%d fields, want 27: %s", len(m), data)
 	}
 }
 
@@ -310,6 +310,7 @@ func TestIsInbound(t *testing.T) {
 		{agentbridge.EventSessionEnded, true},
 		{agentbridge.EventUserSpeechStarted, true},
 		{agentbridge.EventInterrupt, true},
+		{agentbridge.EventMediaState, true},
 		{agentbridge.EventTextDelta, false},
 		{agentbridge.EventTextDone, false},
 		{agentbridge.EventTranscript, false},

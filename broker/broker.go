@@ -55,6 +55,9 @@ type Broker struct {
 
 	signingKey []byte
 
+	voiceMu sync.Mutex
+	voices  map[string]*Voice // session id → its voice leg
+
 	ctx        context.Context // cancelled by Close; parent of owned goroutines
 	cancel     context.CancelFunc
 	connClosed chan struct{}
@@ -80,6 +83,7 @@ func New(cfg configs.Config, log *slog.Logger) *Broker {
 		subj:    agentbridge.NewSubjects(cfg.NATS.Prefix),
 
 		connClosed: make(chan struct{}),
+		voices:     make(map[string]*Voice),
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	b.registry = newRegistry(cfg.Agents.HeartbeatTimeout)
@@ -244,6 +248,7 @@ func (b *Broker) Close() {
 		return
 	}
 	b.ready.Store(false)
+	b.endVoices(context.Background())
 	b.cancel()
 	b.hubs.closeAll()
 	b.lifeMu.Lock()

@@ -55,16 +55,16 @@ func (b *Broker) ValidateMessage(text, clientMessageID string) error {
 // PostMessage stores a visitor message in the conversation log and returns
 // once JetStream has it. The same clientMessageID posted again stores
 // nothing and returns the first message's ids.
-func (b *Broker) PostMessage(ctx context.Context, s Session, text, clientMessageID, channel string) (Posted, error) {
+func (b *Broker) PostMessage(ctx context.Context, s Session, text, clientMessageID, via string) (Posted, error) {
 	if err := b.ValidateMessage(text, clientMessageID); err != nil {
 		return Posted{}, err
 	}
-	if channel == "" {
-		channel = agentbridge.ModeChat
+	if via == "" {
+		via = agentbridge.ModeChat
 	}
 	ev := agentbridge.Event{
 		Type: agentbridge.EventUserMessage, ConversationID: s.ConversationID, SessionID: s.ID,
-		MessageID: newID("msg_"), ClientMessageID: clientMessageID, Text: text, Channel: channel,
+		MessageID: newID("msg_"), ClientMessageID: clientMessageID, Text: text, Via: via,
 	}
 	var dedup string
 	if clientMessageID != "" {
@@ -166,14 +166,16 @@ func (b *Broker) ReadLog(ctx context.Context, cid string, fromSeq uint64) ([]age
 
 // Message is one entry of a conversation's transcript.
 type Message struct {
-	ID          string    `json:"id"`
-	Role        string    `json:"role"` // "visitor" or "agent"
-	Body        string    `json:"body"`
-	CreatedAt   time.Time `json:"created_at"`
-	Seq         uint64    `json:"seq"`
-	ReplyTo     string    `json:"reply_to,omitempty"`
-	Channel     string    `json:"channel,omitempty"`
-	Interrupted bool      `json:"interrupted,omitempty"`
+	ID        string    `json:"id"`
+	Role      string    `json:"role"` // "visitor" or "agent"
+	Body      string    `json:"body"`
+	CreatedAt time.Time `json:"created_at"`
+	Seq       uint64    `json:"seq"`
+	ReplyTo   string    `json:"reply_to,omitempty"`
+	// Via is "chat" or "voice": how a visitor turn came in, or the mode
+	// the conversation was in when the agent answered.
+	Via         string `json:"via"`
+	Interrupted bool   `json:"interrupted,omitempty"`
 }
 
 // Roles of transcript messages.
@@ -182,18 +184,38 @@ const (
 	RoleAgent   = "agent"
 )
 
-// Transcript turns log events into messages, in log order: visitor messages
-// and completed agent replies.
+// Transcript turns log events into messages, in log order: visitor
+// messages, final transcripts of what the visitor said (via voice) and
+// completed agent replies (via the mode the conversation was in).
 func Transcript(events []agentbridge.Event) []Message {
 	var msgs []Message
+	mode := agentbridge.ModeChat
 	for _, ev := range events {
 		switch ev.Type {
+		case agentbridge.EventSessionStarted, agentbridge.EventModeChanged:
+			if ev.Mode != "" {
+				mode = ev.Mode
+			}
 		case agentbridge.EventUserMessage:
+			via := ev.Via
+			if via == "" {
+				via = agentbridge.ModeChat
+			}
 			msgs = append(msgs, Message{ID: ev.MessageID, Role: RoleVisitor, Body: ev.Text,
-				CreatedAt: ev.TS, Seq: ev.Seq, Channel: ev.Channel})
+				CreatedAt: ev.TS, Seq: ev.Seq, Via: via})
+		case agentbridge.EventTranscript:
+			if !ev.Final || strings.TrimSpace(ev.Text) == "" {
+				continue
+			}
+			id := ev.MessageID
+			if id == "" {
+				id = fmt.Sprintf("tr_%d", ev.Seq)
+			}
+			msgs = append(msgs, Message{ID: id, Role: RoleVisitor, Body: ev.Text,
+				CreatedAt: ev.TS, Seq: ev.Seq, Via: agentbridge.ModeVoice})
 		case agentbridge.EventTextDone:
 			msgs = append(msgs, Message{ID: ev.MessageID, Role: RoleAgent, Body: ev.Text,
-				CreatedAt: ev.TS, Seq: ev.Seq, ReplyTo: ev.ReplyTo, Interrupted: ev.Interrupted})
+				CreatedAt: ev.TS, Seq: ev.Seq, ReplyTo: ev.ReplyTo, Interrupted: ev.Interrupted, Via: mode})
 		}
 	}
 	return msgs

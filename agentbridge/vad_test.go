@@ -1,0 +1,110 @@
+package agentbridge_test
+
+import (
+	"encoding/binary"
+	"math"
+	"testing"
+
+	"github.com/thesyncim/gopus"
+
+	"github.com/parley-rtc/parley/agentbridge"
+)
+
+// tone returns 20 ms frames: for each burst, on frames of a 440 Hz tone at
+// amplitude amp (0..1), then off frames of silence, as 48 kHz stereo Opus.
+func tone(t *testing.T, bursts, on, off int, amp float64) []agentbridge.AudioFrame {
+	t.Helper()
+	enc, err := gopus.NewEncoder(gopus.EncoderConfig{SampleRate: 48000, Channels: 2, Application: gopus.ApplicationVoIP})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pcm := make([]int16, 1920)
+	var out []agentbridge.AudioFrame
+	phase := 0.0
+	for range bursts {
+		for i := range on + off {
+			for s := range 960 {
+				v := int16(0)
+				if i < on {
+					v = int16(amp * 32767 * math.Sin(phase))
+					phase += 2 * math.Pi * 440 / 48000
+				}
+				pcm[2*s], pcm[2*s+1] = v, v
+			}
+			buf := make([]byte, 1500)
+			n, err := enc.EncodeInt16(pcm, buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, agentbridge.AudioFrame{Codec: agentbridge.CodecOpus, Seq: uint64(len(out)), Payload: buf[:n]})
+		}
+	}
+	return out
+}
+
+func TestUtteranceDetectorOpus(t *testing.T) {
+	d := agentbridge.NewUtteranceDetector()
+	var got []agentbridge.Utterance
+	for _, f := range tone(t, 3, 20, 30, 0.4) {
+		if u, ok := d.Push(f); ok {
+			got = append(got, u)
+		}
+	}
+	if len(got) != 3 {
+		t.Fatalf("found %d utterances, want 3: %+v", len(got), got)
+	}
+	for i, u := range got {
+		if u.N != i+1 || u.Duration < 380e6 || u.Duration > 460e6 || u.PeakDBFS > 0 || u.PeakDBFS < -20 {
+			t.Errorf("utterance %d = %+v (%s)", i, u, u)
+		}
+	}
+	// Silence and a very quiet tone are not speech.
+	d = agentbridge.NewUtteranceDetector()
+	for _, f := range append(tone(t, 1, 0, 50, 0), tone(t, 1, 20, 30, 0.001)...) {
+		if u, ok := d.Push(f); ok {
+			t.Fatalf("utterance in silence: %+v", u)
+		}
+	}
+}
+
+func TestUtteranceDetectorPCM(t *testing.T) {
+	d := agentbridge.NewUtteranceDetector()
+	frame := func(amp float64) agentbridge.AudioFrame {
+		b := make([]byte, 640)
+		for i := range 320 {
+			binary.LittleEndian.PutUint16(b[2*i:], uint16(int16(amp*32767*math.Sin(float64(i)))))
+		}
+		return agentbridge.AudioFrame{Codec: "pcm_s16le/16000/1", Payload: b}
+	}
+	n := 0
+	for range 2 {
+		for range 10 {
+			if _, ok := d.Push(frame(0.5)); ok {
+				t.Fatal("utterance ended during speech")
+			}
+		}
+		for range 15 {
+			if u, ok := d.Push(frame(0)); ok {
+				n++
+				if u.Duration != 200e6 {
+					t.Fatalf("duration %s", u.Duration)
+				}
+			}
+		}
+	}
+	if n != 2 {
+		t.Fatalf("found %d utterances, want 2", n)
+	}
+	if _, ok := d.Push(agentbridge.AudioFrame{Codec: "mp3", Payload: []byte{1, 2, 3}}); ok {
+		t.Fatal("unknown codec made an utterance")
+	}
+}
+
+func BenchmarkUtteranceDetectorOpus(b *testing.B) {
+	frames := tone(&testing.T{}, 1, 25, 25, 0.4)
+	d := agentbridge.NewUtteranceDetector()
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		d.Push(frames[i%len(frames)])
+	}
+}

@@ -1,0 +1,264 @@
+package broker
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/parley-rtc/parley/agentbridge"
+)
+
+// MediaLeg is what the broker needs of a voice transport (a WebRTC peer
+// connection, or a LiveKit room): play agent audio to the visitor, drop it
+// on barge-in, and hang up. media implements it.
+type MediaLeg interface {
+	// Play queues one agent audio frame for the visitor; it must not block.
+	Play(f agentbridge.AudioFrame)
+	// ClearAudio drops every agent frame still queued.
+	ClearAudio()
+	// Close hangs up. It is idempotent.
+	Close() error
+}
+
+// Voice is the voice leg of a session: the visitor's audio goes to the
+// agent on parley.conv.<cid>.in.audio, the agent's audio on
+// parley.conv.<cid>.out.audio comes back, and the agent's clear_audio
+// events empty the visitor's queue. Audio never touches JetStream.
+type Voice struct {
+	b       *Broker
+	id      string
+	session Session
+	format  string
+	inSubj  string
+
+	micFrames   atomic.Uint64
+	micErrors   atomic.Uint64
+	agentFrames atomic.Uint64
+
+	mu       sync.Mutex
+	media    MediaLeg
+	audioSub *nats.Subscription
+	events   *Subscription
+	started  bool
+	ended    bool
+	done     chan struct{}
+}
+
+// VoiceStats are the broker-side counters of a voice leg.
+type VoiceStats struct {
+	MicFramesPublished uint64 `json:"mic_frames_published"`
+	MicPublishErrors   uint64 `json:"mic_publish_errors"`
+	AgentFrames        uint64 `json:"agent_frames"`
+}
+
+// AgentFormat is the audio format agent speaks and hears ("opus" unless
+// configured otherwise).
+func (b *Broker) AgentFormat(agent string) string {
+	if f, ok := b.cfg.Agents.AudioFormats[agent]; ok && f != "" {
+		return f
+	}
+	return "opus"
+}
+
+// NewVoice prepares a voice leg for a session. Nothing happens until Start:
+// the caller builds its transport in between and may still drop it.
+func (b *Broker) NewVoice(s Session) *Voice {
+	return &Voice{b: b, id: newID("leg_"), session: s, format: b.AgentFormat(s.Agent),
+		inSubj: b.subj.InAudio(s.ConversationID), done: make(chan struct{})}
+}
+
+// ID is the leg id.
+func (v *Voice) ID() string { return v.id }
+
+// Session is the session the leg belongs to.
+func (v *Voice) Session() Session { return v.session }
+
+// Format is the agent's audio format string (ParseFormat in media).
+func (v *Voice) Format() string { return v.format }
+
+// Media returns the transport attached by Start.
+func (v *Voice) Media() MediaLeg {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.media
+}
+
+// Done is closed when the leg has ended.
+func (v *Voice) Done() <-chan struct{} { return v.done }
+
+// Stats returns the leg's broker-side counters.
+func (v *Voice) Stats() VoiceStats {
+	return VoiceStats{MicFramesPublished: v.micFrames.Load(), MicPublishErrors: v.micErrors.Load(),
+		AgentFrames: v.agentFrames.Load()}
+}
+
+// PublishMic sends one visitor audio frame to the agent. It is the media
+// hot path: a core NATS publish, never JetStream, never blocking on the
+// agent.
+func (v *Voice) PublishMic(f agentbridge.AudioFrame) {
+	if err := v.b.nc.PublishMsg(f.Msg(v.inSubj)); err != nil {
+		v.micErrors.Add(1)
+		return
+	}
+	v.micFrames.Add(1)
+}
+
+// Start attaches the transport: agent audio and clear_audio are routed to
+// it, the session's previous voice leg (if any) is replaced, and the
+// conversation switches to voice (mode_changed) if it was in chat.
+func (b *Broker) StartVoice(ctx context.Context, v *Voice, m MediaLeg) error {
+	events, err := b.Subscribe(ctx, v.session.ConversationID)
+	if err != nil {
+		return err
+	}
+	audio, err := b.nc.Subscribe(b.subj.OutAudio(v.session.ConversationID), v.onAgentAudio)
+	if err != nil {
+		events.Close()
+		return fmt.Errorf("%w: subscribe agent audio: %w", ErrStore, err)
+	}
+	v.mu.Lock()
+	if v.ended {
+		v.mu.Unlock()
+		events.Close()
+		_ = audio.Unsubscribe()
+		return ErrClosed
+	}
+	v.media, v.audioSub, v.events, v.started = m, audio, events, true
+	v.mu.Unlock()
+
+	b.voiceMu.Lock()
+	old := b.voices[v.session.ID]
+	b.voices[v.session.ID] = v
+	b.voiceMu.Unlock()
+	if old != nil {
+		old.end(ctx, "replaced", false)
+	}
+	if !b.goroutine(v.watchEvents) {
+		v.end(ctx, "shutting_down", false)
+		return ErrClosed
+	}
+	if _, _, err := b.SetMode(ctx, v.session, agentbridge.ModeVoice, "voice_leg"); err != nil {
+		v.end(ctx, "setup_failed", false)
+		return err
+	}
+	b.log.Info("voice leg started", "session_id", v.session.ID, "conversation_id", v.session.ConversationID,
+		"leg_id", v.id, "format", v.format)
+	return nil
+}
+
+func (v *Voice) onAgentAudio(m *nats.Msg) {
+	f, err := agentbridge.ParseAudioFrame(m)
+	if err != nil {
+		return
+	}
+	v.agentFrames.Add(1)
+	if media := v.Media(); media != nil {
+		media.Play(f)
+	}
+}
+
+// watchEvents empties the visitor's queue on the agent's clear_audio.
+func (v *Voice) watchEvents() {
+	v.mu.Lock()
+	sub := v.events
+	v.mu.Unlock()
+	for {
+		select {
+		case <-v.done:
+			return
+		case u, ok := <-sub.C():
+			if !ok {
+				return
+			}
+			if u.Event != nil && u.Event.Type == agentbridge.EventClearAudio {
+				if m := v.Media(); m != nil {
+					m.ClearAudio()
+				}
+			}
+		}
+	}
+}
+
+// MediaState records a transport state change (connected, disconnected,
+// failed, …) in the conversation log, where the visitor's WebSocket and the
+// agent see it.
+func (v *Voice) MediaState(state, reason string) {
+	b := v.b
+	b.goroutine(func() {
+		ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
+		defer cancel()
+		_, err := b.appendInbound(ctx, agentbridge.Event{Type: agentbridge.EventMediaState,
+			ConversationID: v.session.ConversationID, SessionID: v.session.ID, LegID: v.id,
+			State: state, Reason: reason}, "")
+		if err != nil {
+			b.log.Warn("media_state not recorded", "leg_id", v.id, "err", err)
+		}
+	})
+}
+
+// End hangs up the leg; the conversation goes back to chat. It is
+// idempotent.
+func (v *Voice) End(ctx context.Context, reason string) { v.end(ctx, reason, true) }
+
+func (v *Voice) end(ctx context.Context, reason string, toChat bool) {
+	v.mu.Lock()
+	if v.ended {
+		v.mu.Unlock()
+		return
+	}
+	v.ended = true
+	media, audio, events, started := v.media, v.audioSub, v.events, v.started
+	v.mu.Unlock()
+	close(v.done)
+	if audio != nil {
+		_ = audio.Unsubscribe()
+	}
+	if events != nil {
+		events.Close()
+	}
+	if media != nil {
+		_ = media.Close()
+	}
+	b := v.b
+	b.voiceMu.Lock()
+	current := b.voices[v.session.ID] == v
+	if current {
+		delete(b.voices, v.session.ID)
+	}
+	b.voiceMu.Unlock()
+	if !started {
+		return
+	}
+	b.log.Info("voice leg ended", "session_id", v.session.ID, "conversation_id", v.session.ConversationID,
+		"leg_id", v.id, "reason", reason, "mic_frames", v.micFrames.Load(), "agent_frames", v.agentFrames.Load())
+	if toChat && current {
+		if _, _, err := b.SetMode(ctx, v.session, agentbridge.ModeChat, reason); err != nil {
+			b.log.Warn("switching back to chat failed", "session_id", v.session.ID, "err", err)
+		}
+	}
+}
+
+// Voice returns the live voice leg of a session.
+func (b *Broker) Voice(sessionID string) (*Voice, bool) {
+	b.voiceMu.Lock()
+	defer b.voiceMu.Unlock()
+	v, ok := b.voices[sessionID]
+	return v, ok
+}
+
+// endVoices hangs up every voice leg (shutdown).
+func (b *Broker) endVoices(ctx context.Context) {
+	b.voiceMu.Lock()
+	all := make([]*Voice, 0, len(b.voices))
+	for _, v := range b.voices {
+		all = append(all, v)
+	}
+	b.voiceMu.Unlock()
+	for _, v := range all {
+		v.end(ctx, "shutting_down", false)
+	}
+}
