@@ -185,19 +185,37 @@ func (v *Voice) watchEvents() {
 
 // MediaState records a transport state change (connected, disconnected,
 // failed, …) in the conversation log, where the visitor's WebSocket and the
-// agent see it.
+// agent see it. It does not block the caller.
 func (v *Voice) MediaState(state, reason string) {
+	v.b.goroutine(func() { v.recordState(state, reason) })
+}
+
+// TransportClosed is called when the transport ended by itself (ICE
+// failure, silence, the peer hung up): it records media_state "closed",
+// then ends the leg, and the conversation goes back to chat, in that order.
+// It does not block the caller.
+func (v *Voice) TransportClosed(reason string) {
 	b := v.b
-	b.goroutine(func() {
-		ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
+	if !b.goroutine(func() {
+		v.recordState("closed", reason)
+		ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
 		defer cancel()
-		_, err := b.appendInbound(ctx, agentbridge.Event{Type: agentbridge.EventMediaState,
-			ConversationID: v.session.ConversationID, SessionID: v.session.ID, LegID: v.id,
-			State: state, Reason: reason}, "")
-		if err != nil {
-			b.log.Warn("media_state not recorded", "leg_id", v.id, "err", err)
-		}
-	})
+		v.End(ctx, reason)
+	}) {
+		v.end(context.Background(), reason, false)
+	}
+}
+
+func (v *Voice) recordState(state, reason string) {
+	b := v.b
+	ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
+	defer cancel()
+	_, err := b.appendInbound(ctx, agentbridge.Event{Type: agentbridge.EventMediaState,
+		ConversationID: v.session.ConversationID, SessionID: v.session.ID, LegID: v.id,
+		State: state, Reason: reason}, "")
+	if err != nil {
+		b.log.Warn("media_state not recorded", "leg_id", v.id, "err", err)
+	}
 }
 
 // End hangs up the leg; the conversation goes back to chat. It is

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/parley-rtc/parley/broker"
+	"github.com/parley-rtc/parley/media"
 )
 
 // Sentinel errors of the HTTP edge.
@@ -31,6 +32,13 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrMethodNotAllowed: the route exists, the method does not.
 	ErrMethodNotAllowed = errors.New("method not allowed")
+	// ErrUnsupportedMediaType: the body's Content-Type is not one the
+	// endpoint takes.
+	ErrUnsupportedMediaType = errors.New("unsupported media type")
+	// ErrVoiceUnavailable: this server runs without a media engine.
+	ErrVoiceUnavailable = errors.New("voice is not available on this server")
+	// ErrLegNotFound: the session has no voice leg of that id.
+	ErrLegNotFound = errors.New("voice leg not found")
 )
 
 // wireError is how one error is shown on the wire.
@@ -62,6 +70,13 @@ var wireErrors = []struct {
 	{broker.ErrUnknownConversation, wireError{http.StatusNotFound, "CONVERSATION_NOT_FOUND"}},
 	{broker.ErrAgentUnavailable, wireError{http.StatusServiceUnavailable, "AGENT_UNAVAILABLE"}},
 	{broker.ErrReplyTimeout, wireError{http.StatusGatewayTimeout, "REPLY_TIMEOUT"}},
+	{ErrUnsupportedMediaType, wireError{http.StatusUnsupportedMediaType, "UNSUPPORTED_MEDIA_TYPE"}},
+	{media.ErrBadSDP, wireError{http.StatusBadRequest, "SDP_INVALID"}},
+	{media.ErrNoAudio, wireError{http.StatusUnprocessableEntity, "SDP_NO_AUDIO"}},
+	{media.ErrBadFragment, wireError{http.StatusBadRequest, "SDP_FRAGMENT_INVALID"}},
+	{ErrLegNotFound, wireError{http.StatusNotFound, "LEG_NOT_FOUND"}},
+	{media.ErrClosed, wireError{http.StatusNotFound, "LEG_NOT_FOUND"}},
+	{ErrVoiceUnavailable, wireError{http.StatusServiceUnavailable, "VOICE_UNAVAILABLE"}},
 	{ErrNotFound, wireError{http.StatusNotFound, "NOT_FOUND"}},
 	{ErrMethodNotAllowed, wireError{http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED"}},
 	{broker.ErrNotReady, wireError{http.StatusServiceUnavailable, "NOT_READY"}},
@@ -91,6 +106,8 @@ func publicServerMessage(code string) string {
 		return "no agent is available right now; your message is kept and will be answered when one is"
 	case "REPLY_TIMEOUT":
 		return "the agent did not answer in time; your message is kept"
+	case "VOICE_UNAVAILABLE":
+		return "this server does not offer voice; use chat"
 	case "SHUTTING_DOWN":
 		return "the server is shutting down; retry shortly"
 	default:
@@ -105,7 +122,15 @@ func publicMessage(err, sentinel error) string {
 	if i := strings.LastIndex(msg, sentinel.Error()+": "); i >= 0 {
 		return msg[i+len(sentinel.Error())+2:]
 	}
-	return strings.TrimPrefix(sentinel.Error(), "broker: ")
+	return trimPackage(sentinel.Error())
+}
+
+// trimPackage drops a "broker: " or "media: " prefix from an error text.
+func trimPackage(msg string) string {
+	for _, p := range []string{"broker: ", "media: "} {
+		msg = strings.TrimPrefix(msg, p)
+	}
+	return msg
 }
 
 // closeCode is the WebSocket close code for an error ending a leg.

@@ -17,12 +17,14 @@ import (
 
 	"github.com/parley-rtc/parley/broker"
 	"github.com/parley-rtc/parley/configs"
+	"github.com/parley-rtc/parley/media"
 )
 
 // Server serves the HTTP surface.
 type Server struct {
 	cfg        configs.Config
 	b          *broker.Broker
+	engine     *media.Engine // nil: no voice
 	log        *slog.Logger
 	challenger *challenger
 	handler    http.Handler
@@ -40,14 +42,16 @@ type Server struct {
 	stopped atomic.Bool
 }
 
-// New builds the edge for a started broker.
-func New(cfg configs.Config, b *broker.Broker, log *slog.Logger) *Server {
+// New builds the edge for a started broker. engine carries voice legs; nil
+// turns voice off (503 VOICE_UNAVAILABLE).
+func New(cfg configs.Config, b *broker.Broker, engine *media.Engine, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
 	s := &Server{
 		cfg:        cfg,
 		b:          b,
+		engine:     engine,
 		log:        log.With("component", "signaling"),
 		challenger: newChallenger(b.SigningKey(), cfg.Sessions.ChallengeTTL),
 		served:     make(chan struct{}),
@@ -71,6 +75,9 @@ func (s *Server) routes() *http.ServeMux {
 	mux.Handle("/v1/sessions/{id}/messages", s.cors(methods{http.MethodPost: s.servePostMessage}))
 	mux.Handle("/v1/sessions/{id}/history", s.cors(methods{http.MethodGet: s.serveHistory}))
 	mux.Handle("/v1/sessions/{id}/ws", methods{http.MethodGet: s.serveWS})
+	mux.Handle("/v1/sessions/{id}/mode", s.cors(methods{http.MethodPost: s.serveMode}))
+	mux.Handle("/v1/sessions/{id}/webrtc", s.cors(methods{http.MethodPost: s.serveVoiceOffer}))
+	mux.Handle("/v1/sessions/{id}/webrtc/{leg}", s.cors(methods{http.MethodPatch: s.serveVoicePatch, http.MethodDelete: s.serveVoiceDelete}))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("%w: %s", ErrNotFound, r.URL.Path))
 	})

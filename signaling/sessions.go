@@ -20,14 +20,16 @@ type createSessionRequest struct {
 }
 
 type createSessionResponse struct {
-	SessionID      string    `json:"session_id"`
-	ConversationID string    `json:"conversation_id"`
-	SessionToken   string    `json:"session_token"`
-	ResumeToken    string    `json:"resume_token"`
-	ExpiresAt      time.Time `json:"expires_at"`
-	Mode           string    `json:"mode"`
-	Resumed        bool      `json:"resumed"`
-	WebSocketPath  string    `json:"websocket_path"`
+	SessionID      string      `json:"session_id"`
+	ConversationID string      `json:"conversation_id"`
+	SessionToken   string      `json:"session_token"`
+	ResumeToken    string      `json:"resume_token"`
+	ExpiresAt      time.Time   `json:"expires_at"`
+	Mode           string      `json:"mode"`
+	Resumed        bool        `json:"resumed"`
+	WebSocketPath  string      `json:"websocket_path"`
+	VoicePath      string      `json:"voice_path,omitempty"`
+	ICEServers     []iceServer `json:"ice_servers"`
 }
 
 // serveCreateSession: POST /v1/sessions. The challenge from resolve is
@@ -46,8 +48,12 @@ func (s *Server) serveCreateSession(w http.ResponseWriter, r *http.Request) {
 	switch req.Mode {
 	case "", agentbridge.ModeChat:
 		req.Mode = agentbridge.ModeChat
+	case agentbridge.ModeVoice:
+		// The session is in voice once its voice leg is up (POST webrtc);
+		// until then it chats.
+		req.Mode = agentbridge.ModeChat
 	default:
-		writeError(w, fmt.Errorf("%w: mode must be %q (voice arrives with the voice transport)", broker.ErrValidation, agentbridge.ModeChat))
+		writeError(w, fmt.Errorf("%w: mode must be %q or %q", broker.ErrValidation, agentbridge.ModeChat, agentbridge.ModeVoice))
 		return
 	}
 	if len(req.Language) > 35 {
@@ -80,7 +86,17 @@ func (s *Server) serveCreateSession(w http.ResponseWriter, r *http.Request) {
 		SessionToken: res.SessionToken, ResumeToken: res.ResumeToken,
 		ExpiresAt: sess.ExpiresAt.Truncate(time.Second), Mode: sess.Mode, Resumed: res.Resumed,
 		WebSocketPath: "/v1/sessions/" + sess.ID + "/ws",
+		VoicePath:     s.voicePath(sess.ID),
+		ICEServers:    s.iceServers(sess.ID, time.Now()),
 	})
+}
+
+// voicePath is where a session posts its voice offer ("" without voice).
+func (s *Server) voicePath(sessionID string) string {
+	if s.engine == nil {
+		return ""
+	}
+	return "/v1/sessions/" + sessionID + "/webrtc"
 }
 
 // authSession authenticates a session-token request: the session exists,

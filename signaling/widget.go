@@ -50,7 +50,7 @@ func (s *Server) cors(next http.Handler) http.Handler {
 			h := w.Header()
 			h.Set("Access-Control-Allow-Origin", origin)
 			h.Add("Vary", "Origin")
-			h.Set("Access-Control-Expose-Headers", "Retry-After, X-RateLimit-Limit, X-RateLimit-Remaining")
+			h.Set("Access-Control-Expose-Headers", "Location, Retry-After, X-RateLimit-Limit, X-RateLimit-Remaining")
 			if r.Method == http.MethodOptions {
 				h.Set("Access-Control-Allow-Methods", "GET, POST, DELETE, PATCH, OPTIONS")
 				h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type")
@@ -61,6 +61,14 @@ func (s *Server) cors(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// modes lists the modes this server offers.
+func (s *Server) modes() []string {
+	if s.engine == nil {
+		return []string{"chat"}
+	}
+	return []string{"chat", "voice"}
 }
 
 // publicWidget is what a page may know about a widget.
@@ -98,7 +106,7 @@ func (s *Server) serveResolve(w http.ResponseWriter, r *http.Request) {
 	now := time.Now()
 	writeJSON(w, http.StatusOK, resolveResponse{
 		Widget: publicWidget{Key: wc.Key, Title: wc.Name, WelcomeText: wc.WelcomeText,
-			Modes: []string{"chat"}, MaxMessageChars: s.cfg.Chat.MaxMessageChars},
+			Modes: s.modes(), MaxMessageChars: s.cfg.Chat.MaxMessageChars},
 		Challenge:          s.challenger.mint(wc.Key, origin, now),
 		ChallengeExpiresAt: now.Add(s.cfg.Sessions.ChallengeTTL).UTC().Truncate(time.Second),
 	})

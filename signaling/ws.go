@@ -29,6 +29,7 @@ type clientFrame struct {
 	Type            string  `json:"type"`
 	Body            *string `json:"body,omitempty"`
 	ClientMessageID string  `json:"client_message_id,omitempty"`
+	Mode            string  `json:"mode,omitempty"`
 }
 
 // serverFrame is a frame Parley sends; each type uses some of the fields
@@ -46,6 +47,10 @@ type serverFrame struct {
 	Body            string          `json:"body,omitempty"`
 	Role            string          `json:"role,omitempty"`
 	Mode            string          `json:"mode,omitempty"`
+	PreviousMode    string          `json:"previous_mode,omitempty"`
+	Via             string          `json:"via,omitempty"`
+	LegID           string          `json:"leg_id,omitempty"`
+	Reason          string          `json:"reason,omitempty"`
 	State           string          `json:"state,omitempty"`
 	Action          string          `json:"action,omitempty"`
 	Data            json.RawMessage `json:"data,omitempty"`
@@ -280,6 +285,8 @@ func (l *leg) onClientFrame(ctx context.Context, f clientFrame) {
 		l.send(serverFrame{Type: "pong"})
 	case "message":
 		l.onMessage(ctx, f)
+	case "mode":
+		l.onModeFrame(ctx, f.Mode)
 	case "_error":
 		l.sendError("BAD_REQUEST", f.ClientMessageID, "")
 	default:
@@ -360,9 +367,12 @@ func (l *leg) onEvent(ev *agentbridge.Event) bool {
 	case agentbridge.EventAction:
 		l.send(serverFrame{Type: "action", Action: ev.Action, Data: ev.Data, Seq: ev.Seq})
 	case agentbridge.EventTranscript:
-		l.send(serverFrame{Type: "transcript", Text: ev.Text, Final: ev.Final, Seq: ev.Seq})
+		l.send(serverFrame{Type: "transcript", MessageID: ev.MessageID, Text: ev.Text, Final: ev.Final,
+			Via: agentbridge.ModeVoice, Seq: ev.Seq})
 	case agentbridge.EventModeChanged:
-		l.send(serverFrame{Type: "mode", Mode: ev.Mode, Seq: ev.Seq})
+		l.send(serverFrame{Type: "mode", Mode: ev.Mode, PreviousMode: ev.PreviousMode, Reason: ev.Reason, Seq: ev.Seq})
+	case agentbridge.EventMediaState:
+		l.send(serverFrame{Type: "media_state", State: ev.State, LegID: ev.LegID, Reason: ev.Reason, Seq: ev.Seq})
 	case agentbridge.EventSessionEnded:
 		return ev.SessionID == l.sess.ID
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/parley-rtc/parley/agentbridge"
 	"github.com/parley-rtc/parley/broker"
 	"github.com/parley-rtc/parley/configs"
+	"github.com/parley-rtc/parley/media"
 	"github.com/parley-rtc/parley/signaling"
 )
 
@@ -21,6 +22,7 @@ type app struct {
 	cfg    configs.Config
 	log    *slog.Logger
 	broker *broker.Broker
+	engine *media.Engine
 	server *signaling.Server
 
 	echoConn    *nats.Conn
@@ -37,8 +39,15 @@ func (a *app) Start(ctx context.Context) error {
 	if err := a.broker.Start(ctx); err != nil {
 		return err
 	}
-	a.server = signaling.New(a.cfg, a.broker, a.log)
+	engine, err := media.NewEngine(mediaConfig(a.cfg.Media), a.log.With("component", "media"))
+	if err != nil {
+		a.broker.Close()
+		return err
+	}
+	a.engine = engine
+	a.server = signaling.New(a.cfg, a.broker, a.engine, a.log)
 	if err := a.server.Start(); err != nil {
+		_ = a.engine.Close()
 		a.broker.Close()
 		return err
 	}
@@ -98,8 +107,21 @@ func (a *app) Stop(ctx context.Context) error {
 	if a.echoConn != nil {
 		a.echoConn.Close()
 	}
-	a.broker.Close()
+	a.broker.Close() // hangs up voice legs
+	if a.engine != nil {
+		errs = append(errs, a.engine.Close())
+	}
 	return errors.Join(errs...)
+}
+
+// mediaConfig maps the media settings onto the engine's.
+func mediaConfig(m configs.MediaConfig) media.Config {
+	return media.Config{
+		UDPPort: m.UDPPort, PortMin: uint16(m.PortMin), PortMax: uint16(m.PortMax),
+		NAT1To1IPs: m.NAT1To1IPs, Interfaces: m.Interfaces, IncludeLoopback: m.IncludeLoopback,
+		DisconnectedTimeout: m.DisconnectedTimeout, FailedTimeout: m.FailedTimeout,
+		JitterWindow: m.JitterWindow, SilenceTimeout: m.SilenceTimeout, PlayoutQueue: m.PlayoutQueueFrames,
+	}
 }
 
 // demoURL is the page a person opens to try Parley.

@@ -11,28 +11,33 @@ import (
 const echoChunks = 3
 
 // echoAgent answers every visitor message with "echo: <text>", streamed in
-// a few chunks, sends every audio frame back unchanged, and acknowledges
-// mode changes with its state.
+// a few chunks; sends every audio frame back unchanged and, for each
+// utterance an energy detector finds, a transcript and an echo of it; and
+// acknowledges mode changes with its state.
 func echoAgent(ctx context.Context, c *agentbridge.Conversation) error {
+	vad := agentbridge.NewUtteranceDetector()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case f := <-c.Audio():
 			_ = c.SendAudio(f) // audio is best effort
+			if u, ok := vad.Push(f); ok {
+				id, err := c.SendTranscript(ctx, u.String(), true)
+				if err == nil {
+					err = echo(ctx, c, id, u.String())
+				}
+				if err != nil {
+					return err
+				}
+			}
 		case ev, ok := <-c.Events():
 			if !ok {
 				return nil
 			}
 			switch ev.Type {
 			case agentbridge.EventUserMessage:
-				r := c.NewReply(ev.MessageID)
-				for _, part := range split("echo: "+ev.Text, echoChunks) {
-					if err := r.Write(ctx, part); err != nil {
-						return err
-					}
-				}
-				if err := r.Done(ctx); err != nil {
+				if err := echo(ctx, c, ev.MessageID, ev.Text); err != nil {
 					return err
 				}
 			case agentbridge.EventModeChanged:
@@ -46,6 +51,17 @@ func echoAgent(ctx context.Context, c *agentbridge.Conversation) error {
 			}
 		}
 	}
+}
+
+// echo streams "echo: <text>" as the reply to replyTo.
+func echo(ctx context.Context, c *agentbridge.Conversation, replyTo, text string) error {
+	r := c.NewReply(replyTo)
+	for _, part := range split("echo: "+text, echoChunks) {
+		if err := r.Write(ctx, part); err != nil {
+			return err
+		}
+	}
+	return r.Done(ctx)
 }
 
 // split cuts s into at most n parts of similar length on rune boundaries.

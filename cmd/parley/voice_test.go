@@ -1,0 +1,405 @@
+package main
+
+import (
+	"net/http"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/pion/webrtc/v4"
+	"go.uber.org/goleak"
+
+	"github.com/parley-rtc/parley/agentbridge"
+	"github.com/parley-rtc/parley/broker"
+	"github.com/parley-rtc/parley/configs"
+	"github.com/parley-rtc/parley/media"
+)
+
+// voiceConfig turns on loopback candidates: tests may run where lo is the
+// only interface.
+func voiceConfig(c *configs.Config) { c.Media.IncludeLoopback = true }
+
+// audioTap records the frames published on a conversation's in.audio.
+type audioTap struct {
+	mu     sync.Mutex
+	frames []agentbridge.AudioFrame
+}
+
+func (e *env) tapAudio(subject string) *audioTap {
+	e.t.Helper()
+	tap := &audioTap{}
+	nc := e.natsConn()
+	if _, err := nc.Subscribe(subject, func(m *nats.Msg) {
+		f, err := agentbridge.ParseAudioFrame(m)
+		if err != nil {
+			e.t.Errorf("bad frame on %s: %v", subject, err)
+			return
+		}
+		tap.mu.Lock()
+		tap.frames = append(tap.frames, f)
+		tap.mu.Unlock()
+	}); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		e.t.Fatal(err)
+	}
+	return tap
+}
+
+func (a *audioTap) snapshot() []agentbridge.AudioFrame {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Clone(a.frames)
+}
+
+// TestVoiceRoundTrip: a pion client offers over HTTP, its Opus frames reach
+// the agent on NATS in order with the contract's headers, the echo agent
+// sends them back and the client receives them; the echo's transcripts and
+// replies reach the WebSocket; hanging up returns to chat.
+func TestVoiceRoundTrip(t *testing.T) {
+	e := startEnv(t, voiceConfig)
+	s := e.newSession(nil)
+	ws := e.mustDialWS(s)
+	subj := e.app.broker.Subjects()
+	in := e.tapAudio(subj.InAudio(s.ConversationID))
+	out := e.tapAudio(subj.OutAudio(s.ConversationID))
+	baseline := runtime.NumGoroutine()
+	before := goleak.IgnoreCurrent()
+
+	c := e.newVoiceClient(s)
+	if !strings.HasPrefix(c.location, "/v1/sessions/"+s.ID+"/webrtc/leg_") {
+		t.Fatalf("Location = %q", c.location)
+	}
+	c.waitConnected()
+	frames := speech(t, 3, 400, 600) // 3 utterances, 150 frames
+	c.send(frames)
+
+	waitFor(t, 10*time.Second, "every frame on NATS", func() bool { return len(in.snapshot()) >= len(frames) })
+	got := in.snapshot()
+	for i, f := range got {
+		if f.Codec != agentbridge.CodecOpus || f.CapturedAt.IsZero() || len(f.Payload) == 0 {
+			t.Fatalf("frame %d = %+v", i, f)
+		}
+		if i > 0 && (f.Seq != got[i-1].Seq+1 || f.Timestamp != got[i-1].Timestamp+960) {
+			t.Fatalf("frames %d,%d out of order: seq %d→%d ts %d→%d", i-1, i, got[i-1].Seq, f.Seq, got[i-1].Timestamp, f.Timestamp)
+		}
+	}
+	if len(got) != len(frames) {
+		t.Fatalf("%d frames on NATS, sent %d", len(got), len(frames))
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(out.snapshot()) < len(frames) || c.received.Load() < int64(len(frames))*9/10 {
+		if time.Now().After(deadline) {
+			leg, _ := e.app.broker.Voice(s.ID)
+			t.Fatalf("echo: %d frames from the agent on NATS, %d received by the client, of %d sent; media stats %+v",
+				len(out.snapshot()), c.received.Load(), len(frames), legStats(leg))
+		}
+		<-time.After(20 * time.Millisecond)
+	}
+
+	// The echo agent heard three utterances: transcripts and replies.
+	var transcripts, replies []string
+	sawVoice, sawConnected := false, false
+	for len(replies) < 3 {
+		f := ws.next()
+		switch f.str("type") {
+		case "mode":
+			sawVoice = sawVoice || f.str("mode") == "voice"
+		case "media_state":
+			sawConnected = sawConnected || f.str("state") == "connected"
+		case "transcript":
+			if f["final"] == true && f.str("via") == "voice" {
+				transcripts = append(transcripts, f.str("text"))
+			}
+		case "done":
+			replies = append(replies, f.str("body"))
+		}
+	}
+	if !sawVoice || !sawConnected || len(transcripts) != 3 || !strings.HasPrefix(replies[0], "echo: utterance 1 (") {
+		t.Fatalf("voice frames: mode voice %v, connected %v, transcripts %q, replies %q", sawVoice, sawConnected, transcripts, replies)
+	}
+
+	// Hang up: back to chat; a second hang-up finds no leg.
+	auth := []string{"Authorization", "Bearer " + s.Token}
+	if r := e.do("DELETE", c.location, nil, auth...); r.status != http.StatusNoContent {
+		t.Fatalf("DELETE leg: %d %s", r.status, r.raw)
+	}
+	if f, _ := ws.until("mode"); f.str("mode") != "chat" {
+		t.Fatalf("after hang-up: %v", f)
+	}
+	if r := e.do("DELETE", c.location, nil, auth...); r.status != http.StatusNotFound || r.errCode() != "LEG_NOT_FOUND" {
+		t.Fatalf("second DELETE: %d %s", r.status, r.raw)
+	}
+	c.close()
+	waitForGoroutines(t, baseline, before)
+}
+
+// TestVoiceAndChatOneConversation: chat → voice → transcript → chat, one
+// conversation, every turn in order with the right via.
+func TestVoiceAndChatOneConversation(t *testing.T) {
+	e := startEnv(t, voiceConfig)
+	s := e.newSession(nil)
+	ws := e.mustDialWS(s)
+	ws.send(map[string]any{"type": "message", "body": "typed first", "client_message_id": "v-1"})
+	expectReply(t, ws, "v-1", "echo: typed first")
+
+	r := e.do("POST", "/v1/sessions/"+s.ID+"/mode", map[string]any{"mode": "voice"}, "Authorization", "Bearer "+s.Token)
+	if r.status != 200 || r.body["changed"] != true || r.str("previous_mode") != "chat" {
+		t.Fatalf("mode voice: %d %s", r.status, r.raw)
+	}
+	c := e.newVoiceClient(s)
+	c.waitConnected()
+	c.send(speech(t, 1, 400, 400))
+	done, _ := ws.until("done")
+	heard, ok := strings.CutPrefix(done.str("body"), "echo: ")
+	if !ok || !strings.HasPrefix(heard, "utterance 1 (0.4") {
+		t.Fatalf("voice reply = %v", done)
+	}
+	// Typing during the call goes into the same context.
+	ws.send(map[string]any{"type": "message", "body": "typed in the call", "client_message_id": "v-2"})
+	if f, _ := ws.until("done"); f.str("body") != "echo: typed in the call" {
+		t.Fatalf("reply during the call = %v", f)
+	}
+	ws.send(map[string]any{"type": "mode", "mode": "chat"})
+	if f, _ := ws.until("mode"); f.str("mode") != "chat" {
+		t.Fatalf("mode frame = %v", f)
+	}
+	ws.send(map[string]any{"type": "message", "body": "typed last", "client_message_id": "v-3"})
+	if f, _ := ws.until("done"); f.str("body") != "echo: typed last" {
+		t.Fatalf("last reply = %v", f)
+	}
+
+	var got []string
+	for _, m := range e.history(s) {
+		got = append(got, m["role"].(string)+"/"+m["via"].(string)+": "+m["body"].(string))
+	}
+	want := []string{
+		"visitor/chat: typed first", "agent/chat: echo: typed first",
+		"visitor/voice: " + heard, "agent/voice: echo: " + heard,
+		"visitor/chat: typed in the call", "agent/voice: echo: typed in the call",
+		"visitor/chat: typed last", "agent/chat: echo: typed last",
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("history:\n got %q\nwant %q", got, want)
+	}
+	// The leg was hung up by the switch to chat.
+	if _, ok := e.app.broker.Voice(s.ID); ok {
+		t.Fatal("voice leg still up after switching to chat")
+	}
+}
+
+// TestVoiceBadInput: coded errors for bad offers and leg operations.
+func TestVoiceBadInput(t *testing.T) {
+	e := startEnv(t, voiceConfig)
+	s := e.newSession(nil)
+	other := e.newSession(nil)
+	path := "/v1/sessions/" + s.ID + "/webrtc"
+	auth := []string{"Authorization", "Bearer " + s.Token}
+	videoOnly := "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF\r\na=setup:actpass\r\na=sendrecv\r\na=rtpmap:96 VP8/90000\r\n"
+	cases := []struct {
+		name, ctype, body string
+		headers           []string
+		status            int
+		code              string
+	}{
+		{"garbage SDP", "application/sdp", "this is not sdp", auth, 400, "SDP_INVALID"},
+		{"empty SDP", "application/sdp", "", auth, 400, "SDP_INVALID"},
+		{"SDP over 64 KiB", "application/sdp", "v=0\r\n" + strings.Repeat("a=x\r\n", 14000), auth, 413, "PAYLOAD_TOO_LARGE"},
+		{"no audio", "application/sdp", videoOnly, auth, 422, "SDP_NO_AUDIO"},
+		{"JSON answer instead of offer", "application/json", `{"type":"answer","sdp":"v=0"}`, auth, 400, "SDP_INVALID"},
+		{"wrong content type", "text/plain", "v=0", auth, 415, "UNSUPPORTED_MEDIA_TYPE"},
+		{"another session's token", "application/sdp", videoOnly, []string{"Authorization", "Bearer " + other.Token}, 401, "SESSION_TOKEN_INVALID"},
+		{"no token", "application/sdp", videoOnly, nil, 401, "SESSION_TOKEN_INVALID"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := e.doRaw("POST", path, tc.ctype, tc.body, tc.headers...)
+			if r.status != tc.status || r.errCode() != tc.code {
+				t.Fatalf("got %d %s, want %d %s", r.status, r.raw, tc.status, tc.code)
+			}
+		})
+	}
+	for _, tc := range []struct{ method, path, ctype, body, code string }{
+		{"PATCH", path + "/leg_nope", "application/trickle-ice-sdpfrag", "a=ice-ufrag:x\r\n", "LEG_NOT_FOUND"},
+		{"DELETE", path + "/leg_nope", "", "", "LEG_NOT_FOUND"},
+	} {
+		if r := e.doRaw(tc.method, tc.path, tc.ctype, tc.body, auth...); r.status != 404 || r.errCode() != tc.code {
+			t.Fatalf("%s %s: %d %s", tc.method, tc.path, r.status, r.raw)
+		}
+	}
+	// A failed offer leaves the conversation in chat, with nothing logged.
+	if r := e.post(s, "still chat", "", true); r.status != 200 {
+		t.Fatalf("post: %d %s", r.status, r.raw)
+	}
+	for _, m := range e.history(s) {
+		if m["via"] != "chat" {
+			t.Fatalf("history after bad offers: %v", m)
+		}
+	}
+	// A bad trickle fragment on a live leg.
+	c := e.newVoiceClient(s)
+	for _, bad := range []string{"garbage", strings.Repeat("a=candidate:x\r\n", 10)} {
+		if r := e.doRaw("PATCH", c.location, "application/trickle-ice-sdpfrag", bad, auth...); r.status != 400 || r.errCode() != "SDP_FRAGMENT_INVALID" {
+			t.Fatalf("bad fragment %.10q: %d %s", bad, r.status, r.raw)
+		}
+	}
+	if r := e.doRaw("PATCH", c.location, "application/json", "{}", auth...); r.status != 415 {
+		t.Fatalf("PATCH json: %d %s", r.status, r.raw)
+	}
+	if r := e.do("POST", "/v1/sessions/"+s.ID+"/mode", map[string]any{"mode": "fax"}, auth...); r.status != 422 || r.errCode() != "VALIDATION_FAILED" {
+		t.Fatalf("bad mode: %d %s", r.status, r.raw)
+	}
+}
+
+// waitForGoroutines waits until no more goroutines run than at baseline,
+// and shows the extra ones if they stay.
+func waitForGoroutines(t *testing.T, baseline int, before goleak.Option) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > baseline {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines, baseline %d: %v", runtime.NumGoroutine(), baseline, goleak.Find(before))
+		}
+		<-time.After(20 * time.Millisecond)
+	}
+}
+
+// legStats returns the media counters of a voice leg, if it is a media leg.
+func legStats(v *broker.Voice) any {
+	if v == nil {
+		return nil
+	}
+	if m, ok := v.Media().(interface{ Stats() media.Stats }); ok {
+		return m.Stats()
+	}
+	return nil
+}
+
+// TestVoiceICERestart: an ICE restart through PATCH keeps the leg, its id
+// and the conversation; frames keep flowing. Trickled candidates get 204.
+func TestVoiceICERestart(t *testing.T) {
+	e := startEnv(t, voiceConfig)
+	s := e.newSession(nil)
+	in := e.tapAudio(e.app.broker.Subjects().InAudio(s.ConversationID))
+	c := e.newVoiceClient(s)
+	c.waitConnected()
+	c.send(speech(t, 1, 200, 200))
+	waitFor(t, 10*time.Second, "frames before the restart", func() bool { return len(in.snapshot()) >= 20 })
+	auth := []string{"Authorization", "Bearer " + s.Token}
+
+	// A trickled candidate (the client's own, again) is accepted.
+	var cand string
+	for _, line := range strings.Split(c.pc.LocalDescription().SDP, "\r\n") {
+		if strings.HasPrefix(line, "a=candidate:") {
+			cand = line
+			break
+		}
+	}
+	if r := e.doRaw("PATCH", c.location, "application/trickle-ice-sdpfrag", "a=mid:0\r\n"+cand+"\r\n", auth...); r.status != http.StatusNoContent {
+		t.Fatalf("trickle: %d %s", r.status, r.raw)
+	}
+
+	// ICE restart with a full re-offer, as a browser does after restartIce().
+	offer, err := c.pc.CreateOffer(&webrtc.OfferOptions{ICERestart: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gathered := webrtc.GatheringCompletePromise(c.pc)
+	if err := c.pc.SetLocalDescription(offer); err != nil {
+		t.Fatal(err)
+	}
+	<-gathered
+	r := e.doRaw("PATCH", c.location, "application/sdp", c.pc.LocalDescription().SDP, auth...)
+	if r.status != http.StatusOK || !strings.HasPrefix(r.raw, "v=0") {
+		t.Fatalf("restart: %d %s", r.status, r.raw)
+	}
+	if err := c.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: r.raw}); err != nil {
+		t.Fatal(err)
+	}
+	before := len(in.snapshot())
+	c.send(speech(t, 1, 200, 200))
+	waitFor(t, 10*time.Second, "frames after the restart", func() bool { return len(in.snapshot()) >= before+15 })
+	if v, ok := e.app.broker.Voice(s.ID); !ok || !strings.HasSuffix(c.location, v.ID()) {
+		t.Fatal("the leg changed with the restart")
+	}
+}
+
+// TestVoiceSilenceEndsLeg: a leg with no audio past media.silence_timeout
+// is ended and the conversation goes on in chat.
+func TestVoiceSilenceEndsLeg(t *testing.T) {
+	e := startEnv(t, voiceConfig, func(c *configs.Config) { c.Media.SilenceTimeout = time.Second })
+	s := e.newSession(nil)
+	ws := e.mustDialWS(s)
+	c := e.newVoiceClient(s)
+	c.waitConnected()
+	var states []string
+	for {
+		f := ws.next()
+		if f.str("type") == "media_state" {
+			states = append(states, f.str("state")+"/"+f.str("reason"))
+		}
+		if f.str("type") == "mode" && f.str("mode") == "chat" {
+			if f.str("reason") != "silence_timeout" {
+				t.Fatalf("back to chat with %v", f)
+			}
+			break
+		}
+	}
+	if !slices.Contains(states, "closed/silence_timeout") {
+		t.Fatalf("media states %q", states)
+	}
+	if r := e.post(s, "still here", "", true); r.status != 200 {
+		t.Fatalf("chat after the leg ended: %d %s", r.status, r.raw)
+	}
+}
+
+// TestVoiceClientGone: a client that disappears without hanging up ends
+// its leg (ICE or DTLS notices) and the conversation returns to chat.
+func TestVoiceClientGone(t *testing.T) {
+	e := startEnv(t, voiceConfig, func(c *configs.Config) {
+		c.Media.DisconnectedTimeout, c.Media.FailedTimeout = 500*time.Millisecond, time.Second
+	})
+	s := e.newSession(nil)
+	ws := e.mustDialWS(s)
+	c := e.newVoiceClient(s)
+	c.waitConnected()
+	c.send(speech(t, 1, 100, 100))
+	c.close()
+	f, _ := ws.until("mode")
+	for f.str("mode") != "chat" {
+		f, _ = ws.until("mode")
+	}
+	if _, ok := e.app.broker.Voice(s.ID); ok {
+		t.Fatal("voice leg still up")
+	}
+}
+
+// TestVoicePCMAgent: an agent configured for 16 kHz PCM gets decoded
+// frames and its PCM is encoded back to Opus for the visitor.
+func TestVoicePCMAgent(t *testing.T) {
+	e := startEnv(t, voiceConfig, func(c *configs.Config) {
+		c.Agents.AudioFormats = map[string]string{configs.DefaultAgent: "pcm_s16le/16000"}
+	})
+	s := e.newSession(nil)
+	ws := e.mustDialWS(s)
+	in := e.tapAudio(e.app.broker.Subjects().InAudio(s.ConversationID))
+	c := e.newVoiceClient(s)
+	c.waitConnected()
+	frames := speech(t, 2, 400, 400)
+	c.send(frames)
+	waitFor(t, 10*time.Second, "PCM frames on NATS", func() bool { return len(in.snapshot()) >= len(frames) })
+	for _, f := range in.snapshot() {
+		if f.Codec != "pcm_s16le/16000/1" || len(f.Payload) != 640 {
+			t.Fatalf("frame %+v", f.Codec)
+		}
+	}
+	waitFor(t, 10*time.Second, "the encoded echo at the client", func() bool { return c.received.Load() >= int64(len(frames))*9/10 })
+	if f, _ := ws.until("transcript"); f.str("via") != "voice" {
+		t.Fatalf("transcript frame %v", f)
+	}
+}

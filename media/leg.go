@@ -1,0 +1,353 @@
+package media
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+
+	"github.com/parley-rtc/parley/agentbridge"
+)
+
+// Leg is one visitor's WebRTC voice connection (one pion PeerConnection
+// with one audio transceiver, RFC 8829 JSEP in the answerer role).
+//
+// Goroutines, all owned by the leg and stopped by Close: run (the state
+// loop: connection states, silence watchdog, teardown), pace (agent audio
+// out), readSenderRTCP (RTCP about what we send: NACKs, receiver reports),
+// and, once the visitor's track arrives, readMic (mic RTP in) and
+// readReceiverRTCP. run waits for the others before it reports StateClosed.
+//
+// Lock order: negMu, then mu. Neither is held while calling OnState or
+// OnMicFrame.
+type Leg struct {
+	id      string
+	log     *slog.Logger
+	eng     *Engine
+	pc      *webrtc.PeerConnection
+	track   *webrtc.TrackLocalStaticRTP
+	sender  *webrtc.RTPSender
+	format  Format
+	codec   string // format.String(), the Parley-Codec of mic frames
+	onMic   func(agentbridge.AudioFrame)
+	onState func(State, string)
+	silence time.Duration
+	stats   legStats
+
+	// Lifecycle.
+	ending    atomic.Bool
+	reason    string        // why the leg ends; written once, before quit closes
+	quit      chan struct{} // closed by stop: every goroutine returns
+	done      chan struct{} // closed by run when everything has stopped
+	connected chan struct{} // closed by run on the first StateConnected
+	events    chan webrtc.PeerConnectionState
+	state     atomic.Value // State
+	inState   atomic.Bool  // run is inside OnState
+	lastRTP   atomic.Int64 // unix nanos of the last mic RTP packet (or creation)
+
+	mu       sync.Mutex // guards stopping, reading and wg.Add
+	stopping bool
+	reading  bool
+	wg       sync.WaitGroup
+
+	negMu sync.Mutex // serialises offer/answer exchanges after the first
+
+	// Mic path, owned by readMic.
+	jb  *jitterBuffer
+	dec *pcmDecoder // nil for Opus agents
+
+	// Agent path: the queue is shared; enc and out are owned by pace.
+	pq  *playQueue
+	enc *pcmEncoder // nil for Opus agents
+	out rtpOut
+}
+
+// NewLeg answers a visitor's SDP offer (WHIP style, RFC 9725 §4.2: no
+// trickle, the answer carries all our candidates) and starts the leg. It
+// returns the leg and the SDP answer. ctx bounds ICE gathering.
+//
+// The offer must have an audio m-line offering Opus (ErrNoAudio) and be a
+// well-formed offer (ErrBadSDP). The leg sends one Opus track (stream
+// "parley", track "agent") on the offered audio transceiver.
+func (e *Engine) NewLeg(ctx context.Context, o LegOptions) (*Leg, string, error) {
+	if e.isClosed() {
+		return nil, "", ErrClosed
+	}
+	if err := checkOffer(o.Offer, true); err != nil {
+		return nil, "", err
+	}
+	f := o.AgentFormat
+	if f == (Format{}) {
+		f = FormatOpus()
+	}
+	if err := f.Validate(); err != nil {
+		return nil, "", err
+	}
+	log := o.Log
+	if log == nil {
+		log = e.log
+	}
+	log = log.With("leg", o.ID)
+
+	now := time.Now()
+	l := &Leg{
+		id:        o.ID,
+		log:       log,
+		eng:       e,
+		format:    f,
+		codec:     f.String(),
+		onMic:     o.OnMicFrame,
+		onState:   o.OnState,
+		silence:   e.cfg.SilenceTimeout,
+		quit:      make(chan struct{}),
+		done:      make(chan struct{}),
+		connected: make(chan struct{}),
+		events:    make(chan webrtc.PeerConnectionState, 4),
+		jb:        newJitterBuffer(e.cfg.JitterWindow),
+		pq:        newPlayQueue(e.cfg.PlayoutQueue, f),
+		out:       newRTPOut(),
+	}
+	l.stats.createdAt = now
+	l.state.Store(StateConnecting)
+	l.lastRTP.Store(now.UnixNano())
+	if !f.IsOpus() {
+		var err error
+		if l.dec, err = newPCMDecoder(f); err != nil {
+			return nil, "", err
+		}
+		if l.enc, err = newPCMEncoder(f); err != nil {
+			return nil, "", err
+		}
+	}
+
+	pc, err := e.api.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		return nil, "", fmt.Errorf("media: new peer connection: %w", err)
+	}
+	l.pc = pc
+	pc.OnConnectionStateChange(l.onConnectionState)
+	pc.OnTrack(l.onTrack)
+
+	answer, err := l.answer(ctx, o.Offer)
+	if err != nil {
+		l.abort()
+		return nil, "", err
+	}
+	if err := e.add(l); err != nil {
+		l.abort()
+		return nil, "", err
+	}
+	l.wg.Add(2)
+	go l.pace()
+	go l.readSenderRTCP()
+	go l.run()
+	log.Debug("media: leg created", "format", l.codec)
+	return l, answer, nil
+}
+
+// answer applies the first offer, adds our track and returns the answer.
+func (l *Leg) answer(ctx context.Context, offer string) (string, error) {
+	err := l.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer})
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrBadSDP, err)
+	}
+	c := opusCapability()
+	c.RTCPFeedback = nil
+	if l.track, err = webrtc.NewTrackLocalStaticRTP(c, "agent", "parley"); err != nil {
+		return "", fmt.Errorf("media: local track: %w", err)
+	}
+	if l.sender, err = l.pc.AddTrack(l.track); err != nil {
+		return "", fmt.Errorf("media: add track: %w", err)
+	}
+	return l.completeAnswer(ctx)
+}
+
+// completeAnswer creates and sets the answer to the remote offer just set,
+// waits for gathering and returns our full local description.
+func (l *Leg) completeAnswer(ctx context.Context) (string, error) {
+	answer, err := l.pc.CreateAnswer(nil)
+	if err != nil {
+		return "", fmt.Errorf("%w: create answer: %v", ErrBadSDP, err)
+	}
+	gathered := webrtc.GatheringCompletePromise(l.pc)
+	if err := l.pc.SetLocalDescription(answer); err != nil {
+		return "", fmt.Errorf("%w: set answer: %v", ErrBadSDP, err)
+	}
+	if err := waitGathered(ctx, gathered, l.quit); err != nil {
+		return "", err
+	}
+	return l.pc.LocalDescription().SDP, nil
+}
+
+// abort undoes a NewLeg that failed after the PeerConnection existed. No
+// OnState is reported: the caller never saw the leg.
+func (l *Leg) abort() {
+	l.stop(ReasonClosed) // releases pion callbacks blocked on events
+	l.mu.Lock()
+	l.stopping = true
+	l.mu.Unlock()
+	if err := l.pc.Close(); err != nil {
+		l.log.Debug("media: close peer connection", "err", err)
+	}
+	l.wg.Wait()
+}
+
+// onConnectionState hands pion's peer connection state (W3C webrtc-pc
+// §4.3.3) to run. It runs on a pion goroutine.
+func (l *Leg) onConnectionState(s webrtc.PeerConnectionState) {
+	select {
+	case l.events <- s:
+	case <-l.quit:
+	}
+}
+
+// onTrack starts the mic reader for the visitor's audio track. It runs on
+// a pion goroutine.
+func (l *Leg) onTrack(t *webrtc.TrackRemote, r *webrtc.RTPReceiver) {
+	if t.Kind() != webrtc.RTPCodecTypeAudio {
+		return
+	}
+	l.mu.Lock()
+	if l.stopping || l.reading {
+		l.mu.Unlock()
+		l.log.Debug("media: ignoring extra track", "ssrc", t.SSRC())
+		return
+	}
+	l.reading = true
+	l.wg.Add(2)
+	l.mu.Unlock()
+	go l.readMic(t)
+	go l.readReceiverRTCP(r)
+}
+
+// run is the leg's state loop: it reports connection states, watches for
+// silence and, once the leg is stopping, tears it down.
+func (l *Leg) run() {
+	silence := time.NewTimer(l.silence)
+	defer silence.Stop()
+	for {
+		select {
+		case s := <-l.events:
+			l.handleState(s)
+		case <-silence.C:
+			idle := time.Since(time.Unix(0, l.lastRTP.Load()))
+			if idle >= l.silence {
+				l.log.Info("media: no audio from visitor", "for", idle.Round(time.Millisecond))
+				l.stop(ReasonSilence)
+			} else {
+				silence.Reset(l.silence - idle)
+			}
+		case <-l.quit:
+			l.teardown()
+			return
+		}
+	}
+}
+
+// handleState maps a peer connection state to the leg's.
+func (l *Leg) handleState(s webrtc.PeerConnectionState) {
+	switch s {
+	case webrtc.PeerConnectionStateConnected:
+		if l.stats.connectedAt.Load() == 0 {
+			l.stats.connectedAt.Store(time.Now().UnixNano())
+			close(l.connected)
+		}
+		l.report(StateConnected, "")
+	case webrtc.PeerConnectionStateDisconnected:
+		l.report(StateDisconnected, "")
+	case webrtc.PeerConnectionStateFailed:
+		l.report(StateFailed, "")
+		l.stop(ReasonFailed)
+	case webrtc.PeerConnectionStateClosed:
+		l.stop(ReasonRemoteClosed)
+	}
+}
+
+// report sets the state and tells OnState, from run only.
+func (l *Leg) report(s State, reason string) {
+	if l.state.Load() == s && s != StateClosed {
+		return
+	}
+	l.state.Store(s)
+	if l.onState == nil {
+		return
+	}
+	l.inState.Store(true)
+	defer l.inState.Store(false)
+	l.onState(s, reason)
+}
+
+// stop starts ending the leg; the first reason wins.
+func (l *Leg) stop(reason string) {
+	if l.ending.CompareAndSwap(false, true) {
+		l.reason = reason
+		close(l.quit)
+	}
+}
+
+// teardown closes the PeerConnection, waits for the leg's goroutines and
+// reports StateClosed once.
+func (l *Leg) teardown() {
+	l.mu.Lock()
+	l.stopping = true
+	l.mu.Unlock()
+	if err := l.pc.Close(); err != nil {
+		l.log.Debug("media: close peer connection", "err", err)
+	}
+	l.wg.Wait()
+	l.eng.remove(l)
+	st := l.Stats()
+	l.log.Info("media: leg closed", "reason", l.reason, "frames_in", st.FramesIn, "frames_out", st.FramesOut,
+		"lost", st.Lost, "late", st.Late, "dropped", st.Dropped)
+	l.report(StateClosed, l.reason)
+	close(l.done)
+}
+
+// ID is the leg's name from LegOptions.ID.
+func (l *Leg) ID() string { return l.id }
+
+// Format is the agent-side audio format of the leg.
+func (l *Leg) Format() Format { return l.format }
+
+// State is the leg's current state.
+func (l *Leg) State() State { return l.state.Load().(State) }
+
+// Done is closed when the leg has closed, for whatever reason.
+func (l *Leg) Done() <-chan struct{} { return l.done }
+
+// Reason is why the leg closed ("" while it is open).
+func (l *Leg) Reason() string {
+	select {
+	case <-l.done:
+		return l.reason
+	default:
+		return ""
+	}
+}
+
+// Close ends the leg: it closes the PeerConnection, stops and waits for the
+// leg's goroutines, and reports StateClosed with ReasonClosed unless the leg
+// already ended for another reason. It is idempotent and always returns nil.
+// Called from OnState it does not wait, since OnState runs on the goroutine
+// it would wait for (a Close from elsewhere that races with an OnState call
+// may return early too; the leg still finishes closing).
+func (l *Leg) Close() error {
+	l.stop(ReasonClosed)
+	if l.inState.Load() {
+		return nil
+	}
+	<-l.done
+	return nil
+}
+
+// closedErr is ErrClosed once the leg is ending.
+func (l *Leg) closedErr() error {
+	if l.ending.Load() {
+		return ErrClosed
+	}
+	return nil
+}

@@ -1,0 +1,355 @@
+package media
+
+import (
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pion/rtp"
+
+	"github.com/parley-rtc/parley/agentbridge"
+)
+
+// The agent → visitor path: Play queues 20 ms frames (Opus as is, PCM cut
+// into 20 ms chunks), and the leg's pacer writes one per 20 ms as RTP
+// (RFC 3550, Opus payload RFC 7587) on a wall-clock schedule.
+
+// resyncAfter is how far behind schedule the pacer may fall before it
+// restarts the schedule instead of catching up.
+const resyncAfter = 3 * frameDuration
+
+// padAfter is how long a partial PCM frame waits for more samples before
+// it is padded with silence and played (the end of an utterance).
+const padAfter = 2 * frameDuration
+
+// playItem is one 20 ms frame waiting to be played.
+type playItem struct {
+	opus []byte  // an Opus packet, or
+	pcm  []int16 // one frame of PCM samples
+}
+
+// playQueue is the bounded queue between Play (any goroutine) and the pacer:
+// a ring of frames under a mutex plus a 1-buffered notify channel. When full
+// the oldest frame is dropped.
+type playQueue struct {
+	notify chan struct{}
+	spf    int // PCM samples per frame (0 for Opus agents)
+
+	mu       sync.Mutex
+	ring     []playItem
+	head, n  int
+	acc      []int16   // PCM not yet a whole frame
+	lastPush time.Time // when acc last grew
+	free     [][]int16 // recycled PCM frames
+}
+
+func newPlayQueue(size int, f Format) *playQueue {
+	q := &playQueue{notify: make(chan struct{}, 1), ring: make([]playItem, size)}
+	if !f.IsOpus() {
+		q.spf = f.frameSamples() * f.Channels
+		q.acc = make([]int16, 0, 2*q.spf)
+	}
+	return q
+}
+
+// wake tells the pacer there is something to play.
+func (q *playQueue) wake() {
+	select {
+	case q.notify <- struct{}{}:
+	default:
+	}
+}
+
+// pushLocked appends a frame, dropping the oldest when full; it returns
+// how many frames were dropped.
+func (q *playQueue) pushLocked(it playItem) int {
+	dropped := 0
+	if q.n == len(q.ring) {
+		q.recycleLocked(q.ring[q.head])
+		q.ring[q.head] = playItem{}
+		q.head = (q.head + 1) % len(q.ring)
+		q.n--
+		dropped = 1
+	}
+	q.ring[(q.head+q.n)%len(q.ring)] = it
+	q.n++
+	return dropped
+}
+
+// pushOpus queues one Opus packet.
+func (q *playQueue) pushOpus(pkt []byte) (dropped int) {
+	q.mu.Lock()
+	dropped = q.pushLocked(playItem{opus: pkt})
+	q.mu.Unlock()
+	q.wake()
+	return dropped
+}
+
+// pushPCM adds little-endian samples and queues every whole frame.
+func (q *playQueue) pushPCM(b []byte, now time.Time) (dropped int) {
+	q.mu.Lock()
+	q.acc = appendLEInt16(q.acc, b)
+	q.lastPush = now
+	var off int
+	for ; len(q.acc)-off >= q.spf; off += q.spf {
+		fr := q.frameLocked()
+		copy(fr, q.acc[off:off+q.spf])
+		dropped += q.pushLocked(playItem{pcm: fr})
+	}
+	q.acc = q.acc[:copy(q.acc, q.acc[off:])]
+	q.mu.Unlock()
+	q.wake()
+	return dropped
+}
+
+// padPartial plays a partial PCM frame that has waited padAfter, padded
+// with silence.
+func (q *playQueue) padPartial(now time.Time) (dropped int) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.acc) == 0 || now.Sub(q.lastPush) < padAfter {
+		return 0
+	}
+	fr := q.frameLocked()
+	clear(fr[copy(fr, q.acc):])
+	q.acc = q.acc[:0]
+	return q.pushLocked(playItem{pcm: fr})
+}
+
+// partialSince reports when a waiting partial PCM frame last grew.
+func (q *playQueue) partialSince() (time.Time, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.lastPush, len(q.acc) > 0
+}
+
+// frameLocked returns a PCM frame buffer, recycled if possible.
+func (q *playQueue) frameLocked() []int16 {
+	if n := len(q.free); n > 0 {
+		fr := q.free[n-1]
+		q.free = q.free[:n-1]
+		return fr
+	}
+	return make([]int16, q.spf)
+}
+
+func (q *playQueue) recycleLocked(it playItem) {
+	if it.pcm != nil && len(q.free) < 8 {
+		q.free = append(q.free, it.pcm)
+	}
+}
+
+// recycle returns a played frame's buffer.
+func (q *playQueue) recycle(it playItem) {
+	q.mu.Lock()
+	q.recycleLocked(it)
+	q.mu.Unlock()
+}
+
+// pop takes the oldest frame.
+func (q *playQueue) pop() (playItem, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.n == 0 {
+		return playItem{}, false
+	}
+	it := q.ring[q.head]
+	q.ring[q.head] = playItem{}
+	q.head = (q.head + 1) % len(q.ring)
+	q.n--
+	return it, true
+}
+
+// len is the number of whole frames queued.
+func (q *playQueue) len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.n
+}
+
+// clear drops every queued frame and partial PCM; it returns the frames
+// dropped.
+func (q *playQueue) clear() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	n := q.n
+	for q.n > 0 {
+		q.recycleLocked(q.ring[q.head])
+		q.ring[q.head] = playItem{}
+		q.head = (q.head + 1) % len(q.ring)
+		q.n--
+	}
+	q.acc = q.acc[:0]
+	return n
+}
+
+// Play queues one agent frame for the visitor without blocking. Opus frames
+// (Codec "opus/48000/2", or any "opus/48000/…") are sent as they are; PCM
+// frames must match the leg's AgentFormat and may be any whole number of
+// samples (they are cut into 20 ms and encoded to Opus). Frames of another
+// codec are dropped and counted in Stats.Rejected; past Config.PlayoutQueue
+// frames the oldest are dropped and counted in Stats.Dropped. Play keeps
+// f.Payload of Opus frames until they are sent: the caller must not modify
+// it afterwards. Play on a closed leg does nothing.
+func (l *Leg) Play(f agentbridge.AudioFrame) {
+	if l.ending.Load() {
+		return
+	}
+	var dropped int
+	switch {
+	case f.Codec == agentbridge.CodecOpus || strings.HasPrefix(f.Codec, "opus/48000"):
+		if len(f.Payload) == 0 || len(f.Payload) > maxPacketBytes {
+			l.stats.rejected.Add(1)
+			return
+		}
+		dropped = l.pq.pushOpus(f.Payload)
+	case l.enc != nil && l.isAgentCodec(f.Codec):
+		if len(f.Payload)%2 != 0 {
+			l.stats.rejected.Add(1)
+			return
+		}
+		dropped = l.pq.pushPCM(f.Payload, time.Now())
+	default:
+		l.stats.rejected.Add(1)
+		return
+	}
+	if dropped > 0 {
+		l.stats.dropped.Add(uint64(dropped))
+	}
+}
+
+// isAgentCodec reports whether codec names the leg's PCM format.
+func (l *Leg) isAgentCodec(codec string) bool {
+	if codec == l.codec {
+		return true
+	}
+	f, err := ParseFormat(codec)
+	return err == nil && f == l.format
+}
+
+// ClearAudio drops every queued agent frame (and buffered PCM), counted in
+// Stats.Dropped: after the frame being written now, nothing queued before
+// the call is played (barge-in).
+func (l *Leg) ClearAudio() {
+	if n := l.pq.clear(); n > 0 {
+		l.stats.dropped.Add(uint64(n))
+	}
+}
+
+// rtpOut is the pacer's RTP sequence and media clock for the agent track.
+type rtpOut struct {
+	seq      uint16
+	ts       uint32
+	marker   bool
+	lastSent time.Time
+}
+
+// newRTPOut starts sequence and timestamp at random values (RFC 3550 §5.1).
+func newRTPOut() rtpOut {
+	return rtpOut{seq: uint16(rand.Uint32()), ts: rand.Uint32(), marker: true}
+}
+
+// resume starts a talkspurt at now: the media clock jumps over the silence
+// since the last frame and the marker bit is set (RFC 3551 §4.1).
+func (o *rtpOut) resume(now time.Time) {
+	o.marker = true
+	if o.lastSent.IsZero() {
+		return
+	}
+	if gap := now.Sub(o.lastSent) - frameDuration; gap > 0 {
+		o.ts += uint32(gap.Nanoseconds() * opusClock / int64(time.Second))
+	}
+}
+
+// pace writes queued frames to the visitor, one per 20 ms, from the time
+// the leg connects until it closes. The schedule is next = start + n×20 ms
+// (no drift); it restarts after idle time or when more than resyncAfter
+// behind. With nothing queued it sleeps until Play wakes it.
+func (l *Leg) pace() {
+	defer l.wg.Done()
+	select {
+	case <-l.connected:
+	case <-l.quit:
+		return
+	}
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	var (
+		next time.Time
+		idle = true
+		rate rateMeter
+		pkt  rtp.Packet
+	)
+	pkt.Version = 2
+	for {
+		if l.pq.len() == 0 {
+			idle = true
+			var pad <-chan time.Time
+			if at, ok := l.pq.partialSince(); ok {
+				timer.Reset(time.Until(at.Add(padAfter)))
+				pad = timer.C
+			}
+			select {
+			case <-l.quit:
+				return
+			case <-l.pq.notify:
+			case now := <-pad:
+				if n := l.pq.padPartial(now); n > 0 {
+					l.stats.dropped.Add(uint64(n))
+				}
+			}
+			timer.Stop()
+			continue
+		}
+		now := time.Now()
+		switch {
+		case idle:
+			idle = false
+			if next.Before(now) {
+				l.out.resume(now)
+				next = now
+			}
+		case now.Sub(next) > resyncAfter:
+			next = now
+		}
+		if wait := next.Sub(now); wait > 0 {
+			timer.Reset(wait)
+			select {
+			case <-l.quit:
+				return
+			case <-timer.C:
+			}
+		}
+		it, ok := l.pq.pop()
+		if !ok {
+			continue // cleared while waiting
+		}
+		payload := it.opus
+		if it.pcm != nil {
+			var err error
+			payload, err = l.enc.encode(it.pcm)
+			l.pq.recycle(it)
+			if err != nil {
+				l.log.Debug("media: opus encode", "err", err)
+				next = next.Add(frameDuration)
+				continue
+			}
+		}
+		pkt.Marker, pkt.SequenceNumber, pkt.Timestamp, pkt.Payload = l.out.marker, l.out.seq, l.out.ts, payload
+		if err := l.track.WriteRTP(&pkt); err != nil {
+			l.log.Debug("media: write rtp", "err", err)
+		}
+		sent := time.Now()
+		l.out.seq++
+		l.out.ts += opusFrameTicks
+		l.out.marker = false
+		l.out.lastSent = sent
+		l.stats.framesOut.Add(1)
+		if bps, ok := rate.add(len(payload), sent); ok {
+			l.stats.bitrateOut.set(bps, sent)
+		}
+		next = next.Add(frameDuration)
+	}
+}

@@ -1,0 +1,298 @@
+package signaling
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha1"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/parley-rtc/parley/broker"
+	"github.com/parley-rtc/parley/media"
+)
+
+// Voice signaling, WHIP-style (RFC 9725): POST an SDP offer, get the answer
+// and a leg URL; PATCH trickle ICE or an ICE restart to it; DELETE hangs up.
+
+// maxSDPBytes bounds an SDP offer or fragment.
+const maxSDPBytes = 64 << 10
+
+// Content types of voice signaling.
+const (
+	contentSDP     = "application/sdp"
+	contentSDPFrag = "application/trickle-ice-sdpfrag"
+	contentJSON    = "application/json"
+)
+
+// voiceSetupTimeout bounds creating a leg (ICE gathering included).
+const voiceSetupTimeout = 10 * time.Second
+
+// iceLeg is what the ICE endpoints need of a media leg.
+type iceLeg interface {
+	Trickle(frag string) (string, bool, error)
+	Renegotiate(ctx context.Context, offer string) (string, error)
+}
+
+type sdpJSON struct {
+	Type  string `json:"type"`
+	SDP   string `json:"sdp"`
+	LegID string `json:"leg_id,omitempty"`
+}
+
+// readSDP reads an SDP offer as application/sdp or as JSON
+// {"type":"offer","sdp":…}; it reports whether the caller spoke JSON.
+func readSDP(w http.ResponseWriter, r *http.Request) (string, bool, error) {
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil {
+		mt = ""
+	}
+	switch mt {
+	case contentSDP:
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxSDPBytes))
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return "", false, fmt.Errorf("%w: SDP over %d bytes", ErrPayloadTooLarge, maxSDPBytes)
+		}
+		if err != nil {
+			return "", false, fmt.Errorf("%w: reading the offer: %v", ErrBadRequest, err)
+		}
+		return string(body), false, nil
+	case contentJSON:
+		var req sdpJSON
+		if err := decodeJSON(w, r, &req); err != nil {
+			return "", true, err
+		}
+		if req.Type != "offer" {
+			return "", true, fmt.Errorf("%w: type must be \"offer\"", media.ErrBadSDP)
+		}
+		if len(req.SDP) > maxSDPBytes {
+			return "", true, fmt.Errorf("%w: SDP over %d bytes", ErrPayloadTooLarge, maxSDPBytes)
+		}
+		return req.SDP, true, nil
+	default:
+		return "", false, fmt.Errorf("%w: Content-Type must be %s or %s", ErrUnsupportedMediaType, contentSDP, contentJSON)
+	}
+}
+
+// serveVoiceOffer: POST /v1/sessions/{id}/webrtc — the offer of a new voice
+// leg. The answer is non-trickle (it carries our candidates); the browser
+// may trickle its own with PATCH.
+func (s *Server) serveVoiceOffer(w http.ResponseWriter, r *http.Request) {
+	sess, err := s.authSession(r, bearer(r))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if s.engine == nil {
+		writeError(w, ErrVoiceUnavailable)
+		return
+	}
+	offer, asJSON, err := readSDP(w, r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	format, err := media.ParseFormat(s.b.AgentFormat(sess.Agent))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	v := s.b.NewVoice(sess)
+	log := s.log.With("session_id", sess.ID, "conversation_id", sess.ConversationID, "leg_id", v.ID())
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), voiceSetupTimeout)
+	defer cancel()
+	leg, answer, err := s.engine.NewLeg(ctx, media.LegOptions{
+		ID: v.ID(), Offer: offer, AgentFormat: format, Log: log,
+		OnMicFrame: v.PublishMic,
+		OnState:    func(st media.State, reason string) { s.onLegState(v, st, reason) },
+	})
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := s.b.StartVoice(ctx, v, leg); err != nil {
+		_ = leg.Close()
+		writeError(w, err)
+		return
+	}
+	w.Header().Set("Location", "/v1/sessions/"+sess.ID+"/webrtc/"+v.ID())
+	w.Header().Set("Cache-Control", "no-store")
+	if asJSON {
+		writeJSON(w, http.StatusCreated, sdpJSON{Type: "answer", SDP: answer, LegID: v.ID()})
+		return
+	}
+	w.Header().Set("Content-Type", contentSDP)
+	w.WriteHeader(http.StatusCreated)
+	_, _ = io.WriteString(w, answer)
+}
+
+// onLegState relays a transport state change: to the log (and so to the
+// visitor's WebSocket), and, when the leg is gone, back to chat.
+func (s *Server) onLegState(v *broker.Voice, st media.State, reason string) {
+	if st == media.StateClosed {
+		v.TransportClosed(reason)
+		return
+	}
+	v.MediaState(string(st), reason)
+}
+
+// voiceLeg finds the session's leg named in the path.
+func (s *Server) voiceLeg(r *http.Request) (*broker.Voice, error) {
+	sess, err := s.authSession(r, bearer(r))
+	if err != nil {
+		return nil, err
+	}
+	v, ok := s.b.Voice(sess.ID)
+	if !ok || v.ID() != r.PathValue("leg") {
+		return nil, ErrLegNotFound
+	}
+	return v, nil
+}
+
+// serveVoicePatch: PATCH /v1/sessions/{id}/webrtc/{leg} — trickle ICE
+// candidates or an ICE restart as an RFC 8840 SDP fragment (200 with our
+// new credentials on a restart, 204 otherwise), or a full re-offer as
+// application/sdp (200 with the answer).
+func (s *Server) serveVoicePatch(w http.ResponseWriter, r *http.Request) {
+	v, err := s.voiceLeg(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	leg, ok := v.Media().(iceLeg)
+	if !ok {
+		writeError(w, fmt.Errorf("%w: this leg does not take ICE updates", ErrUnsupportedMediaType))
+		return
+	}
+	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxSDPBytes))
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		writeError(w, fmt.Errorf("%w: over %d bytes", ErrPayloadTooLarge, maxSDPBytes))
+		return
+	case err != nil:
+		writeError(w, fmt.Errorf("%w: %v", ErrBadRequest, err))
+		return
+	}
+	switch mt {
+	case contentSDPFrag:
+		frag, restarted, err := leg.Trickle(string(body))
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		if !restarted {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		w.Header().Set("Content-Type", contentSDPFrag)
+		w.WriteHeader(http.StatusOK)
+		_, _ = io.WriteString(w, frag)
+	case contentSDP:
+		ctx, cancel := context.WithTimeout(r.Context(), voiceSetupTimeout)
+		defer cancel()
+		answer, err := leg.Renegotiate(ctx, string(body))
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		w.Header().Set("Content-Type", contentSDP)
+		w.WriteHeader(http.StatusOK)
+		_, _ = io.WriteString(w, answer)
+	default:
+		writeError(w, fmt.Errorf("%w: Content-Type must be %s or %s", ErrUnsupportedMediaType, contentSDPFrag, contentSDP))
+	}
+}
+
+// serveVoiceDelete: DELETE /v1/sessions/{id}/webrtc/{leg} hangs up; the
+// conversation goes on in chat.
+func (s *Server) serveVoiceDelete(w http.ResponseWriter, r *http.Request) {
+	v, err := s.voiceLeg(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	v.End(r.Context(), "visitor_hangup")
+	w.WriteHeader(http.StatusNoContent)
+}
+
+type modeRequest struct {
+	Mode string `json:"mode"`
+}
+
+type modeResponse struct {
+	SessionID      string `json:"session_id"`
+	ConversationID string `json:"conversation_id"`
+	Mode           string `json:"mode"`
+	PreviousMode   string `json:"previous_mode"`
+	Changed        bool   `json:"changed"`
+	Seq            uint64 `json:"seq,omitempty"`
+}
+
+// serveMode: POST /v1/sessions/{id}/mode {"mode":"voice"|"chat"}.
+func (s *Server) serveMode(w http.ResponseWriter, r *http.Request) {
+	sess, err := s.authSession(r, bearer(r))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	var req modeRequest
+	if err := decodeJSON(w, r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	mc, _, err := s.b.SetMode(context.WithoutCancel(r.Context()), sess, req.Mode, "visitor")
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, modeResponse{SessionID: sess.ID, ConversationID: sess.ConversationID,
+		Mode: mc.Mode, PreviousMode: mc.PreviousMode, Changed: mc.Changed, Seq: mc.Seq})
+}
+
+// iceServer is one entry of a session's ice_servers (RTCIceServer shape).
+type iceServer struct {
+	URLs       []string `json:"urls"`
+	Username   string   `json:"username,omitempty"`
+	Credential string   `json:"credential,omitempty"`
+}
+
+// iceServers returns the STUN and TURN servers for a session. TURN gets
+// per-session credentials in the TURN REST API style: username
+// "<expiry unix>:<session id>", password base64(HMAC-SHA1(secret, username)).
+func (s *Server) iceServers(sessionID string, now time.Time) []iceServer {
+	out := []iceServer{}
+	m := s.cfg.Media
+	if len(m.STUNURLs) > 0 {
+		out = append(out, iceServer{URLs: m.STUNURLs})
+	}
+	if len(m.TURN.URLs) > 0 && m.TURN.Secret != "" {
+		user := strconv.FormatInt(now.Add(m.TURN.CredentialTTL).Unix(), 10) + ":" + sessionID
+		mac := hmac.New(sha1.New, []byte(m.TURN.Secret))
+		mac.Write([]byte(user))
+		out = append(out, iceServer{URLs: m.TURN.URLs, Username: user,
+			Credential: base64.StdEncoding.EncodeToString(mac.Sum(nil))})
+	}
+	return out
+}
+
+// wsMode handles a {"type":"mode","mode":…} frame.
+func (l *leg) onModeFrame(ctx context.Context, mode string) {
+	mc, _, err := l.s.b.SetMode(context.WithoutCancel(ctx), l.sess, mode, "visitor")
+	if err != nil {
+		we, msg := classify(err)
+		l.sendError(we.code, msg, "")
+		return
+	}
+	if !mc.Changed {
+		// No event will come: answer directly.
+		l.send(serverFrame{Type: "mode", Mode: mc.Mode})
+	}
+}
