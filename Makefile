@@ -6,7 +6,7 @@ PKGS    ?= ./...
 GOFLAGS ?= -buildvcs=false
 export GOFLAGS
 
-.PHONY: all build run test test-short vet fmt-check bench fuzz clean
+.PHONY: all build run test test-short vet fmt-check bench fuzz clean browser
 
 all: build
 
@@ -19,12 +19,30 @@ run:
 	$(GO) run ./cmd/parley serve
 
 ## test: formatting, vet, and every test with the race detector
-test: fmt-check vet
+test: browser fmt-check vet
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 
 ## test-short: the quick tests only (no subprocesses), without -race
 test-short:
 	$(GO) test -short -count=1 $(PKGS)
+
+## browser: Debian's chromium for the browser tests (cmd/parley/browser_test.go),
+## installed once. A failed install only warns: those tests then skip loudly
+## (or fail, with PARLEY_REQUIRE_BROWSER=1 as in CI).
+browser:
+	@if [ -x "/usr/bin/chromium" ]; then exit 0; fi; \
+	sudo=""; \
+	if [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then sudo="sudo"; fi; \
+	echo "== installing chromium for the browser tests"; \
+	if $$sudo apt-get update && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium && [ -x "/usr/bin/chromium" ]; then \
+	  echo "== chromium installed: $$(/usr/bin/chromium --version 2>/dev/null)"; \
+	else \
+	  echo "################################################################" >&2; \
+	  echo "## WARNING: could not install chromium (/usr/bin/chromium is missing)." >&2; \
+	  echo "## The browser tests (TestBrowser*) will SKIP, or FAIL when" >&2; \
+	  echo "## PARLEY_REQUIRE_BROWSER=1." >&2; \
+	  echo "################################################################" >&2; \
+	fi
 
 vet:
 	$(GO) vet $(PKGS)
@@ -36,6 +54,18 @@ fmt-check:
 ## bench: the benchmarks whose figures go into docs/BENCHMARKS.md
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 2x -timeout 20m ./cmd/parley/
+
+## bench-voice: `parley bench voice` (voice load test against a child serve)
+## for each N in BENCH_VOICE_SESSIONS, D long; prints one table per N
+BENCH_VOICE_SESSIONS ?= 100 300 500
+D ?= 20s
+.PHONY: bench-voice
+bench-voice: build
+	@rc=0; for N in $(BENCH_VOICE_SESSIONS); do \
+	  echo "== bin/parley bench voice --sessions $$N --duration $(D)"; \
+	  bin/parley bench voice --sessions $$N --duration $(D) || rc=1; \
+	  echo; \
+	done; exit $$rc
 
 ## fuzz: a short run of every fuzz target (FUZZTIME per target)
 FUZZTIME ?= 15s

@@ -144,26 +144,6 @@ type EchoAgentConfig struct {
 	Agent string `yaml:"agent"`
 }
 
-// WidgetConfig describes one embeddable widget.
-type WidgetConfig struct {
-	// Key is the public widget key: starts with "pk_", 4..64 characters of
-	// [A-Za-z0-9_-], unique among widgets.
-	Key string `yaml:"key"`
-	// Name is the display name/title, 1..80 characters; Load defaults it to
-	// Key.
-	Name string `yaml:"name"`
-	// WelcomeText is shown when the widget opens, at most 120 characters.
-	WelcomeText string `yaml:"welcome_text"`
-	// Agent is the agent name to dispatch to; Load defaults it to "echo".
-	Agent string `yaml:"agent"`
-	// AllowedOrigins lists 1..50 origins allowed to embed the widget, each
-	// "scheme://host[:port]" or "scheme://host:*" (any port), scheme http or
-	// https. Load lower-cases them.
-	AllowedOrigins []string `yaml:"allowed_origins"`
-	// Live reports whether the widget accepts sessions; nil means true.
-	Live *bool `yaml:"live"`
-}
-
 // Default returns a Config holding every default value, including the demo
 // widget. Each call returns fresh slices, so callers may modify the result.
 func Default() Config {
@@ -194,19 +174,23 @@ func Default() Config {
 		},
 		EchoAgent: EchoAgentConfig{Enabled: true, Workers: 1, Agent: DefaultAgent},
 		Media:     defaultMedia(),
-		Widgets: []WidgetConfig{{
-			Key:            DemoWidgetKey,
-			Name:           "Parley demo",
-			WelcomeText:    "Hi! Type a message and the echo agent will answer.",
-			Agent:          DefaultAgent,
-			AllowedOrigins: []string{"http://localhost:*", "http://127.0.0.1:*"},
-		}},
+		Widgets:   []WidgetConfig{demoWidget()},
 	}
 }
 
-// IsLive reports whether the widget accepts sessions (Live unset means true).
-func (w WidgetConfig) IsLive() bool {
-	return w.Live == nil || *w.Live
+// demoWidget is the built-in widget of `parley serve`: chat and voice with
+// the echo agent, embeddable from localhost and 127.0.0.1 on any port.
+func demoWidget() WidgetConfig {
+	w := WidgetConfig{
+		Key:             DemoWidgetKey,
+		DisplayTitle:    "Parley demo",
+		LauncherLabel:   "Talk to us",
+		WelcomeText:     "Hi! Type a message and the echo agent will answer.",
+		Agent:           DefaultAgent,
+		AllowDevOrigins: true,
+	}
+	w.Normalize()
+	return w
 }
 
 // Widget returns the widget with the given public key, if configured.
@@ -273,7 +257,9 @@ func (c Config) LogValue() slog.Value {
 	for i, w := range c.Widgets {
 		widgets = append(widgets, slog.Group(fmt.Sprint(i),
 			slog.String("key", w.Key),
-			slog.String("name", w.Name),
+			slog.String("id", w.ID),
+			slog.String("display_title", w.DisplayTitle),
+			slog.String("identity_secret", redactIfSet(w.IdentitySecret)),
 			slog.String("agent", w.Agent),
 			slog.Any("allowed_origins", w.AllowedOrigins),
 			slog.Bool("live", w.IsLive()),

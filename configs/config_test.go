@@ -59,16 +59,17 @@ func TestDefaultValidates(t *testing.T) {
 		t.Errorf("Load with no sources = %+v, want Default()", got)
 	}
 	w, ok := d.Widget(DemoWidgetKey)
-	if !ok || !w.IsLive() || w.Agent != "echo" || w.Name != "Parley demo" {
+	if !ok || !w.IsLive() || w.Agent != "echo" || w.DisplayTitle != "Parley demo" {
 		t.Errorf("demo widget = %+v, %v", w, ok)
 	}
 	if _, ok := d.Widget("pk_nope"); ok {
 		t.Error("Widget(pk_nope) found")
 	}
 	// Default returns fresh slices each time.
-	d.Widgets[0].AllowedOrigins[0] = "changed"
-	if Default().Widgets[0].AllowedOrigins[0] == "changed" {
-		t.Error("Default shares slices between calls")
+	d.Widgets[0].DisplayTitle = "changed"
+	d.Media.STUNURLs = append(d.Media.STUNURLs, "changed")
+	if Default().Widgets[0].DisplayTitle == "changed" || len(Default().Media.STUNURLs) != 0 {
+		t.Error("Default shares data between calls")
 	}
 }
 
@@ -108,7 +109,7 @@ func TestUnknownKeyRejected(t *testing.T) {
 		{"nested flow", "nats: {bogus: 1}\n", `"nats.bogus"`, "line 1"},
 		{"nested block", "log:\n  level: info\n  colour: red\n", `"log.colour"`, "line 3"},
 		{"misspelt duration", "agents:\n  dispatch_timout: 2s\n", `"agents.dispatch_timout"`, "line 2"},
-		{"widget", "widgets:\n  - key: pk_site\n    colour: red\n", `"widgets[].colour"`, "line 3"},
+		{"widget", "widgets:\n  - public_key: pk_site\n    colour: red\n", `"widgets[].colour"`, "line 3"},
 		{"camel case", "dataDir: /tmp\n", `"dataDir"`, "line 1"},
 	}
 	for _, tt := range tests {
@@ -247,10 +248,10 @@ func TestWidgetsReplaceDefault(t *testing.T) {
 	t.Parallel()
 	cfg := load(t, `
 widgets:
-  - key: pk_site
+  - public_key: pk_site
     allowed_origins: ["HTTPS://Example.COM", "http://localhost:*"]
-  - key: pk_off
-    name: Paused
+  - public_key: pk_off
+    display_title: Paused
     agent: support
     allowed_origins: ["https://example.org:8443"]
     live: false
@@ -262,12 +263,12 @@ widgets:
 		t.Error("demo widget still present")
 	}
 	site, ok := cfg.Widget("pk_site")
-	if !ok || site.Name != "pk_site" || site.Agent != "echo" || !site.IsLive() ||
+	if !ok || site.DisplayTitle != "pk_site" || site.Agent != "echo" || !site.IsLive() ||
 		!slices.Equal(site.AllowedOrigins, []string{"https://example.com", "http://localhost:*"}) {
 		t.Errorf("pk_site = %+v", site)
 	}
 	off, ok := cfg.Widget("pk_off")
-	if !ok || off.Name != "Paused" || off.Agent != "support" || off.IsLive() {
+	if !ok || off.DisplayTitle != "Paused" || off.Agent != "support" || off.IsLive() {
 		t.Errorf("pk_off = %+v", off)
 	}
 
@@ -315,7 +316,7 @@ func hasPath(v any, p string) bool {
 	}
 	if isList {
 		items, ok := child.([]any)
-		return ok && len(items) > 0 && hasPath(items[0], rest)
+		return ok && slices.ContainsFunc(items, func(it any) bool { return hasPath(it, rest) })
 	}
 	return hasPath(child, rest)
 }
@@ -329,9 +330,14 @@ func TestExampleFile(t *testing.T) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	// The example shows the defaults.
+	// The example shows the defaults, and a second widget for docs and
+	// tests.
 	want := Default()
 	want.Widgets[0].Live = cfg.Widgets[0].Live
+	if len(cfg.Widgets) != 2 || cfg.Widgets[1].Key != "pk_example" || cfg.Widgets[1].IdentitySecret == "" {
+		t.Fatalf("example widgets = %+v", cfg.Widgets)
+	}
+	want.Widgets = append(want.Widgets, cfg.Widgets[1])
 	if !reflect.DeepEqual(cfg, want) || !cfg.Widgets[0].IsLive() {
 		t.Errorf("example differs from defaults:\n got %+v\nwant %+v", cfg, want)
 	}

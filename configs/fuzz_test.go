@@ -17,7 +17,7 @@ func FuzzLoadYAML(f *testing.F) {
 		"listen: 127.0.0.1:1\n",
 		"nats: {bogus: 1}\n",
 		"nats: {replicas: many}\n",
-		"widgets: [{key: pk_x, allowed_origins: ['https://A.example:*']}]\n",
+		"widgets: [{public_key: pk_x, allowed_origins: ['https://A.example:*']}]\n",
 		"widgets:\n",
 		"a: &a [*a, *a]\nb: *a\n",
 		"listen: a\n---\nlisten: b\n",

@@ -259,19 +259,6 @@ func (c *Config) normalize() {
 	c.Log.Format = strings.ToLower(c.Log.Format)
 	c.PublicURL = strings.TrimRight(c.PublicURL, "/")
 	for i := range c.Widgets {
-		w := &c.Widgets[i]
-		if w.Name == "" {
-			w.Name = w.Key
-		}
-		if w.Agent == "" {
-			w.Agent = DefaultAgent
-		}
-		if len(w.AllowedOrigins) > 0 {
-			origins := make([]string, len(w.AllowedOrigins))
-			for j, o := range w.AllowedOrigins {
-				origins[j] = strings.ToLower(o)
-			}
-			w.AllowedOrigins = origins
-		}
+		c.Widgets[i].Normalize()
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 )
 
 // Limits checked by Validate.
@@ -139,31 +138,21 @@ func validateWidgets(ps *problems, widgets []WidgetConfig) {
 		ps.add("widgets", "at least one widget is required")
 		return
 	}
-	seen := make(map[string]int, len(widgets))
-	for i, w := range widgets {
+	keys := make(map[string]int, len(widgets))
+	ids := make(map[string]int, len(widgets))
+	for i := range widgets {
+		w := &widgets[i]
 		p := fmt.Sprintf("widgets[%d]", i)
-		if msg := checkWidgetKey(w.Key); msg != "" {
-			ps.add(p+".key", "%s", msg)
-		} else if j, dup := seen[w.Key]; dup {
-			ps.add(p+".key", "duplicate key %q (also widgets[%d])", w.Key, j)
-		} else {
-			seen[w.Key] = i
+		for _, pr := range w.Validate() {
+			ps.add(p+"."+pr.Field, "%s", pr.Message)
 		}
-		if n := utf8.RuneCountInString(w.Name); n < 1 || n > maxWidgetName {
-			ps.add(p+".name", "must be 1..%d characters, got %d", maxWidgetName, n)
+		if j, dup := keys[w.Key]; dup {
+			ps.add(p+".public_key", "duplicate public_key %q (also widgets[%d])", w.Key, j)
+		} else if j, dup := ids[w.ID]; dup && w.ID != "" {
+			ps.add(p+".id", "duplicate id %q (also widgets[%d])", w.ID, j)
 		}
-		if n := utf8.RuneCountInString(w.WelcomeText); n > maxWelcomeText {
-			ps.add(p+".welcome_text", "must be at most %d characters, got %d", maxWelcomeText, n)
-		}
-		ps.token(p+".agent", w.Agent)
-		if n := len(w.AllowedOrigins); n < 1 || n > maxWidgetOrigins {
-			ps.add(p+".allowed_origins", "must list 1..%d origins, got %d", maxWidgetOrigins, n)
-		}
-		for j, o := range w.AllowedOrigins {
-			if msg := checkOrigin(o); msg != "" {
-				ps.add(fmt.Sprintf("%s.allowed_origins[%d]", p, j), "%q: %s", o, msg)
-			}
-		}
+		keys[w.Key] = i
+		ids[w.ID] = i
 	}
 }
 

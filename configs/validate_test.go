@@ -80,19 +80,19 @@ func TestValidateRules(t *testing.T) {
 		{"echo workers high", func(c *Config) { c.EchoAgent.Workers = 65 }, "echo_agent.workers"},
 		{"echo agent name", func(c *Config) { c.EchoAgent.Agent = "echo.v2" }, "echo_agent.agent"},
 		{"no widgets", func(c *Config) { c.Widgets = nil }, "widgets"},
-		{"widget key prefix", func(c *Config) { widget(c).Key = "demo" }, "widgets[0].key"},
-		{"widget key short", func(c *Config) { widget(c).Key = "pk_" }, "widgets[0].key"},
-		{"widget key long", func(c *Config) { widget(c).Key = "pk_" + strings.Repeat("a", 62) }, "widgets[0].key"},
-		{"widget key chars", func(c *Config) { widget(c).Key = "pk_a.b" }, "widgets[0].key"},
+		{"widget key prefix", func(c *Config) { widget(c).Key = "demo" }, "widgets[0].public_key"},
+		{"widget key short", func(c *Config) { widget(c).Key = "pk_" }, "widgets[0].public_key"},
+		{"widget key long", func(c *Config) { widget(c).Key = "pk_" + strings.Repeat("a", 62) }, "widgets[0].public_key"},
+		{"widget key chars", func(c *Config) { widget(c).Key = "pk_a.b" }, "widgets[0].public_key"},
 		{"widget key duplicate", func(c *Config) {
 			c.Widgets = append(c.Widgets, c.Widgets[0])
-		}, "widgets[1].key"},
-		{"widget name empty", func(c *Config) { widget(c).Name = "" }, "widgets[0].name"},
-		{"widget name long", func(c *Config) { widget(c).Name = strings.Repeat("é", 81) }, "widgets[0].name"},
+		}, "widgets[1].public_key"},
+		{"widget title empty", func(c *Config) { widget(c).DisplayTitle = "" }, "widgets[0].display_title"},
+		{"widget title long", func(c *Config) { widget(c).DisplayTitle = strings.Repeat("é", 81) }, "widgets[0].display_title"},
 		{"welcome text long", func(c *Config) { widget(c).WelcomeText = strings.Repeat("ü", 121) }, "widgets[0].welcome_text"},
 		{"widget agent", func(c *Config) { widget(c).Agent = "" }, "widgets[0].agent"},
 		{"widget agent chars", func(c *Config) { widget(c).Agent = "a*" }, "widgets[0].agent"},
-		{"no origins", func(c *Config) { widget(c).AllowedOrigins = nil }, "widgets[0].allowed_origins"},
+		{"no origins", func(c *Config) { widget(c).AllowedOrigins, widget(c).AllowDevOrigins = nil, false }, "widgets[0].allowed_origins"},
 		{"too many origins", func(c *Config) { widget(c).AllowedOrigins = origins(51) }, "widgets[0].allowed_origins"},
 		{"bad origin", func(c *Config) {
 			widget(c).AllowedOrigins = []string{"https://ok.example", "https://example.com/path"}
@@ -134,7 +134,7 @@ func TestValidateBoundariesAccepted(t *testing.T) {
 	c.Security.SigningKey = strings.Repeat("k", 32)
 	c.EchoAgent.Workers = 0
 	c.Widgets[0].Key = "pk_" + strings.Repeat("A", 61)
-	c.Widgets[0].Name = strings.Repeat("é", 80)
+	c.Widgets[0].DisplayTitle = strings.Repeat("é", 80)
 	c.Widgets[0].WelcomeText = strings.Repeat("ü", 120)
 	c.Widgets[0].AllowedOrigins = make([]string, 50)
 	for i := range c.Widgets[0].AllowedOrigins {

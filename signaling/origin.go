@@ -1,8 +1,13 @@
 package signaling
 
 import (
+	"net"
 	"net/url"
 	"strings"
+
+	"golang.org/x/net/publicsuffix"
+
+	"github.com/parley-rtc/parley/configs"
 )
 
 // origin is a parsed browser Origin: scheme, host and explicit port.
@@ -55,17 +60,50 @@ func matchOrigin(pattern string, o origin) bool {
 	return port == o.port
 }
 
+// matchDomain reports whether o's registrable domain (eTLD+1 by the public
+// suffix list) is domain: "example.com" admits example.com and any
+// subdomain, never acme.com.evil.net or example.co.uk.
+func matchDomain(domain string, o origin) bool {
+	if net.ParseIP(o.host) != nil {
+		return false
+	}
+	etld1, err := publicsuffix.EffectiveTLDPlusOne(o.host)
+	return err == nil && etld1 == domain
+}
+
 // originAllowed reports whether the Origin header value is allowed by any of
-// the patterns.
-func originAllowed(patterns []string, header string) bool {
+// the allowed_origins entries: origins, origin patterns or registrable
+// domains.
+func originAllowed(entries []string, header string) bool {
 	o, ok := parseOrigin(header)
 	if !ok {
 		return false
 	}
-	for _, p := range patterns {
-		if matchOrigin(p, o) {
+	for _, e := range entries {
+		if configs.IsDomainEntry(e) {
+			if matchDomain(strings.ToLower(e), o) {
+				return true
+			}
+		} else if matchOrigin(e, o) {
 			return true
 		}
 	}
 	return false
+}
+
+// isDevHost reports whether host is this machine (localhost, 127.0.0.1, ::1).
+func isDevHost(host string) bool {
+	return host == "localhost" || host == "127.0.0.1" || host == "::1"
+}
+
+// widgetAllows reports whether a widget may be embedded from the Origin:
+// one of its allowed_origins entries admits it, or it allows dev origins
+// and the page is on localhost.
+func widgetAllows(w configs.WidgetConfig, header string) bool {
+	if w.AllowDevOrigins {
+		if o, ok := parseOrigin(header); ok && isDevHost(o.host) {
+			return true
+		}
+	}
+	return originAllowed(w.AllowedOrigins, header)
 }

@@ -113,7 +113,7 @@ func (s *Server) authSession(r *http.Request, token string) (broker.Session, err
 	}
 	if origin := r.Header.Get("Origin"); origin != "" {
 		wc, ok := s.cfg.Widget(sess.Widget)
-		if !ok || !originAllowed(wc.AllowedOrigins, origin) {
+		if !ok || !widgetAllows(wc, origin) {
 			return sess, fmt.Errorf("%w: %s", ErrOriginNotAllowed, origin)
 		}
 	}

@@ -21,7 +21,7 @@ func (s *Server) widgetFor(r *http.Request, key string) (configs.WidgetConfig, s
 	if origin == "" {
 		return w, "", ErrOriginRequired
 	}
-	if !originAllowed(w.AllowedOrigins, origin) {
+	if !widgetAllows(w, origin) {
 		return w, "", fmt.Errorf("%w: %s", ErrOriginNotAllowed, origin)
 	}
 	if !w.IsLive() {
@@ -33,7 +33,7 @@ func (s *Server) widgetFor(r *http.Request, key string) (configs.WidgetConfig, s
 // anyWidgetAllows reports whether some widget allows origin (for CORS).
 func (s *Server) anyWidgetAllows(origin string) bool {
 	for _, w := range s.cfg.Widgets {
-		if originAllowed(w.AllowedOrigins, origin) {
+		if widgetAllows(w, origin) {
 			return true
 		}
 	}
@@ -105,7 +105,7 @@ func (s *Server) serveResolve(w http.ResponseWriter, r *http.Request) {
 	}
 	now := time.Now()
 	writeJSON(w, http.StatusOK, resolveResponse{
-		Widget: publicWidget{Key: wc.Key, Title: wc.Name, WelcomeText: wc.WelcomeText,
+		Widget: publicWidget{Key: wc.Key, Title: wc.DisplayTitle, WelcomeText: wc.WelcomeText,
 			Modes: s.modes(), MaxMessageChars: s.cfg.Chat.MaxMessageChars},
 		Challenge:          s.challenger.mint(wc.Key, origin, now),
 		ChallengeExpiresAt: now.Add(s.cfg.Sessions.ChallengeTTL).UTC().Truncate(time.Second),
