@@ -71,7 +71,9 @@ func TestWidgetValidate(t *testing.T) {
 		{"nav label", func(w *WidgetConfig) { w.NavMap = []NavTarget{{ID: "a", Path: "/"}} }, "nav_map[0].label"},
 		{"trigger type", func(w *WidgetConfig) { w.Triggers = []TriggerRule{{Type: "mind_reading", Cooldown: "session"}} }, "triggers[0].type"},
 		{"trigger pattern", func(w *WidgetConfig) { w.Triggers = []TriggerRule{{Type: "url_matches", Cooldown: "session"}} }, "triggers[0].pattern"},
-		{"trigger scroll", func(w *WidgetConfig) { w.Triggers = []TriggerRule{{Type: "scroll_depth", Value: 101, Cooldown: "session"}} }, "triggers[0].value"},
+		{"trigger scroll", func(w *WidgetConfig) {
+			w.Triggers = []TriggerRule{{Type: "scroll_depth", Value: 101, Cooldown: "session"}}
+		}, "triggers[0].value"},
 		{"trigger cooldown", func(w *WidgetConfig) { w.Triggers = []TriggerRule{{Type: "exit_intent", Cooldown: "forever"}} }, "triggers[0].cooldown"},
 		{"trigger days", func(w *WidgetConfig) { w.Triggers = []TriggerRule{{Type: "exit_intent", Cooldown: "days"}} }, "triggers[0].cooldown_days"},
 	}
