@@ -55,6 +55,8 @@ type Config struct {
 	EchoAgent EchoAgentConfig `yaml:"echo_agent"`
 	// Media configures voice (WebRTC).
 	Media MediaConfig `yaml:"media"`
+	// Limits are the abuse limits of the public API.
+	Limits LimitsConfig `yaml:"limits"`
 	// Widgets lists the embeddable widgets. A list given in the YAML file
 	// replaces the default demo widget.
 	Widgets []WidgetConfig `yaml:"widgets"`
@@ -132,6 +134,15 @@ type SecurityConfig struct {
 	// SigningKey is an optional HMAC key of at least 32 bytes; empty means
 	// a key is generated and kept in JetStream KV.
 	SigningKey string `yaml:"signing_key"`
+	// TrustedProxies are the IPs/CIDRs of reverse proxies whose
+	// X-Forwarded-For is believed; from anyone else it is ignored.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+	// BootstrapTokenTTL is the lifetime of tokens from POST /v1/tokens.
+	BootstrapTokenTTL time.Duration `yaml:"bootstrap_token_ttl"`
+	// UserTokenTTL is the lifetime of tokens from POST /v1/user-tokens.
+	UserTokenTTL time.Duration `yaml:"user_token_ttl"`
+	// ClockSkew is how far in the future a visitor JWT's iat may be.
+	ClockSkew time.Duration `yaml:"clock_skew"`
 }
 
 // EchoAgentConfig configures the in-process echo agent worker.
@@ -174,7 +185,10 @@ func Default() Config {
 		},
 		EchoAgent: EchoAgentConfig{Enabled: true, Workers: 1, Agent: DefaultAgent},
 		Media:     defaultMedia(),
-		Widgets:   []WidgetConfig{demoWidget()},
+		Limits:    defaultLimits(),
+		Security: SecurityConfig{TrustedProxies: []string{}, BootstrapTokenTTL: 10 * time.Minute,
+			UserTokenTTL: 5 * time.Minute, ClockSkew: 30 * time.Second},
+		Widgets: []WidgetConfig{demoWidget()},
 	}
 }
 
@@ -292,7 +306,12 @@ func (c Config) LogValue() slog.Value {
 			slog.Int("max_message_chars", c.Chat.MaxMessageChars),
 			slog.Duration("reply_timeout", c.Chat.ReplyTimeout)),
 		slog.Group("security",
-			slog.String("signing_key", c.Security.redactedKey())),
+			slog.String("signing_key", c.Security.redactedKey()),
+			slog.Any("trusted_proxies", c.Security.TrustedProxies),
+			slog.Duration("bootstrap_token_ttl", c.Security.BootstrapTokenTTL),
+			slog.Duration("user_token_ttl", c.Security.UserTokenTTL),
+			slog.Duration("clock_skew", c.Security.ClockSkew)),
+		slog.Attr{Key: "limits", Value: c.Limits.logValue()},
 		slog.Group("echo_agent",
 			slog.Bool("enabled", c.EchoAgent.Enabled),
 			slog.Int("workers", c.EchoAgent.Workers),

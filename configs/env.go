@@ -45,7 +45,7 @@ func envFields(cfg *Config) []envField {
 				out = append(out, envField{env, fv})
 			case f.Type.Kind() == reflect.Struct:
 				walk(fv, env+"_")
-			case f.Type.Kind() == reflect.String, f.Type.Kind() == reflect.Int, f.Type.Kind() == reflect.Bool:
+			case f.Type.Kind() == reflect.String, f.Type.Kind() == reflect.Int, f.Type.Kind() == reflect.Int64, f.Type.Kind() == reflect.Bool:
 				out = append(out, envField{env, fv})
 			}
 		}
@@ -100,12 +100,12 @@ func setScalar(v reflect.Value, s string) error {
 		v.SetInt(int64(d))
 	case v.Kind() == reflect.String:
 		v.SetString(s)
-	case v.Kind() == reflect.Int:
-		n, err := strconv.Atoi(s)
+	case v.Kind() == reflect.Int, v.Kind() == reflect.Int64:
+		n, err := strconv.ParseInt(s, 10, 64)
 		if err != nil {
 			return errors.New("want an integer")
 		}
-		v.SetInt(int64(n))
+		v.SetInt(n)
 	case v.Kind() == reflect.Bool:
 		b, err := strconv.ParseBool(s)
 		if err != nil {

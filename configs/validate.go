@@ -104,6 +104,15 @@ func (c *Config) Validate() error {
 	ps.token("echo_agent.agent", c.EchoAgent.Agent)
 
 	c.Media.validate(&ps)
+	c.Limits.validate(&ps)
+	if _, err := ParsePrefixes(c.Security.TrustedProxies); err != nil {
+		ps.add("security.trusted_proxies", "%v", err)
+	}
+	ps.positive("security.bootstrap_token_ttl", c.Security.BootstrapTokenTTL)
+	ps.positive("security.user_token_ttl", c.Security.UserTokenTTL)
+	if d := c.Security.ClockSkew; d < 0 || d > 10*time.Minute {
+		ps.add("security.clock_skew", "must be between 0s and 10m, got %s", d)
+	}
 	validateWidgets(&ps, c.Widgets)
 	if len(ps) == 0 {
 		return nil

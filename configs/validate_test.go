@@ -76,6 +76,13 @@ func TestValidateRules(t *testing.T) {
 		{"media silence", func(c *Config) { c.Media.SilenceTimeout = 0 }, "media.silence_timeout"},
 		{"media failed before disconnected", func(c *Config) { c.Media.FailedTimeout = time.Second }, "media.failed_timeout"},
 		{"media playout queue", func(c *Config) { c.Media.PlayoutQueueFrames = 1 }, "media.playout_queue_frames"},
+		{"limit per ip", func(c *Config) { c.Limits.Resolve.PerIP = "sixty" }, "limits.resolve.per_ip"},
+		{"limit per widget", func(c *Config) { c.Limits.Uploads.PerWidget = "5/forever" }, "limits.uploads.per_widget"},
+		{"upload size", func(c *Config) { c.Limits.MaxUploadBytes = 10 }, "limits.max_upload_bytes"},
+		{"trusted proxies", func(c *Config) { c.Security.TrustedProxies = []string{"proxy.local"} }, "security.trusted_proxies"},
+		{"bootstrap ttl", func(c *Config) { c.Security.BootstrapTokenTTL = 0 }, "security.bootstrap_token_ttl"},
+		{"user token ttl", func(c *Config) { c.Security.UserTokenTTL = 0 }, "security.user_token_ttl"},
+		{"clock skew", func(c *Config) { c.Security.ClockSkew = time.Hour }, "security.clock_skew"},
 		{"echo workers low", func(c *Config) { c.EchoAgent.Workers = -1 }, "echo_agent.workers"},
 		{"echo workers high", func(c *Config) { c.EchoAgent.Workers = 65 }, "echo_agent.workers"},
 		{"echo agent name", func(c *Config) { c.EchoAgent.Agent = "echo.v2" }, "echo_agent.agent"},
@@ -250,5 +257,30 @@ func TestMediaSettingsAccepted(t *testing.T) {
 	}
 	if s := c.Media.TURN.String() + c.Media.TURN.GoString(); strings.Contains(s, c.Media.TURN.Secret) {
 		t.Fatalf("TURN secret printed: %s", s)
+	}
+}
+
+func TestParseRate(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]Rate{
+		"60/1m": {60, time.Minute}, "30/1h": {30, time.Hour}, "5/sec": {5, time.Second}, "10/min": {10, time.Minute},
+		"2/hour": {2, time.Hour}, "100/30s": {100, 30 * time.Second}, "0": {}, "": {},
+	} {
+		got, err := ParseRate(in)
+		if err != nil || got != want {
+			t.Errorf("ParseRate(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"60", "x/1m", "-1/1m", "60/0s", "60/fortnight", "60/-1m"} {
+		if _, err := ParseRate(bad); err == nil {
+			t.Errorf("ParseRate(%q) accepted", bad)
+		}
+	}
+	if r, _ := ParseRate("60/1m"); r.String() != "60/1m0s" || r.Unlimited() {
+		t.Errorf("String = %q", r.String())
+	}
+	ps, err := ParsePrefixes([]string{"10.0.0.0/8", "192.0.2.1", "::1", "fd00::/8"})
+	if err != nil || len(ps) != 4 || ps[1].Bits() != 32 {
+		t.Errorf("ParsePrefixes = %v, %v", ps, err)
 	}
 }

@@ -1,0 +1,135 @@
+package configs
+
+import (
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// LimitsConfig holds the abuse limits of the public API.
+type LimitsConfig struct {
+	// Resolve limits POST /v1/widget/resolve.
+	Resolve RateConfig `yaml:"resolve"`
+	// Sessions limits POST /v1/sessions.
+	Sessions RateConfig `yaml:"sessions"`
+	// Messages limits visitor messages (HTTP and WebSocket).
+	Messages RateConfig `yaml:"messages"`
+	// Captures limits POST /v1/sessions/{id}/captures.
+	Captures RateConfig `yaml:"captures"`
+	// Uploads limits POST /v1/sessions/{id}/uploads.
+	Uploads RateConfig `yaml:"uploads"`
+	// MaxUploadBytes bounds one upload (default 10 MiB).
+	MaxUploadBytes int64 `yaml:"max_upload_bytes"`
+}
+
+// RateConfig is a pair of token-bucket limits, each "N/duration" (e.g.
+// "60/1m", "30/1h"), or "0" for none.
+type RateConfig struct {
+	// PerIP limits each client IP.
+	PerIP string `yaml:"per_ip"`
+	// PerWidget limits each widget, across all its visitors.
+	PerWidget string `yaml:"per_widget"`
+}
+
+// Rate is a parsed limit: N events per Per (0 N: unlimited).
+type Rate struct {
+	N   int
+	Per time.Duration
+}
+
+// Unlimited reports whether the rate sets no limit.
+func (r Rate) Unlimited() bool { return r.N <= 0 }
+
+// String formats the rate as "N/duration".
+func (r Rate) String() string {
+	if r.Unlimited() {
+		return "0"
+	}
+	return strconv.Itoa(r.N) + "/" + r.Per.String()
+}
+
+// ParseRate parses "N/duration" ("60/1m", "30/1h"; "/min", "/hour" and
+// "/sec" are accepted too) or "0"/"" (unlimited).
+func ParseRate(s string) (Rate, error) {
+	s = strings.TrimSpace(s)
+	if s == "" || s == "0" {
+		return Rate{}, nil
+	}
+	n, per, ok := strings.Cut(s, "/")
+	count, err := strconv.Atoi(n)
+	if !ok || err != nil || count < 0 || count > 1_000_000_000 {
+		return Rate{}, fmt.Errorf(`want "N/duration" such as "60/1m", got %q`, s)
+	}
+	var d time.Duration
+	switch per {
+	case "s", "sec", "second":
+		d = time.Second
+	case "m", "min", "minute":
+		d = time.Minute
+	case "h", "hour":
+		d = time.Hour
+	default:
+		if d, err = time.ParseDuration(per); err != nil || d <= 0 {
+			return Rate{}, fmt.Errorf(`want "N/duration" such as "60/1m", got %q`, s)
+		}
+	}
+	return Rate{N: count, Per: d}, nil
+}
+
+// defaultLimits are the defaults (per IP from the seeds; per widget 100×).
+func defaultLimits() LimitsConfig {
+	return LimitsConfig{
+		Resolve:        RateConfig{PerIP: "60/1m", PerWidget: "6000/1m"},
+		Sessions:       RateConfig{PerIP: "30/1h", PerWidget: "3000/1h"},
+		Messages:       RateConfig{PerIP: "60/1m", PerWidget: "6000/1m"},
+		Captures:       RateConfig{PerIP: "60/1h", PerWidget: "6000/1h"},
+		Uploads:        RateConfig{PerIP: "30/1m", PerWidget: "3000/1m"},
+		MaxUploadBytes: 10 << 20,
+	}
+}
+
+func (l *LimitsConfig) validate(ps *problems) {
+	for name, rc := range map[string]RateConfig{"resolve": l.Resolve, "sessions": l.Sessions,
+		"messages": l.Messages, "captures": l.Captures, "uploads": l.Uploads} {
+		if _, err := ParseRate(rc.PerIP); err != nil {
+			ps.add("limits."+name+".per_ip", "%v", err)
+		}
+		if _, err := ParseRate(rc.PerWidget); err != nil {
+			ps.add("limits."+name+".per_widget", "%v", err)
+		}
+	}
+	if l.MaxUploadBytes < 1024 || l.MaxUploadBytes > 1<<30 {
+		ps.add("limits.max_upload_bytes", "must be between 1024 and 1073741824, got %d", l.MaxUploadBytes)
+	}
+}
+
+func (l LimitsConfig) logValue() slog.Value {
+	attrs := []slog.Attr{slog.Int64("max_upload_bytes", l.MaxUploadBytes)}
+	for _, e := range []struct {
+		name string
+		rc   RateConfig
+	}{{"resolve", l.Resolve}, {"sessions", l.Sessions}, {"messages", l.Messages}, {"captures", l.Captures}, {"uploads", l.Uploads}} {
+		attrs = append(attrs, slog.Group(e.name, slog.String("per_ip", e.rc.PerIP), slog.String("per_widget", e.rc.PerWidget)))
+	}
+	return slog.GroupValue(attrs...)
+}
+
+// ParsePrefixes parses IPs and CIDRs ("10.0.0.0/8", "::1").
+func ParsePrefixes(list []string) ([]netip.Prefix, error) {
+	out := make([]netip.Prefix, 0, len(list))
+	for _, s := range list {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not an IP address or CIDR", s)
+		}
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return out, nil
+}
