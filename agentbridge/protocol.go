@@ -98,6 +98,8 @@ type Event struct {
 	// Via is how a visitor turn came in: "chat" (typed) or "voice"
 	// (user_message from a voice leg; transcripts are always voice).
 	Via string `json:"via,omitempty"`
+	// Attachments are the visitor's uploads attached to a user_message.
+	Attachments []Attachment `json:"attachments,omitempty"`
 	// LegID names the voice leg a media_state event is about.
 	LegID string `json:"leg_id,omitempty"`
 	// State is the agent state of an agent_state event.
@@ -124,6 +126,15 @@ type Event struct {
 	// that owns the conversation and the dispatch epoch it owns it under.
 	WorkerID string `json:"worker_id,omitempty"`
 	Epoch    uint64 `json:"epoch,omitempty"`
+}
+
+// Attachment is a visitor upload attached to a message. The file is in the
+// <prefix>_uploads JetStream object store under UploadID.
+type Attachment struct {
+	UploadID    string `json:"upload_id"`
+	Name        string `json:"file_name"`
+	ContentType string `json:"content_type"`
+	Size        uint64 `json:"size_bytes"`
 }
 
 // IsInbound reports whether the event type is written by the broker.

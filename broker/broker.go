@@ -28,6 +28,10 @@ const (
 	bucketResume        = "resume"
 	bucketNonces        = "nonces"
 	bucketSecrets       = "secrets"
+	bucketWidgets       = "widgets"
+	bucketKeys          = "keys"
+	bucketLeads         = "leads"
+	bucketUploads       = "uploads"
 )
 
 // Broker owns the NATS connection (and the embedded server, if any), the
@@ -48,6 +52,12 @@ type Broker struct {
 	resume        jetstream.KeyValue
 	nonces        jetstream.KeyValue
 	secrets       jetstream.KeyValue
+	widgets       jetstream.KeyValue
+	keys          jetstream.KeyValue
+	leads         jetstream.KeyValue
+	uploads       jetstream.ObjectStore
+
+	widgetCache *widgetCache
 
 	registry   *registry
 	dispatcher *dispatcher
@@ -84,6 +94,8 @@ func New(cfg configs.Config, log *slog.Logger) *Broker {
 
 		connClosed: make(chan struct{}),
 		voices:     make(map[string]*Voice),
+
+		widgetCache: newWidgetCache(),
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	b.registry = newRegistry(cfg.Agents.HeartbeatTimeout)
@@ -146,7 +158,15 @@ func (b *Broker) Start(ctx context.Context) error {
 		b.closeConn()
 		return err
 	}
+	if err := b.seedWidgets(ctx, b.cfg.Widgets); err != nil {
+		b.closeConn()
+		return err
+	}
 	if err := b.registry.start(b); err != nil {
+		b.closeConn()
+		return err
+	}
+	if err := b.watchWidgets(ctx); err != nil {
 		b.closeConn()
 		return err
 	}
@@ -197,6 +217,22 @@ func (b *Broker) setupStore(ctx context.Context) error {
 	}
 	if b.secrets, err = bucket(bucketSecrets, "Parley signing keys", 0); err != nil {
 		return err
+	}
+	if b.widgets, err = bucket(bucketWidgets, "Parley widgets", 0); err != nil {
+		return err
+	}
+	if b.keys, err = bucket(bucketKeys, "Parley API keys (hashes only)", 0); err != nil {
+		return err
+	}
+	if b.leads, err = bucket(bucketLeads, "Parley leads (visitor captures)", 0); err != nil {
+		return err
+	}
+	b.uploads, err = b.js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+		Bucket: b.subj.Bucket(bucketUploads), Description: "Parley visitor uploads",
+		Storage: jetstream.FileStorage, Replicas: replicas,
+	})
+	if err != nil {
+		return fmt.Errorf("%w: object store: %w", ErrStore, err)
 	}
 	return nil
 }

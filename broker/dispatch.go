@@ -109,6 +109,7 @@ func (d *dispatcher) attempt(cid string) (agentbridge.DispatchReply, Conversatio
 	}
 	req := agentbridge.DispatchRequest{
 		V: agentbridge.Version, ConversationID: cid, Agent: conv.Agent, Widget: conv.Widget,
+		SessionID: conv.SessionID, Language: conv.Language, Visitor: conv.Visitor,
 		Mode: conv.Mode, ResumeFromSeq: conv.FirstSeq, HeadSeq: info.State.LastSeq,
 		Epoch: conv.Epoch + 1, TS: time.Now().UTC(),
 	}

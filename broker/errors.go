@@ -33,6 +33,15 @@ var (
 	ErrSlowSubscriber = errors.New("broker: subscriber too slow")
 	// ErrNonceUsed is returned when a single-use nonce is presented twice.
 	ErrNonceUsed = errors.New("broker: nonce already used")
+	// ErrUnknownWidget is returned for a widget key or id that does not exist.
+	ErrUnknownWidget = errors.New("broker: unknown widget")
+	// ErrUnknownKey is returned for an API key that does not exist.
+	ErrUnknownKey = errors.New("broker: unknown API key")
+	// ErrKeyDisabled is returned for a revoked API key.
+	ErrKeyDisabled = errors.New("broker: API key disabled")
+	// ErrUnknownUpload is returned for an upload id the conversation does
+	// not have.
+	ErrUnknownUpload = errors.New("broker: unknown upload")
 	// ErrStore wraps failures of the durable store (JetStream).
 	ErrStore = errors.New("broker: store unavailable")
 )

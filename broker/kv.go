@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -22,6 +23,11 @@ type Conversation struct {
 	FirstSeq uint64 `json:"first_seq"`
 	// ActiveSessions counts sessions not yet ended.
 	ActiveSessions int `json:"active_sessions"`
+	// SessionID, Language and Visitor are those of the latest session:
+	// what a dispatch tells the agent (verified visitor claims only).
+	SessionID string         `json:"session_id,omitempty"`
+	Language  string         `json:"language,omitempty"`
+	Visitor   map[string]any `json:"visitor,omitempty"`
 	// WorkerID and Epoch record the last dispatch.
 	WorkerID   string    `json:"worker_id,omitempty"`
 	Epoch      uint64    `json:"epoch"`
@@ -103,4 +109,33 @@ func (b *Broker) putNew(ctx context.Context, kv jetstream.KeyValue, key string, 
 		return fmt.Errorf("%w: create %s: %w", ErrStore, key, err)
 	}
 	return nil
+}
+
+// ListConversations returns the conversations of the given widgets, newest
+// first, at most limit (all when limit <= 0). It reads every record: an
+// operator's listing, not a hot path.
+func (b *Broker) ListConversations(ctx context.Context, widgetIDs []string, limit int) ([]Conversation, error) {
+	want := make(map[string]bool, len(widgetIDs))
+	for _, id := range widgetIDs {
+		want[id] = true
+	}
+	lister, err := b.conversations.ListKeys(ctx)
+	if errors.Is(err, jetstream.ErrNoKeysFound) {
+		return []Conversation{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: list conversations: %w", ErrStore, err)
+	}
+	out := []Conversation{}
+	for k := range lister.Keys() {
+		c, err := load[Conversation](ctx, b.conversations, k, "conv_", ErrUnknownConversation)
+		if err == nil && want[c.Widget] {
+			out = append(out, c)
+		}
+	}
+	slices.SortFunc(out, func(a, b Conversation) int { return b.CreatedAt.Compare(a.CreatedAt) })
+	if limit > 0 && len(out) > limit {
+		out = out[:limit]
+	}
+	return out, nil
 }

@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -55,16 +56,32 @@ func (b *Broker) ValidateMessage(text, clientMessageID string) error {
 // PostMessage stores a visitor message in the conversation log and returns
 // once JetStream has it. The same clientMessageID posted again stores
 // nothing and returns the first message's ids.
-func (b *Broker) PostMessage(ctx context.Context, s Session, text, clientMessageID, via string) (Posted, error) {
+// uploads names files the visitor uploaded to this conversation, attached
+// to the message (at most 10).
+func (b *Broker) PostMessage(ctx context.Context, s Session, text, clientMessageID, via string, uploads ...string) (Posted, error) {
 	if err := b.ValidateMessage(text, clientMessageID); err != nil {
 		return Posted{}, err
+	}
+	if len(uploads) > 10 {
+		return Posted{}, fmt.Errorf("%w: at most 10 upload_ids", ErrValidation)
+	}
+	var attachments []agentbridge.Attachment
+	for _, id := range uploads {
+		u, err := b.GetUpload(ctx, s.ConversationID, id)
+		if errors.Is(err, ErrUnknownUpload) {
+			return Posted{}, fmt.Errorf("%w: upload_ids: %q is not an upload of this conversation", ErrValidation, id)
+		}
+		if err != nil {
+			return Posted{}, err
+		}
+		attachments = append(attachments, agentbridge.Attachment{UploadID: u.ID, Name: u.Name, ContentType: u.ContentType, Size: u.Size})
 	}
 	if via == "" {
 		via = agentbridge.ModeChat
 	}
 	ev := agentbridge.Event{
 		Type: agentbridge.EventUserMessage, ConversationID: s.ConversationID, SessionID: s.ID,
-		MessageID: newID("msg_"), ClientMessageID: clientMessageID, Text: text, Via: via,
+		MessageID: newID("msg_"), ClientMessageID: clientMessageID, Text: text, Via: via, Attachments: attachments,
 	}
 	var dedup string
 	if clientMessageID != "" {

@@ -98,6 +98,7 @@ func (b *Broker) StartSession(ctx context.Context, req StartRequest) (StartResul
 		conv, err = b.updateConversation(ctx, conv.ID, func(c *Conversation) error {
 			c.ActiveSessions++
 			c.Mode = req.Mode
+			c.SessionID, c.Language, c.Visitor = s.ID, s.Language, s.Visitor
 			return nil
 		})
 		if err != nil {
@@ -105,7 +106,8 @@ func (b *Broker) StartSession(ctx context.Context, req StartRequest) (StartResul
 		}
 	} else {
 		conv = Conversation{ID: newID("conv_"), Widget: req.Widget, Agent: req.Agent,
-			Mode: req.Mode, CreatedAt: now, ActiveSessions: 1}
+			Mode: req.Mode, CreatedAt: now, ActiveSessions: 1,
+			SessionID: s.ID, Language: s.Language, Visitor: s.Visitor}
 		s.ConversationID = conv.ID
 		if err := b.putNew(ctx, b.conversations, conv.ID, conv); err != nil {
 			return StartResult{}, err

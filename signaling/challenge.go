@@ -22,6 +22,7 @@ const challengeVersion = "v1"
 type challengeClaims struct {
 	Widget  string `json:"w"`
 	Origin  string `json:"o"`
+	IP      string `json:"i"`
 	Nonce   string `json:"n"`
 	Expires int64  `json:"e"` // unix seconds
 }
@@ -44,20 +45,21 @@ func (c *challenger) mac(payload string) string {
 	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
 }
 
-// mint returns a challenge for widget and origin, valid for the TTL.
-func (c *challenger) mint(widget, origin string, now time.Time) string {
+// mint returns a challenge for widget, origin and client IP, valid for the
+// TTL.
+func (c *challenger) mint(widget, origin, ip string, now time.Time) string {
 	nonce := make([]byte, 16)
 	_, _ = rand.Read(nonce) // crypto/rand.Read does not fail on supported platforms
-	claims := challengeClaims{Widget: widget, Origin: origin,
+	claims := challengeClaims{Widget: widget, Origin: origin, IP: ip,
 		Nonce: base64.RawURLEncoding.EncodeToString(nonce), Expires: now.Add(c.ttl).Unix()}
 	raw, _ := json.Marshal(claims)
 	payload := base64.RawURLEncoding.EncodeToString(raw)
 	return challengeVersion + "." + payload + "." + c.mac(payload)
 }
 
-// verify checks a challenge's signature, binding and expiry and returns its
-// nonce, which the caller must then consume.
-func (c *challenger) verify(token, widget, origin string, now time.Time) (string, error) {
+// verify checks a challenge's signature, binding (widget, origin, client
+// IP) and expiry and returns its nonce, which the caller must then consume.
+func (c *challenger) verify(token, widget, origin, ip string, now time.Time) (string, error) {
 	if len(token) > 1024 {
 		return "", fmt.Errorf("%w: too long", ErrChallengeInvalid)
 	}
@@ -81,6 +83,8 @@ func (c *challenger) verify(token, widget, origin string, now time.Time) (string
 		return "", fmt.Errorf("%w: issued for another widget", ErrChallengeInvalid)
 	case cl.Origin != origin:
 		return "", fmt.Errorf("%w: issued for another origin", ErrChallengeInvalid)
+	case cl.IP != ip:
+		return "", fmt.Errorf("%w: issued to another client address", ErrChallengeInvalid)
 	case now.Unix() > cl.Expires:
 		return "", fmt.Errorf("%w: expired", ErrChallengeInvalid)
 	case cl.Nonce == "":

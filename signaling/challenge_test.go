@@ -17,6 +17,7 @@ var (
 const (
 	testWidget = "pk_live_1"
 	testOrigin = "https://shop.example"
+	testIP     = "198.51.100.7"
 	testTTL    = 2 * time.Minute
 )
 
@@ -51,7 +52,7 @@ func encodeClaims(t *testing.T, v any) string {
 func TestChallengeMintVerify(t *testing.T) {
 	t.Parallel()
 	c := newChallenger(testSigningKey, testTTL)
-	token := c.mint(testWidget, testOrigin, testNow)
+	token := c.mint(testWidget, testOrigin, testIP, testNow)
 	if !strings.HasPrefix(token, "v1.") || strings.Count(token, ".") != 2 {
 		t.Fatalf("token %q is not v1.<payload>.<mac>", token)
 	}
@@ -63,7 +64,7 @@ func TestChallengeMintVerify(t *testing.T) {
 		t.Fatalf("nonce %q: %v", cl.Nonce, err)
 	}
 	for _, at := range []time.Time{testNow, testNow.Add(time.Second), testNow.Add(testTTL), testNow.Add(testTTL + 999*time.Millisecond)} {
-		nonce, err := c.verify(token, testWidget, testOrigin, at)
+		nonce, err := c.verify(token, testWidget, testOrigin, testIP, at)
 		if err != nil {
 			t.Fatalf("verify at %v: %v", at.Sub(testNow), err)
 		}
@@ -72,7 +73,7 @@ func TestChallengeMintVerify(t *testing.T) {
 		}
 	}
 	// Every mint has its own nonce (single use is the broker's job).
-	other := c.mint(testWidget, testOrigin, testNow)
+	other := c.mint(testWidget, testOrigin, testIP, testNow)
 	if other == token || claimsOf(t, other).Nonce == cl.Nonce {
 		t.Fatal("two mints share a nonce")
 	}
@@ -81,7 +82,7 @@ func TestChallengeMintVerify(t *testing.T) {
 func TestChallengeVerifyRejects(t *testing.T) {
 	t.Parallel()
 	c := newChallenger(testSigningKey, testTTL)
-	token := c.mint(testWidget, testOrigin, testNow)
+	token := c.mint(testWidget, testOrigin, testIP, testNow)
 	parts := strings.Split(token, ".")
 	payload, mac := parts[0+1], parts[2]
 	cl := claimsOf(t, token)
@@ -122,7 +123,7 @@ func TestChallengeVerifyRejects(t *testing.T) {
 		{"mac empty", "v1." + payload + ".", testWidget, testOrigin, testNow, "bad signature"},
 		{"mac padded", token + "=", testWidget, testOrigin, testNow, "bad signature"},
 		{"mac of another key", "v1." + payload + "." + otherKey.mac(payload), testWidget, testOrigin, testNow, "bad signature"},
-		{"minted under another key", otherKey.mint(testWidget, testOrigin, testNow), testWidget, testOrigin, testNow, "bad signature"},
+		{"minted under another key", otherKey.mint(testWidget, testOrigin, testIP, testNow), testWidget, testOrigin, testNow, "bad signature"},
 		{"wrong version", "v2." + payload + "." + mac, testWidget, testOrigin, testNow, "malformed"},
 		{"upper case version", "V1." + payload + "." + mac, testWidget, testOrigin, testNow, "malformed"},
 		{"no version", payload + "." + mac, testWidget, testOrigin, testNow, "malformed"},
@@ -131,9 +132,10 @@ func TestChallengeVerifyRejects(t *testing.T) {
 		{"other origin", token, testWidget, "https://evil.example", testNow, "another origin"},
 		{"other origin port", token, testWidget, testOrigin + ":443", testNow, "another origin"},
 		{"origin case", token, testWidget, strings.ToUpper(testOrigin), testNow, "another origin"},
+		{"other client IP", withClaims(func(c *challengeClaims) { c.IP = "203.0.113.9" }), testWidget, testOrigin, testNow, "another client address"},
 		{"expired", token, testWidget, testOrigin, testNow.Add(testTTL + time.Second), "expired"},
 		{"long expired", token, testWidget, testOrigin, testNow.Add(24 * time.Hour), "expired"},
-		{"minted in the past", c.mint(testWidget, testOrigin, testNow.Add(-testTTL-time.Minute)), testWidget, testOrigin, testNow, "expired"},
+		{"minted in the past", c.mint(testWidget, testOrigin, testIP, testNow.Add(-testTTL-time.Minute)), testWidget, testOrigin, testNow, "expired"},
 		{"empty", "", testWidget, testOrigin, testNow, "malformed"},
 		{"one part", "v1", testWidget, testOrigin, testNow, "malformed"},
 		{"two parts", "v1." + payload, testWidget, testOrigin, testNow, "malformed"},
@@ -147,10 +149,10 @@ func TestChallengeVerifyRejects(t *testing.T) {
 		{"signed without nonce", withClaims(func(c *challengeClaims) { c.Nonce = "" }), testWidget, testOrigin, testNow, "malformed"},
 		{"signed without expiry", withClaims(func(c *challengeClaims) { c.Expires = 0 }), testWidget, testOrigin, testNow, "expired"},
 		{"over-long", "v1." + strings.Repeat("A", 1100) + "." + mac, testWidget, testOrigin, testNow, "too long"},
-		{"over-long but signed", c.mint(strings.Repeat("w", 1000), testOrigin, testNow), strings.Repeat("w", 1000), testOrigin, testNow, "too long"},
+		{"over-long but signed", c.mint(strings.Repeat("w", 1000), testOrigin, testIP, testNow), strings.Repeat("w", 1000), testOrigin, testNow, "too long"},
 	}
 	for _, tt := range tests {
-		nonce, err := c.verify(tt.token, tt.widget, tt.origin, tt.now)
+		nonce, err := c.verify(tt.token, tt.widget, tt.origin, testIP, tt.now)
 		if !errors.Is(err, ErrChallengeInvalid) {
 			t.Errorf("%s: verify = %q, %v; want ErrChallengeInvalid", tt.name, nonce, err)
 			continue
@@ -169,9 +171,9 @@ func TestChallengeKeysAreIndependent(t *testing.T) {
 	keys := [][]byte{testSigningKey, []byte("k2"), {}, []byte("0123456789abcdef0123456789abcdeF")}
 	for i, ki := range keys {
 		ci := newChallenger(ki, testTTL)
-		token := ci.mint(testWidget, testOrigin, testNow)
+		token := ci.mint(testWidget, testOrigin, testIP, testNow)
 		for j, kj := range keys {
-			_, err := newChallenger(kj, testTTL).verify(token, testWidget, testOrigin, testNow)
+			_, err := newChallenger(kj, testTTL).verify(token, testWidget, testOrigin, testIP, testNow)
 			if i == j && err != nil {
 				t.Errorf("key %d does not verify its own token: %v", i, err)
 			}
@@ -184,18 +186,18 @@ func TestChallengeKeysAreIndependent(t *testing.T) {
 
 func FuzzChallengeVerify(f *testing.F) {
 	c := newChallenger(testSigningKey, testTTL)
-	good := c.mint(testWidget, testOrigin, testNow)
+	good := c.mint(testWidget, testOrigin, testIP, testNow)
 	f.Add(good)
-	f.Add(c.mint(testWidget, testOrigin, testNow.Add(-time.Hour)))
-	f.Add(c.mint("pk_other", testOrigin, testNow))
-	f.Add(newChallenger([]byte("other"), testTTL).mint(testWidget, testOrigin, testNow))
+	f.Add(c.mint(testWidget, testOrigin, testIP, testNow.Add(-time.Hour)))
+	f.Add(c.mint("pk_other", testOrigin, testIP, testNow))
+	f.Add(newChallenger([]byte("other"), testTTL).mint(testWidget, testOrigin, testIP, testNow))
 	f.Add("")
 	f.Add("v1..")
 	f.Add("v1.e30.")
 	f.Add(strings.Replace(good, "v1.", "v2.", 1))
 	f.Add(good + good)
 	f.Fuzz(func(t *testing.T, token string) {
-		nonce, err := c.verify(token, testWidget, testOrigin, testNow)
+		nonce, err := c.verify(token, testWidget, testOrigin, testIP, testNow)
 		if err != nil {
 			if !errors.Is(err, ErrChallengeInvalid) || nonce != "" {
 				t.Fatalf("verify = %q, %v", nonce, err)

@@ -17,8 +17,10 @@ var demoTemplate = template.Must(template.New("demo").Parse(demoHTML))
 // over the WebSocket. It uses the public API exactly as a site would.
 func (s *Server) serveDemo(w http.ResponseWriter, r *http.Request) {
 	key := configs.DemoWidgetKey
-	if _, ok := s.cfg.Widget(key); !ok && len(s.cfg.Widgets) > 0 {
-		key = s.cfg.Widgets[0].Key
+	if w, err := s.b.WidgetByID("wdg_demo"); err == nil {
+		key = w.Key // rotated
+	} else if ws := s.b.ListWidgets(""); len(ws) > 0 {
+		key = ws[0].Key
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")

@@ -39,6 +39,16 @@ var (
 	ErrVoiceUnavailable = errors.New("voice is not available on this server")
 	// ErrLegNotFound: the session has no voice leg of that id.
 	ErrLegNotFound = errors.New("voice leg not found")
+	// ErrGuestNotAllowed: the widget requires a verified visitor identity.
+	ErrGuestNotAllowed = errors.New("this widget requires a verified visitor identity")
+	// ErrModeNotAllowed: the widget does not offer that mode.
+	ErrModeNotAllowed = errors.New("mode not allowed")
+	// ErrMissingScope: the admin key lacks the scope (or tenant) needed.
+	ErrMissingScope = errors.New("missing scope")
+	// ErrWidgetNotFound: no widget of that id (for this key).
+	ErrWidgetNotFound = errors.New("widget not found")
+	// ErrKeyNotFound: no API key of that id (for this key).
+	ErrKeyNotFound = errors.New("API key not found")
 )
 
 // wireError is how one error is shown on the wire.
@@ -57,6 +67,21 @@ var wireErrors = []struct {
 	{ErrPayloadTooLarge, wireError{http.StatusRequestEntityTooLarge, "PAYLOAD_TOO_LARGE"}},
 	{broker.ErrValidation, wireError{http.StatusUnprocessableEntity, "VALIDATION_FAILED"}},
 	{ErrUnknownWidget, wireError{http.StatusUnauthorized, "UNKNOWN_WIDGET_KEY"}},
+	{broker.ErrUnknownWidget, wireError{http.StatusUnauthorized, "UNKNOWN_WIDGET_KEY"}},
+	{ErrRateLimited, wireError{http.StatusTooManyRequests, "RATE_LIMITED"}},
+	{ErrTokenExpired, wireError{http.StatusUnauthorized, "TOKEN_EXPIRED"}},
+	{ErrInvalidVisitorToken, wireError{http.StatusUnauthorized, "INVALID_VISITOR_TOKEN"}},
+	// A forged or foreign bootstrap token: the same code as one used twice or
+	// from another origin.
+	{ErrBootstrapTokenInvalid, wireError{http.StatusUnauthorized, "INVALID_VISITOR_TOKEN"}},
+	{ErrGuestNotAllowed, wireError{http.StatusForbidden, "GUEST_NOT_ALLOWED"}},
+	{ErrModeNotAllowed, wireError{http.StatusForbidden, "MODE_NOT_ALLOWED"}},
+	{broker.ErrUnknownKey, wireError{http.StatusUnauthorized, "INVALID_API_KEY"}},
+	{broker.ErrKeyDisabled, wireError{http.StatusForbidden, "KEY_DISABLED"}},
+	{ErrMissingScope, wireError{http.StatusForbidden, "MISSING_SCOPE"}},
+	{ErrWidgetNotFound, wireError{http.StatusNotFound, "WIDGET_NOT_FOUND"}},
+	{ErrKeyNotFound, wireError{http.StatusNotFound, "KEY_NOT_FOUND"}},
+	{broker.ErrUnknownUpload, wireError{http.StatusNotFound, "UPLOAD_NOT_FOUND"}},
 	{ErrWidgetNotLive, wireError{http.StatusConflict, "WIDGET_NOT_LIVE"}},
 	{ErrOriginRequired, wireError{http.StatusUnauthorized, "ORIGIN_REQUIRED"}},
 	{ErrOriginNotAllowed, wireError{http.StatusForbidden, "ORIGIN_NOT_ALLOWED"}},

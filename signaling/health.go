@@ -27,7 +27,7 @@ func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	agents := make(map[string]int)
-	for _, wc := range s.cfg.Widgets {
+	for _, wc := range s.b.ListWidgets("") {
 		agents[wc.Agent] = s.b.AliveWorkers(wc.Agent)
 	}
 	writeJSON(w, http.StatusOK, readyResponse{Status: "ready", Agents: agents})

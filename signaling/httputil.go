@@ -1,6 +1,7 @@
 package signaling
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +10,8 @@ import (
 	"net/http"
 	"sort"
 	"strings"
+
+	"github.com/parley-rtc/parley/broker"
 )
 
 // maxBodyBytes bounds every JSON request body.
@@ -40,6 +43,18 @@ func writeError(w http.ResponseWriter, err error) {
 
 func writeErrorDetails(w http.ResponseWriter, err error, details map[string]any) {
 	we, msg := classify(err)
+	var ve *broker.ValidationError
+	if errors.As(err, &ve) {
+		fields := make([]map[string]string, len(ve.Problems))
+		for i, p := range ve.Problems {
+			fields[i] = map[string]string{"field": p.Field, "message": p.Message}
+		}
+		if details == nil {
+			details = map[string]any{}
+		}
+		details["fields"] = fields
+		msg = fmt.Sprintf("%d field(s) are invalid", len(fields))
+	}
 	writeJSON(w, we.status, errorBody{Error: errorDetail{Code: we.code, Message: msg, Details: details}})
 }
 
@@ -52,6 +67,7 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
 	}
 	body := http.MaxBytesReader(w, r.Body, maxBodyBytes)
 	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		var tooBig *http.MaxBytesError
 		switch {
@@ -59,12 +75,27 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
 			return fmt.Errorf("%w: body over %d bytes", ErrPayloadTooLarge, maxBodyBytes)
 		case errors.Is(err, io.EOF):
 			return fmt.Errorf("%w: empty body", ErrBadRequest)
+		case strings.HasPrefix(err.Error(), "json: unknown field"):
+			return fmt.Errorf("%w: unknown field %s", ErrBadRequest, strings.TrimPrefix(err.Error(), "json: unknown field "))
 		default:
 			return fmt.Errorf("%w: invalid JSON: %v", ErrBadRequest, err)
 		}
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return fmt.Errorf("%w: trailing data after the JSON object", ErrBadRequest)
+	}
+	return nil
+}
+
+// strictUnmarshal decodes one JSON value, refusing unknown fields.
+func strictUnmarshal(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return errors.New("trailing data")
 	}
 	return nil
 }

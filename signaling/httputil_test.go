@@ -43,7 +43,7 @@ func TestDecodeJSON(t *testing.T) {
 		{"ok upper case type", "Application/JSON", `{"text":"hi"}`, nil, "", decodeTarget{Text: "hi"}},
 		{"ok no content type", "", `{"text":"hi"}`, nil, "", decodeTarget{Text: "hi"}},
 		{"ok surrounding space", "application/json", " \n\t{\"text\":\"hi\"}\r\n ", nil, "", decodeTarget{Text: "hi"}},
-		{"ok unknown field", "application/json", `{"text":"hi","other":1}`, nil, "", decodeTarget{Text: "hi"}},
+		{"unknown field", "application/json", `{"text":"hi","other":1}`, ErrBadRequest, "unknown field", decodeTarget{}},
 		{"ok null", "application/json", `null`, nil, "", decodeTarget{}},
 		{"ok exactly at the limit", "application/json", jsonOfSize(maxBodyBytes), nil, "", decodeTarget{Text: strings.Repeat("x", maxBodyBytes-11)}},
 

@@ -11,9 +11,10 @@ import (
 )
 
 type postMessageRequest struct {
-	Body            *string `json:"body"`
-	ClientMessageID string  `json:"client_message_id"`
-	Wait            bool    `json:"wait"`
+	Body            *string  `json:"body"`
+	ClientMessageID string   `json:"client_message_id"`
+	Wait            bool     `json:"wait"`
+	UploadIDs       []string `json:"upload_ids"`
 }
 
 type replyBody struct {
@@ -53,6 +54,10 @@ func (s *Server) servePostMessage(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	if err := s.limit(w, r, limitMessages, sess.Widget); err != nil {
+		writeError(w, err)
+		return
+	}
 	var sub *broker.Subscription
 	if req.Wait {
 		// Subscribe before posting so the reply cannot be missed.
@@ -63,7 +68,7 @@ func (s *Server) servePostMessage(w http.ResponseWriter, r *http.Request) {
 		defer sub.Close()
 	}
 	// Storing must not be cut short by a client that goes away.
-	posted, err := s.b.PostMessage(context.WithoutCancel(r.Context()), sess, *req.Body, req.ClientMessageID, agentbridge.ModeChat)
+	posted, err := s.b.PostMessage(context.WithoutCancel(r.Context()), sess, *req.Body, req.ClientMessageID, agentbridge.ModeChat, req.UploadIDs...)
 	if err != nil {
 		writeError(w, err)
 		return

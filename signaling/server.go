@@ -27,6 +27,9 @@ type Server struct {
 	engine     *media.Engine // nil: no voice
 	log        *slog.Logger
 	challenger *challenger
+	tokens     *tokenIssuer
+	limiter    *rateLimiter
+	ips        *clientIPs
 	handler    http.Handler
 
 	// legs is the context of every WebSocket leg; cancelled on Shutdown.
@@ -44,11 +47,22 @@ type Server struct {
 
 // New builds the edge for a started broker. engine carries voice legs; nil
 // turns voice off (503 VOICE_UNAVAILABLE).
-func New(cfg configs.Config, b *broker.Broker, engine *media.Engine, log *slog.Logger) *Server {
+func New(cfg configs.Config, b *broker.Broker, engine *media.Engine, log *slog.Logger) (*Server, error) {
 	if log == nil {
 		log = slog.Default()
 	}
+	limiter, err := newRateLimiter(cfg.Limits, nil)
+	if err != nil {
+		return nil, fmt.Errorf("signaling: limits: %w", err)
+	}
+	trusted, err := configs.ParsePrefixes(cfg.Security.TrustedProxies)
+	if err != nil {
+		return nil, fmt.Errorf("signaling: trusted proxies: %w", err)
+	}
 	s := &Server{
+		tokens:     newTokenIssuer(b.SigningKey(), cfg.Security.UserTokenTTL, cfg.Security.BootstrapTokenTTL),
+		limiter:    limiter,
+		ips:        newClientIPs(trusted),
 		cfg:        cfg,
 		b:          b,
 		engine:     engine,
@@ -58,7 +72,24 @@ func New(cfg configs.Config, b *broker.Broker, engine *media.Engine, log *slog.L
 	}
 	s.legs, s.cancelLegs = context.WithCancel(context.Background())
 	s.handler = s.logRequests(s.routes())
-	return s
+	s.legWG.Add(1)
+	go s.sweepLimits()
+	return s, nil
+}
+
+// sweepLimits frees idle rate-limit buckets until Shutdown.
+func (s *Server) sweepLimits() {
+	defer s.legWG.Done()
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.legs.Done():
+			return
+		case <-t.C:
+			s.limiter.sweep()
+		}
+	}
 }
 
 // Handler returns the HTTP handler (for tests and embedding).
@@ -76,6 +107,20 @@ func (s *Server) routes() *http.ServeMux {
 	mux.Handle("/v1/sessions/{id}/history", s.cors(methods{http.MethodGet: s.serveHistory}))
 	mux.Handle("/v1/sessions/{id}/ws", methods{http.MethodGet: s.serveWS})
 	mux.Handle("/v1/sessions/{id}/mode", s.cors(methods{http.MethodPost: s.serveMode}))
+	mux.Handle("/v1/sessions/{id}/captures", s.cors(methods{http.MethodPost: s.serveCapture}))
+	mux.Handle("/v1/sessions/{id}/uploads", s.cors(methods{http.MethodPost: s.serveUpload}))
+	mux.Handle("/v1/tokens", methods{http.MethodPost: s.serveBootstrapToken})
+	mux.Handle("/v1/user-tokens", methods{http.MethodPost: s.serveUserToken})
+	mux.Handle("/v1/admin/widgets", methods{http.MethodGet: s.serveAdminListWidgets, http.MethodPost: s.serveAdminCreateWidget})
+	mux.Handle("/v1/admin/widgets/{id}", methods{http.MethodGet: s.serveAdminGetWidget,
+		http.MethodPut: s.serveAdminUpdateWidget, http.MethodDelete: s.serveAdminDeleteWidget})
+	mux.Handle("/v1/admin/widgets/{id}/rotate-key", methods{http.MethodPost: s.serveAdminRotateKey})
+	mux.Handle("/v1/admin/widgets/{id}/readiness", methods{http.MethodGet: s.serveAdminReadiness})
+	mux.Handle("/v1/admin/widgets/{id}/secret-keys", methods{http.MethodPost: s.serveAdminCreateSecretKey})
+	mux.Handle("/v1/admin/keys", methods{http.MethodGet: s.serveAdminListKeys, http.MethodPost: s.serveAdminCreateKey})
+	mux.Handle("/v1/admin/keys/{kid}", methods{http.MethodDelete: s.serveAdminRevokeKey})
+	mux.Handle("/v1/admin/conversations", methods{http.MethodGet: s.serveAdminConversations})
+	mux.Handle("/v1/admin/leads", methods{http.MethodGet: s.serveAdminLeads})
 	mux.Handle("/v1/sessions/{id}/webrtc", s.cors(methods{http.MethodPost: s.serveVoiceOffer}))
 	mux.Handle("/v1/sessions/{id}/webrtc/{leg}", s.cors(methods{http.MethodPatch: s.serveVoicePatch, http.MethodDelete: s.serveVoiceDelete}))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

@@ -5,76 +5,123 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/parley-rtc/parley/agentbridge"
 	"github.com/parley-rtc/parley/broker"
+	"github.com/parley-rtc/parley/configs"
 )
 
 type createSessionRequest struct {
 	WidgetKey   string `json:"widget_key"`
 	Challenge   string `json:"challenge"`
+	Token       string `json:"token"` // bootstrap token from POST /v1/tokens, instead of key + challenge
 	Mode        string `json:"mode"`
 	Language    string `json:"language"`
 	ResumeToken string `json:"resume_token"`
+	// Visitor identity, one style at a time.
+	VisitorToken string `json:"visitor_token"` // HS256 JWT signed with the widget's identity secret
+	UserID       string `json:"user_id"`       // with user_hash = hex HMAC-SHA256(user_id)
+	UserHash     string `json:"user_hash"`
+	UserToken    string `json:"user_token"` // from POST /v1/user-tokens
 }
 
 type createSessionResponse struct {
-	SessionID      string      `json:"session_id"`
-	ConversationID string      `json:"conversation_id"`
-	SessionToken   string      `json:"session_token"`
-	ResumeToken    string      `json:"resume_token"`
-	ExpiresAt      time.Time   `json:"expires_at"`
-	Mode           string      `json:"mode"`
-	Resumed        bool        `json:"resumed"`
-	WebSocketPath  string      `json:"websocket_path"`
-	VoicePath      string      `json:"voice_path,omitempty"`
-	ICEServers     []iceServer `json:"ice_servers"`
+	SessionID      string         `json:"session_id"`
+	ConversationID string         `json:"conversation_id"`
+	SessionToken   string         `json:"session_token"`
+	ResumeToken    string         `json:"resume_token"`
+	ExpiresAt      time.Time      `json:"expires_at"`
+	Mode           string         `json:"mode"`
+	Resumed        bool           `json:"resumed"`
+	VisitorClaims  *VisitorClaims `json:"visitor_claims"`
+	WebSocketPath  string         `json:"websocket_path"`
+	VoicePath      string         `json:"voice_path,omitempty"`
+	ICEServers     []iceServer    `json:"ice_servers"`
 }
 
-// serveCreateSession: POST /v1/sessions. The challenge from resolve is
-// checked and consumed; a resume_token re-attaches to its conversation.
+// serveCreateSession: POST /v1/sessions. The caller proves it came through
+// resolve (widget key + the challenge, bound to widget, origin and client
+// IP, single use) or through the site's own server (a bootstrap token);
+// a resume_token re-attaches to its conversation; identity is verified
+// here and never taken from the browser as is.
 func (s *Server) serveCreateSession(w http.ResponseWriter, r *http.Request) {
 	var req createSessionRequest
 	if err := decodeJSON(w, r, &req); err != nil {
 		writeError(w, err)
 		return
 	}
-	wc, origin, err := s.widgetFor(r, req.WidgetKey)
+	ctx := r.Context()
+	now := time.Now()
+	var (
+		wc     configs.WidgetConfig
+		origin string
+		nonce  string
+		boot   *VisitorClaims
+		err    error
+		ip     = s.ips.of(r)
+	)
+	if req.Token != "" {
+		var widgetID, bootOrigin string
+		widgetID, bootOrigin, nonce, boot, err = s.tokens.verifyBootstrapToken(req.Token, now)
+		if err == nil {
+			wc, err = s.liveWidgetByID(widgetID)
+		}
+		if err == nil {
+			origin, err = checkOrigin(wc, r.Header.Get("Origin"))
+		}
+		if err == nil && bootOrigin != "" && bootOrigin != origin {
+			err = fmt.Errorf("%w: issued for another origin", ErrBootstrapTokenInvalid)
+		}
+	} else {
+		wc, origin, err = s.widgetFor(r, req.WidgetKey)
+		if err == nil {
+			nonce, err = s.challenger.verify(req.Challenge, wc.ID, origin, ip.String(), now)
+		}
+	}
 	if err != nil {
 		writeError(w, err)
 		return
 	}
+	if err := s.limit(w, r, limitSessions, wc.ID); err != nil {
+		writeError(w, err)
+		return
+	}
 	switch req.Mode {
-	case "", agentbridge.ModeChat:
-		req.Mode = agentbridge.ModeChat
-	case agentbridge.ModeVoice:
-		// The session is in voice once its voice leg is up (POST webrtc);
-		// until then it chats.
+	case "", agentbridge.ModeChat, agentbridge.ModeVoice:
+		// A session is in voice once its voice leg is up (POST webrtc).
 		req.Mode = agentbridge.ModeChat
 	default:
 		writeError(w, fmt.Errorf("%w: mode must be %q or %q", broker.ErrValidation, agentbridge.ModeChat, agentbridge.ModeVoice))
 		return
 	}
-	if len(req.Language) > 35 {
-		writeError(w, fmt.Errorf("%w: language must be a BCP 47 tag", broker.ErrValidation))
+	if len(req.Language) > 35 || !validLanguage(req.Language) {
+		writeError(w, fmt.Errorf("%w: language must be a BCP 47 tag such as \"en\" or \"pt-BR\"", broker.ErrValidation))
 		return
 	}
-	nonce, err := s.challenger.verify(req.Challenge, wc.Key, origin, time.Now())
+	claims, err := s.visitorIdentity(wc, req, boot, now)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	if err := s.b.UseNonce(r.Context(), nonce); err != nil {
+	if err := s.b.UseNonce(ctx, nonce); err != nil {
 		if errors.Is(err, broker.ErrNonceUsed) {
-			err = fmt.Errorf("%w: already used; resolve again for a new one", ErrChallengeInvalid)
+			err = fmt.Errorf("%w: already used; get a new one", ErrChallengeInvalid)
+			if req.Token != "" {
+				err = fmt.Errorf("%w: already used", ErrBootstrapTokenInvalid)
+			}
 		}
 		writeError(w, err)
 		return
 	}
-	res, err := s.b.StartSession(r.Context(), broker.StartRequest{
-		Widget: wc.Key, Agent: wc.Agent, Origin: origin, Mode: req.Mode,
-		Language: req.Language, ResumeToken: req.ResumeToken,
+	var visitor map[string]any
+	if claims != nil {
+		visitor = claims.Map()
+	}
+	res, err := s.b.StartSession(ctx, broker.StartRequest{
+		Widget: wc.ID, Agent: wc.Agent, Origin: origin, Mode: req.Mode,
+		Language: req.Language, ResumeToken: req.ResumeToken, Visitor: visitor,
 	})
 	if err != nil {
 		writeError(w, err)
@@ -85,15 +132,81 @@ func (s *Server) serveCreateSession(w http.ResponseWriter, r *http.Request) {
 		SessionID: sess.ID, ConversationID: sess.ConversationID,
 		SessionToken: res.SessionToken, ResumeToken: res.ResumeToken,
 		ExpiresAt: sess.ExpiresAt.Truncate(time.Second), Mode: sess.Mode, Resumed: res.Resumed,
+		VisitorClaims: claims,
 		WebSocketPath: "/v1/sessions/" + sess.ID + "/ws",
-		VoicePath:     s.voicePath(sess.ID),
-		ICEServers:    s.iceServers(sess.ID, time.Now()),
+		VoicePath:     s.voicePath(wc, sess.ID),
+		ICEServers:    s.iceServers(sess.ID, now),
 	})
 }
 
+// visitorIdentity verifies the identity a session request carries, if
+// any, against the widget's policy: identified widgets refuse guests.
+func (s *Server) visitorIdentity(wc configs.WidgetConfig, req createSessionRequest, boot *VisitorClaims, now time.Time) (*VisitorClaims, error) {
+	var (
+		c   VisitorClaims
+		err error
+	)
+	secret := []byte(wc.IdentitySecret)
+	switch {
+	case boot != nil:
+		c = *boot
+	case req.VisitorToken != "":
+		if len(secret) == 0 {
+			return nil, fmt.Errorf("%w: this widget has no identity secret", ErrInvalidVisitorToken)
+		}
+		c, err = verifyVisitorJWT(req.VisitorToken, secret, now, s.cfg.Security.ClockSkew)
+	case req.UserID != "" || req.UserHash != "":
+		if len(secret) == 0 {
+			return nil, fmt.Errorf("%w: this widget has no identity secret", ErrInvalidVisitorToken)
+		}
+		c, err = verifyUserHash(req.UserID, req.UserHash, secret)
+	case req.UserToken != "":
+		c, err = s.tokens.verifyUserToken(req.UserToken, wc.ID, now)
+	default:
+		if wc.IdentityPolicy == "identified" {
+			return nil, ErrGuestNotAllowed
+		}
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// liveWidgetByID returns a live widget by id.
+func (s *Server) liveWidgetByID(id string) (configs.WidgetConfig, error) {
+	rec, err := s.b.WidgetByID(id)
+	if err != nil {
+		return configs.WidgetConfig{}, ErrUnknownWidget
+	}
+	if !rec.IsLive() {
+		return rec.WidgetConfig, ErrWidgetNotLive
+	}
+	return rec.WidgetConfig, nil
+}
+
+// validLanguage reports whether s is empty or looks like a BCP 47 tag.
+func validLanguage(s string) bool {
+	if s == "" {
+		return true
+	}
+	for i, part := range strings.Split(s, "-") {
+		if len(part) < 1 || len(part) > 8 || (i == 0 && len(part) < 2) {
+			return false
+		}
+		for _, r := range part {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 // voicePath is where a session posts its voice offer ("" without voice).
-func (s *Server) voicePath(sessionID string) string {
-	if s.engine == nil {
+func (s *Server) voicePath(wc configs.WidgetConfig, sessionID string) string {
+	if s.engine == nil || !wc.AllowsVoice() {
 		return ""
 	}
 	return "/v1/sessions/" + sessionID + "/webrtc"
@@ -112,8 +225,8 @@ func (s *Server) authSession(r *http.Request, token string) (broker.Session, err
 		return sess, err
 	}
 	if origin := r.Header.Get("Origin"); origin != "" {
-		wc, ok := s.cfg.Widget(sess.Widget)
-		if !ok || !widgetAllows(wc, origin) {
+		wc, err := s.b.WidgetByID(sess.Widget)
+		if err != nil || !widgetAllows(wc.WidgetConfig, origin) {
 			return sess, fmt.Errorf("%w: %s", ErrOriginNotAllowed, origin)
 		}
 	}

@@ -93,6 +93,10 @@ func (s *Server) serveVoiceOffer(w http.ResponseWriter, r *http.Request) {
 		writeError(w, ErrVoiceUnavailable)
 		return
 	}
+	if wc, err := s.b.WidgetByID(sess.Widget); err != nil || !wc.AllowsVoice() {
+		writeError(w, fmt.Errorf("%w: this widget is chat only", ErrModeNotAllowed))
+		return
+	}
 	offer, asJSON, err := readSDP(w, r)
 	if err != nil {
 		writeError(w, err)

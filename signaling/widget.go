@@ -13,31 +13,48 @@ import (
 // order: the key is known, an Origin is present and allowed, the widget is
 // live. It returns the widget and the origin header value.
 func (s *Server) widgetFor(r *http.Request, key string) (configs.WidgetConfig, string, error) {
-	w, ok := s.cfg.Widget(key)
-	if !ok || key == "" {
+	w, err := s.b.WidgetByKey(key)
+	if err != nil {
 		return w, "", ErrUnknownWidget
 	}
-	origin := r.Header.Get("Origin")
-	if origin == "" {
-		return w, "", ErrOriginRequired
-	}
-	if !widgetAllows(w, origin) {
-		return w, "", fmt.Errorf("%w: %s", ErrOriginNotAllowed, origin)
+	origin, err := checkOrigin(w, r.Header.Get("Origin"))
+	if err != nil {
+		return w, "", err
 	}
 	if !w.IsLive() {
 		return w, "", ErrWidgetNotLive
 	}
-	return w, strings.ToLower(origin), nil
+	return w, origin, nil
+}
+
+// checkOrigin checks an Origin header against a widget and returns it in
+// canonical form.
+func checkOrigin(w configs.WidgetConfig, origin string) (string, error) {
+	if origin == "" {
+		return "", ErrOriginRequired
+	}
+	if !widgetAllows(w, origin) {
+		return "", fmt.Errorf("%w: %s", ErrOriginNotAllowed, origin)
+	}
+	return strings.ToLower(origin), nil
 }
 
 // anyWidgetAllows reports whether some widget allows origin (for CORS).
 func (s *Server) anyWidgetAllows(origin string) bool {
-	for _, w := range s.cfg.Widgets {
-		if widgetAllows(w, origin) {
+	for _, w := range s.b.ListWidgets("") {
+		if widgetAllows(w.WidgetConfig, origin) {
 			return true
 		}
 	}
 	return false
+}
+
+// limit applies a rate limit of kind to the request's client IP and the
+// widget, setting the X-RateLimit headers; a refusal is ErrRateLimited.
+func (s *Server) limit(w http.ResponseWriter, r *http.Request, kind, widgetID string) error {
+	res := s.limiter.allow(kind, s.ips.of(r), widgetID)
+	res.setHeaders(w.Header())
+	return res.err()
 }
 
 // cors answers preflights and lets pages on an allowed origin read the
@@ -71,13 +88,38 @@ func (s *Server) modes() []string {
 	return []string{"chat", "voice"}
 }
 
-// publicWidget is what a page may know about a widget.
+// publicWidget is what a page may know about a widget: never its key
+// (the page has it), never a secret.
 type publicWidget struct {
-	Key             string   `json:"key"`
-	Title           string   `json:"title"`
-	WelcomeText     string   `json:"welcome_text,omitempty"`
-	Modes           []string `json:"modes"`
-	MaxMessageChars int      `json:"max_message_chars"`
+	ID               string                        `json:"id"`
+	DisplayTitle     string                        `json:"display_title"`
+	LauncherLabel    string                        `json:"launcher_label"`
+	WelcomeText      string                        `json:"welcome_text,omitempty"`
+	Mode             string                        `json:"mode"`
+	Modes            []string                      `json:"modes"`
+	Theme            string                        `json:"theme"`
+	LauncherPosition string                        `json:"launcher_position"`
+	Colors           configs.WidgetColors          `json:"colors"`
+	Translations     map[string]configs.WidgetText `json:"translations"`
+	IdentityPolicy   string                        `json:"identity_policy"`
+	NavMap           []configs.NavTarget           `json:"nav_map"`
+	Triggers         []configs.TriggerRule         `json:"triggers"`
+	MaxMessageChars  int                           `json:"max_message_chars"`
+}
+
+func (s *Server) publicWidget(wc configs.WidgetConfig) publicWidget {
+	modes := []string{}
+	if wc.AllowsChat() {
+		modes = append(modes, "chat")
+	}
+	if wc.AllowsVoice() && s.engine != nil {
+		modes = append(modes, "voice")
+	}
+	return publicWidget{ID: wc.ID, DisplayTitle: wc.DisplayTitle, LauncherLabel: wc.LauncherLabel,
+		WelcomeText: wc.WelcomeText, Mode: wc.Mode, Modes: modes, Theme: wc.Theme,
+		LauncherPosition: wc.LauncherPosition, Colors: wc.Colors, Translations: wc.Translations,
+		IdentityPolicy: wc.IdentityPolicy, NavMap: wc.NavMap, Triggers: wc.Triggers,
+		MaxMessageChars: s.cfg.Chat.MaxMessageChars}
 }
 
 type resolveRequest struct {
@@ -91,7 +133,7 @@ type resolveResponse struct {
 }
 
 // serveResolve: POST /v1/widget/resolve → the widget's public config and a
-// session challenge bound to the widget and the Origin.
+// session challenge bound to the widget, the Origin and the client IP.
 func (s *Server) serveResolve(w http.ResponseWriter, r *http.Request) {
 	var req resolveRequest
 	if err := decodeJSON(w, r, &req); err != nil {
@@ -103,11 +145,14 @@ func (s *Server) serveResolve(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	if err := s.limit(w, r, limitResolve, wc.ID); err != nil {
+		writeError(w, err)
+		return
+	}
 	now := time.Now()
 	writeJSON(w, http.StatusOK, resolveResponse{
-		Widget: publicWidget{Key: wc.Key, Title: wc.DisplayTitle, WelcomeText: wc.WelcomeText,
-			Modes: s.modes(), MaxMessageChars: s.cfg.Chat.MaxMessageChars},
-		Challenge:          s.challenger.mint(wc.Key, origin, now),
+		Widget:             s.publicWidget(wc),
+		Challenge:          s.challenger.mint(wc.ID, origin, s.ips.of(r).String(), now),
 		ChallengeExpiresAt: now.Add(s.cfg.Sessions.ChallengeTTL).UTC().Truncate(time.Second),
 	})
 }

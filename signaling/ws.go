@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"time"
 
@@ -26,10 +27,11 @@ const (
 
 // clientFrame is a frame the browser sends.
 type clientFrame struct {
-	Type            string  `json:"type"`
-	Body            *string `json:"body,omitempty"`
-	ClientMessageID string  `json:"client_message_id,omitempty"`
-	Mode            string  `json:"mode,omitempty"`
+	Type            string   `json:"type"`
+	Body            *string  `json:"body,omitempty"`
+	ClientMessageID string   `json:"client_message_id,omitempty"`
+	Mode            string   `json:"mode,omitempty"`
+	UploadIDs       []string `json:"upload_ids,omitempty"`
 }
 
 // serverFrame is a frame Parley sends; each type uses some of the fields
@@ -85,7 +87,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	defer s.legWG.Done()
 	l := &leg{
-		s: s, conn: conn, sess: sess,
+		s: s, conn: conn, sess: sess, ip: s.ips.of(r),
 		log:     s.log.With("session_id", sess.ID, "conversation_id", sess.ConversationID),
 		out:     make(chan []byte, wsOutQueue),
 		typing:  make(map[string]bool),
@@ -118,6 +120,7 @@ type leg struct {
 	s    *Server
 	conn *websocket.Conn
 	sess broker.Session
+	ip   netip.Addr
 	log  *slog.Logger
 	out  chan []byte
 
@@ -164,13 +167,13 @@ func (l *leg) serve(ctx context.Context, since uint64, in <-chan clientFrame, re
 	defer sub.Close()
 
 	writerDone := make(chan struct{})
-	wctx, stopWriter := context.WithCancel(context.Background())
+	stopWriter := make(chan struct{})
 	go func() {
 		defer close(writerDone)
-		l.write(wctx)
+		l.write(stopWriter)
 	}()
 	defer func() {
-		stopWriter()
+		close(stopWriter)
 		<-writerDone
 	}()
 	l.send(serverFrame{Type: "session", SessionID: l.sess.ID, ConversationID: l.sess.ConversationID, Mode: l.sess.Mode})
@@ -235,8 +238,8 @@ func (l *leg) read(ctx context.Context, in chan<- clientFrame, readErr chan<- er
 		case typ != websocket.MessageText:
 			f.Type = "_error"
 			f.ClientMessageID = "frames must be JSON text"
-		case json.Unmarshal(data, &f) != nil:
-			f = clientFrame{Type: "_error", ClientMessageID: "invalid JSON"}
+		case strictUnmarshal(data, &f) != nil:
+			f = clientFrame{Type: "_error", ClientMessageID: "invalid JSON, or an unknown field"}
 		}
 		select {
 		case in <- f:
@@ -247,13 +250,15 @@ func (l *leg) read(ctx context.Context, in chan<- clientFrame, readErr chan<- er
 }
 
 // write owns writes to the socket.
-func (l *leg) write(ctx context.Context) {
+func (l *leg) write(stop <-chan struct{}) {
 	for {
 		select {
-		case <-ctx.Done():
+		case <-stop:
 			return
 		case data := <-l.out:
-			wctx, cancel := context.WithTimeout(ctx, wsWriteTimeout)
+			// Not cancelled by stop: cancelling a Write drops the
+			// connection without a close frame. It has its own timeout.
+			wctx, cancel := context.WithTimeout(context.Background(), wsWriteTimeout)
 			err := l.conn.Write(wctx, websocket.MessageText, data)
 			cancel()
 			if err != nil {
@@ -302,7 +307,12 @@ func (l *leg) onMessage(ctx context.Context, f clientFrame) {
 		return
 	}
 	b := l.s.b
-	posted, err := b.PostMessage(context.WithoutCancel(ctx), l.sess, *f.Body, f.ClientMessageID, agentbridge.ModeChat)
+	if err := l.s.limiter.allow(limitMessages, l.ip, l.sess.Widget).err(); err != nil {
+		we, msg := classify(err)
+		l.sendError(we.code, msg, f.ClientMessageID)
+		return
+	}
+	posted, err := b.PostMessage(context.WithoutCancel(ctx), l.sess, *f.Body, f.ClientMessageID, agentbridge.ModeChat, f.UploadIDs...)
 	if err != nil {
 		we, msg := classify(err)
 		l.sendError(we.code, msg, f.ClientMessageID)

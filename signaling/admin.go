@@ -1,0 +1,474 @@
+package signaling
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/parley-rtc/parley/broker"
+	"github.com/parley-rtc/parley/configs"
+)
+
+// The admin API: "Authorization: Bearer ak_…" with scopes. A key limited
+// to a tenant sees only that tenant's widgets, keys and data.
+
+// adminKey authenticates an admin key that has scope.
+func (s *Server) adminKey(r *http.Request, scope string) (broker.KeyInfo, error) {
+	key, err := s.b.VerifyKey(r.Context(), bearer(r), broker.KeyAdmin)
+	if err != nil {
+		return key, err
+	}
+	if !key.HasScope(scope) {
+		return key, fmt.Errorf("%w: API key missing required scope: %s", ErrMissingScope, scope)
+	}
+	return key, nil
+}
+
+// adminWidget returns the widget named in the path, if the key may see it.
+func (s *Server) adminWidget(r *http.Request, key broker.KeyInfo) (broker.WidgetRecord, error) {
+	w, err := s.b.WidgetByID(r.PathValue("id"))
+	if err != nil || (key.Tenant != "" && w.Tenant != key.Tenant) {
+		return broker.WidgetRecord{}, ErrWidgetNotFound
+	}
+	return w, nil
+}
+
+// adminWidgetView is a widget as the admin API shows it: everything but
+// the identity secret (shown once, at creation).
+type adminWidgetView struct {
+	configs.WidgetConfig
+	HasIdentitySecret bool      `json:"has_identity_secret"`
+	PreviousKeyUntil  time.Time `json:"previous_key_valid_until,omitzero"`
+	EmbedSnippet      string    `json:"embed_snippet"`
+	CreatedAt         time.Time `json:"created_at"`
+	UpdatedAt         time.Time `json:"updated_at"`
+}
+
+func (s *Server) widgetView(w broker.WidgetRecord) adminWidgetView {
+	v := adminWidgetView{WidgetConfig: w.WidgetConfig, HasIdentitySecret: w.Secret != "",
+		CreatedAt: w.CreatedAt, UpdatedAt: w.UpdatedAt}
+	if !w.PreviousKeyUntil.IsZero() && time.Now().Before(w.PreviousKeyUntil) {
+		v.PreviousKeyUntil = w.PreviousKeyUntil
+	}
+	v.EmbedSnippet = `<script src="` + s.publicBase() + `/widget.js" data-widget-key="` + w.Key + `" defer></script>`
+	return v
+}
+
+// publicBase is the URL pages load Parley from.
+func (s *Server) publicBase() string {
+	if s.cfg.PublicURL != "" {
+		return s.cfg.PublicURL
+	}
+	return "http://" + s.cfg.Listen
+}
+
+func (s *Server) serveAdminListWidgets(w http.ResponseWriter, r *http.Request) {
+	key, err := s.adminKey(r, broker.ScopeConfigRead)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	out := []adminWidgetView{}
+	for _, wr := range s.b.ListWidgets(key.Tenant) {
+		out = append(out, s.widgetView(wr))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"widgets": out})
+}
+
+type createdWidget struct {
+	adminWidgetView
+	IdentitySecret string `json:"identity_secret"`
+}
+
+func (s *Server) serveAdminCreateWidget(w http.ResponseWriter, r *http.Request) {
+	key, err := s.adminKey(r, broker.ScopeConfigWrite)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	var wc configs.WidgetConfig
+	if err := decodeJSON(w, r, &wc); err != nil {
+		writeError(w, err)
+		return
+	}
+	if key.Tenant != "" {
+		if wc.Tenant != "" && wc.Tenant != key.Tenant {
+			writeError(w, fmt.Errorf("%w: this key may only create widgets of tenant %q", ErrMissingScope, key.Tenant))
+			return
+		}
+		wc.Tenant = key.Tenant
+	}
+	wc.Key, wc.IdentitySecret = "", "" // generated
+	rec, err := s.b.CreateWidget(r.Context(), wc, true)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	w.Header().Set("Location", "/v1/admin/widgets/"+rec.ID)
+	writeJSON(w, http.StatusCreated, createdWidget{adminWidgetView: s.widgetView(rec), IdentitySecret: rec.Secret})
+}
+
+func (s *Server) serveAdminGetWidget(w http.ResponseWriter, r *http.Request) {
+	key, err := s.adminKey(r, broker.ScopeConfigRead)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	wr, err := s.adminWidget(r, key)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, s.widgetView(wr))
+}
+
+func (s *Server) serveAdminUpdateWidget(w http.ResponseWriter, r *http.Request) {
+	key, err := s.adminKey(r, broker.ScopeConfigWrite)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	cur, err := s.adminWidget(r, key)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	var wc configs.WidgetConfig
+	if err := decodeJSON(w, r, &wc); err != nil {
+		writeError(w, err)
+		return
+	}
+	if wc.Tenant == "" || key.Tenant != "" {
+		wc.Tenant = cur.Tenant // a tenant key cannot move a widget out
+	}
+	rec, err := s.b.UpdateWidget(r.Context(), cur.ID, wc)
+	if err != nil {
+		writeError(w, adminErr(err))
+		return
+	}
+	writeJSON(w, http.StatusOK, s.widgetView(rec))
+}
+
+func (s *Server) serveAdminDeleteWidget(w http.ResponseWriter, r *http.Request) {
+	key, err := s.adminKey(r, broker.ScopeConfigWrite)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	cur, err := s.adminWidget(r, key)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := s.b.DeleteWidget(r.Context(), cur.ID); err != nil {
+		writeError(w, adminErr(err))
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+type rotateRequest struct {
+	GraceSeconds int `json:"grace_seconds"`
+}
+
+type rotateResponse struct {
+	PublicKey             string    `json:"public_key"`
+	PreviousKeyValidUntil time.Time `json:"previous_key_valid_until,omitzero"`
+	EmbedSnippet          string    `json:"embed_snippet"`
+}
+
+// serveAdminRotateKey: POST /v1/admin/widgets/{id}/rotate-key
+// {"grace_seconds": N}: a new public key; the old one stops at once, or
+// after the grace period (at most a day).
+func (s *Server) serveAdminRotateKey(w http.ResponseWriter, r *http.Request) {
+	key, err := s.adminKey(r, broker.ScopeConfigWrite)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	cur, err := s.adminWidget(r, key)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	var req rotateRequest
+	if r.ContentLength != 0 {
+		if err := decodeJSON(w, r, &req); err != nil {
+			writeError(w, err)
+			return
+		}
+	}
+	if req.GraceSeconds < 0 || req.GraceSeconds > 86400 {
+		writeError(w, &broker.ValidationError{Problems: []configs.Problem{{Field: "grace_seconds", Message: "must be between 0 and 86400"}}})
+		return
+	}
+	rec, err := s.b.RotateWidgetKey(r.Context(), cur.ID, time.Duration(req.GraceSeconds)*time.Second)
+	if err != nil {
+		writeError(w, adminErr(err))
+		return
+	}
+	v := s.widgetView(rec)
+	writeJSON(w, http.StatusOK, rotateResponse{PublicKey: rec.Key, PreviousKeyValidUntil: v.PreviousKeyUntil, EmbedSnippet: v.EmbedSnippet})
+}
+
+type readinessCheck struct {
+	Passed  bool           `json:"passed"`
+	Reason  *string        `json:"reason"`
+	Details map[string]any `json:"details"`
+}
+
+type readinessResponse struct {
+	Ready        bool                      `json:"ready"`
+	FailedChecks []string                  `json:"failed_checks"`
+	Checks       map[string]readinessCheck `json:"checks"`
+}
+
+// serveAdminReadiness: GET /v1/admin/widgets/{id}/readiness — whether the
+// widget is ready to embed, and which checks fail.
+func (s *Server) serveAdminReadiness(w http.ResponseWriter, r *http.Request) {
+	key, err := s.adminKey(r, broker.ScopeConfigRead)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	wr, err := s.adminWidget(r, key)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	checks := map[string]readinessCheck{}
+	check := func(name string, ok bool, reason string, details map[string]any) {
+		c := readinessCheck{Passed: ok, Details: details}
+		if details == nil {
+			c.Details = map[string]any{}
+		}
+		if !ok {
+			c.Reason = &reason
+		}
+		checks[name] = c
+	}
+	prod := 0
+	for _, o := range wr.AllowedOrigins {
+		if u, ok := parseOrigin(o); !ok || !isDevHost(u.host) {
+			prod++
+		}
+	}
+	check("widget_live", wr.IsLive(), "the widget is not live", nil)
+	check("allowed_origins_configured", prod > 0, "no production origin or domain in allowed_origins",
+		map[string]any{"allowed_origins": len(wr.AllowedOrigins), "allow_dev_origins": wr.AllowDevOrigins})
+	workers := s.b.AliveWorkers(wr.Agent)
+	check("agent_available", workers > 0, "no worker of agent "+strconv.Quote(wr.Agent)+" is running",
+		map[string]any{"agent": wr.Agent, "workers": workers})
+	keys, _ := s.b.ListKeys(r.Context(), "")
+	secretKeys := 0
+	for _, k := range keys {
+		if k.WidgetID == wr.ID && !k.Disabled {
+			secretKeys++
+		}
+	}
+	identityOK := wr.IdentityPolicy != "identified" || wr.Secret != "" || secretKeys > 0
+	check("identity_configured", identityOK, "identity policy is identified but there is no identity secret or secret key",
+		map[string]any{"identity_policy": wr.IdentityPolicy, "has_identity_secret": wr.Secret != "", "secret_keys": secretKeys})
+	check("voice_available", !wr.AllowsVoice() || s.engine != nil, "the widget offers voice but this server has no media engine",
+		map[string]any{"mode": wr.Mode})
+	failed := []string{}
+	for name, c := range checks {
+		if !c.Passed {
+			failed = append(failed, name)
+		}
+	}
+	slices.Sort(failed)
+	writeJSON(w, http.StatusOK, readinessResponse{Ready: len(failed) == 0, FailedChecks: failed, Checks: checks})
+}
+
+type createKeyRequest struct {
+	Name   string   `json:"name"`
+	Scopes []string `json:"scopes"`
+	Tenant string   `json:"tenant"`
+}
+
+type createdKey struct {
+	Key  string         `json:"key"`
+	Info broker.KeyInfo `json:"info"`
+}
+
+// serveAdminCreateSecretKey: POST /v1/admin/widgets/{id}/secret-keys — a
+// secret key for the widget's server, shown once.
+func (s *Server) serveAdminCreateSecretKey(w http.ResponseWriter, r *http.Request) {
+	key, err := s.adminKey(r, broker.ScopeKeysWrite)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	wr, err := s.adminWidget(r, key)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	var req createKeyRequest
+	if r.ContentLength != 0 {
+		if err := decodeJSON(w, r, &req); err != nil {
+			writeError(w, err)
+			return
+		}
+	}
+	secret, info, err := s.b.CreateSecretKey(r.Context(), wr.ID, req.Name)
+	if err != nil {
+		writeError(w, adminErr(err))
+		return
+	}
+	writeJSON(w, http.StatusCreated, createdKey{Key: secret, Info: info})
+}
+
+// serveAdminCreateKey: POST /v1/admin/keys — an admin key, shown once; it
+// can have no scope and no tenant its creator lacks.
+func (s *Server) serveAdminCreateKey(w http.ResponseWriter, r *http.Request) {
+	key, err := s.adminKey(r, broker.ScopeKeysWrite)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	var req createKeyRequest
+	if err := decodeJSON(w, r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	for _, sc := range req.Scopes {
+		if !key.HasScope(sc) {
+			writeError(w, fmt.Errorf("%w: cannot grant %s, which this key does not have", ErrMissingScope, sc))
+			return
+		}
+	}
+	if key.Tenant != "" {
+		if req.Tenant != "" && req.Tenant != key.Tenant {
+			writeError(w, fmt.Errorf("%w: this key may only create keys of tenant %q", ErrMissingScope, key.Tenant))
+			return
+		}
+		req.Tenant = key.Tenant
+	}
+	secret, info, err := s.b.CreateAdminKey(r.Context(), req.Tenant, req.Name, req.Scopes)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, createdKey{Key: secret, Info: info})
+}
+
+func (s *Server) serveAdminListKeys(w http.ResponseWriter, r *http.Request) {
+	key, err := s.adminKey(r, broker.ScopeKeysWrite)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	keys, err := s.b.ListKeys(r.Context(), key.Tenant)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"keys": keys})
+}
+
+// serveAdminRevokeKey: DELETE /v1/admin/keys/{kid} — the key stops at once.
+func (s *Server) serveAdminRevokeKey(w http.ResponseWriter, r *http.Request) {
+	key, err := s.adminKey(r, broker.ScopeKeysWrite)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	target, err := s.b.Key(r.Context(), r.PathValue("kid"))
+	if err != nil || (key.Tenant != "" && target.Tenant != key.Tenant) {
+		writeError(w, ErrKeyNotFound)
+		return
+	}
+	info, err := s.b.RevokeKey(r.Context(), target.ID)
+	if err != nil {
+		writeError(w, adminErr(err))
+		return
+	}
+	writeJSON(w, http.StatusOK, info)
+}
+
+// adminWidgetIDs lists the widgets a listing covers: ?widget=ID or all the
+// key may see.
+func (s *Server) adminWidgetIDs(r *http.Request, key broker.KeyInfo) ([]string, error) {
+	if id := r.URL.Query().Get("widget"); id != "" {
+		w, err := s.b.WidgetByID(id)
+		if err != nil || (key.Tenant != "" && w.Tenant != key.Tenant) {
+			return nil, ErrWidgetNotFound
+		}
+		return []string{id}, nil
+	}
+	var ids []string
+	for _, w := range s.b.ListWidgets(key.Tenant) {
+		ids = append(ids, w.ID)
+	}
+	return ids, nil
+}
+
+func listLimit(r *http.Request) (int, error) {
+	v := r.URL.Query().Get("limit")
+	if v == "" {
+		return 100, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > 1000 {
+		return 0, fmt.Errorf("%w: limit must be an integer from 1 to 1000", broker.ErrValidation)
+	}
+	return n, nil
+}
+
+// serveAdminConversations: GET /v1/admin/conversations?widget=&limit=.
+func (s *Server) serveAdminConversations(w http.ResponseWriter, r *http.Request) {
+	key, err := s.adminKey(r, broker.ScopeOpsRead)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	ids, err := s.adminWidgetIDs(r, key)
+	if err == nil {
+		var limit int
+		if limit, err = listLimit(r); err == nil {
+			var convs []broker.Conversation
+			if convs, err = s.b.ListConversations(r.Context(), ids, limit); err == nil {
+				writeJSON(w, http.StatusOK, map[string]any{"conversations": convs})
+				return
+			}
+		}
+	}
+	writeError(w, err)
+}
+
+// serveAdminLeads: GET /v1/admin/leads?widget=&limit=.
+func (s *Server) serveAdminLeads(w http.ResponseWriter, r *http.Request) {
+	key, err := s.adminKey(r, broker.ScopeOpsRead)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	ids, err := s.adminWidgetIDs(r, key)
+	if err == nil {
+		var limit int
+		if limit, err = listLimit(r); err == nil {
+			var leads []broker.Lead
+			if leads, err = s.b.Leads(r.Context(), ids, limit); err == nil {
+				writeJSON(w, http.StatusOK, map[string]any{"leads": leads})
+				return
+			}
+		}
+	}
+	writeError(w, err)
+}
+
+// adminErr maps "no such widget/key" to the admin API's 404s.
+func adminErr(err error) error {
+	switch {
+	case errors.Is(err, broker.ErrUnknownWidget):
+		return ErrWidgetNotFound
+	case errors.Is(err, broker.ErrUnknownKey):
+		return ErrKeyNotFound
+	}
+	return err
+}
