@@ -45,8 +45,11 @@ func (a *app) Start(ctx context.Context) error {
 		return err
 	}
 	a.engine = engine
-	a.server = signaling.New(a.cfg, a.broker, a.engine, a.log)
-	if err := a.server.Start(); err != nil {
+	a.server, err = signaling.New(a.cfg, a.broker, a.engine, a.log)
+	if err == nil {
+		err = a.server.Start()
+	}
+	if err != nil {
 		_ = a.engine.Close()
 		a.broker.Close()
 		return err

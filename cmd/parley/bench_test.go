@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -241,4 +242,53 @@ func BenchmarkColdStart(b *testing.B) {
 	}
 	percentiles(b, toLine, "ready-line-")
 	percentiles(b, toReady, "readyz-")
+}
+
+// BenchmarkSessionCreation measures resolve + POST /v1/sessions throughput
+// (each op is one visitor starting a conversation: challenge minted and
+// consumed, session, conversation and resume records written, the
+// conversation logged and dispatched to an echo worker), with 8 concurrent
+// clients. Rate limits are off, as in the other benchmarks.
+func BenchmarkSessionCreation(b *testing.B) {
+	e := startEnv(b, func(c *configs.Config) { c.EchoAgent.Workers = 2 })
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	create := func() error {
+		post := func(path string, body any) (map[string]any, error) {
+			data, _ := json.Marshal(body)
+			req, _ := http.NewRequest("POST", e.base+path, bytes.NewReader(data))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Origin", testOrigin)
+			res, err := client.Do(req)
+			if err != nil {
+				return nil, err
+			}
+			defer res.Body.Close()
+			var out map[string]any
+			if err := json.NewDecoder(res.Body).Decode(&out); err != nil {
+				return nil, err
+			}
+			if res.StatusCode >= 300 {
+				return nil, fmt.Errorf("%s: %d %v", path, res.StatusCode, out)
+			}
+			return out, nil
+		}
+		r, err := post("/v1/widget/resolve", map[string]any{"widget_key": "pk_demo"})
+		if err != nil {
+			return err
+		}
+		_, err = post("/v1/sessions", map[string]any{"widget_key": "pk_demo", "challenge": r["challenge"]})
+		return err
+	}
+	b.SetParallelism(4) // 4 × GOMAXPROCS(2) = 8 clients
+	start := time.Now()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := create(); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "sessions/s")
 }

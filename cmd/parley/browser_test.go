@@ -310,10 +310,13 @@ func TestBrowserVoice(t *testing.T) {
 	if first.CapturedAt.IsZero() {
 		t.Fatalf("first frame without Parley-Captured-At: %+v", first)
 	}
-	windowEnd := first.CapturedAt.Add(2 * time.Second)
-	waitFor(t, 10*time.Second, "2 s of mic frames", func() bool {
+	// Count by the media clock (Opus: 48 000 per second, 960 per frame):
+	// the frames of the first 2 s of audio, however late a loaded machine
+	// delivers them. At 50 frames/s that is 100; allow 10 % loss.
+	windowEnd := first.Timestamp + 2*48000
+	waitFor(t, 15*time.Second, "2 s of mic audio", func() bool {
 		f := tap.snapshot()
-		return f[len(f)-1].CapturedAt.After(windowEnd)
+		return f[len(f)-1].Timestamp >= windowEnd
 	})
 	frames := tap.snapshot()
 	inWindow := 0
@@ -324,14 +327,15 @@ func TestBrowserVoice(t *testing.T) {
 		if i > 0 && f.Seq <= frames[i-1].Seq {
 			t.Fatalf("frame %d: Parley-Seq %d after %d", i, f.Seq, frames[i-1].Seq)
 		}
-		if f.CapturedAt.Before(windowEnd) {
+		if f.Timestamp < windowEnd {
 			inWindow++
 		}
 	}
-	t.Logf("mic frames in the 2 s after the first: %d (%.1f/s); seq %d…%d over %d frames",
-		inWindow, float64(inWindow)/2, frames[0].Seq, frames[len(frames)-1].Seq, len(frames))
-	if inWindow < 80 {
-		t.Fatalf("only %d mic frames in the 2 s after the first, want ≥ 80 (50/s)", inWindow)
+	arrival := frames[inWindow-1].CapturedAt.Sub(first.CapturedAt)
+	t.Logf("mic frames in the first 2 s of audio: %d (%.1f/s), arrived over %v; seq %d…%d over %d frames",
+		inWindow, float64(inWindow)/2, arrival.Round(time.Millisecond), frames[0].Seq, frames[len(frames)-1].Seq, len(frames))
+	if inWindow < 90 {
+		t.Fatalf("only %d mic frames in the first 2 s of audio, want ≥ 90 (50/s, at most 10 %% lost)", inWindow)
 	}
 
 	// The echo plays back in the page.

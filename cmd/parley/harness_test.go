@@ -60,6 +60,12 @@ func testConfig(t testing.TB) configs.Config {
 	cfg.Agents.DispatchTimeout = 500 * time.Millisecond
 	cfg.Agents.DispatchRetryMax = 250 * time.Millisecond
 	cfg.Chat.ReplyTimeout = 10 * time.Second
+	// Tests make many sessions from 127.0.0.1; the limits have their own
+	// test.
+	for _, rc := range []*configs.RateConfig{&cfg.Limits.Resolve, &cfg.Limits.Sessions,
+		&cfg.Limits.Messages, &cfg.Limits.Captures, &cfg.Limits.Uploads} {
+		rc.PerIP, rc.PerWidget = "0", "0"
+	}
 	return cfg
 }
 

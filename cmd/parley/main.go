@@ -3,6 +3,7 @@
 //
 //	parley serve [--config FILE] [flags]   run Parley (embedded NATS, demo, echo agent)
 //	parley agent echo --nats-url URL       run echo agent workers against a NATS server
+//	parley bench voice [--sessions N]      load-test the voice path
 //	parley version
 package main
 
@@ -29,6 +30,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return serveCmd(args[1:], stdout, stderr)
 	case "agent":
 		return agentCmd(args[1:], stdout, stderr)
+	case "bench":
+		return benchCmd(args[1:], stdout, stderr)
+	case "keys":
+		return keysCmd(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "parley", version)
 		return 0
@@ -48,6 +53,8 @@ func usage(w io.Writer) {
 Commands:
   serve        run Parley: HTTP API, embedded NATS + JetStream, demo page, echo agent
   agent echo   run echo agent workers against a NATS server (--nats-url)
+  bench voice  load-test the voice path with N pion peers (starts its own serve)
+  keys         create, list and revoke API keys (admin "ak_", secret "sk_")
   version      print the version
 
 Run "parley serve -h" for the serve flags.

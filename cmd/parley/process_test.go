@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -273,5 +274,49 @@ func TestSeparateAgentProcesses(t *testing.T) {
 		if r := e.post(s, fmt.Sprintf("again %d", i), "", true); r.status != 200 || r.body["reply"].(map[string]any)["body"] != fmt.Sprintf("echo: again %d", i) {
 			t.Fatalf("post after one agent left: %d %s", r.status, r.raw)
 		}
+	}
+}
+
+// TestKeysCLI: the first admin key is made with `parley keys`, straight in
+// the deployment's NATS; it works on the admin API, is listed without its
+// secret, and stops at once when revoked.
+func TestKeysCLI(t *testing.T) {
+	_, e, natsURL := serveProc(t, t.TempDir())
+	run := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(parleyBinary(t), append([]string{"keys"}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("parley keys %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	out := run("create", "--nats-url", natsURL, "--kind", "admin", "--scopes", "config:read,keys:write", "--name", "ops", "--json")
+	var created struct {
+		Key  string `json:"key"`
+		Info struct {
+			ID     string   `json:"id"`
+			Scopes []string `json:"scopes"`
+		} `json:"info"`
+	}
+	if err := json.Unmarshal([]byte(out), &created); err != nil || !strings.HasPrefix(created.Key, "ak_") || len(created.Info.Scopes) != 2 {
+		t.Fatalf("create: %v\n%s", err, out)
+	}
+	if r := e.do("GET", "/v1/admin/widgets", nil, "Authorization", "Bearer "+created.Key); r.status != 200 {
+		t.Fatalf("admin API with the new key: %d %s", r.status, r.raw)
+	}
+	if r := e.do("POST", "/v1/admin/widgets", map[string]any{}, "Authorization", "Bearer "+created.Key); r.status != 403 || r.errCode() != "MISSING_SCOPE" {
+		t.Fatalf("config:write without the scope: %d %s", r.status, r.raw)
+	}
+	secret := run("create", "--nats-url", natsURL, "--kind", "secret", "--widget", "wdg_demo")
+	if !strings.HasPrefix(secret, "sk_") {
+		t.Fatalf("secret key create printed %q", secret)
+	}
+	list := run("list", "--nats-url", natsURL)
+	if !strings.Contains(list, created.Info.ID) || !strings.Contains(list, "wdg_demo") || strings.Contains(list, created.Key) {
+		t.Fatalf("list:\n%s", list)
+	}
+	run("revoke", "--nats-url", natsURL, created.Info.ID)
+	if r := e.do("GET", "/v1/admin/widgets", nil, "Authorization", "Bearer "+created.Key); r.status != 403 || r.errCode() != "KEY_DISABLED" {
+		t.Fatalf("revoked key: %d %s", r.status, r.raw)
 	}
 }

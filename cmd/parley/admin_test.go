@@ -1,0 +1,360 @@
+package main
+
+import (
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/parley-rtc/parley/broker"
+	"github.com/parley-rtc/parley/configs"
+)
+
+// Tests of the admin API ("Authorization: Bearer ak_…"): scopes, the widget
+// resource, key rotation, readiness and tenant isolation.
+
+// ids lists the "id" of each object in r.body[field].
+func ids(r response, field string) []string {
+	var out []string
+	list, _ := r.body[field].([]any)
+	for _, o := range list {
+		if m, ok := o.(map[string]any); ok {
+			id, _ := m["id"].(string)
+			out = append(out, id)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func sorted(s ...string) []string {
+	slices.Sort(s)
+	return s
+}
+
+// readinessCheck returns one check of a readiness answer.
+func readinessCheck(t testing.TB, r response, name string) map[string]any {
+	t.Helper()
+	checks, _ := r.body["checks"].(map[string]any)
+	c, ok := checks[name].(map[string]any)
+	if !ok {
+		t.Fatalf("readiness has no check %q: %s", name, r.raw)
+	}
+	return c
+}
+
+func TestAdminAuth(t *testing.T) {
+	t.Parallel()
+	e := startEnv(t, withExampleWidget(t))
+	ak, akInfo := e.newAdminKey("", broker.Scopes...)
+	readOnly, _ := e.newAdminKey("", broker.ScopeOpsRead)
+	sk, _ := e.newSecretKey(ak, exampleID)
+	widget := map[string]any{"display_title": "Shop", "allowed_origins": []string{"https://shop.example.org"}}
+
+	for _, tc := range []struct {
+		name, auth string
+		status     int
+		code       string
+	}{
+		{"no key", "", 401, "INVALID_API_KEY"},
+		{"garbage", "Bearer garbage", 401, "INVALID_API_KEY"},
+		{"unknown admin key", "Bearer ak_" + strings.Repeat("A", 43), 401, "INVALID_API_KEY"},
+		{"a secret key", "Bearer " + sk, 401, "INVALID_API_KEY"},
+		{"a session token", "Bearer " + e.newSession(nil).Token, 401, "INVALID_API_KEY"},
+		{"missing scope", "Bearer " + readOnly, 403, "MISSING_SCOPE"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := e.do("POST", "/v1/admin/widgets", widget, "Authorization", tc.auth)
+			expectErr(t, tc.name, r, tc.status, tc.code)
+		})
+	}
+	r := e.do("POST", "/v1/admin/widgets", widget, "Authorization", "Bearer "+readOnly)
+	if msg, _ := r.body["error"].(map[string]any)["message"].(string); !strings.Contains(msg, broker.ScopeConfigWrite) {
+		t.Fatalf("MISSING_SCOPE message %q does not name the scope", msg)
+	}
+	// ops:read reads operations, nothing else.
+	if r := e.do("GET", "/v1/admin/conversations", nil, "Authorization", "Bearer "+readOnly); r.status != http.StatusOK {
+		t.Fatalf("ops:read conversations: %d %s", r.status, r.raw)
+	}
+	for _, p := range []string{"/v1/admin/widgets", "/v1/admin/widgets/wdg_demo", "/v1/admin/keys"} {
+		expectErr(t, "ops:read GET "+p, e.do("GET", p, nil, "Authorization", "Bearer "+readOnly), 403, "MISSING_SCOPE")
+	}
+
+	// A key cannot grant what it lacks.
+	keysOnly, _ := e.newAdminKey("", broker.ScopeKeysWrite, broker.ScopeConfigRead)
+	kauth := []string{"Authorization", "Bearer " + keysOnly}
+	r = e.do("POST", "/v1/admin/keys", map[string]any{"name": "escalate", "scopes": []string{broker.ScopeConfigWrite}}, kauth...)
+	expectErr(t, "grant a scope it lacks", r, 403, "MISSING_SCOPE")
+	r = e.do("POST", "/v1/admin/keys", map[string]any{"name": "reader", "scopes": []string{broker.ScopeConfigRead}}, kauth...)
+	info, _ := r.body["info"].(map[string]any)
+	if r.status != http.StatusCreated || !strings.HasPrefix(r.str("key"), "ak_") || info["kind"] != broker.KeyAdmin {
+		t.Fatalf("grant a scope it has: %d %s", r.status, r.raw)
+	}
+	reader := r.str("key")
+	if r := e.do("GET", "/v1/admin/widgets", nil, "Authorization", "Bearer "+reader); r.status != http.StatusOK {
+		t.Fatalf("the new key: %d %s", r.status, r.raw)
+	}
+	expectErr(t, "unknown scope", e.do("POST", "/v1/admin/keys", map[string]any{"scopes": []string{"root"}}, "Authorization", "Bearer "+ak), 403, "MISSING_SCOPE")
+
+	// Revoking an admin key stops it at once.
+	r = e.do("DELETE", "/v1/admin/keys/"+akInfo.ID, nil, "Authorization", "Bearer "+ak)
+	if r.status != http.StatusOK {
+		t.Fatalf("revoke: %d %s", r.status, r.raw)
+	}
+	expectErr(t, "revoked admin key", e.do("GET", "/v1/admin/widgets", nil, "Authorization", "Bearer "+ak), 403, "KEY_DISABLED")
+	expectErr(t, "revoke an unknown key", e.do("DELETE", "/v1/admin/keys/key_nope", nil, kauth...), 404, "KEY_NOT_FOUND")
+}
+
+func TestAdminWidgets(t *testing.T) {
+	t.Parallel()
+	e := startEnv(t)
+	ak, _ := e.newAdminKey("", broker.Scopes...)
+	auth := []string{"Authorization", "Bearer " + ak}
+	const origin = "https://shop.example.org"
+
+	r := e.do("POST", "/v1/admin/widgets", map[string]any{"display_title": "Shop", "allowed_origins": []string{origin}, "mode": "chat"}, auth...)
+	if r.status != http.StatusCreated {
+		t.Fatalf("create: %d %s", r.status, r.raw)
+	}
+	id, key, secret := r.str("id"), r.str("public_key"), r.str("identity_secret")
+	if !strings.HasPrefix(id, "wdg_") || !strings.HasPrefix(key, "pk_") || len(secret) < 32 ||
+		r.body["has_identity_secret"] != true || r.str("tenant") != "default" || r.str("agent") != configs.DefaultAgent {
+		t.Fatalf("created widget: %s", r.raw)
+	}
+	if r.header.Get("Location") != "/v1/admin/widgets/"+id || !strings.Contains(r.str("embed_snippet"), key) {
+		t.Fatalf("Location %q, snippet %q", r.header.Get("Location"), r.str("embed_snippet"))
+	}
+	// The secret was shown once; reads never show it.
+	r = e.do("GET", "/v1/admin/widgets/"+id, nil, auth...)
+	if r.status != http.StatusOK || r.body["has_identity_secret"] != true || r.str("public_key") != key {
+		t.Fatalf("get: %d %s", r.status, r.raw)
+	}
+	if _, ok := r.body["identity_secret"]; ok || strings.Contains(r.raw, secret) {
+		t.Fatalf("GET shows the identity secret: %s", r.raw)
+	}
+	r = e.do("GET", "/v1/admin/widgets", nil, auth...)
+	if got := ids(r, "widgets"); !slices.Equal(got, sorted("wdg_demo", id)) || strings.Contains(r.raw, secret) {
+		t.Fatalf("list: %v (or it shows a secret)", got)
+	}
+	// The new widget works from its origin at once.
+	if r := e.resolveWidget(key, origin); r.status != http.StatusOK || r.body["widget"].(map[string]any)["display_title"] != "Shop" {
+		t.Fatalf("resolve the new widget: %d %s", r.status, r.raw)
+	}
+
+	// Validation: every problem, by field.
+	r = e.do("POST", "/v1/admin/widgets", map[string]any{"display_title": strings.Repeat("t", 81), "mode": "video",
+		"allowed_origins": []string{"co.uk"}}, auth...)
+	expectErr(t, "invalid widget", r, 422, "VALIDATION_FAILED")
+	var fields []string
+	details, _ := r.body["error"].(map[string]any)["details"].(map[string]any)
+	list, _ := details["fields"].([]any)
+	for _, f := range list {
+		m := f.(map[string]any)
+		if m["message"] == "" {
+			t.Fatalf("field without message: %v", m)
+		}
+		fields = append(fields, m["field"].(string))
+	}
+	slices.Sort(fields)
+	if want := []string{"allowed_origins[0]", "display_title", "mode"}; !slices.Equal(fields, want) {
+		t.Fatalf("fields = %v, want %v (%s)", fields, want, r.raw)
+	}
+	expectErr(t, "unknown field", e.do("POST", "/v1/admin/widgets", map[string]any{"display_title": "x", "colour": "red"}, auth...), 400, "BAD_REQUEST")
+	expectErr(t, "identity secret from the client", e.do("POST", "/v1/admin/widgets",
+		map[string]any{"display_title": "x", "allowed_origins": []string{origin}, "identity_secret": strings.Repeat("s", 40)}, auth...), 400, "BAD_REQUEST")
+	expectErr(t, "no origins", e.do("POST", "/v1/admin/widgets", map[string]any{"display_title": "x"}, auth...), 422, "VALIDATION_FAILED")
+	expectErr(t, "an existing id", e.do("POST", "/v1/admin/widgets",
+		map[string]any{"display_title": "x", "allowed_origins": []string{origin}, "public_key": "pk_demo", "id": "wdg_demo"}, auth...), 422, "VALIDATION_FAILED")
+
+	// PUT replaces the settings; id, key and secret stay.
+	r = e.do("PUT", "/v1/admin/widgets/"+id, map[string]any{"display_title": "Shop help", "allowed_origins": []string{origin},
+		"public_key": "pk_chosen", "id": "wdg_chosen"}, auth...)
+	if r.status != http.StatusOK || r.str("display_title") != "Shop help" || r.str("id") != id || r.str("public_key") != key ||
+		r.body["has_identity_secret"] != true {
+		t.Fatalf("put: %d %s", r.status, r.raw)
+	}
+	if r := e.resolveWidget(key, origin); r.body["widget"].(map[string]any)["display_title"] != "Shop help" {
+		t.Fatalf("resolve after put: %s", r.raw)
+	}
+	expectErr(t, "invalid put", e.do("PUT", "/v1/admin/widgets/"+id, map[string]any{"display_title": "", "launcher_label": strings.Repeat("l", 41),
+		"allowed_origins": []string{origin}}, auth...), 422, "VALIDATION_FAILED")
+	expectErr(t, "put unknown widget", e.do("PUT", "/v1/admin/widgets/wdg_nope", map[string]any{"display_title": "x",
+		"allowed_origins": []string{origin}}, auth...), 404, "WIDGET_NOT_FOUND")
+
+	// Rotation without grace: the old key stops at once.
+	r = e.do("POST", "/v1/admin/widgets/"+id+"/rotate-key", nil, auth...)
+	newKey := r.str("public_key")
+	if r.status != http.StatusOK || !strings.HasPrefix(newKey, "pk_") || newKey == key || r.body["previous_key_valid_until"] != nil {
+		t.Fatalf("rotate: %d %s", r.status, r.raw)
+	}
+	expectErr(t, "old key after rotation", e.resolveWidget(key, origin), 401, "UNKNOWN_WIDGET_KEY")
+	if r := e.resolveWidget(newKey, origin); r.status != http.StatusOK {
+		t.Fatalf("new key: %d %s", r.status, r.raw)
+	}
+	// With grace both work until it ends.
+	r = e.do("POST", "/v1/admin/widgets/"+id+"/rotate-key", map[string]any{"grace_seconds": 60}, auth...)
+	graceKey := r.str("public_key")
+	until, err := time.Parse(time.RFC3339Nano, r.str("previous_key_valid_until"))
+	if r.status != http.StatusOK || graceKey == newKey || err != nil || until.Before(time.Now().Add(30*time.Second)) {
+		t.Fatalf("rotate with grace: %d %s", r.status, r.raw)
+	}
+	for _, k := range []string{newKey, graceKey} {
+		if r := e.resolveWidget(k, origin); r.status != http.StatusOK {
+			t.Fatalf("key %s during grace: %d %s", k, r.status, r.raw)
+		}
+	}
+	if r := e.do("GET", "/v1/admin/widgets/"+id, nil, auth...); r.str("public_key") != graceKey || r.str("previous_key_valid_until") == "" {
+		t.Fatalf("get after rotation: %s", r.raw)
+	}
+	expectErr(t, "grace over a day", e.do("POST", "/v1/admin/widgets/"+id+"/rotate-key", map[string]any{"grace_seconds": 86401}, auth...), 422, "VALIDATION_FAILED")
+
+	// Readiness.
+	r = e.do("POST", "/v1/admin/widgets", map[string]any{"display_title": "Dev only", "allow_dev_origins": true}, auth...)
+	if r.status != http.StatusCreated {
+		t.Fatalf("create dev widget: %d %s", r.status, r.raw)
+	}
+	devID := r.str("id")
+	r = e.do("GET", "/v1/admin/widgets/"+devID+"/readiness", nil, auth...)
+	failed, _ := r.body["failed_checks"].([]any)
+	if r.status != http.StatusOK || r.body["ready"] != false || !slices.Contains(failed, any("allowed_origins_configured")) {
+		t.Fatalf("dev-only readiness: %d %s", r.status, r.raw)
+	}
+	if c := readinessCheck(t, r, "allowed_origins_configured"); c["passed"] != false || c["reason"] == nil {
+		t.Fatalf("allowed_origins_configured = %v", c)
+	}
+	waitFor(t, 10*time.Second, "the echo agent in wdg_demo's readiness", func() bool {
+		r = e.do("GET", "/v1/admin/widgets/wdg_demo/readiness", nil, auth...)
+		return r.status == http.StatusOK && readinessCheck(t, r, "agent_available")["passed"] == true
+	})
+	for _, name := range []string{"widget_live", "identity_configured", "voice_available"} {
+		if c := readinessCheck(t, r, name); c["passed"] != true || c["reason"] != nil {
+			t.Fatalf("wdg_demo %s = %v", name, c)
+		}
+	}
+	// The shop widget (a real origin, the echo agent) is ready.
+	if r := e.do("GET", "/v1/admin/widgets/"+id+"/readiness", nil, auth...); r.body["ready"] != true || len(r.body["failed_checks"].([]any)) != 0 {
+		t.Fatalf("shop readiness: %s", r.raw)
+	}
+
+	// Delete: gone from the API and from pages at once.
+	if r := e.do("DELETE", "/v1/admin/widgets/"+id, nil, auth...); r.status != http.StatusNoContent {
+		t.Fatalf("delete: %d %s", r.status, r.raw)
+	}
+	expectErr(t, "get deleted", e.do("GET", "/v1/admin/widgets/"+id, nil, auth...), 404, "WIDGET_NOT_FOUND")
+	expectErr(t, "delete twice", e.do("DELETE", "/v1/admin/widgets/"+id, nil, auth...), 404, "WIDGET_NOT_FOUND")
+	expectErr(t, "resolve deleted", e.resolveWidget(graceKey, origin), 401, "UNKNOWN_WIDGET_KEY")
+	expectErr(t, "resolve deleted, old key in grace", e.resolveWidget(newKey, origin), 401, "UNKNOWN_WIDGET_KEY")
+}
+
+func TestAdminTenantIsolation(t *testing.T) {
+	t.Parallel()
+	e := startEnv(t, withExampleWidget(t))
+	global, _ := e.newAdminKey("", broker.Scopes...)
+	gauth := []string{"Authorization", "Bearer " + global}
+	tenant, tenantInfo := e.newAdminKey("example", broker.Scopes...)
+	tauth := []string{"Authorization", "Bearer " + tenant}
+
+	// Something to list: a conversation and a lead on each widget.
+	demo := e.newSession(nil)
+	ex := e.mustCreateSession(exampleKey, exampleOrigin, nil)
+	for _, s := range []session{demo, ex} {
+		r := e.do("POST", "/v1/sessions/"+s.ID+"/captures", map[string]any{"kind": "name", "value": "Jane", "source": "agent_asked"},
+			"Authorization", "Bearer "+s.Token)
+		if r.status != http.StatusCreated {
+			t.Fatalf("capture: %d %s", r.status, r.raw)
+		}
+	}
+	convIDs := func(r response) []string { return ids(r, "conversations") }
+	leadConvs := func(r response) []string {
+		var out []string
+		for _, l := range r.body["leads"].([]any) {
+			out = append(out, l.(map[string]any)["conversation_id"].(string))
+		}
+		slices.Sort(out)
+		return out
+	}
+	both := sorted(demo.ConversationID, ex.ConversationID)
+
+	// The global key sees everything.
+	if r := e.do("GET", "/v1/admin/conversations", nil, gauth...); !slices.Equal(convIDs(r), both) {
+		t.Fatalf("global conversations: %s", r.raw)
+	}
+	if r := e.do("GET", "/v1/admin/leads", nil, gauth...); !slices.Equal(leadConvs(r), both) {
+		t.Fatalf("global leads: %s", r.raw)
+	}
+	if r := e.do("GET", "/v1/admin/conversations?widget=wdg_demo", nil, gauth...); !slices.Equal(convIDs(r), []string{demo.ConversationID}) {
+		t.Fatalf("global conversations of wdg_demo: %s", r.raw)
+	}
+	expectErr(t, "bad limit", e.do("GET", "/v1/admin/conversations?limit=0", nil, gauth...), 422, "VALIDATION_FAILED")
+
+	// The tenant key sees its tenant only.
+	r := e.do("GET", "/v1/admin/widgets", nil, tauth...)
+	if got := ids(r, "widgets"); r.status != http.StatusOK || !slices.Equal(got, []string{exampleID}) {
+		t.Fatalf("tenant widgets: %v (%d)", got, r.status)
+	}
+	if r := e.do("GET", "/v1/admin/widgets/"+exampleID, nil, tauth...); r.status != http.StatusOK {
+		t.Fatalf("own widget: %d %s", r.status, r.raw)
+	}
+	if r := e.do("GET", "/v1/admin/conversations", nil, tauth...); !slices.Equal(convIDs(r), []string{ex.ConversationID}) {
+		t.Fatalf("tenant conversations: %s", r.raw)
+	}
+	if r := e.do("GET", "/v1/admin/leads", nil, tauth...); !slices.Equal(leadConvs(r), []string{ex.ConversationID}) {
+		t.Fatalf("tenant leads: %s", r.raw)
+	}
+	for _, tc := range []struct {
+		method, path string
+		body         any
+	}{
+		{"GET", "/v1/admin/widgets/wdg_demo", nil},
+		{"PUT", "/v1/admin/widgets/wdg_demo", map[string]any{"display_title": "mine now", "allow_dev_origins": true}},
+		{"DELETE", "/v1/admin/widgets/wdg_demo", nil},
+		{"POST", "/v1/admin/widgets/wdg_demo/rotate-key", nil},
+		{"GET", "/v1/admin/widgets/wdg_demo/readiness", nil},
+		{"POST", "/v1/admin/widgets/wdg_demo/secret-keys", nil},
+		{"GET", "/v1/admin/conversations?widget=wdg_demo", nil},
+		{"GET", "/v1/admin/leads?widget=wdg_demo", nil},
+	} {
+		expectErr(t, "tenant "+tc.method+" "+tc.path, e.do(tc.method, tc.path, tc.body, tauth...), 404, "WIDGET_NOT_FOUND")
+	}
+	// Nothing of wdg_demo changed.
+	if r := e.do("GET", "/v1/admin/widgets/wdg_demo", nil, gauth...); r.str("display_title") != "Parley demo" || r.str("public_key") != configs.DemoWidgetKey {
+		t.Fatalf("wdg_demo changed: %s", r.raw)
+	}
+
+	// What a tenant key creates belongs to its tenant.
+	r = e.do("POST", "/v1/admin/widgets", map[string]any{"display_title": "Example shop", "allowed_origins": []string{"example.com"}}, tauth...)
+	if r.status != http.StatusCreated || r.str("tenant") != "example" {
+		t.Fatalf("tenant create: %d %s", r.status, r.raw)
+	}
+	expectErr(t, "create in another tenant", e.do("POST", "/v1/admin/widgets",
+		map[string]any{"display_title": "x", "allowed_origins": []string{"example.com"}, "tenant": "default"}, tauth...), 403, "MISSING_SCOPE")
+	// A tenant key cannot move its widget to another tenant.
+	r = e.do("PUT", "/v1/admin/widgets/"+exampleID, map[string]any{"display_title": "moved",
+		"allowed_origins": []string{"example.com"}, "tenant": "default"}, tauth...)
+	if r.status != http.StatusOK || r.str("tenant") != "example" {
+		t.Fatalf("tenant put: %d %s", r.status, r.raw)
+	}
+	if r := e.do("GET", "/v1/admin/widgets/"+exampleID, nil, gauth...); r.str("tenant") != "example" {
+		t.Fatalf("a tenant key moved its widget to another tenant: %s", r.raw)
+	}
+
+	// Keys: a tenant key makes keys of its tenant only and cannot touch others.
+	expectErr(t, "key for another tenant", e.do("POST", "/v1/admin/keys",
+		map[string]any{"scopes": []string{broker.ScopeOpsRead}, "tenant": "default"}, tauth...), 403, "MISSING_SCOPE")
+	r = e.do("POST", "/v1/admin/keys", map[string]any{"scopes": []string{broker.ScopeOpsRead}}, tauth...)
+	if info, _ := r.body["info"].(map[string]any); r.status != http.StatusCreated || info["tenant"] != "example" {
+		t.Fatalf("tenant key create: %d %s", r.status, r.raw)
+	}
+	_, globalInfo := e.newAdminKey("", broker.ScopeOpsRead)
+	expectErr(t, "revoke another tenant's key", e.do("DELETE", "/v1/admin/keys/"+globalInfo.ID, nil, tauth...), 404, "KEY_NOT_FOUND")
+	r = e.do("GET", "/v1/admin/keys", nil, tauth...)
+	for _, k := range r.body["keys"].([]any) {
+		if k.(map[string]any)["tenant"] != "example" {
+			t.Fatalf("tenant key listing shows %v", k)
+		}
+	}
+	if got := ids(r, "keys"); !slices.Contains(got, tenantInfo.ID) || slices.Contains(got, globalInfo.ID) {
+		t.Fatalf("tenant key listing: %v", got)
+	}
+}

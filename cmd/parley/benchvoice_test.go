@@ -1,0 +1,144 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+// TestBenchVoice runs `parley bench voice` in-process with a few sessions
+// against a child `parley serve` and checks that it measured something,
+// connected every session and left no goroutine behind.
+func TestBenchVoice(t *testing.T) {
+	bin := parleyBinary(t) // skips with -short
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var log bytes.Buffer
+	rep, err := runBenchVoice(ctx, benchVoiceOptions{
+		Sessions: 3, Duration: 3 * time.Second, Warmup: 2 * time.Second, Ramp: 50,
+		ConnectTimeout: 30 * time.Second, Senders: 2, Sockets: "mux", Prefix: "parley", Binary: bin,
+	}, &log)
+	if err != nil {
+		t.Fatalf("bench: %v\n%s", err, log.String())
+	}
+	var table bytes.Buffer
+	rep.printTable(&table)
+	t.Logf("\n%s", table.String())
+
+	if rep.Connected != 3 || rep.Failed != 0 {
+		t.Errorf("connected %d, failed %d (%v), want 3 and 0", rep.Connected, rep.Failed, rep.Failures)
+	}
+	f := rep.Frames
+	// 3 sessions × 50 frames/s × 3 s.
+	if f.Sent < 400 || f.Published == 0 || f.Echoed == 0 {
+		t.Errorf("frames sent %d, published %d, echoed %d", f.Sent, f.Published, f.Echoed)
+	}
+	if f.Published > f.Sent {
+		t.Errorf("published %d > sent %d: the frame accounting is off", f.Published, f.Sent)
+	}
+	l := rep.LatencyUS
+	if l.N == 0 || l.P50 <= 0 || l.P99 < l.P50 || l.Max < l.P99 {
+		t.Errorf("latency = %+v", l)
+	}
+	c := rep.ConnectMS
+	if c.OfferAnswer.N != 3 || c.OfferConnected.N != 3 || c.OfferFirstFrame.N != 3 || c.OfferFirstFrame.P50 <= 0 {
+		t.Errorf("connect times = %+v", c)
+	}
+	if rep.Server.CPUPct <= 0 || rep.Server.RSSSteadyMiB <= 0 || rep.Generator.CPUPct <= 0 {
+		t.Errorf("server %+v, generator %+v", rep.Server, rep.Generator)
+	}
+	var back voiceReport
+	if b, err := json.Marshal(rep); err != nil || json.Unmarshal(b, &back) != nil || back.Frames.Sent != f.Sent {
+		t.Errorf("JSON round trip: %v", err)
+	}
+	if !strings.Contains(table.String(), "latency RTP→agent") {
+		t.Errorf("table:\n%s", table.String())
+	}
+}
+
+// TestBenchVoiceFlags: bad flags are refused before anything starts.
+func TestBenchVoiceFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"--sessions", "0"},
+		{"--url", "http://127.0.0.1:1"},
+		{"--client-sockets", "tcp"},
+		{"--duration", "10ms"},
+	} {
+		var out, errb bytes.Buffer
+		if code := run(append([]string{"bench", "voice"}, args...), &out, &errb); code != 2 {
+			t.Errorf("%v: exit %d, want 2 (%s)", args, code, errb.String())
+		}
+	}
+	var out, errb bytes.Buffer
+	if code := run([]string{"bench"}, &out, &errb); code != 2 {
+		t.Errorf("bench without a target: exit %d, want 2", code)
+	}
+}
+
+func TestBVPublished(t *testing.T) {
+	got := make([]uint64, 4)
+	for _, i := range []uint32{0, 5, 63, 64, 100, 130, 200} {
+		got[i/64] |= 1 << (i % 64)
+	}
+	for _, tc := range []struct {
+		i0, i1 uint32
+		want   uint64
+	}{
+		{0, 256, 7}, {1, 64, 2}, {63, 65, 2}, {64, 64, 0}, {100, 131, 2}, {0, 1000, 7}, {201, 1000, 0},
+	} {
+		if n := bvPublished(got, tc.i0, tc.i1); n != tc.want {
+			t.Errorf("bvPublished(%d, %d) = %d, want %d", tc.i0, tc.i1, n, tc.want)
+		}
+	}
+}
+
+// TestBenchVoiceProfile profiles the broker under voice load. Parley runs in
+// this process, so -cpuprofile and -memprofile see the server only, and the
+// load generator runs as a child `parley bench voice --url …`:
+//
+//	PARLEY_BENCH_VOICE_PROFILE=300 go test -run TestBenchVoiceProfile \
+//	    -cpuprofile cpu.out -timeout 10m ./cmd/parley
+//	go tool pprof -top cpu.out
+//
+// PARLEY_BENCH_VOICE_ARGS adds flags for the generator (e.g. "--duration 30s").
+func TestBenchVoiceProfile(t *testing.T) {
+	n := os.Getenv("PARLEY_BENCH_VOICE_PROFILE")
+	if n == "" {
+		t.Skip("set PARLEY_BENCH_VOICE_PROFILE=<sessions> to profile the broker under voice load")
+	}
+	bin := parleyBinary(t)
+	cfg := testConfig(t)
+	cfg.Media.IncludeLoopback = true
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	a := newApp(cfg, log)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := a.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := a.Stop(sctx); err != nil {
+			t.Errorf("stop: %v", err)
+		}
+	}()
+	args := []string{"bench", "voice", "--sessions", n, "--url", "http://" + a.server.Addr(),
+		"--nats-url", a.broker.NATSClientURL(), "--server-pid", strconv.Itoa(os.Getpid())}
+	args = append(args, strings.Fields(os.Getenv("PARLEY_BENCH_VOICE_ARGS"))...)
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	if err := cmd.Run(); err != nil {
+		t.Errorf("%v: %v", args, err)
+	}
+}
