@@ -67,8 +67,9 @@ bench-voice: build
 	  echo; \
 	done; exit $$rc
 
-## fuzz: a short run of every fuzz target (FUZZTIME per target)
-FUZZTIME ?= 15s
+## fuzz: every fuzz target for FUZZTIME each (CI: 30s) — origins, tokens,
+## identity, JSON request decoders, config loader, SDP fragments, frames
+FUZZTIME ?= 30s
 fuzz:
 	@for pkg in $$($(GO) list ./...); do \
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \

@@ -7,6 +7,8 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/parley-rtc/parley/configs"
 )
 
 type decodeTarget struct {
@@ -233,6 +235,44 @@ func FuzzDecodeJSON(f *testing.F) {
 		// Accepted input is one JSON value, and v holds what it says.
 		if !json.Valid(body) {
 			t.Fatalf("accepted invalid JSON %q", body)
+		}
+	})
+}
+
+// FuzzRequestDecoders feeds arbitrary bodies to the decoder with every
+// request type of the API: nothing panics, every refusal is a coded 4xx.
+func FuzzRequestDecoders(f *testing.F) {
+	for _, s := range []string{
+		`{"widget_key":"pk_demo"}`, `{"widget_key":"pk_demo","challenge":"v1.a.b","mode":"voice","language":"pt-BR"}`,
+		`{"token":"x","visitor_token":"a.b.c","user_id":"u","user_hash":"00"}`, `{"body":"hi","client_message_id":"c1","wait":true,"upload_ids":["upl_x"]}`,
+		`{"mode":"chat"}`, `{"kind":"email","value":"a@b.co","source":"volunteered"}`, `{"origin":"https://a.com","visitor":{"sub":"u"}}`,
+		`{"user_id":"u","email":"a@b.co"}`, `{"grace_seconds":60}`, `{"name":"n","scopes":["config:read"],"tenant":"t"}`,
+		`{"public_key":"pk_x","allowed_origins":["example.com"],"nav_map":[{"id":"a","path":"/"}],"triggers":[{"type":"exit_intent"}],"translations":{"fr":{}}}`,
+		`{"type":"offer","sdp":"v=0"}`, `{"unknown":1}`, `{"body":null}`, `[]`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		targets := []any{&resolveRequest{}, &createSessionRequest{}, &postMessageRequest{}, &modeRequest{},
+			&captureRequest{}, &bootstrapRequest{}, &userTokenRequest{}, &rotateRequest{}, &createKeyRequest{},
+			&configs.WidgetConfig{}, &sdpJSON{}}
+		for _, v := range targets {
+			r := httptest.NewRequest(http.MethodPost, "/", strings.NewReader(string(body)))
+			r.Header.Set("Content-Type", "application/json")
+			err := decodeJSON(httptest.NewRecorder(), r, v)
+			if err == nil {
+				continue
+			}
+			if we, _ := classify(err); we.status != http.StatusBadRequest && we.status != http.StatusRequestEntityTooLarge {
+				t.Fatalf("decoding into %T: %v classified as %d", v, err, we.status)
+			}
+		}
+		// Widgets that decode are validated without panicking.
+		var w configs.WidgetConfig
+		r := httptest.NewRequest(http.MethodPost, "/", strings.NewReader(string(body)))
+		if decodeJSON(httptest.NewRecorder(), r, &w) == nil {
+			w.Normalize()
+			_ = w.Validate()
 		}
 	})
 }
