@@ -116,7 +116,7 @@ type Event struct {
 	Reason string `json:"reason,omitempty"`
 	// Language is the visitor's language (session_started).
 	Language string `json:"language,omitempty"`
-	// Widget is the public widget key the session came through.
+	// Widget is the id of the widget the session came through.
 	Widget string `json:"widget,omitempty"`
 	// Visitor holds verified visitor claims (session_started).
 	Visitor map[string]any `json:"visitor,omitempty"`

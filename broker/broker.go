@@ -79,7 +79,16 @@ type Broker struct {
 	started atomic.Bool
 	ready   atomic.Bool
 	closed  atomic.Bool
+
+	// attachOnly opens existing buckets without changing their settings
+	// (operator tools); see AttachOnly.
+	attachOnly bool
 }
+
+// AttachOnly makes Start open the deployment's existing streams and
+// buckets as they are, never creating or re-configuring them: for tools
+// like `parley keys` that run beside a live broker. Call it before Start.
+func (b *Broker) AttachOnly() { b.attachOnly = true }
 
 // New builds a broker from the configuration. Nothing runs before Start.
 func New(cfg configs.Config, log *slog.Logger) *Broker {
@@ -178,22 +187,37 @@ func (b *Broker) Start(ctx context.Context) error {
 // setupStore creates or updates the conversation log stream and KV buckets.
 func (b *Broker) setupStore(ctx context.Context) error {
 	replicas := max(b.cfg.NATS.Replicas, 1)
-	st, err := b.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        b.subj.StreamName(),
-		Description: "Parley conversation logs",
-		Subjects:    b.subj.LogSubjects(),
-		Storage:     jetstream.FileStorage,
-		Retention:   jetstream.LimitsPolicy,
-		Replicas:    replicas,
-		Duplicates:  b.cfg.NATS.DedupWindow,
-		AllowDirect: true,
-	})
+	var (
+		st  jetstream.Stream
+		err error
+	)
+	if b.attachOnly {
+		st, err = b.js.Stream(ctx, b.subj.StreamName())
+	} else {
+		st, err = b.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+			Name:        b.subj.StreamName(),
+			Description: "Parley conversation logs",
+			Subjects:    b.subj.LogSubjects(),
+			Storage:     jetstream.FileStorage,
+			Retention:   jetstream.LimitsPolicy,
+			Replicas:    replicas,
+			Duplicates:  b.cfg.NATS.DedupWindow,
+			AllowDirect: true,
+		})
+	}
 	if err != nil {
 		return fmt.Errorf("%w: conversation stream: %w", ErrStore, err)
 	}
 	b.stream = st
 	bucket := func(name, desc string, ttl time.Duration) (jetstream.KeyValue, error) {
 		name = b.subj.Bucket(name)
+		if b.attachOnly {
+			kv, err := b.js.KeyValue(ctx, name)
+			if err != nil {
+				return nil, fmt.Errorf("%w: kv %s (is Parley running on this NATS?): %w", ErrStore, name, err)
+			}
+			return kv, nil
+		}
 		kv, err := b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 			Bucket: name, Description: desc, Storage: jetstream.FileStorage,
 			Replicas: replicas, TTL: ttl, History: 1,
@@ -212,7 +236,10 @@ func (b *Broker) setupStore(ctx context.Context) error {
 	if b.resume, err = bucket(bucketResume, "Parley resume tokens by hash", b.cfg.Sessions.ResumeWindow); err != nil {
 		return err
 	}
-	if b.nonces, err = bucket(bucketNonces, "Parley single-use challenge nonces", 2*b.cfg.Sessions.ChallengeTTL); err != nil {
+	// A used nonce must be remembered longer than anything carrying it
+	// stays valid: challenges and bootstrap tokens.
+	nonceTTL := 2 * max(b.cfg.Sessions.ChallengeTTL, b.cfg.Security.BootstrapTokenTTL+b.cfg.Security.ClockSkew)
+	if b.nonces, err = bucket(bucketNonces, "Parley single-use nonces (challenges, bootstrap tokens)", nonceTTL); err != nil {
 		return err
 	}
 	if b.secrets, err = bucket(bucketSecrets, "Parley signing keys", 0); err != nil {
@@ -227,10 +254,14 @@ func (b *Broker) setupStore(ctx context.Context) error {
 	if b.leads, err = bucket(bucketLeads, "Parley leads (visitor captures)", 0); err != nil {
 		return err
 	}
-	b.uploads, err = b.js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
-		Bucket: b.subj.Bucket(bucketUploads), Description: "Parley visitor uploads",
-		Storage: jetstream.FileStorage, Replicas: replicas,
-	})
+	if b.attachOnly {
+		b.uploads, err = b.js.ObjectStore(ctx, b.subj.Bucket(bucketUploads))
+	} else {
+		b.uploads, err = b.js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+			Bucket: b.subj.Bucket(bucketUploads), Description: "Parley visitor uploads",
+			Storage: jetstream.FileStorage, Replicas: replicas,
+		})
+	}
 	if err != nil {
 		return fmt.Errorf("%w: object store: %w", ErrStore, err)
 	}

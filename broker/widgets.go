@@ -247,6 +247,11 @@ func (b *Broker) CreateWidget(ctx context.Context, w configs.WidgetConfig, gener
 	if err := b.validateWidget(&w); err != nil {
 		return WidgetRecord{}, err
 	}
+	// An id once deleted is never given out again: keys, sessions and
+	// leads of the old widget must not carry over to a new one.
+	if _, err := b.widgets.Get(ctx, "gone."+w.ID); err == nil {
+		return WidgetRecord{}, &ValidationError{Problems: []configs.Problem{{Field: "id", Message: "was used by a deleted widget; choose another"}}}
+	}
 	now := time.Now().UTC()
 	r := WidgetRecord{WidgetConfig: w, Secret: w.IdentitySecret, CreatedAt: now, UpdatedAt: now}
 	data, _ := json.Marshal(&r)
@@ -311,10 +316,26 @@ func (b *Broker) RotateWidgetKey(ctx context.Context, id string, grace time.Dura
 	return r, nil
 }
 
-// DeleteWidget removes a widget; its conversations stay.
+// DeleteWidget removes a widget and revokes its secret keys; its
+// conversations stay. Its id is never reused.
 func (b *Broker) DeleteWidget(ctx context.Context, id string) error {
-	if _, err := b.WidgetByID(id); err != nil {
+	w, err := b.WidgetByID(id)
+	if err != nil {
 		return err
+	}
+	if _, err := b.widgets.Put(ctx, "gone."+id, []byte(w.Tenant)); err != nil {
+		return fmt.Errorf("%w: delete widget: %w", ErrStore, err)
+	}
+	keys, err := b.ListKeys(ctx, "")
+	if err != nil {
+		return err
+	}
+	for _, k := range keys {
+		if k.WidgetID == id && !k.Disabled {
+			if _, err := b.RevokeKey(ctx, k.ID); err != nil {
+				return err
+			}
+		}
 	}
 	if err := b.widgets.Delete(ctx, "w."+id); err != nil {
 		return fmt.Errorf("%w: delete widget: %w", ErrStore, err)

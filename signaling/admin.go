@@ -136,11 +136,21 @@ func (s *Server) serveAdminUpdateWidget(w http.ResponseWriter, r *http.Request) 
 		writeError(w, err)
 		return
 	}
-	var wc configs.WidgetConfig
-	if err := decodeJSON(w, r, &wc); err != nil {
+	// A widget as GET shows it can be sent back: the read-only fields
+	// are accepted and ignored.
+	var req struct {
+		configs.WidgetConfig
+		HasIdentitySecret     *bool      `json:"has_identity_secret"`
+		PreviousKeyValidUntil *time.Time `json:"previous_key_valid_until"`
+		EmbedSnippet          *string    `json:"embed_snippet"`
+		CreatedAt             *time.Time `json:"created_at"`
+		UpdatedAt             *time.Time `json:"updated_at"`
+	}
+	if err := decodeJSON(w, r, &req); err != nil {
 		writeError(w, err)
 		return
 	}
+	wc := req.WidgetConfig
 	if wc.Tenant == "" || key.Tenant != "" {
 		wc.Tenant = cur.Tenant // a tenant key cannot move a widget out
 	}

@@ -46,9 +46,10 @@ func (s *Server) serveCapture(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, lead)
 }
 
-// Upload content types accepted after sniffing the bytes.
+// Upload content types accepted after sniffing the bytes: images, PDF and
+// plain text (not HTML or XML, which a browser would run if ever served).
 func uploadTypeAllowed(ct string) bool {
-	return strings.HasPrefix(ct, "image/") || strings.HasPrefix(ct, "text/") || ct == "application/pdf"
+	return strings.HasPrefix(ct, "image/") || strings.HasPrefix(ct, "text/plain") || ct == "application/pdf"
 }
 
 // serveUpload: POST /v1/sessions/{id}/uploads, multipart/form-data with one

@@ -34,6 +34,23 @@ func parseOrigin(s string) (origin, bool) {
 	return o, o.host != ""
 }
 
+// canonicalOrigin spells an origin one way: lower case, the scheme's
+// default port left out ("HTTPS://A.com:443" → "https://a.com").
+func canonicalOrigin(s string) string {
+	o, ok := parseOrigin(s)
+	if !ok {
+		return strings.ToLower(s)
+	}
+	host := o.host
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]"
+	}
+	if o.port == defaultPort(o.scheme) {
+		return o.scheme + "://" + host
+	}
+	return o.scheme + "://" + host + ":" + o.port
+}
+
 func defaultPort(scheme string) string {
 	if scheme == "https" {
 		return "443"

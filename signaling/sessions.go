@@ -71,7 +71,7 @@ func (s *Server) serveCreateSession(w http.ResponseWriter, r *http.Request) {
 		if err == nil {
 			origin, err = checkOrigin(wc, r.Header.Get("Origin"))
 		}
-		if err == nil && bootOrigin != "" && bootOrigin != origin {
+		if err == nil && bootOrigin != "" && canonicalOrigin(bootOrigin) != canonicalOrigin(origin) {
 			err = fmt.Errorf("%w: issued for another origin", ErrBootstrapTokenInvalid)
 		}
 	} else {
@@ -146,6 +146,18 @@ func (s *Server) visitorIdentity(wc configs.WidgetConfig, req createSessionReque
 		c   VisitorClaims
 		err error
 	)
+	styles := 0
+	for _, set := range []bool{req.VisitorToken != "", req.UserID != "" || req.UserHash != "", req.UserToken != "", boot != nil} {
+		if set {
+			styles++
+		}
+	}
+	if styles > 1 {
+		return nil, fmt.Errorf("%w: send one identity: visitor_token, user_id + user_hash, user_token or a bootstrap token with a visitor", broker.ErrValidation)
+	}
+	if wc.IdentityPolicy == "guest" {
+		return nil, nil // guests only: identities are not used
+	}
 	secret := []byte(wc.IdentitySecret)
 	switch {
 	case boot != nil:

@@ -18,7 +18,7 @@ func (s *Server) secretKeyWidget(r *http.Request) (broker.WidgetRecord, error) {
 		return broker.WidgetRecord{}, err
 	}
 	w, err := s.b.WidgetByID(key.WidgetID)
-	if err != nil {
+	if err != nil || w.Tenant != key.Tenant {
 		return broker.WidgetRecord{}, fmt.Errorf("%w: the key's widget no longer exists", broker.ErrUnknownKey)
 	}
 	return w, nil
@@ -56,6 +56,7 @@ func (s *Server) serveBootstrapToken(w http.ResponseWriter, r *http.Request) {
 			writeError(w, err)
 			return
 		}
+		req.Origin = canonicalOrigin(req.Origin)
 	}
 	if req.Visitor != nil {
 		if err := req.Visitor.validate(); err != nil {

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/parley-rtc/parley/agentbridge"
 	"github.com/parley-rtc/parley/broker"
 	"github.com/parley-rtc/parley/media"
 )
@@ -93,8 +94,8 @@ func (s *Server) serveVoiceOffer(w http.ResponseWriter, r *http.Request) {
 		writeError(w, ErrVoiceUnavailable)
 		return
 	}
-	if wc, err := s.b.WidgetByID(sess.Widget); err != nil || !wc.AllowsVoice() {
-		writeError(w, fmt.Errorf("%w: this widget is chat only", ErrModeNotAllowed))
+	if err := s.modeAllowed(sess, agentbridge.ModeVoice); err != nil {
+		writeError(w, err)
 		return
 	}
 	offer, asJSON, err := readSDP(w, r)
@@ -252,6 +253,10 @@ func (s *Server) serveMode(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	if err := s.modeAllowed(sess, req.Mode); err != nil {
+		writeError(w, err)
+		return
+	}
 	mc, _, err := s.b.SetMode(context.WithoutCancel(r.Context()), sess, req.Mode, "visitor")
 	if err != nil {
 		writeError(w, err)
@@ -287,8 +292,29 @@ func (s *Server) iceServers(sessionID string, now time.Time) []iceServer {
 	return out
 }
 
+// modeAllowed refuses voice for chat-only widgets (and chat for voice-only
+// ones).
+func (s *Server) modeAllowed(sess broker.Session, mode string) error {
+	wc, err := s.b.WidgetByID(sess.Widget)
+	if err != nil {
+		return ErrWidgetNotFound
+	}
+	switch {
+	case mode == agentbridge.ModeVoice && !wc.AllowsVoice():
+		return fmt.Errorf("%w: this widget is chat only", ErrModeNotAllowed)
+	case mode == agentbridge.ModeChat && !wc.AllowsChat():
+		return fmt.Errorf("%w: this widget is voice only", ErrModeNotAllowed)
+	}
+	return nil
+}
+
 // wsMode handles a {"type":"mode","mode":…} frame.
 func (l *leg) onModeFrame(ctx context.Context, mode string) {
+	if err := l.s.modeAllowed(l.sess, mode); err != nil {
+		we, msg := classify(err)
+		l.sendError(we.code, msg, "")
+		return
+	}
 	mc, _, err := l.s.b.SetMode(context.WithoutCancel(ctx), l.sess, mode, "visitor")
 	if err != nil {
 		we, msg := classify(err)

@@ -43,6 +43,7 @@ func keysCmd(args []string, stdout, stderr io.Writer) int {
 	cfg.NATS.URL, cfg.NATS.Prefix = *natsURL, *prefix
 	cfg.Widgets = nil // never seed from a CLI
 	b := broker.New(cfg, newLogger(stderr, "warn", "text"))
+	b.AttachOnly() // never touch the running deployment's bucket settings
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := b.Start(ctx); err != nil {

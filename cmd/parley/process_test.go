@@ -15,6 +15,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // These tests run the real binary, because kill -9 and SIGTERM are about
@@ -290,6 +293,25 @@ func TestKeysCLI(t *testing.T) {
 		}
 		return string(out)
 	}
+	// The tool must not touch the deployment's bucket settings.
+	nc, err := nats.Connect(natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	nonceTTL := func() time.Duration {
+		kv, err := js.KeyValue(t.Context(), "parley_nonces")
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := kv.Status(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.TTL()
+	}
+	before := nonceTTL()
 	out := run("create", "--nats-url", natsURL, "--kind", "admin", "--scopes", "config:read,keys:write", "--name", "ops", "--json")
 	var created struct {
 		Key  string `json:"key"`
@@ -316,6 +338,9 @@ func TestKeysCLI(t *testing.T) {
 		t.Fatalf("list:\n%s", list)
 	}
 	run("revoke", "--nats-url", natsURL, created.Info.ID)
+	if after := nonceTTL(); after != before || before < 20*time.Minute {
+		t.Fatalf("nonce bucket TTL %v before the tool, %v after; want unchanged and covering bootstrap tokens", before, after)
+	}
 	if r := e.do("GET", "/v1/admin/widgets", nil, "Authorization", "Bearer "+created.Key); r.status != 403 || r.errCode() != "KEY_DISABLED" {
 		t.Fatalf("revoked key: %d %s", r.status, r.raw)
 	}
