@@ -57,6 +57,10 @@ type Config struct {
 	Media MediaConfig `yaml:"media"`
 	// Limits are the abuse limits of the public API.
 	Limits LimitsConfig `yaml:"limits"`
+	// LiveKit configures the LiveKit voice transport.
+	LiveKit LiveKitConfig `yaml:"livekit"`
+	// Ops configures room state and operator views.
+	Ops OpsConfig `yaml:"ops"`
 	// Widgets lists the embeddable widgets. A list given in the YAML file
 	// replaces the default demo widget.
 	Widgets []WidgetConfig `yaml:"widgets"`
@@ -186,6 +190,8 @@ func Default() Config {
 		EchoAgent: EchoAgentConfig{Enabled: true, Workers: 1, Agent: DefaultAgent},
 		Media:     defaultMedia(),
 		Limits:    defaultLimits(),
+		LiveKit:   LiveKitConfig{TokenTTL: 10 * time.Minute, RoomPrefix: "parley-", EmptyTimeout: 5 * time.Minute},
+		Ops:       OpsConfig{RoomUpdateInterval: 250 * time.Millisecond, RecentEvents: 50},
 		Security: SecurityConfig{TrustedProxies: []string{}, BootstrapTokenTTL: 10 * time.Minute,
 			UserTokenTTL: 5 * time.Minute, ClockSkew: 30 * time.Second},
 		Widgets: []WidgetConfig{demoWidget()},
@@ -312,6 +318,10 @@ func (c Config) LogValue() slog.Value {
 			slog.Duration("user_token_ttl", c.Security.UserTokenTTL),
 			slog.Duration("clock_skew", c.Security.ClockSkew)),
 		slog.Attr{Key: "limits", Value: c.Limits.logValue()},
+		slog.Any("livekit", c.LiveKit),
+		slog.Group("ops",
+			slog.Duration("room_update_interval", c.Ops.RoomUpdateInterval),
+			slog.Int("recent_events", c.Ops.RecentEvents)),
 		slog.Group("echo_agent",
 			slog.Bool("enabled", c.EchoAgent.Enabled),
 			slog.Int("workers", c.EchoAgent.Workers),

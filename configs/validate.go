@@ -105,6 +105,8 @@ func (c *Config) Validate() error {
 
 	c.Media.validate(&ps)
 	c.Limits.validate(&ps)
+	c.LiveKit.validate(&ps)
+	c.Ops.validate(&ps)
 	if _, err := ParsePrefixes(c.Security.TrustedProxies); err != nil {
 		ps.add("security.trusted_proxies", "%v", err)
 	}

@@ -83,6 +83,16 @@ func TestValidateRules(t *testing.T) {
 		{"bootstrap ttl", func(c *Config) { c.Security.BootstrapTokenTTL = 0 }, "security.bootstrap_token_ttl"},
 		{"user token ttl", func(c *Config) { c.Security.UserTokenTTL = 0 }, "security.user_token_ttl"},
 		{"clock skew", func(c *Config) { c.Security.ClockSkew = time.Hour }, "security.clock_skew"},
+		{"livekit url", func(c *Config) {
+			c.LiveKit = LiveKitConfig{URL: "ftp://x", APIKey: "k", APISecret: "secret-123", TokenTTL: time.Hour, EmptyTimeout: time.Minute}
+		}, "livekit.url"},
+		{"livekit key", func(c *Config) { c.LiveKit.URL, c.LiveKit.APISecret = "ws://127.0.0.1:7880", "secret-123" }, "livekit.api_key"},
+		{"livekit secret", func(c *Config) { c.LiveKit.URL, c.LiveKit.APIKey = "ws://127.0.0.1:7880", "devkey" }, "livekit.api_secret"},
+		{"livekit ttl", func(c *Config) { c.LiveKit.TokenTTL = 48 * time.Hour }, "livekit.token_ttl"},
+		{"livekit prefix", func(c *Config) { c.LiveKit.RoomPrefix = "a b" }, "livekit.room_prefix"},
+		{"ops interval", func(c *Config) { c.Ops.RoomUpdateInterval = time.Hour }, "ops.room_update_interval"},
+		{"ops recent", func(c *Config) { c.Ops.RecentEvents = -1 }, "ops.recent_events"},
+		{"voice transport", func(c *Config) { widget(c).VoiceTransport = "sip" }, "widgets[0].voice_transport"},
 		{"echo workers low", func(c *Config) { c.EchoAgent.Workers = -1 }, "echo_agent.workers"},
 		{"echo workers high", func(c *Config) { c.EchoAgent.Workers = 65 }, "echo_agent.workers"},
 		{"echo agent name", func(c *Config) { c.EchoAgent.Agent = "echo.v2" }, "echo_agent.agent"},

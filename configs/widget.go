@@ -52,6 +52,9 @@ type WidgetConfig struct {
 	AllowDevOrigins bool `yaml:"allow_dev_origins" json:"allow_dev_origins"`
 	// Agent is the agent name conversations are dispatched to.
 	Agent string `yaml:"agent" json:"agent"`
+	// VoiceTransport carries the widget's voice: webrtc (Parley's own
+	// media, the default) or livekit (a LiveKit SFU).
+	VoiceTransport string `yaml:"voice_transport" json:"voice_transport"`
 	// IdentityPolicy is guest (anonymous visitors only are expected),
 	// identified (a verified identity is required) or both.
 	IdentityPolicy string `yaml:"identity_policy" json:"identity_policy"`
@@ -175,6 +178,7 @@ func (w *WidgetConfig) Normalize() {
 	def(&w.Theme, "auto")
 	def(&w.LauncherPosition, "bottom-right")
 	def(&w.IdentityPolicy, "both")
+	def(&w.VoiceTransport, "webrtc")
 	def(&w.Colors.Primary, "#4f46e5")
 	def(&w.Colors.Accent, "#22c55e")
 	for i, o := range w.AllowedOrigins {
@@ -217,6 +221,7 @@ func (w *WidgetConfig) Validate() []Problem {
 	ps.oneOf("theme", w.Theme, widgetThemes...)
 	ps.oneOf("launcher_position", w.LauncherPosition, widgetPositions...)
 	ps.oneOf("identity_policy", w.IdentityPolicy, identityPolicies...)
+	ps.oneOf("voice_transport", w.VoiceTransport, "webrtc", "livekit")
 	for name, c := range map[string]string{"colors.primary": w.Colors.Primary, "colors.accent": w.Colors.Accent} {
 		if !hexColor.MatchString(c) {
 			ps.add(name, "must be a hex color such as #4f46e5, got %q", c)
