@@ -32,6 +32,7 @@ const (
 	bucketKeys          = "keys"
 	bucketLeads         = "leads"
 	bucketUploads       = "uploads"
+	bucketRooms         = "rooms"
 )
 
 // Broker owns the NATS connection (and the embedded server, if any), the
@@ -56,6 +57,10 @@ type Broker struct {
 	keys          jetstream.KeyValue
 	leads         jetstream.KeyValue
 	uploads       jetstream.ObjectStore
+	roomsKV       jetstream.KeyValue
+
+	rooms    *rooms
+	observer atomic.Pointer[observerBox]
 
 	widgetCache *widgetCache
 
@@ -106,6 +111,8 @@ func New(cfg configs.Config, log *slog.Logger) *Broker {
 
 		widgetCache: newWidgetCache(),
 	}
+	b.observer.Store(&observerBox{nopObserver{}})
+	b.rooms = newRooms(b)
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	b.registry = newRegistry(cfg.Agents.HeartbeatTimeout)
 	b.dispatcher = newDispatcher(b)
@@ -180,6 +187,7 @@ func (b *Broker) Start(ctx context.Context) error {
 		return err
 	}
 	b.goroutine(b.dispatcher.watchWorkers)
+	b.goroutine(b.roomsLoop)
 	b.ready.Store(true)
 	return nil
 }
@@ -252,6 +260,9 @@ func (b *Broker) setupStore(ctx context.Context) error {
 		return err
 	}
 	if b.leads, err = bucket(bucketLeads, "Parley leads (visitor captures)", 0); err != nil {
+		return err
+	}
+	if b.roomsKV, err = bucket(bucketRooms, "Parley live rooms (ops view)", 0); err != nil {
 		return err
 	}
 	if b.attachOnly {

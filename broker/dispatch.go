@@ -40,13 +40,14 @@ func (d *dispatcher) ensure(cid string) bool {
 	if d.running[cid] {
 		return d.unavailable[cid]
 	}
-	if d.b.goroutine(func() { d.loop(cid) }) {
+	start := time.Now()
+	if d.b.goroutine(func() { d.loop(cid, start) }) {
 		d.running[cid] = true
 	}
 	return false
 }
 
-func (d *dispatcher) loop(cid string) {
+func (d *dispatcher) loop(cid string, start time.Time) {
 	b := d.b
 	log := b.log.With("conversation_id", cid)
 	defer func() {
@@ -60,6 +61,7 @@ func (d *dispatcher) loop(cid string) {
 		reply, conv, err := d.attempt(cid)
 		switch {
 		case err == nil:
+			b.obs().Dispatched(conv.Agent, time.Since(start))
 			log.Debug("conversation dispatched", "worker_id", reply.WorkerID, "epoch", conv.Epoch, "attempt", attempt)
 			d.notify(Notice{Kind: NoticeAgentAssigned, ConversationID: cid, Agent: conv.Agent,
 				WorkerID: reply.WorkerID, Epoch: conv.Epoch, Attempt: attempt})

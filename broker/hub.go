@@ -212,6 +212,7 @@ func (h *hub) run() {
 			b.log.Warn("skipping undecodable log entry", "conversation_id", h.cid, "err", err)
 			continue
 		}
+		b.rooms.observe(h.cid, &ev)
 		h.fanout(Update{Event: &ev})
 	}
 }

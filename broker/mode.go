@@ -61,6 +61,7 @@ func (b *Broker) SetMode(ctx context.Context, s Session, mode, reason string) (M
 			v.end(ctx, reason, false)
 		}
 	}
+	b.obs().ModeChanged(mode)
 	b.log.Info("mode changed", "session_id", s.ID, "conversation_id", s.ConversationID,
 		"mode", mode, "previous_mode", prev, "reason", reason)
 	b.dispatcher.ensure(s.ConversationID)

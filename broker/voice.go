@@ -29,11 +29,12 @@ type MediaLeg interface {
 // parley.conv.<cid>.out.audio comes back, and the agent's clear_audio
 // events empty the visitor's queue. Audio never touches JetStream.
 type Voice struct {
-	b       *Broker
-	id      string
-	session Session
-	format  string
-	inSubj  string
+	b         *Broker
+	id        string
+	session   Session
+	format    string
+	inSubj    string
+	transport string
 
 	micFrames   atomic.Uint64
 	micErrors   atomic.Uint64
@@ -68,8 +69,12 @@ func (b *Broker) AgentFormat(agent string) string {
 // the caller builds its transport in between and may still drop it.
 func (b *Broker) NewVoice(s Session) *Voice {
 	return &Voice{b: b, id: newID("leg_"), session: s, format: b.AgentFormat(s.Agent),
-		inSubj: b.subj.InAudio(s.ConversationID), done: make(chan struct{})}
+		inSubj: b.subj.InAudio(s.ConversationID), done: make(chan struct{}), transport: "webrtc"}
 }
+
+// SetTransport names the transport for ops ("webrtc", "livekit"); call it
+// before StartVoice.
+func (v *Voice) SetTransport(name string) { v.transport = name }
 
 // ID is the leg id.
 func (v *Voice) ID() string { return v.id }
@@ -105,6 +110,9 @@ func (v *Voice) PublishMic(f agentbridge.AudioFrame) {
 		return
 	}
 	v.micFrames.Add(1)
+	if !f.CapturedAt.IsZero() {
+		v.b.obs().MicFrame(time.Since(f.CapturedAt))
+	}
 }
 
 // Start attaches the transport: agent audio and clear_audio are routed to
@@ -137,6 +145,8 @@ func (b *Broker) StartVoice(ctx context.Context, v *Voice, m MediaLeg) error {
 	if old != nil {
 		old.end(ctx, "replaced", false)
 	}
+	ms, _ := m.(MediaStatser)
+	b.rooms.attach(v.session, RoomLeg{ID: v.id, Kind: agentbridge.ModeVoice, Transport: v.transport}, ms, time.Time{})
 	if !b.goroutine(v.watchEvents) {
 		v.end(ctx, "shutting_down", false)
 		return ErrClosed
@@ -242,6 +252,7 @@ func (v *Voice) end(ctx context.Context, reason string, toChat bool) {
 		_ = media.Close()
 	}
 	b := v.b
+	b.rooms.detach(v.session.ConversationID, v.id)
 	b.voiceMu.Lock()
 	current := b.voices[v.session.ID] == v
 	if current {

@@ -49,6 +49,8 @@ var (
 	ErrWidgetNotFound = errors.New("widget not found")
 	// ErrKeyNotFound: no API key of that id (for this key).
 	ErrKeyNotFound = errors.New("API key not found")
+	// ErrRoomNotFound: no live room of that conversation (for this key).
+	ErrRoomNotFound = errors.New("room not found")
 )
 
 // wireError is how one error is shown on the wire.
@@ -81,6 +83,7 @@ var wireErrors = []struct {
 	{ErrMissingScope, wireError{http.StatusForbidden, "MISSING_SCOPE"}},
 	{ErrWidgetNotFound, wireError{http.StatusNotFound, "WIDGET_NOT_FOUND"}},
 	{ErrKeyNotFound, wireError{http.StatusNotFound, "KEY_NOT_FOUND"}},
+	{ErrRoomNotFound, wireError{http.StatusNotFound, "ROOM_NOT_FOUND"}},
 	{broker.ErrUnknownUpload, wireError{http.StatusNotFound, "UPLOAD_NOT_FOUND"}},
 	{ErrWidgetNotLive, wireError{http.StatusConflict, "WIDGET_NOT_LIVE"}},
 	{ErrOriginRequired, wireError{http.StatusUnauthorized, "ORIGIN_REQUIRED"}},

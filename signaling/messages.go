@@ -58,6 +58,7 @@ func (s *Server) servePostMessage(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	s.b.LegAttached(sess, "http_"+sess.ID, "http")
 	var sub *broker.Subscription
 	if req.Wait {
 		// Subscribe before posting so the reply cannot be missed.

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,6 +30,7 @@ type Server struct {
 	challenger *challenger
 	tokens     *tokenIssuer
 	limiter    *rateLimiter
+	metrics    *metrics
 	ips        *clientIPs
 	handler    http.Handler
 
@@ -60,9 +62,18 @@ func New(cfg configs.Config, b *broker.Broker, engine *media.Engine, log *slog.L
 		return nil, fmt.Errorf("signaling: trusted proxies: %w", err)
 	}
 	s := &Server{
-		tokens:     newTokenIssuer(b.SigningKey(), cfg.Security.UserTokenTTL, cfg.Security.BootstrapTokenTTL),
-		limiter:    limiter,
-		ips:        newClientIPs(trusted),
+		tokens:  newTokenIssuer(b.SigningKey(), cfg.Security.UserTokenTTL, cfg.Security.BootstrapTokenTTL),
+		limiter: limiter,
+		ips:     newClientIPs(trusted),
+		metrics: newMetrics(b, func() []string {
+			var agents []string
+			for _, w := range b.ListWidgets("") {
+				if !slices.Contains(agents, w.Agent) {
+					agents = append(agents, w.Agent)
+				}
+			}
+			return agents
+		}),
 		cfg:        cfg,
 		b:          b,
 		engine:     engine,
@@ -70,6 +81,7 @@ func New(cfg configs.Config, b *broker.Broker, engine *media.Engine, log *slog.L
 		challenger: newChallenger(b.SigningKey(), cfg.Sessions.ChallengeTTL),
 		served:     make(chan struct{}),
 	}
+	b.SetObserver(s.metrics)
 	s.legs, s.cancelLegs = context.WithCancel(context.Background())
 	s.handler = s.logRequests(s.routes())
 	s.legWG.Add(1)
@@ -121,6 +133,11 @@ func (s *Server) routes() *http.ServeMux {
 	mux.Handle("/v1/admin/keys/{kid}", methods{http.MethodDelete: s.serveAdminRevokeKey})
 	mux.Handle("/v1/admin/conversations", methods{http.MethodGet: s.serveAdminConversations})
 	mux.Handle("/v1/admin/leads", methods{http.MethodGet: s.serveAdminLeads})
+	mux.Handle("/v1/ops/rooms", methods{http.MethodGet: s.serveOpsRooms})
+	mux.Handle("/v1/ops/rooms/{id}", methods{http.MethodGet: s.serveOpsRoom, http.MethodDelete: s.serveOpsEndRoom})
+	mux.Handle("/v1/ops/events", methods{http.MethodGet: s.serveOpsEvents})
+	mux.Handle("/ops/{$}", methods{http.MethodGet: s.serveOpsPage})
+	mux.Handle("/metrics", methods{http.MethodGet: s.metrics.handler().ServeHTTP})
 	mux.Handle("/v1/sessions/{id}/webrtc", s.cors(methods{http.MethodPost: s.serveVoiceOffer}))
 	mux.Handle("/v1/sessions/{id}/webrtc/{leg}", s.cors(methods{http.MethodPatch: s.serveVoicePatch, http.MethodDelete: s.serveVoiceDelete}))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -227,6 +244,7 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 		if sw.status == 0 {
 			sw.status = http.StatusOK
 		}
+		s.metrics.countRequest(r.Pattern, sw.status)
 		s.log.Debug("http request", "method", r.Method, "path", r.URL.Path,
 			"status", sw.status, "duration", time.Since(start))
 	})

@@ -121,7 +121,7 @@ func (s *Server) serveVoiceOffer(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	if err := s.b.StartVoice(ctx, v, leg); err != nil {
+	if err := s.b.StartVoice(ctx, v, mediaLeg{leg}); err != nil {
 		_ = leg.Close()
 		writeError(w, err)
 		return
@@ -135,6 +135,17 @@ func (s *Server) serveVoiceOffer(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", contentSDP)
 	w.WriteHeader(http.StatusCreated)
 	_, _ = io.WriteString(w, answer)
+}
+
+// mediaLeg is a WebRTC leg as the broker sees it: a MediaLeg with stats
+// for ops; Trickle and Renegotiate stay reachable for the ICE endpoints.
+type mediaLeg struct{ *media.Leg }
+
+// MediaStats implements broker.MediaStatser.
+func (m mediaLeg) MediaStats() broker.MediaStats {
+	st := m.Stats()
+	return broker.MediaStats{FramesIn: st.FramesIn, FramesOut: st.FramesOut, Lost: st.Lost, Late: st.Late,
+		JitterMS: st.JitterMS, RTTMS: st.RTTMS, BitrateIn: st.BitrateIn, BitrateOut: st.BitrateOut}
 }
 
 // onLegState relays a transport state change: to the log (and so to the

@@ -54,6 +54,9 @@ func (s *Server) anyWidgetAllows(origin string) bool {
 func (s *Server) limit(w http.ResponseWriter, r *http.Request, kind, widgetID string) error {
 	res := s.limiter.allow(kind, s.ips.of(r), widgetID)
 	res.setHeaders(w.Header())
+	if !res.OK {
+		s.metrics.rateLimited.WithLabelValues(kind).Inc()
+	}
 	return res.err()
 }
 

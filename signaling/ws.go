@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/nats-io/nuid"
 
 	"github.com/parley-rtc/parley/agentbridge"
 	"github.com/parley-rtc/parley/broker"
@@ -86,12 +87,16 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.legWG.Done()
+	legID := "ws_" + nuid.Next()
+	s.b.LegAttached(sess, legID, "websocket")
+	defer s.b.LegDetached(sess.ConversationID, legID)
 	l := &leg{
 		s: s, conn: conn, sess: sess, ip: s.ips.of(r),
 		log:     s.log.With("session_id", sess.ID, "conversation_id", sess.ConversationID),
 		out:     make(chan []byte, wsOutQueue),
 		typing:  make(map[string]bool),
 		chunked: make(map[string]bool),
+		posted:  make(map[string]time.Time),
 	}
 	l.run(since)
 }
@@ -124,10 +129,11 @@ type leg struct {
 	log  *slog.Logger
 	out  chan []byte
 
-	lastSeq     uint64          // highest log position sent
-	unavailable bool            // AGENT_UNAVAILABLE was sent and not yet cleared
-	typing      map[string]bool // reply_to → typing sent
-	chunked     map[string]bool // agent message id → a chunk sent
+	posted      map[string]time.Time // visitor message id → when it came, until its first chunk
+	lastSeq     uint64               // highest log position sent
+	unavailable bool                 // AGENT_UNAVAILABLE was sent and not yet cleared
+	typing      map[string]bool      // reply_to → typing sent
+	chunked     map[string]bool      // agent message id → a chunk sent
 }
 
 // legEnd says how a leg ends.
@@ -302,6 +308,7 @@ func (l *leg) onClientFrame(ctx context.Context, f clientFrame) {
 // onMessage stores a visitor message, then acks it. Storing blocks this
 // loop, so the ack always precedes the agent's answer on this socket.
 func (l *leg) onMessage(ctx context.Context, f clientFrame) {
+	received := time.Now()
 	if f.Body == nil {
 		l.sendError("VALIDATION_FAILED", "body is required", f.ClientMessageID)
 		return
@@ -317,6 +324,9 @@ func (l *leg) onMessage(ctx context.Context, f clientFrame) {
 		we, msg := classify(err)
 		l.sendError(we.code, msg, f.ClientMessageID)
 		return
+	}
+	if !posted.Duplicate && len(l.posted) < 1000 {
+		l.posted[posted.MessageID] = received
 	}
 	l.send(serverFrame{Type: "ack", MessageID: posted.MessageID, ClientMessageID: posted.ClientMessageID,
 		ConversationID: posted.ConversationID, Seq: posted.Seq, Duplicate: posted.Duplicate})
@@ -368,6 +378,10 @@ func (l *leg) onEvent(ev *agentbridge.Event) bool {
 		}
 		l.send(serverFrame{Type: "agent_state", State: ev.State, ReplyTo: ev.ReplyTo, Seq: ev.Seq})
 	case agentbridge.EventTextDelta:
+		if at, ok := l.posted[ev.ReplyTo]; ok {
+			l.s.metrics.chatRoundTrip.Observe(time.Since(at).Seconds())
+			delete(l.posted, ev.ReplyTo)
+		}
 		l.sendTyping(ev.ReplyTo)
 		l.chunked[ev.MessageID] = true
 		idx := ev.Index

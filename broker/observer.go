@@ -1,0 +1,44 @@
+package broker
+
+import "time"
+
+// Observer receives the broker's measurements (signaling feeds them to
+// Prometheus). Its methods are called on hot paths: they must be cheap and
+// must not block.
+type Observer interface {
+	// Dispatched: a worker of agent accepted a conversation d after the
+	// first dispatch attempt.
+	Dispatched(agent string, d time.Duration)
+	// ModeChanged: a session switched to mode.
+	ModeChanged(mode string)
+	// SessionStarted: a session started (resumed: on an existing
+	// conversation).
+	SessionStarted(resumed bool)
+	// MicFrame: a visitor audio frame was published d after its RTP
+	// packet arrived.
+	MicFrame(d time.Duration)
+	// MediaFrames: voice legs moved in visitor frames in, agent frames
+	// out and lost visitor frames since the last call.
+	MediaFrames(in, out, lost uint64)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) Dispatched(string, time.Duration)   {}
+func (nopObserver) ModeChanged(string)                 {}
+func (nopObserver) SessionStarted(bool)                {}
+func (nopObserver) MicFrame(time.Duration)             {}
+func (nopObserver) MediaFrames(uint64, uint64, uint64) {}
+
+// observerBox lets the observer be swapped while goroutines read it.
+type observerBox struct{ Observer }
+
+// SetObserver installs o (it may be called after Start).
+func (b *Broker) SetObserver(o Observer) {
+	if o != nil {
+		b.observer.Store(&observerBox{o})
+	}
+}
+
+// obs returns the current observer.
+func (b *Broker) obs() Observer { return b.observer.Load().Observer }

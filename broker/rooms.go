@@ -1,0 +1,450 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/parley-rtc/parley/agentbridge"
+)
+
+// Rooms are the operator's view of live conversations: who is in each,
+// which mode, which agent, how its media is doing. Each broker keeps the
+// rooms whose legs it hosts; changes are coalesced (at most one write per
+// room per ops.room_update_interval, never on the media path) into the
+// <prefix>_rooms KV bucket (key = conversation id, deleted when the room
+// ends) and announced on parley.rooms.<cid>, so `nats kv watch
+// parley_rooms` shows rooms live.
+
+// Room is a live conversation's state.
+type Room struct {
+	ConversationID string            `json:"conversation_id"`
+	Widget         string            `json:"widget"`
+	Agent          string            `json:"agent"`
+	Mode           string            `json:"mode"`
+	Legs           []RoomLeg         `json:"legs"`
+	Participants   []RoomParticipant `json:"participants"`
+	AgentState     string            `json:"agent_state,omitempty"`
+	WorkerID       string            `json:"worker_id,omitempty"`
+	StartedAt      time.Time         `json:"started_at"`
+	LastActivity   time.Time         `json:"last_activity"`
+	UpdatedAt      time.Time         `json:"updated_at"`
+	EndedReason    string            `json:"ended_reason,omitempty"`
+	Broker         string            `json:"broker,omitempty"`
+}
+
+// RoomLeg is one transport attached to the room.
+type RoomLeg struct {
+	ID        string      `json:"id"`
+	Kind      string      `json:"kind"`      // chat or voice
+	Transport string      `json:"transport"` // websocket, http, webrtc, livekit
+	SessionID string      `json:"session_id"`
+	Since     time.Time   `json:"since"`
+	Media     *MediaStats `json:"media,omitempty"`
+}
+
+// RoomParticipant is someone in the room: a visitor session or the agent
+// worker.
+type RoomParticipant struct {
+	Kind string `json:"kind"` // visitor or agent
+	ID   string `json:"id"`
+}
+
+// MediaStats are a voice leg's media counters as ops shows them.
+type MediaStats struct {
+	FramesIn   uint64  `json:"frames_in"`
+	FramesOut  uint64  `json:"frames_out"`
+	Lost       uint64  `json:"lost"`
+	Late       uint64  `json:"late"`
+	JitterMS   float64 `json:"jitter_ms"`
+	RTTMS      float64 `json:"rtt_ms"`
+	BitrateIn  float64 `json:"bitrate_in"`
+	BitrateOut float64 `json:"bitrate_out"`
+	InFPS      float64 `json:"in_fps"`
+	OutFPS     float64 `json:"out_fps"`
+	LossPct    float64 `json:"loss_pct"`
+}
+
+// MediaStatser is implemented by media legs that report counters.
+type MediaStatser interface {
+	MediaStats() MediaStats
+}
+
+// Room end reasons.
+const (
+	RoomEndedLegsClosed = "legs_closed"
+	RoomEndedByOps      = "ended_by_operator"
+)
+
+// httpLegIdle is how long an HTTP-only visitor counts as present after a
+// request.
+const httpLegIdle = time.Minute
+
+// roomRefresh: a broker rewrites each of its rooms at least this often, so
+// rooms left behind by a broker that died can be told apart (roomStale).
+const (
+	roomRefresh = 30 * time.Second
+	roomStale   = 3 * roomRefresh
+)
+
+type roomState struct {
+	room    Room
+	legs    map[string]*roomLeg
+	dirty   bool
+	ended   string
+	written time.Time
+	prevAt  time.Time
+	prev    map[string]MediaStats // for fps
+}
+
+type roomLeg struct {
+	leg   RoomLeg
+	media MediaStatser
+	until time.Time // http legs expire
+}
+
+// rooms is this broker's room table.
+type rooms struct {
+	b     *Broker
+	mu    sync.Mutex
+	byCID map[string]*roomState
+	id    string
+}
+
+func newRooms(b *Broker) *rooms {
+	return &rooms{b: b, byCID: make(map[string]*roomState), id: newID("brk_")}
+}
+
+// attach adds a leg to a conversation's room, creating the room.
+func (r *rooms) attach(s Session, leg RoomLeg, media MediaStatser, until time.Time) {
+	now := time.Now().UTC()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := r.byCID[s.ConversationID]
+	if st == nil {
+		st = &roomState{room: Room{ConversationID: s.ConversationID, Widget: s.Widget, Agent: s.Agent,
+			Mode: s.Mode, StartedAt: now, Broker: r.id}, legs: map[string]*roomLeg{}, prev: map[string]MediaStats{}}
+		r.byCID[s.ConversationID] = st
+	}
+	if l, ok := st.legs[leg.ID]; ok {
+		l.until = until // an HTTP leg seen again
+		st.room.LastActivity = now
+		st.dirty = true
+		return
+	}
+	leg.SessionID, leg.Since = s.ID, now
+	st.legs[leg.ID] = &roomLeg{leg: leg, media: media, until: until}
+	st.room.LastActivity = now
+	st.dirty = true
+}
+
+// detach removes a leg; a room without legs ends.
+func (r *rooms) detach(cid, legID string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := r.byCID[cid]
+	if st == nil {
+		return
+	}
+	delete(st.legs, legID)
+	delete(st.prev, legID)
+	if len(st.legs) == 0 && st.ended == "" {
+		st.ended = RoomEndedLegsClosed
+	}
+	st.dirty = true
+}
+
+// observe follows a conversation's log events (called by the hub).
+func (r *rooms) observe(cid string, ev *agentbridge.Event) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := r.byCID[cid]
+	if st == nil {
+		return
+	}
+	st.room.LastActivity = ev.TS
+	switch ev.Type {
+	case agentbridge.EventModeChanged:
+		st.room.Mode = ev.Mode
+	case agentbridge.EventAgentState:
+		st.room.AgentState = ev.State
+	}
+	if ev.WorkerID != "" {
+		st.room.WorkerID = ev.WorkerID
+	}
+	st.dirty = true
+}
+
+// endRoom marks a room ended with reason (its legs close on their own).
+func (r *rooms) end(cid, reason string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if st := r.byCID[cid]; st != nil {
+		st.ended, st.dirty = reason, true
+	}
+}
+
+// flush writes every changed room; run by the broker every interval.
+func (r *rooms) flush(ctx context.Context) {
+	now := time.Now().UTC()
+	type write struct {
+		cid  string
+		room Room
+		gone bool
+	}
+	var writes []write
+	r.mu.Lock()
+	for cid, st := range r.byCID {
+		for id, l := range st.legs {
+			if !l.until.IsZero() && now.After(l.until) {
+				delete(st.legs, id)
+				st.dirty = true
+				if len(st.legs) == 0 && st.ended == "" {
+					st.ended = RoomEndedLegsClosed
+				}
+			}
+		}
+		if r.snapshotMediaLocked(st, now) || now.Sub(st.written) > roomRefresh {
+			st.dirty = true
+		}
+		if !st.dirty {
+			continue
+		}
+		st.dirty, st.written = false, now
+		room := st.room
+		room.UpdatedAt = now
+		room.EndedReason = st.ended
+		room.Legs = make([]RoomLeg, 0, len(st.legs))
+		visitors := map[string]bool{}
+		for _, l := range st.legs {
+			room.Legs = append(room.Legs, l.leg)
+			visitors[l.leg.SessionID] = true
+		}
+		slices.SortFunc(room.Legs, func(a, b RoomLeg) int { return a.Since.Compare(b.Since) })
+		room.Participants = []RoomParticipant{}
+		for _, sid := range slices.Sorted(maps.Keys(visitors)) {
+			room.Participants = append(room.Participants, RoomParticipant{Kind: "visitor", ID: sid})
+		}
+		if w, ok := r.b.registry.owner(cid); ok {
+			room.WorkerID = w
+		}
+		if room.WorkerID != "" {
+			room.Participants = append(room.Participants, RoomParticipant{Kind: "agent", ID: room.WorkerID})
+		}
+		writes = append(writes, write{cid: cid, room: room, gone: st.ended != ""})
+		if st.ended != "" {
+			delete(r.byCID, cid)
+		}
+	}
+	r.mu.Unlock()
+	for _, w := range writes {
+		r.b.writeRoom(ctx, w.room, w.gone)
+	}
+}
+
+// snapshotMediaLocked refreshes the media counters of voice legs and
+// reports whether they moved.
+func (r *rooms) snapshotMediaLocked(st *roomState, now time.Time) bool {
+	moved := false
+	secs := now.Sub(st.prevAt).Seconds()
+	for id, l := range st.legs {
+		if l.media == nil {
+			continue
+		}
+		m := l.media.MediaStats()
+		p, seen := st.prev[id]
+		if seen && secs > 0 {
+			m.InFPS = float64(m.FramesIn-p.FramesIn) / secs
+			m.OutFPS = float64(m.FramesOut-p.FramesOut) / secs
+		}
+		if m.FramesIn >= p.FramesIn && m.FramesOut >= p.FramesOut && m.Lost >= p.Lost {
+			r.b.obs().MediaFrames(m.FramesIn-p.FramesIn, m.FramesOut-p.FramesOut, m.Lost-p.Lost)
+		}
+		if total := m.FramesIn + m.Lost; total > 0 {
+			m.LossPct = 100 * float64(m.Lost) / float64(total)
+		}
+		if old := l.leg.Media; old == nil || *old != m {
+			moved = true
+		}
+		l.leg.Media = &m
+		st.prev[id] = m
+	}
+	st.prevAt = now
+	return moved
+}
+
+// writeRoom stores (or, when gone, deletes) a room and announces it.
+func (b *Broker) writeRoom(ctx context.Context, room Room, gone bool) {
+	data, _ := json.Marshal(room)
+	var err error
+	if gone {
+		err = b.roomsKV.Delete(ctx, room.ConversationID)
+	} else {
+		_, err = b.roomsKV.Put(ctx, room.ConversationID, data)
+	}
+	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		b.log.Warn("room state not stored", "conversation_id", room.ConversationID, "err", err)
+	}
+	if err := b.nc.Publish(b.subj.Room(room.ConversationID), data); err != nil {
+		b.log.Debug("room state not announced", "conversation_id", room.ConversationID, "err", err)
+	}
+}
+
+// roomsLoop flushes room state every interval until the broker closes.
+func (b *Broker) roomsLoop() {
+	t := time.NewTicker(b.cfg.Ops.RoomUpdateInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.ctx.Done():
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
+			b.rooms.flush(ctx)
+			cancel()
+		}
+	}
+}
+
+// LegAttached tells ops a chat leg (a WebSocket, or an HTTP request)
+// joined a conversation. HTTP legs expire a minute after their last
+// request.
+func (b *Broker) LegAttached(s Session, legID, transport string) {
+	var until time.Time
+	if transport == "http" {
+		until = time.Now().Add(httpLegIdle)
+	}
+	b.rooms.attach(s, RoomLeg{ID: legID, Kind: agentbridge.ModeChat, Transport: transport}, nil, until)
+}
+
+// LegDetached tells ops a leg left.
+func (b *Broker) LegDetached(cid, legID string) { b.rooms.detach(cid, legID) }
+
+// Rooms lists the live rooms of every broker, from the KV bucket,
+// filtered by widget, mode and agent when set.
+func (b *Broker) Rooms(ctx context.Context, widget, mode, agent string) ([]Room, error) {
+	lister, err := b.roomsKV.ListKeys(ctx)
+	if errors.Is(err, jetstream.ErrNoKeysFound) {
+		return []Room{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: list rooms: %w", ErrStore, err)
+	}
+	out := []Room{}
+	for k := range lister.Keys() {
+		room, err := b.Room(ctx, k)
+		if err != nil {
+			continue
+		}
+		if time.Since(room.UpdatedAt) > roomStale {
+			// Left behind by a broker that died: no one refreshes it.
+			_ = b.roomsKV.Delete(ctx, k)
+			continue
+		}
+		if (widget == "" || room.Widget == widget) && (mode == "" || room.Mode == mode) && (agent == "" || room.Agent == agent) {
+			out = append(out, room)
+		}
+	}
+	slices.SortFunc(out, func(a, b Room) int { return a.StartedAt.Compare(b.StartedAt) })
+	return out, nil
+}
+
+// Room returns one live room.
+func (b *Broker) Room(ctx context.Context, cid string) (Room, error) {
+	return load[Room](ctx, b.roomsKV, cid, "conv_", ErrUnknownConversation)
+}
+
+// EndRoom ends a live conversation's room: its voice legs hang up and its
+// visitor sessions end (the WebSockets close with SESSION_ENDED). The
+// conversation itself stays and can be resumed.
+func (b *Broker) EndRoom(ctx context.Context, cid, reason string) error {
+	room, err := b.Room(ctx, cid)
+	if err != nil {
+		return err
+	}
+	if reason == "" {
+		reason = RoomEndedByOps
+	}
+	b.rooms.end(cid, reason)
+	for _, p := range room.Participants {
+		if p.Kind != "visitor" {
+			continue
+		}
+		if v, ok := b.Voice(p.ID); ok {
+			v.end(ctx, reason, false)
+		}
+		if err := b.EndSession(ctx, p.ID, reason); err != nil && !errors.Is(err, ErrUnknownSession) {
+			return err
+		}
+	}
+	// Rooms hosted by another broker end when their sessions do; this
+	// one's entry goes now.
+	room.EndedReason = reason
+	b.writeRoom(ctx, room, true)
+	b.log.Info("room ended by operator", "conversation_id", cid, "reason", reason)
+	return nil
+}
+
+// LocalStats counts what this broker hosts.
+type LocalStats struct {
+	Sessions            int
+	ConversationsByMode map[string]int
+}
+
+// LocalStats returns the sessions with a leg here and the live
+// conversations here by mode.
+func (b *Broker) LocalStats() LocalStats {
+	out := LocalStats{ConversationsByMode: map[string]int{}}
+	sessions := map[string]bool{}
+	b.rooms.mu.Lock()
+	defer b.rooms.mu.Unlock()
+	for _, st := range b.rooms.byCID {
+		if st.ended != "" {
+			continue
+		}
+		out.ConversationsByMode[st.room.Mode]++
+		for _, l := range st.legs {
+			sessions[l.leg.SessionID] = true
+		}
+	}
+	out.Sessions = len(sessions)
+	return out
+}
+
+// RoomSubject is the subject room snapshots are announced on; "*" for all.
+func (b *Broker) RoomSubject(cid string) string { return b.subj.Room(cid) }
+
+// WatchRooms calls f with every room snapshot any broker announces (f runs
+// on one NATS delivery goroutine, in order) until stop is called.
+func (b *Broker) WatchRooms(f func(Room)) (stop func(), err error) {
+	sub, err := b.nc.Subscribe(b.subj.Room("*"), func(m *nats.Msg) {
+		var r Room
+		if json.Unmarshal(m.Data, &r) == nil {
+			f(r)
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: watch rooms: %w", ErrStore, err)
+	}
+	return func() { _ = sub.Unsubscribe() }, nil
+}
+
+// RecentEvents returns the last n events of a conversation's log.
+func (b *Broker) RecentEvents(ctx context.Context, cid string, n int) ([]agentbridge.Event, error) {
+	events, err := b.ReadLog(ctx, cid, 0)
+	if err != nil {
+		return nil, err
+	}
+	if len(events) > n {
+		events = events[len(events)-n:]
+	}
+	return events, nil
+}

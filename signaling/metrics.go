@@ -1,0 +1,141 @@
+package signaling
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/parley-rtc/parley/broker"
+)
+
+// metrics are Parley's Prometheus metrics, on a registry the server owns
+// (namespace parley_, histograms in seconds). It is also the broker's
+// Observer.
+type metrics struct {
+	reg *prometheus.Registry
+
+	sessionsStarted *prometheus.CounterVec
+	dispatch        *prometheus.HistogramVec
+	chatRoundTrip   prometheus.Histogram
+	mediaHop        prometheus.Histogram
+	mediaFrames     *prometheus.CounterVec
+	mediaLost       prometheus.Counter
+	httpRequests    *prometheus.CounterVec
+	rateLimited     *prometheus.CounterVec
+	modeSwitches    *prometheus.CounterVec
+	resumes         prometheus.Counter
+}
+
+// newMetrics registers every metric; gauges are computed at scrape time
+// from b.
+func newMetrics(b *broker.Broker, agents func() []string) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	f := func(c prometheus.Collector) { m.reg.MustRegister(c) }
+	f(collectors.NewGoCollector())
+	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{Namespace: "parley"}))
+	m.sessionsStarted = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "parley", Subsystem: "sessions",
+		Name: "started_total", Help: "Visitor sessions started, by whether they resumed a conversation."}, []string{"resumed"})
+	m.dispatch = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "parley", Subsystem: "agents",
+		Name: "dispatch_seconds", Help: "First dispatch attempt to a worker accepting the conversation.",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}, []string{"agent"})
+	m.chatRoundTrip = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "parley", Subsystem: "chat",
+		Name: "round_trip_seconds", Help: "Visitor message received on the WebSocket to the agent's first chunk sent back.",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)})
+	m.mediaHop = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "parley", Subsystem: "media",
+		Name: "hop_seconds", Help: "RTP packet arrival to its frame published on NATS.",
+		Buckets: prometheus.ExponentialBuckets(0.00001, 2, 16)})
+	m.mediaFrames = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "parley", Subsystem: "media",
+		Name: "frames_total", Help: "Audio frames: in = visitor to agent, out = agent to visitor."}, []string{"direction"})
+	m.mediaLost = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "parley", Subsystem: "media",
+		Name: "frames_lost_total", Help: "Visitor audio frames never received (gaps past the jitter window)."})
+	m.httpRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "parley", Subsystem: "http",
+		Name: "requests_total", Help: "HTTP requests by route pattern and status code."}, []string{"route", "code"})
+	m.rateLimited = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "parley", Subsystem: "http",
+		Name: "rate_limited_total", Help: "Requests refused by a rate limit, by kind."}, []string{"kind"})
+	m.modeSwitches = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "parley", Subsystem: "sessions",
+		Name: "mode_switches_total", Help: "Mode switches, by the mode switched to."}, []string{"mode"})
+	m.resumes = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "parley", Subsystem: "sessions",
+		Name: "resumes_total", Help: "Sessions that resumed an existing conversation."})
+	for _, c := range []prometheus.Collector{m.sessionsStarted, m.dispatch, m.chatRoundTrip, m.mediaHop, m.mediaFrames,
+		m.mediaLost, m.httpRequests, m.rateLimited, m.modeSwitches, m.resumes} {
+		f(c)
+	}
+	f(gaugeFunc("sessions", "active", "Visitor sessions with a leg on this broker.", func() float64 {
+		return float64(b.LocalStats().Sessions)
+	}))
+	f(&roomCollector{b: b, desc: prometheus.NewDesc("parley_conversations_active",
+		"Live conversations hosted on this broker, by mode.", []string{"mode"}, nil)})
+	f(&workerCollector{b: b, agents: agents, desc: prometheus.NewDesc("parley_agent_workers_alive",
+		"Agent workers heartbeating, by agent.", []string{"agent"}, nil)})
+	return m
+}
+
+func gaugeFunc(subsystem, name, help string, fn func() float64) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "parley", Subsystem: subsystem, Name: name, Help: help}, fn)
+}
+
+type roomCollector struct {
+	b    *broker.Broker
+	desc *prometheus.Desc
+}
+
+func (c *roomCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+func (c *roomCollector) Collect(ch chan<- prometheus.Metric) {
+	byMode := c.b.LocalStats().ConversationsByMode
+	for _, mode := range []string{"chat", "voice"} {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(byMode[mode]), mode)
+	}
+}
+
+type workerCollector struct {
+	b      *broker.Broker
+	agents func() []string
+	desc   *prometheus.Desc
+}
+
+func (c *workerCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+func (c *workerCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, a := range c.agents() {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(c.b.AliveWorkers(a)), a)
+	}
+}
+
+// Observer methods (broker.Observer).
+
+func (m *metrics) Dispatched(agent string, d time.Duration) {
+	m.dispatch.WithLabelValues(agent).Observe(d.Seconds())
+}
+func (m *metrics) ModeChanged(mode string)  { m.modeSwitches.WithLabelValues(mode).Inc() }
+func (m *metrics) MicFrame(d time.Duration) { m.mediaHop.Observe(d.Seconds()) }
+func (m *metrics) SessionStarted(resumed bool) {
+	m.sessionsStarted.WithLabelValues(strconv.FormatBool(resumed)).Inc()
+	if resumed {
+		m.resumes.Inc()
+	}
+}
+
+// MediaFrames adds voice legs' frame counter deltas.
+func (m *metrics) MediaFrames(in, out, lost uint64) {
+	m.mediaFrames.WithLabelValues("in").Add(float64(in))
+	m.mediaFrames.WithLabelValues("out").Add(float64(out))
+	m.mediaLost.Add(float64(lost))
+}
+
+// handler serves /metrics.
+func (m *metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+// countRequest records a finished HTTP request by route pattern.
+func (m *metrics) countRequest(route string, code int) {
+	if route == "" {
+		route = "unmatched"
+	}
+	m.httpRequests.WithLabelValues(route, strconv.Itoa(code)).Inc()
+}
+
+var _ broker.Observer = (*metrics)(nil)

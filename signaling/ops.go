@@ -1,0 +1,221 @@
+package signaling
+
+import (
+	"context"
+	_ "embed"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/parley-rtc/parley/agentbridge"
+	"github.com/parley-rtc/parley/broker"
+)
+
+// The ops API: live rooms for operators (admin keys with ops:read, and
+// ops:write to end a room). Room state lives in the parley_rooms KV bucket
+// and is announced on parley.rooms.<cid>; these endpoints read the same.
+
+// opsRooms returns the rooms a key may see, filtered by the query.
+func (s *Server) opsRooms(r *http.Request, key broker.KeyInfo) ([]broker.Room, error) {
+	q := r.URL.Query()
+	rooms, err := s.b.Rooms(r.Context(), q.Get("widget"), q.Get("mode"), q.Get("agent"))
+	if err != nil {
+		return nil, err
+	}
+	return slices.DeleteFunc(rooms, func(room broker.Room) bool { return !s.keySeesWidget(key, room.Widget) }), nil
+}
+
+// keySeesWidget reports whether an admin key may see a widget's data.
+func (s *Server) keySeesWidget(key broker.KeyInfo, widgetID string) bool {
+	if key.Tenant == "" {
+		return true
+	}
+	w, err := s.b.WidgetByID(widgetID)
+	return err == nil && w.Tenant == key.Tenant
+}
+
+// serveOpsRooms: GET /v1/ops/rooms?widget=&mode=&agent=.
+func (s *Server) serveOpsRooms(w http.ResponseWriter, r *http.Request) {
+	key, err := s.adminKey(r, broker.ScopeOpsRead)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	rooms, err := s.opsRooms(r, key)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"rooms": rooms})
+}
+
+type roomDetail struct {
+	Room         broker.Room         `json:"room"`
+	RecentEvents []agentbridge.Event `json:"recent_events"`
+}
+
+// serveOpsRoom: GET /v1/ops/rooms/{id} — the room and its recent events.
+func (s *Server) serveOpsRoom(w http.ResponseWriter, r *http.Request) {
+	key, err := s.adminKey(r, broker.ScopeOpsRead)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	room, err := s.b.Room(r.Context(), r.PathValue("id"))
+	if err != nil || !s.keySeesWidget(key, room.Widget) {
+		writeError(w, ErrRoomNotFound)
+		return
+	}
+	events, err := s.b.RecentEvents(r.Context(), room.ConversationID, s.cfg.Ops.RecentEvents)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if events == nil {
+		events = []agentbridge.Event{}
+	}
+	writeJSON(w, http.StatusOK, roomDetail{Room: room, RecentEvents: events})
+}
+
+type endRoomRequest struct {
+	Reason string `json:"reason"`
+}
+
+// serveOpsEndRoom: DELETE /v1/ops/rooms/{id} {"reason"} — ends the room's
+// voice legs and visitor sessions; the conversation stays.
+func (s *Server) serveOpsEndRoom(w http.ResponseWriter, r *http.Request) {
+	key, err := s.adminKey(r, broker.ScopeOpsWrite)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	var req endRoomRequest
+	if r.ContentLength != 0 {
+		if err := decodeJSON(w, r, &req); err != nil {
+			writeError(w, err)
+			return
+		}
+	}
+	if len(req.Reason) > 200 {
+		writeError(w, fmt.Errorf("%w: reason longer than 200 characters", broker.ErrValidation))
+		return
+	}
+	room, err := s.b.Room(r.Context(), r.PathValue("id"))
+	if err != nil || !s.keySeesWidget(key, room.Widget) {
+		writeError(w, ErrRoomNotFound)
+		return
+	}
+	if err := s.b.EndRoom(context.WithoutCancel(r.Context()), room.ConversationID, req.Reason); err != nil {
+		writeError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// sseHeartbeat keeps idle event streams (and proxies) alive.
+const sseHeartbeat = 15 * time.Second
+
+// serveOpsEvents: GET /v1/ops/events — Server-Sent Events: first one
+// "room" event per live room, then "room" on every change and
+// "room_ended" when a room ends. Authenticated like the rest (the /ops/
+// page reads it with fetch, which can send the Authorization header).
+func (s *Server) serveOpsEvents(w http.ResponseWriter, r *http.Request) {
+	key, err := s.adminKey(r, broker.ScopeOpsRead)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		writeError(w, fmt.Errorf("%w: streaming unsupported", ErrBadRequest))
+		return
+	}
+	if !s.addLeg() {
+		writeError(w, broker.ErrClosed)
+		return
+	}
+	defer s.legWG.Done()
+	updates := make(chan broker.Room, 256)
+	lost := make(chan struct{}, 1)
+	stop, err := s.b.WatchRooms(func(room broker.Room) {
+		select {
+		case updates <- room:
+		default: // a reader this slow starts over
+			select {
+			case lost <- struct{}{}:
+			default:
+			}
+		}
+	})
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	defer stop()
+	rooms, err := s.opsRooms(r, key)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	send := func(event string, v any) bool {
+		data, _ := json.Marshal(v)
+		_, err := fmt.Fprintf(w, "event: %s\ndata: %s\n\n", event, data)
+		flusher.Flush()
+		return err == nil
+	}
+	for _, room := range rooms {
+		if !send("room", room) {
+			return
+		}
+	}
+	if !send("ready", map[string]int{"rooms": len(rooms)}) {
+		return
+	}
+	ping := time.NewTicker(sseHeartbeat)
+	defer ping.Stop()
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-s.legs.Done():
+			return
+		case <-lost:
+			send("reset", map[string]string{"reason": "too slow; reconnect"})
+			return
+		case <-ping.C:
+			if _, err := fmt.Fprint(w, ": ping\n\n"); err != nil {
+				return
+			}
+			flusher.Flush()
+		case room := <-updates:
+			if !s.keySeesWidget(key, room.Widget) {
+				continue
+			}
+			event := "room"
+			if room.EndedReason != "" {
+				event = "room_ended"
+			}
+			if !send(event, room) {
+				return
+			}
+		}
+	}
+}
+
+//go:embed static/ops.html
+var opsHTML []byte
+
+// serveOpsPage: GET /ops/ — the operator page (it asks for an admin key).
+func (s *Server) serveOpsPage(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Content-Security-Policy", "default-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'")
+	_, _ = w.Write(opsHTML)
+}
