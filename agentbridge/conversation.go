@@ -282,8 +282,18 @@ func (c *Conversation) replay(ctx context.Context, it jetstream.MessagesContext,
 	return live, nil
 }
 
-// splitPending separates visitor messages that have no answer yet.
+// splitPending separates visitor messages that have no answer yet. Agent
+// events fenced off by a later assignment, and the assignments themselves,
+// are left out.
 func splitPending(all []Event) (history, pending []Event) {
+	var fence Fence
+	kept := all[:0:0]
+	for i := range all {
+		if fence.Admit(&all[i]) && all[i].Type != EventAgentAssigned {
+			kept = append(kept, all[i])
+		}
+	}
+	all = kept
 	answered := make(map[string]bool)
 	for i := range all {
 		ev := &all[i]
@@ -312,6 +322,16 @@ func (c *Conversation) feed(it jetstream.MessagesContext, first *Event) {
 	defer c.released.Store(true)
 	ctx := c.feedCtx
 	deliver := func(ev Event) bool {
+		if ev.Type == EventAgentAssigned {
+			// Another worker took the conversation under a newer epoch:
+			// this one has lost it (it was thought dead) and stops.
+			if ev.WorkerID != c.w.id && ev.Epoch > c.Epoch() {
+				c.log.Warn("conversation taken over by another worker; releasing it",
+					"new_worker", ev.WorkerID, "epoch", ev.Epoch, "own_epoch", c.Epoch())
+				return false
+			}
+			return true
+		}
 		if !ev.IsInbound() {
 			return true
 		}

@@ -31,6 +31,11 @@ const (
 	// EventMediaState reports a voice leg's connection state (connected,
 	// disconnected, failed, closed); agents may ignore it.
 	EventMediaState = "media_state"
+	// EventAgentAssigned records that a worker took the conversation
+	// under an epoch. From it on, agent events of older epochs are ignored
+	// (fencing), and a worker that sees a newer epoch than its own has lost
+	// the conversation. The Go SDK handles it; handlers never see it.
+	EventAgentAssigned = "agent_assigned"
 )
 
 // Event types agents write on parley.conv.<cid>.out.event.
@@ -141,7 +146,7 @@ type Attachment struct {
 func (e *Event) IsInbound() bool {
 	switch e.Type {
 	case EventUserMessage, EventModeChanged, EventCapture, EventSessionStarted,
-		EventSessionEnded, EventUserSpeechStarted, EventInterrupt, EventMediaState:
+		EventSessionEnded, EventUserSpeechStarted, EventInterrupt, EventMediaState, EventAgentAssigned:
 		return true
 	}
 	return false

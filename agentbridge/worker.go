@@ -30,7 +30,8 @@ type Options struct {
 	WorkerID string
 	// MaxConversations caps concurrent conversations (default 1000).
 	MaxConversations int
-	// HeartbeatInterval is how often the worker heartbeats (default 1 s).
+	// HeartbeatInterval is how often the worker heartbeats (default 500 ms;
+	// brokers declare a worker dead after agents.heartbeat_timeout, 1.5 s).
 	HeartbeatInterval time.Duration
 	// IdleTimeout releases a conversation without events for this long
 	// (default 10 min; negative disables).
@@ -89,7 +90,7 @@ func NewWorker(nc *nats.Conn, opts Options, h Handler) (*Worker, error) {
 		opts.MaxConversations = 1000
 	}
 	if opts.HeartbeatInterval <= 0 {
-		opts.HeartbeatInterval = time.Second
+		opts.HeartbeatInterval = 500 * time.Millisecond
 	}
 	if opts.IdleTimeout == 0 {
 		opts.IdleTimeout = 10 * time.Minute

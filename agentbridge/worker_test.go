@@ -613,3 +613,50 @@ func TestIdleEndBeforeRedispatchDoesNotRelease(t *testing.T) {
 		t.Fatalf("Conversations() = %q", ids)
 	}
 }
+
+// TestTakenOverConversationStops: a worker that sees the conversation
+// assigned to another worker under a newer epoch (it was thought dead)
+// stops: its Events close and it is released. Its own re-assignment does
+// not stop it.
+func TestTakenOverConversationStops(t *testing.T) {
+	t.Parallel()
+	b := newFakeBroker(t)
+	const cid = "conv_fenced"
+	events := make(chan agentbridge.Event, 16)
+	done := make(chan struct{})
+	w := b.startWorker(agentbridge.Options{}, func(ctx context.Context, c *agentbridge.Conversation) error {
+		defer close(done)
+		for ev := range c.Events() {
+			events <- ev
+		}
+		return nil
+	})
+	b.dispatch(agentbridge.DispatchRequest{ConversationID: cid, Epoch: 1})
+	eventually(t, "the conversation held", func() bool { return len(w.Conversations()) == 1 })
+	b.in(cid, agentbridge.Event{Type: agentbridge.EventAgentAssigned, WorkerID: w.ID(), Epoch: 1})
+	b.userMessage(cid, "msg_1", "hi")
+	if ev := recv(t, events, "the message"); ev.Type != agentbridge.EventUserMessage {
+		t.Fatalf("got %+v; agent_assigned must not reach handlers", ev)
+	}
+	b.in(cid, agentbridge.Event{Type: agentbridge.EventAgentAssigned, WorkerID: "wrk_other", Epoch: 2})
+	recv(t, done, "the handler to end")
+	eventually(t, "the conversation released", func() bool { return len(w.Conversations()) == 0 })
+}
+
+// TestFence: agent events of an epoch older than the latest assignment are
+// not admitted.
+func TestFence(t *testing.T) {
+	t.Parallel()
+	var f agentbridge.Fence
+	out := func(epoch uint64) *agentbridge.Event {
+		return &agentbridge.Event{Type: agentbridge.EventTextDone, Epoch: epoch}
+	}
+	if !f.Admit(out(1)) || !f.Admit(out(0)) {
+		t.Fatal("events before any assignment refused")
+	}
+	f.Admit(&agentbridge.Event{Type: agentbridge.EventAgentAssigned, Epoch: 3})
+	if f.Admit(out(2)) || !f.Admit(out(3)) || !f.Admit(out(4)) || !f.Admit(out(0)) ||
+		!f.Admit(&agentbridge.Event{Type: agentbridge.EventUserMessage, Epoch: 1}) || f.Epoch() != 3 {
+		t.Fatal("fence admits the wrong events")
+	}
+}

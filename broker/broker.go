@@ -241,7 +241,9 @@ func (b *Broker) setupStore(ctx context.Context) error {
 	if b.conversations, err = bucket(bucketConversations, "Parley conversations", 0); err != nil {
 		return err
 	}
-	if b.resume, err = bucket(bucketResume, "Parley resume tokens by hash", b.cfg.Sessions.ResumeWindow); err != nil {
+	// Records outlive the resume window so an expired token is told apart
+	// from an unknown one (SESSION_EXPIRED vs RESUME_TOKEN_INVALID).
+	if b.resume, err = bucket(bucketResume, "Parley resume tokens by hash, identified visitors", 2*b.cfg.Sessions.ResumeWindow); err != nil {
 		return err
 	}
 	// A used nonce must be remembered longer than anything carrying it

@@ -374,3 +374,44 @@ func FuzzTranscript(f *testing.F) {
 		}
 	})
 }
+
+// TestExpiredResume: past the resume window a resume token gets
+// ErrSessionExpired (not "invalid"), unless the visitor is identified: then
+// the session carries on in their conversation.
+func TestExpiredResume(t *testing.T) {
+	cfg := configs.Default()
+	cfg.DataDir = t.TempDir()
+	cfg.NATS.Listen = "127.0.0.1:-1"
+	cfg.Sessions.ResumeWindow = 300 * time.Millisecond
+	b := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err := b.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	visitor := map[string]any{"sub": "user-7", "method": "jwt"}
+	start := func(token string, v map[string]any) (StartResult, error) {
+		return b.StartSession(t.Context(), StartRequest{Widget: "wdg_demo", Agent: "echo", Visitor: v, ResumeToken: token})
+	}
+	guest, err := start("", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	known, err := start("", visitor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(300 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		<-time.After(20 * time.Millisecond) // the resume window passing is the behaviour under test
+	}
+	if _, err := start(guest.ResumeToken, nil); !errors.Is(err, ErrSessionExpired) {
+		t.Fatalf("guest past the window: %v, want ErrSessionExpired", err)
+	}
+	res, err := start(known.ResumeToken, visitor)
+	if err != nil || !res.Resumed || res.Session.ConversationID != known.Session.ConversationID {
+		t.Fatalf("identified visitor past the window: %+v, %v", res, err)
+	}
+	if _, err := start("not-a-token", map[string]any{"sub": "someone-else"}); !errors.Is(err, ErrResumeInvalid) {
+		t.Fatalf("unknown visitor, bad token: %v", err)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -130,12 +131,21 @@ func (d *dispatcher) attempt(cid string) (agentbridge.DispatchReply, Conversatio
 		return reply, conv, fmt.Errorf("%w: worker %s declined: %s", ErrAgentUnavailable, reply.WorkerID, reply.Reason)
 	}
 	b.registry.assign(cid, reply.WorkerID, reply.HeartbeatSeq, req.Epoch)
+	prev := conv.WorkerID
 	conv, err = b.updateConversation(ctx, cid, func(c *Conversation) error {
 		c.WorkerID, c.Epoch, c.AssignedAt = reply.WorkerID, max(c.Epoch, req.Epoch), time.Now().UTC()
 		return nil
 	})
 	if err != nil {
 		return reply, conv, err
+	}
+	if prev != "" && prev != reply.WorkerID {
+		// A new owner: fence the old one off in the log (its late writes
+		// are ignored by every reader, and it stops when it sees this).
+		if _, err := b.appendInbound(ctx, agentbridge.Event{Type: agentbridge.EventAgentAssigned,
+			ConversationID: cid, WorkerID: reply.WorkerID, Epoch: req.Epoch}, ""); err != nil {
+			return reply, conv, err
+		}
 	}
 	return reply, conv, nil
 }
@@ -153,11 +163,62 @@ func (d *dispatcher) watchWorkers() {
 			return
 		case <-t.C:
 		}
-		for _, cid := range b.registry.sweep() {
-			if b.hubs.active(cid) {
-				b.log.Info("agent worker lost; dispatching the conversation again", "conversation_id", cid)
-				d.ensure(cid)
+		for _, lost := range b.registry.sweep() {
+			if b.hubs.active(lost.cid) {
+				b.log.Info("agent worker lost; dispatching the conversation again",
+					"conversation_id", lost.cid, "worker_id", lost.worker)
+				d.notify(Notice{Kind: NoticeAgentLost, ConversationID: lost.cid, WorkerID: lost.worker})
+				d.interruptReplies(lost.cid, lost.worker)
+				d.ensure(lost.cid)
 			}
+		}
+	}
+}
+
+// interruptReplies closes the replies a lost worker had half streamed:
+// a text_done marked interrupted (reason worker_lost) with what it said.
+// The visitor message it answered counts as unanswered, so the next worker
+// answers it again. The Nats-Msg-Id is the one the worker's own text_done
+// would have had, so a late one from the lost worker is a duplicate.
+func (d *dispatcher) interruptReplies(cid, worker string) {
+	b := d.b
+	ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
+	defer cancel()
+	events, err := b.ReadLog(ctx, cid, 0)
+	if err != nil {
+		b.log.Warn("cannot mark interrupted replies", "conversation_id", cid, "err", err)
+		return
+	}
+	type partial struct {
+		ev   agentbridge.Event
+		text strings.Builder
+	}
+	open := map[string]*partial{}
+	var order []string
+	for _, ev := range events {
+		switch {
+		case ev.Type == agentbridge.EventTextDelta && ev.WorkerID == worker:
+			p := open[ev.MessageID]
+			if p == nil {
+				p = &partial{ev: ev}
+				open[ev.MessageID] = p
+				order = append(order, ev.MessageID)
+			}
+			p.text.WriteString(ev.Text)
+		case ev.Type == agentbridge.EventTextDone:
+			delete(open, ev.MessageID)
+		}
+	}
+	for _, id := range order {
+		p, ok := open[id]
+		if !ok {
+			continue
+		}
+		done := agentbridge.Event{Type: agentbridge.EventTextDone, ConversationID: cid, MessageID: id,
+			ReplyTo: p.ev.ReplyTo, Text: p.text.String(), Interrupted: true, Reason: agentbridge.ReasonWorkerLost,
+			WorkerID: worker, Epoch: p.ev.Epoch}
+		if _, err := b.publish(ctx, b.subj.OutEvent(cid), &done, id+"/done"); err != nil {
+			b.log.Warn("cannot mark an interrupted reply", "conversation_id", cid, "message_id", id, "err", err)
 		}
 	}
 }

@@ -26,6 +26,9 @@ const (
 	NoticeAgentUnavailable = "agent_unavailable"
 	// NoticeAgentAssigned: a worker accepted the conversation.
 	NoticeAgentAssigned = "agent_assigned"
+	// NoticeAgentLost: the worker holding the conversation stopped
+	// heartbeating; another is being found.
+	NoticeAgentLost = "agent_lost"
 )
 
 // Notice is a non-durable message about a conversation, shared by brokers

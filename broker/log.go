@@ -206,8 +206,12 @@ const (
 // completed agent replies (via the mode the conversation was in).
 func Transcript(events []agentbridge.Event) []Message {
 	var msgs []Message
+	var fence agentbridge.Fence
 	mode := agentbridge.ModeChat
 	for _, ev := range events {
+		if !fence.Admit(&ev) {
+			continue // written by a worker that had lost the conversation
+		}
 		switch ev.Type {
 		case agentbridge.EventSessionStarted, agentbridge.EventModeChanged:
 			if ev.Mode != "" {
@@ -282,6 +286,7 @@ func (b *Broker) AwaitReply(ctx context.Context, sub *Subscription, p Posted) (M
 	if p.AgentUnavailable {
 		return Message{}, ErrAgentUnavailable
 	}
+	var fence agentbridge.Fence
 	for {
 		select {
 		case <-ctx.Done():
@@ -301,7 +306,7 @@ func (b *Broker) AwaitReply(ctx context.Context, sub *Subscription, p Posted) (M
 			if n := u.Notice; n != nil && n.Kind == NoticeAgentUnavailable {
 				return Message{}, ErrAgentUnavailable
 			}
-			if ev := u.Event; ev != nil && ev.Type == agentbridge.EventTextDone && ev.ReplyTo == p.MessageID {
+			if ev := u.Event; ev != nil && fence.Admit(ev) && ev.Type == agentbridge.EventTextDone && ev.ReplyTo == p.MessageID && !ev.Interrupted {
 				return Transcript([]agentbridge.Event{*ev})[0], nil
 			}
 		}

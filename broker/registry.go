@@ -154,18 +154,21 @@ func (r *registry) owner(cid string) (string, bool) {
 	return "", false
 }
 
+// lostConversation is a conversation whose worker went away.
+type lostConversation struct{ cid, worker string }
+
 // sweep forgets the conversations held by workers that went silent or are
 // draining, and returns them.
-func (r *registry) sweep() []string {
+func (r *registry) sweep() []lostConversation {
 	now := time.Now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var lost []string
+	var lost []lostConversation
 	for cid, a := range r.assigned {
 		w := r.workers[a.worker]
 		if w == nil || w.draining || now.Sub(w.lastSeen) > r.timeout {
 			delete(r.assigned, cid)
-			lost = append(lost, cid)
+			lost = append(lost, lostConversation{cid: cid, worker: a.worker})
 		}
 	}
 	return lost

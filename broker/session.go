@@ -83,7 +83,12 @@ func (b *Broker) StartSession(ctx context.Context, req StartRequest) (StartResul
 	if req.ResumeToken != "" {
 		conv, err = b.redeemResume(ctx, req.ResumeToken, req.Widget, now)
 		if err != nil {
-			return StartResult{}, err
+			// A visitor whose resume window passed, but who proves who they
+			// are, carries on in their conversation.
+			var ok bool
+			if conv, ok = b.identifiedConversation(ctx, req.Widget, req.Visitor); !ok {
+				return StartResult{}, err
+			}
 		}
 		resumed = true
 	}
@@ -138,6 +143,11 @@ func (b *Broker) StartSession(ctx context.Context, req StartRequest) (StartResul
 			return StartResult{}, err
 		}
 	}
+	if sub, _ := s.Visitor["sub"].(string); sub != "" {
+		if _, err := b.resume.Put(ctx, visitorKey(s.Widget, sub), []byte(conv.ID)); err != nil {
+			b.log.Warn("visitor index not stored", "conversation_id", conv.ID, "err", err)
+		}
+	}
 	res.Session = s
 	b.obs().SessionStarted(resumed)
 	b.dispatcher.ensure(conv.ID)
@@ -169,6 +179,25 @@ func (b *Broker) redeemResume(ctx context.Context, token, widget string, now tim
 		return Conversation{}, ErrResumeInvalid
 	}
 	return b.Conversation(ctx, rr.ConversationID)
+}
+
+// visitorKey indexes an identified visitor's latest conversation in the
+// resume bucket (kept as long as resume records).
+func visitorKey(widget, sub string) string { return "visitor." + widget + "." + hashHex(sub) }
+
+// identifiedConversation finds the latest conversation of a verified
+// visitor on a widget.
+func (b *Broker) identifiedConversation(ctx context.Context, widget string, visitor map[string]any) (Conversation, bool) {
+	sub, _ := visitor["sub"].(string)
+	if sub == "" {
+		return Conversation{}, false
+	}
+	e, err := b.resume.Get(ctx, visitorKey(widget, sub))
+	if err != nil {
+		return Conversation{}, false
+	}
+	conv, err := b.Conversation(ctx, string(e.Value()))
+	return conv, err == nil
 }
 
 // Authenticate checks a session token and returns the live session.

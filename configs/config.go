@@ -175,7 +175,7 @@ func Default() Config {
 		Agents: AgentsConfig{
 			DispatchTimeout:  2 * time.Second,
 			DispatchRetryMax: 5 * time.Second,
-			HeartbeatTimeout: 3 * time.Second,
+			HeartbeatTimeout: 1500 * time.Millisecond,
 			AudioFormats:     map[string]string{},
 		},
 		Sessions: SessionsConfig{

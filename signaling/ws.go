@@ -130,6 +130,7 @@ type leg struct {
 	out  chan []byte
 
 	posted      map[string]time.Time // visitor message id → when it came, until its first chunk
+	fence       agentbridge.Fence    // drops agent events of superseded workers
 	lastSeq     uint64               // highest log position sent
 	unavailable bool                 // AGENT_UNAVAILABLE was sent and not yet cleared
 	typing      map[string]bool      // reply_to → typing sent
@@ -349,6 +350,9 @@ func (l *leg) onNotice(n *broker.Notice) {
 		l.unavailable = true
 		_, msg := classify(broker.ErrAgentUnavailable)
 		l.sendError("AGENT_UNAVAILABLE", msg, "")
+	case broker.NoticeAgentLost:
+		l.unavailable = true
+		l.send(serverFrame{Type: "agent_state", State: "reconnecting"})
 	case broker.NoticeAgentAssigned:
 		// Only news to a visitor who was told there was no agent.
 		if l.unavailable {
@@ -363,6 +367,9 @@ func (l *leg) onNotice(n *broker.Notice) {
 func (l *leg) onEvent(ev *agentbridge.Event) bool {
 	if ev.Seq != 0 && ev.Seq <= l.lastSeq {
 		return false // already sent (catch-up and live overlap)
+	}
+	if !l.fence.Admit(ev) {
+		return false // from a worker that lost the conversation
 	}
 	l.lastSeq = max(l.lastSeq, ev.Seq)
 	switch ev.Type {
@@ -389,7 +396,14 @@ func (l *leg) onEvent(ev *agentbridge.Event) bool {
 	case agentbridge.EventTextDone:
 		l.sendReply(ev.MessageID, ev.ReplyTo, ev.Text, ev.Seq, ev.Interrupted)
 	case agentbridge.EventAction:
-		l.send(serverFrame{Type: "action", Action: ev.Action, Data: ev.Data, Seq: ev.Seq})
+		f, err := l.actionFrame(ev) // navigate: only to the widget's nav map
+		if err != nil {
+			we, msg := classify(err)
+			l.log.Warn("agent action refused", "action", ev.Action, "seq", ev.Seq, "err", err)
+			l.sendError(we.code, msg, "")
+			return false
+		}
+		l.send(f)
 	case agentbridge.EventTranscript:
 		l.send(serverFrame{Type: "transcript", MessageID: ev.MessageID, Text: ev.Text, Final: ev.Final,
 			Via: agentbridge.ModeVoice, Seq: ev.Seq})

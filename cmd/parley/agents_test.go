@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 
 	"github.com/parley-rtc/parley/agentbridge"
@@ -159,6 +161,104 @@ func TestLostWorkerIsReplaced(t *testing.T) {
 	w1.Close()
 	want := []string{"visitor: first", "agent: echo: first", "visitor: second", "agent: echo: second"}
 	if got := transcript(e.history(s)); !slices.Equal(got, want) {
+		t.Fatalf("history = %q, want %q", got, want)
+	}
+}
+
+// TestFailoverMidReply: the worker answering dies half way through a reply.
+// Within the heartbeat timeout the broker marks that reply interrupted,
+// tells the visitor, and another worker answers the same message with the
+// full context; a late write from the dead worker is fenced off.
+func TestFailoverMidReply(t *testing.T) {
+	e := startEnv(t, noEcho, func(c *configs.Config) { c.Agents.HeartbeatTimeout = time.Second })
+	nc1 := e.natsConn()
+	halfway := make(chan *agentbridge.Conversation, 1)
+	w1, err := agentbridge.NewWorker(nc1, agentbridge.Options{Agent: configs.DefaultAgent, Logger: discardLogger()},
+		func(ctx context.Context, c *agentbridge.Conversation) error {
+			for ev := range c.Events() {
+				if ev.Type != agentbridge.EventUserMessage {
+					continue
+				}
+				if err := c.NewReply(ev.MessageID).Write(ctx, "I was saying"); err != nil {
+					return err
+				}
+				halfway <- c
+				<-ctx.Done() // never finishes: the process "dies" now
+			}
+			return nil
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w1.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w1.Close)
+
+	s := e.newSession(nil)
+	c := e.mustDialWS(s)
+	c.send(map[string]any{"type": "message", "body": "tell me", "client_message_id": "f-1"})
+	if f, _ := c.until("chunk"); f.str("chunk") != "I was saying" {
+		t.Fatalf("first chunk = %v", f)
+	}
+	conv := <-halfway
+	e.startWorker() // the echo takes over
+	killed := time.Now()
+	nc1.Close() // no drain, no more heartbeats
+
+	var states []string
+	var interrupted, full frame
+	for full == nil {
+		f := c.next()
+		switch f.str("type") {
+		case "agent_state":
+			states = append(states, f.str("state"))
+		case "done":
+			if f["interrupted"] == true {
+				interrupted = f
+			} else {
+				full = f
+			}
+		}
+	}
+	took := time.Since(killed)
+	if interrupted == nil || interrupted.str("body") != "I was saying" || full.str("body") != "echo: tell me" ||
+		!slices.Contains(states, "reconnecting") {
+		t.Fatalf("after the kill: interrupted %v, full %v, states %v", interrupted, full, states)
+	}
+	t.Logf("worker killed → new worker's reply on the socket: %v", took.Round(time.Millisecond))
+
+	// The dead worker comes back late and writes: nobody sees it.
+	js, err := jetstream.New(e.natsConn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	late, _ := json.Marshal(agentbridge.Event{V: 1, Type: agentbridge.EventTextDone, ConversationID: s.ConversationID,
+		MessageID: "msg_zombie", ReplyTo: full.str("reply_to"), Text: "zombie", WorkerID: w1.ID(), Epoch: conv.Epoch(), TS: time.Now()})
+	if _, err := js.Publish(t.Context(), e.app.broker.Subjects().OutEvent(s.ConversationID), late); err != nil {
+		t.Fatal(err)
+	}
+	c.send(map[string]any{"type": "message", "body": "still there?", "client_message_id": "f-2"})
+	for {
+		f := c.next()
+		if f.str("body") == "zombie" {
+			t.Fatal("a fenced-off write reached the visitor")
+		}
+		if f.str("type") == "done" && f.str("body") == "echo: still there?" {
+			break
+		}
+	}
+	var got []string
+	for _, m := range e.history(s) {
+		line := m["role"].(string) + ": " + m["body"].(string)
+		if m["interrupted"] == true {
+			line += " [interrupted]"
+		}
+		got = append(got, line)
+	}
+	want := []string{"visitor: tell me", "agent: I was saying [interrupted]", "agent: echo: tell me",
+		"visitor: still there?", "agent: echo: still there?"}
+	if !slices.Equal(got, want) {
 		t.Fatalf("history = %q, want %q", got, want)
 	}
 }

@@ -1,0 +1,248 @@
+package main
+
+import (
+	"context"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/pion/webrtc/v4"
+
+	"github.com/parley-rtc/parley/agentbridge"
+	"github.com/parley-rtc/parley/configs"
+)
+
+// slowEcho is the echo agent with a reply streamed slowly, word by word,
+// so a test can kill its worker in the middle of one.
+func slowEcho(ctx context.Context, c *agentbridge.Conversation) error {
+	vad := agentbridge.NewUtteranceDetector()
+	reply := func(replyTo, text string) error {
+		r := c.NewReply(replyTo)
+		for i, word := range strings.SplitAfter("echo: "+text, " ") {
+			if i > 0 {
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(150 * time.Millisecond): // speaking slowly is the point
+				}
+			}
+			if err := r.Write(ctx, word); err != nil {
+				return err
+			}
+		}
+		return r.Done(ctx)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case f := <-c.Audio():
+			_ = c.SendAudio(f)
+			if u, ok := vad.Push(f); ok {
+				id, err := c.SendTranscript(ctx, u.String(), true)
+				if err == nil {
+					err = reply(id, u.String())
+				}
+				if err != nil {
+					return err
+				}
+			}
+		case ev, ok := <-c.Events():
+			if !ok {
+				return nil
+			}
+			if ev.Type == agentbridge.EventUserMessage {
+				if err := reply(ev.MessageID, ev.Text); err != nil {
+					return err
+				}
+			}
+		}
+	}
+}
+
+// TestContinuity drives one conversation through everything that can go
+// wrong, on two `parley serve` processes sharing a 3-node NATS cluster
+// (JetStream R3): chat turn on broker A → voice turn on broker B → the
+// agent worker killed mid-reply (a second worker takes over with context)
+// → reload (resume token, on B) → ICE restart → kill -9 of broker B (A
+// serves) → chat turn. The transcript ends complete, in order, without
+// duplicates, byte for byte.
+func TestContinuity(t *testing.T) {
+	clusterURL := natsCluster(t)
+	cfgFile := filepath.Join(t.TempDir(), "parley.yaml")
+	yaml := "nats: {url: \"" + clusterURL + "\", replicas: 3}\n" +
+		"media: {include_loopback: true}\n" +
+		"echo_agent: {enabled: false}\n" +
+		"agents: {heartbeat_timeout: 1500ms}\n" +
+		"limits:\n" +
+		"  resolve: {per_ip: \"0\", per_widget: \"0\"}\n  sessions: {per_ip: \"0\", per_widget: \"0\"}\n" +
+		"  messages: {per_ip: \"0\", per_widget: \"0\"}\n"
+	if err := os.WriteFile(cfgFile, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, a, _ := serveProc(t, t.TempDir(), "--config", cfgFile)
+	pb, b, _ := serveProc(t, t.TempDir(), "--config", cfgFile)
+
+	// Worker 1: slow, so it can die mid-reply.
+	nc1, err := nats.Connect(clusterURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc1.Close)
+	w1, err := agentbridge.NewWorker(nc1, agentbridge.Options{Agent: configs.DefaultAgent, Logger: discardLogger()}, slowEcho)
+	if err != nil || w1.Start() != nil {
+		t.Fatalf("worker 1: %v", err)
+	}
+	t.Cleanup(w1.Close)
+
+	var sent []string // what the visitor said, in order
+	turn := func(c *wsClient, id, text string) {
+		t.Helper()
+		c.send(map[string]any{"type": "message", "body": text, "client_message_id": id})
+		sent = append(sent, text)
+		for {
+			f := c.next()
+			if f.str("type") == "done" && f.str("body") == "echo: "+text {
+				return
+			}
+		}
+	}
+
+	// 1. A chat turn on broker A.
+	s := a.newSession(nil)
+	tap := tapAudioAt(t, clusterURL, "parley.conv."+s.ConversationID+".in.audio")
+	wsA := a.mustDialWS(s)
+	turn(wsA, "c-1", "hello from chat")
+
+	// 2. A voice turn on broker B (same session, same conversation).
+	v := b.newVoiceClient(s)
+	v.waitConnected()
+	v.send(speech(t, 1, 400, 400))
+	f, _ := wsA.until("transcript") // the transcript reaches the chat leg on A
+	utterance := f.str("text")
+	sent = append(sent, utterance)
+	for f := wsA.next(); !(f.str("type") == "done" && f.str("body") == "echo: "+utterance); f = wsA.next() {
+	}
+	if n := len(tap.snapshot()); n < 30 {
+		t.Fatalf("only %d voice frames through NATS", n)
+	}
+
+	// 3. Worker 1 dies in the middle of a reply; worker 2 takes over.
+	wsA.send(map[string]any{"type": "message", "body": "please answer this", "client_message_id": "c-2"})
+	sent = append(sent, "please answer this")
+	wsA.until("chunk")
+	nc2, err := nats.Connect(clusterURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc2.Close)
+	w2, err := agentbridge.NewWorker(nc2, agentbridge.Options{Agent: configs.DefaultAgent, Logger: discardLogger()}, echoAgent)
+	if err != nil || w2.Start() != nil {
+		t.Fatalf("worker 2: %v", err)
+	}
+	t.Cleanup(w2.Close)
+	killed := time.Now()
+	nc1.Close()
+	for f := wsA.next(); !(f.str("type") == "done" && f.str("body") == "echo: please answer this" && f["interrupted"] != true); f = wsA.next() {
+	}
+	t.Logf("failover: worker killed → full reply from the new worker in %v", time.Since(killed).Round(time.Millisecond))
+
+	// 4. Reload: a new page resumes with the resume token, this time on B.
+	v.close()
+	wsA.conn.CloseNow()
+	s2 := b.newSession(map[string]any{"resume_token": s.ResumeToken})
+	if s2.ConversationID != s.ConversationID || !s2.Resumed {
+		t.Fatalf("reload gave %+v", s2)
+	}
+	wsB := b.mustDialWS(s2)
+	turn(wsB, "c-3", "back after a reload")
+
+	// 5. A fresh voice leg, then an ICE restart that keeps it.
+	v2 := b.newVoiceClient(s2)
+	v2.waitConnected()
+	offer, err := v2.pc.CreateOffer(&webrtc.OfferOptions{ICERestart: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gathered := webrtc.GatheringCompletePromise(v2.pc)
+	if err := v2.pc.SetLocalDescription(offer); err != nil {
+		t.Fatal(err)
+	}
+	<-gathered
+	r := b.doRaw("PATCH", v2.location, "application/sdp", v2.pc.LocalDescription().SDP, "Authorization", "Bearer "+s2.Token)
+	if r.status != http.StatusOK {
+		t.Fatalf("ICE restart: %d %s", r.status, r.raw)
+	}
+	if err := v2.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: r.raw}); err != nil {
+		t.Fatal(err)
+	}
+	v2.send(speech(t, 1, 400, 400))
+	f, _ = wsB.until("transcript")
+	utterance2 := f.str("text")
+	sent = append(sent, utterance2)
+	for f := wsB.next(); !(f.str("type") == "done" && f.str("body") == "echo: "+utterance2); f = wsB.next() {
+	}
+
+	// 6. kill -9 broker B: the visitor reconnects to A and goes on.
+	if err := pb.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	pb.wait()
+	wsA2 := a.mustDialWS(s2)
+	turn(wsA2, "c-4", "still here after a crash")
+
+	// The transcript: every visitor turn once, in order, byte for byte,
+	// each followed by its echo; the reply cut off by the dead worker is
+	// marked interrupted.
+	var visitor, replies []string
+	for _, m := range a.history(s2) {
+		body := m["body"].(string)
+		switch {
+		case m["role"] == "visitor":
+			visitor = append(visitor, body)
+		case m["interrupted"] == true:
+			if !strings.HasPrefix("echo: please answer this", body) {
+				t.Fatalf("interrupted reply %q is not a prefix of the echo", body)
+			}
+		default:
+			replies = append(replies, body)
+		}
+	}
+	var want []string
+	for _, s := range sent {
+		want = append(want, "echo: "+s)
+	}
+	if !slices.Equal(visitor, sent) || !slices.Equal(replies, want) {
+		t.Fatalf("transcript:\nvisitor %q\n   sent %q\nreplies %q\n   want %q", visitor, sent, replies, want)
+	}
+}
+
+// tapAudioAt records the frames published on subject of the NATS at url.
+func tapAudioAt(t testing.TB, url, subject string) *audioTap {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	tap := &audioTap{}
+	if _, err := nc.Subscribe(subject, func(m *nats.Msg) {
+		if f, err := agentbridge.ParseAudioFrame(m); err == nil {
+			tap.mu.Lock()
+			tap.frames = append(tap.frames, f)
+			tap.mu.Unlock()
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return tap
+}
