@@ -25,7 +25,8 @@ func TestAgentActionsPassThrough(t *testing.T) {
 				if ev.Type != agentbridge.EventUserMessage {
 					continue
 				}
-				if err := c.SendAction(ctx, agentbridge.ActionNavigate, map[string]string{"target": "pricing"}); err != nil {
+				// (navigate is checked against the widget's nav map: see widget_test.go)
+				if err := c.SendAction(ctx, agentbridge.ActionHandoff, map[string]string{"queue": "sales"}); err != nil {
 					return err
 				}
 				if err := c.SendText(ctx, ev.MessageID, "see pricing"); err != nil {
@@ -67,7 +68,7 @@ func TestAgentActionsPassThrough(t *testing.T) {
 		t.Fatalf("frames = %v, want typing,action,chunk,done", types)
 	}
 	data, _ := action["data"].(map[string]any)
-	if action.str("action") != "navigate" || data["target"] != "pricing" {
+	if action.str("action") != "handoff" || data["queue"] != "sales" {
 		t.Fatalf("action frame = %v", action)
 	}
 }
