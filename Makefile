@@ -6,7 +6,7 @@ PKGS    ?= ./...
 GOFLAGS ?= -buildvcs=false
 export GOFLAGS
 
-.PHONY: all build run test test-short vet fmt-check bench fuzz clean browser
+.PHONY: all build run test test-short vet fmt-check bench fuzz clean browser livekit
 
 all: build
 
@@ -19,7 +19,7 @@ run:
 	$(GO) run ./cmd/parley serve
 
 ## test: formatting, vet, and every test with the race detector
-test: browser fmt-check vet
+test: browser livekit fmt-check vet
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 
 ## test-short: the quick tests only (no subprocesses), without -race
@@ -41,6 +41,37 @@ browser:
 	  echo "## WARNING: could not install chromium (/usr/bin/chromium is missing)." >&2; \
 	  echo "## The browser tests (TestBrowser*) will SKIP, or FAIL when" >&2; \
 	  echo "## PARLEY_REQUIRE_BROWSER=1." >&2; \
+	  echo "################################################################" >&2; \
+	fi
+
+## livekit: livekit-server $(LIVEKIT_VERSION) for the LiveKit tests
+## (cmd/parley/livekit_test.go), built once from its Go module source into
+## $(CACHE)/bin (about 90 s on 2 cores). Skipped when the binary is there and
+## answers --version. A failed build only warns: those tests then skip loudly
+## (or fail, with PARLEY_REQUIRE_LIVEKIT=1 as in CI).
+CACHE           ?= .cache
+LIVEKIT_VERSION ?= v1.11.0
+LIVEKIT_SRC     := $(CACHE)/livekit-server-src
+LIVEKIT_BIN     := $(CACHE)/bin/livekit-server
+livekit:
+	@if [ -x "$(LIVEKIT_BIN)" ] && "$(LIVEKIT_BIN)" --version >/dev/null 2>&1; then exit 0; fi; \
+	echo "== building livekit-server $(LIVEKIT_VERSION) into $(LIVEKIT_BIN) (once; ~90 s on 2 cores)"; \
+	start=$$(date +%s); \
+	info=$$($(GO) mod download -json github.com/livekit/livekit-server@$(LIVEKIT_VERSION) 2>&1); \
+	dir=$$(printf '%s\n' "$$info" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$$/\1/p'); \
+	[ -n "$$dir" ] || printf '%s\n' "$$info" >&2; \
+	if [ -n "$$dir" ] && [ -d "$$dir" ] \
+	  && rm -rf "$(LIVEKIT_SRC)" && mkdir -p "$(CACHE)/bin" && cp -R "$$dir" "$(LIVEKIT_SRC)" \
+	  && chmod -R u+w "$(LIVEKIT_SRC)" \
+	  && (cd "$(LIVEKIT_SRC)" && GOWORK=off $(GO) build -o "$(abspath $(LIVEKIT_BIN))" ./cmd/server) \
+	  && "$(LIVEKIT_BIN)" --version; then \
+	  echo "== livekit-server built in $$(( $$(date +%s) - start )) s"; \
+	else \
+	  rm -f "$(LIVEKIT_BIN)"; \
+	  echo "################################################################" >&2; \
+	  echo "## WARNING: could not build livekit-server $(LIVEKIT_VERSION)" >&2; \
+	  echo "## ($(LIVEKIT_BIN) is missing). The LiveKit tests (TestLiveKit*)" >&2; \
+	  echo "## will SKIP, or FAIL when PARLEY_REQUIRE_LIVEKIT=1." >&2; \
 	  echo "################################################################" >&2; \
 	fi
 

@@ -33,6 +33,7 @@ const (
 	bucketLeads         = "leads"
 	bucketUploads       = "uploads"
 	bucketRooms         = "rooms"
+	bucketRateLimits    = "ratelimits"
 )
 
 // Broker owns the NATS connection (and the embedded server, if any), the
@@ -58,6 +59,7 @@ type Broker struct {
 	leads         jetstream.KeyValue
 	uploads       jetstream.ObjectStore
 	roomsKV       jetstream.KeyValue
+	rateKV        jetstream.KeyValue
 
 	rooms    *rooms
 	observer atomic.Pointer[observerBox]
@@ -265,6 +267,9 @@ func (b *Broker) setupStore(ctx context.Context) error {
 		return err
 	}
 	if b.roomsKV, err = bucket(bucketRooms, "Parley live rooms (ops view)", 0); err != nil {
+		return err
+	}
+	if b.rateKV, err = bucket(bucketRateLimits, "Parley rate limit windows shared by brokers", 2*rateWindowMax); err != nil {
 		return err
 	}
 	if b.attachOnly {

@@ -43,6 +43,9 @@ type Room struct {
 
 // RoomLeg is one transport attached to the room.
 type RoomLeg struct {
+	// Broker hosts the leg; Seen is when that broker last wrote it.
+	Broker    string      `json:"broker"`
+	Seen      time.Time   `json:"seen"`
 	ID        string      `json:"id"`
 	Kind      string      `json:"kind"`      // chat or voice
 	Transport string      `json:"transport"` // websocket, http, webrtc, livekit
@@ -134,6 +137,10 @@ func (r *rooms) attach(s Session, leg RoomLeg, media MediaStatser, until time.Ti
 			Mode: s.Mode, StartedAt: now, Broker: r.id}, legs: map[string]*roomLeg{}, prev: map[string]MediaStats{}}
 		r.byCID[s.ConversationID] = st
 	}
+	// A leg joining a room that ended since the last flush (a reload, a
+	// resume right after an operator ended it) keeps the room: otherwise
+	// the flush would delete it with a live leg inside.
+	st.ended = ""
 	if l, ok := st.legs[leg.ID]; ok {
 		l.until = until // an HTTP leg seen again
 		st.room.LastActivity = now
@@ -176,6 +183,12 @@ func (r *rooms) observe(cid string, ev *agentbridge.Event) {
 		st.room.Mode = ev.Mode
 	case agentbridge.EventAgentState:
 		st.room.AgentState = ev.State
+	case agentbridge.EventTextDone:
+		// Agents say "thinking" when a message reaches them and need not
+		// say anything when the reply is done: do not show it forever.
+		if st.room.AgentState == agentbridge.StateThinking {
+			st.room.AgentState = agentbridge.StateIdle
+		}
 	}
 	if ev.WorkerID != "" {
 		st.room.WorkerID = ev.WorkerID
@@ -225,7 +238,9 @@ func (r *rooms) flush(ctx context.Context) {
 		room.Legs = make([]RoomLeg, 0, len(st.legs))
 		visitors := map[string]bool{}
 		for _, l := range st.legs {
-			room.Legs = append(room.Legs, l.leg)
+			leg := l.leg
+			leg.Broker, leg.Seen = r.id, now
+			room.Legs = append(room.Legs, leg)
 			visitors[l.leg.SessionID] = true
 		}
 		slices.SortFunc(room.Legs, func(a, b RoomLeg) int { return a.Since.Compare(b.Since) })
@@ -281,21 +296,85 @@ func (r *rooms) snapshotMediaLocked(st *roomState, now time.Time) bool {
 	return moved
 }
 
-// writeRoom stores (or, when gone, deletes) a room and announces it.
+// writeRoom merges this broker's view of a room into the shared record
+// (compare-and-set on its KV entry): this broker's legs are replaced, the
+// fresh legs of other brokers kept, so a chat leg on one broker and a
+// voice leg on another show as one room. A room whose last leg left is
+// deleted. The merged record is announced. gone: this broker has no legs
+// left in the room.
 func (b *Broker) writeRoom(ctx context.Context, room Room, gone bool) {
-	data, _ := json.Marshal(room)
-	var err error
-	if gone {
-		err = b.roomsKV.Delete(ctx, room.ConversationID)
-	} else {
-		_, err = b.roomsKV.Put(ctx, room.ConversationID, data)
+	me := b.rooms.id
+	now := time.Now().UTC()
+	for attempt := 0; attempt < 10; attempt++ {
+		var cur Room
+		rev := uint64(0)
+		e, err := b.roomsKV.Get(ctx, room.ConversationID)
+		switch {
+		case err == nil:
+			rev = e.Revision()
+			_ = json.Unmarshal(e.Value(), &cur)
+		case !errors.Is(err, jetstream.ErrKeyNotFound):
+			b.log.Warn("room state not stored", "conversation_id", room.ConversationID, "err", err)
+			return
+		}
+		merged := room
+		merged.Legs = nil
+		if !gone {
+			merged.Legs = append(merged.Legs, room.Legs...)
+		}
+		for _, l := range cur.Legs {
+			if l.Broker != me && now.Sub(l.Seen) < roomStale {
+				merged.Legs = append(merged.Legs, l)
+			}
+		}
+		if !cur.StartedAt.IsZero() && cur.StartedAt.Before(merged.StartedAt) {
+			merged.StartedAt = cur.StartedAt
+		}
+		slices.SortFunc(merged.Legs, func(a, b RoomLeg) int { return a.Since.Compare(b.Since) })
+		merged.Participants = roomParticipants(merged.Legs, merged.WorkerID)
+		merged.EndedReason = ""
+		if len(merged.Legs) == 0 {
+			merged.EndedReason = room.EndedReason
+			if merged.EndedReason == "" {
+				merged.EndedReason = RoomEndedLegsClosed
+			}
+		}
+		data, _ := json.Marshal(merged)
+		switch {
+		case len(merged.Legs) == 0 && rev == 0:
+			err = nil // nothing stored, nothing to delete
+		case len(merged.Legs) == 0:
+			err = b.roomsKV.Delete(ctx, room.ConversationID, jetstream.LastRevision(rev))
+		case rev == 0:
+			_, err = b.roomsKV.Create(ctx, room.ConversationID, data)
+		default:
+			_, err = b.roomsKV.Update(ctx, room.ConversationID, data, rev)
+		}
+		if err != nil {
+			continue // another broker wrote in between: merge again
+		}
+		if err := b.nc.Publish(b.subj.Room(room.ConversationID), data); err != nil {
+			b.log.Debug("room state not announced", "conversation_id", room.ConversationID, "err", err)
+		}
+		return
 	}
-	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
-		b.log.Warn("room state not stored", "conversation_id", room.ConversationID, "err", err)
+	b.log.Warn("room state not stored: too much contention", "conversation_id", room.ConversationID)
+}
+
+// roomParticipants lists the visitors of the legs, then the agent.
+func roomParticipants(legs []RoomLeg, worker string) []RoomParticipant {
+	visitors := map[string]bool{}
+	for _, l := range legs {
+		visitors[l.SessionID] = true
 	}
-	if err := b.nc.Publish(b.subj.Room(room.ConversationID), data); err != nil {
-		b.log.Debug("room state not announced", "conversation_id", room.ConversationID, "err", err)
+	out := []RoomParticipant{}
+	for _, sid := range slices.Sorted(maps.Keys(visitors)) {
+		out = append(out, RoomParticipant{Kind: "visitor", ID: sid})
 	}
+	if worker != "" {
+		out = append(out, RoomParticipant{Kind: "agent", ID: worker})
+	}
+	return out
 }
 
 // roomsLoop flushes room state every interval until the broker closes.
@@ -387,8 +466,12 @@ func (b *Broker) EndRoom(ctx context.Context, cid, reason string) error {
 	}
 	// Rooms hosted by another broker end when their sessions do; this
 	// one's entry goes now.
-	room.EndedReason = reason
-	b.writeRoom(ctx, room, true)
+	room.EndedReason, room.UpdatedAt = reason, time.Now().UTC()
+	if err := b.roomsKV.Delete(ctx, cid); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("%w: end room: %w", ErrStore, err)
+	}
+	data, _ := json.Marshal(room)
+	_ = b.nc.Publish(b.subj.Room(cid), data)
 	b.log.Info("room ended by operator", "conversation_id", cid, "reason", reason)
 	return nil
 }

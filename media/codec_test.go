@@ -106,7 +106,7 @@ func TestMicPathPCMConceal(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec := &recorder{}
-	l := &Leg{log: discardLogger(), jb: newJitterBuffer(60 * time.Millisecond), dec: dec, format: f, codec: f.String(), onMic: rec.onMic}
+	l := &Leg{audioPath: audioPath{log: discardLogger(), jb: newJitterBuffer(60 * time.Millisecond), dec: dec, format: f, codec: f.String(), onMic: rec.onMic}}
 	pkts := realOpus(t, 10)
 	t0 := time.Unix(1000, 0)
 	for i, p := range pkts {

@@ -22,4 +22,9 @@ var (
 	ErrBadConfig = errors.New("media: bad config")
 	// ErrClosed: the engine or leg is closed.
 	ErrClosed = errors.New("media: closed")
+	// ErrLiveKit: the LiveKit server could not be reached, refused a call,
+	// or the bridge could not join or publish in a room.
+	ErrLiveKit = errors.New("media: LiveKit unavailable")
+	// ErrNoRoom: LiveKit has no room of that name.
+	ErrNoRoom = errors.New("media: LiveKit room not found")
 )

@@ -246,11 +246,11 @@ func BenchmarkJitterPush(b *testing.B) {
 // packet to OnMicFrame: unmarshal, jitter buffer, payload copy, callback.
 func BenchmarkMicPathOpus(b *testing.B) {
 	var sink agentbridge.AudioFrame
-	l := &Leg{
+	l := &Leg{audioPath: audioPath{
 		jb:    newJitterBuffer(60 * time.Millisecond),
 		codec: FormatOpus().String(),
 		onMic: func(f agentbridge.AudioFrame) { sink = f },
-	}
+	}}
 	p := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 111, SSRC: 1}, Payload: make([]byte, 80)}
 	if err := p.Header.SetExtension(1, []byte{0x30}); err != nil {
 		b.Fatal(err)

@@ -3,14 +3,11 @@ package media
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/pion/webrtc/v4"
-
-	"github.com/parley-rtc/parley/agentbridge"
 )
 
 // Leg is one visitor's WebRTC voice connection (one pion PeerConnection
@@ -25,21 +22,19 @@ import (
 // Lock order: negMu, then mu. Neither is held while calling OnState or
 // OnMicFrame.
 type Leg struct {
+	// audioPath is the mic path, the agent path and their counters
+	// (audiopath.go), shared with the LiveKit bridge.
+	audioPath
+
 	id      string
-	log     *slog.Logger
 	eng     *Engine
 	pc      *webrtc.PeerConnection
 	track   *webrtc.TrackLocalStaticRTP
 	sender  *webrtc.RTPSender
-	format  Format
-	codec   string // format.String(), the Parley-Codec of mic frames
-	onMic   func(agentbridge.AudioFrame)
 	onState func(State, string)
 	silence time.Duration
-	stats   legStats
 
 	// Lifecycle.
-	ending    atomic.Bool
 	reason    string        // why the leg ends; written once, before quit closes
 	quit      chan struct{} // closed by stop: every goroutine returns
 	done      chan struct{} // closed by run when everything has stopped
@@ -47,7 +42,6 @@ type Leg struct {
 	events    chan webrtc.PeerConnectionState
 	state     atomic.Value // State
 	inState   atomic.Bool  // run is inside OnState
-	lastRTP   atomic.Int64 // unix nanos of the last mic RTP packet (or creation)
 
 	mu       sync.Mutex // guards stopping, reading and wg.Add
 	stopping bool
@@ -55,15 +49,6 @@ type Leg struct {
 	wg       sync.WaitGroup
 
 	negMu sync.Mutex // serialises offer/answer exchanges after the first
-
-	// Mic path, owned by readMic.
-	jb  *jitterBuffer
-	dec *pcmDecoder // nil for Opus agents
-
-	// Agent path: the queue is shared; enc and out are owned by pace.
-	pq  *playQueue
-	enc *pcmEncoder // nil for Opus agents
-	out rtpOut
 }
 
 // NewLeg answers a visitor's SDP offer (WHIP style, RFC 9725 §4.2: no
@@ -80,49 +65,24 @@ func (e *Engine) NewLeg(ctx context.Context, o LegOptions) (*Leg, string, error)
 	if err := checkOffer(o.Offer, true); err != nil {
 		return nil, "", err
 	}
-	f := o.AgentFormat
-	if f == (Format{}) {
-		f = FormatOpus()
-	}
-	if err := f.Validate(); err != nil {
-		return nil, "", err
-	}
 	log := o.Log
 	if log == nil {
 		log = e.log
 	}
-	log = log.With("leg", o.ID)
-
-	now := time.Now()
 	l := &Leg{
 		id:        o.ID,
-		log:       log,
 		eng:       e,
-		format:    f,
-		codec:     f.String(),
-		onMic:     o.OnMicFrame,
 		onState:   o.OnState,
 		silence:   e.cfg.SilenceTimeout,
 		quit:      make(chan struct{}),
 		done:      make(chan struct{}),
 		connected: make(chan struct{}),
 		events:    make(chan webrtc.PeerConnectionState, 4),
-		jb:        newJitterBuffer(e.cfg.JitterWindow),
-		pq:        newPlayQueue(e.cfg.PlayoutQueue, f),
-		out:       newRTPOut(),
 	}
-	l.stats.createdAt = now
+	if err := l.init(e.cfg, o.AgentFormat, o.OnMicFrame, log.With("leg", o.ID)); err != nil {
+		return nil, "", err
+	}
 	l.state.Store(StateConnecting)
-	l.lastRTP.Store(now.UnixNano())
-	if !f.IsOpus() {
-		var err error
-		if l.dec, err = newPCMDecoder(f); err != nil {
-			return nil, "", err
-		}
-		if l.enc, err = newPCMEncoder(f); err != nil {
-			return nil, "", err
-		}
-	}
 
 	pc, err := e.api.NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
@@ -142,10 +102,13 @@ func (e *Engine) NewLeg(ctx context.Context, o LegOptions) (*Leg, string, error)
 		return nil, "", err
 	}
 	l.wg.Add(2)
-	go l.pace()
+	go func() {
+		defer l.wg.Done()
+		l.pace(l.quit, l.connected, l.track)
+	}()
 	go l.readSenderRTCP()
 	go l.run()
-	log.Debug("media: leg created", "format", l.codec)
+	l.log.Debug("media: leg created", "format", l.codec)
 	return l, answer, nil
 }
 
@@ -220,7 +183,10 @@ func (l *Leg) onTrack(t *webrtc.TrackRemote, r *webrtc.RTPReceiver) {
 	l.reading = true
 	l.wg.Add(2)
 	l.mu.Unlock()
-	go l.readMic(t)
+	go func() {
+		defer l.wg.Done()
+		l.readMic(t)
+	}()
 	go l.readReceiverRTCP(r)
 }
 

@@ -27,11 +27,11 @@ const (
 // (longer gaps are skipped: the agent sees a jump in Seq).
 const maxConceal = 3
 
-// readMic reads the visitor's audio track until the PeerConnection closes.
-// It arms a read deadline whenever the jitter buffer holds packets, so gaps
-// are given up on time even if the visitor stops sending.
-func (l *Leg) readMic(t *webrtc.TrackRemote) {
-	defer l.wg.Done()
+// readMic reads the visitor's audio track until it ends (the
+// PeerConnection closes, or the LiveKit track is unsubscribed). It arms a
+// read deadline whenever the jitter buffer holds packets, so gaps are given
+// up on time even if the visitor stops sending.
+func (l *audioPath) readMic(t *webrtc.TrackRemote) {
 	buf := make([]byte, maxPacketBytes+100)
 	var (
 		pkt   rtp.Packet
@@ -79,7 +79,7 @@ func isTimeout(err error) bool {
 }
 
 // deliver hands released frames to the agent side and updates counters.
-func (l *Leg) deliver(frames []micFrame) {
+func (l *audioPath) deliver(frames []micFrame) {
 	for i := range frames {
 		f := &frames[i]
 		if len(f.Payload) == 0 {
@@ -99,7 +99,7 @@ func (l *Leg) deliver(frames []micFrame) {
 
 // deliverPCM decodes a frame for a PCM agent, first concealing up to
 // maxConceal frames lost just before it (the last one from in-band FEC).
-func (l *Leg) deliverPCM(f *micFrame) {
+func (l *audioPath) deliverPCM(f *micFrame) {
 	if k := uint64(min(f.LostBefore, maxConceal)); k > 0 && f.Seq >= k {
 		for i := k; i >= 1; i-- {
 			pcm, err := l.dec.conceal(f.Payload, i == 1)
@@ -120,7 +120,7 @@ func (l *Leg) deliverPCM(f *micFrame) {
 }
 
 // emitMic delivers one frame to OnMicFrame.
-func (l *Leg) emitMic(seq, ts uint64, arrival time.Time, payload []byte) {
+func (l *audioPath) emitMic(seq, ts uint64, arrival time.Time, payload []byte) {
 	if l.stats.framesIn.Add(1) == 1 {
 		l.stats.firstFrameAt.Store(time.Now().UnixNano())
 	}

@@ -192,7 +192,7 @@ func (q *playQueue) clear() int {
 // frames the oldest are dropped and counted in Stats.Dropped. Play keeps
 // f.Payload of Opus frames until they are sent: the caller must not modify
 // it afterwards. Play on a closed leg does nothing.
-func (l *Leg) Play(f agentbridge.AudioFrame) {
+func (l *audioPath) Play(f agentbridge.AudioFrame) {
 	if l.ending.Load() {
 		return
 	}
@@ -220,7 +220,7 @@ func (l *Leg) Play(f agentbridge.AudioFrame) {
 }
 
 // isAgentCodec reports whether codec names the leg's PCM format.
-func (l *Leg) isAgentCodec(codec string) bool {
+func (l *audioPath) isAgentCodec(codec string) bool {
 	if codec == l.codec {
 		return true
 	}
@@ -231,7 +231,7 @@ func (l *Leg) isAgentCodec(codec string) bool {
 // ClearAudio drops every queued agent frame (and buffered PCM), counted in
 // Stats.Dropped: after the frame being written now, nothing queued before
 // the call is played (barge-in).
-func (l *Leg) ClearAudio() {
+func (l *audioPath) ClearAudio() {
 	if n := l.pq.clear(); n > 0 {
 		l.stats.dropped.Add(uint64(n))
 	}
@@ -262,15 +262,20 @@ func (o *rtpOut) resume(now time.Time) {
 	}
 }
 
-// pace writes queued frames to the visitor, one per 20 ms, from the time
-// the leg connects until it closes. The schedule is next = start + n×20 ms
+// rtpWriter is where the pacer writes: the leg's track, or the track the
+// LiveKit bridge publishes.
+type rtpWriter interface {
+	WriteRTP(p *rtp.Packet) error
+}
+
+// pace writes queued frames to track, one per 20 ms, from the time
+// connected closes until quit closes. The schedule is next = start + n×20 ms
 // (no drift); it restarts after idle time or when more than resyncAfter
 // behind. With nothing queued it sleeps until Play wakes it.
-func (l *Leg) pace() {
-	defer l.wg.Done()
+func (l *audioPath) pace(quit, connected <-chan struct{}, track rtpWriter) {
 	select {
-	case <-l.connected:
-	case <-l.quit:
+	case <-connected:
+	case <-quit:
 		return
 	}
 	timer := time.NewTimer(time.Hour)
@@ -292,7 +297,7 @@ func (l *Leg) pace() {
 				pad = timer.C
 			}
 			select {
-			case <-l.quit:
+			case <-quit:
 				return
 			case <-l.pq.notify:
 			case now := <-pad:
@@ -317,7 +322,7 @@ func (l *Leg) pace() {
 		if wait := next.Sub(now); wait > 0 {
 			timer.Reset(wait)
 			select {
-			case <-l.quit:
+			case <-quit:
 				return
 			case <-timer.C:
 			}
@@ -338,7 +343,7 @@ func (l *Leg) pace() {
 			}
 		}
 		pkt.Marker, pkt.SequenceNumber, pkt.Timestamp, pkt.Payload = l.out.marker, l.out.seq, l.out.ts, payload
-		if err := l.track.WriteRTP(&pkt); err != nil {
+		if err := track.WriteRTP(&pkt); err != nil {
 			l.log.Debug("media: write rtp", "err", err)
 		}
 		sent := time.Now()

@@ -57,7 +57,7 @@ func unixTime(n int64) time.Time {
 }
 
 // Stats returns the leg's media counters (cheap: atomic loads).
-func (l *Leg) Stats() Stats {
+func (l *audioPath) Stats() Stats {
 	s := &l.stats
 	now := time.Now()
 	return Stats{

@@ -49,6 +49,11 @@ var (
 	ErrWidgetNotFound = errors.New("widget not found")
 	// ErrKeyNotFound: no API key of that id (for this key).
 	ErrKeyNotFound = errors.New("API key not found")
+	// ErrTransportMismatch: the voice endpoint is not the widget's
+	// voice_transport (a LiveKit token for a webrtc widget, or the reverse).
+	ErrTransportMismatch = errors.New("wrong voice transport for this widget")
+	// ErrWebhookInvalid: a LiveKit webhook without a valid signature.
+	ErrWebhookInvalid = errors.New("webhook signature invalid")
 	// ErrRoomNotFound: no live room of that conversation (for this key).
 	ErrRoomNotFound = errors.New("room not found")
 )
@@ -84,6 +89,7 @@ var wireErrors = []struct {
 	{ErrWidgetNotFound, wireError{http.StatusNotFound, "WIDGET_NOT_FOUND"}},
 	{ErrKeyNotFound, wireError{http.StatusNotFound, "KEY_NOT_FOUND"}},
 	{ErrRoomNotFound, wireError{http.StatusNotFound, "ROOM_NOT_FOUND"}},
+	{ErrNavTargetUnknown, wireError{http.StatusUnprocessableEntity, "NAV_TARGET_UNKNOWN"}},
 	{broker.ErrUnknownUpload, wireError{http.StatusNotFound, "UPLOAD_NOT_FOUND"}},
 	{ErrWidgetNotLive, wireError{http.StatusConflict, "WIDGET_NOT_LIVE"}},
 	{ErrOriginRequired, wireError{http.StatusUnauthorized, "ORIGIN_REQUIRED"}},
@@ -105,6 +111,9 @@ var wireErrors = []struct {
 	{ErrLegNotFound, wireError{http.StatusNotFound, "LEG_NOT_FOUND"}},
 	{media.ErrClosed, wireError{http.StatusNotFound, "LEG_NOT_FOUND"}},
 	{ErrVoiceUnavailable, wireError{http.StatusServiceUnavailable, "VOICE_UNAVAILABLE"}},
+	{ErrTransportMismatch, wireError{http.StatusConflict, "TRANSPORT_MISMATCH"}},
+	{ErrWebhookInvalid, wireError{http.StatusUnauthorized, "WEBHOOK_SIGNATURE_INVALID"}},
+	{media.ErrLiveKit, wireError{http.StatusServiceUnavailable, "LIVEKIT_UNAVAILABLE"}},
 	{ErrNotFound, wireError{http.StatusNotFound, "NOT_FOUND"}},
 	{ErrMethodNotAllowed, wireError{http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED"}},
 	{broker.ErrNotReady, wireError{http.StatusServiceUnavailable, "NOT_READY"}},
@@ -136,6 +145,8 @@ func publicServerMessage(code string) string {
 		return "the agent did not answer in time; your message is kept"
 	case "VOICE_UNAVAILABLE":
 		return "this server does not offer voice; use chat"
+	case "LIVEKIT_UNAVAILABLE":
+		return "the voice service is not reachable right now; use chat or retry shortly"
 	case "SHUTTING_DOWN":
 		return "the server is shutting down; retry shortly"
 	default:

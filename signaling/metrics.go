@@ -53,7 +53,7 @@ func newMetrics(b *broker.Broker, agents func() []string) *metrics {
 	m.mediaLost = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "parley", Subsystem: "media",
 		Name: "frames_lost_total", Help: "Visitor audio frames never received (gaps past the jitter window)."})
 	m.httpRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "parley", Subsystem: "http",
-		Name: "requests_total", Help: "HTTP requests by route pattern and status code."}, []string{"route", "code"})
+		Name: "requests_total", Help: "HTTP requests by route (method and pattern) and status code."}, []string{"route", "code"})
 	m.rateLimited = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "parley", Subsystem: "http",
 		Name: "rate_limited_total", Help: "Requests refused by a rate limit, by kind."}, []string{"kind"})
 	m.modeSwitches = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "parley", Subsystem: "sessions",
@@ -130,12 +130,20 @@ func (m *metrics) handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
 }
 
-// countRequest records a finished HTTP request by route pattern.
-func (m *metrics) countRequest(route string, code int) {
-	if route == "" {
-		route = "unmatched"
+// countRequest records a finished HTTP request by method and route
+// pattern ("POST /v1/sessions"). Methods outside the standard ones count as
+// OTHER, so a client cannot grow the label set.
+func (m *metrics) countRequest(method, pattern string, code int) {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions:
+	default:
+		method = "OTHER"
 	}
-	m.httpRequests.WithLabelValues(route, strconv.Itoa(code)).Inc()
+	if pattern == "" {
+		pattern = "unmatched"
+	}
+	m.httpRequests.WithLabelValues(method+" "+pattern, strconv.Itoa(code)).Inc()
 }
 
 var _ broker.Observer = (*metrics)(nil)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/parley-rtc/parley/agentbridge"
 	"github.com/parley-rtc/parley/broker"
+	"github.com/parley-rtc/parley/media"
 )
 
 // The ops API: live rooms for operators (admin keys with ops:read, and
@@ -54,6 +55,9 @@ func (s *Server) serveOpsRooms(w http.ResponseWriter, r *http.Request) {
 type roomDetail struct {
 	Room         broker.Room         `json:"room"`
 	RecentEvents []agentbridge.Event `json:"recent_events"`
+	// LiveKit is the SFU's own view (participants, tracks) of a room with a
+	// livekit voice leg.
+	LiveKit *media.LiveKitRoom `json:"livekit,omitempty"`
 }
 
 // serveOpsRoom: GET /v1/ops/rooms/{id} — the room and its recent events.
@@ -76,7 +80,13 @@ func (s *Server) serveOpsRoom(w http.ResponseWriter, r *http.Request) {
 	if events == nil {
 		events = []agentbridge.Event{}
 	}
-	writeJSON(w, http.StatusOK, roomDetail{Room: room, RecentEvents: events})
+	detail := roomDetail{Room: room, RecentEvents: events}
+	if s.livekit != nil && slices.ContainsFunc(room.Legs, func(l broker.RoomLeg) bool { return l.Transport == "livekit" }) {
+		if lk, err := s.livekit.RoomState(r.Context(), s.livekit.RoomName(room.ConversationID)); err == nil {
+			detail.LiveKit = &lk
+		}
+	}
+	writeJSON(w, http.StatusOK, detail)
 }
 
 type endRoomRequest struct {
@@ -127,11 +137,9 @@ func (s *Server) serveOpsEvents(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	flusher, ok := w.(http.Flusher)
-	if !ok {
-		writeError(w, fmt.Errorf("%w: streaming unsupported", ErrBadRequest))
-		return
-	}
+	// Through the request log's statusWriter: a ResponseController finds
+	// the Flusher by Unwrap, a type assertion would not.
+	rc := http.NewResponseController(w)
 	if !s.addLeg() {
 		writeError(w, broker.ErrClosed)
 		return
@@ -166,9 +174,10 @@ func (s *Server) serveOpsEvents(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 	send := func(event string, v any) bool {
 		data, _ := json.Marshal(v)
-		_, err := fmt.Fprintf(w, "event: %s\ndata: %s\n\n", event, data)
-		flusher.Flush()
-		return err == nil
+		if _, err := fmt.Fprintf(w, "event: %s\ndata: %s\n\n", event, data); err != nil {
+			return false
+		}
+		return rc.Flush() == nil
 	}
 	for _, room := range rooms {
 		if !send("room", room) {
@@ -190,10 +199,9 @@ func (s *Server) serveOpsEvents(w http.ResponseWriter, r *http.Request) {
 			send("reset", map[string]string{"reason": "too slow; reconnect"})
 			return
 		case <-ping.C:
-			if _, err := fmt.Fprint(w, ": ping\n\n"); err != nil {
+			if _, err := fmt.Fprint(w, ": ping\n\n"); err != nil || rc.Flush() != nil {
 				return
 			}
-			flusher.Flush()
 		case room := <-updates:
 			if !s.keySeesWidget(key, room.Widget) {
 				continue

@@ -30,9 +30,11 @@ type Server struct {
 	challenger *challenger
 	tokens     *tokenIssuer
 	limiter    *rateLimiter
+	shared     sharedRates
 	metrics    *metrics
 	ips        *clientIPs
 	handler    http.Handler
+	livekit    *media.LiveKit // livekit widgets' voice (SetLiveKit); nil: none
 
 	// legs is the context of every WebSocket leg; cancelled on Shutdown.
 	legs       context.Context
@@ -64,6 +66,7 @@ func New(cfg configs.Config, b *broker.Broker, engine *media.Engine, log *slog.L
 	s := &Server{
 		tokens:  newTokenIssuer(b.SigningKey(), cfg.Security.UserTokenTTL, cfg.Security.BootstrapTokenTTL),
 		limiter: limiter,
+		shared:  newSharedRates(cfg.Limits),
 		ips:     newClientIPs(trusted),
 		metrics: newMetrics(b, func() []string {
 			var agents []string
@@ -110,6 +113,7 @@ func (s *Server) Handler() http.Handler { return s.handler }
 func (s *Server) routes() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("/{$}", methods{http.MethodGet: s.serveDemo})
+	mux.Handle("/widget.js", methods{http.MethodGet: s.serveWidgetJS})
 	mux.Handle("/healthz", methods{http.MethodGet: s.serveHealth})
 	mux.Handle("/readyz", methods{http.MethodGet: s.serveReady})
 	mux.Handle("/v1/widget/resolve", s.cors(methods{http.MethodPost: s.serveResolve}))
@@ -140,6 +144,9 @@ func (s *Server) routes() *http.ServeMux {
 	mux.Handle("/metrics", methods{http.MethodGet: s.metrics.handler().ServeHTTP})
 	mux.Handle("/v1/sessions/{id}/webrtc", s.cors(methods{http.MethodPost: s.serveVoiceOffer}))
 	mux.Handle("/v1/sessions/{id}/webrtc/{leg}", s.cors(methods{http.MethodPatch: s.serveVoicePatch, http.MethodDelete: s.serveVoiceDelete}))
+	mux.Handle("/v1/sessions/{id}/livekit-token", s.cors(methods{http.MethodPost: s.serveLiveKitToken}))
+	mux.Handle("/v1/sessions/{id}/livekit/{leg}", s.cors(methods{http.MethodDelete: s.serveVoiceDelete}))
+	mux.Handle("/v1/livekit/webhook", methods{http.MethodPost: s.serveLiveKitWebhook})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("%w: %s", ErrNotFound, r.URL.Path))
 	})
@@ -244,7 +251,7 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 		if sw.status == 0 {
 			sw.status = http.StatusOK
 		}
-		s.metrics.countRequest(r.Pattern, sw.status)
+		s.metrics.countRequest(r.Method, r.Pattern, sw.status)
 		s.log.Debug("http request", "method", r.Method, "path", r.URL.Path,
 			"status", sw.status, "duration", time.Since(start))
 	})

@@ -98,6 +98,10 @@ func (s *Server) serveVoiceOffer(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	if wc, err := s.b.WidgetByID(sess.Widget); err == nil && wc.VoiceTransport == transportLiveKit {
+		writeError(w, fmt.Errorf("%w: this widget's voice goes over LiveKit: use POST /v1/sessions/{id}/livekit-token", ErrTransportMismatch))
+		return
+	}
 	offer, asJSON, err := readSDP(w, r)
 	if err != nil {
 		writeError(w, err)

@@ -52,11 +52,8 @@ func (s *Server) anyWidgetAllows(origin string) bool {
 // limit applies a rate limit of kind to the request's client IP and the
 // widget, setting the X-RateLimit headers; a refusal is ErrRateLimited.
 func (s *Server) limit(w http.ResponseWriter, r *http.Request, kind, widgetID string) error {
-	res := s.limiter.allow(kind, s.ips.of(r), widgetID)
+	res := s.allowRate(r.Context(), kind, s.ips.of(r), widgetID)
 	res.setHeaders(w.Header())
-	if !res.OK {
-		s.metrics.rateLimited.WithLabelValues(kind).Inc()
-	}
 	return res.err()
 }
 

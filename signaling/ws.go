@@ -315,7 +315,7 @@ func (l *leg) onMessage(ctx context.Context, f clientFrame) {
 		return
 	}
 	b := l.s.b
-	if err := l.s.limiter.allow(limitMessages, l.ip, l.sess.Widget).err(); err != nil {
+	if err := l.s.allowRate(ctx, limitMessages, l.ip, l.sess.Widget).err(); err != nil {
 		we, msg := classify(err)
 		l.sendError(we.code, msg, f.ClientMessageID)
 		return

@@ -23,6 +23,7 @@ type app struct {
 	log    *slog.Logger
 	broker *broker.Broker
 	engine *media.Engine
+	lk     *media.LiveKit // nil without livekit.url
 	server *signaling.Server
 
 	echoConn    *nats.Conn
@@ -46,6 +47,10 @@ func (a *app) Start(ctx context.Context) error {
 	}
 	a.engine = engine
 	a.server, err = signaling.New(a.cfg, a.broker, a.engine, a.log)
+	if err == nil && a.cfg.LiveKit.Enabled() {
+		a.lk, err = media.NewLiveKit(liveKitConfig(a.cfg.LiveKit), mediaConfig(a.cfg.Media), a.log.With("component", "livekit"))
+		a.server.SetLiveKit(a.lk)
+	}
 	if err == nil {
 		err = a.server.Start()
 	}
@@ -111,10 +116,19 @@ func (a *app) Stop(ctx context.Context) error {
 		a.echoConn.Close()
 	}
 	a.broker.Close() // hangs up voice legs
+	if a.lk != nil {
+		errs = append(errs, a.lk.Close()) // after the broker: its legs closed their bridges
+	}
 	if a.engine != nil {
 		errs = append(errs, a.engine.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// liveKitConfig maps the LiveKit settings onto media's.
+func liveKitConfig(l configs.LiveKitConfig) media.LiveKitConfig {
+	return media.LiveKitConfig{URL: l.URL, APIKey: l.APIKey, APISecret: l.APISecret,
+		RoomPrefix: l.RoomPrefix, EmptyTimeout: l.EmptyTimeout}
 }
 
 // mediaConfig maps the media settings onto the engine's.

@@ -19,7 +19,9 @@ import (
 	"os/exec"
 	"os/signal"
 	"regexp"
+	"runtime/pprof"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -58,8 +60,9 @@ const (
 	bvOrigin       = "http://localhost"
 	bvWidgetKey    = "pk_demo"
 	bvSocketBuffer = 4 << 20
-	bvDrain        = 500 * time.Millisecond // after the senders stop
-	bvLoopFrames   = 250                    // the signal loops every 5 s
+	bvSettle       = 300 * time.Millisecond // no new frame on NATS for this long: all landed
+	bvSettleMax    = 10 * time.Second
+	bvLoopFrames   = 250 // the signal loops every 5 s
 )
 
 // bvReadyLine is what `parley serve` prints on stdout once it is ready.
@@ -78,6 +81,7 @@ type benchVoiceOptions struct {
 	Sockets        string // "mux": one UDP socket for all peers; "peer": one each
 	Prefix         string // NATS subject prefix
 	Binary         string // parley binary for the child; empty: os.Executable()
+	Agent          string // "in-process": serve's echo agent; "process": `parley agent echo`
 }
 
 func benchCmd(args []string, stdout, stderr io.Writer) int {
@@ -91,19 +95,22 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 func benchVoiceCmd(args []string, stdout, stderr io.Writer) int {
 	o := benchVoiceOptions{}
 	var asJSON bool
+	var cpuProfile string
 	fs := flag.NewFlagSet("parley bench voice", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.IntVar(&o.Sessions, "sessions", 100, "concurrent voice sessions")
 	fs.DurationVar(&o.Duration, "duration", 20*time.Second, "length of the measured steady window")
 	fs.DurationVar(&o.Warmup, "warmup", 2*time.Second, "skipped after every session connected, before the window")
 	fs.Float64Var(&o.Ramp, "ramp", 50, "sessions started per second")
-	fs.StringVar(&o.URL, "url", "", "HTTP base URL of a running parley (default: start `parley serve` as a child)")
+	fs.StringVar(&o.URL, "url", "", "HTTP base URL of a running parley with loopback candidates and the resolve/sessions rate limits off (default: start `parley serve` as a child)")
 	fs.StringVar(&o.NATSURL, "nats-url", "", "NATS URL of that running parley (with --url)")
 	fs.IntVar(&o.ServerPID, "server-pid", 0, "pid of that running parley, for its CPU and RSS (with --url)")
 	fs.DurationVar(&o.ConnectTimeout, "connect-timeout", 30*time.Second, "per session: offer → ICE+DTLS connected")
 	fs.IntVar(&o.Senders, "senders", 4, "sender goroutines shared by all sessions")
 	fs.StringVar(&o.Sockets, "client-sockets", "mux", `client UDP sockets: "mux" (one for all peers) or "peer" (one per peer)`)
 	fs.StringVar(&o.Prefix, "nats-prefix", "parley", "NATS subject prefix of the server")
+	fs.StringVar(&o.Agent, "agent", "in-process", `echo agent of the child server: "in-process" (serve's own) or "process" (a separate `+"`parley agent echo`"+`, so the broker's CPU is measured alone)`)
+	fs.StringVar(&cpuProfile, "cpuprofile", "", "write the generator's own CPU profile to this file (profile the server with TestBenchVoiceProfile)")
 	fs.BoolVar(&asJSON, "json", false, "print one JSON object instead of the table")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -114,6 +121,20 @@ func benchVoiceCmd(args []string, stdout, stderr io.Writer) int {
 	if err := o.validate(); err != nil {
 		fmt.Fprintf(stderr, "parley bench voice: %v\n", err)
 		return 2
+	}
+	if cpuProfile != "" {
+		f, err := os.Create(cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "parley bench voice: --cpuprofile: %v\n", err)
+			return 2
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			_ = f.Close()
+		}()
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -154,6 +175,10 @@ func (o benchVoiceOptions) validate() error {
 		return errors.New("--senders must be at least 1")
 	case o.Sockets != "mux" && o.Sockets != "peer":
 		return errors.New(`--client-sockets must be "mux" or "peer"`)
+	case o.Agent != "in-process" && o.Agent != "process":
+		return errors.New(`--agent must be "in-process" or "process"`)
+	case o.Agent == "process" && o.URL != "":
+		return errors.New(`--agent process starts the agent with the child server; not with --url`)
 	}
 	return nil
 }
@@ -165,15 +190,20 @@ func runBenchVoice(ctx context.Context, o benchVoiceOptions, log io.Writer) (*vo
 	if err != nil {
 		return nil, err
 	}
-	base, natsURL, pid := o.URL, o.NATSURL, o.ServerPID
-	var child *bvChild
+	base, natsURL, pid, agentPID := o.URL, o.NATSURL, o.ServerPID, 0
+	var child, agent *bvChild
 	if base == "" {
-		if child, err = bvStartServe(ctx, o.Binary); err != nil {
+		if child, agent, base, natsURL, err = bvStartServe(ctx, o.Binary, o.Agent == "process"); err != nil {
 			return nil, err
 		}
 		defer child.stop(log)
-		base, natsURL, pid = child.base, child.nats, child.cmd.Process.Pid
+		pid = child.pid()
 		fmt.Fprintf(log, "bench: started parley serve (pid %d) at %s, %s\n", pid, base, natsURL)
+		if agent != nil {
+			defer agent.stop(log) // runs first: the agent leaves before the server
+			agentPID = agent.pid()
+			fmt.Fprintf(log, "bench: started parley agent echo (pid %d)\n", agentPID)
+		}
 	}
 	g, err := newBVGen(o, base, frames, index)
 	if err != nil {
@@ -188,16 +218,25 @@ func runBenchVoice(ctx context.Context, o benchVoiceOptions, log io.Writer) (*vo
 
 	rep := &voiceReport{Sessions: o.Sessions, WindowS: o.Duration.Seconds(), WarmupS: o.Warmup.Seconds(),
 		Ramp: o.Ramp, ClientSockets: o.Sockets, ServerPID: pid, ChildServer: child != nil, Failures: map[string]int{}}
+	rep.Agent.Where, rep.Agent.PID = "in-process", agentPID
+	if agent != nil {
+		rep.Agent.Where = "process"
+	} else if child == nil {
+		rep.Agent.Where = "as the server runs it"
+	}
 	if pid > 0 {
 		rep.Server.RSSIdleMiB = bvMiB(bvRSS(pid))
 	}
+	if agentPID > 0 {
+		rep.Agent.RSSIdleMiB = bvMiB(bvRSS(agentPID))
+	}
 	// What else keeps the machine busy: the figures mean little if this
 	// is high.
-	b0 := bvSampleCPU(0)
+	b0 := bvSampleCPU(0, 0)
 	if err := bvSleepUntil(ctx, b0.at.Add(time.Second)); err != nil {
 		return nil, err
 	}
-	if b1 := bvSampleCPU(0); b1.sysTotal > b0.sysTotal {
+	if b1 := bvSampleCPU(0, 0); b1.sysTotal > b0.sysTotal {
 		rep.MachineBusyBeforePct = 100 * float64(b1.sysBusy-b0.sysBusy) / float64(b1.sysTotal-b0.sysTotal)
 	}
 	g.startSenders()
@@ -219,27 +258,33 @@ func runBenchVoice(ctx context.Context, o benchVoiceOptions, log io.Writer) (*vo
 		return rep, g.teardown(tap, err)
 	}
 	tap.checkAudio(g.sessions) // connected but nothing on NATS yet: failed
-	c0 := bvSampleCPU(pid)
+	c0 := bvSampleCPU(pid, agentPID)
 	d0s, d0g := bvUDPDrops(pid), bvUDPDrops(os.Getpid())
 	if err := bvSleepUntil(ctx, t1); err != nil {
 		return rep, g.teardown(tap, err)
 	}
-	c1 := bvSampleCPU(pid)
+	c1 := bvSampleCPU(pid, agentPID)
 	if pid > 0 {
 		rep.Server.RSSSteadyMiB = bvMiB(bvRSS(pid))
 		rep.Server.RSSPerSessionKiB = (rep.Server.RSSSteadyMiB - rep.Server.RSSIdleMiB) * 1024 / float64(o.Sessions)
 		rep.Server.FDs = bvCountFDs(pid)
 		rep.Server.UDPDrops = bvDropsSince(d0s, bvUDPDrops(pid))
 	}
+	if agentPID > 0 {
+		rep.Agent.RSSSteadyMiB = bvMiB(bvRSS(agentPID))
+	}
 	rep.Generator.UDPDrops = bvDropsSince(d0g, bvUDPDrops(os.Getpid()))
 	rep.fillCPU(c0, c1, pid > 0)
 
 	g.stopSenders()
-	time.Sleep(bvDrain) // frames in flight land
+	tap.settle(ctx) // frames in flight land
 	err = g.teardown(tap, nil)
 	rep.fill(g, tap) // every reader has stopped
 	if child != nil {
 		rep.ServerLog = child.stderr.summary()
+	}
+	if agent != nil {
+		rep.AgentLog = agent.stderr.summary()
 	}
 	return rep, err
 }
@@ -311,55 +356,46 @@ func bvSleepUntil(ctx context.Context, t time.Time) error {
 	}
 }
 
-// bvChild is `parley serve` started by the bench.
+// bvChild is a parley process started by the bench: `parley serve`, or
+// `parley agent echo`.
 type bvChild struct {
-	cmd       *exec.Cmd
-	dir       string
-	stderr    *bvTail
-	exited    chan struct{}
-	base      string
-	nats      string
-	waitErr   error // set before exited closes
-	stopOnce  sync.Once
-	readyLine chan []string
+	name     string
+	cmd      *exec.Cmd
+	dir      string // removed by stop
+	stderr   *bvTail
+	exited   chan struct{}
+	waitErr  error // set before exited closes
+	stopOnce sync.Once
 }
 
-// bvStartServe starts `parley serve` on ephemeral ports and a fresh data
-// dir, with loopback candidates, and waits for its ready line.
-func bvStartServe(ctx context.Context, bin string) (*bvChild, error) {
-	if bin == "" {
-		var err error
-		if bin, err = os.Executable(); err != nil {
-			return nil, fmt.Errorf("bench: finding the parley binary: %w", err)
-		}
-	}
-	dir, err := os.MkdirTemp("", "parley-bench-")
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(bin, "serve", "--data-dir", dir, "--listen", "127.0.0.1:0",
-		"--nats-listen", "127.0.0.1:-1", "--log-level", "warn")
-	cmd.Env = append(os.Environ(), "PARLEY_MEDIA_INCLUDE_LOOPBACK=true")
-	// Its own process group (a terminal's ^C reaches only the bench, which
-	// stops the server itself); killed if the bench dies.
+// bvAgentReadyLine is what `parley agent echo` prints once its workers run.
+var bvAgentReadyLine = regexp.MustCompile(`^echo agent: \d+ worker\(s\) serving`)
+
+// bvStartChild starts bin with args and waits for a stdout line matching
+// ready, whose submatches it returns. The child gets its own process group
+// (a terminal's ^C reaches only the bench, which stops it) and is killed if
+// the bench dies.
+func bvStartChild(ctx context.Context, name, bin, dir string, env []string, ready *regexp.Regexp, args ...string) (*bvChild, []string, error) {
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	c := &bvChild{cmd: cmd, dir: dir, stderr: &bvTail{}, exited: make(chan struct{}), readyLine: make(chan []string, 1)}
+	c := &bvChild{name: name, cmd: cmd, dir: dir, stderr: &bvTail{}, exited: make(chan struct{})}
 	cmd.Stderr = c.stderr
 	stdout, err := cmd.StdoutPipe()
+	if err == nil {
+		err = cmd.Start()
+	}
 	if err != nil {
 		_ = os.RemoveAll(dir)
-		return nil, err
+		return nil, nil, fmt.Errorf("bench: starting %s: %w", name, err)
 	}
-	if err := cmd.Start(); err != nil {
-		_ = os.RemoveAll(dir)
-		return nil, fmt.Errorf("bench: starting %s serve: %w", bin, err)
-	}
+	lines := make(chan []string, 1)
 	go func() { // owned: ends when the child exits; stop waits for exited
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
-			if m := bvReadyLine.FindStringSubmatch(sc.Text()); m != nil {
+			if m := ready.FindStringSubmatch(sc.Text()); m != nil {
 				select {
-				case c.readyLine <- m:
+				case lines <- m:
 				default:
 				}
 			}
@@ -371,19 +407,54 @@ func bvStartServe(ctx context.Context, bin string) (*bvChild, error) {
 	timeout := time.NewTimer(60 * time.Second)
 	defer timeout.Stop()
 	select {
-	case m := <-c.readyLine:
-		c.base = strings.Replace(m[1], "//localhost:", "//127.0.0.1:", 1)
-		c.nats = m[2]
-		return c, nil
+	case m := <-lines:
+		return c, m, nil
 	case <-c.exited:
-		err = fmt.Errorf("bench: parley serve exited (%v) before it was ready:\n%s", c.waitErr, c.stderr.String())
+		err = fmt.Errorf("bench: %s exited (%v) before it was ready:\n%s", name, c.waitErr, c.stderr.String())
 	case <-timeout.C:
-		err = errors.New("bench: parley serve was not ready within 60s")
+		err = fmt.Errorf("bench: %s was not ready within 60s", name)
 	case <-ctx.Done():
 		err = context.Cause(ctx)
 	}
 	c.stop(io.Discard)
-	return nil, err
+	return nil, nil, err
+}
+
+// bvStartServe starts `parley serve` on ephemeral ports and a fresh data
+// dir, with loopback candidates, and returns it with its HTTP and NATS
+// URLs. With externalAgent its in-process echo agent is off, and a
+// `parley agent echo` process is started too.
+func bvStartServe(ctx context.Context, bin string, externalAgent bool) (srv, agent *bvChild, base, natsURL string, err error) {
+	if bin == "" {
+		if bin, err = os.Executable(); err != nil {
+			return nil, nil, "", "", fmt.Errorf("bench: finding the parley binary: %w", err)
+		}
+	}
+	dir, err := os.MkdirTemp("", "parley-bench-")
+	if err != nil {
+		return nil, nil, "", "", err
+	}
+	// All sessions come from 127.0.0.1: the per-IP and per-widget limits
+	// of resolve and session creation would refuse most of them.
+	env := []string{"PARLEY_MEDIA_INCLUDE_LOOPBACK=true",
+		"PARLEY_LIMITS_RESOLVE_PER_IP=0", "PARLEY_LIMITS_RESOLVE_PER_WIDGET=0",
+		"PARLEY_LIMITS_SESSIONS_PER_IP=0", "PARLEY_LIMITS_SESSIONS_PER_WIDGET=0"}
+	srv, m, err := bvStartChild(ctx, "parley serve", bin, dir, env, bvReadyLine,
+		"serve", "--data-dir", dir, "--listen", "127.0.0.1:0", "--nats-listen", "127.0.0.1:-1",
+		"--log-level", "warn", "--echo-agent="+strconv.FormatBool(!externalAgent))
+	if err != nil {
+		return nil, nil, "", "", err
+	}
+	base, natsURL = strings.Replace(m[1], "//localhost:", "//127.0.0.1:", 1), m[2]
+	if externalAgent {
+		agent, _, err = bvStartChild(ctx, "parley agent echo", bin, "", nil, bvAgentReadyLine,
+			"agent", "echo", "--nats-url", natsURL, "--log-level", "warn")
+		if err != nil {
+			srv.stop(io.Discard)
+			return nil, nil, "", "", err
+		}
+	}
+	return srv, agent, base, natsURL, nil
 }
 
 // stop sends SIGTERM, waits (SIGKILL after 30 s) and removes the data dir.
@@ -393,16 +464,20 @@ func (c *bvChild) stop(log io.Writer) {
 		select {
 		case <-c.exited:
 		case <-time.After(30 * time.Second):
-			fmt.Fprintln(log, "bench: parley serve did not stop within 30s; killing it")
+			fmt.Fprintf(log, "bench: %s did not stop within 30s; killing it\n", c.name)
 			_ = c.cmd.Process.Kill()
 			<-c.exited
 		}
 		if c.waitErr != nil {
-			fmt.Fprintf(log, "bench: parley serve exited: %v\n", c.waitErr)
+			fmt.Fprintf(log, "bench: %s exited: %v\n", c.name, c.waitErr)
 		}
-		_ = os.RemoveAll(c.dir)
+		if c.dir != "" {
+			_ = os.RemoveAll(c.dir)
+		}
 	})
 }
+
+func (c *bvChild) pid() int { return c.cmd.Process.Pid }
 
 // bvTail keeps the last 64 KiB of the child's stderr.
 type bvTail struct {
@@ -985,6 +1060,7 @@ type bvTap struct {
 	once   sync.Once
 
 	slowConsumer atomic.Uint64
+	frames       atomic.Uint64 // every frame received
 
 	mu       sync.Mutex
 	sessions map[string]*bvSession // by conversation id
@@ -1029,6 +1105,7 @@ func (t *bvTap) register(s *bvSession) {
 // onFrame records one published mic frame (the subscription's goroutine).
 func (t *bvTap) onFrame(m *nats.Msg) {
 	now := time.Now()
+	t.frames.Add(1)
 	f, err := agentbridge.ParseAudioFrame(m)
 	cid := strings.TrimSuffix(strings.TrimPrefix(m.Subject, t.prefix), ".in.audio")
 	t.mu.Lock()
@@ -1060,6 +1137,24 @@ func (t *bvTap) onFrame(m *nats.Msg) {
 	s.lastSeq = max(s.lastSeq, f.Seq)
 	if inWin {
 		t.latUS = append(t.latUS, int32(min(now.Sub(f.CapturedAt).Microseconds(), math.MaxInt32)))
+	}
+}
+
+// settle waits, after the senders stopped, until no frame has come for
+// bvSettle (at most bvSettleMax): under overload frames reach NATS
+// seconds late, and they count.
+func (t *bvTap) settle(ctx context.Context) {
+	deadline := time.Now().Add(bvSettleMax)
+	last, quiet := t.frames.Load(), 0
+	for time.Now().Before(deadline) && quiet < int(bvSettle/(50*time.Millisecond)) {
+		if bvSleepUntil(ctx, time.Now().Add(50*time.Millisecond)) != nil {
+			return
+		}
+		if n := t.frames.Load(); n != last {
+			last, quiet = n, 0
+		} else {
+			quiet++
+		}
 	}
 }
 
@@ -1157,6 +1252,13 @@ type voiceReport struct {
 		FDs              int     `json:"fds"`
 		UDPDrops         uint64  `json:"udp_drops"`
 	} `json:"server"`
+	Agent struct {
+		Where        string  `json:"where"` // in-process (the server's own echo agent) or process
+		PID          int     `json:"pid,omitempty"`
+		CPUPct       float64 `json:"cpu_pct,omitempty"`
+		RSSIdleMiB   float64 `json:"rss_idle_mib,omitempty"`
+		RSSSteadyMiB float64 `json:"rss_steady_mib,omitempty"`
+	} `json:"agent"`
 	Generator struct {
 		CPUPct        float64 `json:"cpu_pct"`
 		UDPDrops      uint64  `json:"udp_drops"`
@@ -1165,8 +1267,10 @@ type voiceReport struct {
 		MaxTickLateMS float64 `json:"max_tick_late_ms"`
 	} `json:"generator"`
 	MachineCPUPct        float64  `json:"machine_cpu_pct"`        // of all cores
+	OtherCPUPct          float64  `json:"other_cpu_pct"`          // of one core: what else ran in the window
 	MachineBusyBeforePct float64  `json:"machine_cpu_pct_before"` // busy before the run: other load
-	ServerLog            []string `json:"server_log,omitempty"`   // warnings and errors of a child server, counted`
+	ServerLog            []string `json:"server_log,omitempty"`   // warnings and errors of a child server, counted
+	AgentLog             []string `json:"agent_log,omitempty"`    // and of a child agent`
 }
 
 // bvDist summarises samples (nearest rank).
@@ -1271,10 +1375,12 @@ func (r *voiceReport) fillCPU(c0, c1 bvCPU, server bool) {
 		r.Server.CPUPct = 100 * (c1.server - c0.server).Seconds() / wall
 	}
 	r.Generator.CPUPct = 100 * (c1.self - c0.self).Seconds() / wall
+	r.Agent.CPUPct = 100 * (c1.agent - c0.agent).Seconds() / wall
 	if c1.sysTotal > c0.sysTotal {
 		r.MachineCPUPct = 100 * float64(c1.sysBusy-c0.sysBusy) / float64(c1.sysTotal-c0.sysTotal)
 	}
 	r.Cores = c1.cores
+	r.OtherCPUPct = max(0, r.MachineCPUPct*float64(r.Cores)-r.Server.CPUPct-r.Agent.CPUPct-r.Generator.CPUPct)
 }
 
 func (r *voiceReport) printTable(w io.Writer) {
@@ -1317,14 +1423,26 @@ func (r *voiceReport) printTable(w io.Writer) {
 	} else {
 		fmt.Fprintf(tw, "server\tCPU and RSS not measured (give --server-pid)\n")
 	}
+	if r.Agent.PID > 0 {
+		fmt.Fprintf(tw, "echo agent (pid %d)\tCPU %.1f%% of one core; RSS %.1f MiB idle → %.1f MiB steady\n",
+			r.Agent.PID, r.Agent.CPUPct, r.Agent.RSSIdleMiB, r.Agent.RSSSteadyMiB)
+	} else {
+		fmt.Fprintf(tw, "echo agent\t%s (its CPU and RSS are in the server's)\n", r.Agent.Where)
+	}
 	gn := r.Generator
 	fmt.Fprintf(tw, "generator\tCPU %.1f%% of one core; UDP drops %d; ticks late >10 ms %d, skipped %d, max late %.1f ms\n",
 		gn.CPUPct, gn.UDPDrops, gn.LateTicks, gn.SkippedTicks, gn.MaxTickLateMS)
-	fmt.Fprintf(tw, "machine\tCPU %.1f%% busy of %d cores in the window (%.1f%% before the run); NATS slow-consumer errors %d\n",
-		r.MachineCPUPct, r.Cores, r.MachineBusyBeforePct, f.SlowConsumer)
+	fmt.Fprintf(tw, "machine\tCPU %.1f%% busy of %d cores in the window (%.1f%% before the run); other processes %.1f%% of one core; NATS slow-consumer errors %d\n",
+		r.MachineCPUPct, r.Cores, r.MachineBusyBeforePct, r.OtherCPUPct, f.SlowConsumer)
+	if r.OtherCPUPct > 10 && r.ServerPID > 0 {
+		fmt.Fprintf(tw, "WARNING\tother processes took %.0f%% of a core during the window: the figures above are not clean\n", r.OtherCPUPct)
+	}
 	_ = tw.Flush()
 	if len(r.ServerLog) > 0 {
 		fmt.Fprintf(w, "server log (warn and above, last 64 KiB):\n  %s\n", strings.Join(r.ServerLog, "\n  "))
+	}
+	if len(r.AgentLog) > 0 {
+		fmt.Fprintf(w, "agent log (warn and above, last 64 KiB):\n  %s\n", strings.Join(r.AgentLog, "\n  "))
 	}
 }
 
@@ -1336,7 +1454,8 @@ func bvMiB(b uint64) float64 { return float64(b) / (1 << 20) }
 // machine's.
 type bvCPU struct {
 	at                time.Time
-	server, self      time.Duration
+	server, agent     time.Duration
+	self              time.Duration
 	sysBusy, sysTotal uint64
 	cores             int
 }
@@ -1344,22 +1463,32 @@ type bvCPU struct {
 // bvClockTick is USER_HZ, 100 on every Linux architecture Go supports.
 const bvClockTick = 10 * time.Millisecond
 
-func bvSampleCPU(pid int) bvCPU {
-	c := bvCPU{at: time.Now()}
-	if pid > 0 {
-		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
-			// Fields after "(comm)": state is field 3, utime 14, stime 15.
-			if i := bytes.LastIndexByte(b, ')'); i > 0 {
-				f := strings.Fields(string(b[i+1:]))
-				if len(f) > 12 {
-					var ut, st uint64
-					fmt.Sscan(f[11], &ut)
-					fmt.Sscan(f[12], &st)
-					c.server = time.Duration(ut+st) * bvClockTick
-				}
-			}
-		}
+// bvProcCPU is the CPU time (user + system) pid has used.
+func bvProcCPU(pid int) time.Duration {
+	if pid <= 0 {
+		return 0
 	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after "(comm)": state is field 3, utime 14, stime 15.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) <= 12 {
+		return 0
+	}
+	var ut, st uint64
+	fmt.Sscan(f[11], &ut)
+	fmt.Sscan(f[12], &st)
+	return time.Duration(ut+st) * bvClockTick
+}
+
+func bvSampleCPU(server, agent int) bvCPU {
+	c := bvCPU{at: time.Now(), server: bvProcCPU(server), agent: bvProcCPU(agent)}
 	var ru syscall.Rusage
 	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
 		c.self = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())

@@ -26,7 +26,7 @@ func TestBenchVoice(t *testing.T) {
 	var log bytes.Buffer
 	rep, err := runBenchVoice(ctx, benchVoiceOptions{
 		Sessions: 3, Duration: 3 * time.Second, Warmup: 2 * time.Second, Ramp: 50,
-		ConnectTimeout: 30 * time.Second, Senders: 2, Sockets: "mux", Prefix: "parley", Binary: bin,
+		ConnectTimeout: 30 * time.Second, Senders: 2, Sockets: "mux", Prefix: "parley", Binary: bin, Agent: "in-process",
 	}, &log)
 	if err != nil {
 		t.Fatalf("bench: %v\n%s", err, log.String())

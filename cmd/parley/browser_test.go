@@ -17,8 +17,9 @@ import (
 	"github.com/parley-rtc/parley/agentbridge"
 )
 
-// The demo page (signaling/static/demo.html) in headless Chromium against an
-// in-process Parley: the browser path that pion clients can't stand in for
+// The demo page (signaling/static/demo.html, which embeds the widget of
+// signaling/static/widget.js) in headless Chromium against an in-process
+// Parley: the browser path that pion clients can't stand in for
 // (getUserMedia, Chrome's Opus, autoplay, sessionStorage). Chromium flags
 // and expectations are those of /work/shared/MEASURED.md. These tests run
 // serially: one call ≈ 15 % of two cores.
@@ -84,27 +85,7 @@ func newBrowser(t *testing.T) *browser {
 			t.Logf("browser console:\n  %s", strings.Join(b.console, "\n  "))
 		}
 	})
-	chromedp.ListenTarget(ctx, func(ev any) {
-		switch ev := ev.(type) {
-		case *runtime.EventConsoleAPICalled:
-			args := make([]string, 0, len(ev.Args))
-			for _, a := range ev.Args {
-				if a.Value != nil {
-					var s string
-					if json.Unmarshal(a.Value, &s) == nil {
-						args = append(args, s)
-						continue
-					}
-					args = append(args, string(a.Value))
-					continue
-				}
-				args = append(args, a.Description)
-			}
-			b.logf("console."+string(ev.Type))("%s", strings.Join(args, " "))
-		case *runtime.EventExceptionThrown:
-			b.logf("exception")("%s", ev.ExceptionDetails.Error())
-		}
-	})
+	chromedp.ListenTarget(ctx, b.listen)
 	start := time.Now()
 	// The first Run starts the browser, which lives as long as that Run's
 	// context: b.ctx itself, not one with a timeout (the allocator gives up
@@ -114,6 +95,51 @@ func newBrowser(t *testing.T) *browser {
 	}
 	t.Logf("chromium up in %v", time.Since(start).Round(time.Millisecond))
 	return b
+}
+
+// listen records the tab's console lines and exceptions.
+func (b *browser) listen(ev any) {
+	switch ev := ev.(type) {
+	case *runtime.EventConsoleAPICalled:
+		args := make([]string, 0, len(ev.Args))
+		for _, a := range ev.Args {
+			if a.Value != nil {
+				var s string
+				if json.Unmarshal(a.Value, &s) == nil {
+					args = append(args, s)
+					continue
+				}
+				args = append(args, string(a.Value))
+				continue
+			}
+			args = append(args, a.Description)
+		}
+		b.logf("console."+string(ev.Type))("%s", strings.Join(args, " "))
+	case *runtime.EventExceptionThrown:
+		b.logf("exception")("%s", ev.ExceptionDetails.Error())
+	}
+}
+
+// newTab opens another tab in b's browser for t (its own sessionStorage;
+// localStorage and cookies are the browser's); it is closed when t ends.
+func (b *browser) newTab(t *testing.T) *browser {
+	t.Helper()
+	tab := &browser{t: t}
+	ctx, cancel := chromedp.NewContext(b.ctx)
+	tab.ctx = ctx
+	chromedp.ListenTarget(ctx, tab.listen)
+	t.Cleanup(func() {
+		cancel() // closes the tab
+		tab.mu.Lock()
+		defer tab.mu.Unlock()
+		if len(tab.console) > 0 {
+			t.Logf("tab console:\n  %s", strings.Join(tab.console, "\n  "))
+		}
+	})
+	if err := chromedp.Run(ctx); err != nil {
+		t.Fatalf("opening a tab: %v", err)
+	}
+	return tab
 }
 
 // logf returns a printf that records a line under kind. It never calls
@@ -180,14 +206,14 @@ func (b *browser) waitJS(timeout time.Duration, what, cond string) time.Duration
 	}
 }
 
-// pageState describes the page for a failure message.
+// pageState describes the page for a failure message: the widget's state
+// and the lines of its conversation.
 func (b *browser) pageState() string {
 	var s string
-	err := b.eval(`JSON.stringify({demo: window.parleyDemo && {state: parleyDemo.state, chat: parleyDemo.chat,
-		mode: parleyDemo.mode, legId: parleyDemo.legId, micError: parleyDemo.micError,
-		pc: parleyDemo.pc && parleyDemo.pc.connectionState}, status: document.getElementById("status").textContent,
-		call: document.getElementById("call").textContent,
-		log: [...document.querySelectorAll("#log .msg")].map(e => e.className + ": " + e.textContent)})`, &s)
+	err := b.eval(`JSON.stringify({url: location.href, widget: window.Parley && Parley._debug && Parley._debug.state(),
+		pc: window.Parley && Parley._debug && Parley._debug.pc() && Parley._debug.pc().connectionState,
+		log: window.Parley && Parley._debug && Parley._debug.shadow() ?
+			[...Parley._debug.shadow().querySelectorAll(".log > *")].map(e => e.className + ": " + e.textContent) : null})`, &s)
 	if err != nil {
 		return "\npage state: " + err.Error()
 	}
@@ -200,25 +226,85 @@ func (b *browser) screenshot(name string) {
 	b.t.Helper()
 	var png []byte
 	b.must("screenshot", chromedp.FullScreenshot(&png, 100))
-	path := filepath.Join(b.t.TempDir(), name)
+	saveArtifact(b.t, name, png)
+}
+
+// viewportShot saves a PNG of what is in the viewport (where the widget
+// floats), like screenshot.
+func (b *browser) viewportShot(name string) {
+	b.t.Helper()
+	// The widget's opening animation (finite ones: not the typing dots)
+	// must be over.
+	b.waitJS(5*time.Second, "the widget's animations to end", `!window.Parley || !Parley._debug || !Parley._debug.shadow() ||
+		Parley._debug.shadow().getAnimations().every((a) => a.playState !== "running" || a.effect.getTiming().iterations === Infinity)`)
+	var png []byte
+	b.must("screenshot", chromedp.CaptureScreenshot(&png))
+	saveArtifact(b.t, name, png)
+}
+
+func saveArtifact(t *testing.T, name string, png []byte) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
 	if err := os.WriteFile(path, png, 0o644); err != nil {
-		b.t.Fatal(err)
+		t.Fatal(err)
 	}
-	b.t.Logf("screenshot: %s (%d bytes)", path, len(png))
+	t.Logf("screenshot: %s (%d bytes)", path, len(png))
 	if dir := os.Getenv("PARLEY_ARTIFACTS"); dir != "" {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
-			b.t.Fatal(err)
+			t.Fatal(err)
 		}
 		dst := filepath.Join(dir, name)
 		if err := os.WriteFile(dst, png, 0o644); err != nil {
-			b.t.Fatal(err)
+			t.Fatal(err)
 		}
-		b.t.Logf("screenshot copied to %s", dst)
+		t.Logf("screenshot copied to %s", dst)
 	}
 }
 
+// sq is JavaScript for the first element matching sel in the widget's
+// shadow DOM (or null).
+func sq(sel string) string {
+	return fmt.Sprintf(`(window.Parley && Parley._debug.shadow() && Parley._debug.shadow().querySelector(%q))`, sel)
+}
+
+// widgetJS is JavaScript for the widget's state (Parley._debug.state()).
+const widgetJS = `Parley._debug.state()`
+
+// click clicks the element of the widget's shadow DOM matching sel with a
+// real (trusted) mouse click at its centre, once it is visible.
+func (b *browser) click(sel string) {
+	b.t.Helper()
+	b.waitJS(10*time.Second, sel+" to be visible", sq(sel)+` && `+sq(sel)+`.getClientRects().length > 0 && !`+sq(sel)+`.disabled`)
+	b.clickAt(sq(sel))
+}
+
+// clickAt clicks the element that the JavaScript expression el returns.
+func (b *browser) clickAt(el string) {
+	b.t.Helper()
+	var pt struct{ X, Y float64 }
+	b.mustEval(`(() => { const el = `+el+`; el.scrollIntoView({block: "nearest"});
+		const r = el.getBoundingClientRect(); return {X: r.left + r.width / 2, Y: r.top + r.height / 2}; })()`, &pt)
+	b.must("click "+el, chromedp.MouseClickXY(pt.X, pt.Y))
+}
+
+// typeMessage types text into the widget's message box and presses Enter.
+func (b *browser) typeMessage(text string) {
+	b.t.Helper()
+	b.waitJS(10*time.Second, "the message box", sq("textarea")+` && !`+sq("textarea")+`.disabled`)
+	b.mustEval(sq("textarea")+`.focus(); true`, nil)
+	b.must("type "+text, chromedp.KeyEvent(text), chromedp.KeyEvent("\r"))
+	b.waitJS(5*time.Second, "Enter to send and empty the message box", sq("textarea")+`.value === ""`)
+}
+
+// hasLine is JavaScript: whether the widget shows a message line of class
+// cls (visitor, agent, note …) whose text is text.
+func hasLine(cls, text string) string {
+	return fmt.Sprintf(`[...Parley._debug.shadow().querySelectorAll(".log .%s")].some((el) => (el.querySelector(".body") || el).textContent === %q)`,
+		cls, text)
+}
+
 // openDemo opens the env's demo page on localhost (a secure context, so
-// getUserMedia exists) and waits for its chat WebSocket.
+// getUserMedia exists), opens the widget and waits for its WebSocket.
 func (b *browser) openDemo(e *env) {
 	b.t.Helper()
 	_, port, ok := strings.Cut(e.app.server.Addr(), ":")
@@ -226,7 +312,9 @@ func (b *browser) openDemo(e *env) {
 		b.t.Fatalf("server address %q", e.app.server.Addr())
 	}
 	b.must("open the demo", chromedp.EmulateViewport(900, 900), chromedp.Navigate("http://localhost:"+port+"/"))
-	d := b.waitJS(15*time.Second, "the chat to connect", `window.parleyDemo && parleyDemo.chat === "connected"`)
+	b.waitJS(15*time.Second, "the widget", `window.Parley && Parley._debug && `+widgetJS+`.ready`)
+	b.click(".launcher")
+	d := b.waitJS(15*time.Second, "the chat to connect", widgetJS+`.chat === "connected"`)
 	b.t.Logf("demo page connected in %v", d.Round(time.Millisecond))
 }
 
@@ -242,7 +330,7 @@ type demoSession struct {
 func (b *browser) session() demoSession {
 	b.t.Helper()
 	var s demoSession
-	b.mustEval(`window.parleyDemo.session`, &s)
+	b.mustEval(`Parley._debug.session()`, &s)
 	if s.SessionID == "" || s.ConversationID == "" {
 		b.t.Fatalf("page session = %+v", s)
 	}
@@ -259,7 +347,7 @@ type inboundAudio struct {
 }
 
 const statsJS = `(async () => {
-	const pc = window.parleyDemo.pc;
+	const pc = window.Parley._debug.pc();
 	if (!pc) return null;
 	const out = {packetsReceived: 0, packetsLost: 0, jitter: 0, totalAudioEnergy: 0, packetsSent: 0};
 	(await pc.getStats()).forEach((r) => {
@@ -271,14 +359,15 @@ const statsJS = `(async () => {
 	return out;
 })()`
 
-// voiceLines counts the transcripts the page shows as visitor voice lines.
-const voiceLinesJS = `document.querySelectorAll("#log .msg.visitor.voice").length`
+// voiceLinesJS counts the transcripts the widget shows as visitor voice
+// lines.
+const voiceLinesJS = `Parley._debug.shadow().querySelectorAll(".log .msg.visitor.voice").length`
 
-// TestBrowserVoice: the demo page's Talk button in Chromium. The fake mic's
+// TestBrowserVoice: the widget's mic button on the demo page in Chromium. The fake mic's
 // Opus reaches the agent's NATS subject at 50 frames/s, the echo comes back
 // into the page (getStats), transcripts and captions show, an ICE restart
-// over PATCH keeps the call, and Hang up returns the page and the broker to
-// chat; after a reload the history shows the voice turns, and a switch to
+// over PATCH keeps the call, and pressing the mic again returns the page and
+// the broker to chat; after a reload the history shows the voice turns, and a switch to
 // chat by the server ends a second call in the page.
 func TestBrowserVoice(t *testing.T) {
 	requireChromium(t)
@@ -294,11 +383,11 @@ func TestBrowserVoice(t *testing.T) {
 	// The fake mic (a short beep about once a second) unprocessed, so the
 	// echo agent's energy detector hears its own level. Processing lowers a
 	// tone ~3.6× (MEASURED.md); with it on the beeps were still detected.
-	b.mustEval(`window.parleyAudioConstraints = {echoCancellation: false, noiseSuppression: false, autoGainControl: false}; true`, nil)
+	b.mustEval(`Parley._debug.audioConstraints = {echoCancellation: false, noiseSuppression: false, autoGainControl: false}; true`, nil)
 	var pressed string
-	b.must("click Talk", chromedp.Click("#talk", chromedp.ByQuery, chromedp.NodeVisible))
+	b.click(".mic")
 	clicked := time.Now()
-	b.mustEval(`document.getElementById("talk").getAttribute("aria-pressed")`, &pressed)
+	b.mustEval(sq(".mic")+`.getAttribute("aria-pressed")`, &pressed)
 	if pressed != "true" {
 		t.Fatalf("Talk aria-pressed = %q after the click", pressed)
 	}
@@ -339,7 +428,7 @@ func TestBrowserVoice(t *testing.T) {
 	}
 
 	// The echo plays back in the page.
-	b.waitJS(10*time.Second, "the call to be connected", `parleyDemo.state === "connected"`)
+	b.waitJS(10*time.Second, "the call to be connected", widgetJS+`.call === "connected"`)
 	var st inboundAudio
 	waited := b.waitJS(10*time.Second, "echoed audio in the page (inbound-rtp packetsReceived > 0)",
 		`(async () => { const s = await `+statsJS+`; return s && s.packetsReceived > 0; })()`)
@@ -351,7 +440,7 @@ func TestBrowserVoice(t *testing.T) {
 	// The echo agent's detector hears the fake mic's beeps: transcripts as
 	// visitor voice lines, its replies as captions.
 	b.waitJS(5*time.Second, "a transcript and its caption", voiceLinesJS+` > 0 && `+
-		`[...document.querySelectorAll("#log .msg.agent")].some((el) => el.textContent.startsWith("echo: utterance 1 ("))`)
+		`[...Parley._debug.shadow().querySelectorAll(".log .msg.agent")].some((el) => el.textContent.startsWith("echo: utterance 1 ("))`)
 	var voiceLines int
 	b.mustEval(voiceLinesJS, &voiceLines)
 	t.Logf("transcripts shown during %v of call: %d", time.Since(clicked).Round(time.Millisecond), voiceLines)
@@ -359,12 +448,12 @@ func TestBrowserVoice(t *testing.T) {
 
 	// What the page does after 2 s of ICE "disconnected": restartIce() and a
 	// full re-offer over PATCH. The call goes on with new ICE credentials.
-	const ufragJS = `parleyDemo.pc.remoteDescription.sdp.match(/a=ice-ufrag:(\S+)/)[1]`
+	const ufragJS = `Parley._debug.pc().remoteDescription.sdp.match(/a=ice-ufrag:(\S+)/)[1]`
 	var ufrag, newUfrag string
 	b.mustEval(ufragJS, &ufrag)
 	framesBefore := len(tap.snapshot())
-	b.mustEval(`parleyDemo.restartIce().then(() => true)`, nil)
-	b.waitJS(5*time.Second, "connected after the ICE restart", `parleyDemo.state === "connected"`)
+	b.mustEval(`Parley._debug.restartIce().then(() => true)`, nil)
+	b.waitJS(5*time.Second, "connected after the ICE restart", widgetJS+`.call === "connected"`)
 	b.mustEval(ufragJS, &newUfrag)
 	if newUfrag == ufrag {
 		t.Fatalf("ICE restart: the answer kept ice-ufrag %q", ufrag)
@@ -372,17 +461,17 @@ func TestBrowserVoice(t *testing.T) {
 	waitFor(t, 5*time.Second, "mic frames after the ICE restart", func() bool { return len(tap.snapshot()) >= framesBefore+50 })
 
 	// Hang up: the page is back to chat, the broker has no leg.
-	b.must("click Hang up", chromedp.Click("#talk", chromedp.ByQuery, chromedp.NodeVisible))
-	b.waitJS(10*time.Second, "the page back in chat", `parleyDemo.state === "ended" && parleyDemo.pc === null
-		&& document.body.dataset.mode === "chat"
-		&& document.getElementById("talk").textContent === "Talk"
-		&& document.getElementById("talk").getAttribute("aria-pressed") === "false"
-		&& !document.getElementById("text").disabled`)
+	b.click(".mic") // ends the call: back to text
+	b.waitJS(10*time.Second, "the page back in chat", widgetJS+`.call === "ended" && Parley._debug.pc() === null
+		&& `+sq(".root")+`.dataset.mode === "chat"
+		&& `+sq(".mic")+`.getAttribute("aria-pressed") === "false"
+		&& `+sq(".callbar")+`.hidden
+		&& Parley._debug.shadow().activeElement === `+sq("textarea"))
 	waitFor(t, 10*time.Second, "the broker to drop the voice leg", func() bool {
 		_, ok := e.app.broker.Voice(s.SessionID)
 		return !ok
 	})
-	b.waitJS(10*time.Second, "the mode frame back to chat", `parleyDemo.mode === "chat"`)
+	b.waitJS(10*time.Second, "the mode frame back to chat", widgetJS+`.mode === "chat"`)
 	b.mustEval(voiceLinesJS, &voiceLines)
 	t.Logf("transcripts shown in all: %d; mic frames on NATS in all: %d", voiceLines, len(tap.snapshot()))
 	b.screenshot("browser-voice.png")
@@ -395,19 +484,19 @@ func TestBrowserVoice(t *testing.T) {
 		}
 	}
 	b.must("reload", chromedp.Reload())
-	b.waitJS(15*time.Second, "the chat to reconnect after the reload", `window.parleyDemo && parleyDemo.chat === "connected"`)
+	b.waitJS(15*time.Second, "the chat to reconnect after the reload", `window.Parley && Parley._debug.state().chat === "connected"`)
 	b.waitJS(5*time.Second, fmt.Sprintf("%d voice lines from the history", spoken), fmt.Sprintf("%s === %d", voiceLinesJS, spoken))
 
 	// Talk again; the server switching the conversation to chat (here the
 	// mode endpoint) ends the call in the page too.
 	s = b.session()
-	b.must("click Talk again", chromedp.Click("#talk", chromedp.ByQuery, chromedp.NodeVisible))
-	b.waitJS(15*time.Second, "the second call to connect", `parleyDemo.state === "connected" && parleyDemo.mode === "voice"`)
+	b.click(".mic")
+	b.waitJS(15*time.Second, "the second call to connect", widgetJS+`.call === "connected" && `+widgetJS+`.mode === "voice"`)
 	if r := e.do("POST", "/v1/sessions/"+s.SessionID+"/mode", map[string]any{"mode": "chat"}, "Authorization", "Bearer "+b.token()); r.status != 200 {
 		t.Fatalf("mode chat: %d %s", r.status, r.raw)
 	}
-	b.waitJS(10*time.Second, "the page to end the call on the mode frame", `parleyDemo.state === "ended" && parleyDemo.pc === null
-		&& parleyDemo.mode === "chat" && document.getElementById("talk").getAttribute("aria-pressed") === "false"`)
+	b.waitJS(10*time.Second, "the page to end the call on the mode frame", widgetJS+`.call === "ended" && Parley._debug.pc() === null
+		&& `+widgetJS+`.mode === "chat" && `+sq(".mic")+`.getAttribute("aria-pressed") === "false"`)
 	waitFor(t, 10*time.Second, "the broker to drop the second leg", func() bool {
 		_, ok := e.app.broker.Voice(s.SessionID)
 		return !ok
@@ -425,21 +514,19 @@ func TestBrowserChatAndReload(t *testing.T) {
 	before := b.session()
 
 	const text = "hello from chromium"
-	b.must("type a message", chromedp.SendKeys("#text", text, chromedp.ByQuery),
-		chromedp.Click("#send", chromedp.ByQuery))
-	hasLine := func(cls, body string) string {
-		return fmt.Sprintf(`[...document.querySelectorAll("#log .msg.%s")].some((el) => el.textContent === %q)`, cls, body)
-	}
+	b.typeMessage(text)
 	d := b.waitJS(10*time.Second, "the echo", hasLine("agent", "echo: "+text))
 	t.Logf("send → echo shown: %v", d.Round(time.Millisecond))
 	// A refused microphone: a visible message, a [parley:mic] console
 	// line, and the chat goes on.
 	b.mustEval(`navigator.mediaDevices.getUserMedia = () => Promise.reject(new DOMException("Permission denied", "NotAllowedError")); true`, nil)
-	b.must("click Talk", chromedp.Click("#talk", chromedp.ByQuery, chromedp.NodeVisible))
-	b.waitJS(5*time.Second, "the microphone diagnosis", `parleyDemo.micError === "denied" && parleyDemo.state === "failed"
-		&& document.getElementById("talk").getAttribute("aria-pressed") === "false"
-		&& [...document.querySelectorAll("#log .msg.error")].some((el) => el.textContent.startsWith("Microphone access was denied"))`)
-	waitFor(t, 5*time.Second, "the [parley:mic] console line", func() bool { return b.consoleHas("[parley:mic] denied NotAllowedError") })
+	b.click(".mic")
+	b.waitJS(5*time.Second, "the microphone diagnosis", widgetJS+`.micError === "denied" && `+widgetJS+`.call === "failed"
+		&& `+sq(".mic")+`.getAttribute("aria-pressed") === "false"
+		&& [...Parley._debug.shadow().querySelectorAll(".log .note.error")].some((el) => el.textContent.startsWith("Microphone access was denied"))`)
+	waitFor(t, 5*time.Second, "the [parley:mic] console line", func() bool {
+		return b.consoleHas("[parley:mic] getUserMedia denied (NotAllowedError)")
+	})
 
 	var stored string
 	b.mustEval(`sessionStorage.getItem("parley.resume.pk_demo") || ""`, &stored)
@@ -448,7 +535,7 @@ func TestBrowserChatAndReload(t *testing.T) {
 	}
 
 	b.must("reload", chromedp.Reload())
-	b.waitJS(15*time.Second, "the chat to reconnect after the reload", `window.parleyDemo && parleyDemo.chat === "connected"`)
+	b.waitJS(15*time.Second, "the chat to reconnect after the reload", `window.Parley && Parley._debug.state().chat === "connected"`)
 	after := b.session()
 	if !after.Resumed || after.ConversationID != before.ConversationID || after.SessionID == before.SessionID {
 		t.Fatalf("after reload: %+v, before: %+v", after, before)
@@ -462,8 +549,7 @@ func TestBrowserChatAndReload(t *testing.T) {
 	}
 
 	// The resumed session chats on.
-	b.must("type again", chromedp.SendKeys("#text", "and again", chromedp.ByQuery),
-		chromedp.Click("#send", chromedp.ByQuery))
+	b.typeMessage("and again")
 	b.waitJS(10*time.Second, "the second echo", hasLine("agent", "echo: and again"))
 	if n := len(e.history(session{ID: after.SessionID, Token: b.token()})); n != 4 {
 		t.Fatalf("history has %d messages, want 4", n)
@@ -486,6 +572,6 @@ func (b *browser) consoleHas(substr string) bool {
 func (b *browser) token() string {
 	b.t.Helper()
 	var tok string
-	b.mustEval(`window.parleyDemo.session.session_token`, &tok)
+	b.mustEval(`Parley._debug.session().session_token`, &tok)
 	return tok
 }

@@ -5,13 +5,17 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/parley-rtc/parley/broker"
+	"github.com/parley-rtc/parley/configs"
 )
 
 // natsCluster runs a 3-node NATS cluster with JetStream in the test
@@ -72,4 +76,78 @@ func natsCluster(t testing.TB) string {
 	})
 	_ = js.DeleteStream(context.Background(), "PROBE")
 	return all
+}
+
+// natsServer runs one NATS server with JetStream for brokers to share.
+func natsServer(t testing.TB) string {
+	t.Helper()
+	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, JetStream: true,
+		StoreDir: t.TempDir(), NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats did not start")
+	}
+	t.Cleanup(s.Shutdown)
+	return s.ClientURL()
+}
+
+// TestRateLimitsAcrossBrokers: two brokers on one NATS enforce one limit
+// together, not one each.
+func TestRateLimitsAcrossBrokers(t *testing.T) {
+	url := natsServer(t)
+	shared := func(c *configs.Config) {
+		c.NATS.URL = url
+		c.Limits.Resolve = configs.RateConfig{PerIP: "3/1m", PerWidget: "0"}
+	}
+	a, b := startEnv(t, shared), startEnv(t, shared)
+	t.Logf("a %s b %s", a.app.broker.NATSClientURL(), b.app.broker.NATSClientURL())
+	for i, e := range []*env{a, b, a} {
+		r := e.resolveWidget("pk_demo", testOrigin)
+		if r.status != 200 {
+			t.Fatalf("resolve %d: %d %s", i+1, r.status, r.raw)
+		}
+		t.Logf("resolve %d: remaining %s", i+1, r.header.Get("X-RateLimit-Remaining"))
+	}
+	r := b.resolveWidget("pk_demo", testOrigin)
+	if r.status != 429 || r.errCode() != "RATE_LIMITED" || r.header.Get("Retry-After") == "" || r.header.Get("X-RateLimit-Remaining") != "0" {
+		t.Fatalf("4th resolve on the other broker: %d %v %s\nlogs: %s", r.status, r.header, r.raw, tail(b.logs.String(), 2000))
+	}
+}
+
+// TestRoomAcrossBrokers: a chat leg on one broker and a voice leg on
+// another show as one room; when the chat leg closes, the room stays with
+// its voice leg.
+func TestRoomAcrossBrokers(t *testing.T) {
+	url := natsServer(t)
+	shared := func(c *configs.Config) {
+		c.NATS.URL = url
+		c.Media.IncludeLoopback = true
+		c.Ops.RoomUpdateInterval = 50 * time.Millisecond
+	}
+	a, b := startEnv(t, shared), startEnv(t, shared, noEcho)
+	ak, _ := a.newAdminKey("", broker.ScopeOpsRead)
+	s := a.newSession(nil)
+	ws := a.mustDialWS(s)
+	v := b.newVoiceClient(s)
+	v.waitConnected()
+	legs := func(e *env) []string {
+		r := e.do("GET", "/v1/ops/rooms/"+s.ConversationID, nil, "Authorization", "Bearer "+ak)
+		if r.status != 200 {
+			return nil
+		}
+		var out []string
+		for _, l := range r.body["room"].(map[string]any)["legs"].([]any) {
+			out = append(out, l.(map[string]any)["transport"].(string))
+		}
+		slices.Sort(out)
+		return out
+	}
+	waitFor(t, 10*time.Second, "both legs in one room, seen from either broker", func() bool {
+		return slices.Equal(legs(a), []string{"webrtc", "websocket"}) && slices.Equal(legs(b), []string{"webrtc", "websocket"})
+	})
+	ws.conn.Close(websocket.StatusNormalClosure, "")
+	waitFor(t, 10*time.Second, "the voice leg alone", func() bool { return slices.Equal(legs(a), []string{"webrtc"}) })
 }

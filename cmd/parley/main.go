@@ -34,6 +34,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return benchCmd(args[1:], stdout, stderr)
 	case "keys":
 		return keysCmd(args[1:], stdout, stderr)
+	case "rooms":
+		return roomsCmd(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "parley", version)
 		return 0
@@ -55,6 +57,7 @@ Commands:
   agent echo   run echo agent workers against a NATS server (--nats-url)
   bench voice  load-test the voice path with N pion peers (starts its own serve)
   keys         create, list and revoke API keys (admin "ak_", secret "sk_")
+  rooms        list, watch (--watch) and show live rooms (parley rooms show ID)
   version      print the version
 
 Run "parley serve -h" for the serve flags.

@@ -206,3 +206,8 @@ func (e *env) doRaw(method, path, contentType, body string, headers ...string) r
 	}
 	return r
 }
+
+// sampleOf is one 20 ms Opus frame as a media sample.
+func sampleOf(frame []byte) pionmedia.Sample {
+	return pionmedia.Sample{Data: frame, Duration: 20 * time.Millisecond}
+}

@@ -1,0 +1,162 @@
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/pion/webrtc/v4"
+
+	"github.com/parley-rtc/parley/agentbridge"
+	"github.com/parley-rtc/parley/configs"
+)
+
+// Continuity benchmarks (docs/BENCHMARKS.md), 100 repetitions each:
+//
+//	go test -run '^$' -bench 'Failover|Resume|ICERestart' -benchtime 1x ./cmd/parley/
+
+const continuityReps = 100
+
+// BenchmarkFailover: a worker dies in the middle of a reply; measured from
+// its death to the first chunk of the new worker's answer on the visitor's
+// WebSocket. Default detection settings (500 ms heartbeats, 1.5 s
+// timeout). Every message must end with exactly one complete reply.
+func BenchmarkFailover(b *testing.B) {
+	for b.Loop() {
+		e := startEnv(b, noEcho)
+		s := e.newSession(nil)
+		c := e.mustDialWS(s)
+		start := func() *nats.Conn {
+			nc, err := nats.Connect(e.app.broker.NATSClientURL())
+			if err != nil {
+				b.Fatal(err)
+			}
+			w, err := agentbridge.NewWorker(nc, agentbridge.Options{Agent: configs.DefaultAgent, Logger: discardLogger()}, slowEcho)
+			if err != nil || w.Start() != nil {
+				b.Fatalf("worker: %v", err)
+			}
+			b.Cleanup(w.Close)
+			b.Cleanup(nc.Close)
+			return nc
+		}
+		owner := start()
+		var took []time.Duration
+		lost := 0
+		for i := range continuityReps {
+			text := fmt.Sprintf("message %d needs several words", i)
+			c.send(map[string]any{"type": "message", "body": text, "client_message_id": fmt.Sprintf("fo-%d", i)})
+			c.until("chunk") // the owner is mid-reply
+			next := start()
+			killed := time.Now()
+			owner.Close()
+			owner = next
+			first := time.Duration(0)
+			for {
+				f := c.next()
+				if first == 0 && f.str("type") == "chunk" && f["index"] == 0.0 {
+					first = time.Since(killed) // the new worker's first event
+				}
+				if f.str("type") == "done" && f["interrupted"] != true {
+					if f.str("body") != "echo: "+text {
+						lost++
+					}
+					break
+				}
+			}
+			took = append(took, first)
+		}
+		b.ReportMetric(float64(lost), "messages-lost")
+		percentiles(b, took, "failover-")
+	}
+}
+
+// BenchmarkResume: a reload; measured from the new page's resolve to its
+// WebSocket open with the conversation's history fetched (resume token
+// exchanged for a session on the same conversation).
+func BenchmarkResume(b *testing.B) {
+	for b.Loop() {
+		e := startEnv(b)
+		s := e.newSession(nil)
+		if r := e.post(s, "before the reloads", "r-0", true); r.status != 200 {
+			b.Fatalf("post: %d", r.status)
+		}
+		var took []time.Duration
+		lost := 0
+		for i := range continuityReps {
+			start := time.Now()
+			s2 := e.newSession(map[string]any{"resume_token": s.ResumeToken})
+			c := e.mustDialWS(s2)
+			h := e.history(s2)
+			took = append(took, time.Since(start))
+			if s2.ConversationID != s.ConversationID || len(h) != 2*(i+1) {
+				lost++
+			}
+			c.send(map[string]any{"type": "message", "body": fmt.Sprintf("after reload %d", i), "client_message_id": fmt.Sprintf("r-%d", i+1)})
+			if f, _ := c.until("done"); f.str("body") != fmt.Sprintf("echo: after reload %d", i) {
+				lost++
+			}
+			c.conn.CloseNow()
+			s = s2
+		}
+		b.ReportMetric(float64(lost), "messages-lost")
+		percentiles(b, took, "resume-")
+	}
+}
+
+// BenchmarkICERestart: a network change survived by an ICE restart (full
+// re-offer through PATCH); measured from the restart's start to the next
+// visitor frame on NATS, with the client sending 50 frames/s throughout.
+func BenchmarkICERestart(b *testing.B) {
+	for b.Loop() {
+		e := startEnv(b, voiceConfig)
+		s := e.newSession(nil)
+		tap := e.tapAudio(e.app.broker.Subjects().InAudio(s.ConversationID))
+		v := e.newVoiceClient(s)
+		v.waitConnected()
+		frames := speech(b, 1, 20, 0) // one 20 ms tone frame, sent in a loop
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			tick := time.NewTicker(20 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-tick.C:
+					_ = v.track.WriteSample(sampleOf(frames[0]))
+				}
+			}
+		}()
+		auth := []string{"Authorization", "Bearer " + s.Token}
+		var took []time.Duration
+		for range continuityReps {
+			start := time.Now()
+			offer, err := v.pc.CreateOffer(&webrtc.OfferOptions{ICERestart: true})
+			if err != nil {
+				b.Fatal(err)
+			}
+			gathered := webrtc.GatheringCompletePromise(v.pc)
+			if err := v.pc.SetLocalDescription(offer); err != nil {
+				b.Fatal(err)
+			}
+			<-gathered
+			r := e.doRaw("PATCH", v.location, "application/sdp", v.pc.LocalDescription().SDP, auth...)
+			if r.status != http.StatusOK {
+				b.Fatalf("restart: %d %s", r.status, r.raw)
+			}
+			if err := v.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: r.raw}); err != nil {
+				b.Fatal(err)
+			}
+			n := len(tap.snapshot())
+			waitFor(b, 10*time.Second, "a frame after the restart", func() bool { return len(tap.snapshot()) > n })
+			took = append(took, time.Since(start))
+		}
+		close(stop)
+		<-done
+		percentiles(b, took, "ice-restart-")
+	}
+}

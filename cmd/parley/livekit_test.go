@@ -1,0 +1,775 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"io"
+	"math"
+	"net/http"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/livekit/protocol/auth"
+	"github.com/livekit/protocol/livekit"
+	lklog "github.com/livekit/protocol/logger"
+	lksdk "github.com/livekit/server-sdk-go/v2"
+	"github.com/nats-io/nats.go"
+	"github.com/pion/webrtc/v4"
+	pionmedia "github.com/pion/webrtc/v4/pkg/media"
+	"go.uber.org/goleak"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/parley-rtc/parley/agentbridge"
+	"github.com/parley-rtc/parley/broker"
+	"github.com/parley-rtc/parley/configs"
+	"github.com/parley-rtc/parley/media"
+)
+
+// lkClient plays the widget on the LiveKit transport: a LiveKit participant
+// (server-sdk-go) that joins with the token Parley issued, publishes its
+// microphone and counts the agent audio it gets from the bridge.
+type lkClient struct {
+	t            testing.TB
+	room         *lksdk.Room
+	track        *lksdk.LocalTrack
+	received     atomic.Int64
+	disconnected chan struct{}
+	discOnce     sync.Once
+	readers      sync.WaitGroup
+	leaveOnce    sync.Once
+}
+
+// joinLiveKit connects a client with token; the error is LiveKit's answer.
+func joinLiveKit(t testing.TB, url, token string) (*lkClient, error) {
+	t.Helper()
+	c := &lkClient{t: t, disconnected: make(chan struct{})}
+	cb := lksdk.NewRoomCallback()
+	cb.OnTrackSubscribed = func(tr *webrtc.TrackRemote, _ *lksdk.RemoteTrackPublication, rp *lksdk.RemoteParticipant) {
+		if rp.Identity() != media.BridgeIdentity {
+			return
+		}
+		c.readers.Go(func() {
+			for {
+				if _, _, err := tr.ReadRTP(); err != nil {
+					return
+				}
+				c.received.Add(1)
+			}
+		})
+	}
+	cb.OnDisconnected = func() { c.discOnce.Do(func() { close(c.disconnected) }) }
+	room, err := lksdk.ConnectToRoomWithToken(url, token, cb, lksdk.WithAutoSubscribe(true),
+		lksdk.WithLogger(lklog.GetDiscardLogger()))
+	if err != nil {
+		return nil, err
+	}
+	c.room = room
+	t.Cleanup(c.leave)
+	return c, nil
+}
+
+// publishMic publishes an Opus microphone track and waits until it is
+// bound (LiveKit accepted it and negotiated).
+func (c *lkClient) publishMic() {
+	c.t.Helper()
+	track, err := lksdk.NewLocalSampleTrack(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if _, err := c.room.LocalParticipant.PublishTrack(track, &lksdk.TrackPublicationOptions{Name: "microphone",
+		Source: livekit.TrackSource_MICROPHONE}); err != nil {
+		c.t.Fatalf("publish microphone: %v", err)
+	}
+	c.track = track
+	waitFor(c.t, 10*time.Second, "the microphone track bound", track.IsBound)
+}
+
+// sendUntil writes Opus silence every 20 ms until start closes, then
+// frames on a 20 ms schedule, then 200 ms of silence; it returns when
+// everything is written, with the time each of frames was written.
+func (c *lkClient) sendUntil(start <-chan struct{}, silence []byte, frames [][]byte) []time.Time {
+	write := func(f []byte) {
+		if err := c.track.WriteSample(pionmedia.Sample{Data: f, Duration: 20 * time.Millisecond}, nil); err != nil &&
+			!errors.Is(err, io.ErrClosedPipe) {
+			c.t.Errorf("write sample: %v", err)
+		}
+	}
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(15 * time.Second)
+priming:
+	for {
+		select {
+		case <-start:
+			break priming
+		case <-deadline:
+			c.t.Errorf("the bridge never got the microphone")
+			return nil
+		case <-tick.C:
+			write(silence)
+		}
+	}
+	sent := make([]time.Time, len(frames))
+	begin := time.Now()
+	timer := time.NewTimer(0)
+	<-timer.C
+	for i, f := range frames {
+		if d := time.Until(begin.Add(time.Duration(i) * 20 * time.Millisecond)); d > 0 {
+			timer.Reset(d)
+			<-timer.C
+		}
+		sent[i] = time.Now()
+		write(f)
+	}
+	if silence != nil {
+		for range 10 { // a tail, so nothing waits on the jitter window
+			<-tick.C
+			write(silence)
+		}
+	}
+	return sent
+}
+
+func (c *lkClient) leave() {
+	c.leaveOnce.Do(func() {
+		c.room.Disconnect()
+		c.readers.Wait()
+	})
+}
+
+// timedTap records the frames on a subject with their arrival times.
+type timedTap struct {
+	mu     sync.Mutex
+	frames []agentbridge.AudioFrame
+	at     []time.Time
+}
+
+func (e *env) timedTap(subject string) *timedTap {
+	e.t.Helper()
+	tap := &timedTap{}
+	nc := e.natsConn()
+	if _, err := nc.Subscribe(subject, func(m *nats.Msg) {
+		now := time.Now()
+		f, err := agentbridge.ParseAudioFrame(m)
+		if err != nil {
+			e.t.Errorf("bad frame on %s: %v", subject, err)
+			return
+		}
+		tap.mu.Lock()
+		tap.frames = append(tap.frames, f)
+		tap.at = append(tap.at, now)
+		tap.mu.Unlock()
+	}); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		e.t.Fatal(err)
+	}
+	return tap
+}
+
+func (tp *timedTap) snapshot() ([]agentbridge.AudioFrame, []time.Time) {
+	tp.mu.Lock()
+	defer tp.mu.Unlock()
+	return slices.Clone(tp.frames), slices.Clone(tp.at)
+}
+
+func (tp *timedTap) len() int {
+	tp.mu.Lock()
+	defer tp.mu.Unlock()
+	return len(tp.frames)
+}
+
+// latencyPercentiles returns p50, p99 and max of ds.
+func latencyPercentiles(ds []time.Duration) (p50, p99, maxD time.Duration) {
+	if len(ds) == 0 {
+		return 0, 0, 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2], s[min(len(s)-1, len(s)*99/100)], s[len(s)-1]
+}
+
+// rms is the root mean square of little-endian 16-bit PCM.
+func rms(pcm []byte) float64 {
+	var sum float64
+	n := len(pcm) / 2
+	for i := range n {
+		v := float64(int16(binary.LittleEndian.Uint16(pcm[2*i:])))
+		sum += v * v
+	}
+	if n == 0 {
+		return 0
+	}
+	return math.Sqrt(sum / float64(n))
+}
+
+// liveKitToken asks Parley for the session's LiveKit token.
+func (e *env) liveKitToken(s session) response {
+	e.t.Helper()
+	return e.do("POST", "/v1/sessions/"+s.ID+"/livekit-token", nil, "Authorization", "Bearer "+s.Token)
+}
+
+// settle gets everything that lives as long as the conversation running
+// before a goroutine baseline is taken: the echo agent has the
+// conversation (a chat turn), and the server API client has its keep-alive
+// connection (one call).
+func (e *liveKitEnv) settle(s session, ws *wsClient) {
+	e.t.Helper()
+	if r := e.post(s, "hello", "settle-1", true); r.status != http.StatusOK && r.status != http.StatusCreated {
+		e.t.Fatalf("chat turn: %d %s", r.status, r.raw)
+	}
+	if f, _ := ws.until("done"); f.str("body") != "echo: hello" {
+		e.t.Fatalf("chat reply %v", f)
+	}
+	_, err := e.app.lk.RoomState(context.Background(), "warm-up")
+	if !errors.Is(err, media.ErrNoRoom) {
+		e.t.Fatalf("RoomState of a missing room: %v", err)
+	}
+}
+
+// TestLiveKitRoundTrip: the widget's participant joins with Parley's token
+// and publishes real Opus; the bridge hands the frames to the agent on
+// NATS in order with the direct path's headers; the echo agent's audio
+// comes back on the bridge's track; the echo's transcripts and replies
+// reach the WebSocket; LiveKit's own webhooks reach Parley; hanging up
+// (DELETE on the leg) removes the bridge and deletes the room; goroutines
+// return to their baseline. Once with an Opus agent, once with a PCM one.
+func TestLiveKitRoundTrip(t *testing.T) {
+	for _, tc := range []struct{ name, format, codec string }{
+		{"opus", "", agentbridge.CodecOpus},
+		{"pcm16k", "pcm_s16le/16000", "pcm_s16le/16000/1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := startLiveKitEnv(t, func(c *configs.Config) {
+				if tc.format != "" {
+					c.Agents.AudioFormats = map[string]string{configs.DefaultAgent: tc.format}
+				}
+			})
+			s := e.mustCreateSession(liveKitWidgetKey, testOrigin, map[string]any{"mode": "chat"})
+			ws := e.mustDialWS(s)
+			subj := e.app.broker.Subjects()
+			in := e.timedTap(subj.InAudio(s.ConversationID))
+			out := e.tapAudio(subj.OutAudio(s.ConversationID))
+			e.settle(s, ws)
+			baseline := runtime.NumGoroutine()
+			before := goleak.IgnoreCurrent()
+
+			began := time.Now()
+			r := e.liveKitToken(s)
+			issued := time.Since(began)
+			room := "parley-" + s.ConversationID
+			if r.status != http.StatusOK || r.str("token") == "" || r.str("livekit_url") != e.lk.url ||
+				r.str("room_name") != room || r.str("participant_identity") != "visitor-"+s.ID ||
+				r.body["expires_in_seconds"] != float64(600) || !strings.HasPrefix(r.str("leg_id"), "leg_") {
+				t.Fatalf("token: %d %s", r.status, r.raw)
+			}
+			location := r.header.Get("Location")
+			if location != "/v1/sessions/"+s.ID+"/livekit/"+r.str("leg_id") {
+				t.Fatalf("Location = %q", location)
+			}
+			// A second request while the bridge is up: a new token, the same leg.
+			if r2 := e.liveKitToken(s); r2.status != http.StatusOK || r2.str("leg_id") != r.str("leg_id") {
+				t.Fatalf("second token: %d %s", r2.status, r2.raw)
+			}
+			st, err := e.app.lk.RoomState(context.Background(), room)
+			if err != nil || len(st.Participants) != 1 || st.Participants[0].Identity != media.BridgeIdentity ||
+				st.Participants[0].Kind != "agent" {
+				t.Fatalf("room before the visitor: %+v %v", st, err)
+			}
+
+			joined := time.Now()
+			c, err := joinLiveKit(t, r.str("livekit_url"), r.str("token"))
+			if err != nil {
+				t.Fatalf("join with Parley's token: %v", err)
+			}
+			if c.room.Name() != room {
+				t.Fatalf("joined room %q, want %q", c.room.Name(), room)
+			}
+			c.publishMic()
+
+			silence := speech(t, 1, 0, 20)[0]
+			frames := speech(t, 3, 400, 600) // 3 utterances, 150 frames
+			start := make(chan struct{})
+			var sent []time.Time
+			sending := make(chan struct{})
+			go func() {
+				defer close(sending)
+				sent = c.sendUntil(start, silence, frames)
+			}()
+
+			// The bridge got the visitor's track: media_state connected,
+			// after mode voice; the real webhook reports the visitor.
+			var sawVoice, sawJoinedHook bool
+			for {
+				f := ws.next()
+				switch f.str("type") {
+				case "mode":
+					sawVoice = sawVoice || f.str("mode") == "voice"
+				case "media_state":
+					sawJoinedHook = sawJoinedHook || f.str("reason") == "livekit_participant_joined"
+				}
+				if f.str("type") == "media_state" && f.str("state") == "connected" && f.str("reason") == "" {
+					if f.str("leg_id") != r.str("leg_id") {
+						t.Fatalf("media_state %v", f)
+					}
+					break
+				}
+			}
+			connectedAfter := time.Since(joined)
+			close(start)
+			<-sending
+			if !sawVoice {
+				t.Fatal("no mode voice before media_state connected")
+			}
+			// The sent frames follow the priming silence: find the first.
+			firstOf := func(got []agentbridge.AudioFrame) int {
+				if tc.format == "" {
+					return slices.IndexFunc(got, func(f agentbridge.AudioFrame) bool { return bytes.Equal(f.Payload, frames[0]) })
+				}
+				return slices.IndexFunc(got, func(f agentbridge.AudioFrame) bool { return rms(f.Payload) > 500 })
+			}
+			for deadline := time.Now().Add(15 * time.Second); ; <-time.After(20 * time.Millisecond) {
+				got, _ := in.snapshot()
+				first := firstOf(got)
+				if first >= 0 && len(got) >= first+len(frames) {
+					break
+				}
+				if time.Now().After(deadline) {
+					leg, _ := e.app.broker.Voice(s.ID)
+					t.Fatalf("%d frames on NATS, the sent ones from %d, of %d sent; media stats %+v",
+						len(got), first, len(frames), legStats(leg))
+				}
+			}
+			got, at := in.snapshot()
+			first := firstOf(got)
+			var bridgeLat, e2eLat []time.Duration
+			for i, f := range got[first : first+len(frames)] {
+				k := first + i
+				if f.Codec != tc.codec || f.CapturedAt.IsZero() || len(f.Payload) == 0 {
+					t.Fatalf("frame %d = %+v", k, f)
+				}
+				if tc.format == "" && !bytes.Equal(f.Payload, frames[i]) {
+					t.Fatalf("frame %d: payload differs from sent frame %d", k, i)
+				}
+				if tc.format != "" && len(f.Payload) != 640 {
+					t.Fatalf("PCM frame %d of %d bytes", k, len(f.Payload))
+				}
+				// (The SFU rewrites sequence numbers and timestamps: only the
+				// sent frames are checked, not the priming before them.)
+				if k > first && (f.Seq != got[k-1].Seq+1 || f.Timestamp-got[k-1].Timestamp != 960) {
+					t.Fatalf("frames %d,%d out of order: seq %d→%d ts %d→%d", k-1, k, got[k-1].Seq, f.Seq,
+						got[k-1].Timestamp, f.Timestamp)
+				}
+				bridgeLat = append(bridgeLat, at[k].Sub(f.CapturedAt))
+				e2eLat = append(e2eLat, at[k].Sub(sent[i]))
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for len(out.snapshot()) < len(frames) || c.received.Load() < int64(len(frames))*9/10 {
+				if time.Now().After(deadline) {
+					leg, _ := e.app.broker.Voice(s.ID)
+					t.Fatalf("echo: %d frames from the agent on NATS, %d received by the client, of %d sent; media stats %+v",
+						len(out.snapshot()), c.received.Load(), len(frames), legStats(leg))
+				}
+				<-time.After(20 * time.Millisecond)
+			}
+
+			// The echo agent heard three utterances: transcripts and replies.
+			var transcripts, replies []string
+			for len(replies) < 3 {
+				f := ws.next()
+				switch f.str("type") {
+				case "media_state":
+					sawJoinedHook = sawJoinedHook || f.str("reason") == "livekit_participant_joined"
+				case "transcript":
+					if f["final"] == true && f.str("via") == "voice" {
+						transcripts = append(transcripts, f.str("text"))
+					}
+				case "done":
+					replies = append(replies, f.str("body"))
+				}
+			}
+			if len(transcripts) != 3 || !strings.HasPrefix(replies[0], "echo: utterance 1 (") {
+				t.Fatalf("transcripts %q, replies %q", transcripts, replies)
+			}
+			if !sawJoinedHook {
+				f, _ := ws.until("media_state")
+				if f.str("reason") != "livekit_participant_joined" {
+					t.Fatalf("no webhook media_state from LiveKit: %v", f)
+				}
+			}
+			b50, b99, bmax := latencyPercentiles(bridgeLat)
+			e50, e99, emax := latencyPercentiles(e2eLat)
+			leg, _ := e.app.broker.Voice(s.ID)
+			t.Logf("token (room + bridge join) %s; join → media_state connected %s; %d priming frames",
+				issued.Round(time.Millisecond), connectedAfter.Round(time.Millisecond), first)
+			t.Logf("RTP arrival at the bridge → NATS subscriber: p50 %s p99 %s max %s", b50, b99, bmax)
+			if tc.format == "" { // (PCM frames are matched by loudness: ± one frame)
+				t.Logf("client write → SFU → bridge → NATS subscriber: p50 %s p99 %s max %s", e50, e99, emax)
+			}
+			t.Logf("client got %d agent packets of %d; bridge stats %+v", c.received.Load(), len(frames), legStats(leg))
+
+			// Ops sees the room from LiveKit's RoomService: the visitor and
+			// the bridge, with their audio tracks.
+			ak, _ := e.newAdminKey("", broker.ScopeOpsRead)
+			waitFor(t, 10*time.Second, "the LiveKit room state in the ops detail", func() bool {
+				r := e.do("GET", "/v1/ops/rooms/"+s.ConversationID, nil, "Authorization", "Bearer "+ak)
+				lk, _ := r.body["livekit"].(map[string]any)
+				ps, _ := lk["participants"].([]any)
+				return r.status == 200 && len(ps) >= 2
+			})
+
+			// Hang up with DELETE on the leg: back to chat, the bridge leaves,
+			// the room is deleted (the client is disconnected by LiveKit).
+			auth := []string{"Authorization", "Bearer " + s.Token}
+			if r := e.do("DELETE", location, nil, auth...); r.status != http.StatusNoContent {
+				t.Fatalf("DELETE leg: %d %s", r.status, r.raw)
+			}
+			if f, _ := ws.until("mode"); f.str("mode") != "chat" {
+				t.Fatalf("after hang-up: %v", f)
+			}
+			if r := e.do("DELETE", location, nil, auth...); r.status != http.StatusNotFound || r.errCode() != "LEG_NOT_FOUND" {
+				t.Fatalf("second DELETE: %d %s", r.status, r.raw)
+			}
+			if _, err := e.app.lk.RoomState(context.Background(), room); !errors.Is(err, media.ErrNoRoom) {
+				t.Fatalf("room after hang-up: %v", err)
+			}
+			select {
+			case <-c.disconnected:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the client was not disconnected when the room was deleted")
+			}
+			c.leave()
+			if n := e.app.lk.NumBridges(); n != 0 {
+				t.Fatalf("%d bridges after hang-up", n)
+			}
+			waitForGoroutines(t, baseline, before)
+		})
+	}
+}
+
+// TestLiveKitTokens: Parley's token carries exactly the grants it should;
+// it joins its own room only; LiveKit refuses an expired or forged token.
+func TestLiveKitTokens(t *testing.T) {
+	e := startLiveKitEnv(t)
+	a := e.mustCreateSession(liveKitWidgetKey, testOrigin, nil)
+	b := e.mustCreateSession(liveKitWidgetKey, testOrigin, nil)
+	ra, rb := e.liveKitToken(a), e.liveKitToken(b)
+	if ra.status != http.StatusOK || rb.status != http.StatusOK {
+		t.Fatalf("tokens: %d %s / %d %s", ra.status, ra.raw, rb.status, rb.raw)
+	}
+	roomA, roomB := ra.str("room_name"), rb.str("room_name")
+
+	// The grants, decoded with LiveKit's own verifier.
+	v, err := auth.ParseAPIToken(ra.str("token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	claims, grants, err := v.Verify(liveKitDevSecret)
+	if err != nil {
+		t.Fatalf("verify with the API secret: %v", err)
+	}
+	vg := grants.Video
+	if v.APIKey() != liveKitDevKey || grants.Identity != "visitor-"+a.ID || vg == nil || !vg.RoomJoin || vg.Room != roomA ||
+		!vg.GetCanPublish() || !slices.Equal(vg.CanPublishSources, []string{"microphone"}) || !vg.GetCanSubscribe() ||
+		vg.GetCanPublishData() || vg.GetCanUpdateOwnMetadata() || vg.RoomAdmin || vg.RoomCreate || vg.RoomList ||
+		vg.RoomRecord || vg.Recorder || vg.Hidden || vg.Agent || vg.IngressAdmin || vg.DestinationRoom != "" {
+		t.Fatalf("grants: %+v video %+v", grants, vg)
+	}
+	var md map[string]string
+	if err := json.Unmarshal([]byte(grants.Metadata), &md); err != nil || md["conversation_id"] != a.ConversationID {
+		t.Fatalf("metadata %q: %v", grants.Metadata, err)
+	}
+	if ttl := claims.ExpiresAt.Sub(claims.NotBefore.Time); ttl < 10*time.Minute-2*time.Second || ttl > 10*time.Minute+2*time.Second {
+		t.Fatalf("token lifetime %s, want livekit.token_ttl 10m", ttl)
+	}
+	if _, _, err := v.Verify("not-the-secret"); err == nil {
+		t.Fatal("the token verified with another secret")
+	}
+
+	// A's token puts A in room A, never in B; it is no server API key.
+	c, err := joinLiveKit(t, e.lk.url, ra.str("token"))
+	if err != nil {
+		t.Fatalf("join A: %v", err)
+	}
+	if c.room.Name() != roomA {
+		t.Fatalf("A's token joined %q", c.room.Name())
+	}
+	stB, err := e.app.lk.RoomState(context.Background(), roomB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range stB.Participants {
+		if p.Identity == "visitor-"+a.ID {
+			t.Fatalf("A's visitor is in room B: %+v", stB)
+		}
+	}
+	for _, call := range []struct{ method, body string }{
+		{"ListParticipants", `{"room":"` + roomB + `"}`},
+		{"RemoveParticipant", `{"room":"` + roomB + `","identity":"` + media.BridgeIdentity + `"}`},
+		{"DeleteRoom", `{"room":"` + roomB + `"}`},
+		{"CreateRoom", `{"name":"someone-elses"}`},
+	} {
+		req, _ := http.NewRequest("POST", strings.Replace(e.lk.url, "ws://", "http://", 1)+"/twirp/livekit.RoomService/"+call.method,
+			strings.NewReader(call.body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+ra.str("token"))
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != http.StatusUnauthorized && res.StatusCode != http.StatusForbidden {
+			t.Fatalf("RoomService.%s with a visitor token: %d %s", call.method, res.StatusCode, body)
+		}
+	}
+	c.leave()
+
+	// Tokens LiveKit must refuse: expired (past LiveKit's one-minute
+	// leeway; auth.AccessToken cannot mint one, so the JWT is built by
+	// hand); signed with another secret, for A's room or B's.
+	mint := func(secret, room string, exp time.Time) string {
+		claims := jwt.MapClaims{"iss": liveKitDevKey, "sub": "visitor-" + a.ID, "nbf": exp.Add(-time.Hour).Unix(),
+			"exp": exp.Unix(), "video": map[string]any{"roomJoin": true, "room": room}}
+		tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString([]byte(secret))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	if c, err := joinLiveKit(t, e.lk.url, mint(liveKitDevSecret, roomA, time.Now().Add(time.Minute))); err != nil {
+		t.Fatalf("the hand-built token is refused even when valid: %v", err)
+	} else {
+		c.leave()
+	}
+	for name, tok := range map[string]string{
+		"expired":      mint(liveKitDevSecret, roomA, time.Now().Add(-5*time.Minute)),
+		"forged":       mint("a-secret-that-is-not-livekits", roomA, time.Now().Add(time.Minute)),
+		"forged other": mint("a-secret-that-is-not-livekits", roomB, time.Now().Add(time.Minute)),
+	} {
+		if c, err := joinLiveKit(t, e.lk.url, tok); err == nil {
+			c.leave()
+			t.Fatalf("%s token: LiveKit let it join %s", name, c.room.Name())
+		}
+	}
+}
+
+// signedWebhook is a webhook request the way LiveKit signs one: a JWT from
+// the API key and secret whose sha256 claim is the body's hash.
+func signedWebhook(t *testing.T, key, secret string, body []byte) string {
+	t.Helper()
+	sum := sha256.Sum256(body)
+	tok, err := auth.NewAccessToken(key, secret).SetValidFor(5 * time.Minute).
+		SetSha256(base64.StdEncoding.EncodeToString(sum[:])).ToJWT()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// TestLiveKitWebhook: a correctly signed event is accepted and recorded as
+// media_state (once, however often it is delivered); a tampered body, a
+// wrong signature or none at all is 401; events for rooms that are not
+// Parley's are acknowledged and ignored.
+func TestLiveKitWebhook(t *testing.T) {
+	// No livekit-server needed: the webhook is checked against the
+	// configured key and secret.
+	e := startEnv(t, func(c *configs.Config) {
+		c.LiveKit.URL, c.LiveKit.APIKey, c.LiveKit.APISecret = "ws://127.0.0.1:9", liveKitDevKey, liveKitDevSecret
+	}, withWidget(configs.WidgetConfig{Key: liveKitWidgetKey, ID: "wdg_livekit", AllowDevOrigins: true, VoiceTransport: "livekit"}))
+	s := e.mustCreateSession(liveKitWidgetKey, testOrigin, nil)
+	ws := e.mustDialWS(s)
+	event := func(kind, room, identity, id string) []byte {
+		ev := &livekit.WebhookEvent{Event: kind, Id: id, CreatedAt: time.Now().Unix(), Room: &livekit.Room{Name: room}}
+		if identity != "" {
+			ev.Participant = &livekit.ParticipantInfo{Identity: identity}
+		}
+		data, err := protojson.Marshal(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return data
+	}
+	post := func(body []byte, authz string) response {
+		h := []string{"Content-Type", "application/webhook+json"}
+		if authz != "" {
+			h = append(h, "Authorization", authz)
+		}
+		return e.doRaw("POST", "/v1/livekit/webhook", "application/webhook+json", string(body), h...)
+	}
+	room := "parley-" + s.ConversationID
+	joined := event("participant_joined", room, "visitor-"+s.ID, "EV_joined1")
+	sig := signedWebhook(t, liveKitDevKey, liveKitDevSecret, joined)
+	r := post(joined, sig)
+	if r.status != http.StatusOK || r.body["recorded"] != true {
+		t.Fatalf("signed webhook: %d %s", r.status, r.raw)
+	}
+	f, _ := ws.until("media_state")
+	if f.str("state") != "connected" || f.str("reason") != "livekit_participant_joined" {
+		t.Fatalf("media_state frame %v", f)
+	}
+	// LiveKit retries: the same event is recorded once.
+	if again := post(joined, sig); again.status != http.StatusOK || again.body["seq"] != r.body["seq"] {
+		t.Fatalf("redelivered webhook: %d %s (first %s)", again.status, again.raw, r.raw)
+	}
+
+	tampered := bytes.Replace(joined, []byte("participant_joined"), []byte("participant_left"), 1)
+	for name, c := range map[string]struct {
+		body  []byte
+		authz string
+	}{
+		"tampered body":  {tampered, sig},
+		"wrong secret":   {joined, signedWebhook(t, liveKitDevKey, "not-the-secret", joined)},
+		"unknown key":    {joined, signedWebhook(t, "otherkey", liveKitDevSecret, joined)},
+		"no signature":   {joined, ""},
+		"garbage header": {joined, "Bearer nope"},
+	} {
+		if r := post(c.body, c.authz); r.status != http.StatusUnauthorized || r.errCode() != "WEBHOOK_SIGNATURE_INVALID" {
+			t.Fatalf("%s: %d %s", name, r.status, r.raw)
+		}
+	}
+
+	// Left and room_finished; a room that is not ours; the bridge itself.
+	for _, c := range []struct {
+		body     []byte
+		recorded bool
+	}{
+		{event("participant_left", room, "visitor-"+s.ID, "EV_left1"), true},
+		{event("participant_joined", room, media.BridgeIdentity, "EV_bridge1"), false},
+		{event("participant_joined", "someone-elses-room", "visitor-x", "EV_other1"), false},
+		{event("track_published", room, "visitor-"+s.ID, "EV_track1"), false},
+		{event("room_finished", room, "", "EV_finished1"), true},
+	} {
+		r := post(c.body, signedWebhook(t, liveKitDevKey, liveKitDevSecret, c.body))
+		if r.status != http.StatusOK || r.body["recorded"] != c.recorded {
+			t.Fatalf("%s: %d %s", c.body, r.status, r.raw)
+		}
+	}
+	var got []string
+	for len(got) < 2 {
+		f, _ := ws.until("media_state")
+		got = append(got, f.str("state")+"/"+f.str("reason"))
+	}
+	if want := []string{"disconnected/livekit_participant_left", "closed/livekit_room_finished"}; !slices.Equal(got, want) {
+		t.Fatalf("media_state frames %q, want %q", got, want)
+	}
+}
+
+// TestLiveKitModeChatEndsBridge: switching the session to chat ends the
+// LiveKit leg like a WebRTC one: the bridge leaves, the room is deleted,
+// the visitor is disconnected, goroutines return to their baseline.
+func TestLiveKitModeChatEndsBridge(t *testing.T) {
+	e := startLiveKitEnv(t)
+	s := e.mustCreateSession(liveKitWidgetKey, testOrigin, nil)
+	ws := e.mustDialWS(s)
+	e.settle(s, ws)
+	baseline := runtime.NumGoroutine()
+	before := goleak.IgnoreCurrent()
+	r := e.liveKitToken(s)
+	if r.status != http.StatusOK {
+		t.Fatalf("token: %d %s", r.status, r.raw)
+	}
+	c, err := joinLiveKit(t, r.str("livekit_url"), r.str("token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.publishMic()
+	start, sending := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(sending)
+		c.sendUntil(start, speech(t, 1, 0, 20)[0], speech(t, 1, 200, 0))
+	}()
+	for {
+		if f, _ := ws.until("media_state"); f.str("state") == "connected" && f.str("reason") == "" {
+			break
+		}
+	}
+	close(start)
+	<-sending
+	room := r.str("room_name")
+	st, err := e.app.lk.RoomState(context.Background(), room)
+	if err != nil || len(st.Participants) != 2 {
+		t.Fatalf("room in the call: %+v %v", st, err)
+	}
+	t.Logf("room state: %+v", st)
+
+	if r := e.do("POST", "/v1/sessions/"+s.ID+"/mode", map[string]any{"mode": "chat"}, "Authorization", "Bearer "+s.Token); r.status != http.StatusOK {
+		t.Fatalf("mode chat: %d %s", r.status, r.raw)
+	}
+	if _, ok := e.app.broker.Voice(s.ID); ok {
+		t.Fatal("voice leg still up after switching to chat")
+	}
+	if _, err := e.app.lk.RoomState(context.Background(), room); !errors.Is(err, media.ErrNoRoom) {
+		t.Fatalf("room after mode chat: %v", err)
+	}
+	select {
+	case <-c.disconnected:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the visitor was not disconnected")
+	}
+	c.leave()
+	waitForGoroutines(t, baseline, before)
+}
+
+// TestLiveKitTokenErrors: coded errors without a LiveKit server.
+func TestLiveKitTokenErrors(t *testing.T) {
+	widgets := func(c *configs.Config) {
+		for _, w := range []configs.WidgetConfig{
+			{Key: liveKitWidgetKey, ID: "wdg_livekit", AllowDevOrigins: true, VoiceTransport: "livekit"},
+			{Key: "pk_lk_chat", ID: "wdg_lk_chat", AllowDevOrigins: true, VoiceTransport: "livekit", Mode: "chat"},
+		} {
+			withWidget(w)(c)
+		}
+	}
+	e := startEnv(t, voiceConfig, widgets) // no livekit.url
+	lkSess := e.mustCreateSession(liveKitWidgetKey, testOrigin, nil)
+	cases := []struct {
+		name   string
+		s      session
+		status int
+		code   string
+	}{
+		{"webrtc widget", e.newSession(nil), http.StatusConflict, "TRANSPORT_MISMATCH"},
+		{"chat-only widget", e.mustCreateSession("pk_lk_chat", testOrigin, nil), http.StatusForbidden, "MODE_NOT_ALLOWED"},
+		{"livekit not configured", lkSess, http.StatusServiceUnavailable, "VOICE_UNAVAILABLE"},
+		{"bad session token", session{ID: lkSess.ID, Token: "nope"}, http.StatusUnauthorized, "SESSION_TOKEN_INVALID"},
+	}
+	for _, c := range cases {
+		if r := e.liveKitToken(c.s); r.status != c.status || r.errCode() != c.code {
+			t.Fatalf("%s: %d %s", c.name, r.status, r.raw)
+		}
+	}
+	// A livekit widget's visitor cannot go around the SFU.
+	if _, r := e.offerVoice(lkSess, ""); r.status != http.StatusConflict || r.errCode() != "TRANSPORT_MISMATCH" {
+		t.Fatalf("webrtc offer on a livekit widget: %d %s", r.status, r.raw)
+	}
+	// The webhook needs LiveKit configured.
+	if r := e.doRaw("POST", "/v1/livekit/webhook", "application/webhook+json", "{}"); r.status != http.StatusServiceUnavailable {
+		t.Fatalf("webhook without LiveKit: %d %s", r.status, r.raw)
+	}
+
+	// LiveKit configured but not reachable: 503 LIVEKIT_UNAVAILABLE, no leg.
+	down := startEnv(t, voiceConfig, widgets, func(c *configs.Config) {
+		c.LiveKit.URL, c.LiveKit.APIKey, c.LiveKit.APISecret = "ws://127.0.0.1:"+strconv.Itoa(freePort(t, "tcp")), liveKitDevKey, liveKitDevSecret
+	})
+	ds := down.mustCreateSession(liveKitWidgetKey, testOrigin, nil)
+	if r := down.liveKitToken(ds); r.status != http.StatusServiceUnavailable || r.errCode() != "LIVEKIT_UNAVAILABLE" {
+		t.Fatalf("unreachable LiveKit: %d %s", r.status, r.raw)
+	}
+	if _, ok := down.app.broker.Voice(ds.ID); ok {
+		t.Fatal("a voice leg was left behind")
+	}
+}

@@ -1,0 +1,884 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os/exec"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/emulation"
+	"github.com/chromedp/chromedp"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/parley-rtc/parley/broker"
+	"github.com/parley-rtc/parley/configs"
+)
+
+// Tests of issue "Ops: room state…": live rooms through the ops API, on
+// NATS (the parley_rooms KV bucket and parley.rooms.<cid>), over SSE, in
+// Prometheus, in the `parley rooms` CLI and on the /ops/ page in Chromium.
+
+// fastRooms flushes room state every 50 ms, so tests wait less.
+func fastRooms(c *configs.Config) { c.Ops.RoomUpdateInterval = 50 * time.Millisecond }
+
+// opsRooms lists rooms through GET /v1/ops/rooms?query with an admin key.
+func (e *env) opsRooms(ak, query string) []broker.Room {
+	e.t.Helper()
+	r := e.do("GET", "/v1/ops/rooms"+query, nil, "Authorization", "Bearer "+ak)
+	if r.status != http.StatusOK {
+		e.t.Fatalf("GET /v1/ops/rooms%s: %d %s", query, r.status, r.raw)
+	}
+	var body struct {
+		Rooms []broker.Room `json:"rooms"`
+	}
+	if err := json.Unmarshal([]byte(r.raw), &body); err != nil || body.Rooms == nil {
+		e.t.Fatalf("GET /v1/ops/rooms%s: %v %s", query, err, r.raw)
+	}
+	return body.Rooms
+}
+
+// findRoom is the room of cid in rooms.
+func findRoom(rooms []broker.Room, cid string) (broker.Room, bool) {
+	i := slices.IndexFunc(rooms, func(r broker.Room) bool { return r.ConversationID == cid })
+	if i < 0 {
+		return broker.Room{}, false
+	}
+	return rooms[i], true
+}
+
+// waitRoom polls the ops API until the room of cid is listed and cond
+// holds for it.
+func (e *env) waitRoom(ak, cid, what string, cond func(broker.Room) bool) broker.Room {
+	e.t.Helper()
+	var last broker.Room
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		room, ok := findRoom(e.opsRooms(ak, ""), cid)
+		if ok && cond(room) {
+			return room
+		}
+		last = room
+		if time.Now().After(deadline) {
+			data, _ := json.Marshal(last)
+			e.t.Fatalf("timed out waiting for room %s: %s; last seen: %s", cid, what, data)
+		}
+		<-time.After(10 * time.Millisecond)
+	}
+}
+
+// waitNoRoom polls the ops API until the room of cid is gone.
+func (e *env) waitNoRoom(ak, cid string) {
+	e.t.Helper()
+	waitFor(e.t, 10*time.Second, "room "+cid+" to leave the list", func() bool {
+		_, ok := findRoom(e.opsRooms(ak, ""), cid)
+		return !ok
+	})
+}
+
+func legOf(r broker.Room, transport string) (broker.RoomLeg, bool) {
+	i := slices.IndexFunc(r.Legs, func(l broker.RoomLeg) bool { return l.Transport == transport })
+	if i < 0 {
+		return broker.RoomLeg{}, false
+	}
+	return r.Legs[i], true
+}
+
+func hasParticipant(r broker.Room, kind, id string) bool {
+	return slices.ContainsFunc(r.Participants, func(p broker.RoomParticipant) bool {
+		return p.Kind == kind && (id == "" || p.ID == id)
+	})
+}
+
+// TestOpsRoomLifecycle: a conversation's room through the ops API, from
+// its WebSocket to a voice call with media counters, filtered, in detail
+// with its recent events, and ended by an operator.
+func TestOpsRoomLifecycle(t *testing.T) {
+	e := startEnv(t, voiceConfig, fastRooms)
+	ak, _ := e.newAdminKey("", broker.ScopeOpsRead, broker.ScopeOpsWrite)
+	readOnly, _ := e.newAdminKey("", broker.ScopeOpsRead)
+	s := e.newSession(nil)
+	ws := e.mustDialWS(s)
+
+	room := e.waitRoom(ak, s.ConversationID, "a chat room with the WebSocket leg and the visitor", func(r broker.Room) bool {
+		l, ok := legOf(r, "websocket")
+		return r.Mode == "chat" && ok && l.Kind == "chat" && l.SessionID == s.ID && hasParticipant(r, "visitor", s.ID)
+	})
+	if room.Widget != "wdg_demo" || room.Agent != configs.DefaultAgent || room.StartedAt.IsZero() || room.Broker == "" {
+		t.Fatalf("room = %+v", room)
+	}
+	ws.send(map[string]any{"type": "message", "body": "hello ops", "client_message_id": "o-1"})
+	expectReply(t, ws, "o-1", "echo: hello ops")
+	room = e.waitRoom(ak, s.ConversationID, "the agent worker as a participant, idle after its reply", func(r broker.Room) bool {
+		return hasParticipant(r, "agent", r.WorkerID) && r.WorkerID != "" && r.AgentState == "idle"
+	})
+	t.Logf("chat room: agent %s state %q worker %s, participants %+v", room.Agent, room.AgentState, room.WorkerID, room.Participants)
+
+	// A voice call: mode voice, a webrtc leg whose counters move while
+	// frames flow.
+	c := e.newVoiceClient(s)
+	c.waitConnected()
+	sent := make(chan struct{})
+	frames := speech(t, 2, 800, 200) // 2 s of audio
+	go func() {
+		defer close(sent)
+		c.send(frames)
+	}()
+	room = e.waitRoom(ak, s.ConversationID, "mode voice with a webrtc leg whose frames flow", func(r broker.Room) bool {
+		l, ok := legOf(r, "webrtc")
+		return r.Mode == "voice" && ok && l.Kind == "voice" && l.Media != nil && l.Media.FramesIn > 0 && l.Media.InFPS > 0
+	})
+	l, _ := legOf(room, "webrtc")
+	t.Logf("voice leg media while sending: %+v", *l.Media)
+	<-sent
+	if l.Media.InFPS > 80 || l.Media.LossPct < 0 || l.Media.LossPct > 100 {
+		t.Fatalf("implausible media stats %+v", *l.Media)
+	}
+
+	// Filters.
+	for _, tc := range []struct {
+		query string
+		want  bool
+	}{
+		{"?mode=voice&widget=wdg_demo", true},
+		{"?mode=voice&widget=wdg_demo&agent=" + configs.DefaultAgent, true},
+		{"?mode=chat", false},
+		{"?widget=wdg_other", false},
+		{"?agent=nobody", false},
+	} {
+		if _, ok := findRoom(e.opsRooms(ak, tc.query), s.ConversationID); ok != tc.want {
+			t.Errorf("GET /v1/ops/rooms%s lists the room: %v, want %v", tc.query, ok, tc.want)
+		}
+	}
+
+	// Detail: the room and its recent events.
+	auth := []string{"Authorization", "Bearer " + ak}
+	r := e.do("GET", "/v1/ops/rooms/"+s.ConversationID, nil, auth...)
+	var detail struct {
+		Room         broker.Room `json:"room"`
+		RecentEvents []struct {
+			Type string `json:"type"`
+			Seq  uint64 `json:"seq"`
+		} `json:"recent_events"`
+	}
+	if err := json.Unmarshal([]byte(r.raw), &detail); r.status != http.StatusOK || err != nil {
+		t.Fatalf("room detail: %d %v %s", r.status, err, r.raw)
+	}
+	var types []string
+	for _, ev := range detail.RecentEvents {
+		types = append(types, ev.Type)
+	}
+	if detail.Room.ConversationID != s.ConversationID || len(types) > e.cfg.Ops.RecentEvents ||
+		!slices.Contains(types, "user_message") || !slices.Contains(types, "mode_changed") {
+		t.Fatalf("room detail: room %s, recent events %q", detail.Room.ConversationID, types)
+	}
+
+	// Ending the room takes ops:write.
+	expectErr(t, "DELETE with ops:read only", e.do("DELETE", "/v1/ops/rooms/"+s.ConversationID, nil,
+		"Authorization", "Bearer "+readOnly), http.StatusForbidden, "MISSING_SCOPE")
+	if r := e.do("DELETE", "/v1/ops/rooms/"+s.ConversationID, map[string]any{"reason": "test over"}, auth...); r.status != http.StatusNoContent {
+		t.Fatalf("DELETE room: %d %s", r.status, r.raw)
+	}
+	if code, reason := ws.closeStatus(); reason != "SESSION_ENDED" {
+		t.Fatalf("WebSocket closed with %d %q, want SESSION_ENDED", code, reason)
+	}
+	waitFor(t, 10*time.Second, "the voice leg to hang up", func() bool {
+		_, ok := e.app.broker.Voice(s.ID)
+		return !ok
+	})
+	e.waitNoRoom(ak, s.ConversationID)
+	expectErr(t, "GET the ended room", e.do("GET", "/v1/ops/rooms/"+s.ConversationID, nil, auth...), http.StatusNotFound, "ROOM_NOT_FOUND")
+	expectErr(t, "DELETE the ended room", e.do("DELETE", "/v1/ops/rooms/"+s.ConversationID, nil, auth...), http.StatusNotFound, "ROOM_NOT_FOUND")
+	expectErr(t, "GET an unknown room", e.do("GET", "/v1/ops/rooms/conv_nosuchroom", nil, auth...), http.StatusNotFound, "ROOM_NOT_FOUND")
+	expectErr(t, "GET without a key", e.do("GET", "/v1/ops/rooms", nil), http.StatusUnauthorized, "INVALID_API_KEY")
+	noOps, _ := e.newAdminKey("", broker.ScopeConfigRead)
+	expectErr(t, "GET without ops:read", e.do("GET", "/v1/ops/rooms", nil, "Authorization", "Bearer "+noOps), http.StatusForbidden, "MISSING_SCOPE")
+}
+
+// TestOpsRoomsTenant: an admin key limited to a tenant sees, reads and ends
+// only the rooms of its tenant's widgets.
+func TestOpsRoomsTenant(t *testing.T) {
+	t.Parallel()
+	e := startEnv(t, withExampleWidget(t), fastRooms)
+	all, _ := e.newAdminKey("", broker.ScopeOpsRead, broker.ScopeOpsWrite)
+	tenant, _ := e.newAdminKey("example", broker.ScopeOpsRead, broker.ScopeOpsWrite)
+	demo := e.newSession(nil)
+	e.mustDialWS(demo)
+	example := e.mustCreateSession(exampleKey, exampleOrigin, nil)
+	if _, _, err := e.dialWS(example, "", "Origin", exampleOrigin); err != nil {
+		t.Fatal(err)
+	}
+	e.waitRoom(all, demo.ConversationID, "the demo room", func(broker.Room) bool { return true })
+	e.waitRoom(all, example.ConversationID, "the example room", func(broker.Room) bool { return true })
+
+	rooms := e.opsRooms(tenant, "")
+	if len(rooms) != 1 || rooms[0].ConversationID != example.ConversationID || rooms[0].Widget != exampleID {
+		t.Fatalf("tenant key lists %+v, want the example room only", rooms)
+	}
+	if rooms := e.opsRooms(tenant, "?widget=wdg_demo"); len(rooms) != 0 {
+		t.Fatalf("tenant key with ?widget=wdg_demo lists %+v", rooms)
+	}
+	tauth := []string{"Authorization", "Bearer " + tenant}
+	expectErr(t, "tenant GET of another tenant's room", e.do("GET", "/v1/ops/rooms/"+demo.ConversationID, nil, tauth...), 404, "ROOM_NOT_FOUND")
+	expectErr(t, "tenant DELETE of another tenant's room", e.do("DELETE", "/v1/ops/rooms/"+demo.ConversationID, nil, tauth...), 404, "ROOM_NOT_FOUND")
+	if r := e.do("GET", "/v1/ops/rooms/"+example.ConversationID, nil, tauth...); r.status != 200 {
+		t.Fatalf("tenant GET of its room: %d %s", r.status, r.raw)
+	}
+	// Its event stream leaves the other tenant out too.
+	st := e.openOpsEvents(tenant)
+	if ev := st.next("room"); ev.room.ConversationID != example.ConversationID {
+		t.Fatalf("tenant stream: room %s first", ev.room.ConversationID)
+	}
+	if ev := st.next("ready"); !strings.Contains(ev.data, `"rooms":1`) {
+		t.Fatalf("tenant stream ready = %s", ev.data)
+	}
+	if _, ok := findRoom(e.opsRooms(all, ""), demo.ConversationID); !ok {
+		t.Fatal("the demo room is gone")
+	}
+}
+
+// roomAnnouncements collects the snapshots announced on parley.rooms.*.
+type roomAnnouncements struct {
+	mu   sync.Mutex
+	seen []announcement
+}
+
+type announcement struct {
+	at   time.Time
+	room broker.Room
+}
+
+func (e *env) watchAnnouncements(nc *nats.Conn) *roomAnnouncements {
+	e.t.Helper()
+	a := &roomAnnouncements{}
+	subject := e.app.broker.RoomSubject("*")
+	if subject != "parley.rooms.*" {
+		e.t.Fatalf("room subject = %q, want parley.rooms.*", subject)
+	}
+	sub, err := nc.Subscribe(subject, func(m *nats.Msg) {
+		var r broker.Room
+		if err := json.Unmarshal(m.Data, &r); err != nil {
+			e.t.Errorf("undecodable room snapshot on %s: %v", m.Subject, err)
+			return
+		}
+		if m.Subject != "parley.rooms."+r.ConversationID {
+			e.t.Errorf("room %s announced on %s", r.ConversationID, m.Subject)
+		}
+		a.mu.Lock()
+		a.seen = append(a.seen, announcement{at: time.Now(), room: r})
+		a.mu.Unlock()
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { _ = sub.Unsubscribe() })
+	return a
+}
+
+// of returns the snapshots of cid announced in [from, to].
+func (a *roomAnnouncements) of(cid string, from, to time.Time) []broker.Room {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []broker.Room
+	for _, s := range a.seen {
+		if s.room.ConversationID == cid && !s.at.Before(from) && !s.at.After(to) {
+			out = append(out, s.room)
+		}
+	}
+	return out
+}
+
+// TestOpsRoomsOnNATS: what `nats kv watch parley_rooms` and `nats sub
+// 'parley.rooms.*'` show: a put when the conversation's room appears,
+// snapshots while it lives (coalesced: a burst of 50 messages is at most
+// one announcement per room_update_interval) and a delete when it ends.
+func TestOpsRoomsOnNATS(t *testing.T) {
+	t.Parallel()
+	const interval = 200 * time.Millisecond
+	e := startEnv(t, func(c *configs.Config) { c.Ops.RoomUpdateInterval = interval })
+	nc := e.natsConn()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	kv, err := js.KeyValue(ctx, "parley_rooms")
+	if err != nil {
+		t.Fatalf("KV parley_rooms: %v", err)
+	}
+	watcher, err := kv.WatchAll(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = watcher.Stop() }()
+	// nextKV returns the next change of key (skipping others).
+	nextKV := func(key string) jetstream.KeyValueEntry {
+		t.Helper()
+		timeout := time.After(10 * time.Second)
+		for {
+			select {
+			case entry := <-watcher.Updates():
+				if entry != nil && entry.Key() == key {
+					return entry
+				}
+			case <-timeout:
+				t.Fatalf("no change of %s in parley_rooms", key)
+			}
+		}
+	}
+	ann := e.watchAnnouncements(nc)
+
+	s := e.newSession(nil)
+	ws := e.mustDialWS(s)
+	put := nextKV(s.ConversationID)
+	var stored broker.Room
+	if err := json.Unmarshal(put.Value(), &stored); put.Operation() != jetstream.KeyValuePut || err != nil ||
+		stored.ConversationID != s.ConversationID || stored.Widget != "wdg_demo" || stored.Mode != "chat" {
+		t.Fatalf("first KV change: %v %s (%v)", put.Operation(), put.Value(), err)
+	}
+	waitFor(t, 5*time.Second, "a snapshot on parley.rooms.<cid>", func() bool {
+		return len(ann.of(s.ConversationID, time.Time{}, time.Now())) > 0
+	})
+
+	// A burst of 50 messages and their echoes, one every 25 ms so that it
+	// spans several intervals: hundreds of log events, announced at most
+	// once per interval (plus the edges of the window).
+	const burst = 50
+	before := len(e.readLog(s.ConversationID))
+	pace := time.NewTicker(25 * time.Millisecond)
+	defer pace.Stop()
+	start := time.Now()
+	for i := range burst {
+		id := fmt.Sprintf("b-%d", i)
+		ws.send(map[string]any{"type": "message", "body": "burst " + id, "client_message_id": id})
+		expectReply(t, ws, id, "echo: burst "+id)
+		<-pace.C
+	}
+	end := time.Now()
+	elapsed := end.Sub(start)
+	events := len(e.readLog(s.ConversationID)) - before
+	got := len(ann.of(s.ConversationID, start, end))
+	bound := int(elapsed/interval) + 2
+	t.Logf("burst of %d messages: %d log events over %v, %d room announcements (bound %d)", burst, events, elapsed.Round(time.Millisecond), got, bound)
+	if got > bound || got == 0 {
+		t.Fatalf("%d room announcements during a %v burst, want 1 to %d (one per %v + 2)", got, elapsed, bound, interval)
+	}
+	if events < 2*burst {
+		t.Fatalf("only %d log events during the burst", events)
+	}
+
+	// The visitor leaves: the key is deleted, and the last announcement
+	// says why.
+	if r := e.do("DELETE", "/v1/sessions/"+s.ID, nil, "Authorization", "Bearer "+s.Token); r.status != http.StatusNoContent {
+		t.Fatalf("end session: %d %s", r.status, r.raw)
+	}
+	ws.closeStatus()
+	for {
+		entry := nextKV(s.ConversationID)
+		if entry.Operation() == jetstream.KeyValueDelete || entry.Operation() == jetstream.KeyValuePurge {
+			break
+		}
+	}
+	waitFor(t, 5*time.Second, "the room_ended snapshot", func() bool {
+		rooms := ann.of(s.ConversationID, time.Time{}, time.Now())
+		return rooms[len(rooms)-1].EndedReason == broker.RoomEndedLegsClosed
+	})
+	if _, err := kv.Get(ctx, s.ConversationID); err == nil {
+		t.Fatal("the room is still in parley_rooms")
+	}
+}
+
+// sseEvent is one Server-Sent Event.
+type sseEvent struct {
+	name, data string
+	room       broker.Room
+}
+
+// sseStream reads GET /v1/ops/events.
+type sseStream struct {
+	t      testing.TB
+	events chan sseEvent
+	pings  chan struct{}
+}
+
+// openOpsEvents opens the ops event stream with an admin key; it is closed
+// when the test ends.
+func (e *env) openOpsEvents(ak string) *sseStream {
+	e.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, err := http.NewRequestWithContext(ctx, "GET", e.base+"/v1/ops/events", nil)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+ak)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		cancel()
+		e.t.Fatal(err)
+	}
+	if res.StatusCode != http.StatusOK || !strings.HasPrefix(res.Header.Get("Content-Type"), "text/event-stream") {
+		cancel()
+		e.t.Fatalf("GET /v1/ops/events: %d %s", res.StatusCode, res.Header.Get("Content-Type"))
+	}
+	st := &sseStream{t: e.t, events: make(chan sseEvent, 1000), pings: make(chan struct{}, 100)}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer close(st.events)
+		sc := bufio.NewScanner(res.Body)
+		var ev sseEvent
+		var data []string
+		for sc.Scan() {
+			line := sc.Text()
+			switch {
+			case line == "":
+				if ev.name != "" || data != nil {
+					ev.data = strings.Join(data, "\n")
+					if ev.name == "room" || ev.name == "room_ended" {
+						_ = json.Unmarshal([]byte(ev.data), &ev.room)
+					}
+					st.events <- ev
+				}
+				ev, data = sseEvent{}, nil
+			case strings.HasPrefix(line, ":"):
+				select {
+				case st.pings <- struct{}{}:
+				default:
+				}
+			case strings.HasPrefix(line, "event:"):
+				ev.name = strings.TrimSpace(strings.TrimPrefix(line, "event:"))
+			case strings.HasPrefix(line, "data:"):
+				data = append(data, strings.TrimPrefix(strings.TrimPrefix(line, "data:"), " "))
+			}
+		}
+	}()
+	e.t.Cleanup(func() {
+		cancel()
+		res.Body.Close()
+		<-done
+	})
+	return st
+}
+
+// next returns the next event, which must be called name.
+func (st *sseStream) next(name string) sseEvent {
+	st.t.Helper()
+	select {
+	case ev, ok := <-st.events:
+		if !ok {
+			st.t.Fatalf("event stream ended, want %q", name)
+		}
+		if ev.name != name {
+			st.t.Fatalf("event %q %s, want %q", ev.name, ev.data, name)
+		}
+		return ev
+	case <-time.After(10 * time.Second):
+		st.t.Fatalf("no %q event within 10 s", name)
+	}
+	return sseEvent{}
+}
+
+// until skips events until one named name about cid.
+func (st *sseStream) until(name, cid string) sseEvent {
+	st.t.Helper()
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case ev, ok := <-st.events:
+			if !ok {
+				st.t.Fatalf("event stream ended, want %q for %s", name, cid)
+			}
+			if ev.name == name && ev.room.ConversationID == cid {
+				return ev
+			}
+		case <-timeout:
+			st.t.Fatalf("no %q event for %s within 10 s", name, cid)
+		}
+	}
+}
+
+// TestOpsEventsSSE: GET /v1/ops/events sends a "room" per live room,
+// "ready", then "room" as rooms change and "room_ended" when one ends.
+func TestOpsEventsSSE(t *testing.T) {
+	t.Parallel()
+	e := startEnv(t, fastRooms)
+	ak, _ := e.newAdminKey("", broker.ScopeOpsRead)
+	first := e.newSession(nil)
+	e.mustDialWS(first)
+	e.waitRoom(ak, first.ConversationID, "the first room", func(broker.Room) bool { return true })
+
+	st := e.openOpsEvents(ak)
+	if ev := st.next("room"); ev.room.ConversationID != first.ConversationID || ev.room.Mode != "chat" {
+		t.Fatalf("first event: %s", ev.data)
+	}
+	if ev := st.next("ready"); ev.data != `{"rooms":1}` {
+		t.Fatalf("ready: %s", ev.data)
+	}
+
+	s := e.newSession(nil)
+	ws := e.mustDialWS(s)
+	if ev := st.until("room", s.ConversationID); ev.room.Widget != "wdg_demo" || len(ev.room.Legs) != 1 {
+		t.Fatalf("room event for the new session: %s", ev.data)
+	}
+	if r := e.do("POST", "/v1/sessions/"+s.ID+"/mode", map[string]any{"mode": "voice"}, "Authorization", "Bearer "+s.Token); r.status != 200 {
+		t.Fatalf("mode voice: %d %s", r.status, r.raw)
+	}
+	for ev := st.until("room", s.ConversationID); ev.room.Mode != "voice"; ev = st.until("room", s.ConversationID) {
+	}
+	if err := ws.conn.CloseNow(); err != nil {
+		t.Fatal(err)
+	}
+	if ev := st.until("room_ended", s.ConversationID); ev.room.EndedReason != broker.RoomEndedLegsClosed {
+		t.Fatalf("room_ended: %s", ev.data)
+	}
+
+	// Without ops:read: refused before streaming.
+	noOps, _ := e.newAdminKey("", broker.ScopeConfigRead)
+	expectErr(t, "events without ops:read", e.do("GET", "/v1/ops/events", nil, "Authorization", "Bearer "+noOps), 403, "MISSING_SCOPE")
+}
+
+// scrape reads /metrics into metric families.
+func (e *env) scrape() map[string]*dto.MetricFamily {
+	e.t.Helper()
+	res, err := http.Get(e.base + "/metrics")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		e.t.Fatalf("GET /metrics: %d", res.StatusCode)
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	mfs, err := p.TextToMetricFamilies(res.Body)
+	if err != nil {
+		e.t.Fatalf("parse /metrics: %v", err)
+	}
+	return mfs
+}
+
+// metricValue is the value of the series of name with labels (a counter,
+// gauge, or a histogram's sample count); ok is false when absent.
+func metricValue(mfs map[string]*dto.MetricFamily, name string, labels ...string) (float64, bool) {
+	mf := mfs[name]
+	if mf == nil {
+		return 0, false
+	}
+next:
+	for _, m := range mf.GetMetric() {
+		for i := 0; i+1 < len(labels); i += 2 {
+			found := false
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == labels[i] && lp.GetValue() == labels[i+1] {
+					found = true
+				}
+			}
+			if !found {
+				continue next
+			}
+		}
+		switch {
+		case m.Counter != nil:
+			return m.Counter.GetValue(), true
+		case m.Gauge != nil:
+			return m.Gauge.GetValue(), true
+		case m.Histogram != nil:
+			return float64(m.Histogram.GetSampleCount()), true
+		case m.Untyped != nil:
+			return m.Untyped.GetValue(), true
+		}
+	}
+	return 0, false
+}
+
+// TestMetrics: /metrics moves with a chat exchange, a voice call, a
+// tripped rate limit and a resume.
+func TestMetrics(t *testing.T) {
+	e := startEnv(t, voiceConfig, fastRooms, func(c *configs.Config) {
+		c.Limits.Captures = configs.RateConfig{PerIP: "1/1h", PerWidget: "0"}
+	})
+	before := e.scrape()
+	val := func(mfs map[string]*dto.MetricFamily, name string, labels ...string) float64 {
+		v, _ := metricValue(mfs, name, labels...)
+		return v
+	}
+
+	s := e.newSession(nil)
+	ws := e.mustDialWS(s)
+	ws.send(map[string]any{"type": "message", "body": "count me", "client_message_id": "m-1"})
+	expectReply(t, ws, "m-1", "echo: count me")
+	during := e.scrape()
+	if v := val(during, "parley_conversations_active", "mode", "chat"); v < 1 {
+		t.Fatalf("parley_conversations_active{mode=chat} = %v with a WebSocket open", v)
+	}
+	if v := val(during, "parley_sessions_active"); v < 1 {
+		t.Fatalf("parley_sessions_active = %v with a WebSocket open", v)
+	}
+
+	// A voice call: frames in, the mic hop, a switch to voice.
+	c := e.newVoiceClient(s)
+	c.waitConnected()
+	c.send(speech(t, 1, 400, 200))
+	waitFor(t, 10*time.Second, "media frames counted", func() bool {
+		return val(e.scrape(), "parley_media_frames_total", "direction", "in") > val(before, "parley_media_frames_total", "direction", "in")
+	})
+	c.close()
+
+	// A tripped limit, and a resume.
+	capture := func() response {
+		return e.do("POST", "/v1/sessions/"+s.ID+"/captures", map[string]any{"kind": "email", "value": "ada@example.com", "source": "volunteered"},
+			"Authorization", "Bearer "+s.Token)
+	}
+	if r := capture(); r.status != http.StatusCreated {
+		t.Fatalf("capture: %d %s", r.status, r.raw)
+	}
+	expectErr(t, "second capture", capture(), http.StatusTooManyRequests, "RATE_LIMITED")
+	if s2 := e.newSession(map[string]any{"resume_token": s.ResumeToken}); !s2.Resumed {
+		t.Fatal("not resumed")
+	}
+
+	after := e.scrape()
+	for _, m := range []struct {
+		name   string
+		labels []string
+	}{
+		{"parley_http_requests_total", []string{"route", "POST /v1/sessions", "code", "201"}},
+		{"parley_sessions_started_total", []string{"resumed", "false"}},
+		{"parley_sessions_started_total", []string{"resumed", "true"}},
+		{"parley_sessions_resumes_total", nil},
+		{"parley_chat_round_trip_seconds", nil},
+		{"parley_agents_dispatch_seconds", []string{"agent", configs.DefaultAgent}},
+		{"parley_media_frames_total", []string{"direction", "in"}},
+		{"parley_media_hop_seconds", nil},
+		{"parley_sessions_mode_switches_total", []string{"mode", "voice"}},
+		{"parley_http_rate_limited_total", []string{"kind", "captures"}},
+	} {
+		b, a := val(before, m.name, m.labels...), val(after, m.name, m.labels...)
+		if a <= b {
+			t.Errorf("%s%v: %v before, %v after; want it to rise", m.name, m.labels, b, a)
+		} else {
+			t.Logf("%s%v: %v → %v", m.name, m.labels, b, a)
+		}
+	}
+	if v, ok := metricValue(after, "parley_agent_workers_alive", "agent", configs.DefaultAgent); !ok || v != 1 {
+		t.Errorf("parley_agent_workers_alive{agent=echo} = %v (present %v), want 1", v, ok)
+	}
+	if _, ok := metricValue(after, "go_goroutines"); !ok {
+		t.Error("go_goroutines missing")
+	}
+	if _, ok := metricValue(after, "parley_conversations_active", "mode", "voice"); !ok {
+		t.Error("parley_conversations_active{mode=voice} missing")
+	}
+}
+
+// runParley runs the parley binary and returns its stdout.
+func runParley(t *testing.T, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(parleyBinary(t), args...)
+	cmd.Env = cleanEnv()
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("parley %s: %v\n%s%s", strings.Join(args, " "), err, out, stderr.String())
+	}
+	return string(out)
+}
+
+// TestRoomsCLI: `parley rooms` lists, shows and watches the rooms of a
+// running `parley serve`, straight from its NATS.
+func TestRoomsCLI(t *testing.T) {
+	_, e, natsURL := serveProc(t, t.TempDir())
+	watch := startProc(t, "rooms", "--watch", "--json", "--nats-url", natsURL)
+	watchTable := startProc(t, "rooms", "--watch", "--nats-url", natsURL)
+	s := e.newSession(nil)
+	ws := e.mustDialWS(s)
+	ws.send(map[string]any{"type": "message", "body": "hello cli", "client_message_id": "c-1"})
+	expectReply(t, ws, "c-1", "echo: hello cli")
+
+	var rooms []broker.Room
+	waitFor(t, 20*time.Second, "the room in parley rooms --json", func() bool {
+		rooms = nil
+		if err := json.Unmarshal([]byte(runParley(t, "rooms", "--json", "--nats-url", natsURL)), &rooms); err != nil {
+			t.Fatal(err)
+		}
+		_, ok := findRoom(rooms, s.ConversationID)
+		return ok
+	})
+	room, _ := findRoom(rooms, s.ConversationID)
+	if room.Widget != "wdg_demo" || room.Mode != "chat" || len(room.Legs) != 1 {
+		t.Fatalf("parley rooms --json: %+v", room)
+	}
+	table := runParley(t, "rooms", "--nats-url", natsURL, "--widget", "wdg_demo")
+	t.Logf("parley rooms:\n%s", table)
+	header := regexp.MustCompile(`(?m)^ID\s+WIDGET\s+MODE\s+AGENT\s+LEGS\s+AGE\s+IN/OUT\s+LOSS %$`)
+	row := regexp.MustCompile(`(?m)^` + s.ConversationID + `\s+wdg_demo\s+chat\s+echo\S*\s+\S+\s+\d+[smhd]\s+-\s+-$`)
+	if !header.MatchString(table) || !row.MatchString(table) {
+		t.Fatalf("parley rooms table:\n%s", table)
+	}
+	if other := runParley(t, "rooms", "--nats-url", natsURL, "--widget", "wdg_other"); strings.Contains(other, s.ConversationID) {
+		t.Fatalf("--widget wdg_other lists the room:\n%s", other)
+	}
+
+	show := runParley(t, "rooms", "show", s.ConversationID, "--nats-url", natsURL)
+	t.Logf("parley rooms show:\n%s", show)
+	for _, want := range []string{s.ConversationID, "wdg_demo", "chat", "websocket", "visitor", s.ID, "agent", "session_started", "user_message", "hello cli"} {
+		if !strings.Contains(show, want) {
+			t.Fatalf("parley rooms show lacks %q:\n%s", want, show)
+		}
+	}
+	var detail struct {
+		Room         broker.Room       `json:"room"`
+		RecentEvents []json.RawMessage `json:"recent_events"`
+	}
+	if err := json.Unmarshal([]byte(runParley(t, "rooms", "show", "--json", "--nats-url", natsURL, s.ConversationID)), &detail); err != nil ||
+		detail.Room.ConversationID != s.ConversationID || len(detail.RecentEvents) == 0 || len(detail.RecentEvents) > 20 {
+		t.Fatalf("parley rooms show --json: %v %+v", err, detail)
+	}
+	cmd := exec.Command(parleyBinary(t), "rooms", "show", "conv_nosuchroom", "--nats-url", natsURL)
+	cmd.Env = cleanEnv()
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "no live room conv_nosuchroom") {
+		t.Fatalf("show of an unknown room: %v\n%s", err, out)
+	}
+
+	// --watch: a JSON object per change, the last one the room's end; a
+	// new table per change when stdout is not a terminal.
+	watch.line(regexp.MustCompile(`^\{"conversation_id":"` + s.ConversationID + `".*"mode":"chat"`))
+	watchTable.line(regexp.MustCompile(`^` + s.ConversationID + `\s+wdg_demo\s+chat\s`))
+	if r := e.do("DELETE", "/v1/sessions/"+s.ID, nil, "Authorization", "Bearer "+s.Token); r.status != http.StatusNoContent {
+		t.Fatalf("end session: %d %s", r.status, r.raw)
+	}
+	watch.line(regexp.MustCompile(`^\{"conversation_id":"` + s.ConversationID + `".*"ended_reason":"legs_closed"`))
+	watchTable.line(regexp.MustCompile(`^No live rooms\.$`))
+}
+
+// TestBrowserOps: the /ops/ page in Chromium: it asks for the admin key,
+// shows a new session's room live, follows its mode, opens its detail, and
+// drops the row when an operator ends it with the page's End room button.
+func TestBrowserOps(t *testing.T) {
+	requireChromium(t)
+	e := startEnv(t, fastRooms)
+	ak, _ := e.newAdminKey("", broker.ScopeOpsRead, broker.ScopeOpsWrite)
+	readOnly, _ := e.newAdminKey("", broker.ScopeOpsRead)
+	earlier := e.newSession(nil) // a room that exists before the page
+	e.mustDialWS(earlier)
+	e.waitRoom(ak, earlier.ConversationID, "the earlier room", func(broker.Room) bool { return true })
+
+	b := newBrowser(t)
+	b.must("open /ops/", chromedp.EmulateViewport(1280, 1000), chromedp.Navigate(e.base+"/ops/"))
+	b.must("enter the admin key", chromedp.WaitVisible("#key", chromedp.ByQuery),
+		chromedp.SendKeys("#key", ak, chromedp.ByQuery), chromedp.Click("#connect", chromedp.ByQuery))
+	rowJS := func(cid string) string {
+		return fmt.Sprintf(`document.querySelector('#rooms tbody tr[data-cid=%q]')`, cid)
+	}
+	cellJS := func(cid, col string) string {
+		return fmt.Sprintf(`(%s?.querySelector('[data-col=%q]')?.textContent || "")`, rowJS(cid), col)
+	}
+	d := opsWait(b, 10*time.Second, "the live table with the earlier room", `window.parleyOps && parleyOps.state === "live" && `+rowJS(earlier.ConversationID)+` !== null`)
+	t.Logf("page live with the earlier room in %v", d.Round(time.Millisecond))
+	var stored string
+	b.mustEval(`sessionStorage.getItem("parley.ops.key") || ""`, &stored)
+	if stored != ak {
+		t.Fatal("the admin key is not kept in sessionStorage")
+	}
+
+	// A new session appears as a row.
+	s := e.newSession(nil)
+	ws := e.mustDialWS(s)
+	created := time.Now()
+	opsWait(b, 10*time.Second, "the new session's row", rowJS(s.ConversationID)+` !== null && parleyOps.rooms.has(`+jsString(s.ConversationID)+`)`)
+	t.Logf("session → row: %v", time.Since(created).Round(time.Millisecond))
+	var cells map[string]string
+	b.mustEval(fmt.Sprintf(`Object.fromEntries([...%s.querySelectorAll("[data-col]")].map((c) => [c.dataset.col, c.textContent]))`, rowJS(s.ConversationID)), &cells)
+	t.Logf("row: %v", cells)
+	if cells["widget"] != "wdg_demo" || cells["mode"] != "chat" || !strings.Contains(cells["legs"], "websocket") || !strings.HasPrefix(cells["agent"], "echo") {
+		t.Fatalf("row cells = %v", cells)
+	}
+
+	// The mode follows the conversation.
+	if r := e.do("POST", "/v1/sessions/"+s.ID+"/mode", map[string]any{"mode": "voice"}, "Authorization", "Bearer "+s.Token); r.status != 200 {
+		t.Fatalf("mode voice: %d %s", r.status, r.raw)
+	}
+	opsWait(b, 10*time.Second, "the MODE cell to say voice", cellJS(s.ConversationID, "mode")+` === "voice"`)
+
+	// The detail panel, and the End room button.
+	b.must("open the detail", chromedp.Click(fmt.Sprintf(`#rooms tbody tr[data-cid=%q] button.open`, s.ConversationID), chromedp.ByQuery))
+	opsWait(b, 10*time.Second, "the detail with recent events", `document.getElementById("detail").dataset.cid === `+jsString(s.ConversationID)+
+		` && document.querySelectorAll("#detail-events tbody tr").length > 0 && document.getElementById("detail-legs").textContent.includes("websocket")`)
+	b.screenshot("ops.png")
+	b.must("dark mode", emulation.SetEmulatedMedia().WithFeatures([]*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: "dark"}}))
+	b.screenshot("ops-dark.png")
+	b.must("light mode", emulation.SetEmulatedMedia().WithFeatures([]*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: "light"}}))
+
+	// With a key that may only read, End room explains the missing scope.
+	b.mustEval(`sessionStorage.setItem("parley.ops.key", `+jsString(readOnly)+`); true`, nil)
+	b.must("click End room", chromedp.Click("#end-room", chromedp.ByQuery, chromedp.NodeVisible))
+	b.must("confirm End room", chromedp.Click("#end-room-confirm", chromedp.ByQuery, chromedp.NodeVisible))
+	opsWait(b, 5*time.Second, "the missing scope in words", `document.getElementById("detail-error").textContent.includes("needs a key with the ops:write scope")`)
+	b.mustEval(`sessionStorage.setItem("parley.ops.key", `+jsString(ak)+`); true`, nil)
+	b.must("click End room", chromedp.Click("#end-room", chromedp.ByQuery, chromedp.NodeVisible))
+	b.must("confirm End room", chromedp.Click("#end-room-confirm", chromedp.ByQuery, chromedp.NodeVisible))
+	if code, reason := ws.closeStatus(); reason != "SESSION_ENDED" {
+		t.Fatalf("WebSocket closed with %d %q, want SESSION_ENDED", code, reason)
+	}
+	opsWait(b, 10*time.Second, "the row to go", rowJS(s.ConversationID)+` === null && !parleyOps.rooms.has(`+jsString(s.ConversationID)+`)`)
+	opsWait(b, 5*time.Second, "the detail to say the room ended", `document.getElementById("detail-status").textContent.includes("ended")`)
+	opsWait(b, 5*time.Second, "the change announced", `document.getElementById("announce").textContent.includes("ended")`)
+	if b.consoleHas("exception") {
+		t.Fatal("exceptions in the page")
+	}
+}
+
+func jsString(s string) string {
+	data, _ := json.Marshal(s)
+	return string(data)
+}
+
+// opsWait polls the JavaScript expression cond on the ops page until it is
+// true and returns how long that took; on timeout it fails with the page's
+// state.
+func opsWait(b *browser, timeout time.Duration, what, cond string) time.Duration {
+	b.t.Helper()
+	start := time.Now()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(25 * time.Millisecond)
+	defer tick.Stop()
+	var lastErr error
+	for {
+		var ok bool
+		if lastErr = b.eval("Boolean("+cond+")", &ok); lastErr == nil && ok {
+			return time.Since(start)
+		}
+		select {
+		case <-deadline.C:
+			var state string
+			if err := b.eval(`JSON.stringify({url: location.href, state: window.parleyOps && parleyOps.state,
+				status: document.getElementById("status").textContent,
+				keyError: document.getElementById("key-error").textContent,
+				rooms: window.parleyOps && [...parleyOps.rooms.keys()],
+				rows: [...document.querySelectorAll("#rooms tbody tr")].map((tr) => tr.textContent),
+				detail: document.getElementById("detail").dataset.cid,
+				detailStatus: document.getElementById("detail-status").textContent,
+				detailError: document.getElementById("detail-error").textContent})`, &state); err != nil {
+				state = err.Error()
+			}
+			b.t.Fatalf("timed out after %v waiting for %s (last error: %v)\nops page: %s", timeout, what, lastErr, state)
+		case <-tick.C:
+		}
+	}
+}

@@ -1,0 +1,70 @@
+package media
+
+import (
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/parley-rtc/parley/agentbridge"
+)
+
+// audioPath is the audio processing both voice transports share, whatever
+// carries the RTP: the visitor → agent path (readMic: jitter buffer, Opus
+// passed through or decoded to PCM, OnMicFrame; mic.go) and the agent →
+// visitor path (Play, ClearAudio and the 20 ms pacer; playout.go), with
+// their counters (Stats). A Leg embeds one for its PeerConnection; the
+// LiveKit bridge embeds one for its room. The transport owns the
+// goroutines: it runs readMic on the visitor's track and pace on its own
+// track, and stops them.
+type audioPath struct {
+	log    *slog.Logger
+	format Format
+	codec  string // format.String(), the Parley-Codec of mic frames
+	onMic  func(agentbridge.AudioFrame)
+	stats  legStats
+
+	ending  atomic.Bool  // the transport is closing: Play does nothing
+	lastRTP atomic.Int64 // unix nanos of the last mic RTP packet (or creation)
+
+	// Mic path, owned by readMic.
+	jb  *jitterBuffer
+	dec *pcmDecoder // nil for Opus agents
+
+	// Agent path: the queue is shared; enc and out are owned by pace.
+	pq  *playQueue
+	enc *pcmEncoder // nil for Opus agents
+	out rtpOut
+}
+
+// init sets the path up for agent format f (zero: Opus) with the engine
+// settings of cfg (jitter window, playout queue; zero fields take the
+// defaults).
+func (a *audioPath) init(cfg Config, f Format, onMic func(agentbridge.AudioFrame), log *slog.Logger) error {
+	cfg = cfg.withDefaults()
+	if f == (Format{}) {
+		f = FormatOpus()
+	}
+	if err := f.Validate(); err != nil {
+		return err
+	}
+	if log == nil {
+		log = discardLogger()
+	}
+	now := time.Now()
+	a.log, a.format, a.codec, a.onMic = log, f, f.String(), onMic
+	a.jb = newJitterBuffer(cfg.JitterWindow)
+	a.pq = newPlayQueue(cfg.PlayoutQueue, f)
+	a.out = newRTPOut()
+	a.stats.createdAt = now
+	a.lastRTP.Store(now.UnixNano())
+	if !f.IsOpus() {
+		var err error
+		if a.dec, err = newPCMDecoder(f); err != nil {
+			return err
+		}
+		if a.enc, err = newPCMEncoder(f); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,436 @@
+package media
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/livekit/protocol/auth"
+	"github.com/livekit/protocol/livekit"
+	lksdk "github.com/livekit/server-sdk-go/v2"
+	"github.com/pion/webrtc/v4"
+
+	"github.com/parley-rtc/parley/agentbridge"
+)
+
+// BridgeOptions describe a new LiveKit bridge.
+type BridgeOptions struct {
+	// ID names the bridge (the voice leg's id; used in logs).
+	ID string
+	// Room is the LiveKit room (LiveKit.RoomName of the conversation).
+	Room string
+	// Visitor is the participant identity whose microphone track is
+	// carried to the agent; other participants are ignored.
+	Visitor string
+	// AgentFormat, OnMicFrame, OnState and Log are as in LegOptions.
+	// OnState sees connected when the visitor's microphone track arrives,
+	// disconnected while the bridge's own connection to LiveKit
+	// reconnects, and closed exactly once at the end.
+	AgentFormat Format
+	OnMicFrame  func(agentbridge.AudioFrame)
+	OnState     func(s State, reason string)
+	Log         *slog.Logger
+}
+
+// Reasons a bridge ends with, besides ReasonClosed and ReasonSilence.
+const (
+	ReasonVisitorLeft = "livekit_visitor_left" // the visitor left the room
+	ReasonRoomClosed  = "livekit_room_closed"  // the room was deleted or timed out
+	ReasonRemoved     = "livekit_removed"      // the bridge was removed from the room
+	ReasonReplaced    = "livekit_replaced"     // another bridge took the room
+	ReasonDisconnect  = "livekit_disconnected" // the connection to LiveKit was lost
+)
+
+// Bridge is Parley in one LiveKit room: a participant (identity
+// BridgeIdentity, kind agent) that subscribes to the visitor's microphone
+// and hands its frames to OnMicFrame exactly like a direct Leg (the same
+// jitter buffer, RTP sequence and timestamp extension, Opus passthrough or
+// PCM decoding), and publishes one Opus microphone-source track on which
+// Play's frames are paced at 20 ms. It implements the same Play /
+// ClearAudio / Close / Stats as a Leg, so the broker cannot tell them
+// apart.
+//
+// Goroutines, owned by the bridge and stopped by Close: run (the state
+// loop: LiveKit events, silence watchdog, teardown), pace (agent audio
+// out) and, while the visitor's track is subscribed, readMic. LiveKit's
+// SDK callbacks only hand events to run. run waits for the others, leaves
+// the room and deletes it before it reports StateClosed.
+type Bridge struct {
+	audioPath
+
+	lk      *LiveKit
+	id      string
+	room    string
+	visitor string
+	onState func(State, string)
+	silence time.Duration
+	lkRoom  *lksdk.Room
+	track   *webrtc.TrackLocalStaticRTP
+
+	// Lifecycle, as in Leg.
+	reason    string // written once, before quit closes
+	keepRoom  atomic.Bool
+	quit      chan struct{}
+	done      chan struct{}
+	connected chan struct{} // closed by run when the visitor is in the room: pacing starts
+	events    chan bridgeEvent
+	state     atomic.Value // State
+	inState   atomic.Bool
+
+	mu       sync.Mutex // guards stopping, reading and wg.Add
+	stopping bool
+	reading  bool
+	wg       sync.WaitGroup
+}
+
+// bridgeEvent is something LiveKit told the bridge, for run.
+type bridgeEvent struct {
+	kind   bridgeEventKind
+	reason string
+}
+
+type bridgeEventKind int
+
+const (
+	evVisitorJoined bridgeEventKind = iota
+	evTrackArrived
+	evVisitorLeft
+	evReconnecting
+	evReconnected
+	evDisconnected
+)
+
+// NewBridge creates the room (idempotent; with the configured empty
+// timeout), joins it as the bridge and publishes the agent's track. The
+// bridge that held the room before, if any, is closed first (ReasonReplaced;
+// the room stays). ctx bounds the set-up. Errors wrap ErrLiveKit when
+// LiveKit refused or could not be reached.
+func (l *LiveKit) NewBridge(ctx context.Context, o BridgeOptions) (*Bridge, error) {
+	if o.Room == "" || o.Visitor == "" {
+		return nil, fmt.Errorf("%w: a bridge needs a room and a visitor", ErrBadConfig)
+	}
+	log := o.Log
+	if log == nil {
+		log = l.log
+	}
+	b := &Bridge{
+		lk:        l,
+		id:        o.ID,
+		room:      o.Room,
+		visitor:   o.Visitor,
+		onState:   o.OnState,
+		silence:   l.audio.SilenceTimeout,
+		quit:      make(chan struct{}),
+		done:      make(chan struct{}),
+		connected: make(chan struct{}),
+		events:    make(chan bridgeEvent, 8),
+	}
+	if err := b.init(l.audio, o.AgentFormat, o.OnMicFrame, log.With("leg", o.ID, "livekit_room", o.Room)); err != nil {
+		return nil, err
+	}
+	b.state.Store(StateConnecting)
+
+	old, err := l.claim(b)
+	if err != nil {
+		return nil, err
+	}
+	if old != nil {
+		old.keepRoom.Store(true)
+		old.stop(ReasonReplaced)
+		<-old.done // its identity must be gone before ours joins
+	}
+	ctx, cancel := context.WithTimeout(ctx, l.cfg.JoinTimeout)
+	defer cancel()
+	if err := b.join(ctx); err != nil {
+		b.abort()
+		return nil, err
+	}
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		b.pace(b.quit, b.connected, b.track)
+	}()
+	go b.run()
+	if b.lkRoom.GetParticipantByIdentity(b.visitor) != nil {
+		b.signal(bridgeEvent{kind: evVisitorJoined})
+	}
+	b.log.Debug("media: livekit bridge joined", "format", b.codec)
+	return b, nil
+}
+
+// join creates the room, connects to it and publishes the agent track.
+func (b *Bridge) join(ctx context.Context) error {
+	l := b.lk
+	if err := l.createRoom(ctx, b.room); err != nil {
+		return err
+	}
+	token, err := l.bridgeToken(b.room)
+	if err != nil {
+		return err
+	}
+	cb := lksdk.NewRoomCallback()
+	cb.OnParticipantConnected = func(rp *lksdk.RemoteParticipant) {
+		if rp.Identity() == b.visitor {
+			b.signal(bridgeEvent{kind: evVisitorJoined})
+		}
+	}
+	cb.OnParticipantDisconnected = func(rp *lksdk.RemoteParticipant) {
+		if rp.Identity() == b.visitor {
+			b.signal(bridgeEvent{kind: evVisitorLeft})
+		}
+	}
+	cb.OnTrackSubscribed = b.onTrack
+	cb.OnReconnecting = func() { b.signal(bridgeEvent{kind: evReconnecting}) }
+	cb.OnReconnected = func() { b.signal(bridgeEvent{kind: evReconnected}) }
+	cb.OnDisconnectedWithReason = func(r lksdk.DisconnectionReason) {
+		b.signal(bridgeEvent{kind: evDisconnected, reason: disconnectReason(r)})
+	}
+	b.lkRoom = lksdk.NewRoom(cb)
+	err = b.lkRoom.JoinWithContextAndToken(ctx, l.cfg.URL, token,
+		lksdk.WithAutoSubscribe(true), lksdk.WithLogger(sdkLogger(b.log)))
+	if err != nil {
+		return fmt.Errorf("%w: join room %s: %v", ErrLiveKit, b.room, err)
+	}
+	c := opusCapability()
+	c.RTCPFeedback = nil
+	if b.track, err = webrtc.NewTrackLocalStaticRTP(c, "agent", "parley"); err != nil {
+		return fmt.Errorf("media: local track: %w", err)
+	}
+	// A microphone-source track: the widget plays it like any remote
+	// microphone, and the bridge's grant allows nothing else.
+	if _, err := b.lkRoom.LocalParticipant.PublishTrack(b.track, &lksdk.TrackPublicationOptions{
+		Name: "agent", Source: livekit.TrackSource_MICROPHONE}); err != nil {
+		return fmt.Errorf("%w: publish the agent track: %v", ErrLiveKit, err)
+	}
+	return nil
+}
+
+// bridgeToken is the bridge's participant token: join this room, subscribe,
+// publish microphone audio, no data, no admin rights; kind agent, so
+// LiveKit closes the room on its empty timeout even if the bridge stays.
+func (l *LiveKit) bridgeToken(room string) (string, error) {
+	g := &auth.VideoGrant{RoomJoin: true, Room: room}
+	g.SetCanSubscribe(true)
+	g.SetCanPublish(true)
+	g.SetCanPublishData(false)
+	g.SetCanPublishSources([]livekit.TrackSource{livekit.TrackSource_MICROPHONE})
+	t, err := auth.NewAccessToken(l.cfg.APIKey, l.cfg.APISecret).SetVideoGrant(g).
+		SetIdentity(BridgeIdentity).SetName("Parley").SetKind(livekit.ParticipantInfo_AGENT).
+		SetValidFor(l.cfg.JoinTimeout + time.Minute).ToJWT()
+	if err != nil {
+		return "", fmt.Errorf("media: bridge token: %w", err)
+	}
+	return t, nil
+}
+
+// disconnectReason names why LiveKit disconnected the bridge.
+func disconnectReason(r lksdk.DisconnectionReason) string {
+	switch r {
+	case lksdk.RoomClosed:
+		return ReasonRoomClosed
+	case lksdk.ParticipantRemoved:
+		return ReasonRemoved
+	case lksdk.DuplicateIdentity:
+		return ReasonReplaced
+	case lksdk.LeaveRequested:
+		return ReasonClosed
+	default:
+		return ReasonDisconnect
+	}
+}
+
+// onTrack starts the mic reader for the visitor's microphone track. It
+// runs on an SDK goroutine. A track that ends (unpublished, or the visitor
+// republished after a full reconnect) lets the next one in, with a fresh
+// jitter buffer (Seq then jumps: a new RTP stream).
+func (b *Bridge) onTrack(t *webrtc.TrackRemote, pub *lksdk.RemoteTrackPublication, rp *lksdk.RemoteParticipant) {
+	if rp.Identity() != b.visitor || t.Kind() != webrtc.RTPCodecTypeAudio || pub.Source() != livekit.TrackSource_MICROPHONE {
+		return
+	}
+	if mt := t.Codec().MimeType; !strings.EqualFold(mt, webrtc.MimeTypeOpus) {
+		b.log.Warn("media: visitor microphone is not Opus: ignored", "codec", mt)
+		return
+	}
+	b.mu.Lock()
+	if b.stopping || b.reading {
+		b.mu.Unlock()
+		b.log.Debug("media: ignoring extra track", "track", pub.SID())
+		return
+	}
+	b.reading = true
+	b.wg.Add(1)
+	b.mu.Unlock()
+	go func() {
+		defer b.wg.Done()
+		b.jb = newJitterBuffer(b.lk.audio.JitterWindow)
+		b.readMic(t)
+		b.mu.Lock()
+		b.reading = false
+		b.mu.Unlock()
+	}()
+	b.signal(bridgeEvent{kind: evTrackArrived})
+}
+
+// signal hands an event to run without blocking past the bridge's end.
+func (b *Bridge) signal(ev bridgeEvent) {
+	select {
+	case b.events <- ev:
+	case <-b.quit:
+	}
+}
+
+// run is the bridge's state loop.
+func (b *Bridge) run() {
+	silence := time.NewTimer(b.silence)
+	defer silence.Stop()
+	joined := false
+	join := func() {
+		if !joined {
+			joined = true
+			close(b.connected)
+		}
+	}
+	for {
+		select {
+		case ev := <-b.events:
+			switch ev.kind {
+			case evVisitorJoined:
+				join()
+			case evTrackArrived:
+				join()
+				if b.stats.connectedAt.Load() == 0 {
+					b.stats.connectedAt.Store(time.Now().UnixNano())
+				}
+				b.report(StateConnected, "")
+			case evReconnecting:
+				b.report(StateDisconnected, "livekit_reconnecting")
+			case evReconnected:
+				if b.stats.connectedAt.Load() != 0 {
+					b.report(StateConnected, "")
+				}
+			case evVisitorLeft:
+				b.stop(ReasonVisitorLeft)
+			case evDisconnected:
+				b.stop(ev.reason)
+			}
+		case <-silence.C:
+			idle := time.Since(time.Unix(0, b.lastRTP.Load()))
+			if idle >= b.silence {
+				b.log.Info("media: no audio from visitor", "for", idle.Round(time.Millisecond))
+				b.stop(ReasonSilence)
+			} else {
+				silence.Reset(b.silence - idle)
+			}
+		case <-b.quit:
+			b.teardown()
+			return
+		}
+	}
+}
+
+// report sets the state and tells OnState, from run only.
+func (b *Bridge) report(s State, reason string) {
+	if b.state.Load() == s && s != StateClosed {
+		return
+	}
+	b.state.Store(s)
+	if b.onState == nil {
+		return
+	}
+	b.inState.Store(true)
+	defer b.inState.Store(false)
+	b.onState(s, reason)
+}
+
+// stop starts ending the bridge; the first reason wins.
+func (b *Bridge) stop(reason string) {
+	if b.ending.CompareAndSwap(false, true) {
+		b.reason = reason
+		close(b.quit)
+	}
+}
+
+// leave disconnects from the room, waits for the bridge's goroutines and,
+// unless another bridge took it over, deletes the room.
+func (b *Bridge) leave() {
+	b.mu.Lock()
+	b.stopping = true
+	b.mu.Unlock()
+	if b.lkRoom != nil {
+		b.lkRoom.Disconnect() // ends the mic track: readMic returns
+	}
+	b.wg.Wait()
+	if !b.keepRoom.Load() {
+		ctx, cancel := context.WithTimeout(context.Background(), liveKitCallTimeout)
+		defer cancel()
+		if err := b.lk.DeleteRoom(ctx, b.room); err != nil {
+			b.log.Warn("media: livekit room not deleted", "err", err)
+		}
+	}
+	b.lk.release(b)
+}
+
+// teardown leaves and reports StateClosed once.
+func (b *Bridge) teardown() {
+	b.leave()
+	st := b.Stats()
+	b.log.Info("media: livekit bridge closed", "reason", b.reason, "frames_in", st.FramesIn,
+		"frames_out", st.FramesOut, "lost", st.Lost, "late", st.Late, "dropped", st.Dropped)
+	b.report(StateClosed, b.reason)
+	close(b.done)
+}
+
+// abort undoes a NewBridge that failed: no OnState is reported.
+func (b *Bridge) abort() {
+	b.stop(ReasonClosed)
+	b.leave()
+	close(b.done)
+}
+
+// ID is the bridge's name from BridgeOptions.ID.
+func (b *Bridge) ID() string { return b.id }
+
+// Room is the LiveKit room the bridge is in.
+func (b *Bridge) Room() string { return b.room }
+
+// Visitor is the participant identity whose microphone the bridge carries.
+func (b *Bridge) Visitor() string { return b.visitor }
+
+// Format is the agent-side audio format.
+func (b *Bridge) Format() Format { return b.format }
+
+// State is the bridge's current state.
+func (b *Bridge) State() State { return b.state.Load().(State) }
+
+// Done is closed when the bridge has closed.
+func (b *Bridge) Done() <-chan struct{} { return b.done }
+
+// Alive reports whether the bridge is neither closing nor closed.
+func (b *Bridge) Alive() bool { return !b.ending.Load() }
+
+// Reason is why the bridge closed ("" while it is open).
+func (b *Bridge) Reason() string {
+	select {
+	case <-b.done:
+		return b.reason
+	default:
+		return ""
+	}
+}
+
+// Close leaves the room and deletes it (LiveKit disconnects the visitor),
+// stops and waits for the bridge's goroutines, and reports StateClosed with
+// ReasonClosed unless the bridge already ended for another reason. It is
+// idempotent and always returns nil; called from OnState it does not wait.
+func (b *Bridge) Close() error {
+	b.stop(ReasonClosed)
+	if b.inState.Load() {
+		return nil
+	}
+	<-b.done
+	return nil
+}
