@@ -134,6 +134,9 @@ func NewEngine(cfg Config, log *slog.Logger) (*Engine, error) {
 // transport-wide congestion control feedback
 // (draft-holmer-rmcat-transport-wide-cc-extensions), and the interceptors
 // that implement them plus RTCP sender/receiver reports (RFC 3550 §6.4).
+// nackHistory is how many sent packets a leg keeps for NACK (a power of two).
+const nackHistory = 64
+
 func newMediaEngine() (*webrtc.MediaEngine, *interceptor.Registry, error) {
 	me := &webrtc.MediaEngine{}
 	err := me.RegisterCodec(webrtc.RTPCodecParameters{
@@ -148,7 +151,12 @@ func newMediaEngine() (*webrtc.MediaEngine, *interceptor.Registry, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	resp, err := nack.NewResponderInterceptor()
+	// The responder keeps a copy of each sent packet in a 1460-byte buffer
+	// for retransmission; pion's default of 1024 packets (20 s of audio)
+	// costs 1.4 MiB per leg. 64 packets is 1.28 s: a retransmission older
+	// than that arrives after the receiver's jitter buffer has played past
+	// it, so a larger history only costs memory.
+	resp, err := nack.NewResponderInterceptor(nack.ResponderSize(nackHistory))
 	if err != nil {
 		return nil, nil, err
 	}
