@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -82,6 +83,8 @@ type benchVoiceOptions struct {
 	Prefix         string // NATS subject prefix
 	Binary         string // parley binary for the child; empty: os.Executable()
 	Agent          string // "in-process": serve's echo agent; "process": `parley agent echo`
+	Transport      string // "direct" (Parley's own WebRTC) or "livekit"; "both" only in the command
+	LiveKitServer  string // livekit-server binary for --transport livekit; empty: see bvLiveKitServerPath
 }
 
 func benchCmd(args []string, stdout, stderr io.Writer) int {
@@ -112,6 +115,8 @@ func benchVoiceCmd(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.Agent, "agent", "in-process", `echo agent of the child server: "in-process" (serve's own) or "process" (a separate `+"`parley agent echo`"+`, so the broker's CPU is measured alone)`)
 	fs.StringVar(&cpuProfile, "cpuprofile", "", "write the generator's own CPU profile to this file (profile the server with TestBenchVoiceProfile)")
 	fs.BoolVar(&asJSON, "json", false, "print one JSON object instead of the table")
+	fs.StringVar(&o.Transport, "transport", "direct", `voice transport: "direct" (Parley's WebRTC), "livekit" (through a child livekit-server --dev and Parley's bridge) or "both" (direct, then livekit, and their ratios)`)
+	fs.StringVar(&o.LiveKitServer, "livekit-server", "", "livekit-server binary for --transport livekit (default $PARLEY_LIVEKIT_SERVER, else .cache/bin/livekit-server of the module, built by `make livekit`)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -138,6 +143,12 @@ func benchVoiceCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if o.Transport == "livekit" || o.Transport == "both" {
+		bvQuietLiveKitSDK()
+	}
+	if o.Transport == "both" {
+		return benchVoiceBoth(ctx, o, asJSON, stdout, stderr)
+	}
 	rep, err := runBenchVoice(ctx, o, stderr)
 	if rep != nil {
 		if asJSON {
@@ -179,6 +190,10 @@ func (o benchVoiceOptions) validate() error {
 		return errors.New(`--agent must be "in-process" or "process"`)
 	case o.Agent == "process" && o.URL != "":
 		return errors.New(`--agent process starts the agent with the child server; not with --url`)
+	case o.Transport != "" && o.Transport != "direct" && o.Transport != "livekit" && o.Transport != "both":
+		return errors.New(`--transport must be "direct", "livekit" or "both"`)
+	case o.Transport != "" && o.Transport != "direct" && o.URL != "":
+		return errors.New(`--transport livekit starts livekit-server and the child server; not with --url`)
 	}
 	return nil
 }
@@ -192,8 +207,26 @@ func runBenchVoice(ctx context.Context, o benchVoiceOptions, log io.Writer) (*vo
 	}
 	base, natsURL, pid, agentPID := o.URL, o.NATSURL, o.ServerPID, 0
 	var child, agent *bvChild
+	var lk *bvLiveKit
+	var serveArgs []string
+	if o.Transport == "livekit" {
+		bin, err := bvLiveKitServerPath(o.LiveKitServer)
+		if err != nil {
+			return nil, err
+		}
+		if lk, err = bvStartLiveKit(ctx, bin); err != nil {
+			return nil, err
+		}
+		defer lk.stop(log) // after the server: its bridges leave and delete their rooms first
+		fmt.Fprintf(log, "bench: started livekit-server (pid %d) at %s\n", lk.pid(), lk.url)
+		conf, err := lk.parleyConfig()
+		if err != nil {
+			return nil, err
+		}
+		serveArgs = []string{"--config", conf}
+	}
 	if base == "" {
-		if child, agent, base, natsURL, err = bvStartServe(ctx, o.Binary, o.Agent == "process"); err != nil {
+		if child, agent, base, natsURL, err = bvStartServe(ctx, o.Binary, o.Agent == "process", serveArgs...); err != nil {
 			return nil, err
 		}
 		defer child.stop(log)
@@ -217,7 +250,14 @@ func runBenchVoice(ctx context.Context, o benchVoiceOptions, log io.Writer) (*vo
 	defer tap.close()
 
 	rep := &voiceReport{Sessions: o.Sessions, WindowS: o.Duration.Seconds(), WarmupS: o.Warmup.Seconds(),
-		Ramp: o.Ramp, ClientSockets: o.Sockets, ServerPID: pid, ChildServer: child != nil, Failures: map[string]int{}}
+		Ramp: o.Ramp, ClientSockets: o.Sockets, ServerPID: pid, ChildServer: child != nil, Failures: map[string]int{},
+		Transport: cmp.Or(o.Transport, "direct")}
+	lkPID := 0
+	if lk != nil {
+		lkPID = lk.pid()
+		rep.LiveKit.PID = lkPID
+		rep.LiveKit.RSSIdleMiB = bvMiB(bvRSS(lkPID))
+	}
 	rep.Agent.Where, rep.Agent.PID = "in-process", agentPID
 	if agent != nil {
 		rep.Agent.Where = "process"
@@ -259,11 +299,19 @@ func runBenchVoice(ctx context.Context, o benchVoiceOptions, log io.Writer) (*vo
 	}
 	tap.checkAudio(g.sessions) // connected but nothing on NATS yet: failed
 	c0 := bvSampleCPU(pid, agentPID)
-	d0s, d0g := bvUDPDrops(pid), bvUDPDrops(os.Getpid())
+	lk0 := bvProcCPU(lkPID)
+	d0s, d0g, d0l := bvUDPDrops(pid), bvUDPDrops(os.Getpid()), bvUDPDrops(lkPID)
 	if err := bvSleepUntil(ctx, t1); err != nil {
 		return rep, g.teardown(tap, err)
 	}
 	c1 := bvSampleCPU(pid, agentPID)
+	lk1 := bvProcCPU(lkPID)
+	if lkPID > 0 {
+		rep.LiveKit.CPUPct = 100 * (lk1 - lk0).Seconds() / c1.at.Sub(c0.at).Seconds()
+		rep.LiveKit.RSSSteadyMiB = bvMiB(bvRSS(lkPID))
+		rep.LiveKit.RSSPerSessionKiB = (rep.LiveKit.RSSSteadyMiB - rep.LiveKit.RSSIdleMiB) * 1024 / float64(o.Sessions)
+		rep.LiveKit.UDPDrops = bvDropsSince(d0l, bvUDPDrops(lkPID))
+	}
 	if pid > 0 {
 		rep.Server.RSSSteadyMiB = bvMiB(bvRSS(pid))
 		rep.Server.RSSPerSessionKiB = (rep.Server.RSSSteadyMiB - rep.Server.RSSIdleMiB) * 1024 / float64(o.Sessions)
@@ -275,6 +323,7 @@ func runBenchVoice(ctx context.Context, o benchVoiceOptions, log io.Writer) (*vo
 	}
 	rep.Generator.UDPDrops = bvDropsSince(d0g, bvUDPDrops(os.Getpid()))
 	rep.fillCPU(c0, c1, pid > 0)
+	rep.OtherCPUPct = max(0, rep.OtherCPUPct-rep.LiveKit.CPUPct)
 
 	g.stopSenders()
 	tap.settle(ctx) // frames in flight land
@@ -285,6 +334,10 @@ func runBenchVoice(ctx context.Context, o benchVoiceOptions, log io.Writer) (*vo
 	}
 	if agent != nil {
 		rep.AgentLog = agent.stderr.summary()
+	}
+	if lk != nil {
+		child.stop(log) // the bridges leave before LiveKit's log is read
+		rep.LiveKitLog = lk.logSummary()
 	}
 	return rep, err
 }
@@ -424,7 +477,7 @@ func bvStartChild(ctx context.Context, name, bin, dir string, env []string, read
 // dir, with loopback candidates, and returns it with its HTTP and NATS
 // URLs. With externalAgent its in-process echo agent is off, and a
 // `parley agent echo` process is started too.
-func bvStartServe(ctx context.Context, bin string, externalAgent bool) (srv, agent *bvChild, base, natsURL string, err error) {
+func bvStartServe(ctx context.Context, bin string, externalAgent bool, extra ...string) (srv, agent *bvChild, base, natsURL string, err error) {
 	if bin == "" {
 		if bin, err = os.Executable(); err != nil {
 			return nil, nil, "", "", fmt.Errorf("bench: finding the parley binary: %w", err)
@@ -440,8 +493,8 @@ func bvStartServe(ctx context.Context, bin string, externalAgent bool) (srv, age
 		"PARLEY_LIMITS_RESOLVE_PER_IP=0", "PARLEY_LIMITS_RESOLVE_PER_WIDGET=0",
 		"PARLEY_LIMITS_SESSIONS_PER_IP=0", "PARLEY_LIMITS_SESSIONS_PER_WIDGET=0"}
 	srv, m, err := bvStartChild(ctx, "parley serve", bin, dir, env, bvReadyLine,
-		"serve", "--data-dir", dir, "--listen", "127.0.0.1:0", "--nats-listen", "127.0.0.1:-1",
-		"--log-level", "warn", "--echo-agent="+strconv.FormatBool(!externalAgent))
+		append([]string{"serve", "--data-dir", dir, "--listen", "127.0.0.1:0", "--nats-listen", "127.0.0.1:-1",
+			"--log-level", "warn", "--echo-agent=" + strconv.FormatBool(!externalAgent)}, extra...)...)
 	if err != nil {
 		return nil, nil, "", "", err
 	}
@@ -719,7 +772,11 @@ func (g *bvGen) ramp(ctx context.Context, tap *bvTap) {
 		wg.Go(func() {
 			sctx, cancel := context.WithTimeout(ctx, g.o.ConnectTimeout)
 			defer cancel()
-			s.err = s.setup(sctx, tap)
+			if g.o.Transport == "livekit" {
+				s.err = s.setupLiveKit(sctx, tap)
+			} else {
+				s.err = s.setup(sctx, tap)
+			}
 		})
 	}
 	wg.Wait()
@@ -733,7 +790,8 @@ type bvSession struct {
 	leg                string // Location of the voice leg
 	pc                 *webrtc.PeerConnection
 	track              *webrtc.TrackLocalStaticRTP
-	err                error // setup result; read after ramp
+	lk                 *bvLKPeer // --transport livekit: instead of pc and track
+	err                error     // setup result; read after ramp
 	offerAt, answerAt  time.Time
 	connectedAt        atomic.Int64 // unix nanos
 	connected, failed  chan struct{}
@@ -755,8 +813,10 @@ type bvSession struct {
 	lastSeq    uint64
 	seqGaps    uint64 // frames skipped by Parley-Seq, in the window
 
-	// sentAt[k] is when frame k of the loop was last written (unix nanos).
-	sentAt [bvLoopFrames]atomic.Int64
+	// sentAt[k] is when frame k of the loop was last written (unix nanos),
+	// sentIdx[k] as which frame of the session.
+	sentAt  [bvLoopFrames]atomic.Int64
+	sentIdx [bvLoopFrames]atomic.Uint32
 
 	// Owned by the echo reader; read after it stopped.
 	echoWindow, echoGaps uint64
@@ -873,8 +933,15 @@ func (s *bvSession) sendFrame(p *rtp.Packet, inWindow bool) {
 	p.Marker = i == 0
 	k := int(i) % len(s.g.frames)
 	p.Payload = s.g.frames[k]
+	s.sentIdx[k].Store(i)
 	s.sentAt[k].Store(time.Now().UnixNano())
-	if err := s.track.WriteRTP(p); err != nil {
+	var err error
+	if s.lk != nil {
+		err = s.lk.write(p.Payload)
+	} else {
+		err = s.track.WriteRTP(p)
+	}
+	if err != nil {
 		s.writeErrs++
 		return
 	}
@@ -938,10 +1005,13 @@ func (s *bvSession) end(ctx context.Context) {
 	}
 	s.mu.Lock()
 	s.closed = true
-	pc := s.pc
+	pc, lk := s.pc, s.lk
 	s.mu.Unlock()
 	if pc != nil {
 		_ = pc.Close()
+	}
+	if lk != nil {
+		lk.room.Disconnect()
 	}
 	s.readers.Wait()
 }
@@ -1065,6 +1135,7 @@ type bvTap struct {
 	mu       sync.Mutex
 	sessions map[string]*bvSession // by conversation id
 	latUS    []int32               // RTP arrival → here, frames captured in the window
+	e2eUS    []int32               // client write → here, frames written in the window
 	unknown  uint64
 	bad      uint64
 }
@@ -1124,6 +1195,18 @@ func (t *bvTap) onFrame(m *nats.Msg) {
 	}
 	s.natsFrames++
 	i := uint32(f.Timestamp) / bvFrameSamples // our frame index (timestamp = index × 960)
+	// The payload names the frame of the loop, hence when it was written
+	// (and, through LiveKit, which rewrites timestamps, its index).
+	if k, ok := s.g.index[string(f.Payload)]; ok {
+		if s.lk != nil {
+			i = s.sentIdx[k].Load()
+		}
+		if at := time.Unix(0, s.sentAt[k].Load()); t.win.contains(at) {
+			t.e2eUS = append(t.e2eUS, int32(min(now.Sub(at).Microseconds(), math.MaxInt32)))
+		}
+	} else if s.lk != nil {
+		return // not a frame of ours (nothing else is sent)
+	}
 	if w := int(i / 64); w < 1<<20 {
 		if w >= len(s.got) {
 			s.got = append(s.got, make([]uint64, w+1-len(s.got)+64)...)
@@ -1218,6 +1301,7 @@ type voiceReport struct {
 	ServerPID     int            `json:"server_pid,omitempty"`
 	ChildServer   bool           `json:"child_server"`
 	Cores         int            `json:"cores"`
+	Transport     string         `json:"transport"` // direct or livekit
 
 	Frames struct {
 		Sent             uint64 `json:"sent"`
@@ -1234,6 +1318,7 @@ type voiceReport struct {
 		SlowConsumer     uint64 `json:"nats_slow_consumer"`
 	} `json:"frames"`
 	LatencyUS bvDist `json:"latency_us"`  // RTP arrival at the broker → agent subscriber
+	E2EUS     bvDist `json:"e2e_us"`      // client writes a frame → agent subscriber
 	EchoRTTMS bvDist `json:"echo_rtt_ms"` // client writes a frame → its echo is back at the client
 	// The echo round trip's median in the window's first and last second:
 	// a rise means frames pile up somewhere (e.g. the playout queue).
@@ -1259,6 +1344,14 @@ type voiceReport struct {
 		RSSIdleMiB   float64 `json:"rss_idle_mib,omitempty"`
 		RSSSteadyMiB float64 `json:"rss_steady_mib,omitempty"`
 	} `json:"agent"`
+	LiveKit struct { // --transport livekit: the livekit-server
+		PID              int     `json:"pid,omitempty"`
+		CPUPct           float64 `json:"cpu_pct,omitempty"`
+		RSSIdleMiB       float64 `json:"rss_idle_mib,omitempty"`
+		RSSSteadyMiB     float64 `json:"rss_steady_mib,omitempty"`
+		RSSPerSessionKiB float64 `json:"rss_per_session_kib,omitempty"`
+		UDPDrops         uint64  `json:"udp_drops,omitempty"`
+	} `json:"livekit"`
 	Generator struct {
 		CPUPct        float64 `json:"cpu_pct"`
 		UDPDrops      uint64  `json:"udp_drops"`
@@ -1271,6 +1364,7 @@ type voiceReport struct {
 	MachineBusyBeforePct float64  `json:"machine_cpu_pct_before"` // busy before the run: other load
 	ServerLog            []string `json:"server_log,omitempty"`   // warnings and errors of a child server, counted
 	AgentLog             []string `json:"agent_log,omitempty"`    // and of a child agent`
+	LiveKitLog           []string `json:"livekit_log,omitempty"`  // and of livekit-server
 }
 
 // bvDist summarises samples (nearest rank).
@@ -1350,6 +1444,11 @@ func (r *voiceReport) fill(g *bvGen, tap *bvTap) {
 		lat[i] = float64(v)
 	}
 	r.LatencyUS = bvDistOf(lat)
+	e2e := make([]float64, len(tap.e2eUS))
+	for i, v := range tap.e2eUS {
+		e2e[i] = float64(v)
+	}
+	r.E2EUS = bvDistOf(e2e)
 	r.EchoRTTMS = bvDistOf(rtt)
 	r.EchoRTTFirstSecMS = bvDistOf(rttFirst).P50
 	r.EchoRTTLastSecMS = bvDistOf(rttLast).P50
@@ -1389,8 +1488,8 @@ func (r *voiceReport) printTable(w io.Writer) {
 	if r.ChildServer {
 		server = "a child `parley serve`"
 	}
-	fmt.Fprintf(tw, "parley bench voice\t%d sessions, ramp %.0f/s, %s window after %s warm-up, %s, client sockets: %s\n",
-		r.Sessions, r.Ramp, bvSecs(r.WindowS), bvSecs(r.WarmupS), server, r.ClientSockets)
+	fmt.Fprintf(tw, "parley bench voice\t%d sessions, ramp %.0f/s, %s window after %s warm-up, %s, client sockets: %s, transport: %s\n",
+		r.Sessions, r.Ramp, bvSecs(r.WindowS), bvSecs(r.WarmupS), server, r.ClientSockets, cmp.Or(r.Transport, "direct"))
 	fmt.Fprintf(tw, "sessions\t%d connected, %d failed\n", r.Connected, r.Failed)
 	for k, n := range r.Failures {
 		fmt.Fprintf(tw, "  failure\t%d × %s\n", n, k)
@@ -1409,13 +1508,20 @@ func (r *voiceReport) printTable(w io.Writer) {
 	l := r.LatencyUS
 	fmt.Fprintf(tw, "latency RTP→agent\tp50 %.0f µs, p90 %.0f µs, p99 %.0f µs, p99.9 %.0f µs, max %.0f µs (%d frames)\n",
 		l.P50, l.P90, l.P99, l.P999, l.Max, l.N)
+	l = r.E2EUS
+	fmt.Fprintf(tw, "latency client→agent\tp50 %.0f µs, p90 %.0f µs, p99 %.0f µs, p99.9 %.0f µs, max %.0f µs (%d frames)\n",
+		l.P50, l.P90, l.P99, l.P999, l.Max, l.N)
 	e := r.EchoRTTMS
 	fmt.Fprintf(tw, "echo round trip\tp50 %.1f ms, p90 %.1f ms, p99 %.1f ms, max %.1f ms (%d frames); p50 %.1f ms in the window's first second, %.1f ms in its last\n",
 		e.P50, e.P90, e.P99, e.Max, e.N, r.EchoRTTFirstSecMS, r.EchoRTTLastSecMS)
 	c := r.ConnectMS
-	fmt.Fprintf(tw, "offer → answer\tp50 %.1f ms, p99 %.1f ms, max %.1f ms\n", c.OfferAnswer.P50, c.OfferAnswer.P99, c.OfferAnswer.Max)
-	fmt.Fprintf(tw, "offer → connected\tp50 %.1f ms, p99 %.1f ms, max %.1f ms\n", c.OfferConnected.P50, c.OfferConnected.P99, c.OfferConnected.Max)
-	fmt.Fprintf(tw, "offer → 1st frame on NATS\tp50 %.1f ms, p99 %.1f ms, max %.1f ms\n", c.OfferFirstFrame.P50, c.OfferFirstFrame.P99, c.OfferFirstFrame.Max)
+	names := [3]string{"offer → answer", "offer → connected", "offer → 1st frame on NATS"}
+	if r.Transport == "livekit" {
+		names = [3]string{"token → joined the room", "token → mic track bound", "token → 1st frame on NATS"}
+	}
+	fmt.Fprintf(tw, "%s\tp50 %.1f ms, p99 %.1f ms, max %.1f ms\n", names[0], c.OfferAnswer.P50, c.OfferAnswer.P99, c.OfferAnswer.Max)
+	fmt.Fprintf(tw, "%s\tp50 %.1f ms, p99 %.1f ms, max %.1f ms\n", names[1], c.OfferConnected.P50, c.OfferConnected.P99, c.OfferConnected.Max)
+	fmt.Fprintf(tw, "%s\tp50 %.1f ms, p99 %.1f ms, max %.1f ms\n", names[2], c.OfferFirstFrame.P50, c.OfferFirstFrame.P99, c.OfferFirstFrame.Max)
 	if r.ServerPID > 0 {
 		s := r.Server
 		fmt.Fprintf(tw, "server (pid %d)\tCPU %.1f%% of one core; RSS %.1f MiB idle → %.1f MiB steady = %.0f KiB/session; %d fds\n",
@@ -1428,6 +1534,10 @@ func (r *voiceReport) printTable(w io.Writer) {
 			r.Agent.PID, r.Agent.CPUPct, r.Agent.RSSIdleMiB, r.Agent.RSSSteadyMiB)
 	} else {
 		fmt.Fprintf(tw, "echo agent\t%s (its CPU and RSS are in the server's)\n", r.Agent.Where)
+	}
+	if lk := r.LiveKit; lk.PID > 0 {
+		fmt.Fprintf(tw, "livekit-server (pid %d)\tCPU %.1f%% of one core; RSS %.1f MiB idle → %.1f MiB steady = %.0f KiB/session; UDP drops %d\n",
+			lk.PID, lk.CPUPct, lk.RSSIdleMiB, lk.RSSSteadyMiB, lk.RSSPerSessionKiB, lk.UDPDrops)
 	}
 	gn := r.Generator
 	fmt.Fprintf(tw, "generator\tCPU %.1f%% of one core; UDP drops %d; ticks late >10 ms %d, skipped %d, max late %.1f ms\n",
@@ -1443,6 +1553,9 @@ func (r *voiceReport) printTable(w io.Writer) {
 	}
 	if len(r.AgentLog) > 0 {
 		fmt.Fprintf(w, "agent log (warn and above, last 64 KiB):\n  %s\n", strings.Join(r.AgentLog, "\n  "))
+	}
+	if len(r.LiveKitLog) > 0 {
+		fmt.Fprintf(w, "livekit-server log (warn and above, last 64 KiB):\n  %s\n", strings.Join(r.LiveKitLog, "\n  "))
 	}
 }
 

@@ -66,6 +66,59 @@ func TestBenchVoice(t *testing.T) {
 	}
 }
 
+// TestBenchVoiceLiveKit runs `parley bench voice --transport livekit`
+// in-process with 2 sessions through a real livekit-server (skipped loudly
+// without it, failed under PARLEY_REQUIRE_LIVEKIT=1) and checks that the
+// frames went client → SFU → bridge → NATS and back, and that it measured
+// both latencies and both servers.
+func TestBenchVoiceLiveKit(t *testing.T) {
+	lkBin := liveKitServerPath(t)
+	bin := parleyBinary(t) // skips with -short
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var log bytes.Buffer
+	rep, err := runBenchVoice(ctx, benchVoiceOptions{
+		Sessions: 2, Duration: 2 * time.Second, Warmup: time.Second, Ramp: 50,
+		ConnectTimeout: 30 * time.Second, Senders: 2, Sockets: "mux", Prefix: "parley", Binary: bin, Agent: "in-process",
+		Transport: "livekit", LiveKitServer: lkBin,
+	}, &log)
+	if err != nil {
+		t.Fatalf("bench: %v\n%s", err, log.String())
+	}
+	var table bytes.Buffer
+	rep.printTable(&table)
+	t.Logf("\n%s", table.String())
+
+	if rep.Connected != 2 || rep.Failed != 0 || rep.Transport != "livekit" {
+		t.Errorf("connected %d, failed %d (%v), transport %q", rep.Connected, rep.Failed, rep.Failures, rep.Transport)
+	}
+	f := rep.Frames
+	// 2 sessions × 50 frames/s × 2 s.
+	if f.Sent < 180 || f.Published == 0 || f.Echoed == 0 || f.Published > f.Sent {
+		t.Errorf("frames sent %d, published %d, echoed %d", f.Sent, f.Published, f.Echoed)
+	}
+	for name, l := range map[string]bvDist{"bridge → NATS": rep.LatencyUS, "client → NATS": rep.E2EUS} {
+		if l.N == 0 || l.P50 <= 0 || l.P99 < l.P50 || l.Max < l.P99 {
+			t.Errorf("latency %s = %+v", name, l)
+		}
+	}
+	if rep.E2EUS.P50 < rep.LatencyUS.P50 {
+		t.Errorf("client → NATS p50 %.0f µs < bridge → NATS p50 %.0f µs", rep.E2EUS.P50, rep.LatencyUS.P50)
+	}
+	if rep.Server.CPUPct <= 0 || rep.LiveKit.PID == 0 || rep.LiveKit.CPUPct <= 0 || rep.LiveKit.RSSSteadyMiB <= 0 {
+		t.Errorf("server %+v, livekit %+v", rep.Server, rep.LiveKit)
+	}
+	if !strings.Contains(table.String(), "livekit-server (pid") || !strings.Contains(table.String(), "latency client→agent") {
+		t.Errorf("table:\n%s", table.String())
+	}
+	var cmpOut bytes.Buffer
+	printComparison(&cmpOut, rep, rep)
+	if !strings.Contains(cmpOut.String(), "client write → NATS p99") || !strings.Contains(cmpOut.String(), "1.00") {
+		t.Errorf("comparison:\n%s", cmpOut.String())
+	}
+}
+
 // TestBenchVoiceFlags: bad flags are refused before anything starts.
 func TestBenchVoiceFlags(t *testing.T) {
 	for _, args := range [][]string{
@@ -73,6 +126,8 @@ func TestBenchVoiceFlags(t *testing.T) {
 		{"--url", "http://127.0.0.1:1"},
 		{"--client-sockets", "tcp"},
 		{"--duration", "10ms"},
+		{"--transport", "sip"},
+		{"--transport", "livekit", "--url", "http://127.0.0.1:1", "--nats-url", "nats://127.0.0.1:1"},
 	} {
 		var out, errb bytes.Buffer
 		if code := run(append([]string{"bench", "voice"}, args...), &out, &errb); code != 2 {
