@@ -98,6 +98,18 @@ bench-voice: build
 	  echo; \
 	done; exit $$rc
 
+## bench-voice-livekit: `parley bench voice --transport both` (direct, then
+## through livekit-server --dev and Parley's bridge, and their ratios) for
+## each N in BENCH_VOICE_LIVEKIT_SESSIONS, D long
+BENCH_VOICE_LIVEKIT_SESSIONS ?= 20 50
+.PHONY: bench-voice-livekit
+bench-voice-livekit: build livekit
+	@rc=0; for N in $(BENCH_VOICE_LIVEKIT_SESSIONS); do \
+	  echo "== bin/parley bench voice --transport both --sessions $$N --duration $(D)"; \
+	  bin/parley bench voice --transport both --sessions $$N --duration $(D) || rc=1; \
+	  echo; \
+	done; exit $$rc
+
 ## fuzz: every fuzz target for FUZZTIME each (CI: 30s) — origins, tokens,
 ## identity, JSON request decoders, config loader, SDP fragments, frames
 FUZZTIME ?= 30s
