@@ -387,14 +387,19 @@ func printComparison(w io.Writer, d, l *voiceReport) {
 	per := func(r *voiceReport, v float64) float64 { return v / float64(max(1, r.Connected)) }
 	row("parley CPU per session", "% core", per(d, d.Server.CPUPct), per(l, l.Server.CPUPct))
 	row("parley RSS per session", "KiB", d.Server.RSSPerSessionKiB, l.Server.RSSPerSessionKiB)
-	row("livekit-server CPU per session", "% core", 0, per(l, l.LiveKit.CPUPct))
-	row("livekit-server RSS per session", "KiB", 0, l.LiveKit.RSSPerSessionKiB)
+	fmt.Fprintf(tw, "livekit-server CPU per session\t-\t%.2f %% core\t-\t\n", per(l, l.LiveKit.CPUPct))
+	fmt.Fprintf(tw, "livekit-server RSS per session\t-\t%.0f KiB\t-\t\n", l.LiveKit.RSSPerSessionKiB)
 	row("parley + livekit CPU per session", "% core", per(d, d.Server.CPUPct), per(l, l.Server.CPUPct+l.LiveKit.CPUPct))
 	row("parley + livekit RSS per session", "KiB", d.Server.RSSPerSessionKiB, l.Server.RSSPerSessionKiB+l.LiveKit.RSSPerSessionKiB)
 	row("generator CPU", "% core", d.Generator.CPUPct, l.Generator.CPUPct)
 	_ = tw.Flush()
-	fmt.Fprintf(w, "added by LiveKit (client → SFU → bridge → NATS): p50 +%.2f ms, p99 +%.2f ms\n",
+	fmt.Fprintf(w, "added by LiveKit (client → SFU → bridge → NATS minus client → broker → NATS): p50 %+.2f ms, p99 %+.2f ms\n",
 		(l.E2EUS.P50-d.E2EUS.P50)/1000, (l.E2EUS.P99-d.E2EUS.P99)/1000)
+	for _, r := range []*voiceReport{d, l} {
+		if r.OtherCPUPct > 10 {
+			fmt.Fprintf(w, "WARNING: other processes took %.0f%% of a core during the %s window: the comparison is not clean\n", r.OtherCPUPct, r.Transport)
+		}
+	}
 }
 
 // benchVoiceBoth is --transport both: the direct run, then the LiveKit
