@@ -205,14 +205,15 @@ func (b *Broker) setupStore(ctx context.Context) error {
 		st, err = b.js.Stream(ctx, b.subj.StreamName())
 	} else {
 		st, err = b.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-			Name:        b.subj.StreamName(),
-			Description: "Parley conversation logs",
-			Subjects:    b.subj.LogSubjects(),
-			Storage:     jetstream.FileStorage,
-			Retention:   jetstream.LimitsPolicy,
-			Replicas:    replicas,
-			Duplicates:  b.cfg.NATS.DedupWindow,
-			AllowDirect: true,
+			Name:         b.subj.StreamName(),
+			Description:  "Parley conversation logs",
+			Subjects:     b.subj.LogSubjects(),
+			Storage:      jetstream.FileStorage,
+			Retention:    jetstream.LimitsPolicy,
+			Replicas:     replicas,
+			Duplicates:   b.cfg.NATS.DedupWindow,
+			MaxConsumers: b.cfg.NATS.MaxConsumers,
+			AllowDirect:  true,
 		})
 	}
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/parley-rtc/parley/agentbridge"
 	"github.com/parley-rtc/parley/configs"
@@ -413,5 +414,35 @@ func TestExpiredResume(t *testing.T) {
 	}
 	if _, err := start("not-a-token", map[string]any{"sub": "someone-else"}); !errors.Is(err, ErrResumeInvalid) {
 		t.Fatalf("unknown visitor, bad token: %v", err)
+	}
+}
+
+// TestManyConsumers: every live conversation holds consumers on the
+// conversation stream (the hub of each broker watching it, each agent
+// worker); nats-server's default of 1 000 per stream must not cap a
+// deployment at ~500 conversations.
+func TestManyConsumers(t *testing.T) {
+	b := startBroker(t)
+	ctx := t.Context()
+	info, err := b.stream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := info.Config.MaxConsumers, configs.Default().NATS.MaxConsumers; got != want {
+		t.Fatalf("stream max_consumers %d, want %d", got, want)
+	}
+	const n = 1100 // over nats-server's default per-stream limit
+	for i := range n {
+		_, err := b.stream.CreateConsumer(ctx, jetstream.ConsumerConfig{
+			AckPolicy:         jetstream.AckNonePolicy,
+			InactiveThreshold: time.Minute,
+		})
+		if err != nil {
+			t.Fatalf("consumer %d: %v", i+1, err)
+		}
+	}
+	info, err = b.stream.Info(ctx)
+	if err != nil || info.State.Consumers < n {
+		t.Fatalf("%d consumers on the stream (%v), want ≥ %d", info.State.Consumers, err, n)
 	}
 }

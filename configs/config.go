@@ -91,6 +91,11 @@ type NATSConfig struct {
 	// DedupWindow is the JetStream duplicate window used for
 	// client_message_id deduplication.
 	DedupWindow time.Duration `yaml:"dedup_window"`
+	// MaxConsumers caps the consumers on the conversation stream. Every
+	// live conversation holds one per broker watching it and one per agent
+	// worker; nats-server's own default (1 000 per stream) would refuse
+	// voice and chat legs beyond ~500 conversations.
+	MaxConsumers int `yaml:"max_consumers"`
 	// CredentialsFile is an optional .creds file for an external NATS.
 	CredentialsFile string `yaml:"credentials_file"`
 }
@@ -167,10 +172,11 @@ func Default() Config {
 		DataDir: "./parley-data",
 		Log:     LogConfig{Level: "info", Format: "auto"},
 		NATS: NATSConfig{
-			Listen:      "127.0.0.1:4222",
-			Prefix:      "parley",
-			Replicas:    1,
-			DedupWindow: 20 * time.Minute,
+			Listen:       "127.0.0.1:4222",
+			Prefix:       "parley",
+			Replicas:     1,
+			DedupWindow:  20 * time.Minute,
+			MaxConsumers: 100_000,
 		},
 		Agents: AgentsConfig{
 			DispatchTimeout:  2 * time.Second,
@@ -298,6 +304,7 @@ func (c Config) LogValue() slog.Value {
 			slog.String("prefix", c.NATS.Prefix),
 			slog.Int("replicas", c.NATS.Replicas),
 			slog.Duration("dedup_window", c.NATS.DedupWindow),
+			slog.Int("max_consumers", c.NATS.MaxConsumers),
 			slog.String("credentials_file", c.NATS.CredentialsFile)),
 		slog.Group("agents",
 			slog.Duration("dispatch_timeout", c.Agents.DispatchTimeout),

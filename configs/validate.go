@@ -141,6 +141,7 @@ func (n *NATSConfig) validate(ps *problems) {
 	if n.DedupWindow < time.Second {
 		ps.add("nats.dedup_window", "must be at least 1s, got %s", n.DedupWindow)
 	}
+	ps.intRange("nats.max_consumers", n.MaxConsumers, 10, 10_000_000)
 }
 
 // validateWidgets checks the widget list.

@@ -46,6 +46,8 @@ func TestValidateRules(t *testing.T) {
 		{"nats replicas low", func(c *Config) { c.NATS.Replicas = 0 }, "nats.replicas"},
 		{"nats replicas high", func(c *Config) { c.NATS.Replicas = 6 }, "nats.replicas"},
 		{"nats dedup window", func(c *Config) { c.NATS.DedupWindow = 999 * time.Millisecond }, "nats.dedup_window"},
+		{"nats max consumers unset", func(c *Config) { c.NATS.MaxConsumers = 0 }, "nats.max_consumers"},
+		{"nats max consumers low", func(c *Config) { c.NATS.MaxConsumers = 9 }, "nats.max_consumers"},
 		{"dispatch timeout", func(c *Config) { c.Agents.DispatchTimeout = 0 }, "agents.dispatch_timeout"},
 		{"dispatch retry max", func(c *Config) { c.Agents.DispatchRetryMax = -time.Second }, "agents.dispatch_retry_max"},
 		{"heartbeat timeout", func(c *Config) { c.Agents.HeartbeatTimeout = 0 }, "agents.heartbeat_timeout"},
