@@ -1462,8 +1462,11 @@ func (r *voiceReport) fill(g *bvGen, tap *bvTap) {
 
 // bvErrClass is an error without what differs between sessions.
 func bvErrClass(err error) string {
-	return regexp.MustCompile(`(ses|leg|conv)_[A-Za-z0-9_-]+|127\.0\.0\.1:\d+`).ReplaceAllString(err.Error(), "…")
+	return bvVarying.ReplaceAllString(err.Error(), "…")
 }
+
+// bvVarying matches ids and ports in error texts.
+var bvVarying = regexp.MustCompile(`(ses|leg|conv)_[A-Za-z0-9_-]+|127\.0\.0\.1:\d+`)
 
 func (r *voiceReport) fillCPU(c0, c1 bvCPU, server bool) {
 	wall := c1.at.Sub(c0.at).Seconds()
