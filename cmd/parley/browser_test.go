@@ -278,11 +278,20 @@ func (b *browser) click(sel string) {
 	b.clickAt(sq(sel))
 }
 
-// clickAt clicks the element that the JavaScript expression el returns.
+// clickAt clicks the element that the JavaScript expression el returns,
+// with the mouse at its centre once it has stopped moving (a message
+// arriving or a smooth scroll can shift it between measuring and clicking).
 func (b *browser) clickAt(el string) {
 	b.t.Helper()
 	var pt struct{ X, Y float64 }
-	b.mustEval(`(() => { const el = `+el+`; el.scrollIntoView({block: "nearest"});
+	b.mustEval(`(async () => { const el = `+el+`; el.scrollIntoView({block: "nearest"});
+		const tick = () => new Promise((r) => setTimeout(r, 20));
+		let last = "", same = 0;
+		for (const end = Date.now() + 2000; same < 3 && Date.now() < end;) {
+			await tick();
+			const r = el.getBoundingClientRect(), now = [r.left, r.top, r.width, r.height].join();
+			same = now === last ? same + 1 : 0; last = now;
+		}
 		const r = el.getBoundingClientRect(); return {X: r.left + r.width / 2, Y: r.top + r.height / 2}; })()`, &pt)
 	b.must("click "+el, chromedp.MouseClickXY(pt.X, pt.Y))
 }

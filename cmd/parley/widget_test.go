@@ -562,6 +562,8 @@ func TestWidget(t *testing.T) {
 		b.typeMessage("or call me on +1 555 010 0199")
 		b.waitJS(10*time.Second, "the volunteered pill", sq(`.capture input[name="phone"]`)+`
 			&& `+sq(`.capture input[name="phone"]`)+`.value === "+1 555 010 0199"`)
+		// The echo's reply scrolls the log; let it land before clicking.
+		b.waitJS(10*time.Second, "the echo", hasLine("agent", "echo: or call me on +1 555 010 0199"))
 		b.click(".capture:not(.saved) .capture-ok")
 		b.waitJS(10*time.Second, "the second confirmation", `Parley._debug.shadow().querySelectorAll(".capture.saved").length === 2
 			&& pageEvents.filter((e) => e === "capture").length === 2`)
