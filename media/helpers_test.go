@@ -55,12 +55,16 @@ func newTestEngine(t testing.TB, cfg Config) *Engine {
 // eventually polls cond until it holds or testWait passes.
 func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(testWait)
+	deadline := time.NewTimer(testWait)
+	defer deadline.Stop()
+	poll := time.NewTicker(2 * time.Millisecond)
+	defer poll.Stop()
 	for !cond() {
-		if time.Now().After(deadline) {
+		select {
+		case <-deadline.C:
 			t.Fatalf("timed out waiting for %s", what)
+		case <-poll.C:
 		}
-		time.Sleep(2 * time.Millisecond) // polling interval, not a wait for an event
 	}
 }
 

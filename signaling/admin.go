@@ -1,6 +1,7 @@
 package signaling
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -432,44 +433,39 @@ func listLimit(r *http.Request) (int, error) {
 
 // serveAdminConversations: GET /v1/admin/conversations?widget=&limit=.
 func (s *Server) serveAdminConversations(w http.ResponseWriter, r *http.Request) {
-	key, err := s.adminKey(r, broker.ScopeOpsRead)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	ids, err := s.adminWidgetIDs(r, key)
-	if err == nil {
-		var limit int
-		if limit, err = listLimit(r); err == nil {
-			var convs []broker.Conversation
-			if convs, err = s.b.ListConversations(r.Context(), ids, limit); err == nil {
-				writeJSON(w, http.StatusOK, map[string]any{"conversations": convs})
-				return
-			}
-		}
-	}
-	writeError(w, err)
+	serveAdminList(s, w, r, "conversations", s.b.ListConversations)
 }
 
 // serveAdminLeads: GET /v1/admin/leads?widget=&limit=.
 func (s *Server) serveAdminLeads(w http.ResponseWriter, r *http.Request) {
+	serveAdminList(s, w, r, "leads", s.b.Leads)
+}
+
+// serveAdminList answers an ops:read list over the widgets the key may
+// see (?widget= narrows them) and ?limit=, as {field: [...]}.
+func serveAdminList[T any](s *Server, w http.ResponseWriter, r *http.Request, field string,
+	list func(ctx context.Context, widgetIDs []string, limit int) ([]T, error)) {
 	key, err := s.adminKey(r, broker.ScopeOpsRead)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
 	ids, err := s.adminWidgetIDs(r, key)
-	if err == nil {
-		var limit int
-		if limit, err = listLimit(r); err == nil {
-			var leads []broker.Lead
-			if leads, err = s.b.Leads(r.Context(), ids, limit); err == nil {
-				writeJSON(w, http.StatusOK, map[string]any{"leads": leads})
-				return
-			}
-		}
+	if err != nil {
+		writeError(w, err)
+		return
 	}
-	writeError(w, err)
+	limit, err := listLimit(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	items, err := list(r.Context(), ids, limit)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{field: items})
 }
 
 // adminErr maps "no such widget/key" to the admin API's 404s.
