@@ -60,6 +60,9 @@ type Broker struct {
 	uploads       jetstream.ObjectStore
 	roomsKV       jetstream.KeyValue
 	rateKV        jetstream.KeyValue
+	healthKV      jetstream.KeyValue // write probe; nil for attach-only tools
+
+	health *storeHealth
 
 	rooms    *rooms
 	observer atomic.Pointer[observerBox]
@@ -112,6 +115,7 @@ func New(cfg configs.Config, log *slog.Logger) *Broker {
 		voices:     make(map[string]*Voice),
 
 		widgetCache: newWidgetCache(),
+		health:      newStoreHealth(),
 	}
 	b.observer.Store(&observerBox{nopObserver{}})
 	b.rooms = newRooms(b)
@@ -145,7 +149,11 @@ func (b *Broker) Start(ctx context.Context) error {
 	}
 	url := b.cfg.NATS.URL
 	if url == "" {
-		ns, err := EmbeddedNATS(b.cfg.NATS.Listen, b.cfg.DataDir, b.rootLog)
+		ns, err := EmbeddedNATS(b.cfg.NATS.Listen, b.cfg.DataDir, b.rootLog, func(o *server.Options) {
+			if b.cfg.NATS.MaxStoreBytes > 0 {
+				o.JetStreamMaxStore = b.cfg.NATS.MaxStoreBytes
+			}
+		})
 		if err != nil {
 			return err
 		}
@@ -172,6 +180,14 @@ func (b *Broker) Start(ctx context.Context) error {
 		b.closeConn()
 		return err
 	}
+	if !b.attachOnly {
+		// Before anything writes: the marks of a clean stop must match.
+		b.checkStore(ctx, false)
+		if err := b.setupHealth(ctx); err != nil {
+			b.closeConn()
+			return err
+		}
+	}
 	if err := b.loadSigningKey(ctx); err != nil {
 		b.closeConn()
 		return err
@@ -190,6 +206,10 @@ func (b *Broker) Start(ctx context.Context) error {
 	}
 	b.goroutine(b.dispatcher.watchWorkers)
 	b.goroutine(b.roomsLoop)
+	if b.healthKV != nil {
+		_ = b.probeStore()
+		b.goroutine(b.storeLoop)
+	}
 	b.ready.Store(true)
 	return nil
 }
@@ -299,6 +319,9 @@ func (b *Broker) Ready(ctx context.Context) error {
 	if _, err := b.js.AccountInfo(ctx); err != nil {
 		return fmt.Errorf("%w: jetstream: %w", ErrNotReady, err)
 	}
+	if err := b.health.writeErr(); err != nil {
+		return fmt.Errorf("%w: %w", ErrStoreUnwritable, err)
+	}
 	return nil
 }
 
@@ -341,6 +364,12 @@ func (b *Broker) Close() {
 	b.lifeMu.Unlock()
 	b.wg.Wait()
 	b.registry.stop()
+	if b.healthKV != nil {
+		// The last marks: what a clean stop left, compared at next start.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		b.checkStore(ctx, true)
+		cancel()
+	}
 	b.closeConn()
 	b.shutdownServer()
 }

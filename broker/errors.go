@@ -1,6 +1,9 @@
 package broker
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Sentinel errors of the broker. Callers test them with errors.Is; the edge
 // (signaling) maps them to wire codes.
@@ -44,4 +47,15 @@ var (
 	ErrUnknownUpload = errors.New("broker: unknown upload")
 	// ErrStore wraps failures of the durable store (JetStream).
 	ErrStore = errors.New("broker: store unavailable")
+	// ErrStoreTimeout is returned when a store read did not finish in
+	// time: the store claims data it does not deliver (lost or corrupt
+	// blocks) or is overloaded. It is always logged at ERROR. It wraps
+	// ErrStore.
+	ErrStoreTimeout = fmt.Errorf("%w: read timed out", ErrStore)
+	// ErrStoreFull is returned when JetStream refuses a write for lack of
+	// space (nats.max_store or the disk reached). It wraps ErrStore.
+	ErrStoreFull = fmt.Errorf("%w: store full", ErrStore)
+	// ErrStoreUnwritable is returned by Ready when the last write probe or
+	// the last real write to the store failed.
+	ErrStoreUnwritable = errors.New("broker: store cannot write")
 )

@@ -10,6 +10,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/parley-rtc/parley/agentbridge"
@@ -133,15 +134,34 @@ func (b *Broker) publish(ctx context.Context, subject string, ev *agentbridge.Ev
 		opts = append(opts, jetstream.WithMsgID(dedup))
 	}
 	ack, err := b.js.Publish(ctx, subject, data, opts...)
+	b.health.wrote(err)
 	if err != nil {
+		if isStoreFull(err) {
+			return nil, fmt.Errorf("%w: append %s: %w", ErrStoreFull, ev.Type, err)
+		}
 		return nil, fmt.Errorf("%w: append %s: %w", ErrStore, ev.Type, err)
 	}
 	return ack, nil
 }
 
+// Bounds of a log read. The store may claim events it cannot deliver (a
+// corrupt or truncated block leaves the per-subject index promising more
+// than the blocks hold); without a bound such a read would wait forever.
+const (
+	// logReadIdle is how long a read waits for the next event the store
+	// says is pending.
+	logReadIdle = 5 * time.Second
+	// logReadMax bounds a whole read.
+	logReadMax = 30 * time.Second
+)
+
 // ReadLog returns a conversation's events from log position fromSeq (0:
-// the start) up to the current end.
+// the start) up to the current end. It fails with ErrStoreTimeout (logged
+// at ERROR) when the store stops delivering events it says it has.
 func (b *Broker) ReadLog(ctx context.Context, cid string, fromSeq uint64) ([]agentbridge.Event, error) {
+	start := time.Now()
+	rctx, cancel := context.WithTimeout(ctx, logReadMax)
+	defer cancel()
 	cfg := jetstream.OrderedConsumerConfig{
 		FilterSubjects:    []string{b.subj.Events(cid)},
 		InactiveThreshold: 5 * time.Second,
@@ -150,9 +170,9 @@ func (b *Broker) ReadLog(ctx context.Context, cid string, fromSeq uint64) ([]age
 		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
 		cfg.OptStartSeq = fromSeq
 	}
-	cons, err := b.js.OrderedConsumer(ctx, b.subj.StreamName(), cfg)
+	cons, err := b.js.OrderedConsumer(rctx, b.subj.StreamName(), cfg)
 	if err != nil {
-		return nil, fmt.Errorf("%w: read log: %w", ErrStore, err)
+		return nil, b.storeReadErr(ctx, cid, fmt.Errorf("read log: %w", err), start, 0, 0)
 	}
 	pending := cons.CachedInfo().NumPending
 	if pending == 0 {
@@ -163,11 +183,14 @@ func (b *Broker) ReadLog(ctx context.Context, cid string, fromSeq uint64) ([]age
 		return nil, fmt.Errorf("%w: read log: %w", ErrStore, err)
 	}
 	defer it.Stop()
-	events := make([]agentbridge.Event, 0, pending)
+	events := make([]agentbridge.Event, 0, min(pending, 10_000))
+	left := pending
 	for {
-		msg, err := it.Next(jetstream.NextContext(ctx))
+		ictx, icancel := context.WithTimeout(rctx, logReadIdle)
+		msg, err := it.Next(jetstream.NextContext(ictx))
+		icancel()
 		if err != nil {
-			return nil, fmt.Errorf("%w: read log: %w", ErrStore, err)
+			return nil, b.storeReadErr(ctx, cid, fmt.Errorf("read log: %w", err), start, len(events), left)
 		}
 		ev, meta, err := agentbridge.DecodeLogMsg(msg)
 		if err == nil {
@@ -178,7 +201,22 @@ func (b *Broker) ReadLog(ctx context.Context, cid string, fromSeq uint64) ([]age
 		if meta == nil || meta.NumPending == 0 {
 			return events, nil
 		}
+		left = meta.NumPending
 	}
+}
+
+// storeReadErr classifies a failed log read: the caller's own context
+// ending is ErrStore; the store not delivering in time is ErrStoreTimeout,
+// logged at ERROR and counted.
+func (b *Broker) storeReadErr(ctx context.Context, cid string, err error, start time.Time, got int, left uint64) error {
+	if ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) {
+		return fmt.Errorf("%w: %w", ErrStore, err)
+	}
+	b.health.readTimedOut()
+	b.log.Error("store read timed out: the log claims events it does not deliver (lost or corrupt store data?); run `parley check`",
+		"conversation_id", cid, "stream", b.subj.StreamName(), "events_read", got, "events_pending", left,
+		"waited", time.Since(start).Round(time.Millisecond).String(), "err", err)
+	return fmt.Errorf("%w: conversation %s: %d events read, %d more claimed but not delivered: %w", ErrStoreTimeout, cid, got, left, err)
 }
 
 // Message is one entry of a conversation's transcript.

@@ -12,8 +12,8 @@ import (
 
 // EmbeddedNATS starts an in-process nats-server with JetStream on a file
 // store under dataDir, listening for clients on listen ("host:port"; port 0
-// or -1 picks a free one).
-func EmbeddedNATS(listen, dataDir string, log *slog.Logger) (*server.Server, error) {
+// or -1 picks a free one). tune, if any, adjusts the server options last.
+func EmbeddedNATS(listen, dataDir string, log *slog.Logger, tune ...func(*server.Options)) (*server.Server, error) {
 	host, portStr, err := net.SplitHostPort(listen)
 	if err != nil {
 		return nil, fmt.Errorf("broker: nats listen %q: %w", listen, err)
@@ -34,6 +34,9 @@ func EmbeddedNATS(listen, dataDir string, log *slog.Logger) (*server.Server, err
 		NoSigs:                true,
 		MaxPayload:            1 << 20,
 		DisableShortFirstPing: true,
+	}
+	for _, f := range tune {
+		f(opts)
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {

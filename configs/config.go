@@ -96,6 +96,10 @@ type NATSConfig struct {
 	// worker; nats-server's own default (1 000 per stream) would refuse
 	// voice and chat legs beyond ~500 conversations.
 	MaxConsumers int `yaml:"max_consumers"`
+	// MaxStoreBytes caps the embedded server's JetStream file store; 0
+	// keeps nats-server's default (75% of the free disk, at most 1 TB).
+	// When the store is full, writes are refused and /readyz fails.
+	MaxStoreBytes int64 `yaml:"max_store_bytes"`
 	// CredentialsFile is an optional .creds file for an external NATS.
 	CredentialsFile string `yaml:"credentials_file"`
 }
@@ -305,6 +309,7 @@ func (c Config) LogValue() slog.Value {
 			slog.Int("replicas", c.NATS.Replicas),
 			slog.Duration("dedup_window", c.NATS.DedupWindow),
 			slog.Int("max_consumers", c.NATS.MaxConsumers),
+			slog.Int64("max_store_bytes", c.NATS.MaxStoreBytes),
 			slog.String("credentials_file", c.NATS.CredentialsFile)),
 		slog.Group("agents",
 			slog.Duration("dispatch_timeout", c.Agents.DispatchTimeout),

@@ -142,6 +142,12 @@ func (n *NATSConfig) validate(ps *problems) {
 		ps.add("nats.dedup_window", "must be at least 1s, got %s", n.DedupWindow)
 	}
 	ps.intRange("nats.max_consumers", n.MaxConsumers, 10, 10_000_000)
+	switch {
+	case n.MaxStoreBytes != 0 && n.URL != "":
+		ps.add("nats.max_store_bytes", "only caps the embedded server; set it on the external NATS server instead")
+	case n.MaxStoreBytes != 0 && n.MaxStoreBytes < 1<<20:
+		ps.add("nats.max_store_bytes", "must be 0 (nats-server's default) or at least 1048576, got %d", n.MaxStoreBytes)
+	}
 }
 
 // validateWidgets checks the widget list.

@@ -116,6 +116,9 @@ var wireErrors = []struct {
 	{media.ErrLiveKit, wireError{http.StatusServiceUnavailable, "LIVEKIT_UNAVAILABLE"}},
 	{ErrNotFound, wireError{http.StatusNotFound, "NOT_FOUND"}},
 	{ErrMethodNotAllowed, wireError{http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED"}},
+	{broker.ErrStoreUnwritable, wireError{http.StatusServiceUnavailable, "STORE_UNWRITABLE"}},
+	{broker.ErrStoreTimeout, wireError{http.StatusServiceUnavailable, "STORE_TIMEOUT"}},
+	{broker.ErrStoreFull, wireError{http.StatusServiceUnavailable, "STORE_FULL"}},
 	{broker.ErrNotReady, wireError{http.StatusServiceUnavailable, "NOT_READY"}},
 	{broker.ErrClosed, wireError{http.StatusServiceUnavailable, "SHUTTING_DOWN"}},
 	{broker.ErrStore, wireError{http.StatusServiceUnavailable, "STORE_UNAVAILABLE"}},
@@ -147,6 +150,12 @@ func publicServerMessage(code string) string {
 		return "this server does not offer voice; use chat"
 	case "LIVEKIT_UNAVAILABLE":
 		return "the voice service is not reachable right now; use chat or retry shortly"
+	case "STORE_TIMEOUT":
+		return "the conversation could not be read from storage in time; the operator has been alerted"
+	case "STORE_FULL":
+		return "the server's storage is full: your message was not kept; retry later"
+	case "STORE_UNWRITABLE":
+		return "the server cannot store data right now"
 	case "SHUTTING_DOWN":
 		return "the server is shutting down; retry shortly"
 	default:

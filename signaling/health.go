@@ -4,6 +4,8 @@ import (
 	"context"
 	"net/http"
 	"time"
+
+	"github.com/parley-rtc/parley/broker"
 )
 
 // serveHealth: GET /healthz, the process is alive.
@@ -12,23 +14,34 @@ func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
 }
 
 type readyResponse struct {
-	Status string         `json:"status"`
-	Agents map[string]int `json:"agents"`
+	// Status is "ready", or "degraded" when the store lost data or failed
+	// reads: Parley still stores and serves, but an operator must look.
+	Status string             `json:"status"`
+	Agents map[string]int     `json:"agents"`
+	Store  broker.StoreStatus `json:"store"`
 }
 
-// serveReady: GET /readyz, NATS connected and JetStream usable. Agents with
+// serveReady: GET /readyz, NATS connected, JetStream usable and the store
+// writable (its write probe or the last real write succeeded). Agents with
 // no live worker are reported but do not make Parley unready: messages are
-// kept until a worker comes.
+// kept until a worker comes. Lost store data is reported ("degraded") but
+// does not fail readiness: every broker shares the store, so taking this one
+// out of rotation would not help.
 func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	if err := s.b.Ready(ctx); err != nil {
-		writeError(w, err)
+		writeErrorDetails(w, err, map[string]any{"store": s.b.StoreStatus()})
 		return
 	}
+	st := s.b.StoreStatus()
 	agents := make(map[string]int)
 	for _, wc := range s.b.ListWidgets("") {
 		agents[wc.Agent] = s.b.AliveWorkers(wc.Agent)
 	}
-	writeJSON(w, http.StatusOK, readyResponse{Status: "ready", Agents: agents})
+	status := "ready"
+	if st.Degraded() {
+		status = "degraded"
+	}
+	writeJSON(w, http.StatusOK, readyResponse{Status: status, Agents: agents, Store: st})
 }

@@ -69,6 +69,16 @@ func newMetrics(b *broker.Broker, agents func() []string) *metrics {
 	}))
 	f(&roomCollector{b: b, desc: prometheus.NewDesc("parley_conversations_active",
 		"Live conversations hosted on this broker, by mode.", []string{"mode"}, nil)})
+	f(&storeCollector{b: b,
+		writable: prometheus.NewDesc("parley_store_writable",
+			"1 when the store's last write (probe or real) succeeded, 0 when it failed.", nil, nil),
+		lostMsgs: prometheus.NewDesc("parley_store_lost_messages",
+			"Messages the store lost (corrupt or truncated blocks), by stream or bucket.", []string{"store"}, nil),
+		lostBytes: prometheus.NewDesc("parley_store_lost_bytes",
+			"Bytes the store lost, by stream or bucket (when known).", []string{"store"}, nil),
+		timeouts: prometheus.NewDesc("parley_store_read_timeouts_total",
+			"Conversation log reads that timed out: the store claimed events it did not deliver.", nil, nil),
+	})
 	f(&workerCollector{b: b, agents: agents, desc: prometheus.NewDesc("parley_agent_workers_alive",
 		"Agent workers heartbeating, by agent.", []string{"agent"}, nil)})
 	return m
@@ -88,6 +98,33 @@ func (c *roomCollector) Collect(ch chan<- prometheus.Metric) {
 	byMode := c.b.LocalStats().ConversationsByMode
 	for _, mode := range []string{"chat", "voice"} {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(byMode[mode]), mode)
+	}
+}
+
+// storeCollector reports the broker's store health at scrape time.
+type storeCollector struct {
+	b                                       *broker.Broker
+	writable, lostMsgs, lostBytes, timeouts *prometheus.Desc
+}
+
+func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.writable
+	ch <- c.lostMsgs
+	ch <- c.lostBytes
+	ch <- c.timeouts
+}
+
+func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.b.StoreStatus()
+	w := 0.0
+	if st.Writable {
+		w = 1
+	}
+	ch <- prometheus.MustNewConstMetric(c.writable, prometheus.GaugeValue, w)
+	ch <- prometheus.MustNewConstMetric(c.timeouts, prometheus.CounterValue, float64(st.ReadTimeouts))
+	for _, l := range st.Lost {
+		ch <- prometheus.MustNewConstMetric(c.lostMsgs, prometheus.GaugeValue, float64(l.Msgs), l.Store)
+		ch <- prometheus.MustNewConstMetric(c.lostBytes, prometheus.GaugeValue, float64(l.Bytes), l.Store)
 	}
 }
 

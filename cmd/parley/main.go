@@ -4,6 +4,7 @@
 //	parley serve [--config FILE] [flags]   run Parley (embedded NATS, demo, echo agent)
 //	parley agent echo --nats-url URL       run echo agent workers against a NATS server
 //	parley bench voice [--sessions N]      load-test the voice path
+//	parley check --data-dir DIR            check a stopped store for lost data
 //	parley version
 package main
 
@@ -36,6 +37,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return keysCmd(args[1:], stdout, stderr)
 	case "rooms":
 		return roomsCmd(args[1:], stdout, stderr)
+	case "check":
+		return checkCmd(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "parley", version)
 		return 0
@@ -58,6 +61,7 @@ Commands:
   bench voice  load-test the voice path with N pion peers (starts its own serve)
   keys         create, list and revoke API keys (admin "ak_", secret "sk_")
   rooms        list, watch (--watch) and show live rooms (parley rooms show ID)
+  check        check a stopped parley's data directory for lost or corrupt data (--data-dir)
   version      print the version
 
 Run "parley serve -h" for the serve flags.
