@@ -212,7 +212,7 @@ func (b *Broker) storeReadErr(ctx context.Context, cid string, err error, start 
 	if ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) {
 		return fmt.Errorf("%w: %w", ErrStore, err)
 	}
-	b.health.readTimedOut()
+	b.health.readTimedOut(cid, left)
 	b.log.Error("store read timed out: the log claims events it does not deliver (lost or corrupt store data?); run `parley check`",
 		"conversation_id", cid, "stream", b.subj.StreamName(), "events_read", got, "events_pending", left,
 		"waited", time.Since(start).Round(time.Millisecond).String(), "err", err)

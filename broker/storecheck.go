@@ -100,6 +100,13 @@ func inspectStream(ctx context.Context, js jetstream.JetStream, name string, dee
 		r.LostBytes += s.Lost.Bytes
 		r.Problems = append(r.Problems, fmt.Sprintf("nats-server reports %d messages (%d bytes) lost", len(s.Lost.Msgs), s.Lost.Bytes))
 	}
+	if deep && s.Msgs > 0 {
+		read, err := readAll(ctx, js, name)
+		if read < s.Msgs {
+			r.LostMsgs += s.Msgs - read
+			r.Problems = append(r.Problems, fmt.Sprintf("only %d of %d messages could be read (%v)", read, s.Msgs, err))
+		}
+	}
 	if deep {
 		var indexed uint64
 		for _, n := range s.Subjects {
@@ -111,6 +118,37 @@ func inspectStream(ctx context.Context, js jetstream.JetStream, name string, dee
 		}
 	}
 	return r, nil
+}
+
+// readAll reads every message of a stream in order, as a consumer does,
+// and returns how many it got before the stream ended or stalled.
+func readAll(ctx context.Context, js jetstream.JetStream, name string) (uint64, error) {
+	cons, err := js.OrderedConsumer(ctx, name, jetstream.OrderedConsumerConfig{InactiveThreshold: 5 * time.Second})
+	if err != nil {
+		return 0, err
+	}
+	if cons.CachedInfo().NumPending == 0 {
+		return 0, nil
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return 0, err
+	}
+	defer it.Stop()
+	var n uint64
+	for {
+		ictx, cancel := context.WithTimeout(ctx, logReadIdle)
+		msg, err := it.Next(jetstream.NextContext(ictx))
+		cancel()
+		if err != nil {
+			return n, fmt.Errorf("stalled after %d: %w", n, err)
+		}
+		n++
+		meta, err := msg.Metadata()
+		if err != nil || meta.NumPending == 0 {
+			return n, err
+		}
+	}
 }
 
 // verifyChecksums has nats-server check every message's checksum (the

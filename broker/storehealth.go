@@ -70,10 +70,17 @@ type storeHealth struct {
 	probedAt  time.Time
 	checkedAt time.Time
 	lost      map[string]StoreLoss
-	timeouts  atomic.Uint64
+	// unreadable: events of a conversation the log claims but did not
+	// deliver, by conversation (at most maxUnreadable entries).
+	unreadable map[string]uint64
+	timeouts   atomic.Uint64
 }
 
-func newStoreHealth() *storeHealth { return &storeHealth{lost: make(map[string]StoreLoss)} }
+const maxUnreadable = 10_000
+
+func newStoreHealth() *storeHealth {
+	return &storeHealth{lost: make(map[string]StoreLoss), unreadable: make(map[string]uint64)}
+}
 
 // wrote records the outcome of a real write. A caller giving up is not the
 // store's fault.
@@ -93,7 +100,16 @@ func (h *storeHealth) probed(err error) {
 	h.mu.Unlock()
 }
 
-func (h *storeHealth) readTimedOut() { h.timeouts.Add(1) }
+// readTimedOut records a log read of conversation cid that stalled with
+// left events claimed but not delivered.
+func (h *storeHealth) readTimedOut(cid string, left uint64) {
+	h.timeouts.Add(1)
+	h.mu.Lock()
+	if _, ok := h.unreadable[cid]; ok || len(h.unreadable) < maxUnreadable {
+		h.unreadable[cid] = max(left, 1)
+	}
+	h.mu.Unlock()
+}
 
 // writeErr is the last write's failure, nil if it succeeded.
 func (h *storeHealth) writeErr() error {
@@ -102,7 +118,7 @@ func (h *storeHealth) writeErr() error {
 	return h.lastErr
 }
 
-func (h *storeHealth) status() StoreStatus {
+func (h *storeHealth) status(logStream string) StoreStatus {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	s := StoreStatus{Writable: h.lastErr == nil, ProbedAt: h.probedAt, CheckedAt: h.checkedAt,
@@ -110,8 +126,20 @@ func (h *storeHealth) status() StoreStatus {
 	if h.lastErr != nil {
 		s.WriteError = h.lastErr.Error()
 	}
+	var unreadable uint64
+	for _, n := range h.unreadable {
+		unreadable += n
+	}
 	for _, l := range h.lost {
+		if l.Store == logStream && unreadable > 0 {
+			l.Msgs += unreadable
+			l.Reason += fmt.Sprintf("; %d events of %d conversations could not be read", unreadable, len(h.unreadable))
+		}
 		s.Lost = append(s.Lost, l)
+	}
+	if _, ok := h.lost[logStream]; !ok && unreadable > 0 {
+		s.Lost = append(s.Lost, StoreLoss{Store: logStream, Msgs: unreadable, DetectedAt: h.checkedAt,
+			Reason: fmt.Sprintf("%d events of %d conversations could not be read", unreadable, len(h.unreadable))})
 	}
 	sortLosses(s.Lost)
 	return s
@@ -119,7 +147,7 @@ func (h *storeHealth) status() StoreStatus {
 
 // StoreStatus returns the store's health: whether it can write and what
 // data it lost.
-func (b *Broker) StoreStatus() StoreStatus { return b.health.status() }
+func (b *Broker) StoreStatus() StoreStatus { return b.health.status(b.subj.StreamName()) }
 
 // isStoreFull reports whether a JetStream error means the store is out of
 // space.
@@ -208,10 +236,9 @@ func (b *Broker) checkStore(ctx context.Context, clean bool) {
 		}
 		return
 	}
-	var marks *markFile
-	if b.ns != nil {
-		marks = loadMarks(b.cfg.DataDir)
-		applyMarks(reports, marks, b.subj.StreamName())
+	embedded := b.ns != nil
+	if embedded {
+		applyMarks(reports, loadMarks(b.cfg.DataDir), b.subj.StreamName())
 	}
 	now := time.Now().UTC()
 	b.health.mu.Lock()
@@ -241,7 +268,7 @@ func (b *Broker) checkStore(ctx context.Context, clean bool) {
 			"store", r.Name, "lost_messages", r.LostMsgs, "lost_bytes", r.LostBytes, "messages", r.Msgs,
 			"first_seq", r.FirstSeq, "last_seq", r.LastSeq, "deleted", r.Deleted, "problems", r.Problems)
 	}
-	if marks != nil {
+	if embedded {
 		if err := saveMarks(b.cfg.DataDir, reports, clean); err != nil {
 			b.log.Warn("store marks not saved", "err", err)
 		}

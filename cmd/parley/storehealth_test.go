@@ -1,0 +1,300 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// These tests corrupt a copy of a real data directory: a real `parley
+// serve` writes it and stops cleanly, the test damages its files, and a new
+// `parley serve` (and `parley check`) must say so loudly.
+
+// storeTrial is a data directory with conversations in it, its server
+// stopped.
+type storeTrial struct {
+	dir      string
+	sessions []session
+	// want is each session's transcript before the damage.
+	want [][]string
+}
+
+// fillStore runs parley serve on a fresh data dir, holds n conversations of
+// turns messages each, and stops it with SIGTERM.
+func fillStore(t *testing.T, n, turns int) storeTrial {
+	t.Helper()
+	tr := storeTrial{dir: t.TempDir()}
+	p, e, _ := serveProc(t, tr.dir)
+	for range n {
+		tr.sessions = append(tr.sessions, e.newSession(nil))
+	}
+	// Interleave the conversations, as real traffic does.
+	for i := range turns {
+		for j, s := range tr.sessions {
+			text := fmt.Sprintf("conversation %d message %d %s", j, i, strings.Repeat("x", 200))
+			if r := e.post(s, text, fmt.Sprintf("k-%d-%d", j, i), true); r.status != 200 {
+				t.Fatalf("post: %d %s", r.status, r.raw)
+			}
+		}
+	}
+	for _, s := range tr.sessions {
+		tr.want = append(tr.want, transcript(e.history(s)))
+	}
+	stopProc(t, p)
+	return tr
+}
+
+func stopProc(t *testing.T, p *proc) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := p.wait(); code != 0 {
+		t.Fatalf("exit code %d after SIGTERM", code)
+	}
+}
+
+// largestBlock returns the biggest message block of a stream.
+func largestBlock(t *testing.T, dir, stream string) string {
+	t.Helper()
+	blks, _ := filepath.Glob(filepath.Join(dir, "jetstream", "$G", "streams", stream, "msgs", "*.blk"))
+	if len(blks) == 0 {
+		t.Fatalf("no blocks of %s in %s", stream, dir)
+	}
+	size := func(p string) int64 { fi, _ := os.Stat(p); return fi.Size() }
+	slices.SortFunc(blks, func(a, b string) int { return int(size(b) - size(a)) })
+	return blks[0]
+}
+
+// xorMiddle flips 256 bytes in the middle of a file.
+func xorMiddle(t *testing.T, path string) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mid := len(data) / 2
+	for i := mid; i < min(mid+256, len(data)); i++ {
+		data[i] ^= 0xA5
+	}
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// truncateTo keeps pct % of a file.
+func truncateTo(t *testing.T, path string, pct int64) {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(path, fi.Size()*pct/100); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// getBounded is a GET that gives up after 20 s instead of hanging.
+func getBounded(t *testing.T, url, token string) (response, time.Duration) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", url, nil)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	c := &http.Client{Timeout: 20 * time.Second}
+	start := time.Now()
+	res, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v (after %s)", url, err, time.Since(start).Round(time.Millisecond))
+	}
+	defer res.Body.Close()
+	raw, _ := io.ReadAll(res.Body)
+	r := response{status: res.StatusCode, header: res.Header, raw: string(raw)}
+	_ = json.Unmarshal(raw, &r.body)
+	return r, time.Since(start)
+}
+
+// storeLost returns the lost_messages /readyz reports for a store.
+func storeLost(r response, store string) float64 {
+	st, _ := r.body["store"].(map[string]any)
+	lost, _ := st["lost"].([]any)
+	for _, l := range lost {
+		m := l.(map[string]any)
+		if m["store"] == store {
+			n, _ := m["lost_messages"].(float64)
+			return n
+		}
+	}
+	return 0
+}
+
+// metricValue reads one sample of /metrics ("name{labels}").
+func storeMetric(t *testing.T, base, sample string) (float64, bool) {
+	t.Helper()
+	r, _ := getBounded(t, base+"/metrics", "")
+	for _, l := range strings.Split(r.raw, "\n") {
+		if v, ok := strings.CutPrefix(l, sample+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			return f, err == nil
+		}
+	}
+	return 0, false
+}
+
+// runCheck runs `parley check` and returns its exit code and output.
+func runCheck(t *testing.T, dir string) (int, string) {
+	t.Helper()
+	cmd := exec.Command(parleyBinary(t), "check", "--data-dir", dir)
+	cmd.Env = cleanEnv()
+	out, err := cmd.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode(), string(out)
+	}
+	if err != nil {
+		t.Fatalf("parley check: %v\n%s", err, out)
+	}
+	return 0, string(out)
+}
+
+var storeReadLine = regexp.MustCompile(`"level":"ERROR","msg":"store read timed out[^\n]*"stream":"PARLEY_CONV"`)
+
+var storeLostLine = regexp.MustCompile(`"level":"ERROR","msg":"store lost data[^\n]*"store":"PARLEY_CONV"`)
+
+// TestCorruptConversationBlock: 256 bytes XOR-ed in the middle of a block of
+// the conversation stream. Before, history hung until the client gave up and
+// at most one WARN was logged. Now every history answers quickly (the full
+// transcript or STORE_TIMEOUT), the loss shows in /readyz, /metrics and an
+// ERROR line, and `parley check` exits non-zero naming the stream.
+func TestCorruptConversationBlock(t *testing.T) {
+	tr := fillStore(t, 4, 12)
+	if code, out := runCheck(t, tr.dir); code != 0 {
+		t.Fatalf("parley check on the healthy store: exit %d\n%s", code, out)
+	}
+	xorMiddle(t, largestBlock(t, tr.dir, "PARLEY_CONV"))
+
+	p, e, _ := serveProc(t, tr.dir)
+	failed := 0
+	for i, s := range tr.sessions {
+		r, took := getBounded(t, e.base+"/v1/sessions/"+s.ID+"/history?message_limit=500", s.Token)
+		t.Logf("history of conversation %d after corruption: %d %s in %s", i, r.status, r.errCode(), took.Round(time.Millisecond))
+		switch {
+		case r.status == 503 && r.errCode() == "STORE_TIMEOUT":
+			failed++
+		case r.status == 200:
+			var msgs []map[string]any
+			for _, m := range r.body["messages"].([]any) {
+				msgs = append(msgs, m.(map[string]any))
+			}
+			if got := transcript(msgs); !slices.Equal(got, tr.want[i]) {
+				t.Errorf("conversation %d: history answered 200 with %d of %d messages and no error", i, len(got), len(tr.want[i]))
+			}
+		default:
+			t.Errorf("conversation %d: history %d %s", i, r.status, r.raw)
+		}
+	}
+	if failed == 0 {
+		t.Errorf("no history failed after corrupting the log's block")
+	}
+	r, _ := getBounded(t, e.base+"/readyz", "")
+	if r.status != 200 || r.str("status") != "degraded" || storeLost(r, "PARLEY_CONV") == 0 {
+		t.Errorf("/readyz after corruption: %d %s", r.status, r.raw)
+	}
+	if v, ok := storeMetric(t, e.base, `parley_store_lost_messages{store="PARLEY_CONV"}`); !ok || v == 0 {
+		t.Errorf("parley_store_lost_messages{store=PARLEY_CONV} = %v (present %v)", v, ok)
+	}
+	if v, _ := storeMetric(t, e.base, "parley_store_read_timeouts_total"); v < float64(failed) {
+		t.Errorf("parley_store_read_timeouts_total = %v, want >= %d", v, failed)
+	}
+	if logs := p.stderr.String(); !storeReadLine.MatchString(logs) {
+		t.Errorf("no ERROR line for the failed read; stderr:\n%s", tail(logs, 3000))
+	}
+	stopProc(t, p)
+	code, out := runCheck(t, tr.dir)
+	t.Logf("parley check:\n%s", out)
+	if code != 1 || !regexp.MustCompile(`PROBLEM PARLEY_CONV: `).MatchString(out) {
+		t.Fatalf("parley check after corruption: exit %d, want 1 and a PROBLEM line for PARLEY_CONV\n%s", code, out)
+	}
+}
+
+// TestTruncatedConversationBlock: a block of the log cut to 60 %. Before,
+// 40 % of acknowledged messages vanished without a word. Now /readyz, the
+// metric, an ERROR line and `parley check` report how many.
+func TestTruncatedConversationBlock(t *testing.T) {
+	tr := fillStore(t, 4, 12)
+	blk := largestBlock(t, tr.dir, "PARLEY_CONV")
+	truncateTo(t, blk, 60)
+
+	p, e, _ := serveProc(t, tr.dir)
+	r, _ := getBounded(t, e.base+"/readyz", "")
+	lost := storeLost(r, "PARLEY_CONV")
+	t.Logf("/readyz after truncating %s to 60%%: %s", filepath.Base(blk), r.raw)
+	if r.status != 200 || r.str("status") != "degraded" || lost == 0 {
+		t.Fatalf("/readyz after truncation: %d %s", r.status, r.raw)
+	}
+	if v, ok := storeMetric(t, e.base, `parley_store_lost_messages{store="PARLEY_CONV"}`); !ok || v != lost {
+		t.Errorf("parley_store_lost_messages{store=PARLEY_CONV} = %v, /readyz says %v", v, lost)
+	}
+	if !storeLostLine.MatchString(p.stderr.String()) {
+		t.Errorf("no ERROR line naming PARLEY_CONV")
+	}
+	// Every history answers (what survives, or a coded error), none hangs.
+	for i, s := range tr.sessions {
+		r, took := getBounded(t, e.base+"/v1/sessions/"+s.ID+"/history?message_limit=500", s.Token)
+		t.Logf("history of conversation %d: %d %s in %s", i, r.status, r.errCode(), took.Round(time.Millisecond))
+		if r.status != 200 && r.errCode() != "STORE_TIMEOUT" {
+			t.Errorf("history: %d %s", r.status, r.raw)
+		}
+	}
+	stopProc(t, p)
+	// The loss is still reported after a restart, and by parley check.
+	p2, e2, _ := serveProc(t, tr.dir)
+	if r, _ := getBounded(t, e2.base+"/readyz", ""); storeLost(r, "PARLEY_CONV") != lost {
+		t.Errorf("/readyz after another restart: %s, want %v lost", r.raw, lost)
+	}
+	stopProc(t, p2)
+	code, out := runCheck(t, tr.dir)
+	t.Logf("parley check:\n%s", out)
+	if code != 1 || !strings.Contains(out, "PROBLEM PARLEY_CONV") {
+		t.Fatalf("parley check after truncation: exit %d\n%s", code, out)
+	}
+}
+
+// TestCorruptSessionsBucket: a damaged sessions bucket. Before, 3 of 4
+// sessions silently became 404. Now the loss is reported, logged at ERROR
+// naming the bucket, and a visitor whose session record was lost gets a
+// coded error.
+func TestCorruptSessionsBucket(t *testing.T) {
+	tr := fillStore(t, 4, 2)
+	xorMiddle(t, largestBlock(t, tr.dir, "KV_parley_sessions"))
+
+	p, e, _ := serveProc(t, tr.dir)
+	codes := map[string]int{}
+	for i, s := range tr.sessions {
+		r, took := getBounded(t, e.base+"/v1/sessions/"+s.ID+"/history", s.Token)
+		t.Logf("history of session %d: %d %s in %s", i, r.status, r.raw, took.Round(time.Millisecond))
+		codes[r.errCode()]++
+		if r.status != 200 && r.errCode() == "" {
+			t.Errorf("uncoded error: %d %s", r.status, r.raw)
+		}
+	}
+	r, _ := getBounded(t, e.base+"/readyz", "")
+	t.Logf("/readyz: %s; history codes %v", r.raw, codes)
+	if storeLost(r, "KV_parley_sessions") == 0 {
+		t.Errorf("/readyz does not report the sessions bucket's loss: %s", r.raw)
+	}
+	if !strings.Contains(p.stderr.String(), `"level":"ERROR","msg":"store lost data`) ||
+		!strings.Contains(p.stderr.String(), `"store":"KV_parley_sessions"`) {
+		t.Errorf("no ERROR line naming KV_parley_sessions")
+	}
+}
