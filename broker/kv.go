@@ -36,7 +36,11 @@ type Conversation struct {
 
 // Conversation loads a conversation record.
 func (b *Broker) Conversation(ctx context.Context, id string) (Conversation, error) {
-	return load[Conversation](ctx, b.conversations, id, "conv_", ErrUnknownConversation)
+	c, err := load[Conversation](ctx, b.conversations, id, "conv_", ErrUnknownConversation)
+	if errors.Is(err, ErrUnknownConversation) && validID(id, "conv_") {
+		b.missInLostStore(bucketConversations, "conversation_id", id)
+	}
+	return c, err
 }
 
 // load reads the JSON record id (which must carry prefix) from kv; a

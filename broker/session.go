@@ -220,7 +220,11 @@ func (b *Broker) Authenticate(ctx context.Context, sessionID, token string) (Ses
 
 // Session loads a session by id.
 func (b *Broker) Session(ctx context.Context, id string) (Session, error) {
-	return load[Session](ctx, b.sessions, id, "ses_", ErrUnknownSession)
+	s, err := load[Session](ctx, b.sessions, id, "ses_", ErrUnknownSession)
+	if errors.Is(err, ErrUnknownSession) && validID(id, "ses_") {
+		b.missInLostStore(bucketSessions, "session_id", id)
+	}
+	return s, err
 }
 
 // EndSession ends a session; its conversation stays. Ending an ended session

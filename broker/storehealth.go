@@ -274,3 +274,16 @@ func (b *Broker) checkStore(ctx context.Context, clean bool) {
 		}
 	}
 }
+
+// missInLostStore logs at ERROR a record not found in a bucket known to
+// have lost data: the visitor's "not found" may be that loss.
+func (b *Broker) missInLostStore(bucket, idKey, id string) {
+	store := "KV_" + b.subj.Bucket(bucket)
+	b.health.mu.Lock()
+	l, lost := b.health.lost[store]
+	b.health.mu.Unlock()
+	if lost {
+		b.log.Error("record not found in a bucket that lost data: it may be one of the lost records",
+			idKey, id, "store", store, "lost_messages", l.Msgs)
+	}
+}

@@ -297,4 +297,7 @@ func TestCorruptSessionsBucket(t *testing.T) {
 		!strings.Contains(p.stderr.String(), `"store":"KV_parley_sessions"`) {
 		t.Errorf("no ERROR line naming KV_parley_sessions")
 	}
+	if codes["SESSION_NOT_FOUND"] > 0 && !strings.Contains(p.stderr.String(), `"level":"ERROR","msg":"record not found in a bucket that lost data`) {
+		t.Errorf("a session lost with the bucket answered SESSION_NOT_FOUND without an ERROR line")
+	}
 }
