@@ -15,6 +15,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/parley-rtc/parley/configs"
 )
 
 // These tests corrupt a copy of a real data directory: a real `parley
@@ -299,5 +303,63 @@ func TestCorruptSessionsBucket(t *testing.T) {
 	}
 	if codes["SESSION_NOT_FOUND"] > 0 && !strings.Contains(p.stderr.String(), `"level":"ERROR","msg":"record not found in a bucket that lost data`) {
 		t.Errorf("a session lost with the bucket answered SESSION_NOT_FOUND without an ERROR line")
+	}
+}
+
+// TestStoreFullFailsReadiness: with a small nats.max_store_bytes filled
+// until JetStream refuses writes, /readyz turns 503 STORE_UNWRITABLE (it
+// stayed 200 before) and posting answers 503 STORE_FULL; once space is
+// freed, readiness and posting come back.
+func TestStoreFullFailsReadiness(t *testing.T) {
+	e := startEnv(t, func(c *configs.Config) { c.NATS.MaxStoreBytes = 8 << 20 })
+	s := e.newSession(nil)
+	if r := e.post(s, "before", "k-1", true); r.status != 200 {
+		t.Fatalf("post: %d %s", r.status, r.raw)
+	}
+	if r := e.do("GET", "/readyz", nil); r.status != 200 {
+		t.Fatalf("/readyz: %d %s", r.status, r.raw)
+	}
+	js, err := jetstream.New(e.natsConn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	fill, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "FILL", Subjects: []string{"fill.>"}, Storage: jetstream.FileStorage})
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := make([]byte, 256<<10)
+	var filled int
+	for ; filled < 200; filled++ {
+		if _, err = js.Publish(ctx, "fill.x", chunk); err != nil {
+			break
+		}
+	}
+	if err == nil {
+		t.Fatalf("the store took %d MiB past nats.max_store_bytes", filled/4)
+	}
+	t.Logf("store refused the filler after %d KiB: %v", filled*256, err)
+	full := time.Now()
+	waitFor(t, 20*time.Second, "/readyz 503 STORE_UNWRITABLE", func() bool {
+		r := e.do("GET", "/readyz", nil)
+		return r.status == 503 && r.errCode() == "STORE_UNWRITABLE"
+	})
+	t.Logf("/readyz failed %s after the store filled", time.Since(full).Round(time.Millisecond))
+	if r := e.post(s, "while full", "k-2", false); r.status != 503 || r.errCode() != "STORE_FULL" {
+		t.Fatalf("post into a full store: %d %s", r.status, r.raw)
+	}
+	if v, ok := storeMetric(t, e.base, "parley_store_writable"); !ok || v != 0 {
+		t.Errorf("parley_store_writable = %v (present %v), want 0", v, ok)
+	}
+	if err := fill.Purge(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// A visitor's write that succeeds makes the broker ready at once,
+	// before the next probe.
+	if r := e.post(s, "after", "k-3", true); r.status != 200 {
+		t.Fatalf("post after space was freed: %d %s", r.status, r.raw)
+	}
+	if r := e.do("GET", "/readyz", nil); r.status != 200 {
+		t.Fatalf("/readyz after a successful write: %d %s", r.status, r.raw)
 	}
 }
