@@ -23,6 +23,7 @@ const (
 	// grows (History 1) and holds no visitor data.
 	bucketHealth = "health"
 	probeKey     = "probe"
+	probeBytes   = 16 << 10
 )
 
 // StoreStatus is the store's health as the broker last saw it.
@@ -181,7 +182,12 @@ func (b *Broker) setupHealth(ctx context.Context) error {
 func (b *Broker) probeStore() error {
 	ctx, cancel := context.WithTimeout(b.ctx, storeProbeTimeout)
 	defer cancel()
-	_, err := b.healthKV.Put(ctx, probeKey, []byte(time.Now().UTC().Format(time.RFC3339Nano)))
+	// The value spans new pages of the block file, so a file system with no
+	// free pages refuses it (a tiny record could still fit in the last
+	// page); History 1 keeps one copy.
+	val := make([]byte, probeBytes)
+	copy(val, time.Now().UTC().Format(time.RFC3339Nano))
+	_, err := b.healthKV.Put(ctx, probeKey, val)
 	if b.ctx.Err() != nil {
 		return nil // closing
 	}

@@ -363,3 +363,63 @@ func TestStoreFullFailsReadiness(t *testing.T) {
 		t.Fatalf("/readyz after a successful write: %d %s", r.status, r.raw)
 	}
 }
+
+// TestDiskFullFailsReadiness: the data directory on a real file system that
+// runs out of space (a 32 MiB tmpfs; skipped where mounting is not
+// permitted). Before, /readyz stayed 200 while every write failed.
+func TestDiskFullFailsReadiness(t *testing.T) {
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs here (needs root and CAP_SYS_ADMIN): %v %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", "-l", dir).Run() })
+	e := startEnv(t, func(c *configs.Config) { c.DataDir = dir; c.NATS.MaxStoreBytes = 1 << 30 })
+	s := e.newSession(nil)
+	if r := e.post(s, "before", "k-1", true); r.status != 200 {
+		t.Fatalf("post: %d %s", r.status, r.raw)
+	}
+	// Fill the file system beside the store.
+	f, err := os.Create(filepath.Join(dir, "filler"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := make([]byte, 1<<20)
+	for {
+		if _, err = f.Write(chunk); err != nil {
+			break
+		}
+	}
+	_ = f.Close()
+	t.Logf("file system full: %v", err)
+	full := time.Now()
+	var r response
+	waitFor(t, 20*time.Second, "/readyz 503 once the disk is full", func() bool {
+		r = e.do("GET", "/readyz", nil)
+		return r.status == 503
+	})
+	t.Logf("/readyz %d after %s: %s", r.status, time.Since(full).Round(time.Millisecond), r.raw)
+	if c := r.errCode(); c != "STORE_UNWRITABLE" && c != "NOT_READY" {
+		t.Errorf("/readyz on a full disk: %d %s", r.status, r.raw)
+	}
+	// 8 000 bytes need new pages of the block file: a full disk refuses them.
+	if r := e.post(s, strings.Repeat("é", 4000), "k-2", false); r.status != 503 || !strings.HasPrefix(r.errCode(), "STORE_") {
+		t.Errorf("post on a full disk: %d %s", r.status, r.raw)
+	} else {
+		t.Logf("post on a full disk: %d %s", r.status, r.raw)
+	}
+	if err := os.Remove(filepath.Join(dir, "filler")); err != nil {
+		t.Fatal(err)
+	}
+	// nats-server's file store keeps refusing writes after a failed disk
+	// write until it restarts: readiness must stay failed meanwhile.
+	r = e.do("GET", "/readyz", nil)
+	t.Logf("/readyz after freeing space, before a restart: %d %s", r.status, r.errCode())
+	e.stop()
+	e2 := startEnv(t, func(c *configs.Config) { c.DataDir = dir; c.NATS.MaxStoreBytes = 1 << 30 })
+	if r := e2.do("GET", "/readyz", nil); r.status != 200 {
+		t.Fatalf("/readyz after freeing space and restarting: %d %s", r.status, r.raw)
+	}
+	if got := transcript(e2.history(s)); len(got) < 2 || got[0] != "visitor: before" {
+		t.Fatalf("history after the disk-full episode: %q", got)
+	}
+}
