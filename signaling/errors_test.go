@@ -81,6 +81,11 @@ func TestClassifyStatusesAndCodes(t *testing.T) {
 		{broker.ErrNotReady, 503, "NOT_READY"},
 		{broker.ErrClosed, 503, "SHUTTING_DOWN"},
 		{broker.ErrStore, 503, "STORE_UNAVAILABLE"},
+		{broker.ErrStoreTimeout, 503, "STORE_TIMEOUT"},
+		{broker.ErrStoreFull, 503, "STORE_FULL"},
+		{broker.ErrStoreUnwritable, 503, "STORE_UNWRITABLE"},
+		// Readiness failing because the store is full is about readiness.
+		{fmt.Errorf("%w: %w", broker.ErrStoreUnwritable, broker.ErrStoreFull), 503, "STORE_UNWRITABLE"},
 	}
 	for _, tt := range tests {
 		w, _ := classify(fmt.Errorf("x: %w", tt.err))

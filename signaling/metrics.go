@@ -76,6 +76,8 @@ func newMetrics(b *broker.Broker, agents func() []string) *metrics {
 			"Messages the store lost (corrupt or truncated blocks), by stream or bucket.", []string{"store"}, nil),
 		lostBytes: prometheus.NewDesc("parley_store_lost_bytes",
 			"Bytes the store lost, by stream or bucket (when known).", []string{"store"}, nil),
+		dataLost: prometheus.NewDesc("parley_store_data_lost",
+			"1 when any stream or bucket of the store lost data (see /readyz), else 0.", nil, nil),
 		timeouts: prometheus.NewDesc("parley_store_read_timeouts_total",
 			"Conversation log reads that timed out: the store claimed events it did not deliver.", nil, nil),
 	})
@@ -104,13 +106,14 @@ func (c *roomCollector) Collect(ch chan<- prometheus.Metric) {
 // storeCollector reports the broker's store health at scrape time.
 type storeCollector struct {
 	b                                       *broker.Broker
-	writable, lostMsgs, lostBytes, timeouts *prometheus.Desc
+	writable, lostMsgs, lostBytes, dataLost, timeouts *prometheus.Desc
 }
 
 func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.writable
 	ch <- c.lostMsgs
 	ch <- c.lostBytes
+	ch <- c.dataLost
 	ch <- c.timeouts
 }
 
@@ -122,6 +125,11 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(c.writable, prometheus.GaugeValue, w)
 	ch <- prometheus.MustNewConstMetric(c.timeouts, prometheus.CounterValue, float64(st.ReadTimeouts))
+	lost := 0.0
+	if len(st.Lost) > 0 {
+		lost = 1
+	}
+	ch <- prometheus.MustNewConstMetric(c.dataLost, prometheus.GaugeValue, lost)
 	for _, l := range st.Lost {
 		ch <- prometheus.MustNewConstMetric(c.lostMsgs, prometheus.GaugeValue, float64(l.Msgs), l.Store)
 		ch <- prometheus.MustNewConstMetric(c.lostBytes, prometheus.GaugeValue, float64(l.Bytes), l.Store)

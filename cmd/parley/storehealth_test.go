@@ -246,6 +246,9 @@ func TestTruncatedConversationBlock(t *testing.T) {
 	if r.status != 200 || r.str("status") != "degraded" || lost == 0 {
 		t.Fatalf("/readyz after truncation: %d %s", r.status, r.raw)
 	}
+	if v, _ := storeMetric(t, e.base, "parley_store_data_lost"); v != 1 {
+		t.Errorf("parley_store_data_lost = %v, want 1", v)
+	}
 	if v, ok := storeMetric(t, e.base, `parley_store_lost_messages{store="PARLEY_CONV"}`); !ok || v != lost {
 		t.Errorf("parley_store_lost_messages{store=PARLEY_CONV} = %v, /readyz says %v", v, lost)
 	}
