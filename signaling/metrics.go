@@ -105,7 +105,7 @@ func (c *roomCollector) Collect(ch chan<- prometheus.Metric) {
 
 // storeCollector reports the broker's store health at scrape time.
 type storeCollector struct {
-	b                                       *broker.Broker
+	b                                                 *broker.Broker
 	writable, lostMsgs, lostBytes, dataLost, timeouts *prometheus.Desc
 }
 
