@@ -8,6 +8,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -37,8 +38,11 @@ type Conversation struct {
 // Conversation loads a conversation record.
 func (b *Broker) Conversation(ctx context.Context, id string) (Conversation, error) {
 	c, err := load[Conversation](ctx, b.conversations, id, "conv_", ErrUnknownConversation)
-	if errors.Is(err, ErrUnknownConversation) && validID(id, "conv_") {
+	switch {
+	case errors.Is(err, ErrUnknownConversation) && validID(id, "conv_"):
 		b.missInLostStore(bucketConversations, "conversation_id", id)
+	case errors.Is(err, ErrStore) && ctx.Err() == nil:
+		b.log.Error("store read failed", "store", "KV_"+b.subj.Bucket(bucketConversations), "conversation_id", id, "err", err)
 	}
 	return c, err
 }
@@ -54,6 +58,8 @@ func load[T any](ctx context.Context, kv jetstream.KeyValue, id, prefix string, 
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
 		return v, notFound
+	case err != nil && ctx.Err() == nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)):
+		return v, fmt.Errorf("%w: get %s: %w", ErrStoreTimeout, id, err)
 	case err != nil:
 		return v, fmt.Errorf("%w: get %s: %w", ErrStore, id, err)
 	}

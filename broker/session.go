@@ -221,8 +221,11 @@ func (b *Broker) Authenticate(ctx context.Context, sessionID, token string) (Ses
 // Session loads a session by id.
 func (b *Broker) Session(ctx context.Context, id string) (Session, error) {
 	s, err := load[Session](ctx, b.sessions, id, "ses_", ErrUnknownSession)
-	if errors.Is(err, ErrUnknownSession) && validID(id, "ses_") {
+	switch {
+	case errors.Is(err, ErrUnknownSession) && validID(id, "ses_"):
 		b.missInLostStore(bucketSessions, "session_id", id)
+	case errors.Is(err, ErrStore) && ctx.Err() == nil:
+		b.log.Error("store read failed", "store", "KV_"+b.subj.Bucket(bucketSessions), "session_id", id, "err", err)
 	}
 	return s, err
 }
