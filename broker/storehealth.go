@@ -188,6 +188,13 @@ func (b *Broker) probeStore() error {
 	val := make([]byte, probeBytes)
 	copy(val, time.Now().UTC().Format(time.RFC3339Nano))
 	_, err := b.healthKV.Put(ctx, probeKey, val)
+	if err == nil {
+		// The conversation stream may live on other nodes than the probe
+		// bucket (R1 on a cluster): without a leader it cannot store.
+		if _, ierr := b.stream.Info(ctx); ierr != nil {
+			err = fmt.Errorf("conversation stream %s: %w", b.subj.StreamName(), ierr)
+		}
+	}
 	if b.ctx.Err() != nil {
 		return nil // closing
 	}

@@ -1,10 +1,13 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/parley-rtc/parley/configs"
@@ -425,4 +430,125 @@ func TestDiskFullFailsReadiness(t *testing.T) {
 	if got := transcript(e2.history(s)); len(got) < 2 || got[0] != "visitor: before" {
 		t.Fatalf("history after the disk-full episode: %q", got)
 	}
+}
+
+// clusterNode is one node of a test NATS cluster that can be stopped and
+// started again on the same store.
+type clusterNode struct {
+	opts *server.Options
+	srv  *server.Server
+}
+
+// natsClusterNodes is natsCluster that also returns its nodes.
+func natsClusterNodes(t *testing.T) (string, []*clusterNode) {
+	t.Helper()
+	ports := make([]int, 3)
+	var routes []*url.URL
+	for i := range ports {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ports[i] = ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		routes = append(routes, &url.URL{Scheme: "nats-route", Host: fmt.Sprintf("127.0.0.1:%d", ports[i])})
+	}
+	var nodes []*clusterNode
+	for i := range 3 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		n := &clusterNode{opts: &server.Options{
+			ServerName: fmt.Sprintf("n%d", i+1), Host: "127.0.0.1", Port: port,
+			JetStream: true, StoreDir: t.TempDir(),
+			Cluster: server.ClusterOpts{Name: "parley-test", Host: "127.0.0.1", Port: ports[i]},
+			Routes:  routes, NoSigs: true, NoLog: true,
+		}}
+		n.start(t)
+		t.Cleanup(func() { n.srv.Shutdown() })
+		nodes = append(nodes, n)
+	}
+	urls := make([]string, len(nodes))
+	for i, n := range nodes {
+		urls[i] = n.srv.ClientURL()
+	}
+	all := strings.Join(urls, ",")
+	nc, err := nats.Connect(all)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	waitFor(t, 60*time.Second, "the JetStream cluster to elect a leader", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "PROBE", Subjects: []string{"probe.>"}, Replicas: 3})
+		return err == nil
+	})
+	_ = js.DeleteStream(context.Background(), "PROBE")
+	return all, nodes
+}
+
+func (n *clusterNode) start(t *testing.T) {
+	t.Helper()
+	s, err := server.NewServer(n.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatalf("nats node %s did not start", n.opts.ServerName)
+	}
+	n.srv = s
+}
+
+// TestR1NodeDownFailsReadiness: on a 3-node cluster with replicas 1, the
+// node holding the conversation stream goes down. Before, /readyz stayed
+// 200 (JetStream still answered) while every post failed; now it fails
+// until the node is back.
+func TestR1NodeDownFailsReadiness(t *testing.T) {
+	urls, nodes := natsClusterNodes(t)
+	e := startEnv(t, func(c *configs.Config) { c.NATS.URL = urls; c.NATS.Replicas = 1 })
+	s := e.newSession(nil)
+	if r := e.post(s, "before", "k-1", true); r.status != 200 {
+		t.Fatalf("post: %d %s", r.status, r.raw)
+	}
+	js, _ := jetstream.New(e.natsConn())
+	st, err := js.Stream(t.Context(), "PARLEY_CONV")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leader := st.CachedInfo().Cluster.Leader
+	var holder *clusterNode
+	for _, n := range nodes {
+		if n.opts.ServerName == leader {
+			holder = n
+		}
+	}
+	if holder == nil {
+		t.Fatalf("no node holds PARLEY_CONV (leader %q)", leader)
+	}
+	holder.srv.Shutdown()
+	holder.srv.WaitForShutdown()
+	down := time.Now()
+	var r response
+	// The broker may have been connected to that node: NOT_READY while it
+	// reconnects; then the store check must keep it unready.
+	waitFor(t, 30*time.Second, "/readyz 503 STORE_UNWRITABLE with the conversation stream's node down", func() bool {
+		r = e.do("GET", "/readyz", nil)
+		return r.status == 503 && r.errCode() == "STORE_UNWRITABLE"
+	})
+	t.Logf("/readyz %d %s %s after node %s went down: %s", r.status, r.errCode(), time.Since(down).Round(time.Millisecond), leader, r.raw)
+	if r := e.post(s, "while down", "k-2", false); r.status != 503 || r.errCode() == "" {
+		t.Errorf("post with the node down: %d %s", r.status, r.raw)
+	}
+	holder.start(t)
+	up := time.Now()
+	waitFor(t, 60*time.Second, "/readyz 200 once the node is back", func() bool {
+		return e.do("GET", "/readyz", nil).status == 200
+	})
+	t.Logf("/readyz 200 %s after node %s came back", time.Since(up).Round(time.Millisecond), leader)
 }
