@@ -364,7 +364,7 @@ func (b *Broker) Close() {
 	b.lifeMu.Unlock()
 	b.wg.Wait()
 	b.registry.stop()
-	if b.healthKV != nil {
+	if b.healthKV != nil && b.nc != nil && b.nc.IsConnected() {
 		// The last marks: what a clean stop left, compared at next start.
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		b.checkStore(ctx, true)
