@@ -128,11 +128,11 @@ func (b *Broker) publish(ctx context.Context, subject string, ev *agentbridge.Ev
 	if err != nil {
 		return nil, fmt.Errorf("broker: encode event: %w", err)
 	}
-	var opts []jetstream.PublishOpt
-	if dedup != "" {
-		opts = append(opts, jetstream.WithMsgID(dedup))
+	if dedup == "" {
+		// A retry (publishRetry) must not store the event twice.
+		dedup = newID("pub_")
 	}
-	ack, err := b.js.Publish(ctx, subject, data, opts...)
+	ack, err := b.publishRetry(ctx, subject, data, dedup)
 	if err != nil {
 		return nil, fmt.Errorf("%w: append %s: %w", ErrStore, ev.Type, err)
 	}
