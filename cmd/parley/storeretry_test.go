@@ -162,3 +162,37 @@ func TestPostSurvivesStoreStall(t *testing.T) {
 	t.Logf("message acknowledged %v after posting, through a %v stall", took.Round(time.Millisecond), hold)
 }
 
+
+// TestBrowserResendsRefusedMessage: the store stalls for longer than the
+// broker's retry budget, so the visitor's first send is refused with
+// STORE_UNAVAILABLE. The widget sends the message again by itself with the
+// same client_message_id: it is acknowledged, answered and stored once,
+// and the visitor never has to retype it.
+func TestBrowserResendsRefusedMessage(t *testing.T) {
+	requireChromium(t)
+	const text = "please keep this one"
+	const hold = 12 * time.Second // beyond the broker's 10 s store budget
+	p := newStallProxy(t, natsServer(t)[len("nats://"):], text, hold)
+	e := startEnv(t, func(c *configs.Config) { c.NATS.URL = p.url() })
+	b := newBrowser(t)
+	b.openDemo(e)
+
+	b.typeMessage(text)
+	<-p.stalled
+	b.waitJS(hold+5*time.Second, "the refused message to be sent again", widgetJS+`.resends >= 1`)
+	d := b.waitJS(hold+10*time.Second, "the echo of the resent message", hasLine("agent", "echo: "+text))
+	b.waitJS(5*time.Second, "the message line acknowledged", `!`+sq(".log .visitor.pending")+` && !`+sq(".log .visitor.failed")+
+		` && `+widgetJS+`.outbox === 0`)
+	var resends int
+	b.mustEval(widgetJS+`.resends`, &resends)
+	n := 0
+	for _, m := range e.history(session{ID: b.session().SessionID, Token: b.token()}) {
+		if m["body"] == text {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("the message is stored %d times, want once", n)
+	}
+	t.Logf("store stalled %v: the widget resent the message %d time(s); echo shown %v after the resend began", hold, resends, d.Round(time.Millisecond))
+}
