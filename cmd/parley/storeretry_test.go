@@ -162,7 +162,6 @@ func TestPostSurvivesStoreStall(t *testing.T) {
 	t.Logf("message acknowledged %v after posting, through a %v stall", took.Round(time.Millisecond), hold)
 }
 
-
 // TestBrowserResendsRefusedMessage: the store stalls for longer than the
 // broker's retry budget, so the visitor's first send is refused with
 // STORE_UNAVAILABLE. The widget sends the message again by itself with the
