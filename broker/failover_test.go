@@ -98,9 +98,11 @@ func TestMessageInDetectionWindowAnswered(t *testing.T) {
 	poll("worker 1 to count as dead", func() bool { return b.AliveWorkers("echo") == 1 })
 	b.LegAttached(s, "leg_test", "http") // the room is busy
 	b.rooms.flush(ctx)
+	dead := time.Now()
 
 	m, err := b.AwaitReply(ctx, sub, p)
 	if err != nil || m.Body != "yes: are you there?" {
 		t.Fatalf("reply = %+v, %v", m, err)
 	}
+	t.Logf("worker 1 counts as dead → the other worker's answer: %v", time.Since(dead).Round(time.Millisecond))
 }
