@@ -122,6 +122,7 @@ func New(cfg configs.Config, log *slog.Logger) *Broker {
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	b.registry = newRegistry(cfg.Agents.HeartbeatTimeout)
 	b.dispatcher = newDispatcher(b)
+	b.registry.onAppear = b.dispatcher.workerAppeared
 	b.hubs = newHubSet(b)
 	return b
 }

@@ -16,24 +16,68 @@ import (
 
 // dispatcher hands conversations to agent workers: request/reply on the
 // agent's dispatch subject (a queue group), retried with backoff until a
-// worker accepts. One loop runs per conversation being dispatched.
+// worker accepts. One loop runs per conversation being dispatched. A loop
+// waiting between attempts wakes at once when a worker of its agent
+// appears (the registry's onAppear).
+//
+// Lock order: dispatcher.mu and dispatcher.wakeMu are leaves (never held
+// together, nothing called under them); registry.mu is never held while
+// the dispatcher runs.
 type dispatcher struct {
 	b *Broker
 
 	mu          sync.Mutex
 	running     map[string]bool // conversation id → a loop is running
 	unavailable map[string]bool // conversation id → an attempt has failed
+
+	wakeMu sync.Mutex
+	wake   map[string]chan struct{} // agent → closed when a worker of it appears
 }
 
 func newDispatcher(b *Broker) *dispatcher {
-	return &dispatcher{b: b, running: make(map[string]bool), unavailable: make(map[string]bool)}
+	return &dispatcher{b: b, running: make(map[string]bool), unavailable: make(map[string]bool),
+		wake: make(map[string]chan struct{})}
+}
+
+// dispatchBackoffMin is the first wait between dispatch attempts; it
+// doubles up to agents.dispatch_retry_max.
+const dispatchBackoffMin = 100 * time.Millisecond
+
+// wakeOn returns a channel closed when a worker of agent next appears.
+func (d *dispatcher) wakeOn(agent string) <-chan struct{} {
+	d.wakeMu.Lock()
+	defer d.wakeMu.Unlock()
+	ch := d.wake[agent]
+	if ch == nil {
+		ch = make(chan struct{})
+		d.wake[agent] = ch
+	}
+	return ch
+}
+
+// workerAppeared wakes the loops waiting for a worker of agent (called by
+// the registry, outside its lock).
+func (d *dispatcher) workerAppeared(agent string) {
+	d.wakeMu.Lock()
+	ch := d.wake[agent]
+	delete(d.wake, agent)
+	d.wakeMu.Unlock()
+	if ch != nil {
+		close(ch)
+	}
 }
 
 // ensure makes sure a live worker holds cid, starting a dispatch loop if
 // none does. It reports whether the conversation is known to have no agent
-// right now (a dispatch attempt already failed).
+// right now (a dispatch attempt already failed). A conversation whose
+// worker is gone (and the sweep has not noticed yet) goes through the
+// lost-worker path first.
 func (d *dispatcher) ensure(cid string) bool {
 	if _, ok := d.b.registry.owner(cid); ok {
+		return false
+	}
+	if lost, ok := d.b.registry.takeLost(cid); ok {
+		d.b.goroutine(func() { d.lost(lost, true) })
 		return false
 	}
 	d.mu.Lock()
@@ -57,8 +101,15 @@ func (d *dispatcher) loop(cid string, start time.Time) {
 		delete(d.unavailable, cid)
 		d.mu.Unlock()
 	}()
-	backoff := 100 * time.Millisecond
+	backoff := dispatchBackoffMin
+	agent := ""
+	var wake <-chan struct{}
 	for attempt := 1; ; attempt++ {
+		if agent != "" {
+			// Taken before the attempt: a worker appearing while it runs
+			// still wakes the wait below.
+			wake = d.wakeOn(agent)
+		}
 		reply, conv, err := d.attempt(cid)
 		switch {
 		case err == nil:
@@ -74,6 +125,10 @@ func (d *dispatcher) loop(cid string, start time.Time) {
 			log.Info("stopping dispatch: no visitor session left", "err", err)
 			return
 		}
+		if agent == "" && conv.Agent != "" {
+			agent = conv.Agent
+			wake = d.wakeOn(agent)
+		}
 		d.mu.Lock()
 		first := !d.unavailable[cid]
 		d.unavailable[cid] = true
@@ -82,10 +137,20 @@ func (d *dispatcher) loop(cid string, start time.Time) {
 			log.Warn("no agent worker accepted the conversation; retrying", "agent", conv.Agent, "err", err)
 			d.notify(Notice{Kind: NoticeAgentUnavailable, ConversationID: cid, Agent: conv.Agent, Attempt: attempt})
 		}
+		timer := time.NewTimer(backoff)
 		select {
 		case <-b.ctx.Done():
+			timer.Stop()
 			return
-		case <-time.After(backoff):
+		case <-wake:
+			// A worker of the agent appeared: try it now, and start the
+			// backoff over (its dispatch subscription may still be on its
+			// way through a cluster).
+			timer.Stop()
+			log.Debug("agent worker appeared; dispatching at once", "agent", agent)
+			backoff = dispatchBackoffMin
+			continue
+		case <-timer.C:
 		}
 		backoff = min(backoff*2, b.cfg.Agents.DispatchRetryMax)
 	}
@@ -130,7 +195,11 @@ func (d *dispatcher) attempt(cid string) (agentbridge.DispatchReply, Conversatio
 	if !reply.Accepted {
 		return reply, conv, fmt.Errorf("%w: worker %s declined: %s", ErrAgentUnavailable, reply.WorkerID, reply.Reason)
 	}
-	b.registry.assign(cid, reply.WorkerID, reply.HeartbeatSeq, req.Epoch)
+	if lost, ok := b.registry.assign(cid, reply.WorkerID, reply.HeartbeatSeq, req.Epoch); ok {
+		// The assignment replaced was a dead worker's that neither the
+		// sweep nor a visitor's action had handled yet.
+		d.lost(lost, false)
+	}
 	prev := conv.WorkerID
 	conv, err = b.updateConversation(ctx, cid, func(c *Conversation) error {
 		c.WorkerID, c.Epoch, c.AssignedAt = reply.WorkerID, max(c.Epoch, req.Epoch), time.Now().UTC()
@@ -165,13 +234,25 @@ func (d *dispatcher) watchWorkers() {
 		}
 		for _, lost := range b.registry.sweep() {
 			if b.hubs.active(lost.cid) {
-				b.log.Info("agent worker lost; dispatching the conversation again",
-					"conversation_id", lost.cid, "worker_id", lost.worker)
-				d.notify(Notice{Kind: NoticeAgentLost, ConversationID: lost.cid, WorkerID: lost.worker})
-				d.interruptReplies(lost.cid, lost.worker)
-				d.ensure(lost.cid)
+				b.goroutine(func() { d.lost(lost, true) })
 			}
 		}
+	}
+}
+
+// lost handles a conversation whose worker went away (found by the sweep,
+// by a visitor's action, or by a dispatch replacing the assignment): it
+// logs it, tells the visitors (agent_lost: the widget shows
+// "reconnecting"), closes the replies the worker had half streamed and,
+// if redispatch, dispatches the conversation again. The registry hands
+// each loss to exactly one caller.
+func (d *dispatcher) lost(l lostConversation, redispatch bool) {
+	d.b.log.Info("agent worker lost; dispatching the conversation again",
+		"conversation_id", l.cid, "worker_id", l.worker)
+	d.notify(Notice{Kind: NoticeAgentLost, ConversationID: l.cid, WorkerID: l.worker})
+	d.interruptReplies(l.cid, l.worker)
+	if redispatch {
+		d.ensure(l.cid)
 	}
 }
 

@@ -129,11 +129,11 @@ func (b *Broker) publish(ctx context.Context, subject string, ev *agentbridge.Ev
 	if err != nil {
 		return nil, fmt.Errorf("broker: encode event: %w", err)
 	}
-	var opts []jetstream.PublishOpt
-	if dedup != "" {
-		opts = append(opts, jetstream.WithMsgID(dedup))
+	if dedup == "" {
+		// A retry (publishRetry) must not store the event twice.
+		dedup = newID("pub_")
 	}
-	ack, err := b.js.Publish(ctx, subject, data, opts...)
+	ack, err := b.publishRetry(ctx, subject, data, dedup)
 	b.health.wrote(err)
 	if err != nil {
 		if isStoreFull(err) {

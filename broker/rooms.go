@@ -206,14 +206,50 @@ func (r *rooms) end(cid, reason string) {
 }
 
 // flush writes every changed room; run by the broker every interval.
+//
+// rooms.mu is held only to read and update the table. The media legs'
+// counters (MediaStats takes the leg's own locks), the registry (which
+// worker holds a conversation: registry.mu), the observer and the store
+// are all called outside it, from snapshots, so rooms.mu is a leaf lock.
+// The one order involving it is hub.mu (or nothing) → rooms.mu: the hub
+// calls observe, attach and detach are called by legs holding no broker
+// lock.
 func (r *rooms) flush(ctx context.Context) {
-	now := time.Now().UTC()
+	type mediaLeg struct {
+		cid, id string
+		media   MediaStatser
+		stats   MediaStats
+	}
 	type write struct {
 		cid  string
 		room Room
 		gone bool
 	}
+	// 1. The legs that report media, under the lock.
+	var legs []mediaLeg
+	r.mu.Lock()
+	for cid, st := range r.byCID {
+		for id, l := range st.legs {
+			if l.media != nil {
+				legs = append(legs, mediaLeg{cid: cid, id: id, media: l.media})
+			}
+		}
+	}
+	r.mu.Unlock()
+	// 2. Their counters, outside it.
+	stats := make(map[string]map[string]MediaStats)
+	for i := range legs {
+		l := &legs[i]
+		l.stats = l.media.MediaStats()
+		if stats[l.cid] == nil {
+			stats[l.cid] = make(map[string]MediaStats)
+		}
+		stats[l.cid][l.id] = l.stats
+	}
+	// 3. Update the table and snapshot the rooms to write, under it.
+	now := time.Now().UTC()
 	var writes []write
+	var moved mediaMoved
 	r.mu.Lock()
 	for cid, st := range r.byCID {
 		for id, l := range st.legs {
@@ -225,7 +261,7 @@ func (r *rooms) flush(ctx context.Context) {
 				}
 			}
 		}
-		if r.snapshotMediaLocked(st, now) || now.Sub(st.written) > roomRefresh {
+		if applyMediaLocked(st, stats[cid], now, &moved) || now.Sub(st.written) > roomRefresh {
 			st.dirty = true
 		}
 		if !st.dirty {
@@ -236,64 +272,74 @@ func (r *rooms) flush(ctx context.Context) {
 		room.UpdatedAt = now
 		room.EndedReason = st.ended
 		room.Legs = make([]RoomLeg, 0, len(st.legs))
-		visitors := map[string]bool{}
 		for _, l := range st.legs {
 			leg := l.leg
 			leg.Broker, leg.Seen = r.id, now
 			room.Legs = append(room.Legs, leg)
-			visitors[l.leg.SessionID] = true
 		}
 		slices.SortFunc(room.Legs, func(a, b RoomLeg) int { return a.Since.Compare(b.Since) })
-		room.Participants = []RoomParticipant{}
-		for _, sid := range slices.Sorted(maps.Keys(visitors)) {
-			room.Participants = append(room.Participants, RoomParticipant{Kind: "visitor", ID: sid})
-		}
-		if w, ok := r.b.registry.owner(cid); ok {
-			room.WorkerID = w
-		}
-		if room.WorkerID != "" {
-			room.Participants = append(room.Participants, RoomParticipant{Kind: "agent", ID: room.WorkerID})
-		}
 		writes = append(writes, write{cid: cid, room: room, gone: st.ended != ""})
 		if st.ended != "" {
 			delete(r.byCID, cid)
 		}
 	}
 	r.mu.Unlock()
+	// 4. Everything else, outside it. Reading the registry never changes
+	// who holds a conversation (only the dispatcher's sweep does).
+	if moved.in+moved.out+moved.lost > 0 {
+		r.b.obs().MediaFrames(moved.in, moved.out, moved.lost)
+	}
+	cids := make([]string, len(writes))
+	for i, w := range writes {
+		cids[i] = w.cid
+	}
+	owners := r.b.registry.owners(cids)
 	for _, w := range writes {
+		if worker, ok := owners[w.cid]; ok {
+			w.room.WorkerID = worker
+		}
+		w.room.Participants = roomParticipants(w.room.Legs, w.room.WorkerID)
 		r.b.writeRoom(ctx, w.room, w.gone)
 	}
 }
 
-// snapshotMediaLocked refreshes the media counters of voice legs and
-// reports whether they moved.
-func (r *rooms) snapshotMediaLocked(st *roomState, now time.Time) bool {
-	moved := false
+// mediaMoved sums the frames voice legs moved since the last flush.
+type mediaMoved struct{ in, out, lost uint64 }
+
+// applyMediaLocked stores fresh media counters (stats, by leg id, read
+// outside the lock) in the room's voice legs, adds what they moved to
+// total, and reports whether they changed. A leg that left since they
+// were read is skipped; one that joined since keeps its counters until
+// the next flush.
+func applyMediaLocked(st *roomState, stats map[string]MediaStats, now time.Time, total *mediaMoved) bool {
+	changed := false
 	secs := now.Sub(st.prevAt).Seconds()
-	for id, l := range st.legs {
-		if l.media == nil {
+	for id, m := range stats {
+		l := st.legs[id]
+		if l == nil {
 			continue
 		}
-		m := l.media.MediaStats()
 		p, seen := st.prev[id]
 		if seen && secs > 0 {
 			m.InFPS = float64(m.FramesIn-p.FramesIn) / secs
 			m.OutFPS = float64(m.FramesOut-p.FramesOut) / secs
 		}
 		if m.FramesIn >= p.FramesIn && m.FramesOut >= p.FramesOut && m.Lost >= p.Lost {
-			r.b.obs().MediaFrames(m.FramesIn-p.FramesIn, m.FramesOut-p.FramesOut, m.Lost-p.Lost)
+			total.in += m.FramesIn - p.FramesIn
+			total.out += m.FramesOut - p.FramesOut
+			total.lost += m.Lost - p.Lost
 		}
 		if total := m.FramesIn + m.Lost; total > 0 {
 			m.LossPct = 100 * float64(m.Lost) / float64(total)
 		}
 		if old := l.leg.Media; old == nil || *old != m {
-			moved = true
+			changed = true
 		}
 		l.leg.Media = &m
 		st.prev[id] = m
 	}
 	st.prevAt = now
-	return moved
+	return changed
 }
 
 // writeRoom merges this broker's view of a room into the shared record

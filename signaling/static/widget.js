@@ -148,7 +148,8 @@
     ready: false, failed: null, widget: null, challenge: "", challengeAt: 0,
     session: null, sessionP: null, ws: null, chat: "idle", retry: 0, retryTimer: 0,
     lastSeq: 0, rendered: false,
-    outbox: [],            // messages not yet acked: {type, body, client_message_id, el}
+    outbox: [],            // messages not yet acked: {type, body, client_message_id, el, tries}
+    resends: 0,            // messages sent again after a retryable refusal
     open: false, openWhenReady: null, userOpened: false, anchor: null,
     mode: "chat", agentState: "", call: null, callState: "idle", micError: "",
     replies: new Map(),    // agent message id -> line
@@ -335,6 +336,24 @@
     };
   }
   function wire(m) { return { type: "message", body: m.body, client_message_id: m.client_message_id }; }
+  // A message refused with one of these codes was not stored but may be
+  // the next time (the store was busy, the broker starting or stopping,
+  // the network gone): the widget sends it again itself, with the same
+  // client_message_id so Parley stores it once, a few times with backoff,
+  // before asking the visitor.
+  const RESEND_CODES = ["STORE_UNAVAILABLE", "NOT_READY", "SHUTTING_DOWN", "NETWORK"];
+  const RESEND_MAX = 4;
+  function resendLater(m) {
+    m.tries = (m.tries || 0) + 1;
+    st.resends++;
+    const delay = Math.min(500 * 2 ** (m.tries - 1), 4000) * (0.75 + Math.random() * 0.5);
+    clearTimeout(m.resendTimer);
+    m.resendTimer = setTimeout(() => {
+      if (!st.outbox.includes(m)) return;
+      if (st.ws && st.ws.readyState === WebSocket.OPEN) st.ws.send(JSON.stringify(wire(m)));
+      else ensureSession().then(connect).catch(showError); // the socket resends the outbox when it opens
+    }, delay);
+  }
   function uuid() {
     if (crypto.randomUUID) return crypto.randomUUID();
     return Date.now().toString(36) + Math.random().toString(36).slice(2);
@@ -367,6 +386,7 @@
       case "ack": {
         const i = st.outbox.findIndex((m) => m.client_message_id === f.client_message_id);
         if (i >= 0) {
+          clearTimeout(st.outbox[i].resendTimer);
           st.outbox[i].el.classList.remove("pending");
           st.outbox.splice(i, 1);
         }
@@ -458,6 +478,12 @@
     const err = apiError(f.code, f.message);
     if (f.client_message_id) {
       const i = st.outbox.findIndex((m) => m.client_message_id === f.client_message_id);
+      if (i >= 0 && RESEND_CODES.includes(f.code) && (st.outbox[i].tries || 0) < RESEND_MAX) {
+        // Not stored this time; sent again shortly, the line stays pending.
+        console.info("[parley] message not stored (" + f.code + "); sending it again");
+        resendLater(st.outbox[i]);
+        return;
+      }
       if (i >= 0 && f.code !== "AGENT_UNAVAILABLE") {
         // Refused, nothing stored: mark the line, let the visitor retry.
         const m = st.outbox.splice(i, 1)[0];
@@ -1459,7 +1485,7 @@ footer a { color: inherit; }
     state: () => ({ ready: st.ready, open: st.open, chat: st.chat, mode: st.mode, call: st.callState,
       legId: (st.call && st.call.legId) || "", agentState: st.agentState, micError: st.micError,
       lastSeq: st.lastSeq, errors: st.errors.slice(), navigations: st.navigations.slice(),
-      triggers: st.triggersFired.slice(), outbox: st.outbox.length, trickle: { ...st.trickle } }),
+      triggers: st.triggersFired.slice(), outbox: st.outbox.length, resends: st.resends, trickle: { ...st.trickle } }),
   };
   window.Parley = {
     _loaded: true,

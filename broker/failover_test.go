@@ -1,0 +1,108 @@
+package broker
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/parley-rtc/parley/agentbridge"
+	"github.com/parley-rtc/parley/configs"
+)
+
+// TestMessageInDetectionWindowAnswered: a visitor writes after the worker
+// holding the conversation died but before the broker can tell (the
+// heartbeat timeout). The rooms flush that follows, once the worker counts
+// as dead, must not make the registry forget it: the sweep then reports the
+// conversation lost and the other worker answers the message, without the
+// visitor writing again. Before, the flush's owner() dropped the
+// assignment, the sweep saw nothing and the message waited for the
+// visitor's next one.
+func TestMessageInDetectionWindowAnswered(t *testing.T) {
+	cfg := configs.Default()
+	cfg.DataDir = t.TempDir()
+	cfg.NATS.Listen = "127.0.0.1:-1"
+	cfg.Agents.DispatchTimeout = 500 * time.Millisecond
+	cfg.Agents.HeartbeatTimeout = 3 * time.Second
+	b := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err := b.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	echo := func(ctx context.Context, c *agentbridge.Conversation) error {
+		for ev := range c.Events() {
+			if ev.Type == agentbridge.EventUserMessage {
+				if err := c.SendText(ctx, ev.MessageID, "yes: "+ev.Text); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	worker := func() (*agentbridge.Worker, *nats.Conn) {
+		nc, err := nats.Connect(b.NATSClientURL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		w, err := agentbridge.NewWorker(nc, agentbridge.Options{Agent: "echo", HeartbeatInterval: 100 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, echo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(w.Close)
+		return w, nc
+	}
+	poll := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			<-tick.C
+		}
+	}
+
+	w1, nc1 := worker()
+	s := startSession(t, b)
+	cid := s.ConversationID
+	poll("worker 1 to hold the conversation", func() bool { w, ok := b.registry.owner(cid); return ok && w == w1.ID() })
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	sub, err := b.Subscribe(ctx, cid) // the visitor's live leg
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	b.LegAttached(s, "leg_test", "http")
+	worker() // worker 2, which takes over
+	poll("worker 2 to heartbeat", func() bool { return b.AliveWorkers("echo") == 2 })
+
+	nc1.Close() // worker 1's process dies: no drain, no more heartbeats
+	p, err := b.PostMessage(ctx, s, "are you there?", "m-1", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w, ok := b.registry.owner(cid); !ok || w != w1.ID() {
+		t.Fatal("the message was not posted inside the detection window")
+	}
+	// The moment the broker can tell, a flush of the (busy) room runs.
+	poll("worker 1 to count as dead", func() bool { return b.AliveWorkers("echo") == 1 })
+	b.LegAttached(s, "leg_test", "http") // the room is busy
+	b.rooms.flush(ctx)
+	dead := time.Now()
+
+	m, err := b.AwaitReply(ctx, sub, p)
+	if err != nil || m.Body != "yes: are you there?" {
+		t.Fatalf("reply = %+v, %v", m, err)
+	}
+	t.Logf("worker 1 counts as dead → the other worker's answer: %v", time.Since(dead).Round(time.Millisecond))
+}

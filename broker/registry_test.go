@@ -1,0 +1,134 @@
+package broker
+
+import (
+	"encoding/json"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/parley-rtc/parley/agentbridge"
+)
+
+// heartbeat feeds r one heartbeat of worker id (agent "echo") the way its
+// NATS subscription does.
+func heartbeat(r *registry, id string, seq uint64, draining bool, convs ...string) {
+	data, _ := json.Marshal(agentbridge.Heartbeat{WorkerID: id, Agent: "echo", Seq: seq, Draining: draining, Conversations: convs})
+	r.onHeartbeat(&nats.Msg{Data: data})
+}
+
+// TestRegistryReadsKeepLostConversations: asking who holds a conversation
+// whose worker went silent (as the rooms flush does every 250 ms for busy
+// rooms) must not forget the assignment; the sweep then reports the
+// conversation lost, once. Before, owner() deleted it and the sweep never
+// saw the loss: no agent_lost, no re-dispatch.
+func TestRegistryReadsKeepLostConversations(t *testing.T) {
+	r := newRegistry(50 * time.Millisecond)
+	heartbeat(r, "w1", 1, false)
+	r.assign("c1", "w1", 1, 1)
+	if w, ok := r.owner("c1"); !ok || w != "w1" {
+		t.Fatalf("owner = %q, %v right after assignment", w, ok)
+	}
+	// The worker dies: no more heartbeats. Read until it counts as gone.
+	deadline := time.Now().Add(10 * time.Second)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if _, ok := r.owner("c1"); !ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a silent worker still owns the conversation")
+		}
+		<-tick.C
+	}
+	for range 10 {
+		if _, ok := r.owner("c1"); ok {
+			t.Fatal("a silent worker owns the conversation again")
+		}
+		if len(r.owners([]string{"c1"})) != 0 {
+			t.Fatal("owners lists a silent worker")
+		}
+	}
+	lost := r.sweep()
+	if !slices.Equal(lost, []lostConversation{{cid: "c1", worker: "w1"}}) {
+		t.Fatalf("sweep after reads = %+v, want c1 lost by w1", lost)
+	}
+	if lost := r.sweep(); len(lost) != 0 {
+		t.Fatalf("second sweep = %+v, want nothing", lost)
+	}
+}
+
+// TestRegistryLossHandedOnce: a loss is handed to exactly one of sweep,
+// takeLost (a visitor's action) and assign (a dispatch replacing the dead
+// worker's assignment); a conversation a live worker released is forgotten
+// without being reported lost.
+func TestRegistryLossHandedOnce(t *testing.T) {
+	now := time.Unix(1000, 0)
+	r := newRegistry(time.Second)
+	r.now = func() time.Time { return now }
+
+	heartbeat(r, "w1", 1, false)
+	heartbeat(r, "w2", 1, false)
+	r.assign("c1", "w1", 1, 1)
+	r.assign("c2", "w1", 1, 1)
+	r.assign("c3", "w1", 1, 1)
+	r.assign("c4", "w2", 1, 1)
+	if _, ok := r.takeLost("c1"); ok {
+		t.Fatal("takeLost took a live worker's conversation")
+	}
+	if _, ok := r.assign("c4", "w2", 1, 2); ok {
+		t.Fatal("re-assigning to the same live worker reported a loss")
+	}
+
+	now = now.Add(2 * time.Second) // w1 and w2 go silent
+	heartbeat(r, "w2", 2, false)   // w2 comes back; it no longer lists c4
+	if l, ok := r.takeLost("c1"); !ok || l != (lostConversation{cid: "c1", worker: "w1"}) {
+		t.Fatalf("takeLost(c1) = %+v, %v", l, ok)
+	}
+	if _, ok := r.takeLost("c1"); ok {
+		t.Fatal("a loss was handed out twice")
+	}
+	if l, ok := r.assign("c2", "w2", 2, 2); !ok || l != (lostConversation{cid: "c2", worker: "w1"}) {
+		t.Fatalf("assign over a dead worker's conversation = %+v, %v", l, ok)
+	}
+	lost := r.sweep()
+	if !slices.Equal(lost, []lostConversation{{cid: "c3", worker: "w1"}}) {
+		t.Fatalf("sweep = %+v, want only c3 lost (c1 taken, c2 reassigned, c4 released)", lost)
+	}
+	if _, ok := r.assigned["c4"]; ok {
+		t.Fatal("the sweep kept a released conversation")
+	}
+	if w, ok := r.owner("c2"); !ok || w != "w2" {
+		t.Fatalf("owner(c2) = %q, %v", w, ok)
+	}
+}
+
+// TestRegistryWorkerAppeared: the registry announces a worker that can take
+// conversations when it first heartbeats, restarts, comes back after going
+// silent or stops draining, and only then.
+func TestRegistryWorkerAppeared(t *testing.T) {
+	now := time.Unix(1000, 0)
+	r := newRegistry(time.Second)
+	r.now = func() time.Time { return now }
+	var appeared []string
+	r.onAppear = func(agent string) { appeared = append(appeared, agent) }
+	step := func(what string, want bool, hb func()) {
+		t.Helper()
+		appeared = nil
+		hb()
+		if got := len(appeared) == 1 && appeared[0] == "echo"; got != want || len(appeared) > 1 {
+			t.Fatalf("%s: appeared %q, want announced=%v", what, appeared, want)
+		}
+	}
+	step("first heartbeat", true, func() { heartbeat(r, "w1", 1, false) })
+	step("next heartbeat", false, func() { heartbeat(r, "w1", 2, false) })
+	step("stale heartbeat", false, func() { heartbeat(r, "w1", 2, false) })
+	step("draining", false, func() { heartbeat(r, "w1", 3, true) })
+	step("drained no more", true, func() { heartbeat(r, "w1", 4, false) })
+	now = now.Add(2 * time.Second)
+	step("back after silence", true, func() { heartbeat(r, "w1", 5, false) })
+	step("restarted", true, func() { heartbeat(r, "w1", 1, false) })
+	step("new worker draining at once", false, func() { heartbeat(r, "w2", 1, true) })
+}
