@@ -190,6 +190,10 @@ func (b *Broker) Start(ctx context.Context) error {
 	}
 	b.goroutine(b.dispatcher.watchWorkers)
 	b.goroutine(b.roomsLoop)
+	if !b.attachOnly {
+		b.goroutine(b.sessionSweepLoop)
+		b.goroutine(b.retentionSweepLoop)
+	}
 	b.ready.Store(true)
 	return nil
 }
@@ -214,6 +218,11 @@ func (b *Broker) setupStore(ctx context.Context) error {
 			Duplicates:   b.cfg.NATS.DedupWindow,
 			MaxConsumers: b.cfg.NATS.MaxConsumers,
 			AllowDirect:  true,
+
+			// Retention backstop (see retention.go): the sweeper deletes
+			// conversations whole by last activity; this drops any event
+			// older than the longest max age a widget may have.
+			MaxAge: b.cfg.Retention.LogMaxAge,
 		})
 	}
 	if err != nil {
@@ -238,10 +247,12 @@ func (b *Broker) setupStore(ctx context.Context) error {
 		}
 		return kv, nil
 	}
-	if b.sessions, err = bucket(bucketSessions, "Parley visitor sessions", 0); err != nil {
+	// A session record goes record_grace after its TTL (counted from its
+	// last change); the session sweeper has ended it by then.
+	if b.sessions, err = bucket(bucketSessions, "Parley visitor sessions", b.cfg.Sessions.TTL+b.cfg.Sessions.RecordGrace); err != nil {
 		return err
 	}
-	if b.conversations, err = bucket(bucketConversations, "Parley conversations", 0); err != nil {
+	if b.conversations, err = bucket(bucketConversations, "Parley conversations", b.cfg.Retention.LogMaxAge); err != nil {
 		return err
 	}
 	// Records outlive the resume window so an expired token is told apart
@@ -264,7 +275,7 @@ func (b *Broker) setupStore(ctx context.Context) error {
 	if b.keys, err = bucket(bucketKeys, "Parley API keys (hashes only)", 0); err != nil {
 		return err
 	}
-	if b.leads, err = bucket(bucketLeads, "Parley leads (visitor captures)", 0); err != nil {
+	if b.leads, err = bucket(bucketLeads, "Parley leads (visitor captures)", b.cfg.Retention.LogMaxAge); err != nil {
 		return err
 	}
 	if b.roomsKV, err = bucket(bucketRooms, "Parley live rooms (ops view)", 0); err != nil {
@@ -279,6 +290,7 @@ func (b *Broker) setupStore(ctx context.Context) error {
 		b.uploads, err = b.js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
 			Bucket: b.subj.Bucket(bucketUploads), Description: "Parley visitor uploads",
 			Storage: jetstream.FileStorage, Replicas: replicas,
+			TTL: b.cfg.Retention.LogMaxAge, MaxBytes: b.cfg.Retention.UploadsMaxBytes,
 		})
 	}
 	if err != nil {
