@@ -276,12 +276,10 @@ func (b *Broker) SweepConversations(ctx context.Context) (int, error) {
 		if now.Sub(last) < age {
 			continue
 		}
-		// A session still counted active may be live, unless it is older
-		// than any session can be.
+		// A session still counted active may be live (a leg open, a
+		// visitor about to write), unless it is older than any session can
+		// be; the session sweeper ends idle ones first.
 		if c.ActiveSessions > 0 && now.Sub(last) < b.cfg.Sessions.TTL+b.cfg.Sessions.RecordGrace {
-			continue
-		}
-		if r, err := b.Room(ctx, c.ID); err == nil && len(r.Legs) > 0 && now.Sub(r.UpdatedAt) < roomStale {
 			continue
 		}
 		expired = append(expired, e)

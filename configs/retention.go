@@ -14,7 +14,7 @@ import (
 // sweeper runs, so it must be at least the longest conversation max age.
 type RetentionConfig struct {
 	// ConversationMaxAge is the deployment default: how long after its
-	// last activity a conversation is kept (1h..LogMaxAge).
+	// last activity a conversation is kept (1s..LogMaxAge).
 	ConversationMaxAge time.Duration `yaml:"conversation_max_age"`
 	// LogMaxAge is the conversation stream's MaxAge (and the TTL of the
 	// conversations and leads buckets and of uploads): no event, record or
@@ -36,8 +36,9 @@ const (
 	DefaultConversationMaxAge = 90 * 24 * time.Hour
 	// DefaultLogMaxAge is 400 days (9600h).
 	DefaultLogMaxAge = 400 * 24 * time.Hour
-	// MinConversationMaxAge is the shortest conversation_max_age.
-	MinConversationMaxAge = time.Hour
+	// MinConversationMaxAge is the shortest conversation_max_age (tests and
+	// deployments that keep nothing once the visitor has gone).
+	MinConversationMaxAge = time.Second
 )
 
 func defaultRetention() RetentionConfig {

@@ -15,7 +15,7 @@ func TestRetentionRules(t *testing.T) {
 		edit  func(*Config)
 		field string
 	}{
-		{"max age too short", func(c *Config) { c.Retention.ConversationMaxAge = time.Minute }, "retention.conversation_max_age"},
+		{"max age too short", func(c *Config) { c.Retention.ConversationMaxAge = 500 * time.Millisecond }, "retention.conversation_max_age"},
 		{"log shorter than max age", func(c *Config) { c.Retention.LogMaxAge = 24 * time.Hour }, "retention.log_max_age"},
 		{"log negative", func(c *Config) { c.Retention.LogMaxAge = -1 }, "retention.log_max_age"},
 		{"uploads negative", func(c *Config) { c.Retention.UploadsMaxBytes = -1 }, "retention.uploads_max_bytes"},
@@ -24,7 +24,7 @@ func TestRetentionRules(t *testing.T) {
 		{"session sweep", func(c *Config) { c.Sessions.SweepInterval = 0 }, "sessions.sweep_interval"},
 		{"record grace", func(c *Config) { c.Sessions.RecordGrace = -time.Second }, "sessions.record_grace"},
 		{"widget max age not a duration", func(c *Config) { c.Widgets[0].ConversationMaxAge = "30d" }, "widgets[0].conversation_max_age"},
-		{"widget max age too short", func(c *Config) { c.Widgets[0].ConversationMaxAge = "59m" }, "widgets[0].conversation_max_age"},
+		{"widget max age too short", func(c *Config) { c.Widgets[0].ConversationMaxAge = "900ms" }, "widgets[0].conversation_max_age"},
 		{"widget max age beyond the log", func(c *Config) { c.Widgets[0].ConversationMaxAge = "10000h" }, "widgets[0].conversation_max_age"},
 	}
 	for _, tc := range tests {

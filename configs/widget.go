@@ -71,7 +71,7 @@ type WidgetConfig struct {
 	Live *bool `yaml:"live" json:"live,omitempty"`
 	// ConversationMaxAge overrides retention.conversation_max_age for this
 	// widget's conversations: a Go duration such as "720h" (30 days),
-	// at least 1h and at most retention.log_max_age. Empty: the
+	// at least 1s and at most retention.log_max_age. Empty: the
 	// deployment default.
 	ConversationMaxAge string `yaml:"conversation_max_age" json:"conversation_max_age,omitempty"`
 }
