@@ -190,8 +190,10 @@ func (b *Broker) Start(ctx context.Context) error {
 	}
 	b.goroutine(b.dispatcher.watchWorkers)
 	b.goroutine(b.roomsLoop)
-	if !b.attachOnly {
+	if !b.attachOnly && b.cfg.Sessions.SweepInterval > 0 {
 		b.goroutine(b.sessionSweepLoop)
+	}
+	if !b.attachOnly && b.cfg.Retention.SweepInterval > 0 {
 		b.goroutine(b.retentionSweepLoop)
 	}
 	b.ready.Store(true)

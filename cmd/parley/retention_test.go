@@ -303,3 +303,26 @@ func sortedUnique(s ...string) []string {
 	slices.Sort(s)
 	return slices.Compact(s)
 }
+
+// TestDeleteConversationEndsVoiceElsewhere: deleting a conversation on one
+// broker hangs up its voice leg hosted by another.
+func TestDeleteConversationEndsVoiceElsewhere(t *testing.T) {
+	url := natsServer(t)
+	shared := func(c *configs.Config) {
+		c.NATS.URL = url
+		c.Media.IncludeLoopback = true
+	}
+	a, b := startEnv(t, shared), startEnv(t, shared, noEcho)
+	ak, _ := a.newAdminKey("", broker.ScopeDataDelete)
+	s := a.newSession(nil)
+	v := b.newVoiceClient(s)
+	v.waitConnected()
+	waitFor(t, 10*time.Second, "the voice leg on broker b", func() bool { _, ok := b.app.broker.Voice(s.ID); return ok })
+	if r := a.do("DELETE", "/v1/admin/conversations/"+s.ConversationID, nil, "Authorization", "Bearer "+ak); r.status != http.StatusNoContent {
+		t.Fatalf("delete: %d %s", r.status, r.raw)
+	}
+	waitFor(t, 10*time.Second, "the voice leg on broker b hung up", func() bool { _, ok := b.app.broker.Voice(s.ID); return !ok })
+	if n := a.store().logCount(s.ConversationID); n != 0 {
+		t.Fatalf("%d log events left (the hang-up wrote after the purge?)", n)
+	}
+}
