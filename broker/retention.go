@@ -473,44 +473,82 @@ func (b *Broker) purgeConversation(ctx context.Context, c Conversation, idx *con
 // "conversation_deleted"): their WebSockets close, their tokens stop
 // working. A conversation already deleted is ErrUnknownConversation.
 func (b *Broker) DeleteConversation(ctx context.Context, cid string) error {
-	if !b.ready.Load() {
-		return ErrNotReady
-	}
-	if !validID(cid, "conv_") {
+	n, err := b.DeleteConversations(ctx, []string{cid})
+	if err == nil && n == 0 {
 		return ErrUnknownConversation
 	}
-	var c Conversation
+	return err
+}
+
+// DeleteConversations deletes conversations as DeleteConversation does,
+// scanning the sessions, resume tokens and uploads once for all of them.
+// Ids of conversations that do not exist are skipped; it returns how many
+// were deleted.
+func (b *Broker) DeleteConversations(ctx context.Context, cids []string) (int, error) {
+	if !b.ready.Load() {
+		return 0, ErrNotReady
+	}
+	var marked []Conversation
+	for _, cid := range cids {
+		c, err := b.markForDeletion(ctx, cid)
+		if errors.Is(err, ErrUnknownConversation) {
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		marked = append(marked, c)
+	}
+	if len(marked) == 0 {
+		return 0, nil
+	}
+	want := make(map[string]bool, len(marked))
+	for _, c := range marked {
+		want[c.ID] = true
+	}
+	idx, err := b.indexConversations(ctx, want)
+	if err != nil {
+		return 0, err
+	}
+	for i, c := range marked {
+		if err := b.purgeConversation(ctx, c, idx); err != nil {
+			return i, err
+		}
+		b.log.Info("conversation deleted", "conversation_id", c.ID, "widget", c.Widget)
+	}
+	return len(marked), nil
+}
+
+// markForDeletion marks a conversation deleted (compare-and-set, retried
+// while others write it) and returns it; one already marked is returned
+// as it is, to finish its deletion.
+func (b *Broker) markForDeletion(ctx context.Context, cid string) (Conversation, error) {
+	if !validID(cid, "conv_") {
+		return Conversation{}, ErrUnknownConversation
+	}
 	for attempt := 0; ; attempt++ {
+		var c Conversation
 		e, err := b.conversations.Get(ctx, cid)
 		switch {
 		case errors.Is(err, jetstream.ErrKeyNotFound):
-			return ErrUnknownConversation
+			return c, ErrUnknownConversation
 		case err != nil:
-			return fmt.Errorf("%w: get %s: %w", ErrStore, cid, err)
+			return c, fmt.Errorf("%w: get %s: %w", ErrStore, cid, err)
 		}
 		if err := json.Unmarshal(e.Value(), &c); err != nil {
-			return fmt.Errorf("%w: decode %s: %w", ErrStore, cid, err)
+			return c, fmt.Errorf("%w: decode %s: %w", ErrStore, cid, err)
 		}
 		if c.DeletedAt != nil {
-			break // being deleted (or left half-done): finish it
+			return c, nil // being deleted (or left half-done): finish it
 		}
 		err = b.markDeleted(ctx, cid, e.Revision())
 		if err == nil {
-			break
+			return c, nil
 		}
 		if attempt >= 20 || ctx.Err() != nil {
-			return fmt.Errorf("%w: mark %s deleted: %w", ErrStore, cid, err)
+			return c, fmt.Errorf("%w: mark %s deleted: %w", ErrStore, cid, err)
 		}
 	}
-	idx, err := b.indexConversations(ctx, map[string]bool{cid: true})
-	if err != nil {
-		return err
-	}
-	if err := b.purgeConversation(ctx, c, idx); err != nil {
-		return err
-	}
-	b.log.Info("conversation deleted", "conversation_id", cid, "widget", c.Widget)
-	return nil
 }
 
 // VisitorConversations lists the conversations of an identified visitor
@@ -563,10 +601,10 @@ func (b *Broker) DeleteVisitor(ctx context.Context, widget, sub string) ([]strin
 	}
 	ids := []string{}
 	for _, c := range convs {
-		if err := b.DeleteConversation(ctx, c.ID); err != nil && !errors.Is(err, ErrUnknownConversation) {
-			return ids, err
-		}
 		ids = append(ids, c.ID)
+	}
+	if _, err := b.DeleteConversations(ctx, ids); err != nil {
+		return nil, err
 	}
 	if err := b.purgeKV(ctx, b.resume, visitorKey(widget, sub)); err != nil {
 		return ids, err
