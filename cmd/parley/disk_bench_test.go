@@ -122,6 +122,9 @@ func BenchmarkDiskPerConversation(b *testing.B) {
 		b.Logf("%d conversations × %d turns in %v: log %d B (%d events), kv %d B, disk %d B",
 			convs, turns, took.Round(time.Millisecond), logB, msgs, kvB, disk)
 
+		if info, err := mustStream(b, st.js).Info(context.Background()); err == nil {
+			b.Logf("consumers on the stream before deleting: %d", info.State.Consumers)
+		}
 		// Privacy requests: one conversation at a time (each scans the
 		// session, resume and upload records once).
 		ctx := context.Background()
@@ -135,7 +138,12 @@ func BenchmarkDiskPerConversation(b *testing.B) {
 			del = append(del, time.Since(t0))
 		}
 		slices.Sort(del)
-		// The rest as one retention sweep does: one scan, then each purged.
+		// The rest as one retention sweep does (one scan, then each
+		// purged), once the conversations are idle: their consumers gone.
+		waitFor(b, 2*time.Minute, "the conversations' consumers to go", func() bool {
+			info, err := mustStream(b, st.js).Info(context.Background())
+			return err == nil && info.State.Consumers < 10
+		})
 		t0 := time.Now()
 		n, err := e.app.broker.DeleteConversations(ctx, cids[single:])
 		if err != nil || n != len(cids)-single {
@@ -158,4 +166,12 @@ func allocated(info fs.FileInfo) int64 {
 		return st.Blocks * 512
 	}
 	return info.Size()
+}
+
+func mustStream(tb testing.TB, js jetstream.JetStream) jetstream.Stream {
+	s, err := js.Stream(context.Background(), "PARLEY_CONV")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s
 }
