@@ -250,7 +250,10 @@ func (b *Broker) setupStore(ctx context.Context) error {
 		return kv, nil
 	}
 	// A session record goes record_grace after its TTL (counted from its
-	// last change); the session sweeper has ended it by then.
+	// last change); the session sweeper has ended it by then. A bucket TTL,
+	// not a per-key TTL (KeyTTL): that is set on Create only, and the next
+	// Update (ending the session, a mode switch) would store the record
+	// without it.
 	if b.sessions, err = bucket(bucketSessions, "Parley visitor sessions", b.cfg.Sessions.TTL+b.cfg.Sessions.RecordGrace); err != nil {
 		return err
 	}

@@ -121,6 +121,11 @@ func TestIdleSessionsSwept(t *testing.T) {
 		return len(st.keys("sessions", ">")) == 0
 	})
 	t.Logf("session records gone %v after start (ttl 5s + grace 1s)", time.Since(start).Round(10*time.Millisecond))
+	for _, e := range []*env{a, b} {
+		if logs := e.logs.String(); strings.Contains(logs, "sweep failed") {
+			t.Fatalf("a sweep failed: %s", tail(logs, 2000))
+		}
+	}
 	if n := len(st.keys("conversations", ">")); n != left+1 {
 		t.Fatalf("conversation records: %d, want %d (they follow retention, not the session TTL)", n, left+1)
 	}
