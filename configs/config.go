@@ -202,8 +202,8 @@ func Default() Config {
 			TTL:           24 * time.Hour,
 			ResumeWindow:  24 * time.Hour,
 			ChallengeTTL:  2 * time.Minute,
-			IdleTimeout:   10 * time.Minute,
-			SweepInterval: 30 * time.Second,
+			IdleTimeout:   time.Minute,
+			SweepInterval: 15 * time.Second,
 			RecordGrace:   time.Hour,
 		},
 		Chat: ChatConfig{
