@@ -326,3 +326,29 @@ func TestDeleteConversationEndsVoiceElsewhere(t *testing.T) {
 		t.Fatalf("%d log events left (the hang-up wrote after the purge?)", n)
 	}
 }
+
+// TestWidgetConversationMaxAge: the admin API takes a widget's own
+// conversation_max_age, shorter or longer than the deployment's, and
+// refuses one beyond retention.log_max_age (the stream would drop its
+// events first) or one that is not a duration.
+func TestWidgetConversationMaxAge(t *testing.T) {
+	t.Parallel()
+	e := startEnv(t)
+	ak, _ := e.newAdminKey("", broker.ScopeConfigWrite, broker.ScopeConfigRead)
+	auth := []string{"Authorization", "Bearer " + ak}
+	widget := func(age string) map[string]any {
+		return map[string]any{"display_title": "Shop", "allowed_origins": []string{"https://shop.example.org"}, "conversation_max_age": age}
+	}
+	for _, age := range []string{"24h", "8760h"} { // shorter and longer than the 90-day default
+		r := e.do("POST", "/v1/admin/widgets", widget(age), auth...)
+		if r.status != http.StatusCreated || r.str("conversation_max_age") != age {
+			t.Fatalf("create with %s: %d %s", age, r.status, r.raw)
+		}
+	}
+	for _, age := range []string{"10000h", "30d", "0s"} {
+		r := e.do("POST", "/v1/admin/widgets", widget(age), auth...)
+		if r.status != http.StatusUnprocessableEntity || !strings.Contains(r.raw, "conversation_max_age") {
+			t.Fatalf("create with %s: %d %s, want 422 naming conversation_max_age", age, r.status, r.raw)
+		}
+	}
+}
