@@ -211,6 +211,12 @@ func (b *Broker) Start(ctx context.Context) error {
 		_ = b.probeStore()
 		b.goroutine(b.storeLoop)
 	}
+	if !b.attachOnly && b.cfg.Sessions.SweepInterval > 0 {
+		b.goroutine(b.sessionSweepLoop)
+	}
+	if !b.attachOnly && b.cfg.Retention.SweepInterval > 0 {
+		b.goroutine(b.retentionSweepLoop)
+	}
 	b.ready.Store(true)
 	return nil
 }
@@ -235,6 +241,11 @@ func (b *Broker) setupStore(ctx context.Context) error {
 			Duplicates:   b.cfg.NATS.DedupWindow,
 			MaxConsumers: b.cfg.NATS.MaxConsumers,
 			AllowDirect:  true,
+
+			// Retention backstop (see retention.go): the sweeper deletes
+			// conversations whole by last activity; this drops any event
+			// older than the longest max age a widget may have.
+			MaxAge: b.cfg.Retention.LogMaxAge,
 		})
 	}
 	if err != nil {
@@ -259,10 +270,15 @@ func (b *Broker) setupStore(ctx context.Context) error {
 		}
 		return kv, nil
 	}
-	if b.sessions, err = bucket(bucketSessions, "Parley visitor sessions", 0); err != nil {
+	// A session record goes record_grace after its TTL (counted from its
+	// last change); the session sweeper has ended it by then. A bucket TTL,
+	// not a per-key TTL (KeyTTL): that is set on Create only, and the next
+	// Update (ending the session, a mode switch) would store the record
+	// without it.
+	if b.sessions, err = bucket(bucketSessions, "Parley visitor sessions", b.cfg.Sessions.TTL+b.cfg.Sessions.RecordGrace); err != nil {
 		return err
 	}
-	if b.conversations, err = bucket(bucketConversations, "Parley conversations", 0); err != nil {
+	if b.conversations, err = bucket(bucketConversations, "Parley conversations", b.cfg.Retention.LogMaxAge); err != nil {
 		return err
 	}
 	// Records outlive the resume window so an expired token is told apart
@@ -285,7 +301,7 @@ func (b *Broker) setupStore(ctx context.Context) error {
 	if b.keys, err = bucket(bucketKeys, "Parley API keys (hashes only)", 0); err != nil {
 		return err
 	}
-	if b.leads, err = bucket(bucketLeads, "Parley leads (visitor captures)", 0); err != nil {
+	if b.leads, err = bucket(bucketLeads, "Parley leads (visitor captures)", b.cfg.Retention.LogMaxAge); err != nil {
 		return err
 	}
 	if b.roomsKV, err = bucket(bucketRooms, "Parley live rooms (ops view)", 0); err != nil {
@@ -300,6 +316,7 @@ func (b *Broker) setupStore(ctx context.Context) error {
 		b.uploads, err = b.js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
 			Bucket: b.subj.Bucket(bucketUploads), Description: "Parley visitor uploads",
 			Storage: jetstream.FileStorage, Replicas: replicas,
+			TTL: b.cfg.Retention.LogMaxAge, MaxBytes: b.cfg.Retention.UploadsMaxBytes,
 		})
 	}
 	if err != nil {

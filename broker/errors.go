@@ -25,6 +25,9 @@ var (
 	ErrResumeInvalid = errors.New("broker: resume token invalid")
 	// ErrUnknownConversation is returned for a conversation that does not exist.
 	ErrUnknownConversation = errors.New("broker: unknown conversation")
+	// ErrUnknownVisitor is returned when a widget has no conversation of
+	// an identified visitor.
+	ErrUnknownVisitor = errors.New("broker: unknown visitor")
 	// ErrValidation is wrapped by every error about bad caller input.
 	ErrValidation = errors.New("broker: validation failed")
 	// ErrAgentUnavailable is returned when no agent worker took the

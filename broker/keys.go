@@ -30,10 +30,13 @@ const (
 	ScopeKeysWrite   = "keys:write"
 	ScopeOpsRead     = "ops:read"
 	ScopeOpsWrite    = "ops:write"
+	// ScopeDataDelete erases conversations and visitors (privacy
+	// requests); ending rooms (ops:write) keeps their data.
+	ScopeDataDelete = "data:delete"
 )
 
 // Scopes lists every admin scope.
-var Scopes = []string{ScopeConfigRead, ScopeConfigWrite, ScopeKeysWrite, ScopeOpsRead, ScopeOpsWrite}
+var Scopes = []string{ScopeConfigRead, ScopeConfigWrite, ScopeKeysWrite, ScopeOpsRead, ScopeOpsWrite, ScopeDataDelete}
 
 // KeyInfo describes an API key; it never holds the key itself.
 type KeyInfo struct {

@@ -33,12 +33,17 @@ type Conversation struct {
 	WorkerID   string    `json:"worker_id,omitempty"`
 	Epoch      uint64    `json:"epoch"`
 	AssignedAt time.Time `json:"assigned_at,omitzero"`
+	// DeletedAt marks a conversation being deleted (retention or an
+	// operator): it is unknown to everything but the deletion.
+	DeletedAt *time.Time `json:"deleted_at,omitempty"`
 }
 
 // Conversation loads a conversation record.
 func (b *Broker) Conversation(ctx context.Context, id string) (Conversation, error) {
 	c, err := load[Conversation](ctx, b.conversations, id, "conv_", ErrUnknownConversation)
 	switch {
+	case err == nil && c.DeletedAt != nil:
+		return Conversation{}, ErrUnknownConversation
 	case errors.Is(err, ErrUnknownConversation) && validID(id, "conv_"):
 		b.missInLostStore(bucketConversations, "conversation_id", id)
 	case errors.Is(err, ErrStore) && ctx.Err() == nil:
@@ -70,7 +75,12 @@ func load[T any](ctx context.Context, kv jetstream.KeyValue, id, prefix string, 
 }
 
 func (b *Broker) updateConversation(ctx context.Context, id string, f func(*Conversation) error) (Conversation, error) {
-	c, err := update(ctx, b.conversations, id, f)
+	c, err := update(ctx, b.conversations, id, func(c *Conversation) error {
+		if c.DeletedAt != nil {
+			return ErrUnknownConversation
+		}
+		return f(c)
+	})
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return c, ErrUnknownConversation
 	}
@@ -139,7 +149,7 @@ func (b *Broker) ListConversations(ctx context.Context, widgetIDs []string, limi
 	out := []Conversation{}
 	for k := range lister.Keys() {
 		c, err := load[Conversation](ctx, b.conversations, k, "conv_", ErrUnknownConversation)
-		if err == nil && want[c.Widget] {
+		if err == nil && want[c.Widget] && c.DeletedAt == nil {
 			out = append(out, c)
 		}
 	}

@@ -233,45 +233,57 @@ func (b *Broker) Session(ctx context.Context, id string) (Session, error) {
 // EndSession ends a session; its conversation stays. Ending an ended session
 // is not an error.
 func (b *Broker) EndSession(ctx context.Context, id, reason string) error {
+	_, err := b.endSession(ctx, id, reason)
+	return err
+}
+
+// endSession ends a session and reports whether this call ended it. Ending
+// is a compare-and-set of the session record, so when several callers
+// (brokers sweeping, a visitor, an operator) end one session at once, one
+// wins: only it counts the session out of its conversation and writes
+// session_ended (with a Nats-Msg-Id, so a retried append is stored once).
+func (b *Broker) endSession(ctx context.Context, id, reason string) (bool, error) {
 	if !validID(id, "ses_") {
-		return ErrUnknownSession
+		return false, ErrUnknownSession
 	}
-	var ended bool
-	_, err := update(ctx, b.sessions, id, func(s *Session) error {
+	s, err := update(ctx, b.sessions, id, func(s *Session) error {
 		if s.EndedAt != nil {
-			return nil
+			return errNoChange
 		}
 		now := time.Now().UTC()
-		s.EndedAt, s.EndReason, ended = &now, reason, true
+		s.EndedAt, s.EndReason = &now, reason
 		return nil
 	})
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return ErrUnknownSession
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return false, ErrUnknownSession
+	case errors.Is(err, errNoChange):
+		return false, nil // already ended
+	case err != nil:
+		return false, err
 	}
-	if err != nil || !ended {
-		return err
-	}
-	s, err := b.Session(ctx, id)
-	if err != nil {
-		return err
-	}
-	conv, err := b.updateConversation(ctx, s.ConversationID, func(c *Conversation) error {
+	// A conversation being deleted still counts its sessions out: the
+	// record is updated directly, not through updateConversation.
+	conv, err := update(ctx, b.conversations, s.ConversationID, func(c *Conversation) error {
 		c.ActiveSessions = max(c.ActiveSessions-1, 0)
 		return nil
 	})
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return true, nil // the conversation is gone: nothing to tell
+	}
 	if err != nil {
-		return err
+		return true, err
 	}
 	idle := conv.ActiveSessions == 0
 	_, err = b.appendInbound(ctx, agentbridge.Event{
 		Type: agentbridge.EventSessionEnded, ConversationID: s.ConversationID, SessionID: s.ID,
 		Reason: reason, Idle: idle,
-	}, "")
+	}, sessionEndedID(s.ConversationID, s.ID))
 	if err == nil && idle {
 		// The worker releases the conversation on this event; the next
 		// session must dispatch it again rather than trust a stale view.
 		b.registry.release(s.ConversationID)
 	}
 	b.log.Info("session ended", "session_id", s.ID, "conversation_id", s.ConversationID, "reason", reason)
-	return err
+	return true, err
 }

@@ -184,6 +184,12 @@ func (v *Voice) watchEvents() {
 			if !ok {
 				return
 			}
+			if ev := u.Event; ev != nil && ev.Type == agentbridge.EventSessionEnded && ev.SessionID == v.session.ID {
+				// Ended elsewhere (another broker's sweeper, a deletion):
+				// the leg hangs up wherever it is hosted.
+				v.end(v.b.ctx, ev.Reason, false)
+				return
+			}
 			if u.Event != nil && u.Event.Type == agentbridge.EventClearAudio {
 				if m := v.Media(); m != nil {
 					m.ClearAudio()

@@ -225,6 +225,11 @@ func (b *Broker) validateWidget(w *configs.WidgetConfig) error {
 	if other, err := b.WidgetByKey(w.Key); err == nil && other.ID != w.ID {
 		problems = append(problems, configs.Problem{Field: "public_key", Message: "already used by another widget"})
 	}
+	if d, ok := w.MaxAge(); ok {
+		if msg := b.cfg.Retention.CheckWidgetMaxAge(d); msg != "" {
+			problems = append(problems, configs.Problem{Field: "conversation_max_age", Message: msg})
+		}
+	}
 	if len(problems) > 0 {
 		return &ValidationError{Problems: problems}
 	}

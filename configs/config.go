@@ -61,6 +61,8 @@ type Config struct {
 	LiveKit LiveKitConfig `yaml:"livekit"`
 	// Ops configures room state and operator views.
 	Ops OpsConfig `yaml:"ops"`
+	// Retention bounds how long conversations are kept.
+	Retention RetentionConfig `yaml:"retention"`
 	// Widgets lists the embeddable widgets. A list given in the YAML file
 	// replaces the default demo widget.
 	Widgets []WidgetConfig `yaml:"widgets"`
@@ -129,6 +131,18 @@ type SessionsConfig struct {
 	ResumeWindow time.Duration `yaml:"resume_window"`
 	// ChallengeTTL is how long a session challenge stays valid (10s..1h).
 	ChallengeTTL time.Duration `yaml:"challenge_ttl"`
+	// IdleTimeout ends a session (reason "idle") that has had no leg (no
+	// WebSocket, voice leg or HTTP request) and no event in its
+	// conversation for this long.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// SweepInterval is how often each broker looks for idle and expired
+	// sessions.
+	SweepInterval time.Duration `yaml:"sweep_interval"`
+	// RecordGrace keeps a session record this long past its TTL (so an
+	// ended session answers SESSION_ENDED, not SESSION_NOT_FOUND); the
+	// sessions bucket drops a record ttl + record_grace after its last
+	// change.
+	RecordGrace time.Duration `yaml:"record_grace"`
 }
 
 // ChatConfig configures text chat.
@@ -189,9 +203,12 @@ func Default() Config {
 			AudioFormats:     map[string]string{},
 		},
 		Sessions: SessionsConfig{
-			TTL:          24 * time.Hour,
-			ResumeWindow: 24 * time.Hour,
-			ChallengeTTL: 2 * time.Minute,
+			TTL:           24 * time.Hour,
+			ResumeWindow:  24 * time.Hour,
+			ChallengeTTL:  2 * time.Minute,
+			IdleTimeout:   time.Minute,
+			SweepInterval: 15 * time.Second,
+			RecordGrace:   time.Hour,
 		},
 		Chat: ChatConfig{
 			MaxMessageChars: 4000,
@@ -204,7 +221,8 @@ func Default() Config {
 		Ops:       OpsConfig{RoomUpdateInterval: 250 * time.Millisecond, RecentEvents: 50},
 		Security: SecurityConfig{TrustedProxies: []string{}, BootstrapTokenTTL: 10 * time.Minute,
 			UserTokenTTL: 5 * time.Minute, ClockSkew: 30 * time.Second},
-		Widgets: []WidgetConfig{demoWidget()},
+		Widgets:   []WidgetConfig{demoWidget()},
+		Retention: defaultRetention(),
 	}
 }
 
@@ -319,7 +337,10 @@ func (c Config) LogValue() slog.Value {
 		slog.Group("sessions",
 			slog.Duration("ttl", c.Sessions.TTL),
 			slog.Duration("resume_window", c.Sessions.ResumeWindow),
-			slog.Duration("challenge_ttl", c.Sessions.ChallengeTTL)),
+			slog.Duration("challenge_ttl", c.Sessions.ChallengeTTL),
+			slog.Duration("idle_timeout", c.Sessions.IdleTimeout),
+			slog.Duration("sweep_interval", c.Sessions.SweepInterval),
+			slog.Duration("record_grace", c.Sessions.RecordGrace)),
 		slog.Group("chat",
 			slog.Int("max_message_chars", c.Chat.MaxMessageChars),
 			slog.Duration("reply_timeout", c.Chat.ReplyTimeout)),
@@ -334,6 +355,11 @@ func (c Config) LogValue() slog.Value {
 		slog.Group("ops",
 			slog.Duration("room_update_interval", c.Ops.RoomUpdateInterval),
 			slog.Int("recent_events", c.Ops.RecentEvents)),
+		slog.Group("retention",
+			slog.Duration("conversation_max_age", c.Retention.ConversationMaxAge),
+			slog.Duration("log_max_age", c.Retention.LogMaxAge),
+			slog.Int64("uploads_max_bytes", c.Retention.UploadsMaxBytes),
+			slog.Duration("sweep_interval", c.Retention.SweepInterval)),
 		slog.Group("echo_agent",
 			slog.Bool("enabled", c.EchoAgent.Enabled),
 			slog.Int("workers", c.EchoAgent.Workers),

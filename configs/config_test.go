@@ -208,7 +208,7 @@ echo_agent: {enabled: false, workers: 0, agent: echo2}
 		Replicas: 3, DedupWindow: time.Hour, MaxConsumers: 5000, CredentialsFile: "/etc/parley/nats.creds",
 	}
 	want.Agents = AgentsConfig{DispatchTimeout: time.Second, DispatchRetryMax: 10 * time.Second, HeartbeatTimeout: 4 * time.Second, AudioFormats: map[string]string{}}
-	want.Sessions = SessionsConfig{time.Hour, 30 * time.Minute, 30 * time.Second}
+	want.Sessions.TTL, want.Sessions.ResumeWindow, want.Sessions.ChallengeTTL = time.Hour, 30*time.Minute, 30*time.Second
 	want.Chat = ChatConfig{500, 5 * time.Second}
 	want.Security.SigningKey = "0123456789abcdef0123456789abcdef"
 	want.EchoAgent = EchoAgentConfig{Enabled: false, Workers: 0, Agent: "echo2"}

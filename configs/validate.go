@@ -107,6 +107,15 @@ func (c *Config) Validate() error {
 	c.Limits.validate(&ps)
 	c.LiveKit.validate(&ps)
 	c.Ops.validate(&ps)
+	c.Sessions.validateSweep(&ps)
+	c.Retention.validate(&ps)
+	for i, w := range c.Widgets {
+		if d, ok := w.MaxAge(); ok {
+			if msg := c.Retention.CheckWidgetMaxAge(d); msg != "" {
+				ps.add(fmt.Sprintf("widgets[%d].conversation_max_age", i), "%s", msg)
+			}
+		}
+	}
 	if _, err := ParsePrefixes(c.Security.TrustedProxies); err != nil {
 		ps.add("security.trusted_proxies", "%v", err)
 	}

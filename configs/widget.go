@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"golang.org/x/net/publicsuffix"
@@ -68,6 +69,24 @@ type WidgetConfig struct {
 	Triggers []TriggerRule `yaml:"triggers" json:"triggers"`
 	// Live reports whether the widget accepts sessions; nil means true.
 	Live *bool `yaml:"live" json:"live,omitempty"`
+	// ConversationMaxAge overrides retention.conversation_max_age for this
+	// widget's conversations: a Go duration such as "720h" (30 days),
+	// at least 1s and at most retention.log_max_age. Empty: the
+	// deployment default.
+	ConversationMaxAge string `yaml:"conversation_max_age" json:"conversation_max_age,omitempty"`
+}
+
+// MaxAge returns the widget's own conversation max age, if it has a valid
+// one.
+func (w WidgetConfig) MaxAge() (time.Duration, bool) {
+	if w.ConversationMaxAge == "" {
+		return 0, false
+	}
+	d, err := time.ParseDuration(w.ConversationMaxAge)
+	if err != nil || d < MinConversationMaxAge {
+		return 0, false
+	}
+	return d, true
 }
 
 // WidgetColors are the widget's colors.
@@ -277,6 +296,11 @@ func (w *WidgetConfig) Validate() []Problem {
 		}
 		ps.runes(p+".label", t.Label, 1, 80)
 		ps.runes(p+".selector", t.Selector, 0, 256)
+	}
+	if w.ConversationMaxAge != "" {
+		if d, err := time.ParseDuration(w.ConversationMaxAge); err != nil || d < MinConversationMaxAge {
+			ps.add("conversation_max_age", `must be a duration of at least %s such as "720h", got %q`, MinConversationMaxAge, w.ConversationMaxAge)
+		}
 	}
 	if len(w.Triggers) > maxTriggers {
 		ps.add("triggers", "at most %d rules, got %d", maxTriggers, len(w.Triggers))

@@ -102,6 +102,7 @@ var wireErrors = []struct {
 	{broker.ErrSessionExpired, wireError{http.StatusUnauthorized, "SESSION_EXPIRED"}},
 	{broker.ErrResumeInvalid, wireError{http.StatusUnauthorized, "RESUME_TOKEN_INVALID"}},
 	{broker.ErrUnknownConversation, wireError{http.StatusNotFound, "CONVERSATION_NOT_FOUND"}},
+	{broker.ErrUnknownVisitor, wireError{http.StatusNotFound, "VISITOR_NOT_FOUND"}},
 	{broker.ErrAgentUnavailable, wireError{http.StatusServiceUnavailable, "AGENT_UNAVAILABLE"}},
 	{broker.ErrReplyTimeout, wireError{http.StatusGatewayTimeout, "REPLY_TIMEOUT"}},
 	{ErrUnsupportedMediaType, wireError{http.StatusUnsupportedMediaType, "UNSUPPORTED_MEDIA_TYPE"}},

@@ -137,6 +137,8 @@ func (s *Server) routes() *http.ServeMux {
 	mux.Handle("/v1/admin/keys/{kid}", methods{http.MethodDelete: s.serveAdminRevokeKey})
 	mux.Handle("/v1/admin/conversations", methods{http.MethodGet: s.serveAdminConversations})
 	mux.Handle("/v1/admin/leads", methods{http.MethodGet: s.serveAdminLeads})
+	mux.Handle("/v1/admin/conversations/{id}", methods{http.MethodDelete: s.serveAdminDeleteConversation})
+	mux.Handle("/v1/admin/visitors/{user_id}", methods{http.MethodDelete: s.serveAdminDeleteVisitor})
 	mux.Handle("/v1/ops/rooms", methods{http.MethodGet: s.serveOpsRooms})
 	mux.Handle("/v1/ops/rooms/{id}", methods{http.MethodGet: s.serveOpsRoom, http.MethodDelete: s.serveOpsEndRoom})
 	mux.Handle("/v1/ops/events", methods{http.MethodGet: s.serveOpsEvents})
