@@ -143,9 +143,14 @@ func (b *Broker) Start(ctx context.Context) error {
 		nats.ReconnectHandler(func(nc *nats.Conn) { b.log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted()) }),
 		nats.ClosedHandler(func(*nats.Conn) { close(b.connClosed) }),
 	}
+	startTimeout := b.cfg.NATS.StartTimeout
+	if startTimeout <= 0 {
+		startTimeout = 2 * time.Minute
+	}
+	deadline := time.Now().Add(startTimeout)
 	url := b.cfg.NATS.URL
 	if url == "" {
-		ns, err := EmbeddedNATS(b.cfg.NATS.Listen, b.cfg.DataDir, b.rootLog)
+		ns, err := EmbeddedNATS(b.cfg.NATS.Listen, b.cfg.DataDir, EmbeddedSync{Always: b.cfg.NATS.Sync == configs.SyncAlways, Interval: b.cfg.NATS.SyncInterval}, b.rootLog)
 		if err != nil {
 			return err
 		}
@@ -156,10 +161,10 @@ func (b *Broker) Start(ctx context.Context) error {
 	} else if b.cfg.NATS.CredentialsFile != "" {
 		opts = append(opts, nats.UserCredentials(b.cfg.NATS.CredentialsFile))
 	}
-	nc, err := nats.Connect(url, opts...)
+	nc, err := b.connect(ctx, deadline, url, opts)
 	if err != nil {
 		b.shutdownServer()
-		return fmt.Errorf("broker: connect nats: %w", err)
+		return err
 	}
 	b.nc = nc
 	js, err := jetstream.New(nc)
@@ -168,15 +173,7 @@ func (b *Broker) Start(ctx context.Context) error {
 		return fmt.Errorf("broker: jetstream: %w", err)
 	}
 	b.js = js
-	if err := b.setupStore(ctx); err != nil {
-		b.closeConn()
-		return err
-	}
-	if err := b.loadSigningKey(ctx); err != nil {
-		b.closeConn()
-		return err
-	}
-	if err := b.seedWidgets(ctx, b.cfg.Widgets); err != nil {
+	if err := b.startStore(ctx, deadline); err != nil {
 		b.closeConn()
 		return err
 	}
@@ -196,7 +193,17 @@ func (b *Broker) Start(ctx context.Context) error {
 
 // setupStore creates or updates the conversation log stream and KV buckets.
 func (b *Broker) setupStore(ctx context.Context) error {
-	replicas := max(b.cfg.NATS.Replicas, 1)
+	replicas := 1
+	var before map[string]int
+	if !b.attachOnly {
+		var err error
+		if before, err = b.parleyStreams(ctx); err != nil {
+			return err
+		}
+		if replicas, err = b.resolveReplicas(ctx, before); err != nil {
+			return err
+		}
+	}
 	var (
 		st  jetstream.Stream
 		err error
@@ -217,7 +224,7 @@ func (b *Broker) setupStore(ctx context.Context) error {
 		})
 	}
 	if err != nil {
-		return fmt.Errorf("%w: conversation stream: %w", ErrStore, err)
+		return fmt.Errorf("%w: conversation stream: %w", ErrStore, placementErr(err, replicas))
 	}
 	b.stream = st
 	bucket := func(name, desc string, ttl time.Duration) (jetstream.KeyValue, error) {
@@ -234,7 +241,7 @@ func (b *Broker) setupStore(ctx context.Context) error {
 			Replicas: replicas, TTL: ttl, History: 1,
 		})
 		if err != nil {
-			return nil, fmt.Errorf("%w: kv %s: %w", ErrStore, name, err)
+			return nil, fmt.Errorf("%w: kv %s: %w", ErrStore, name, placementErr(err, replicas))
 		}
 		return kv, nil
 	}
@@ -282,7 +289,10 @@ func (b *Broker) setupStore(ctx context.Context) error {
 		})
 	}
 	if err != nil {
-		return fmt.Errorf("%w: object store: %w", ErrStore, err)
+		return fmt.Errorf("%w: object store: %w", ErrStore, placementErr(err, replicas))
+	}
+	if !b.attachOnly {
+		b.reportReplicaChanges(ctx, before, replicas)
 	}
 	return nil
 }
