@@ -217,18 +217,24 @@ func (b *Broker) canPlace(ctx context.Context, n int) (bool, error) {
 
 // parleyStreams returns Parley's existing streams (the conversation log and
 // the streams behind its KV buckets and object store) with their replicas.
+// It asks for each by name: a cluster's stream list can leave out a stream
+// whose peers are changing.
 func (b *Broker) parleyStreams(ctx context.Context) (map[string]int, error) {
-	kv, obj := "KV_"+b.subj.Bucket(""), "OBJ_"+b.subj.Bucket("")
-	out := map[string]int{}
-	l := b.js.ListStreams(ctx)
-	for si := range l.Info() {
-		n := si.Config.Name
-		if n == b.subj.StreamName() || strings.HasPrefix(n, kv) || strings.HasPrefix(n, obj) {
-			out[n] = si.Config.Replicas
-		}
+	names := []string{b.subj.StreamName(), "OBJ_" + b.subj.Bucket(bucketUploads)}
+	for _, k := range []string{bucketSessions, bucketConversations, bucketResume, bucketNonces, bucketSecrets,
+		bucketWidgets, bucketKeys, bucketLeads, bucketRooms, bucketRateLimits} {
+		names = append(names, "KV_"+b.subj.Bucket(k))
 	}
-	if err := l.Err(); err != nil {
-		return nil, fmt.Errorf("%w: list streams: %w", ErrStore, err)
+	out := map[string]int{}
+	for _, n := range names {
+		st, err := b.js.Stream(ctx, n)
+		switch {
+		case errors.Is(err, jetstream.ErrStreamNotFound):
+		case err != nil:
+			return nil, fmt.Errorf("%w: stream %s: %w", ErrStore, n, err)
+		default:
+			out[n] = st.CachedInfo().Config.Replicas
+		}
 	}
 	return out, nil
 }
@@ -245,18 +251,19 @@ func (b *Broker) reportReplicaChanges(ctx context.Context, before map[string]int
 	if len(raised) == 0 {
 		return
 	}
-	after, err := b.parleyStreams(ctx)
-	if err != nil {
-		b.log.Warn("could not read back stream replicas", "err", err)
-		return
-	}
 	for _, n := range raised {
-		if after[n] >= want {
+		// One stream at a time: a cluster's stream list can leave out a
+		// stream whose peers are changing.
+		st, err := b.js.Stream(ctx, n)
+		switch {
+		case err != nil:
+			b.log.Warn("existing stream had fewer replicas than the setting; could not read it back", "stream", n, "from", before[n], "want", want, "err", err)
+		case st.CachedInfo().Config.Replicas >= want:
 			b.log.Warn("existing stream had fewer replicas than the setting; JetStream raised them (new replicas catch up in the background)",
-				"stream", n, "from", before[n], "to", after[n])
-		} else {
+				"stream", n, "from", before[n], "to", st.CachedInfo().Config.Replicas)
+		default:
 			b.log.Warn("existing stream still has fewer replicas than the setting",
-				"stream", n, "replicas", after[n], "want", want)
+				"stream", n, "replicas", st.CachedInfo().Config.Replicas, "want", want)
 		}
 	}
 }

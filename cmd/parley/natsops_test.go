@@ -1,0 +1,116 @@
+package main
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/parley-rtc/parley/configs"
+)
+
+// parleyReplicas returns the replicas of every Parley stream (conversation
+// log, KV buckets, object store) on the NATS at url.
+func parleyReplicas(t *testing.T, url string) map[string]int {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out := map[string]int{}
+	// One stream at a time: a cluster's stream list can leave out a stream
+	// whose peers are changing.
+	names := []string{"PARLEY_CONV", "OBJ_parley_uploads"}
+	for _, b := range []string{"sessions", "conversations", "resume", "nonces", "secrets", "widgets", "keys", "leads", "rooms", "ratelimits"} {
+		names = append(names, "KV_parley_"+b)
+	}
+	for _, n := range names {
+		st, err := js.Stream(ctx, n)
+		if err != nil {
+			t.Fatalf("stream %s: %v", n, err)
+		}
+		out[n] = st.CachedInfo().Config.Replicas
+	}
+	return out
+}
+
+func allReplicas(m map[string]int, want int) bool {
+	for _, r := range m {
+		if r != want {
+			return false
+		}
+	}
+	return true
+}
+
+// TestReplicasOnCluster: on a real 3-node JetStream cluster an explicit
+// replicas 1 is kept but warned about; auto then makes every stream and
+// bucket R3, raising the existing R1 ones and saying so; and a deployment
+// on the cluster keeps serving.
+func TestReplicasOnCluster(t *testing.T) {
+	url := natsCluster(t)
+	r1 := startEnv(t, func(c *configs.Config) { c.NATS.URL = url; c.NATS.Replicas = 1 })
+	got := parleyReplicas(t, url)
+	t.Logf("replicas: 1 → %v", got)
+	if !allReplicas(got, 1) {
+		t.Fatalf("explicit replicas 1: %v", got)
+	}
+	if !strings.Contains(r1.logs.String(), "1 replica on a NATS cluster") {
+		t.Fatalf("no WARN about R1 on a cluster; logs:\n%s", tail(r1.logs.String(), 3000))
+	}
+	r1.stop()
+
+	auto := startEnv(t, func(c *configs.Config) { c.NATS.URL = url })
+	got = parleyReplicas(t, url)
+	t.Logf("replicas: auto → %v", got)
+	if !allReplicas(got, 3) {
+		t.Fatalf("auto on a 3-node cluster: %v, want all 3", got)
+	}
+	logs := auto.logs.String()
+	if n := strings.Count(logs, "JetStream raised them"); n != 12 {
+		t.Errorf("%d streams reported as raised from R1, want 12; logs:\n%s", n, tail(logs, 3000))
+	}
+	if strings.Contains(logs, "1 replica on a NATS cluster") {
+		t.Errorf("auto warned about R1")
+	}
+	s := auto.newSession(nil)
+	if r := auto.post(s, "hello R3", "c1", true); r.status != 200 {
+		t.Fatalf("post on R3: %d %s", r.status, r.raw)
+	}
+}
+
+// TestReplicasSingleServer: auto on one external server is R1 without a
+// cluster warning; an explicit replicas 3 there fails at once, naming the
+// setting.
+func TestReplicasSingleServer(t *testing.T) {
+	url := natsServer(t)
+	e := startEnv(t, func(c *configs.Config) { c.NATS.URL = url })
+	if got := parleyReplicas(t, url); !allReplicas(got, 1) {
+		t.Fatalf("auto on a single server: %v", got)
+	}
+	if strings.Contains(e.logs.String(), "1 replica on a NATS cluster") {
+		t.Errorf("single server warned as a cluster")
+	}
+
+	cfg := testConfig(t)
+	cfg.NATS.URL = natsServer(t)
+	cfg.NATS.Replicas = 3
+	a := newApp(cfg, discardLogger())
+	start := time.Now()
+	err := a.Start(t.Context())
+	t.Logf("explicit 3 on one server: %s: %v", time.Since(start).Round(time.Millisecond), err)
+	if err == nil {
+		_ = a.Stop(context.Background())
+		t.Fatal("explicit replicas 3 on a single server started")
+	}
+	if !strings.Contains(err.Error(), "nats.replicas is 3") || !strings.Contains(err.Error(), "not clustered") {
+		t.Fatalf("err = %v, want one naming nats.replicas and the single server", err)
+	}
+}
