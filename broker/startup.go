@@ -20,7 +20,7 @@ import (
 const (
 	startBackoffMin     = 200 * time.Millisecond
 	startBackoffMax     = 5 * time.Second
-	startAttemptTimeout = 10 * time.Second
+	startAttemptTimeout = 5 * time.Second
 )
 
 // JetStream API error codes the start-up logic tells apart (nats-server's

@@ -2,10 +2,15 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -112,5 +117,80 @@ func TestReplicasSingleServer(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "nats.replicas is 3") || !strings.Contains(err.Error(), "not clustered") {
 		t.Fatalf("err = %v, want one naming nats.replicas and the single server", err)
+	}
+}
+
+// clusterNodes prepares a 3-node JetStream cluster on loopback without
+// starting it; start(i) starts node i and returns its client URL.
+func clusterNodes(t *testing.T) (start func(i int) string) {
+	t.Helper()
+	ports := make([]int, 3)
+	var routes []*url.URL
+	for i := range ports {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ports[i] = ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		routes = append(routes, &url.URL{Scheme: "nats-route", Host: fmt.Sprintf("127.0.0.1:%d", ports[i])})
+	}
+	return func(i int) string {
+		s, err := server.NewServer(&server.Options{
+			ServerName: fmt.Sprintf("n%d", i+1),
+			Host:       "127.0.0.1", Port: server.RANDOM_PORT,
+			JetStream: true, StoreDir: t.TempDir(),
+			Cluster: server.ClusterOpts{Name: "parley-test", Host: "127.0.0.1", Port: ports[i]},
+			Routes:  routes,
+			NoSigs:  true, NoLog: true,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go s.Start()
+		if !s.ReadyForConnections(10 * time.Second) {
+			t.Fatalf("nats node %d did not start", i+1)
+		}
+		t.Cleanup(s.Shutdown)
+		return s.ClientURL()
+	}
+}
+
+// TestStartDuringClusterRecovery: a broker started while only one node of
+// a 3-node cluster runs (JetStream has no meta leader, so every JetStream
+// request times out or answers "temporarily unavailable") retries, logging
+// each retry at WARN, and starts with R3 once the other nodes are back.
+func TestStartDuringClusterRecovery(t *testing.T) {
+	start := clusterNodes(t)
+	first := start(0)
+	cfg := testConfig(t)
+	cfg.NATS.URL = first
+	cfg.NATS.StartTimeout = 2 * time.Minute
+	logs := &syncBuffer{}
+	a := newApp(cfg, slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	done := make(chan error, 1)
+	began := time.Now()
+	go func() { done <- a.Start(t.Context()) }()
+	waitFor(t, 60*time.Second, "a start-up retry", func() bool { return strings.Contains(logs.String(), "retrying start-up") })
+	start(1)
+	start(2)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("start: %v\n%s", err, tail(logs.String(), 3000))
+		}
+	case <-time.After(90 * time.Second):
+		t.Fatal("Start did not return after the cluster recovered")
+	}
+	t.Cleanup(func() { _ = a.Stop(context.Background()) })
+	for _, l := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(l, "retrying start-up") {
+			t.Log(l)
+		}
+	}
+	t.Logf("started %s after the first node, %d retries logged", time.Since(began).Round(time.Millisecond),
+		strings.Count(logs.String(), "retrying start-up"))
+	if got := parleyReplicas(t, first); !allReplicas(got, 3) {
+		t.Fatalf("replicas after recovery: %v, want all 3", got)
 	}
 }
