@@ -2,10 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -192,5 +196,31 @@ func TestStartDuringClusterRecovery(t *testing.T) {
 		strings.Count(logs.String(), "retrying start-up"))
 	if got := parleyReplicas(t, first); !allReplicas(got, 3) {
 		t.Fatalf("replicas after recovery: %v, want all 3", got)
+	}
+}
+
+// TestServeReportsUnusableDataDir: `parley serve` with a data directory it
+// cannot create exits 1 at once and prints the operating system's error,
+// instead of hanging 30 s and blaming nats-server.
+func TestServeReportsUnusableDataDir(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "a-file")
+	if err := os.WriteFile(file, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startProc(t, "serve", "--listen", "127.0.0.1:0", "--nats-listen", "127.0.0.1:-1", "--data-dir", filepath.Join(file, "data"))
+	began := time.Now()
+	select {
+	case <-p.exited:
+	case <-time.After(20 * time.Second):
+		t.Fatal("parley serve did not exit")
+	}
+	stderr := p.stderr.String()
+	t.Logf("exited after %s: %v; stderr tail: %s", time.Since(began).Round(time.Millisecond), p.err, tail(stderr, 300))
+	var ee *exec.ExitError
+	if !errors.As(p.err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("exit = %v, want status 1", p.err)
+	}
+	if !strings.Contains(stderr, "parley: start failed: broker: data dir") || !strings.Contains(stderr, "not a directory") {
+		t.Fatalf("stderr lacks the real cause:\n%s", stderr)
 	}
 }
