@@ -224,3 +224,25 @@ func TestStartGivesUpAfterStartTimeout(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// TestEmbeddedSyncPolicy: nats.sync and nats.sync_interval reach the
+// embedded server's JetStream.
+func TestEmbeddedSyncPolicy(t *testing.T) {
+	for _, tc := range []struct {
+		sync     string
+		interval time.Duration
+	}{{configs.SyncAlways, 2 * time.Minute}, {configs.SyncInterval, 5 * time.Second}} {
+		cfg := embeddedConfig(t)
+		cfg.NATS.Sync, cfg.NATS.SyncInterval = tc.sync, tc.interval
+		b := New(cfg, slog.New(slog.DiscardHandler))
+		if err := b.Start(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		jc := b.ns.JetStreamConfig()
+		b.Close()
+		t.Logf("sync %s interval %s: server SyncAlways=%v SyncInterval=%s", tc.sync, tc.interval, jc.SyncAlways, jc.SyncInterval)
+		if jc.SyncAlways != (tc.sync == configs.SyncAlways) || tc.sync == configs.SyncInterval && jc.SyncInterval != tc.interval {
+			t.Errorf("sync %s interval %s: server has SyncAlways=%v SyncInterval=%s", tc.sync, tc.interval, jc.SyncAlways, jc.SyncInterval)
+		}
+	}
+}
