@@ -178,6 +178,7 @@ func TestStartDuringClusterRecovery(t *testing.T) {
 	waitFor(t, 60*time.Second, "a start-up retry", func() bool { return strings.Contains(logs.String(), "retrying start-up") })
 	start(1)
 	start(2)
+	recovered := time.Now()
 	select {
 	case err := <-done:
 		if err != nil {
@@ -192,7 +193,8 @@ func TestStartDuringClusterRecovery(t *testing.T) {
 			t.Log(l)
 		}
 	}
-	t.Logf("started %s after the first node, %d retries logged", time.Since(began).Round(time.Millisecond),
+	t.Logf("started %s after the first node, %s after the other two, %d retries logged", time.Since(began).Round(time.Millisecond),
+		time.Since(recovered).Round(time.Millisecond),
 		strings.Count(logs.String(), "retrying start-up"))
 	if got := parleyReplicas(t, first); !allReplicas(got, 3) {
 		t.Fatalf("replicas after recovery: %v, want all 3", got)
