@@ -163,12 +163,17 @@ func (b *Broker) resolveReplicas(ctx context.Context, before map[string]int) (in
 		r = 1
 		if cluster != "" {
 			ok, err := b.canPlace(ctx, 3)
-			if err != nil {
+			switch {
+			case err != nil && transientStartErr(err):
 				return 0, err
-			}
-			if ok {
+			case err != nil:
+				// An account limit or permission, say: keep what the
+				// streams have, at least 1, and say why.
+				b.log.Warn("nats.replicas is auto but the replica probe failed: using the streams' current replicas (at least 1); set nats.replicas explicitly",
+					"cluster", cluster, "err", err)
+			case ok:
 				r = 3
-			} else {
+			default:
 				b.log.Warn("nats.replicas is auto but the JetStream cluster cannot place 3 replicas (fewer than 3 servers with JetStream, or some are down): using 1",
 					"cluster", cluster)
 			}
