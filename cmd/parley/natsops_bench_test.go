@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"sync"
 	"testing"
 	"time"
@@ -174,6 +175,9 @@ func dedupMemoryRun(b *testing.B, d, window time.Duration) {
 		<-tick.C
 		p := point{time.Since(start).Round(time.Second), heap()}
 		points = append(points, p)
+		if dir := os.Getenv("PARLEY_BENCH_HEAPPROFILE"); dir != "" && (len(points) == 12 || time.Since(start) >= d) {
+			writeHeapProfile(b, fmt.Sprintf("%s/heap-%s-%s.pprof", dir, window, p.at))
+		}
 		b.Logf("window %s: t=%s heap %.1f MiB (start %.1f)", window, p.at, p.heap, base)
 	}
 	tick.Stop()
@@ -202,4 +206,17 @@ func dedupMemoryRun(b *testing.B, d, window time.Duration) {
 	b.ReportMetric(last.heap, "heap-end-MiB")
 	b.ReportMetric(last.heap-base, "heap-growth-MiB")
 	b.ReportMetric(slope, "heap-MiB/min-after-2m")
+}
+
+// writeHeapProfile writes the heap profile to path (PARLEY_BENCH_HEAPPROFILE
+// asks for one at 2 minutes and at the end of a memory run).
+func writeHeapProfile(b *testing.B, path string) {
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		b.Fatal(err)
+	}
 }
