@@ -44,4 +44,7 @@ var (
 	ErrUnknownUpload = errors.New("broker: unknown upload")
 	// ErrStore wraps failures of the durable store (JetStream).
 	ErrStore = errors.New("broker: store unavailable")
+	// ErrPlacement is returned by Start when nats.replicas asks for more
+	// replicas than the NATS server or cluster can place; it is not retried.
+	ErrPlacement = errors.New("replicas cannot be placed")
 )

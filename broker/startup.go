@@ -51,7 +51,7 @@ func apiCode(err error) jetstream.ErrorCode {
 // not transient.
 func transientStartErr(err error) bool {
 	switch {
-	case errors.Is(err, errPlacement):
+	case errors.Is(err, ErrPlacement):
 		return false
 	case errors.Is(err, context.DeadlineExceeded),
 		errors.Is(err, nats.ErrTimeout),
@@ -72,9 +72,6 @@ func transientStartErr(err error) bool {
 	var ae *jetstream.APIError
 	return errors.As(err, &ae) && ae.Code == 503 && ae.ErrorCode != jsErrInsufficientResources
 }
-
-// errPlacement marks a replicas setting the JetStream cluster cannot place.
-var errPlacement = errors.New("replicas cannot be placed")
 
 // retryStart runs step until it succeeds, fails with an error that is not
 // transient, the start deadline passes or ctx ends. Each retry is logged at
@@ -184,7 +181,7 @@ func (b *Broker) resolveReplicas(ctx context.Context, before map[string]int) (in
 		}
 	} else if r > 1 && cluster == "" {
 		return 0, fmt.Errorf("%w: nats.replicas is %d but the NATS server at %s is not clustered (a single server keeps one replica); set nats.replicas to auto or 1: %w",
-			ErrStore, r, b.nc.ConnectedUrlRedacted(), errPlacement)
+			ErrStore, r, b.nc.ConnectedUrlRedacted(), ErrPlacement)
 	}
 	if r == 1 && cluster != "" {
 		b.log.Warn("JetStream streams and buckets have 1 replica on a NATS cluster: losing the server that holds them stops every post and new session; set nats.replicas to auto or 3",
@@ -274,13 +271,13 @@ func (b *Broker) reportReplicaChanges(ctx context.Context, before map[string]int
 }
 
 // placementErr explains a JetStream placement failure of a stream with
-// replicas replicas and marks it errPlacement (not retried); other errors
+// replicas replicas and marks it ErrPlacement (not retried); other errors
 // are returned as they are.
 func placementErr(err error, replicas int) error {
 	switch apiCode(err) {
 	case jsErrInsufficientResources, jsErrClusterNoPeers, jsErrReplicasNotSupported:
 		return fmt.Errorf("JetStream cannot place %d replicas (more than the cluster has servers with JetStream and free storage, or some are down; check nats.replicas): %w: %w",
-			replicas, errPlacement, err)
+			replicas, ErrPlacement, err)
 	}
 	return err
 }
