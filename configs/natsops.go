@@ -24,9 +24,10 @@ const (
 	// acknowledges it.
 	SyncAlways = "always"
 
-	// MinDedupWindow is the shortest accepted nats.dedup_window: the widget
-	// and the Go SDK resend an unacknowledged message with the same id for up
-	// to a minute, and a resend outside the window would be stored twice.
+	// MinDedupWindow is the shortest accepted nats.dedup_window: clients may
+	// resend an unacknowledged message with the same client_message_id for up
+	// to a minute (docs/API.md), and a resend outside the window would be
+	// stored twice.
 	MinDedupWindow = time.Minute
 )
 
