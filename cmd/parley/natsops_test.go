@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/parley-rtc/parley/broker"
 	"github.com/parley-rtc/parley/configs"
 )
 
@@ -92,6 +93,21 @@ func TestReplicasOnCluster(t *testing.T) {
 	s := auto.newSession(nil)
 	if r := auto.post(s, "hello R3", "c1", true); r.status != 200 {
 		t.Fatalf("post on R3: %d %s", r.status, r.raw)
+	}
+
+	// More replicas than the cluster has servers: refused at once, clearly.
+	cfg := testConfig(t)
+	cfg.NATS.URL, cfg.NATS.Replicas = url, 5
+	a := newApp(cfg, discardLogger())
+	start := time.Now()
+	err := a.Start(t.Context())
+	t.Logf("replicas 5 on 3 nodes: %s: %v", time.Since(start).Round(time.Millisecond), err)
+	if err == nil {
+		_ = a.Stop(context.Background())
+		t.Fatal("replicas 5 on a 3-node cluster started")
+	}
+	if !errors.Is(err, broker.ErrPlacement) || !strings.Contains(err.Error(), "cannot place 5 replicas") {
+		t.Fatalf("err = %v, want ErrPlacement naming 5 replicas", err)
 	}
 }
 
