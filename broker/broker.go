@@ -148,13 +148,20 @@ func (b *Broker) Start(ctx context.Context) error {
 		nats.ReconnectHandler(func(nc *nats.Conn) { b.log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted()) }),
 		nats.ClosedHandler(func(*nats.Conn) { close(b.connClosed) }),
 	}
+	startTimeout := b.cfg.NATS.StartTimeout
+	if startTimeout <= 0 {
+		startTimeout = 2 * time.Minute
+	}
+	deadline := time.Now().Add(startTimeout)
 	url := b.cfg.NATS.URL
 	if url == "" {
-		ns, err := EmbeddedNATS(b.cfg.NATS.Listen, b.cfg.DataDir, b.rootLog, func(o *server.Options) {
-			if b.cfg.NATS.MaxStoreBytes > 0 {
-				o.JetStreamMaxStore = b.cfg.NATS.MaxStoreBytes
-			}
-		})
+		ns, err := EmbeddedNATS(b.cfg.NATS.Listen, b.cfg.DataDir,
+			EmbeddedSync{Always: b.cfg.NATS.Sync == configs.SyncAlways, Interval: b.cfg.NATS.SyncInterval},
+			b.rootLog, func(o *server.Options) {
+				if b.cfg.NATS.MaxStoreBytes > 0 {
+					o.JetStreamMaxStore = b.cfg.NATS.MaxStoreBytes
+				}
+			})
 		if err != nil {
 			return err
 		}
@@ -165,10 +172,10 @@ func (b *Broker) Start(ctx context.Context) error {
 	} else if b.cfg.NATS.CredentialsFile != "" {
 		opts = append(opts, nats.UserCredentials(b.cfg.NATS.CredentialsFile))
 	}
-	nc, err := nats.Connect(url, opts...)
+	nc, err := b.connect(ctx, deadline, url, opts)
 	if err != nil {
 		b.shutdownServer()
-		return fmt.Errorf("broker: connect nats: %w", err)
+		return err
 	}
 	b.nc = nc
 	js, err := jetstream.New(nc)
@@ -177,23 +184,7 @@ func (b *Broker) Start(ctx context.Context) error {
 		return fmt.Errorf("broker: jetstream: %w", err)
 	}
 	b.js = js
-	if err := b.setupStore(ctx); err != nil {
-		b.closeConn()
-		return err
-	}
-	if !b.attachOnly {
-		// Before anything writes: the marks of a clean stop must match.
-		b.checkStore(ctx, false)
-		if err := b.setupHealth(ctx); err != nil {
-			b.closeConn()
-			return err
-		}
-	}
-	if err := b.loadSigningKey(ctx); err != nil {
-		b.closeConn()
-		return err
-	}
-	if err := b.seedWidgets(ctx, b.cfg.Widgets); err != nil {
+	if err := b.startStore(ctx, deadline); err != nil {
 		b.closeConn()
 		return err
 	}
@@ -223,7 +214,17 @@ func (b *Broker) Start(ctx context.Context) error {
 
 // setupStore creates or updates the conversation log stream and KV buckets.
 func (b *Broker) setupStore(ctx context.Context) error {
-	replicas := max(b.cfg.NATS.Replicas, 1)
+	replicas := 1
+	var before map[string]int
+	if !b.attachOnly {
+		var err error
+		if before, err = b.parleyStreams(ctx); err != nil {
+			return err
+		}
+		if replicas, err = b.resolveReplicas(ctx, before); err != nil {
+			return err
+		}
+	}
 	var (
 		st  jetstream.Stream
 		err error
@@ -249,7 +250,7 @@ func (b *Broker) setupStore(ctx context.Context) error {
 		})
 	}
 	if err != nil {
-		return fmt.Errorf("%w: conversation stream: %w", ErrStore, err)
+		return fmt.Errorf("%w: conversation stream: %w", ErrStore, placementErr(err, replicas))
 	}
 	b.stream = st
 	bucket := func(name, desc string, ttl time.Duration) (jetstream.KeyValue, error) {
@@ -266,7 +267,7 @@ func (b *Broker) setupStore(ctx context.Context) error {
 			Replicas: replicas, TTL: ttl, History: 1,
 		})
 		if err != nil {
-			return nil, fmt.Errorf("%w: kv %s: %w", ErrStore, name, err)
+			return nil, fmt.Errorf("%w: kv %s: %w", ErrStore, name, placementErr(err, replicas))
 		}
 		return kv, nil
 	}
@@ -310,6 +311,13 @@ func (b *Broker) setupStore(ctx context.Context) error {
 	if b.rateKV, err = bucket(bucketRateLimits, "Parley rate limit windows shared by brokers", 2*rateWindowMax); err != nil {
 		return err
 	}
+	if !b.attachOnly {
+		// The write probe of store health (storehealth.go); attach-only
+		// tools do not probe.
+		if b.healthKV, err = bucket(bucketHealth, "Parley store write probe (no visitor data)", 0); err != nil {
+			return err
+		}
+	}
 	if b.attachOnly {
 		b.uploads, err = b.js.ObjectStore(ctx, b.subj.Bucket(bucketUploads))
 	} else {
@@ -320,7 +328,10 @@ func (b *Broker) setupStore(ctx context.Context) error {
 		})
 	}
 	if err != nil {
-		return fmt.Errorf("%w: object store: %w", ErrStore, err)
+		return fmt.Errorf("%w: object store: %w", ErrStore, placementErr(err, replicas))
+	}
+	if !b.attachOnly {
+		b.reportReplicaChanges(ctx, before, replicas)
 	}
 	return nil
 }

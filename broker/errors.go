@@ -61,4 +61,7 @@ var (
 	// ErrStoreUnwritable is returned by Ready when the last write probe or
 	// the last real write to the store failed.
 	ErrStoreUnwritable = errors.New("broker: store cannot write")
+	// ErrPlacement is returned by Start when nats.replicas asks for more
+	// replicas than the NATS server or cluster can place; it is not retried.
+	ErrPlacement = errors.New("replicas cannot be placed")
 )

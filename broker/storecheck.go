@@ -321,7 +321,7 @@ func CheckDataDir(ctx context.Context, dataDir, prefix string, acceptLoss bool, 
 	if fi, err := os.Stat(filepath.Join(dataDir, "jetstream")); err != nil || !fi.IsDir() {
 		return rep, fmt.Errorf("broker: %s holds no JetStream store (no jetstream/ directory)", dataDir)
 	}
-	ns, err := EmbeddedNATS("127.0.0.1:-1", dataDir, log)
+	ns, err := EmbeddedNATS("127.0.0.1:-1", dataDir, EmbeddedSync{}, log)
 	if err != nil {
 		return rep, err
 	}

@@ -164,19 +164,6 @@ func isStoreFull(err error) bool {
 	return strings.Contains(msg, "insufficient") || strings.Contains(msg, "no space left")
 }
 
-// setupHealth creates the probe bucket.
-func (b *Broker) setupHealth(ctx context.Context) error {
-	kv, err := b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: b.subj.Bucket(bucketHealth), Description: "Parley store write probe (no visitor data)",
-		Storage: jetstream.FileStorage, Replicas: max(b.cfg.NATS.Replicas, 1), History: 1,
-	})
-	if err != nil {
-		return fmt.Errorf("%w: kv %s: %w", ErrStore, b.subj.Bucket(bucketHealth), err)
-	}
-	b.healthKV = kv
-	return nil
-}
-
 // probeStore writes the probe key with a short timeout and records the
 // outcome.
 func (b *Broker) probeStore() error {

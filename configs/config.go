@@ -88,11 +88,22 @@ type NATSConfig struct {
 	Listen string `yaml:"listen"`
 	// Prefix is the subject prefix, a single NATS token.
 	Prefix string `yaml:"prefix"`
-	// Replicas is the JetStream stream/KV replica count, 1..5.
-	Replicas int `yaml:"replicas"`
+	// Replicas is the JetStream stream/KV replica count, 1..5, or
+	// ReplicasAuto ("auto"): 3 on a JetStream cluster that can place three,
+	// otherwise 1.
+	Replicas Replicas `yaml:"replicas"`
 	// DedupWindow is the JetStream duplicate window used for
-	// client_message_id deduplication.
+	// client_message_id deduplication, at least MinDedupWindow.
 	DedupWindow time.Duration `yaml:"dedup_window"`
+	// StartTimeout bounds how long Start retries connecting and setting up
+	// streams while NATS or JetStream is unavailable or recovering.
+	StartTimeout time.Duration `yaml:"start_timeout"`
+	// Sync is the embedded server's store sync policy: SyncInterval (fsync
+	// every SyncInterval) or SyncAlways (fsync every write before the ack).
+	Sync string `yaml:"sync"`
+	// SyncInterval is how often the embedded server fsyncs with Sync
+	// "interval".
+	SyncInterval time.Duration `yaml:"sync_interval"`
 	// MaxConsumers caps the consumers on the conversation stream. Every
 	// live conversation holds one per broker watching it and one per agent
 	// worker; nats-server's own default (1 000 per stream) would refuse
@@ -192,8 +203,11 @@ func Default() Config {
 		NATS: NATSConfig{
 			Listen:       "127.0.0.1:4222",
 			Prefix:       "parley",
-			Replicas:     1,
-			DedupWindow:  20 * time.Minute,
+			Replicas:     ReplicasAuto,
+			DedupWindow:  2 * time.Minute,
+			StartTimeout: 2 * time.Minute,
+			Sync:         SyncInterval,
+			SyncInterval: 2 * time.Minute,
 			MaxConsumers: 100_000,
 		},
 		Agents: AgentsConfig{
@@ -324,8 +338,11 @@ func (c Config) LogValue() slog.Value {
 			slog.String("url", redactNATSURL(c.NATS.URL)),
 			slog.String("listen", c.NATS.Listen),
 			slog.String("prefix", c.NATS.Prefix),
-			slog.Int("replicas", c.NATS.Replicas),
+			slog.String("replicas", c.NATS.Replicas.String()),
 			slog.Duration("dedup_window", c.NATS.DedupWindow),
+			slog.Duration("start_timeout", c.NATS.StartTimeout),
+			slog.String("sync", c.NATS.Sync),
+			slog.Duration("sync_interval", c.NATS.SyncInterval),
 			slog.Int("max_consumers", c.NATS.MaxConsumers),
 			slog.Int64("max_store_bytes", c.NATS.MaxStoreBytes),
 			slog.String("credentials_file", c.NATS.CredentialsFile)),

@@ -206,6 +206,7 @@ echo_agent: {enabled: false, workers: 0, agent: echo2}
 	want.NATS = NATSConfig{
 		URL: "nats://n1:4222,nats://n2:4222", Listen: "127.0.0.1:-1", Prefix: "acme",
 		Replicas: 3, DedupWindow: time.Hour, MaxConsumers: 5000, CredentialsFile: "/etc/parley/nats.creds",
+		StartTimeout: 2 * time.Minute, Sync: SyncInterval, SyncInterval: 2 * time.Minute,
 	}
 	want.Agents = AgentsConfig{DispatchTimeout: time.Second, DispatchRetryMax: 10 * time.Second, HeartbeatTimeout: 4 * time.Second, AudioFormats: map[string]string{}}
 	want.Sessions.TTL, want.Sessions.ResumeWindow, want.Sessions.ChallengeTTL = time.Hour, 30*time.Minute, 30*time.Second

@@ -1,6 +1,7 @@
 package configs
 
 import (
+	"encoding"
 	"errors"
 	"fmt"
 	"reflect"
@@ -90,6 +91,9 @@ func applyEnv(cfg *Config, getenv func(string) (string, bool)) error {
 func setScalar(v reflect.Value, s string) error {
 	if v.Kind() != reflect.String {
 		s = strings.TrimSpace(s)
+	}
+	if tu, ok := v.Addr().Interface().(encoding.TextUnmarshaler); ok {
+		return tu.UnmarshalText([]byte(s))
 	}
 	switch {
 	case isDuration(v.Type()):

@@ -109,7 +109,8 @@ func TestEnvReachesEveryScalar(t *testing.T) {
 		"PARLEY_LISTEN", "PARLEY_PUBLIC_URL", "PARLEY_DATA_DIR",
 		"PARLEY_LOG_LEVEL", "PARLEY_LOG_FORMAT",
 		"PARLEY_NATS_URL", "PARLEY_NATS_LISTEN", "PARLEY_NATS_PREFIX", "PARLEY_NATS_REPLICAS",
-		"PARLEY_NATS_DEDUP_WINDOW", "PARLEY_NATS_MAX_CONSUMERS", "PARLEY_NATS_MAX_STORE_BYTES", "PARLEY_NATS_CREDENTIALS_FILE",
+		"PARLEY_NATS_DEDUP_WINDOW", "PARLEY_NATS_START_TIMEOUT", "PARLEY_NATS_SYNC", "PARLEY_NATS_SYNC_INTERVAL",
+		"PARLEY_NATS_MAX_CONSUMERS", "PARLEY_NATS_MAX_STORE_BYTES", "PARLEY_NATS_CREDENTIALS_FILE",
 		"PARLEY_AGENTS_DISPATCH_TIMEOUT", "PARLEY_AGENTS_DISPATCH_RETRY_MAX", "PARLEY_AGENTS_HEARTBEAT_TIMEOUT",
 		"PARLEY_SESSIONS_TTL", "PARLEY_SESSIONS_RESUME_WINDOW", "PARLEY_SESSIONS_CHALLENGE_TTL",
 		"PARLEY_SESSIONS_IDLE_TIMEOUT", "PARLEY_SESSIONS_SWEEP_INTERVAL", "PARLEY_SESSIONS_RECORD_GRACE",
@@ -139,6 +140,7 @@ func TestEnvReachesEveryScalar(t *testing.T) {
 		"PARLEY_SECURITY_SIGNING_KEY":    strings.Repeat("k", 32),
 		"PARLEY_ECHO_AGENT_ENABLED":      "0",
 		"PARLEY_NATS_REPLICAS":           "3",
+		"PARLEY_NATS_URL":                "nats://n1:4222",
 		"PARLEY_LOG_LEVEL":               "ERROR",
 		"PARLEY_PUBLIC_URL":              "",
 	})
@@ -146,6 +148,10 @@ func TestEnvReachesEveryScalar(t *testing.T) {
 		cfg.Security.SigningKey != strings.Repeat("k", 32) || cfg.EchoAgent.Enabled ||
 		cfg.NATS.Replicas != 3 || cfg.Log.Level != "error" {
 		t.Errorf("env not applied: %+v", cfg)
+	}
+	cfg = load(t, "", map[string]string{"PARLEY_NATS_REPLICAS": "auto", "PARLEY_NATS_SYNC": "always"})
+	if cfg.NATS.Replicas != ReplicasAuto || cfg.NATS.Sync != SyncAlways {
+		t.Errorf("replicas %v sync %q, want auto always", cfg.NATS.Replicas, cfg.NATS.Sync)
 	}
 }
 

@@ -146,10 +146,7 @@ func (n *NATSConfig) validate(ps *problems) {
 		}
 	}
 	ps.token("nats.prefix", n.Prefix)
-	ps.intRange("nats.replicas", n.Replicas, 1, maxReplicas)
-	if n.DedupWindow < time.Second {
-		ps.add("nats.dedup_window", "must be at least 1s, got %s", n.DedupWindow)
-	}
+	n.validateOps(ps)
 	ps.intRange("nats.max_consumers", n.MaxConsumers, 10, 10_000_000)
 	switch {
 	case n.MaxStoreBytes != 0 && n.URL != "":

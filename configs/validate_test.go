@@ -43,7 +43,13 @@ func TestValidateRules(t *testing.T) {
 		{"nats prefix dot", func(c *Config) { c.NATS.Prefix = "a.b" }, "nats.prefix"},
 		{"nats prefix wildcard", func(c *Config) { c.NATS.Prefix = "a>" }, "nats.prefix"},
 		{"nats prefix empty", func(c *Config) { c.NATS.Prefix = "" }, "nats.prefix"},
-		{"nats replicas low", func(c *Config) { c.NATS.Replicas = 0 }, "nats.replicas"},
+		{"nats replicas low", func(c *Config) { c.NATS.Replicas = -1 }, "nats.replicas"},
+		{"nats replicas above 1 on the embedded server", func(c *Config) { c.NATS.Replicas = 3 }, "nats.replicas"},
+		{"nats dedup window below a minute", func(c *Config) { c.NATS.DedupWindow = 59 * time.Second }, "nats.dedup_window"},
+		{"nats start timeout", func(c *Config) { c.NATS.StartTimeout = 0 }, "nats.start_timeout"},
+		{"nats sync", func(c *Config) { c.NATS.Sync = "sometimes" }, "nats.sync"},
+		{"nats sync always with an external server", func(c *Config) { c.NATS.URL = "nats://n1:4222"; c.NATS.Sync = SyncAlways }, "nats.sync"},
+		{"nats sync interval", func(c *Config) { c.NATS.SyncInterval = time.Millisecond }, "nats.sync_interval"},
 		{"nats replicas high", func(c *Config) { c.NATS.Replicas = 6 }, "nats.replicas"},
 		{"nats dedup window", func(c *Config) { c.NATS.DedupWindow = 999 * time.Millisecond }, "nats.dedup_window"},
 		{"nats max consumers unset", func(c *Config) { c.NATS.MaxConsumers = 0 }, "nats.max_consumers"},
@@ -149,8 +155,9 @@ func TestValidateBoundariesAccepted(t *testing.T) {
 	c.Listen = ":0"
 	c.PublicURL = "https://chat.example.com/parley"
 	c.NATS.Listen = "127.0.0.1:-1"
-	c.NATS.Replicas = 5
-	c.NATS.DedupWindow = time.Second
+	c.NATS.Replicas = 1
+	c.NATS.DedupWindow = time.Minute
+	c.NATS.Sync = SyncAlways
 	c.Sessions.ChallengeTTL = 10 * time.Second
 	c.Chat.MaxMessageChars = 100000
 	c.Security.SigningKey = strings.Repeat("k", 32)
@@ -169,6 +176,8 @@ func TestValidateBoundariesAccepted(t *testing.T) {
 	c.NATS.URL = "nats://u:p@n1:4222, tls://n2, n3:4222"
 	c.NATS.Listen = "garbage"
 	c.NATS.CredentialsFile = "/etc/nats.creds"
+	c.NATS.Replicas = 5
+	c.NATS.Sync = SyncInterval
 	if err := c.Validate(); err != nil {
 		t.Fatalf("external NATS config rejected: %v", err)
 	}
@@ -178,7 +187,7 @@ func TestValidateReportsAllProblems(t *testing.T) {
 	t.Parallel()
 	c := Default()
 	c.Listen = "nope"
-	c.NATS.Replicas = 0
+	c.NATS.Replicas = -1
 	c.Security.SigningKey = "tiny-secret"
 	c.Widgets[0].AllowedOrigins = []string{"ftp://x"}
 	err := c.Validate()

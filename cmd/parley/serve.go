@@ -60,6 +60,7 @@ func serveCmd(args []string, stdout, stderr io.Writer) int {
 	a := newApp(cfg, log)
 	if err := a.Start(ctx); err != nil {
 		log.Error("start failed", "err", err)
+		fmt.Fprintf(stderr, "parley: start failed: %v\n", err)
 		return 1
 	}
 	log.Info("parley ready", "demo", a.demoURL(), "nats", a.broker.NATSClientURL(),

@@ -1,0 +1,244 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/parley-rtc/parley/broker"
+	"github.com/parley-rtc/parley/configs"
+)
+
+// parleyReplicas returns the replicas of every Parley stream (conversation
+// log, KV buckets, object store) on the NATS at url.
+func parleyReplicas(t *testing.T, url string) map[string]int {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out := map[string]int{}
+	// One stream at a time: a cluster's stream list can leave out a stream
+	// whose peers are changing.
+	names := []string{"PARLEY_CONV", "OBJ_parley_uploads"}
+	for _, b := range []string{"sessions", "conversations", "resume", "nonces", "secrets", "widgets", "keys", "leads", "rooms", "ratelimits"} {
+		names = append(names, "KV_parley_"+b)
+	}
+	for _, n := range names {
+		st, err := js.Stream(ctx, n)
+		if err != nil {
+			t.Fatalf("stream %s: %v", n, err)
+		}
+		out[n] = st.CachedInfo().Config.Replicas
+	}
+	return out
+}
+
+func allReplicas(m map[string]int, want int) bool {
+	for _, r := range m {
+		if r != want {
+			return false
+		}
+	}
+	return true
+}
+
+// TestReplicasOnCluster: on a real 3-node JetStream cluster an explicit
+// replicas 1 is kept but warned about; auto then makes every stream and
+// bucket R3, raising the existing R1 ones and saying so; and a deployment
+// on the cluster keeps serving.
+func TestReplicasOnCluster(t *testing.T) {
+	url := natsCluster(t)
+	r1 := startEnv(t, func(c *configs.Config) { c.NATS.URL = url; c.NATS.Replicas = 1 })
+	got := parleyReplicas(t, url)
+	t.Logf("replicas: 1 → %v", got)
+	if !allReplicas(got, 1) {
+		t.Fatalf("explicit replicas 1: %v", got)
+	}
+	if !strings.Contains(r1.logs.String(), "1 replica on a NATS cluster") {
+		t.Fatalf("no WARN about R1 on a cluster; logs:\n%s", tail(r1.logs.String(), 3000))
+	}
+	r1.stop()
+
+	auto := startEnv(t, func(c *configs.Config) { c.NATS.URL = url })
+	got = parleyReplicas(t, url)
+	t.Logf("replicas: auto → %v", got)
+	if !allReplicas(got, 3) {
+		t.Fatalf("auto on a 3-node cluster: %v, want all 3", got)
+	}
+	logs := auto.logs.String()
+	if n := strings.Count(logs, "JetStream raised them"); n != 13 {
+		t.Errorf("%d streams reported as raised from R1, want 13; logs:\n%s", n, tail(logs, 3000))
+	}
+	if strings.Contains(logs, "1 replica on a NATS cluster") {
+		t.Errorf("auto warned about R1")
+	}
+	s := auto.newSession(nil)
+	if r := auto.post(s, "hello R3", "c1", true); r.status != 200 {
+		t.Fatalf("post on R3: %d %s", r.status, r.raw)
+	}
+
+	// More replicas than the cluster has servers: refused at once, clearly.
+	cfg := testConfig(t)
+	cfg.NATS.URL, cfg.NATS.Replicas = url, 5
+	a := newApp(cfg, discardLogger())
+	start := time.Now()
+	err := a.Start(t.Context())
+	t.Logf("replicas 5 on 3 nodes: %s: %v", time.Since(start).Round(time.Millisecond), err)
+	if err == nil {
+		_ = a.Stop(context.Background())
+		t.Fatal("replicas 5 on a 3-node cluster started")
+	}
+	if !errors.Is(err, broker.ErrPlacement) || !strings.Contains(err.Error(), "cannot place 5 replicas") {
+		t.Fatalf("err = %v, want ErrPlacement naming 5 replicas", err)
+	}
+}
+
+// TestReplicasSingleServer: auto on one external server is R1 without a
+// cluster warning; an explicit replicas 3 there fails at once, naming the
+// setting.
+func TestReplicasSingleServer(t *testing.T) {
+	url := natsServer(t)
+	e := startEnv(t, func(c *configs.Config) { c.NATS.URL = url })
+	if got := parleyReplicas(t, url); !allReplicas(got, 1) {
+		t.Fatalf("auto on a single server: %v", got)
+	}
+	if strings.Contains(e.logs.String(), "1 replica on a NATS cluster") {
+		t.Errorf("single server warned as a cluster")
+	}
+
+	cfg := testConfig(t)
+	cfg.NATS.URL = natsServer(t)
+	cfg.NATS.Replicas = 3
+	a := newApp(cfg, discardLogger())
+	start := time.Now()
+	err := a.Start(t.Context())
+	t.Logf("explicit 3 on one server: %s: %v", time.Since(start).Round(time.Millisecond), err)
+	if err == nil {
+		_ = a.Stop(context.Background())
+		t.Fatal("explicit replicas 3 on a single server started")
+	}
+	if !strings.Contains(err.Error(), "nats.replicas is 3") || !strings.Contains(err.Error(), "not clustered") {
+		t.Fatalf("err = %v, want one naming nats.replicas and the single server", err)
+	}
+}
+
+// clusterNodes prepares a 3-node JetStream cluster on loopback without
+// starting it; start(i) starts node i and returns its client URL.
+func clusterNodes(t *testing.T) (start func(i int) string) {
+	t.Helper()
+	ports := make([]int, 3)
+	var routes []*url.URL
+	for i := range ports {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ports[i] = ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		routes = append(routes, &url.URL{Scheme: "nats-route", Host: fmt.Sprintf("127.0.0.1:%d", ports[i])})
+	}
+	return func(i int) string {
+		s, err := server.NewServer(&server.Options{
+			ServerName: fmt.Sprintf("n%d", i+1),
+			Host:       "127.0.0.1", Port: server.RANDOM_PORT,
+			JetStream: true, StoreDir: t.TempDir(),
+			Cluster: server.ClusterOpts{Name: "parley-test", Host: "127.0.0.1", Port: ports[i]},
+			Routes:  routes,
+			NoSigs:  true, NoLog: true,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go s.Start()
+		if !s.ReadyForConnections(10 * time.Second) {
+			t.Fatalf("nats node %d did not start", i+1)
+		}
+		t.Cleanup(s.Shutdown)
+		return s.ClientURL()
+	}
+}
+
+// TestStartDuringClusterRecovery: a broker started while only one node of
+// a 3-node cluster runs (JetStream has no meta leader, so every JetStream
+// request times out or answers "temporarily unavailable") retries, logging
+// each retry at WARN, and starts with R3 once the other nodes are back.
+func TestStartDuringClusterRecovery(t *testing.T) {
+	start := clusterNodes(t)
+	first := start(0)
+	cfg := testConfig(t)
+	cfg.NATS.URL = first
+	cfg.NATS.StartTimeout = 2 * time.Minute
+	logs := &syncBuffer{}
+	a := newApp(cfg, slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	done := make(chan error, 1)
+	began := time.Now()
+	go func() { done <- a.Start(t.Context()) }()
+	waitFor(t, 60*time.Second, "a start-up retry", func() bool { return strings.Contains(logs.String(), "retrying start-up") })
+	start(1)
+	start(2)
+	recovered := time.Now()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("start: %v\n%s", err, tail(logs.String(), 3000))
+		}
+	case <-time.After(90 * time.Second):
+		t.Fatal("Start did not return after the cluster recovered")
+	}
+	t.Cleanup(func() { _ = a.Stop(context.Background()) })
+	for _, l := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(l, "retrying start-up") {
+			t.Log(l)
+		}
+	}
+	t.Logf("started %s after the first node, %s after the other two, %d retries logged", time.Since(began).Round(time.Millisecond),
+		time.Since(recovered).Round(time.Millisecond),
+		strings.Count(logs.String(), "retrying start-up"))
+	if got := parleyReplicas(t, first); !allReplicas(got, 3) {
+		t.Fatalf("replicas after recovery: %v, want all 3", got)
+	}
+}
+
+// TestServeReportsUnusableDataDir: `parley serve` with a data directory it
+// cannot create exits 1 at once and prints the operating system's error,
+// instead of hanging 30 s and blaming nats-server.
+func TestServeReportsUnusableDataDir(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "a-file")
+	if err := os.WriteFile(file, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startProc(t, "serve", "--listen", "127.0.0.1:0", "--nats-listen", "127.0.0.1:-1", "--data-dir", filepath.Join(file, "data"))
+	began := time.Now()
+	select {
+	case <-p.exited:
+	case <-time.After(20 * time.Second):
+		t.Fatal("parley serve did not exit")
+	}
+	stderr := p.stderr.String()
+	t.Logf("exited after %s: %v; stderr tail: %s", time.Since(began).Round(time.Millisecond), p.err, tail(stderr, 300))
+	var ee *exec.ExitError
+	if !errors.As(p.err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("exit = %v, want status 1", p.err)
+	}
+	if !strings.Contains(stderr, "parley: start failed: broker: data dir") || !strings.Contains(stderr, "not a directory") {
+		t.Fatalf("stderr lacks the real cause:\n%s", stderr)
+	}
+}
