@@ -250,14 +250,14 @@ func (c *Conversation) onAudio(m *nats.Msg) {
 
 // replay reads the log from ResumeFromSeq up to HeadSeq into history and
 // pending; it returns the first live event read past HeadSeq, if any.
-func (c *Conversation) replay(ctx context.Context, it jetstream.MessagesContext, initialPending uint64) (*Event, error) {
+func (c *Conversation) replay(ctx context.Context, it *Feed, initialPending uint64) (*Event, error) {
 	if initialPending == 0 {
 		return nil, nil
 	}
 	var all []Event
 	var live *Event
 	for {
-		msg, err := it.Next(jetstream.NextContext(ctx))
+		msg, err := it.Next(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("agentbridge: replay: %w", err)
 		}
@@ -317,7 +317,7 @@ const ReasonWorkerLost = "worker_lost"
 
 // feed delivers pending and live inbound events until stopped, idle or
 // released, then closes Events.
-func (c *Conversation) feed(it jetstream.MessagesContext, first *Event) {
+func (c *Conversation) feed(it *Feed, first *Event) {
 	defer close(c.events)
 	defer c.released.Store(true)
 	ctx := c.feedCtx
@@ -361,7 +361,7 @@ func (c *Conversation) feed(it jetstream.MessagesContext, first *Event) {
 		if idle := c.w.opts.IdleTimeout; idle > 0 {
 			nctx, cancel = context.WithTimeout(ctx, idle)
 		}
-		msg, err := it.Next(jetstream.NextContext(nctx))
+		msg, err := it.Next(nctx)
 		cancel()
 		if err != nil {
 			switch {

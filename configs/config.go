@@ -96,6 +96,12 @@ type NATSConfig struct {
 	// worker; nats-server's own default (1 000 per stream) would refuse
 	// voice and chat legs beyond ~500 conversations.
 	MaxConsumers int `yaml:"max_consumers"`
+	// ConsumerHeartbeat is the idle heartbeat of the broker's live feeds
+	// (one consumer per watched conversation). A feed whose consumer was
+	// lost (its node died, the stream changed leader) is replaced after two
+	// missed heartbeats, so replies stall about 2× this after a NATS node
+	// loss; each idle feed costs one small message per heartbeat.
+	ConsumerHeartbeat time.Duration `yaml:"consumer_heartbeat"`
 	// CredentialsFile is an optional .creds file for an external NATS.
 	CredentialsFile string `yaml:"credentials_file"`
 }
@@ -172,11 +178,12 @@ func Default() Config {
 		DataDir: "./parley-data",
 		Log:     LogConfig{Level: "info", Format: "auto"},
 		NATS: NATSConfig{
-			Listen:       "127.0.0.1:4222",
-			Prefix:       "parley",
-			Replicas:     1,
-			DedupWindow:  20 * time.Minute,
-			MaxConsumers: 100_000,
+			Listen:            "127.0.0.1:4222",
+			Prefix:            "parley",
+			Replicas:          1,
+			DedupWindow:       20 * time.Minute,
+			MaxConsumers:      100_000,
+			ConsumerHeartbeat: time.Second,
 		},
 		Agents: AgentsConfig{
 			DispatchTimeout:  2 * time.Second,
@@ -305,6 +312,7 @@ func (c Config) LogValue() slog.Value {
 			slog.Int("replicas", c.NATS.Replicas),
 			slog.Duration("dedup_window", c.NATS.DedupWindow),
 			slog.Int("max_consumers", c.NATS.MaxConsumers),
+			slog.Duration("consumer_heartbeat", c.NATS.ConsumerHeartbeat),
 			slog.String("credentials_file", c.NATS.CredentialsFile)),
 		slog.Group("agents",
 			slog.Duration("dispatch_timeout", c.Agents.DispatchTimeout),

@@ -191,6 +191,7 @@ nats:
   replicas: 3
   dedup_window: 1h
   max_consumers: 5000
+  consumer_heartbeat: 500ms
   credentials_file: /etc/parley/nats.creds
 agents: {dispatch_timeout: 1s, dispatch_retry_max: 10s, heartbeat_timeout: 4s}
 sessions: {ttl: 1h, resume_window: 30m, challenge_ttl: 30s}
@@ -207,6 +208,7 @@ echo_agent: {enabled: false, workers: 0, agent: echo2}
 		URL: "nats://n1:4222,nats://n2:4222", Listen: "127.0.0.1:-1", Prefix: "acme",
 		Replicas: 3, DedupWindow: time.Hour, MaxConsumers: 5000, CredentialsFile: "/etc/parley/nats.creds",
 	}
+	want.NATS.ConsumerHeartbeat = 500 * time.Millisecond
 	want.Agents = AgentsConfig{DispatchTimeout: time.Second, DispatchRetryMax: 10 * time.Second, HeartbeatTimeout: 4 * time.Second, AudioFormats: map[string]string{}}
 	want.Sessions = SessionsConfig{time.Hour, 30 * time.Minute, 30 * time.Second}
 	want.Chat = ChatConfig{500, 5 * time.Second}

@@ -48,6 +48,8 @@ func TestValidateRules(t *testing.T) {
 		{"nats dedup window", func(c *Config) { c.NATS.DedupWindow = 999 * time.Millisecond }, "nats.dedup_window"},
 		{"nats max consumers unset", func(c *Config) { c.NATS.MaxConsumers = 0 }, "nats.max_consumers"},
 		{"nats max consumers low", func(c *Config) { c.NATS.MaxConsumers = 9 }, "nats.max_consumers"},
+		{"nats consumer heartbeat unset", func(c *Config) { c.NATS.ConsumerHeartbeat = 0 }, "nats.consumer_heartbeat"},
+		{"nats consumer heartbeat high", func(c *Config) { c.NATS.ConsumerHeartbeat = 16 * time.Second }, "nats.consumer_heartbeat"},
 		{"dispatch timeout", func(c *Config) { c.Agents.DispatchTimeout = 0 }, "agents.dispatch_timeout"},
 		{"dispatch retry max", func(c *Config) { c.Agents.DispatchRetryMax = -time.Second }, "agents.dispatch_retry_max"},
 		{"heartbeat timeout", func(c *Config) { c.Agents.HeartbeatTimeout = 0 }, "agents.heartbeat_timeout"},

@@ -22,6 +22,14 @@ import (
 // process, on random ports, and returns the client URLs joined by commas.
 func natsCluster(t testing.TB) string {
 	t.Helper()
+	_, urls := natsClusterNodes(t)
+	return urls
+}
+
+// natsClusterNodes is natsCluster that also returns the nodes, so a test
+// can shut one down.
+func natsClusterNodes(t testing.TB) ([]*server.Server, string) {
+	t.Helper()
 	// JetStream clustering needs every node's routes up front: take three
 	// free ports (listen on :0, close) for the cluster listeners.
 	ports := make([]int, 3)
@@ -75,7 +83,7 @@ func natsCluster(t testing.TB) string {
 		return err == nil
 	})
 	_ = js.DeleteStream(context.Background(), "PROBE")
-	return all
+	return nodes, all
 }
 
 // natsServer runs one NATS server with JetStream for brokers to share.
