@@ -224,8 +224,12 @@ func (f *Feed) recover(ctx context.Context) error {
 		if err == nil {
 			// Missed heartbeats are noticed 2 heartbeats after the last
 			// sign of life; that part of the stall precedes stalledAt.
+			stalled := time.Since(f.stalledAt)
+			if errors.Is(f.stallErr, jetstream.ErrNoHeartbeat) {
+				stalled += 2 * f.opts.Heartbeat
+			}
 			f.log.Info("live feed resumed", "stream", f.stream, "filter", f.filter,
-				"stalled_for", time.Since(f.stalledAt)+2*f.opts.Heartbeat, "recovery", time.Since(f.stalledAt),
+				"stalled_for", stalled, "recovery", time.Since(f.stalledAt),
 				"attempts", attempt, "cause", f.stallErr, "resume_seq", f.next)
 			f.stalledAt, f.stallErr = time.Time{}, nil
 			return nil
