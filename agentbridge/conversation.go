@@ -90,8 +90,16 @@ func (c *Conversation) Logger() *slog.Logger { return c.log }
 // Publish writes an agent event to the conversation log and returns its log
 // position once stored. The envelope fields are filled in.
 func (c *Conversation) Publish(ctx context.Context, ev Event) (uint64, error) {
-	data, opts := c.encode(&ev)
-	ack, err := c.w.js.Publish(ctx, c.w.subj.OutEvent(c.ID()), data, opts...)
+	data, msgID := c.encode(&ev)
+	var ack *jetstream.PubAck
+	var err error
+	if msgID != "" {
+		// Repeatable: a PubAck lost with the stream leader costs ~1 s,
+		// not the whole JetStream timeout.
+		ack, err = PublishIdempotent(ctx, c.w.js, c.log, c.w.subj.OutEvent(c.ID()), data, msgID)
+	} else {
+		ack, err = c.w.js.Publish(ctx, c.w.subj.OutEvent(c.ID()), data)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("agentbridge: publish %s: %w", ev.Type, err)
 	}
@@ -101,13 +109,19 @@ func (c *Conversation) Publish(ctx context.Context, ev Event) (uint64, error) {
 // publishAsync writes an event without waiting for the store; errors are
 // logged by the worker's async error handler.
 func (c *Conversation) publishAsync(ev Event) {
-	data, opts := c.encode(&ev)
+	data, msgID := c.encode(&ev)
+	var opts []jetstream.PublishOpt
+	if msgID != "" {
+		opts = append(opts, jetstream.WithMsgID(msgID))
+	}
 	if _, err := c.w.js.PublishAsync(c.w.subj.OutEvent(c.ID()), data, opts...); err != nil {
 		c.log.Warn("async publish failed", "type", ev.Type, "err", err)
 	}
 }
 
-func (c *Conversation) encode(ev *Event) ([]byte, []jetstream.PublishOpt) {
+// encode fills in the envelope and returns the event's JSON and its
+// message id ("" when it has none: storing it twice would keep two).
+func (c *Conversation) encode(ev *Event) ([]byte, string) {
 	ev.V = Version
 	ev.ConversationID = c.ID()
 	ev.Seq = 0
@@ -115,14 +129,13 @@ func (c *Conversation) encode(ev *Event) ([]byte, []jetstream.PublishOpt) {
 	ev.WorkerID = c.w.id
 	ev.Epoch = c.Epoch()
 	data, _ := json.Marshal(ev) // Event has only marshalable fields
-	var opts []jetstream.PublishOpt
 	switch {
 	case ev.Type == EventTextDelta && ev.MessageID != "":
-		opts = append(opts, jetstream.WithMsgID(ev.MessageID+"/"+strconv.Itoa(ev.Index)))
+		return data, ev.MessageID + "/" + strconv.Itoa(ev.Index)
 	case ev.Type == EventTextDone && ev.MessageID != "":
-		opts = append(opts, jetstream.WithMsgID(ev.MessageID+"/done"))
+		return data, ev.MessageID + "/done"
 	}
-	return data, opts
+	return data, ""
 }
 
 // SetState publishes an agent_state event (shown to the visitor as typing,

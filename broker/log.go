@@ -103,6 +103,9 @@ func (b *Broker) PostMessage(ctx context.Context, s Session, text, clientMessage
 			return Posted{}, fmt.Errorf("%w: decode duplicate: %w", ErrStore, err)
 		}
 		p.MessageID = first.MessageID
+		// Our own earlier attempt, stored though its PubAck was lost
+		// (PublishIdempotent retried): not a duplicate of the visitor's.
+		p.Duplicate = first.MessageID != ev.MessageID
 	}
 	p.AgentUnavailable = b.dispatcher.ensure(s.ConversationID)
 	return p, nil
@@ -128,11 +131,13 @@ func (b *Broker) publish(ctx context.Context, subject string, ev *agentbridge.Ev
 	if err != nil {
 		return nil, fmt.Errorf("broker: encode event: %w", err)
 	}
-	var opts []jetstream.PublishOpt
+	var ack *jetstream.PubAck
 	if dedup != "" {
-		opts = append(opts, jetstream.WithMsgID(dedup))
+		// Repeatable: a PubAck lost with the stream leader costs ~1 s.
+		ack, err = agentbridge.PublishIdempotent(ctx, b.js, b.log, subject, data, dedup)
+	} else {
+		ack, err = b.js.Publish(ctx, subject, data)
 	}
-	ack, err := b.js.Publish(ctx, subject, data, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("%w: append %s: %w", ErrStore, ev.Type, err)
 	}
