@@ -425,7 +425,8 @@ func logFeedEvents(t testing.TB, e *env, kill time.Time) {
 			Recovery float64   `json:"recovery"`
 			Attempts int       `json:"attempts"`
 		}
-		if json.Unmarshal([]byte(l), &r) != nil || !(strings.HasPrefix(r.Msg, "live feed") || strings.HasPrefix(r.Msg, "nats ")) {
+		if json.Unmarshal([]byte(l), &r) != nil || !(strings.HasPrefix(r.Msg, "live feed") || strings.HasPrefix(r.Msg, "nats ") ||
+			strings.Contains(r.Msg, "stor") || r.Level == "WARN" || r.Level == "ERROR") {
 			continue
 		}
 		t.Logf("%+7.3fs %-5s %s %s %s %s%s", r.Time.Sub(kill).Seconds(), r.Level, r.Msg, r.Feed, r.Conv, r.Err+r.Cause,
