@@ -43,8 +43,8 @@ type FeedOptions struct {
 	// DeliverNew delivers only events appended after the feed is opened.
 	DeliverNew bool
 	// Heartbeat is the consumer's idle heartbeat (default
-	// DefaultFeedHeartbeat). A lost consumer is noticed after two missed
-	// heartbeats and replaced.
+	// DefaultFeedHeartbeat; 500 ms to 30 s). A lost consumer is noticed
+	// after two missed heartbeats and replaced.
 	Heartbeat time.Duration
 	// InactiveThreshold lets the server delete a consumer nobody pulls
 	// from, for example the one of a feed that was replaced (default 30 s).
@@ -86,6 +86,8 @@ func OpenFeed(ctx context.Context, js jetstream.JetStream, stream, filter string
 	if opts.Heartbeat <= 0 {
 		opts.Heartbeat = DefaultFeedHeartbeat
 	}
+	// nats.go accepts idle heartbeats of 500 ms to 30 s.
+	opts.Heartbeat = min(max(opts.Heartbeat, 500*time.Millisecond), 30*time.Second)
 	if opts.InactiveThreshold <= 0 {
 		opts.InactiveThreshold = 30 * time.Second
 	}

@@ -142,8 +142,8 @@ func (n *NATSConfig) validate(ps *problems) {
 		ps.add("nats.dedup_window", "must be at least 1s, got %s", n.DedupWindow)
 	}
 	ps.intRange("nats.max_consumers", n.MaxConsumers, 10, 10_000_000)
-	if n.ConsumerHeartbeat < 100*time.Millisecond || n.ConsumerHeartbeat > 15*time.Second {
-		ps.add("nats.consumer_heartbeat", "must be between 100ms and 15s, got %s", n.ConsumerHeartbeat)
+	if n.ConsumerHeartbeat < 500*time.Millisecond || n.ConsumerHeartbeat > 15*time.Second {
+		ps.add("nats.consumer_heartbeat", "must be between 500ms and 15s, got %s", n.ConsumerHeartbeat)
 	}
 }
 
