@@ -4,9 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -25,6 +30,17 @@ type leaderKill struct {
 	interval      time.Duration // between a visitor's messages
 	before        time.Duration // traffic before the kill
 	after         time.Duration // traffic after the kill
+	// kill9 runs the cluster as nats-server processes and kills the
+	// leader's with SIGKILL; otherwise the nodes are in-process and the
+	// leader's is shut down.
+	kill9 bool
+}
+
+// leaderNode is a NATS node the scenario can kill.
+type leaderNode struct {
+	name    string
+	kill    func()
+	clients func() []string // names of Parley's clients connected to it
 }
 
 // leaderMsg is one visitor message of the scenario and what became of it.
@@ -95,7 +111,17 @@ func (r leaderResult) String() string {
 // answered twice or out of order.
 func runLeaderKill(t testing.TB, o leaderKill) (leaderResult, *env) {
 	t.Helper()
-	nodes, urls := natsClusterNodes(t)
+	var nodes []leaderNode
+	var urls string
+	if o.kill9 {
+		nodes, urls = natsProcCluster(t)
+	} else {
+		var srvs []*server.Server
+		srvs, urls = natsClusterNodes(t)
+		for _, n := range srvs {
+			nodes = append(nodes, leaderNode{name: n.Name(), kill: n.Shutdown, clients: func() []string { return clientsOf(n) }})
+		}
+	}
 	e := startEnv(t, func(c *configs.Config) {
 		c.NATS.URL = urls
 		c.NATS.Replicas = 3
@@ -168,19 +194,24 @@ func runLeaderKill(t testing.TB, o leaderKill) (leaderResult, *env) {
 		t.Fatalf("stream info: %v", err)
 	}
 	leader := info.CachedInfo().Cluster.Leader
-	var victim *server.Server
-	for _, n := range nodes {
-		if n.Name() == leader {
-			victim = n
+	var victim *leaderNode
+	var on []string
+	for i, n := range nodes {
+		if n.name == leader {
+			victim = &nodes[i]
+		}
+		for _, c := range n.clients() {
+			on = append(on, c+"@"+n.name)
 		}
 	}
 	if victim == nil {
 		t.Fatalf("no node named %q leads %s", leader, stream)
 	}
-	res := leaderResult{killed: leader, connectedTo: clientsOn(nodes)}
+	slices.Sort(on)
+	res := leaderResult{killed: leader, connectedTo: strings.Join(on, " ")}
 	res.kill = time.Now()
-	victim.Shutdown()
-	t.Logf("%s shut down in %v", leader, time.Since(res.kill).Round(time.Millisecond))
+	victim.kill()
+	t.Logf("%s killed in %v", leader, time.Since(res.kill).Round(time.Millisecond))
 	waitFor(t, 60*time.Second, "a new stream leader", func() bool {
 		ictx, icancel := context.WithTimeout(ctx, time.Second)
 		defer icancel()
@@ -218,22 +249,101 @@ func runLeaderKill(t testing.TB, o leaderKill) (leaderResult, *env) {
 	return res, e
 }
 
-// clientsOn names the node each Parley NATS client is connected to.
-func clientsOn(nodes []*server.Server) string {
+// clientsOf names the Parley NATS clients connected to an in-process node.
+func clientsOf(n *server.Server) []string {
+	cz, err := n.Connz(&server.ConnzOptions{})
+	if err != nil {
+		return nil
+	}
 	var out []string
-	for _, n := range nodes {
-		cz, err := n.Connz(&server.ConnzOptions{})
-		if err != nil {
-			continue
-		}
-		for _, c := range cz.Conns {
-			if strings.HasPrefix(c.Name, "parley-") {
-				out = append(out, c.Name+"@"+n.Name())
-			}
+	for _, c := range cz.Conns {
+		if strings.HasPrefix(c.Name, "parley-") {
+			out = append(out, c.Name)
 		}
 	}
-	slices.Sort(out)
-	return strings.Join(out, " ")
+	return out
+}
+
+var (
+	natsBinOnce sync.Once
+	natsBinPath string
+	natsBinErr  error
+)
+
+// natsServerBinary builds nats-server (the version in go.mod) once.
+func natsServerBinary(t testing.TB) string {
+	t.Helper()
+	natsBinOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "nats-server-bin-")
+		if err != nil {
+			natsBinErr = err
+			return
+		}
+		natsBinPath = filepath.Join(dir, "nats-server")
+		out, err := exec.Command("go", "build", "-o", natsBinPath, "github.com/nats-io/nats-server/v2").CombinedOutput()
+		if err != nil {
+			natsBinErr = fmt.Errorf("go build nats-server: %v\n%s", err, out)
+		}
+	})
+	if natsBinErr != nil {
+		t.Fatal(natsBinErr)
+	}
+	return natsBinPath
+}
+
+// natsProcCluster runs a 3-node JetStream cluster of nats-server processes
+// on loopback, so a node can be killed with SIGKILL.
+func natsProcCluster(t testing.TB) ([]leaderNode, string) {
+	t.Helper()
+	bin := natsServerBinary(t)
+	free := func() int {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		return ln.Addr().(*net.TCPAddr).Port
+	}
+	var clientPorts, routePorts []int
+	var routes []string
+	for range 3 {
+		clientPorts, routePorts = append(clientPorts, free()), append(routePorts, free())
+		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", routePorts[len(routePorts)-1]))
+	}
+	var nodes []leaderNode
+	var urls []string
+	for i := range 3 {
+		name := fmt.Sprintf("n%d", i+1)
+		cmd := exec.Command(bin, "-n", name, "-a", "127.0.0.1", "-p", fmt.Sprint(clientPorts[i]),
+			"-js", "-sd", t.TempDir(), "--cluster_name", "parley-test",
+			"--cluster", fmt.Sprintf("nats://127.0.0.1:%d", routePorts[i]), "--routes", strings.Join(routes, ","))
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		exited := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(exited) }()
+		kill := func() { _ = cmd.Process.Signal(syscall.SIGKILL); <-exited }
+		t.Cleanup(kill)
+		nodes = append(nodes, leaderNode{name: name, kill: kill, clients: func() []string { return nil }})
+		urls = append(urls, fmt.Sprintf("nats://127.0.0.1:%d", clientPorts[i]))
+	}
+	all := strings.Join(urls, ",")
+	var nc *nats.Conn
+	waitFor(t, 30*time.Second, "the nats-server processes to accept connections", func() bool {
+		var err error
+		nc, err = nats.Connect(all)
+		return err == nil
+	})
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	waitFor(t, 60*time.Second, "the JetStream cluster to elect a leader", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "PROBE", Subjects: []string{"probe.>"}, Replicas: 3})
+		return err == nil
+	})
+	_ = js.DeleteStream(context.Background(), "PROBE")
+	return nodes, all
 }
 
 // post sends message idx (-1: the warm-up) as a new message.
@@ -464,6 +574,29 @@ func BenchmarkStreamLeaderLoss(b *testing.B) {
 		logFeedEvents(b, e, res.kill)
 		b.ReportMetric(res.stall.Seconds(), "stall_s")
 		b.ReportMetric(res.election.Seconds(), "election_s")
+		b.ReportMetric(res.ackGap.Seconds(), "ack_gap_s")
+		b.ReportMetric(res.ackToReply.Seconds(), "max_ack_to_reply_s")
+		b.ReportMetric(pct(res.postToReply, 0.5).Seconds(), "p50_reply_s")
+		b.ReportMetric(pct(res.postToReply, 0.99).Seconds(), "p99_reply_s")
+	}
+}
+
+// BenchmarkStreamLeaderKill9 is BenchmarkStreamLeaderLoss with the
+// cluster as nats-server processes and the leader's killed with SIGKILL:
+// the survivors then elect a new leader only after raft's election timeout
+// (4–9 s in nats-server), which no client setting shortens.
+func BenchmarkStreamLeaderKill9(b *testing.B) {
+	if testing.Short() {
+		b.Skip("builds nats-server and runs a 3-process cluster")
+	}
+	for range b.N {
+		res, e := runLeaderKill(b, leaderKill{conversations: 6, interval: 200 * time.Millisecond,
+			before: 2 * time.Second, after: 15 * time.Second, kill9: true})
+		b.Logf("%s", res)
+		logFeedEvents(b, e, res.kill)
+		b.ReportMetric(res.stall.Seconds(), "stall_s")
+		b.ReportMetric(res.election.Seconds(), "election_s")
+		b.ReportMetric(res.ackGap.Seconds(), "ack_gap_s")
 		b.ReportMetric(res.ackToReply.Seconds(), "max_ack_to_reply_s")
 		b.ReportMetric(pct(res.postToReply, 0.5).Seconds(), "p50_reply_s")
 		b.ReportMetric(pct(res.postToReply, 0.99).Seconds(), "p99_reply_s")
