@@ -21,7 +21,7 @@ import (
 // (or a stream leader change) went unnoticed for 10 s, and its recreation
 // then backed off from 1 s and could wait 10 s per attempt: replies stalled
 // for 10–17 s after the conversation stream lost its leader.
-const DefaultFeedHeartbeat = time.Second
+const DefaultFeedHeartbeat = 500 * time.Millisecond
 
 // Feed recovery: attempts to create the replacement consumer are bounded
 // by feedCreateTimeout each and spaced from feedRetryMin, doubling up to

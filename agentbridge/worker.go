@@ -39,7 +39,7 @@ type Options struct {
 	// ReplayTimeout bounds the replay of a conversation's log (default 10 s).
 	ReplayTimeout time.Duration
 	// FeedHeartbeat is the idle heartbeat of each conversation's event
-	// consumer (default DefaultFeedHeartbeat, 1 s; 500 ms to 30 s). A consumer lost with a
+	// consumer (default DefaultFeedHeartbeat, 500 ms; 500 ms to 30 s). A consumer lost with a
 	// NATS node or a stream leader change is replaced after two missed
 	// heartbeats; each idle conversation costs one small message per
 	// heartbeat.

@@ -183,7 +183,7 @@ func Default() Config {
 			Replicas:          1,
 			DedupWindow:       20 * time.Minute,
 			MaxConsumers:      100_000,
-			ConsumerHeartbeat: time.Second,
+			ConsumerHeartbeat: 500 * time.Millisecond,
 		},
 		Agents: AgentsConfig{
 			DispatchTimeout:  2 * time.Second,
