@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -518,30 +519,63 @@ func (c *leaderConv) measure(r *leaderResult) {
 	r.ackGap = max(r.ackGap, gap(acks))
 }
 
-// logFeedEvents shows the stalls and recoveries Parley logged, and its
-// NATS reconnects, relative to the kill.
+// logFeedEvents summarises what Parley logged about the loss (feed stalls
+// and recoveries, store retries, NATS reconnects, other warnings), grouped
+// by message, with times relative to the kill. Benchmarks keep only a few
+// log lines, hence the grouping.
 func logFeedEvents(t testing.TB, e *env, kill time.Time) {
 	t.Helper()
+	type group struct {
+		n                 int
+		first, last       time.Duration
+		stalled, recovery time.Duration
+		attempts          int
+		causes            map[string]bool
+	}
+	groups := map[string]*group{}
+	var keys []string
 	for _, l := range strings.Split(e.logs.String(), "\n") {
 		var r struct {
 			Time     time.Time `json:"time"`
 			Level    string    `json:"level"`
 			Msg      string    `json:"msg"`
-			Conv     string    `json:"conversation_id"`
 			Feed     string    `json:"feed"`
 			Err      string    `json:"err"`
 			Cause    string    `json:"cause"`
-			Stalled  float64   `json:"stalled_for"`
-			Recovery float64   `json:"recovery"`
+			Stalled  int64     `json:"stalled_for"`
+			Recovery int64     `json:"recovery"`
 			Attempts int       `json:"attempts"`
 		}
 		if json.Unmarshal([]byte(l), &r) != nil || !(strings.HasPrefix(r.Msg, "live feed") || strings.HasPrefix(r.Msg, "nats ") ||
 			strings.Contains(r.Msg, "stor") || r.Level == "WARN" || r.Level == "ERROR") {
 			continue
 		}
-		t.Logf("%+7.3fs %-5s %s %s %s %s%s", r.Time.Sub(kill).Seconds(), r.Level, r.Msg, r.Feed, r.Conv, r.Err+r.Cause,
-			map[bool]string{true: fmt.Sprintf(" stalled_for %v recovery %v attempts %d",
-				time.Duration(r.Stalled).Round(time.Millisecond), time.Duration(r.Recovery).Round(time.Millisecond), r.Attempts)}[r.Attempts > 0])
+		k := fmt.Sprintf("%-5s %s %s", r.Level, r.Msg, r.Feed)
+		g := groups[k]
+		at := r.Time.Sub(kill)
+		if g == nil {
+			g = &group{first: at, causes: map[string]bool{}}
+			groups[k] = g
+			keys = append(keys, k)
+		}
+		g.n++
+		g.last = at
+		g.stalled = max(g.stalled, time.Duration(r.Stalled))
+		g.recovery = max(g.recovery, time.Duration(r.Recovery))
+		g.attempts = max(g.attempts, r.Attempts)
+		if c := r.Err + r.Cause; c != "" {
+			g.causes[c] = true
+		}
+	}
+	for _, k := range keys {
+		g := groups[k]
+		causes := slices.Sorted(maps.Keys(g.causes))
+		extra := ""
+		if g.attempts > 0 {
+			extra = fmt.Sprintf(" max stalled_for %v recovery %v attempts %d", g.stalled.Round(time.Millisecond),
+				g.recovery.Round(time.Millisecond), g.attempts)
+		}
+		t.Logf("%+.3fs..%+.3fs ×%d %s%s %q", g.first.Seconds(), g.last.Seconds(), g.n, k, extra, causes)
 	}
 }
 
