@@ -90,8 +90,16 @@ func (c *Conversation) Logger() *slog.Logger { return c.log }
 // Publish writes an agent event to the conversation log and returns its log
 // position once stored. The envelope fields are filled in.
 func (c *Conversation) Publish(ctx context.Context, ev Event) (uint64, error) {
-	data, opts := c.encode(&ev)
-	ack, err := c.w.js.Publish(ctx, c.w.subj.OutEvent(c.ID()), data, opts...)
+	data, msgID := c.encode(&ev)
+	var ack *jetstream.PubAck
+	var err error
+	if msgID != "" {
+		// Repeatable: a PubAck lost with the stream leader costs ~1 s,
+		// not the whole JetStream timeout.
+		ack, err = PublishIdempotent(ctx, c.w.js, c.log, c.w.subj.OutEvent(c.ID()), data, msgID)
+	} else {
+		ack, err = c.w.js.Publish(ctx, c.w.subj.OutEvent(c.ID()), data)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("agentbridge: publish %s: %w", ev.Type, err)
 	}
@@ -101,13 +109,19 @@ func (c *Conversation) Publish(ctx context.Context, ev Event) (uint64, error) {
 // publishAsync writes an event without waiting for the store; errors are
 // logged by the worker's async error handler.
 func (c *Conversation) publishAsync(ev Event) {
-	data, opts := c.encode(&ev)
+	data, msgID := c.encode(&ev)
+	var opts []jetstream.PublishOpt
+	if msgID != "" {
+		opts = append(opts, jetstream.WithMsgID(msgID))
+	}
 	if _, err := c.w.js.PublishAsync(c.w.subj.OutEvent(c.ID()), data, opts...); err != nil {
 		c.log.Warn("async publish failed", "type", ev.Type, "err", err)
 	}
 }
 
-func (c *Conversation) encode(ev *Event) ([]byte, []jetstream.PublishOpt) {
+// encode fills in the envelope and returns the event's JSON and its
+// message id ("" when it has none: storing it twice would keep two).
+func (c *Conversation) encode(ev *Event) ([]byte, string) {
 	ev.V = Version
 	ev.ConversationID = c.ID()
 	ev.Seq = 0
@@ -115,14 +129,13 @@ func (c *Conversation) encode(ev *Event) ([]byte, []jetstream.PublishOpt) {
 	ev.WorkerID = c.w.id
 	ev.Epoch = c.Epoch()
 	data, _ := json.Marshal(ev) // Event has only marshalable fields
-	var opts []jetstream.PublishOpt
 	switch {
 	case ev.Type == EventTextDelta && ev.MessageID != "":
-		opts = append(opts, jetstream.WithMsgID(ev.MessageID+"/"+strconv.Itoa(ev.Index)))
+		return data, ev.MessageID + "/" + strconv.Itoa(ev.Index)
 	case ev.Type == EventTextDone && ev.MessageID != "":
-		opts = append(opts, jetstream.WithMsgID(ev.MessageID+"/done"))
+		return data, ev.MessageID + "/done"
 	}
-	return data, opts
+	return data, ""
 }
 
 // SetState publishes an agent_state event (shown to the visitor as typing,
@@ -250,14 +263,14 @@ func (c *Conversation) onAudio(m *nats.Msg) {
 
 // replay reads the log from ResumeFromSeq up to HeadSeq into history and
 // pending; it returns the first live event read past HeadSeq, if any.
-func (c *Conversation) replay(ctx context.Context, it jetstream.MessagesContext, initialPending uint64) (*Event, error) {
+func (c *Conversation) replay(ctx context.Context, it *Feed, initialPending uint64) (*Event, error) {
 	if initialPending == 0 {
 		return nil, nil
 	}
 	var all []Event
 	var live *Event
 	for {
-		msg, err := it.Next(jetstream.NextContext(ctx))
+		msg, err := it.Next(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("agentbridge: replay: %w", err)
 		}
@@ -317,7 +330,7 @@ const ReasonWorkerLost = "worker_lost"
 
 // feed delivers pending and live inbound events until stopped, idle or
 // released, then closes Events.
-func (c *Conversation) feed(it jetstream.MessagesContext, first *Event) {
+func (c *Conversation) feed(it *Feed, first *Event) {
 	defer close(c.events)
 	defer c.released.Store(true)
 	ctx := c.feedCtx
@@ -361,7 +374,7 @@ func (c *Conversation) feed(it jetstream.MessagesContext, first *Event) {
 		if idle := c.w.opts.IdleTimeout; idle > 0 {
 			nctx, cancel = context.WithTimeout(ctx, idle)
 		}
-		msg, err := it.Next(jetstream.NextContext(nctx))
+		msg, err := it.Next(nctx)
 		cancel()
 		if err != nil {
 			switch {

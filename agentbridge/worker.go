@@ -38,6 +38,12 @@ type Options struct {
 	IdleTimeout time.Duration
 	// ReplayTimeout bounds the replay of a conversation's log (default 10 s).
 	ReplayTimeout time.Duration
+	// FeedHeartbeat is the idle heartbeat of each conversation's event
+	// consumer (default DefaultFeedHeartbeat, 500 ms; 500 ms to 30 s). A consumer lost with a
+	// NATS node or a stream leader change is replaced after two missed
+	// heartbeats; each idle conversation costs one small message per
+	// heartbeat.
+	FeedHeartbeat time.Duration
 	// Logger receives the worker's logs (default slog.Default()).
 	Logger *slog.Logger
 }
@@ -97,6 +103,9 @@ func NewWorker(nc *nats.Conn, opts Options, h Handler) (*Worker, error) {
 	}
 	if opts.ReplayTimeout <= 0 {
 		opts.ReplayTimeout = 10 * time.Second
+	}
+	if opts.FeedHeartbeat <= 0 {
+		opts.FeedHeartbeat = DefaultFeedHeartbeat
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -231,25 +240,19 @@ func (w *Worker) runConversation(c *Conversation) {
 	}
 	defer func() { _ = audioSub.Unsubscribe() }()
 
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{w.subj.Events(c.ID())}}
-	if c.req.ResumeFromSeq > 0 {
-		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
-		cfg.OptStartSeq = c.req.ResumeFromSeq
-	}
 	rctx, cancel := context.WithTimeout(c.feedCtx, w.opts.ReplayTimeout)
 	defer cancel()
-	cons, err := w.js.OrderedConsumer(rctx, w.subj.StreamName(), cfg)
-	if err != nil {
-		log.Error("log consumer failed", "err", err)
-		return
-	}
-	it, err := cons.Messages()
+	it, err := OpenFeed(rctx, w.js, w.subj.StreamName(), w.subj.Events(c.ID()), FeedOptions{
+		StartSeq:  c.req.ResumeFromSeq,
+		Heartbeat: w.opts.FeedHeartbeat,
+		Logger:    log.With("feed", "agent"),
+	})
 	if err != nil {
 		log.Error("log consumer failed", "err", err)
 		return
 	}
 	defer it.Stop()
-	first, err := c.replay(rctx, it, cons.CachedInfo().NumPending)
+	first, err := c.replay(rctx, it, it.Pending())
 	if err != nil {
 		log.Error("replay failed", "err", err)
 		return

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/parley-rtc/parley/agentbridge"
 )
@@ -94,8 +93,10 @@ type hubSet struct {
 
 func newHubSet(b *Broker) *hubSet { return &hubSet{b: b, hubs: make(map[string]*hub)} }
 
-// hub reads one conversation's log from its end with an ordered consumer
-// and fans events out to subscribers.
+// hub reads one conversation's log from its end with a live feed (an
+// ordered consumer that replaces itself within ~2 idle heartbeats when it
+// is lost, for example with the stream leader's node) and fans events out
+// to subscribers.
 type hub struct {
 	set    *hubSet
 	cid    string
@@ -176,17 +177,13 @@ func (hs *hubSet) closeAll() {
 func (h *hub) run() {
 	b := h.set.b
 	cctx, cancel := context.WithTimeout(h.ctx, 10*time.Second)
-	cons, err := b.js.OrderedConsumer(cctx, b.subj.StreamName(), jetstream.OrderedConsumerConfig{
-		FilterSubjects:    []string{b.subj.Events(h.cid)},
-		DeliverPolicy:     jetstream.DeliverNewPolicy,
+	it, err := agentbridge.OpenFeed(cctx, b.js, b.subj.StreamName(), b.subj.Events(h.cid), agentbridge.FeedOptions{
+		DeliverNew:        true,
+		Heartbeat:         b.cfg.NATS.ConsumerHeartbeat,
 		InactiveThreshold: 30 * time.Second,
+		Logger:            b.log.With("conversation_id", h.cid, "feed", "hub"),
 	})
 	cancel()
-	if err != nil {
-		h.fail(fmt.Errorf("%w: subscribe %s: %w", ErrStore, h.cid, err))
-		return
-	}
-	it, err := cons.Messages()
 	if err != nil {
 		h.fail(fmt.Errorf("%w: subscribe %s: %w", ErrStore, h.cid, err))
 		return
@@ -200,7 +197,7 @@ func (h *hub) run() {
 	defer func() { _ = status.Unsubscribe() }()
 	close(h.ready)
 	for {
-		msg, err := it.Next(jetstream.NextContext(h.ctx))
+		msg, err := it.Next(h.ctx)
 		if err != nil {
 			if h.ctx.Err() == nil {
 				b.log.Warn("live subscription ended", "conversation_id", h.cid, "err", err)

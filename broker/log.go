@@ -104,6 +104,9 @@ func (b *Broker) PostMessage(ctx context.Context, s Session, text, clientMessage
 			return Posted{}, fmt.Errorf("%w: decode duplicate: %w", ErrStore, err)
 		}
 		p.MessageID = first.MessageID
+		// Our own earlier attempt, stored though its PubAck was lost
+		// (PublishIdempotent retried): not a duplicate of the visitor's.
+		p.Duplicate = first.MessageID != ev.MessageID
 	}
 	p.AgentUnavailable = b.dispatcher.ensure(s.ConversationID)
 	return p, nil
@@ -130,10 +133,11 @@ func (b *Broker) publish(ctx context.Context, subject string, ev *agentbridge.Ev
 		return nil, fmt.Errorf("broker: encode event: %w", err)
 	}
 	if dedup == "" {
-		// A retry (publishRetry) must not store the event twice.
+		// Every append carries a message id, so a retry cannot store the
+		// event twice.
 		dedup = newID("pub_")
 	}
-	ack, err := b.publishRetry(ctx, subject, data, dedup)
+	ack, err := agentbridge.PublishIdempotent(ctx, b.js, b.log, subject, data, dedup)
 	b.health.wrote(err)
 	if err != nil {
 		if isStoreFull(err) {

@@ -9,7 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
+	"github.com/parley-rtc/parley/agentbridge"
 )
 
 // How the broker watches its store. The write probe is what makes /readyz
@@ -153,12 +153,8 @@ func (b *Broker) StoreStatus() StoreStatus { return b.health.status(b.subj.Strea
 // isStoreFull reports whether a JetStream error means the store is out of
 // space.
 func isStoreFull(err error) bool {
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) {
-		switch apiErr.ErrorCode {
-		case 10023, 10028, 10047: // insufficient resources; memory, storage exceeded
-			return true
-		}
+	if agentbridge.StoreFullError(err) {
+		return true
 	}
 	msg := err.Error()
 	return strings.Contains(msg, "insufficient") || strings.Contains(msg, "no space left")

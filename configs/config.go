@@ -113,6 +113,12 @@ type NATSConfig struct {
 	// keeps nats-server's default (75% of the free disk, at most 1 TB).
 	// When the store is full, writes are refused and /readyz fails.
 	MaxStoreBytes int64 `yaml:"max_store_bytes"`
+	// ConsumerHeartbeat is the idle heartbeat of the broker's live feeds
+	// (one consumer per watched conversation). A feed whose consumer was
+	// lost (its node died, the stream changed leader) is replaced after two
+	// missed heartbeats, so replies stall about 2× this after a NATS node
+	// loss; each idle feed costs one small message per heartbeat.
+	ConsumerHeartbeat time.Duration `yaml:"consumer_heartbeat"`
 	// CredentialsFile is an optional .creds file for an external NATS.
 	CredentialsFile string `yaml:"credentials_file"`
 }
@@ -201,14 +207,15 @@ func Default() Config {
 		DataDir: "./parley-data",
 		Log:     LogConfig{Level: "info", Format: "auto"},
 		NATS: NATSConfig{
-			Listen:       "127.0.0.1:4222",
-			Prefix:       "parley",
-			Replicas:     ReplicasAuto,
-			DedupWindow:  2 * time.Minute,
-			StartTimeout: 2 * time.Minute,
-			Sync:         SyncInterval,
-			SyncInterval: 2 * time.Minute,
-			MaxConsumers: 100_000,
+			Listen:            "127.0.0.1:4222",
+			Prefix:            "parley",
+			Replicas:          ReplicasAuto,
+			DedupWindow:       2 * time.Minute,
+			StartTimeout:      2 * time.Minute,
+			Sync:              SyncInterval,
+			SyncInterval:      2 * time.Minute,
+			MaxConsumers:      100_000,
+			ConsumerHeartbeat: 500 * time.Millisecond,
 		},
 		Agents: AgentsConfig{
 			DispatchTimeout:  2 * time.Second,
@@ -345,6 +352,7 @@ func (c Config) LogValue() slog.Value {
 			slog.Duration("sync_interval", c.NATS.SyncInterval),
 			slog.Int("max_consumers", c.NATS.MaxConsumers),
 			slog.Int64("max_store_bytes", c.NATS.MaxStoreBytes),
+			slog.Duration("consumer_heartbeat", c.NATS.ConsumerHeartbeat),
 			slog.String("credentials_file", c.NATS.CredentialsFile)),
 		slog.Group("agents",
 			slog.Duration("dispatch_timeout", c.Agents.DispatchTimeout),

@@ -22,43 +22,74 @@ import (
 // process, on random ports, and returns the client URLs joined by commas.
 func natsCluster(t testing.TB) string {
 	t.Helper()
-	// JetStream clustering needs every node's routes up front: take three
-	// free ports (listen on :0, close) for the cluster listeners.
-	ports := make([]int, 3)
-	var routes []*url.URL
-	for i := range ports {
+	urls, _ := natsClusterNodes(t)
+	return urls
+}
+
+// clusterNode is one node of a test NATS cluster. Its client port is fixed
+// when the cluster is prepared, so a node can be stopped and started again
+// on the same store and address.
+type clusterNode struct {
+	opts *server.Options
+	srv  *server.Server
+}
+
+// newClusterNodes prepares a 3-node JetStream cluster on loopback without
+// starting it. JetStream clustering needs every node's routes up front:
+// take free ports (listen on :0, close) for the listeners.
+func newClusterNodes(t testing.TB) []*clusterNode {
+	t.Helper()
+	freePort := func() int {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
-		ports[i] = ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
+		defer ln.Close()
+		return ln.Addr().(*net.TCPAddr).Port
+	}
+	ports := make([]int, 3)
+	var routes []*url.URL
+	for i := range ports {
+		ports[i] = freePort()
 		routes = append(routes, &url.URL{Scheme: "nats-route", Host: fmt.Sprintf("127.0.0.1:%d", ports[i])})
 	}
-	var nodes []*server.Server
-	for i := range 3 {
-		opts := &server.Options{
-			ServerName: fmt.Sprintf("n%d", i+1),
-			Host:       "127.0.0.1", Port: server.RANDOM_PORT,
+	nodes := make([]*clusterNode, 3)
+	for i := range nodes {
+		nodes[i] = &clusterNode{opts: &server.Options{
+			ServerName: fmt.Sprintf("n%d", i+1), Host: "127.0.0.1", Port: freePort(),
 			JetStream: true, StoreDir: t.TempDir(),
 			Cluster: server.ClusterOpts{Name: "parley-test", Host: "127.0.0.1", Port: ports[i]},
-			Routes:  routes,
-			NoSigs:  true, NoLog: true,
-		}
-		s, err := server.NewServer(opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		go s.Start()
-		if !s.ReadyForConnections(10 * time.Second) {
-			t.Fatalf("nats node %d did not start", i+1)
-		}
-		t.Cleanup(s.Shutdown)
-		nodes = append(nodes, s)
+			Routes:  routes, NoSigs: true, NoLog: true,
+		}}
 	}
+	return nodes
+}
+
+// start starts (or restarts) the node and returns its client URL; it is
+// shut down when the test ends.
+func (n *clusterNode) start(t testing.TB) string {
+	t.Helper()
+	s, err := server.NewServer(n.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatalf("nats node %s did not start", n.opts.ServerName)
+	}
+	t.Cleanup(s.Shutdown)
+	n.srv = s
+	return s.ClientURL()
+}
+
+// natsClusterNodes is natsCluster that also returns the nodes, so a test
+// can stop and start them.
+func natsClusterNodes(t testing.TB) (string, []*clusterNode) {
+	t.Helper()
+	nodes := newClusterNodes(t)
 	urls := make([]string, len(nodes))
-	for i, s := range nodes {
-		urls[i] = s.ClientURL()
+	for i, n := range nodes {
+		urls[i] = n.start(t)
 	}
 	all := strings.Join(urls, ",")
 	// Wait until JetStream can create a replicated stream.
@@ -75,7 +106,7 @@ func natsCluster(t testing.TB) string {
 		return err == nil
 	})
 	_ = js.DeleteStream(context.Background(), "PROBE")
-	return all
+	return all, nodes
 }
 
 // natsServer runs one NATS server with JetStream for brokers to share.

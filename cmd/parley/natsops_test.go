@@ -3,10 +3,7 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
-	"net"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -140,49 +136,13 @@ func TestReplicasSingleServer(t *testing.T) {
 	}
 }
 
-// clusterNodes prepares a 3-node JetStream cluster on loopback without
-// starting it; start(i) starts node i and returns its client URL.
-func clusterNodes(t *testing.T) (start func(i int) string) {
-	t.Helper()
-	ports := make([]int, 3)
-	var routes []*url.URL
-	for i := range ports {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ports[i] = ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
-		routes = append(routes, &url.URL{Scheme: "nats-route", Host: fmt.Sprintf("127.0.0.1:%d", ports[i])})
-	}
-	return func(i int) string {
-		s, err := server.NewServer(&server.Options{
-			ServerName: fmt.Sprintf("n%d", i+1),
-			Host:       "127.0.0.1", Port: server.RANDOM_PORT,
-			JetStream: true, StoreDir: t.TempDir(),
-			Cluster: server.ClusterOpts{Name: "parley-test", Host: "127.0.0.1", Port: ports[i]},
-			Routes:  routes,
-			NoSigs:  true, NoLog: true,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		go s.Start()
-		if !s.ReadyForConnections(10 * time.Second) {
-			t.Fatalf("nats node %d did not start", i+1)
-		}
-		t.Cleanup(s.Shutdown)
-		return s.ClientURL()
-	}
-}
-
 // TestStartDuringClusterRecovery: a broker started while only one node of
 // a 3-node cluster runs (JetStream has no meta leader, so every JetStream
 // request times out or answers "temporarily unavailable") retries, logging
 // each retry at WARN, and starts with R3 once the other nodes are back.
 func TestStartDuringClusterRecovery(t *testing.T) {
-	start := clusterNodes(t)
-	first := start(0)
+	nodes := newClusterNodes(t)
+	first := nodes[0].start(t)
 	cfg := testConfig(t)
 	cfg.NATS.URL = first
 	cfg.NATS.StartTimeout = 2 * time.Minute
@@ -192,8 +152,8 @@ func TestStartDuringClusterRecovery(t *testing.T) {
 	began := time.Now()
 	go func() { done <- a.Start(t.Context()) }()
 	waitFor(t, 60*time.Second, "a start-up retry", func() bool { return strings.Contains(logs.String(), "retrying start-up") })
-	start(1)
-	start(2)
+	nodes[1].start(t)
+	nodes[2].start(t)
 	recovered := time.Now()
 	select {
 	case err := <-done:

@@ -1,13 +1,10 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,8 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/parley-rtc/parley/configs"
@@ -430,79 +425,6 @@ func TestDiskFullFailsReadiness(t *testing.T) {
 	if got := transcript(e2.history(s)); len(got) < 2 || got[0] != "visitor: before" {
 		t.Fatalf("history after the disk-full episode: %q", got)
 	}
-}
-
-// clusterNode is one node of a test NATS cluster that can be stopped and
-// started again on the same store.
-type clusterNode struct {
-	opts *server.Options
-	srv  *server.Server
-}
-
-// natsClusterNodes is natsCluster that also returns its nodes.
-func natsClusterNodes(t *testing.T) (string, []*clusterNode) {
-	t.Helper()
-	ports := make([]int, 3)
-	var routes []*url.URL
-	for i := range ports {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ports[i] = ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
-		routes = append(routes, &url.URL{Scheme: "nats-route", Host: fmt.Sprintf("127.0.0.1:%d", ports[i])})
-	}
-	var nodes []*clusterNode
-	for i := range 3 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
-		n := &clusterNode{opts: &server.Options{
-			ServerName: fmt.Sprintf("n%d", i+1), Host: "127.0.0.1", Port: port,
-			JetStream: true, StoreDir: t.TempDir(),
-			Cluster: server.ClusterOpts{Name: "parley-test", Host: "127.0.0.1", Port: ports[i]},
-			Routes:  routes, NoSigs: true, NoLog: true,
-		}}
-		n.start(t)
-		t.Cleanup(func() { n.srv.Shutdown() })
-		nodes = append(nodes, n)
-	}
-	urls := make([]string, len(nodes))
-	for i, n := range nodes {
-		urls[i] = n.srv.ClientURL()
-	}
-	all := strings.Join(urls, ",")
-	nc, err := nats.Connect(all)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	waitFor(t, 60*time.Second, "the JetStream cluster to elect a leader", func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "PROBE", Subjects: []string{"probe.>"}, Replicas: 3})
-		return err == nil
-	})
-	_ = js.DeleteStream(context.Background(), "PROBE")
-	return all, nodes
-}
-
-func (n *clusterNode) start(t *testing.T) {
-	t.Helper()
-	s, err := server.NewServer(n.opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatalf("nats node %s did not start", n.opts.ServerName)
-	}
-	n.srv = s
 }
 
 // TestR1NodeDownFailsReadiness: on a 3-node cluster with replicas 1, the
