@@ -81,6 +81,25 @@ func (c *widgetCache) put(id string, r *WidgetRecord) {
 	}
 }
 
+func (c *widgetCache) has(id string) bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	_, ok := c.byID[id]
+	return ok
+}
+
+func (c *widgetCache) putIfAbsent(id string, r *WidgetRecord) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.byID[id]; !ok {
+		c.byID[id] = r
+		c.byKey[r.Key] = id
+		if r.PreviousKey != "" {
+			c.byKey[r.PreviousKey] = id
+		}
+	}
+}
+
 func (c *widgetCache) del(id string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -135,10 +154,40 @@ func (b *Broker) watchWidgets(ctx context.Context) error {
 	}
 	select {
 	case <-first:
-		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	return b.loadMissingWidgets(ctx)
+}
+
+// loadMissingWidgets reads from the bucket the configured widgets that the
+// watch's initial values left out. On a 3-node cluster under load the watch
+// once reported the end of its initial values without the widget seeded
+// just before, and the broker started answering UNKNOWN_WIDGET_KEY for the
+// demo widget; the watch delivers the widget later, but readiness must not
+// depend on that.
+func (b *Broker) loadMissingWidgets(ctx context.Context) error {
+	for _, w := range b.cfg.Widgets {
+		if b.widgetCache.has(w.ID) {
+			continue
+		}
+		e, err := b.widgets.Get(ctx, "w."+w.ID)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
+			continue // deleted by an operator
+		case err != nil:
+			return fmt.Errorf("%w: load widget %s: %w", ErrStore, w.ID, err)
+		}
+		var r WidgetRecord
+		if err := json.Unmarshal(e.Value(), &r); err != nil {
+			b.log.Warn("ignoring undecodable widget", "widget_id", w.ID, "err", err)
+			continue
+		}
+		b.log.Warn("widget missing from the watch's initial values; loaded directly", "widget_id", w.ID)
+		// The watch may have delivered it (or a newer version) meanwhile.
+		b.widgetCache.putIfAbsent(w.ID, &r)
+	}
+	return nil
 }
 
 func (b *Broker) applyWidgetEntry(e jetstream.KeyValueEntry) {
