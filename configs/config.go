@@ -121,6 +121,24 @@ type NATSConfig struct {
 	ConsumerHeartbeat time.Duration `yaml:"consumer_heartbeat"`
 	// CredentialsFile is an optional .creds file for an external NATS.
 	CredentialsFile string `yaml:"credentials_file"`
+	// NkeySeedFile is an optional file holding a user nkey seed ("SU…")
+	// for an external NATS.
+	NkeySeedFile string `yaml:"nkey_seed_file"`
+	// User and Password authenticate to an external NATS (or put them in
+	// URL as nats://user:password@host). Password is never logged.
+	User     string `yaml:"user"`
+	Password string `yaml:"password"`
+	// Token is an authentication token for an external NATS (or in URL as
+	// nats://token@host). Never logged.
+	Token string `yaml:"token"`
+	// TLS configures the client side of TLS to an external NATS: a private
+	// CA and a client certificate.
+	TLS NATSClientTLS `yaml:"tls"`
+	// ListenTLS secures the embedded server's client listener.
+	ListenTLS NATSListenTLS `yaml:"listen_tls"`
+	// AllowInsecureListen lets the embedded server listen on a
+	// non-loopback address without TLS.
+	AllowInsecureListen bool `yaml:"allow_insecure_listen"`
 }
 
 // AgentsConfig configures how sessions are dispatched to agent workers.
@@ -303,6 +321,7 @@ type plainNATS NATSConfig
 // redactedNATS returns n with credentials in URL redacted.
 func (n NATSConfig) redactedNATS() plainNATS {
 	n.URL = redactNATSURL(n.URL)
+	n.Password, n.Token = redactIfSet(n.Password), redactIfSet(n.Token)
 	return plainNATS(n)
 }
 
@@ -353,7 +372,8 @@ func (c Config) LogValue() slog.Value {
 			slog.Int("max_consumers", c.NATS.MaxConsumers),
 			slog.Int64("max_store_bytes", c.NATS.MaxStoreBytes),
 			slog.Duration("consumer_heartbeat", c.NATS.ConsumerHeartbeat),
-			slog.String("credentials_file", c.NATS.CredentialsFile)),
+			slog.String("credentials_file", c.NATS.CredentialsFile),
+			slog.Attr{Key: "auth", Value: c.NATS.authLogValue()}),
 		slog.Group("agents",
 			slog.Duration("dispatch_timeout", c.Agents.DispatchTimeout),
 			slog.Duration("dispatch_retry_max", c.Agents.DispatchRetryMax),

@@ -179,7 +179,11 @@ func TestDefaultsKeptForKeysNotInFile(t *testing.T) {
 
 func TestFileOverrides(t *testing.T) {
 	t.Parallel()
-	cfg := load(t, `
+	creds := filepath.Join(t.TempDir(), "nats.creds")
+	if err := os.WriteFile(creds, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := load(t, strings.ReplaceAll(`
 listen: 0.0.0.0:9000
 public_url: https://chat.example.com/
 data_dir: /var/lib/parley
@@ -192,13 +196,13 @@ nats:
   dedup_window: 1h
   max_consumers: 5000
   consumer_heartbeat: 500ms
-  credentials_file: /etc/parley/nats.creds
+  credentials_file: CREDS
 agents: {dispatch_timeout: 1s, dispatch_retry_max: 10s, heartbeat_timeout: 4s}
 sessions: {ttl: 1h, resume_window: 30m, challenge_ttl: 30s}
 chat: {max_message_chars: 500, reply_timeout: 5s}
 security: {signing_key: 0123456789abcdef0123456789abcdef}
 echo_agent: {enabled: false, workers: 0, agent: echo2}
-`, nil)
+`, "CREDS", creds), nil)
 	want := Default()
 	want.Listen = "0.0.0.0:9000"
 	want.PublicURL = "https://chat.example.com"
@@ -206,7 +210,7 @@ echo_agent: {enabled: false, workers: 0, agent: echo2}
 	want.Log = LogConfig{Level: "debug", Format: "json"}
 	want.NATS = NATSConfig{
 		URL: "nats://n1:4222,nats://n2:4222", Listen: "127.0.0.1:-1", Prefix: "acme",
-		Replicas: 3, DedupWindow: time.Hour, MaxConsumers: 5000, CredentialsFile: "/etc/parley/nats.creds",
+		Replicas: 3, DedupWindow: time.Hour, MaxConsumers: 5000, CredentialsFile: creds,
 		StartTimeout: 2 * time.Minute, Sync: SyncInterval, SyncInterval: 2 * time.Minute,
 	}
 	want.NATS.ConsumerHeartbeat = 500 * time.Millisecond

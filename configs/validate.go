@@ -135,9 +135,6 @@ func (c *Config) Validate() error {
 func (n *NATSConfig) validate(ps *problems) {
 	if n.URL == "" {
 		ps.hostPort("nats.listen", n.Listen, -1)
-		if n.CredentialsFile != "" {
-			ps.add("nats.credentials_file", "is only used with an external server; set nats.url or remove it")
-		}
 	} else {
 		for i, u := range strings.Split(n.URL, ",") {
 			if msg := checkNATSURL(strings.TrimSpace(u)); msg != "" {
@@ -146,6 +143,7 @@ func (n *NATSConfig) validate(ps *problems) {
 		}
 	}
 	ps.token("nats.prefix", n.Prefix)
+	n.validateAuth(ps)
 	n.validateOps(ps)
 	ps.intRange("nats.max_consumers", n.MaxConsumers, 10, 10_000_000)
 	switch {

@@ -175,9 +175,9 @@ func TestValidateBoundariesAccepted(t *testing.T) {
 		t.Fatalf("boundary values rejected: %v", err)
 	}
 	// With an external NATS the embedded listen address is not checked.
-	c.NATS.URL = "nats://u:p@n1:4222, tls://n2, n3:4222"
+	c.NATS.URL = "nats://n1:4222, tls://n2, n3:4222"
 	c.NATS.Listen = "garbage"
-	c.NATS.CredentialsFile = "/etc/nats.creds"
+	c.NATS.CredentialsFile = writeFile(t, "nats.creds")
 	c.NATS.Replicas = 5
 	c.NATS.Sync = SyncInterval
 	if err := c.Validate(); err != nil {
