@@ -77,8 +77,14 @@ func TestValidateNATSAuth(t *testing.T) {
 		func(n *NATSConfig) { n.Listen = "[::1]:-1" },
 		func(n *NATSConfig) { n.Listen = "localhost:4222" },
 		func(n *NATSConfig) { n.Listen = "0.0.0.0:4222"; n.AllowInsecureListen = true },
-		func(n *NATSConfig) { n.Listen = "0.0.0.0:4222"; n.ListenTLS = NATSListenTLS{CertFile: cert, KeyFile: key} },
-		ext(func(n *NATSConfig) { n.CredentialsFile = creds; n.TLS = NATSClientTLS{CAFile: ca, CertFile: cert, KeyFile: key} }),
+		func(n *NATSConfig) {
+			n.Listen = "0.0.0.0:4222"
+			n.ListenTLS = NATSListenTLS{CertFile: cert, KeyFile: key}
+		},
+		ext(func(n *NATSConfig) {
+			n.CredentialsFile = creds
+			n.TLS = NATSClientTLS{CAFile: ca, CertFile: cert, KeyFile: key}
+		}),
 		ext(func(n *NATSConfig) { n.NkeySeedFile = seed }),
 		ext(func(n *NATSConfig) { n.User, n.Password = "u", "p" }),
 		ext(func(n *NATSConfig) { n.Token = "t0k" }),
