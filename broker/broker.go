@@ -44,7 +44,8 @@ type Broker struct {
 	rootLog *slog.Logger
 	subj    agentbridge.Subjects
 
-	ns *server.Server // embedded server; nil with an external NATS
+	ns   *server.Server // embedded server; nil with an external NATS
+	auth *natsAuth      // the embedded server's operator and accounts
 	nc *nats.Conn
 	js jetstream.JetStream
 
@@ -155,22 +156,18 @@ func (b *Broker) Start(ctx context.Context) error {
 	deadline := time.Now().Add(startTimeout)
 	url := b.cfg.NATS.URL
 	if url == "" {
-		ns, err := EmbeddedNATS(b.cfg.NATS.Listen, b.cfg.DataDir,
-			EmbeddedSync{Always: b.cfg.NATS.Sync == configs.SyncAlways, Interval: b.cfg.NATS.SyncInterval},
-			b.rootLog, func(o *server.Options) {
-				if b.cfg.NATS.MaxStoreBytes > 0 {
-					o.JetStreamMaxStore = b.cfg.NATS.MaxStoreBytes
-				}
-			})
+		o, err := b.startEmbedded()
 		if err != nil {
 			return err
 		}
-		b.ns = ns
-		url = ns.ClientURL()
-		opts = append(opts, nats.InProcessServer(ns))
-		b.log.Info("embedded nats-server started", "url", url, "store_dir", b.cfg.DataDir)
-	} else if b.cfg.NATS.CredentialsFile != "" {
-		opts = append(opts, nats.UserCredentials(b.cfg.NATS.CredentialsFile))
+		url = b.ns.ClientURL()
+		opts = append(opts, o...)
+	} else {
+		o, err := externalAuthOptions(b.cfg.NATS)
+		if err != nil {
+			return err
+		}
+		opts = append(opts, o...)
 	}
 	nc, err := b.connect(ctx, deadline, url, opts)
 	if err != nil {

@@ -35,6 +35,22 @@ func startBroker(t *testing.T) *Broker {
 	return b
 }
 
+// connectAs connects a client to b's embedded NATS with role's
+// credentials; the connection closes with the test.
+func connectAs(t testing.TB, b *Broker, role string, extra ...nats.Option) *nats.Conn {
+	t.Helper()
+	opts, err := b.ClientOptions(role)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(b.NATSClientURL(), append(opts, extra...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
 func startSession(t *testing.T, b *Broker) Session {
 	t.Helper()
 	res, err := b.StartSession(t.Context(), StartRequest{Widget: "pk_demo", Agent: "echo", Origin: "http://localhost"})
@@ -287,11 +303,7 @@ func TestSubscriptionFanOut(t *testing.T) {
 // conversation unavailable and keeps trying; a worker that appears gets it.
 func TestDispatchUnavailableThenAccepted(t *testing.T) {
 	b := startBroker(t)
-	nc, err := nats.Connect(b.NATSClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc := connectAs(t, b, RoleOperator)
 	notices := make(chan Notice, 16)
 	sub, err := nc.Subscribe(b.Subjects().Status("*"), func(m *nats.Msg) {
 		var n Notice

@@ -9,6 +9,11 @@ func TestCountRateShared(t *testing.T) {
 	a := startBroker(t)
 	cfg := a.cfg
 	cfg.NATS.URL = a.NATSClientURL()
+	creds, err := a.CredsFile(RoleBroker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.NATS.CredentialsFile = creds
 	cfg.DataDir = t.TempDir()
 	b := New(cfg, a.rootLog)
 	if err := b.Start(t.Context()); err != nil {

@@ -11,18 +11,19 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/parley-rtc/parley/agentbridge"
+	"github.com/parley-rtc/parley/broker"
 	"github.com/parley-rtc/parley/configs"
 )
 
 func agentCmd(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || args[0] != "echo" {
-		fmt.Fprintln(stderr, "Usage: parley agent echo --nats-url URL [--workers N] [--agent NAME] [--prefix PREFIX]")
+		fmt.Fprintln(stderr, "Usage: parley agent echo [--nats-url URL] [--data-dir DIR | --nats-creds FILE] [--workers N] [--agent NAME] [--prefix PREFIX]")
 		return 2
 	}
 	fs := flag.NewFlagSet("parley agent echo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	url := fs.String("nats-url", "nats://127.0.0.1:4222", "NATS server URL(s), comma separated")
-	creds := fs.String("creds", "", "NATS credentials file")
+	nf := addNATSFlags(fs)
+	fs.StringVar(&nf.creds, "creds", nf.creds, "same as --nats-creds")
 	workers := fs.Int("workers", 1, "number of workers in this process")
 	agent := fs.String("agent", configs.DefaultAgent, "agent name to register as")
 	prefix := fs.String("prefix", agentbridge.DefaultPrefix, "subject prefix")
@@ -30,14 +31,20 @@ func agentCmd(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
+	nf.markSet(fs)
 	log := newLogger(stderr, *level, "auto")
-	opts := []nats.Option{nats.Name("parley-echo-agent"), nats.MaxReconnects(-1)}
-	if *creds != "" {
-		opts = append(opts, nats.UserCredentials(*creds))
-	}
-	nc, err := nats.Connect(*url, opts...)
+	creds, err := nf.credsFile(broker.AgentRole(*agent), *prefix)
 	if err != nil {
-		log.Error("connect failed", "err", err)
+		log.Error("credentials", "err", err)
+		return 1
+	}
+	opts := []nats.Option{nats.Name("parley-echo-agent"), nats.MaxReconnects(-1)}
+	if creds != "" {
+		opts = append(opts, nats.UserCredentials(creds))
+	}
+	nc, err := nats.Connect(nf.url, opts...)
+	if err != nil {
+		log.Error("connect failed"+nf.authHint(err, creds), "err", err)
 		return 1
 	}
 	defer nc.Close()

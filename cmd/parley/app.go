@@ -73,6 +73,11 @@ func (a *app) startEcho() error {
 	if o := a.broker.InProcessOption(); o != nil {
 		opts = append(opts, o)
 	}
+	auth, err := a.broker.ClientOptions(broker.AgentRole(a.cfg.EchoAgent.Agent))
+	if err != nil {
+		return fmt.Errorf("echo agent: %w", err)
+	}
+	opts = append(opts, auth...)
 	nc, err := nats.Connect(a.broker.NATSClientURL(), opts...)
 	if err != nil {
 		return fmt.Errorf("echo agent: connect: %w", err)

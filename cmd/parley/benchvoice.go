@@ -39,6 +39,7 @@ import (
 	"github.com/thesyncim/gopus"
 
 	"github.com/parley-rtc/parley/agentbridge"
+	"github.com/parley-rtc/parley/broker"
 )
 
 // `parley bench voice` is a load generator for the voice path, run in its
@@ -76,6 +77,7 @@ type benchVoiceOptions struct {
 	Warmup         time.Duration // skipped after the last session connected
 	Ramp           float64       // sessions started per second
 	URL, NATSURL   string        // a running server; empty: start a child
+	NATSCreds      string        // .creds for NATSURL (operator tools' credentials)
 	ServerPID      int           // for CPU/RSS of a running server
 	ConnectTimeout time.Duration
 	Senders        int    // sender goroutines shared by all sessions
@@ -107,6 +109,7 @@ func benchVoiceCmd(args []string, stdout, stderr io.Writer) int {
 	fs.Float64Var(&o.Ramp, "ramp", 50, "sessions started per second")
 	fs.StringVar(&o.URL, "url", "", "HTTP base URL of a running parley with loopback candidates and the resolve/sessions rate limits off (default: start `parley serve` as a child)")
 	fs.StringVar(&o.NATSURL, "nats-url", "", "NATS URL of that running parley (with --url)")
+	fs.StringVar(&o.NATSCreds, "nats-creds", os.Getenv(credsEnv), "NATS .creds file for --nats-url, e.g. DATA_DIR/auth/operator.creds ("+credsEnv+")")
 	fs.IntVar(&o.ServerPID, "server-pid", 0, "pid of that running parley, for its CPU and RSS (with --url)")
 	fs.DurationVar(&o.ConnectTimeout, "connect-timeout", 30*time.Second, "per session: offer → ICE+DTLS connected")
 	fs.IntVar(&o.Senders, "senders", 4, "sender goroutines shared by all sessions")
@@ -205,7 +208,7 @@ func runBenchVoice(ctx context.Context, o benchVoiceOptions, log io.Writer) (*vo
 	if err != nil {
 		return nil, err
 	}
-	base, natsURL, pid, agentPID := o.URL, o.NATSURL, o.ServerPID, 0
+	base, natsURL, creds, pid, agentPID := o.URL, o.NATSURL, o.NATSCreds, o.ServerPID, 0
 	var child, agent *bvChild
 	var lk *bvLiveKit
 	var serveArgs []string
@@ -226,7 +229,7 @@ func runBenchVoice(ctx context.Context, o benchVoiceOptions, log io.Writer) (*vo
 		serveArgs = []string{"--config", conf}
 	}
 	if base == "" {
-		if child, agent, base, natsURL, err = bvStartServe(ctx, o.Binary, o.Agent == "process", serveArgs...); err != nil {
+		if child, agent, base, natsURL, creds, err = bvStartServe(ctx, o.Binary, o.Agent == "process", serveArgs...); err != nil {
 			return nil, err
 		}
 		defer child.stop(log)
@@ -243,7 +246,7 @@ func runBenchVoice(ctx context.Context, o benchVoiceOptions, log io.Writer) (*vo
 		return nil, err
 	}
 	defer g.close()
-	tap, err := bvTapNATS(natsURL, o.Prefix, &g.win)
+	tap, err := bvTapNATS(natsURL, creds, o.Prefix, &g.win)
 	if err != nil {
 		return nil, err
 	}
@@ -477,15 +480,15 @@ func bvStartChild(ctx context.Context, name, bin, dir string, env []string, read
 // dir, with loopback candidates, and returns it with its HTTP and NATS
 // URLs. With externalAgent its in-process echo agent is off, and a
 // `parley agent echo` process is started too.
-func bvStartServe(ctx context.Context, bin string, externalAgent bool, extra ...string) (srv, agent *bvChild, base, natsURL string, err error) {
+func bvStartServe(ctx context.Context, bin string, externalAgent bool, extra ...string) (srv, agent *bvChild, base, natsURL, creds string, err error) {
 	if bin == "" {
 		if bin, err = os.Executable(); err != nil {
-			return nil, nil, "", "", fmt.Errorf("bench: finding the parley binary: %w", err)
+			return nil, nil, "", "", "", fmt.Errorf("bench: finding the parley binary: %w", err)
 		}
 	}
 	dir, err := os.MkdirTemp("", "parley-bench-")
 	if err != nil {
-		return nil, nil, "", "", err
+		return nil, nil, "", "", "", err
 	}
 	// All sessions come from 127.0.0.1: the per-IP and per-widget limits
 	// of resolve and session creation would refuse most of them.
@@ -496,18 +499,19 @@ func bvStartServe(ctx context.Context, bin string, externalAgent bool, extra ...
 		append([]string{"serve", "--data-dir", dir, "--listen", "127.0.0.1:0", "--nats-listen", "127.0.0.1:-1",
 			"--log-level", "warn", "--echo-agent=" + strconv.FormatBool(!externalAgent)}, extra...)...)
 	if err != nil {
-		return nil, nil, "", "", err
+		return nil, nil, "", "", "", err
 	}
 	base, natsURL = strings.Replace(m[1], "//localhost:", "//127.0.0.1:", 1), m[2]
+	creds = broker.CredsPath(dir, broker.RoleOperator)
 	if externalAgent {
 		agent, _, err = bvStartChild(ctx, "parley agent echo", bin, "", nil, bvAgentReadyLine,
-			"agent", "echo", "--nats-url", natsURL, "--log-level", "warn")
+			"agent", "echo", "--nats-url", natsURL, "--data-dir", dir, "--log-level", "warn")
 		if err != nil {
 			srv.stop(io.Discard)
-			return nil, nil, "", "", err
+			return nil, nil, "", "", "", err
 		}
 	}
-	return srv, agent, base, natsURL, nil
+	return srv, agent, base, natsURL, creds, nil
 }
 
 // stop sends SIGTERM, waits (SIGKILL after 30 s) and removes the data dir.
@@ -1140,15 +1144,19 @@ type bvTap struct {
 	bad      uint64
 }
 
-func bvTapNATS(natsURL, prefix string, win *bvWindow) (*bvTap, error) {
+func bvTapNATS(natsURL, creds, prefix string, win *bvWindow) (*bvTap, error) {
 	t := &bvTap{win: win, prefix: prefix + ".conv.", closed: make(chan struct{}), sessions: map[string]*bvSession{}}
-	nc, err := nats.Connect(natsURL, nats.Name("parley-bench-voice"),
+	var auth []nats.Option
+	if creds != "" {
+		auth = append(auth, nats.UserCredentials(creds))
+	}
+	nc, err := nats.Connect(natsURL, append(auth, nats.Name("parley-bench-voice"),
 		nats.ClosedHandler(func(*nats.Conn) { close(t.closed) }),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			if errors.Is(err, nats.ErrSlowConsumer) {
 				t.slowConsumer.Add(1)
 			}
-		}))
+		}))...)
 	if err != nil {
 		return nil, fmt.Errorf("bench: NATS %s: %w", natsURL, err)
 	}

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/parley-rtc/parley/broker"
-	"github.com/parley-rtc/parley/configs"
 )
 
 // keysCmd manages API keys directly in the NATS KV store, which is how the
@@ -28,7 +27,7 @@ func keysCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	fs := flag.NewFlagSet("parley keys "+args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	natsURL := fs.String("nats-url", "nats://127.0.0.1:4222", "NATS server of the Parley deployment")
+	nf := addNATSFlags(fs)
 	prefix := fs.String("prefix", "parley", "subject and bucket prefix")
 	kind := fs.String("kind", broker.KeyAdmin, "key kind: admin or secret")
 	scopes := fs.String("scopes", "", "admin key scopes, comma separated: "+strings.Join(broker.Scopes, ", "))
@@ -39,18 +38,15 @@ func keysCmd(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
-	cfg := configs.Default()
-	cfg.NATS.URL, cfg.NATS.Prefix = *natsURL, *prefix
-	cfg.Widgets = nil // never seed from a CLI
-	b := broker.New(cfg, newLogger(stderr, "warn", "text"))
-	b.AttachOnly() // never touch the running deployment's bucket settings
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := b.Start(ctx); err != nil {
+	nf.markSet(fs)
+	b, err := attachBroker(nf, *prefix, stderr)
+	if err != nil {
 		fmt.Fprintf(stderr, "parley keys: %v\n", err)
 		return 1
 	}
 	defer b.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	out := func(v any) {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")

@@ -22,8 +22,8 @@ import (
 // roomsCmd shows the live rooms of a deployment, read straight from its
 // NATS (the <prefix>_rooms KV bucket and parley.rooms.<cid>):
 //
-//	parley rooms [--watch] [--json] [--widget W] [--mode M] [--agent A] [--nats-url URL] [--prefix P]
-//	parley rooms show ID [--json] [--nats-url URL] [--prefix P]
+//	parley rooms [--watch] [--json] [--widget W] [--mode M] [--agent A] [--nats-url URL] [--data-dir DIR | --nats-creds FILE] [--prefix P]
+//	parley rooms show ID [--json] [--nats-url URL] [--data-dir DIR | --nats-creds FILE] [--prefix P]
 //
 // --json prints one JSON array; with --watch, one room object per line and
 // change (ended_reason set when the room ended).
@@ -35,7 +35,7 @@ func roomsCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	natsURL := fs.String("nats-url", "nats://127.0.0.1:4222", "NATS server of the Parley deployment")
+	nf := addNATSFlags(fs)
 	prefix := fs.String("prefix", "parley", "subject and bucket prefix")
 	asJSON := fs.Bool("json", false, "print JSON")
 	var watch *bool
@@ -48,9 +48,9 @@ func roomsCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	fs.Usage = func() {
 		if show {
-			fmt.Fprintln(stderr, "Usage: parley rooms show ID [--json] [--nats-url URL] [--prefix P]")
+			fmt.Fprintln(stderr, "Usage: parley rooms show ID [--json] [--nats-url URL] [--data-dir DIR | --nats-creds FILE] [--prefix P]")
 		} else {
-			fmt.Fprintln(stderr, "Usage: parley rooms [--watch] [--json] [--widget W] [--mode M] [--agent A] [--nats-url URL] [--prefix P]\n       parley rooms show ID")
+			fmt.Fprintln(stderr, "Usage: parley rooms [--watch] [--json] [--widget W] [--mode M] [--agent A] [--nats-url URL] [--data-dir DIR | --nats-creds FILE] [--prefix P]\n       parley rooms show ID")
 		}
 		fs.PrintDefaults()
 	}
@@ -66,7 +66,8 @@ func roomsCmd(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 
-	b, err := attachBroker(*natsURL, *prefix, stderr)
+	nf.markSet(fs)
+	b, err := attachBroker(nf, *prefix, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", name, err)
 		return 1
@@ -102,16 +103,20 @@ func roomsCmd(args []string, stdout, stderr io.Writer) int {
 
 // attachBroker attaches to a running deployment's NATS, as keys does:
 // never creating or reconfiguring its stream and buckets.
-func attachBroker(natsURL, prefix string, stderr io.Writer) (*broker.Broker, error) {
+func attachBroker(nf *natsFlags, prefix string, stderr io.Writer) (*broker.Broker, error) {
+	creds, err := nf.credsFile(broker.RoleOperator, prefix)
+	if err != nil {
+		return nil, err
+	}
 	cfg := configs.Default()
-	cfg.NATS.URL, cfg.NATS.Prefix = natsURL, prefix
+	cfg.NATS.URL, cfg.NATS.Prefix, cfg.NATS.CredentialsFile = nf.url, prefix, creds
 	cfg.Widgets = nil // never seed from a CLI
 	b := broker.New(cfg, newLogger(stderr, "warn", "text"))
 	b.AttachOnly()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := b.Start(ctx); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w%s", err, nf.authHint(err, creds))
 	}
 	return b, nil
 }
