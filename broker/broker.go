@@ -46,8 +46,8 @@ type Broker struct {
 
 	ns   *server.Server // embedded server; nil with an external NATS
 	auth *natsAuth      // the embedded server's operator and accounts
-	nc *nats.Conn
-	js jetstream.JetStream
+	nc   *nats.Conn
+	js   jetstream.JetStream
 
 	stream        jetstream.Stream
 	sessions      jetstream.KeyValue

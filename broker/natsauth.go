@@ -189,23 +189,24 @@ func (a *natsAuth) accountJWTs() (*jwt.OperatorClaims, map[string]string, error)
 	return oc, map[string]string{sysPub: sysJWT, a.accPub: accJWT}, nil
 }
 
-// serverOptions turns on operator mode in o: only users of the trusted
-// accounts connect; anonymous clients are refused.
-func (a *natsAuth) serverOptions(o *server.Options) error {
+// serverOptions returns a tune function turning on operator mode: only
+// users of the trusted accounts connect; anonymous clients are refused.
+func (a *natsAuth) serverOptions() (func(*server.Options), error) {
 	oc, accounts, err := a.accountJWTs()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	res := &server.MemAccResolver{}
 	for pub, j := range accounts {
 		if err := res.Store(pub, j); err != nil {
-			return fmt.Errorf("broker: nats auth: %w", err)
+			return nil, fmt.Errorf("broker: nats auth: %w", err)
 		}
 	}
-	o.TrustedOperators = []*jwt.OperatorClaims{oc}
-	o.AccountResolver = res
-	o.SystemAccount = oc.SystemAccount
-	return nil
+	return func(o *server.Options) {
+		o.TrustedOperators = []*jwt.OperatorClaims{oc}
+		o.AccountResolver = res
+		o.SystemAccount = oc.SystemAccount
+	}, nil
 }
 
 // userPermissions returns the NATS permissions of role: none (everything
@@ -318,17 +319,26 @@ func credsOption(path string) (nats.Option, error) {
 	if err != nil {
 		return nil, fmt.Errorf("broker: nats credentials: %w", unwrapPath(err))
 	}
-	tok, err := jwt.ParseDecoratedJWT(b)
+	o, err := credsBytesOption(b)
 	if err != nil {
 		return nil, fmt.Errorf("broker: nats credentials %s: %w", path, err)
+	}
+	return o, nil
+}
+
+// credsBytesOption authenticates with the text of a .creds file.
+func credsBytesOption(b []byte) (nats.Option, error) {
+	tok, err := jwt.ParseDecoratedJWT(b)
+	if err != nil {
+		return nil, err
 	}
 	kp, err := jwt.ParseDecoratedNKey(b)
 	if err != nil {
-		return nil, fmt.Errorf("broker: nats credentials %s: %w", path, err)
+		return nil, err
 	}
 	seed, err := kp.Seed()
 	if err != nil {
-		return nil, fmt.Errorf("broker: nats credentials %s: %w", path, err)
+		return nil, err
 	}
 	return nats.UserJWTAndSeed(tok, string(seed)), nil
 }
@@ -373,21 +383,23 @@ func (b *Broker) startEmbedded() ([]nats.Option, error) {
 	if err := auth.migrateGlobalStore(b.cfg.DataDir, b.log); err != nil {
 		return nil, err
 	}
-	var tuneErr error
+	authTune, err := auth.serverOptions()
+	if err != nil {
+		return nil, err
+	}
+	tlsTune, err := listenTLS(b.cfg.NATS.ListenTLS)
+	if err != nil {
+		return nil, err
+	}
 	ns, err := EmbeddedNATS(b.cfg.NATS.Listen, b.cfg.DataDir,
 		EmbeddedSync{Always: b.cfg.NATS.Sync == configs.SyncAlways, Interval: b.cfg.NATS.SyncInterval},
 		b.rootLog, func(o *server.Options) {
 			if b.cfg.NATS.MaxStoreBytes > 0 {
 				o.JetStreamMaxStore = b.cfg.NATS.MaxStoreBytes
 			}
-			tuneErr = errors.Join(auth.serverOptions(o), listenTLS(o, b.cfg.NATS.ListenTLS))
-		})
+		}, authTune, tlsTune)
 	if err != nil {
 		return nil, err
-	}
-	if tuneErr != nil {
-		ns.Shutdown()
-		return nil, tuneErr
 	}
 	b.ns, b.auth = ns, auth
 	bo, err := credsOption(paths[RoleBroker])
@@ -400,17 +412,17 @@ func (b *Broker) startEmbedded() ([]nats.Option, error) {
 	return []nats.Option{nats.InProcessServer(ns), bo}, nil
 }
 
-// listenTLS secures the embedded listener with t's certificate, if any.
-func listenTLS(o *server.Options, t configs.NATSListenTLS) error {
+// listenTLS returns a tune function securing the embedded listener with
+// t's certificate (a no-op without one).
+func listenTLS(t configs.NATSListenTLS) (func(*server.Options), error) {
 	if !t.Enabled() {
-		return nil
+		return func(*server.Options) {}, nil
 	}
 	tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: t.CertFile, KeyFile: t.KeyFile})
 	if err != nil {
-		return fmt.Errorf("broker: nats.listen_tls: %w", err)
+		return nil, fmt.Errorf("broker: nats.listen_tls: %w", err)
 	}
-	o.TLSConfig, o.TLS = tc, true
-	return nil
+	return func(o *server.Options) { o.TLSConfig, o.TLS = tc, true }, nil
 }
 
 // CredsFile returns the .creds file of role on the embedded server

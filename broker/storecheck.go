@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -321,7 +323,37 @@ func CheckDataDir(ctx context.Context, dataDir, prefix string, acceptLoss bool, 
 	if fi, err := os.Stat(filepath.Join(dataDir, "jetstream")); err != nil || !fi.IsDir() {
 		return rep, fmt.Errorf("broker: %s holds no JetStream store (no jetstream/ directory)", dataDir)
 	}
-	ns, err := EmbeddedNATS("127.0.0.1:-1", dataDir, EmbeddedSync{}, log)
+	// The server runs as serve runs it: with the data directory's
+	// operator and accounts (the store lives under the PARLEY account), and
+	// check connects as a user it issues for itself in memory. A data
+	// directory from before authentication has no auth/ and is opened
+	// without.
+	connOpts := []nats.Option{nats.Name("parley-check")}
+	var tune []func(*server.Options)
+	if _, err := os.Stat(filepath.Join(AuthDir(dataDir), accountSeedFile)); err == nil {
+		auth, err := loadNATSAuth(dataDir, false)
+		if err != nil {
+			return rep, err
+		}
+		if err := auth.migrateGlobalStore(dataDir, log); err != nil {
+			return rep, err
+		}
+		creds, err := auth.issueUser("parley-check", jwt.Permissions{})
+		if err != nil {
+			return rep, err
+		}
+		o, err := credsBytesOption(creds)
+		if err != nil {
+			return rep, err
+		}
+		authTune, err := auth.serverOptions()
+		if err != nil {
+			return rep, err
+		}
+		tune = append(tune, authTune)
+		connOpts = append(connOpts, o)
+	}
+	ns, err := EmbeddedNATS("127.0.0.1:-1", dataDir, EmbeddedSync{}, log, tune...)
 	if err != nil {
 		return rep, err
 	}
@@ -329,7 +361,7 @@ func CheckDataDir(ctx context.Context, dataDir, prefix string, acceptLoss bool, 
 		ns.Shutdown()
 		ns.WaitForShutdown()
 	}()
-	nc, err := nats.Connect(ns.ClientURL(), nats.InProcessServer(ns), nats.Name("parley-check"))
+	nc, err := nats.Connect(ns.ClientURL(), append(connOpts, nats.InProcessServer(ns))...)
 	if err != nil {
 		return rep, fmt.Errorf("broker: connect: %w", err)
 	}

@@ -161,7 +161,7 @@ func TestAgentProcessKill9DuringCalls(t *testing.T) {
 		n, _ := a["echo"].(float64)
 		return n
 	}
-	a1 := startProc(t, "agent", "echo", "--nats-url", natsURL)
+	a1 := startProc(t, "agent", "echo", "--nats-url", natsURL, "--data-dir", e.cfg.DataDir)
 	a1.line(echoAgentReady)
 	waitFor(t, bound, "the agent process in readyz", func() bool { return agents() == 1 })
 
@@ -287,7 +287,7 @@ func TestAgentProcessKill9DuringCalls(t *testing.T) {
 		base[i] = c.vc.received.Load()
 	}
 	started := time.Now()
-	a2 := startProc(t, "agent", "echo", "--nats-url", natsURL)
+	a2 := startProc(t, "agent", "echo", "--nats-url", natsURL, "--data-dir", e.cfg.DataDir)
 	a2.line(echoAgentReady)
 	ready := time.Since(started)
 

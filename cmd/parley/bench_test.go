@@ -176,10 +176,7 @@ func BenchmarkDispatch(b *testing.B) {
 	const sessions = 1000
 	for b.Loop() {
 		e := startEnv(b, func(c *configs.Config) { c.EchoAgent.Workers = 2 })
-		nc, err := nats.Connect(e.app.broker.NATSClientURL())
-		if err != nil {
-			b.Fatal(err)
-		}
+		nc := e.natsConn()
 		assigned := make(chan string, sessions)
 		sub, err := nc.Subscribe(e.app.broker.Subjects().Status("*"), func(m *nats.Msg) {
 			var n broker.Notice

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/parley-rtc/parley/broker"
 )
 
 // TestBenchVoice runs `parley bench voice` in-process with a few sessions
@@ -188,8 +190,12 @@ func TestBenchVoiceProfile(t *testing.T) {
 			t.Errorf("stop: %v", err)
 		}
 	}()
+	creds, err := a.broker.CredsFile(broker.RoleOperator)
+	if err != nil {
+		t.Fatal(err)
+	}
 	args := []string{"bench", "voice", "--sessions", n, "--url", "http://" + a.server.Addr(),
-		"--nats-url", a.broker.NATSClientURL(), "--server-pid", strconv.Itoa(os.Getpid())}
+		"--nats-url", a.broker.NATSClientURL(), "--nats-creds", creds, "--server-pid", strconv.Itoa(os.Getpid())}
 	args = append(args, strings.Fields(os.Getenv("PARLEY_BENCH_VOICE_ARGS"))...)
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr

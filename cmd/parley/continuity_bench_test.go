@@ -10,6 +10,7 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/parley-rtc/parley/agentbridge"
+	"github.com/parley-rtc/parley/broker"
 	"github.com/parley-rtc/parley/configs"
 )
 
@@ -29,10 +30,7 @@ func BenchmarkFailover(b *testing.B) {
 		s := e.newSession(nil)
 		c := e.mustDialWS(s)
 		start := func() *nats.Conn {
-			nc, err := nats.Connect(e.app.broker.NATSClientURL())
-			if err != nil {
-				b.Fatal(err)
-			}
+			nc := e.natsConnAs(broker.AgentRole(configs.DefaultAgent))
 			w, err := agentbridge.NewWorker(nc, agentbridge.Options{Agent: configs.DefaultAgent, Logger: discardLogger()}, slowEcho)
 			if err != nil || w.Start() != nil {
 				b.Fatalf("worker: %v", err)

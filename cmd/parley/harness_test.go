@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/parley-rtc/parley/agentbridge"
+	"github.com/parley-rtc/parley/broker"
 	"github.com/parley-rtc/parley/configs"
 )
 
@@ -100,10 +101,23 @@ func (e *env) stop() {
 	}
 }
 
-// natsConn connects a client to the env's NATS.
+// natsConn connects a client with full permissions (the operator tools'
+// credentials) to the env's NATS.
 func (e *env) natsConn() *nats.Conn {
 	e.t.Helper()
-	nc, err := nats.Connect(e.app.broker.NATSClientURL())
+	return e.natsConnAs(broker.RoleOperator)
+}
+
+// natsConnAs connects a client to the env's NATS with the credentials of
+// role (broker.RoleOperator, broker.AgentRole(name), …): the one way tests
+// reach the authenticated embedded server.
+func (e *env) natsConnAs(role string, extra ...nats.Option) *nats.Conn {
+	e.t.Helper()
+	opts, err := e.app.broker.ClientOptions(role)
+	if err != nil {
+		e.t.Fatalf("nats credentials: %v", err)
+	}
+	nc, err := nats.Connect(e.app.broker.NATSClientURL(), append(opts, extra...)...)
 	if err != nil {
 		e.t.Fatalf("nats connect: %v", err)
 	}
@@ -114,7 +128,7 @@ func (e *env) natsConn() *nats.Conn {
 // startWorker starts one echo worker on its own connection.
 func (e *env) startWorker() *agentbridge.Worker {
 	e.t.Helper()
-	w, err := agentbridge.NewWorker(e.natsConn(), agentbridge.Options{Agent: configs.DefaultAgent,
+	w, err := agentbridge.NewWorker(e.natsConnAs(broker.AgentRole(configs.DefaultAgent)), agentbridge.Options{Agent: configs.DefaultAgent,
 		Logger: discardLogger()}, echoAgent)
 	if err != nil {
 		e.t.Fatal(err)

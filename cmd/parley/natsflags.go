@@ -81,4 +81,3 @@ func (f *natsFlags) authHint(err error, creds string) string {
 	}
 	return fmt.Sprintf(" (no credentials found in %s: pass the --data-dir of parley serve, or --nats-creds FILE)", broker.AuthDir(f.dataDir))
 }
-

@@ -702,9 +702,10 @@ func runParley(t *testing.T, args ...string) string {
 // TestRoomsCLI: `parley rooms` lists, shows and watches the rooms of a
 // running `parley serve`, straight from its NATS.
 func TestRoomsCLI(t *testing.T) {
-	_, e, natsURL := serveProc(t, t.TempDir())
-	watch := startProc(t, "rooms", "--watch", "--json", "--nats-url", natsURL)
-	watchTable := startProc(t, "rooms", "--watch", "--nats-url", natsURL)
+	dir := t.TempDir()
+	_, e, natsURL := serveProc(t, dir)
+	watch := startProc(t, "rooms", "--watch", "--json", "--nats-url", natsURL, "--data-dir", dir)
+	watchTable := startProc(t, "rooms", "--watch", "--nats-url", natsURL, "--data-dir", dir)
 	s := e.newSession(nil)
 	ws := e.mustDialWS(s)
 	ws.send(map[string]any{"type": "message", "body": "hello cli", "client_message_id": "c-1"})
@@ -713,7 +714,7 @@ func TestRoomsCLI(t *testing.T) {
 	var rooms []broker.Room
 	waitFor(t, 20*time.Second, "the room in parley rooms --json", func() bool {
 		rooms = nil
-		if err := json.Unmarshal([]byte(runParley(t, "rooms", "--json", "--nats-url", natsURL)), &rooms); err != nil {
+		if err := json.Unmarshal([]byte(runParley(t, "rooms", "--json", "--nats-url", natsURL, "--data-dir", dir)), &rooms); err != nil {
 			t.Fatal(err)
 		}
 		_, ok := findRoom(rooms, s.ConversationID)
@@ -723,18 +724,18 @@ func TestRoomsCLI(t *testing.T) {
 	if room.Widget != "wdg_demo" || room.Mode != "chat" || len(room.Legs) != 1 {
 		t.Fatalf("parley rooms --json: %+v", room)
 	}
-	table := runParley(t, "rooms", "--nats-url", natsURL, "--widget", "wdg_demo")
+	table := runParley(t, "rooms", "--nats-url", natsURL, "--data-dir", dir, "--widget", "wdg_demo")
 	t.Logf("parley rooms:\n%s", table)
 	header := regexp.MustCompile(`(?m)^ID\s+WIDGET\s+MODE\s+AGENT\s+LEGS\s+AGE\s+IN/OUT\s+LOSS %$`)
 	row := regexp.MustCompile(`(?m)^` + s.ConversationID + `\s+wdg_demo\s+chat\s+echo\S*\s+\S+\s+\d+[smhd]\s+-\s+-$`)
 	if !header.MatchString(table) || !row.MatchString(table) {
 		t.Fatalf("parley rooms table:\n%s", table)
 	}
-	if other := runParley(t, "rooms", "--nats-url", natsURL, "--widget", "wdg_other"); strings.Contains(other, s.ConversationID) {
+	if other := runParley(t, "rooms", "--nats-url", natsURL, "--data-dir", dir, "--widget", "wdg_other"); strings.Contains(other, s.ConversationID) {
 		t.Fatalf("--widget wdg_other lists the room:\n%s", other)
 	}
 
-	show := runParley(t, "rooms", "show", s.ConversationID, "--nats-url", natsURL)
+	show := runParley(t, "rooms", "show", s.ConversationID, "--nats-url", natsURL, "--data-dir", dir)
 	t.Logf("parley rooms show:\n%s", show)
 	for _, want := range []string{s.ConversationID, "wdg_demo", "chat", "websocket", "visitor", s.ID, "agent", "session_started", "user_message", "hello cli"} {
 		if !strings.Contains(show, want) {
@@ -745,11 +746,11 @@ func TestRoomsCLI(t *testing.T) {
 		Room         broker.Room       `json:"room"`
 		RecentEvents []json.RawMessage `json:"recent_events"`
 	}
-	if err := json.Unmarshal([]byte(runParley(t, "rooms", "show", "--json", "--nats-url", natsURL, s.ConversationID)), &detail); err != nil ||
+	if err := json.Unmarshal([]byte(runParley(t, "rooms", "show", "--json", "--nats-url", natsURL, "--data-dir", dir, s.ConversationID)), &detail); err != nil ||
 		detail.Room.ConversationID != s.ConversationID || len(detail.RecentEvents) == 0 || len(detail.RecentEvents) > 20 {
 		t.Fatalf("parley rooms show --json: %v %+v", err, detail)
 	}
-	cmd := exec.Command(parleyBinary(t), "rooms", "show", "conv_nosuchroom", "--nats-url", natsURL)
+	cmd := exec.Command(parleyBinary(t), "rooms", "show", "conv_nosuchroom", "--nats-url", natsURL, "--data-dir", dir)
 	cmd.Env = cleanEnv()
 	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "no live room conv_nosuchroom") {
 		t.Fatalf("show of an unknown room: %v\n%s", err, out)

@@ -248,11 +248,13 @@ func TestSIGTERMDrains(t *testing.T) {
 // processes serve conversations of a `parley serve` with no in-process
 // agent; when one drains, the other takes its conversations.
 func TestSeparateAgentProcesses(t *testing.T) {
-	_, e, natsURL := serveProc(t, t.TempDir(), "--echo-agent=false")
+	dir := t.TempDir()
+	_, e, natsURL := serveProc(t, dir, "--echo-agent=false")
 	agentLine := regexp.MustCompile(`^echo agent: 1 worker\(s\) serving "echo"`)
-	a1 := startProc(t, "agent", "echo", "--nats-url", natsURL)
+	// Credentials found from the data dir alone, and given as a file.
+	a1 := startProc(t, "agent", "echo", "--nats-url", natsURL, "--data-dir", dir)
 	a1.line(agentLine)
-	a2 := startProc(t, "agent", "echo", "--nats-url", natsURL)
+	a2 := startProc(t, "agent", "echo", "--nats-url", natsURL, "--nats-creds", filepath.Join(dir, "auth", "agent-echo.creds"))
 	a2.line(agentLine)
 	waitFor(t, 10*time.Second, "two echo workers in readyz", func() bool {
 		r := e.do("GET", "/readyz", nil)
@@ -284,7 +286,8 @@ func TestSeparateAgentProcesses(t *testing.T) {
 // the deployment's NATS; it works on the admin API, is listed without its
 // secret, and stops at once when revoked.
 func TestKeysCLI(t *testing.T) {
-	_, e, natsURL := serveProc(t, t.TempDir())
+	dir := t.TempDir()
+	_, e, natsURL := serveProc(t, dir)
 	run := func(args ...string) string {
 		t.Helper()
 		out, err := exec.Command(parleyBinary(t), append([]string{"keys"}, args...)...).CombinedOutput()
@@ -294,7 +297,7 @@ func TestKeysCLI(t *testing.T) {
 		return string(out)
 	}
 	// The tool must not touch the deployment's bucket settings.
-	nc, err := nats.Connect(natsURL)
+	nc, err := nats.Connect(natsURL, nats.UserCredentials(filepath.Join(dir, "auth", "operator.creds")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -312,7 +315,7 @@ func TestKeysCLI(t *testing.T) {
 		return st.TTL()
 	}
 	before := nonceTTL()
-	out := run("create", "--nats-url", natsURL, "--kind", "admin", "--scopes", "config:read,keys:write", "--name", "ops", "--json")
+	out := run("create", "--nats-url", natsURL, "--data-dir", dir, "--kind", "admin", "--scopes", "config:read,keys:write", "--name", "ops", "--json")
 	var created struct {
 		Key  string `json:"key"`
 		Info struct {
@@ -329,15 +332,15 @@ func TestKeysCLI(t *testing.T) {
 	if r := e.do("POST", "/v1/admin/widgets", map[string]any{}, "Authorization", "Bearer "+created.Key); r.status != 403 || r.errCode() != "MISSING_SCOPE" {
 		t.Fatalf("config:write without the scope: %d %s", r.status, r.raw)
 	}
-	secret := run("create", "--nats-url", natsURL, "--kind", "secret", "--widget", "wdg_demo")
+	secret := run("create", "--nats-url", natsURL, "--data-dir", dir, "--kind", "secret", "--widget", "wdg_demo")
 	if !strings.HasPrefix(secret, "sk_") {
 		t.Fatalf("secret key create printed %q", secret)
 	}
-	list := run("list", "--nats-url", natsURL)
+	list := run("list", "--nats-url", natsURL, "--data-dir", dir)
 	if !strings.Contains(list, created.Info.ID) || !strings.Contains(list, "wdg_demo") || strings.Contains(list, created.Key) {
 		t.Fatalf("list:\n%s", list)
 	}
-	run("revoke", "--nats-url", natsURL, created.Info.ID)
+	run("revoke", "--nats-url", natsURL, "--data-dir", dir, created.Info.ID)
 	if after := nonceTTL(); after != before || before < 20*time.Minute {
 		t.Fatalf("nonce bucket TTL %v before the tool, %v after; want unchanged and covering bootstrap tokens", before, after)
 	}
