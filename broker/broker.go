@@ -160,7 +160,7 @@ func (b *Broker) Start(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		url = b.ns.ClientURL()
+		url = b.InProcessURL()
 		opts = append(opts, o...)
 	} else {
 		o, err := externalAuthOptions(b.cfg.NATS)
@@ -358,6 +358,16 @@ func (b *Broker) NATSClientURL() string {
 		return b.ns.ClientURL()
 	}
 	return b.cfg.NATS.URL
+}
+
+// InProcessURL is the URL to pass with InProcessOption: the embedded
+// server's client URL with a nats:// scheme, since an in-process
+// connection needs no TLS even when the listener requires it.
+func (b *Broker) InProcessURL() string {
+	if b.ns == nil {
+		return b.cfg.NATS.URL
+	}
+	return strings.Replace(b.ns.ClientURL(), "tls://", "nats://", 1)
 }
 
 // InProcessOption returns a nats.Option connecting in-process to the embedded

@@ -78,7 +78,7 @@ func (a *app) startEcho() error {
 		return fmt.Errorf("echo agent: %w", err)
 	}
 	opts = append(opts, auth...)
-	nc, err := nats.Connect(a.broker.NATSClientURL(), opts...)
+	nc, err := nats.Connect(a.broker.InProcessURL(), opts...)
 	if err != nil {
 		return fmt.Errorf("echo agent: connect: %w", err)
 	}
