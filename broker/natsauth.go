@@ -425,6 +425,15 @@ func listenTLS(t configs.NATSListenTLS) (func(*server.Options), error) {
 	return func(o *server.Options) { o.TLSConfig, o.TLS = tc, true }, nil
 }
 
+// CredsDir is the directory holding the embedded server's credentials,
+// or "" with an external NATS.
+func (b *Broker) CredsDir() string {
+	if b.auth == nil {
+		return ""
+	}
+	return b.auth.dir
+}
+
 // CredsFile returns the .creds file of role on the embedded server
 // (RoleBroker, RoleOperator or AgentRole(name)), issuing it if needed; ""
 // with an external NATS, whose credentials Parley does not manage.

@@ -168,3 +168,8 @@ func (n NATSConfig) authLogValue() slog.Value {
 		slog.Bool("allow_insecure_listen", n.AllowInsecureListen),
 	)
 }
+
+// RedactNATSURL returns the NATS URL list s with the user info of every
+// entry (user, password or token) replaced by "[redacted]", for logs and
+// messages.
+func RedactNATSURL(s string) string { return redactNATSURL(s) }

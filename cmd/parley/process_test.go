@@ -76,8 +76,27 @@ func cleanEnv() []string {
 
 func startProc(t testing.TB, args ...string) *proc {
 	t.Helper()
+	return startProcIn(t, "", args...)
+}
+
+// startProcIn starts parley with args in the working directory dir ("":
+// the test's).
+func startProcIn(t testing.TB, dir string, args ...string) *proc {
+	t.Helper()
+	return startProcDirEnv(t, dir, nil, args...)
+}
+
+// startProcEnv starts parley with args and the extra environment env.
+func startProcEnv(t testing.TB, env []string, args ...string) *proc {
+	t.Helper()
+	return startProcDirEnv(t, "", env, args...)
+}
+
+func startProcDirEnv(t testing.TB, dir string, env []string, args ...string) *proc {
+	t.Helper()
 	cmd := exec.Command(parleyBinary(t), args...)
-	cmd.Env = cleanEnv()
+	cmd.Env = append(cleanEnv(), env...)
+	cmd.Dir = dir
 	p := &proc{t: t, cmd: cmd, stderr: &syncBuffer{}, lines: make(chan string, 100), exited: make(chan struct{})}
 	cmd.Stderr = p.stderr
 	stdout, err := cmd.StdoutPipe()

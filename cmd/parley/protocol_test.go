@@ -142,8 +142,13 @@ func TestSecretsNeverLogged(t *testing.T) {
 	if !strings.Contains(logs, "session started") {
 		t.Fatal("the run logged nothing: the check would prove nothing")
 	}
-	for name, secret := range map[string]string{"signing key": key, "challenge": challenge,
-		"session token": s.Token, "resume token": s.ResumeToken, "second session token": s2.Token, "second resume token": s2.ResumeToken} {
+	secrets := map[string]string{"signing key": key, "challenge": challenge,
+		"session token": s.Token, "resume token": s.ResumeToken, "second session token": s2.Token, "second resume token": s2.ResumeToken}
+	// The embedded NATS's operator, account and user seeds.
+	for name, seed := range natsSeeds(t, e.cfg.DataDir) {
+		secrets["NATS seed "+name] = seed
+	}
+	for name, secret := range secrets {
 		if secret == "" {
 			t.Fatalf("%s is empty", name)
 		}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -63,9 +64,14 @@ func serveCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "parley: start failed: %v\n", err)
 		return 1
 	}
-	log.Info("parley ready", "demo", a.demoURL(), "nats", a.broker.NATSClientURL(),
+	natsURL := configs.RedactNATSURL(a.broker.NATSClientURL()) // an external URL may hold a password or token
+	log.Info("parley ready", "demo", a.demoURL(), "nats", natsURL,
 		"startup", time.Since(start).Round(time.Millisecond).String())
-	fmt.Fprintf(stdout, "Parley is ready: open %s (agents connect to %s)\n", a.demoURL(), a.broker.NATSClientURL())
+	fmt.Fprintf(stdout, "Parley is ready: open %s (agents connect to %s)\n", a.demoURL(), natsURL)
+	if dir := a.broker.CredsDir(); dir != "" {
+		fmt.Fprintf(stdout, "NATS credentials are in %s (parley rooms/keys/agent echo find them with --data-dir %s; nats CLI: --creds %s)\n",
+			dir, a.cfg.DataDir, filepath.Join(dir, "operator.creds"))
+	}
 
 	<-ctx.Done()
 	stop() // a second signal now kills the process
