@@ -72,7 +72,9 @@ func stopProc(t *testing.T, p *proc) {
 // largestBlock returns the biggest message block of a stream.
 func largestBlock(t *testing.T, dir, stream string) string {
 	t.Helper()
-	blks, _ := filepath.Glob(filepath.Join(dir, "jetstream", "$G", "streams", stream, "msgs", "*.blk"))
+	// The store is under the PARLEY account's public key (docs/DEPLOYMENT.md,
+	// "NATS authentication").
+	blks, _ := filepath.Glob(filepath.Join(dir, "jetstream", "*", "streams", stream, "msgs", "*.blk"))
 	if len(blks) == 0 {
 		t.Fatalf("no blocks of %s in %s", stream, dir)
 	}
