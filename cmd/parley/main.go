@@ -2,7 +2,7 @@
 // (agent echo) and operator tools.
 //
 //	parley serve [--config FILE] [flags]   run Parley (embedded NATS, demo, echo agent)
-//	parley agent echo --nats-url URL       run echo agent workers against a NATS server
+//	parley agent echo [--data-dir DIR]     run echo agent workers against a NATS server
 //	parley bench voice [--sessions N]      load-test the voice path
 //	parley check --data-dir DIR            check a stopped store for lost data
 //	parley version
@@ -57,7 +57,8 @@ func usage(w io.Writer) {
 
 Commands:
   serve        run Parley: HTTP API, embedded NATS + JetStream, demo page, echo agent
-  agent echo   run echo agent workers against a NATS server (--nats-url)
+  agent echo   run echo agent workers against a NATS server (--nats-url; credentials
+               from --data-dir, default ./parley-data, or --nats-creds)
   bench voice  load-test the voice path with N pion peers (starts its own serve)
   keys         create, list and revoke API keys (admin "ak_", secret "sk_")
   rooms        list, watch (--watch) and show live rooms (parley rooms show ID)
