@@ -54,34 +54,27 @@ const deleteResume = time.Minute
 
 // sessionSweepLoop ends idle and expired sessions until the broker closes.
 func (b *Broker) sessionSweepLoop() {
-	t := time.NewTicker(b.cfg.Sessions.SweepInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-b.ctx.Done():
-			return
-		case <-t.C:
-			ctx, cancel := context.WithTimeout(b.ctx, max(b.cfg.Sessions.SweepInterval, 30*time.Second))
-			if _, err := b.SweepSessions(ctx); err != nil && b.ctx.Err() == nil {
-				b.log.Warn("session sweep failed", "err", err)
-			}
-			cancel()
-		}
-	}
+	b.sweepLoop("session", b.cfg.Sessions.SweepInterval, max(b.cfg.Sessions.SweepInterval, 30*time.Second), b.SweepSessions)
 }
 
 // retentionSweepLoop deletes expired conversations until the broker closes.
 func (b *Broker) retentionSweepLoop() {
-	t := time.NewTicker(b.cfg.Retention.SweepInterval)
+	b.sweepLoop("retention", b.cfg.Retention.SweepInterval, max(b.cfg.Retention.SweepInterval, 5*time.Minute), b.SweepConversations)
+}
+
+// sweepLoop runs sweep every interval, each run bounded by budget, until
+// the broker closes.
+func (b *Broker) sweepLoop(name string, interval, budget time.Duration, sweep func(context.Context) (int, error)) {
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
 		case <-b.ctx.Done():
 			return
 		case <-t.C:
-			ctx, cancel := context.WithTimeout(b.ctx, max(b.cfg.Retention.SweepInterval, 5*time.Minute))
-			if _, err := b.SweepConversations(ctx); err != nil && b.ctx.Err() == nil {
-				b.log.Warn("retention sweep failed", "err", err)
+			ctx, cancel := context.WithTimeout(b.ctx, budget)
+			if _, err := sweep(ctx); err != nil && b.ctx.Err() == nil {
+				b.log.Warn(name+" sweep failed", "err", err)
 			}
 			cancel()
 		}

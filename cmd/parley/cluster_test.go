@@ -98,14 +98,7 @@ func natsClusterNodes(t testing.TB) (string, []*clusterNode) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	waitFor(t, 60*time.Second, "the JetStream cluster to elect a leader", func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "PROBE", Subjects: []string{"probe.>"}, Replicas: 3})
-		return err == nil
-	})
-	_ = js.DeleteStream(context.Background(), "PROBE")
+	waitClusterJetStream(t, nc)
 	return all, nodes
 }
 
@@ -181,4 +174,18 @@ func TestRoomAcrossBrokers(t *testing.T) {
 	})
 	ws.conn.Close(websocket.StatusNormalClosure, "")
 	waitFor(t, 10*time.Second, "the voice leg alone", func() bool { return slices.Equal(legs(a), []string{"webrtc"}) })
+}
+
+// waitClusterJetStream waits until the cluster behind nc can place an R3
+// stream, that is until JetStream has a meta leader and three servers.
+func waitClusterJetStream(t testing.TB, nc *nats.Conn) {
+	t.Helper()
+	js, _ := jetstream.New(nc)
+	waitFor(t, 60*time.Second, "the JetStream cluster to elect a leader", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "PROBE", Subjects: []string{"probe.>"}, Replicas: 3})
+		return err == nil
+	})
+	_ = js.DeleteStream(context.Background(), "PROBE")
 }

@@ -6,9 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"net"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -266,31 +264,10 @@ func clientsOf(n *server.Server) []string {
 	return out
 }
 
-var (
-	natsBinOnce sync.Once
-	natsBinPath string
-	natsBinErr  error
-)
-
 // natsServerBinary builds nats-server (the version in go.mod) once.
 func natsServerBinary(t testing.TB) string {
 	t.Helper()
-	natsBinOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "nats-server-bin-")
-		if err != nil {
-			natsBinErr = err
-			return
-		}
-		natsBinPath = filepath.Join(dir, "nats-server")
-		out, err := exec.Command("go", "build", "-o", natsBinPath, "github.com/nats-io/nats-server/v2").CombinedOutput()
-		if err != nil {
-			natsBinErr = fmt.Errorf("go build nats-server: %v\n%s", err, out)
-		}
-	})
-	if natsBinErr != nil {
-		t.Fatal(natsBinErr)
-	}
-	return natsBinPath
+	return natsServerBin.get(t, "github.com/nats-io/nats-server/v2", "nats-server")
 }
 
 // natsProcCluster runs a 3-node JetStream cluster of nats-server processes
@@ -337,14 +314,7 @@ func natsProcCluster(t testing.TB) ([]leaderNode, string) {
 		return err == nil
 	})
 	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	waitFor(t, 60*time.Second, "the JetStream cluster to elect a leader", func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "PROBE", Subjects: []string{"probe.>"}, Replicas: 3})
-		return err == nil
-	})
-	_ = js.DeleteStream(context.Background(), "PROBE")
+	waitClusterJetStream(t, nc)
 	return nodes, all
 }
 
@@ -605,14 +575,7 @@ func BenchmarkStreamLeaderLoss(b *testing.B) {
 	for range b.N {
 		res, e := runLeaderKill(b, leaderKill{conversations: 6, interval: 200 * time.Millisecond,
 			before: 2 * time.Second, after: 12 * time.Second})
-		b.Logf("%s", res)
-		logFeedEvents(b, e, res.kill)
-		b.ReportMetric(res.stall.Seconds(), "stall_s")
-		b.ReportMetric(res.election.Seconds(), "election_s")
-		b.ReportMetric(res.ackGap.Seconds(), "ack_gap_s")
-		b.ReportMetric(res.ackToReply.Seconds(), "max_ack_to_reply_s")
-		b.ReportMetric(pct(res.postToReply, 0.5).Seconds(), "p50_reply_s")
-		b.ReportMetric(pct(res.postToReply, 0.99).Seconds(), "p99_reply_s")
+		reportLeaderKill(b, res, e)
 	}
 }
 
@@ -627,13 +590,18 @@ func BenchmarkStreamLeaderKill9(b *testing.B) {
 	for range b.N {
 		res, e := runLeaderKill(b, leaderKill{conversations: 6, interval: 200 * time.Millisecond,
 			before: 2 * time.Second, after: 15 * time.Second, kill9: true})
-		b.Logf("%s", res)
-		logFeedEvents(b, e, res.kill)
-		b.ReportMetric(res.stall.Seconds(), "stall_s")
-		b.ReportMetric(res.election.Seconds(), "election_s")
-		b.ReportMetric(res.ackGap.Seconds(), "ack_gap_s")
-		b.ReportMetric(res.ackToReply.Seconds(), "max_ack_to_reply_s")
-		b.ReportMetric(pct(res.postToReply, 0.5).Seconds(), "p50_reply_s")
-		b.ReportMetric(pct(res.postToReply, 0.99).Seconds(), "p99_reply_s")
+		reportLeaderKill(b, res, e)
 	}
+}
+
+// reportLeaderKill logs one leader-loss run and reports its figures.
+func reportLeaderKill(b *testing.B, res leaderResult, e *env) {
+	b.Logf("%s", res)
+	logFeedEvents(b, e, res.kill)
+	b.ReportMetric(res.stall.Seconds(), "stall_s")
+	b.ReportMetric(res.election.Seconds(), "election_s")
+	b.ReportMetric(res.ackGap.Seconds(), "ack_gap_s")
+	b.ReportMetric(res.ackToReply.Seconds(), "max_ack_to_reply_s")
+	b.ReportMetric(pct(res.postToReply, 0.5).Seconds(), "p50_reply_s")
+	b.ReportMetric(pct(res.postToReply, 0.99).Seconds(), "p99_reply_s")
 }

@@ -23,11 +23,38 @@ import (
 // These tests run the real binary, because kill -9 and SIGTERM are about
 // processes.
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
+// goBinary is a Go program built once per test run into a temporary
+// directory, for tests that need real processes.
+type goBinary struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// get builds pkg (a package path, or "." for cmd/parley) as name the first
+// time, and returns the binary's path.
+func (g *goBinary) get(t testing.TB, pkg, name string) string {
+	t.Helper()
+	g.once.Do(func() {
+		dir, err := os.MkdirTemp("", name+"-bin-")
+		if err != nil {
+			g.err = err
+			return
+		}
+		g.path = filepath.Join(dir, name)
+		out, err := exec.Command("go", "build", "-o", g.path, pkg).CombinedOutput()
+		if err != nil {
+			g.err = fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
+		}
+	})
+	if g.err != nil {
+		t.Fatal(g.err)
+	}
+	return g.path
+}
+
+// The binaries the process tests build, once per run.
+var parleyBin, natsServerBin goBinary
 
 // parleyBinary builds cmd/parley once per test run.
 func parleyBinary(t testing.TB) string {
@@ -35,22 +62,7 @@ func parleyBinary(t testing.TB) string {
 	if testing.Short() {
 		t.Skip("builds and runs the parley binary")
 	}
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "parley-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "parley")
-		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
+	return parleyBin.get(t, ".", "parley")
 }
 
 // proc is a parley process.
