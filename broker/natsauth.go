@@ -112,7 +112,7 @@ func loadSeed(dir, name string, create bool, mk func() (nkeys.KeyPair, error)) (
 		if err != nil {
 			return nil, fmt.Errorf("broker: nats auth: %w", err)
 		}
-		if err := writeSecretOnce(p, append(seed, '\n')); err != nil {
+		if err := writeSecretOnce(p, append(seed, '\n'), true); err != nil {
 			return nil, err
 		}
 		// Another process may have won the race: read back what is there.
@@ -133,7 +133,10 @@ func loadSeed(dir, name string, create bool, mk func() (nkeys.KeyPair, error)) (
 // writeSecretOnce writes data to path with mode 0600 unless path exists:
 // the data goes to a temporary file first and is linked into place, so a
 // reader never sees a partial file and a concurrent writer's file wins.
-func writeSecretOnce(path string, data []byte) error {
+// durable fsyncs the file and its directory first: a seed lost to a power
+// failure would hide the store (it lives under the account's public key),
+// while a lost .creds file is simply issued again.
+func writeSecretOnce(path string, data []byte, durable bool) error {
 	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
 	if err != nil {
 		return fmt.Errorf("broker: nats auth: %w", unwrapPath(err))
@@ -141,11 +144,26 @@ func writeSecretOnce(path string, data []byte) error {
 	tmp := f.Name()
 	defer os.Remove(tmp)
 	_, werr := f.Write(data)
-	if err := errors.Join(werr, f.Chmod(0o600), f.Sync(), f.Close()); err != nil {
+	var serr error
+	if durable {
+		serr = f.Sync()
+	}
+	if err := errors.Join(werr, f.Chmod(0o600), serr, f.Close()); err != nil {
 		return fmt.Errorf("broker: nats auth: write %s: %w", path, err)
 	}
 	if err := os.Link(tmp, path); err != nil && !errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("broker: nats auth: %w", unwrapPath(err))
+	}
+	if !durable {
+		return nil
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return fmt.Errorf("broker: nats auth: %w", unwrapPath(err))
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("broker: nats auth: sync %s: %w", filepath.Dir(path), err)
 	}
 	return nil
 }
@@ -274,7 +292,7 @@ func (a *natsAuth) ensureCreds(role, prefix string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if err := writeSecretOnce(p, creds); err != nil {
+	if err := writeSecretOnce(p, creds, false); err != nil {
 		return "", err
 	}
 	return p, nil
