@@ -1,6 +1,8 @@
 package broker
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -274,12 +276,13 @@ func (a *natsAuth) issueUser(name string, perms jwt.Permissions) ([]byte, error)
 }
 
 // ensureCreds returns the path of role's .creds file, issuing it first if
-// it does not exist or was not signed by this account (left from a lost
-// auth directory).
+// it does not exist, was not signed by this account (left from a lost
+// auth directory) or carries other permissions (nats.prefix changed).
 func (a *natsAuth) ensureCreds(role, prefix string) (string, error) {
 	p := filepath.Join(a.dir, role+".creds")
+	perms := userPermissions(role, prefix)
 	if b, err := os.ReadFile(p); err == nil {
-		if a.signedHere(b) {
+		if a.current(b, perms) {
 			return p, nil
 		}
 		if err := os.Remove(p); err != nil {
@@ -288,7 +291,7 @@ func (a *natsAuth) ensureCreds(role, prefix string) (string, error) {
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return "", fmt.Errorf("broker: nats auth: %w", unwrapPath(err))
 	}
-	creds, err := a.issueUser("parley-"+role, userPermissions(role, prefix))
+	creds, err := a.issueUser("parley-"+role, perms)
 	if err != nil {
 		return "", err
 	}
@@ -298,15 +301,20 @@ func (a *natsAuth) ensureCreds(role, prefix string) (string, error) {
 	return p, nil
 }
 
-// signedHere reports whether creds holds a user JWT issued by this
-// account.
-func (a *natsAuth) signedHere(creds []byte) bool {
+// current reports whether creds holds a user JWT issued by this account
+// with permissions perms.
+func (a *natsAuth) current(creds []byte, perms jwt.Permissions) bool {
 	tok, err := jwt.ParseDecoratedJWT(creds)
 	if err != nil {
 		return false
 	}
 	uc, err := jwt.DecodeUserClaims(tok)
-	return err == nil && uc.Issuer == a.accPub
+	if err != nil || uc.Issuer != a.accPub {
+		return false
+	}
+	have, err1 := json.Marshal(uc.Permissions)
+	want, err2 := json.Marshal(perms)
+	return err1 == nil && err2 == nil && bytes.Equal(have, want)
 }
 
 // migrateGlobalStore moves a JetStream store written before authentication
