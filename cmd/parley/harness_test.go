@@ -394,3 +394,17 @@ func closeReason(err error) string {
 	}
 	return ""
 }
+
+// settle has one chat turn answered on s, so that an agent worker holds the
+// conversation with everything it runs for it started: take a goroutine
+// baseline after this, not before (the dispatch may finish late on a busy
+// machine).
+func (e *env) settle(s session, ws *wsClient) {
+	e.t.Helper()
+	if r := e.post(s, "hello", "settle-1", true); r.status != http.StatusOK && r.status != http.StatusCreated {
+		e.t.Fatalf("chat turn: %d %s", r.status, r.raw)
+	}
+	if f, _ := ws.until("done"); f.str("body") != "echo: hello" {
+		e.t.Fatalf("chat reply %v", f)
+	}
+}

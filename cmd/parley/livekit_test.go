@@ -228,12 +228,7 @@ func (e *env) liveKitToken(s session) response {
 // connection (one call).
 func (e *liveKitEnv) settle(s session, ws *wsClient) {
 	e.t.Helper()
-	if r := e.post(s, "hello", "settle-1", true); r.status != http.StatusOK && r.status != http.StatusCreated {
-		e.t.Fatalf("chat turn: %d %s", r.status, r.raw)
-	}
-	if f, _ := ws.until("done"); f.str("body") != "echo: hello" {
-		e.t.Fatalf("chat reply %v", f)
-	}
+	e.env.settle(s, ws)
 	_, err := e.app.lk.RoomState(context.Background(), "warm-up")
 	if !errors.Is(err, media.ErrNoRoom) {
 		e.t.Fatalf("RoomState of a missing room: %v", err)

@@ -68,6 +68,7 @@ func TestVoiceRoundTrip(t *testing.T) {
 	subj := e.app.broker.Subjects()
 	in := e.tapAudio(subj.InAudio(s.ConversationID))
 	out := e.tapAudio(subj.OutAudio(s.ConversationID))
+	e.settle(s, ws)
 	baseline := runtime.NumGoroutine()
 	before := goleak.IgnoreCurrent()
 
