@@ -64,4 +64,7 @@ var (
 	// ErrPlacement is returned by Start when nats.replicas asks for more
 	// replicas than the NATS server or cluster can place; it is not retried.
 	ErrPlacement = errors.New("replicas cannot be placed")
+	// ErrNoCredentials is returned when a data directory holds no embedded
+	// NATS credentials (no `parley serve` has started on it).
+	ErrNoCredentials = errors.New("broker: no NATS credentials")
 )

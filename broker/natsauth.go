@@ -374,7 +374,7 @@ func credsBytesOption(b []byte) (nats.Option, error) {
 // not exist yet. The directory must have been created by `parley serve`.
 func EnsureAgentCreds(dataDir, prefix, agent string) (string, error) {
 	if _, err := os.Stat(filepath.Join(AuthDir(dataDir), accountSeedFile)); err != nil {
-		return "", fmt.Errorf("broker: no NATS credentials in %s (start parley serve with this --data-dir first): %w", AuthDir(dataDir), unwrapPath(err))
+		return "", fmt.Errorf("%w in %s (start parley serve with this --data-dir first): %w", ErrNoCredentials, AuthDir(dataDir), unwrapPath(err))
 	}
 	a, err := loadNATSAuth(dataDir, false)
 	if err != nil {
