@@ -243,3 +243,24 @@ func TestCheckDataDirWithAuth(t *testing.T) {
 		t.Fatalf("check found no conversation log, or failed: %+v", rep)
 	}
 }
+
+// TestEnsureAgentCreds: a tool issues an agent's credentials from a data
+// directory a broker created, and they connect; a directory no broker
+// started on has none to give.
+func TestEnsureAgentCreds(t *testing.T) {
+	if _, err := EnsureAgentCreds(t.TempDir(), "parley", "sales"); !errors.Is(err, ErrNoCredentials) {
+		t.Fatalf("empty data dir: %v, want ErrNoCredentials", err)
+	}
+	dir := t.TempDir()
+	b := startBrokerOn(t, dir)
+	defer b.Close()
+	p, err := EnsureAgentCreds(dir, "parley", "sales")
+	if err != nil || p != CredsPath(dir, AgentRole("sales")) {
+		t.Fatalf("EnsureAgentCreds = %q, %v", p, err)
+	}
+	nc, err := nats.Connect(b.NATSClientURL(), nats.UserCredentials(p))
+	if err != nil {
+		t.Fatalf("issued by the tool: %v", err)
+	}
+	nc.Close()
+}
