@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/url"
 	"slices"
@@ -35,18 +36,12 @@ type clusterNode struct {
 }
 
 // newClusterNodes prepares a 3-node JetStream cluster on loopback without
-// starting it. JetStream clustering needs every node's routes up front:
-// take free ports (listen on :0, close) for the listeners.
+// starting it. JetStream clustering needs every node's routes up front, so
+// the ports are chosen here (free when chosen) rather than by the kernel at
+// start: restartPort.
 func newClusterNodes(t testing.TB) []*clusterNode {
 	t.Helper()
-	freePort := func() int {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		return ln.Addr().(*net.TCPAddr).Port
-	}
+	freePort := func() int { return restartPort(t) }
 	ports := make([]int, 3)
 	var routes []*url.URL
 	for i := range ports {
@@ -73,13 +68,35 @@ func (n *clusterNode) start(t testing.TB) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	log := &nodeLog{}
+	s.SetLoggerV2(log, false, false, false)
 	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatalf("nats node %s did not start", n.opts.ServerName)
+	// A restart recovers the node's streams before it accepts clients,
+	// which takes a while under -race on a busy machine.
+	if !s.ReadyForConnections(30 * time.Second) {
+		s.Shutdown()
+		t.Fatalf("nats node %s did not start on port %d; its warnings and errors:\n%s", n.opts.ServerName, n.opts.Port, tail(log.String(), 3000))
 	}
 	t.Cleanup(s.Shutdown)
 	n.srv = s
 	return s.ClientURL()
+}
+
+// nodeLog keeps a test NATS node's warnings and errors, to say why it did
+// not start.
+type nodeLog struct{ syncBuffer }
+
+func (l *nodeLog) Noticef(string, ...any) {}
+func (l *nodeLog) Debugf(string, ...any)  {}
+func (l *nodeLog) Tracef(string, ...any)  {}
+func (l *nodeLog) Warnf(f string, v ...any) {
+	fmt.Fprintf(&l.syncBuffer, "WARN "+f+"\n", v...)
+}
+func (l *nodeLog) Errorf(f string, v ...any) {
+	fmt.Fprintf(&l.syncBuffer, "ERROR "+f+"\n", v...)
+}
+func (l *nodeLog) Fatalf(f string, v ...any) {
+	fmt.Fprintf(&l.syncBuffer, "FATAL "+f+"\n", v...)
 }
 
 // natsClusterNodes is natsCluster that also returns the nodes, so a test
@@ -188,4 +205,24 @@ func waitClusterJetStream(t testing.TB, nc *nats.Conn) {
 		return err == nil
 	})
 	_ = js.DeleteStream(context.Background(), "PROBE")
+}
+
+// restartPort returns a free loopback TCP port below the kernel's
+// ephemeral range (32768 and up on Linux), chosen at random. A port that a
+// stopped node must bind again cannot come from that range: in between,
+// any outgoing connection of the test run may be given it as its local
+// port, and the restart then fails with "address already in use".
+func restartPort(t testing.TB) int {
+	t.Helper()
+	for range 1000 {
+		port := 20000 + rand.IntN(12000)
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue // taken
+		}
+		ln.Close()
+		return port
+	}
+	t.Fatal("no free port in 20000-31999")
+	return 0
 }
