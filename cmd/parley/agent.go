@@ -44,7 +44,7 @@ func agentCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	nc, err := nats.Connect(nf.url, opts...)
 	if err != nil {
-		log.Error("connect failed"+nf.authHint(err, creds), "err", err)
+		log.Error("connect failed", "err", nf.connErr(err, creds))
 		return 1
 	}
 	defer nc.Close()
