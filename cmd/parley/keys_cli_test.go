@@ -25,6 +25,13 @@ func TestKeysHelpWithoutNATS(t *testing.T) {
 			}
 		}
 	}
+	// parley agent echo -h likewise.
+	for _, args := range [][]string{{"-h"}, {"echo", "-h"}} {
+		var out, errb bytes.Buffer
+		if code := agentCmd(args, &out, &errb); code != 0 || !strings.Contains(errb.String(), "parley agent echo") {
+			t.Errorf("parley agent %v: exit %d: %s", args, code, errb.String())
+		}
+	}
 	// Mistakes in the command line are refused before connecting too.
 	for _, args := range [][]string{nil, {"bogus"}, {"revoke"}, {"create", "--kind", "root"}} {
 		var out, errb bytes.Buffer
