@@ -253,6 +253,15 @@ func (b *Broker) ListWidgets(tenant string) []WidgetRecord {
 // yet; stored ones (maybe edited through the admin API) are left alone.
 func (b *Broker) seedWidgets(ctx context.Context, widgets []configs.WidgetConfig) error {
 	for _, w := range widgets {
+		// A seed never brings back a widget an operator deleted: its id
+		// is retired (KV Create would succeed over the delete marker).
+		switch _, err := b.widgets.Get(ctx, "gone."+w.ID); {
+		case err == nil:
+			b.log.Info("not seeding a deleted widget", "widget_id", w.ID)
+			continue
+		case !errors.Is(err, jetstream.ErrKeyNotFound):
+			return fmt.Errorf("%w: seed widget %s: %w", ErrStore, w.ID, err)
+		}
 		now := time.Now().UTC()
 		r := WidgetRecord{WidgetConfig: w, Secret: w.IdentitySecret, CreatedAt: now, UpdatedAt: now}
 		data, err := json.Marshal(&r)

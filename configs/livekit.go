@@ -42,8 +42,8 @@ func (l LiveKitConfig) GoString() string { return "configs.LiveKitConfig" + l.St
 // LogValue implements slog.LogValuer without revealing the secret.
 func (l LiveKitConfig) LogValue() slog.Value {
 	return slog.GroupValue(slog.String("url", l.URL), slog.String("api_key", l.APIKey),
-		slog.String("api_secret", redactIfSet(l.APISecret)), slog.Duration("token_ttl", l.TokenTTL),
-		slog.String("room_prefix", l.RoomPrefix), slog.Duration("empty_timeout", l.EmptyTimeout))
+		slog.String("api_secret", redactIfSet(l.APISecret)), logDuration("token_ttl", l.TokenTTL),
+		slog.String("room_prefix", l.RoomPrefix), logDuration("empty_timeout", l.EmptyTimeout))
 }
 
 func (l *LiveKitConfig) validate(ps *problems) {

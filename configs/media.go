@@ -68,7 +68,7 @@ func (t TURNConfig) GoString() string { return "configs.TURNConfig" + t.String()
 // LogValue implements slog.LogValuer without revealing the secret.
 func (t TURNConfig) LogValue() slog.Value {
 	return slog.GroupValue(slog.Any("urls", t.URLs), slog.String("secret", redactIfSet(t.Secret)),
-		slog.Duration("credential_ttl", t.CredentialTTL))
+		logDuration("credential_ttl", t.CredentialTTL))
 }
 
 func redactIfSet(s string) string {
@@ -99,10 +99,10 @@ func (m MediaConfig) logValue() slog.Value {
 		slog.Int("udp_port", m.UDPPort), slog.Int("port_min", m.PortMin), slog.Int("port_max", m.PortMax),
 		slog.Any("nat_1to1_ips", m.NAT1To1IPs), slog.Any("interfaces", m.Interfaces),
 		slog.Bool("include_loopback", m.IncludeLoopback), slog.Any("stun_urls", m.STUNURLs),
-		slog.Any("turn", m.TURN), slog.Duration("jitter_window", m.JitterWindow),
-		slog.Duration("silence_timeout", m.SilenceTimeout),
-		slog.Duration("disconnected_timeout", m.DisconnectedTimeout),
-		slog.Duration("failed_timeout", m.FailedTimeout),
+		slog.Any("turn", m.TURN), logDuration("jitter_window", m.JitterWindow),
+		logDuration("silence_timeout", m.SilenceTimeout),
+		logDuration("disconnected_timeout", m.DisconnectedTimeout),
+		logDuration("failed_timeout", m.FailedTimeout),
 		slog.Int("playout_queue_frames", m.PlayoutQueueFrames))
 }
 

@@ -138,7 +138,8 @@ func (s *Server) serveAdminUpdateWidget(w http.ResponseWriter, r *http.Request) 
 		return
 	}
 	// A widget as GET shows it can be sent back: the read-only fields
-	// are accepted and ignored.
+	// are accepted when they hold the stored values, and refused when
+	// they differ (they cannot be changed here).
 	var req struct {
 		configs.WidgetConfig
 		HasIdentitySecret     *bool      `json:"has_identity_secret"`
@@ -149,6 +150,33 @@ func (s *Server) serveAdminUpdateWidget(w http.ResponseWriter, r *http.Request) 
 	}
 	if err := decodeJSON(w, r, &req); err != nil {
 		writeError(w, err)
+		return
+	}
+	var ro []configs.Problem
+	refuse := func(field, msg string) { ro = append(ro, configs.Problem{Field: field, Message: "read-only: " + msg}) }
+	if req.ID != "" && req.ID != cur.ID {
+		refuse("id", fmt.Sprintf("the widget's id is %q and never changes", cur.ID))
+	}
+	if req.Key != "" && req.Key != cur.Key {
+		refuse("public_key", "the widget's public key changes only by rotate-key")
+	}
+	if p := req.HasIdentitySecret; p != nil && *p != (cur.Secret != "") {
+		refuse("has_identity_secret", "the identity secret is set only when the widget is created")
+	}
+	if p := req.PreviousKeyValidUntil; p != nil && !p.Equal(cur.PreviousKeyUntil) {
+		refuse("previous_key_valid_until", "set by rotate-key")
+	}
+	if p := req.EmbedSnippet; p != nil && *p != s.widgetView(cur).EmbedSnippet {
+		refuse("embed_snippet", "derived from the public key and the server's public_url")
+	}
+	if p := req.CreatedAt; p != nil && !p.Equal(cur.CreatedAt) {
+		refuse("created_at", "set when the widget was created")
+	}
+	if p := req.UpdatedAt; p != nil && !p.Equal(cur.UpdatedAt) {
+		refuse("updated_at", "the widget was changed after this copy was read; read it again")
+	}
+	if len(ro) > 0 {
+		writeError(w, &broker.ValidationError{Problems: ro})
 		return
 	}
 	wc := req.WidgetConfig

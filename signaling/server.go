@@ -1,7 +1,3 @@
-// Package signaling is Parley's HTTP and WebSocket edge: the public widget
-// API (resolve, sessions, messages, history, the chat WebSocket), health
-// endpoints and the demo page. It checks widget keys, origins, challenges and
-// session tokens, and maps errors to wire codes in one place (errors.go).
 package signaling
 
 import (

@@ -167,9 +167,10 @@ func TestAdminWidgets(t *testing.T) {
 	expectErr(t, "an existing id", e.do("POST", "/v1/admin/widgets",
 		map[string]any{"display_title": "x", "allowed_origins": []string{origin}, "public_key": "pk_demo", "id": "wdg_demo"}, auth...), 422, "VALIDATION_FAILED")
 
-	// PUT replaces the settings; id, key and secret stay.
+	// PUT replaces the settings; id, key and secret stay (a different id
+	// or key in the body is refused: TestAdminWidgetPutReadOnly).
 	r = e.do("PUT", "/v1/admin/widgets/"+id, map[string]any{"display_title": "Shop help", "allowed_origins": []string{origin},
-		"public_key": "pk_chosen", "id": "wdg_chosen"}, auth...)
+		"public_key": key, "id": id}, auth...)
 	if r.status != http.StatusOK || r.str("display_title") != "Shop help" || r.str("id") != id || r.str("public_key") != key ||
 		r.body["has_identity_secret"] != true {
 		t.Fatalf("put: %d %s", r.status, r.raw)

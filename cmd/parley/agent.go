@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -18,6 +19,9 @@ import (
 func agentCmd(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || args[0] != "echo" {
 		fmt.Fprintln(stderr, "Usage: parley agent echo [--nats-url URL] [--data-dir DIR | --nats-creds FILE] [--workers N] [--agent NAME] [--prefix PREFIX]")
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "-help" || args[0] == "help") {
+			return 0
+		}
 		return 2
 	}
 	fs := flag.NewFlagSet("parley agent echo", flag.ContinueOnError)
@@ -28,7 +32,9 @@ func agentCmd(args []string, stdout, stderr io.Writer) int {
 	agent := fs.String("agent", configs.DefaultAgent, "agent name to register as")
 	prefix := fs.String("prefix", agentbridge.DefaultPrefix, "subject prefix")
 	level := fs.String("log-level", "info", "log level")
-	if err := fs.Parse(args[1:]); err != nil {
+	if err := fs.Parse(args[1:]); errors.Is(err, flag.ErrHelp) {
+		return 0
+	} else if err != nil {
 		return 2
 	}
 	nf.markSet(fs)
@@ -44,7 +50,7 @@ func agentCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	nc, err := nats.Connect(nf.url, opts...)
 	if err != nil {
-		log.Error("connect failed"+nf.authHint(err, creds), "err", err)
+		log.Error("connect failed", "err", nf.connErr(err, creds))
 		return 1
 	}
 	defer nc.Close()

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -21,11 +22,11 @@ import (
 //	parley keys list [--json]
 //	parley keys revoke key_…
 func keysCmd(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprintln(stderr, "Usage: parley keys create|list|revoke [flags] (see parley keys create -h)")
-		return 2
+	sub := ""
+	if len(args) > 0 {
+		sub = args[0]
 	}
-	fs := flag.NewFlagSet("parley keys "+args[0], flag.ContinueOnError)
+	fs := flag.NewFlagSet(strings.TrimSpace("parley keys "+sub), flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	nf := addNATSFlags(fs)
 	prefix := fs.String("prefix", "parley", "subject and bucket prefix")
@@ -35,7 +36,36 @@ func keysCmd(args []string, stdout, stderr io.Writer) int {
 	widget := fs.String("widget", "", "secret key: the widget id (e.g. wdg_demo)")
 	name := fs.String("name", "", "a name to recognise the key by")
 	asJSON := fs.Bool("json", false, "print JSON")
-	if err := fs.Parse(args[1:]); err != nil {
+	fs.Usage = func() {
+		fmt.Fprint(stderr, keysUsage)
+		fs.PrintDefaults()
+	}
+	// Help and mistakes in the command line are answered without
+	// connecting to NATS.
+	switch sub {
+	case "":
+		fs.Usage()
+		return 2
+	case "-h", "-help", "--help", "help":
+		fs.Usage()
+		return 0
+	case "create", "list", "revoke":
+	default:
+		fmt.Fprintf(stderr, "parley keys: unknown subcommand %q (create, list, revoke)\n\n", sub)
+		fs.Usage()
+		return 2
+	}
+	if err := fs.Parse(args[1:]); errors.Is(err, flag.ErrHelp) {
+		return 0
+	} else if err != nil {
+		return 2
+	}
+	switch {
+	case sub == "revoke" && fs.NArg() != 1:
+		fmt.Fprintln(stderr, "Usage: parley keys revoke key_…")
+		return 2
+	case sub == "create" && *kind != broker.KeyAdmin && *kind != broker.KeySecret:
+		fmt.Fprintln(stderr, "parley keys create: --kind must be admin or secret")
 		return 2
 	}
 	nf.markSet(fs)
@@ -109,22 +139,28 @@ func keysCmd(args []string, stdout, stderr io.Writer) int {
 		}
 		_ = tw.Flush()
 	case "revoke":
-		if fs.NArg() != 1 {
-			fmt.Fprintln(stderr, "Usage: parley keys revoke key_…")
-			return 2
-		}
 		info, err := b.RevokeKey(ctx, fs.Arg(0))
 		if err != nil {
 			fmt.Fprintf(stderr, "parley keys revoke: %v\n", err)
 			return 1
 		}
 		fmt.Fprintf(stdout, "revoked %s (%s); it stops working at once\n", info.ID, info.Kind)
-	default:
-		fmt.Fprintf(stderr, "parley keys: unknown subcommand %q (create, list, revoke)\n", args[0])
-		return 2
 	}
 	return 0
 }
+
+// keysUsage heads parley keys -h; the flags follow.
+const keysUsage = `Usage:
+  parley keys create --kind admin --scopes S1,S2 [--tenant T] [--name N] [--json]
+  parley keys create --kind secret --widget WIDGET_ID [--name N] [--json]
+  parley keys list [--tenant T] [--json]
+  parley keys revoke KEY_ID
+
+Each connects to the deployment's NATS (--nats-url) with the operator
+credentials of --data-dir, or --nats-creds.
+
+Flags:
+`
 
 func orAll(tenant string) string {
 	if tenant == "" {

@@ -33,7 +33,7 @@ func addNATSFlags(fs *flag.FlagSet) *natsFlags {
 		dataDir = d
 	}
 	fs.StringVar(&f.url, "nats-url", "nats://127.0.0.1:4222", "NATS server of the Parley deployment")
-	fs.StringVar(&f.dataDir, "data-dir", dataDir, "data directory of the `parley serve` whose embedded NATS credentials to use (PARLEY_DATA_DIR)")
+	fs.StringVar(&f.dataDir, "data-dir", dataDir, "data directory of the parley serve whose embedded NATS credentials to use (PARLEY_DATA_DIR)")
 	fs.StringVar(&f.creds, "nats-creds", os.Getenv(credsEnv), "NATS .creds file; overrides --data-dir ("+credsEnv+")")
 	return f
 }
@@ -80,4 +80,10 @@ func (f *natsFlags) authHint(err error, creds string) string {
 		return ""
 	}
 	return fmt.Sprintf(" (no credentials found in %s: pass the --data-dir of parley serve, or --nats-creds FILE)", broker.AuthDir(f.dataDir))
+}
+
+// connErr names the NATS server a tool tried (credentials in the URL
+// redacted), so a wrong --nats-url is plain from the message.
+func (f *natsFlags) connErr(err error, creds string) error {
+	return fmt.Errorf("NATS at %s: %w%s", configs.RedactNATSURL(f.url), err, f.authHint(err, creds))
 }

@@ -116,7 +116,7 @@ func attachBroker(nf *natsFlags, prefix string, stderr io.Writer) (*broker.Broke
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := b.Start(ctx); err != nil {
-		return nil, fmt.Errorf("%w%s", err, nf.authHint(err, creds))
+		return nil, nf.connErr(err, creds)
 	}
 	return b, nil
 }

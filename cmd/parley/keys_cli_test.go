@@ -1,0 +1,74 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// TestKeysHelpWithoutNATS: parley keys -h (and its variants) prints the
+// usage and exits 0 without connecting to NATS; the default
+// nats://127.0.0.1:4222 has no server in tests, so a connection attempt
+// would end in a failure after the 30 s start timeout instead.
+func TestKeysHelpWithoutNATS(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{{"-h"}, {"--help"}, {"help"}, {"create", "-h"}, {"list", "--help"}} {
+		var out, errb bytes.Buffer
+		if code := keysCmd(args, &out, &errb); code != 0 {
+			t.Fatalf("parley keys %v: exit %d: %s", args, code, errb.String())
+		}
+		for _, want := range []string{"parley keys create --kind admin", "parley keys revoke KEY_ID", "-nats-url"} {
+			if !strings.Contains(errb.String(), want) {
+				t.Errorf("parley keys %v: usage lacks %q:\n%s", args, want, errb.String())
+			}
+		}
+	}
+	// parley agent echo -h likewise.
+	for _, args := range [][]string{{"-h"}, {"echo", "-h"}} {
+		var out, errb bytes.Buffer
+		if code := agentCmd(args, &out, &errb); code != 0 || !strings.Contains(errb.String(), "parley agent echo") {
+			t.Errorf("parley agent %v: exit %d: %s", args, code, errb.String())
+		}
+	}
+	// Mistakes in the command line are refused before connecting too.
+	for _, args := range [][]string{nil, {"bogus"}, {"revoke"}, {"create", "--kind", "root"}} {
+		var out, errb bytes.Buffer
+		if code := keysCmd(args, &out, &errb); code != 2 {
+			t.Errorf("parley keys %v: exit %d, want 2: %s", args, code, errb.String())
+		}
+	}
+}
+
+// TestCLIConnectErrorNamesURL: when keys, rooms or agent echo cannot
+// connect (here: refused credentials), the error names the NATS URL they
+// tried, with the password in it redacted.
+func TestCLIConnectErrorNamesURL(t *testing.T) {
+	t.Setenv("PARLEY_DATA_DIR", t.TempDir()) // no credentials found there
+	const password = "wrong-password-5b1f"
+	srv := natsServerWith(t, func(o *server.Options) { o.Username, o.Password = "parley", "right-password" })
+	host := strings.TrimPrefix(srv, "nats://")
+	url := "nats://parley:" + password + "@" + host
+	for _, c := range []struct {
+		name string
+		cmd  func([]string, *bytes.Buffer, *bytes.Buffer) int
+		args []string
+	}{
+		{"keys", func(a []string, o, e *bytes.Buffer) int { return keysCmd(a, o, e) }, []string{"list", "--nats-url", url}},
+		{"rooms", func(a []string, o, e *bytes.Buffer) int { return roomsCmd(a, o, e) }, []string{"--nats-url", url}},
+		{"agent", func(a []string, o, e *bytes.Buffer) int { return agentCmd(a, o, e) }, []string{"echo", "--nats-url", url}},
+	} {
+		var out, errb bytes.Buffer
+		if code := c.cmd(c.args, &out, &errb); code != 1 {
+			t.Fatalf("%s: exit %d, want 1: %s", c.name, code, errb.String())
+		}
+		msg := errb.String()
+		if !strings.Contains(msg, "NATS at nats://[redacted]@"+host) || !strings.Contains(strings.ToLower(msg), "authorization") {
+			t.Errorf("%s: the error does not name the URL tried:\n%s", c.name, msg)
+		}
+		if strings.Contains(msg, password) {
+			t.Errorf("%s: the password appears in the error:\n%s", c.name, msg)
+		}
+	}
+}
