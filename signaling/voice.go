@@ -149,7 +149,8 @@ type mediaLeg struct{ *media.Leg }
 func (m mediaLeg) MediaStats() broker.MediaStats {
 	st := m.Stats()
 	return broker.MediaStats{FramesIn: st.FramesIn, FramesOut: st.FramesOut, Lost: st.Lost, Late: st.Late,
-		JitterMS: st.JitterMS, RTTMS: st.RTTMS, BitrateIn: st.BitrateIn, BitrateOut: st.BitrateOut}
+		JitterMS: st.JitterMS, RTTMS: st.RTTMS, BitrateIn: st.BitrateIn, BitrateOut: st.BitrateOut,
+		Dropped: st.Dropped, Rejected: st.Rejected}
 }
 
 // onLegState relays a transport state change: to the log (and so to the

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -135,6 +136,9 @@ type leg struct {
 	unavailable bool                 // AGENT_UNAVAILABLE was sent and not yet cleared
 	typing      map[string]bool      // reply_to → typing sent
 	chunked     map[string]bool      // agent message id → a chunk sent
+
+	cut      atomic.Bool  // counted as a slow consumer
+	lastRead atomic.Int64 // unix nanos of the last frame read (liveness)
 }
 
 // legEnd says how a leg ends.
@@ -179,9 +183,16 @@ func (l *leg) serve(ctx context.Context, since uint64, in <-chan clientFrame, re
 		defer close(writerDone)
 		l.write(stopWriter)
 	}()
+	pingFailed := make(chan struct{})
+	pingerDone := make(chan struct{})
+	go func() {
+		defer close(pingerDone)
+		l.ping(stopWriter, pingFailed)
+	}()
 	defer func() {
 		close(stopWriter)
 		<-writerDone
+		<-pingerDone
 	}()
 	l.send(serverFrame{Type: "session", SessionID: l.sess.ID, ConversationID: l.sess.ConversationID, Mode: l.sess.Mode})
 	if since > 0 {
@@ -200,6 +211,12 @@ func (l *leg) serve(ctx context.Context, since uint64, in <-chan clientFrame, re
 			return legEnd{websocket.StatusGoingAway, "SHUTTING_DOWN"}
 		case <-writerDone:
 			return legEnd{websocket.StatusPolicyViolation, "SLOW_CONSUMER"}
+		case <-pingFailed:
+			// The peer is gone: no close handshake to wait for.
+			l.s.metrics.wsPingTimeouts.Inc()
+			l.log.Info("chat leg did not answer a ping; closing it", "timeout", l.s.cfg.Chat.PingTimeout)
+			l.conn.CloseNow()
+			return legEnd{websocket.StatusPolicyViolation, "PING_TIMEOUT"}
 		case err := <-readErr:
 			if s := websocket.CloseStatus(err); s != -1 {
 				return legEnd{websocket.StatusNormalClosure, ""}
@@ -233,6 +250,7 @@ var errFrameTooLarge = errors.New("frame too large")
 func (l *leg) read(ctx context.Context, in chan<- clientFrame, readErr chan<- error) {
 	for {
 		typ, data, err := l.conn.Read(ctx)
+		l.lastRead.Store(time.Now().UnixNano())
 		if err != nil {
 			if errors.Is(err, websocket.ErrMessageTooBig) {
 				err = errFrameTooLarge
@@ -269,6 +287,9 @@ func (l *leg) write(stop <-chan struct{}) {
 			err := l.conn.Write(wctx, websocket.MessageText, data)
 			cancel()
 			if err != nil {
+				if errors.Is(err, context.DeadlineExceeded) {
+					l.cutOff()
+				}
 				return
 			}
 		}
@@ -282,8 +303,67 @@ func (l *leg) send(f serverFrame) {
 	select {
 	case l.out <- data:
 	default:
-		l.log.Warn("client too slow, dropping leg")
+		if l.cutOff() {
+			l.log.Warn("client too slow, dropping leg")
+		}
 		l.conn.CloseNow()
+	}
+}
+
+// cutOff counts this leg as a slow consumer, once; it reports whether it
+// was the first call.
+func (l *leg) cutOff() bool {
+	if !l.cut.CompareAndSwap(false, true) {
+		return false
+	}
+	l.s.metrics.wsSlow.Inc()
+	return true
+}
+
+// ping is the leg's liveness check: after Chat.PingIdle without a frame
+// from the client it pings, and when no pong comes within
+// Chat.PingTimeout it closes failed (the reader goroutine reads the pong).
+// It ends when stop is closed.
+func (l *leg) ping(stop <-chan struct{}, failed chan<- struct{}) {
+	idle, timeout := l.s.cfg.Chat.PingIdle, l.s.cfg.Chat.PingTimeout
+	if idle <= 0 || timeout <= 0 {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { // Ping below returns when stop closes
+		select {
+		case <-stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	l.lastRead.Store(time.Now().UnixNano())
+	t := time.NewTimer(idle)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		if since := time.Since(time.Unix(0, l.lastRead.Load())); since < idle {
+			t.Reset(idle - since)
+			continue
+		}
+		pctx, pcancel := context.WithTimeout(ctx, timeout)
+		err := l.conn.Ping(pctx)
+		pcancel()
+		switch {
+		case err == nil:
+			l.lastRead.Store(time.Now().UnixNano())
+			t.Reset(idle)
+		case ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded):
+			close(failed)
+			return
+		default: // stopped, or the socket failed (the reader reports it)
+			return
+		}
 	}
 }
 
