@@ -327,14 +327,12 @@ func (s *Server) modeAllowed(sess broker.Session, mode string) error {
 // wsMode handles a {"type":"mode","mode":…} frame.
 func (l *leg) onModeFrame(ctx context.Context, mode string) {
 	if err := l.s.modeAllowed(l.sess, mode); err != nil {
-		we, msg := classify(err)
-		l.sendError(we.code, msg, "")
+		l.sendError(err, "")
 		return
 	}
 	mc, _, err := l.s.b.SetMode(context.WithoutCancel(ctx), l.sess, mode, "visitor")
 	if err != nil {
-		we, msg := classify(err)
-		l.sendError(we.code, msg, "")
+		l.sendError(err, "")
 		return
 	}
 	if !mc.Changed {

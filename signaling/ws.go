@@ -84,7 +84,8 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !s.addLeg() {
-		_ = conn.Close(websocket.StatusGoingAway, "SHUTTING_DOWN")
+		end := endLeg(errLegShutdown)
+		_ = conn.Close(end.code, end.reason)
 		return
 	}
 	defer s.legWG.Done()
@@ -147,6 +148,16 @@ type legEnd struct {
 	reason string
 }
 
+// endLeg is the end of a leg for err (from the wire error table); nil is a
+// normal closure without a reason (the client closed, or went away).
+func endLeg(err error) legEnd {
+	if err == nil {
+		return legEnd{websocket.StatusNormalClosure, ""}
+	}
+	we, _ := classify(err)
+	return legEnd{we.closeCode(), we.code}
+}
+
 func (l *leg) run(since uint64) {
 	ctx, cancel := context.WithCancel(l.s.legs)
 	defer cancel()
@@ -172,8 +183,7 @@ func (l *leg) serve(ctx context.Context, since uint64, in <-chan clientFrame, re
 	b := l.s.b
 	sub, err := b.Subscribe(ctx, l.sess.ConversationID)
 	if err != nil {
-		we, _ := classify(err)
-		return legEnd{websocket.StatusCode(closeCode(err)), we.code}
+		return endLeg(err)
 	}
 	defer sub.Close()
 
@@ -198,8 +208,7 @@ func (l *leg) serve(ctx context.Context, since uint64, in <-chan clientFrame, re
 	if since > 0 {
 		events, err := b.ReadLog(ctx, l.sess.ConversationID, since+1)
 		if err != nil {
-			we, _ := classify(err)
-			return legEnd{websocket.StatusCode(closeCode(err)), we.code}
+			return endLeg(err)
 		}
 		for i := range events {
 			l.onEvent(&events[i])
@@ -208,43 +217,38 @@ func (l *leg) serve(ctx context.Context, since uint64, in <-chan clientFrame, re
 	for {
 		select {
 		case <-ctx.Done():
-			return legEnd{websocket.StatusGoingAway, "SHUTTING_DOWN"}
+			return endLeg(errLegShutdown)
 		case <-writerDone:
-			return legEnd{websocket.StatusPolicyViolation, "SLOW_CONSUMER"}
+			return endLeg(errLegSlowConsumer)
 		case <-pingFailed:
 			// The peer is gone: no close handshake to wait for.
 			l.s.metrics.wsPingTimeouts.Inc()
 			l.log.Info("chat leg did not answer a ping; closing it", "timeout", l.s.cfg.Chat.PingTimeout)
 			l.conn.CloseNow()
-			return legEnd{websocket.StatusPolicyViolation, "PING_TIMEOUT"}
+			return endLeg(errLegPingTimeout)
 		case err := <-readErr:
-			if s := websocket.CloseStatus(err); s != -1 {
-				return legEnd{websocket.StatusNormalClosure, ""}
+			if websocket.CloseStatus(err) == -1 && errors.Is(err, errFrameTooLarge) {
+				return endLeg(errFrameTooLarge)
 			}
-			if errors.Is(err, errFrameTooLarge) {
-				return legEnd{websocket.StatusMessageTooBig, "PAYLOAD_TOO_LARGE"}
-			}
-			return legEnd{websocket.StatusNormalClosure, ""}
+			return endLeg(nil)
 		case f := <-in:
 			l.onClientFrame(ctx, f)
 		case u, ok := <-sub.C():
 			if !ok {
 				err := sub.Err()
 				l.log.Warn("live feed ended", "err", err)
-				return legEnd{websocket.StatusTryAgainLater, "RECONNECT"}
+				return endLeg(errLegFeedEnded)
 			}
 			if u.Notice != nil {
 				l.onNotice(u.Notice)
 				continue
 			}
 			if ended := l.onEvent(u.Event); ended {
-				return legEnd{websocket.StatusNormalClosure, "SESSION_ENDED"}
+				return endLeg(errLegSessionEnded)
 			}
 		}
 	}
 }
-
-var errFrameTooLarge = errors.New("frame too large")
 
 // read decodes client frames until the socket fails.
 func (l *leg) read(ctx context.Context, in chan<- clientFrame, readErr chan<- error) {
@@ -367,8 +371,11 @@ func (l *leg) ping(stop <-chan struct{}, failed chan<- struct{}) {
 	}
 }
 
-func (l *leg) sendError(code, msg, clientMessageID string) {
-	l.send(serverFrame{Type: "error", Code: code, Message: msg, ClientMessageID: clientMessageID})
+// sendError sends err as an error frame, its code and message from the
+// wire error table.
+func (l *leg) sendError(err error, clientMessageID string) {
+	we, msg := classify(err)
+	l.send(serverFrame{Type: "error", Code: we.code, Message: msg, ClientMessageID: clientMessageID})
 }
 
 func (l *leg) onClientFrame(ctx context.Context, f clientFrame) {
@@ -380,9 +387,9 @@ func (l *leg) onClientFrame(ctx context.Context, f clientFrame) {
 	case "mode":
 		l.onModeFrame(ctx, f.Mode)
 	case "_error":
-		l.sendError("BAD_REQUEST", f.ClientMessageID, "")
+		l.sendError(fmt.Errorf("%w: %s", ErrBadRequest, f.ClientMessageID), "")
 	default:
-		l.sendError("BAD_REQUEST", fmt.Sprintf("unknown frame type %q", f.Type), f.ClientMessageID)
+		l.sendError(fmt.Errorf("%w: unknown frame type %q", ErrBadRequest, f.Type), f.ClientMessageID)
 	}
 }
 
@@ -391,19 +398,17 @@ func (l *leg) onClientFrame(ctx context.Context, f clientFrame) {
 func (l *leg) onMessage(ctx context.Context, f clientFrame) {
 	received := time.Now()
 	if f.Body == nil {
-		l.sendError("VALIDATION_FAILED", "body is required", f.ClientMessageID)
+		l.sendError(fmt.Errorf("%w: body is required", broker.ErrValidation), f.ClientMessageID)
 		return
 	}
 	b := l.s.b
 	if err := l.s.allowRate(ctx, limitMessages, l.ip, l.sess.Widget).err(); err != nil {
-		we, msg := classify(err)
-		l.sendError(we.code, msg, f.ClientMessageID)
+		l.sendError(err, f.ClientMessageID)
 		return
 	}
 	posted, err := b.PostMessage(context.WithoutCancel(ctx), l.sess, *f.Body, f.ClientMessageID, agentbridge.ModeChat, f.UploadIDs...)
 	if err != nil {
-		we, msg := classify(err)
-		l.sendError(we.code, msg, f.ClientMessageID)
+		l.sendError(err, f.ClientMessageID)
 		return
 	}
 	if !posted.Duplicate && len(l.posted) < 1000 {
@@ -419,8 +424,7 @@ func (l *leg) onMessage(ctx context.Context, f clientFrame) {
 	}
 	if posted.AgentUnavailable {
 		l.unavailable = true
-		_, msg := classify(broker.ErrAgentUnavailable)
-		l.sendError("AGENT_UNAVAILABLE", msg, f.ClientMessageID)
+		l.sendError(broker.ErrAgentUnavailable, f.ClientMessageID)
 	}
 }
 
@@ -428,8 +432,7 @@ func (l *leg) onNotice(n *broker.Notice) {
 	switch n.Kind {
 	case broker.NoticeAgentUnavailable:
 		l.unavailable = true
-		_, msg := classify(broker.ErrAgentUnavailable)
-		l.sendError("AGENT_UNAVAILABLE", msg, "")
+		l.sendError(broker.ErrAgentUnavailable, "")
 	case broker.NoticeAgentLost:
 		l.unavailable = true
 		l.send(serverFrame{Type: "agent_state", State: "reconnecting"})
@@ -478,9 +481,8 @@ func (l *leg) onEvent(ev *agentbridge.Event) bool {
 	case agentbridge.EventAction:
 		f, err := l.actionFrame(ev) // navigate: only to the widget's nav map
 		if err != nil {
-			we, msg := classify(err)
 			l.log.Warn("agent action refused", "action", ev.Action, "seq", ev.Seq, "err", err)
-			l.sendError(we.code, msg, "")
+			l.sendError(err, "")
 			return false
 		}
 		l.send(f)
