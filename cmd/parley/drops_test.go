@@ -17,9 +17,14 @@ import (
 )
 
 // TestMetricsDrops: a chat WebSocket that stops reading is cut off, and a
-// live subscription that stops reading is ended, and both show in /metrics.
+// live subscription that stops reading is ended, and both show in /metrics;
+// so do the periodic sweeps.
 func TestMetricsDrops(t *testing.T) {
-	e := startEnv(t, func(c *configs.Config) { c.Chat.MaxMessageChars = 60000 })
+	e := startEnv(t, func(c *configs.Config) {
+		c.Chat.MaxMessageChars = 60000
+		c.Sessions.SweepInterval = 100 * time.Millisecond
+		c.Retention.SweepInterval = 100 * time.Millisecond
+	})
 	before := e.scrape()
 	val := func(name string, labels ...string) float64 {
 		v, _ := metricValue(e.scrape(), name, labels...)
@@ -77,6 +82,10 @@ drained:
 			break
 		}
 	}
+	waitFor(t, 10*time.Second, "sweeps counted", func() bool {
+		return val("parley_retention_sweeps_total", "kind", "session", "result", "ok") > 0 &&
+			val("parley_retention_sweeps_total", "kind", "retention", "result", "ok") > 0
+	})
 	// Every drop counter is exported, at 0 when nothing was dropped.
 	for _, name := range []string{"parley_media_frames_late_total", "parley_media_playout_dropped_total",
 		"parley_media_playout_rejected_total", "parley_websocket_ping_timeouts_total",
