@@ -35,6 +35,7 @@ type metrics struct {
 	playoutRejected prometheus.Counter
 	wsSlow          prometheus.Counter
 	wsPingTimeouts  prometheus.Counter
+	opsSlow         prometheus.Counter
 	slowSubscribers prometheus.Counter
 	feedStalls      prometheus.Counter
 	feedRecoveries  prometheus.Counter
@@ -118,6 +119,8 @@ func (m *metrics) registerDrops(f func(prometheus.Collector)) {
 		"Chat WebSockets cut off because the client did not read its frames fast enough.")
 	m.wsPingTimeouts = counter("websocket", "ping_timeouts_total",
 		"Chat WebSockets closed because they did not answer the server's liveness ping in time.")
+	m.opsSlow = counter("ops", "slow_readers_total",
+		"Ops event streams (/v1/ops/events) ended with reset because the reader fell 256 room updates behind.")
 	m.slowSubscribers = counter("live", "slow_subscribers_total",
 		"Live conversation subscriptions ended because they fell too far behind (broker.ErrSlowSubscriber).")
 	m.feedStalls = counter("live", "feed_stalls_total",
