@@ -36,9 +36,17 @@ type Voice struct {
 	inSubj    string
 	transport string
 
-	micFrames   atomic.Uint64
-	micErrors   atomic.Uint64
-	agentFrames atomic.Uint64
+	micFrames     atomic.Uint64
+	micErrors     atomic.Uint64
+	agentFrames   atomic.Uint64
+	statesDropped atomic.Uint64
+
+	// stateMu guards the FIFO of transport states waiting to be logged
+	// and whether its drainer runs. It is a leaf lock: nothing is called
+	// while holding it.
+	stateMu  sync.Mutex
+	states   stateQueue
+	draining bool
 
 	mu       sync.Mutex
 	media    MediaLeg
@@ -54,6 +62,9 @@ type VoiceStats struct {
 	MicFramesPublished uint64 `json:"mic_frames_published"`
 	MicPublishErrors   uint64 `json:"mic_publish_errors"`
 	AgentFrames        uint64 `json:"agent_frames"`
+	// MediaStatesDropped counts transport states never logged because
+	// the leg's queue was full (see stateQueue).
+	MediaStatesDropped uint64 `json:"media_states_dropped"`
 }
 
 // AgentFormat is the audio format agent speaks and hears ("opus" unless
@@ -69,7 +80,8 @@ func (b *Broker) AgentFormat(agent string) string {
 // the caller builds its transport in between and may still drop it.
 func (b *Broker) NewVoice(s Session) *Voice {
 	return &Voice{b: b, id: newID("leg_"), session: s, format: b.AgentFormat(s.Agent),
-		inSubj: b.subj.InAudio(s.ConversationID), done: make(chan struct{}), transport: "webrtc"}
+		inSubj: b.subj.InAudio(s.ConversationID), done: make(chan struct{}), transport: "webrtc",
+		states: stateQueue{max: maxQueuedStates}}
 }
 
 // SetTransport names the transport for ops ("webrtc", "livekit"); call it
@@ -98,7 +110,7 @@ func (v *Voice) Done() <-chan struct{} { return v.done }
 // Stats returns the leg's broker-side counters.
 func (v *Voice) Stats() VoiceStats {
 	return VoiceStats{MicFramesPublished: v.micFrames.Load(), MicPublishErrors: v.micErrors.Load(),
-		AgentFrames: v.agentFrames.Load()}
+		AgentFrames: v.agentFrames.Load(), MediaStatesDropped: v.statesDropped.Load()}
 }
 
 // PublishMic sends one visitor audio frame to the agent. It is the media
@@ -201,25 +213,155 @@ func (v *Voice) watchEvents() {
 
 // MediaState records a transport state change (connected, disconnected,
 // failed, …) in the conversation log, where the visitor's WebSocket and the
-// agent see it. It does not block the caller.
+// agent see it. It does not block the caller. States are logged in the
+// order of the calls (see drainStates).
 func (v *Voice) MediaState(state, reason string) {
-	v.b.goroutine(func() { v.recordState(state, reason) })
+	v.queueState(queuedState{state: state, reason: reason})
 }
 
 // TransportClosed is called when the transport ended by itself (ICE
 // failure, silence, the peer hung up): it records media_state "closed",
-// then ends the leg, and the conversation goes back to chat, in that order.
-// It does not block the caller.
+// after every state reported before it, then ends the leg, and the
+// conversation goes back to chat, in that order. It does not block the
+// caller.
 func (v *Voice) TransportClosed(reason string) {
-	b := v.b
-	if !b.goroutine(func() {
-		v.recordState("closed", reason)
-		ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
-		defer cancel()
-		v.End(ctx, reason)
-	}) {
-		v.end(context.Background(), reason, false)
+	v.queueState(queuedState{state: stateClosed, reason: reason, end: true})
+}
+
+// queueState appends st to the leg's FIFO and starts its drainer unless it
+// runs.
+func (v *Voice) queueState(st queuedState) {
+	v.stateMu.Lock()
+	if v.states.push(st) {
+		if v.statesDropped.Add(1) == 1 {
+			v.b.log.Warn("media_state queue full: dropping the oldest intermediate state",
+				"leg_id", v.id, "max", v.states.max)
+		}
 	}
+	if v.draining {
+		v.stateMu.Unlock()
+		return
+	}
+	v.draining = true
+	v.stateMu.Unlock()
+	if v.b.goroutine(v.drainStates) {
+		return
+	}
+	// The broker is closing: nothing more is logged, but a closed
+	// transport still ends its leg.
+	v.stateMu.Lock()
+	pending := v.states.items
+	v.states.items, v.draining = nil, false
+	v.stateMu.Unlock()
+	for _, p := range pending {
+		if p.end {
+			v.end(context.Background(), p.reason, false)
+		}
+	}
+}
+
+// drainStates logs the leg's queued states one at a time, in FIFO order,
+// and returns once the queue is empty. It is the leg's one state goroutine:
+// queueState starts it (owned by the broker, so Close waits for it) only
+// when it is not running, so there is at most one per leg and two states
+// are never appended concurrently. It exits when the queue runs dry rather
+// than living as long as the leg: states keep coming after the leg ended
+// (its transport reports "closed" when End hangs it up), and an idle leg,
+// or one that never started, holds no goroutine.
+func (v *Voice) drainStates() {
+	b := v.b
+	for {
+		v.stateMu.Lock()
+		st, ok := v.states.pop()
+		if !ok {
+			v.draining = false
+			v.stateMu.Unlock()
+			return
+		}
+		v.stateMu.Unlock()
+		if b.ctx.Err() != nil {
+			// Broker closing: Close cancelled the store's context.
+			if st.end {
+				v.end(context.Background(), st.reason, false)
+			}
+			continue
+		}
+		v.recordState(st.state, st.reason)
+		if st.end {
+			ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+			v.End(ctx, st.reason)
+			cancel()
+		}
+	}
+}
+
+// maxQueuedStates bounds a leg's FIFO of states waiting to be logged.
+// Transports report a handful of states per call; a flapping one, with
+// the store slow, is what reaches it.
+const maxQueuedStates = 256
+
+// stateClosed and stateFailed are the terminal transport states, never
+// dropped from a full queue.
+const (
+	stateClosed = "closed"
+	stateFailed = "failed"
+)
+
+// queuedState is a transport state waiting to be logged; end ends the leg
+// once it is.
+type queuedState struct {
+	state, reason string
+	end           bool
+}
+
+func (q queuedState) terminal() bool {
+	return q.end || q.state == stateClosed || q.state == stateFailed
+}
+
+// stateQueue is a bounded FIFO of transport states. Its drop policy: a
+// state pushed onto a full queue makes room by dropping the oldest
+// intermediate state queued (connected, disconnected, …). If only
+// terminal states (closed, failed) are queued, a new intermediate state is
+// dropped and a new terminal one is appended beyond max: terminal states
+// are never dropped. What is logged is therefore always in call order,
+// keeps the newest state, and ends with the last terminal state reported.
+type stateQueue struct {
+	items []queuedState
+	max   int
+}
+
+// push appends st and reports whether a state was dropped.
+func (q *stateQueue) push(st queuedState) (dropped bool) {
+	if len(q.items) < q.max {
+		q.items = append(q.items, st)
+		return false
+	}
+	for i, old := range q.items {
+		if !old.terminal() {
+			q.items = append(q.items[:i], q.items[i+1:]...)
+			q.items = append(q.items, st)
+			return true
+		}
+	}
+	if st.terminal() {
+		q.items = append(q.items, st)
+		return false
+	}
+	return true
+}
+
+// pop removes the oldest state.
+func (q *stateQueue) pop() (queuedState, bool) {
+	if len(q.items) == 0 {
+		return queuedState{}, false
+	}
+	st := q.items[0]
+	q.items[0] = queuedState{}
+	q.items = q.items[1:]
+	if len(q.items) == 0 {
+		q.items = nil // let a burst's backing array go
+	}
+	return st, true
 }
 
 func (v *Voice) recordState(state, reason string) {

@@ -87,12 +87,12 @@ func New(cfg configs.Config, b *broker.Broker, engine *media.Engine, log *slog.L
 	b.SetObserver(s.metrics)
 	s.legs, s.cancelLegs = context.WithCancel(context.Background())
 	s.handler = s.logRequests(s.routes())
-	s.legWG.Add(1)
-	go s.sweepLimits()
 	return s, nil
 }
 
-// sweepLimits frees idle rate-limit buckets until Shutdown.
+// sweepLimits frees idle rate-limit buckets until Shutdown. Start runs it,
+// counted in legWG, so a Server that is built and never started (or whose
+// Start failed) owns no goroutine.
 func (s *Server) sweepLimits() {
 	defer s.legWG.Done()
 	t := time.NewTicker(time.Minute)
@@ -155,12 +155,19 @@ func (s *Server) routes() *http.ServeMux {
 	return mux
 }
 
-// Start listens on the configured address and serves in the background.
+// Start listens on the configured address and serves in the background,
+// and starts the rate-limit sweeper. Nothing runs if it fails. Call
+// Shutdown to stop what it started.
 func (s *Server) Start() error {
 	ln, err := net.Listen("tcp", s.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("signaling: listen %s: %w", s.cfg.Listen, err)
 	}
+	if !s.addLeg() {
+		_ = ln.Close()
+		return fmt.Errorf("signaling: start after shutdown: %w", broker.ErrClosed)
+	}
+	go s.sweepLimits()
 	s.ln = ln
 	s.httpSrv = &http.Server{
 		Handler:           s.handler,

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -34,34 +35,48 @@ func newApp(cfg configs.Config, log *slog.Logger) *app {
 	return &app{cfg: cfg, log: log, broker: broker.New(cfg, log)}
 }
 
-// Start starts the broker, the HTTP server and the echo workers. On error
-// whatever started is stopped again.
-func (a *app) Start(ctx context.Context) error {
+// Start starts the broker, the media engine, the HTTP server (with
+// LiveKit if configured) and the echo workers. On error whatever started is
+// stopped again, through Stop, which stops only what is there.
+func (a *app) Start(ctx context.Context) (err error) {
+	defer func() {
+		if err == nil {
+			return
+		}
+		// A context of its own: ctx may be what failed the start, and the
+		// server's sweeper must be waited for whatever ctx says.
+		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if stopErr := a.Stop(stopCtx); stopErr != nil {
+			a.log.Warn("stopping after a failed start", "err", stopErr)
+		}
+	}()
 	if err := a.broker.Start(ctx); err != nil {
 		return err
 	}
 	engine, err := media.NewEngine(mediaConfig(a.cfg.Media), a.log.With("component", "media"))
 	if err != nil {
-		a.broker.Close()
 		return err
 	}
 	a.engine = engine
-	a.server, err = signaling.New(a.cfg, a.broker, a.engine, a.log)
-	if err == nil && a.cfg.LiveKit.Enabled() {
-		a.lk, err = media.NewLiveKit(liveKitConfig(a.cfg.LiveKit), mediaConfig(a.cfg.Media), a.log.With("component", "livekit"))
-		a.server.SetLiveKit(a.lk)
-	}
-	if err == nil {
-		err = a.server.Start()
-	}
+	server, err := signaling.New(a.cfg, a.broker, a.engine, a.log)
 	if err != nil {
-		_ = a.engine.Close()
-		a.broker.Close()
+		return err
+	}
+	a.server = server
+	if a.cfg.LiveKit.Enabled() {
+		lk, err := media.NewLiveKit(liveKitConfig(a.cfg.LiveKit), mediaConfig(a.cfg.Media), a.log.With("component", "livekit"))
+		if err != nil {
+			return err
+		}
+		a.lk = lk
+		a.server.SetLiveKit(lk)
+	}
+	if err := a.server.Start(); err != nil {
 		return err
 	}
 	if a.cfg.EchoAgent.Enabled && a.cfg.EchoAgent.Workers > 0 {
 		if err := a.startEcho(); err != nil {
-			_ = a.Stop(ctx)
 			return err
 		}
 	}
