@@ -81,7 +81,8 @@ func (c *Conversation) Events() <-chan Event { return c.events }
 // counted, when the handler does not keep up.
 func (c *Conversation) Audio() <-chan AudioFrame { return c.audio }
 
-// AudioDropped is the number of incoming audio frames dropped so far.
+// AudioDropped is the number of incoming audio frames dropped so far (the
+// worker's total is in Worker.Stats).
 func (c *Conversation) AudioDropped() uint64 { return c.audioDropped.Load() }
 
 // Logger returns a logger that carries the conversation id.
@@ -252,12 +253,14 @@ func (c *Conversation) onAudio(m *nats.Msg) {
 	f, err := ParseAudioFrame(m)
 	if err != nil {
 		c.log.Debug("dropping bad audio frame", "err", err)
+		c.w.audioInvalid.Add(1)
 		return
 	}
 	select {
 	case c.audio <- f:
 	default:
 		c.audioDropped.Add(1)
+		c.w.audioDropped.Add(1)
 	}
 }
 

@@ -402,9 +402,12 @@ func TestAudioDroppedWhenHandlerLags(t *testing.T) {
 		<-ctx.Done()
 		return nil
 	}
-	b.startWorker(agentbridge.Options{}, h)
+	w := b.startWorker(agentbridge.Options{}, h)
 	b.dispatch(agentbridge.DispatchRequest{ConversationID: cid})
 	c := recv(t, started, "the handler")
+	if err := b.nc.Publish(b.subj.InAudio(cid), []byte("not a frame")); err != nil {
+		t.Fatal(err)
+	}
 	for i := range 200 {
 		fr := agentbridge.AudioFrame{Codec: agentbridge.CodecOpus, Seq: uint64(i)}
 		if err := b.nc.PublishMsg(fr.Msg(b.subj.InAudio(cid))); err != nil {
@@ -418,5 +421,9 @@ func TestAudioDroppedWhenHandlerLags(t *testing.T) {
 	}
 	if n := len(c.Audio()); n != 50 {
 		t.Errorf("buffered %d, want 50", n)
+	}
+	// The worker sums them for the agent's own metrics.
+	if st := w.Stats(); st.AudioDropped != 150 || st.AudioInvalid != 1 {
+		t.Errorf("worker stats %+v, want 150 dropped and 1 invalid", st)
 	}
 }

@@ -52,6 +52,10 @@ type FeedOptions struct {
 	// Logger receives a WARN line when the feed stalls and an INFO line
 	// when it resumes (default slog.Default()).
 	Logger *slog.Logger
+	// OnStall and OnResume, when set, are called (on the goroutine calling
+	// Next) when the feed stalls and when it resumes, for counters. They
+	// must not block.
+	OnStall, OnResume func()
 }
 
 // Feed reads a filtered part of a JetStream stream in order, like nats.go's
@@ -212,6 +216,9 @@ func (f *Feed) lost(it jetstream.MessagesContext, err error) {
 		f.stalledAt, f.stallErr = time.Now(), err
 		f.log.Warn("live feed stalled; replacing its consumer", "stream", f.stream, "filter", f.filter,
 			"err", err, "heartbeat", f.opts.Heartbeat, "resume_seq", f.next)
+		if f.opts.OnStall != nil {
+			f.opts.OnStall()
+		}
 	}
 }
 
@@ -234,6 +241,9 @@ func (f *Feed) recover(ctx context.Context) error {
 				"stalled_for", stalled, "recovery", time.Since(f.stalledAt),
 				"attempts", attempt, "cause", f.stallErr, "resume_seq", f.next)
 			f.stalledAt, f.stallErr = time.Time{}, nil
+			if f.opts.OnResume != nil {
+				f.opts.OnResume()
+			}
 			return nil
 		}
 		switch {

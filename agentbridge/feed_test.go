@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -116,6 +117,9 @@ func TestFeedReplacesLostConsumer(t *testing.T) {
 			logs := &lockedBuffer{}
 			tc.opts.Heartbeat = 500 * time.Millisecond
 			tc.opts.Logger = slog.New(slog.NewJSONHandler(logs, nil))
+			var stalls, resumes atomic.Int64
+			tc.opts.OnStall = func() { stalls.Add(1) }
+			tc.opts.OnResume = func() { resumes.Add(1) }
 			ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 			defer cancel()
 			f, err := agentbridge.OpenFeed(ctx, js, "FEED", "feed.a", tc.opts)
@@ -143,6 +147,9 @@ func TestFeedReplacesLostConsumer(t *testing.T) {
 			if l := logs.String(); !strings.Contains(l, `"level":"WARN","msg":"live feed stalled`) ||
 				!strings.Contains(l, `"level":"INFO","msg":"live feed resumed`) {
 				t.Fatalf("stall and recovery not logged:\n%s", l)
+			}
+			if s, r := stalls.Load(), resumes.Load(); s != 1 || r != 1 {
+				t.Fatalf("OnStall called %d times, OnResume %d; want 1 each", s, r)
 			}
 		})
 	}

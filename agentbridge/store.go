@@ -33,6 +33,12 @@ const (
 // StoreBudget). When an earlier attempt had in fact been stored, the
 // PubAck is a duplicate of it. Retries are logged to log.
 func PublishIdempotent(ctx context.Context, js jetstream.JetStream, log *slog.Logger, subject string, data []byte, msgID string, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+	return PublishIdempotentCounted(ctx, js, log, nil, subject, data, msgID, opts...)
+}
+
+// PublishIdempotentCounted is PublishIdempotent that also calls onRetry
+// (when not nil; it must not block) before each retry, for counters.
+func PublishIdempotentCounted(ctx context.Context, js jetstream.JetStream, log *slog.Logger, onRetry func(), subject string, data []byte, msgID string, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
 	opts = append(opts, jetstream.WithMsgID(msgID))
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -56,6 +62,9 @@ func PublishIdempotent(ctx context.Context, js jetstream.JetStream, log *slog.Lo
 			return nil, err
 		}
 		log.Warn("storing an event failed; retrying", "subject", subject, "attempt", attempt, "err", err)
+		if onRetry != nil {
+			onRetry()
+		}
 		t := time.NewTimer(backoff)
 		select {
 		case <-t.C:

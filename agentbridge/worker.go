@@ -76,6 +76,25 @@ type Worker struct {
 
 	started atomic.Bool
 	stopped atomic.Bool
+
+	audioDropped, audioInvalid atomic.Uint64 // over every conversation
+}
+
+// WorkerStats are a worker's drop counters, summed over every conversation
+// it has held. The broker cannot see them (they happen in the agent's
+// process): export them to the agent's own metrics.
+type WorkerStats struct {
+	// AudioDropped: visitor audio frames dropped because a handler did
+	// not read Conversation.Audio fast enough.
+	AudioDropped uint64
+	// AudioInvalid: visitor audio messages dropped because they did not
+	// decode as audio frames.
+	AudioInvalid uint64
+}
+
+// Stats returns the worker's drop counters (cheap: atomic loads).
+func (w *Worker) Stats() WorkerStats {
+	return WorkerStats{AudioDropped: w.audioDropped.Load(), AudioInvalid: w.audioInvalid.Load()}
 }
 
 // NewWorker builds a worker on an established NATS connection.

@@ -182,6 +182,8 @@ func (h *hub) run() {
 		Heartbeat:         b.cfg.NATS.ConsumerHeartbeat,
 		InactiveThreshold: 30 * time.Second,
 		Logger:            b.log.With("conversation_id", h.cid, "feed", "hub"),
+		OnStall:           func() { b.obs().FeedStalled() },
+		OnResume:          func() { b.obs().FeedResumed() },
 	})
 	cancel()
 	if err != nil {
@@ -233,6 +235,7 @@ func (h *hub) fanout(u Update) {
 		case s.c <- u:
 		default:
 			h.endLocked(s, ErrSlowSubscriber)
+			h.set.b.obs().SlowSubscriber()
 		}
 	}
 }

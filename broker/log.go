@@ -137,7 +137,7 @@ func (b *Broker) publish(ctx context.Context, subject string, ev *agentbridge.Ev
 		// event twice.
 		dedup = newID("pub_")
 	}
-	ack, err := agentbridge.PublishIdempotent(ctx, b.js, b.log, subject, data, dedup)
+	ack, err := agentbridge.PublishIdempotentCounted(ctx, b.js, b.log, b.obs().StoreRetry, subject, data, dedup)
 	b.health.wrote(err)
 	if err != nil {
 		if isStoreFull(err) {

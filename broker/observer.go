@@ -20,6 +20,23 @@ type Observer interface {
 	// MediaFrames: voice legs moved in visitor frames in, agent frames
 	// out and lost visitor frames since the last call.
 	MediaFrames(in, out, lost uint64)
+	// MediaDrops: voice legs dropped late visitor packets (behind the
+	// jitter buffer), agent frames from the playout queue (queue full or
+	// cleared by barge-in) and rejected agent frames (wrong codec or
+	// malformed) since the last call.
+	MediaDrops(late, dropped, rejected uint64)
+	// SlowSubscriber: a live subscription fell subscriptionBuffer updates
+	// behind and was ended with ErrSlowSubscriber.
+	SlowSubscriber()
+	// FeedStalled and FeedResumed: a hub's live feed lost its consumer, and
+	// got a new one.
+	FeedStalled()
+	FeedResumed()
+	// Swept: a session or retention sweep (kind "session" or "retention")
+	// ended n records, or failed (err true).
+	Swept(kind string, n int, failed bool)
+	// StoreRetry: storing a log event failed transiently and is retried.
+	StoreRetry()
 }
 
 type nopObserver struct{}
@@ -29,6 +46,12 @@ func (nopObserver) ModeChanged(string)                 {}
 func (nopObserver) SessionStarted(bool)                {}
 func (nopObserver) MicFrame(time.Duration)             {}
 func (nopObserver) MediaFrames(uint64, uint64, uint64) {}
+func (nopObserver) MediaDrops(uint64, uint64, uint64)  {}
+func (nopObserver) SlowSubscriber()                    {}
+func (nopObserver) FeedStalled()                       {}
+func (nopObserver) FeedResumed()                       {}
+func (nopObserver) Swept(string, int, bool)            {}
+func (nopObserver) StoreRetry()                        {}
 
 // observerBox lets the observer be swapped while goroutines read it.
 type observerBox struct{ Observer }

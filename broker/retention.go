@@ -73,9 +73,11 @@ func (b *Broker) sweepLoop(name string, interval, budget time.Duration, sweep fu
 			return
 		case <-t.C:
 			ctx, cancel := context.WithTimeout(b.ctx, budget)
-			if _, err := sweep(ctx); err != nil && b.ctx.Err() == nil {
+			n, err := sweep(ctx)
+			if err != nil && b.ctx.Err() == nil {
 				b.log.Warn(name+" sweep failed", "err", err)
 			}
+			b.obs().Swept(name, n, err != nil && b.ctx.Err() == nil)
 			cancel()
 		}
 	}

@@ -74,6 +74,10 @@ type MediaStats struct {
 	InFPS      float64 `json:"in_fps"`
 	OutFPS     float64 `json:"out_fps"`
 	LossPct    float64 `json:"loss_pct"`
+	// Dropped: agent frames dropped from the playout queue (full, or
+	// cleared by barge-in); Rejected: agent frames of a wrong codec.
+	Dropped  uint64 `json:"dropped,omitempty"`
+	Rejected uint64 `json:"rejected,omitempty"`
 }
 
 // MediaStatser is implemented by media legs that report counters.
@@ -289,6 +293,9 @@ func (r *rooms) flush(ctx context.Context) {
 	if moved.in+moved.out+moved.lost > 0 {
 		r.b.obs().MediaFrames(moved.in, moved.out, moved.lost)
 	}
+	if moved.late+moved.dropped+moved.rejected > 0 {
+		r.b.obs().MediaDrops(moved.late, moved.dropped, moved.rejected)
+	}
 	cids := make([]string, len(writes))
 	for i, w := range writes {
 		cids[i] = w.cid
@@ -304,7 +311,7 @@ func (r *rooms) flush(ctx context.Context) {
 }
 
 // mediaMoved sums the frames voice legs moved since the last flush.
-type mediaMoved struct{ in, out, lost uint64 }
+type mediaMoved struct{ in, out, lost, late, dropped, rejected uint64 }
 
 // applyMediaLocked stores fresh media counters (stats, by leg id, read
 // outside the lock) in the room's voice legs, adds what they moved to
@@ -328,6 +335,11 @@ func applyMediaLocked(st *roomState, stats map[string]MediaStats, now time.Time,
 			total.in += m.FramesIn - p.FramesIn
 			total.out += m.FramesOut - p.FramesOut
 			total.lost += m.Lost - p.Lost
+		}
+		if m.Late >= p.Late && m.Dropped >= p.Dropped && m.Rejected >= p.Rejected {
+			total.late += m.Late - p.Late
+			total.dropped += m.Dropped - p.Dropped
+			total.rejected += m.Rejected - p.Rejected
 		}
 		if total := m.FramesIn + m.Lost; total > 0 {
 			m.LossPct = 100 * float64(m.Lost) / float64(total)

@@ -188,6 +188,12 @@ type ChatConfig struct {
 	// ReplyTimeout bounds how long POST messages with wait=true waits for
 	// the agent's reply.
 	ReplyTimeout time.Duration `yaml:"reply_timeout"`
+	// PingIdle is how long a chat WebSocket may be silent before the
+	// server pings it; PingTimeout is how long the ping may go unanswered
+	// before the socket is closed as dead (defaults 20 s and 25 s: a dead
+	// socket is dropped after 45 s, as Galène does).
+	PingIdle    time.Duration `yaml:"ping_idle"`
+	PingTimeout time.Duration `yaml:"ping_timeout"`
 }
 
 // SecurityConfig holds secrets. Its String, GoString and LogValue methods
@@ -252,6 +258,8 @@ func Default() Config {
 		Chat: ChatConfig{
 			MaxMessageChars: 4000,
 			ReplyTimeout:    60 * time.Second,
+			PingIdle:        20 * time.Second,
+			PingTimeout:     25 * time.Second,
 		},
 		EchoAgent: EchoAgentConfig{Enabled: true, Workers: 1, Agent: DefaultAgent},
 		Media:     defaultMedia(),

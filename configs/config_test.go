@@ -216,7 +216,7 @@ echo_agent: {enabled: false, workers: 0, agent: echo2}
 	want.NATS.ConsumerHeartbeat = 500 * time.Millisecond
 	want.Agents = AgentsConfig{DispatchTimeout: time.Second, DispatchRetryMax: 10 * time.Second, HeartbeatTimeout: 4 * time.Second, AudioFormats: map[string]string{}}
 	want.Sessions.TTL, want.Sessions.ResumeWindow, want.Sessions.ChallengeTTL = time.Hour, 30*time.Minute, 30*time.Second
-	want.Chat = ChatConfig{500, 5 * time.Second}
+	want.Chat.MaxMessageChars, want.Chat.ReplyTimeout = 500, 5*time.Second
 	want.Security.SigningKey = "0123456789abcdef0123456789abcdef"
 	want.EchoAgent = EchoAgentConfig{Enabled: false, Workers: 0, Agent: "echo2"}
 	if !reflect.DeepEqual(cfg, want) {

@@ -94,6 +94,8 @@ func (c *Config) Validate() error {
 
 	ps.intRange("chat.max_message_chars", c.Chat.MaxMessageChars, 1, maxMessageChars)
 	ps.positive("chat.reply_timeout", c.Chat.ReplyTimeout)
+	ps.positive("chat.ping_idle", c.Chat.PingIdle)
+	ps.positive("chat.ping_timeout", c.Chat.PingTimeout)
 
 	if k := c.Security.SigningKey; k != "" && len(k) < minSigningKeyBytes {
 		// Never echo the key, not even its length.

@@ -2,8 +2,11 @@ package signaling
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
+
+	"github.com/coder/websocket"
 
 	"github.com/parley-rtc/parley/broker"
 	"github.com/parley-rtc/parley/media"
@@ -58,74 +61,102 @@ var (
 	ErrRoomNotFound = errors.New("room not found")
 )
 
-// wireError is how one error is shown on the wire.
+// Reasons a chat WebSocket ends; they never reach an HTTP response.
+var (
+	// errLegShutdown: the server is shutting down its legs.
+	errLegShutdown = errors.New("server shutting down")
+	// errLegSlowConsumer: the client did not read its frames fast enough.
+	errLegSlowConsumer = errors.New("client too slow")
+	// errLegPingTimeout: the client did not answer the liveness ping.
+	errLegPingTimeout = errors.New("ping not answered")
+	// errLegFeedEnded: the conversation's live feed ended; reconnect.
+	errLegFeedEnded = errors.New("live feed ended")
+	// errLegSessionEnded: the leg's session ended (a normal end).
+	errLegSessionEnded = errors.New("session ended")
+	// errFrameTooLarge: a client frame past the read limit.
+	errFrameTooLarge = fmt.Errorf("frame: %w", ErrPayloadTooLarge)
+)
+
+// wireError is how one error is shown on the wire: the HTTP status (0: a
+// WebSocket-only reason, never an HTTP response), the code (in an HTTP
+// error body, a WebSocket error frame or close reason) and, when it is not
+// the one derived from the status (see closeCode), the WebSocket close
+// code of a leg it ends.
 type wireError struct {
 	status int
 	code   string
+	ws     websocket.StatusCode
 }
 
-// wireErrors maps sentinel errors to status and code; the first match wins.
-// This table is the only place the HTTP edge decides codes.
+// wireErrors maps sentinel errors to status, code and close code; the first
+// match wins. This table is the only place the HTTP and WebSocket edges
+// decide codes.
 var wireErrors = []struct {
 	err  error
 	wire wireError
 }{
-	{ErrBadRequest, wireError{http.StatusBadRequest, "BAD_REQUEST"}},
-	{ErrPayloadTooLarge, wireError{http.StatusRequestEntityTooLarge, "PAYLOAD_TOO_LARGE"}},
-	{broker.ErrValidation, wireError{http.StatusUnprocessableEntity, "VALIDATION_FAILED"}},
-	{ErrUnknownWidget, wireError{http.StatusUnauthorized, "UNKNOWN_WIDGET_KEY"}},
-	{broker.ErrUnknownWidget, wireError{http.StatusUnauthorized, "UNKNOWN_WIDGET_KEY"}},
-	{ErrRateLimited, wireError{http.StatusTooManyRequests, "RATE_LIMITED"}},
-	{ErrTokenExpired, wireError{http.StatusUnauthorized, "TOKEN_EXPIRED"}},
-	{ErrInvalidVisitorToken, wireError{http.StatusUnauthorized, "INVALID_VISITOR_TOKEN"}},
+	{ErrBadRequest, wireError{http.StatusBadRequest, "BAD_REQUEST", 0}},
+	{ErrPayloadTooLarge, wireError{http.StatusRequestEntityTooLarge, "PAYLOAD_TOO_LARGE", websocket.StatusMessageTooBig}},
+	{broker.ErrValidation, wireError{http.StatusUnprocessableEntity, "VALIDATION_FAILED", 0}},
+	{ErrUnknownWidget, wireError{http.StatusUnauthorized, "UNKNOWN_WIDGET_KEY", 0}},
+	{broker.ErrUnknownWidget, wireError{http.StatusUnauthorized, "UNKNOWN_WIDGET_KEY", 0}},
+	{ErrRateLimited, wireError{http.StatusTooManyRequests, "RATE_LIMITED", 0}},
+	{ErrTokenExpired, wireError{http.StatusUnauthorized, "TOKEN_EXPIRED", 0}},
+	{ErrInvalidVisitorToken, wireError{http.StatusUnauthorized, "INVALID_VISITOR_TOKEN", 0}},
 	// A forged or foreign bootstrap token: the same code as one used twice or
 	// from another origin.
-	{ErrBootstrapTokenInvalid, wireError{http.StatusUnauthorized, "INVALID_VISITOR_TOKEN"}},
-	{ErrGuestNotAllowed, wireError{http.StatusForbidden, "GUEST_NOT_ALLOWED"}},
-	{ErrModeNotAllowed, wireError{http.StatusForbidden, "MODE_NOT_ALLOWED"}},
-	{broker.ErrUnknownKey, wireError{http.StatusUnauthorized, "INVALID_API_KEY"}},
-	{broker.ErrKeyDisabled, wireError{http.StatusForbidden, "KEY_DISABLED"}},
-	{ErrMissingScope, wireError{http.StatusForbidden, "MISSING_SCOPE"}},
-	{ErrWidgetNotFound, wireError{http.StatusNotFound, "WIDGET_NOT_FOUND"}},
-	{ErrKeyNotFound, wireError{http.StatusNotFound, "KEY_NOT_FOUND"}},
-	{ErrRoomNotFound, wireError{http.StatusNotFound, "ROOM_NOT_FOUND"}},
-	{ErrNavTargetUnknown, wireError{http.StatusUnprocessableEntity, "NAV_TARGET_UNKNOWN"}},
-	{broker.ErrUnknownUpload, wireError{http.StatusNotFound, "UPLOAD_NOT_FOUND"}},
-	{ErrWidgetNotLive, wireError{http.StatusConflict, "WIDGET_NOT_LIVE"}},
-	{ErrOriginRequired, wireError{http.StatusUnauthorized, "ORIGIN_REQUIRED"}},
-	{ErrOriginNotAllowed, wireError{http.StatusForbidden, "ORIGIN_NOT_ALLOWED"}},
-	{ErrChallengeInvalid, wireError{http.StatusUnauthorized, "CHALLENGE_INVALID"}},
-	{ErrSessionTokenInvalid, wireError{http.StatusUnauthorized, "SESSION_TOKEN_INVALID"}},
-	{broker.ErrBadToken, wireError{http.StatusUnauthorized, "SESSION_TOKEN_INVALID"}},
-	{broker.ErrUnknownSession, wireError{http.StatusNotFound, "SESSION_NOT_FOUND"}},
-	{broker.ErrSessionEnded, wireError{http.StatusGone, "SESSION_ENDED"}},
-	{broker.ErrSessionExpired, wireError{http.StatusUnauthorized, "SESSION_EXPIRED"}},
-	{broker.ErrResumeInvalid, wireError{http.StatusUnauthorized, "RESUME_TOKEN_INVALID"}},
-	{broker.ErrUnknownConversation, wireError{http.StatusNotFound, "CONVERSATION_NOT_FOUND"}},
-	{broker.ErrUnknownVisitor, wireError{http.StatusNotFound, "VISITOR_NOT_FOUND"}},
-	{broker.ErrAgentUnavailable, wireError{http.StatusServiceUnavailable, "AGENT_UNAVAILABLE"}},
-	{broker.ErrReplyTimeout, wireError{http.StatusGatewayTimeout, "REPLY_TIMEOUT"}},
-	{ErrUnsupportedMediaType, wireError{http.StatusUnsupportedMediaType, "UNSUPPORTED_MEDIA_TYPE"}},
-	{media.ErrBadSDP, wireError{http.StatusBadRequest, "SDP_INVALID"}},
-	{media.ErrNoAudio, wireError{http.StatusUnprocessableEntity, "SDP_NO_AUDIO"}},
-	{media.ErrBadFragment, wireError{http.StatusBadRequest, "SDP_FRAGMENT_INVALID"}},
-	{ErrLegNotFound, wireError{http.StatusNotFound, "LEG_NOT_FOUND"}},
-	{media.ErrClosed, wireError{http.StatusNotFound, "LEG_NOT_FOUND"}},
-	{ErrVoiceUnavailable, wireError{http.StatusServiceUnavailable, "VOICE_UNAVAILABLE"}},
-	{ErrTransportMismatch, wireError{http.StatusConflict, "TRANSPORT_MISMATCH"}},
-	{ErrWebhookInvalid, wireError{http.StatusUnauthorized, "WEBHOOK_SIGNATURE_INVALID"}},
-	{media.ErrLiveKit, wireError{http.StatusServiceUnavailable, "LIVEKIT_UNAVAILABLE"}},
-	{ErrNotFound, wireError{http.StatusNotFound, "NOT_FOUND"}},
-	{ErrMethodNotAllowed, wireError{http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED"}},
-	{broker.ErrStoreUnwritable, wireError{http.StatusServiceUnavailable, "STORE_UNWRITABLE"}},
-	{broker.ErrStoreTimeout, wireError{http.StatusServiceUnavailable, "STORE_TIMEOUT"}},
-	{broker.ErrStoreFull, wireError{http.StatusServiceUnavailable, "STORE_FULL"}},
-	{broker.ErrNotReady, wireError{http.StatusServiceUnavailable, "NOT_READY"}},
-	{broker.ErrClosed, wireError{http.StatusServiceUnavailable, "SHUTTING_DOWN"}},
-	{broker.ErrStore, wireError{http.StatusServiceUnavailable, "STORE_UNAVAILABLE"}},
+	{ErrBootstrapTokenInvalid, wireError{http.StatusUnauthorized, "INVALID_VISITOR_TOKEN", 0}},
+	{ErrGuestNotAllowed, wireError{http.StatusForbidden, "GUEST_NOT_ALLOWED", 0}},
+	{ErrModeNotAllowed, wireError{http.StatusForbidden, "MODE_NOT_ALLOWED", 0}},
+	{broker.ErrUnknownKey, wireError{http.StatusUnauthorized, "INVALID_API_KEY", 0}},
+	{broker.ErrKeyDisabled, wireError{http.StatusForbidden, "KEY_DISABLED", 0}},
+	{ErrMissingScope, wireError{http.StatusForbidden, "MISSING_SCOPE", 0}},
+	{ErrWidgetNotFound, wireError{http.StatusNotFound, "WIDGET_NOT_FOUND", 0}},
+	{ErrKeyNotFound, wireError{http.StatusNotFound, "KEY_NOT_FOUND", 0}},
+	{ErrRoomNotFound, wireError{http.StatusNotFound, "ROOM_NOT_FOUND", 0}},
+	{ErrNavTargetUnknown, wireError{http.StatusUnprocessableEntity, "NAV_TARGET_UNKNOWN", 0}},
+	{broker.ErrUnknownUpload, wireError{http.StatusNotFound, "UPLOAD_NOT_FOUND", 0}},
+	{ErrWidgetNotLive, wireError{http.StatusConflict, "WIDGET_NOT_LIVE", 0}},
+	{ErrOriginRequired, wireError{http.StatusUnauthorized, "ORIGIN_REQUIRED", 0}},
+	{ErrOriginNotAllowed, wireError{http.StatusForbidden, "ORIGIN_NOT_ALLOWED", 0}},
+	{ErrChallengeInvalid, wireError{http.StatusUnauthorized, "CHALLENGE_INVALID", 0}},
+	{ErrSessionTokenInvalid, wireError{http.StatusUnauthorized, "SESSION_TOKEN_INVALID", 0}},
+	{broker.ErrBadToken, wireError{http.StatusUnauthorized, "SESSION_TOKEN_INVALID", 0}},
+	{broker.ErrUnknownSession, wireError{http.StatusNotFound, "SESSION_NOT_FOUND", 0}},
+	{broker.ErrSessionEnded, wireError{http.StatusGone, "SESSION_ENDED", 0}},
+	{broker.ErrSessionExpired, wireError{http.StatusUnauthorized, "SESSION_EXPIRED", 0}},
+	{broker.ErrResumeInvalid, wireError{http.StatusUnauthorized, "RESUME_TOKEN_INVALID", 0}},
+	{broker.ErrUnknownConversation, wireError{http.StatusNotFound, "CONVERSATION_NOT_FOUND", 0}},
+	{broker.ErrUnknownVisitor, wireError{http.StatusNotFound, "VISITOR_NOT_FOUND", 0}},
+	{broker.ErrAgentUnavailable, wireError{http.StatusServiceUnavailable, "AGENT_UNAVAILABLE", 0}},
+	{broker.ErrReplyTimeout, wireError{http.StatusGatewayTimeout, "REPLY_TIMEOUT", 0}},
+	{ErrUnsupportedMediaType, wireError{http.StatusUnsupportedMediaType, "UNSUPPORTED_MEDIA_TYPE", 0}},
+	{media.ErrBadSDP, wireError{http.StatusBadRequest, "SDP_INVALID", 0}},
+	{media.ErrNoAudio, wireError{http.StatusUnprocessableEntity, "SDP_NO_AUDIO", 0}},
+	{media.ErrBadFragment, wireError{http.StatusBadRequest, "SDP_FRAGMENT_INVALID", 0}},
+	{ErrLegNotFound, wireError{http.StatusNotFound, "LEG_NOT_FOUND", 0}},
+	{media.ErrClosed, wireError{http.StatusNotFound, "LEG_NOT_FOUND", 0}},
+	{ErrVoiceUnavailable, wireError{http.StatusServiceUnavailable, "VOICE_UNAVAILABLE", 0}},
+	{ErrTransportMismatch, wireError{http.StatusConflict, "TRANSPORT_MISMATCH", 0}},
+	{ErrWebhookInvalid, wireError{http.StatusUnauthorized, "WEBHOOK_SIGNATURE_INVALID", 0}},
+	{media.ErrLiveKit, wireError{http.StatusServiceUnavailable, "LIVEKIT_UNAVAILABLE", 0}},
+	{ErrNotFound, wireError{http.StatusNotFound, "NOT_FOUND", 0}},
+	{ErrMethodNotAllowed, wireError{http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED", 0}},
+	{broker.ErrStoreUnwritable, wireError{http.StatusServiceUnavailable, "STORE_UNWRITABLE", 0}},
+	{broker.ErrStoreTimeout, wireError{http.StatusServiceUnavailable, "STORE_TIMEOUT", 0}},
+	{broker.ErrStoreFull, wireError{http.StatusServiceUnavailable, "STORE_FULL", 0}},
+	{broker.ErrNotReady, wireError{http.StatusServiceUnavailable, "NOT_READY", 0}},
+	{broker.ErrClosed, wireError{http.StatusServiceUnavailable, "SHUTTING_DOWN", 0}},
+	{broker.ErrStore, wireError{http.StatusServiceUnavailable, "STORE_UNAVAILABLE", 0}},
+	// How a chat WebSocket ends.
+	{errLegShutdown, wireError{0, "SHUTTING_DOWN", websocket.StatusGoingAway}},
+	{errLegSlowConsumer, wireError{0, "SLOW_CONSUMER", websocket.StatusPolicyViolation}},
+	{errLegPingTimeout, wireError{0, "PING_TIMEOUT", websocket.StatusPolicyViolation}},
+	{errLegFeedEnded, wireError{0, "RECONNECT", websocket.StatusTryAgainLater}},
+	{errLegSessionEnded, wireError{0, "SESSION_ENDED", websocket.StatusNormalClosure}},
 }
 
-var internalError = wireError{http.StatusInternalServerError, "INTERNAL"}
+var internalError = wireError{status: http.StatusInternalServerError, code: "INTERNAL"}
 
 // classify returns the wire form of err and a message safe to show: the
 // detail after the sentinel for caller mistakes, a fixed text otherwise.
@@ -185,12 +216,21 @@ func trimPackage(msg string) string {
 // closeCode is the WebSocket close code for an error ending a leg.
 func closeCode(err error) int {
 	w, _ := classify(err)
+	return int(w.closeCode())
+}
+
+// closeCode is the table's close code, or the one derived from the status:
+// 1013 (try again later) for 503, 1011 for other 5xx, 1008 (policy
+// violation) for the rest.
+func (w wireError) closeCode() websocket.StatusCode {
 	switch {
+	case w.ws != 0:
+		return w.ws
 	case w.status == http.StatusServiceUnavailable:
-		return 1013 // try again later
+		return websocket.StatusTryAgainLater
 	case w.status >= 500:
-		return 1011
+		return websocket.StatusInternalError
 	default:
-		return 1008 // policy violation
+		return websocket.StatusPolicyViolation
 	}
 }

@@ -243,3 +243,30 @@ func TestWriteErrorShape(t *testing.T) {
 		t.Errorf("writeError: %d %s", rec.Code, rec.Body)
 	}
 }
+
+// TestLegEnds: how a chat WebSocket ends, from the one wire error table
+// (the close codes and reasons clients see, spelled out).
+func TestLegEnds(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		err    error
+		code   int
+		reason string
+	}{
+		{nil, 1000, ""},
+		{errLegSessionEnded, 1000, "SESSION_ENDED"},
+		{errLegShutdown, 1001, "SHUTTING_DOWN"},
+		{errLegSlowConsumer, 1008, "SLOW_CONSUMER"},
+		{errLegPingTimeout, 1008, "PING_TIMEOUT"},
+		{errFrameTooLarge, 1009, "PAYLOAD_TOO_LARGE"},
+		{errLegFeedEnded, 1013, "RECONNECT"},
+		{fmt.Errorf("subscribe: %w", broker.ErrClosed), 1013, "SHUTTING_DOWN"},
+		{fmt.Errorf("read log: %w", broker.ErrStoreTimeout), 1013, "STORE_TIMEOUT"},
+		{errors.New("boom"), 1011, "INTERNAL"},
+	}
+	for _, tt := range tests {
+		if got := endLeg(tt.err); int(got.code) != tt.code || got.reason != tt.reason {
+			t.Errorf("endLeg(%v) = %d %q, want %d %q", tt.err, got.code, got.reason, tt.code, tt.reason)
+		}
+	}
+}

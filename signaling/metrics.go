@@ -28,6 +28,20 @@ type metrics struct {
 	rateLimited     *prometheus.CounterVec
 	modeSwitches    *prometheus.CounterVec
 	resumes         prometheus.Counter
+
+	// Drops and recoveries.
+	mediaLate       prometheus.Counter
+	playoutDropped  prometheus.Counter
+	playoutRejected prometheus.Counter
+	wsSlow          prometheus.Counter
+	wsPingTimeouts  prometheus.Counter
+	opsSlow         prometheus.Counter
+	slowSubscribers prometheus.Counter
+	feedStalls      prometheus.Counter
+	feedRecoveries  prometheus.Counter
+	storeRetries    prometheus.Counter
+	sweeps          *prometheus.CounterVec
+	swept           *prometheus.CounterVec
 }
 
 // newMetrics registers every metric; gauges are computed at scrape time
@@ -64,6 +78,7 @@ func newMetrics(b *broker.Broker, agents func() []string) *metrics {
 		m.mediaLost, m.httpRequests, m.rateLimited, m.modeSwitches, m.resumes} {
 		f(c)
 	}
+	m.registerDrops(f)
 	f(gaugeFunc("sessions", "active", "Visitor sessions with a leg on this broker.", func() float64 {
 		return float64(b.LocalStats().Sessions)
 	}))
@@ -84,6 +99,44 @@ func newMetrics(b *broker.Broker, agents func() []string) *metrics {
 	f(&workerCollector{b: b, agents: agents, desc: prometheus.NewDesc("parley_agent_workers_alive",
 		"Agent workers heartbeating, by agent.", []string{"agent"}, nil)})
 	return m
+}
+
+// registerDrops registers the counters of everything Parley drops (and of
+// the recoveries that were log lines only).
+func (m *metrics) registerDrops(f func(prometheus.Collector)) {
+	counter := func(subsystem, name, help string) prometheus.Counter {
+		c := prometheus.NewCounter(prometheus.CounterOpts{Namespace: "parley", Subsystem: subsystem, Name: name, Help: help})
+		f(c)
+		return c
+	}
+	m.mediaLate = counter("media", "frames_late_total",
+		"Visitor audio packets dropped because they arrived behind the jitter buffer.")
+	m.playoutDropped = counter("media", "playout_dropped_total",
+		"Agent audio frames dropped from a voice leg's playout queue: the queue was full, or cleared by barge-in.")
+	m.playoutRejected = counter("media", "playout_rejected_total",
+		"Agent audio frames dropped because of a wrong codec or a malformed payload.")
+	m.wsSlow = counter("websocket", "slow_consumers_total",
+		"Chat WebSockets cut off because the client did not read its frames fast enough.")
+	m.wsPingTimeouts = counter("websocket", "ping_timeouts_total",
+		"Chat WebSockets closed because they did not answer the server's liveness ping in time.")
+	m.opsSlow = counter("ops", "slow_readers_total",
+		"Ops event streams (/v1/ops/events) ended with reset because the reader fell 256 room updates behind.")
+	m.slowSubscribers = counter("live", "slow_subscribers_total",
+		"Live conversation subscriptions ended because they fell too far behind (broker.ErrSlowSubscriber).")
+	m.feedStalls = counter("live", "feed_stalls_total",
+		"Live conversation feeds (one per conversation with subscribers) that lost their consumer.")
+	m.feedRecoveries = counter("live", "feed_recoveries_total",
+		"Stalled live conversation feeds that got a new consumer and resumed.")
+	m.storeRetries = counter("store", "retries_total",
+		"Log appends retried after a transient store failure.")
+	m.sweeps = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "parley", Subsystem: "retention",
+		Name: "sweeps_total", Help: "Periodic sweeps run, by kind (session, retention) and result (ok, failed)."},
+		[]string{"kind", "result"})
+	m.swept = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "parley", Subsystem: "retention",
+		Name: "swept_total", Help: "Records ended by periodic sweeps: sessions expired (session), conversations deleted (retention)."},
+		[]string{"kind"})
+	f(m.sweeps)
+	f(m.swept)
 }
 
 func gaugeFunc(subsystem, name, help string, fn func() float64) prometheus.Collector {
@@ -168,6 +221,30 @@ func (m *metrics) MediaFrames(in, out, lost uint64) {
 	m.mediaFrames.WithLabelValues("in").Add(float64(in))
 	m.mediaFrames.WithLabelValues("out").Add(float64(out))
 	m.mediaLost.Add(float64(lost))
+}
+
+// MediaDrops adds voice legs' drop counter deltas.
+func (m *metrics) MediaDrops(late, dropped, rejected uint64) {
+	m.mediaLate.Add(float64(late))
+	m.playoutDropped.Add(float64(dropped))
+	m.playoutRejected.Add(float64(rejected))
+}
+
+func (m *metrics) SlowSubscriber() { m.slowSubscribers.Inc() }
+func (m *metrics) FeedStalled()    { m.feedStalls.Inc() }
+func (m *metrics) FeedResumed()    { m.feedRecoveries.Inc() }
+func (m *metrics) StoreRetry()     { m.storeRetries.Inc() }
+
+// Swept counts one periodic sweep.
+func (m *metrics) Swept(kind string, n int, failed bool) {
+	result := "ok"
+	if failed {
+		result = "failed"
+	}
+	m.sweeps.WithLabelValues(kind, result).Inc()
+	if n > 0 {
+		m.swept.WithLabelValues(kind).Add(float64(n))
+	}
 }
 
 // handler serves /metrics.

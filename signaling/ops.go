@@ -196,6 +196,7 @@ func (s *Server) serveOpsEvents(w http.ResponseWriter, r *http.Request) {
 		case <-s.legs.Done():
 			return
 		case <-lost:
+			s.metrics.opsSlow.Inc()
 			send("reset", map[string]string{"reason": "too slow; reconnect"})
 			return
 		case <-ping.C:

@@ -149,7 +149,8 @@ type mediaLeg struct{ *media.Leg }
 func (m mediaLeg) MediaStats() broker.MediaStats {
 	st := m.Stats()
 	return broker.MediaStats{FramesIn: st.FramesIn, FramesOut: st.FramesOut, Lost: st.Lost, Late: st.Late,
-		JitterMS: st.JitterMS, RTTMS: st.RTTMS, BitrateIn: st.BitrateIn, BitrateOut: st.BitrateOut}
+		JitterMS: st.JitterMS, RTTMS: st.RTTMS, BitrateIn: st.BitrateIn, BitrateOut: st.BitrateOut,
+		Dropped: st.Dropped, Rejected: st.Rejected}
 }
 
 // onLegState relays a transport state change: to the log (and so to the
@@ -326,14 +327,12 @@ func (s *Server) modeAllowed(sess broker.Session, mode string) error {
 // wsMode handles a {"type":"mode","mode":…} frame.
 func (l *leg) onModeFrame(ctx context.Context, mode string) {
 	if err := l.s.modeAllowed(l.sess, mode); err != nil {
-		we, msg := classify(err)
-		l.sendError(we.code, msg, "")
+		l.sendError(err, "")
 		return
 	}
 	mc, _, err := l.s.b.SetMode(context.WithoutCancel(ctx), l.sess, mode, "visitor")
 	if err != nil {
-		we, msg := classify(err)
-		l.sendError(we.code, msg, "")
+		l.sendError(err, "")
 		return
 	}
 	if !mc.Changed {

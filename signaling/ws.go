@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -83,7 +84,8 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !s.addLeg() {
-		_ = conn.Close(websocket.StatusGoingAway, "SHUTTING_DOWN")
+		end := endLeg(errLegShutdown)
+		_ = conn.Close(end.code, end.reason)
 		return
 	}
 	defer s.legWG.Done()
@@ -135,12 +137,25 @@ type leg struct {
 	unavailable bool                 // AGENT_UNAVAILABLE was sent and not yet cleared
 	typing      map[string]bool      // reply_to → typing sent
 	chunked     map[string]bool      // agent message id → a chunk sent
+
+	cut      atomic.Bool  // counted as a slow consumer
+	lastRead atomic.Int64 // unix nanos of the last frame read (liveness)
 }
 
 // legEnd says how a leg ends.
 type legEnd struct {
 	code   websocket.StatusCode
 	reason string
+}
+
+// endLeg is the end of a leg for err (from the wire error table); nil is a
+// normal closure without a reason (the client closed, or went away).
+func endLeg(err error) legEnd {
+	if err == nil {
+		return legEnd{websocket.StatusNormalClosure, ""}
+	}
+	we, _ := classify(err)
+	return legEnd{we.closeCode(), we.code}
 }
 
 func (l *leg) run(since uint64) {
@@ -168,8 +183,7 @@ func (l *leg) serve(ctx context.Context, since uint64, in <-chan clientFrame, re
 	b := l.s.b
 	sub, err := b.Subscribe(ctx, l.sess.ConversationID)
 	if err != nil {
-		we, _ := classify(err)
-		return legEnd{websocket.StatusCode(closeCode(err)), we.code}
+		return endLeg(err)
 	}
 	defer sub.Close()
 
@@ -179,16 +193,22 @@ func (l *leg) serve(ctx context.Context, since uint64, in <-chan clientFrame, re
 		defer close(writerDone)
 		l.write(stopWriter)
 	}()
+	pingFailed := make(chan struct{})
+	pingerDone := make(chan struct{})
+	go func() {
+		defer close(pingerDone)
+		l.ping(stopWriter, pingFailed)
+	}()
 	defer func() {
 		close(stopWriter)
 		<-writerDone
+		<-pingerDone
 	}()
 	l.send(serverFrame{Type: "session", SessionID: l.sess.ID, ConversationID: l.sess.ConversationID, Mode: l.sess.Mode})
 	if since > 0 {
 		events, err := b.ReadLog(ctx, l.sess.ConversationID, since+1)
 		if err != nil {
-			we, _ := classify(err)
-			return legEnd{websocket.StatusCode(closeCode(err)), we.code}
+			return endLeg(err)
 		}
 		for i := range events {
 			l.onEvent(&events[i])
@@ -197,42 +217,44 @@ func (l *leg) serve(ctx context.Context, since uint64, in <-chan clientFrame, re
 	for {
 		select {
 		case <-ctx.Done():
-			return legEnd{websocket.StatusGoingAway, "SHUTTING_DOWN"}
+			return endLeg(errLegShutdown)
 		case <-writerDone:
-			return legEnd{websocket.StatusPolicyViolation, "SLOW_CONSUMER"}
+			return endLeg(errLegSlowConsumer)
+		case <-pingFailed:
+			// The peer is gone: no close handshake to wait for.
+			l.s.metrics.wsPingTimeouts.Inc()
+			l.log.Info("chat leg did not answer a ping; closing it", "timeout", l.s.cfg.Chat.PingTimeout)
+			l.conn.CloseNow()
+			return endLeg(errLegPingTimeout)
 		case err := <-readErr:
-			if s := websocket.CloseStatus(err); s != -1 {
-				return legEnd{websocket.StatusNormalClosure, ""}
+			if websocket.CloseStatus(err) == -1 && errors.Is(err, errFrameTooLarge) {
+				return endLeg(errFrameTooLarge)
 			}
-			if errors.Is(err, errFrameTooLarge) {
-				return legEnd{websocket.StatusMessageTooBig, "PAYLOAD_TOO_LARGE"}
-			}
-			return legEnd{websocket.StatusNormalClosure, ""}
+			return endLeg(nil)
 		case f := <-in:
 			l.onClientFrame(ctx, f)
 		case u, ok := <-sub.C():
 			if !ok {
 				err := sub.Err()
 				l.log.Warn("live feed ended", "err", err)
-				return legEnd{websocket.StatusTryAgainLater, "RECONNECT"}
+				return endLeg(errLegFeedEnded)
 			}
 			if u.Notice != nil {
 				l.onNotice(u.Notice)
 				continue
 			}
 			if ended := l.onEvent(u.Event); ended {
-				return legEnd{websocket.StatusNormalClosure, "SESSION_ENDED"}
+				return endLeg(errLegSessionEnded)
 			}
 		}
 	}
 }
 
-var errFrameTooLarge = errors.New("frame too large")
-
 // read decodes client frames until the socket fails.
 func (l *leg) read(ctx context.Context, in chan<- clientFrame, readErr chan<- error) {
 	for {
 		typ, data, err := l.conn.Read(ctx)
+		l.lastRead.Store(time.Now().UnixNano())
 		if err != nil {
 			if errors.Is(err, websocket.ErrMessageTooBig) {
 				err = errFrameTooLarge
@@ -269,6 +291,9 @@ func (l *leg) write(stop <-chan struct{}) {
 			err := l.conn.Write(wctx, websocket.MessageText, data)
 			cancel()
 			if err != nil {
+				if errors.Is(err, context.DeadlineExceeded) {
+					l.cutOff()
+				}
 				return
 			}
 		}
@@ -282,13 +307,75 @@ func (l *leg) send(f serverFrame) {
 	select {
 	case l.out <- data:
 	default:
-		l.log.Warn("client too slow, dropping leg")
+		if l.cutOff() {
+			l.log.Warn("client too slow, dropping leg")
+		}
 		l.conn.CloseNow()
 	}
 }
 
-func (l *leg) sendError(code, msg, clientMessageID string) {
-	l.send(serverFrame{Type: "error", Code: code, Message: msg, ClientMessageID: clientMessageID})
+// cutOff counts this leg as a slow consumer, once; it reports whether it
+// was the first call.
+func (l *leg) cutOff() bool {
+	if !l.cut.CompareAndSwap(false, true) {
+		return false
+	}
+	l.s.metrics.wsSlow.Inc()
+	return true
+}
+
+// ping is the leg's liveness check: after Chat.PingIdle without a frame
+// from the client it pings, and when no pong comes within
+// Chat.PingTimeout it closes failed (the reader goroutine reads the pong).
+// It ends when stop is closed.
+func (l *leg) ping(stop <-chan struct{}, failed chan<- struct{}) {
+	idle, timeout := l.s.cfg.Chat.PingIdle, l.s.cfg.Chat.PingTimeout
+	if idle <= 0 || timeout <= 0 {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { // Ping below returns when stop closes
+		select {
+		case <-stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	l.lastRead.Store(time.Now().UnixNano())
+	t := time.NewTimer(idle)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		if since := time.Since(time.Unix(0, l.lastRead.Load())); since < idle {
+			t.Reset(idle - since)
+			continue
+		}
+		pctx, pcancel := context.WithTimeout(ctx, timeout)
+		err := l.conn.Ping(pctx)
+		pcancel()
+		switch {
+		case err == nil:
+			l.lastRead.Store(time.Now().UnixNano())
+			t.Reset(idle)
+		case ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded):
+			close(failed)
+			return
+		default: // stopped, or the socket failed (the reader reports it)
+			return
+		}
+	}
+}
+
+// sendError sends err as an error frame, its code and message from the
+// wire error table.
+func (l *leg) sendError(err error, clientMessageID string) {
+	we, msg := classify(err)
+	l.send(serverFrame{Type: "error", Code: we.code, Message: msg, ClientMessageID: clientMessageID})
 }
 
 func (l *leg) onClientFrame(ctx context.Context, f clientFrame) {
@@ -300,9 +387,9 @@ func (l *leg) onClientFrame(ctx context.Context, f clientFrame) {
 	case "mode":
 		l.onModeFrame(ctx, f.Mode)
 	case "_error":
-		l.sendError("BAD_REQUEST", f.ClientMessageID, "")
+		l.sendError(fmt.Errorf("%w: %s", ErrBadRequest, f.ClientMessageID), "")
 	default:
-		l.sendError("BAD_REQUEST", fmt.Sprintf("unknown frame type %q", f.Type), f.ClientMessageID)
+		l.sendError(fmt.Errorf("%w: unknown frame type %q", ErrBadRequest, f.Type), f.ClientMessageID)
 	}
 }
 
@@ -311,19 +398,17 @@ func (l *leg) onClientFrame(ctx context.Context, f clientFrame) {
 func (l *leg) onMessage(ctx context.Context, f clientFrame) {
 	received := time.Now()
 	if f.Body == nil {
-		l.sendError("VALIDATION_FAILED", "body is required", f.ClientMessageID)
+		l.sendError(fmt.Errorf("%w: body is required", broker.ErrValidation), f.ClientMessageID)
 		return
 	}
 	b := l.s.b
 	if err := l.s.allowRate(ctx, limitMessages, l.ip, l.sess.Widget).err(); err != nil {
-		we, msg := classify(err)
-		l.sendError(we.code, msg, f.ClientMessageID)
+		l.sendError(err, f.ClientMessageID)
 		return
 	}
 	posted, err := b.PostMessage(context.WithoutCancel(ctx), l.sess, *f.Body, f.ClientMessageID, agentbridge.ModeChat, f.UploadIDs...)
 	if err != nil {
-		we, msg := classify(err)
-		l.sendError(we.code, msg, f.ClientMessageID)
+		l.sendError(err, f.ClientMessageID)
 		return
 	}
 	if !posted.Duplicate && len(l.posted) < 1000 {
@@ -339,8 +424,7 @@ func (l *leg) onMessage(ctx context.Context, f clientFrame) {
 	}
 	if posted.AgentUnavailable {
 		l.unavailable = true
-		_, msg := classify(broker.ErrAgentUnavailable)
-		l.sendError("AGENT_UNAVAILABLE", msg, f.ClientMessageID)
+		l.sendError(broker.ErrAgentUnavailable, f.ClientMessageID)
 	}
 }
 
@@ -348,8 +432,7 @@ func (l *leg) onNotice(n *broker.Notice) {
 	switch n.Kind {
 	case broker.NoticeAgentUnavailable:
 		l.unavailable = true
-		_, msg := classify(broker.ErrAgentUnavailable)
-		l.sendError("AGENT_UNAVAILABLE", msg, "")
+		l.sendError(broker.ErrAgentUnavailable, "")
 	case broker.NoticeAgentLost:
 		l.unavailable = true
 		l.send(serverFrame{Type: "agent_state", State: "reconnecting"})
@@ -398,9 +481,8 @@ func (l *leg) onEvent(ev *agentbridge.Event) bool {
 	case agentbridge.EventAction:
 		f, err := l.actionFrame(ev) // navigate: only to the widget's nav map
 		if err != nil {
-			we, msg := classify(err)
 			l.log.Warn("agent action refused", "action", ev.Action, "seq", ev.Seq, "err", err)
-			l.sendError(we.code, msg, "")
+			l.sendError(err, "")
 			return false
 		}
 		l.send(f)

@@ -1,0 +1,164 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/parley-rtc/parley/broker"
+	"github.com/parley-rtc/parley/configs"
+)
+
+// TestMetricsDrops: a chat WebSocket that stops reading is cut off, and a
+// live subscription that stops reading is ended, and both show in /metrics;
+// so do the periodic sweeps.
+func TestMetricsDrops(t *testing.T) {
+	e := startEnv(t, func(c *configs.Config) {
+		c.Chat.MaxMessageChars = 60000
+		c.Sessions.SweepInterval = 100 * time.Millisecond
+		c.Retention.SweepInterval = 100 * time.Millisecond
+	})
+	before := e.scrape()
+	val := func(name string, labels ...string) float64 {
+		v, _ := metricValue(e.scrape(), name, labels...)
+		return v
+	}
+	slowWS0, _ := metricValue(before, "parley_websocket_slow_consumers_total")
+	slowSub0, _ := metricValue(before, "parley_live_slow_subscribers_total")
+
+	s := e.newSession(nil)
+	stalled := e.mustDialWS(s) // read no further
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sub, err := e.app.broker.Subscribe(ctx, s.ConversationID) // never drained
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+
+	// Big messages, each echoed back: typing, chunk and done frames fill
+	// the stalled socket's TCP buffers and queue; their events fill the
+	// subscription's buffer.
+	body := strings.Repeat("x", 60000)
+	sent := 0
+	for ; sent < 3000; sent++ {
+		if val("parley_websocket_slow_consumers_total") > slowWS0 && val("parley_live_slow_subscribers_total") > slowSub0 {
+			break
+		}
+		if r := e.post(s, body, "m-"+strconv.Itoa(sent), false); r.status != http.StatusAccepted && r.status != http.StatusCreated && r.status != http.StatusOK {
+			t.Fatalf("post %d: %d %s", sent, r.status, r.raw)
+		}
+	}
+	waitFor(t, 30*time.Second, "drops counted", func() bool {
+		return val("parley_websocket_slow_consumers_total") > slowWS0 && val("parley_live_slow_subscribers_total") > slowSub0
+	})
+	t.Logf("after %d messages of %d bytes: slow consumers %v, slow subscribers %v", sent, len(body),
+		val("parley_websocket_slow_consumers_total"), val("parley_live_slow_subscribers_total"))
+	deadline := time.After(10 * time.Second)
+drained:
+	for {
+		select {
+		case _, ok := <-sub.C():
+			if !ok {
+				break drained
+			}
+		case <-deadline:
+			t.Fatal("subscription still open")
+		}
+	}
+	if !errors.Is(sub.Err(), broker.ErrSlowSubscriber) {
+		t.Fatalf("subscription ended with %v, want ErrSlowSubscriber", sub.Err())
+	}
+	// The stalled socket was dropped: reading on finds its end.
+	for {
+		if _, err := stalled.read(15 * time.Second); err != nil {
+			break
+		}
+	}
+	waitFor(t, 10*time.Second, "sweeps counted", func() bool {
+		return val("parley_retention_sweeps_total", "kind", "session", "result", "ok") > 0 &&
+			val("parley_retention_sweeps_total", "kind", "retention", "result", "ok") > 0
+	})
+	// Every drop counter is exported, at 0 when nothing was dropped.
+	for _, name := range []string{"parley_media_frames_late_total", "parley_media_playout_dropped_total",
+		"parley_media_playout_rejected_total", "parley_websocket_ping_timeouts_total", "parley_ops_slow_readers_total",
+		"parley_live_feed_stalls_total", "parley_live_feed_recoveries_total", "parley_store_retries_total"} {
+		if _, ok := metricValue(before, name); !ok {
+			t.Errorf("%s missing from /metrics", name)
+		}
+	}
+}
+
+// TestWSLivenessPing: the server pings an idle chat WebSocket; one that
+// does not answer is closed and its leg released, one that answers stays.
+func TestWSLivenessPing(t *testing.T) {
+	e := startEnv(t, func(c *configs.Config) {
+		c.Chat.PingIdle = 100 * time.Millisecond
+		c.Chat.PingTimeout = 300 * time.Millisecond
+	})
+	timeouts0, _ := metricValue(e.scrape(), "parley_websocket_ping_timeouts_total")
+
+	// A healthy idle client: its read loop answers pings.
+	healthy := e.newSession(nil)
+	var pings atomic.Int64
+	url := "ws" + strings.TrimPrefix(e.base, "http") + "/v1/sessions/" + healthy.ID + "/ws?token=" + healthy.Token
+	dctx, dcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	hc, _, err := websocket.Dial(dctx, url, &websocket.DialOptions{
+		HTTPHeader: http.Header{"Origin": {testOrigin}},
+		OnPingReceived: func(context.Context, []byte) bool {
+			pings.Add(1)
+			return true
+		},
+	})
+	dcancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hc.CloseNow()
+	readErr := make(chan error, 1)
+	go func() {
+		for {
+			if _, _, err := hc.Read(context.Background()); err != nil {
+				readErr <- err
+				return
+			}
+		}
+	}()
+
+	// A dead client: the handshake completes, then it reads nothing, so
+	// no pong is sent.
+	dead := e.newSession(nil)
+	dc, _, err := e.dialWS(dead, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dc.conn.CloseNow()
+	waitFor(t, 10*time.Second, "both legs attached", func() bool { return e.app.broker.LocalStats().Sessions == 2 })
+
+	waitFor(t, 15*time.Second, "dead socket dropped", func() bool {
+		v, _ := metricValue(e.scrape(), "parley_websocket_ping_timeouts_total")
+		return v > timeouts0 && e.app.broker.LocalStats().Sessions == 1
+	})
+	// The healthy one sees several pings and stays.
+	waitFor(t, 15*time.Second, "five pings answered", func() bool { return pings.Load() >= 5 })
+	select {
+	case err := <-readErr:
+		t.Fatalf("healthy idle socket closed: %v", err)
+	default:
+	}
+	if n := e.app.broker.LocalStats().Sessions; n != 1 {
+		t.Fatalf("%d sessions with a leg, want the healthy one", n)
+	}
+	// It still works.
+	if r := e.post(healthy, "still here", "h-1", false); r.status >= 300 {
+		t.Fatalf("post: %d %s", r.status, r.raw)
+	}
+	t.Logf("healthy socket answered %d pings; dead one dropped", pings.Load())
+}
