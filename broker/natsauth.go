@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 
+	"github.com/parley-rtc/parley/agentbridge"
 	"github.com/parley-rtc/parley/configs"
 )
 
@@ -239,13 +240,23 @@ func userPermissions(role, prefix string) jwt.Permissions {
 }
 
 // agentPermissions is what an agent worker needs under protocol v1: its
-// protocol subjects, the JetStream API (it reads and writes the
-// conversation log through its own consumers) and reply inboxes. It cannot
-// publish into KV buckets or system subjects. Protocol v2 (the broker the
+// protocol subjects (it writes the conversation log by publishing on them),
+// its own consumers on the conversation stream and nothing else of the
+// JetStream API, and reply inboxes. It cannot read or write KV buckets
+// (signing keys, sessions, API keys), the uploads store or any other
+// stream, nor create, purge or delete streams. Protocol v2 (the broker the
 // only writer of the log) narrows this to the agent's own namespace.
 func agentPermissions(prefix string) jwt.Permissions {
+	stream := agentbridge.NewSubjects(prefix).StreamName()
 	var p jwt.Permissions
-	p.Pub.Allow.Add(prefix+".>", "$JS.API.>", "$JS.ACK.>", "$JS.FC.>", nats.InboxPrefix+">")
+	p.Pub.Allow.Add(prefix+".>", nats.InboxPrefix+">",
+		"$JS.API.INFO",
+		"$JS.API.STREAM.INFO."+stream,
+		"$JS.API.CONSUMER.CREATE."+stream, "$JS.API.CONSUMER.CREATE."+stream+".>",
+		"$JS.API.CONSUMER.INFO."+stream+".>",
+		"$JS.API.CONSUMER.DELETE."+stream+".>",
+		"$JS.API.CONSUMER.MSG.NEXT."+stream+".>",
+		"$JS.ACK."+stream+".>", "$JS.FC."+stream+".>")
 	p.Sub.Allow.Add(prefix+".>", nats.InboxPrefix+">")
 	return p
 }

@@ -84,9 +84,10 @@ func otherCreds(t *testing.T) string {
 	return p
 }
 
-// TestAgentCredsCannotWriteKV: under protocol v1 an agent still reaches
-// the JetStream API, but NATS refuses its writes into a KV bucket (the
-// forged admin key of the security review).
+// TestAgentCredsCannotWriteKV: under protocol v1 an agent may only create
+// and read its own consumers on the conversation stream: NATS refuses its
+// writes into a KV bucket (the forged admin key of the security review),
+// reads of the signing key and a purge of the log.
 func TestAgentCredsCannotWriteKV(t *testing.T) {
 	b := startBroker(t)
 	agent := connectAs(t, b, AgentRole("echo"), nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
@@ -94,14 +95,31 @@ func TestAgentCredsCannotWriteKV(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kv, err := js.KeyValue(t.Context(), b.subj.Bucket(bucketKeys))
-	if err != nil {
-		t.Fatal(err)
+	refused := func(what string, err error) {
+		t.Helper()
+		if err == nil {
+			t.Errorf("the agent could %s", what)
+		}
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
 	defer cancel()
-	if _, err := kv.Put(ctx, "forged", []byte(`{"kind":"admin"}`)); err == nil {
-		t.Fatal("the agent wrote a KV record")
+	_, err = js.Publish(ctx, "$KV."+b.subj.Bucket(bucketKeys)+".forged", []byte(`{"kind":"admin"}`))
+	refused("write a KV record", err)
+	ctx2, cancel2 := context.WithTimeout(t.Context(), 2*time.Second)
+	defer cancel2()
+	_, err = js.KeyValue(ctx2, b.subj.Bucket(bucketSecrets))
+	refused("open the secrets bucket", err)
+	_, err = agent.Request("$JS.API.DIRECT.GET.KV_"+b.subj.Bucket(bucketSecrets), []byte(`{"last_by_subj":"$KV.`+b.subj.Bucket(bucketSecrets)+`.>"}`), time.Second)
+	refused("read the signing key directly", err)
+	_, err = agent.Request("$JS.API.STREAM.PURGE."+b.subj.StreamName(), nil, time.Second)
+	refused("purge the conversation stream", err)
+	// What it needs under protocol v1 still works: its own consumer on
+	// the conversation stream.
+	ctx3, cancel3 := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel3()
+	if _, err := js.CreateOrUpdateConsumer(ctx3, b.subj.StreamName(), jetstream.ConsumerConfig{
+		Name: "agent-test", AckPolicy: jetstream.AckNonePolicy, InactiveThreshold: time.Minute}); err != nil {
+		t.Fatalf("the agent cannot create its consumer: %v", err)
 	}
 	op := connectAs(t, b, RoleOperator)
 	ojs, _ := jetstream.New(op)

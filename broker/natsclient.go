@@ -21,8 +21,8 @@ func externalAuthOptions(n configs.NATSConfig) ([]nats.Option, error) {
 	case n.NkeySeedFile != "":
 		o, err := nats.NkeyOptionFromSeed(n.NkeySeedFile)
 		if err != nil {
-			// The error may quote the file; never its contents.
-			return nil, fmt.Errorf("broker: nats.nkey_seed_file %s: not a usable nkey seed", n.NkeySeedFile)
+			// nats.go's error names the file or the problem, never the seed.
+			return nil, fmt.Errorf("broker: nats.nkey_seed_file %s: not a usable nkey seed: %w", n.NkeySeedFile, err)
 		}
 		opts = append(opts, o)
 	case n.User != "":

@@ -164,7 +164,13 @@ func (b *Broker) SweepSessions(ctx context.Context) (int, error) {
 			}
 			last, ok := lastEvent[s.ConversationID]
 			if !ok {
-				last, _ = b.lastEventTime(ctx, s.ConversationID)
+				var err error
+				if last, err = b.lastEventTime(ctx, s.ConversationID); err != nil {
+					// Unknown is not idle: never end a live session on a
+					// store error.
+					b.log.Warn("session sweep: cannot read the conversation's last event", "conversation_id", s.ConversationID, "err", err)
+					continue
+				}
 				lastEvent[s.ConversationID] = last
 			}
 			if now.Sub(last) < idle {

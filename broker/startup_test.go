@@ -136,17 +136,7 @@ func TestStartReportsServerFatal(t *testing.T) {
 // user/password authentication.
 func runNATSAt(t *testing.T, port int, user, pass string) *server.Server {
 	t.Helper()
-	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, JetStream: true,
-		StoreDir: t.TempDir(), NoSigs: true, NoLog: true, Username: user, Password: pass})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats did not start")
-	}
-	t.Cleanup(s.Shutdown)
-	return s
+	return runExternalNATS(t, func(o *server.Options) { o.Port, o.Username, o.Password = port, user, pass })
 }
 
 // TestStartRetriesUntilNATSUp: a broker started before its external NATS

@@ -232,11 +232,10 @@ func (v *Voice) TransportClosed(reason string) {
 // runs.
 func (v *Voice) queueState(st queuedState) {
 	v.stateMu.Lock()
-	if v.states.push(st) {
-		if v.statesDropped.Add(1) == 1 {
-			v.b.log.Warn("media_state queue full: dropping the oldest intermediate state",
-				"leg_id", v.id, "max", v.states.max)
-		}
+	if v.states.push(st) && v.statesDropped.Add(1) == 1 {
+		// Logged after unlocking: stateMu is a leaf lock.
+		defer v.b.log.Warn("media_state queue full: dropping the oldest intermediate state",
+			"leg_id", v.id, "max", v.states.max)
 	}
 	if v.draining {
 		v.stateMu.Unlock()
