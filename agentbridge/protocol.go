@@ -1,10 +1,14 @@
-// Package agentbridge is Parley's agent wire protocol (version 1) and the Go
+// Package agentbridge is Parley's agent wire protocol (version 2) and the Go
 // SDK that agent authors import.
 //
-// The protocol is plain NATS: JSON events on JetStream subjects for anything
-// that must be durable, binary audio frames with metadata in headers on core
-// subjects for anything that must be fast. docs/PROTOCOL.md describes it for
-// authors in other languages; this file is its Go form.
+// The protocol is core NATS only, confined to one subject namespace per
+// agent (<prefix>.agents.<agent>.>): JSON requests to the broker for
+// anything durable (the broker validates an agent's event, stores it in the
+// conversation's log and answers once it is stored), JSON events from the
+// broker for everything stored, and binary audio frames with metadata in
+// headers for anything that must be fast. The broker is the only writer of
+// the log. docs/PROTOCOL.md describes it for authors in other languages;
+// this file is its Go form.
 package agentbridge
 
 import (
@@ -13,13 +17,14 @@ import (
 	"time"
 )
 
-// Version is the protocol version carried in every event's "v" field.
-const Version = 1
+// Version is the protocol version carried in every event's, request's and
+// heartbeat's "v" field. Messages with another version are refused.
+const Version = 2
 
 // DefaultPrefix is the subject prefix used when none is configured.
 const DefaultPrefix = "parley"
 
-// Event types the broker writes on parley.conv.<cid>.in.event.
+// Event types only the broker writes (on parley.conv.<cid>.in.event).
 const (
 	EventUserMessage       = "user_message"
 	EventModeChanged       = "mode_changed"
@@ -38,7 +43,8 @@ const (
 	EventAgentAssigned = "agent_assigned"
 )
 
-// Event types agents write on parley.conv.<cid>.out.event.
+// Event types agents may append (the broker stores them on
+// parley.conv.<cid>.out.event).
 const (
 	EventTextDelta  = "text_delta"
 	EventTextDone   = "text_done"
@@ -75,12 +81,16 @@ const (
 // that its type uses; docs/PROTOCOL.md lists which.
 //
 // Seq is the event's position in the log (its JetStream stream sequence).
-// Publishers leave it zero; the log assigns it and every reader sees it.
+// Writers leave it zero; the log assigns it and every reader sees it.
+// PrevSeq is the Seq of the conversation's previous event (0 for its first):
+// the broker stores it with the event, so a reader that saw Seq L and gets
+// an event whose PrevSeq is not L knows it missed something (Sequencer).
 type Event struct {
 	V              int       `json:"v"`
 	Type           string    `json:"type"`
 	ConversationID string    `json:"conversation_id"`
 	Seq            uint64    `json:"seq"`
+	PrevSeq        uint64    `json:"prev_seq,omitempty"`
 	TS             time.Time `json:"ts"`
 
 	// MessageID names a visitor message (user_message) or an agent reply
@@ -170,9 +180,14 @@ type DispatchRequest struct {
 	// are history, later ones are live.
 	HeadSeq uint64 `json:"head_seq"`
 	// Epoch grows with every dispatch of the conversation; a worker stamps
-	// it on everything it writes.
-	Epoch uint64    `json:"epoch"`
-	TS    time.Time `json:"ts"`
+	// it on everything it appends.
+	Epoch uint64 `json:"epoch"`
+	// Broker is the id of the dispatching broker: the worker sends its
+	// appends to AppendTo(agent, Broker), so one broker stores them in the
+	// order they were sent, and falls back to Append(agent) when that
+	// broker has gone (no responders).
+	Broker string    `json:"broker,omitempty"`
+	TS     time.Time `json:"ts"`
 }
 
 // DispatchReply is a worker's answer to a DispatchRequest.
@@ -206,6 +221,13 @@ const (
 	HeaderSeq        = "Parley-Seq"
 	HeaderTimestamp  = "Parley-Timestamp"
 	HeaderCapturedAt = "Parley-Captured-At"
+	// HeaderWorker names the worker that sent an agent audio frame; the
+	// broker plays only the frames of the worker holding the conversation.
+	HeaderWorker = "Parley-Worker"
+	// HeaderMsgID is an append's idempotency key (the same header name as
+	// JetStream's): an append repeated with the same key within the
+	// duplicate window is stored once.
+	HeaderMsgID = "Nats-Msg-Id"
 )
 
 // CodecOpus is the codec of frames forwarded as received from WebRTC.
@@ -224,26 +246,89 @@ func NewSubjects(prefix string) Subjects {
 	return Subjects{Prefix: prefix}
 }
 
+// BrokerQueue is the queue group every broker joins on the shared agent
+// request subjects (Append, Read), so each request is handled once.
+const BrokerQueue = "parley-broker"
+
+// Agent is agent's namespace: every subject agent's credentials may use
+// starts with it.
+func (s Subjects) Agent(agent string) string { return s.Prefix + ".agents." + agent }
+
 // Dispatch is the request subject the workers of agent listen on.
-func (s Subjects) Dispatch(agent string) string { return s.Prefix + ".agents." + agent + ".dispatch" }
+func (s Subjects) Dispatch(agent string) string { return s.Agent(agent) + ".dispatch" }
 
 // Heartbeat is the subject the workers of agent heartbeat on.
-func (s Subjects) Heartbeat(agent string) string { return s.Prefix + ".agents." + agent + ".heartbeat" }
+func (s Subjects) Heartbeat(agent string) string { return s.Agent(agent) + ".heartbeat" }
 
 // AllHeartbeats matches the heartbeats of every agent.
 func (s Subjects) AllHeartbeats() string { return s.Prefix + ".agents.*.heartbeat" }
 
-// InEvent is the durable broker → agent event subject of a conversation.
+// Append is the request subject a worker of agent appends events on; any
+// broker answers.
+func (s Subjects) Append(agent string) string { return s.Agent(agent) + ".append" }
+
+// AppendTo is the request subject on which one broker (the one that
+// dispatched the conversation) stores a worker's appends.
+func (s Subjects) AppendTo(agent, broker string) string { return s.Append(agent) + "." + broker }
+
+// AllAppends matches every agent's shared append subject.
+func (s Subjects) AllAppends() string { return s.Prefix + ".agents.*.append" }
+
+// AllAppendsTo matches every agent's append subject of one broker.
+func (s Subjects) AllAppendsTo(broker string) string { return s.Prefix + ".agents.*.append." + broker }
+
+// Read is the request subject a worker of agent reads a conversation's
+// log on (replay and gap refill).
+func (s Subjects) Read(agent string) string { return s.Agent(agent) + ".read" }
+
+// AllReads matches every agent's read subject.
+func (s Subjects) AllReads() string { return s.Prefix + ".agents.*.read" }
+
+// ConvEvent is the core subject on which the broker publishes each stored
+// event of a conversation of agent, with its seq and prev_seq.
+func (s Subjects) ConvEvent(agent, cid string) string {
+	return s.Agent(agent) + ".conv." + cid + ".event"
+}
+
+// AnyConvEvent matches a conversation's stored events whatever its agent
+// (what brokers' live hubs subscribe to; agents are never allowed it).
+func (s Subjects) AnyConvEvent(cid string) string {
+	return s.Prefix + ".agents.*.conv." + cid + ".event"
+}
+
+// InAudio is the core subject of a conversation's visitor audio frames.
+func (s Subjects) InAudio(agent, cid string) string {
+	return s.Agent(agent) + ".conv." + cid + ".in.audio"
+}
+
+// OutAudio is the core subject of a conversation's agent audio frames.
+func (s Subjects) OutAudio(agent, cid string) string {
+	return s.Agent(agent) + ".conv." + cid + ".out.audio"
+}
+
+// Inbox is the inbox prefix a worker of agent must give its NATS
+// connection (nats.CustomInboxPrefix): replies to its requests arrive
+// under it, inside the agent's namespace.
+func (s Subjects) Inbox(agent string) string { return s.Agent(agent) + ".inbox" }
+
+// AgentFromSubject returns the agent token of a subject in an agent's
+// namespace.
+func (s Subjects) AgentFromSubject(subject string) (string, bool) {
+	rest, ok := strings.CutPrefix(subject, s.Prefix+".agents.")
+	if !ok {
+		return "", false
+	}
+	agent, _, _ := strings.Cut(rest, ".")
+	return agent, ValidToken(agent)
+}
+
+// InEvent is the log subject of a conversation's broker events (only the
+// broker writes the log).
 func (s Subjects) InEvent(cid string) string { return s.Prefix + ".conv." + cid + ".in.event" }
 
-// OutEvent is the durable agent → broker event subject of a conversation.
+// OutEvent is the log subject of a conversation's agent events, stored by
+// the broker after it validated them.
 func (s Subjects) OutEvent(cid string) string { return s.Prefix + ".conv." + cid + ".out.event" }
-
-// InAudio is the core subject of visitor audio frames.
-func (s Subjects) InAudio(cid string) string { return s.Prefix + ".conv." + cid + ".in.audio" }
-
-// OutAudio is the core subject of agent audio frames.
-func (s Subjects) OutAudio(cid string) string { return s.Prefix + ".conv." + cid + ".out.audio" }
 
 // Events matches both event subjects of a conversation: its whole log.
 func (s Subjects) Events(cid string) string { return s.Prefix + ".conv." + cid + ".*.event" }
