@@ -146,7 +146,12 @@ func (b *Broker) Start(ctx context.Context) error {
 				b.log.Warn("nats disconnected", "err", err)
 			}
 		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) { b.log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted()) }),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			b.log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted())
+			// Live events published while the connection was down are
+			// lost on core NATS: every hub reads them from the log.
+			b.hubs.resync()
+		}),
 		nats.ClosedHandler(func(*nats.Conn) { close(b.connClosed) }),
 	}
 	startTimeout := b.cfg.NATS.StartTimeout

@@ -3,11 +3,13 @@ package broker
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/parley-rtc/parley/agentbridge"
 )
@@ -47,8 +49,13 @@ type Notice struct {
 const subscriptionBuffer = 1024
 
 // hubLinger keeps a hub without subscribers alive for a while, so request
-// bursts do not create a consumer each.
+// bursts do not subscribe and read the log's end each time.
 const hubLinger = 30 * time.Second
+
+// hubGapGrace is how long a hub waits for a missing event before it reads
+// it from the log: events of one conversation stored by different brokers
+// may arrive out of order by a fraction of a millisecond.
+const hubGapGrace = 20 * time.Millisecond
 
 // Subscription delivers a conversation's live updates: every event appended
 // to its log after Subscribe returned, and notices.
@@ -93,10 +100,13 @@ type hubSet struct {
 
 func newHubSet(b *Broker) *hubSet { return &hubSet{b: b, hubs: make(map[string]*hub)} }
 
-// hub reads one conversation's log from its end with a live feed (an
-// ordered consumer that replaces itself within ~2 idle heartbeats when it
-// is lost, for example with the stream leader's node) and fans events out
-// to subscribers.
+// hub follows one conversation's stored events and fans them out to
+// subscribers. It needs no JetStream consumer: the broker that stores an
+// event publishes it with its seq and prev_seq on core NATS
+// (Subjects.ConvEvent), every hub subscribes to those of its conversation,
+// and a Sequencer puts them in log order. A gap (an event whose prev_seq is
+// not the last one delivered: lost on a reconnect, or still in flight from
+// another broker) is filled from the log after hubGapGrace.
 type hub struct {
 	set    *hubSet
 	cid    string
@@ -104,6 +114,14 @@ type hub struct {
 	cancel context.CancelFunc
 	ready  chan struct{}
 	err    error // set before ready is closed
+
+	// seqMu guards the order of events: seq, early and refill. It is
+	// taken before mu.
+	seqMu   sync.Mutex
+	seq     *agentbridge.Sequencer // nil until the log's end is known
+	early   []agentbridge.Event    // events received before that
+	refill  *time.Timer            // a pending gap refill
+	filling bool                   // a refill is reading the log
 
 	mu     sync.Mutex
 	subs   map[*Subscription]struct{}
@@ -160,6 +178,20 @@ func (hs *hubSet) active(cid string) bool {
 	return len(h.subs) > 0
 }
 
+// resync makes every hub read what it may have missed while the broker's
+// NATS connection was down.
+func (hs *hubSet) resync() {
+	hs.mu.Lock()
+	hubs := make([]*hub, 0, len(hs.hubs))
+	for _, h := range hs.hubs {
+		hubs = append(hubs, h)
+	}
+	hs.mu.Unlock()
+	for _, h := range hubs {
+		h.resync()
+	}
+}
+
 func (hs *hubSet) closeAll() {
 	hs.mu.Lock()
 	hs.closed = true
@@ -173,49 +205,141 @@ func (hs *hubSet) closeAll() {
 	}
 }
 
-// run owns the hub's consumer and status subscription.
+// run owns the hub's subscriptions: it subscribes, learns where the log
+// ends, then waits for the hub to end.
 func (h *hub) run() {
 	b := h.set.b
-	cctx, cancel := context.WithTimeout(h.ctx, 10*time.Second)
-	it, err := agentbridge.OpenFeed(cctx, b.js, b.subj.StreamName(), b.subj.Events(h.cid), agentbridge.FeedOptions{
-		DeliverNew:        true,
-		Heartbeat:         b.cfg.NATS.ConsumerHeartbeat,
-		InactiveThreshold: 30 * time.Second,
-		Logger:            b.log.With("conversation_id", h.cid, "feed", "hub"),
-		OnStall:           func() { b.obs().FeedStalled() },
-		OnResume:          func() { b.obs().FeedResumed() },
-	})
-	cancel()
+	events, err := b.nc.Subscribe(b.subj.AnyConvEvent(h.cid), h.onEvent)
 	if err != nil {
 		h.fail(fmt.Errorf("%w: subscribe %s: %w", ErrStore, h.cid, err))
 		return
 	}
-	defer it.Stop()
+	defer func() { _ = events.Unsubscribe() }()
 	status, err := b.nc.Subscribe(b.subj.Status(h.cid), h.onNotice)
 	if err != nil {
 		h.fail(fmt.Errorf("%w: subscribe status %s: %w", ErrStore, h.cid, err))
 		return
 	}
 	defer func() { _ = status.Unsubscribe() }()
+	ctx, cancel := context.WithTimeout(h.ctx, 10*time.Second)
+	defer cancel()
+	// The subscriptions must be in place on the server before the log's
+	// end is read, or an event stored in between would be missed.
+	if err := b.nc.FlushWithContext(ctx); err != nil {
+		h.fail(fmt.Errorf("%w: subscribe %s: %w", ErrStore, h.cid, err))
+		return
+	}
+	last, err := b.lastSeq(ctx, h.cid)
+	if err != nil {
+		h.fail(fmt.Errorf("%w: subscribe %s: %w", ErrStore, h.cid, err))
+		return
+	}
+	h.seqMu.Lock()
+	h.seq = agentbridge.NewSequencer(last)
+	early := h.early
+	h.early = nil
+	for _, ev := range early {
+		h.pushLocked(ev)
+	}
+	h.seqMu.Unlock()
 	close(h.ready)
-	for {
-		msg, err := it.Next(h.ctx)
-		if err != nil {
-			if h.ctx.Err() == nil {
-				b.log.Warn("live subscription ended", "conversation_id", h.cid, "err", err)
-				h.fail(fmt.Errorf("%w: %w", ErrStore, err))
-			} else {
-				h.fail(ErrClosed)
-			}
-			return
+	<-h.ctx.Done()
+	h.seqMu.Lock()
+	if h.refill != nil {
+		h.refill.Stop()
+	}
+	h.seqMu.Unlock()
+}
+
+// lastSeq is the seq of a conversation's last stored event (0: none).
+func (b *Broker) lastSeq(ctx context.Context, cid string) (uint64, error) {
+	m, err := b.stream.GetLastMsgForSubject(ctx, b.subj.Events(cid))
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return 0, nil
+	case err != nil:
+		return 0, err
+	}
+	return m.Sequence, nil
+}
+
+// onEvent receives one stored event from the broker that stored it.
+func (h *hub) onEvent(m *nats.Msg) {
+	var ev agentbridge.Event
+	if err := json.Unmarshal(m.Data, &ev); err != nil || ev.Seq == 0 || ev.ConversationID != h.cid {
+		h.set.b.log.Warn("skipping undecodable live event", "conversation_id", h.cid, "subject", m.Subject)
+		return
+	}
+	h.seqMu.Lock()
+	defer h.seqMu.Unlock()
+	if h.seq == nil {
+		h.early = append(h.early, ev)
+		return
+	}
+	h.pushLocked(ev)
+}
+
+// pushLocked delivers what ev makes deliverable, and schedules a refill
+// when it waits behind a gap.
+func (h *hub) pushLocked(ev agentbridge.Event) {
+	h.deliverLocked(h.seq.Push(ev))
+	h.scheduleLocked()
+}
+
+func (h *hub) scheduleLocked() {
+	if _, gap := h.seq.Gap(); !gap || h.refill != nil || h.filling {
+		return
+	}
+	h.set.b.obs().LiveGap()
+	h.refill = time.AfterFunc(hubGapGrace, h.fill)
+}
+
+// resync reads the log after a reconnect, when events may have been lost
+// without a later one showing the gap.
+func (h *hub) resync() {
+	h.seqMu.Lock()
+	defer h.seqMu.Unlock()
+	if h.seq == nil || h.refill != nil || h.filling {
+		return
+	}
+	h.refill = time.AfterFunc(0, h.fill)
+}
+
+// fill reads the log from the first missing event and delivers it.
+func (h *hub) fill() {
+	b := h.set.b
+	h.seqMu.Lock()
+	h.refill = nil
+	if h.ctx.Err() != nil {
+		h.seqMu.Unlock()
+		return
+	}
+	h.filling = true
+	from := h.seq.Last() + 1
+	h.seqMu.Unlock()
+
+	events, err := b.ReadLog(h.ctx, h.cid, from)
+
+	h.seqMu.Lock()
+	defer h.seqMu.Unlock()
+	h.filling = false
+	if err != nil {
+		if h.ctx.Err() == nil {
+			b.log.Warn("live subscription ended: reading a gap from the log failed", "conversation_id", h.cid, "from_seq", from, "err", err)
+			go h.fail(fmt.Errorf("%w: %w", ErrStore, err))
 		}
-		ev, _, err := agentbridge.DecodeLogMsg(msg)
-		if err != nil {
-			b.log.Warn("skipping undecodable log entry", "conversation_id", h.cid, "err", err)
-			continue
-		}
-		b.rooms.observe(h.cid, &ev)
-		h.fanout(Update{Event: &ev})
+		return
+	}
+	b.obs().LiveRefill()
+	h.deliverLocked(h.seq.Fill(events))
+	h.scheduleLocked()
+}
+
+func (h *hub) deliverLocked(events []agentbridge.Event) {
+	for i := range events {
+		ev := &events[i]
+		h.set.b.rooms.observe(h.cid, ev)
+		h.fanout(Update{Event: ev})
 	}
 }
 

@@ -28,10 +28,11 @@ type Observer interface {
 	// SlowSubscriber: a live subscription fell subscriptionBuffer updates
 	// behind and was ended with ErrSlowSubscriber.
 	SlowSubscriber()
-	// FeedStalled and FeedResumed: a hub's live feed lost its consumer, and
-	// got a new one.
-	FeedStalled()
-	FeedResumed()
+	// LiveGap and LiveRefill: a hub found a gap in a conversation's live
+	// events (lost, or in flight from another broker), and read it from
+	// the log.
+	LiveGap()
+	LiveRefill()
 	// Swept: a session or retention sweep (kind "session" or "retention")
 	// ended n records, or failed (err true).
 	Swept(kind string, n int, failed bool)
@@ -48,8 +49,8 @@ func (nopObserver) MicFrame(time.Duration)             {}
 func (nopObserver) MediaFrames(uint64, uint64, uint64) {}
 func (nopObserver) MediaDrops(uint64, uint64, uint64)  {}
 func (nopObserver) SlowSubscriber()                    {}
-func (nopObserver) FeedStalled()                       {}
-func (nopObserver) FeedResumed()                       {}
+func (nopObserver) LiveGap()                           {}
+func (nopObserver) LiveRefill()                        {}
 func (nopObserver) Swept(string, int, bool)            {}
 func (nopObserver) StoreRetry()                        {}
 

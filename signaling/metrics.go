@@ -37,8 +37,8 @@ type metrics struct {
 	wsPingTimeouts  prometheus.Counter
 	opsSlow         prometheus.Counter
 	slowSubscribers prometheus.Counter
-	feedStalls      prometheus.Counter
-	feedRecoveries  prometheus.Counter
+	liveGaps        prometheus.Counter
+	liveRefills     prometheus.Counter
 	storeRetries    prometheus.Counter
 	sweeps          *prometheus.CounterVec
 	swept           *prometheus.CounterVec
@@ -123,10 +123,10 @@ func (m *metrics) registerDrops(f func(prometheus.Collector)) {
 		"Ops event streams (/v1/ops/events) ended with reset because the reader fell 256 room updates behind.")
 	m.slowSubscribers = counter("live", "slow_subscribers_total",
 		"Live conversation subscriptions ended because they fell too far behind (broker.ErrSlowSubscriber).")
-	m.feedStalls = counter("live", "feed_stalls_total",
-		"Live conversation feeds (one per conversation with subscribers) that lost their consumer.")
-	m.feedRecoveries = counter("live", "feed_recoveries_total",
-		"Stalled live conversation feeds that got a new consumer and resumed.")
+	m.liveGaps = counter("live", "gaps_total",
+		"Gaps found in a conversation's live events (an event lost on a reconnect, or still in flight from another broker).")
+	m.liveRefills = counter("live", "refills_total",
+		"Gaps in live events filled by reading the conversation's log.")
 	m.storeRetries = counter("store", "retries_total",
 		"Log appends retried after a transient store failure.")
 	m.sweeps = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "parley", Subsystem: "retention",
@@ -231,8 +231,8 @@ func (m *metrics) MediaDrops(late, dropped, rejected uint64) {
 }
 
 func (m *metrics) SlowSubscriber() { m.slowSubscribers.Inc() }
-func (m *metrics) FeedStalled()    { m.feedStalls.Inc() }
-func (m *metrics) FeedResumed()    { m.feedRecoveries.Inc() }
+func (m *metrics) LiveGap()        { m.liveGaps.Inc() }
+func (m *metrics) LiveRefill()     { m.liveRefills.Inc() }
 func (m *metrics) StoreRetry()     { m.storeRetries.Inc() }
 
 // Swept counts one periodic sweep.
