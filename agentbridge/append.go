@@ -261,3 +261,31 @@ func truncate(s string, n int) string {
 	}
 	return s[:n] + "…"
 }
+
+// UploadRequest asks the broker for a file the visitor attached to one of
+// the agent's conversations. The broker answers with a stream of messages
+// to the request's reply subject: the file's bytes in order, at most
+// UploadChunkBytes each, with HeaderUploadOffset and HeaderUploadSize; the
+// first also carries Content-Type and HeaderFileName, the last
+// HeaderUploadLast. A refusal is one message with HeaderError (its code)
+// and a JSON {"error":{…}} body.
+type UploadRequest struct {
+	V              int    `json:"v"`
+	ConversationID string `json:"conversation_id"`
+	UploadID       string `json:"upload_id"`
+}
+
+// Headers of an upload reply stream.
+const (
+	HeaderUploadOffset = "Parley-Offset"
+	HeaderUploadSize   = "Parley-Size"
+	HeaderUploadLast   = "Parley-Last"
+	HeaderFileName     = "Parley-File-Name"
+	HeaderError        = "Parley-Error"
+)
+
+// UploadChunkBytes bounds one message of an upload reply stream.
+const UploadChunkBytes = 256 << 10
+
+// CodeUnknownUpload refuses an upload the conversation does not have.
+const CodeUnknownUpload = "UNKNOWN_UPLOAD"

@@ -281,6 +281,13 @@ func (s Subjects) AllAppendsTo(broker string) string { return s.Prefix + ".agent
 // log on (replay and gap refill).
 func (s Subjects) Read(agent string) string { return s.Agent(agent) + ".read" }
 
+// Upload is the request subject a worker of agent reads a visitor's
+// attachment on (UploadRequest).
+func (s Subjects) Upload(agent string) string { return s.Agent(agent) + ".upload" }
+
+// AllUploads matches every agent's upload subject.
+func (s Subjects) AllUploads() string { return s.Prefix + ".agents.*.upload" }
+
 // AllReads matches every agent's read subject.
 func (s Subjects) AllReads() string { return s.Prefix + ".agents.*.read" }
 

@@ -194,6 +194,10 @@ func (b *Broker) Start(ctx context.Context) error {
 		b.closeConn()
 		return err
 	}
+	if _, err := b.nc.QueueSubscribe(b.subj.AllUploads(), agentbridge.BrokerQueue, b.serveUpload); err != nil {
+		b.closeConn()
+		return fmt.Errorf("broker: subscribe agent uploads: %w", err)
+	}
 	if err := b.watchWidgets(ctx); err != nil {
 		b.closeConn()
 		return err
