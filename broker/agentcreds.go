@@ -124,7 +124,7 @@ func (p AgentNATSPermissions) ServerConfig() string {
 		return "[" + strings.Join(q, ", ") + "]"
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "# Parley protocol v2: the NATS permissions of agent %q's workers.\n", p.Agent)
+	fmt.Fprintf(&b, "# Parley protocol v2: the NATS permissions of the workers of agent %q.\n", p.Agent)
 	fmt.Fprintf(&b, "# The worker's connection must use the inbox prefix %s.\n", p.InboxPrefix)
 	b.WriteString("permissions: {\n")
 	fmt.Fprintf(&b, "  publish: { allow: %s }\n", list(p.Publish))
