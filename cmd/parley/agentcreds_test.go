@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"flag"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 
 	"github.com/parley-rtc/parley/broker"
 	"github.com/parley-rtc/parley/configs"
@@ -267,4 +269,77 @@ func TestAdminAgentCredentials(t *testing.T) {
 	if p, _ := details["permissions"].(map[string]any); p["inbox_prefix"] != "parley.agents.billing.inbox" {
 		t.Fatalf("409 without the permissions: %s", r.raw)
 	}
+}
+
+// TestNATSFlagsReissueStaleAgentCreds: the agent tools (parley agent echo)
+// do not connect with an agent's credentials found in the data directory
+// when they are not current (here: signed by another account, as a file
+// left from a lost auth directory or an older protocol would be); they
+// have them issued again. A credentials file copied without the account
+// key is used as it is.
+func TestNATSFlagsReissueStaleAgentCreds(t *testing.T) {
+	e := startEnv(t, noEcho)
+	p := broker.CredsPath(e.cfg.DataDir, broker.AgentRole("legacy"))
+	stale := foreignCreds(t)
+	if err := os.WriteFile(p, stale, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	flagsFor := func(dir string) *natsFlags {
+		fs := flag.NewFlagSet("test", flag.ContinueOnError)
+		nf := addNATSFlags(fs)
+		if err := fs.Parse([]string{"--data-dir", dir, "--nats-creds", ""}); err != nil {
+			t.Fatal(err)
+		}
+		nf.markSet(fs)
+		return nf
+	}
+	nf := flagsFor(e.cfg.DataDir)
+	got, err := nf.credsFile(broker.AgentRole("legacy"), "parley")
+	if err != nil || got != p {
+		t.Fatalf("credsFile = %q, %v", got, err)
+	}
+	if now, _ := os.ReadFile(p); bytes.Equal(now, stale) {
+		t.Fatal("stale agent credentials were kept")
+	}
+	confinedTo(t, e, got, "legacy")
+	if _, err := nf.credsFile(broker.AgentRole("a.b"), "parley"); err == nil {
+		t.Error("an agent name that is not one subject token was accepted")
+	}
+
+	copied := t.TempDir()
+	if err := os.MkdirAll(broker.AuthDir(copied), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cp := broker.CredsPath(copied, broker.AgentRole("legacy"))
+	if err := os.WriteFile(cp, stale, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := flagsFor(copied).credsFile(broker.AgentRole("legacy"), "parley"); err != nil || got != cp {
+		t.Fatalf("a copied credentials file: %q, %v", got, err)
+	}
+}
+
+// foreignCreds is a well-formed .creds file of a user of an account the
+// server does not know.
+func foreignCreds(t *testing.T) []byte {
+	t.Helper()
+	akp, err := nkeys.CreateAccount()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ukp, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	upub, _ := ukp.PublicKey()
+	tok, err := jwt.NewUserClaims(upub).Encode(akp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed, _ := ukp.Seed()
+	b, err := jwt.FormatUserConfig(tok, seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
