@@ -436,6 +436,20 @@ func TestAgentCredsReissued(t *testing.T) {
 	}
 }
 
+// TestAgentClientOptionsInbox: an in-process agent (the echo agent, tests)
+// connecting with ClientOptions gets the agent's inbox prefix, so its
+// requests' replies reach it.
+func TestAgentClientOptionsInbox(t *testing.T) {
+	b := startBroker(t)
+	nc := connectAs(t, b, AgentRole("delta"))
+	if in := nc.NewRespInbox(); !strings.HasPrefix(in, b.Subjects().Inbox("delta")+".") {
+		t.Fatalf("inbox %q, want under %s", in, b.Subjects().Inbox("delta"))
+	}
+	if _, err := b.ClientOptions(AgentRole("a.b")); !errors.Is(err, ErrValidation) {
+		t.Fatalf("ClientOptions of a bad agent name: %v", err)
+	}
+}
+
 // TestAgentPermissionsExact pins agent A's permission set to V2.md's list.
 func TestAgentPermissionsExact(t *testing.T) {
 	p, err := AgentPermissions("acme", "sales")

@@ -454,10 +454,19 @@ func (b *Broker) CredsFile(role string) (string, error) {
 // ClientOptions returns the options an in-process tool or test connects
 // to the broker's NATS with as role: the credentials of role on the
 // embedded server; with an external NATS, the broker's own configured
-// authentication and TLS.
+// authentication and TLS. An agent's role also gets the agent's inbox
+// prefix, where its credentials allow replies to arrive.
 func (b *Broker) ClientOptions(role string) ([]nats.Option, error) {
+	var opts []nats.Option
+	if agent, ok := strings.CutPrefix(role, agentRolePrefix); ok {
+		if err := checkAgentName(agent); err != nil {
+			return nil, err
+		}
+		opts = append(opts, nats.CustomInboxPrefix(b.subj.Inbox(agent)))
+	}
 	if b.auth == nil {
-		return externalAuthOptions(b.cfg.NATS)
+		ext, err := externalAuthOptions(b.cfg.NATS)
+		return append(ext, opts...), err
 	}
 	p, err := b.CredsFile(role)
 	if err != nil {
@@ -467,5 +476,5 @@ func (b *Broker) ClientOptions(role string) ([]nats.Option, error) {
 	if err != nil {
 		return nil, err
 	}
-	return []nats.Option{o}, nil
+	return append(opts, o), nil
 }

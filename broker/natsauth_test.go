@@ -62,7 +62,11 @@ func TestEmbeddedNATSRefusesAnonymous(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s credentials: %v", role, err)
 		}
-		if err := nc.Publish(b.Subjects().Prefix+".x", nil); err != nil || nc.Flush() != nil {
+		subj := b.Subjects().Prefix + ".x"
+		if role == AgentRole("echo") { // an agent may publish only in its namespace
+			subj = b.Subjects().Heartbeat("echo")
+		}
+		if err := nc.Publish(subj, nil); err != nil || nc.Flush() != nil {
 			t.Fatalf("%s: publish: %v", role, err)
 		}
 		nc.Close()
