@@ -67,4 +67,8 @@ var (
 	// ErrNoCredentials is returned when a data directory holds no embedded
 	// NATS credentials (no `parley serve` has started on it).
 	ErrNoCredentials = errors.New("broker: no NATS credentials")
+	// ErrExternalNATS is returned when Parley is asked to issue NATS
+	// credentials but runs on an external NATS, whose users it does not
+	// manage.
+	ErrExternalNATS = errors.New("broker: external NATS: credentials are managed there")
 )

@@ -15,7 +15,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 
-	"github.com/parley-rtc/parley/agentbridge"
 	"github.com/parley-rtc/parley/configs"
 )
 
@@ -27,6 +26,18 @@ import (
 // restart or a configuration reload: the server checks a user JWT's
 // signature chain, not a list of users. The account JWTs are served from an
 // in-process memory resolver, built again from the seeds at every start.
+//
+// Why this scheme rather than the alternatives: a users list in the server
+// configuration (user/password or nkey users with permissions) would need
+// a configuration reload, signalled from the process that runs the server,
+// for every new agent, and `parley agents credentials` runs in another
+// process; an auth callout service would put a Parley round trip into
+// every connect and fail closed whenever that service is down. With JWTs
+// anything that can read the account seed (the broker's admin API, or the
+// CLI on the same data directory while `parley serve` runs) issues a user
+// offline, and the user's permissions travel inside its signed JWT, where
+// NATS enforces them. The cost: a user JWT cannot be taken back without a
+// revocation in the account JWT, which Parley does not manage yet.
 //
 // Files under <data-dir>/auth (directory 0700, files 0600):
 //
@@ -50,7 +61,7 @@ const (
 )
 
 // AgentRole is the role name of the credentials of agent.
-func AgentRole(agent string) string { return "agent-" + agent }
+func AgentRole(agent string) string { return agentRolePrefix + agent }
 
 // AuthDir is where a data directory keeps the embedded server's
 // credentials.
@@ -230,37 +241,6 @@ func (a *natsAuth) serverOptions() (func(*server.Options), error) {
 	}, nil
 }
 
-// userPermissions returns the NATS permissions of role: none (everything
-// allowed) for the broker and operator tools, agentPermissions for agents.
-func userPermissions(role, prefix string) jwt.Permissions {
-	if strings.HasPrefix(role, "agent-") {
-		return agentPermissions(prefix)
-	}
-	return jwt.Permissions{}
-}
-
-// agentPermissions is what an agent worker needs under protocol v1: its
-// protocol subjects (it writes the conversation log by publishing on them),
-// its own consumers on the conversation stream and nothing else of the
-// JetStream API, and reply inboxes. It cannot read or write KV buckets
-// (signing keys, sessions, API keys), the uploads store or any other
-// stream, nor create, purge or delete streams. Protocol v2 (the broker the
-// only writer of the log) narrows this to the agent's own namespace.
-func agentPermissions(prefix string) jwt.Permissions {
-	stream := agentbridge.NewSubjects(prefix).StreamName()
-	var p jwt.Permissions
-	p.Pub.Allow.Add(prefix+".>", nats.InboxPrefix+">",
-		"$JS.API.INFO",
-		"$JS.API.STREAM.INFO."+stream,
-		"$JS.API.CONSUMER.CREATE."+stream, "$JS.API.CONSUMER.CREATE."+stream+".>",
-		"$JS.API.CONSUMER.INFO."+stream+".>",
-		"$JS.API.CONSUMER.DELETE."+stream+".>",
-		"$JS.API.CONSUMER.MSG.NEXT."+stream+".>",
-		"$JS.ACK."+stream+".>", "$JS.FC."+stream+".>")
-	p.Sub.Allow.Add(prefix+".>", nats.InboxPrefix+">")
-	return p
-}
-
 // issueUser signs a new user of the PARLEY account named name with perms,
 // and returns it as the text of a .creds file. It needs no running server.
 func (a *natsAuth) issueUser(name string, perms jwt.Permissions) ([]byte, error) {
@@ -290,13 +270,17 @@ func (a *natsAuth) issueUser(name string, perms jwt.Permissions) ([]byte, error)
 // it does not exist, was not signed by this account (left from a lost
 // auth directory) or carries other permissions (nats.prefix changed).
 func (a *natsAuth) ensureCreds(role, prefix string) (string, error) {
+	perms, err := userPermissions(role, prefix)
+	if err != nil {
+		return "", err
+	}
 	p := filepath.Join(a.dir, role+".creds")
-	perms := userPermissions(role, prefix)
 	if b, err := os.ReadFile(p); err == nil {
 		if a.current(b, perms) {
 			return p, nil
 		}
-		if err := os.Remove(p); err != nil {
+		// A concurrent caller may have removed it already.
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return "", fmt.Errorf("broker: nats auth: %w", unwrapPath(err))
 		}
 	} else if !errors.Is(err, os.ErrNotExist) {
@@ -378,20 +362,6 @@ func credsBytesOption(b []byte) (nats.Option, error) {
 		return nil, err
 	}
 	return nats.UserJWTAndSeed(tok, string(seed)), nil
-}
-
-// EnsureAgentCreds returns the .creds file of agent in dataDir's auth
-// directory, issuing it with the data directory's account key if it does
-// not exist yet. The directory must have been created by `parley serve`.
-func EnsureAgentCreds(dataDir, prefix, agent string) (string, error) {
-	if _, err := os.Stat(filepath.Join(AuthDir(dataDir), accountSeedFile)); err != nil {
-		return "", fmt.Errorf("%w in %s (start parley serve with this --data-dir first): %w", ErrNoCredentials, AuthDir(dataDir), unwrapPath(err))
-	}
-	a, err := loadNATSAuth(dataDir, false)
-	if err != nil {
-		return "", err
-	}
-	return a.ensureCreds(AgentRole(agent), prefix)
 }
 
 // startEmbedded starts the embedded server with authentication: it loads
@@ -484,10 +454,19 @@ func (b *Broker) CredsFile(role string) (string, error) {
 // ClientOptions returns the options an in-process tool or test connects
 // to the broker's NATS with as role: the credentials of role on the
 // embedded server; with an external NATS, the broker's own configured
-// authentication and TLS.
+// authentication and TLS. An agent's role also gets the agent's inbox
+// prefix, where its credentials allow replies to arrive.
 func (b *Broker) ClientOptions(role string) ([]nats.Option, error) {
+	var opts []nats.Option
+	if agent, ok := strings.CutPrefix(role, agentRolePrefix); ok {
+		if err := checkAgentName(agent); err != nil {
+			return nil, err
+		}
+		opts = append(opts, nats.CustomInboxPrefix(b.subj.Inbox(agent)))
+	}
 	if b.auth == nil {
-		return externalAuthOptions(b.cfg.NATS)
+		ext, err := externalAuthOptions(b.cfg.NATS)
+		return append(ext, opts...), err
 	}
 	p, err := b.CredsFile(role)
 	if err != nil {
@@ -497,5 +476,5 @@ func (b *Broker) ClientOptions(role string) ([]nats.Option, error) {
 	if err != nil {
 		return nil, err
 	}
-	return []nats.Option{o}, nil
+	return append(opts, o), nil
 }

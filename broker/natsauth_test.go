@@ -62,7 +62,11 @@ func TestEmbeddedNATSRefusesAnonymous(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s credentials: %v", role, err)
 		}
-		if err := nc.Publish(b.Subjects().Prefix+".x", nil); err != nil || nc.Flush() != nil {
+		subj := b.Subjects().Prefix + ".x"
+		if role == AgentRole("echo") { // an agent may publish only in its namespace
+			subj = b.Subjects().Heartbeat("echo")
+		}
+		if err := nc.Publish(subj, nil); err != nil || nc.Flush() != nil {
 			t.Fatalf("%s: publish: %v", role, err)
 		}
 		nc.Close()
@@ -84,10 +88,10 @@ func otherCreds(t *testing.T) string {
 	return p
 }
 
-// TestAgentCredsCannotWriteKV: under protocol v1 an agent may only create
-// and read its own consumers on the conversation stream: NATS refuses its
-// writes into a KV bucket (the forged admin key of the security review),
-// reads of the signing key and a purge of the log.
+// TestAgentCredsCannotWriteKV: NATS refuses an agent's writes into a KV
+// bucket (the forged admin key of the security review), reads of the
+// signing key, a purge of the log and, under protocol v2 (an agent needs
+// no JetStream at all), even a consumer on the conversation stream.
 func TestAgentCredsCannotWriteKV(t *testing.T) {
 	b := startBroker(t)
 	agent := connectAs(t, b, AgentRole("echo"), nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
@@ -113,14 +117,13 @@ func TestAgentCredsCannotWriteKV(t *testing.T) {
 	refused("read the signing key directly", err)
 	_, err = agent.Request("$JS.API.STREAM.PURGE."+b.subj.StreamName(), nil, time.Second)
 	refused("purge the conversation stream", err)
-	// What it needs under protocol v1 still works: its own consumer on
-	// the conversation stream.
-	ctx3, cancel3 := context.WithTimeout(t.Context(), 5*time.Second)
+	// Protocol v1 let an agent have its own consumer on the conversation
+	// stream; v2 does not (TestAgentCredsConfinedByNATS has the rest).
+	ctx3, cancel3 := context.WithTimeout(t.Context(), 2*time.Second)
 	defer cancel3()
-	if _, err := js.CreateOrUpdateConsumer(ctx3, b.subj.StreamName(), jetstream.ConsumerConfig{
-		Name: "agent-test", AckPolicy: jetstream.AckNonePolicy, InactiveThreshold: time.Minute}); err != nil {
-		t.Fatalf("the agent cannot create its consumer: %v", err)
-	}
+	_, err = js.CreateOrUpdateConsumer(ctx3, b.subj.StreamName(), jetstream.ConsumerConfig{
+		Name: "agent-test", AckPolicy: jetstream.AckNonePolicy, InactiveThreshold: time.Minute})
+	refused("create a consumer on the conversation stream", err)
 	op := connectAs(t, b, RoleOperator)
 	ojs, _ := jetstream.New(op)
 	okv, err := ojs.KeyValue(t.Context(), b.subj.Bucket(bucketKeys))

@@ -430,6 +430,51 @@ func (s *Server) serveAdminRevokeKey(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, info)
 }
 
+// agentCredentials is the answer of POST /v1/admin/agents/{agent}/credentials:
+// the permissions, and the .creds text that carries them.
+type agentCredentials struct {
+	broker.AgentNATSPermissions
+	Creds string `json:"creds"`
+}
+
+// serveAdminAgentCredentials: POST /v1/admin/agents/{agent}/credentials —
+// the NATS credentials of the agent's workers on the embedded NATS,
+// confined to the agent's own subjects (issued if needed; the same ones on
+// every call while they are current). With an external NATS, 409
+// EXTERNAL_NATS and the permission block to configure there. The
+// credentials are a secret: never logged, never cached.
+func (s *Server) serveAdminAgentCredentials(w http.ResponseWriter, r *http.Request) {
+	key, err := s.adminKey(r, broker.ScopeKeysWrite)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if key.Tenant != "" {
+		// An agent serves the widgets of any tenant that names it.
+		writeError(w, fmt.Errorf("%w: agent credentials reach every conversation of the agent, whatever the tenant: use a key for all tenants", ErrMissingScope))
+		return
+	}
+	agent := r.PathValue("agent")
+	perms, err := s.b.AgentPermissions(agent)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	creds, err := s.b.AgentCredentials(agent)
+	if errors.Is(err, broker.ErrExternalNATS) {
+		writeErrorDetails(w, fmt.Errorf("%w: this deployment uses an external NATS, whose users Parley does not manage: give the NATS user of agent %q the permissions in details", err, agent),
+			map[string]any{"permissions": perms, "nats_server_config": perms.ServerConfig()})
+		return
+	}
+	if err != nil {
+		s.log.Error("agent credentials could not be issued", "agent", agent, "err", err)
+		writeError(w, err)
+		return
+	}
+	s.log.Info("agent NATS credentials handed out", "agent", agent, "key_id", key.ID)
+	writeJSON(w, http.StatusOK, agentCredentials{AgentNATSPermissions: perms, Creds: string(creds)})
+}
+
 // adminWidgetIDs lists the widgets a listing covers: ?widget=ID or all the
 // key may see.
 func (s *Server) adminWidgetIDs(r *http.Request, key broker.KeyInfo) ([]string, error) {

@@ -138,6 +138,7 @@ var wireErrors = []struct {
 	{media.ErrClosed, wireError{http.StatusNotFound, "LEG_NOT_FOUND", 0}},
 	{ErrVoiceUnavailable, wireError{http.StatusServiceUnavailable, "VOICE_UNAVAILABLE", 0}},
 	{ErrTransportMismatch, wireError{http.StatusConflict, "TRANSPORT_MISMATCH", 0}},
+	{broker.ErrExternalNATS, wireError{http.StatusConflict, "EXTERNAL_NATS", 0}},
 	{ErrWebhookInvalid, wireError{http.StatusUnauthorized, "WEBHOOK_SIGNATURE_INVALID", 0}},
 	{media.ErrLiveKit, wireError{http.StatusServiceUnavailable, "LIVEKIT_UNAVAILABLE", 0}},
 	{ErrNotFound, wireError{http.StatusNotFound, "NOT_FOUND", 0}},

@@ -64,6 +64,7 @@ func TestClassifyStatusesAndCodes(t *testing.T) {
 		{broker.ErrValidation, 422, "VALIDATION_FAILED"},
 		{ErrUnknownWidget, 401, "UNKNOWN_WIDGET_KEY"},
 		{ErrWidgetNotLive, 409, "WIDGET_NOT_LIVE"},
+		{broker.ErrExternalNATS, 409, "EXTERNAL_NATS"},
 		{ErrOriginRequired, 401, "ORIGIN_REQUIRED"},
 		{ErrOriginNotAllowed, 403, "ORIGIN_NOT_ALLOWED"},
 		{ErrChallengeInvalid, 401, "CHALLENGE_INVALID"},

@@ -131,6 +131,7 @@ func (s *Server) routes() *http.ServeMux {
 	mux.Handle("/v1/admin/widgets/{id}/secret-keys", methods{http.MethodPost: s.serveAdminCreateSecretKey})
 	mux.Handle("/v1/admin/keys", methods{http.MethodGet: s.serveAdminListKeys, http.MethodPost: s.serveAdminCreateKey})
 	mux.Handle("/v1/admin/keys/{kid}", methods{http.MethodDelete: s.serveAdminRevokeKey})
+	mux.Handle("/v1/admin/agents/{agent}/credentials", methods{http.MethodPost: s.serveAdminAgentCredentials})
 	mux.Handle("/v1/admin/conversations", methods{http.MethodGet: s.serveAdminConversations})
 	mux.Handle("/v1/admin/leads", methods{http.MethodGet: s.serveAdminLeads})
 	mux.Handle("/v1/admin/conversations/{id}", methods{http.MethodDelete: s.serveAdminDeleteConversation})

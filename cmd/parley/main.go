@@ -3,6 +3,7 @@
 //
 //	parley serve [--config FILE] [flags]   run Parley (embedded NATS, demo, echo agent)
 //	parley agent echo [--data-dir DIR]     run echo agent workers against a NATS server
+//	parley agents credentials --agent NAME an agent's NATS credentials (agents.go)
 //	parley bench voice [--sessions N]      load-test the voice path
 //	parley check --data-dir DIR            check a stopped store for lost data
 //	parley version
@@ -33,6 +34,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return agentCmd(args[1:], stdout, stderr)
 	case "bench":
 		return benchCmd(args[1:], stdout, stderr)
+	case "agents":
+		return agentsCmd(args[1:], stdout, stderr)
 	case "keys":
 		return keysCmd(args[1:], stdout, stderr)
 	case "rooms":
@@ -59,6 +62,8 @@ Commands:
   serve        run Parley: HTTP API, embedded NATS + JetStream, demo page, echo agent
   agent echo   run echo agent workers against a NATS server (--nats-url; credentials
                from --data-dir, default ./parley-data, or --nats-creds)
+  agents       NATS credentials of an agent's workers (parley agents credentials --agent NAME),
+               or the permissions to give it on an external NATS (parley agents permissions)
   bench voice  load-test the voice path with N pion peers (starts its own serve)
   keys         create, list and revoke API keys (admin "ak_", secret "sk_")
   rooms        list, watch (--watch) and show live rooms (parley rooms show ID)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -57,15 +58,27 @@ func (f *natsFlags) credsFile(role, prefix string) (string, error) {
 		return f.creds, nil
 	}
 	p := broker.CredsPath(f.dataDir, role)
-	if _, err := os.Stat(p); err == nil {
-		return p, nil
-	}
 	if agent, ok := strings.CutPrefix(role, "agent-"); ok {
-		p, err := broker.EnsureAgentCreds(f.dataDir, prefix, agent)
-		if err == nil || f.dirSet {
-			return p, err
+		// Issued, or issued again if its permissions are not current
+		// (an older protocol's, another prefix's).
+		ep, err := broker.EnsureAgentCreds(f.dataDir, prefix, agent)
+		switch {
+		case err == nil:
+			return ep, nil
+		case !errors.Is(err, broker.ErrNoCredentials):
+			return "", err
+		}
+		// No account key here: a credentials file copied on its own.
+		if _, serr := os.Stat(p); serr == nil {
+			return p, nil
+		}
+		if f.dirSet {
+			return "", err
 		}
 		return "", nil
+	}
+	if _, err := os.Stat(p); err == nil {
+		return p, nil
 	}
 	if f.dirSet {
 		return "", fmt.Errorf("no NATS credentials at %s (is it the --data-dir of parley serve?)", p)
