@@ -60,7 +60,7 @@ func checkAgentName(agent string) error {
 // P.agents.A.inbox.>, the inbox prefix its connection must use).
 //
 //	publish:   P.agents.A.heartbeat, P.agents.A.append, P.agents.A.append.*,
-//	           P.agents.A.read, P.agents.A.conv.*.out.audio
+//	           P.agents.A.read, P.agents.A.upload, P.agents.A.conv.*.out.audio
 //	responses: one reply to each request delivered to it (the broker's
 //	           dispatch), within AgentResponseExpiry
 //	subscribe: P.agents.A.dispatch, P.agents.A.conv.*.event,
@@ -68,7 +68,7 @@ func checkAgentName(agent string) error {
 func agentPermissions(prefix, agent string) jwt.Permissions {
 	s := agentbridge.NewSubjects(prefix)
 	var p jwt.Permissions
-	p.Pub.Allow.Add(s.Heartbeat(agent), s.Append(agent), s.AppendTo(agent, "*"), s.Read(agent), s.OutAudio(agent, "*"))
+	p.Pub.Allow.Add(s.Heartbeat(agent), s.Append(agent), s.AppendTo(agent, "*"), s.Read(agent), s.Upload(agent), s.OutAudio(agent, "*"))
 	p.Sub.Allow.Add(s.Dispatch(agent), s.ConvEvent(agent, "*"), s.InAudio(agent, "*"), s.Inbox(agent)+".>")
 	p.Resp = &jwt.ResponsePermission{MaxMsgs: 1, Expires: AgentResponseExpiry}
 	return p

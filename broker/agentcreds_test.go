@@ -185,7 +185,7 @@ func TestAgentCredsConfinedByNATS(t *testing.T) {
 	t.Run("refused publishes", func(t *testing.T) {
 		refused := []string{
 			// beta's namespace
-			s.Heartbeat("beta"), s.Append("beta"), s.AppendTo("beta", "brk_x"), s.Read("beta"),
+			s.Heartbeat("beta"), s.Append("beta"), s.AppendTo("beta", "brk_x"), s.Read("beta"), s.Upload("beta"),
 			s.OutAudio("beta", cid), s.Dispatch("beta"), s.Inbox("beta") + ".x",
 			// forgeries inside its own namespace
 			s.Dispatch("alpha"), s.ConvEvent("alpha", cid), s.InAudio("alpha", cid), s.Inbox("alpha") + ".x",
@@ -268,7 +268,7 @@ func TestAgentCredsConfinedByNATS(t *testing.T) {
 			}
 		}
 		// Publishes: each reaches the broker's side.
-		mine := []string{s.Heartbeat("alpha"), s.Append("alpha"), s.AppendTo("alpha", "brk_x"), s.Read("alpha"), s.OutAudio("alpha", cid)}
+		mine := []string{s.Heartbeat("alpha"), s.Append("alpha"), s.AppendTo("alpha", "brk_x"), s.Read("alpha"), s.Upload("alpha"), s.OutAudio("alpha", cid)}
 		for _, subj := range mine {
 			if err := alpha.Publish(subj, []byte(token)); err != nil {
 				t.Fatal(err)
@@ -457,7 +457,7 @@ func TestAgentPermissionsExact(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantPub := []string{"acme.agents.sales.heartbeat", "acme.agents.sales.append", "acme.agents.sales.append.*",
-		"acme.agents.sales.read", "acme.agents.sales.conv.*.out.audio"}
+		"acme.agents.sales.read", "acme.agents.sales.upload", "acme.agents.sales.conv.*.out.audio"}
 	wantSub := []string{"acme.agents.sales.dispatch", "acme.agents.sales.conv.*.event",
 		"acme.agents.sales.conv.*.in.audio", "acme.agents.sales.inbox.>"}
 	if !slices.Equal(p.Publish, wantPub) || !slices.Equal(p.Subscribe, wantSub) {

@@ -2,8 +2,10 @@ package broker
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -16,6 +18,8 @@ import (
 func TestAgentReadsUpload(t *testing.T) {
 	b := startBroker(t)
 	s := startSession(t, b)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
 	data := bytes.Repeat([]byte("0123456789abcdef"), 3*agentbridge.UploadChunkBytes/16+7) // 3 chunks and a bit
 	up, err := b.PutUpload(t.Context(), s, "notes.txt", "text/plain", bytes.NewReader(data))
 	if err != nil {
@@ -23,7 +27,7 @@ func TestAgentReadsUpload(t *testing.T) {
 	}
 	subj := b.Subjects()
 	echo := connectAs(t, b, AgentRole("echo"), nats.CustomInboxPrefix(subj.Inbox("echo")))
-	f, err := agentbridge.ReadUpload(t.Context(), echo, subj, "echo", s.ConversationID, up.ID)
+	f, err := agentbridge.ReadUpload(ctx, echo, subj, "echo", s.ConversationID, up.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,12 +35,12 @@ func TestAgentReadsUpload(t *testing.T) {
 		t.Fatalf("read %d bytes %q %q, want %d bytes notes.txt text/plain", len(f.Data), f.Name, f.ContentType, len(data))
 	}
 	var pe *agentbridge.ProtocolError
-	_, err = agentbridge.ReadUpload(t.Context(), echo, subj, "echo", s.ConversationID, "upl_nonexistent000000000")
+	_, err = agentbridge.ReadUpload(ctx, echo, subj, "echo", s.ConversationID, "upl_nonexistent000000000")
 	if !errors.As(err, &pe) || pe.Code != agentbridge.CodeUnknownUpload {
 		t.Fatalf("unknown upload: %v, want %s", err, agentbridge.CodeUnknownUpload)
 	}
 	other := connectAs(t, b, AgentRole("other"), nats.CustomInboxPrefix(subj.Inbox("other")))
-	_, err = agentbridge.ReadUpload(t.Context(), other, subj, "other", s.ConversationID, up.ID)
+	_, err = agentbridge.ReadUpload(ctx, other, subj, "other", s.ConversationID, up.ID)
 	if !errors.As(err, &pe) || pe.Code != agentbridge.CodeUnknownConversation {
 		t.Fatalf("another agent's conversation: %v, want %s", err, agentbridge.CodeUnknownConversation)
 	}
