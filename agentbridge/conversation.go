@@ -161,11 +161,14 @@ func (c *Conversation) SendText(ctx context.Context, replyTo, text string) error
 }
 
 // SendAction publishes an action event (navigate, capture_request, handoff,
-// end) with data marshalled as JSON.
+// end) with data marshalled as a JSON object (nil: none).
 func (c *Conversation) SendAction(ctx context.Context, action string, data any) error {
 	raw, err := json.Marshal(data)
 	if err != nil {
 		return fmt.Errorf("agentbridge: action data: %w", err)
+	}
+	if string(raw) == "null" {
+		raw = nil // no data: an empty object
 	}
 	_, err = c.Publish(ctx, Event{Type: EventAction, Action: action, Data: raw})
 	return err
