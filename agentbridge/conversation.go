@@ -388,10 +388,14 @@ func (c *Conversation) feed(sub *nats.Subscription, live []Event, last uint64) {
 		return
 	}
 
-	seq := NewSequencer(last)
-	// With nothing read from ResumeFromSeq on, the first live event may
-	// follow any event before it.
+	// With nothing read from ResumeFromSeq on, the conversation's last
+	// event is unknown but before ResumeFromSeq: the first live event may
+	// follow any event there, and a gap is read from ResumeFromSeq.
 	loose := last == 0 && c.req.ResumeFromSeq > 0
+	if loose {
+		last = c.req.ResumeFromSeq - 1
+	}
+	seq := NewSequencer(last)
 	grace := w.opts.GapGrace
 	gapWait := grace
 	var gapSince time.Time // when events were first held behind a gap
@@ -458,9 +462,9 @@ func (c *Conversation) feed(sub *nats.Subscription, live []Event, last uint64) {
 			c.log.Debug("skipping an undecodable live event", "err", err)
 			continue
 		}
-		if loose {
+		if loose && ev.Seq > seq.Last() {
 			loose = false
-			if ev.Seq > seq.Last() && ev.PrevSeq < c.req.ResumeFromSeq {
+			if ev.PrevSeq < seq.Last() {
 				seq = NewSequencer(ev.PrevSeq)
 			}
 		}

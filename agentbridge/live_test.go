@@ -201,3 +201,33 @@ func TestReplayRefusedReleases(t *testing.T) {
 		t.Fatal("the handler ran on a conversation the broker refused to read")
 	}
 }
+
+// TestResumePastLogEnd: with nothing to replay from the resume point, the
+// first live event follows whatever came before it, and a gap is read from
+// the resume point, not from the start of the conversation.
+func TestResumePastLogEnd(t *testing.T) {
+	t.Parallel()
+	for _, lose := range []bool{false, true} {
+		b := newBrokerEnd(t)
+		const cid = "conv_resume"
+		b.userMessage(cid, "msg_old", "answered long ago")
+		s := b.out(cid, agentbridge.Event{Type: agentbridge.EventTextDone, MessageID: "r", ReplyTo: "msg_old", Text: "a", WorkerID: "w", Epoch: 1})
+		rec := newRecorder()
+		w := b.startWorker(agentbridge.Options{}, rec.handle)
+		b.dispatch(agentbridge.DispatchRequest{ConversationID: cid, ResumeFromSeq: s + 1, HeadSeq: s})
+		if c := recv(t, rec.convs, "the handler"); len(c.History()) != 0 {
+			t.Fatalf("history %+v", c.History())
+		}
+		b.setHold(func(ev agentbridge.Event) bool { return lose && ev.MessageID == "msg_1" })
+		b.userMessage(cid, "msg_1", "new")
+		b.userMessage(cid, "msg_2", "newer")
+		for _, want := range []string{"msg_1", "msg_2"} {
+			if ev := recv(t, rec.events, want); ev.MessageID != want {
+				t.Fatalf("lost %v: got %+v, want %s", lose, ev, want)
+			}
+		}
+		if st := w.Stats(); st.Refills != map[bool]uint64{false: 0, true: 1}[lose] {
+			t.Fatalf("lost %v: stats %+v", lose, st)
+		}
+	}
+}

@@ -418,7 +418,8 @@ func (w *Worker) Close() {
 	}
 	close(w.quit)
 	w.cancel()
-	w.wg.Wait()
+	w.wg.Wait() // handlers and their appends are done
+	w.replies.stop()
 	w.heartbeat()
 	w.log.Info("agent worker stopped")
 }
