@@ -340,3 +340,107 @@ func TestEverythingIsV2(t *testing.T) {
 		}
 	}
 }
+
+// TestAppendWaitsForABroker: while no broker answers appends (no
+// responders), they are repeated until one does; the dispatching broker
+// having gone, they go to any broker from then on.
+func TestAppendWaitsForABroker(t *testing.T) {
+	t.Parallel()
+	b := newBrokerEnd(t)
+	const cid = "conv_no_broker"
+	rec, errs := answerOnce(func(ctx context.Context, c *agentbridge.Conversation, ev agentbridge.Event) error {
+		return c.SendText(ctx, ev.MessageID, "answer")
+	})
+	w := b.startWorker(agentbridge.Options{}, rec.handle)
+	b.dispatch(agentbridge.DispatchRequest{ConversationID: cid})
+	recv(t, rec.convs, "the handler")
+	b.pauseAppends()
+	inMsgs := func() int64 {
+		v, err := b.srv.Varz(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v.InMsgs
+	}
+	before := inMsgs()
+	b.userMessage(cid, "msg_1", "anyone there?")
+	// The message, the thinking state and the first delta were sent to
+	// nobody.
+	eventually(t, "appends sent while no broker listens", func() bool { return inMsgs() >= before+3 })
+	select {
+	case err := <-errs:
+		t.Fatalf("SendText returned %v while no broker could store it", err)
+	default:
+	}
+	b.resumeAppends()
+	if err := recv(t, errs, "the answer"); err != nil {
+		t.Fatalf("SendText: %v", err)
+	}
+	shared := b.subj.Append(testAgent)
+	for range 3 {
+		if a := b.nextAppend(w.ID()); a.Subject != shared {
+			t.Fatalf("%s sent on %s after the dispatching broker went, want %s", a.Sent.Type, a.Subject, shared)
+		}
+	}
+	if b.count(cid, agentbridge.EventTextDone) != 1 || b.count(cid, agentbridge.EventTextDelta) != 1 {
+		t.Fatalf("stored %+v", summarize(b.events(cid)))
+	}
+}
+
+// TestStaleAppendAfterRedispatchResent: an append refused as stale because
+// the conversation was dispatched to this same worker again meanwhile (a
+// newer epoch) is sent again under the new epoch; the conversation goes on.
+func TestStaleAppendAfterRedispatchResent(t *testing.T) {
+	t.Parallel()
+	b := newBrokerEnd(t)
+	const cid = "conv_redispatched"
+	first := onFirst(func(a appendSeen) bool { return a.Sent.Type == agentbridge.EventTextDelta })
+	b.setRefuse(func(a appendSeen) *agentbridge.ProtocolError {
+		if !first(a) {
+			return nil
+		}
+		// The broker re-dispatches the conversation to its worker at
+		// epoch 2 before it answers this epoch-1 append.
+		req := mustJSON(t, agentbridge.DispatchRequest{V: agentbridge.Version, ConversationID: cid, Agent: testAgent,
+			Mode: agentbridge.ModeChat, Epoch: 2, Broker: b.id})
+		if reply, err := b.request(testAgent, req); err != nil || !reply.Accepted {
+			return &agentbridge.ProtocolError{Code: agentbridge.CodeBadEvent, Message: "re-dispatch failed"}
+		}
+		b.mu.Lock()
+		b.convs[cid].epoch = 2
+		b.mu.Unlock()
+		return &agentbridge.ProtocolError{Code: agentbridge.CodeStaleEpoch, Message: "epoch 1 < 2"}
+	})
+	rec, errs := answerOnce(func(ctx context.Context, c *agentbridge.Conversation, ev agentbridge.Event) error {
+		return c.SendText(ctx, ev.MessageID, "answer")
+	})
+	w := b.startWorker(agentbridge.Options{}, rec.handle)
+	b.dispatch(agentbridge.DispatchRequest{ConversationID: cid, Epoch: 1})
+	c := recv(t, rec.convs, "the handler")
+	b.userMessage(cid, "msg_1", "hi")
+	if err := recv(t, errs, "the answer"); err != nil {
+		t.Fatalf("SendText: %v", err)
+	}
+	if c.Epoch() != 2 {
+		t.Fatalf("epoch %d", c.Epoch())
+	}
+	for _, ev := range b.events(cid) {
+		if ev.Type == agentbridge.EventTextDelta && ev.Epoch != 2 {
+			t.Fatalf("delta stored under epoch %d", ev.Epoch)
+		}
+	}
+	if b.count(cid, agentbridge.EventTextDelta) != 1 || b.count(cid, agentbridge.EventTextDone) != 1 {
+		t.Fatalf("stored %+v", summarize(b.events(cid)))
+	}
+	// Still held, still delivering.
+	b.userMessage(cid, "msg_2", "still there?")
+	if ev := recv(t, rec.events, "msg_1"); ev.MessageID != "msg_1" {
+		t.Fatalf("got %+v", ev)
+	}
+	if ev := recv(t, rec.events, "msg_2"); ev.MessageID != "msg_2" {
+		t.Fatalf("got %+v", ev)
+	}
+	if ids := w.Conversations(); len(ids) != 1 {
+		t.Fatalf("Conversations() = %q", ids)
+	}
+}
