@@ -213,9 +213,12 @@ func (b *brokerEnd) onAppend(m *nats.Msg) {
 	a := appendSeen{Subject: m.Subject, MsgID: m.Header.Get(agentbridge.HeaderMsgID), Raw: m.Data}
 	_ = json.Unmarshal(m.Data, &a.Sent)
 	b.appends <- a
+	b.mu.Lock()
+	refuse, mute := b.refuse, b.mute
+	b.mu.Unlock()
 	ev, perr := agentbridge.DecodeAgentEvent(m.Data, agentbridge.Limits{})
-	if perr == nil && b.refuse != nil {
-		perr = b.refuse(a)
+	if perr == nil && refuse != nil {
+		perr = refuse(a)
 	}
 	if perr != nil {
 		b.reply(m, agentbridge.AppendReply{Error: perr})
@@ -244,7 +247,7 @@ func (b *brokerEnd) onAppend(m *nats.Msg) {
 		return
 	}
 	stored := b.commit(ev, key)
-	if b.mute != nil && b.mute(a) {
+	if mute != nil && mute(a) {
 		return
 	}
 	b.reply(m, agentbridge.AppendReply{Seq: stored.Seq})
