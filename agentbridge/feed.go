@@ -2,6 +2,7 @@ package agentbridge
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -63,6 +64,8 @@ type FeedOptions struct {
 // lost: its node went away, the stream changed leader, the connection moved
 // to another server. Every stall is logged at WARN and every recovery at
 // INFO with its duration. Next is called from one goroutine; Stop from any.
+// It is the broker's: agents read the log through the broker (ReadRequest)
+// and need no JetStream.
 type Feed struct {
 	js     jetstream.JetStream
 	stream string
@@ -289,4 +292,20 @@ func (f *Feed) Stop() {
 	if f.it != nil {
 		f.it.Stop()
 	}
+}
+
+// DecodeLogMsg decodes an entry of a conversation log read from JetStream
+// and stamps its log position (Seq) from the message metadata. It is the
+// broker's: agents read the log through the broker (ReadRequest).
+func DecodeLogMsg(msg jetstream.Msg) (Event, *jetstream.MsgMetadata, error) {
+	var ev Event
+	meta, err := msg.Metadata()
+	if err != nil {
+		return ev, nil, err
+	}
+	if err := json.Unmarshal(msg.Data(), &ev); err != nil {
+		return ev, meta, err
+	}
+	ev.Seq = meta.Sequence.Stream
+	return ev, meta, nil
 }
