@@ -104,21 +104,16 @@ type NATSConfig struct {
 	// SyncInterval is how often the embedded server fsyncs with Sync
 	// "interval".
 	SyncInterval time.Duration `yaml:"sync_interval"`
-	// MaxConsumers caps the consumers on the conversation stream. Every
-	// live conversation holds one per broker watching it and one per agent
-	// worker; nats-server's own default (1 000 per stream) would refuse
-	// voice and chat legs beyond ~500 conversations.
+	// MaxConsumers caps the consumers on the conversation stream. No
+	// conversation keeps one (live events travel on core NATS); each read
+	// of a log (history, a WebSocket catching up, a gap) holds a
+	// short-lived one, so this bounds concurrent reads, well above
+	// nats-server's own default of 1 000.
 	MaxConsumers int `yaml:"max_consumers"`
 	// MaxStoreBytes caps the embedded server's JetStream file store; 0
 	// keeps nats-server's default (75% of the free disk, at most 1 TB).
 	// When the store is full, writes are refused and /readyz fails.
 	MaxStoreBytes int64 `yaml:"max_store_bytes"`
-	// ConsumerHeartbeat is the idle heartbeat of the broker's live feeds
-	// (one consumer per watched conversation). A feed whose consumer was
-	// lost (its node died, the stream changed leader) is replaced after two
-	// missed heartbeats, so replies stall about 2× this after a NATS node
-	// loss; each idle feed costs one small message per heartbeat.
-	ConsumerHeartbeat time.Duration `yaml:"consumer_heartbeat"`
 	// CredentialsFile is an optional .creds file for an external NATS.
 	CredentialsFile string `yaml:"credentials_file"`
 	// NkeySeedFile is an optional file holding a user nkey seed ("SU…")
@@ -231,15 +226,14 @@ func Default() Config {
 		DataDir: "./parley-data",
 		Log:     LogConfig{Level: "info", Format: "auto"},
 		NATS: NATSConfig{
-			Listen:            "127.0.0.1:4222",
-			Prefix:            "parley",
-			Replicas:          ReplicasAuto,
-			DedupWindow:       2 * time.Minute,
-			StartTimeout:      2 * time.Minute,
-			Sync:              SyncInterval,
-			SyncInterval:      2 * time.Minute,
-			MaxConsumers:      100_000,
-			ConsumerHeartbeat: 500 * time.Millisecond,
+			Listen:       "127.0.0.1:4222",
+			Prefix:       "parley",
+			Replicas:     ReplicasAuto,
+			DedupWindow:  2 * time.Minute,
+			StartTimeout: 2 * time.Minute,
+			Sync:         SyncInterval,
+			SyncInterval: 2 * time.Minute,
+			MaxConsumers: 100_000,
 		},
 		Agents: AgentsConfig{
 			DispatchTimeout:  2 * time.Second,
@@ -379,7 +373,6 @@ func (c Config) LogValue() slog.Value {
 			logDuration("sync_interval", c.NATS.SyncInterval),
 			slog.Int("max_consumers", c.NATS.MaxConsumers),
 			slog.Int64("max_store_bytes", c.NATS.MaxStoreBytes),
-			logDuration("consumer_heartbeat", c.NATS.ConsumerHeartbeat),
 			slog.String("credentials_file", c.NATS.CredentialsFile),
 			slog.Attr{Key: "auth", Value: c.NATS.authLogValue()}),
 		slog.Group("agents",

@@ -195,7 +195,6 @@ nats:
   replicas: 3
   dedup_window: 1h
   max_consumers: 5000
-  consumer_heartbeat: 500ms
   credentials_file: CREDS
 agents: {dispatch_timeout: 1s, dispatch_retry_max: 10s, heartbeat_timeout: 4s}
 sessions: {ttl: 1h, resume_window: 30m, challenge_ttl: 30s}
@@ -213,7 +212,6 @@ echo_agent: {enabled: false, workers: 0, agent: echo2}
 		Replicas: 3, DedupWindow: time.Hour, MaxConsumers: 5000, CredentialsFile: creds,
 		StartTimeout: 2 * time.Minute, Sync: SyncInterval, SyncInterval: 2 * time.Minute,
 	}
-	want.NATS.ConsumerHeartbeat = 500 * time.Millisecond
 	want.Agents = AgentsConfig{DispatchTimeout: time.Second, DispatchRetryMax: 10 * time.Second, HeartbeatTimeout: 4 * time.Second, AudioFormats: map[string]string{}}
 	want.Sessions.TTL, want.Sessions.ResumeWindow, want.Sessions.ChallengeTTL = time.Hour, 30*time.Minute, 30*time.Second
 	want.Chat.MaxMessageChars, want.Chat.ReplyTimeout = 500, 5*time.Second

@@ -154,9 +154,6 @@ func (n *NATSConfig) validate(ps *problems) {
 	case n.MaxStoreBytes != 0 && n.MaxStoreBytes < 1<<20:
 		ps.add("nats.max_store_bytes", "must be 0 (nats-server's default) or at least 1048576, got %d", n.MaxStoreBytes)
 	}
-	if n.ConsumerHeartbeat < 500*time.Millisecond || n.ConsumerHeartbeat > 15*time.Second {
-		ps.add("nats.consumer_heartbeat", "must be between 500ms and 15s, got %s", n.ConsumerHeartbeat)
-	}
 }
 
 // validateWidgets checks the widget list.

@@ -57,8 +57,6 @@ func TestValidateRules(t *testing.T) {
 		{"nats max store tiny", func(c *Config) { c.NATS.MaxStoreBytes = 1000 }, "nats.max_store_bytes"},
 		{"nats max store negative", func(c *Config) { c.NATS.MaxStoreBytes = -1 }, "nats.max_store_bytes"},
 		{"nats max store with external nats", func(c *Config) { c.NATS.URL = "nats://a:4222"; c.NATS.MaxStoreBytes = 1 << 30 }, "nats.max_store_bytes"},
-		{"nats consumer heartbeat unset", func(c *Config) { c.NATS.ConsumerHeartbeat = 0 }, "nats.consumer_heartbeat"},
-		{"nats consumer heartbeat high", func(c *Config) { c.NATS.ConsumerHeartbeat = 16 * time.Second }, "nats.consumer_heartbeat"},
 		{"dispatch timeout", func(c *Config) { c.Agents.DispatchTimeout = 0 }, "agents.dispatch_timeout"},
 		{"dispatch retry max", func(c *Config) { c.Agents.DispatchRetryMax = -time.Second }, "agents.dispatch_retry_max"},
 		{"heartbeat timeout", func(c *Config) { c.Agents.HeartbeatTimeout = 0 }, "agents.heartbeat_timeout"},
