@@ -187,7 +187,7 @@ func (c *Conversation) SendAudio(f AudioFrame) error {
 	if f.Codec == "" {
 		f.Codec = CodecOpus
 	}
-	return c.w.nc.PublishMsg(f.Msg(c.w.subj.OutAudio(c.ID())))
+	return c.w.nc.PublishMsg(f.Msg(c.w.subj.OutAudio(c.w.opts.Agent, c.ID())))
 }
 
 // Reply streams one agent message as text_delta events closed by text_done.

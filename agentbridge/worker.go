@@ -252,7 +252,7 @@ func (w *Worker) runConversation(c *Conversation) {
 		w.heartbeat()
 	}()
 	log := c.log
-	audioSub, err := w.nc.Subscribe(w.subj.InAudio(c.ID()), c.onAudio)
+	audioSub, err := w.nc.Subscribe(w.subj.InAudio(w.opts.Agent, c.ID()), c.onAudio)
 	if err != nil {
 		log.Error("audio subscribe failed", "err", err)
 		return
