@@ -70,7 +70,7 @@ func TestMessageInDetectionWindowAnswered(t *testing.T) {
 	w1, nc1 := worker()
 	s := startSession(t, b)
 	cid := s.ConversationID
-	poll("worker 1 to hold the conversation", func() bool { w, ok := b.registry.owner(cid); return ok && w == w1.ID() })
+	poll("worker 1 to hold the conversation", func() bool { w, ok := b.registry.owner(cid, "echo"); return ok && w == w1.ID() })
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
 	sub, err := b.Subscribe(ctx, cid) // the visitor's live leg
@@ -87,7 +87,7 @@ func TestMessageInDetectionWindowAnswered(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if w, ok := b.registry.owner(cid); !ok || w != w1.ID() {
+	if w, ok := b.registry.owner(cid, "echo"); !ok || w != w1.ID() {
 		t.Fatal("the message was not posted inside the detection window")
 	}
 	// The moment the broker can tell, a flush of the (busy) room runs.
