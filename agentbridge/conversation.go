@@ -8,11 +8,11 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 )
 
@@ -41,6 +41,15 @@ type Conversation struct {
 	// feedCtx bounds event delivery; stop cancels it.
 	feedCtx context.Context
 	stop    context.CancelFunc
+
+	// sendMu orders the conversation's append requests on the wire.
+	sendMu        sync.Mutex
+	appendSubject string // AppendTo the dispatching broker, or Append
+	// appends counts pipelined appends still waiting for their reply.
+	appends sync.WaitGroup
+	// lost is the broker's refusal that told this worker it no longer
+	// holds the conversation (STALE_EPOCH, NOT_HOLDER).
+	lost atomic.Pointer[ProtocolError]
 }
 
 // newConversation builds a conversation whose event feed lives within ctx.
@@ -53,6 +62,10 @@ func newConversation(ctx context.Context, w *Worker, req DispatchRequest) *Conve
 		audio:  make(chan AudioFrame, 50),
 	}
 	c.feedCtx, c.stop = context.WithCancel(ctx)
+	c.appendSubject = w.subj.Append(w.opts.Agent)
+	if ValidToken(req.Broker) {
+		c.appendSubject = w.subj.AppendTo(w.opts.Agent, req.Broker)
+	}
 	c.epoch.Store(req.Epoch)
 	c.headSeq.Store(req.HeadSeq)
 	return c
@@ -88,55 +101,47 @@ func (c *Conversation) AudioDropped() uint64 { return c.audioDropped.Load() }
 // Logger returns a logger that carries the conversation id.
 func (c *Conversation) Logger() *slog.Logger { return c.log }
 
-// Publish writes an agent event to the conversation log and returns its log
-// position once stored. The envelope fields are filled in.
+// Publish sends an agent event to the broker, which checks and stores it
+// in the conversation log, and returns its log position once stored. The
+// envelope fields are filled in. A refusal is a *ProtocolError (use
+// errors.As); STALE_EPOCH and NOT_HOLDER mean another worker holds the
+// conversation now: it is released (Events closes) and later appends fail
+// at once with the same error.
 func (c *Conversation) Publish(ctx context.Context, ev Event) (uint64, error) {
-	data, msgID := c.encode(&ev)
-	var ack *jetstream.PubAck
-	var err error
-	if msgID != "" {
-		// Repeatable: a PubAck lost with the stream leader costs ~1 s,
-		// not the whole JetStream timeout.
-		ack, err = PublishIdempotent(ctx, c.w.js, c.log, c.w.subj.OutEvent(c.ID()), data, msgID)
-	} else {
-		ack, err = c.w.js.Publish(ctx, c.w.subj.OutEvent(c.ID()), data)
+	if pe := c.lost.Load(); pe != nil {
+		return 0, fmt.Errorf("agentbridge: append %s: %w", ev.Type, pe)
 	}
-	if err != nil {
-		return 0, fmt.Errorf("agentbridge: publish %s: %w", ev.Type, err)
-	}
-	return ack.Sequence, nil
+	a, p, err := c.sendAppend(ev, appendKey(&ev))
+	return c.awaitAppend(ctx, a, p, err)
 }
 
-// publishAsync writes an event without waiting for the store; errors are
-// logged by the worker's async error handler.
+// publishAsync sends an event without waiting for its reply: the next
+// request leaves at once behind it. Failures are logged.
 func (c *Conversation) publishAsync(ev Event) {
-	data, msgID := c.encode(&ev)
-	var opts []jetstream.PublishOpt
-	if msgID != "" {
-		opts = append(opts, jetstream.WithMsgID(msgID))
+	if c.lost.Load() != nil {
+		return
 	}
-	if _, err := c.w.js.PublishAsync(c.w.subj.OutEvent(c.ID()), data, opts...); err != nil {
-		c.log.Warn("async publish failed", "type", ev.Type, "err", err)
-	}
+	a, p, err := c.sendAppend(ev, appendKey(&ev))
+	c.appends.Add(1)
+	go func() {
+		defer c.appends.Done()
+		if _, err := c.awaitAppend(c.w.ctx, a, p, err); err != nil && c.w.ctx.Err() == nil {
+			c.log.Warn("async append failed", "type", ev.Type, "err", err)
+		}
+	}()
 }
 
-// encode fills in the envelope and returns the event's JSON and its
-// message id ("" when it has none: storing it twice would keep two).
-func (c *Conversation) encode(ev *Event) ([]byte, string) {
-	ev.V = Version
-	ev.ConversationID = c.ID()
-	ev.Seq = 0
-	ev.TS = time.Now().UTC()
-	ev.WorkerID = c.w.id
-	ev.Epoch = c.Epoch()
-	data, _ := json.Marshal(ev) // Event has only marshalable fields
+// appendKey is an append's idempotency key: the reply's message id and the
+// chunk's index for text_delta, the message id and "done" for text_done,
+// else a fresh id (so that a repeated append is stored once too).
+func appendKey(ev *Event) string {
 	switch {
 	case ev.Type == EventTextDelta && ev.MessageID != "":
-		return data, ev.MessageID + "/" + strconv.Itoa(ev.Index)
+		return ev.MessageID + "/" + strconv.Itoa(ev.Index)
 	case ev.Type == EventTextDone && ev.MessageID != "":
-		return data, ev.MessageID + "/done"
+		return ev.MessageID + "/done"
 	}
-	return data, ""
+	return ev.Type + "/" + nuid.Next()
 }
 
 // SetState publishes an agent_state event (shown to the visitor as typing,
@@ -187,7 +192,9 @@ func (c *Conversation) SendAudio(f AudioFrame) error {
 	if f.Codec == "" {
 		f.Codec = CodecOpus
 	}
-	return c.w.nc.PublishMsg(f.Msg(c.w.subj.OutAudio(c.w.opts.Agent, c.ID())))
+	m := f.Msg(c.w.subj.OutAudio(c.w.opts.Agent, c.ID()))
+	m.Header.Set(HeaderWorker, c.w.id)
+	return c.w.nc.PublishMsg(m)
 }
 
 // Reply streams one agent message as text_delta events closed by text_done.
@@ -264,38 +271,29 @@ func (c *Conversation) onAudio(m *nats.Msg) {
 	}
 }
 
-// replay reads the log from ResumeFromSeq up to HeadSeq into history and
-// pending; it returns the first live event read past HeadSeq, if any.
-func (c *Conversation) replay(ctx context.Context, it *Feed, initialPending uint64) (*Event, error) {
-	if initialPending == 0 {
-		return nil, nil
+// replay reads the log from ResumeFromSeq to its end: events up to HeadSeq
+// become history and pending, later ones are returned to be delivered
+// first, with the seq of the last event read.
+func (c *Conversation) replay(ctx context.Context) (live []Event, last uint64, err error) {
+	all, err := c.readAll(ctx, c.req.ResumeFromSeq)
+	if err != nil {
+		return nil, 0, fmt.Errorf("agentbridge: replay: %w", err)
 	}
-	var all []Event
-	var live *Event
-	for {
-		msg, err := it.Next(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("agentbridge: replay: %w", err)
-		}
-		ev, meta, err := DecodeLogMsg(msg)
-		if err != nil {
-			c.log.Warn("skipping undecodable log entry", "err", err)
-			if meta != nil && meta.NumPending == 0 {
-				break
-			}
-			continue
-		}
-		if c.req.HeadSeq > 0 && ev.Seq > c.req.HeadSeq {
-			live = &ev
-			break
-		}
-		all = append(all, ev)
-		if meta.NumPending == 0 {
-			break
+	var hist []Event
+	for _, ev := range all {
+		last = max(last, ev.Seq)
+		switch {
+		case ev.V != Version:
+			c.w.skipped.Add(1)
+			c.log.Debug("skipping an event of another protocol version", "v", ev.V, "seq", ev.Seq)
+		case c.req.HeadSeq > 0 && ev.Seq > c.req.HeadSeq:
+			live = append(live, ev)
+		default:
+			hist = append(hist, ev)
 		}
 	}
-	c.history, c.pending = splitPending(all)
-	return live, nil
+	c.history, c.pending = splitPending(hist)
+	return live, last, nil
 }
 
 // splitPending separates visitor messages that have no answer yet. Agent
@@ -331,17 +329,28 @@ func splitPending(all []Event) (history, pending []Event) {
 // visitor message it answered is handed to the next worker again.
 const ReasonWorkerLost = "worker_lost"
 
-// feed delivers pending and live inbound events until stopped, idle or
-// released, then closes Events.
-func (c *Conversation) feed(it *Feed, first *Event) {
+// maxGapWait bounds the pause between refills of a gap the log could not
+// fill yet.
+const maxGapWait = time.Second
+
+// feed delivers pending, replayed-live and live inbound events in log order
+// until stopped, idle or released, then closes Events. Live events come
+// from sub; last is the seq of the last event the replay read.
+func (c *Conversation) feed(sub *nats.Subscription, live []Event, last uint64) {
 	defer close(c.events)
 	defer c.released.Store(true)
 	ctx := c.feedCtx
+	w := c.w
 	deliver := func(ev Event) bool {
+		if ev.V != Version {
+			w.skipped.Add(1)
+			c.log.Debug("skipping an event of another protocol version", "v", ev.V, "seq", ev.Seq)
+			return true
+		}
 		if ev.Type == EventAgentAssigned {
 			// Another worker took the conversation under a newer epoch:
 			// this one has lost it (it was thought dead) and stops.
-			if ev.WorkerID != c.w.id && ev.Epoch > c.Epoch() {
+			if ev.WorkerID != w.id && ev.Epoch > c.Epoch() {
 				c.log.Warn("conversation taken over by another worker; releasing it",
 					"new_worker", ev.WorkerID, "epoch", ev.Epoch, "own_epoch", c.Epoch())
 				return false
@@ -349,7 +358,7 @@ func (c *Conversation) feed(it *Feed, first *Event) {
 			return true
 		}
 		if !ev.IsInbound() {
-			return true
+			return true // agent events, ours included
 		}
 		if ev.Type == EventUserMessage {
 			// Tell the visitor the message reached an agent (typing).
@@ -364,53 +373,131 @@ func (c *Conversation) feed(it *Feed, first *Event) {
 		// dispatched to us again after that (a new session).
 		return !(ev.Type == EventSessionEnded && ev.Idle && ev.Seq > c.headSeq.Load())
 	}
-	for _, ev := range c.pending {
-		if !deliver(ev) {
-			return
+	deliverAll := func(evs []Event) bool {
+		for _, ev := range evs {
+			if !deliver(ev) {
+				return false
+			}
 		}
+		return true
 	}
-	if first != nil && !deliver(*first) {
+	if !deliverAll(c.pending) || !deliverAll(live) {
 		return
 	}
+
+	seq := NewSequencer(last)
+	// With nothing read from ResumeFromSeq on, the first live event may
+	// follow any event before it.
+	loose := last == 0 && c.req.ResumeFromSeq > 0
+	grace := w.opts.GapGrace
+	gapWait := grace
+	var gapSince time.Time // when events were first held behind a gap
+	refill := false        // read from seq.Last()+1 at once
+	var dropped int
+	lastActivity := time.Now()
 	for {
-		nctx, cancel := ctx, context.CancelFunc(func() {})
-		if idle := c.w.opts.IdleTimeout; idle > 0 {
-			nctx, cancel = context.WithTimeout(ctx, idle)
+		wait := time.Duration(-1)
+		if idle := w.opts.IdleTimeout; idle > 0 {
+			wait = max(idle-time.Since(lastActivity), 0)
 		}
-		msg, err := it.Next(nctx)
-		cancel()
-		if err != nil {
-			switch {
-			case ctx.Err() != nil, errors.Is(err, jetstream.ErrMsgIteratorClosed):
-			case errors.Is(err, context.DeadlineExceeded):
-				c.log.Info("conversation idle, releasing it", "idle_timeout", c.w.opts.IdleTimeout)
-			default:
-				c.log.Warn("conversation feed ended", "err", err)
+		if _, gap := seq.Gap(); gap || refill {
+			g := max(gapWait-time.Since(gapSince), 0)
+			if wait < 0 || g < wait {
+				wait = g
 			}
+		}
+		var msg *nats.Msg
+		var err error
+		if wait >= 0 {
+			wctx, cancel := context.WithTimeout(ctx, wait)
+			msg, err = sub.NextMsgWithContext(wctx)
+			cancel()
+		} else {
+			msg, err = sub.NextMsgWithContext(ctx)
+		}
+		switch {
+		case err == nil:
+		case ctx.Err() != nil:
+			return
+		case errors.Is(err, context.DeadlineExceeded):
+			if _, gap := seq.Gap(); refill || gap && time.Since(gapSince) >= gapWait {
+				ok, resolved := c.refill(seq, deliver)
+				if !ok {
+					return
+				}
+				refill = refill && !resolved
+				if resolved {
+					gapSince, gapWait = time.Time{}, grace
+				} else {
+					gapSince, gapWait = time.Now(), min(2*gapWait, maxGapWait)
+				}
+				continue
+			}
+			if idle := w.opts.IdleTimeout; idle > 0 && time.Since(lastActivity) >= idle {
+				c.log.Info("conversation idle, releasing it", "idle_timeout", idle)
+				return
+			}
+			continue
+		default:
+			c.log.Warn("conversation feed ended", "err", err)
 			return
 		}
-		ev, _, err := DecodeLogMsg(msg)
-		if err != nil {
-			c.log.Warn("skipping undecodable log entry", "err", err)
+		lastActivity = time.Now()
+		if n, err := sub.Dropped(); err == nil && n > dropped {
+			// The subscription overflowed: events were lost, maybe the
+			// last ones, which no later event would reveal.
+			dropped, refill = n, true
+			gapSince = time.Now().Add(-gapWait) // due now
+		}
+		var ev Event
+		if err := json.Unmarshal(msg.Data, &ev); err != nil || ev.Seq == 0 {
+			w.skipped.Add(1)
+			c.log.Debug("skipping an undecodable live event", "err", err)
 			continue
 		}
-		if !deliver(ev) {
+		if loose {
+			loose = false
+			if ev.Seq > seq.Last() && ev.PrevSeq < c.req.ResumeFromSeq {
+				seq = NewSequencer(ev.PrevSeq)
+			}
+		}
+		if ev.Seq <= seq.Last() {
+			w.duplicates.Add(1)
+			continue
+		}
+		if !deliverAll(seq.Push(ev)) {
 			return
+		}
+		if _, gap := seq.Gap(); !gap {
+			gapSince, gapWait = time.Time{}, grace
+		} else if gapSince.IsZero() {
+			gapSince = time.Now()
 		}
 	}
 }
 
-// DecodeLogMsg decodes an entry of a conversation log read from JetStream
-// and stamps its log position (Seq) from the message metadata.
-func DecodeLogMsg(msg jetstream.Msg) (Event, *jetstream.MsgMetadata, error) {
-	var ev Event
-	meta, err := msg.Metadata()
+// refill reads the log after the last event delivered and delivers what
+// it held back. ok is false when delivery must end; resolved when no gap
+// remains.
+func (c *Conversation) refill(seq *Sequencer, deliver func(Event) bool) (ok, resolved bool) {
+	from, _ := seq.Gap()
+	rctx, cancel := context.WithTimeout(c.feedCtx, c.w.opts.ReplayTimeout)
+	evs, err := c.readAll(rctx, from)
+	cancel()
+	if c.feedCtx.Err() != nil {
+		return false, false
+	}
 	if err != nil {
-		return ev, nil, err
+		c.log.Warn("reading a gap in the live events failed; will retry", "from_seq", from, "err", err)
+		return true, false
 	}
-	if err := json.Unmarshal(msg.Data(), &ev); err != nil {
-		return ev, meta, err
+	c.w.refills.Add(1)
+	c.log.Debug("live events refilled from the log", "from_seq", from, "events", len(evs))
+	for _, ev := range seq.Fill(evs) {
+		if !deliver(ev) {
+			return false, false
+		}
 	}
-	ev.Seq = meta.Sequence.Stream
-	return ev, meta, nil
+	_, gap := seq.Gap()
+	return true, !gap
 }

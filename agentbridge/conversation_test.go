@@ -16,7 +16,7 @@ import (
 
 func TestHistoryPendingAndLiveEvents(t *testing.T) {
 	t.Parallel()
-	b := newFakeBroker(t)
+	b := newBrokerEnd(t)
 	const cid = "conv_hist"
 	ts := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
 
@@ -41,7 +41,6 @@ func TestHistoryPendingAndLiveEvents(t *testing.T) {
 	// the dispatch itself.
 	b.userMessage(cid, "msg_5", "just after head")
 
-	outs := b.subscribe(b.subj.OutEvent(cid))
 	rec := newRecorder()
 	w := b.startWorker(agentbridge.Options{}, rec.handle)
 	if reply := b.dispatch(agentbridge.DispatchRequest{ConversationID: cid, ResumeFromSeq: resume, HeadSeq: head, Epoch: 2}); !reply.Accepted {
@@ -118,7 +117,7 @@ func TestHistoryPendingAndLiveEvents(t *testing.T) {
 	// The SDK told the visitor each delivered message reached an agent.
 	var thinking []string
 	for len(thinking) < 4 {
-		ev := nextWorkerEvent(t, outs, w.ID())
+		ev := b.nextWorkerEvent(w.ID())
 		if ev.Type != agentbridge.EventAgentState || ev.State != agentbridge.StateThinking {
 			t.Fatalf("unexpected agent event %+v", ev)
 		}
@@ -134,7 +133,7 @@ func TestHistoryPendingAndLiveEvents(t *testing.T) {
 
 func TestResumeFromZeroWithoutHead(t *testing.T) {
 	t.Parallel()
-	b := newFakeBroker(t)
+	b := newBrokerEnd(t)
 	const cid = "conv_all"
 	s1 := b.in(cid, agentbridge.Event{Type: agentbridge.EventSessionStarted, Mode: agentbridge.ModeChat, Language: "en"})
 	s2 := b.userMessage(cid, "msg_1", "q")
@@ -163,9 +162,8 @@ func TestResumeFromZeroWithoutHead(t *testing.T) {
 
 func TestReplyStreamsDeltasAndDone(t *testing.T) {
 	t.Parallel()
-	b := newFakeBroker(t)
+	b := newBrokerEnd(t)
 	const cid = "conv_reply"
-	outs := b.subscribe(b.subj.OutEvent(cid))
 
 	errs := make(chan error, 16)
 	var reply *agentbridge.Reply
@@ -194,15 +192,27 @@ func TestReplyStreamsDeltasAndDone(t *testing.T) {
 		}
 	}
 
-	state := nextWorkerEvent(t, outs, w.ID())
+	state := b.nextWorkerEvent(w.ID())
 	if state.Type != agentbridge.EventAgentState || state.State != agentbridge.StateThinking || state.ReplyTo != "msg_q" {
 		t.Fatalf("first agent event %+v, want agent_state thinking", state)
 	}
 	var deltas []agentbridge.Event
-	for range 3 {
-		deltas = append(deltas, nextWorkerEvent(t, outs, w.ID()))
+	for i := range 3 {
+		a := b.nextAppend(w.ID())
+		// The idempotency key of a chunk is the reply's id and its index.
+		if want := reply.ID() + "/" + string(rune('0'+i)); a.MsgID != want {
+			t.Errorf("delta %d sent with %s %q, want %q", i, agentbridge.HeaderMsgID, a.MsgID, want)
+		}
+		if a.Subject != b.subj.AppendTo(testAgent, b.id) {
+			t.Errorf("delta %d sent on %s, want the dispatching broker's subject", i, a.Subject)
+		}
+		deltas = append(deltas, a.Sent)
 	}
-	done := nextWorkerEvent(t, outs, w.ID())
+	doneAppend := b.nextAppend(w.ID())
+	done := doneAppend.Sent
+	if doneAppend.MsgID != reply.ID()+"/done" {
+		t.Errorf("text_done sent with %s %q", agentbridge.HeaderMsgID, doneAppend.MsgID)
+	}
 	for i, ev := range deltas {
 		if ev.Type != agentbridge.EventTextDelta || ev.Index != i || ev.ReplyTo != "msg_q" || ev.MessageID != reply.ID() {
 			t.Errorf("delta %d: %+v", i, ev)
@@ -228,9 +238,8 @@ func TestReplyStreamsDeltasAndDone(t *testing.T) {
 
 func TestConversationPublishHelpers(t *testing.T) {
 	t.Parallel()
-	b := newFakeBroker(t)
+	b := newBrokerEnd(t)
 	const cid = "conv_helpers"
-	outs := b.subscribe(b.subj.OutEvent(cid))
 	errs := make(chan error, 1)
 	seqs := make(chan uint64, 1)
 	rec := newRecorder()
@@ -292,7 +301,7 @@ func TestConversationPublishHelpers(t *testing.T) {
 			return e.Text == "half" && e.Interrupted && e.Reason == "barge_in" && e.ReplyTo == "msg_1"
 		}},
 	} {
-		ev := nextWorkerEvent(t, outs, w.ID())
+		ev := b.nextWorkerEvent(w.ID())
 		if ev.Type != wnt.typ || !wnt.test(ev) {
 			t.Fatalf("got %+v, want a %s", ev, wnt.typ)
 		}
@@ -300,31 +309,27 @@ func TestConversationPublishHelpers(t *testing.T) {
 
 	// Publish stamps the envelope whatever the caller put there and returns
 	// the log position.
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-	defer cancel()
-	stream, err := b.js.Stream(ctx, b.subj.StreamName())
-	if err != nil {
-		t.Fatal(err)
+	var stored *agentbridge.Event
+	for _, ev := range b.events(cid) {
+		if ev.Seq == seq {
+			stored = &ev
+		}
 	}
-	raw, err := stream.GetMsg(ctx, seq)
-	if err != nil {
-		t.Fatalf("GetMsg(%d): %v", seq, err)
+	if stored == nil || stored.Action != agentbridge.ActionHandoff || stored.ConversationID != cid ||
+		stored.WorkerID != w.ID() || stored.Epoch != 1 {
+		t.Fatalf("stored at %d: %+v", seq, stored)
 	}
-	var ev agentbridge.Event
-	if err := json.Unmarshal(raw.Data, &ev); err != nil {
-		t.Fatal(err)
-	}
-	if raw.Subject != b.subj.OutEvent(cid) || ev.Action != agentbridge.ActionHandoff || ev.ConversationID != cid ||
-		ev.WorkerID != w.ID() || ev.Epoch != 1 || ev.Seq != 0 {
-		t.Fatalf("stored %s on %s", raw.Data, raw.Subject)
+	if sent := b.nextWorkerEvent(w.ID()); sent.Action != agentbridge.ActionHandoff || sent.Seq != 0 ||
+		sent.ConversationID != cid || sent.Epoch != 1 {
+		t.Fatalf("sent %+v", sent)
 	}
 }
 
 func TestAudioInAndOut(t *testing.T) {
 	t.Parallel()
-	b := newFakeBroker(t)
+	b := newBrokerEnd(t)
 	const cid = "conv_audio"
-	outAudio := b.subscribe(b.subj.OutAudio(cid))
+	outAudio := b.subscribe(b.subj.OutAudio(testAgent, cid))
 	sent := make(chan error, 1)
 	rec := newRecorder()
 	captured := time.Unix(0, 1_700_000_000_000_000_123)
@@ -334,18 +339,18 @@ func TestAudioInAndOut(t *testing.T) {
 		}
 		return nil
 	}
-	b.startWorker(agentbridge.Options{}, rec.handle)
+	w := b.startWorker(agentbridge.Options{}, rec.handle)
 	b.dispatch(agentbridge.DispatchRequest{ConversationID: cid})
 	c := recv(t, rec.convs, "the handler")
 
-	// Agent → visitor.
+	// Agent → visitor, naming the worker that sends it.
 	b.userMessage(cid, "msg_1", "speak")
 	if err := recv(t, sent, "SendAudio"); err != nil {
 		t.Fatalf("SendAudio: %v", err)
 	}
 	m := recv(t, outAudio, "an agent audio frame")
 	if m.Header.Get(agentbridge.HeaderCodec) != agentbridge.CodecOpus || m.Header.Get(agentbridge.HeaderSeq) != "77" ||
-		m.Header.Get(agentbridge.HeaderTimestamp) != "960" {
+		m.Header.Get(agentbridge.HeaderTimestamp) != "960" || m.Header.Get(agentbridge.HeaderWorker) != w.ID() {
 		t.Errorf("headers %v", m.Header)
 	}
 	f, err := agentbridge.ParseAudioFrame(m)
@@ -358,7 +363,7 @@ func TestAudioInAndOut(t *testing.T) {
 	}
 
 	// Visitor → agent. A bad frame is dropped; good frames are delivered.
-	bad := nats.NewMsg(b.subj.InAudio(cid))
+	bad := nats.NewMsg(b.subj.InAudio(testAgent, cid))
 	bad.Data = []byte("no headers")
 	if err := b.nc.PublishMsg(bad); err != nil {
 		t.Fatal(err)
@@ -370,7 +375,7 @@ func TestAudioInAndOut(t *testing.T) {
 		fr := agentbridge.AudioFrame{Codec: "pcm_s16le/16000/1", Seq: seq, Timestamp: seq * 320,
 			CapturedAt: time.Unix(0, int64(seq)), Payload: []byte{byte(seq), 1, 2}}
 		frames[seq] = fr
-		if err := b.nc.PublishMsg(fr.Msg(b.subj.InAudio(cid))); err != nil {
+		if err := b.nc.PublishMsg(fr.Msg(b.subj.InAudio(testAgent, cid))); err != nil {
 			t.Fatal(err)
 		}
 		select {
@@ -393,7 +398,7 @@ func TestAudioInAndOut(t *testing.T) {
 
 func TestAudioDroppedWhenHandlerLags(t *testing.T) {
 	t.Parallel()
-	b := newFakeBroker(t)
+	b := newBrokerEnd(t)
 	const cid = "conv_lag"
 	started := make(chan *agentbridge.Conversation, 1)
 	// This handler never reads audio.
@@ -405,12 +410,12 @@ func TestAudioDroppedWhenHandlerLags(t *testing.T) {
 	w := b.startWorker(agentbridge.Options{}, h)
 	b.dispatch(agentbridge.DispatchRequest{ConversationID: cid})
 	c := recv(t, started, "the handler")
-	if err := b.nc.Publish(b.subj.InAudio(cid), []byte("not a frame")); err != nil {
+	if err := b.nc.Publish(b.subj.InAudio(testAgent, cid), []byte("not a frame")); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 200 {
 		fr := agentbridge.AudioFrame{Codec: agentbridge.CodecOpus, Seq: uint64(i)}
-		if err := b.nc.PublishMsg(fr.Msg(b.subj.InAudio(cid))); err != nil {
+		if err := b.nc.PublishMsg(fr.Msg(b.subj.InAudio(testAgent, cid))); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -2,6 +2,7 @@ package agentbridge
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -289,4 +290,20 @@ func (f *Feed) Stop() {
 	if f.it != nil {
 		f.it.Stop()
 	}
+}
+
+// DecodeLogMsg decodes an entry of a conversation log read from JetStream
+// and stamps its log position (Seq) from the message metadata. It is the
+// broker's: agents read the log through the broker (ReadRequest).
+func DecodeLogMsg(msg jetstream.Msg) (Event, *jetstream.MsgMetadata, error) {
+	var ev Event
+	meta, err := msg.Metadata()
+	if err != nil {
+		return ev, nil, err
+	}
+	if err := json.Unmarshal(msg.Data(), &ev); err != nil {
+		return ev, meta, err
+	}
+	ev.Seq = meta.Sequence.Stream
+	return ev, meta, nil
 }

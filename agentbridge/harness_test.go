@@ -5,13 +5,14 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	natstest "github.com/nats-io/nats-server/v2/test"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/parley-rtc/parley/agentbridge"
 )
@@ -22,9 +23,54 @@ const waitFor = 15 * time.Second
 
 const testAgent = "support"
 
+// testAgents have NATS users on the test server, with exactly the
+// permissions protocol v2 gives an agent.
+var testAgents = []string{testAgent, "sales", "x", "other"}
+
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
-// runJetStream starts an in-process JetStream server on an ephemeral port.
+const brokerUser, brokerPass = "broker", "broker-pw"
+
+func agentPass(agent string) string { return "pw-" + agent }
+
+// agentPermissions are agent's NATS permissions under prefix (V2.md):
+// its own namespace only, and answers to dispatch requests.
+func agentPermissions(prefix, agent string) *server.Permissions {
+	ns := agentbridge.NewSubjects(prefix).Agent(agent)
+	return &server.Permissions{
+		Publish: &server.SubjectPermission{Allow: []string{
+			ns + ".heartbeat", ns + ".append", ns + ".append.*", ns + ".read", ns + ".conv.*.out.audio"}},
+		Subscribe: &server.SubjectPermission{Allow: []string{
+			ns + ".dispatch", ns + ".conv.*.event", ns + ".conv.*.in.audio", ns + ".inbox.>"}},
+		Response: &server.ResponsePermission{MaxMsgs: 1},
+	}
+}
+
+// authOptions are an in-process server's options with authentication on:
+// a broker user allowed everything and one user per test agent.
+func authOptions() server.Options {
+	opts := natstest.DefaultTestOptions
+	opts.Port = -1
+	opts.Users = []*server.User{{Username: brokerUser, Password: brokerPass}}
+	for _, a := range testAgents {
+		opts.Users = append(opts.Users, &server.User{Username: a, Password: agentPass(a),
+			Permissions: agentPermissions("", a)})
+	}
+	return opts
+}
+
+// runServer starts an in-process NATS server (core only, authentication
+// on) on an ephemeral port.
+func runServer(t testing.TB) *server.Server {
+	t.Helper()
+	opts := authOptions()
+	s := natstest.RunServer(&opts)
+	t.Cleanup(s.Shutdown)
+	return s
+}
+
+// runJetStream starts an in-process JetStream server on an ephemeral port
+// (for the broker-side Feed's tests).
 func runJetStream(t testing.TB) *server.Server {
 	t.Helper()
 	opts := natstest.DefaultTestOptions
@@ -36,9 +82,10 @@ func runJetStream(t testing.TB) *server.Server {
 	return s
 }
 
-func connect(t testing.TB, s *server.Server) *nats.Conn {
+// connect connects without credentials (servers without authentication).
+func connect(t testing.TB, s *server.Server, opts ...nats.Option) *nats.Conn {
 	t.Helper()
-	nc, err := nats.Connect(s.ClientURL(), nats.MaxReconnects(0))
+	nc, err := nats.Connect(s.ClientURL(), append([]nats.Option{nats.MaxReconnects(0)}, opts...)...)
 	if err != nil {
 		t.Fatalf("connect: %v", err)
 	}
@@ -46,84 +93,251 @@ func connect(t testing.TB, s *server.Server) *nats.Conn {
 	return nc
 }
 
-// fakeBroker plays the broker's side of the protocol on a real server: it
-// owns the conversation log stream and sends dispatches.
-type fakeBroker struct {
+// connectAgent connects as agent, with its inbox prefix.
+func connectAgent(t testing.TB, s *server.Server, agent string) *nats.Conn {
+	t.Helper()
+	return connect(t, s, append(agentbridge.ConnectOptions("", agent), nats.UserInfo(agent, agentPass(agent)))...)
+}
+
+// brokerEnd is the broker's end of protocol v2, kept as small as the SDK's
+// tests need, on a real NATS server: it sends dispatches, answers appends
+// (validated with DecodeAgentEvent, then checked against the conversation's
+// holder and epoch) and reads from a log it keeps in memory, numbering
+// events with one counter for every conversation as the stream does, and
+// publishes every stored event with its seq and prev_seq on the
+// conversation's ConvEvent subject. Tests can hold back or reorder those
+// live deliveries, refuse appends with a code, or leave them unanswered.
+type brokerEnd struct {
 	t    testing.TB
 	srv  *server.Server
 	nc   *nats.Conn
-	js   jetstream.JetStream
 	subj agentbridge.Subjects
+	id   string
+
+	// appends receives every append request as it arrived.
+	appends chan appendSeen
+	reads   atomic.Int64
+
+	mu    sync.Mutex
+	seq   uint64
+	convs map[string]*convRecord
+	keys  map[string]uint64 // "<cid>/<Nats-Msg-Id>" → seq
+	// readLimit caps the events of one read reply (0: MaxReadEvents).
+	readLimit int
+	// refuse, when set, may refuse an append with a coded error.
+	refuse func(a appendSeen) *agentbridge.ProtocolError
+	// mute, when set, stores an append but sends no reply.
+	mute func(a appendSeen) bool
+	// hold, when set, keeps a stored event off the live subject.
+	hold func(ev agentbridge.Event) bool
 }
 
-func newFakeBroker(t testing.TB) *fakeBroker {
-	t.Helper()
-	srv := runJetStream(t)
-	return newFakeBrokerOn(t, srv)
+// appendSeen is one append request as the broker received it.
+type appendSeen struct {
+	Subject string
+	MsgID   string
+	Raw     []byte
+	Sent    agentbridge.Event // the body as the SDK wrote it
 }
 
-func newFakeBrokerOn(t testing.TB, srv *server.Server) *fakeBroker {
+type convRecord struct {
+	agent  string
+	worker string // holder, from the last accepted dispatch
+	epoch  uint64
+	events []agentbridge.Event
+}
+
+// noBroker as a DispatchRequest's Broker sends a dispatch naming none.
+const noBroker = "-"
+
+func newBrokerEnd(t testing.TB) *brokerEnd {
 	t.Helper()
-	nc := connect(t, srv)
-	js, err := jetstream.New(nc)
-	if err != nil {
+	return newBrokerEndOn(t, runServer(t))
+}
+
+func newBrokerEndOn(t testing.TB, srv *server.Server) *brokerEnd {
+	t.Helper()
+	b := &brokerEnd{t: t, srv: srv, subj: agentbridge.NewSubjects(""), id: "brk_test",
+		appends: make(chan appendSeen, 4096),
+		convs:   make(map[string]*convRecord), keys: make(map[string]uint64)}
+	b.nc = connect(t, srv, nats.UserInfo(brokerUser, brokerPass))
+	for _, s := range []struct {
+		subject, queue string
+		h              nats.MsgHandler
+	}{
+		{b.subj.AllAppends(), agentbridge.BrokerQueue, b.onAppend},
+		{b.subj.AllAppendsTo(b.id), "", b.onAppend},
+		{b.subj.AllReads(), agentbridge.BrokerQueue, b.onRead},
+	} {
+		if _, err := b.nc.QueueSubscribe(s.subject, s.queue, s.h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	subj := agentbridge.NewSubjects("")
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-	defer cancel()
-	// The stream as the broker creates it.
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
-		Name:     subj.StreamName(),
-		Subjects: subj.LogSubjects(),
-		Storage:  jetstream.FileStorage,
-	}); err != nil {
-		t.Fatalf("create stream: %v", err)
-	}
-	return &fakeBroker{t: t, srv: srv, nc: nc, js: js, subj: subj}
+	return b
 }
 
-func (b *fakeBroker) append(subject string, ev agentbridge.Event) uint64 {
-	b.t.Helper()
-	ev.V = agentbridge.Version
+// reply answers a request. Errors are dropped: they come from a connection
+// closed at the end of a test, and a lost reply is what the SDK must
+// survive anyway.
+func (b *brokerEnd) reply(m *nats.Msg, v any) {
+	_ = m.Respond(mustJSON(b.t, v))
+}
+
+func (b *brokerEnd) onAppend(m *nats.Msg) {
+	a := appendSeen{Subject: m.Subject, MsgID: m.Header.Get(agentbridge.HeaderMsgID), Raw: m.Data}
+	_ = json.Unmarshal(m.Data, &a.Sent)
+	b.appends <- a
+	ev, perr := agentbridge.DecodeAgentEvent(m.Data, agentbridge.Limits{})
+	if perr == nil && b.refuse != nil {
+		perr = b.refuse(a)
+	}
+	if perr != nil {
+		b.reply(m, agentbridge.AppendReply{Error: perr})
+		return
+	}
+	agent, _ := b.subj.AgentFromSubject(m.Subject)
+	b.mu.Lock()
+	rec := b.convs[ev.ConversationID]
+	switch {
+	case rec == nil || rec.agent != agent:
+		perr = &agentbridge.ProtocolError{Code: agentbridge.CodeUnknownConversation, Message: "no such conversation"}
+	case ev.WorkerID != rec.worker:
+		perr = &agentbridge.ProtocolError{Code: agentbridge.CodeNotHolder, Message: "held by " + rec.worker}
+	case ev.Epoch < rec.epoch:
+		perr = &agentbridge.ProtocolError{Code: agentbridge.CodeStaleEpoch, Message: "stale epoch"}
+	}
+	key := ev.ConversationID + "/" + a.MsgID
+	if seq, ok := b.keys[key]; perr == nil && ok && a.MsgID != "" {
+		b.mu.Unlock()
+		b.reply(m, agentbridge.AppendReply{Seq: seq, Duplicate: true})
+		return
+	}
+	b.mu.Unlock()
+	if perr != nil {
+		b.reply(m, agentbridge.AppendReply{Error: perr})
+		return
+	}
+	stored := b.commit(ev, key)
+	if b.mute != nil && b.mute(a) {
+		return
+	}
+	b.reply(m, agentbridge.AppendReply{Seq: stored.Seq})
+}
+
+func (b *brokerEnd) onRead(m *nats.Msg) {
+	b.reads.Add(1)
+	var req agentbridge.ReadRequest
+	if err := json.Unmarshal(m.Data, &req); err != nil || req.V != agentbridge.Version {
+		b.reply(m, agentbridge.ReadReply{Error: &agentbridge.ProtocolError{Code: agentbridge.CodeBadEvent, Message: "bad read"}})
+		return
+	}
+	agent, _ := b.subj.AgentFromSubject(m.Subject)
+	b.mu.Lock()
+	rec := b.convs[req.ConversationID]
+	if rec == nil || rec.agent != agent {
+		b.mu.Unlock()
+		b.reply(m, agentbridge.ReadReply{Error: &agentbridge.ProtocolError{Code: agentbridge.CodeUnknownConversation, Message: "no such conversation"}})
+		return
+	}
+	limit := agentbridge.MaxReadEvents
+	if req.Limit > 0 && req.Limit < limit {
+		limit = req.Limit
+	}
+	if b.readLimit > 0 {
+		limit = min(limit, b.readLimit)
+	}
+	rep := agentbridge.ReadReply{Events: []agentbridge.Event{}}
+	for _, ev := range rec.events {
+		if ev.Seq < req.FromSeq {
+			continue
+		}
+		if len(rep.Events) == limit {
+			rep.More = true
+			break
+		}
+		rep.Events = append(rep.Events, ev)
+	}
+	b.mu.Unlock()
+	b.reply(m, rep)
+}
+
+// conv returns cid's record, made for agent when new. Call with b.mu held.
+func (b *brokerEnd) conv(cid, agent string) *convRecord {
+	rec := b.convs[cid]
+	if rec == nil {
+		rec = &convRecord{agent: agent}
+		b.convs[cid] = rec
+	}
+	return rec
+}
+
+// commit stores ev in its conversation's log (key: its idempotency key,
+// or "") and publishes it live unless held.
+func (b *brokerEnd) commit(ev agentbridge.Event, key string) agentbridge.Event {
+	b.mu.Lock()
+	rec := b.conv(ev.ConversationID, testAgent)
+	b.seq++
+	ev.Seq = b.seq
+	ev.PrevSeq = 0
+	if n := len(rec.events); n > 0 {
+		ev.PrevSeq = rec.events[n-1].Seq
+	}
 	if ev.TS.IsZero() {
 		ev.TS = time.Now().UTC()
 	}
-	data, err := json.Marshal(ev)
-	if err != nil {
-		b.t.Fatal(err)
+	rec.events = append(rec.events, ev)
+	if key != "" {
+		b.keys[key] = ev.Seq
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-	defer cancel()
-	ack, err := b.js.Publish(ctx, subject, data)
-	if err != nil {
-		b.t.Fatalf("publish %s: %v", ev.Type, err)
+	hold := b.hold
+	agent := rec.agent
+	b.mu.Unlock()
+	if hold == nil || !hold(ev) {
+		b.publish(agent, ev)
 	}
-	return ack.Sequence
+	return ev
 }
 
-// in appends a broker event to the conversation log and returns its seq.
-func (b *fakeBroker) in(cid string, ev agentbridge.Event) uint64 {
+// publish sends ev live on its conversation's event subject.
+func (b *brokerEnd) publish(agent string, ev agentbridge.Event) {
+	_ = b.nc.Publish(b.subj.ConvEvent(agent, ev.ConversationID), mustJSON(b.t, ev)) // as reply
+}
+
+// events returns a copy of cid's log.
+func (b *brokerEnd) events(cid string) []agentbridge.Event {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if rec := b.convs[cid]; rec != nil {
+		return append([]agentbridge.Event(nil), rec.events...)
+	}
+	return nil
+}
+
+// in stores a broker event in the conversation log and returns its seq.
+func (b *brokerEnd) in(cid string, ev agentbridge.Event) uint64 {
+	ev.V = agentbridge.Version
 	ev.ConversationID = cid
-	return b.append(b.subj.InEvent(cid), ev)
+	return b.commit(ev, "").Seq
 }
 
-// out appends an agent event (as if written by some worker).
-func (b *fakeBroker) out(cid string, ev agentbridge.Event) uint64 {
-	ev.ConversationID = cid
-	return b.append(b.subj.OutEvent(cid), ev)
+// out stores an agent event as if written by some worker, unchecked.
+func (b *brokerEnd) out(cid string, ev agentbridge.Event) uint64 {
+	return b.in(cid, ev)
 }
 
-func (b *fakeBroker) userMessage(cid, id, text string) uint64 {
+func (b *brokerEnd) userMessage(cid, id, text string) uint64 {
 	return b.in(cid, agentbridge.Event{Type: agentbridge.EventUserMessage, MessageID: id, Text: text, Via: "chat"})
 }
 
-func (b *fakeBroker) sessionEnded(cid string, idle bool) uint64 {
+func (b *brokerEnd) sessionEnded(cid string, idle bool) uint64 {
 	return b.in(cid, agentbridge.Event{Type: agentbridge.EventSessionEnded, Idle: idle, Reason: "closed"})
 }
 
 // request sends raw data to the agent's dispatch subject.
-func (b *fakeBroker) request(agent string, data []byte) (agentbridge.DispatchReply, error) {
+func (b *brokerEnd) request(agent string, data []byte) (agentbridge.DispatchReply, error) {
 	var reply agentbridge.DispatchReply
 	m, err := b.nc.Request(b.subj.Dispatch(agent), data, waitFor)
 	if err != nil {
@@ -135,7 +349,9 @@ func (b *fakeBroker) request(agent string, data []byte) (agentbridge.DispatchRep
 	return reply, nil
 }
 
-func (b *fakeBroker) dispatch(req agentbridge.DispatchRequest) agentbridge.DispatchReply {
+// dispatch sends req (epoch 1 and this broker by default) and, when it is
+// accepted, records the worker as the conversation's holder.
+func (b *brokerEnd) dispatch(req agentbridge.DispatchRequest) agentbridge.DispatchReply {
 	b.t.Helper()
 	req.V = agentbridge.Version
 	if req.Agent == "" {
@@ -144,20 +360,33 @@ func (b *fakeBroker) dispatch(req agentbridge.DispatchRequest) agentbridge.Dispa
 	if req.Mode == "" {
 		req.Mode = agentbridge.ModeChat
 	}
-	data, err := json.Marshal(req)
-	if err != nil {
-		b.t.Fatal(err)
+	if req.Epoch == 0 {
+		req.Epoch = 1
 	}
-	reply, err := b.request(req.Agent, data)
+	switch req.Broker {
+	case "":
+		req.Broker = b.id
+	case noBroker:
+		req.Broker = ""
+	}
+	b.mu.Lock()
+	rec := b.conv(req.ConversationID, req.Agent)
+	b.mu.Unlock()
+	reply, err := b.request(req.Agent, mustJSON(b.t, req))
 	if err != nil {
 		b.t.Fatalf("dispatch %s: %v", req.ConversationID, err)
+	}
+	if reply.Accepted {
+		b.mu.Lock()
+		rec.worker, rec.epoch = reply.WorkerID, max(rec.epoch, req.Epoch)
+		b.mu.Unlock()
 	}
 	return reply
 }
 
 // subscribe returns a channel subscription on subject, flushed so that it
 // is known to the server.
-func (b *fakeBroker) subscribe(subject string) chan *nats.Msg {
+func (b *brokerEnd) subscribe(subject string) chan *nats.Msg {
 	b.t.Helper()
 	ch := make(chan *nats.Msg, 1024)
 	sub, err := b.nc.ChanSubscribe(subject, ch)
@@ -171,9 +400,9 @@ func (b *fakeBroker) subscribe(subject string) chan *nats.Msg {
 	return ch
 }
 
-// startWorker starts a worker on its own connection; it is closed when the
-// test ends.
-func (b *fakeBroker) startWorker(opts agentbridge.Options, h agentbridge.Handler) *agentbridge.Worker {
+// startWorker starts a worker on its own agent connection; it is closed
+// when the test ends.
+func (b *brokerEnd) startWorker(opts agentbridge.Options, h agentbridge.Handler) *agentbridge.Worker {
 	b.t.Helper()
 	if opts.Agent == "" {
 		opts.Agent = testAgent
@@ -181,7 +410,7 @@ func (b *fakeBroker) startWorker(opts agentbridge.Options, h agentbridge.Handler
 	if opts.Logger == nil {
 		opts.Logger = quiet
 	}
-	nc := connect(b.t, b.srv)
+	nc := connectAgent(b.t, b.srv, opts.Agent)
 	w, err := agentbridge.NewWorker(nc, opts, h)
 	if err != nil {
 		b.t.Fatalf("NewWorker: %v", err)
@@ -191,6 +420,24 @@ func (b *fakeBroker) startWorker(opts agentbridge.Options, h agentbridge.Handler
 	}
 	b.t.Cleanup(w.Close) // runs before nc.Close
 	return w
+}
+
+// nextAppend returns the next append request sent by workerID, skipping
+// other workers'.
+func (b *brokerEnd) nextAppend(workerID string) appendSeen {
+	b.t.Helper()
+	for {
+		a := recv(b.t, b.appends, "an append")
+		if a.Sent.WorkerID == workerID {
+			return a
+		}
+	}
+}
+
+// nextWorkerEvent returns the next event workerID sent, as sent.
+func (b *brokerEnd) nextWorkerEvent(workerID string) agentbridge.Event {
+	b.t.Helper()
+	return b.nextAppend(workerID).Sent
 }
 
 // recv waits for one value from ch.
@@ -217,27 +464,6 @@ func eventually(t testing.TB, what string, cond func() bool) {
 		case <-deadline.C:
 			t.Fatalf("timed out waiting for %s", what)
 		case <-poll.C:
-		}
-	}
-}
-
-func decodeEvent(t testing.TB, m *nats.Msg) agentbridge.Event {
-	t.Helper()
-	var ev agentbridge.Event
-	if err := json.Unmarshal(m.Data, &ev); err != nil {
-		t.Fatalf("decode %q: %v", m.Data, err)
-	}
-	return ev
-}
-
-// nextWorkerEvent returns the next event on ch written by workerID,
-// skipping events other writers put there.
-func nextWorkerEvent(t testing.TB, ch <-chan *nats.Msg, workerID string) agentbridge.Event {
-	t.Helper()
-	for {
-		ev := decodeEvent(t, recv(t, ch, "an agent event"))
-		if ev.WorkerID == workerID {
-			return ev
 		}
 	}
 }

@@ -23,8 +23,18 @@ func TestSubjects(t *testing.T) {
 		{"all heartbeats", agentbridge.NewSubjects("").AllHeartbeats(), "parley.agents.*.heartbeat"},
 		{"in event", agentbridge.NewSubjects("").InEvent("conv_1"), "parley.conv.conv_1.in.event"},
 		{"out event", agentbridge.NewSubjects("").OutEvent("conv_1"), "parley.conv.conv_1.out.event"},
-		{"in audio", agentbridge.NewSubjects("").InAudio("conv_1"), "parley.conv.conv_1.in.audio"},
-		{"out audio", agentbridge.NewSubjects("").OutAudio("conv_1"), "parley.conv.conv_1.out.audio"},
+		{"in audio", agentbridge.NewSubjects("").InAudio("sales", "conv_1"), "parley.agents.sales.conv.conv_1.in.audio"},
+		{"out audio", agentbridge.NewSubjects("").OutAudio("sales", "conv_1"), "parley.agents.sales.conv.conv_1.out.audio"},
+		{"agent namespace", agentbridge.NewSubjects("").Agent("sales"), "parley.agents.sales"},
+		{"append", agentbridge.NewSubjects("").Append("sales"), "parley.agents.sales.append"},
+		{"append to", agentbridge.NewSubjects("").AppendTo("sales", "brk_1"), "parley.agents.sales.append.brk_1"},
+		{"all appends", agentbridge.NewSubjects("").AllAppends(), "parley.agents.*.append"},
+		{"all appends to", agentbridge.NewSubjects("").AllAppendsTo("brk_1"), "parley.agents.*.append.brk_1"},
+		{"read", agentbridge.NewSubjects("").Read("sales"), "parley.agents.sales.read"},
+		{"all reads", agentbridge.NewSubjects("").AllReads(), "parley.agents.*.read"},
+		{"conv event", agentbridge.NewSubjects("").ConvEvent("sales", "conv_1"), "parley.agents.sales.conv.conv_1.event"},
+		{"any conv event", agentbridge.NewSubjects("").AnyConvEvent("conv_1"), "parley.agents.*.conv.conv_1.event"},
+		{"inbox", agentbridge.NewSubjects("").Inbox("sales"), "parley.agents.sales.inbox"},
 		{"events", agentbridge.NewSubjects("").Events("conv_1"), "parley.conv.conv_1.*.event"},
 		{"room", agentbridge.NewSubjects("").Room("conv_1"), "parley.rooms.conv_1"},
 		{"status", agentbridge.NewSubjects("").Status("conv_1"), "parley.status.conv_1"},
@@ -33,7 +43,7 @@ func TestSubjects(t *testing.T) {
 		{"custom prefix in event", agentbridge.NewSubjects("acme").InEvent("c"), "acme.conv.c.in.event"},
 		{"custom prefix stream", agentbridge.NewSubjects("acme").StreamName(), "ACME_CONV"},
 		{"dashed prefix stream", agentbridge.NewSubjects("my-co").StreamName(), "MY_CO_CONV"},
-		{"literal prefix", agentbridge.Subjects{Prefix: "x"}.OutAudio("c"), "x.conv.c.out.audio"},
+		{"literal prefix", agentbridge.Subjects{Prefix: "x"}.OutAudio("a", "c"), "x.agents.a.conv.c.out.audio"},
 	}
 	for _, tt := range tests {
 		if tt.got != tt.want {
@@ -66,7 +76,8 @@ func TestLogSubjectsCoverEventSubjectsOnly(t *testing.T) {
 		}
 	}
 	// Audio is never durable.
-	for _, subj := range []string{s.InAudio("c"), s.OutAudio("c"), s.Room("c"), s.Dispatch("a")} {
+	for _, subj := range []string{s.InAudio("a", "c"), s.OutAudio("a", "c"), s.Room("c"), s.Dispatch("a"),
+		s.ConvEvent("a", "c"), s.Append("a"), s.Read("a")} {
 		if matchesAny(got, subj) {
 			t.Errorf("%s must not be stored by the log", subj)
 		}
@@ -132,10 +143,27 @@ func TestConversationFromSubject(t *testing.T) {
 func TestConversationFromSubjectRoundTrip(t *testing.T) {
 	t.Parallel()
 	s := agentbridge.NewSubjects("p-1")
-	for _, build := range []func(string) string{s.InEvent, s.OutEvent, s.InAudio, s.OutAudio, s.Events} {
+	for _, build := range []func(string) string{s.InEvent, s.OutEvent, s.Events} {
 		subj := build("conv_abc-9")
 		if got, ok := s.ConversationFromSubject(subj); !ok || got != "conv_abc-9" {
 			t.Errorf("ConversationFromSubject(%q) = %q, %v", subj, got, ok)
+		}
+	}
+}
+
+func TestAgentFromSubjectRoundTrip(t *testing.T) {
+	t.Parallel()
+	s := agentbridge.NewSubjects("p-1")
+	for _, subj := range []string{s.Dispatch("sales-2"), s.Heartbeat("sales-2"), s.Append("sales-2"),
+		s.AppendTo("sales-2", "brk_1"), s.Read("sales-2"), s.ConvEvent("sales-2", "conv_1"),
+		s.InAudio("sales-2", "conv_1"), s.OutAudio("sales-2", "conv_1"), s.Inbox("sales-2") + ".x"} {
+		if got, ok := s.AgentFromSubject(subj); !ok || got != "sales-2" {
+			t.Errorf("AgentFromSubject(%q) = %q, %v", subj, got, ok)
+		}
+	}
+	for _, subj := range []string{"p-1.agents.*.append", "p-1.agents..append", "parley.agents.a.append", "p-1.conv.c.in.event"} {
+		if got, ok := s.AgentFromSubject(subj); ok {
+			t.Errorf("AgentFromSubject(%q) = %q, want none", subj, got)
 		}
 	}
 }

@@ -6,12 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 )
 
@@ -38,22 +38,29 @@ type Options struct {
 	IdleTimeout time.Duration
 	// ReplayTimeout bounds the replay of a conversation's log (default 10 s).
 	ReplayTimeout time.Duration
-	// FeedHeartbeat is the idle heartbeat of each conversation's event
-	// consumer (default DefaultFeedHeartbeat, 500 ms; 500 ms to 30 s). A consumer lost with a
-	// NATS node or a stream leader change is replaced after two missed
-	// heartbeats; each idle conversation costs one small message per
-	// heartbeat.
-	FeedHeartbeat time.Duration
+	// GapGrace is how long a live event that arrived ahead of a missing
+	// one waits for it (events relayed by several brokers may arrive out
+	// of order) before the worker reads the gap from the log (default
+	// 20 ms).
+	GapGrace time.Duration
 	// Logger receives the worker's logs (default slog.Default()).
 	Logger *slog.Logger
 }
 
+// ConnectOptions returns the options a worker's NATS connection needs for
+// agent under prefix: replies to its requests must arrive in the agent's
+// namespace (Subjects.Inbox), the only inbox its credentials may
+// subscribe to. Pass them to nats.Connect with the agent's credentials.
+func ConnectOptions(prefix, agent string) []nats.Option {
+	return []nats.Option{nats.CustomInboxPrefix(NewSubjects(prefix).Inbox(agent))}
+}
+
 // Worker registers for an agent name on NATS, accepts dispatches and runs a
 // Handler per conversation. Workers of one agent share load through a queue
-// group.
+// group. It needs core NATS only: everything durable goes through the
+// broker by request/reply.
 type Worker struct {
 	nc      *nats.Conn
-	js      jetstream.JetStream
 	opts    Options
 	subj    Subjects
 	id      string
@@ -67,6 +74,8 @@ type Worker struct {
 	// released gets a token whenever a conversation is released.
 	released chan struct{}
 
+	replies replyMux
+
 	mu       sync.Mutex
 	sub      *nats.Subscription
 	convs    map[string]*Conversation
@@ -77,7 +86,8 @@ type Worker struct {
 	started atomic.Bool
 	stopped atomic.Bool
 
-	audioDropped, audioInvalid atomic.Uint64 // over every conversation
+	audioDropped, audioInvalid   atomic.Uint64 // over every conversation
+	refills, skipped, duplicates atomic.Uint64
 }
 
 // WorkerStats are a worker's drop counters, summed over every conversation
@@ -90,14 +100,25 @@ type WorkerStats struct {
 	// AudioInvalid: visitor audio messages dropped because they did not
 	// decode as audio frames.
 	AudioInvalid uint64
+	// Refills: reads of the log that filled a gap in a conversation's
+	// live events (an event lost or overtaken on its way).
+	Refills uint64
+	// EventsSkipped: live events ignored because they did not decode or
+	// carry another protocol version.
+	EventsSkipped uint64
+	// Duplicates: live events dropped because they had been delivered
+	// already (by the replay, a refill or a second delivery).
+	Duplicates uint64
 }
 
-// Stats returns the worker's drop counters (cheap: atomic loads).
+// Stats returns the worker's counters (cheap: atomic loads).
 func (w *Worker) Stats() WorkerStats {
-	return WorkerStats{AudioDropped: w.audioDropped.Load(), AudioInvalid: w.audioInvalid.Load()}
+	return WorkerStats{AudioDropped: w.audioDropped.Load(), AudioInvalid: w.audioInvalid.Load(),
+		Refills: w.refills.Load(), EventsSkipped: w.skipped.Load(), Duplicates: w.duplicates.Load()}
 }
 
-// NewWorker builds a worker on an established NATS connection.
+// NewWorker builds a worker on an established NATS connection, which must
+// use the agent's inbox prefix (ConnectOptions).
 func NewWorker(nc *nats.Conn, opts Options, h Handler) (*Worker, error) {
 	if nc == nil || h == nil {
 		return nil, fmt.Errorf("%w: connection and handler are required", ErrInvalidOptions)
@@ -123,8 +144,14 @@ func NewWorker(nc *nats.Conn, opts Options, h Handler) (*Worker, error) {
 	if opts.ReplayTimeout <= 0 {
 		opts.ReplayTimeout = 10 * time.Second
 	}
-	if opts.FeedHeartbeat <= 0 {
-		opts.FeedHeartbeat = DefaultFeedHeartbeat
+	if opts.GapGrace <= 0 {
+		opts.GapGrace = DefaultGapGrace
+	}
+	subj := NewSubjects(opts.Prefix)
+	if want := subj.Inbox(opts.Agent) + "."; !strings.HasPrefix(nc.NewInbox(), want) {
+		return nil, fmt.Errorf("%w: the NATS connection's inbox prefix must be %q, the only inbox agent %q may use: "+
+			"connect with agentbridge.ConnectOptions(%q, %q) (nats.CustomInboxPrefix)",
+			ErrInvalidOptions, subj.Inbox(opts.Agent), opts.Agent, subj.Prefix, opts.Agent)
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -132,7 +159,7 @@ func NewWorker(nc *nats.Conn, opts Options, h Handler) (*Worker, error) {
 	w := &Worker{
 		nc:       nc,
 		opts:     opts,
-		subj:     NewSubjects(opts.Prefix),
+		subj:     subj,
 		id:       opts.WorkerID,
 		handler:  h,
 		log:      opts.Logger.With("agent", opts.Agent, "worker_id", opts.WorkerID),
@@ -140,13 +167,7 @@ func NewWorker(nc *nats.Conn, opts Options, h Handler) (*Worker, error) {
 		released: make(chan struct{}, 1),
 		convs:    make(map[string]*Conversation),
 	}
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, m *nats.Msg, err error) {
-		w.log.Warn("async publish failed", "subject", m.Subject, "err", err)
-	}))
-	if err != nil {
-		return nil, fmt.Errorf("agentbridge: jetstream: %w", err)
-	}
-	w.js = js
+	w.replies.init(nc)
 	w.ctx, w.cancel = context.WithCancel(context.Background())
 	return w, nil
 }
@@ -158,6 +179,9 @@ func (w *Worker) ID() string { return w.id }
 func (w *Worker) Start() error {
 	if !w.started.CompareAndSwap(false, true) {
 		return nil
+	}
+	if err := w.replies.start(); err != nil {
+		return fmt.Errorf("agentbridge: subscribe replies: %w", err)
 	}
 	sub, err := w.nc.QueueSubscribe(w.subj.Dispatch(w.opts.Agent), w.opts.Agent, w.onDispatch)
 	if err != nil {
@@ -235,7 +259,8 @@ func (w *Worker) respond(m *nats.Msg, r DispatchReply) {
 	}
 }
 
-// runConversation replays the log, feeds events and runs the handler.
+// runConversation subscribes to the conversation's events and audio,
+// replays its log, feeds events and runs the handler.
 func (w *Worker) runConversation(c *Conversation) {
 	defer w.wg.Done()
 	defer func() {
@@ -251,6 +276,7 @@ func (w *Worker) runConversation(c *Conversation) {
 		}
 		w.heartbeat()
 	}()
+	defer c.appends.Wait() // pipelined appends still waiting for their reply
 	log := c.log
 	audioSub, err := w.nc.Subscribe(w.subj.InAudio(w.opts.Agent, c.ID()), c.onAudio)
 	if err != nil {
@@ -258,31 +284,34 @@ func (w *Worker) runConversation(c *Conversation) {
 		return
 	}
 	defer func() { _ = audioSub.Unsubscribe() }()
-
-	rctx, cancel := context.WithTimeout(c.feedCtx, w.opts.ReplayTimeout)
-	defer cancel()
-	it, err := OpenFeed(rctx, w.js, w.subj.StreamName(), w.subj.Events(c.ID()), FeedOptions{
-		StartSeq:  c.req.ResumeFromSeq,
-		Heartbeat: w.opts.FeedHeartbeat,
-		Logger:    log.With("feed", "agent"),
-	})
+	// Live events first, then the replay: whatever is stored after the
+	// replay's read arrives on the subscription, and what both deliver is
+	// dropped by seq.
+	evSub, err := w.nc.SubscribeSync(w.subj.ConvEvent(w.opts.Agent, c.ID()))
 	if err != nil {
-		log.Error("log consumer failed", "err", err)
+		log.Error("event subscribe failed", "err", err)
 		return
 	}
-	defer it.Stop()
-	first, err := c.replay(rctx, it, it.Pending())
+	defer func() { _ = evSub.Unsubscribe() }()
+	_ = evSub.SetPendingLimits(-1, 64<<20) // a lost event is a gap, refilled from the log
+	if err := w.nc.Flush(); err != nil {
+		log.Error("event subscribe failed", "err", err)
+		return
+	}
+
+	rctx, cancel := context.WithTimeout(c.feedCtx, w.opts.ReplayTimeout)
+	live, last, err := c.replay(rctx)
+	cancel()
 	if err != nil {
 		log.Error("replay failed", "err", err)
 		return
 	}
-	cancel()
-	log.Debug("conversation replayed", "history", len(c.history), "pending", len(c.pending))
+	log.Debug("conversation replayed", "history", len(c.history), "pending", len(c.pending), "last_seq", last)
 
 	feedDone := make(chan struct{})
 	go func() {
 		defer close(feedDone)
-		c.feed(it, first)
+		c.feed(evSub, live, last)
 	}()
 	// The handler's context is the worker's, not the feed's: Drain stops the
 	// feed (closing Events) but lets the handler finish the event it is on;
@@ -291,7 +320,6 @@ func (w *Worker) runConversation(c *Conversation) {
 		log.Warn("handler returned an error", "err", err)
 	}
 	c.stop()
-	it.Stop()
 	// Unblock a feeder waiting on a full channel, then wait for it.
 	for range c.events {
 	}

@@ -20,8 +20,11 @@ import (
 
 func TestNewWorkerOptions(t *testing.T) {
 	t.Parallel()
-	srv := runJetStream(t)
-	nc := connect(t, srv)
+	srv := runServer(t)
+	nc := connectAgent(t, srv, "sales")
+	acme := connect(t, srv, append(agentbridge.ConnectOptions("acme", "sales"), nats.UserInfo(brokerUser, brokerPass))...)
+	plain := connect(t, srv, nats.UserInfo(brokerUser, brokerPass))
+	other := connectAgent(t, srv, testAgent)
 	h := func(context.Context, *agentbridge.Conversation) error { return nil }
 	tests := []struct {
 		name string
@@ -31,7 +34,7 @@ func TestNewWorkerOptions(t *testing.T) {
 		ok   bool
 	}{
 		{"minimal", nc, agentbridge.Options{Agent: "sales", Logger: quiet}, h, true},
-		{"all set", nc, agentbridge.Options{Agent: "sales", Prefix: "acme", WorkerID: "wrk_1",
+		{"all set", acme, agentbridge.Options{Agent: "sales", Prefix: "acme", WorkerID: "wrk_1",
 			MaxConversations: 3, HeartbeatInterval: time.Minute, IdleTimeout: -1, ReplayTimeout: time.Second,
 			Logger: quiet}, h, true},
 		{"nil conn", nil, agentbridge.Options{Agent: "sales"}, h, false},
@@ -43,6 +46,10 @@ func TestNewWorkerOptions(t *testing.T) {
 		{"agent with space", nc, agentbridge.Options{Agent: "sales eu"}, h, false},
 		{"agent too long", nc, agentbridge.Options{Agent: strings.Repeat("a", 129)}, h, false},
 		{"bad worker id", nc, agentbridge.Options{Agent: "sales", WorkerID: "w.1"}, h, false},
+		// Replies must come back inside the agent's namespace.
+		{"default inbox prefix", plain, agentbridge.Options{Agent: "sales"}, h, false},
+		{"another agent's inbox", other, agentbridge.Options{Agent: "sales"}, h, false},
+		{"another prefix's inbox", acme, agentbridge.Options{Agent: "sales"}, h, false},
 	}
 	for _, tt := range tests {
 		w, err := agentbridge.NewWorker(tt.nc, tt.opts, tt.h)
@@ -69,9 +76,32 @@ func TestNewWorkerOptions(t *testing.T) {
 	}
 }
 
+// TestNewWorkerInboxPrefix: a connection without the agent's inbox prefix
+// is refused with a message that says how to connect.
+func TestNewWorkerInboxPrefix(t *testing.T) {
+	t.Parallel()
+	srv := runServer(t)
+	h := func(context.Context, *agentbridge.Conversation) error { return nil }
+	nc := connect(t, srv, nats.UserInfo(brokerUser, brokerPass))
+	_, err := agentbridge.NewWorker(nc, agentbridge.Options{Agent: testAgent, Logger: quiet}, h)
+	if !errors.Is(err, agentbridge.ErrInvalidOptions) || !strings.Contains(err.Error(), `"parley.agents.support.inbox"`) ||
+		!strings.Contains(err.Error(), "ConnectOptions") {
+		t.Fatalf("NewWorker on a default connection: %v", err)
+	}
+	ok := connect(t, srv, append(agentbridge.ConnectOptions("", testAgent), nats.UserInfo(brokerUser, brokerPass))...)
+	if !strings.HasPrefix(ok.NewInbox(), "parley.agents.support.inbox.") {
+		t.Fatalf("ConnectOptions gives inboxes like %q", ok.NewInbox())
+	}
+	w, err := agentbridge.NewWorker(ok, agentbridge.Options{Agent: testAgent, Logger: quiet}, h)
+	if err != nil {
+		t.Fatalf("NewWorker with ConnectOptions: %v", err)
+	}
+	w.Close()
+}
+
 func TestWorkerDefaultIDsDiffer(t *testing.T) {
 	t.Parallel()
-	nc := connect(t, runJetStream(t))
+	nc := connectAgent(t, runServer(t), "x")
 	h := func(context.Context, *agentbridge.Conversation) error { return nil }
 	a, err := agentbridge.NewWorker(nc, agentbridge.Options{Agent: "x", Logger: quiet}, h)
 	if err != nil {
@@ -90,7 +120,7 @@ func TestWorkerDefaultIDsDiffer(t *testing.T) {
 
 func TestDispatchAcceptedWithWorkerID(t *testing.T) {
 	t.Parallel()
-	b := newFakeBroker(t)
+	b := newBrokerEnd(t)
 	rec := newRecorder()
 	w := b.startWorker(agentbridge.Options{WorkerID: "wrk_a"}, rec.handle)
 	if err := w.Start(); err != nil { // idempotent
@@ -124,7 +154,7 @@ func TestDispatchAcceptedWithWorkerID(t *testing.T) {
 
 func TestDispatchBadRequests(t *testing.T) {
 	t.Parallel()
-	b := newFakeBroker(t)
+	b := newBrokerEnd(t)
 	rec := newRecorder()
 	w := b.startWorker(agentbridge.Options{}, rec.handle)
 	for _, data := range []string{
@@ -150,7 +180,7 @@ func TestDispatchBadRequests(t *testing.T) {
 
 func TestHeartbeatsAndRelease(t *testing.T) {
 	t.Parallel()
-	b := newFakeBroker(t)
+	b := newBrokerEnd(t)
 	const cid = "conv_hb"
 	hbs := b.subscribe(b.subj.Heartbeat(testAgent))
 	rec := newRecorder()
@@ -213,7 +243,7 @@ func TestHeartbeatsAndRelease(t *testing.T) {
 
 func TestIdleTimeoutReleases(t *testing.T) {
 	t.Parallel()
-	b := newFakeBroker(t)
+	b := newBrokerEnd(t)
 	rec := newRecorder()
 	w := b.startWorker(agentbridge.Options{IdleTimeout: 50 * time.Millisecond}, rec.handle)
 	b.dispatch(agentbridge.DispatchRequest{ConversationID: "conv_idle"})
@@ -226,7 +256,7 @@ func TestIdleTimeoutReleases(t *testing.T) {
 
 func TestMaxConversations(t *testing.T) {
 	t.Parallel()
-	b := newFakeBroker(t)
+	b := newBrokerEnd(t)
 	rec := newRecorder()
 	w := b.startWorker(agentbridge.Options{MaxConversations: 2}, rec.handle)
 	for _, cid := range []string{"conv_1", "conv_2"} {
@@ -249,9 +279,8 @@ func TestMaxConversations(t *testing.T) {
 
 func TestRedispatchRaisesEpoch(t *testing.T) {
 	t.Parallel()
-	b := newFakeBroker(t)
+	b := newBrokerEnd(t)
 	const cid = "conv_epoch"
-	outs := b.subscribe(b.subj.OutEvent(cid))
 	rec := newRecorder()
 	w := b.startWorker(agentbridge.Options{}, rec.handle)
 
@@ -270,7 +299,7 @@ func TestRedispatchRaisesEpoch(t *testing.T) {
 	}
 	// What the worker writes now carries the new epoch.
 	b.userMessage(cid, "msg_1", "hi")
-	if ev := nextWorkerEvent(t, outs, w.ID()); ev.Epoch != 6 {
+	if ev := b.nextWorkerEvent(w.ID()); ev.Epoch != 6 {
 		t.Fatalf("agent event at epoch %d, want 6: %+v", ev.Epoch, ev)
 	}
 	w.Close()
@@ -281,9 +310,8 @@ func TestRedispatchRaisesEpoch(t *testing.T) {
 
 func TestDrainLetsHandlersFinish(t *testing.T) {
 	t.Parallel()
-	b := newFakeBroker(t)
+	b := newBrokerEnd(t)
 	const cid = "conv_drain"
-	outs := b.subscribe(b.subj.OutEvent(cid))
 	hbs := b.subscribe(b.subj.Heartbeat(testAgent))
 	entered := make(chan struct{})
 	gate := make(chan struct{})
@@ -320,7 +348,7 @@ func TestDrainLetsHandlersFinish(t *testing.T) {
 			break
 		}
 	}
-	reply, err := b.request(testAgent, mustJSON(t, agentbridge.DispatchRequest{V: 1, ConversationID: "conv_new", Agent: testAgent}))
+	reply, err := b.request(testAgent, mustJSON(t, agentbridge.DispatchRequest{V: agentbridge.Version, ConversationID: "conv_new", Agent: testAgent, Epoch: 1}))
 	if err == nil && reply.Accepted {
 		t.Fatalf("a draining worker accepted a dispatch: %+v", reply)
 	}
@@ -348,7 +376,7 @@ func TestDrainLetsHandlersFinish(t *testing.T) {
 	}
 	var done agentbridge.Event
 	for done.Type != agentbridge.EventTextDone {
-		done = nextWorkerEvent(t, outs, w.ID())
+		done = b.nextWorkerEvent(w.ID())
 	}
 	if done.Text != "finished while draining" || done.ReplyTo != "msg_1" {
 		t.Fatalf("text_done %+v", done)
@@ -361,7 +389,7 @@ func TestDrainLetsHandlersFinish(t *testing.T) {
 
 func TestDrainWithDoneContextClosesWorker(t *testing.T) {
 	t.Parallel()
-	b := newFakeBroker(t)
+	b := newBrokerEnd(t)
 	started := make(chan struct{}, 1)
 	// This handler ignores Events and only stops when its context ends.
 	h := func(ctx context.Context, c *agentbridge.Conversation) error {
@@ -399,7 +427,7 @@ func TestDrainWithDoneContextClosesWorker(t *testing.T) {
 
 func TestCloseIsIdempotentAndCancelsHandlers(t *testing.T) {
 	t.Parallel()
-	b := newFakeBroker(t)
+	b := newBrokerEnd(t)
 	rec := newRecorder()
 	w := b.startWorker(agentbridge.Options{}, rec.handle)
 	for _, cid := range []string{"conv_a", "conv_b"} {
@@ -432,7 +460,7 @@ func TestCloseIsIdempotentAndCancelsHandlers(t *testing.T) {
 
 func TestWorkersShareAgentQueue(t *testing.T) {
 	t.Parallel()
-	b := newFakeBroker(t)
+	b := newBrokerEnd(t)
 	rec := newRecorder()
 	w1 := b.startWorker(agentbridge.Options{WorkerID: "wrk_1", MaxConversations: 1}, rec.handle)
 	w2 := b.startWorker(agentbridge.Options{WorkerID: "wrk_2", MaxConversations: 1}, rec.handle)
@@ -456,21 +484,18 @@ func TestWorkersShareAgentQueue(t *testing.T) {
 func TestWorkerLifecycleLeavesNoGoroutines(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 
-	opts := natstest.DefaultTestOptions
-	opts.Port = -1
-	opts.JetStream = true
-	opts.StoreDir = t.TempDir()
+	opts := authOptions()
 	srv := natstest.RunServer(&opts)
 	defer func() {
 		srv.Shutdown()
 		srv.WaitForShutdown()
 	}()
-	b := newFakeBrokerOn(t, srv)
+	b := newBrokerEndOn(t, srv)
 	defer b.nc.Close()
 
 	const cid = "conv_leak"
 	b.userMessage(cid, "msg_0", "before the dispatch")
-	outAudio := b.subscribe(b.subj.OutAudio(cid))
+	outAudio := b.subscribe(b.subj.OutAudio(testAgent, cid))
 	rec := newRecorder()
 	rec.onEvent = func(ctx context.Context, c *agentbridge.Conversation, ev agentbridge.Event) error {
 		if ev.Type != agentbridge.EventUserMessage {
@@ -481,7 +506,8 @@ func TestWorkerLifecycleLeavesNoGoroutines(t *testing.T) {
 		}
 		return c.SendText(ctx, ev.MessageID, "echo: "+ev.Text)
 	}
-	wnc, err := nats.Connect(srv.ClientURL(), nats.MaxReconnects(0))
+	wnc, err := nats.Connect(srv.ClientURL(), append(agentbridge.ConnectOptions("", testAgent),
+		nats.UserInfo(testAgent, agentPass(testAgent)), nats.MaxReconnects(0))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -518,7 +544,7 @@ func TestWorkerLifecycleLeavesNoGoroutines(t *testing.T) {
 
 func TestDispatchAfterReleaseStartsFreshConversation(t *testing.T) {
 	t.Parallel()
-	b := newFakeBroker(t)
+	b := newBrokerEnd(t)
 	const cid = "conv_again"
 	gate := make(chan struct{})
 	closed := make(chan struct{}, 1)
@@ -568,7 +594,7 @@ func TestDispatchAfterReleaseStartsFreshConversation(t *testing.T) {
 
 func TestIdleEndBeforeRedispatchDoesNotRelease(t *testing.T) {
 	t.Parallel()
-	b := newFakeBroker(t)
+	b := newBrokerEnd(t)
 	const cid = "conv_race"
 	gate := make(chan struct{})
 	got := make(chan agentbridge.Event, 256)
@@ -620,7 +646,7 @@ func TestIdleEndBeforeRedispatchDoesNotRelease(t *testing.T) {
 // not stop it.
 func TestTakenOverConversationStops(t *testing.T) {
 	t.Parallel()
-	b := newFakeBroker(t)
+	b := newBrokerEnd(t)
 	const cid = "conv_fenced"
 	events := make(chan agentbridge.Event, 16)
 	done := make(chan struct{})

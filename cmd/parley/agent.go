@@ -44,7 +44,10 @@ func agentCmd(args []string, stdout, stderr io.Writer) int {
 		log.Error("credentials", "err", err)
 		return 1
 	}
-	opts := []nats.Option{nats.Name("parley-echo-agent"), nats.MaxReconnects(-1)}
+	// Replies to the workers' requests must come back inside the agent's
+	// namespace: its credentials allow no other inbox.
+	opts := append([]nats.Option{nats.Name("parley-echo-agent"), nats.MaxReconnects(-1)},
+		agentbridge.ConnectOptions(*prefix, *agent)...)
 	if creds != "" {
 		opts = append(opts, nats.UserCredentials(creds))
 	}
