@@ -138,7 +138,7 @@ func TestShutdownLeavesNoGoroutines(t *testing.T) {
 // another worker, which answers what was left unanswered.
 func TestLostWorkerIsReplaced(t *testing.T) {
 	e := startEnv(t, noEcho, func(c *configs.Config) { c.Agents.HeartbeatTimeout = time.Second })
-	nc := e.natsConn()
+	nc := e.agentConn(configs.DefaultAgent)
 	w1, err := agentbridge.NewWorker(nc, agentbridge.Options{Agent: configs.DefaultAgent, Logger: discardLogger()}, echoAgent)
 	if err != nil {
 		t.Fatal(err)
@@ -171,7 +171,7 @@ func TestLostWorkerIsReplaced(t *testing.T) {
 // full context; a late write from the dead worker is fenced off.
 func TestFailoverMidReply(t *testing.T) {
 	e := startEnv(t, noEcho, func(c *configs.Config) { c.Agents.HeartbeatTimeout = time.Second })
-	nc1 := e.natsConn()
+	nc1 := e.agentConn(configs.DefaultAgent)
 	halfway := make(chan *agentbridge.Conversation, 1)
 	w1, err := agentbridge.NewWorker(nc1, agentbridge.Options{Agent: configs.DefaultAgent, Logger: discardLogger()},
 		func(ctx context.Context, c *agentbridge.Conversation) error {

@@ -19,7 +19,7 @@ import (
 // typing, chunk, done.
 func TestAgentActionsPassThrough(t *testing.T) {
 	e := startEnv(t, noEcho)
-	w, err := agentbridge.NewWorker(e.natsConn(), agentbridge.Options{Agent: configs.DefaultAgent, Logger: discardLogger()},
+	w, err := agentbridge.NewWorker(e.agentConn(configs.DefaultAgent), agentbridge.Options{Agent: configs.DefaultAgent, Logger: discardLogger()},
 		func(ctx context.Context, c *agentbridge.Conversation) error {
 			for ev := range c.Events() {
 				if ev.Type != agentbridge.EventUserMessage {
