@@ -116,7 +116,7 @@ func TestContinuity(t *testing.T) {
 
 	// 1. A chat turn on broker A.
 	s := a.newSession(nil)
-	tap := tapAudioAt(t, clusterURL, "parley.conv."+s.ConversationID+".in.audio")
+	tap := tapAudioAt(t, clusterURL, agentbridge.NewSubjects("").InAudio(configs.DefaultAgent, s.ConversationID))
 	wsA := a.mustDialWS(s)
 	turn(wsA, "c-1", "hello from chat")
 
