@@ -326,7 +326,8 @@ func TestDispatchUnavailableThenAccepted(t *testing.T) {
 	if err != nil || !p.AgentUnavailable {
 		t.Fatalf("post = %+v, %v", p, err)
 	}
-	w, err := agentbridge.NewWorker(nc, agentbridge.Options{Agent: "echo", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
+	agent := connectAs(t, b, AgentRole("echo"), agentbridge.ConnectOptions(b.subj.Prefix, "echo")...)
+	w, err := agentbridge.NewWorker(agent, agentbridge.Options{Agent: "echo", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
 		func(ctx context.Context, c *agentbridge.Conversation) error {
 			for ev := range c.Events() {
 				if ev.Type == agentbridge.EventUserMessage {

@@ -43,7 +43,7 @@ func TestMessageInDetectionWindowAnswered(t *testing.T) {
 		return nil
 	}
 	worker := func() (*agentbridge.Worker, *nats.Conn) {
-		nc := connectAs(t, b, AgentRole("echo"))
+		nc := connectAs(t, b, AgentRole("echo"), agentbridge.ConnectOptions(b.subj.Prefix, "echo")...)
 		w, err := agentbridge.NewWorker(nc, agentbridge.Options{Agent: "echo", HeartbeatInterval: 100 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, echo)
 		if err != nil {
 			t.Fatal(err)
