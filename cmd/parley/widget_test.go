@@ -424,7 +424,7 @@ func TestWidget(t *testing.T) {
 		if sess.VoicePath == "" {
 			t.Fatalf("session without voice_path: %+v", sess)
 		}
-		tap := e.tapAudio(e.app.broker.Subjects().InAudio(configs.DefaultAgent, sess.ConversationID))
+		tap := e.tapAudio(e.app.broker.Subjects().InAudio(siteAgent, sess.ConversationID))
 		b.mustEval(`Parley._debug.audioConstraints = {echoCancellation: false, noiseSuppression: false, autoGainControl: false}; true`, nil)
 		b.click("button.mic")
 		clicked := time.Now()
