@@ -73,6 +73,10 @@ const (
 	maxConcurrentReads = 16
 	// maxHolders bounds the holder cache.
 	maxHolders = 16384
+	// holderTTL bounds how long a cached holder is trusted without
+	// reading the record again (a status notice lost, a conversation
+	// deleted by another broker).
+	holderTTL = 2 * time.Second
 )
 
 func newAgentBus(b *Broker) *agentBus {
@@ -349,6 +353,7 @@ func (a *agentBus) onStatus(m *nats.Msg) {
 type holder struct {
 	agent, worker     string
 	ownerEpoch, epoch uint64
+	read              time.Time
 }
 
 func (h holder) admits(agent string, ev *agentbridge.Event) bool {
@@ -367,11 +372,15 @@ func (c *holderCache) get(cid string) (holder, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	h, ok := c.m[cid]
+	if ok && time.Since(h.read) > holderTTL {
+		delete(c.m, cid)
+		return holder{}, false
+	}
 	return h, ok
 }
 
 func (c *holderCache) set(conv Conversation) holder {
-	h := holder{agent: conv.Agent, worker: conv.WorkerID, ownerEpoch: conv.OwnerEpoch, epoch: conv.Epoch}
+	h := holder{agent: conv.Agent, worker: conv.WorkerID, ownerEpoch: conv.OwnerEpoch, epoch: conv.Epoch, read: time.Now()}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(c.m) >= maxHolders {

@@ -145,6 +145,9 @@ func TestLogWriterChainsAppends(t *testing.T) {
 		t.Fatalf("log holds %d events, want 7: %+v", len(events), events)
 	}
 	checkChain(t, events)
+	if last, err := b.lw.lastSeq(ctx, b.subj.Events(cid)); err != nil || last != events[6].Seq {
+		t.Fatalf("lastSeq = %d, %v; want %d", last, err, events[6].Seq)
+	}
 	// session_started was published before the test subscribed.
 	poll(t, 5*time.Second, "every event published live", func() bool { return len(live()) >= 7 })
 	got := live()

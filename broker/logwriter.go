@@ -196,9 +196,11 @@ func (w *logWriter) append(ctx context.Context, subject string, ev *agentbridge.
 func (w *logWriter) notifyLocked(ctx context.Context, c *convLog, ev *agentbridge.Event) {
 	b := w.b
 	if c.agent == "" {
-		conv, err := b.Conversation(ctx, ev.ConversationID)
+		// The record as stored, also while the conversation is being
+		// deleted (its session_ended events still go out live).
+		conv, err := load[Conversation](ctx, b.conversations, ev.ConversationID, "conv_", ErrUnknownConversation)
 		if err != nil {
-			b.log.Warn("stored event not published live: conversation unreadable",
+			b.log.Debug("stored event not published live: no conversation record",
 				"conversation_id", ev.ConversationID, "seq", ev.Seq, "err", err)
 			return
 		}
