@@ -254,6 +254,7 @@ func (a *agentBus) checkHolder(ctx context.Context, agent string, ev *agentbridg
 		return nil
 	}
 	deadline := time.Now().Add(holderWait)
+	changed := a.holders.changed()
 	for {
 		conv, err := a.b.Conversation(ctx, cid)
 		switch {
@@ -264,13 +265,22 @@ func (a *agentBus) checkHolder(ctx context.Context, agent string, ev *agentbridg
 		case err != nil:
 			return &agentbridge.ProtocolError{Code: agentbridge.CodeStoreUnavailable, Message: "cannot read the conversation; retry"}
 		}
-		h := a.holders.set(conv)
+		h := a.holders.store(conv, false)
 		if conv.Agent != agent {
 			return &agentbridge.ProtocolError{Code: agentbridge.CodeUnknownConversation,
 				Message: fmt.Sprintf("no conversation %s of agent %s", cid, agent)}
 		}
 		if ev.Epoch > conv.Epoch && time.Now().Before(deadline) {
-			pause(ctx, 20*time.Millisecond)
+			// Read again when this broker stores a dispatch or another
+			// broker's notice arrives, or after a while at the latest.
+			t := time.NewTimer(min(50*time.Millisecond, time.Until(deadline)))
+			select {
+			case <-changed:
+			case <-t.C:
+			case <-ctx.Done():
+			}
+			t.Stop()
+			changed = a.holders.changed()
 			if ctx.Err() == nil {
 				continue
 			}
@@ -364,8 +374,27 @@ func (h holder) admits(agent string, ev *agentbridge.Event) bool {
 // holderCache caches conversation holders, so an append does not read the
 // conversation record each time. Bounded: when full it starts over.
 type holderCache struct {
-	mu sync.Mutex
-	m  map[string]holder
+	mu   sync.Mutex
+	m    map[string]holder
+	wake chan struct{} // closed (and replaced) when a holder is set or dropped
+}
+
+// changed returns a channel closed at the next set or drop.
+func (c *holderCache) changed() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.wake == nil {
+		c.wake = make(chan struct{})
+	}
+	return c.wake
+}
+
+// wakeLocked wakes the appends waiting for a record to change.
+func (c *holderCache) wakeLocked() {
+	if c.wake != nil {
+		close(c.wake)
+		c.wake = nil
+	}
 }
 
 func (c *holderCache) get(cid string) (holder, bool) {
@@ -379,7 +408,11 @@ func (c *holderCache) get(cid string) (holder, bool) {
 	return h, ok
 }
 
-func (c *holderCache) set(conv Conversation) holder {
+// set caches conv's holder (a dispatch stored it) and wakes the appends
+// waiting for a record to catch up.
+func (c *holderCache) set(conv Conversation) holder { return c.store(conv, true) }
+
+func (c *holderCache) store(conv Conversation, wake bool) holder {
 	h := holder{agent: conv.Agent, worker: conv.WorkerID, ownerEpoch: conv.OwnerEpoch, epoch: conv.Epoch, read: time.Now()}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -387,12 +420,16 @@ func (c *holderCache) set(conv Conversation) holder {
 		clear(c.m)
 	}
 	c.m[conv.ID] = h
+	if wake {
+		c.wakeLocked()
+	}
 	return h
 }
 
 func (c *holderCache) drop(cid string) {
 	c.mu.Lock()
 	delete(c.m, cid)
+	c.wakeLocked()
 	c.mu.Unlock()
 }
 
