@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -504,34 +505,55 @@ func (a *agentBus) read(m *nats.Msg, agent string, req agentbridge.ReadRequest) 
 }
 
 // readEvents reads cid's events from log position from on, in log order,
-// with direct gets by subject: at most limit events and about maxBytes.
-// more reports that the log goes on.
+// with one batched direct get (no consumer): at most limit events and
+// about maxBytes (the event that crosses it is the last). more reports that
+// the log goes on.
 func (b *Broker) readEvents(ctx context.Context, cid string, from uint64, limit, maxBytes int) ([]agentbridge.Event, bool, error) {
-	chain := b.subj.Events(cid)
+	req, _ := json.Marshal(struct {
+		Seq      uint64 `json:"seq"`
+		NextFor  string `json:"next_by_subj"`
+		Batch    int    `json:"batch"`
+		MaxBytes int    `json:"max_bytes"`
+	}{from, b.subj.Events(cid), limit, maxBytes})
+	inbox := b.nc.NewInbox()
+	sub, err := b.nc.SubscribeSync(inbox)
+	if err != nil {
+		return nil, false, fmt.Errorf("%w: read %s: %w", ErrStore, cid, err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := b.nc.PublishRequest("$JS.API.DIRECT.GET."+b.subj.StreamName(), inbox, req); err != nil {
+		return nil, false, fmt.Errorf("%w: read %s: %w", ErrStore, cid, err)
+	}
 	events := []agentbridge.Event{}
-	size := 0
-	for seq := from; ; {
-		gctx, cancel := context.WithTimeout(ctx, agentbridge.StoreAttemptTimeout)
-		msg, err := b.stream.GetMsg(gctx, seq, jetstreamNextFor(chain))
+	for {
+		mctx, cancel := context.WithTimeout(ctx, logReadIdle)
+		msg, err := sub.NextMsgWithContext(mctx)
 		cancel()
-		if isMsgNotFound(err) {
-			return events, false, nil
-		}
 		if err != nil {
-			return nil, false, fmt.Errorf("%w: read %s: %w", ErrStore, cid, err)
+			return nil, false, fmt.Errorf("%w: read %s: %d events read: %w", ErrStore, cid, len(events), err)
 		}
-		if len(events) >= limit || len(events) > 0 && size+len(msg.Data) > maxBytes {
-			return events, true, nil
+		if len(msg.Data) == 0 && msg.Header.Get("Status") != "" {
+			switch msg.Header.Get("Status") {
+			case "204": // end of the batch
+				pending, _ := strconv.ParseUint(msg.Header.Get("Nats-Num-Pending"), 10, 64)
+				return events, pending > 0, nil
+			case "404": // nothing from there on
+				return events, false, nil
+			}
+			return nil, false, fmt.Errorf("%w: read %s: direct get: %s %s", ErrStore, cid,
+				msg.Header.Get("Status"), msg.Header.Get("Description"))
+		}
+		seq, err := strconv.ParseUint(msg.Header.Get(jetstream.SequenceHeader), 10, 64)
+		if err != nil {
+			return nil, false, fmt.Errorf("%w: read %s: direct get without a sequence", ErrStore, cid)
 		}
 		var ev agentbridge.Event
 		if err := json.Unmarshal(msg.Data, &ev); err != nil {
-			b.log.Warn("skipping undecodable log entry", "conversation_id", cid, "seq", msg.Sequence, "err", err)
-		} else {
-			ev.Seq = msg.Sequence
-			events = append(events, ev)
-			size += len(msg.Data)
+			b.log.Warn("skipping undecodable log entry", "conversation_id", cid, "seq", seq, "err", err)
+			continue
 		}
-		seq = msg.Sequence + 1
+		ev.Seq = seq
+		events = append(events, ev)
 	}
 }
 
