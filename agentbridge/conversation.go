@@ -161,11 +161,14 @@ func (c *Conversation) SendText(ctx context.Context, replyTo, text string) error
 }
 
 // SendAction publishes an action event (navigate, capture_request, handoff,
-// end) with data marshalled as JSON.
+// end) with data marshalled as a JSON object (nil: none).
 func (c *Conversation) SendAction(ctx context.Context, action string, data any) error {
 	raw, err := json.Marshal(data)
 	if err != nil {
 		return fmt.Errorf("agentbridge: action data: %w", err)
+	}
+	if string(raw) == "null" {
+		raw = nil // no data: an empty object
 	}
 	_, err = c.Publish(ctx, Event{Type: EventAction, Action: action, Data: raw})
 	return err
@@ -385,10 +388,14 @@ func (c *Conversation) feed(sub *nats.Subscription, live []Event, last uint64) {
 		return
 	}
 
-	seq := NewSequencer(last)
-	// With nothing read from ResumeFromSeq on, the first live event may
-	// follow any event before it.
+	// With nothing read from ResumeFromSeq on, the conversation's last
+	// event is unknown but before ResumeFromSeq: the first live event may
+	// follow any event there, and a gap is read from ResumeFromSeq.
 	loose := last == 0 && c.req.ResumeFromSeq > 0
+	if loose {
+		last = c.req.ResumeFromSeq - 1
+	}
+	seq := NewSequencer(last)
 	grace := w.opts.GapGrace
 	gapWait := grace
 	var gapSince time.Time // when events were first held behind a gap
@@ -455,9 +462,9 @@ func (c *Conversation) feed(sub *nats.Subscription, live []Event, last uint64) {
 			c.log.Debug("skipping an undecodable live event", "err", err)
 			continue
 		}
-		if loose {
+		if loose && ev.Seq > seq.Last() {
 			loose = false
-			if ev.Seq > seq.Last() && ev.PrevSeq < c.req.ResumeFromSeq {
+			if ev.PrevSeq < seq.Last() {
 				seq = NewSequencer(ev.PrevSeq)
 			}
 		}

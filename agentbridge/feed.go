@@ -64,6 +64,8 @@ type FeedOptions struct {
 // lost: its node went away, the stream changed leader, the connection moved
 // to another server. Every stall is logged at WARN and every recovery at
 // INFO with its duration. Next is called from one goroutine; Stop from any.
+// It is the broker's: agents read the log through the broker (ReadRequest)
+// and need no JetStream.
 type Feed struct {
 	js     jetstream.JetStream
 	stream string

@@ -115,8 +115,9 @@ type brokerEnd struct {
 	id   string
 
 	// appends receives every append request as it arrived.
-	appends chan appendSeen
-	reads   atomic.Int64
+	appends    chan appendSeen
+	reads      atomic.Int64
+	appendSubs []*nats.Subscription
 
 	mu    sync.Mutex
 	seq   uint64
@@ -161,22 +162,44 @@ func newBrokerEndOn(t testing.TB, srv *server.Server) *brokerEnd {
 		appends: make(chan appendSeen, 4096),
 		convs:   make(map[string]*convRecord), keys: make(map[string]uint64)}
 	b.nc = connect(t, srv, nats.UserInfo(brokerUser, brokerPass))
-	for _, s := range []struct {
-		subject, queue string
-		h              nats.MsgHandler
-	}{
-		{b.subj.AllAppends(), agentbridge.BrokerQueue, b.onAppend},
-		{b.subj.AllAppendsTo(b.id), "", b.onAppend},
-		{b.subj.AllReads(), agentbridge.BrokerQueue, b.onRead},
-	} {
-		if _, err := b.nc.QueueSubscribe(s.subject, s.queue, s.h); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := b.nc.Flush(); err != nil {
+	if _, err := b.nc.QueueSubscribe(b.subj.AllReads(), agentbridge.BrokerQueue, b.onRead); err != nil {
 		t.Fatal(err)
 	}
+	b.resumeAppends()
 	return b
+}
+
+// resumeAppends (re)subscribes to the append subjects.
+func (b *brokerEnd) resumeAppends() {
+	b.t.Helper()
+	for _, s := range []struct{ subject, queue string }{
+		{b.subj.AllAppends(), agentbridge.BrokerQueue},
+		{b.subj.AllAppendsTo(b.id), ""},
+	} {
+		sub, err := b.nc.QueueSubscribe(s.subject, s.queue, b.onAppend)
+		if err != nil {
+			b.t.Fatal(err)
+		}
+		b.appendSubs = append(b.appendSubs, sub)
+	}
+	if err := b.nc.Flush(); err != nil {
+		b.t.Fatal(err)
+	}
+}
+
+// pauseAppends unsubscribes from the append subjects: appends find no
+// responders, as when every broker is gone.
+func (b *brokerEnd) pauseAppends() {
+	b.t.Helper()
+	for _, sub := range b.appendSubs {
+		if err := sub.Unsubscribe(); err != nil {
+			b.t.Fatal(err)
+		}
+	}
+	b.appendSubs = nil
+	if err := b.nc.Flush(); err != nil {
+		b.t.Fatal(err)
+	}
 }
 
 // reply answers a request. Errors are dropped: they come from a connection
@@ -190,9 +213,12 @@ func (b *brokerEnd) onAppend(m *nats.Msg) {
 	a := appendSeen{Subject: m.Subject, MsgID: m.Header.Get(agentbridge.HeaderMsgID), Raw: m.Data}
 	_ = json.Unmarshal(m.Data, &a.Sent)
 	b.appends <- a
+	b.mu.Lock()
+	refuse, mute := b.refuse, b.mute
+	b.mu.Unlock()
 	ev, perr := agentbridge.DecodeAgentEvent(m.Data, agentbridge.Limits{})
-	if perr == nil && b.refuse != nil {
-		perr = b.refuse(a)
+	if perr == nil && refuse != nil {
+		perr = refuse(a)
 	}
 	if perr != nil {
 		b.reply(m, agentbridge.AppendReply{Error: perr})
@@ -221,7 +247,7 @@ func (b *brokerEnd) onAppend(m *nats.Msg) {
 		return
 	}
 	stored := b.commit(ev, key)
-	if b.mute != nil && b.mute(a) {
+	if mute != nil && mute(a) {
 		return
 	}
 	b.reply(m, agentbridge.AppendReply{Seq: stored.Seq})

@@ -66,6 +66,17 @@ func (r *replyMux) start() error {
 	return nil
 }
 
+// stop unsubscribes; replies still awaited are lost.
+func (r *replyMux) stop() {
+	r.mu.Lock()
+	sub := r.sub
+	r.sub = nil
+	r.mu.Unlock()
+	if sub != nil {
+		_ = sub.Unsubscribe()
+	}
+}
+
 func (r *replyMux) onReply(m *nats.Msg) {
 	token := strings.TrimPrefix(m.Subject, r.prefix)
 	r.mu.Lock()

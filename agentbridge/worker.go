@@ -90,8 +90,8 @@ type Worker struct {
 	refills, skipped, duplicates atomic.Uint64
 }
 
-// WorkerStats are a worker's drop counters, summed over every conversation
-// it has held. The broker cannot see them (they happen in the agent's
+// WorkerStats are a worker's counters, summed over every conversation it
+// has held. The broker cannot see them (they happen in the agent's
 // process): export them to the agent's own metrics.
 type WorkerStats struct {
 	// AudioDropped: visitor audio frames dropped because a handler did
@@ -418,7 +418,8 @@ func (w *Worker) Close() {
 	}
 	close(w.quit)
 	w.cancel()
-	w.wg.Wait()
+	w.wg.Wait() // handlers and their appends are done
+	w.replies.stop()
 	w.heartbeat()
 	w.log.Info("agent worker stopped")
 }
