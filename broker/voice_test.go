@@ -209,3 +209,32 @@ func TestAgentAudioOnlyFromHolder(t *testing.T) {
 		t.Fatalf("refused audio logged %d times, want once", n)
 	}
 }
+
+// clearLeg counts the broker's ClearAudio calls.
+type clearLeg struct {
+	testLeg
+	cleared atomic.Int64
+}
+
+func (l *clearLeg) ClearAudio() { l.cleared.Add(1) }
+
+// TestAgentClearAudioClearsPlayout: a clear_audio the holding worker
+// appends through the broker empties the visitor's playout queue.
+func TestAgentClearAudioClearsPlayout(t *testing.T) {
+	b := startBroker(t)
+	s := startSession(t, b)
+	holdConversation(t, b, s.ConversationID, "w1", 1, 1)
+	v := b.NewVoice(s)
+	leg := &clearLeg{testLeg: testLeg{closed: make(chan struct{})}}
+	if err := b.StartVoice(t.Context(), v, leg); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { v.End(context.Background(), "test") })
+	nc := connectAs(t, b, AgentRole("echo"), nats.CustomInboxPrefix(b.subj.Inbox("echo")))
+	r := appendReq(t, nc, b.subj.Append("echo"), map[string]any{"v": 2, "type": agentbridge.EventClearAudio,
+		"conversation_id": s.ConversationID, "worker_id": "w1", "epoch": 1}, "")
+	if r.Error != nil || r.Seq == 0 {
+		t.Fatalf("clear_audio append = %+v", r)
+	}
+	poll(t, 5*time.Second, "the playout queue cleared", func() bool { return leg.cleared.Load() == 1 })
+}
