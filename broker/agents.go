@@ -104,7 +104,7 @@ func (a *agentBus) start() error {
 		{b.subj.AllAppends(), agentbridge.BrokerQueue, a.onAppend},
 		{b.subj.AllAppendsTo(b.id), "", a.onAppend},
 		{b.subj.AllReads(), agentbridge.BrokerQueue, a.onRead},
-		{b.subj.Prefix + ".status.*", "", a.onStatus},
+		{b.subj.Status("*"), "", a.onStatus},
 	} {
 		ns, err := b.nc.QueueSubscribe(s.subject, s.queue, s.cb)
 		if err != nil {
