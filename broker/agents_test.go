@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/parley-rtc/parley/agentbridge"
 	"github.com/parley-rtc/parley/configs"
@@ -367,5 +369,25 @@ func TestAgentRead(t *testing.T) {
 	}
 	if r := read(nc, "echo", agentbridge.ReadRequest{V: 1, ConversationID: cid}); r.Error == nil || r.Error.Code != agentbridge.CodeUnsupportedVersion {
 		t.Fatalf("v1 read = %+v", r)
+	}
+}
+
+func TestWrongLastSeq(t *testing.T) {
+	cases := []struct {
+		err   error
+		n     int64
+		wrong bool
+	}{
+		{&jetstream.APIError{ErrorCode: 10071, Code: 400, Description: "wrong last sequence: 42"}, 42, true},
+		{fmt.Errorf("nats: %w", &jetstream.APIError{ErrorCode: 10071, Code: 400, Description: "wrong last sequence: 0"}), 0, true},
+		{&jetstream.APIError{ErrorCode: 10071, Code: 400, Description: "wrong last sequence"}, -1, true},
+		{&jetstream.APIError{ErrorCode: 10164, Code: 400, Description: "wrong last sequence"}, -1, true},
+		{&jetstream.APIError{ErrorCode: 10047, Code: 500, Description: "insufficient storage"}, 0, false},
+		{context.DeadlineExceeded, 0, false},
+	}
+	for _, c := range cases {
+		if n, wrong := wrongLastSeq(c.err); n != c.n || wrong != c.wrong {
+			t.Errorf("wrongLastSeq(%v) = %d, %v; want %d, %v", c.err, n, wrong, c.n, c.wrong)
+		}
 	}
 }
