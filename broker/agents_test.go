@@ -391,3 +391,19 @@ func TestWrongLastSeq(t *testing.T) {
 		}
 	}
 }
+
+func TestStoreRefusal(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		code string
+	}{
+		{ErrNotReady, agentbridge.CodeNotReady},
+		{fmt.Errorf("%w: append text_delta: x", ErrStoreFull), agentbridge.CodeStoreFull},
+		{fmt.Errorf("%w: append text_delta: x", ErrStore), agentbridge.CodeStoreUnavailable},
+		{fmt.Errorf("%w: read: x", ErrStoreTimeout), agentbridge.CodeStoreUnavailable},
+	} {
+		if got := storeRefusal(c.err); got.Code != c.code || !got.Retryable() != (c.code == agentbridge.CodeStoreFull) {
+			t.Errorf("storeRefusal(%v) = %+v, want %s", c.err, got, c.code)
+		}
+	}
+}
