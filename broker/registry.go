@@ -60,6 +60,11 @@ type assignment struct {
 	epoch  uint64
 }
 
+// maxHeartbeatConvs bounds the conversations one heartbeat may claim (a
+// worker holds far fewer; the bound keeps a misbehaving agent from growing
+// the registry without limit).
+const maxHeartbeatConvs = 10000
+
 func newRegistry(timeout time.Duration) *registry {
 	if timeout <= 0 {
 		timeout = 3 * time.Second
@@ -145,7 +150,11 @@ func (r *registry) applyHeartbeat(hb *agentbridge.Heartbeat) (appeared bool) {
 	}
 	w.agent, w.lastSeen, w.draining, w.hbSeq = hb.Agent, now, hb.Draining, seq
 	w.convs = make(map[string]struct{}, len(hb.Conversations))
-	for _, cid := range hb.Conversations {
+	convs := hb.Conversations
+	if len(convs) > maxHeartbeatConvs {
+		convs = convs[:maxHeartbeatConvs]
+	}
+	for _, cid := range convs {
 		if !agentbridge.ValidToken(cid) {
 			continue
 		}
