@@ -124,10 +124,10 @@ func (r *registry) applyHeartbeat(hb *agentbridge.Heartbeat) (appeared bool) {
 	now := r.now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	w := r.workers[hb.WorkerID]
+	w := r.workers[workerKey(hb.Agent, hb.WorkerID)]
 	if w == nil {
-		w = &workerInfo{id: hb.WorkerID}
-		r.workers[hb.WorkerID] = w
+		w = &workerInfo{id: hb.WorkerID, agent: hb.Agent}
+		r.workers[workerKey(hb.Agent, hb.WorkerID)] = w
 		appeared = true
 	}
 	seq := hb.Seq
@@ -143,12 +143,7 @@ func (r *registry) applyHeartbeat(hb *agentbridge.Heartbeat) (appeared bool) {
 		return false // an older heartbeat overtaken by a newer one
 	}
 	appeared = (appeared || w.draining || now.Sub(w.lastSeen) > r.timeout) && !hb.Draining
-	if w.agent != hb.Agent && w.agent != "" {
-		// The same worker id under another agent: a different worker.
-		// Its claims under the old agent go with the old worker.
-		appeared = true
-	}
-	w.agent, w.lastSeen, w.draining, w.hbSeq = hb.Agent, now, hb.Draining, seq
+	w.lastSeen, w.draining, w.hbSeq = now, hb.Draining, seq
 	w.convs = make(map[string]struct{}, len(hb.Conversations))
 	convs := hb.Conversations
 	if len(convs) > maxHeartbeatConvs {
@@ -173,6 +168,11 @@ func (r *registry) applyHeartbeat(hb *agentbridge.Heartbeat) (appeared bool) {
 	}
 	return appeared
 }
+
+// workerKey names a worker in the registry: workers are told apart by
+// agent too, so a worker of another agent using the same id is another
+// worker (it cannot make this one look gone).
+func workerKey(agent, id string) string { return agent + "/" + id }
 
 func (r *registry) setLocked(cid string, a assignment) {
 	m := r.assigned[cid]
@@ -207,7 +207,7 @@ func (r *registry) assign(cid, agent, worker string, hbSeq, epoch uint64) (lostC
 	now := r.now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if w := r.workers[worker]; hbSeq == 0 && w != nil {
+	if w := r.workers[workerKey(agent, worker)]; hbSeq == 0 && w != nil {
 		hbSeq = w.hbSeq
 	}
 	prev, had := r.getLocked(cid, agent)
@@ -226,7 +226,7 @@ func (r *registry) learn(cid, agent, worker string, epoch uint64) {
 	now := r.now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	w := r.workers[worker]
+	w := r.workers[workerKey(agent, worker)]
 	if w == nil || w.agent != agent || w.draining || now.Sub(w.lastSeen) > r.timeout {
 		return
 	}
@@ -243,17 +243,17 @@ func (r *registry) release(cid string) {
 	delete(r.assigned, cid)
 }
 
-// goneLocked reports whether the worker of a is gone: unknown, serving
-// another agent now, draining, or silent for longer than the timeout.
+// goneLocked reports whether the worker of a is gone: unknown, draining,
+// or silent for longer than the timeout.
 func (r *registry) goneLocked(a assignment, now time.Time) bool {
-	w := r.workers[a.worker]
-	return w == nil || w.agent != a.agent || w.draining || now.Sub(w.lastSeen) > r.timeout
+	w := r.workers[workerKey(a.agent, a.worker)]
+	return w == nil || w.draining || now.Sub(w.lastSeen) > r.timeout
 }
 
 // releasedLocked reports whether the (live) worker of a has sent a
 // heartbeat since it accepted the conversation that leaves it out.
 func (r *registry) releasedLocked(cid string, a assignment) bool {
-	w := r.workers[a.worker]
+	w := r.workers[workerKey(a.agent, a.worker)]
 	if w == nil || w.hbSeq <= a.hbSeq {
 		return false
 	}

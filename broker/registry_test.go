@@ -176,3 +176,26 @@ func TestRegistryAgentFromSubject(t *testing.T) {
 		}
 	}
 }
+
+// TestRegistryWorkerIDOfAnotherAgent: a worker of another agent heartbeating
+// under the same worker id is another worker: the real one keeps its
+// conversations, is not reported lost, and stays counted for its agent.
+func TestRegistryWorkerIDOfAnotherAgent(t *testing.T) {
+	r := newRegistry(time.Second)
+	send := func(agent string, seq uint64, draining bool, convs ...string) {
+		data, _ := json.Marshal(agentbridge.Heartbeat{V: agentbridge.Version, WorkerID: "w1", Seq: seq, Draining: draining, Conversations: convs})
+		r.onHeartbeat(&nats.Msg{Subject: "parley.agents." + agent + ".heartbeat", Data: data})
+	}
+	send("echo", 1, false)
+	r.assign("c1", "echo", "w1", 1, 1)
+	send("evil", 5, true) // draining, higher seq, nothing listed
+	if w, ok := r.owner("c1", "echo"); !ok || w != "w1" {
+		t.Fatalf("owner(c1, echo) = %q, %v after another agent's w1 drained", w, ok)
+	}
+	if lost := r.sweep(); len(lost) != 0 {
+		t.Fatalf("sweep = %+v, want nothing lost", lost)
+	}
+	if n := r.alive("echo"); n != 1 {
+		t.Fatalf("alive(echo) = %d, want 1", n)
+	}
+}
