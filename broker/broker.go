@@ -74,6 +74,12 @@ type Broker struct {
 	dispatcher *dispatcher
 	hubs       *hubSet
 
+	// id names this broker process (brk_…): agents send the appends of
+	// the conversations it dispatched to AppendTo(agent, id).
+	id     string
+	lw     *logWriter
+	agents *agentBus
+
 	signingKey []byte
 
 	voiceMu sync.Mutex
@@ -125,6 +131,9 @@ func New(cfg configs.Config, log *slog.Logger) *Broker {
 	b.dispatcher = newDispatcher(b)
 	b.registry.onAppear = b.dispatcher.workerAppeared
 	b.hubs = newHubSet(b)
+	b.id = newID("brk_")
+	b.lw = newLogWriter(b)
+	b.agents = newAgentBus(b)
 	return b
 }
 
@@ -194,9 +203,11 @@ func (b *Broker) Start(ctx context.Context) error {
 		b.closeConn()
 		return err
 	}
-	if _, err := b.nc.QueueSubscribe(b.subj.AllUploads(), agentbridge.BrokerQueue, b.serveUpload); err != nil {
-		b.closeConn()
-		return fmt.Errorf("broker: subscribe agent uploads: %w", err)
+	if !b.attachOnly {
+		if err := b.agents.start(); err != nil {
+			b.closeConn()
+			return err
+		}
 	}
 	if err := b.watchWidgets(ctx); err != nil {
 		b.closeConn()
@@ -391,6 +402,10 @@ func (b *Broker) InProcessOption() nats.Option {
 // Subjects returns the protocol subjects the broker uses.
 func (b *Broker) Subjects() agentbridge.Subjects { return b.subj }
 
+// ID is this broker process's id (brk_…), the one its DispatchRequests
+// carry.
+func (b *Broker) ID() string { return b.id }
+
 // AliveWorkers returns how many workers of agent heartbeat.
 func (b *Broker) AliveWorkers(agent string) int { return b.registry.alive(agent) }
 
@@ -407,6 +422,7 @@ func (b *Broker) Close() {
 	b.hubs.closeAll()
 	b.lifeMu.Lock()
 	b.lifeMu.Unlock()
+	b.agents.stop()
 	b.wg.Wait()
 	b.registry.stop()
 	if b.healthKV != nil && b.nc != nil && b.nc.IsConnected() {

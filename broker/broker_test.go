@@ -104,69 +104,69 @@ func TestTranscript(t *testing.T) {
 func TestRegistryOwner(t *testing.T) {
 	r := newRegistry(time.Second)
 	hb := func(seq uint64, draining bool, convs ...string) {
-		data, _ := json.Marshal(agentbridge.Heartbeat{WorkerID: "w1", Agent: "echo", Seq: seq, Draining: draining, Conversations: convs})
-		r.onHeartbeat(&nats.Msg{Data: data})
+		data, _ := json.Marshal(agentbridge.Heartbeat{V: agentbridge.Version, WorkerID: "w1", Agent: "echo", Seq: seq, Draining: draining, Conversations: convs})
+		r.onHeartbeat(&nats.Msg{Subject: "parley.agents.echo.heartbeat", Data: data})
 	}
-	if _, ok := r.owner("c1"); ok {
+	if _, ok := r.owner("c1", "echo"); ok {
 		t.Fatal("unknown conversation has an owner")
 	}
 	hb(1, false)
-	r.assign("c1", "w1", 1, 1)
-	if w, ok := r.owner("c1"); !ok || w != "w1" {
+	r.assign("c1", "echo", "w1", 1, 1)
+	if w, ok := r.owner("c1", "echo"); !ok || w != "w1" {
 		t.Fatal("just assigned conversation has no owner")
 	}
 	hb(2, false, "c1")
-	if _, ok := r.owner("c1"); !ok {
+	if _, ok := r.owner("c1", "echo"); !ok {
 		t.Fatal("listed conversation has no owner")
 	}
 	hb(1, false) // stale heartbeat overtaken by seq 2: ignored
-	if _, ok := r.owner("c1"); !ok {
+	if _, ok := r.owner("c1", "echo"); !ok {
 		t.Fatal("a stale heartbeat released the conversation")
 	}
 	hb(3, false) // newer heartbeat without c1: released
-	if _, ok := r.owner("c1"); ok {
+	if _, ok := r.owner("c1", "echo"); ok {
 		t.Fatal("released conversation still has an owner")
 	}
-	r.assign("c2", "w1", 3, 1)
+	r.assign("c2", "echo", "w1", 3, 1)
 	hb(4, true, "c2")
-	if _, ok := r.owner("c2"); ok {
+	if _, ok := r.owner("c2", "echo"); ok {
 		t.Fatal("a draining worker owns a conversation")
 	}
 	if n := r.alive("echo"); n != 0 {
 		t.Fatalf("alive = %d with the only worker draining", n)
 	}
 	hb(5, false, "c3") // learned from a heartbeat (another broker dispatched it)
-	if w, ok := r.owner("c3"); !ok || w != "w1" {
+	if w, ok := r.owner("c3", "echo"); !ok || w != "w1" {
 		t.Fatal("assignment not learned from heartbeat")
 	}
 	if n := r.alive("echo"); n != 1 {
 		t.Fatalf("alive = %d, want 1", n)
 	}
 	hb(1, false, "c3") // the worker restarted with the same id
-	if _, ok := r.owner("c3"); !ok {
+	if _, ok := r.owner("c3", "echo"); !ok {
 		t.Fatal("heartbeats of a restarted worker are ignored")
 	}
 	r.release("c3")
-	if _, ok := r.owner("c3"); ok {
+	if _, ok := r.owner("c3", "echo"); ok {
 		t.Fatal("released conversation still has an owner")
 	}
 
 	// A worker that does not number its heartbeats.
 	plain := func(convs ...string) {
-		data, _ := json.Marshal(agentbridge.Heartbeat{WorkerID: "w2", Agent: "echo", Conversations: convs})
-		r.onHeartbeat(&nats.Msg{Data: data})
+		data, _ := json.Marshal(agentbridge.Heartbeat{V: agentbridge.Version, WorkerID: "w2", Agent: "echo", Conversations: convs})
+		r.onHeartbeat(&nats.Msg{Subject: "parley.agents.echo.heartbeat", Data: data})
 	}
 	plain()
-	r.assign("c4", "w2", 0, 1)
-	if _, ok := r.owner("c4"); !ok {
+	r.assign("c4", "echo", "w2", 0, 1)
+	if _, ok := r.owner("c4", "echo"); !ok {
 		t.Fatal("no owner right after assignment")
 	}
 	plain("c4")
-	if _, ok := r.owner("c4"); !ok {
+	if _, ok := r.owner("c4", "echo"); !ok {
 		t.Fatal("listed conversation has no owner")
 	}
 	plain()
-	if _, ok := r.owner("c4"); ok {
+	if _, ok := r.owner("c4", "echo"); ok {
 		t.Fatal("a heartbeat without the conversation did not release it")
 	}
 }
@@ -326,7 +326,8 @@ func TestDispatchUnavailableThenAccepted(t *testing.T) {
 	if err != nil || !p.AgentUnavailable {
 		t.Fatalf("post = %+v, %v", p, err)
 	}
-	w, err := agentbridge.NewWorker(nc, agentbridge.Options{Agent: "echo", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
+	agent := connectAs(t, b, AgentRole("echo"), agentbridge.ConnectOptions(b.subj.Prefix, "echo")...)
+	w, err := agentbridge.NewWorker(agent, agentbridge.Options{Agent: "echo", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
 		func(ctx context.Context, c *agentbridge.Conversation) error {
 			for ev := range c.Events() {
 				if ev.Type == agentbridge.EventUserMessage {

@@ -67,16 +67,17 @@ func (d *dispatcher) workerAppeared(agent string) {
 	}
 }
 
-// ensure makes sure a live worker holds cid, starting a dispatch loop if
+// ensure makes sure a live worker of agent (the conversation's) holds cid,
+// starting a dispatch loop if
 // none does. It reports whether the conversation is known to have no agent
 // right now (a dispatch attempt already failed). A conversation whose
 // worker is gone (and the sweep has not noticed yet) goes through the
 // lost-worker path first.
-func (d *dispatcher) ensure(cid string) bool {
-	if _, ok := d.b.registry.owner(cid); ok {
+func (d *dispatcher) ensure(cid, agent string) bool {
+	if _, ok := d.b.registry.owner(cid, agent); ok {
 		return false
 	}
-	if lost, ok := d.b.registry.takeLost(cid); ok {
+	if lost, ok := d.b.registry.takeLost(cid, agent); ok {
 		d.b.goroutine(func() { d.lost(lost, true) })
 		return false
 	}
@@ -166,7 +167,7 @@ func (d *dispatcher) attempt(cid string) (agentbridge.DispatchReply, Conversatio
 	if err != nil {
 		return reply, conv, err
 	}
-	if w, ok := b.registry.owner(cid); ok {
+	if w, ok := b.registry.owner(cid, conv.Agent); ok {
 		// Someone (another broker) dispatched it meanwhile.
 		reply.Accepted, reply.WorkerID = true, w
 		return reply, conv, nil
@@ -179,7 +180,7 @@ func (d *dispatcher) attempt(cid string) (agentbridge.DispatchReply, Conversatio
 		V: agentbridge.Version, ConversationID: cid, Agent: conv.Agent, Widget: conv.Widget,
 		SessionID: conv.SessionID, Language: conv.Language, Visitor: conv.Visitor,
 		Mode: conv.Mode, ResumeFromSeq: conv.FirstSeq, HeadSeq: info.State.LastSeq,
-		Epoch: conv.Epoch + 1, TS: time.Now().UTC(),
+		Epoch: conv.Epoch + 1, Broker: b.id, TS: time.Now().UTC(),
 	}
 	data, _ := json.Marshal(req)
 	msg, err := b.nc.RequestWithContext(ctx, b.subj.Dispatch(conv.Agent), data)
@@ -195,19 +196,27 @@ func (d *dispatcher) attempt(cid string) (agentbridge.DispatchReply, Conversatio
 	if !reply.Accepted {
 		return reply, conv, fmt.Errorf("%w: worker %s declined: %s", ErrAgentUnavailable, reply.WorkerID, reply.Reason)
 	}
-	if lost, ok := b.registry.assign(cid, reply.WorkerID, reply.HeartbeatSeq, req.Epoch); ok {
+	if !agentbridge.ValidToken(reply.WorkerID) {
+		return reply, conv, fmt.Errorf("%w: worker id %.40q is not a subject token", ErrAgentUnavailable, reply.WorkerID)
+	}
+	if lost, ok := b.registry.assign(cid, conv.Agent, reply.WorkerID, reply.HeartbeatSeq, req.Epoch); ok {
 		// The assignment replaced was a dead worker's that neither the
 		// sweep nor a visitor's action had handled yet.
 		d.lost(lost, false)
 	}
 	prev := conv.WorkerID
 	conv, err = b.updateConversation(ctx, cid, func(c *Conversation) error {
+		if c.WorkerID != reply.WorkerID {
+			// A new owner: its appends are fenced from this epoch on.
+			c.OwnerEpoch = req.Epoch
+		}
 		c.WorkerID, c.Epoch, c.AssignedAt = reply.WorkerID, max(c.Epoch, req.Epoch), time.Now().UTC()
 		return nil
 	})
 	if err != nil {
 		return reply, conv, err
 	}
+	b.agents.holders.set(conv)
 	if prev != "" && prev != reply.WorkerID {
 		// A new owner: fence the old one off in the log (its late writes
 		// are ignored by every reader, and it stops when it sees this).
@@ -234,7 +243,16 @@ func (d *dispatcher) watchWorkers() {
 		}
 		for _, lost := range b.registry.sweep() {
 			if b.hubs.active(lost.cid) {
-				b.goroutine(func() { d.lost(lost, true) })
+				b.goroutine(func() {
+					// The holding was learned from a heartbeat: a worker
+					// of another agent may have claimed the conversation.
+					ctx, cancel := context.WithTimeout(b.ctx, b.cfg.Agents.DispatchTimeout)
+					conv, err := b.Conversation(ctx, lost.cid)
+					cancel()
+					if err == nil && conv.Agent == lost.agent {
+						d.lost(lost, true)
+					}
+				})
 			}
 		}
 	}
@@ -252,15 +270,17 @@ func (d *dispatcher) lost(l lostConversation, redispatch bool) {
 	d.notify(Notice{Kind: NoticeAgentLost, ConversationID: l.cid, WorkerID: l.worker})
 	d.interruptReplies(l.cid, l.worker)
 	if redispatch {
-		d.ensure(l.cid)
+		d.ensure(l.cid, l.agent)
 	}
 }
 
 // interruptReplies closes the replies a lost worker had half streamed:
 // a text_done marked interrupted (reason worker_lost) with what it said.
 // The visitor message it answered counts as unanswered, so the next worker
-// answers it again. The Nats-Msg-Id is the one the worker's own text_done
-// would have had, so a late one from the lost worker is a duplicate.
+// answers it again. The msg id is the one the worker's own text_done would
+// have had (<cid>/<message_id>/done: the broker stores an append under
+// "<cid>/" + its Nats-Msg-Id, and the SDK's is <message_id>/done), so a
+// late one from the lost worker is a duplicate.
 func (d *dispatcher) interruptReplies(cid, worker string) {
 	b := d.b
 	ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
@@ -298,7 +318,7 @@ func (d *dispatcher) interruptReplies(cid, worker string) {
 		done := agentbridge.Event{Type: agentbridge.EventTextDone, ConversationID: cid, MessageID: id,
 			ReplyTo: p.ev.ReplyTo, Text: p.text.String(), Interrupted: true, Reason: agentbridge.ReasonWorkerLost,
 			WorkerID: worker, Epoch: p.ev.Epoch}
-		if _, err := b.publish(ctx, b.subj.OutEvent(cid), &done, id+"/done"); err != nil {
+		if _, err := b.publish(ctx, b.subj.OutEvent(cid), &done, cid+"/"+id+"/done"); err != nil {
 			b.log.Warn("cannot mark an interrupted reply", "conversation_id", cid, "message_id", id, "err", err)
 		}
 	}

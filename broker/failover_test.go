@@ -43,7 +43,7 @@ func TestMessageInDetectionWindowAnswered(t *testing.T) {
 		return nil
 	}
 	worker := func() (*agentbridge.Worker, *nats.Conn) {
-		nc := connectAs(t, b, AgentRole("echo"))
+		nc := connectAs(t, b, AgentRole("echo"), agentbridge.ConnectOptions(b.subj.Prefix, "echo")...)
 		w, err := agentbridge.NewWorker(nc, agentbridge.Options{Agent: "echo", HeartbeatInterval: 100 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, echo)
 		if err != nil {
 			t.Fatal(err)
@@ -70,7 +70,7 @@ func TestMessageInDetectionWindowAnswered(t *testing.T) {
 	w1, nc1 := worker()
 	s := startSession(t, b)
 	cid := s.ConversationID
-	poll("worker 1 to hold the conversation", func() bool { w, ok := b.registry.owner(cid); return ok && w == w1.ID() })
+	poll("worker 1 to hold the conversation", func() bool { w, ok := b.registry.owner(cid, "echo"); return ok && w == w1.ID() })
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
 	sub, err := b.Subscribe(ctx, cid) // the visitor's live leg
@@ -87,7 +87,7 @@ func TestMessageInDetectionWindowAnswered(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if w, ok := b.registry.owner(cid); !ok || w != w1.ID() {
+	if w, ok := b.registry.owner(cid, "echo"); !ok || w != w1.ID() {
 		t.Fatal("the message was not posted inside the detection window")
 	}
 	// The moment the broker can tell, a flush of the (busy) room runs.

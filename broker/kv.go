@@ -30,8 +30,11 @@ type Conversation struct {
 	Language  string         `json:"language,omitempty"`
 	Visitor   map[string]any `json:"visitor,omitempty"`
 	// WorkerID and Epoch record the last dispatch.
-	WorkerID   string    `json:"worker_id,omitempty"`
-	Epoch      uint64    `json:"epoch"`
+	WorkerID string `json:"worker_id,omitempty"`
+	Epoch    uint64 `json:"epoch"`
+	// OwnerEpoch is the epoch at which WorkerID became the holder: its
+	// appends carry an epoch from OwnerEpoch to Epoch.
+	OwnerEpoch uint64    `json:"owner_epoch,omitempty"`
 	AssignedAt time.Time `json:"assigned_at,omitzero"`
 	// DeletedAt marks a conversation being deleted (retention or an
 	// operator): it is unknown to everything but the deletion.

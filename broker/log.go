@@ -2,7 +2,6 @@ package broker
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -88,64 +87,47 @@ func (b *Broker) PostMessage(ctx context.Context, s Session, text, clientMessage
 	if clientMessageID != "" {
 		dedup = s.ConversationID + "/" + clientMessageID
 	}
-	ack, err := b.publish(ctx, b.subj.InEvent(s.ConversationID), &ev, dedup)
+	st, err := b.publishAs(ctx, b.subj.InEvent(s.ConversationID), &ev, dedup, s.Agent)
 	if err != nil {
 		return Posted{}, err
 	}
 	p := Posted{MessageID: ev.MessageID, ClientMessageID: clientMessageID,
-		ConversationID: s.ConversationID, Seq: ack.Sequence, Duplicate: ack.Duplicate}
-	if ack.Duplicate {
-		orig, err := b.stream.GetMsg(ctx, ack.Sequence)
-		if err != nil {
-			return Posted{}, fmt.Errorf("%w: read duplicate: %w", ErrStore, err)
-		}
-		var first agentbridge.Event
-		if err := json.Unmarshal(orig.Data, &first); err != nil {
-			return Posted{}, fmt.Errorf("%w: decode duplicate: %w", ErrStore, err)
-		}
-		p.MessageID = first.MessageID
+		ConversationID: s.ConversationID, Seq: st.Event.Seq, Duplicate: st.Duplicate}
+	if st.Duplicate {
+		p.MessageID = st.Event.MessageID
 		// Our own earlier attempt, stored though its PubAck was lost
 		// (PublishIdempotent retried): not a duplicate of the visitor's.
-		p.Duplicate = first.MessageID != ev.MessageID
+		p.Duplicate = st.Event.MessageID != ev.MessageID
 	}
-	p.AgentUnavailable = b.dispatcher.ensure(s.ConversationID)
+	p.AgentUnavailable = b.dispatcher.ensure(s.ConversationID, s.Agent)
 	return p, nil
 }
 
 // appendInbound writes a broker event to a conversation's log.
 func (b *Broker) appendInbound(ctx context.Context, ev agentbridge.Event, dedup string) (uint64, error) {
-	ack, err := b.publish(ctx, b.subj.InEvent(ev.ConversationID), &ev, dedup)
+	st, err := b.publish(ctx, b.subj.InEvent(ev.ConversationID), &ev, dedup)
 	if err != nil {
 		return 0, err
 	}
-	return ack.Sequence, nil
+	return st.Event.Seq, nil
 }
 
-func (b *Broker) publish(ctx context.Context, subject string, ev *agentbridge.Event, dedup string) (*jetstream.PubAck, error) {
+// publish stores ev on subject through the log writer (see logWriter).
+// dedup is its JetStream msg id ("" generates one: every append carries
+// one, so a retry cannot store the event twice).
+func (b *Broker) publish(ctx context.Context, subject string, ev *agentbridge.Event, dedup string) (stored, error) {
+	return b.publishAs(ctx, subject, ev, dedup, "")
+}
+
+// publishAs is publish when the conversation's agent is known.
+func (b *Broker) publishAs(ctx context.Context, subject string, ev *agentbridge.Event, dedup, agent string) (stored, error) {
 	if !b.ready.Load() {
-		return nil, ErrNotReady
-	}
-	ev.V = agentbridge.Version
-	ev.Seq = 0
-	ev.TS = time.Now().UTC()
-	data, err := json.Marshal(ev)
-	if err != nil {
-		return nil, fmt.Errorf("broker: encode event: %w", err)
+		return stored{}, ErrNotReady
 	}
 	if dedup == "" {
-		// Every append carries a message id, so a retry cannot store the
-		// event twice.
 		dedup = newID("pub_")
 	}
-	ack, err := agentbridge.PublishIdempotentCounted(ctx, b.js, b.log, b.obs().StoreRetry, subject, data, dedup)
-	b.health.wrote(err)
-	if err != nil {
-		if isStoreFull(err) {
-			return nil, fmt.Errorf("%w: append %s: %w", ErrStoreFull, ev.Type, err)
-		}
-		return nil, fmt.Errorf("%w: append %s: %w", ErrStore, ev.Type, err)
-	}
-	return ack, nil
+	return b.lw.append(ctx, subject, ev, dedup, agent)
 }
 
 // Bounds of a log read. The store may claim events it cannot deliver (a

@@ -64,6 +64,6 @@ func (b *Broker) SetMode(ctx context.Context, s Session, mode, reason string) (M
 	b.obs().ModeChanged(mode)
 	b.log.Info("mode changed", "session_id", s.ID, "conversation_id", s.ConversationID,
 		"mode", mode, "previous_mode", prev, "reason", reason)
-	b.dispatcher.ensure(s.ConversationID)
+	b.dispatcher.ensure(s.ConversationID, s.Agent)
 	return ModeChange{Mode: mode, PreviousMode: prev, Changed: true, Seq: seq}, cur, nil
 }

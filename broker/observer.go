@@ -38,6 +38,12 @@ type Observer interface {
 	Swept(kind string, n int, failed bool)
 	// StoreRetry: storing a log event failed transiently and is retried.
 	StoreRetry()
+	// AgentEventRefused: an agent append was refused (nothing stored);
+	// reason is the error code in lower case (not_holder, too_large, …).
+	AgentEventRefused(reason string)
+	// AgentAudioRefused: an agent audio frame was dropped because its
+	// Parley-Worker is not the worker holding the conversation.
+	AgentAudioRefused()
 }
 
 type nopObserver struct{}
@@ -53,6 +59,8 @@ func (nopObserver) LiveGap()                           {}
 func (nopObserver) LiveRefill()                        {}
 func (nopObserver) Swept(string, int, bool)            {}
 func (nopObserver) StoreRetry()                        {}
+func (nopObserver) AgentEventRefused(string)           {}
+func (nopObserver) AgentAudioRefused()                 {}
 
 // observerBox lets the observer be swapped while goroutines read it.
 type observerBox struct{ Observer }

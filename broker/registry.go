@@ -31,10 +31,15 @@ type registry struct {
 	// restarted, came back after going silent, or stopped draining.
 	onAppear func(agent string)
 
-	mu       sync.Mutex
-	workers  map[string]*workerInfo
-	assigned map[string]assignment // conversation id → last known holder
+	mu      sync.Mutex
+	workers map[string]*workerInfo
+	// assigned: conversation id → agent → last known holder. Holdings are
+	// kept per agent: a heartbeat of agent B listing a conversation of
+	// agent A records a claim under B, which never makes a B worker the
+	// holder of A's conversation (owner asks for the conversation's agent).
+	assigned map[string]map[string]assignment
 	sub      *nats.Subscription
+	subj     agentbridge.Subjects
 }
 
 type workerInfo struct {
@@ -49,19 +54,29 @@ type workerInfo struct {
 // heartbeat hbSeq: heartbeats newer than that list the conversation for as
 // long as the worker holds it.
 type assignment struct {
+	agent  string
 	worker string
 	hbSeq  uint64
 	epoch  uint64
 }
 
+// maxHeartbeatConvs bounds the conversations one heartbeat may claim (a
+// worker holds far fewer; the bound keeps a misbehaving agent from growing
+// the registry without limit).
+const maxHeartbeatConvs = 10000
+
 func newRegistry(timeout time.Duration) *registry {
 	if timeout <= 0 {
 		timeout = 3 * time.Second
 	}
-	return &registry{timeout: timeout, now: time.Now, workers: make(map[string]*workerInfo), assigned: make(map[string]assignment)}
+	return &registry{timeout: timeout, now: time.Now, workers: make(map[string]*workerInfo),
+		assigned: make(map[string]map[string]assignment), subj: agentbridge.NewSubjects("")}
 }
 
 func (r *registry) start(b *Broker) error {
+	r.mu.Lock()
+	r.subj = b.subj
+	r.mu.Unlock()
 	sub, err := b.nc.Subscribe(b.subj.AllHeartbeats(), r.onHeartbeat)
 	if err != nil {
 		return fmt.Errorf("broker: subscribe heartbeats: %w", err)
@@ -81,13 +96,25 @@ func (r *registry) stop() {
 	}
 }
 
+// onHeartbeat applies one heartbeat. The worker's agent is the one of the
+// subject it came on (which NATS lets only that agent's credentials
+// publish), never the body's; a worker id that is not one subject token
+// is ignored.
 func (r *registry) onHeartbeat(m *nats.Msg) {
-	var hb agentbridge.Heartbeat
-	if err := json.Unmarshal(m.Data, &hb); err != nil || hb.WorkerID == "" {
+	r.mu.Lock()
+	subj := r.subj
+	r.mu.Unlock()
+	agent, ok := subj.AgentFromSubject(m.Subject)
+	if !ok {
 		return
 	}
+	var hb agentbridge.Heartbeat
+	if err := json.Unmarshal(m.Data, &hb); err != nil || hb.V != agentbridge.Version || !agentbridge.ValidToken(hb.WorkerID) {
+		return
+	}
+	hb.Agent = agent
 	if r.applyHeartbeat(&hb) && r.onAppear != nil {
-		r.onAppear(hb.Agent)
+		r.onAppear(agent)
 	}
 }
 
@@ -97,10 +124,10 @@ func (r *registry) applyHeartbeat(hb *agentbridge.Heartbeat) (appeared bool) {
 	now := r.now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	w := r.workers[hb.WorkerID]
+	w := r.workers[workerKey(hb.Agent, hb.WorkerID)]
 	if w == nil {
-		w = &workerInfo{id: hb.WorkerID}
-		r.workers[hb.WorkerID] = w
+		w = &workerInfo{id: hb.WorkerID, agent: hb.Agent}
+		r.workers[workerKey(hb.Agent, hb.WorkerID)] = w
 		appeared = true
 	}
 	seq := hb.Seq
@@ -116,13 +143,21 @@ func (r *registry) applyHeartbeat(hb *agentbridge.Heartbeat) (appeared bool) {
 		return false // an older heartbeat overtaken by a newer one
 	}
 	appeared = (appeared || w.draining || now.Sub(w.lastSeen) > r.timeout) && !hb.Draining
-	w.agent, w.lastSeen, w.draining, w.hbSeq = hb.Agent, now, hb.Draining, seq
+	w.lastSeen, w.draining, w.hbSeq = now, hb.Draining, seq
 	w.convs = make(map[string]struct{}, len(hb.Conversations))
-	for _, cid := range hb.Conversations {
+	convs := hb.Conversations
+	if len(convs) > maxHeartbeatConvs {
+		convs = convs[:maxHeartbeatConvs]
+	}
+	for _, cid := range convs {
+		if !agentbridge.ValidToken(cid) {
+			continue
+		}
 		w.convs[cid] = struct{}{}
-		if a, ok := r.assigned[cid]; !ok || a.worker != hb.WorkerID {
-			// Learn assignments made by other brokers.
-			r.assigned[cid] = assignment{worker: hb.WorkerID, hbSeq: seq}
+		if a, ok := r.assigned[cid][w.agent]; !ok || a.worker != hb.WorkerID {
+			// Learn assignments made by other brokers, under the
+			// worker's own agent.
+			r.setLocked(cid, assignment{agent: w.agent, worker: hb.WorkerID, hbSeq: seq})
 		}
 	}
 	// Forget workers long gone (sweep reports what they held as lost).
@@ -134,25 +169,71 @@ func (r *registry) applyHeartbeat(hb *agentbridge.Heartbeat) (appeared bool) {
 	return appeared
 }
 
-// assign records that worker accepted conversation cid after its heartbeat
-// hbSeq.
+// workerKey names a worker in the registry: workers are told apart by
+// agent too, so a worker of another agent using the same id is another
+// worker (it cannot make this one look gone).
+func workerKey(agent, id string) string { return agent + "/" + id }
+
+func (r *registry) setLocked(cid string, a assignment) {
+	m := r.assigned[cid]
+	if m == nil {
+		m = make(map[string]assignment, 1)
+		r.assigned[cid] = m
+	}
+	m[a.agent] = a
+}
+
+func (r *registry) getLocked(cid, agent string) (assignment, bool) {
+	a, ok := r.assigned[cid][agent]
+	return a, ok
+}
+
+func (r *registry) deleteLocked(cid, agent string) {
+	if m := r.assigned[cid]; m != nil {
+		delete(m, agent)
+		if len(m) == 0 {
+			delete(r.assigned, cid)
+		}
+	}
+}
+
+// assign records that worker accepted conversation cid (of agent) after
+// its heartbeat hbSeq.
 // A worker that does not number its heartbeats (hbSeq 0) is taken as of its
 // last heartbeat received. If the assignment it replaces was held by
 // another worker that is gone, that one is returned: the caller must treat
 // it as lost.
-func (r *registry) assign(cid, worker string, hbSeq, epoch uint64) (lostConversation, bool) {
+func (r *registry) assign(cid, agent, worker string, hbSeq, epoch uint64) (lostConversation, bool) {
 	now := r.now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if w := r.workers[worker]; hbSeq == 0 && w != nil {
+	if w := r.workers[workerKey(agent, worker)]; hbSeq == 0 && w != nil {
 		hbSeq = w.hbSeq
 	}
-	prev, had := r.assigned[cid]
-	r.assigned[cid] = assignment{worker: worker, hbSeq: hbSeq, epoch: epoch}
+	prev, had := r.getLocked(cid, agent)
+	r.setLocked(cid, assignment{agent: agent, worker: worker, hbSeq: hbSeq, epoch: epoch})
 	if had && prev.worker != worker && r.goneLocked(prev, now) {
-		return lostConversation{cid: cid, worker: prev.worker}, true
+		return lostConversation{cid: cid, agent: agent, worker: prev.worker}, true
 	}
 	return lostConversation{}, false
+}
+
+// learn records an assignment another broker made (its status notice),
+// when worker is a live worker of agent: it holds cid from now on, as of
+// its latest heartbeat. A worker not (yet) known here is left to its
+// heartbeats.
+func (r *registry) learn(cid, agent, worker string, epoch uint64) {
+	now := r.now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	w := r.workers[workerKey(agent, worker)]
+	if w == nil || w.agent != agent || w.draining || now.Sub(w.lastSeen) > r.timeout {
+		return
+	}
+	if a, ok := r.getLocked(cid, agent); ok && a.worker == worker && a.epoch >= epoch {
+		return
+	}
+	r.setLocked(cid, assignment{agent: agent, worker: worker, hbSeq: w.hbSeq, epoch: epoch})
 }
 
 // release forgets who holds cid (the worker releases it on its own).
@@ -162,17 +243,17 @@ func (r *registry) release(cid string) {
 	delete(r.assigned, cid)
 }
 
-// goneLocked reports whether the worker of a is gone: unknown, draining, or
-// silent for longer than the timeout.
+// goneLocked reports whether the worker of a is gone: unknown, draining,
+// or silent for longer than the timeout.
 func (r *registry) goneLocked(a assignment, now time.Time) bool {
-	w := r.workers[a.worker]
+	w := r.workers[workerKey(a.agent, a.worker)]
 	return w == nil || w.draining || now.Sub(w.lastSeen) > r.timeout
 }
 
 // releasedLocked reports whether the (live) worker of a has sent a
 // heartbeat since it accepted the conversation that leaves it out.
 func (r *registry) releasedLocked(cid string, a assignment) bool {
-	w := r.workers[a.worker]
+	w := r.workers[workerKey(a.agent, a.worker)]
 	if w == nil || w.hbSeq <= a.hbSeq {
 		return false
 	}
@@ -180,30 +261,30 @@ func (r *registry) releasedLocked(cid string, a assignment) bool {
 	return !listed
 }
 
-// owner returns the live worker holding cid, if any: one that heartbeats,
+// owner returns the live worker of agent holding cid, if any: one that heartbeats,
 // is not draining, and has sent no heartbeat since it accepted cid that
 // leaves cid out. It only reads: an assignment whose worker is gone stays
 // until sweep or takeLost hands it over as lost.
-func (r *registry) owner(cid string) (string, bool) {
+func (r *registry) owner(cid, agent string) (string, bool) {
 	now := r.now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	a, ok := r.assigned[cid]
+	a, ok := r.getLocked(cid, agent)
 	if !ok || r.goneLocked(a, now) || r.releasedLocked(cid, a) {
 		return "", false
 	}
 	return a.worker, true
 }
 
-// owners returns the live holders of the given conversations (those
-// without one are left out), in one pass.
-func (r *registry) owners(cids []string) map[string]string {
+// owners returns the live holders of the given conversations (conversation
+// id → its agent; those without a holder are left out), in one pass.
+func (r *registry) owners(convs map[string]string) map[string]string {
 	now := r.now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := make(map[string]string, len(cids))
-	for _, cid := range cids {
-		a, ok := r.assigned[cid]
+	out := make(map[string]string, len(convs))
+	for cid, agent := range convs {
+		a, ok := r.getLocked(cid, agent)
 		if ok && !r.goneLocked(a, now) && !r.releasedLocked(cid, a) {
 			out[cid] = a.worker
 		}
@@ -211,22 +292,24 @@ func (r *registry) owners(cids []string) map[string]string {
 	return out
 }
 
-// lostConversation is a conversation whose worker went away.
-type lostConversation struct{ cid, worker string }
+// lostConversation is a conversation whose worker (of agent) went away.
+// The agent is the worker's: a claim from a worker of another agent than
+// the conversation's is not a loss (dispatcher.lost checks).
+type lostConversation struct{ cid, agent, worker string }
 
 // takeLost removes cid's assignment if its worker is gone and returns it;
 // the caller handles it as lost. It is how a visitor's action finds a loss
 // before the next sweep does; exactly one of them gets it.
-func (r *registry) takeLost(cid string) (lostConversation, bool) {
+func (r *registry) takeLost(cid, agent string) (lostConversation, bool) {
 	now := r.now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	a, ok := r.assigned[cid]
+	a, ok := r.getLocked(cid, agent)
 	if !ok || !r.goneLocked(a, now) {
 		return lostConversation{}, false
 	}
-	delete(r.assigned, cid)
-	return lostConversation{cid: cid, worker: a.worker}, true
+	r.deleteLocked(cid, agent)
+	return lostConversation{cid: cid, agent: agent, worker: a.worker}, true
 }
 
 // sweep forgets the conversations held by workers that went silent or are
@@ -237,13 +320,15 @@ func (r *registry) sweep() []lostConversation {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var lost []lostConversation
-	for cid, a := range r.assigned {
-		switch {
-		case r.goneLocked(a, now):
-			delete(r.assigned, cid)
-			lost = append(lost, lostConversation{cid: cid, worker: a.worker})
-		case r.releasedLocked(cid, a):
-			delete(r.assigned, cid)
+	for cid, m := range r.assigned {
+		for agent, a := range m {
+			switch {
+			case r.goneLocked(a, now):
+				r.deleteLocked(cid, agent)
+				lost = append(lost, lostConversation{cid: cid, agent: agent, worker: a.worker})
+			case r.releasedLocked(cid, a):
+				r.deleteLocked(cid, agent)
+			}
 		}
 	}
 	return lost

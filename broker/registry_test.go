@@ -14,8 +14,8 @@ import (
 // heartbeat feeds r one heartbeat of worker id (agent "echo") the way its
 // NATS subscription does.
 func heartbeat(r *registry, id string, seq uint64, draining bool, convs ...string) {
-	data, _ := json.Marshal(agentbridge.Heartbeat{WorkerID: id, Agent: "echo", Seq: seq, Draining: draining, Conversations: convs})
-	r.onHeartbeat(&nats.Msg{Data: data})
+	data, _ := json.Marshal(agentbridge.Heartbeat{V: agentbridge.Version, WorkerID: id, Agent: "echo", Seq: seq, Draining: draining, Conversations: convs})
+	r.onHeartbeat(&nats.Msg{Subject: "parley.agents.echo.heartbeat", Data: data})
 }
 
 // TestRegistryReadsKeepLostConversations: asking who holds a conversation
@@ -26,8 +26,8 @@ func heartbeat(r *registry, id string, seq uint64, draining bool, convs ...strin
 func TestRegistryReadsKeepLostConversations(t *testing.T) {
 	r := newRegistry(50 * time.Millisecond)
 	heartbeat(r, "w1", 1, false)
-	r.assign("c1", "w1", 1, 1)
-	if w, ok := r.owner("c1"); !ok || w != "w1" {
+	r.assign("c1", "echo", "w1", 1, 1)
+	if w, ok := r.owner("c1", "echo"); !ok || w != "w1" {
 		t.Fatalf("owner = %q, %v right after assignment", w, ok)
 	}
 	// The worker dies: no more heartbeats. Read until it counts as gone.
@@ -35,7 +35,7 @@ func TestRegistryReadsKeepLostConversations(t *testing.T) {
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		if _, ok := r.owner("c1"); !ok {
+		if _, ok := r.owner("c1", "echo"); !ok {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -44,15 +44,15 @@ func TestRegistryReadsKeepLostConversations(t *testing.T) {
 		<-tick.C
 	}
 	for range 10 {
-		if _, ok := r.owner("c1"); ok {
+		if _, ok := r.owner("c1", "echo"); ok {
 			t.Fatal("a silent worker owns the conversation again")
 		}
-		if len(r.owners([]string{"c1"})) != 0 {
+		if len(r.owners(map[string]string{"c1": "echo"})) != 0 {
 			t.Fatal("owners lists a silent worker")
 		}
 	}
 	lost := r.sweep()
-	if !slices.Equal(lost, []lostConversation{{cid: "c1", worker: "w1"}}) {
+	if !slices.Equal(lost, []lostConversation{{cid: "c1", agent: "echo", worker: "w1"}}) {
 		t.Fatalf("sweep after reads = %+v, want c1 lost by w1", lost)
 	}
 	if lost := r.sweep(); len(lost) != 0 {
@@ -71,36 +71,36 @@ func TestRegistryLossHandedOnce(t *testing.T) {
 
 	heartbeat(r, "w1", 1, false)
 	heartbeat(r, "w2", 1, false)
-	r.assign("c1", "w1", 1, 1)
-	r.assign("c2", "w1", 1, 1)
-	r.assign("c3", "w1", 1, 1)
-	r.assign("c4", "w2", 1, 1)
-	if _, ok := r.takeLost("c1"); ok {
+	r.assign("c1", "echo", "w1", 1, 1)
+	r.assign("c2", "echo", "w1", 1, 1)
+	r.assign("c3", "echo", "w1", 1, 1)
+	r.assign("c4", "echo", "w2", 1, 1)
+	if _, ok := r.takeLost("c1", "echo"); ok {
 		t.Fatal("takeLost took a live worker's conversation")
 	}
-	if _, ok := r.assign("c4", "w2", 1, 2); ok {
+	if _, ok := r.assign("c4", "echo", "w2", 1, 2); ok {
 		t.Fatal("re-assigning to the same live worker reported a loss")
 	}
 
 	now = now.Add(2 * time.Second) // w1 and w2 go silent
 	heartbeat(r, "w2", 2, false)   // w2 comes back; it no longer lists c4
-	if l, ok := r.takeLost("c1"); !ok || l != (lostConversation{cid: "c1", worker: "w1"}) {
+	if l, ok := r.takeLost("c1", "echo"); !ok || l != (lostConversation{cid: "c1", agent: "echo", worker: "w1"}) {
 		t.Fatalf("takeLost(c1) = %+v, %v", l, ok)
 	}
-	if _, ok := r.takeLost("c1"); ok {
+	if _, ok := r.takeLost("c1", "echo"); ok {
 		t.Fatal("a loss was handed out twice")
 	}
-	if l, ok := r.assign("c2", "w2", 2, 2); !ok || l != (lostConversation{cid: "c2", worker: "w1"}) {
+	if l, ok := r.assign("c2", "echo", "w2", 2, 2); !ok || l != (lostConversation{cid: "c2", agent: "echo", worker: "w1"}) {
 		t.Fatalf("assign over a dead worker's conversation = %+v, %v", l, ok)
 	}
 	lost := r.sweep()
-	if !slices.Equal(lost, []lostConversation{{cid: "c3", worker: "w1"}}) {
+	if !slices.Equal(lost, []lostConversation{{cid: "c3", agent: "echo", worker: "w1"}}) {
 		t.Fatalf("sweep = %+v, want only c3 lost (c1 taken, c2 reassigned, c4 released)", lost)
 	}
 	if _, ok := r.assigned["c4"]; ok {
 		t.Fatal("the sweep kept a released conversation")
 	}
-	if w, ok := r.owner("c2"); !ok || w != "w2" {
+	if w, ok := r.owner("c2", "echo"); !ok || w != "w2" {
 		t.Fatalf("owner(c2) = %q, %v", w, ok)
 	}
 }
@@ -131,4 +131,71 @@ func TestRegistryWorkerAppeared(t *testing.T) {
 	step("back after silence", true, func() { heartbeat(r, "w1", 5, false) })
 	step("restarted", true, func() { heartbeat(r, "w1", 1, false) })
 	step("new worker draining at once", false, func() { heartbeat(r, "w2", 1, true) })
+}
+
+// TestRegistryAgentFromSubject: a heartbeat's agent is its subject's, never
+// its body's; a worker of agent B listing a conversation of agent A never
+// becomes A's holder there, nor replaces A's worker; a worker id that is not
+// one subject token, or a heartbeat of another protocol version, is ignored.
+func TestRegistryAgentFromSubject(t *testing.T) {
+	r := newRegistry(time.Second)
+	send := func(subject string, hb agentbridge.Heartbeat) {
+		data, _ := json.Marshal(hb)
+		r.onHeartbeat(&nats.Msg{Subject: subject, Data: data})
+	}
+	send("parley.agents.echo.heartbeat", agentbridge.Heartbeat{V: agentbridge.Version, WorkerID: "wa", Seq: 1})
+	r.assign("c1", "echo", "wa", 1, 1)
+	// Worker wb of agent "evil" claims c1 and c2, saying it is "echo".
+	send("parley.agents.evil.heartbeat", agentbridge.Heartbeat{V: agentbridge.Version, WorkerID: "wb", Agent: "echo", Seq: 1,
+		Conversations: []string{"c1", "c2"}})
+	if w, ok := r.owner("c1", "echo"); !ok || w != "wa" {
+		t.Fatalf("owner(c1, echo) = %q, %v after another agent's claim; want wa", w, ok)
+	}
+	if w, ok := r.owner("c2", "echo"); ok {
+		t.Fatalf("owner(c2, echo) = %q: another agent's worker holds it", w)
+	}
+	if n := r.alive("echo"); n != 1 {
+		t.Fatalf("alive(echo) = %d, want 1 (the body's agent is not believed)", n)
+	}
+	if n := r.alive("evil"); n != 1 {
+		t.Fatalf("alive(evil) = %d, want 1", n)
+	}
+	send("parley.agents.echo.heartbeat", agentbridge.Heartbeat{V: agentbridge.Version, WorkerID: "../../x y", Seq: 1})
+	send("parley.agents.echo.heartbeat", agentbridge.Heartbeat{V: 1, WorkerID: "w1", Seq: 1})
+	send("parley.agents.echo.heartbeat", agentbridge.Heartbeat{V: 3, WorkerID: "w3", Seq: 1})
+	if n := r.alive("echo"); n != 1 {
+		t.Fatalf("alive(echo) = %d after invalid heartbeats, want 1", n)
+	}
+	// A loss names the agent of the worker that held it: the claim of
+	// the other agent's worker is reported under that agent (which the
+	// dispatcher checks against the conversation's), never as echo's.
+	r.now = func() time.Time { return time.Now().Add(time.Hour) }
+	for _, l := range r.sweep() {
+		if l.cid == "c1" && (l.agent == "echo") != (l.worker == "wa") {
+			t.Fatalf("sweep reports %+v", l)
+		}
+	}
+}
+
+// TestRegistryWorkerIDOfAnotherAgent: a worker of another agent heartbeating
+// under the same worker id is another worker: the real one keeps its
+// conversations, is not reported lost, and stays counted for its agent.
+func TestRegistryWorkerIDOfAnotherAgent(t *testing.T) {
+	r := newRegistry(time.Second)
+	send := func(agent string, seq uint64, draining bool, convs ...string) {
+		data, _ := json.Marshal(agentbridge.Heartbeat{V: agentbridge.Version, WorkerID: "w1", Seq: seq, Draining: draining, Conversations: convs})
+		r.onHeartbeat(&nats.Msg{Subject: "parley.agents." + agent + ".heartbeat", Data: data})
+	}
+	send("echo", 1, false)
+	r.assign("c1", "echo", "w1", 1, 1)
+	send("evil", 5, true) // draining, higher seq, nothing listed
+	if w, ok := r.owner("c1", "echo"); !ok || w != "w1" {
+		t.Fatalf("owner(c1, echo) = %q, %v after another agent's w1 drained", w, ok)
+	}
+	if lost := r.sweep(); len(lost) != 0 {
+		t.Fatalf("sweep = %+v, want nothing lost", lost)
+	}
+	if n := r.alive("echo"); n != 1 {
+		t.Fatalf("alive(echo) = %d, want 1", n)
+	}
 }

@@ -432,6 +432,7 @@ func (b *Broker) purgeConversation(ctx context.Context, c Conversation, idx *con
 		}
 	}
 	b.registry.release(cid)
+	b.agents.holders.drop(cid)
 	b.rooms.end(cid, EndReasonDeleted)
 	// One purge per literal log subject: a wildcard purge
 	// (<prefix>.conv.<cid>.>) makes the file store scan every block, ~5×

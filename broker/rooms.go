@@ -296,11 +296,11 @@ func (r *rooms) flush(ctx context.Context) {
 	if moved.late+moved.dropped+moved.rejected > 0 {
 		r.b.obs().MediaDrops(moved.late, moved.dropped, moved.rejected)
 	}
-	cids := make([]string, len(writes))
-	for i, w := range writes {
-		cids[i] = w.cid
+	convs := make(map[string]string, len(writes))
+	for _, w := range writes {
+		convs[w.cid] = w.room.Agent
 	}
-	owners := r.b.registry.owners(cids)
+	owners := r.b.registry.owners(convs)
 	for _, w := range writes {
 		if worker, ok := owners[w.cid]; ok {
 			w.room.WorkerID = worker

@@ -150,7 +150,7 @@ func (b *Broker) StartSession(ctx context.Context, req StartRequest) (StartResul
 	}
 	res.Session = s
 	b.obs().SessionStarted(resumed)
-	b.dispatcher.ensure(conv.ID)
+	b.dispatcher.ensure(conv.ID, conv.Agent)
 	b.log.Info("session started", "session_id", s.ID, "conversation_id", conv.ID,
 		"widget", s.Widget, "resumed", resumed)
 	return res, nil

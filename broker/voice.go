@@ -25,8 +25,9 @@ type MediaLeg interface {
 }
 
 // Voice is the voice leg of a session: the visitor's audio goes to the
-// agent on parley.conv.<cid>.in.audio, the agent's audio on
-// parley.conv.<cid>.out.audio comes back, and the agent's clear_audio
+// agent on Subjects.InAudio(agent, cid), the agent's audio on
+// Subjects.OutAudio (from the worker holding the conversation only) comes
+// back, and the agent's clear_audio
 // events empty the visitor's queue. Audio never touches JetStream.
 type Voice struct {
 	b         *Broker
@@ -40,6 +41,7 @@ type Voice struct {
 	micErrors     atomic.Uint64
 	agentFrames   atomic.Uint64
 	statesDropped atomic.Uint64
+	audioRefused  atomic.Uint64
 
 	// stateMu guards the FIFO of transport states waiting to be logged
 	// and whether its drainer runs. It is a leaf lock: nothing is called
@@ -80,7 +82,7 @@ func (b *Broker) AgentFormat(agent string) string {
 // the caller builds its transport in between and may still drop it.
 func (b *Broker) NewVoice(s Session) *Voice {
 	return &Voice{b: b, id: newID("leg_"), session: s, format: b.AgentFormat(s.Agent),
-		inSubj: b.subj.InAudio(s.ConversationID), done: make(chan struct{}), transport: "webrtc",
+		inSubj: b.subj.InAudio(s.Agent, s.ConversationID), done: make(chan struct{}), transport: "webrtc",
 		states: stateQueue{max: maxQueuedStates}}
 }
 
@@ -135,7 +137,7 @@ func (b *Broker) StartVoice(ctx context.Context, v *Voice, m MediaLeg) error {
 	if err != nil {
 		return err
 	}
-	audio, err := b.nc.Subscribe(b.subj.OutAudio(v.session.ConversationID), v.onAgentAudio)
+	audio, err := b.nc.Subscribe(b.subj.OutAudio(v.session.Agent, v.session.ConversationID), v.onAgentAudio)
 	if err != nil {
 		events.Close()
 		return fmt.Errorf("%w: subscribe agent audio: %w", ErrStore, err)
@@ -172,7 +174,21 @@ func (b *Broker) StartVoice(ctx context.Context, v *Voice, m MediaLeg) error {
 	return nil
 }
 
+// onAgentAudio plays one agent frame, if it comes from the worker holding
+// the conversation (its Parley-Worker header); frames of any other worker
+// (one that lost the conversation, or a forger) are dropped, counted and
+// logged once per leg.
 func (v *Voice) onAgentAudio(m *nats.Msg) {
+	worker := m.Header.Get(agentbridge.HeaderWorker)
+	if owner, ok := v.b.registry.owner(v.session.ConversationID, v.session.Agent); !ok || worker != owner {
+		v.b.obs().AgentAudioRefused()
+		if v.audioRefused.Add(1) == 1 {
+			v.b.log.Warn("agent audio from a worker not holding the conversation dropped (logged once per leg)",
+				"conversation_id", v.session.ConversationID, "leg_id", v.id, "worker_id", fmt.Sprintf("%.64q", worker),
+				"holder", owner)
+		}
+		return
+	}
 	f, err := agentbridge.ParseAudioFrame(m)
 	if err != nil {
 		return

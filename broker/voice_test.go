@@ -1,9 +1,15 @@
 package broker
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/parley-rtc/parley/agentbridge"
 )
@@ -151,4 +157,84 @@ func TestStateQueueDropPolicy(t *testing.T) {
 		t.Fatalf("%d kept + %d dropped != %d pushed", len(got), dropped, len(pushed)+1)
 	}
 	t.Logf("pushed %d, kept %d, dropped %d", len(pushed)+1, len(got), dropped)
+}
+
+// playLeg counts the frames the broker plays to it.
+type playLeg struct {
+	testLeg
+	played atomic.Int64
+}
+
+func (l *playLeg) Play(agentbridge.AudioFrame) { l.played.Add(1) }
+
+// TestAgentAudioOnlyFromHolder: the voice leg plays agent frames from the
+// worker holding the conversation (Parley-Worker), and drops, counts and
+// logs once those of any other worker or without the header.
+func TestAgentAudioOnlyFromHolder(t *testing.T) {
+	var logs logBuffer
+	b := startBrokerLogged(t, &logs)
+	obs := &refusalObserver{reasons: map[string]int{}}
+	b.SetObserver(obs)
+	s := startSession(t, b)
+	hb, _ := json.Marshal(agentbridge.Heartbeat{V: agentbridge.Version, WorkerID: "w1", Seq: 1, Conversations: []string{s.ConversationID}})
+	b.registry.onHeartbeat(&nats.Msg{Subject: b.subj.Heartbeat("echo"), Data: hb})
+	b.registry.assign(s.ConversationID, "echo", "w1", 1, 1)
+	v := b.NewVoice(s)
+	leg := &playLeg{testLeg: testLeg{closed: make(chan struct{})}}
+	if err := b.StartVoice(t.Context(), v, leg); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { v.End(context.Background(), "test") })
+	send := func(worker string, seq uint64) {
+		m := agentbridge.AudioFrame{Codec: agentbridge.CodecOpus, Seq: seq, Payload: []byte{1, 2, 3}}.Msg(b.subj.OutAudio("echo", s.ConversationID))
+		if worker != "" {
+			m.Header.Set(agentbridge.HeaderWorker, worker)
+		}
+		if err := b.nc.PublishMsg(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 5 {
+		send("w2", uint64(i))
+		send("", uint64(i))
+		send("w1", uint64(i))
+	}
+	poll(t, 5*time.Second, "the holder's frames played", func() bool { return leg.played.Load() == 5 })
+	poll(t, 5*time.Second, "the others counted", func() bool {
+		obs.mu.Lock()
+		defer obs.mu.Unlock()
+		return obs.audio == 10
+	})
+	if n := strings.Count(logs.String(), "agent audio from a worker not holding the conversation"); n != 1 {
+		t.Fatalf("refused audio logged %d times, want once", n)
+	}
+}
+
+// clearLeg counts the broker's ClearAudio calls.
+type clearLeg struct {
+	testLeg
+	cleared atomic.Int64
+}
+
+func (l *clearLeg) ClearAudio() { l.cleared.Add(1) }
+
+// TestAgentClearAudioClearsPlayout: a clear_audio the holding worker
+// appends through the broker empties the visitor's playout queue.
+func TestAgentClearAudioClearsPlayout(t *testing.T) {
+	b := startBroker(t)
+	s := startSession(t, b)
+	holdConversation(t, b, s.ConversationID, "w1", 1, 1)
+	v := b.NewVoice(s)
+	leg := &clearLeg{testLeg: testLeg{closed: make(chan struct{})}}
+	if err := b.StartVoice(t.Context(), v, leg); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { v.End(context.Background(), "test") })
+	nc := connectAs(t, b, AgentRole("echo"), nats.CustomInboxPrefix(b.subj.Inbox("echo")))
+	r := appendReq(t, nc, b.subj.Append("echo"), map[string]any{"v": 2, "type": agentbridge.EventClearAudio,
+		"conversation_id": s.ConversationID, "worker_id": "w1", "epoch": 1}, "")
+	if r.Error != nil || r.Seq == 0 {
+		t.Fatalf("clear_audio append = %+v", r)
+	}
+	poll(t, 5*time.Second, "the playout queue cleared", func() bool { return leg.cleared.Load() == 1 })
 }

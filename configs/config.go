@@ -19,6 +19,8 @@ import (
 	"log/slog"
 	"strings"
 	"time"
+
+	"github.com/parley-rtc/parley/agentbridge"
 )
 
 // Default values that other packages may want to refer to.
@@ -151,6 +153,13 @@ type AgentsConfig struct {
 	// transcoding) or "pcm_s16le/16000", "pcm_s16le/24000",
 	// "pcm_s16le/48000" (the broker decodes and encodes Opus).
 	AudioFormats map[string]string `yaml:"audio_formats"`
+	// MaxDeltaBytes bounds the text of one text_delta an agent appends.
+	MaxDeltaBytes int `yaml:"max_delta_bytes"`
+	// MaxReplyBytes bounds the text of an agent's text_done (a whole
+	// reply) and of a transcript.
+	MaxReplyBytes int `yaml:"max_reply_bytes"`
+	// MaxActionBytes bounds the data of an agent's action.
+	MaxActionBytes int `yaml:"max_action_bytes"`
 }
 
 // SessionsConfig configures session lifetimes.
@@ -240,6 +249,9 @@ func Default() Config {
 			DispatchRetryMax: 5 * time.Second,
 			HeartbeatTimeout: 1500 * time.Millisecond,
 			AudioFormats:     map[string]string{},
+			MaxDeltaBytes:    agentbridge.DefaultMaxDeltaBytes,
+			MaxReplyBytes:    agentbridge.DefaultMaxReplyBytes,
+			MaxActionBytes:   agentbridge.DefaultMaxActionBytes,
 		},
 		Sessions: SessionsConfig{
 			TTL:           24 * time.Hour,
@@ -379,7 +391,10 @@ func (c Config) LogValue() slog.Value {
 			logDuration("dispatch_timeout", c.Agents.DispatchTimeout),
 			logDuration("dispatch_retry_max", c.Agents.DispatchRetryMax),
 			logDuration("heartbeat_timeout", c.Agents.HeartbeatTimeout),
-			slog.Any("audio_formats", c.Agents.AudioFormats)),
+			slog.Any("audio_formats", c.Agents.AudioFormats),
+			slog.Int("max_delta_bytes", c.Agents.MaxDeltaBytes),
+			slog.Int("max_reply_bytes", c.Agents.MaxReplyBytes),
+			slog.Int("max_action_bytes", c.Agents.MaxActionBytes)),
 		slog.Group("sessions",
 			logDuration("ttl", c.Sessions.TTL),
 			logDuration("resume_window", c.Sessions.ResumeWindow),

@@ -196,7 +196,7 @@ nats:
   dedup_window: 1h
   max_consumers: 5000
   credentials_file: CREDS
-agents: {dispatch_timeout: 1s, dispatch_retry_max: 10s, heartbeat_timeout: 4s}
+agents: {dispatch_timeout: 1s, dispatch_retry_max: 10s, heartbeat_timeout: 4s, max_delta_bytes: 1000, max_reply_bytes: 2000, max_action_bytes: 3000}
 sessions: {ttl: 1h, resume_window: 30m, challenge_ttl: 30s}
 chat: {max_message_chars: 500, reply_timeout: 5s}
 security: {signing_key: 0123456789abcdef0123456789abcdef}
@@ -212,7 +212,8 @@ echo_agent: {enabled: false, workers: 0, agent: echo2}
 		Replicas: 3, DedupWindow: time.Hour, MaxConsumers: 5000, CredentialsFile: creds,
 		StartTimeout: 2 * time.Minute, Sync: SyncInterval, SyncInterval: 2 * time.Minute,
 	}
-	want.Agents = AgentsConfig{DispatchTimeout: time.Second, DispatchRetryMax: 10 * time.Second, HeartbeatTimeout: 4 * time.Second, AudioFormats: map[string]string{}}
+	want.Agents = AgentsConfig{DispatchTimeout: time.Second, DispatchRetryMax: 10 * time.Second, HeartbeatTimeout: 4 * time.Second, AudioFormats: map[string]string{},
+		MaxDeltaBytes: 1000, MaxReplyBytes: 2000, MaxActionBytes: 3000}
 	want.Sessions.TTL, want.Sessions.ResumeWindow, want.Sessions.ChallengeTTL = time.Hour, 30*time.Minute, 30*time.Second
 	want.Chat.MaxMessageChars, want.Chat.ReplyTimeout = 500, 5*time.Second
 	want.Security.SigningKey = "0123456789abcdef0123456789abcdef"

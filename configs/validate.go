@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/parley-rtc/parley/agentbridge"
 )
 
 // Limits checked by Validate.
@@ -79,6 +81,10 @@ func (c *Config) Validate() error {
 	ps.positive("agents.dispatch_timeout", c.Agents.DispatchTimeout)
 	ps.positive("agents.dispatch_retry_max", c.Agents.DispatchRetryMax)
 	ps.positive("agents.heartbeat_timeout", c.Agents.HeartbeatTimeout)
+	// An agent event's whole body is bounded by agentbridge.MaxAppendBytes.
+	ps.intRange("agents.max_delta_bytes", c.Agents.MaxDeltaBytes, 1, agentbridge.MaxAppendBytes/2)
+	ps.intRange("agents.max_reply_bytes", c.Agents.MaxReplyBytes, 1, agentbridge.MaxAppendBytes/2)
+	ps.intRange("agents.max_action_bytes", c.Agents.MaxActionBytes, 1, agentbridge.MaxAppendBytes/2)
 	for agent, f := range c.Agents.AudioFormats {
 		ps.token("agents.audio_formats key", agent)
 		if !audioFormat(f) {

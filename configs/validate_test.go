@@ -33,6 +33,9 @@ func TestValidateRules(t *testing.T) {
 		{"public url userinfo", func(c *Config) { c.PublicURL = "https://u:p@example.com" }, "public_url"},
 		{"data dir empty", func(c *Config) { c.DataDir = " " }, "data_dir"},
 		{"log level", func(c *Config) { c.Log.Level = "verbose" }, "log.level"},
+		{"agent delta limit zero", func(c *Config) { c.Agents.MaxDeltaBytes = 0 }, "agents.max_delta_bytes"},
+		{"agent reply limit too big", func(c *Config) { c.Agents.MaxReplyBytes = 1 << 20 }, "agents.max_reply_bytes"},
+		{"agent action limit negative", func(c *Config) { c.Agents.MaxActionBytes = -1 }, "agents.max_action_bytes"},
 		{"log format", func(c *Config) { c.Log.Format = "xml" }, "log.format"},
 		{"nats listen", func(c *Config) { c.NATS.Listen = "4222" }, "nats.listen"},
 		{"nats listen port", func(c *Config) { c.NATS.Listen = "127.0.0.1:-2" }, "nats.listen"},
@@ -162,6 +165,7 @@ func TestValidateBoundariesAccepted(t *testing.T) {
 	c.Chat.MaxMessageChars = 100000
 	c.Security.SigningKey = strings.Repeat("k", 32)
 	c.EchoAgent.Workers = 0
+	c.Agents.MaxDeltaBytes, c.Agents.MaxReplyBytes, c.Agents.MaxActionBytes = 1, 128<<10, 128<<10
 	c.Widgets[0].Key = "pk_" + strings.Repeat("A", 61)
 	c.Widgets[0].DisplayTitle = strings.Repeat("é", 80)
 	c.Widgets[0].WelcomeText = strings.Repeat("ü", 120)

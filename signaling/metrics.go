@@ -40,6 +40,8 @@ type metrics struct {
 	liveGaps        prometheus.Counter
 	liveRefills     prometheus.Counter
 	storeRetries    prometheus.Counter
+	agentRefused    *prometheus.CounterVec
+	audioRefused    prometheus.Counter
 	sweeps          *prometheus.CounterVec
 	swept           *prometheus.CounterVec
 }
@@ -129,6 +131,12 @@ func (m *metrics) registerDrops(f func(prometheus.Collector)) {
 		"Gaps in live events filled by reading the conversation's log.")
 	m.storeRetries = counter("store", "retries_total",
 		"Log appends retried after a transient store failure.")
+	m.agentRefused = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "parley", Subsystem: "agent",
+		Name: "events_refused_total", Help: "Agent appends refused by the broker (nothing stored), by reason: the error code in lower case."},
+		[]string{"reason"})
+	f(m.agentRefused)
+	m.audioRefused = counter("agent", "audio_refused_total",
+		"Agent audio frames dropped because their Parley-Worker is not the worker holding the conversation.")
 	m.sweeps = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "parley", Subsystem: "retention",
 		Name: "sweeps_total", Help: "Periodic sweeps run, by kind (session, retention) and result (ok, failed)."},
 		[]string{"kind", "result"})
@@ -234,6 +242,12 @@ func (m *metrics) SlowSubscriber() { m.slowSubscribers.Inc() }
 func (m *metrics) LiveGap()        { m.liveGaps.Inc() }
 func (m *metrics) LiveRefill()     { m.liveRefills.Inc() }
 func (m *metrics) StoreRetry()     { m.storeRetries.Inc() }
+
+// AgentEventRefused counts one refused agent append.
+func (m *metrics) AgentEventRefused(reason string) { m.agentRefused.WithLabelValues(reason).Inc() }
+
+// AgentAudioRefused counts one dropped agent audio frame.
+func (m *metrics) AgentAudioRefused() { m.audioRefused.Inc() }
 
 // Swept counts one periodic sweep.
 func (m *metrics) Swept(kind string, n int, failed bool) {

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 
 	"github.com/parley-rtc/parley/agentbridge"
@@ -138,7 +137,7 @@ func TestShutdownLeavesNoGoroutines(t *testing.T) {
 // another worker, which answers what was left unanswered.
 func TestLostWorkerIsReplaced(t *testing.T) {
 	e := startEnv(t, noEcho, func(c *configs.Config) { c.Agents.HeartbeatTimeout = time.Second })
-	nc := e.natsConn()
+	nc := e.agentConn(configs.DefaultAgent)
 	w1, err := agentbridge.NewWorker(nc, agentbridge.Options{Agent: configs.DefaultAgent, Logger: discardLogger()}, echoAgent)
 	if err != nil {
 		t.Fatal(err)
@@ -171,7 +170,7 @@ func TestLostWorkerIsReplaced(t *testing.T) {
 // full context; a late write from the dead worker is fenced off.
 func TestFailoverMidReply(t *testing.T) {
 	e := startEnv(t, noEcho, func(c *configs.Config) { c.Agents.HeartbeatTimeout = time.Second })
-	nc1 := e.natsConn()
+	nc1 := e.agentConn(configs.DefaultAgent)
 	halfway := make(chan *agentbridge.Conversation, 1)
 	w1, err := agentbridge.NewWorker(nc1, agentbridge.Options{Agent: configs.DefaultAgent, Logger: discardLogger()},
 		func(ctx context.Context, c *agentbridge.Conversation) error {
@@ -228,15 +227,17 @@ func TestFailoverMidReply(t *testing.T) {
 	}
 	t.Logf("worker killed → new worker's reply on the socket: %v", took.Round(time.Millisecond))
 
-	// The dead worker comes back late and writes: nobody sees it.
-	js, err := jetstream.New(e.natsConn())
+	// The dead worker comes back late and appends: the broker refuses it
+	// (another worker holds the conversation) and nobody sees it.
+	late, _ := json.Marshal(agentbridge.Event{V: agentbridge.Version, Type: agentbridge.EventTextDone, ConversationID: s.ConversationID,
+		MessageID: "msg_zombie", ReplyTo: full.str("reply_to"), Text: "zombie", WorkerID: w1.ID(), Epoch: conv.Epoch(), TS: time.Now()})
+	resp, err := e.agentConn(configs.DefaultAgent).Request(e.app.broker.Subjects().Append(configs.DefaultAgent), late, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	late, _ := json.Marshal(agentbridge.Event{V: 1, Type: agentbridge.EventTextDone, ConversationID: s.ConversationID,
-		MessageID: "msg_zombie", ReplyTo: full.str("reply_to"), Text: "zombie", WorkerID: w1.ID(), Epoch: conv.Epoch(), TS: time.Now()})
-	if _, err := js.Publish(t.Context(), e.app.broker.Subjects().OutEvent(s.ConversationID), late); err != nil {
-		t.Fatal(err)
+	var refused agentbridge.AppendReply
+	if err := json.Unmarshal(resp.Data, &refused); err != nil || refused.Error == nil || refused.Error.Code != agentbridge.CodeNotHolder {
+		t.Fatalf("late append of the dead worker = %s (%v), want NOT_HOLDER", resp.Data, err)
 	}
 	c.send(map[string]any{"type": "message", "body": "still there?", "client_message_id": "f-2"})
 	for {

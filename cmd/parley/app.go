@@ -93,6 +93,7 @@ func (a *app) startEcho() error {
 		return fmt.Errorf("echo agent: %w", err)
 	}
 	opts = append(opts, auth...)
+	opts = append(opts, agentbridge.ConnectOptions(a.cfg.NATS.Prefix, a.cfg.EchoAgent.Agent)...)
 	nc, err := nats.Connect(a.broker.InProcessURL(), opts...)
 	if err != nil {
 		return fmt.Errorf("echo agent: connect: %w", err)

@@ -387,7 +387,7 @@ func TestBrowserVoice(t *testing.T) {
 	if s.VoicePath != "/v1/sessions/"+s.SessionID+"/webrtc" {
 		t.Fatalf("voice_path = %q", s.VoicePath)
 	}
-	tap := e.tapAudio(e.app.broker.Subjects().InAudio(s.ConversationID))
+	tap := e.tapAudio(e.app.broker.Subjects().InAudio("echo", s.ConversationID))
 
 	// The fake mic (a short beep about once a second) unprocessed, so the
 	// echo agent's energy detector hears its own level. Processing lowers a

@@ -10,7 +10,6 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/parley-rtc/parley/agentbridge"
-	"github.com/parley-rtc/parley/broker"
 	"github.com/parley-rtc/parley/configs"
 )
 
@@ -30,7 +29,7 @@ func BenchmarkFailover(b *testing.B) {
 		s := e.newSession(nil)
 		c := e.mustDialWS(s)
 		start := func() *nats.Conn {
-			nc := e.natsConnAs(broker.AgentRole(configs.DefaultAgent))
+			nc := e.agentConn(configs.DefaultAgent)
 			w, err := agentbridge.NewWorker(nc, agentbridge.Options{Agent: configs.DefaultAgent, Logger: discardLogger()}, slowEcho)
 			if err != nil || w.Start() != nil {
 				b.Fatalf("worker: %v", err)
@@ -110,7 +109,7 @@ func BenchmarkICERestart(b *testing.B) {
 	for b.Loop() {
 		e := startEnv(b, voiceConfig)
 		s := e.newSession(nil)
-		tap := e.tapAudio(e.app.broker.Subjects().InAudio(s.ConversationID))
+		tap := e.tapAudio(e.app.broker.Subjects().InAudio(configs.DefaultAgent, s.ConversationID))
 		v := e.newVoiceClient(s)
 		v.waitConnected()
 		frames := speech(b, 1, 20, 0) // one 20 ms tone frame, sent in a loop

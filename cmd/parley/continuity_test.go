@@ -90,7 +90,7 @@ func TestContinuity(t *testing.T) {
 	pb, b, _ := serveProc(t, t.TempDir(), "--config", cfgFile)
 
 	// Worker 1: slow, so it can die mid-reply.
-	nc1, err := nats.Connect(clusterURL)
+	nc1, err := nats.Connect(clusterURL, agentbridge.ConnectOptions(agentbridge.DefaultPrefix, configs.DefaultAgent)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +116,7 @@ func TestContinuity(t *testing.T) {
 
 	// 1. A chat turn on broker A.
 	s := a.newSession(nil)
-	tap := tapAudioAt(t, clusterURL, "parley.conv."+s.ConversationID+".in.audio")
+	tap := tapAudioAt(t, clusterURL, agentbridge.NewSubjects("").InAudio(configs.DefaultAgent, s.ConversationID))
 	wsA := a.mustDialWS(s)
 	turn(wsA, "c-1", "hello from chat")
 
@@ -137,7 +137,7 @@ func TestContinuity(t *testing.T) {
 	wsA.send(map[string]any{"type": "message", "body": "please answer this", "client_message_id": "c-2"})
 	sent = append(sent, "please answer this")
 	wsA.until("chunk")
-	nc2, err := nats.Connect(clusterURL)
+	nc2, err := nats.Connect(clusterURL, agentbridge.ConnectOptions(agentbridge.DefaultPrefix, configs.DefaultAgent)...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,6 +22,9 @@ import (
 func TestMetricsDrops(t *testing.T) {
 	e := startEnv(t, func(c *configs.Config) {
 		c.Chat.MaxMessageChars = 60000
+		// The echo streams a reply in 3 deltas of ~20 KB: above the
+		// default per-delta limit of agent events (16 KiB).
+		c.Agents.MaxDeltaBytes = 64 << 10
 		c.Sessions.SweepInterval = 100 * time.Millisecond
 		c.Retention.SweepInterval = 100 * time.Millisecond
 	})

@@ -16,7 +16,7 @@ import (
 // drain, no more heartbeats).
 func (e *env) startWorkerOn() (*agentbridge.Worker, *nats.Conn) {
 	e.t.Helper()
-	nc := e.natsConn()
+	nc := e.agentConn(configs.DefaultAgent)
 	w, err := agentbridge.NewWorker(nc, agentbridge.Options{Agent: configs.DefaultAgent, Logger: discardLogger()}, echoAgent)
 	if err != nil {
 		e.t.Fatal(err)

@@ -125,10 +125,18 @@ func (e *env) natsConnAs(role string, extra ...nats.Option) *nats.Conn {
 	return nc
 }
 
+// agentConn connects as a worker of agent: the agent's credentials and
+// inbox prefix (protocol v2).
+func (e *env) agentConn(agent string, extra ...nats.Option) *nats.Conn {
+	e.t.Helper()
+	opts := append(agentbridge.ConnectOptions(e.app.broker.Subjects().Prefix, agent), extra...)
+	return e.natsConnAs(broker.AgentRole(agent), opts...)
+}
+
 // startWorker starts one echo worker on its own connection.
 func (e *env) startWorker() *agentbridge.Worker {
 	e.t.Helper()
-	w, err := agentbridge.NewWorker(e.natsConnAs(broker.AgentRole(configs.DefaultAgent)), agentbridge.Options{Agent: configs.DefaultAgent,
+	w, err := agentbridge.NewWorker(e.agentConn(configs.DefaultAgent), agentbridge.Options{Agent: configs.DefaultAgent,
 		Logger: discardLogger()}, echoAgent)
 	if err != nil {
 		e.t.Fatal(err)

@@ -18,7 +18,7 @@ func TestNavigateActionsUseNavMap(t *testing.T) {
 	e := startEnv(t, noEcho, func(c *configs.Config) {
 		c.Widgets[0].NavMap = []configs.NavTarget{{ID: "pricing", Path: "/pricing", Selector: "#plans", Label: "Pricing"}}
 	})
-	w, err := agentbridge.NewWorker(e.natsConn(), agentbridge.Options{Agent: configs.DefaultAgent, Logger: discardLogger()},
+	w, err := agentbridge.NewWorker(e.agentConn(configs.DefaultAgent), agentbridge.Options{Agent: configs.DefaultAgent, Logger: discardLogger()},
 		func(ctx context.Context, c *agentbridge.Conversation) error {
 			for ev := range c.Events() {
 				if ev.Type != agentbridge.EventUserMessage {

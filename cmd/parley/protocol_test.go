@@ -2,13 +2,10 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/coder/websocket"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/parley-rtc/parley/agentbridge"
 	"github.com/parley-rtc/parley/configs"
@@ -19,7 +16,7 @@ import (
 // typing, chunk, done.
 func TestAgentActionsPassThrough(t *testing.T) {
 	e := startEnv(t, noEcho)
-	w, err := agentbridge.NewWorker(e.natsConn(), agentbridge.Options{Agent: configs.DefaultAgent, Logger: discardLogger()},
+	w, err := agentbridge.NewWorker(e.agentConn(configs.DefaultAgent), agentbridge.Options{Agent: configs.DefaultAgent, Logger: discardLogger()},
 		func(ctx context.Context, c *agentbridge.Conversation) error {
 			for ev := range c.Events() {
 				if ev.Type != agentbridge.EventUserMessage {
@@ -82,16 +79,13 @@ func TestEchoAcknowledgesModeChange(t *testing.T) {
 	c.send(map[string]any{"type": "message", "body": "hi", "client_message_id": "m-1"})
 	expectReply(t, c, "m-1", "echo: hi")
 
-	// Write the event as the broker will when the visitor switches to voice.
-	js, err := jetstream.New(e.natsConn())
+	// The broker writes mode_changed when the visitor switches to voice
+	// (the broker is the only writer of the log; agents hear it live).
+	bs, err := e.app.broker.Session(t.Context(), s.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	subj := e.app.broker.Subjects()
-	ev, _ := json.Marshal(agentbridge.Event{V: agentbridge.Version, Type: agentbridge.EventModeChanged,
-		ConversationID: s.ConversationID, SessionID: s.ID, Mode: agentbridge.ModeVoice,
-		PreviousMode: agentbridge.ModeChat, TS: time.Now().UTC()})
-	if _, err := js.Publish(t.Context(), subj.InEvent(s.ConversationID), ev); err != nil {
+	if _, _, err := e.app.broker.SetMode(t.Context(), bs, agentbridge.ModeVoice, "test"); err != nil {
 		t.Fatal(err)
 	}
 	mode := c.next()

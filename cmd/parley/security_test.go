@@ -308,7 +308,7 @@ type visitorSeen struct {
 func (e *env) startVisitorRecorder() <-chan visitorSeen {
 	e.t.Helper()
 	seen := make(chan visitorSeen, 16)
-	w, err := agentbridge.NewWorker(e.natsConn(), agentbridge.Options{Agent: configs.DefaultAgent, Logger: discardLogger()},
+	w, err := agentbridge.NewWorker(e.agentConn(configs.DefaultAgent), agentbridge.Options{Agent: configs.DefaultAgent, Logger: discardLogger()},
 		func(ctx context.Context, c *agentbridge.Conversation) error {
 			v := visitorSeen{conversation: c.ID(), dispatch: c.Dispatch().Visitor}
 			found := false

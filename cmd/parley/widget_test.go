@@ -175,7 +175,7 @@ type site struct {
 func startSite(t *testing.T) *site {
 	t.Helper()
 	e := startEnv(t, voiceConfig, withWidget(siteWidget()))
-	w, err := agentbridge.NewWorker(e.natsConn(), agentbridge.Options{Agent: siteAgent, Logger: discardLogger()}, guideAgent)
+	w, err := agentbridge.NewWorker(e.agentConn(siteAgent), agentbridge.Options{Agent: siteAgent, Logger: discardLogger()}, guideAgent)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -424,7 +424,7 @@ func TestWidget(t *testing.T) {
 		if sess.VoicePath == "" {
 			t.Fatalf("session without voice_path: %+v", sess)
 		}
-		tap := e.tapAudio(e.app.broker.Subjects().InAudio(sess.ConversationID))
+		tap := e.tapAudio(e.app.broker.Subjects().InAudio(siteAgent, sess.ConversationID))
 		b.mustEval(`Parley._debug.audioConstraints = {echoCancellation: false, noiseSuppression: false, autoGainControl: false}; true`, nil)
 		b.click("button.mic")
 		clicked := time.Now()
