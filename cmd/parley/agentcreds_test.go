@@ -131,7 +131,7 @@ func TestAgentsCredentialsCLI(t *testing.T) {
 	so.Reset()
 	var pj broker.AgentNATSPermissions
 	if code := agentsCmd([]string{"permissions", "--agent", "crm", "--json"}, &so, &se); code != 0 || json.Unmarshal(so.Bytes(), &pj) != nil ||
-		pj.Namespace != "parley.agents.crm.>" || len(pj.Publish) != 5 || len(pj.Subscribe) != 4 {
+		pj.Namespace != "parley.agents.crm.>" || len(pj.Publish) != 6 || len(pj.Subscribe) != 4 {
 		t.Fatalf("permissions --json: exit %d: %s", code, so.String())
 	}
 

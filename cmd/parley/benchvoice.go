@@ -1129,7 +1129,6 @@ func bvRoute(p string) string {
 type bvTap struct {
 	nc     *nats.Conn
 	win    *bvWindow
-	prefix string
 	closed chan struct{}
 	once   sync.Once
 
@@ -1145,7 +1144,7 @@ type bvTap struct {
 }
 
 func bvTapNATS(natsURL, creds, prefix string, win *bvWindow) (*bvTap, error) {
-	t := &bvTap{win: win, prefix: prefix + ".conv.", closed: make(chan struct{}), sessions: map[string]*bvSession{}}
+	t := &bvTap{win: win, closed: make(chan struct{}), sessions: map[string]*bvSession{}}
 	var auth []nats.Option
 	if creds != "" {
 		auth = append(auth, nats.UserCredentials(creds))
@@ -1161,7 +1160,8 @@ func bvTapNATS(natsURL, creds, prefix string, win *bvWindow) (*bvTap, error) {
 		return nil, fmt.Errorf("bench: NATS %s: %w", natsURL, err)
 	}
 	t.nc = nc
-	sub, err := nc.Subscribe(prefix+".conv.*.in.audio", t.onFrame)
+	// Every agent's visitor audio: <prefix>.agents.<agent>.conv.<cid>.in.audio.
+	sub, err := nc.Subscribe(agentbridge.NewSubjects(prefix).InAudio("*", "*"), t.onFrame)
 	if err == nil {
 		err = sub.SetPendingLimits(1<<20, 1<<30)
 	}
@@ -1186,7 +1186,10 @@ func (t *bvTap) onFrame(m *nats.Msg) {
 	now := time.Now()
 	t.frames.Add(1)
 	f, err := agentbridge.ParseAudioFrame(m)
-	cid := strings.TrimSuffix(strings.TrimPrefix(m.Subject, t.prefix), ".in.audio")
+	var cid string
+	if tok := strings.Split(m.Subject, "."); len(tok) >= 3 {
+		cid = tok[len(tok)-3]
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if err != nil {

@@ -92,7 +92,7 @@ drained:
 	// Every drop counter is exported, at 0 when nothing was dropped.
 	for _, name := range []string{"parley_media_frames_late_total", "parley_media_playout_dropped_total",
 		"parley_media_playout_rejected_total", "parley_websocket_ping_timeouts_total", "parley_ops_slow_readers_total",
-		"parley_live_feed_stalls_total", "parley_live_feed_recoveries_total", "parley_store_retries_total"} {
+		"parley_live_gaps_total", "parley_live_refills_total", "parley_store_retries_total"} {
 		if _, ok := metricValue(before, name); !ok {
 			t.Errorf("%s missing from /metrics", name)
 		}
