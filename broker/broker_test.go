@@ -18,7 +18,7 @@ import (
 )
 
 // startBroker starts a broker with its embedded NATS on a random port.
-func startBroker(t *testing.T) *Broker {
+func startBroker(t testing.TB) *Broker {
 	t.Helper()
 	cfg := configs.Default()
 	cfg.DataDir = t.TempDir()
@@ -51,7 +51,7 @@ func connectAs(t testing.TB, b *Broker, role string, extra ...nats.Option) *nats
 	return nc
 }
 
-func startSession(t *testing.T, b *Broker) Session {
+func startSession(t testing.TB, b *Broker) Session {
 	t.Helper()
 	res, err := b.StartSession(t.Context(), StartRequest{Widget: "pk_demo", Agent: "echo", Origin: "http://localhost"})
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -30,6 +31,11 @@ type registry struct {
 	// with the agent of a worker that appeared: a new worker, one that
 	// restarted, came back after going silent, or stopped draining.
 	onAppear func(agent string)
+
+	// gen changes whenever who holds what may have changed (an applied
+	// heartbeat, an assignment set or removed), so hot paths (agent audio
+	// frames) can cache an owner check until it does.
+	gen atomic.Uint64
 
 	mu      sync.Mutex
 	workers map[string]*workerInfo
@@ -144,6 +150,7 @@ func (r *registry) applyHeartbeat(hb *agentbridge.Heartbeat) (appeared bool) {
 	}
 	appeared = (appeared || w.draining || now.Sub(w.lastSeen) > r.timeout) && !hb.Draining
 	w.lastSeen, w.draining, w.hbSeq = now, hb.Draining, seq
+	r.gen.Add(1)
 	w.convs = make(map[string]struct{}, len(hb.Conversations))
 	convs := hb.Conversations
 	if len(convs) > maxHeartbeatConvs {
@@ -175,6 +182,7 @@ func (r *registry) applyHeartbeat(hb *agentbridge.Heartbeat) (appeared bool) {
 func workerKey(agent, id string) string { return agent + "/" + id }
 
 func (r *registry) setLocked(cid string, a assignment) {
+	r.gen.Add(1)
 	m := r.assigned[cid]
 	if m == nil {
 		m = make(map[string]assignment, 1)
@@ -189,6 +197,7 @@ func (r *registry) getLocked(cid, agent string) (assignment, bool) {
 }
 
 func (r *registry) deleteLocked(cid, agent string) {
+	r.gen.Add(1)
 	if m := r.assigned[cid]; m != nil {
 		delete(m, agent)
 		if len(m) == 0 {

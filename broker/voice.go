@@ -42,6 +42,12 @@ type Voice struct {
 	agentFrames   atomic.Uint64
 	statesDropped atomic.Uint64
 	audioRefused  atomic.Uint64
+	// holderCache is fromHolder's last check (the agent audio
+	// subscription's goroutine only).
+	holderCache struct {
+		worker string
+		gen    uint64
+	}
 
 	// stateMu guards the FIFO of transport states waiting to be logged
 	// and whether its drainer runs. It is a leaf lock: nothing is called
@@ -180,7 +186,7 @@ func (b *Broker) StartVoice(ctx context.Context, v *Voice, m MediaLeg) error {
 // logged once per leg.
 func (v *Voice) onAgentAudio(m *nats.Msg) {
 	worker := m.Header.Get(agentbridge.HeaderWorker)
-	if owner, ok := v.b.registry.owner(v.session.ConversationID, v.session.Agent); !ok || worker != owner {
+	if owner, ok := v.fromHolder(worker); !ok {
 		v.b.obs().AgentAudioRefused()
 		if v.audioRefused.Add(1) == 1 {
 			v.b.log.Warn("agent audio from a worker not holding the conversation dropped (logged once per leg)",
@@ -197,6 +203,27 @@ func (v *Voice) onAgentAudio(m *nats.Msg) {
 	if media := v.Media(); media != nil {
 		media.Play(f)
 	}
+}
+
+// fromHolder reports whether worker holds the leg's conversation (and the
+// holder otherwise). It runs on the agent audio subscription's goroutine
+// only, and asks the registry again only when the registry changed (every
+// applied heartbeat, assignment and removal; a worker that went silent is
+// removed by the sweep within a quarter of the heartbeat timeout), so a
+// frame of the holder costs a comparison.
+func (v *Voice) fromHolder(worker string) (string, bool) {
+	hc := &v.holderCache
+	gen := v.b.registry.gen.Load()
+	if worker != "" && worker == hc.worker && gen == hc.gen {
+		return worker, true
+	}
+	owner, ok := v.b.registry.owner(v.session.ConversationID, v.session.Agent)
+	if !ok || worker != owner {
+		hc.worker = ""
+		return owner, false
+	}
+	hc.worker, hc.gen = owner, gen
+	return owner, true
 }
 
 // watchEvents empties the visitor's queue on the agent's clear_audio.

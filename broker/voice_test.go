@@ -238,3 +238,68 @@ func TestAgentClearAudioClearsPlayout(t *testing.T) {
 	}
 	poll(t, 5*time.Second, "the playout queue cleared", func() bool { return leg.cleared.Load() == 1 })
 }
+
+// BenchmarkAgentAudioFrame is the broker's cost per agent audio frame
+// received from NATS, up to handing it to the leg's playout: the holder
+// check (Parley-Worker against the registry), parsing the headers, and
+// counting.
+func BenchmarkAgentAudioFrame(b *testing.B) {
+	br := startBroker(b)
+	s := startSession(b, br)
+	hb, _ := json.Marshal(agentbridge.Heartbeat{V: agentbridge.Version, WorkerID: "w1", Seq: 1, Conversations: []string{s.ConversationID}})
+	br.registry.onHeartbeat(&nats.Msg{Subject: br.subj.Heartbeat("echo"), Data: hb})
+	br.registry.assign(s.ConversationID, "echo", "w1", 1, 1)
+	v := br.NewVoice(s)
+	leg := &playLeg{testLeg: testLeg{closed: make(chan struct{})}}
+	if err := br.StartVoice(b.Context(), v, leg); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { v.End(context.Background(), "test") })
+	m := agentbridge.AudioFrame{Codec: agentbridge.CodecOpus, Seq: 1, Payload: make([]byte, 120)}.Msg(br.subj.OutAudio("echo", s.ConversationID))
+	m.Header.Set(agentbridge.HeaderWorker, "w1")
+	b.ReportAllocs()
+	for b.Loop() {
+		v.onAgentAudio(m)
+	}
+	if leg.played.Load() == 0 {
+		b.Fatal("no frame played")
+	}
+}
+
+// TestAgentAudioHolderChange: once the conversation goes to another worker,
+// the old holder's frames are refused from the next one on (the leg's
+// cached holder check follows the registry).
+func TestAgentAudioHolderChange(t *testing.T) {
+	b := startBroker(t)
+	s := startSession(t, b)
+	for _, w := range []string{"w1", "w2"} {
+		hb, _ := json.Marshal(agentbridge.Heartbeat{V: agentbridge.Version, WorkerID: w, Seq: 1})
+		b.registry.onHeartbeat(&nats.Msg{Subject: b.subj.Heartbeat("echo"), Data: hb})
+	}
+	b.registry.assign(s.ConversationID, "echo", "w1", 1, 1)
+	v := b.NewVoice(s)
+	leg := &playLeg{testLeg: testLeg{closed: make(chan struct{})}}
+	if err := b.StartVoice(t.Context(), v, leg); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { v.End(context.Background(), "test") })
+	frame := func(worker string) *nats.Msg {
+		m := agentbridge.AudioFrame{Codec: agentbridge.CodecOpus, Seq: 1, Payload: []byte{1}}.Msg(b.subj.OutAudio("echo", s.ConversationID))
+		m.Header.Set(agentbridge.HeaderWorker, worker)
+		return m
+	}
+	v.onAgentAudio(frame("w1"))
+	v.onAgentAudio(frame("w1"))
+	if got := leg.played.Load(); got != 2 {
+		t.Fatalf("holder w1: %d frames played, want 2", got)
+	}
+	b.registry.assign(s.ConversationID, "echo", "w2", 1, 2)
+	v.onAgentAudio(frame("w1"))
+	if got := leg.played.Load(); got != 2 {
+		t.Fatalf("w1 after losing the conversation: %d frames played, want 2", got)
+	}
+	v.onAgentAudio(frame("w2"))
+	if got := leg.played.Load(); got != 3 {
+		t.Fatalf("new holder w2: %d frames played, want 3", got)
+	}
+}
