@@ -190,6 +190,12 @@ func (c *Conversation) ClearAudio(ctx context.Context) error {
 	return err
 }
 
+// ReadUpload reads a file the visitor attached to a message of this
+// conversation (an Attachment's UploadID), from the broker.
+func (c *Conversation) ReadUpload(ctx context.Context, uploadID string) (File, error) {
+	return ReadUpload(ctx, c.w.nc, c.w.subj, c.w.opts.Agent, c.ID(), uploadID)
+}
+
 // SendAudio sends one audio frame to the visitor. Audio is not durable.
 func (c *Conversation) SendAudio(f AudioFrame) error {
 	if f.Codec == "" {
