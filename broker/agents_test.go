@@ -335,7 +335,7 @@ func TestAgentRead(t *testing.T) {
 	s := startSession(t, b)
 	cid := s.ConversationID
 	for range 3 {
-		if _, err := b.appendInbound(t.Context(), agentbridge.Event{Type: agentbridge.EventMediaState, ConversationID: cid, State: "connected"}, ""); err != nil {
+		if _, err := b.appendInbound(t.Context(), agentbridge.Event{Type: agentbridge.EventMediaState, ConversationID: cid, State: "connected"}, "", ""); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -221,7 +221,7 @@ func (d *dispatcher) attempt(cid string) (agentbridge.DispatchReply, Conversatio
 		// A new owner: fence the old one off in the log (its late writes
 		// are ignored by every reader, and it stops when it sees this).
 		if _, err := b.appendInbound(ctx, agentbridge.Event{Type: agentbridge.EventAgentAssigned,
-			ConversationID: cid, WorkerID: reply.WorkerID, Epoch: req.Epoch}, ""); err != nil {
+			ConversationID: cid, WorkerID: reply.WorkerID, Epoch: req.Epoch}, "", conv.Agent); err != nil {
 			return reply, conv, err
 		}
 	}

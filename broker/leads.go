@@ -86,7 +86,7 @@ func (b *Broker) Capture(ctx context.Context, s Session, kind, value, source str
 		Kind: kind, Value: value, Source: source, CreatedAt: time.Now().UTC()}
 	data, _ := json.Marshal(map[string]string{"lead_id": l.ID, "kind": kind, "value": value, "source": source})
 	seq, err := b.appendInbound(ctx, agentbridge.Event{Type: agentbridge.EventCapture, ConversationID: s.ConversationID,
-		SessionID: s.ID, Data: data}, "")
+		SessionID: s.ID, Data: data}, "", s.Agent)
 	if err != nil {
 		return Lead{}, err
 	}

@@ -36,7 +36,7 @@ func (b *Broker) TransportEvent(ctx context.Context, cid, sessionID, state, reas
 	if v, ok := b.Voice(sessionID); ok && sessionID != "" {
 		ev.LegID = v.ID()
 	}
-	seq, err := b.appendInbound(ctx, ev, dedup)
+	seq, err := b.appendInbound(ctx, ev, dedup, "")
 	if err != nil {
 		return 0, err
 	}

@@ -103,9 +103,10 @@ func (b *Broker) PostMessage(ctx context.Context, s Session, text, clientMessage
 	return p, nil
 }
 
-// appendInbound writes a broker event to a conversation's log.
-func (b *Broker) appendInbound(ctx context.Context, ev agentbridge.Event, dedup string) (uint64, error) {
-	st, err := b.publish(ctx, b.subj.InEvent(ev.ConversationID), &ev, dedup)
+// appendInbound writes a broker event to a conversation's log. agent is
+// the conversation's agent when the caller knows it ("" looks it up).
+func (b *Broker) appendInbound(ctx context.Context, ev agentbridge.Event, dedup, agent string) (uint64, error) {
+	st, err := b.publishAs(ctx, b.subj.InEvent(ev.ConversationID), &ev, dedup, agent)
 	if err != nil {
 		return 0, err
 	}

@@ -52,7 +52,7 @@ func (b *Broker) SetMode(ctx context.Context, s Session, mode, reason string) (M
 		return ModeChange{}, cur, err
 	}
 	seq, err := b.appendInbound(ctx, agentbridge.Event{Type: agentbridge.EventModeChanged,
-		ConversationID: s.ConversationID, SessionID: s.ID, Mode: mode, PreviousMode: prev, Reason: reason}, "")
+		ConversationID: s.ConversationID, SessionID: s.ID, Mode: mode, PreviousMode: prev, Reason: reason}, "", s.Agent)
 	if err != nil {
 		return ModeChange{}, cur, err
 	}

@@ -128,7 +128,7 @@ func (b *Broker) StartSession(ctx context.Context, req StartRequest) (StartResul
 	seq, err := b.appendInbound(ctx, agentbridge.Event{
 		Type: agentbridge.EventSessionStarted, ConversationID: conv.ID, SessionID: s.ID,
 		Mode: s.Mode, Language: s.Language, Widget: s.Widget, Visitor: s.Visitor,
-	}, "")
+	}, "", conv.Agent)
 	if err != nil {
 		return StartResult{}, err
 	}
@@ -278,7 +278,7 @@ func (b *Broker) endSession(ctx context.Context, id, reason string) (bool, error
 	_, err = b.appendInbound(ctx, agentbridge.Event{
 		Type: agentbridge.EventSessionEnded, ConversationID: s.ConversationID, SessionID: s.ID,
 		Reason: reason, Idle: idle,
-	}, sessionEndedID(s.ConversationID, s.ID))
+	}, sessionEndedID(s.ConversationID, s.ID), conv.Agent)
 	if err == nil && idle {
 		// The worker releases the conversation on this event; the next
 		// session must dispatch it again rather than trust a stale view.

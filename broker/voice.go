@@ -412,7 +412,7 @@ func (v *Voice) recordState(state, reason string) {
 	defer cancel()
 	_, err := b.appendInbound(ctx, agentbridge.Event{Type: agentbridge.EventMediaState,
 		ConversationID: v.session.ConversationID, SessionID: v.session.ID, LegID: v.id,
-		State: state, Reason: reason}, "")
+		State: state, Reason: reason}, "", v.session.Agent)
 	if err != nil {
 		b.log.Warn("media_state not recorded", "leg_id", v.id, "err", err)
 	}
