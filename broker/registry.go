@@ -249,7 +249,9 @@ func (r *registry) learn(cid, agent, worker string, epoch uint64) {
 func (r *registry) release(cid string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	delete(r.assigned, cid)
+	for agent := range r.assigned[cid] {
+		r.deleteLocked(cid, agent)
+	}
 }
 
 // goneLocked reports whether the worker of a is gone: unknown, draining,
