@@ -288,6 +288,27 @@ func (c *Conversation) replay(ctx context.Context) (live []Event, last uint64, e
 	if err != nil {
 		return nil, 0, fmt.Errorf("agentbridge: replay: %w", err)
 	}
+	// A read may end short of what the dispatching broker stored (served
+	// by a NATS replica slightly behind): read on until it is reached.
+	for wait := c.w.opts.GapGrace; len(all) == 0 && c.req.LastSeq >= max(c.req.ResumeFromSeq, 1) ||
+		len(all) > 0 && all[len(all)-1].Seq < c.req.LastSeq; wait = min(2*wait, maxGapWait) {
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, 0, fmt.Errorf("agentbridge: replay: log read ends before seq %d: %w", c.req.LastSeq, ctx.Err())
+		case <-t.C:
+		}
+		from := c.req.ResumeFromSeq
+		if len(all) > 0 {
+			from = all[len(all)-1].Seq + 1
+		}
+		more, err := c.readAll(ctx, from)
+		if err != nil {
+			return nil, 0, fmt.Errorf("agentbridge: replay: %w", err)
+		}
+		all = append(all, more...)
+	}
 	var hist []Event
 	for _, ev := range all {
 		last = max(last, ev.Seq)

@@ -126,6 +126,9 @@ type brokerEnd struct {
 	keys  map[string]uint64 // "<cid>/<Nats-Msg-Id>" → seq
 	// readLimit caps the events of one read reply (0: MaxReadEvents).
 	readLimit int
+	// readUpTo, when set, hides later events from reads: a NATS replica
+	// a little behind the stream leader.
+	readUpTo uint64
 	// refuse, when set, may refuse an append with a coded error.
 	refuse func(a appendSeen) *agentbridge.ProtocolError
 	// mute, when set, stores an append but sends no reply.
@@ -280,6 +283,9 @@ func (b *brokerEnd) onRead(m *nats.Msg) {
 	for _, ev := range rec.events {
 		if ev.Seq < req.FromSeq {
 			continue
+		}
+		if b.readUpTo > 0 && ev.Seq > b.readUpTo {
+			break
 		}
 		if len(rep.Events) == limit {
 			rep.More = true

@@ -231,3 +231,34 @@ func TestResumePastLogEnd(t *testing.T) {
 		}
 	}
 }
+
+// TestReplayReachesDispatchLastSeq: a replay whose read ends before the
+// conversation's last event the dispatching broker knows (a NATS replica
+// serving the read is behind) reads again until it gets there, so the
+// visitor message that caused the dispatch is answered.
+func TestReplayReachesDispatchLastSeq(t *testing.T) {
+	b := newBrokerEnd(t)
+	const cid = "conv_lagging"
+	first := b.userMessage(cid, "msg_0", "answered")
+	b.out(cid, agentbridge.Event{Type: agentbridge.EventTextDone, MessageID: "r0", ReplyTo: "msg_0", Text: "a", WorkerID: "w", Epoch: 1})
+	b.setHold(func(ev agentbridge.Event) bool { return ev.MessageID == "msg_1" })
+	last := b.userMessage(cid, "msg_1", "stored just before the dispatch")
+	b.mu.Lock()
+	b.readUpTo = last - 1
+	b.mu.Unlock()
+	rec := newRecorder()
+	b.startWorker(agentbridge.Options{}, rec.handle)
+	reads := b.reads.Load()
+	b.dispatch(agentbridge.DispatchRequest{ConversationID: cid, ResumeFromSeq: first, HeadSeq: last, LastSeq: last})
+	eventually(t, "a second read", func() bool { return b.reads.Load() >= reads+2 })
+	b.mu.Lock()
+	b.readUpTo = 0
+	b.mu.Unlock()
+	c := recv(t, rec.convs, "the handler")
+	if ev := recv(t, rec.events, "the pending message"); ev.MessageID != "msg_1" {
+		t.Fatalf("got %+v, want msg_1", ev)
+	}
+	if n := len(c.History()); n != 2 {
+		t.Fatalf("history has %d events, want 2", n)
+	}
+}

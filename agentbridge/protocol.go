@@ -179,6 +179,11 @@ type DispatchRequest struct {
 	// HeadSeq is the last log position at dispatch time: events up to it
 	// are history, later ones are live.
 	HeadSeq uint64 `json:"head_seq"`
+	// LastSeq is the conversation's last event known to the dispatching
+	// broker (0: not known). A replay must reach it: a read served by a
+	// NATS replica that is a few milliseconds behind may end before it,
+	// and is then read again.
+	LastSeq uint64 `json:"last_seq,omitempty"`
 	// Epoch grows with every dispatch of the conversation; a worker stamps
 	// it on everything it appends.
 	Epoch uint64 `json:"epoch"`

@@ -179,7 +179,7 @@ func (d *dispatcher) attempt(cid string) (agentbridge.DispatchReply, Conversatio
 	req := agentbridge.DispatchRequest{
 		V: agentbridge.Version, ConversationID: cid, Agent: conv.Agent, Widget: conv.Widget,
 		SessionID: conv.SessionID, Language: conv.Language, Visitor: conv.Visitor,
-		Mode: conv.Mode, ResumeFromSeq: conv.FirstSeq, HeadSeq: info.State.LastSeq,
+		Mode: conv.Mode, ResumeFromSeq: conv.FirstSeq, HeadSeq: info.State.LastSeq, LastSeq: b.lw.known(cid),
 		Epoch: conv.Epoch + 1, Broker: b.id, TS: time.Now().UTC(),
 	}
 	data, _ := json.Marshal(req)

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -44,8 +45,11 @@ type logWriter struct {
 type convLog struct {
 	refs int // appends using it (guarded by logWriter.mu)
 
-	mu    sync.Mutex
-	last  uint64 // the conversation's last seq, as last learned
+	mu   sync.Mutex
+	last uint64 // the conversation's last seq, as last learned
+	// seen mirrors last for readers that must not wait for an append in
+	// progress (known).
+	seen  atomic.Uint64
 	agent string // the conversation's agent ("" until looked up)
 }
 
@@ -88,6 +92,16 @@ func (w *logWriter) release(c *convLog) {
 	w.mu.Lock()
 	c.refs--
 	w.mu.Unlock()
+}
+
+// known is the last seq of cid this writer stored or learned (0: none).
+func (w *logWriter) known(cid string) uint64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if c := w.convs[cid]; c != nil {
+		return c.seen.Load()
+	}
+	return 0
 }
 
 // forget drops what the writer knows of cid (its log was purged).
@@ -173,6 +187,7 @@ func (w *logWriter) append(ctx context.Context, subject string, ev *agentbridge.
 		// and last is unchanged (JetStream checked it, or will refuse the
 		// next append if it was not).
 		c.last = last
+		c.seen.Store(last)
 		orig, gerr := b.stream.GetMsg(ctx, ack.Sequence)
 		if gerr != nil {
 			return out, fmt.Errorf("%w: read duplicate: %w", ErrStore, gerr)
@@ -185,6 +200,7 @@ func (w *logWriter) append(ctx context.Context, subject string, ev *agentbridge.
 		out.Event = first
 	} else {
 		c.last = ack.Sequence
+		c.seen.Store(ack.Sequence)
 	}
 	w.notifyLocked(ctx, c, &out.Event)
 	return out, nil
