@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nuid"
@@ -230,15 +231,26 @@ func (r *Reply) Write(ctx context.Context, delta string) error {
 	if r.done {
 		return ErrReplyDone
 	}
-	if delta == "" {
-		return nil
+	// The broker refuses deltas over its limit (agents.max_delta_bytes,
+	// default DefaultMaxDeltaBytes): a longer one goes as several, cut at
+	// character boundaries.
+	for delta != "" {
+		chunk := delta
+		if len(chunk) > DefaultMaxDeltaBytes {
+			cut := DefaultMaxDeltaBytes
+			for cut > 0 && !utf8.RuneStart(chunk[cut]) {
+				cut--
+			}
+			chunk = chunk[:cut]
+		}
+		_, err := r.c.Publish(ctx, Event{Type: EventTextDelta, MessageID: r.id, ReplyTo: r.replyTo, Index: r.index, Text: chunk})
+		if err != nil {
+			return err
+		}
+		r.index++
+		r.text.WriteString(chunk)
+		delta = delta[len(chunk):]
 	}
-	_, err := r.c.Publish(ctx, Event{Type: EventTextDelta, MessageID: r.id, ReplyTo: r.replyTo, Index: r.index, Text: delta})
-	if err != nil {
-		return err
-	}
-	r.index++
-	r.text.WriteString(delta)
 	return nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 
@@ -430,5 +431,54 @@ func TestAudioDroppedWhenHandlerLags(t *testing.T) {
 	// The worker sums them for the agent's own metrics.
 	if st := w.Stats(); st.AudioDropped != 150 || st.AudioInvalid != 1 {
 		t.Errorf("worker stats %+v, want 150 dropped and 1 invalid", st)
+	}
+}
+
+// TestReplySplitsLongDeltas: a delta longer than the broker's default
+// limit goes as several, cut between characters, so none is refused.
+func TestReplySplitsLongDeltas(t *testing.T) {
+	t.Parallel()
+	b := newBrokerEnd(t)
+	const cid = "conv_long"
+	long := strings.Repeat("wörld ", 7000) // 49,000 bytes with 2-byte runes: 3 deltas
+	errs := make(chan error, 2)
+	rec := newRecorder()
+	rec.onEvent = func(ctx context.Context, c *agentbridge.Conversation, ev agentbridge.Event) error {
+		if ev.Type != agentbridge.EventUserMessage {
+			return nil
+		}
+		reply := c.NewReply(ev.MessageID)
+		errs <- reply.Write(ctx, long)
+		errs <- reply.Done(ctx)
+		return nil
+	}
+	w := b.startWorker(agentbridge.Options{WorkerID: "wrk_long"}, rec.handle)
+	b.dispatch(agentbridge.DispatchRequest{ConversationID: cid, Epoch: 1})
+	b.userMessage(cid, "msg_q", "say it at length")
+	for range 2 {
+		if err := recv(t, errs, "a reply result"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.nextWorkerEvent(w.ID()) // thinking
+	var joined strings.Builder
+	for i := 0; ; i++ {
+		a := b.nextAppend(w.ID())
+		if a.Sent.Type == agentbridge.EventTextDone {
+			if a.Sent.Text != long {
+				t.Fatalf("text_done carries %d bytes, want %d", len(a.Sent.Text), len(long))
+			}
+			if i != 3 {
+				t.Fatalf("%d deltas, want 3 of at most %d bytes", i, agentbridge.DefaultMaxDeltaBytes)
+			}
+			break
+		}
+		if a.Sent.Index != i || len(a.Sent.Text) > agentbridge.DefaultMaxDeltaBytes || !utf8.ValidString(a.Sent.Text) {
+			t.Fatalf("delta %d: index %d, %d bytes, valid UTF-8 %v", i, a.Sent.Index, len(a.Sent.Text), utf8.ValidString(a.Sent.Text))
+		}
+		joined.WriteString(a.Sent.Text)
+	}
+	if joined.String() != long {
+		t.Fatal("the deltas do not add up to the text written")
 	}
 }
