@@ -136,7 +136,9 @@ func TestCodedErrorsSurfaced(t *testing.T) {
 	}
 	results := make(chan result, 8)
 	rec, errs := answerOnce(func(ctx context.Context, c *agentbridge.Conversation, ev agentbridge.Event) error {
-		results <- result{"oversized delta", c.NewReply(ev.MessageID).Write(ctx, strings.Repeat("x", agentbridge.DefaultMaxDeltaBytes+1))}
+		// (A long delta is split by Reply.Write; a transcript is not.)
+		_, err := c.SendTranscript(ctx, strings.Repeat("x", agentbridge.DefaultMaxReplyBytes+1), true)
+		results <- result{"oversized transcript", err}
 		results <- result{"unknown action", c.SendAction(ctx, "fly", map[string]int{"to": 1})}
 		results <- result{"unknown state", c.SetState(ctx, "dancing", "")}
 		return c.SendText(ctx, ev.MessageID, "still here")
