@@ -96,7 +96,7 @@ func (b *Broker) PostMessage(ctx context.Context, s Session, text, clientMessage
 	if st.Duplicate {
 		p.MessageID = st.Event.MessageID
 		// Our own earlier attempt, stored though its PubAck was lost
-		// (PublishIdempotent retried): not a duplicate of the visitor's.
+		// (publishIdempotent retried): not a duplicate of the visitor's.
 		p.Duplicate = st.Event.MessageID != ev.MessageID
 	}
 	p.AgentUnavailable = b.dispatcher.ensure(s.ConversationID, s.Agent)
@@ -179,7 +179,7 @@ func (b *Broker) ReadLog(ctx context.Context, cid string, fromSeq uint64) ([]age
 		if err != nil {
 			return nil, b.storeReadErr(ctx, cid, fmt.Errorf("read log: %w", err), start, len(events), left)
 		}
-		ev, meta, err := agentbridge.DecodeLogMsg(msg)
+		ev, meta, err := decodeLogMsg(msg)
 		if err == nil {
 			events = append(events, ev)
 		} else {

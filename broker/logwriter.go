@@ -149,7 +149,7 @@ func (w *logWriter) append(ctx context.Context, subject string, ev *agentbridge.
 		if merr != nil {
 			return stored{}, fmt.Errorf("broker: encode event: %w", merr)
 		}
-		ack, err = agentbridge.PublishIdempotentCounted(ctx, b.js, b.log, b.obs().StoreRetry, subject, data, msgID,
+		ack, err = publishIdempotent(ctx, b.js, b.log, b.obs().StoreRetry, subject, data, msgID,
 			jetstream.WithExpectLastSequenceForSubject(last, chain))
 		if err == nil {
 			break
@@ -233,7 +233,7 @@ func (w *logWriter) notifyLocked(ctx context.Context, c *convLog, ev *agentbridg
 
 // lastSeq asks the log for the seq of the last event on chain (0: none).
 func (w *logWriter) lastSeq(ctx context.Context, chain string) (uint64, error) {
-	ctx, cancel := context.WithTimeout(ctx, agentbridge.StoreAttemptTimeout)
+	ctx, cancel := context.WithTimeout(ctx, storeAttemptTimeout)
 	defer cancel()
 	m, err := w.b.stream.GetLastMsgForSubject(ctx, chain)
 	switch {

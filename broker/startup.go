@@ -30,7 +30,9 @@ const (
 	jsErrClusterNotActive       jetstream.ErrorCode = 10006
 	jsErrClusterNotAvail        jetstream.ErrorCode = 10008 // JetStream system temporarily unavailable
 	jsErrClusterNotLeader       jetstream.ErrorCode = 10009
-	jsErrInsufficientResources  jetstream.ErrorCode = 10023
+	jsErrInsufficientResources  jetstream.ErrorCode = 10023 // a store out of space (also the next two)
+	jsErrMemoryLimit            jetstream.ErrorCode = 10028
+	jsErrStorageLimit           jetstream.ErrorCode = 10047
 	jsErrReplicasNotSupported   jetstream.ErrorCode = 10074 // replicas > 1 not supported in non-clustered mode
 	jsErrStreamOffline          jetstream.ErrorCode = 10118
 	jsErrJetStreamNotEnabledAcc                     = jetstream.JSErrCodeJetStreamNotEnabledForAccount

@@ -8,8 +8,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/parley-rtc/parley/agentbridge"
 )
 
 // How the broker watches its store. The write probe is what makes /readyz
@@ -153,7 +151,7 @@ func (b *Broker) StoreStatus() StoreStatus { return b.health.status(b.subj.Strea
 // isStoreFull reports whether a JetStream error means the store is out of
 // space.
 func isStoreFull(err error) bool {
-	if agentbridge.StoreFullError(err) {
+	if storeFullError(err) {
 		return true
 	}
 	msg := err.Error()

@@ -1,16 +1,18 @@
-package agentbridge
+package broker
 
 import (
 	"encoding/json"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/parley-rtc/parley/agentbridge"
 )
 
-// DecodeLogMsg decodes an entry of a conversation log read from JetStream
+// decodeLogMsg decodes an entry of a conversation log read from JetStream
 // and stamps its log position (Seq) from the message metadata. It is the
 // broker's: agents read the log through the broker (ReadRequest).
-func DecodeLogMsg(msg jetstream.Msg) (Event, *jetstream.MsgMetadata, error) {
-	var ev Event
+func decodeLogMsg(msg jetstream.Msg) (agentbridge.Event, *jetstream.MsgMetadata, error) {
+	var ev agentbridge.Event
 	meta, err := msg.Metadata()
 	if err != nil {
 		return ev, nil, err
