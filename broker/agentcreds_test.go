@@ -21,8 +21,9 @@ import (
 // ("Permissions Violation for Publish to …"), so a test can wait for the
 // one naming a subject.
 type violations struct {
-	mu   sync.Mutex
-	errs []string
+	mu    sync.Mutex
+	errs  []string
+	added chan struct{} // closed (and replaced) when an error arrives
 }
 
 func (v *violations) handler() nats.Option {
@@ -30,6 +31,10 @@ func (v *violations) handler() nats.Option {
 		v.mu.Lock()
 		defer v.mu.Unlock()
 		v.errs = append(v.errs, err.Error())
+		if v.added != nil {
+			close(v.added)
+			v.added = nil
+		}
 	})
 }
 
@@ -38,19 +43,25 @@ func (v *violations) handler() nats.Option {
 func (v *violations) wait(t *testing.T, op, subject string) {
 	t.Helper()
 	want := `permissions violation for ` + strings.ToLower(op) + ` to "` + strings.ToLower(subject) + `"`
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.NewTimer(5 * time.Second)
+	defer deadline.Stop()
 	for {
 		v.mu.Lock()
 		found := slices.ContainsFunc(v.errs, func(e string) bool { return strings.Contains(strings.ToLower(e), want) })
+		if v.added == nil {
+			v.added = make(chan struct{})
+		}
+		added := v.added
 		v.mu.Unlock()
 		if found {
 			return
 		}
-		if time.Now().After(deadline) {
+		select {
+		case <-added:
+		case <-deadline.C:
 			t.Errorf("NATS did not refuse %s to %q", op, subject)
 			return
 		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -213,7 +224,7 @@ func TestAgentCredsConfinedByNATS(t *testing.T) {
 		if err := alpha.Publish(s.Heartbeat("alpha"), []byte(token)); err != nil {
 			t.Fatal(err)
 		}
-		waitUntil(t, "the marker", func() bool { return rec.has(s.Heartbeat("alpha")) })
+		poll(t, 5*time.Second, "the marker", func() bool { return rec.has(s.Heartbeat("alpha")) })
 		for _, subj := range refused {
 			if rec.has(subj) {
 				t.Errorf("NATS routed alpha's publish to %s", subj)
@@ -275,7 +286,7 @@ func TestAgentCredsConfinedByNATS(t *testing.T) {
 			}
 		}
 		for _, subj := range mine {
-			waitUntil(t, subj, func() bool { return rec.has(subj) })
+			poll(t, 5*time.Second, subj, func() bool { return rec.has(subj) })
 		}
 
 		_ = qsub.Unsubscribe()
@@ -349,18 +360,6 @@ func TestAgentCredsConfinedByNATS(t *testing.T) {
 			}
 		}
 	})
-}
-
-// waitUntil polls cond until it holds, failing the test after 5 s.
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // TestAgentCredsReissued: an agent's credentials carrying other

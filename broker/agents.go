@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -41,6 +42,10 @@ type agentBus struct {
 
 	logMu  sync.Mutex
 	logged map[string]struct{} // agent/worker/code refusals already logged
+
+	// recordWaits counts appends that waited for the conversation record
+	// to reach their epoch.
+	recordWaits atomic.Uint64
 }
 
 // appendQueue holds one conversation's appends waiting to be handled.
@@ -257,7 +262,7 @@ func (a *agentBus) checkHolder(ctx context.Context, agent string, ev *agentbridg
 	}
 	deadline := time.Now().Add(holderWait)
 	changed := a.holders.changed()
-	for {
+	for waited := false; ; {
 		conv, err := a.b.Conversation(ctx, cid)
 		switch {
 		case errors.Is(err, ErrUnknownConversation):
@@ -273,6 +278,10 @@ func (a *agentBus) checkHolder(ctx context.Context, agent string, ev *agentbridg
 				Message: fmt.Sprintf("no conversation %s of agent %s", cid, agent)}
 		}
 		if ev.Epoch > conv.Epoch && time.Now().Before(deadline) {
+			if !waited {
+				waited = true
+				a.recordWaits.Add(1)
+			}
 			// Read again when this broker stores a dispatch or another
 			// broker's notice arrives, or after a while at the latest.
 			t := time.NewTimer(min(50*time.Millisecond, time.Until(deadline)))

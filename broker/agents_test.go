@@ -316,7 +316,8 @@ func TestAgentAppendWaitsForRecord(t *testing.T) {
 		}
 		done <- r
 	}()
-	time.Sleep(200 * time.Millisecond) // the dispatch's record update comes a little later
+	// The dispatch's record update comes once the append waits for it.
+	poll(t, 5*time.Second, "the append waiting for the record", func() bool { return b.agents.recordWaits.Load() > 0 })
 	if _, err := b.updateConversation(t.Context(), cid, func(c *Conversation) error {
 		c.WorkerID, c.OwnerEpoch, c.Epoch = "w2", 2, 2
 		return nil
