@@ -319,17 +319,20 @@ func (h *hub) fill() {
 	h.seqMu.Unlock()
 
 	events, err := b.ReadLog(h.ctx, h.cid, from)
+	if err != nil {
+		h.seqMu.Lock()
+		h.filling = false
+		h.seqMu.Unlock()
+		if h.ctx.Err() == nil {
+			b.log.Warn("live subscription ended: reading a gap from the log failed", "conversation_id", h.cid, "from_seq", from, "err", err)
+			h.fail(fmt.Errorf("%w: %w", ErrStore, err))
+		}
+		return
+	}
 
 	h.seqMu.Lock()
 	defer h.seqMu.Unlock()
 	h.filling = false
-	if err != nil {
-		if h.ctx.Err() == nil {
-			b.log.Warn("live subscription ended: reading a gap from the log failed", "conversation_id", h.cid, "from_seq", from, "err", err)
-			go h.fail(fmt.Errorf("%w: %w", ErrStore, err))
-		}
-		return
-	}
 	b.obs().LiveRefill()
 	h.deliverLocked(h.seq.Fill(events))
 	h.scheduleLocked()
