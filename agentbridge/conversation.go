@@ -37,8 +37,13 @@ type Conversation struct {
 	// it is out of date.
 	headSeq atomic.Uint64
 	// released is set once event delivery has ended; a new dispatch then
-	// starts a fresh Conversation.
+	// starts a fresh Conversation. It is set under the worker's mu, where
+	// admit reads it and raises headSeq: a dispatch either finds the
+	// conversation released or moves the release decision past it.
 	released atomic.Bool
+	// dispatchedAt is when a dispatch last admitted the conversation
+	// (unix ns): the broker has something for it, so it is not idle.
+	dispatchedAt atomic.Int64
 	// feedCtx bounds event delivery; stop cancels it.
 	feedCtx context.Context
 	stop    context.CancelFunc
@@ -69,7 +74,25 @@ func newConversation(ctx context.Context, w *Worker, req DispatchRequest) *Conve
 	}
 	c.epoch.Store(req.Epoch)
 	c.headSeq.Store(req.HeadSeq)
+	c.dispatchedAt.Store(time.Now().UnixNano())
 	return c
+}
+
+// releaseIf releases the conversation if it is still live and cond holds,
+// deciding under the worker's lock so that no dispatch is admitted for a
+// conversation in the middle of letting it go. It reports whether the
+// conversation is released.
+func (c *Conversation) releaseIf(cond func() bool) bool {
+	c.w.mu.Lock()
+	defer c.w.mu.Unlock()
+	if c.released.Load() {
+		return true
+	}
+	if !cond() {
+		return false
+	}
+	c.released.Store(true)
+	return true
 }
 
 // ID returns the conversation id.
@@ -380,7 +403,7 @@ const maxGapWait = time.Second
 // from sub; last is the seq of the last event the replay read.
 func (c *Conversation) feed(sub *nats.Subscription, live []Event, last uint64) {
 	defer close(c.events)
-	defer c.released.Store(true)
+	defer c.releaseIf(func() bool { return true })
 	ctx := c.feedCtx
 	w := c.w
 	deliver := func(ev Event) bool {
@@ -413,7 +436,12 @@ func (c *Conversation) feed(sub *nats.Subscription, live []Event, last uint64) {
 		}
 		// The last visitor left: release, unless the conversation was
 		// dispatched to us again after that (a new session).
-		return !(ev.Type == EventSessionEnded && ev.Idle && ev.Seq > c.headSeq.Load())
+		if ev.Type == EventSessionEnded && ev.Idle &&
+			c.releaseIf(func() bool { return ev.Seq > c.headSeq.Load() }) {
+			c.log.Debug("conversation released: the last session ended", "seq", ev.Seq)
+			return false
+		}
+		return true
 	}
 	deliverAll := func(evs []Event) bool {
 		for _, ev := range evs {
@@ -480,6 +508,10 @@ func (c *Conversation) feed(sub *nats.Subscription, live []Event, last uint64) {
 				continue
 			}
 			if idle := w.opts.IdleTimeout; idle > 0 && time.Since(lastActivity) >= idle {
+				if !c.releaseIf(func() bool { return time.Since(time.Unix(0, c.dispatchedAt.Load())) >= idle }) {
+					lastActivity = time.Unix(0, c.dispatchedAt.Load()) // dispatched again lately
+					continue
+				}
 				c.log.Info("conversation idle, releasing it", "idle_timeout", idle)
 				return
 			}

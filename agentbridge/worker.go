@@ -206,8 +206,10 @@ func (w *Worker) Conversations() []string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	ids := make([]string, 0, len(w.convs))
-	for id := range w.convs {
-		ids = append(ids, id)
+	for id, c := range w.convs {
+		if !c.released.Load() {
+			ids = append(ids, id)
+		}
 	}
 	sort.Strings(ids)
 	return ids
@@ -242,6 +244,7 @@ func (w *Worker) admit(req DispatchRequest) (DispatchReply, *Conversation) {
 		if req.HeadSeq > c.headSeq.Load() {
 			c.headSeq.Store(req.HeadSeq)
 		}
+		c.dispatchedAt.Store(time.Now().UnixNano())
 		return DispatchReply{Accepted: true, WorkerID: w.id, HeartbeatSeq: w.hbSeq}, nil
 	case len(w.convs) >= w.opts.MaxConversations:
 		return DispatchReply{WorkerID: w.id, Reason: "at capacity"}, nil
@@ -349,8 +352,10 @@ func (w *Worker) heartbeat() {
 		Draining: w.draining || w.closed, IntervalMS: w.opts.HeartbeatInterval.Milliseconds(),
 		TS: time.Now().UTC(), Conversations: make([]string, 0, len(w.convs)),
 	}
-	for id := range w.convs {
-		hb.Conversations = append(hb.Conversations, id)
+	for id, c := range w.convs {
+		if !c.released.Load() { // a released one ends its handler; a dispatch starts afresh
+			hb.Conversations = append(hb.Conversations, id)
+		}
 	}
 	w.mu.Unlock()
 	sort.Strings(hb.Conversations)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -684,5 +685,38 @@ func TestFence(t *testing.T) {
 	if f.Admit(out(2)) || !f.Admit(out(3)) || !f.Admit(out(4)) || !f.Admit(out(0)) ||
 		!f.Admit(&agentbridge.Event{Type: agentbridge.EventUserMessage, Epoch: 1}) || f.Epoch() != 3 {
 		t.Fatal("fence admits the wrong events")
+	}
+}
+
+// TestRedispatchRacingRelease: the last session ends and a new one is
+// dispatched at once, so the worker reads session_ended while the new
+// dispatch arrives. Whichever comes first, the accepted dispatch must
+// leave a live conversation that answers the new session's message.
+// Before, the feed decided to release (the old head) while admit, seeing
+// the conversation not yet released, answered "already ours": the
+// conversation then went away and the message was never answered.
+func TestRedispatchRacingRelease(t *testing.T) {
+	t.Parallel()
+	b := newBrokerEnd(t)
+	got := make(chan agentbridge.Event, 16)
+	b.startWorker(agentbridge.Options{}, func(ctx context.Context, c *agentbridge.Conversation) error {
+		for ev := range c.Events() {
+			if ev.Type == agentbridge.EventUserMessage {
+				got <- ev
+			}
+		}
+		return nil
+	})
+	for i := range 150 {
+		cid := fmt.Sprintf("conv_race%d", i)
+		b.dispatch(agentbridge.DispatchRequest{ConversationID: cid, Epoch: 1})
+		ended := b.sessionEnded(cid, true)
+		if reply := b.dispatch(agentbridge.DispatchRequest{ConversationID: cid, Epoch: 2, ResumeFromSeq: 1, HeadSeq: ended}); !reply.Accepted {
+			t.Fatalf("round %d: re-dispatch refused: %+v", i, reply)
+		}
+		b.userMessage(cid, "msg_"+cid, "there?")
+		if ev := recv(t, got, "round "+cid+"'s message"); ev.MessageID != "msg_"+cid {
+			t.Fatalf("round %d: event %+v", i, ev)
+		}
 	}
 }

@@ -366,7 +366,7 @@ func (a *agentBus) onStatus(m *nats.Msg) {
 		a.holders.drop(n.ConversationID)
 	}
 	if n.Agent != "" && n.WorkerID != "" {
-		a.b.registry.learn(n.ConversationID, n.Agent, n.WorkerID, n.Epoch)
+		a.b.registry.learn(n.ConversationID, n.Agent, n.WorkerID, n.Epoch, n.HeadSeq)
 	}
 }
 

@@ -128,6 +128,9 @@ func New(cfg configs.Config, log *slog.Logger) *Broker {
 	b.rooms = newRooms(b)
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	b.registry = newRegistry(cfg.Agents.HeartbeatTimeout)
+	// A release fences dispatches in flight: keep its mark past the
+	// longest of them.
+	b.registry.markTTL = max(b.registry.markTTL, 4*cfg.Agents.DispatchTimeout)
 	b.dispatcher = newDispatcher(b)
 	b.registry.onAppear = b.dispatcher.workerAppeared
 	b.hubs = newHubSet(b)

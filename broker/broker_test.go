@@ -111,7 +111,7 @@ func TestRegistryOwner(t *testing.T) {
 		t.Fatal("unknown conversation has an owner")
 	}
 	hb(1, false)
-	r.assign("c1", "echo", "w1", 1, 1)
+	r.assign("c1", "echo", "w1", 1, 1, 0)
 	if w, ok := r.owner("c1", "echo"); !ok || w != "w1" {
 		t.Fatal("just assigned conversation has no owner")
 	}
@@ -127,7 +127,7 @@ func TestRegistryOwner(t *testing.T) {
 	if _, ok := r.owner("c1", "echo"); ok {
 		t.Fatal("released conversation still has an owner")
 	}
-	r.assign("c2", "echo", "w1", 3, 1)
+	r.assign("c2", "echo", "w1", 3, 1, 0)
 	hb(4, true, "c2")
 	if _, ok := r.owner("c2", "echo"); ok {
 		t.Fatal("a draining worker owns a conversation")
@@ -146,7 +146,7 @@ func TestRegistryOwner(t *testing.T) {
 	if _, ok := r.owner("c3", "echo"); !ok {
 		t.Fatal("heartbeats of a restarted worker are ignored")
 	}
-	r.release("c3")
+	r.release("c3", 1)
 	if _, ok := r.owner("c3", "echo"); ok {
 		t.Fatal("released conversation still has an owner")
 	}
@@ -157,7 +157,7 @@ func TestRegistryOwner(t *testing.T) {
 		r.onHeartbeat(&nats.Msg{Subject: "parley.agents.echo.heartbeat", Data: data})
 	}
 	plain()
-	r.assign("c4", "echo", "w2", 0, 1)
+	r.assign("c4", "echo", "w2", 0, 1, 0)
 	if _, ok := r.owner("c4", "echo"); !ok {
 		t.Fatal("no owner right after assignment")
 	}

@@ -29,6 +29,12 @@ type dispatcher struct {
 	mu          sync.Mutex
 	running     map[string]bool // conversation id → a loop is running
 	unavailable map[string]bool // conversation id → an attempt has failed
+	// again: conversation id → ensure was called while its loop ran. The
+	// loop's outcome may predate that call (it read a conversation with no
+	// session left, or its worker took the dispatch just before the
+	// conversation was released), so the loop runs once more before it
+	// ends.
+	again map[string]bool
 
 	wakeMu sync.Mutex
 	wake   map[string]chan struct{} // agent → closed when a worker of it appears
@@ -36,7 +42,7 @@ type dispatcher struct {
 
 func newDispatcher(b *Broker) *dispatcher {
 	return &dispatcher{b: b, running: make(map[string]bool), unavailable: make(map[string]bool),
-		wake: make(map[string]chan struct{})}
+		again: make(map[string]bool), wake: make(map[string]chan struct{})}
 }
 
 // dispatchBackoffMin is the first wait between dispatch attempts; it
@@ -74,7 +80,7 @@ func (d *dispatcher) workerAppeared(agent string) {
 // worker is gone (and the sweep has not noticed yet) goes through the
 // lost-worker path first.
 func (d *dispatcher) ensure(cid, agent string) bool {
-	if _, ok := d.b.registry.owner(cid, agent); ok {
+	if _, ok := d.b.registry.holder(cid, agent); ok {
 		return false
 	}
 	if lost, ok := d.b.registry.takeLost(cid, agent); ok {
@@ -84,24 +90,37 @@ func (d *dispatcher) ensure(cid, agent string) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.running[cid] {
+		d.again[cid] = true
 		return d.unavailable[cid]
 	}
-	start := time.Now()
-	if d.b.goroutine(func() { d.loop(cid, start) }) {
+	if d.b.goroutine(func() { d.run(cid) }) {
 		d.running[cid] = true
 	}
 	return false
 }
 
+// run runs cid's dispatch loop, once more for every ensure that came while
+// it ran.
+func (d *dispatcher) run(cid string) {
+	for {
+		d.loop(cid, time.Now())
+		d.mu.Lock()
+		again := d.again[cid] && d.b.ctx.Err() == nil
+		delete(d.again, cid)
+		if !again {
+			delete(d.running, cid)
+			delete(d.unavailable, cid)
+		}
+		d.mu.Unlock()
+		if !again {
+			return
+		}
+	}
+}
+
 func (d *dispatcher) loop(cid string, start time.Time) {
 	b := d.b
 	log := b.log.With("conversation_id", cid)
-	defer func() {
-		d.mu.Lock()
-		delete(d.running, cid)
-		delete(d.unavailable, cid)
-		d.mu.Unlock()
-	}()
 	backoff := dispatchBackoffMin
 	agent := ""
 	var wake <-chan struct{}
@@ -111,15 +130,21 @@ func (d *dispatcher) loop(cid string, start time.Time) {
 			// still wakes the wait below.
 			wake = d.wakeOn(agent)
 		}
-		reply, conv, err := d.attempt(cid)
+		reply, conv, head, err := d.attempt(cid)
 		switch {
 		case err == nil:
 			b.obs().Dispatched(conv.Agent, time.Since(start))
 			log.Debug("conversation dispatched", "worker_id", reply.WorkerID, "epoch", conv.Epoch, "attempt", attempt)
 			d.notify(Notice{Kind: NoticeAgentAssigned, ConversationID: cid, Agent: conv.Agent,
-				WorkerID: reply.WorkerID, Epoch: conv.Epoch, Attempt: attempt})
+				WorkerID: reply.WorkerID, Epoch: conv.Epoch, HeadSeq: head, Attempt: attempt})
 			return
 		case errors.Is(err, ErrUnknownConversation), errors.Is(err, ErrClosed), b.ctx.Err() != nil:
+			return
+		case errors.Is(err, errStaleDispatch):
+			// The last session ended while the request was out: the worker
+			// lets the conversation go. A session that came since has
+			// called ensure, which runs the loop again.
+			log.Debug("dispatch outdated by the conversation's release", "worker_id", reply.WorkerID)
 			return
 		}
 		if conv.ActiveSessions == 0 && conv.ID != "" {
@@ -157,24 +182,25 @@ func (d *dispatcher) loop(cid string, start time.Time) {
 	}
 }
 
-// attempt sends one dispatch request and records the assignment.
-func (d *dispatcher) attempt(cid string) (agentbridge.DispatchReply, Conversation, error) {
+// attempt sends one dispatch request and records the assignment. head is
+// the log head the accepted request carried (0 when the conversation was
+// found held already).
+func (d *dispatcher) attempt(cid string) (reply agentbridge.DispatchReply, conv Conversation, head uint64, err error) {
 	b := d.b
-	var reply agentbridge.DispatchReply
 	ctx, cancel := context.WithTimeout(b.ctx, b.cfg.Agents.DispatchTimeout)
 	defer cancel()
-	conv, err := b.Conversation(ctx, cid)
+	conv, err = b.Conversation(ctx, cid)
 	if err != nil {
-		return reply, conv, err
+		return reply, conv, 0, err
 	}
 	if w, ok := b.registry.owner(cid, conv.Agent); ok {
 		// Someone (another broker) dispatched it meanwhile.
 		reply.Accepted, reply.WorkerID = true, w
-		return reply, conv, nil
+		return reply, conv, 0, nil
 	}
 	info, err := b.stream.Info(ctx)
 	if err != nil {
-		return reply, conv, fmt.Errorf("%w: stream info: %w", ErrStore, err)
+		return reply, conv, 0, fmt.Errorf("%w: stream info: %w", ErrStore, err)
 	}
 	req := agentbridge.DispatchRequest{
 		V: agentbridge.Version, ConversationID: cid, Agent: conv.Agent, Widget: conv.Widget,
@@ -186,20 +212,25 @@ func (d *dispatcher) attempt(cid string) (agentbridge.DispatchReply, Conversatio
 	msg, err := b.nc.RequestWithContext(ctx, b.subj.Dispatch(conv.Agent), data)
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
-		return reply, conv, fmt.Errorf("%w: no worker of agent %q is running", ErrAgentUnavailable, conv.Agent)
+		return reply, conv, 0, fmt.Errorf("%w: no worker of agent %q is running", ErrAgentUnavailable, conv.Agent)
 	case err != nil:
-		return reply, conv, fmt.Errorf("%w: %w", ErrAgentUnavailable, err)
+		return reply, conv, 0, fmt.Errorf("%w: %w", ErrAgentUnavailable, err)
 	}
 	if err := json.Unmarshal(msg.Data, &reply); err != nil {
-		return reply, conv, fmt.Errorf("%w: bad dispatch reply: %w", ErrAgentUnavailable, err)
+		return reply, conv, 0, fmt.Errorf("%w: bad dispatch reply: %w", ErrAgentUnavailable, err)
 	}
 	if !reply.Accepted {
-		return reply, conv, fmt.Errorf("%w: worker %s declined: %s", ErrAgentUnavailable, reply.WorkerID, reply.Reason)
+		return reply, conv, 0, fmt.Errorf("%w: worker %s declined: %s", ErrAgentUnavailable, reply.WorkerID, reply.Reason)
 	}
 	if !agentbridge.ValidToken(reply.WorkerID) {
-		return reply, conv, fmt.Errorf("%w: worker id %.40q is not a subject token", ErrAgentUnavailable, reply.WorkerID)
+		return reply, conv, 0, fmt.Errorf("%w: worker id %.40q is not a subject token", ErrAgentUnavailable, reply.WorkerID)
 	}
-	if lost, ok := b.registry.assign(cid, conv.Agent, reply.WorkerID, reply.HeartbeatSeq, req.Epoch); ok {
+	head = req.HeadSeq
+	lost, ok, err := b.registry.assign(cid, conv.Agent, reply.WorkerID, reply.HeartbeatSeq, req.Epoch, req.HeadSeq)
+	if err != nil {
+		return reply, conv, 0, err
+	}
+	if ok {
 		// The assignment replaced was a dead worker's that neither the
 		// sweep nor a visitor's action had handled yet.
 		d.lost(lost, false)
@@ -214,7 +245,7 @@ func (d *dispatcher) attempt(cid string) (agentbridge.DispatchReply, Conversatio
 		return nil
 	})
 	if err != nil {
-		return reply, conv, err
+		return reply, conv, 0, err
 	}
 	b.agents.holders.set(conv)
 	if prev != "" && prev != reply.WorkerID {
@@ -222,10 +253,10 @@ func (d *dispatcher) attempt(cid string) (agentbridge.DispatchReply, Conversatio
 		// are ignored by every reader, and it stops when it sees this).
 		if _, err := b.appendInbound(ctx, agentbridge.Event{Type: agentbridge.EventAgentAssigned,
 			ConversationID: cid, WorkerID: reply.WorkerID, Epoch: req.Epoch}, "", conv.Agent); err != nil {
-			return reply, conv, err
+			return reply, conv, head, err
 		}
 	}
-	return reply, conv, nil
+	return reply, conv, head, nil
 }
 
 // watchWorkers re-dispatches the conversations of workers that stop
@@ -241,7 +272,23 @@ func (d *dispatcher) watchWorkers() {
 			return
 		case <-t.C:
 		}
-		for _, lost := range b.registry.sweep() {
+		lost, recheck := b.registry.sweep()
+		for _, c := range recheck {
+			// The worker let the conversation go about when a visitor
+			// acted on it: dispatch it again if a visitor is still there
+			// (the next worker replays the log and answers).
+			b.goroutine(func() {
+				ctx, cancel := context.WithTimeout(b.ctx, b.cfg.Agents.DispatchTimeout)
+				conv, err := b.Conversation(ctx, c.cid)
+				cancel()
+				if err == nil && conv.Agent == c.agent && conv.ActiveSessions > 0 {
+					b.log.Debug("conversation released as a visitor acted; dispatching it again",
+						"conversation_id", c.cid, "worker_id", c.worker)
+					d.ensure(c.cid, c.agent)
+				}
+			})
+		}
+		for _, lost := range lost {
 			if b.hubs.active(lost.cid) {
 				b.goroutine(func() {
 					// The holding was learned from a heartbeat: a worker

@@ -35,13 +35,16 @@ const (
 // Notice is a non-durable message about a conversation, shared by brokers
 // on the status subject.
 type Notice struct {
-	Kind           string    `json:"kind"`
-	ConversationID string    `json:"conversation_id"`
-	Agent          string    `json:"agent"`
-	WorkerID       string    `json:"worker_id,omitempty"`
-	Epoch          uint64    `json:"epoch,omitempty"`
-	Attempt        int       `json:"attempt,omitempty"`
-	TS             time.Time `json:"ts"`
+	Kind           string `json:"kind"`
+	ConversationID string `json:"conversation_id"`
+	Agent          string `json:"agent"`
+	WorkerID       string `json:"worker_id,omitempty"`
+	Epoch          uint64 `json:"epoch,omitempty"`
+	// HeadSeq is the log head the dispatch request carried (agent
+	// assigned): a release stored after it makes the assignment stale.
+	HeadSeq uint64    `json:"head_seq,omitempty"`
+	Attempt int       `json:"attempt,omitempty"`
+	TS      time.Time `json:"ts"`
 }
 
 // subscriptionBuffer is how many updates a subscriber may fall behind

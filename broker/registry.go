@@ -2,6 +2,7 @@ package broker
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -44,8 +45,21 @@ type registry struct {
 	// agent A records a claim under B, which never makes a B worker the
 	// holder of A's conversation (owner asks for the conversation's agent).
 	assigned map[string]map[string]assignment
+	// released: conversation id → the last release (the log seq of the
+	// session_ended that let the worker go). A dispatch that read the log
+	// head before that seq was answered by a worker that releases the
+	// conversation when it reads that event, so its assignment is stale;
+	// heartbeats listing the conversation may predate the release too.
+	// Marks are kept for markTTL (longer than any dispatch in flight).
+	released map[string]releaseMark
+	markTTL  time.Duration
 	sub      *nats.Subscription
 	subj     agentbridge.Subjects
+}
+
+type releaseMark struct {
+	seq uint64
+	at  time.Time
 }
 
 type workerInfo struct {
@@ -64,6 +78,10 @@ type assignment struct {
 	worker string
 	hbSeq  uint64
 	epoch  uint64
+	// trustedAt is when a visitor's action last relied on this holding
+	// (holder): if the worker turns out to have released the conversation
+	// around then, that action may have gone unseen.
+	trustedAt time.Time
 }
 
 // maxHeartbeatConvs bounds the conversations one heartbeat may claim (a
@@ -76,7 +94,8 @@ func newRegistry(timeout time.Duration) *registry {
 		timeout = 3 * time.Second
 	}
 	return &registry{timeout: timeout, now: time.Now, workers: make(map[string]*workerInfo),
-		assigned: make(map[string]map[string]assignment), subj: agentbridge.NewSubjects("")}
+		assigned: make(map[string]map[string]assignment), released: make(map[string]releaseMark),
+		markTTL: 10 * timeout, subj: agentbridge.NewSubjects("")}
 }
 
 func (r *registry) start(b *Broker) error {
@@ -161,6 +180,11 @@ func (r *registry) applyHeartbeat(hb *agentbridge.Heartbeat) (appeared bool) {
 			continue
 		}
 		w.convs[cid] = struct{}{}
+		if _, fenced := r.released[cid]; fenced {
+			// Released lately: this heartbeat may predate the worker's
+			// reading of the release. Holdings come from dispatches.
+			continue
+		}
 		if a, ok := r.assigned[cid][w.agent]; !ok || a.worker != hb.WorkerID {
 			// Learn assignments made by other brokers, under the
 			// worker's own agent.
@@ -207,34 +231,52 @@ func (r *registry) deleteLocked(cid, agent string) {
 }
 
 // assign records that worker accepted conversation cid (of agent) after
-// its heartbeat hbSeq.
-// A worker that does not number its heartbeats (hbSeq 0) is taken as of its
-// last heartbeat received. If the assignment it replaces was held by
-// another worker that is gone, that one is returned: the caller must treat
-// it as lost.
-func (r *registry) assign(cid, agent, worker string, hbSeq, epoch uint64) (lostConversation, bool) {
+// its heartbeat hbSeq, on a dispatch request that carried the log head
+// headSeq. A worker that does not number its heartbeats (hbSeq 0) is taken
+// as of its last heartbeat received. If the assignment it replaces was
+// held by another worker that is gone, that one is returned: the caller
+// must treat it as lost.
+//
+// A dispatch whose headSeq is before the conversation's last release is
+// stale (the worker releases the conversation on reading that event, as
+// agentbridge does): nothing is recorded and errStaleDispatch is returned.
+func (r *registry) assign(cid, agent, worker string, hbSeq, epoch, headSeq uint64) (lostConversation, bool, error) {
 	now := r.now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if m, ok := r.released[cid]; ok {
+		if headSeq < m.seq {
+			return lostConversation{}, false, errStaleDispatch
+		}
+		delete(r.released, cid)
+	}
 	if w := r.workers[workerKey(agent, worker)]; hbSeq == 0 && w != nil {
 		hbSeq = w.hbSeq
 	}
 	prev, had := r.getLocked(cid, agent)
 	r.setLocked(cid, assignment{agent: agent, worker: worker, hbSeq: hbSeq, epoch: epoch})
 	if had && prev.worker != worker && r.goneLocked(prev, now) {
-		return lostConversation{cid: cid, agent: agent, worker: prev.worker}, true
+		return lostConversation{cid: cid, agent: agent, worker: prev.worker}, true, nil
 	}
-	return lostConversation{}, false
+	return lostConversation{}, false, nil
 }
 
-// learn records an assignment another broker made (its status notice),
-// when worker is a live worker of agent: it holds cid from now on, as of
-// its latest heartbeat. A worker not (yet) known here is left to its
-// heartbeats.
-func (r *registry) learn(cid, agent, worker string, epoch uint64) {
+// errStaleDispatch: a dispatch was accepted on a view of the log from
+// before the conversation's release; the worker lets it go.
+var errStaleDispatch = errors.New("broker: the dispatch predates the conversation's release")
+
+// learn records an assignment a broker made (its status notice, this
+// broker's own included), when worker is a live worker of agent: it holds
+// cid from now on, as of its latest heartbeat. A worker not (yet) known
+// here is left to its heartbeats. A notice of a dispatch made on a log head
+// before cid's last release is stale (the worker lets cid go) and ignored.
+func (r *registry) learn(cid, agent, worker string, epoch, headSeq uint64) {
 	now := r.now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if m, ok := r.released[cid]; ok && headSeq < m.seq {
+		return
+	}
 	w := r.workers[workerKey(agent, worker)]
 	if w == nil || w.agent != agent || w.draining || now.Sub(w.lastSeen) > r.timeout {
 		return
@@ -245,12 +287,19 @@ func (r *registry) learn(cid, agent, worker string, epoch uint64) {
 	r.setLocked(cid, assignment{agent: agent, worker: worker, hbSeq: w.hbSeq, epoch: epoch})
 }
 
-// release forgets who holds cid (the worker releases it on its own).
-func (r *registry) release(cid string) {
+// release forgets who holds cid: the worker releases it on its own when it
+// reads the log event at seq. Until a dispatch made on a view of the log
+// that includes seq, assignments are not taken from dispatches that did
+// not, nor from heartbeats.
+func (r *registry) release(cid string, seq uint64) {
+	now := r.now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for agent := range r.assigned[cid] {
 		r.deleteLocked(cid, agent)
+	}
+	if m, ok := r.released[cid]; !ok || seq > m.seq {
+		r.released[cid] = releaseMark{seq: seq, at: now}
 	}
 }
 
@@ -284,6 +333,22 @@ func (r *registry) owner(cid, agent string) (string, bool) {
 	if !ok || r.goneLocked(a, now) || r.releasedLocked(cid, a) {
 		return "", false
 	}
+	return a.worker, true
+}
+
+// holder is owner for a visitor's action that relies on the answer: the
+// holding is stamped, so that a release the worker's next heartbeat
+// reveals soon after is reported by sweep for a new dispatch.
+func (r *registry) holder(cid, agent string) (string, bool) {
+	now := r.now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	a, ok := r.getLocked(cid, agent)
+	if !ok || r.goneLocked(a, now) || r.releasedLocked(cid, a) {
+		return "", false
+	}
+	a.trustedAt = now
+	r.assigned[cid][agent] = a
 	return a.worker, true
 }
 
@@ -324,13 +389,15 @@ func (r *registry) takeLost(cid, agent string) (lostConversation, bool) {
 }
 
 // sweep forgets the conversations held by workers that went silent or are
-// draining, and returns them; conversations their (live) workers released
-// are forgotten quietly.
-func (r *registry) sweep() []lostConversation {
+// draining, and returns them as lost. Conversations their (live) workers
+// released are forgotten; those a visitor's action relied on within the
+// heartbeat timeout are returned as recheck: the action may have reached
+// the worker after it let go, so the caller dispatches them again if a
+// visitor is still there.
+func (r *registry) sweep() (lost, recheck []lostConversation) {
 	now := r.now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var lost []lostConversation
 	for cid, m := range r.assigned {
 		for agent, a := range m {
 			switch {
@@ -339,10 +406,18 @@ func (r *registry) sweep() []lostConversation {
 				lost = append(lost, lostConversation{cid: cid, agent: agent, worker: a.worker})
 			case r.releasedLocked(cid, a):
 				r.deleteLocked(cid, agent)
+				if !a.trustedAt.IsZero() && now.Sub(a.trustedAt) <= r.timeout {
+					recheck = append(recheck, lostConversation{cid: cid, agent: agent, worker: a.worker})
+				}
 			}
 		}
 	}
-	return lost
+	for cid, m := range r.released {
+		if now.Sub(m.at) > r.markTTL {
+			delete(r.released, cid)
+		}
+	}
+	return lost, recheck
 }
 
 // alive counts the live, non-draining workers of agent.

@@ -26,7 +26,7 @@ func heartbeat(r *registry, id string, seq uint64, draining bool, convs ...strin
 func TestRegistryReadsKeepLostConversations(t *testing.T) {
 	r := newRegistry(50 * time.Millisecond)
 	heartbeat(r, "w1", 1, false)
-	r.assign("c1", "echo", "w1", 1, 1)
+	r.assign("c1", "echo", "w1", 1, 1, 0)
 	if w, ok := r.owner("c1", "echo"); !ok || w != "w1" {
 		t.Fatalf("owner = %q, %v right after assignment", w, ok)
 	}
@@ -51,11 +51,11 @@ func TestRegistryReadsKeepLostConversations(t *testing.T) {
 			t.Fatal("owners lists a silent worker")
 		}
 	}
-	lost := r.sweep()
+	lost, _ := r.sweep()
 	if !slices.Equal(lost, []lostConversation{{cid: "c1", agent: "echo", worker: "w1"}}) {
 		t.Fatalf("sweep after reads = %+v, want c1 lost by w1", lost)
 	}
-	if lost := r.sweep(); len(lost) != 0 {
+	if lost, _ := r.sweep(); len(lost) != 0 {
 		t.Fatalf("second sweep = %+v, want nothing", lost)
 	}
 }
@@ -71,14 +71,14 @@ func TestRegistryLossHandedOnce(t *testing.T) {
 
 	heartbeat(r, "w1", 1, false)
 	heartbeat(r, "w2", 1, false)
-	r.assign("c1", "echo", "w1", 1, 1)
-	r.assign("c2", "echo", "w1", 1, 1)
-	r.assign("c3", "echo", "w1", 1, 1)
-	r.assign("c4", "echo", "w2", 1, 1)
+	r.assign("c1", "echo", "w1", 1, 1, 0)
+	r.assign("c2", "echo", "w1", 1, 1, 0)
+	r.assign("c3", "echo", "w1", 1, 1, 0)
+	r.assign("c4", "echo", "w2", 1, 1, 0)
 	if _, ok := r.takeLost("c1", "echo"); ok {
 		t.Fatal("takeLost took a live worker's conversation")
 	}
-	if _, ok := r.assign("c4", "echo", "w2", 1, 2); ok {
+	if _, ok, _ := r.assign("c4", "echo", "w2", 1, 2, 0); ok {
 		t.Fatal("re-assigning to the same live worker reported a loss")
 	}
 
@@ -90,10 +90,10 @@ func TestRegistryLossHandedOnce(t *testing.T) {
 	if _, ok := r.takeLost("c1", "echo"); ok {
 		t.Fatal("a loss was handed out twice")
 	}
-	if l, ok := r.assign("c2", "echo", "w2", 2, 2); !ok || l != (lostConversation{cid: "c2", agent: "echo", worker: "w1"}) {
+	if l, ok, _ := r.assign("c2", "echo", "w2", 2, 2, 0); !ok || l != (lostConversation{cid: "c2", agent: "echo", worker: "w1"}) {
 		t.Fatalf("assign over a dead worker's conversation = %+v, %v", l, ok)
 	}
-	lost := r.sweep()
+	lost, _ := r.sweep()
 	if !slices.Equal(lost, []lostConversation{{cid: "c3", agent: "echo", worker: "w1"}}) {
 		t.Fatalf("sweep = %+v, want only c3 lost (c1 taken, c2 reassigned, c4 released)", lost)
 	}
@@ -144,7 +144,7 @@ func TestRegistryAgentFromSubject(t *testing.T) {
 		r.onHeartbeat(&nats.Msg{Subject: subject, Data: data})
 	}
 	send("parley.agents.echo.heartbeat", agentbridge.Heartbeat{V: agentbridge.Version, WorkerID: "wa", Seq: 1})
-	r.assign("c1", "echo", "wa", 1, 1)
+	r.assign("c1", "echo", "wa", 1, 1, 0)
 	// Worker wb of agent "evil" claims c1 and c2, saying it is "echo".
 	send("parley.agents.evil.heartbeat", agentbridge.Heartbeat{V: agentbridge.Version, WorkerID: "wb", Agent: "echo", Seq: 1,
 		Conversations: []string{"c1", "c2"}})
@@ -170,7 +170,8 @@ func TestRegistryAgentFromSubject(t *testing.T) {
 	// the other agent's worker is reported under that agent (which the
 	// dispatcher checks against the conversation's), never as echo's.
 	r.now = func() time.Time { return time.Now().Add(time.Hour) }
-	for _, l := range r.sweep() {
+	lost, _ := r.sweep()
+	for _, l := range lost {
 		if l.cid == "c1" && (l.agent == "echo") != (l.worker == "wa") {
 			t.Fatalf("sweep reports %+v", l)
 		}
@@ -187,15 +188,88 @@ func TestRegistryWorkerIDOfAnotherAgent(t *testing.T) {
 		r.onHeartbeat(&nats.Msg{Subject: "parley.agents." + agent + ".heartbeat", Data: data})
 	}
 	send("echo", 1, false)
-	r.assign("c1", "echo", "w1", 1, 1)
+	r.assign("c1", "echo", "w1", 1, 1, 0)
 	send("evil", 5, true) // draining, higher seq, nothing listed
 	if w, ok := r.owner("c1", "echo"); !ok || w != "w1" {
 		t.Fatalf("owner(c1, echo) = %q, %v after another agent's w1 drained", w, ok)
 	}
-	if lost := r.sweep(); len(lost) != 0 {
+	if lost, _ := r.sweep(); len(lost) != 0 {
 		t.Fatalf("sweep = %+v, want nothing lost", lost)
 	}
 	if n := r.alive("echo"); n != 1 {
 		t.Fatalf("alive(echo) = %d, want 1", n)
+	}
+}
+
+// TestRegistryReleaseFencesStaleDispatch: the last session ends while a
+// dispatch is out. The worker that accepts it releases the conversation
+// when it reads session_ended (its dispatch's head is before it), so the
+// registry must not record it as the holder, nor learn the holding back
+// from a heartbeat sent before the worker read the release. Before, the
+// late reply made the conversation look held and the next session's
+// message went unanswered.
+func TestRegistryReleaseFencesStaleDispatch(t *testing.T) {
+	r := newRegistry(time.Second)
+	heartbeat(r, "w1", 1, false)
+	r.release("c1", 10) // session_ended(idle) stored at seq 10
+	if _, _, err := r.assign("c1", "echo", "w1", 1, 1, 9); err != errStaleDispatch {
+		t.Fatalf("assign on a head before the release: err = %v, want errStaleDispatch", err)
+	}
+	if _, ok := r.owner("c1", "echo"); ok {
+		t.Fatal("a stale dispatch made the conversation look held")
+	}
+	heartbeat(r, "w1", 2, false, "c1") // sent before w1 read session_ended
+	if _, ok := r.owner("c1", "echo"); ok {
+		t.Fatal("a heartbeat from before the release made the conversation look held")
+	}
+	// The status notice of a dispatch made before the release (this
+	// broker's own, delivered late) is as stale as its reply.
+	r.learn("c1", "echo", "w1", 1, 9)
+	if _, ok := r.owner("c1", "echo"); ok {
+		t.Fatal("a late notice of a dispatch from before the release made the conversation look held")
+	}
+	// A dispatch that saw the release holds it.
+	if _, _, err := r.assign("c1", "echo", "w1", 2, 2, 10); err != nil {
+		t.Fatal(err)
+	}
+	if w, ok := r.owner("c1", "echo"); !ok || w != "w1" {
+		t.Fatalf("owner after a fresh dispatch = %q %v", w, ok)
+	}
+	// Marks do not outlive their use: a release long ago fences nothing.
+	clock := time.Now()
+	r.now = func() time.Time { return clock }
+	r.release("c2", 5)
+	clock = clock.Add(r.markTTL + time.Second)
+	_, _ = r.sweep()
+	if _, _, err := r.assign("c2", "echo", "w1", 2, 1, 1); err != nil {
+		t.Fatalf("a release older than markTTL still fences: %v", err)
+	}
+}
+
+// TestRegistryRecheckReleaseAVisitorReliedOn: a visitor's action relied on
+// a holding (holder) and the worker's next heartbeat shows it had let the
+// conversation go: the sweep reports it for a new dispatch. A release
+// nobody relied on lately (an idle conversation) is forgotten quietly.
+func TestRegistryRecheckReleaseAVisitorReliedOn(t *testing.T) {
+	now := time.Unix(1000, 0)
+	r := newRegistry(time.Second)
+	r.now = func() time.Time { return now }
+	heartbeat(r, "w1", 1, false)
+	r.assign("c1", "echo", "w1", 1, 1, 0)
+	r.assign("c2", "echo", "w1", 1, 1, 0)
+	heartbeat(r, "w1", 2, false, "c1", "c2")
+	now = now.Add(10 * time.Minute)
+	heartbeat(r, "w1", 3, false, "c1", "c2")
+	if w, ok := r.holder("c1", "echo"); !ok || w != "w1" {
+		t.Fatalf("holder(c1) = %q %v", w, ok)
+	}
+	now = now.Add(100 * time.Millisecond)
+	heartbeat(r, "w1", 4, false) // w1 released both (idle) about then
+	lost, recheck := r.sweep()
+	if len(lost) != 0 || !slices.Equal(recheck, []lostConversation{{cid: "c1", agent: "echo", worker: "w1"}}) {
+		t.Fatalf("sweep = lost %+v, recheck %+v; want only c1 to recheck", lost, recheck)
+	}
+	if _, recheck := r.sweep(); len(recheck) != 0 {
+		t.Fatalf("second sweep rechecks %+v", recheck)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
@@ -431,7 +432,7 @@ func (b *Broker) purgeConversation(ctx context.Context, c Conversation, idx *con
 			return err
 		}
 	}
-	b.registry.release(cid)
+	b.registry.release(cid, math.MaxUint64) // no dispatch in flight holds it
 	b.agents.holders.drop(cid)
 	b.rooms.end(cid, EndReasonDeleted)
 	// One purge per literal log subject: a wildcard purge

@@ -275,14 +275,14 @@ func (b *Broker) endSession(ctx context.Context, id, reason string) (bool, error
 		return true, err
 	}
 	idle := conv.ActiveSessions == 0
-	_, err = b.appendInbound(ctx, agentbridge.Event{
+	seq, err := b.appendInbound(ctx, agentbridge.Event{
 		Type: agentbridge.EventSessionEnded, ConversationID: s.ConversationID, SessionID: s.ID,
 		Reason: reason, Idle: idle,
 	}, sessionEndedID(s.ConversationID, s.ID), conv.Agent)
 	if err == nil && idle {
 		// The worker releases the conversation on this event; the next
 		// session must dispatch it again rather than trust a stale view.
-		b.registry.release(s.ConversationID)
+		b.registry.release(s.ConversationID, seq)
 	}
 	b.log.Info("session ended", "session_id", s.ID, "conversation_id", s.ConversationID, "reason", reason)
 	return true, err

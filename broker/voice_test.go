@@ -178,7 +178,7 @@ func TestAgentAudioOnlyFromHolder(t *testing.T) {
 	s := startSession(t, b)
 	hb, _ := json.Marshal(agentbridge.Heartbeat{V: agentbridge.Version, WorkerID: "w1", Seq: 1, Conversations: []string{s.ConversationID}})
 	b.registry.onHeartbeat(&nats.Msg{Subject: b.subj.Heartbeat("echo"), Data: hb})
-	b.registry.assign(s.ConversationID, "echo", "w1", 1, 1)
+	b.registry.assign(s.ConversationID, "echo", "w1", 1, 1, 0)
 	v := b.NewVoice(s)
 	leg := &playLeg{testLeg: testLeg{closed: make(chan struct{})}}
 	if err := b.StartVoice(t.Context(), v, leg); err != nil {
@@ -248,7 +248,7 @@ func BenchmarkAgentAudioFrame(b *testing.B) {
 	s := startSession(b, br)
 	hb, _ := json.Marshal(agentbridge.Heartbeat{V: agentbridge.Version, WorkerID: "w1", Seq: 1, Conversations: []string{s.ConversationID}})
 	br.registry.onHeartbeat(&nats.Msg{Subject: br.subj.Heartbeat("echo"), Data: hb})
-	br.registry.assign(s.ConversationID, "echo", "w1", 1, 1)
+	br.registry.assign(s.ConversationID, "echo", "w1", 1, 1, 0)
 	v := br.NewVoice(s)
 	leg := &playLeg{testLeg: testLeg{closed: make(chan struct{})}}
 	if err := br.StartVoice(b.Context(), v, leg); err != nil {
@@ -276,7 +276,7 @@ func TestAgentAudioHolderChange(t *testing.T) {
 		hb, _ := json.Marshal(agentbridge.Heartbeat{V: agentbridge.Version, WorkerID: w, Seq: 1})
 		b.registry.onHeartbeat(&nats.Msg{Subject: b.subj.Heartbeat("echo"), Data: hb})
 	}
-	b.registry.assign(s.ConversationID, "echo", "w1", 1, 1)
+	b.registry.assign(s.ConversationID, "echo", "w1", 1, 1, 0)
 	v := b.NewVoice(s)
 	leg := &playLeg{testLeg: testLeg{closed: make(chan struct{})}}
 	if err := b.StartVoice(t.Context(), v, leg); err != nil {
@@ -293,7 +293,7 @@ func TestAgentAudioHolderChange(t *testing.T) {
 	if got := leg.played.Load(); got != 2 {
 		t.Fatalf("holder w1: %d frames played, want 2", got)
 	}
-	b.registry.assign(s.ConversationID, "echo", "w2", 1, 2)
+	b.registry.assign(s.ConversationID, "echo", "w2", 1, 2, 0)
 	v.onAgentAudio(frame("w1"))
 	if got := leg.played.Load(); got != 2 {
 		t.Fatalf("w1 after losing the conversation: %d frames played, want 2", got)
