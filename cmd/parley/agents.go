@@ -3,12 +3,10 @@ package main
 import (
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/parley-rtc/parley/broker"
 	"github.com/parley-rtc/parley/configs"
@@ -26,12 +24,8 @@ import (
 // needs no connection to NATS. permissions prints the nats-server block
 // that gives an agent's user the same rights on an external cluster.
 func agentsCmd(args []string, stdout, stderr io.Writer) int {
-	sub := ""
-	if len(args) > 0 {
-		sub = args[0]
-	}
-	fs := flag.NewFlagSet(strings.TrimSpace("parley agents "+sub), flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newSubcommands("parley agents", agentsUsage, []string{"credentials", "permissions"}, args, stderr)
+	sub := fs.sub
 	agent := fs.String("agent", "", "the agent name (required): one NATS subject token")
 	configPath := fs.String("config", os.Getenv("PARLEY_CONFIG"), "the YAML configuration of parley serve, for its data_dir, nats.prefix and nats.url (PARLEY_CONFIG)")
 	dataDir := fs.String("data-dir", "", "data directory of the parley serve with the embedded NATS (default: the configuration's data_dir)")
@@ -39,27 +33,8 @@ func agentsCmd(args []string, stdout, stderr io.Writer) int {
 	out := fs.String("out", "", "credentials: write them to this file (mode 0600) instead of stdout")
 	perms := fs.Bool("permissions", false, "credentials: print the permission block for an external NATS instead")
 	asJSON := fs.Bool("json", false, "permissions: print JSON")
-	fs.Usage = func() {
-		fmt.Fprint(stderr, agentsUsage)
-		fs.PrintDefaults()
-	}
-	switch sub {
-	case "":
-		fs.Usage()
-		return 2
-	case "-h", "-help", "--help", "help":
-		fs.Usage()
-		return 0
-	case "credentials", "permissions":
-	default:
-		fmt.Fprintf(stderr, "parley agents: unknown subcommand %q (credentials, permissions)\n\n", sub)
-		fs.Usage()
-		return 2
-	}
-	if err := fs.Parse(args[1:]); errors.Is(err, flag.ErrHelp) {
-		return 0
-	} else if err != nil {
-		return 2
+	if code, done := fs.parse(args); done {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "parley agents %s: unexpected argument %q\n", sub, fs.Arg(0))

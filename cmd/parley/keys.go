@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -22,13 +20,11 @@ import (
 //	parley keys list [--json]
 //	parley keys revoke key_…
 func keysCmd(args []string, stdout, stderr io.Writer) int {
-	sub := ""
-	if len(args) > 0 {
-		sub = args[0]
-	}
-	fs := flag.NewFlagSet(strings.TrimSpace("parley keys "+sub), flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	nf := addNATSFlags(fs)
+	// Help and mistakes in the command line are answered without
+	// connecting to NATS.
+	fs := newSubcommands("parley keys", keysUsage, []string{"create", "list", "revoke"}, args, stderr)
+	sub := fs.sub
+	nf := addNATSFlags(fs.FlagSet)
 	prefix := fs.String("prefix", "parley", "subject and bucket prefix")
 	kind := fs.String("kind", broker.KeyAdmin, "key kind: admin or secret")
 	scopes := fs.String("scopes", "", "admin key scopes, comma separated: "+strings.Join(broker.Scopes, ", "))
@@ -36,29 +32,8 @@ func keysCmd(args []string, stdout, stderr io.Writer) int {
 	widget := fs.String("widget", "", "secret key: the widget id (e.g. wdg_demo)")
 	name := fs.String("name", "", "a name to recognise the key by")
 	asJSON := fs.Bool("json", false, "print JSON")
-	fs.Usage = func() {
-		fmt.Fprint(stderr, keysUsage)
-		fs.PrintDefaults()
-	}
-	// Help and mistakes in the command line are answered without
-	// connecting to NATS.
-	switch sub {
-	case "":
-		fs.Usage()
-		return 2
-	case "-h", "-help", "--help", "help":
-		fs.Usage()
-		return 0
-	case "create", "list", "revoke":
-	default:
-		fmt.Fprintf(stderr, "parley keys: unknown subcommand %q (create, list, revoke)\n\n", sub)
-		fs.Usage()
-		return 2
-	}
-	if err := fs.Parse(args[1:]); errors.Is(err, flag.ErrHelp) {
-		return 0
-	} else if err != nil {
-		return 2
+	if code, done := fs.parse(args); done {
+		return code
 	}
 	switch {
 	case sub == "revoke" && fs.NArg() != 1:
@@ -68,7 +43,7 @@ func keysCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "parley keys create: --kind must be admin or secret")
 		return 2
 	}
-	nf.markSet(fs)
+	nf.markSet(fs.FlagSet)
 	b, err := attachBroker(nf, *prefix, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "parley keys: %v\n", err)
