@@ -476,6 +476,21 @@ func (b *Broker) goroutine(f func()) bool {
 	return true
 }
 
+// every calls fn every interval, on the calling goroutine, until the
+// broker closes: the body of the broker's periodic loops.
+func (b *Broker) every(interval time.Duration, fn func()) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.ctx.Done():
+			return
+		case <-t.C:
+			fn()
+		}
+	}
+}
+
 // validID reports whether id has the given prefix and is one subject token.
 func validID(id, prefix string) bool {
 	return strings.HasPrefix(id, prefix) && agentbridge.ValidToken(id)

@@ -264,45 +264,46 @@ func (d *dispatcher) attempt(cid string) (reply agentbridge.DispatchReply, conv 
 // The next worker replays the log and answers what is unanswered.
 func (d *dispatcher) watchWorkers() {
 	b := d.b
-	t := time.NewTicker(max(b.cfg.Agents.HeartbeatTimeout/4, 50*time.Millisecond))
-	defer t.Stop()
-	for {
-		select {
-		case <-b.ctx.Done():
-			return
-		case <-t.C:
-		}
-		lost, recheck := b.registry.sweep()
-		for _, c := range recheck {
-			// The worker let the conversation go about when a visitor
-			// acted on it: dispatch it again if a visitor is still there
-			// (the next worker replays the log and answers).
-			b.goroutine(func() {
-				ctx, cancel := context.WithTimeout(b.ctx, b.cfg.Agents.DispatchTimeout)
-				conv, err := b.Conversation(ctx, c.cid)
-				cancel()
-				if err == nil && conv.Agent == c.agent && conv.ActiveSessions > 0 {
-					b.log.Debug("conversation released as a visitor acted; dispatching it again",
-						"conversation_id", c.cid, "worker_id", c.worker)
-					d.ensure(c.cid, c.agent)
-				}
-			})
-		}
-		for _, lost := range lost {
-			if b.hubs.active(lost.cid) {
-				b.goroutine(func() {
-					// The holding was learned from a heartbeat: a worker
-					// of another agent may have claimed the conversation.
-					ctx, cancel := context.WithTimeout(b.ctx, b.cfg.Agents.DispatchTimeout)
-					conv, err := b.Conversation(ctx, lost.cid)
-					cancel()
-					if err == nil && conv.Agent == lost.agent {
-						d.lost(lost, true)
-					}
-				})
+	b.every(max(b.cfg.Agents.HeartbeatTimeout/4, 50*time.Millisecond), d.sweep)
+}
+
+// sweep hands the conversations the registry found lost or released to
+// the dispatcher.
+func (d *dispatcher) sweep() {
+	lost, recheck := d.b.registry.sweep()
+	for _, c := range recheck {
+		// The worker let the conversation go about when a visitor acted on
+		// it: dispatch it again if a visitor is still there (the next
+		// worker replays the log and answers).
+		d.ofAgent(c, func(conv Conversation) {
+			if conv.ActiveSessions > 0 {
+				d.b.log.Debug("conversation released as a visitor acted; dispatching it again",
+					"conversation_id", c.cid, "worker_id", c.worker)
+				d.ensure(c.cid, c.agent)
 			}
+		})
+	}
+	for _, l := range lost {
+		if d.b.hubs.active(l.cid) {
+			d.ofAgent(l, func(Conversation) { d.lost(l, true) })
 		}
 	}
+}
+
+// ofAgent reads c's conversation on a goroutine of the broker and calls fn
+// with it if it is still the conversation of c's agent: the holding was
+// learned from a heartbeat, and a worker of another agent may have claimed
+// the conversation.
+func (d *dispatcher) ofAgent(c lostConversation, fn func(Conversation)) {
+	b := d.b
+	b.goroutine(func() {
+		ctx, cancel := context.WithTimeout(b.ctx, b.cfg.Agents.DispatchTimeout)
+		conv, err := b.Conversation(ctx, c.cid)
+		cancel()
+		if err == nil && conv.Agent == c.agent {
+			fn(conv)
+		}
+	})
 }
 
 // lost handles a conversation whose worker went away (found by the sweep,

@@ -66,22 +66,15 @@ func (b *Broker) retentionSweepLoop() {
 // sweepLoop runs sweep every interval, each run bounded by budget, until
 // the broker closes.
 func (b *Broker) sweepLoop(name string, interval, budget time.Duration, sweep func(context.Context) (int, error)) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-b.ctx.Done():
-			return
-		case <-t.C:
-			ctx, cancel := context.WithTimeout(b.ctx, budget)
-			n, err := sweep(ctx)
-			if err != nil && b.ctx.Err() == nil {
-				b.log.Warn(name+" sweep failed", "err", err)
-			}
-			b.obs().Swept(name, n, err != nil && b.ctx.Err() == nil)
-			cancel()
+	b.every(interval, func() {
+		ctx, cancel := context.WithTimeout(b.ctx, budget)
+		defer cancel()
+		n, err := sweep(ctx)
+		if err != nil && b.ctx.Err() == nil {
+			b.log.Warn(name+" sweep failed", "err", err)
 		}
-	}
+		b.obs().Swept(name, n, err != nil && b.ctx.Err() == nil)
+	})
 }
 
 // kvEntry is one decoded record of a bucket scan.
@@ -306,7 +299,7 @@ func (b *Broker) SweepConversations(ctx context.Context) (int, error) {
 	for _, e := range expired {
 		c := e.v
 		if c.DeletedAt == nil {
-			if err := b.markDeleted(ctx, c.ID, e.rev); err != nil {
+			if err := b.markDeleted(ctx, c, e.rev); err != nil {
 				continue // changed since read (resumed?) or gone: not now
 			}
 		}
@@ -330,26 +323,16 @@ func latest(ts ...time.Time) time.Time {
 	return out
 }
 
-// markDeleted marks a conversation deleted if its record is still at rev.
-func (b *Broker) markDeleted(ctx context.Context, cid string, rev uint64) error {
-	e, err := b.conversations.Get(ctx, cid)
-	if err != nil {
-		return err
-	}
-	if e.Revision() != rev {
-		return jetstream.ErrKeyExists
-	}
-	var c Conversation
-	if err := json.Unmarshal(e.Value(), &c); err != nil {
-		return fmt.Errorf("%w: decode %s: %w", ErrStore, cid, err)
-	}
+// markDeleted marks conversation c (read at rev) deleted if its record is
+// still at rev: the sweep decided on that version.
+func (b *Broker) markDeleted(ctx context.Context, c Conversation, rev uint64) error {
 	now := time.Now().UTC()
 	c.DeletedAt = &now
 	data, err := json.Marshal(c)
 	if err != nil {
-		return fmt.Errorf("broker: encode %s: %w", cid, err)
+		return fmt.Errorf("broker: encode %s: %w", c.ID, err)
 	}
-	_, err = b.conversations.Update(ctx, cid, data, rev)
+	_, err = b.conversations.Update(ctx, c.ID, data, rev)
 	return err
 }
 
@@ -541,29 +524,21 @@ func (b *Broker) markForDeletion(ctx context.Context, cid string) (Conversation,
 	if !validID(cid, "conv_") {
 		return Conversation{}, ErrUnknownConversation
 	}
-	for attempt := 0; ; attempt++ {
-		var c Conversation
-		e, err := b.conversations.Get(ctx, cid)
-		switch {
-		case errors.Is(err, jetstream.ErrKeyNotFound):
-			return c, ErrUnknownConversation
-		case err != nil:
-			return c, fmt.Errorf("%w: get %s: %w", ErrStore, cid, err)
-		}
-		if err := json.Unmarshal(e.Value(), &c); err != nil {
-			return c, fmt.Errorf("%w: decode %s: %w", ErrStore, cid, err)
-		}
+	c, err := update(ctx, b.conversations, cid, func(c *Conversation) error {
 		if c.DeletedAt != nil {
-			return c, nil // being deleted (or left half-done): finish it
+			return errNoChange // being deleted (or left half-done): finish it
 		}
-		err = b.markDeleted(ctx, cid, e.Revision())
-		if err == nil {
-			return c, nil
-		}
-		if attempt >= 20 || ctx.Err() != nil {
-			return c, fmt.Errorf("%w: mark %s deleted: %w", ErrStore, cid, err)
-		}
+		now := time.Now().UTC()
+		c.DeletedAt = &now
+		return nil
+	})
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return c, ErrUnknownConversation
+	case errors.Is(err, errNoChange):
+		return c, nil
 	}
+	return c, err
 }
 
 // VisitorConversations lists the conversations of an identified visitor

@@ -437,18 +437,11 @@ func roomParticipants(legs []RoomLeg, worker string) []RoomParticipant {
 
 // roomsLoop flushes room state every interval until the broker closes.
 func (b *Broker) roomsLoop() {
-	t := time.NewTicker(b.cfg.Ops.RoomUpdateInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-b.ctx.Done():
-			return
-		case <-t.C:
-			ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
-			b.rooms.flush(ctx)
-			cancel()
-		}
-	}
+	b.every(b.cfg.Ops.RoomUpdateInterval, func() {
+		ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
+		defer cancel()
+		b.rooms.flush(ctx)
+	})
 }
 
 // LegAttached tells ops a chat leg (a WebSocket, or an HTTP request)

@@ -333,16 +333,26 @@ func (b *Broker) CreateWidget(ctx context.Context, w configs.WidgetConfig, gener
 // UpdateWidget replaces a widget's settings. The id, public key, identity
 // secret and creation time stay as they are.
 func (b *Broker) UpdateWidget(ctx context.Context, id string, w configs.WidgetConfig) (WidgetRecord, error) {
-	var verr error
-	r, err := update(ctx, b.widgets, "w."+id, func(cur *WidgetRecord) error {
+	return b.updateWidget(ctx, id, func(cur *WidgetRecord) error {
 		w.ID, w.Key, w.IdentitySecret = cur.ID, cur.Key, cur.Secret
 		if w.Tenant == "" {
 			w.Tenant = cur.Tenant
 		}
-		if verr = b.validateWidget(&w); verr != nil {
-			return verr
+		if err := b.validateWidget(&w); err != nil {
+			return err
 		}
 		cur.WidgetConfig = w
+		return nil
+	})
+}
+
+// updateWidget changes widget id's record with fn (compare-and-set, as
+// update) and applies the result to this broker's widget cache.
+func (b *Broker) updateWidget(ctx context.Context, id string, fn func(*WidgetRecord) error) (WidgetRecord, error) {
+	r, err := update(ctx, b.widgets, "w."+id, func(cur *WidgetRecord) error {
+		if err := fn(cur); err != nil {
+			return err
+		}
 		cur.UpdatedAt = time.Now().UTC()
 		return nil
 	})
@@ -359,22 +369,17 @@ func (b *Broker) UpdateWidget(ctx context.Context, id string, w configs.WidgetCo
 // RotateWidgetKey gives a widget a new public key. The old one stops at
 // once, or after grace.
 func (b *Broker) RotateWidgetKey(ctx context.Context, id string, grace time.Duration) (WidgetRecord, error) {
-	r, err := update(ctx, b.widgets, "w."+id, func(cur *WidgetRecord) error {
+	r, err := b.updateWidget(ctx, id, func(cur *WidgetRecord) error {
 		cur.PreviousKey, cur.PreviousKeyUntil = "", time.Time{}
 		if grace > 0 {
 			cur.PreviousKey, cur.PreviousKeyUntil = cur.Key, time.Now().UTC().Add(grace)
 		}
 		cur.Key = "pk_" + newSecret(18)
-		cur.UpdatedAt = time.Now().UTC()
 		return nil
 	})
-	switch {
-	case errors.Is(err, jetstream.ErrKeyNotFound):
-		return WidgetRecord{}, ErrUnknownWidget
-	case err != nil:
+	if err != nil {
 		return WidgetRecord{}, err
 	}
-	b.applyWidgetPut(id, &r)
 	b.log.Info("widget key rotated", "widget_id", id, "grace", grace)
 	return r, nil
 }
