@@ -175,7 +175,7 @@ func (w *logWriter) append(ctx context.Context, subject string, ev *agentbridge.
 	}
 	b.health.wrote(err)
 	if err != nil {
-		if isStoreFull(err) {
+		if storeFullError(err) {
 			return stored{}, fmt.Errorf("%w: append %s: %w", ErrStoreFull, ev.Type, err)
 		}
 		return stored{}, fmt.Errorf("%w: append %s: %w", ErrStore, ev.Type, err)

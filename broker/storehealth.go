@@ -148,16 +148,6 @@ func (h *storeHealth) status(logStream string) StoreStatus {
 // data it lost.
 func (b *Broker) StoreStatus() StoreStatus { return b.health.status(b.subj.StreamName()) }
 
-// isStoreFull reports whether a JetStream error means the store is out of
-// space.
-func isStoreFull(err error) bool {
-	if storeFullError(err) {
-		return true
-	}
-	msg := err.Error()
-	return strings.Contains(msg, "insufficient") || strings.Contains(msg, "no space left")
-}
-
 // probeStore writes the probe key with a short timeout and records the
 // outcome.
 func (b *Broker) probeStore() error {
@@ -180,7 +170,7 @@ func (b *Broker) probeStore() error {
 		return nil // closing
 	}
 	if err != nil {
-		if isStoreFull(err) {
+		if storeFullError(err) {
 			err = fmt.Errorf("%w: write probe: %w", ErrStoreFull, err)
 		} else {
 			err = fmt.Errorf("write probe: %w", err)
