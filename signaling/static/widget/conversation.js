@@ -1,3 +1,12 @@
+// conversation.js turns what arrives on the chat socket into the
+// conversation on screen: onFrame handles each frame (acks, streamed
+// replies, transcripts, mode and media state, the agent's state), error
+// frames either send a message again or mark it failed, agent actions
+// (navigate, capture_request, handoff, end) are carried out, and lead
+// capture shows the form the agent asked for, or offers to save an email
+// or phone number the visitor wrote or said.
+
+function onFrame(f) {
   switch (f.type) {
     case "session":
       st.mode = f.mode || "chat";

@@ -1,3 +1,9 @@
+// main.js runs last, once every part's functions and constants exist. boot
+// resolves the widget (retrying a few times when Parley can't be reached),
+// builds the UI, resumes the conversation this tab had, and starts the
+// triggers. window.Parley is the page's API (docs/WIDGET.md); _debug is for
+// tests and the console. The last lines start the widget.
+
 // ---- Boot -----------------------------------------------------------------
 async function boot() {
   let tries = 0;
@@ -89,3 +95,4 @@ window.Parley = {
 };
 
 if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", () => boot(), { once: true });
+else boot();

@@ -1,3 +1,10 @@
+// page.js owns what the widget does with the host page. Guided navigation
+// moves the page for the agent or the site, on the same origin only (a
+// scroll, the site's router, an SPA popstate, or a full page load after
+// which the conversation resumes). Triggers watch the visitor's activity
+// (dwell, scroll depth, exit intent, idle, repeat visits, the URL) and open
+// the panel once per page view, as the widget's rules say.
+
 // ---- Guided navigation (same origin only) ---------------------------------
 function findSelector(sel) {
   if (!sel) return null;

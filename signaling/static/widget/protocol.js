@@ -1,3 +1,13 @@
+// protocol.js owns the wire to Parley (docs/API.md): the HTTP calls and
+// their errors, resolve and its single-use challenge, the session (created,
+// resumed after a reload or a navigation with the stored resume token, or
+// started afresh when that token is stale), and the chat WebSocket: connect
+// and reconnect with backoff (since_seq, so no event is missed), and the
+// outbox of messages not yet acked, sent again when the socket opens or
+// after a refusal that may pass. On screen it only puts a new session's
+// history or welcome line; what frames mean is conversation.js's job, and
+// the voice call's signalling is voice.js's.
+
 // ---- HTTP -------------------------------------------------------------
 function apiError(code, message, status) {
   const e = new Error(message || code);
@@ -202,4 +212,3 @@ function noteSeq(f) {
     saveState({ seq: st.lastSeq });
   }
 }
-function onFrame(f) {

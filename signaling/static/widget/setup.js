@@ -1,3 +1,12 @@
+// setup.js runs first. It reads the widget's <script> tag and stops the
+// whole script right here when the widget cannot run (a second copy on the
+// page, no data-widget-key), before any other part has done anything.
+//
+// It owns what every part shares in the one function the server wraps the
+// parts in (signaling/widgetjs.go): the tag's settings (backend, language,
+// identity), the page's storage, the widget's state `st`, and the events a
+// page subscribes to with Parley.on (emit, reportError).
+
 // ---- The script tag ---------------------------------------------------
 const script = document.currentScript ||
   [...document.querySelectorAll("script[src]")].find((s) => /\/widget\.js(\?|#|$)/.test(s.src));

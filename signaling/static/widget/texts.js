@@ -1,3 +1,10 @@
+// texts.js owns every text a visitor reads, and picks the language. T is
+// the widget's own words in the visitor's language (English where that
+// language has no text), ERRORS the API's error codes in plain words
+// (human), MIC the microphone diagnoses (a line for the site's developer in
+// the console, a text for the visitor), and texts() the site's own texts
+// (title, launcher label, welcome) from the widget's translations.
+
 // ---- Texts ------------------------------------------------------------
 const STRINGS = {
   en: {
@@ -18,6 +25,7 @@ const STRINGS = {
     bad: { email: "That doesn't look like an email address.", phone: "That doesn't look like a phone number (6 to 15 digits).",
       name: "Please enter a name of at most 100 characters." },
     ended: "The assistant ended the conversation.", handoff: "Connecting you to a person…",
+    keepTyping: "You can keep typing.", callLost: "The voice call was lost. You can keep typing, or start the call again.",
   },
   fr: {
     open: "Ouvrir la discussion", close: "Fermer la discussion", send: "Envoyer", placeholder: "Écrivez un message…",
@@ -90,6 +98,8 @@ function human(err) {
   return (err && ERRORS[err.code]) || "Something went wrong" + (err && err.message ? " (" + err.message + ")" : "") + ". Please try again.";
 }
 
+// Why the microphone could not be used (micPrecheck, micReason in voice.js):
+// [a line for the console, a text for the visitor].
 const MIC = {
   insecure: ["Microphone API is not available on this page. Most common cause: the page is served over plain HTTP " +
     "(isSecureContext=false). Fix: serve the page over HTTPS.", "Voice needs a secure (https) page. You can still ask questions by typing below."],
@@ -102,8 +112,6 @@ const MIC = {
     "Your microphone is in use by another app. Close it and try again, or keep typing below."],
   other: ["The microphone could not be started.", "The microphone could not be started. You can still ask questions by typing below."],
 };
-function micPrecheck() {
-  if (!window.isSecureContext || !navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) return "insecure";
 
 // texts are the widget's texts in the visitor's language.
 function texts() {

@@ -1,3 +1,10 @@
+// ui.js owns everything on screen, in a shadow DOM: the stylesheet, the
+// launcher, the panel (header, call bar with captions, log, composer) and
+// its controls, placing the panel next to what opened it, and the small
+// functions the other parts draw with (addLine, addNote, showTyping,
+// setStatus, caption, setCall, updateControls). Before build() ui is null,
+// and those that may be called that early do nothing.
+
 // ---- UI -------------------------------------------------------------------
 let ui = null; // {host, root, shadow, …} once built
 

@@ -1,10 +1,14 @@
+// voice.js owns the voice call: the microphone (and why it failed),
+// WebRTC to Parley with WHIP and trickle ICE, ICE restarts, and hanging up.
+
 // ---- Voice --------------------------------------------------------------
 // One call at a time: getUserMedia → RTCPeerConnection → the offer POSTed
 // as soon as it exists to the session's voice_path (WHIP, RFC 9725), then
 // our ICE candidates PATCHed as they come (trickle ICE, RFC 8838, as
 // application/trickle-ice-sdpfrag of RFC 8840) with a=end-of-candidates
 // last. The 201's Location is the leg: PATCH, and DELETE to hang up.
-
+function micPrecheck() {
+  if (!window.isSecureContext || !navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) return "insecure";
   const pp = document.permissionsPolicy || document.featurePolicy;
   try {
     if (pp && typeof pp.allowsFeature === "function" && !pp.allowsFeature("microphone")) return "policy";
@@ -90,7 +94,7 @@ async function startCall() {
     if (c.ended) return;
     console.warn("[parley:voice] call setup failed:", e.code || e.name, e.message);
     reportError(e.code || "VOICE_FAILED", e.message);
-    addNote(human(e.code ? e : apiError("", e.message)) + " You can keep typing.", "error");
+    addNote(human(e.code ? e : apiError("", e.message)) + " " + T.keepTyping, "error");
     endCall(c, "failed", true, e.code || "");
   }
 }
@@ -188,7 +192,7 @@ function onIceState(c) {
 async function restartIce(c) {
   if (c !== st.call || c.restarting || !c.location) return;
   if (c.restarts >= 3) {
-    addNote("The voice call was lost. You can keep typing, or start the call again.", "error");
+    addNote(T.callLost, "error");
     endCall(c, "failed", true, "connection lost");
     return;
   }
