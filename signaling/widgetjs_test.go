@@ -1,10 +1,16 @@
 package signaling
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
+	"maps"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -46,6 +52,124 @@ func TestServeWidgetJS(t *testing.T) {
 	}
 	if rec := get(http.MethodPost); rec.Code != http.StatusMethodNotAllowed {
 		t.Errorf("POST: %d", rec.Code)
+	}
+}
+
+// TestWidgetJSParts: the embedded parts are the files in static/widget/,
+// each once, small, in the documented order, and each declares names none
+// of the others declares (in one function scope a second function of the
+// same name silently wins; a second const is a syntax error in the browser).
+func TestWidgetJSParts(t *testing.T) {
+	t.Parallel()
+	parts := widgetParts()
+	var names []string
+	for _, p := range parts {
+		names = append(names, p.name)
+	}
+	files, err := filepath.Glob(filepath.Join("static", "widget", "*.js"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, f := range files {
+		files[i] = filepath.Base(f)
+	}
+	if a, b := slices.Sorted(slices.Values(names)), slices.Sorted(slices.Values(files)); !slices.Equal(a, b) {
+		t.Fatalf("parts %v, files in static/widget %v: every file must be joined, once", a, b)
+	}
+	if names[0] != "setup.js" || names[len(names)-1] != "main.js" {
+		t.Fatalf("order %v: setup.js must come first (it may stop the script) and main.js last (it starts it)", names)
+	}
+
+	decl := regexp.MustCompile(`(?m)^(?:async\s+)?(?:function\*?|const|let|var|class)\s+([A-Za-z_$][\w$]*)`)
+	exports := regexp.MustCompile(`window\.([A-Za-z_$][\w$]*)\s*=[^=]`)
+	declaredIn := map[string]string{}
+	exported := map[string]bool{}
+	for _, p := range parts {
+		onDisk, err := os.ReadFile(filepath.Join("static", "widget", p.name))
+		if err != nil || string(onDisk) != p.src {
+			t.Fatalf("%s: the embedded source is not the file's (%v)", p.name, err)
+		}
+		if n := strings.Count(p.src, "\n"); n > 500 {
+			t.Errorf("%s: %d lines; keep a part under ~500", p.name, n)
+		}
+		if !strings.HasPrefix(p.src, "// "+p.name+" ") {
+			t.Errorf("%s does not open with a comment saying what it owns", p.name)
+		}
+		// The wrapper is the only function around the parts: a part in its
+		// own IIFE would hide its names from the others.
+		for _, s := range []string{`"use strict"`, "\n(() => {", "\n})();"} {
+			if strings.Contains(p.src, s) {
+				t.Errorf("%s contains %q: the server adds the wrapper", p.name, s)
+			}
+		}
+		for _, m := range decl.FindAllStringSubmatch(p.src, -1) {
+			if other, ok := declaredIn[m[1]]; ok {
+				t.Errorf("%s is declared at the top of both %s and %s", m[1], other, p.name)
+			}
+			declaredIn[m[1]] = p.name
+		}
+		for _, m := range exports.FindAllStringSubmatch(p.src, -1) {
+			exported[m[1]] = true
+		}
+	}
+	// The declarations were found where they live (so the check above saw them).
+	for name, part := range map[string]string{"st": "setup.js", "T": "texts.js", "api": "protocol.js", "connect": "protocol.js",
+		"onFrame": "conversation.js", "navigateTo": "page.js", "startCall": "voice.js", "build": "ui.js", "boot": "main.js"} {
+		if declaredIn[name] != part {
+			t.Errorf("%s: declared in %q, want %s", name, declaredIn[name], part)
+		}
+	}
+	// Nothing but window.Parley reaches the page.
+	if got := slices.Sorted(maps.Keys(exported)); !slices.Equal(got, []string{"Parley"}) {
+		t.Errorf("the parts assign window.%v; want only window.Parley", got)
+	}
+}
+
+// TestWidgetJSJoin: the served script is the parts in order inside one
+// strict-mode IIFE, and its strong ETag is over the joined bytes, so a
+// change to any part is a new ETag.
+func TestWidgetJSJoin(t *testing.T) {
+	t.Parallel()
+	parts := widgetParts()
+	js, etag := joinWidgetJS(parts)
+	if !bytes.Equal(js, widgetJS) || etag != widgetJSETag {
+		t.Fatal("joining the same parts again gave other bytes or another ETag")
+	}
+	s := string(js)
+	if !strings.HasPrefix(s, "/*!\n") || !strings.HasPrefix(s, widgetJSHead) || !strings.HasSuffix(s, "\n})();\n") {
+		t.Fatalf("not the notice and one IIFE: starts %q, ends %q", s[:min(len(s), 40)], s[max(0, len(s)-20):])
+	}
+	for sub, want := range map[string]int{"\n(() => {\n": 1, "\n})();": 1, `"use strict";`: 1} {
+		if n := strings.Count(s, sub); n != want {
+			t.Errorf("%q appears %d times in the joined script, want %d", sub, n, want)
+		}
+	}
+	at := strings.Index(s, "\n(() => {\n\"use strict\";\n")
+	last := at
+	for _, p := range parts {
+		i := strings.Index(s, "\n// ---- "+p.name+" ----\n"+p.src)
+		if i <= last || strings.Count(s, p.src) != 1 {
+			t.Fatalf("%s: at %d after %d, %d times; want once, in order, inside the IIFE (at %d)", p.name, i, last, strings.Count(s, p.src), at)
+		}
+		last = i
+	}
+	if !strings.HasPrefix(etag, `"`) || !strings.HasSuffix(etag, `"`) || strings.HasPrefix(etag, "W/") || len(etag) != 26 {
+		t.Fatalf("ETag %s is not a quoted strong validator", etag)
+	}
+	// Any change to any part, even one byte, is a new ETag.
+	for i := range parts {
+		changed := slices.Clone(parts)
+		changed[i].src += " "
+		js2, etag2 := joinWidgetJS(changed)
+		if etag2 == etag || bytes.Equal(js2, js) {
+			t.Errorf("a change to %s kept the ETag %s", parts[i].name, etag)
+		}
+	}
+	// So is a change of order.
+	swapped := slices.Clone(parts)
+	swapped[1], swapped[2] = swapped[2], swapped[1]
+	if _, etag2 := joinWidgetJS(swapped); etag2 == etag {
+		t.Error("another order kept the ETag")
 	}
 }
 

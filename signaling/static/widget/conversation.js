@@ -1,0 +1,247 @@
+// conversation.js turns what arrives on the chat socket into the
+// conversation on screen: onFrame handles each frame (acks, streamed
+// replies, transcripts, mode and media state, the agent's state), error
+// frames either send a message again or mark it failed, agent actions
+// (navigate, capture_request, handoff, end) are carried out, and lead
+// capture shows the form the agent asked for, or offers to save an email
+// or phone number the visitor wrote or said.
+
+function onFrame(f) {
+  switch (f.type) {
+    case "session":
+      st.mode = f.mode || "chat";
+      if (st.call && f.mode === "voice") st.call.sawVoice = true;
+      break;
+    case "ack": {
+      const i = st.outbox.findIndex((m) => m.client_message_id === f.client_message_id);
+      if (i >= 0) {
+        clearTimeout(st.outbox[i].resendTimer);
+        st.outbox[i].el.classList.remove("pending");
+        st.outbox.splice(i, 1);
+      }
+      break;
+    }
+    case "typing": showTyping(true); break;
+    case "chunk": {
+      if (st.doneIds.has(f.message_id)) break; // a reply re-sent for a duplicate
+      showTyping(false);
+      let el = st.replies.get(f.message_id);
+      if (!el) {
+        el = addLine("agent streaming", "");
+        st.replies.set(f.message_id, el);
+        // A pill the agent just asked for goes below its question.
+        const card = st.freshCard;
+        if (card && card.isConnected && el.previousElementSibling === card) ui.log.insertBefore(el, card);
+      }
+      bodyOf(el).textContent += f.chunk;
+      if (st.call) caption("agent", bodyOf(el).textContent);
+      scrollLog();
+      break;
+    }
+    case "done": {
+      showTyping(false);
+      if (st.doneIds.has(f.message_id)) break;
+      st.doneIds.add(f.message_id);
+      const el = st.replies.get(f.message_id) || addLine("agent", "");
+      el.classList.remove("streaming");
+      bodyOf(el).textContent = f.body;
+      st.replies.delete(f.message_id);
+      if (st.call) caption("agent", f.body);
+      emit("message", { role: "agent", body: f.body, via: st.call ? "voice" : "chat", id: f.message_id });
+      break;
+    }
+    case "message":
+      addLine("visitor", f.body);
+      break;
+    case "error": onErrorFrame(f); break;
+    case "agent_state":
+      st.agentState = f.state === "connected" ? "" : f.state;
+      if (f.state === "reconnecting") setStatus(T.agentReconnecting);
+      else if (f.state === "connected") setStatus("");
+      if (f.state === "thinking" && !st.call) showTyping(true);
+      else if (f.state === "idle" || f.state === "listening") showTyping(false);
+      renderCall();
+      break;
+    case "action": onAction(f); break;
+    case "transcript": {
+      let el = f.message_id && st.heard.get(f.message_id);
+      if (!el) {
+        el = addLine("visitor", "", { voice: true });
+        if (f.message_id) st.heard.set(f.message_id, el);
+      }
+      bodyOf(el).textContent = f.text;
+      el.classList.toggle("interim", !f.final);
+      caption("you", f.text);
+      if (f.final) {
+        st.heard.delete(f.message_id);
+        emit("message", { role: "visitor", body: f.text, via: "voice", id: f.message_id });
+        offerVolunteered(f.text);
+      }
+      scrollLog();
+      break;
+    }
+    case "mode": {
+      const prev = st.mode;
+      st.mode = f.mode || prev;
+      if (st.mode !== prev) emit("mode", { mode: st.mode, previous_mode: prev, reason: f.reason || "" });
+      if (st.call) {
+        if (f.mode === "voice") st.call.sawVoice = true;
+        // A "chat" left over from an earlier call comes before this call's
+        // "voice" (the log is in order): only a later one ends the call.
+        else if (f.mode === "chat" && st.call.sawVoice) endCall(st.call, "ended", false, f.reason);
+      }
+      break;
+    }
+    case "media_state": {
+      const c = st.call;
+      if (!c || !c.legId || f.leg_id !== c.legId) break;
+      if (f.state === "closed") endCall(c, "ended", false, f.reason);
+      else if (f.state === "disconnected" || f.state === "failed") setCall("reconnecting");
+      else if (f.state === "connected" && c.pc.connectionState === "connected") setCall("connected");
+      break;
+    }
+  }
+  noteSeq(f);
+}
+function onErrorFrame(f) {
+  const err = apiError(f.code, f.message);
+  if (f.client_message_id) {
+    const i = st.outbox.findIndex((m) => m.client_message_id === f.client_message_id);
+    if (i >= 0 && RESEND_CODES.includes(f.code) && (st.outbox[i].tries || 0) < RESEND_MAX) {
+      // Not stored this time; sent again shortly, the line stays pending.
+      console.info("[parley] message not stored (" + f.code + "); sending it again");
+      resendLater(st.outbox[i]);
+      return;
+    }
+    if (i >= 0 && f.code !== "AGENT_UNAVAILABLE") {
+      // Refused, nothing stored: mark the line, let the visitor retry.
+      const m = st.outbox.splice(i, 1)[0];
+      m.el.classList.remove("pending");
+      m.el.classList.add("failed");
+      m.el.title = human(err);
+    }
+  }
+  if (f.code === "NAV_TARGET_UNKNOWN") {
+    // The agent named a place the site didn't list; Parley refused it.
+    console.warn("[parley:nav] The server refused a navigation the agent asked for (" + f.message + ").");
+    reportError(f.code, f.message);
+    return;
+  }
+  reportError(f.code, f.message);
+  showTyping(false);
+  addNote(human(err), "error");
+}
+function showError(e) {
+  console.warn("[parley]", e.code || e.name, e.message);
+  reportError(e.code || "ERROR", e.message);
+  addNote(human(e), "error");
+}
+
+// ---- Agent actions ----------------------------------------------------
+function onAction(f) {
+  const data = f.data || {};
+  switch (f.action) {
+    case "navigate":
+      if (!data.path) break; // Parley fills it from the nav map
+      addNote(fmt(T.navigating, { label: data.label || data.path }), "directions");
+      navigateTo(data.path, data.selector, { target: data.target, label: data.label, source: "agent" });
+      break;
+    case "capture_request":
+      askCapture((data.fields || []).filter((x) => x && ["email", "phone", "name"].includes(x.name)));
+      break;
+    case "handoff": addNote(T.handoff, "info"); break;
+    case "end":
+      if (st.call) switchToText();
+      addNote(T.ended, "info");
+      break;
+  }
+}
+
+// ---- Lead capture -----------------------------------------------------
+const emailRe = /[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}/;
+const phoneRe = /\+?\d[\d ().-]{4,}\d/g;
+function findPhone(text) {
+  for (const m of text.match(phoneRe) || []) {
+    const digits = m.replace(/\D/g, "").length;
+    if (digits >= 7 && digits <= 15 && !/^\d{4}-\d{2}-\d{2}$/.test(m)) return m.trim();
+  }
+  return "";
+}
+// offerVolunteered: the visitor wrote or said an email or phone number:
+// offer to save it (never a name: too ambiguous in free text).
+function offerVolunteered(text) {
+  const email = (text.match(emailRe) || [""])[0];
+  const phone = email ? "" : findPhone(text);
+  const kind = email ? "email" : phone ? "phone" : "";
+  const value = email || phone;
+  if (!kind || st.captured.has(kind) || st.offered.has(kind + ":" + value)) return;
+  st.offered.add(kind + ":" + value);
+  captureCard([{ name: kind, value }], "volunteered", fmt(T.volunteer[kind], { value }));
+}
+function askCapture(fields) {
+  if (!fields.length) return;
+  const claims = st.claims || {};
+  captureCard(fields.map((x) => ({ name: x.name, label: x.label, value: claims[x.name] || "" })), "agent_asked", T.captureAsked);
+}
+function captureCard(fields, source, intro) {
+  const card = h("form", { class: "capture", "aria-label": intro, novalidate: true });
+  card.append(h("p", { class: "capture-intro", text: intro }));
+  const inputs = [];
+  for (const f of fields) {
+    const id = "cap-" + uuid();
+    const input = h("input", { id, name: f.name, type: f.name === "email" ? "email" : f.name === "phone" ? "tel" : "text",
+      autocomplete: f.name === "email" ? "email" : f.name === "phone" ? "tel" : "name", maxlength: f.name === "email" ? 254 : 100 });
+    input.value = f.value || "";
+    const label = h("label", { for: id, text: f.label || T.labels[f.name] });
+    card.append(h("div", { class: "capture-field" }, label, input));
+    inputs.push(input);
+  }
+  const msg = h("p", { class: "capture-msg", role: "status" });
+  const ok = h("button", { type: "submit", class: "capture-ok", text: source === "volunteered" ? T.capSave : T.capShare });
+  const no = h("button", { type: "button", class: "capture-no", text: T.capNo, "aria-label": T.capDismiss });
+  card.append(h("div", { class: "capture-actions" }, ok, no), msg);
+  no.addEventListener("click", () => { card.remove(); input().focus(); });
+  card.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    ok.disabled = true;
+    msg.textContent = "";
+    const done = [];
+    try {
+      await ensureSession();
+      for (const inp of inputs) {
+        const value = inp.value.trim();
+        if (!value) continue;
+        let lead;
+        try {
+          lead = await api("/v1/sessions/" + st.session.session_id + "/captures",
+            { method: "POST", auth: true, body: { kind: inp.name, value, source } });
+        } catch (err) {
+          if (err.code === "VALIDATION_FAILED") {
+            msg.textContent = T.bad[inp.name];
+            inp.setAttribute("aria-invalid", "true");
+            inp.focus();
+            ok.disabled = false;
+            return;
+          }
+          throw err;
+        }
+        st.captured.add(inp.name);
+        done.push(lead);
+        emit("capture", { kind: lead.kind, value: lead.value, source, lead_id: lead.id });
+      }
+    } catch (err) {
+      msg.textContent = human(err);
+      ok.disabled = false;
+      return;
+    }
+    const saved = h("div", { class: "capture saved", role: "status" });
+    for (const lead of done) saved.append(h("p", { text: "✓ " + fmt(T.capSaved, { kind: T.kinds[lead.kind], value: lead.value }) }));
+    card.replaceWith(saved);
+    input().focus();
+  });
+  logEl().append(card);
+  st.freshCard = card;
+  scrollLog();
+  if (source === "agent_asked" && st.open) inputs[0].focus();
+  return card;
+}

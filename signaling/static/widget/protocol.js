@@ -1,0 +1,214 @@
+// protocol.js owns the wire to Parley (docs/API.md): the HTTP calls and
+// their errors, resolve and its single-use challenge, the session (created,
+// resumed after a reload or a navigation with the stored resume token, or
+// started afresh when that token is stale), and the chat WebSocket: connect
+// and reconnect with backoff (since_seq, so no event is missed), and the
+// outbox of messages not yet acked, sent again when the socket opens or
+// after a refusal that may pass. On screen it only puts a new session's
+// history or welcome line; what frames mean is conversation.js's job, and
+// the voice call's signalling is voice.js's.
+
+// ---- HTTP -------------------------------------------------------------
+function apiError(code, message, status) {
+  const e = new Error(message || code);
+  e.code = code;
+  e.status = status || 0;
+  return e;
+}
+async function readError(res) {
+  let body = {};
+  try { body = await res.json(); } catch (_) { /* not JSON */ }
+  const err = body && body.error;
+  return apiError((err && err.code) || (res.status >= 500 ? "INTERNAL" : "HTTP_" + res.status),
+    (err && err.message) || res.statusText, res.status);
+}
+function auth() { return { Authorization: "Bearer " + st.session.session_token }; }
+async function api(path, opts = {}) {
+  const headers = { ...(opts.headers || {}) };
+  if (opts.body !== undefined) headers["Content-Type"] = "application/json";
+  if (opts.auth) Object.assign(headers, auth());
+  let res;
+  try {
+    res = await fetch(backend + path, { method: opts.method || "GET", headers, credentials: "omit",
+      body: opts.body === undefined ? undefined : JSON.stringify(opts.body) });
+  } catch (e) {
+    throw apiError("NETWORK", e.message);
+  }
+  if (!res.ok) throw await readError(res);
+  return res.status === 204 ? {} : res.json();
+}
+
+// ---- Resolve and sessions ---------------------------------------------
+async function resolve() {
+  const r = await api("/v1/widget/resolve", { method: "POST", body: { widget_key: widgetKey } });
+  st.widget = r.widget;
+  st.challenge = r.challenge;
+  st.challengeAt = Date.now();
+  return r;
+}
+// takeChallenge returns a fresh challenge (single use, valid 2 minutes).
+async function takeChallenge() {
+  if (!st.challenge || Date.now() - st.challengeAt > 60000) await resolve();
+  const c = st.challenge;
+  st.challenge = "";
+  return c;
+}
+function ensureSession() {
+  if (st.session) return Promise.resolve(st.session);
+  if (!st.sessionP) {
+    st.sessionP = createSession(true).finally(() => { st.sessionP = null; });
+  }
+  return st.sessionP;
+}
+const langTag = /^[a-zA-Z]{2,3}(-[a-zA-Z0-9]{1,8})*$/;
+async function createSession(mayResume, retried) {
+  const req = { widget_key: widgetKey, challenge: await takeChallenge(), mode: "chat" };
+  if (langTag.test(language) && language.length <= 35) req.language = language;
+  const sentIdentity = !!(identity.visitorToken || (identity.userId && identity.userHash));
+  if (identity.visitorToken) req.visitor_token = identity.visitorToken;
+  else if (identity.userId && identity.userHash) { req.user_id = identity.userId; req.user_hash = identity.userHash; }
+  const resume = mayResume ? sget("sessionStorage", K.resume) : null;
+  if (resume) req.resume_token = resume;
+  let s;
+  try {
+    s = await api("/v1/sessions", { method: "POST", body: req });
+  } catch (e) {
+    if (resume && ["RESUME_TOKEN_INVALID", "SESSION_EXPIRED", "CONVERSATION_NOT_FOUND"].includes(e.code)) {
+      // A stale token (another day, another server): start afresh.
+      sdel("sessionStorage", K.resume);
+      sdel("sessionStorage", K.state);
+      return createSession(false);
+    }
+    if (sentIdentity && (e.code === "INVALID_VISITOR_TOKEN" || e.code === "TOKEN_EXPIRED") &&
+        st.widget && st.widget.identity_policy !== "identified") {
+      console.warn("[parley:identity] The visitor identity was refused (" + e.code + ": " + e.message +
+        "); continuing as a guest. Mint a fresh token on your server.");
+      identity = { visitorToken: "", userId: "", userHash: "" };
+      return createSession(mayResume, retried);
+    }
+    if (e.code === "CHALLENGE_INVALID" && !retried) {
+      // Expired on a slow start, or the visitor's address changed
+      // (Wi-Fi to mobile): resolve again, once.
+      st.challenge = "";
+      return createSession(mayResume, true);
+    }
+    throw e;
+  }
+  st.session = s;
+  st.claims = s.visitor_claims || null;
+  sset("sessionStorage", K.resume, s.resume_token);
+  const saved = loadState();
+  if (saved.conv === s.conversation_id) st.lastSeq = Math.max(st.lastSeq, saved.seq || 0);
+  else if (!s.resumed) st.lastSeq = 0;
+  saveState({ conv: s.conversation_id, seq: st.lastSeq });
+  if (s.resumed && !st.rendered) {
+    await renderHistory();
+  } else if (!st.rendered && st.widget.welcome_text && !ui.log.querySelector(".proactive")) {
+    addLine("agent welcome", texts().welcome_text); // a trigger's message stands in for it
+  }
+  st.rendered = true;
+  updateControls();
+  connect();
+  return s;
+}
+async function renderHistory() {
+  const h = await api("/v1/sessions/" + st.session.session_id + "/history?message_limit=200", { auth: true });
+  const welcome = texts().welcome_text;
+  if (welcome && h.messages.length === 0) addLine("agent welcome", welcome);
+  for (const m of h.messages) {
+    addLine(m.role, m.body, { voice: m.via === "voice" && m.role === "visitor" });
+    if (m.role === "agent") st.doneIds.add(m.id);
+    if (m.seq) st.lastSeq = Math.max(st.lastSeq, m.seq);
+  }
+  saveState({ seq: st.lastSeq });
+}
+
+// ---- The chat WebSocket -----------------------------------------------
+function connect() {
+  if (!st.session || st.ws) return;
+  clearTimeout(st.retryTimer);
+  const u = new URL(backend + st.session.websocket_path);
+  u.protocol = u.protocol === "https:" ? "wss:" : "ws:";
+  u.searchParams.set("token", st.session.session_token);
+  if (st.lastSeq > 0) u.searchParams.set("since_seq", String(st.lastSeq));
+  const ws = st.ws = new WebSocket(u.href);
+  st.chat = "connecting";
+  ws.onopen = () => {
+    if (st.ws !== ws) return;
+    st.retry = 0;
+    st.chat = "connected";
+    setStatus("");
+    for (const m of st.outbox) ws.send(JSON.stringify(wire(m))); // unacked: resent, de-duplicated by id
+    updateControls();
+  };
+  ws.onmessage = (e) => {
+    let f;
+    try { f = JSON.parse(e.data); } catch (_) { return; }
+    onFrame(f);
+  };
+  ws.onclose = (e) => {
+    if (st.ws !== ws) return;
+    st.ws = null;
+    st.chat = "closed";
+    updateControls();
+    const reason = e.reason || "";
+    if (["SESSION_ENDED", "SESSION_EXPIRED", "SESSION_TOKEN_INVALID", "SESSION_NOT_FOUND"].includes(reason)) {
+      // The session is over; the conversation goes on in a new session
+      // (resume) as soon as the visitor writes or the panel is open.
+      st.session = null;
+      if (st.call) endCall(st.call, "ended", false, reason);
+      if (st.open || st.outbox.length) ensureSession().catch(showError);
+      return;
+    }
+    if (reason === "ORIGIN_NOT_ALLOWED" || reason === "ORIGIN_REQUIRED") {
+      showError(apiError(reason, reason));
+      return;
+    }
+    if (e.code === 1009) addNote(ERRORS.PAYLOAD_TOO_LARGE, "error");
+    setStatus(T.reconnecting);
+    const delay = Math.min(500 * 2 ** st.retry++, 10000) * (0.75 + Math.random() * 0.5);
+    st.retryTimer = setTimeout(connect, delay);
+  };
+}
+function wire(m) { return { type: "message", body: m.body, client_message_id: m.client_message_id }; }
+// A message refused with one of these codes was not stored but may be
+// the next time (the store was busy, the broker starting or stopping,
+// the network gone): the widget sends it again itself, with the same
+// client_message_id so Parley stores it once, a few times with backoff,
+// before asking the visitor.
+const RESEND_CODES = ["STORE_UNAVAILABLE", "NOT_READY", "SHUTTING_DOWN", "NETWORK"];
+const RESEND_MAX = 4;
+function resendLater(m) {
+  m.tries = (m.tries || 0) + 1;
+  st.resends++;
+  const delay = Math.min(500 * 2 ** (m.tries - 1), 4000) * (0.75 + Math.random() * 0.5);
+  clearTimeout(m.resendTimer);
+  m.resendTimer = setTimeout(() => {
+    if (!st.outbox.includes(m)) return;
+    if (st.ws && st.ws.readyState === WebSocket.OPEN) st.ws.send(JSON.stringify(wire(m)));
+    else ensureSession().then(connect).catch(showError); // the socket resends the outbox when it opens
+  }, delay);
+}
+function uuid() {
+  if (crypto.randomUUID) return crypto.randomUUID();
+  return Date.now().toString(36) + Math.random().toString(36).slice(2);
+}
+function send(body) {
+  body = body.trim();
+  if (!body) return;
+  st.freshCard = null;
+  const m = { body, client_message_id: uuid() };
+  m.el = addLine("visitor pending", body);
+  st.outbox.push(m);
+  emit("message", { role: "visitor", body, via: "chat" });
+  offerVolunteered(body);
+  if (st.ws && st.ws.readyState === WebSocket.OPEN) st.ws.send(JSON.stringify(wire(m)));
+  else ensureSession().catch(showError);
+}
+
+function noteSeq(f) {
+  if (f.seq && f.seq > st.lastSeq) {
+    st.lastSeq = f.seq;
+    saveState({ seq: st.lastSeq });
+  }
+}
