@@ -96,7 +96,7 @@ func Command(ctx context.Context, args []string, credsEnv string, stdout, stderr
 // runBoth is --transport both: the direct run, then the LiveKit
 // run with the same options, each table, and the comparison.
 func runBoth(ctx context.Context, o Options, asJSON bool, stdout, stderr io.Writer) int {
-	var res Comparison
+	var res comparison
 	code := 0
 	for _, tr := range []string{"direct", "livekit"} {
 		o.Transport = tr

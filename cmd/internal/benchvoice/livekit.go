@@ -155,8 +155,8 @@ func (s *session) setupLiveKit(ctx context.Context, tap *audioTap) error {
 	return nil
 }
 
-// Comparison is `--transport both`: the two runs and their ratios.
-type Comparison struct {
+// comparison is the JSON of `--transport both`: the two runs.
+type comparison struct {
 	Direct  *Report `json:"direct"`
 	LiveKit *Report `json:"livekit"`
 }

@@ -210,6 +210,8 @@ func (r *Report) fillCPU(c0, c1 cpuSample, server bool) {
 	r.OtherCPUPct = max(0, r.MachineCPUPct*float64(r.Cores)-r.Server.CPUPct-r.Agent.CPUPct-r.Generator.CPUPct)
 }
 
+// PrintTable prints the report as the table docs/BENCHMARKS.md quotes,
+// and the counted warnings of the child processes' logs below it.
 func (r *Report) PrintTable(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	server := "a running server"

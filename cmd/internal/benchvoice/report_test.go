@@ -23,7 +23,7 @@ func TestReportGolden(t *testing.T) {
 	out.WriteString("----\n")
 	enc := json.NewEncoder(&out)
 	enc.SetIndent("", "  ")
-	if err := enc.Encode(Comparison{Direct: d, LiveKit: l}); err != nil {
+	if err := enc.Encode(comparison{Direct: d, LiveKit: l}); err != nil {
 		t.Fatal(err)
 	}
 	want, err := os.ReadFile("testdata/report.golden")
