@@ -15,18 +15,22 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/parley-rtc/parley/broker"
+	"github.com/parley-rtc/parley/cmd/internal/benchvoice"
 )
 
 // TestBenchVoice runs `parley bench voice` in-process with a few sessions
 // against a child `parley serve` and checks that it measured something,
 // connected every session and left no goroutine behind.
 func TestBenchVoice(t *testing.T) {
-	bin := parleyBinary(t) // skips with -short
+	if testing.Short() {
+		t.Skip("-short: builds parley and runs a child `parley serve` under voice load for about 30 s")
+	}
+	bin := parleyBinary(t)
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var log bytes.Buffer
-	rep, err := runBenchVoice(ctx, benchVoiceOptions{
+	rep, err := benchvoice.Run(ctx, benchvoice.Options{
 		Sessions: 3, Duration: 3 * time.Second, Warmup: 2 * time.Second, Ramp: 50,
 		ConnectTimeout: 30 * time.Second, Senders: 2, Sockets: "mux", Prefix: "parley", Binary: bin, Agent: "in-process",
 	}, &log)
@@ -34,7 +38,7 @@ func TestBenchVoice(t *testing.T) {
 		t.Fatalf("bench: %v\n%s", err, log.String())
 	}
 	var table bytes.Buffer
-	rep.printTable(&table)
+	rep.PrintTable(&table)
 	t.Logf("\n%s", table.String())
 
 	if rep.Connected != 3 || rep.Failed != 0 {
@@ -59,7 +63,7 @@ func TestBenchVoice(t *testing.T) {
 	if rep.Server.CPUPct <= 0 || rep.Server.RSSSteadyMiB <= 0 || rep.Generator.CPUPct <= 0 {
 		t.Errorf("server %+v, generator %+v", rep.Server, rep.Generator)
 	}
-	var back voiceReport
+	var back benchvoice.Report
 	if b, err := json.Marshal(rep); err != nil || json.Unmarshal(b, &back) != nil || back.Frames.Sent != f.Sent {
 		t.Errorf("JSON round trip: %v", err)
 	}
@@ -74,13 +78,16 @@ func TestBenchVoice(t *testing.T) {
 // frames went client → SFU → bridge → NATS and back, and that it measured
 // both latencies and both servers.
 func TestBenchVoiceLiveKit(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: builds parley and runs livekit-server and a child `parley serve` under voice load")
+	}
 	lkBin := liveKitServerPath(t)
-	bin := parleyBinary(t) // skips with -short
+	bin := parleyBinary(t)
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var log bytes.Buffer
-	rep, err := runBenchVoice(ctx, benchVoiceOptions{
+	rep, err := benchvoice.Run(ctx, benchvoice.Options{
 		Sessions: 2, Duration: 2 * time.Second, Warmup: time.Second, Ramp: 50,
 		ConnectTimeout: 30 * time.Second, Senders: 2, Sockets: "mux", Prefix: "parley", Binary: bin, Agent: "in-process",
 		Transport: "livekit", LiveKitServer: lkBin,
@@ -89,7 +96,7 @@ func TestBenchVoiceLiveKit(t *testing.T) {
 		t.Fatalf("bench: %v\n%s", err, log.String())
 	}
 	var table bytes.Buffer
-	rep.printTable(&table)
+	rep.PrintTable(&table)
 	t.Logf("\n%s", table.String())
 
 	if rep.Connected != 2 || rep.Failed != 0 || rep.Transport != "livekit" {
@@ -100,7 +107,7 @@ func TestBenchVoiceLiveKit(t *testing.T) {
 	if f.Sent < 180 || f.Published == 0 || f.Echoed == 0 || f.Published > f.Sent {
 		t.Errorf("frames sent %d, published %d, echoed %d", f.Sent, f.Published, f.Echoed)
 	}
-	for name, l := range map[string]bvDist{"bridge → NATS": rep.LatencyUS, "client → NATS": rep.E2EUS} {
+	for name, l := range map[string]benchvoice.Dist{"bridge → NATS": rep.LatencyUS, "client → NATS": rep.E2EUS} {
 		if l.N == 0 || l.P50 <= 0 || l.P99 < l.P50 || l.Max < l.P99 {
 			t.Errorf("latency %s = %+v", name, l)
 		}
@@ -115,47 +122,28 @@ func TestBenchVoiceLiveKit(t *testing.T) {
 		t.Errorf("table:\n%s", table.String())
 	}
 	var cmpOut bytes.Buffer
-	printComparison(&cmpOut, rep, rep)
+	benchvoice.PrintComparison(&cmpOut, rep, rep)
 	if !strings.Contains(cmpOut.String(), "client write → NATS p99") || !strings.Contains(cmpOut.String(), "1.00") {
 		t.Errorf("comparison:\n%s", cmpOut.String())
 	}
 }
 
-// TestBenchVoiceFlags: bad flags are refused before anything starts.
+// TestBenchVoiceFlags: `parley bench` wants a target, and `parley bench
+// voice` reaches the package's flags (their cases are in package benchvoice):
+// a bad flag is refused before anything starts, -h prints them.
 func TestBenchVoiceFlags(t *testing.T) {
-	for _, args := range [][]string{
-		{"--sessions", "0"},
-		{"--url", "http://127.0.0.1:1"},
-		{"--client-sockets", "tcp"},
-		{"--duration", "10ms"},
-		{"--transport", "sip"},
-		{"--transport", "livekit", "--url", "http://127.0.0.1:1", "--nats-url", "nats://127.0.0.1:1"},
-	} {
-		var out, errb bytes.Buffer
-		if code := run(append([]string{"bench", "voice"}, args...), &out, &errb); code != 2 {
-			t.Errorf("%v: exit %d, want 2 (%s)", args, code, errb.String())
-		}
-	}
 	var out, errb bytes.Buffer
 	if code := run([]string{"bench"}, &out, &errb); code != 2 {
 		t.Errorf("bench without a target: exit %d, want 2", code)
 	}
-}
-
-func TestBVPublished(t *testing.T) {
-	got := make([]uint64, 4)
-	for _, i := range []uint32{0, 5, 63, 64, 100, 130, 200} {
-		got[i/64] |= 1 << (i % 64)
+	errb.Reset()
+	if code := run([]string{"bench", "voice", "--sessions", "0"}, &out, &errb); code != 2 {
+		t.Errorf("--sessions 0: exit %d, want 2 (%s)", code, errb.String())
 	}
-	for _, tc := range []struct {
-		i0, i1 uint32
-		want   uint64
-	}{
-		{0, 256, 7}, {1, 64, 2}, {63, 65, 2}, {64, 64, 0}, {100, 131, 2}, {0, 1000, 7}, {201, 1000, 0},
-	} {
-		if n := bvPublished(got, tc.i0, tc.i1); n != tc.want {
-			t.Errorf("bvPublished(%d, %d) = %d, want %d", tc.i0, tc.i1, n, tc.want)
-		}
+	errb.Reset()
+	if code := run([]string{"bench", "voice", "-h"}, &out, &errb); code != 0 ||
+		!strings.Contains(errb.String(), "-nats-creds") || !strings.Contains(errb.String(), credsEnv) {
+		t.Errorf("-h: exit %d, want 0 and the flags with %s:\n%s", code, credsEnv, errb.String())
 	}
 }
 

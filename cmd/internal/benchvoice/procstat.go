@@ -1,0 +1,141 @@
+package benchvoice
+
+import (
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/procfs"
+)
+
+// What the bench measures of processes, read from /proc with procfs:
+// CPU time, resident memory, open files and the kernel's UDP drop
+// counters. A process that is gone, or a field that cannot be read, counts
+// as zero: the report shows it rather than failing the run.
+
+// cpuSample is one sample of CPU time: the server's, the agent's, the
+// bench's own and the machine's.
+type cpuSample struct {
+	at                time.Time
+	server, agent     time.Duration
+	self              time.Duration
+	sysBusy, sysTotal float64 // seconds of CPU time, summed over all cores
+	cores             int
+}
+
+// procCPU is the CPU time (user + system) pid has used.
+func procCPU(pid int) time.Duration {
+	if pid <= 0 {
+		return 0
+	}
+	p, err := procfs.NewProc(pid)
+	if err != nil {
+		return 0
+	}
+	st, err := p.Stat()
+	if err != nil {
+		return 0
+	}
+	return time.Duration(st.CPUTime() * float64(time.Second))
+}
+
+// sampleCPU samples the CPU time of server and agent (0: none), of this
+// process and of the machine.
+func sampleCPU(server, agent int) cpuSample {
+	c := cpuSample{at: time.Now(), server: procCPU(server), agent: procCPU(agent)}
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
+		c.self = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	fs, err := procfs.NewDefaultFS()
+	if err != nil {
+		return c
+	}
+	st, err := fs.Stat()
+	if err != nil {
+		return c
+	}
+	// Guest time is already in user; idle and iowait are not busy.
+	t := st.CPUTotal
+	c.sysTotal = t.User + t.Nice + t.System + t.Idle + t.Iowait + t.IRQ + t.SoftIRQ + t.Steal
+	c.sysBusy = c.sysTotal - t.Idle - t.Iowait
+	c.cores = len(st.CPU)
+	return c
+}
+
+// rss is the process's resident set in bytes (VmRSS).
+func rss(pid int) uint64 {
+	if pid <= 0 {
+		return 0
+	}
+	p, err := procfs.NewProc(pid)
+	if err != nil {
+		return 0
+	}
+	st, err := p.NewStatus()
+	if err != nil {
+		return 0
+	}
+	return st.VmRSS
+}
+
+// countFDs is the number of pid's open file descriptors.
+func countFDs(pid int) int {
+	p, err := procfs.NewProc(pid)
+	if err != nil {
+		return 0
+	}
+	n, _ := p.FileDescriptorsLen()
+	return n
+}
+
+// udpDrops returns the kernel's drop counter (receive buffer full) of each
+// UDP socket of pid, by inode.
+func udpDrops(pid int) map[uint64]uint64 {
+	if pid <= 0 {
+		return nil
+	}
+	p, err := procfs.NewProc(pid)
+	if err != nil {
+		return nil
+	}
+	targets, _ := p.FileDescriptorTargets()
+	mine := make(map[uint64]bool, len(targets))
+	for _, l := range targets {
+		if rest, ok := strings.CutPrefix(l, "socket:["); ok {
+			if ino, err := strconv.ParseUint(strings.TrimSuffix(rest, "]"), 10, 64); err == nil {
+				mine[ino] = true
+			}
+		}
+	}
+	// /proc/<pid>/net is the process's network namespace, which need not
+	// be the bench's.
+	fs, err := procfs.NewFS(filepath.Join(procfs.DefaultMountPoint, strconv.Itoa(pid)))
+	if err != nil {
+		return nil
+	}
+	drops := map[uint64]uint64{}
+	for _, read := range []func() (procfs.NetUDP, error){fs.NetUDP, fs.NetUDP6} {
+		lines, err := read()
+		if err != nil {
+			continue
+		}
+		for _, l := range lines {
+			if l.Drops != nil && mine[l.Inode] {
+				drops[l.Inode] = *l.Drops
+			}
+		}
+	}
+	return drops
+}
+
+// dropsSince is the drops of the sockets in now since before.
+func dropsSince(before, now map[uint64]uint64) uint64 {
+	var n uint64
+	for ino, d := range now {
+		n += d - min(before[ino], d)
+	}
+	return n
+}

@@ -1,0 +1,104 @@
+package benchvoice
+
+import (
+	"net"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The bench's own process, read through procfs, agrees with what the
+// kernel tells it directly.
+func TestProcStatSelf(t *testing.T) {
+	self := os.Getpid()
+	// Burn CPU until /proc shows some (its unit is 10 ms).
+	deadline := time.Now().Add(10 * time.Second)
+	x := 0
+	for procCPU(self) < 50*time.Millisecond {
+		if time.Now().After(deadline) {
+			t.Fatalf("procCPU(self) = %v after 10 s of work", procCPU(self))
+		}
+		for i := range 1_000_000 {
+			x += i
+		}
+	}
+	_ = x
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		t.Fatal(err)
+	}
+	own := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	// /proc's figure is in ticks and a little behind getrusage's.
+	if got := procCPU(self); got > own+20*time.Millisecond || got < own-200*time.Millisecond {
+		t.Errorf("procCPU(self) = %v, getrusage %v", got, own)
+	}
+
+	c := sampleCPU(self, 0)
+	if c.server <= 0 || c.agent != 0 || c.self <= 0 || c.cores < 1 || c.sysTotal <= 0 || c.sysBusy <= 0 || c.sysBusy > c.sysTotal {
+		t.Errorf("sampleCPU = %+v", c)
+	}
+	if r := rss(self); r < 1<<20 || r > 1<<34 {
+		t.Errorf("rss(self) = %d bytes", r)
+	}
+	if n := countFDs(self); n < 3 {
+		t.Errorf("countFDs(self) = %d", n)
+	}
+	// No process: zeros, not errors.
+	if procCPU(0) != 0 || rss(0) != 0 || udpDrops(0) != nil {
+		t.Error("pid 0 measured something")
+	}
+}
+
+// udpDrops sees the kernel drop the datagrams a full socket cannot take.
+func TestUDPDrops(t *testing.T) {
+	self := os.Getpid()
+	rx, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rx.Close()
+	if err := rx.SetReadBuffer(1); err != nil { // the kernel's minimum: a few datagrams
+		t.Fatal(err)
+	}
+	tx, err := net.DialUDP("udp4", nil, rx.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Close()
+	before := udpDrops(self)
+	if len(before) < 2 {
+		t.Fatalf("udpDrops(self) = %v, want both sockets", before)
+	}
+	payload := make([]byte, 1000)
+	for range 200 {
+		if _, err := tx.Write(payload); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Loopback delivers at once, but poll rather than assume it.
+	deadline := time.NewTimer(5 * time.Second)
+	defer deadline.Stop()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for dropsSince(before, udpDrops(self)) < 100 {
+		select {
+		case <-tick.C:
+		case <-deadline.C:
+			t.Fatalf("drops %d after 200 datagrams into a full socket, want ≥ 100", dropsSince(before, udpDrops(self)))
+		}
+	}
+}
+
+func TestDropsSince(t *testing.T) {
+	before := map[uint64]uint64{1: 5, 2: 7}
+	now := map[uint64]uint64{1: 9, 2: 7, 3: 4} // socket 3 is new
+	if n := dropsSince(before, now); n != 8 {
+		t.Errorf("dropsSince = %d, want 8", n)
+	}
+	// A counter that went down (the inode went to a new socket) adds
+	// nothing rather than wrapping around.
+	if n := dropsSince(map[uint64]uint64{1: 9}, map[uint64]uint64{1: 2}); n != 0 {
+		t.Errorf("dropsSince after reuse = %d, want 0", n)
+	}
+}

@@ -1,0 +1,225 @@
+package benchvoice
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/thesyncim/gopus"
+)
+
+// Run runs one load test and reports it. Progress goes to log.
+// The report is returned (possibly partial) together with any error.
+func Run(ctx context.Context, o Options, log io.Writer) (*Report, error) {
+	frames, index, err := opusLoop()
+	if err != nil {
+		return nil, err
+	}
+	base, natsURL, creds, pid, agentPID := o.URL, o.NATSURL, o.NATSCreds, o.ServerPID, 0
+	var child, agent *proc
+	var lk *LiveKitServer
+	var serveConfig string // the child serve's --config; empty: none
+	if o.Transport == "livekit" {
+		bin, err := LiveKitServerPath(o.LiveKitServer)
+		if err != nil {
+			return nil, err
+		}
+		if lk, err = StartLiveKit(ctx, LiveKitOptions{Binary: bin, APIKey: liveKitKey}); err != nil {
+			return nil, err
+		}
+		defer func() { // after the server: its bridges leave and delete their rooms first
+			if err := lk.Stop(); err != nil {
+				fmt.Fprintf(log, "bench: %v\n", err)
+			}
+		}()
+		fmt.Fprintf(log, "bench: started livekit-server (pid %d) at %s\n", lk.PID(), lk.URL())
+		serveConfig = liveKitServeConfig(lk)
+	}
+	if base == "" {
+		if child, agent, base, natsURL, creds, err = startServe(ctx, o.Binary, o.Agent == "process", serveConfig); err != nil {
+			return nil, err
+		}
+		defer child.stop(log)
+		pid = child.pid()
+		fmt.Fprintf(log, "bench: started parley serve (pid %d) at %s, %s\n", pid, base, natsURL)
+		if agent != nil {
+			defer agent.stop(log) // runs first: the agent leaves before the server
+			agentPID = agent.pid()
+			fmt.Fprintf(log, "bench: started parley agent echo (pid %d)\n", agentPID)
+		}
+	}
+	g, err := newGen(o, base, frames, index)
+	if err != nil {
+		return nil, err
+	}
+	defer g.close()
+	tap, err := newTap(natsURL, creds, o.Prefix, &g.win)
+	if err != nil {
+		return nil, err
+	}
+	defer tap.close()
+
+	rep := &Report{Sessions: o.Sessions, WindowS: o.Duration.Seconds(), WarmupS: o.Warmup.Seconds(),
+		Ramp: o.Ramp, ClientSockets: o.Sockets, ServerPID: pid, ChildServer: child != nil, Failures: map[string]int{},
+		Transport: cmp.Or(o.Transport, "direct")}
+	lkPID := 0
+	if lk != nil {
+		lkPID = lk.PID()
+		rep.LiveKit.PID = lkPID
+		rep.LiveKit.RSSIdleMiB = mib(rss(lkPID))
+	}
+	rep.Agent.Where, rep.Agent.PID = "in-process", agentPID
+	if agent != nil {
+		rep.Agent.Where = "process"
+	} else if child == nil {
+		rep.Agent.Where = "as the server runs it"
+	}
+	if pid > 0 {
+		rep.Server.RSSIdleMiB = mib(rss(pid))
+	}
+	if agentPID > 0 {
+		rep.Agent.RSSIdleMiB = mib(rss(agentPID))
+	}
+	// What else keeps the machine busy: the figures mean little if this
+	// is high.
+	b0 := sampleCPU(0, 0)
+	if err := sleepUntil(ctx, b0.at.Add(time.Second)); err != nil {
+		return nil, err
+	}
+	if b1 := sampleCPU(0, 0); b1.sysTotal > b0.sysTotal {
+		rep.MachineBusyBeforePct = 100 * (b1.sysBusy - b0.sysBusy) / (b1.sysTotal - b0.sysTotal)
+	}
+	g.startSenders()
+
+	fmt.Fprintf(log, "bench: starting %d sessions at %.0f/s\n", o.Sessions, o.Ramp)
+	g.ramp(ctx, tap)
+	connected := 0
+	for _, s := range g.sessions {
+		if s.err == nil {
+			connected++
+		}
+	}
+	fmt.Fprintf(log, "bench: %d/%d connected; warm-up %v, then measuring %v\n", connected, o.Sessions, o.Warmup, o.Duration)
+
+	t0 := time.Now().Add(o.Warmup)
+	t1 := t0.Add(o.Duration)
+	g.win.set(t0, t1)
+	if err := sleepUntil(ctx, t0); err != nil {
+		return rep, g.teardown(tap, err)
+	}
+	tap.checkAudio(g.sessions) // connected but nothing on NATS yet: failed
+	c0 := sampleCPU(pid, agentPID)
+	lk0 := procCPU(lkPID)
+	d0s, d0g, d0l := udpDrops(pid), udpDrops(os.Getpid()), udpDrops(lkPID)
+	if err := sleepUntil(ctx, t1); err != nil {
+		return rep, g.teardown(tap, err)
+	}
+	c1 := sampleCPU(pid, agentPID)
+	lk1 := procCPU(lkPID)
+	if lkPID > 0 {
+		rep.LiveKit.CPUPct = 100 * (lk1 - lk0).Seconds() / c1.at.Sub(c0.at).Seconds()
+		rep.LiveKit.RSSSteadyMiB = mib(rss(lkPID))
+		rep.LiveKit.RSSPerSessionKiB = (rep.LiveKit.RSSSteadyMiB - rep.LiveKit.RSSIdleMiB) * 1024 / float64(o.Sessions)
+		rep.LiveKit.UDPDrops = dropsSince(d0l, udpDrops(lkPID))
+	}
+	if pid > 0 {
+		rep.Server.RSSSteadyMiB = mib(rss(pid))
+		rep.Server.RSSPerSessionKiB = (rep.Server.RSSSteadyMiB - rep.Server.RSSIdleMiB) * 1024 / float64(o.Sessions)
+		rep.Server.FDs = countFDs(pid)
+		rep.Server.UDPDrops = dropsSince(d0s, udpDrops(pid))
+	}
+	if agentPID > 0 {
+		rep.Agent.RSSSteadyMiB = mib(rss(agentPID))
+	}
+	rep.Generator.UDPDrops = dropsSince(d0g, udpDrops(os.Getpid()))
+	rep.fillCPU(c0, c1, pid > 0)
+	rep.OtherCPUPct = max(0, rep.OtherCPUPct-rep.LiveKit.CPUPct)
+
+	g.stopSenders()
+	tap.settle(ctx) // frames in flight land
+	err = g.teardown(tap, nil)
+	rep.fill(g, tap) // every reader has stopped
+	if child != nil {
+		rep.ServerLog = child.stderr.summary()
+	}
+	if agent != nil {
+		rep.AgentLog = agent.stderr.summary()
+	}
+	if lk != nil {
+		child.stop(log) // the bridges leave before LiveKit's log is read
+		rep.LiveKitLog = logSummary(lk.Log())
+	}
+	return rep, err
+}
+
+// opusLoop encodes a 5 s loop of a quiet tone (about -50 dBFS: decoded
+// by the echo agent's detector, but below its speech threshold, so no
+// transcripts) as Opus frames, stereo 48 kHz as WebRTC carries it. The
+// tone glides around 440 Hz so that every frame of the loop differs: an
+// echoed frame is recognised by its payload, which gives the echo's round
+// trip. The map gives each payload's place in the loop.
+func opusLoop() ([][]byte, map[string]int, error) {
+	enc, err := gopus.NewEncoder(gopus.EncoderConfig{SampleRate: 48000, Channels: 2, Application: gopus.ApplicationVoIP})
+	if err != nil {
+		return nil, nil, err
+	}
+	const warm = 50 // one second warms the encoder up
+	pcm := make([]int16, 2*frameSamples)
+	frames := make([][]byte, 0, loopFrames)
+	index := make(map[string]int, loopFrames)
+	phase := 0.0
+	for i := range warm + loopFrames {
+		hz := 440 + 40*math.Sin(2*math.Pi*float64(i)/loopFrames)
+		for s := range frameSamples {
+			v := int16(150 * math.Sin(phase))
+			phase += 2 * math.Pi * hz / 48000
+			pcm[2*s], pcm[2*s+1] = v, v
+		}
+		buf := make([]byte, 1500)
+		n, err := enc.EncodeInt16(pcm, buf)
+		if err != nil {
+			return nil, nil, fmt.Errorf("bench: opus encode: %w", err)
+		}
+		if i < warm {
+			continue
+		}
+		if n <= 8 { // the echo agent treats these as silence and skips them
+			return nil, nil, fmt.Errorf("bench: opus frame %d is only %d bytes", i, n)
+		}
+		index[string(buf[:n])] = len(frames)
+		frames = append(frames, buf[:n])
+	}
+	if len(index) != len(frames) {
+		return nil, nil, fmt.Errorf("bench: only %d of %d opus frames differ", len(index), len(frames))
+	}
+	return frames, index, nil
+}
+
+// window is the steady window, shared by senders, readers and the tap.
+type window struct{ t0, t1 atomic.Int64 }
+
+func (w *window) set(t0, t1 time.Time) {
+	w.t1.Store(t1.UnixNano())
+	w.t0.Store(t0.UnixNano())
+}
+
+func (w *window) contains(t time.Time) bool {
+	n, t0 := t.UnixNano(), w.t0.Load()
+	return t0 != 0 && n >= t0 && n < w.t1.Load()
+}
+
+func sleepUntil(ctx context.Context, t time.Time) error {
+	timer := time.NewTimer(time.Until(t))
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
