@@ -89,7 +89,7 @@ func (e *Engine) NewLeg(ctx context.Context, o LegOptions) (*Leg, string, error)
 		l.abort()
 		return nil, "", err
 	}
-	l.spawn(func() { l.pace(l.quit, l.connected, l.track) }, l.readSenderRTCP)
+	l.spawn(func() { l.pace(l.quit, l.connected, l.track) }, l.readSenderRTCP) // never refused: only run drains
 	go l.run()
 	l.log.Debug("media: leg created", "format", l.codec)
 	return l, answer, nil

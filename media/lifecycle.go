@@ -11,8 +11,9 @@ import (
 // transports embed one, so they end the same way.
 //
 // The transport's state loop (run) is the only goroutine that reports
-// states, drains and finishes; stop may come from anywhere (Close, a pion
-// or LiveKit SDK callback, the state loop itself). The sequence is:
+// states, drains and finishes (a start-up that fails drains and, for a
+// Bridge, finishes before run exists); stop may come from anywhere (Close,
+// a pion or LiveKit SDK callback, the state loop itself). The sequence is:
 //
 //	stop(reason)   // first reason wins: quit closes, every goroutine returns
 //	drain(release) // no goroutine may start any more; release the transport; wait for them

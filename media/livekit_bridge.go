@@ -57,8 +57,8 @@ const (
 // loop: LiveKit events, silence watchdog, teardown), pace (agent audio
 // out) and, while the visitor's track is subscribed, readMic. LiveKit's
 // SDK callbacks only hand events to run. pace and readMic are started
-// through the lifecycle; run waits for them (lifecycle.drain), leaves the
-// room and deletes it before it reports StateClosed.
+// through the lifecycle; run leaves the room, waits for them
+// (lifecycle.drain) and deletes the room before it reports StateClosed.
 type Bridge struct {
 	audioPath
 	// lifecycle is how the bridge ends (lifecycle.go), as for a Leg.
@@ -136,7 +136,7 @@ func (l *LiveKit) NewBridge(ctx context.Context, o BridgeOptions) (*Bridge, erro
 		b.abort()
 		return nil, err
 	}
-	b.spawn(func() { b.pace(b.quit, b.connected, b.track) })
+	b.spawn(func() { b.pace(b.quit, b.connected, b.track) }) // never refused: only run drains
 	go b.run()
 	if b.lkRoom.GetParticipantByIdentity(b.visitor) != nil {
 		b.signal(bridgeEvent{kind: evVisitorJoined})
