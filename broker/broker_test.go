@@ -435,6 +435,9 @@ func TestExpiredResume(t *testing.T) {
 // worker); nats-server's default of 1 000 per stream must not cap a
 // deployment at ~500 conversations.
 func TestManyConsumers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("creates 1 100 JetStream consumers (~17 s)")
+	}
 	b := startBroker(t)
 	ctx := t.Context()
 	info, err := b.stream.Info(ctx)

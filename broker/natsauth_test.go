@@ -93,6 +93,9 @@ func otherCreds(t *testing.T) string {
 // signing key, a purge of the log and, under protocol v2 (an agent needs
 // no JetStream at all), even a consumer on the conversation stream.
 func TestAgentCredsCannotWriteKV(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits out the request timeouts of refused JetStream calls (~8 s)")
+	}
 	b := startBroker(t)
 	agent := connectAs(t, b, AgentRole("echo"), nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
 	js, err := jetstream.New(agent)

@@ -23,7 +23,7 @@ type audioPath struct {
 	onMic  func(agentbridge.AudioFrame)
 	stats  legStats
 
-	ending  atomic.Bool  // the transport is closing: Play does nothing
+	life    *lifecycle   // the transport's: once it is ending, Play does nothing
 	lastRTP atomic.Int64 // unix nanos of the last mic RTP packet (or creation)
 
 	// Mic path, owned by readMic.
@@ -38,8 +38,8 @@ type audioPath struct {
 
 // init sets the path up for agent format f (zero: Opus) with the engine
 // settings of cfg (jitter window, playout queue; zero fields take the
-// defaults).
-func (a *audioPath) init(cfg Config, f Format, onMic func(agentbridge.AudioFrame), log *slog.Logger) error {
+// defaults), for the transport whose lifecycle is life.
+func (a *audioPath) init(cfg Config, f Format, onMic func(agentbridge.AudioFrame), life *lifecycle, log *slog.Logger) error {
 	cfg = cfg.withDefaults()
 	if f == (Format{}) {
 		f = FormatOpus()
@@ -51,7 +51,7 @@ func (a *audioPath) init(cfg Config, f Format, onMic func(agentbridge.AudioFrame
 		log = discardLogger()
 	}
 	now := time.Now()
-	a.log, a.format, a.codec, a.onMic = log, f, f.String(), onMic
+	a.log, a.format, a.codec, a.onMic, a.life = log, f, f.String(), onMic, life
 	a.jb = newJitterBuffer(cfg.JitterWindow)
 	a.pq = newPlayQueue(cfg.PlayoutQueue, f)
 	a.out = newRTPOut()

@@ -24,4 +24,28 @@
 // order, gaps given up after Config.JitterWindow) and reach OnMicFrame as
 // Opus packets, or as PCM decoded by the pure-Go gopus codec when the agent
 // speaks PCM ("pcm_s16le/16000/1"); agent PCM is encoded back to Opus.
+//
+// A Bridge (LiveKit.NewBridge) is the same voice leg through a LiveKit room
+// instead of a direct PeerConnection; the broker cannot tell the two apart.
+//
+// # Goroutines
+//
+// Every goroutine has an owner that stops it and waits for it. A Leg and a
+// Bridge each run one state loop (run) and start their other goroutines
+// (pace; readMic; a Leg's RTCP readers) through one shared lifecycle
+// (lifecycle.go): stop closes quit once, with the first reason; run then
+// drains (no goroutine may start any more, the PeerConnection is closed or
+// the room left, every goroutine is waited for), reports StateClosed
+// exactly once and closes Done. Close is stop plus a wait for Done.
+// Engine.Close and LiveKit.Close close their live legs and bridges. pion's
+// and LiveKit's callbacks only hand events to run or start readers through
+// the lifecycle; they never block past quit.
+//
+// # Lock order
+//
+//   - Leg.negMu, then lifecycle.mu (a leg's or a bridge's).
+//   - lifecycle.mu, Engine.mu, LiveKit.mu and playQueue.mu are leaves:
+//     nothing else is locked while one is held.
+//   - No lock is held while calling OnState or OnMicFrame, or while closing
+//     a PeerConnection or leaving a LiveKit room.
 package media

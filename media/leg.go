@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/pion/webrtc/v4"
@@ -17,36 +16,28 @@ import (
 // loop: connection states, silence watchdog, teardown), pace (agent audio
 // out), readSenderRTCP (RTCP about what we send: NACKs, receiver reports),
 // and, once the visitor's track arrives, readMic (mic RTP in) and
-// readReceiverRTCP. run waits for the others before it reports StateClosed.
+// readReceiverRTCP. All but run are started through the lifecycle, and run
+// waits for them (lifecycle.drain) before it reports StateClosed.
 //
-// Lock order: negMu, then mu. Neither is held while calling OnState or
-// OnMicFrame.
+// Lock order: negMu, then lifecycle.mu. Neither is held while calling
+// OnState or OnMicFrame.
 type Leg struct {
 	// audioPath is the mic path, the agent path and their counters
 	// (audiopath.go), shared with the LiveKit bridge.
 	audioPath
+	// lifecycle is how the leg ends (lifecycle.go), shared with the
+	// LiveKit bridge: quit, Done, the reason, the state, the goroutines.
+	lifecycle
 
 	id      string
 	eng     *Engine
 	pc      *webrtc.PeerConnection
 	track   *webrtc.TrackLocalStaticRTP
 	sender  *webrtc.RTPSender
-	onState func(State, string)
 	silence time.Duration
 
-	// Lifecycle.
-	reason    string        // why the leg ends; written once, before quit closes
-	quit      chan struct{} // closed by stop: every goroutine returns
-	done      chan struct{} // closed by run when everything has stopped
 	connected chan struct{} // closed by run on the first StateConnected
 	events    chan webrtc.PeerConnectionState
-	state     atomic.Value // State
-	inState   atomic.Bool  // run is inside OnState
-
-	mu       sync.Mutex // guards stopping, reading and wg.Add
-	stopping bool
-	reading  bool
-	wg       sync.WaitGroup
 
 	negMu sync.Mutex // serialises offer/answer exchanges after the first
 }
@@ -72,17 +63,14 @@ func (e *Engine) NewLeg(ctx context.Context, o LegOptions) (*Leg, string, error)
 	l := &Leg{
 		id:        o.ID,
 		eng:       e,
-		onState:   o.OnState,
 		silence:   e.cfg.SilenceTimeout,
-		quit:      make(chan struct{}),
-		done:      make(chan struct{}),
 		connected: make(chan struct{}),
 		events:    make(chan webrtc.PeerConnectionState, 4),
 	}
-	if err := l.init(e.cfg, o.AgentFormat, o.OnMicFrame, log.With("leg", o.ID)); err != nil {
+	l.initLifecycle(o.OnState)
+	if err := l.init(e.cfg, o.AgentFormat, o.OnMicFrame, &l.lifecycle, log.With("leg", o.ID)); err != nil {
 		return nil, "", err
 	}
-	l.state.Store(StateConnecting)
 
 	pc, err := e.api.NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
@@ -101,12 +89,7 @@ func (e *Engine) NewLeg(ctx context.Context, o LegOptions) (*Leg, string, error)
 		l.abort()
 		return nil, "", err
 	}
-	l.wg.Add(2)
-	go func() {
-		defer l.wg.Done()
-		l.pace(l.quit, l.connected, l.track)
-	}()
-	go l.readSenderRTCP()
+	l.spawn(func() { l.pace(l.quit, l.connected, l.track) }, l.readSenderRTCP) // never refused: only run drains
 	go l.run()
 	l.log.Debug("media: leg created", "format", l.codec)
 	return l, answer, nil
@@ -150,13 +133,14 @@ func (l *Leg) completeAnswer(ctx context.Context) (string, error) {
 // OnState is reported: the caller never saw the leg.
 func (l *Leg) abort() {
 	l.stop(ReasonClosed) // releases pion callbacks blocked on events
-	l.mu.Lock()
-	l.stopping = true
-	l.mu.Unlock()
+	l.drain(l.closePC)
+}
+
+// closePC closes the PeerConnection, which ends every reader of the leg.
+func (l *Leg) closePC() {
 	if err := l.pc.Close(); err != nil {
 		l.log.Debug("media: close peer connection", "err", err)
 	}
-	l.wg.Wait()
 }
 
 // onConnectionState hands pion's peer connection state (W3C webrtc-pc
@@ -174,20 +158,10 @@ func (l *Leg) onTrack(t *webrtc.TrackRemote, r *webrtc.RTPReceiver) {
 	if t.Kind() != webrtc.RTPCodecTypeAudio {
 		return
 	}
-	l.mu.Lock()
-	if l.stopping || l.reading {
-		l.mu.Unlock()
+	// The reader slot is never freed: a leg reads one visitor track.
+	if !l.spawnReader(func() { l.readMic(t) }, func() { l.readReceiverRTCP(r) }) {
 		l.log.Debug("media: ignoring extra track", "ssrc", t.SSRC())
-		return
 	}
-	l.reading = true
-	l.wg.Add(2)
-	l.mu.Unlock()
-	go func() {
-		defer l.wg.Done()
-		l.readMic(t)
-	}()
-	go l.readReceiverRTCP(r)
 }
 
 // run is the leg's state loop: it reports connection states, watches for
@@ -233,44 +207,16 @@ func (l *Leg) handleState(s webrtc.PeerConnectionState) {
 	}
 }
 
-// report sets the state and tells OnState, from run only.
-func (l *Leg) report(s State, reason string) {
-	if l.state.Load() == s && s != StateClosed {
-		return
-	}
-	l.state.Store(s)
-	if l.onState == nil {
-		return
-	}
-	l.inState.Store(true)
-	defer l.inState.Store(false)
-	l.onState(s, reason)
-}
-
-// stop starts ending the leg; the first reason wins.
-func (l *Leg) stop(reason string) {
-	if l.ending.CompareAndSwap(false, true) {
-		l.reason = reason
-		close(l.quit)
-	}
-}
-
 // teardown closes the PeerConnection, waits for the leg's goroutines and
 // reports StateClosed once.
 func (l *Leg) teardown() {
-	l.mu.Lock()
-	l.stopping = true
-	l.mu.Unlock()
-	if err := l.pc.Close(); err != nil {
-		l.log.Debug("media: close peer connection", "err", err)
-	}
-	l.wg.Wait()
+	l.drain(l.closePC)
 	l.eng.remove(l)
 	st := l.Stats()
 	l.log.Info("media: leg closed", "reason", l.reason, "frames_in", st.FramesIn, "frames_out", st.FramesOut,
 		"lost", st.Lost, "late", st.Late, "dropped", st.Dropped)
 	l.report(StateClosed, l.reason)
-	close(l.done)
+	l.finish()
 }
 
 // ID is the leg's name from LegOptions.ID.
@@ -279,21 +225,7 @@ func (l *Leg) ID() string { return l.id }
 // Format is the agent-side audio format of the leg.
 func (l *Leg) Format() Format { return l.format }
 
-// State is the leg's current state.
-func (l *Leg) State() State { return l.state.Load().(State) }
-
-// Done is closed when the leg has closed, for whatever reason.
-func (l *Leg) Done() <-chan struct{} { return l.done }
-
-// Reason is why the leg closed ("" while it is open).
-func (l *Leg) Reason() string {
-	select {
-	case <-l.done:
-		return l.reason
-	default:
-		return ""
-	}
-}
+// State, Done and Reason come from the lifecycle.
 
 // Close ends the leg: it closes the PeerConnection, stops and waits for the
 // leg's goroutines, and reports StateClosed with ReasonClosed unless the leg
@@ -302,17 +234,13 @@ func (l *Leg) Reason() string {
 // it would wait for (a Close from elsewhere that races with an OnState call
 // may return early too; the leg still finishes closing).
 func (l *Leg) Close() error {
-	l.stop(ReasonClosed)
-	if l.inState.Load() {
-		return nil
-	}
-	<-l.done
+	l.closeWait()
 	return nil
 }
 
 // closedErr is ErrClosed once the leg is ending.
 func (l *Leg) closedErr() error {
-	if l.ending.Load() {
+	if l.isEnding() {
 		return ErrClosed
 	}
 	return nil

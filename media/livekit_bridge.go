@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -57,34 +56,25 @@ const (
 // Goroutines, owned by the bridge and stopped by Close: run (the state
 // loop: LiveKit events, silence watchdog, teardown), pace (agent audio
 // out) and, while the visitor's track is subscribed, readMic. LiveKit's
-// SDK callbacks only hand events to run. run waits for the others, leaves
-// the room and deletes it before it reports StateClosed.
+// SDK callbacks only hand events to run. pace and readMic are started
+// through the lifecycle; run leaves the room, waits for them
+// (lifecycle.drain) and deletes the room before it reports StateClosed.
 type Bridge struct {
 	audioPath
+	// lifecycle is how the bridge ends (lifecycle.go), as for a Leg.
+	lifecycle
 
 	lk      *LiveKit
 	id      string
 	room    string
 	visitor string
-	onState func(State, string)
 	silence time.Duration
 	lkRoom  *lksdk.Room
 	track   *webrtc.TrackLocalStaticRTP
 
-	// Lifecycle, as in Leg.
-	reason    string // written once, before quit closes
-	keepRoom  atomic.Bool
-	quit      chan struct{}
-	done      chan struct{}
+	keepRoom  atomic.Bool   // another bridge took the room: do not delete it
 	connected chan struct{} // closed by run when the visitor is in the room: pacing starts
 	events    chan bridgeEvent
-	state     atomic.Value // State
-	inState   atomic.Bool
-
-	mu       sync.Mutex // guards stopping, reading and wg.Add
-	stopping bool
-	reading  bool
-	wg       sync.WaitGroup
 }
 
 // bridgeEvent is something LiveKit told the bridge, for run.
@@ -122,17 +112,14 @@ func (l *LiveKit) NewBridge(ctx context.Context, o BridgeOptions) (*Bridge, erro
 		id:        o.ID,
 		room:      o.Room,
 		visitor:   o.Visitor,
-		onState:   o.OnState,
 		silence:   l.audio.SilenceTimeout,
-		quit:      make(chan struct{}),
-		done:      make(chan struct{}),
 		connected: make(chan struct{}),
 		events:    make(chan bridgeEvent, 8),
 	}
-	if err := b.init(l.audio, o.AgentFormat, o.OnMicFrame, log.With("leg", o.ID, "livekit_room", o.Room)); err != nil {
+	b.initLifecycle(o.OnState)
+	if err := b.init(l.audio, o.AgentFormat, o.OnMicFrame, &b.lifecycle, log.With("leg", o.ID, "livekit_room", o.Room)); err != nil {
 		return nil, err
 	}
-	b.state.Store(StateConnecting)
 
 	old, err := l.claim(b)
 	if err != nil {
@@ -149,11 +136,7 @@ func (l *LiveKit) NewBridge(ctx context.Context, o BridgeOptions) (*Bridge, erro
 		b.abort()
 		return nil, err
 	}
-	b.wg.Add(1)
-	go func() {
-		defer b.wg.Done()
-		b.pace(b.quit, b.connected, b.track)
-	}()
+	b.spawn(func() { b.pace(b.quit, b.connected, b.track) }) // never refused: only run drains
 	go b.run()
 	if b.lkRoom.GetParticipantByIdentity(b.visitor) != nil {
 		b.signal(bridgeEvent{kind: evVisitorJoined})
@@ -255,23 +238,15 @@ func (b *Bridge) onTrack(t *webrtc.TrackRemote, pub *lksdk.RemoteTrackPublicatio
 		b.log.Warn("media: visitor microphone is not Opus: ignored", "codec", mt)
 		return
 	}
-	b.mu.Lock()
-	if b.stopping || b.reading {
-		b.mu.Unlock()
+	started := b.spawnReader(func() {
+		b.jb = newJitterBuffer(b.lk.audio.JitterWindow)
+		b.readMic(t)
+		b.readerDone()
+	})
+	if !started {
 		b.log.Debug("media: ignoring extra track", "track", pub.SID())
 		return
 	}
-	b.reading = true
-	b.wg.Add(1)
-	b.mu.Unlock()
-	go func() {
-		defer b.wg.Done()
-		b.jb = newJitterBuffer(b.lk.audio.JitterWindow)
-		b.readMic(t)
-		b.mu.Lock()
-		b.reading = false
-		b.mu.Unlock()
-	}()
 	b.signal(bridgeEvent{kind: evTrackArrived})
 }
 
@@ -332,38 +307,14 @@ func (b *Bridge) run() {
 	}
 }
 
-// report sets the state and tells OnState, from run only.
-func (b *Bridge) report(s State, reason string) {
-	if b.state.Load() == s && s != StateClosed {
-		return
-	}
-	b.state.Store(s)
-	if b.onState == nil {
-		return
-	}
-	b.inState.Store(true)
-	defer b.inState.Store(false)
-	b.onState(s, reason)
-}
-
-// stop starts ending the bridge; the first reason wins.
-func (b *Bridge) stop(reason string) {
-	if b.ending.CompareAndSwap(false, true) {
-		b.reason = reason
-		close(b.quit)
-	}
-}
-
 // leave disconnects from the room, waits for the bridge's goroutines and,
 // unless another bridge took it over, deletes the room.
 func (b *Bridge) leave() {
-	b.mu.Lock()
-	b.stopping = true
-	b.mu.Unlock()
-	if b.lkRoom != nil {
-		b.lkRoom.Disconnect() // ends the mic track: readMic returns
-	}
-	b.wg.Wait()
+	b.drain(func() {
+		if b.lkRoom != nil {
+			b.lkRoom.Disconnect() // ends the mic track: readMic returns
+		}
+	})
 	if !b.keepRoom.Load() {
 		ctx, cancel := context.WithTimeout(context.Background(), liveKitCallTimeout)
 		defer cancel()
@@ -381,14 +332,15 @@ func (b *Bridge) teardown() {
 	b.log.Info("media: livekit bridge closed", "reason", b.reason, "frames_in", st.FramesIn,
 		"frames_out", st.FramesOut, "lost", st.Lost, "late", st.Late, "dropped", st.Dropped)
 	b.report(StateClosed, b.reason)
-	close(b.done)
+	b.finish()
 }
 
-// abort undoes a NewBridge that failed: no OnState is reported.
+// abort undoes a NewBridge that failed: no OnState is reported. Done
+// still closes: a bridge that replaces this one waits for it.
 func (b *Bridge) abort() {
 	b.stop(ReasonClosed)
 	b.leave()
-	close(b.done)
+	b.finish()
 }
 
 // ID is the bridge's name from BridgeOptions.ID.
@@ -403,34 +355,16 @@ func (b *Bridge) Visitor() string { return b.visitor }
 // Format is the agent-side audio format.
 func (b *Bridge) Format() Format { return b.format }
 
-// State is the bridge's current state.
-func (b *Bridge) State() State { return b.state.Load().(State) }
-
-// Done is closed when the bridge has closed.
-func (b *Bridge) Done() <-chan struct{} { return b.done }
+// State, Done and Reason come from the lifecycle.
 
 // Alive reports whether the bridge is neither closing nor closed.
-func (b *Bridge) Alive() bool { return !b.ending.Load() }
-
-// Reason is why the bridge closed ("" while it is open).
-func (b *Bridge) Reason() string {
-	select {
-	case <-b.done:
-		return b.reason
-	default:
-		return ""
-	}
-}
+func (b *Bridge) Alive() bool { return !b.isEnding() }
 
 // Close leaves the room and deletes it (LiveKit disconnects the visitor),
 // stops and waits for the bridge's goroutines, and reports StateClosed with
 // ReasonClosed unless the bridge already ended for another reason. It is
 // idempotent and always returns nil; called from OnState it does not wait.
 func (b *Bridge) Close() error {
-	b.stop(ReasonClosed)
-	if b.inState.Load() {
-		return nil
-	}
-	<-b.done
+	b.closeWait()
 	return nil
 }

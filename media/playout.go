@@ -193,7 +193,7 @@ func (q *playQueue) clear() int {
 // f.Payload of Opus frames until they are sent: the caller must not modify
 // it afterwards. Play on a closed leg does nothing.
 func (l *audioPath) Play(f agentbridge.AudioFrame) {
-	if l.ending.Load() {
+	if l.life.isEnding() {
 		return
 	}
 	var dropped int

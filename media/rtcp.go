@@ -18,7 +18,6 @@ const ntpEpochOffset = 2208988800
 // readSenderRTCP reads RTCP about the track we send until the PeerConnection
 // closes, and keeps Stats.RTTMS from receiver reports.
 func (l *Leg) readSenderRTCP() {
-	defer l.wg.Done()
 	buf := make([]byte, maxPacketBytes)
 	for {
 		n, _, err := l.sender.Read(buf)
@@ -50,7 +49,6 @@ func (l *Leg) readSenderRTCP() {
 // readReceiverRTCP drains RTCP about the visitor's stream (sender reports)
 // through the interceptors until the PeerConnection closes.
 func (l *Leg) readReceiverRTCP(r *webrtc.RTPReceiver) {
-	defer l.wg.Done()
 	buf := make([]byte, maxPacketBytes)
 	for {
 		if _, _, err := r.Read(buf); err != nil {

@@ -15,13 +15,14 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/parley-rtc/parley/agentbridge"
+	"github.com/parley-rtc/parley/cmd/internal/utterance"
 	"github.com/parley-rtc/parley/configs"
 )
 
 // slowEcho is the echo agent with a reply streamed slowly, word by word,
 // so a test can kill its worker in the middle of one.
 func slowEcho(ctx context.Context, c *agentbridge.Conversation) error {
-	vad := agentbridge.NewUtteranceDetector()
+	vad := utterance.NewDetector()
 	reply := func(replyTo, text string) error {
 		r := c.NewReply(replyTo)
 		for i, word := range strings.SplitAfter("echo: "+text, " ") {

@@ -5,6 +5,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/parley-rtc/parley/agentbridge"
+	"github.com/parley-rtc/parley/cmd/internal/utterance"
 )
 
 // echoChunks is how many chunks the echo agent streams a reply in.
@@ -15,7 +16,7 @@ const echoChunks = 3
 // utterance an energy detector finds, a transcript and an echo of it; and
 // acknowledges mode changes with its state.
 func echoAgent(ctx context.Context, c *agentbridge.Conversation) error {
-	vad := agentbridge.NewUtteranceDetector()
+	vad := utterance.NewDetector()
 	for {
 		select {
 		case <-ctx.Done():

@@ -18,6 +18,7 @@ import (
 
 	"github.com/parley-rtc/parley/agentbridge"
 	"github.com/parley-rtc/parley/broker"
+	"github.com/parley-rtc/parley/cmd/internal/utterance"
 	"github.com/parley-rtc/parley/configs"
 )
 
@@ -67,7 +68,7 @@ func siteWidget() configs.WidgetConfig {
 // and "secret" navigate (the last to a target outside the nav map), "email"
 // asks for the visitor's email with a capture_request.
 func guideAgent(ctx context.Context, c *agentbridge.Conversation) error {
-	vad := agentbridge.NewUtteranceDetector()
+	vad := utterance.NewDetector()
 	for {
 		select {
 		case <-ctx.Done():

@@ -1,4 +1,8 @@
-package agentbridge
+// Package utterance finds utterances in a stream of agent-side audio
+// frames by their energy: the demo echo agent's stand-in for a real voice
+// activity detector. It lives beside the echo agent, not in the agent SDK,
+// so that SDK users do not import an Opus decoder they do not need.
+package utterance
 
 import (
 	"encoding/binary"
@@ -8,9 +12,11 @@ import (
 	"time"
 
 	"github.com/thesyncim/gopus"
+
+	"github.com/parley-rtc/parley/agentbridge"
 )
 
-// Utterance is a stretch of speech found by an UtteranceDetector.
+// Utterance is a stretch of speech found by a Detector.
 type Utterance struct {
 	// N numbers the utterances of a stream from 1.
 	N int
@@ -21,13 +27,13 @@ type Utterance struct {
 	PeakDBFS float64
 }
 
-// UtteranceDetector finds utterances in a stream of 20 ms audio frames by
+// Detector finds utterances in a stream of 20 ms audio frames by
 // their energy: speech starts with a frame louder than ThresholdDBFS and
 // ends after Hangover of quieter frames. It is a stand-in for a real voice
 // activity detector, enough for tests and demos. Opus frames are decoded
 // (pure Go); very small Opus packets, which carry silence, are not. It is
 // not safe for concurrent use.
-type UtteranceDetector struct {
+type Detector struct {
 	// ThresholdDBFS is the level above which a frame is speech (-40).
 	ThresholdDBFS float64
 	// Hangover is how much quiet ends an utterance (240 ms).
@@ -48,14 +54,14 @@ const vadRate = 16000
 // silentOpusBytes: Opus packets this small carry (near) silence.
 const silentOpusBytes = 8
 
-// NewUtteranceDetector returns a detector with the default settings.
-func NewUtteranceDetector() *UtteranceDetector {
-	return &UtteranceDetector{ThresholdDBFS: -40, Hangover: 240 * time.Millisecond}
+// NewDetector returns a detector with the default settings.
+func NewDetector() *Detector {
+	return &Detector{ThresholdDBFS: -40, Hangover: 240 * time.Millisecond}
 }
 
 // Push takes the next frame and returns an utterance when one has just
 // ended.
-func (d *UtteranceDetector) Push(f AudioFrame) (Utterance, bool) {
+func (d *Detector) Push(f agentbridge.AudioFrame) (Utterance, bool) {
 	level := d.level(f)
 	if level > d.ThresholdDBFS {
 		if !d.speaking {
@@ -70,16 +76,16 @@ func (d *UtteranceDetector) Push(f AudioFrame) (Utterance, bool) {
 		return Utterance{}, false
 	}
 	d.quiet++
-	if time.Duration(d.quiet)*FrameDuration < d.Hangover {
+	if time.Duration(d.quiet)*agentbridge.FrameDuration < d.Hangover {
 		return Utterance{}, false
 	}
 	d.speaking = false
 	d.count++
-	return Utterance{N: d.count, Duration: time.Duration(d.loud) * FrameDuration, PeakDBFS: d.peak}, true
+	return Utterance{N: d.count, Duration: time.Duration(d.loud) * agentbridge.FrameDuration, PeakDBFS: d.peak}, true
 }
 
 // level returns the frame's RMS level in dBFS (-inf for silence).
-func (d *UtteranceDetector) level(f AudioFrame) float64 {
+func (d *Detector) level(f agentbridge.AudioFrame) float64 {
 	var samples []int16
 	switch {
 	case strings.HasPrefix(f.Codec, "pcm_s16le/"):

@@ -1,4 +1,4 @@
-package agentbridge_test
+package utterance_test
 
 import (
 	"encoding/binary"
@@ -8,6 +8,7 @@ import (
 	"github.com/thesyncim/gopus"
 
 	"github.com/parley-rtc/parley/agentbridge"
+	"github.com/parley-rtc/parley/cmd/internal/utterance"
 )
 
 // tone returns 20 ms frames: for each burst, on frames of a 440 Hz tone at
@@ -42,9 +43,9 @@ func tone(t *testing.T, bursts, on, off int, amp float64) []agentbridge.AudioFra
 	return out
 }
 
-func TestUtteranceDetectorOpus(t *testing.T) {
-	d := agentbridge.NewUtteranceDetector()
-	var got []agentbridge.Utterance
+func TestDetectorOpus(t *testing.T) {
+	d := utterance.NewDetector()
+	var got []utterance.Utterance
 	for _, f := range tone(t, 3, 20, 30, 0.4) {
 		if u, ok := d.Push(f); ok {
 			got = append(got, u)
@@ -59,7 +60,7 @@ func TestUtteranceDetectorOpus(t *testing.T) {
 		}
 	}
 	// Silence and a very quiet tone are not speech.
-	d = agentbridge.NewUtteranceDetector()
+	d = utterance.NewDetector()
 	for _, f := range append(tone(t, 1, 0, 50, 0), tone(t, 1, 20, 30, 0.001)...) {
 		if u, ok := d.Push(f); ok {
 			t.Fatalf("utterance in silence: %+v", u)
@@ -67,8 +68,8 @@ func TestUtteranceDetectorOpus(t *testing.T) {
 	}
 }
 
-func TestUtteranceDetectorPCM(t *testing.T) {
-	d := agentbridge.NewUtteranceDetector()
+func TestDetectorPCM(t *testing.T) {
+	d := utterance.NewDetector()
 	frame := func(amp float64) agentbridge.AudioFrame {
 		b := make([]byte, 640)
 		for i := range 320 {
@@ -100,9 +101,9 @@ func TestUtteranceDetectorPCM(t *testing.T) {
 	}
 }
 
-func BenchmarkUtteranceDetectorOpus(b *testing.B) {
+func BenchmarkDetectorOpus(b *testing.B) {
 	frames := tone(&testing.T{}, 1, 25, 25, 0.4)
-	d := agentbridge.NewUtteranceDetector()
+	d := utterance.NewDetector()
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		d.Push(frames[i%len(frames)])
