@@ -18,7 +18,7 @@ import (
 
 // adminKey authenticates an admin key that has scope.
 func (s *Server) adminKey(r *http.Request, scope string) (broker.KeyInfo, error) {
-	key, err := s.b.VerifyKey(r.Context(), bearer(r), broker.KeyAdmin)
+	key, err := s.keys.VerifyKey(r.Context(), bearer(r), broker.KeyAdmin)
 	if err != nil {
 		return key, err
 	}
@@ -30,7 +30,7 @@ func (s *Server) adminKey(r *http.Request, scope string) (broker.KeyInfo, error)
 
 // adminWidget returns the widget named in the path, if the key may see it.
 func (s *Server) adminWidget(r *http.Request, key broker.KeyInfo) (broker.WidgetRecord, error) {
-	w, err := s.b.WidgetByID(r.PathValue("id"))
+	w, err := s.widgets.WidgetByID(r.PathValue("id"))
 	if err != nil || (key.Tenant != "" && w.Tenant != key.Tenant) {
 		return broker.WidgetRecord{}, ErrWidgetNotFound
 	}
@@ -73,7 +73,7 @@ func (s *Server) serveAdminListWidgets(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := []adminWidgetView{}
-	for _, wr := range s.b.ListWidgets(key.Tenant) {
+	for _, wr := range s.widgets.ListWidgets(key.Tenant) {
 		out = append(out, s.widgetView(wr))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"widgets": out})
@@ -103,7 +103,7 @@ func (s *Server) serveAdminCreateWidget(w http.ResponseWriter, r *http.Request) 
 		wc.Tenant = key.Tenant
 	}
 	wc.Key, wc.IdentitySecret = "", "" // generated
-	rec, err := s.b.CreateWidget(r.Context(), wc, true)
+	rec, err := s.widgets.CreateWidget(r.Context(), wc, true)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -183,7 +183,7 @@ func (s *Server) serveAdminUpdateWidget(w http.ResponseWriter, r *http.Request) 
 	if wc.Tenant == "" || key.Tenant != "" {
 		wc.Tenant = cur.Tenant // a tenant key cannot move a widget out
 	}
-	rec, err := s.b.UpdateWidget(r.Context(), cur.ID, wc)
+	rec, err := s.widgets.UpdateWidget(r.Context(), cur.ID, wc)
 	if err != nil {
 		writeError(w, adminErr(err))
 		return
@@ -202,7 +202,7 @@ func (s *Server) serveAdminDeleteWidget(w http.ResponseWriter, r *http.Request) 
 		writeError(w, err)
 		return
 	}
-	if err := s.b.DeleteWidget(r.Context(), cur.ID); err != nil {
+	if err := s.widgets.DeleteWidget(r.Context(), cur.ID); err != nil {
 		writeError(w, adminErr(err))
 		return
 	}
@@ -244,7 +244,7 @@ func (s *Server) serveAdminRotateKey(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &broker.ValidationError{Problems: []configs.Problem{{Field: "grace_seconds", Message: "must be between 0 and 86400"}}})
 		return
 	}
-	rec, err := s.b.RotateWidgetKey(r.Context(), cur.ID, time.Duration(req.GraceSeconds)*time.Second)
+	rec, err := s.widgets.RotateWidgetKey(r.Context(), cur.ID, time.Duration(req.GraceSeconds)*time.Second)
 	if err != nil {
 		writeError(w, adminErr(err))
 		return
@@ -298,10 +298,10 @@ func (s *Server) serveAdminReadiness(w http.ResponseWriter, r *http.Request) {
 	check("widget_live", wr.IsLive(), "the widget is not live", nil)
 	check("allowed_origins_configured", prod > 0, "no production origin or domain in allowed_origins",
 		map[string]any{"allowed_origins": len(wr.AllowedOrigins), "allow_dev_origins": wr.AllowDevOrigins})
-	workers := s.b.AliveWorkers(wr.Agent)
+	workers := s.agents.AliveWorkers(wr.Agent)
 	check("agent_available", workers > 0, "no worker of agent "+strconv.Quote(wr.Agent)+" is running",
 		map[string]any{"agent": wr.Agent, "workers": workers})
-	keys, _ := s.b.ListKeys(r.Context(), "")
+	keys, _ := s.keys.ListKeys(r.Context(), "")
 	secretKeys := 0
 	for _, k := range keys {
 		if k.WidgetID == wr.ID && !k.Disabled {
@@ -354,7 +354,7 @@ func (s *Server) serveAdminCreateSecretKey(w http.ResponseWriter, r *http.Reques
 			return
 		}
 	}
-	secret, info, err := s.b.CreateSecretKey(r.Context(), wr.ID, req.Name)
+	secret, info, err := s.keys.CreateSecretKey(r.Context(), wr.ID, req.Name)
 	if err != nil {
 		writeError(w, adminErr(err))
 		return
@@ -388,7 +388,7 @@ func (s *Server) serveAdminCreateKey(w http.ResponseWriter, r *http.Request) {
 		}
 		req.Tenant = key.Tenant
 	}
-	secret, info, err := s.b.CreateAdminKey(r.Context(), req.Tenant, req.Name, req.Scopes)
+	secret, info, err := s.keys.CreateAdminKey(r.Context(), req.Tenant, req.Name, req.Scopes)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -402,7 +402,7 @@ func (s *Server) serveAdminListKeys(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	keys, err := s.b.ListKeys(r.Context(), key.Tenant)
+	keys, err := s.keys.ListKeys(r.Context(), key.Tenant)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -417,12 +417,12 @@ func (s *Server) serveAdminRevokeKey(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	target, err := s.b.Key(r.Context(), r.PathValue("kid"))
+	target, err := s.keys.Key(r.Context(), r.PathValue("kid"))
 	if err != nil || (key.Tenant != "" && target.Tenant != key.Tenant) {
 		writeError(w, ErrKeyNotFound)
 		return
 	}
-	info, err := s.b.RevokeKey(r.Context(), target.ID)
+	info, err := s.keys.RevokeKey(r.Context(), target.ID)
 	if err != nil {
 		writeError(w, adminErr(err))
 		return
@@ -455,12 +455,12 @@ func (s *Server) serveAdminAgentCredentials(w http.ResponseWriter, r *http.Reque
 		return
 	}
 	agent := r.PathValue("agent")
-	perms, err := s.b.AgentPermissions(agent)
+	perms, err := s.agents.AgentPermissions(agent)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	creds, err := s.b.AgentCredentials(agent)
+	creds, err := s.agents.AgentCredentials(agent)
 	if errors.Is(err, broker.ErrExternalNATS) {
 		writeErrorDetails(w, fmt.Errorf("%w: this deployment uses an external NATS, whose users Parley does not manage: give the NATS user of agent %q the permissions in details", err, agent),
 			map[string]any{"permissions": perms, "nats_server_config": perms.ServerConfig()})
@@ -479,14 +479,14 @@ func (s *Server) serveAdminAgentCredentials(w http.ResponseWriter, r *http.Reque
 // key may see.
 func (s *Server) adminWidgetIDs(r *http.Request, key broker.KeyInfo) ([]string, error) {
 	if id := r.URL.Query().Get("widget"); id != "" {
-		w, err := s.b.WidgetByID(id)
+		w, err := s.widgets.WidgetByID(id)
 		if err != nil || (key.Tenant != "" && w.Tenant != key.Tenant) {
 			return nil, ErrWidgetNotFound
 		}
 		return []string{id}, nil
 	}
 	var ids []string
-	for _, w := range s.b.ListWidgets(key.Tenant) {
+	for _, w := range s.widgets.ListWidgets(key.Tenant) {
 		ids = append(ids, w.ID)
 	}
 	return ids, nil
@@ -506,12 +506,12 @@ func listLimit(r *http.Request) (int, error) {
 
 // serveAdminConversations: GET /v1/admin/conversations?widget=&limit=.
 func (s *Server) serveAdminConversations(w http.ResponseWriter, r *http.Request) {
-	serveAdminList(s, w, r, "conversations", s.b.ListConversations)
+	serveAdminList(s, w, r, "conversations", s.records.ListConversations)
 }
 
 // serveAdminLeads: GET /v1/admin/leads?widget=&limit=.
 func (s *Server) serveAdminLeads(w http.ResponseWriter, r *http.Request) {
-	serveAdminList(s, w, r, "leads", s.b.Leads)
+	serveAdminList(s, w, r, "leads", s.records.Leads)
 }
 
 // serveAdminList answers an ops:read list over the widgets the key may

@@ -21,7 +21,7 @@ import (
 // opsRooms returns the rooms a key may see, filtered by the query.
 func (s *Server) opsRooms(r *http.Request, key broker.KeyInfo) ([]broker.Room, error) {
 	q := r.URL.Query()
-	rooms, err := s.b.Rooms(r.Context(), q.Get("widget"), q.Get("mode"), q.Get("agent"))
+	rooms, err := s.rooms.Rooms(r.Context(), q.Get("widget"), q.Get("mode"), q.Get("agent"))
 	if err != nil {
 		return nil, err
 	}
@@ -33,7 +33,7 @@ func (s *Server) keySeesWidget(key broker.KeyInfo, widgetID string) bool {
 	if key.Tenant == "" {
 		return true
 	}
-	w, err := s.b.WidgetByID(widgetID)
+	w, err := s.widgets.WidgetByID(widgetID)
 	return err == nil && w.Tenant == key.Tenant
 }
 
@@ -67,12 +67,12 @@ func (s *Server) serveOpsRoom(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	room, err := s.b.Room(r.Context(), r.PathValue("id"))
+	room, err := s.rooms.Room(r.Context(), r.PathValue("id"))
 	if err != nil || !s.keySeesWidget(key, room.Widget) {
 		writeError(w, ErrRoomNotFound)
 		return
 	}
-	events, err := s.b.RecentEvents(r.Context(), room.ConversationID, s.cfg.Ops.RecentEvents)
+	events, err := s.rooms.RecentEvents(r.Context(), room.ConversationID, s.cfg.Ops.RecentEvents)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -112,12 +112,12 @@ func (s *Server) serveOpsEndRoom(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("%w: reason longer than 200 characters", broker.ErrValidation))
 		return
 	}
-	room, err := s.b.Room(r.Context(), r.PathValue("id"))
+	room, err := s.rooms.Room(r.Context(), r.PathValue("id"))
 	if err != nil || !s.keySeesWidget(key, room.Widget) {
 		writeError(w, ErrRoomNotFound)
 		return
 	}
-	if err := s.b.EndRoom(context.WithoutCancel(r.Context()), room.ConversationID, req.Reason); err != nil {
+	if err := s.rooms.EndRoom(context.WithoutCancel(r.Context()), room.ConversationID, req.Reason); err != nil {
 		writeError(w, err)
 		return
 	}
@@ -147,7 +147,7 @@ func (s *Server) serveOpsEvents(w http.ResponseWriter, r *http.Request) {
 	defer s.legWG.Done()
 	updates := make(chan broker.Room, 256)
 	lost := make(chan struct{}, 1)
-	stop, err := s.b.WatchRooms(func(room broker.Room) {
+	stop, err := s.rooms.WatchRooms(func(room broker.Room) {
 		select {
 		case updates <- room:
 		default: // a reader this slow starts over

@@ -25,18 +25,18 @@ func (s *Server) serveAdminDeleteConversation(w http.ResponseWriter, r *http.Req
 		writeError(w, err)
 		return
 	}
-	conv, err := s.b.Conversation(r.Context(), r.PathValue("id"))
+	conv, err := s.records.Conversation(r.Context(), r.PathValue("id"))
 	if err != nil {
 		writeError(w, err)
 		return
 	}
 	if key.Tenant != "" {
-		if wr, err := s.b.WidgetByID(conv.Widget); err != nil || wr.Tenant != key.Tenant {
+		if wr, err := s.widgets.WidgetByID(conv.Widget); err != nil || wr.Tenant != key.Tenant {
 			writeError(w, broker.ErrUnknownConversation)
 			return
 		}
 	}
-	if err := s.b.DeleteConversation(r.Context(), conv.ID); err != nil {
+	if err := s.records.DeleteConversation(r.Context(), conv.ID); err != nil {
 		writeError(w, err)
 		return
 	}
@@ -65,7 +65,7 @@ func (s *Server) serveAdminDeleteVisitor(w http.ResponseWriter, r *http.Request)
 		writeError(w, fmt.Errorf("%w: widget (a widget id) is required", broker.ErrValidation))
 		return
 	}
-	wr, err := s.b.WidgetByID(wid)
+	wr, err := s.widgets.WidgetByID(wid)
 	if err != nil || (key.Tenant != "" && wr.Tenant != key.Tenant) {
 		writeError(w, ErrWidgetNotFound)
 		return
@@ -75,7 +75,7 @@ func (s *Server) serveAdminDeleteVisitor(w http.ResponseWriter, r *http.Request)
 		writeError(w, fmt.Errorf("%w: user_id must be 1..256 characters", broker.ErrValidation))
 		return
 	}
-	ids, err := s.b.DeleteVisitor(r.Context(), wr.ID, sub)
+	ids, err := s.records.DeleteVisitor(r.Context(), wr.ID, sub)
 	if err != nil {
 		writeError(w, err)
 		return

@@ -19,8 +19,20 @@ import (
 
 // Server serves the HTTP surface.
 type Server struct {
-	cfg        configs.Config
-	b          *broker.Broker
+	cfg configs.Config
+
+	// The roles of the core this edge calls (roles.go); each handler file
+	// uses only the ones it needs.
+	widgets  Widgets
+	keys     Keys
+	sessions Sessions
+	convs    Conversations
+	records  Records
+	voices   Voices
+	rooms    Rooms
+	agents   Agents
+	health   Health
+
 	engine     *media.Engine // nil: no voice
 	log        *slog.Logger
 	challenger *challenger
@@ -45,11 +57,15 @@ type Server struct {
 	stopped atomic.Bool
 }
 
-// New builds the edge for a started broker. engine carries voice legs; nil
+// New builds the edge for a started core, given as its roles (BrokerDeps
+// fills them all from one *broker.Broker). engine carries voice legs; nil
 // turns voice off (503 VOICE_UNAVAILABLE).
-func New(cfg configs.Config, b *broker.Broker, engine *media.Engine, log *slog.Logger) (*Server, error) {
+func New(cfg configs.Config, d Deps, engine *media.Engine, log *slog.Logger) (*Server, error) {
 	if log == nil {
 		log = slog.Default()
+	}
+	if err := d.check(); err != nil {
+		return nil, err
 	}
 	limiter, err := newRateLimiter(cfg.Limits, nil)
 	if err != nil {
@@ -60,13 +76,13 @@ func New(cfg configs.Config, b *broker.Broker, engine *media.Engine, log *slog.L
 		return nil, fmt.Errorf("signaling: trusted proxies: %w", err)
 	}
 	s := &Server{
-		tokens:  newTokenIssuer(b.SigningKey(), cfg.Security.UserTokenTTL, cfg.Security.BootstrapTokenTTL),
+		tokens:  newTokenIssuer(d.Sessions.SigningKey(), cfg.Security.UserTokenTTL, cfg.Security.BootstrapTokenTTL),
 		limiter: limiter,
 		shared:  newSharedRates(cfg.Limits),
 		ips:     newClientIPs(trusted),
-		metrics: newMetrics(b, func() []string {
+		metrics: newMetrics(d.Health, d.Agents, func() []string {
 			var agents []string
-			for _, w := range b.ListWidgets("") {
+			for _, w := range d.Widgets.ListWidgets("") {
 				if !slices.Contains(agents, w.Agent) {
 					agents = append(agents, w.Agent)
 				}
@@ -74,13 +90,21 @@ func New(cfg configs.Config, b *broker.Broker, engine *media.Engine, log *slog.L
 			return agents
 		}),
 		cfg:        cfg,
-		b:          b,
+		widgets:    d.Widgets,
+		keys:       d.Keys,
+		sessions:   d.Sessions,
+		convs:      d.Conversations,
+		records:    d.Records,
+		voices:     d.Voices,
+		rooms:      d.Rooms,
+		agents:     d.Agents,
+		health:     d.Health,
 		engine:     engine,
 		log:        log.With("component", "signaling"),
-		challenger: newChallenger(b.SigningKey(), cfg.Sessions.ChallengeTTL),
+		challenger: newChallenger(d.Sessions.SigningKey(), cfg.Sessions.ChallengeTTL),
 		served:     make(chan struct{}),
 	}
-	b.SetObserver(s.metrics)
+	d.Health.SetObserver(s.metrics)
 	s.legs, s.cancelLegs = context.WithCancel(context.Background())
 	s.handler = s.logRequests(s.routes())
 	return s, nil
