@@ -2,12 +2,17 @@ package signaling_test
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"maps"
 	"net/http"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/parley-rtc/parley/broker"
 	"github.com/parley-rtc/parley/configs"
@@ -117,4 +122,24 @@ func expectErr(t testing.TB, what string, r response, status int, code string) {
 	if r.status != status || r.errCode() != code {
 		t.Fatalf("%s: got %d %s, want %d %s", what, r.status, r.raw, status, code)
 	}
+}
+
+// voiceConfig lets voice legs use loopback addresses.
+func voiceConfig(c *configs.Config) { c.Media.IncludeLoopback = true }
+
+// signVisitorJWT signs claims the way a site's server does.
+func signVisitorJWT(t testing.TB, method jwt.SigningMethod, claims jwt.MapClaims, key any) string {
+	t.Helper()
+	s, err := jwt.NewWithClaims(method, claims).SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// userHash is hex(HMAC-SHA256(key = identity secret, msg = user_id)).
+func userHash(secret, userID string) string {
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write([]byte(userID))
+	return hex.EncodeToString(m.Sum(nil))
 }
