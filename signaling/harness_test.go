@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -42,6 +43,19 @@ type env struct {
 	srv  *signaling.Server
 	base string
 	logs *syncBuffer
+
+	stops    []func() // in start order; stop runs them in reverse
+	stopOnce sync.Once
+}
+
+// stop stops what startEnv started, the edge first and the broker last,
+// as cmd/parley's app does; it runs once (also at the test's cleanup).
+func (e *env) stop() {
+	e.stopOnce.Do(func() {
+		for i := len(e.stops) - 1; i >= 0; i-- {
+			e.stops[i]()
+		}
+	})
 }
 
 // syncBuffer collects logs of a run (tests grep them for secrets).
@@ -104,12 +118,13 @@ func startEnv(t testing.TB, opts ...func(*configs.Config)) *env {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
-	b := broker.New(cfg, log)
-	if err := b.Start(ctx); err != nil {
-		b.Close()
+	e := &env{t: t, cfg: cfg, logs: logs}
+	t.Cleanup(e.stop)
+	e.b = broker.New(cfg, log)
+	e.stops = append(e.stops, e.b.Close)
+	if err := e.b.Start(ctx); err != nil {
 		t.Fatalf("start broker: %v", err)
 	}
-	t.Cleanup(b.Close) // runs last: cleanups run in reverse
 	m := cfg.Media
 	engine, err := media.NewEngine(media.Config{
 		UDPPort: m.UDPPort, PortMin: uint16(m.PortMin), PortMax: uint16(m.PortMax),
@@ -120,21 +135,32 @@ func startEnv(t testing.TB, opts ...func(*configs.Config)) *env {
 	if err != nil {
 		t.Fatalf("media engine: %v", err)
 	}
-	t.Cleanup(func() {
+	// The engine closes after the broker, which hangs up the voice legs
+	// on it.
+	e.stops = slices.Insert(e.stops, 0, func() {
 		if err := engine.Close(); err != nil {
 			t.Errorf("close media engine: %v", err)
 		}
 	})
-	srv, err := signaling.New(cfg, signaling.BrokerDeps(b), engine, log)
+	e.srv, err = signaling.New(cfg, signaling.BrokerDeps(e.b), engine, log)
 	if err != nil {
 		t.Fatalf("signaling: %v", err)
 	}
-	if err := srv.Start(); err != nil {
+	if err := e.srv.Start(); err != nil {
 		t.Fatalf("start signaling: %v", err)
 	}
-	e := &env{t: t, cfg: cfg, b: b, srv: srv, base: "http://" + srv.Addr(), logs: logs}
+	e.base = "http://" + e.srv.Addr()
 	if cfg.EchoAgent.Enabled {
-		nc := e.agentConn(cfg.EchoAgent.Agent)
+		opts, err := e.b.ClientOptions(broker.AgentRole(cfg.EchoAgent.Agent))
+		if err != nil {
+			t.Fatalf("echo agent credentials: %v", err)
+		}
+		nc, err := nats.Connect(e.b.NATSClientURL(), append(opts,
+			agentbridge.ConnectOptions(cfg.NATS.Prefix, cfg.EchoAgent.Agent)...)...)
+		if err != nil {
+			t.Fatalf("echo agent: connect: %v", err)
+		}
+		e.stops = append(e.stops, nc.Close)
 		for range cfg.EchoAgent.Workers {
 			w, err := agentbridge.NewWorker(nc, agentbridge.Options{Agent: cfg.EchoAgent.Agent,
 				Prefix: cfg.NATS.Prefix, Logger: log}, echoAgent)
@@ -144,15 +170,21 @@ func startEnv(t testing.TB, opts ...func(*configs.Config)) *env {
 			if err != nil {
 				t.Fatalf("echo worker: %v", err)
 			}
-			t.Cleanup(w.Close)
+			e.stops = append(e.stops, func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				if err := w.Drain(ctx); err != nil {
+					t.Errorf("echo agent drain: %v", err)
+				}
+			})
 		}
 	}
-	// Registered last, so it runs first: the edge stops before its agents
-	// and its core.
-	t.Cleanup(func() {
+	// Last in, so first out: the edge stops before its agents and its
+	// core (in-flight requests finish storing, WebSockets close with 1001).
+	e.stops = append(e.stops, func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
+		if err := e.srv.Shutdown(ctx); err != nil {
 			t.Errorf("shutdown: %v", err)
 		}
 	})
@@ -522,3 +554,5 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 		}
 	}
 }
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
