@@ -219,14 +219,16 @@ func (e *env) agentConn(agent string, extra ...nats.Option) *nats.Conn {
 const echoChunks = 3
 
 // echoAgent answers every visitor message with "echo: <text>", streamed in
-// a few chunks, and acknowledges mode changes with its state: the text
-// half of cmd/parley's echo agent.
+// a few chunks, sends every audio frame back unchanged and acknowledges
+// mode changes with its state: cmd/parley's echo agent without its
+// utterance detector (no transcripts).
 func echoAgent(ctx context.Context, c *agentbridge.Conversation) error {
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-c.Audio(): // no voice here
+		case f := <-c.Audio():
+			_ = c.SendAudio(f) // audio is best effort
 		case ev, ok := <-c.Events():
 			if !ok {
 				return nil

@@ -15,8 +15,8 @@ import (
 )
 
 // The ops API: live rooms listed, read and ended over HTTP, and their
-// Server-Sent Events stream. (Rooms with voice legs, the rooms on NATS,
-// the CLI and the /ops/ page are tested end to end in cmd/parley.)
+// Server-Sent Events stream. (The rooms on NATS, the CLI and the /ops/
+// page are tested end to end in cmd/parley.)
 
 // fastRooms flushes room state every 50 ms, so tests wait less.
 func fastRooms(c *configs.Config) { c.Ops.RoomUpdateInterval = 50 * time.Millisecond }
@@ -255,4 +255,132 @@ func TestOpsEventsSSE(t *testing.T) {
 	// Without ops:read: refused before streaming.
 	noOps, _ := e.newAdminKey("", broker.ScopeConfigRead)
 	expectErr(t, "events without ops:read", e.do("GET", "/v1/ops/events", nil, "Authorization", "Bearer "+noOps), 403, "MISSING_SCOPE")
+}
+
+// waitNoRoom polls the ops API until the room of cid is gone.
+func (e *env) waitNoRoom(ak, cid string) {
+	e.t.Helper()
+	waitFor(e.t, 10*time.Second, "room "+cid+" to leave the list", func() bool {
+		_, ok := findRoom(e.opsRooms(ak, ""), cid)
+		return !ok
+	})
+}
+
+func legOf(r broker.Room, transport string) (broker.RoomLeg, bool) {
+	i := slices.IndexFunc(r.Legs, func(l broker.RoomLeg) bool { return l.Transport == transport })
+	if i < 0 {
+		return broker.RoomLeg{}, false
+	}
+	return r.Legs[i], true
+}
+
+func hasParticipant(r broker.Room, kind, id string) bool {
+	return slices.ContainsFunc(r.Participants, func(p broker.RoomParticipant) bool {
+		return p.Kind == kind && (id == "" || p.ID == id)
+	})
+}
+
+// TestOpsRoomLifecycle: a conversation's room through the ops API, from
+// its WebSocket to a voice call with media counters, filtered, in detail
+// with its recent events, and ended by an operator.
+func TestOpsRoomLifecycle(t *testing.T) {
+	e := startEnv(t, voiceConfig, fastRooms)
+	ak, _ := e.newAdminKey("", broker.ScopeOpsRead, broker.ScopeOpsWrite)
+	readOnly, _ := e.newAdminKey("", broker.ScopeOpsRead)
+	s := e.newSession(nil)
+	ws := e.mustDialWS(s)
+
+	room := e.waitRoom(ak, s.ConversationID, "a chat room with the WebSocket leg and the visitor", func(r broker.Room) bool {
+		l, ok := legOf(r, "websocket")
+		return r.Mode == "chat" && ok && l.Kind == "chat" && l.SessionID == s.ID && hasParticipant(r, "visitor", s.ID)
+	})
+	if room.Widget != "wdg_demo" || room.Agent != configs.DefaultAgent || room.StartedAt.IsZero() || room.Broker == "" {
+		t.Fatalf("room = %+v", room)
+	}
+	ws.send(map[string]any{"type": "message", "body": "hello ops", "client_message_id": "o-1"})
+	expectReply(t, ws, "o-1", "echo: hello ops")
+	room = e.waitRoom(ak, s.ConversationID, "the agent worker as a participant, idle after its reply", func(r broker.Room) bool {
+		return hasParticipant(r, "agent", r.WorkerID) && r.WorkerID != "" && r.AgentState == "idle"
+	})
+	t.Logf("chat room: agent %s state %q worker %s, participants %+v", room.Agent, room.AgentState, room.WorkerID, room.Participants)
+
+	// A voice call: mode voice, a webrtc leg whose counters move while
+	// frames flow.
+	c := e.newVoiceClient(s)
+	c.waitConnected()
+	sent := make(chan struct{})
+	frames := speech(t, 2, 800, 200) // 2 s of audio
+	go func() {
+		defer close(sent)
+		c.send(frames)
+	}()
+	room = e.waitRoom(ak, s.ConversationID, "mode voice with a webrtc leg whose frames flow", func(r broker.Room) bool {
+		l, ok := legOf(r, "webrtc")
+		return r.Mode == "voice" && ok && l.Kind == "voice" && l.Media != nil && l.Media.FramesIn > 0 && l.Media.InFPS > 0
+	})
+	l, _ := legOf(room, "webrtc")
+	t.Logf("voice leg media while sending: %+v", *l.Media)
+	<-sent
+	if l.Media.InFPS > 80 || l.Media.LossPct < 0 || l.Media.LossPct > 100 {
+		t.Fatalf("implausible media stats %+v", *l.Media)
+	}
+
+	// Filters.
+	for _, tc := range []struct {
+		query string
+		want  bool
+	}{
+		{"?mode=voice&widget=wdg_demo", true},
+		{"?mode=voice&widget=wdg_demo&agent=" + configs.DefaultAgent, true},
+		{"?mode=chat", false},
+		{"?widget=wdg_other", false},
+		{"?agent=nobody", false},
+	} {
+		if _, ok := findRoom(e.opsRooms(ak, tc.query), s.ConversationID); ok != tc.want {
+			t.Errorf("GET /v1/ops/rooms%s lists the room: %v, want %v", tc.query, ok, tc.want)
+		}
+	}
+
+	// Detail: the room and its recent events.
+	auth := []string{"Authorization", "Bearer " + ak}
+	r := e.do("GET", "/v1/ops/rooms/"+s.ConversationID, nil, auth...)
+	var detail struct {
+		Room         broker.Room `json:"room"`
+		RecentEvents []struct {
+			Type string `json:"type"`
+			Seq  uint64 `json:"seq"`
+		} `json:"recent_events"`
+	}
+	if err := json.Unmarshal([]byte(r.raw), &detail); r.status != http.StatusOK || err != nil {
+		t.Fatalf("room detail: %d %v %s", r.status, err, r.raw)
+	}
+	var types []string
+	for _, ev := range detail.RecentEvents {
+		types = append(types, ev.Type)
+	}
+	if detail.Room.ConversationID != s.ConversationID || len(types) > e.cfg.Ops.RecentEvents ||
+		!slices.Contains(types, "user_message") || !slices.Contains(types, "mode_changed") {
+		t.Fatalf("room detail: room %s, recent events %q", detail.Room.ConversationID, types)
+	}
+
+	// Ending the room takes ops:write.
+	expectErr(t, "DELETE with ops:read only", e.do("DELETE", "/v1/ops/rooms/"+s.ConversationID, nil,
+		"Authorization", "Bearer "+readOnly), http.StatusForbidden, "MISSING_SCOPE")
+	if r := e.do("DELETE", "/v1/ops/rooms/"+s.ConversationID, map[string]any{"reason": "test over"}, auth...); r.status != http.StatusNoContent {
+		t.Fatalf("DELETE room: %d %s", r.status, r.raw)
+	}
+	if code, reason := ws.closeStatus(); reason != "SESSION_ENDED" {
+		t.Fatalf("WebSocket closed with %d %q, want SESSION_ENDED", code, reason)
+	}
+	waitFor(t, 10*time.Second, "the voice leg to hang up", func() bool {
+		_, ok := e.b.Voice(s.ID)
+		return !ok
+	})
+	e.waitNoRoom(ak, s.ConversationID)
+	expectErr(t, "GET the ended room", e.do("GET", "/v1/ops/rooms/"+s.ConversationID, nil, auth...), http.StatusNotFound, "ROOM_NOT_FOUND")
+	expectErr(t, "DELETE the ended room", e.do("DELETE", "/v1/ops/rooms/"+s.ConversationID, nil, auth...), http.StatusNotFound, "ROOM_NOT_FOUND")
+	expectErr(t, "GET an unknown room", e.do("GET", "/v1/ops/rooms/conv_nosuchroom", nil, auth...), http.StatusNotFound, "ROOM_NOT_FOUND")
+	expectErr(t, "GET without a key", e.do("GET", "/v1/ops/rooms", nil), http.StatusUnauthorized, "INVALID_API_KEY")
+	noOps, _ := e.newAdminKey("", broker.ScopeConfigRead)
+	expectErr(t, "GET without ops:read", e.do("GET", "/v1/ops/rooms", nil, "Authorization", "Bearer "+noOps), http.StatusForbidden, "MISSING_SCOPE")
 }
