@@ -15,6 +15,11 @@ import (
 	"github.com/parley-rtc/parley/configs"
 )
 
+// Tests of issue "security and tenancy" over HTTP: who may embed a widget
+// (origins), how a session is earned (challenges), the abuse limits, and
+// that no secret reaches the logs. Visitor identities are in
+// identity_http_test.go, the admin API in admin_test.go.
+
 // TestOriginEnforcement is the origin table of seed 001 §2.4 against a
 // widget that allows the registrable domain acme.com.
 func TestSecurityOriginEnforcement(t *testing.T) {

@@ -25,9 +25,10 @@ import (
 	"github.com/parley-rtc/parley/configs"
 )
 
-// Tests of issue "Ops: room state…": live rooms through the ops API, on
-// NATS (the parley_rooms KV bucket and parley.rooms.<cid>), over SSE, in
-// Prometheus, in the `parley rooms` CLI and on the /ops/ page in Chromium.
+// End-to-end tests of issue "Ops: room state…": live rooms on NATS (the
+// parley_rooms KV bucket and parley.rooms.<cid>), in the `parley rooms`
+// CLI and on the /ops/ page in Chromium. The ops API over HTTP and SSE,
+// and /metrics, are tested beside their handlers in signaling.
 
 // fastRooms flushes room state every 50 ms, so tests wait less.
 func fastRooms(c *configs.Config) { c.Ops.RoomUpdateInterval = 50 * time.Millisecond }

@@ -17,10 +17,9 @@ import (
 	"github.com/parley-rtc/parley/configs"
 )
 
-// Tests of issue "security and tenancy": who may embed a widget, how a
-// session is earned, how visitors prove who they are, the abuse limits,
-// leads and uploads, and that no secret reaches the logs. The admin API is
-// in admin_test.go.
+// Helpers for sites, keys and sessions that the end-to-end tests here
+// share. The security tests themselves (origins, challenges, identities,
+// rate limits, secrets in logs) live beside their handlers in signaling.
 
 // The example widget of configs/parley.example.yaml.
 const (
