@@ -16,9 +16,30 @@ import (
 // The admin API: "Authorization: Bearer ak_…" with scopes. A key limited
 // to a tenant sees only that tenant's widgets, keys and data.
 
+// adminHandler is the body of an admin or ops route: it runs with the
+// verified admin key and either answers or returns an error, which admin
+// writes through the error table (errors.go). It must not return an error
+// after it has started to answer.
+type adminHandler func(w http.ResponseWriter, r *http.Request, key broker.KeyInfo) error
+
+// admin is the one gate of the admin and ops APIs: it authenticates the
+// admin key, checks that it has scope, runs h, and maps what h returns to
+// the wire.
+func (s *Server) admin(scope string, h adminHandler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		key, err := s.adminKey(r, scope)
+		if err == nil {
+			err = h(w, r, key)
+		}
+		if err != nil {
+			writeError(w, err)
+		}
+	}
+}
+
 // adminKey authenticates an admin key that has scope.
 func (s *Server) adminKey(r *http.Request, scope string) (broker.KeyInfo, error) {
-	key, err := s.b.VerifyKey(r.Context(), bearer(r), broker.KeyAdmin)
+	key, err := s.keys.VerifyKey(r.Context(), bearer(r), broker.KeyAdmin)
 	if err != nil {
 		return key, err
 	}
@@ -30,7 +51,7 @@ func (s *Server) adminKey(r *http.Request, scope string) (broker.KeyInfo, error)
 
 // adminWidget returns the widget named in the path, if the key may see it.
 func (s *Server) adminWidget(r *http.Request, key broker.KeyInfo) (broker.WidgetRecord, error) {
-	w, err := s.b.WidgetByID(r.PathValue("id"))
+	w, err := s.widgets.WidgetByID(r.PathValue("id"))
 	if err != nil || (key.Tenant != "" && w.Tenant != key.Tenant) {
 		return broker.WidgetRecord{}, ErrWidgetNotFound
 	}
@@ -66,17 +87,13 @@ func (s *Server) publicBase() string {
 	return "http://" + s.cfg.Listen
 }
 
-func (s *Server) serveAdminListWidgets(w http.ResponseWriter, r *http.Request) {
-	key, err := s.adminKey(r, broker.ScopeConfigRead)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
+func (s *Server) serveAdminListWidgets(w http.ResponseWriter, r *http.Request, key broker.KeyInfo) error {
 	out := []adminWidgetView{}
-	for _, wr := range s.b.ListWidgets(key.Tenant) {
+	for _, wr := range s.widgets.ListWidgets(key.Tenant) {
 		out = append(out, s.widgetView(wr))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"widgets": out})
+	return nil
 }
 
 type createdWidget struct {
@@ -84,58 +101,40 @@ type createdWidget struct {
 	IdentitySecret string `json:"identity_secret"`
 }
 
-func (s *Server) serveAdminCreateWidget(w http.ResponseWriter, r *http.Request) {
-	key, err := s.adminKey(r, broker.ScopeConfigWrite)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
+func (s *Server) serveAdminCreateWidget(w http.ResponseWriter, r *http.Request, key broker.KeyInfo) error {
 	var wc configs.WidgetConfig
 	if err := decodeJSON(w, r, &wc); err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	if key.Tenant != "" {
 		if wc.Tenant != "" && wc.Tenant != key.Tenant {
-			writeError(w, fmt.Errorf("%w: this key may only create widgets of tenant %q", ErrMissingScope, key.Tenant))
-			return
+			return fmt.Errorf("%w: this key may only create widgets of tenant %q", ErrMissingScope, key.Tenant)
 		}
 		wc.Tenant = key.Tenant
 	}
 	wc.Key, wc.IdentitySecret = "", "" // generated
-	rec, err := s.b.CreateWidget(r.Context(), wc, true)
+	rec, err := s.widgets.CreateWidget(r.Context(), wc, true)
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	w.Header().Set("Location", "/v1/admin/widgets/"+rec.ID)
 	writeJSON(w, http.StatusCreated, createdWidget{adminWidgetView: s.widgetView(rec), IdentitySecret: rec.Secret})
+	return nil
 }
 
-func (s *Server) serveAdminGetWidget(w http.ResponseWriter, r *http.Request) {
-	key, err := s.adminKey(r, broker.ScopeConfigRead)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
+func (s *Server) serveAdminGetWidget(w http.ResponseWriter, r *http.Request, key broker.KeyInfo) error {
 	wr, err := s.adminWidget(r, key)
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusOK, s.widgetView(wr))
+	return nil
 }
 
-func (s *Server) serveAdminUpdateWidget(w http.ResponseWriter, r *http.Request) {
-	key, err := s.adminKey(r, broker.ScopeConfigWrite)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
+func (s *Server) serveAdminUpdateWidget(w http.ResponseWriter, r *http.Request, key broker.KeyInfo) error {
 	cur, err := s.adminWidget(r, key)
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	// A widget as GET shows it can be sent back: the read-only fields
 	// are accepted when they hold the stored values, and refused when
@@ -149,8 +148,7 @@ func (s *Server) serveAdminUpdateWidget(w http.ResponseWriter, r *http.Request) 
 		UpdatedAt             *time.Time `json:"updated_at"`
 	}
 	if err := decodeJSON(w, r, &req); err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	var ro []configs.Problem
 	refuse := func(field, msg string) { ro = append(ro, configs.Problem{Field: field, Message: "read-only: " + msg}) }
@@ -176,37 +174,30 @@ func (s *Server) serveAdminUpdateWidget(w http.ResponseWriter, r *http.Request) 
 		refuse("updated_at", "the widget was changed after this copy was read; read it again")
 	}
 	if len(ro) > 0 {
-		writeError(w, &broker.ValidationError{Problems: ro})
-		return
+		return &broker.ValidationError{Problems: ro}
 	}
 	wc := req.WidgetConfig
 	if wc.Tenant == "" || key.Tenant != "" {
 		wc.Tenant = cur.Tenant // a tenant key cannot move a widget out
 	}
-	rec, err := s.b.UpdateWidget(r.Context(), cur.ID, wc)
+	rec, err := s.widgets.UpdateWidget(r.Context(), cur.ID, wc)
 	if err != nil {
-		writeError(w, adminErr(err))
-		return
+		return adminErr(err)
 	}
 	writeJSON(w, http.StatusOK, s.widgetView(rec))
+	return nil
 }
 
-func (s *Server) serveAdminDeleteWidget(w http.ResponseWriter, r *http.Request) {
-	key, err := s.adminKey(r, broker.ScopeConfigWrite)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
+func (s *Server) serveAdminDeleteWidget(w http.ResponseWriter, r *http.Request, key broker.KeyInfo) error {
 	cur, err := s.adminWidget(r, key)
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
-	if err := s.b.DeleteWidget(r.Context(), cur.ID); err != nil {
-		writeError(w, adminErr(err))
-		return
+	if err := s.widgets.DeleteWidget(r.Context(), cur.ID); err != nil {
+		return adminErr(err)
 	}
 	w.WriteHeader(http.StatusNoContent)
+	return nil
 }
 
 type rotateRequest struct {
@@ -222,35 +213,27 @@ type rotateResponse struct {
 // serveAdminRotateKey: POST /v1/admin/widgets/{id}/rotate-key
 // {"grace_seconds": N}: a new public key; the old one stops at once, or
 // after the grace period (at most a day).
-func (s *Server) serveAdminRotateKey(w http.ResponseWriter, r *http.Request) {
-	key, err := s.adminKey(r, broker.ScopeConfigWrite)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
+func (s *Server) serveAdminRotateKey(w http.ResponseWriter, r *http.Request, key broker.KeyInfo) error {
 	cur, err := s.adminWidget(r, key)
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	var req rotateRequest
 	if r.ContentLength != 0 {
 		if err := decodeJSON(w, r, &req); err != nil {
-			writeError(w, err)
-			return
+			return err
 		}
 	}
 	if req.GraceSeconds < 0 || req.GraceSeconds > 86400 {
-		writeError(w, &broker.ValidationError{Problems: []configs.Problem{{Field: "grace_seconds", Message: "must be between 0 and 86400"}}})
-		return
+		return &broker.ValidationError{Problems: []configs.Problem{{Field: "grace_seconds", Message: "must be between 0 and 86400"}}}
 	}
-	rec, err := s.b.RotateWidgetKey(r.Context(), cur.ID, time.Duration(req.GraceSeconds)*time.Second)
+	rec, err := s.widgets.RotateWidgetKey(r.Context(), cur.ID, time.Duration(req.GraceSeconds)*time.Second)
 	if err != nil {
-		writeError(w, adminErr(err))
-		return
+		return adminErr(err)
 	}
 	v := s.widgetView(rec)
 	writeJSON(w, http.StatusOK, rotateResponse{PublicKey: rec.Key, PreviousKeyValidUntil: v.PreviousKeyUntil, EmbedSnippet: v.EmbedSnippet})
+	return nil
 }
 
 type readinessCheck struct {
@@ -267,16 +250,10 @@ type readinessResponse struct {
 
 // serveAdminReadiness: GET /v1/admin/widgets/{id}/readiness — whether the
 // widget is ready to embed, and which checks fail.
-func (s *Server) serveAdminReadiness(w http.ResponseWriter, r *http.Request) {
-	key, err := s.adminKey(r, broker.ScopeConfigRead)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
+func (s *Server) serveAdminReadiness(w http.ResponseWriter, r *http.Request, key broker.KeyInfo) error {
 	wr, err := s.adminWidget(r, key)
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	checks := map[string]readinessCheck{}
 	check := func(name string, ok bool, reason string, details map[string]any) {
@@ -298,10 +275,10 @@ func (s *Server) serveAdminReadiness(w http.ResponseWriter, r *http.Request) {
 	check("widget_live", wr.IsLive(), "the widget is not live", nil)
 	check("allowed_origins_configured", prod > 0, "no production origin or domain in allowed_origins",
 		map[string]any{"allowed_origins": len(wr.AllowedOrigins), "allow_dev_origins": wr.AllowDevOrigins})
-	workers := s.b.AliveWorkers(wr.Agent)
+	workers := s.agents.AliveWorkers(wr.Agent)
 	check("agent_available", workers > 0, "no worker of agent "+strconv.Quote(wr.Agent)+" is running",
 		map[string]any{"agent": wr.Agent, "workers": workers})
-	keys, _ := s.b.ListKeys(r.Context(), "")
+	keys, _ := s.keys.ListKeys(r.Context(), "")
 	secretKeys := 0
 	for _, k := range keys {
 		if k.WidgetID == wr.ID && !k.Disabled {
@@ -321,6 +298,7 @@ func (s *Server) serveAdminReadiness(w http.ResponseWriter, r *http.Request) {
 	}
 	slices.Sort(failed)
 	writeJSON(w, http.StatusOK, readinessResponse{Ready: len(failed) == 0, FailedChecks: failed, Checks: checks})
+	return nil
 }
 
 type createKeyRequest struct {
@@ -336,98 +314,72 @@ type createdKey struct {
 
 // serveAdminCreateSecretKey: POST /v1/admin/widgets/{id}/secret-keys — a
 // secret key for the widget's server, shown once.
-func (s *Server) serveAdminCreateSecretKey(w http.ResponseWriter, r *http.Request) {
-	key, err := s.adminKey(r, broker.ScopeKeysWrite)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
+func (s *Server) serveAdminCreateSecretKey(w http.ResponseWriter, r *http.Request, key broker.KeyInfo) error {
 	wr, err := s.adminWidget(r, key)
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	var req createKeyRequest
 	if r.ContentLength != 0 {
 		if err := decodeJSON(w, r, &req); err != nil {
-			writeError(w, err)
-			return
+			return err
 		}
 	}
-	secret, info, err := s.b.CreateSecretKey(r.Context(), wr.ID, req.Name)
+	secret, info, err := s.keys.CreateSecretKey(r.Context(), wr.ID, req.Name)
 	if err != nil {
-		writeError(w, adminErr(err))
-		return
+		return adminErr(err)
 	}
 	writeJSON(w, http.StatusCreated, createdKey{Key: secret, Info: info})
+	return nil
 }
 
 // serveAdminCreateKey: POST /v1/admin/keys — an admin key, shown once; it
 // can have no scope and no tenant its creator lacks.
-func (s *Server) serveAdminCreateKey(w http.ResponseWriter, r *http.Request) {
-	key, err := s.adminKey(r, broker.ScopeKeysWrite)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
+func (s *Server) serveAdminCreateKey(w http.ResponseWriter, r *http.Request, key broker.KeyInfo) error {
 	var req createKeyRequest
 	if err := decodeJSON(w, r, &req); err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	for _, sc := range req.Scopes {
 		if !key.HasScope(sc) {
-			writeError(w, fmt.Errorf("%w: cannot grant %s, which this key does not have", ErrMissingScope, sc))
-			return
+			return fmt.Errorf("%w: cannot grant %s, which this key does not have", ErrMissingScope, sc)
 		}
 	}
 	if key.Tenant != "" {
 		if req.Tenant != "" && req.Tenant != key.Tenant {
-			writeError(w, fmt.Errorf("%w: this key may only create keys of tenant %q", ErrMissingScope, key.Tenant))
-			return
+			return fmt.Errorf("%w: this key may only create keys of tenant %q", ErrMissingScope, key.Tenant)
 		}
 		req.Tenant = key.Tenant
 	}
-	secret, info, err := s.b.CreateAdminKey(r.Context(), req.Tenant, req.Name, req.Scopes)
+	secret, info, err := s.keys.CreateAdminKey(r.Context(), req.Tenant, req.Name, req.Scopes)
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusCreated, createdKey{Key: secret, Info: info})
+	return nil
 }
 
-func (s *Server) serveAdminListKeys(w http.ResponseWriter, r *http.Request) {
-	key, err := s.adminKey(r, broker.ScopeKeysWrite)
+func (s *Server) serveAdminListKeys(w http.ResponseWriter, r *http.Request, key broker.KeyInfo) error {
+	keys, err := s.keys.ListKeys(r.Context(), key.Tenant)
 	if err != nil {
-		writeError(w, err)
-		return
-	}
-	keys, err := s.b.ListKeys(r.Context(), key.Tenant)
-	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"keys": keys})
+	return nil
 }
 
 // serveAdminRevokeKey: DELETE /v1/admin/keys/{kid} — the key stops at once.
-func (s *Server) serveAdminRevokeKey(w http.ResponseWriter, r *http.Request) {
-	key, err := s.adminKey(r, broker.ScopeKeysWrite)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	target, err := s.b.Key(r.Context(), r.PathValue("kid"))
+func (s *Server) serveAdminRevokeKey(w http.ResponseWriter, r *http.Request, key broker.KeyInfo) error {
+	target, err := s.keys.Key(r.Context(), r.PathValue("kid"))
 	if err != nil || (key.Tenant != "" && target.Tenant != key.Tenant) {
-		writeError(w, ErrKeyNotFound)
-		return
+		return ErrKeyNotFound
 	}
-	info, err := s.b.RevokeKey(r.Context(), target.ID)
+	info, err := s.keys.RevokeKey(r.Context(), target.ID)
 	if err != nil {
-		writeError(w, adminErr(err))
-		return
+		return adminErr(err)
 	}
 	writeJSON(w, http.StatusOK, info)
+	return nil
 }
 
 // agentCredentials is the answer of POST /v1/admin/agents/{agent}/credentials:
@@ -443,50 +395,43 @@ type agentCredentials struct {
 // every call while they are current). With an external NATS, 409
 // EXTERNAL_NATS and the permission block to configure there. The
 // credentials are a secret: never logged, never cached.
-func (s *Server) serveAdminAgentCredentials(w http.ResponseWriter, r *http.Request) {
-	key, err := s.adminKey(r, broker.ScopeKeysWrite)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
+func (s *Server) serveAdminAgentCredentials(w http.ResponseWriter, r *http.Request, key broker.KeyInfo) error {
 	if key.Tenant != "" {
 		// An agent serves the widgets of any tenant that names it.
-		writeError(w, fmt.Errorf("%w: agent credentials reach every conversation of the agent, whatever the tenant: use a key for all tenants", ErrMissingScope))
-		return
+		return fmt.Errorf("%w: agent credentials reach every conversation of the agent, whatever the tenant: use a key for all tenants", ErrMissingScope)
 	}
 	agent := r.PathValue("agent")
-	perms, err := s.b.AgentPermissions(agent)
+	perms, err := s.agents.AgentPermissions(agent)
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
-	creds, err := s.b.AgentCredentials(agent)
+	creds, err := s.agents.AgentCredentials(agent)
 	if errors.Is(err, broker.ErrExternalNATS) {
 		writeErrorDetails(w, fmt.Errorf("%w: this deployment uses an external NATS, whose users Parley does not manage: give the NATS user of agent %q the permissions in details", err, agent),
 			map[string]any{"permissions": perms, "nats_server_config": perms.ServerConfig()})
-		return
+		return nil
 	}
 	if err != nil {
 		s.log.Error("agent credentials could not be issued", "agent", agent, "err", err)
-		writeError(w, err)
-		return
+		return err
 	}
 	s.log.Info("agent NATS credentials handed out", "agent", agent, "key_id", key.ID)
 	writeJSON(w, http.StatusOK, agentCredentials{AgentNATSPermissions: perms, Creds: string(creds)})
+	return nil
 }
 
 // adminWidgetIDs lists the widgets a listing covers: ?widget=ID or all the
 // key may see.
 func (s *Server) adminWidgetIDs(r *http.Request, key broker.KeyInfo) ([]string, error) {
 	if id := r.URL.Query().Get("widget"); id != "" {
-		w, err := s.b.WidgetByID(id)
+		w, err := s.widgets.WidgetByID(id)
 		if err != nil || (key.Tenant != "" && w.Tenant != key.Tenant) {
 			return nil, ErrWidgetNotFound
 		}
 		return []string{id}, nil
 	}
 	var ids []string
-	for _, w := range s.b.ListWidgets(key.Tenant) {
+	for _, w := range s.widgets.ListWidgets(key.Tenant) {
 		ids = append(ids, w.ID)
 	}
 	return ids, nil
@@ -505,40 +450,33 @@ func listLimit(r *http.Request) (int, error) {
 }
 
 // serveAdminConversations: GET /v1/admin/conversations?widget=&limit=.
-func (s *Server) serveAdminConversations(w http.ResponseWriter, r *http.Request) {
-	serveAdminList(s, w, r, "conversations", s.b.ListConversations)
+func (s *Server) serveAdminConversations(w http.ResponseWriter, r *http.Request, key broker.KeyInfo) error {
+	return serveAdminList(s, w, r, key, "conversations", s.records.ListConversations)
 }
 
 // serveAdminLeads: GET /v1/admin/leads?widget=&limit=.
-func (s *Server) serveAdminLeads(w http.ResponseWriter, r *http.Request) {
-	serveAdminList(s, w, r, "leads", s.b.Leads)
+func (s *Server) serveAdminLeads(w http.ResponseWriter, r *http.Request, key broker.KeyInfo) error {
+	return serveAdminList(s, w, r, key, "leads", s.records.Leads)
 }
 
-// serveAdminList answers an ops:read list over the widgets the key may
-// see (?widget= narrows them) and ?limit=, as {field: [...]}.
-func serveAdminList[T any](s *Server, w http.ResponseWriter, r *http.Request, field string,
-	list func(ctx context.Context, widgetIDs []string, limit int) ([]T, error)) {
-	key, err := s.adminKey(r, broker.ScopeOpsRead)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
+// serveAdminList answers a list over the widgets the key may see
+// (?widget= narrows them) and ?limit=, as {field: [...]}.
+func serveAdminList[T any](s *Server, w http.ResponseWriter, r *http.Request, key broker.KeyInfo, field string,
+	list func(ctx context.Context, widgetIDs []string, limit int) ([]T, error)) error {
 	ids, err := s.adminWidgetIDs(r, key)
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	limit, err := listLimit(r)
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	items, err := list(r.Context(), ids, limit)
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusOK, map[string]any{field: items})
+	return nil
 }
 
 // adminErr maps "no such widget/key" to the admin API's 404s.

@@ -38,7 +38,7 @@ func (s *Server) serveCapture(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	lead, err := s.b.Capture(context.WithoutCancel(r.Context()), sess, req.Kind, req.Value, req.Source)
+	lead, err := s.convs.Capture(context.WithoutCancel(r.Context()), sess, req.Kind, req.Value, req.Source)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -114,7 +114,7 @@ func (s *Server) serveUpload(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		content := &limitedReader{r: io.MultiReader(strings.NewReader(string(head[:n])), part), left: max}
-		up, err := s.b.PutUpload(context.WithoutCancel(r.Context()), sess, name, ct, content)
+		up, err := s.convs.PutUpload(context.WithoutCancel(r.Context()), sess, name, ct, content)
 		if content.over {
 			writeError(w, fmt.Errorf("%w: the file is over %d bytes", ErrPayloadTooLarge, max))
 			return

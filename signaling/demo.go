@@ -19,9 +19,9 @@ var demoTemplate = template.Must(template.New("demo").Parse(demoHTML))
 // script tag, as a site would, using the demo widget (or the first one).
 func (s *Server) serveDemo(w http.ResponseWriter, r *http.Request) {
 	key := configs.DemoWidgetKey
-	if w, err := s.b.WidgetByID("wdg_demo"); err == nil {
+	if w, err := s.widgets.WidgetByID("wdg_demo"); err == nil {
 		key = w.Key // rotated
-	} else if ws := s.b.ListWidgets(""); len(ws) > 0 {
+	} else if ws := s.widgets.ListWidgets(""); len(ws) > 0 {
 		key = ws[0].Key
 	}
 	var n [16]byte

@@ -14,8 +14,35 @@
 //
 // It checks widget keys, origins (and answers CORS), challenges, visitor
 // identities, session tokens, API keys and their scopes, and rate limits
-// per client IP and per widget (counted across brokers). Widgets, keys,
-// sessions and conversations live in package broker (on NATS JetStream).
-// Errors are mapped to wire codes in one place (errors.go). docs/API.md
-// describes every route.
+// per client IP and per widget (counted across brokers). Every admin and
+// ops route passes one gate, Server.admin, which checks the key and the
+// scope the route table names; those handlers return errors instead of
+// writing them. Errors are mapped to wire codes in one place (errors.go).
+// docs/API.md describes every route.
+//
+// # Roles
+//
+// Widgets, keys, sessions and conversations live in package broker (on
+// NATS JetStream), but signaling does not hold a *broker.Broker: New takes
+// a Deps of small interfaces, defined in roles.go where they are used, the
+// way Galène's conn package meets WebRTC. Widgets and Keys serve the admin
+// API and every key or widget check; Sessions admits visitors (sessions,
+// nonces, the signing key, shared rate counts); Conversations carries a
+// visitor's messages, replies, captures and uploads; Records is what the
+// admin lists and privacy deletion erase; Voices runs voice legs and mode
+// switches; Rooms is the ops view and the legs that feed it; Agents and
+// Health answer about workers, readiness and the store. A *broker.Broker
+// plays them all (BrokerDeps), which roles_test.go asserts.
+//
+// # Tests
+//
+// A handler's tests live beside it in this directory. Unit tests of the
+// parsers, limiters and error table are in package signaling; HTTP-level
+// tests of the handlers (admin_test.go, chat_test.go, ops_test.go,
+// security_test.go, …) are in package signaling_test and run against the
+// real thing through harness_test.go: a broker on an embedded NATS
+// server on an ephemeral port, a media engine, the Server on 127.0.0.1:0
+// and echo agent workers, all in process. End-to-end tests (Chromium, the
+// parley binary and its CLIs, clusters, LiveKit, voice with pion peers)
+// stay in cmd/parley.
 package signaling

@@ -30,14 +30,14 @@ type readyResponse struct {
 func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
-	if err := s.b.Ready(ctx); err != nil {
-		writeErrorDetails(w, err, map[string]any{"store": s.b.StoreStatus()})
+	if err := s.health.Ready(ctx); err != nil {
+		writeErrorDetails(w, err, map[string]any{"store": s.health.StoreStatus()})
 		return
 	}
-	st := s.b.StoreStatus()
+	st := s.health.StoreStatus()
 	agents := make(map[string]int)
-	for _, wc := range s.b.ListWidgets("") {
-		agents[wc.Agent] = s.b.AliveWorkers(wc.Agent)
+	for _, wc := range s.widgets.ListWidgets("") {
+		agents[wc.Agent] = s.agents.AliveWorkers(wc.Agent)
 	}
 	status := "ready"
 	if st.Degraded() {

@@ -66,7 +66,7 @@ func (s *Server) serveLiveKitToken(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	wc, err := s.b.WidgetByID(sess.Widget)
+	wc, err := s.widgets.WidgetByID(sess.Widget)
 	if err != nil {
 		writeError(w, ErrWidgetNotFound)
 		return
@@ -104,16 +104,16 @@ func (s *Server) serveLiveKitToken(w http.ResponseWriter, r *http.Request) {
 // liveKitLeg returns the session's LiveKit voice leg, starting one (room,
 // bridge, StartVoice) unless its bridge is already up in this room.
 func (s *Server) liveKitLeg(ctx context.Context, sess broker.Session, lk *media.LiveKit, room, identity string) (*broker.Voice, error) {
-	if v, ok := s.b.Voice(sess.ID); ok {
+	if v, ok := s.voices.Voice(sess.ID); ok {
 		if br, ok := v.Media().(*media.Bridge); ok && br.Alive() && br.Room() == room {
 			return v, nil
 		}
 	}
-	format, err := media.ParseFormat(s.b.AgentFormat(sess.Agent))
+	format, err := media.ParseFormat(s.voices.AgentFormat(sess.Agent))
 	if err != nil {
 		return nil, err
 	}
-	v := s.b.NewVoice(sess)
+	v := s.voices.NewVoice(sess)
 	v.SetTransport(transportLiveKit)
 	log := s.log.With("session_id", sess.ID, "conversation_id", sess.ConversationID, "leg_id", v.ID())
 	br, err := lk.NewBridge(ctx, media.BridgeOptions{
@@ -125,7 +125,7 @@ func (s *Server) liveKitLeg(ctx context.Context, sess broker.Session, lk *media.
 		log.Warn("livekit bridge failed", "err", err)
 		return nil, err
 	}
-	if err := s.b.StartVoice(ctx, v, br); err != nil {
+	if err := s.voices.StartVoice(ctx, v, br); err != nil {
 		_ = br.Close()
 		return nil, err
 	}
@@ -199,7 +199,7 @@ func (s *Server) serveLiveKitWebhook(w http.ResponseWriter, r *http.Request) {
 	if ev.GetId() != "" {
 		dedup = "livekit-" + ev.GetId()
 	}
-	seq, err := s.b.TransportEvent(context.WithoutCancel(r.Context()), cid, sessionID, state, reason, dedup)
+	seq, err := s.voices.TransportEvent(context.WithoutCancel(r.Context()), cid, sessionID, state, reason, dedup)
 	switch {
 	case errors.Is(err, broker.ErrUnknownConversation):
 		writeJSON(w, http.StatusOK, webhookResponse{Received: true})

@@ -50,7 +50,7 @@ func (s *Server) servePostMessage(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("%w: body is required", broker.ErrValidation))
 		return
 	}
-	if err := s.b.ValidateMessage(*req.Body, req.ClientMessageID); err != nil {
+	if err := s.convs.ValidateMessage(*req.Body, req.ClientMessageID); err != nil {
 		writeError(w, err)
 		return
 	}
@@ -58,18 +58,18 @@ func (s *Server) servePostMessage(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	s.b.LegAttached(sess, "http_"+sess.ID, "http")
+	s.rooms.LegAttached(sess, "http_"+sess.ID, "http")
 	var sub *broker.Subscription
 	if req.Wait {
 		// Subscribe before posting so the reply cannot be missed.
-		if sub, err = s.b.Subscribe(r.Context(), sess.ConversationID); err != nil {
+		if sub, err = s.convs.Subscribe(r.Context(), sess.ConversationID); err != nil {
 			writeError(w, err)
 			return
 		}
 		defer sub.Close()
 	}
 	// Storing must not be cut short by a client that goes away.
-	posted, err := s.b.PostMessage(context.WithoutCancel(r.Context()), sess, *req.Body, req.ClientMessageID, agentbridge.ModeChat, req.UploadIDs...)
+	posted, err := s.convs.PostMessage(context.WithoutCancel(r.Context()), sess, *req.Body, req.ClientMessageID, agentbridge.ModeChat, req.UploadIDs...)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -82,7 +82,7 @@ func (s *Server) servePostMessage(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.Chat.ReplyTimeout)
 	defer cancel()
-	reply, err := s.b.AwaitReply(ctx, sub, posted)
+	reply, err := s.convs.AwaitReply(ctx, sub, posted)
 	if err != nil {
 		if errors.Is(err, broker.ErrReplyTimeout) && r.Context().Err() != nil {
 			return // the client left

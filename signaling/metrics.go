@@ -47,8 +47,8 @@ type metrics struct {
 }
 
 // newMetrics registers every metric; gauges are computed at scrape time
-// from b.
-func newMetrics(b *broker.Broker, agents func() []string) *metrics {
+// from health and agents.
+func newMetrics(health Health, workers Agents, agents func() []string) *metrics {
 	m := &metrics{reg: prometheus.NewRegistry()}
 	f := func(c prometheus.Collector) { m.reg.MustRegister(c) }
 	f(collectors.NewGoCollector())
@@ -82,11 +82,11 @@ func newMetrics(b *broker.Broker, agents func() []string) *metrics {
 	}
 	m.registerDrops(f)
 	f(gaugeFunc("sessions", "active", "Visitor sessions with a leg on this broker.", func() float64 {
-		return float64(b.LocalStats().Sessions)
+		return float64(health.LocalStats().Sessions)
 	}))
-	f(&roomCollector{b: b, desc: prometheus.NewDesc("parley_conversations_active",
+	f(&roomCollector{health: health, desc: prometheus.NewDesc("parley_conversations_active",
 		"Live conversations hosted on this broker, by mode.", []string{"mode"}, nil)})
-	f(&storeCollector{b: b,
+	f(&storeCollector{health: health,
 		writable: prometheus.NewDesc("parley_store_writable",
 			"1 when the store's last write (probe or real) succeeded, 0 when it failed.", nil, nil),
 		lostMsgs: prometheus.NewDesc("parley_store_lost_messages",
@@ -98,7 +98,7 @@ func newMetrics(b *broker.Broker, agents func() []string) *metrics {
 		timeouts: prometheus.NewDesc("parley_store_read_timeouts_total",
 			"Conversation log reads that timed out: the store claimed events it did not deliver.", nil, nil),
 	})
-	f(&workerCollector{b: b, agents: agents, desc: prometheus.NewDesc("parley_agent_workers_alive",
+	f(&workerCollector{workers: workers, agents: agents, desc: prometheus.NewDesc("parley_agent_workers_alive",
 		"Agent workers heartbeating, by agent.", []string{"agent"}, nil)})
 	return m
 }
@@ -152,13 +152,13 @@ func gaugeFunc(subsystem, name, help string, fn func() float64) prometheus.Colle
 }
 
 type roomCollector struct {
-	b    *broker.Broker
-	desc *prometheus.Desc
+	health Health
+	desc   *prometheus.Desc
 }
 
 func (c *roomCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 func (c *roomCollector) Collect(ch chan<- prometheus.Metric) {
-	byMode := c.b.LocalStats().ConversationsByMode
+	byMode := c.health.LocalStats().ConversationsByMode
 	for _, mode := range []string{"chat", "voice"} {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(byMode[mode]), mode)
 	}
@@ -166,7 +166,7 @@ func (c *roomCollector) Collect(ch chan<- prometheus.Metric) {
 
 // storeCollector reports the broker's store health at scrape time.
 type storeCollector struct {
-	b                                                 *broker.Broker
+	health                                            Health
 	writable, lostMsgs, lostBytes, dataLost, timeouts *prometheus.Desc
 }
 
@@ -179,7 +179,7 @@ func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
-	st := c.b.StoreStatus()
+	st := c.health.StoreStatus()
 	w := 0.0
 	if st.Writable {
 		w = 1
@@ -198,15 +198,15 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 type workerCollector struct {
-	b      *broker.Broker
-	agents func() []string
-	desc   *prometheus.Desc
+	workers Agents
+	agents  func() []string
+	desc    *prometheus.Desc
 }
 
 func (c *workerCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 func (c *workerCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, a := range c.agents() {
-		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(c.b.AliveWorkers(a)), a)
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(c.workers.AliveWorkers(a)), a)
 	}
 }
 

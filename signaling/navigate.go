@@ -56,7 +56,7 @@ func (l *leg) actionFrame(ev *agentbridge.Event) (serverFrame, error) {
 	if ev.Action != agentbridge.ActionNavigate {
 		return f, nil
 	}
-	wc, err := l.s.b.WidgetByID(l.sess.Widget)
+	wc, err := l.s.widgets.WidgetByID(l.sess.Widget)
 	if err != nil {
 		return f, fmt.Errorf("%w: the widget is gone", ErrNavTargetUnknown)
 	}

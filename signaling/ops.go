@@ -21,7 +21,7 @@ import (
 // opsRooms returns the rooms a key may see, filtered by the query.
 func (s *Server) opsRooms(r *http.Request, key broker.KeyInfo) ([]broker.Room, error) {
 	q := r.URL.Query()
-	rooms, err := s.b.Rooms(r.Context(), q.Get("widget"), q.Get("mode"), q.Get("agent"))
+	rooms, err := s.rooms.Rooms(r.Context(), q.Get("widget"), q.Get("mode"), q.Get("agent"))
 	if err != nil {
 		return nil, err
 	}
@@ -33,23 +33,18 @@ func (s *Server) keySeesWidget(key broker.KeyInfo, widgetID string) bool {
 	if key.Tenant == "" {
 		return true
 	}
-	w, err := s.b.WidgetByID(widgetID)
+	w, err := s.widgets.WidgetByID(widgetID)
 	return err == nil && w.Tenant == key.Tenant
 }
 
 // serveOpsRooms: GET /v1/ops/rooms?widget=&mode=&agent=.
-func (s *Server) serveOpsRooms(w http.ResponseWriter, r *http.Request) {
-	key, err := s.adminKey(r, broker.ScopeOpsRead)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
+func (s *Server) serveOpsRooms(w http.ResponseWriter, r *http.Request, key broker.KeyInfo) error {
 	rooms, err := s.opsRooms(r, key)
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"rooms": rooms})
+	return nil
 }
 
 type roomDetail struct {
@@ -61,21 +56,14 @@ type roomDetail struct {
 }
 
 // serveOpsRoom: GET /v1/ops/rooms/{id} — the room and its recent events.
-func (s *Server) serveOpsRoom(w http.ResponseWriter, r *http.Request) {
-	key, err := s.adminKey(r, broker.ScopeOpsRead)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	room, err := s.b.Room(r.Context(), r.PathValue("id"))
+func (s *Server) serveOpsRoom(w http.ResponseWriter, r *http.Request, key broker.KeyInfo) error {
+	room, err := s.rooms.Room(r.Context(), r.PathValue("id"))
 	if err != nil || !s.keySeesWidget(key, room.Widget) {
-		writeError(w, ErrRoomNotFound)
-		return
+		return ErrRoomNotFound
 	}
-	events, err := s.b.RecentEvents(r.Context(), room.ConversationID, s.cfg.Ops.RecentEvents)
+	events, err := s.rooms.RecentEvents(r.Context(), room.ConversationID, s.cfg.Ops.RecentEvents)
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	if events == nil {
 		events = []agentbridge.Event{}
@@ -87,6 +75,7 @@ func (s *Server) serveOpsRoom(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeJSON(w, http.StatusOK, detail)
+	return nil
 }
 
 type endRoomRequest struct {
@@ -95,33 +84,25 @@ type endRoomRequest struct {
 
 // serveOpsEndRoom: DELETE /v1/ops/rooms/{id} {"reason"} — ends the room's
 // voice legs and visitor sessions; the conversation stays.
-func (s *Server) serveOpsEndRoom(w http.ResponseWriter, r *http.Request) {
-	key, err := s.adminKey(r, broker.ScopeOpsWrite)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
+func (s *Server) serveOpsEndRoom(w http.ResponseWriter, r *http.Request, key broker.KeyInfo) error {
 	var req endRoomRequest
 	if r.ContentLength != 0 {
 		if err := decodeJSON(w, r, &req); err != nil {
-			writeError(w, err)
-			return
+			return err
 		}
 	}
 	if len(req.Reason) > 200 {
-		writeError(w, fmt.Errorf("%w: reason longer than 200 characters", broker.ErrValidation))
-		return
+		return fmt.Errorf("%w: reason longer than 200 characters", broker.ErrValidation)
 	}
-	room, err := s.b.Room(r.Context(), r.PathValue("id"))
+	room, err := s.rooms.Room(r.Context(), r.PathValue("id"))
 	if err != nil || !s.keySeesWidget(key, room.Widget) {
-		writeError(w, ErrRoomNotFound)
-		return
+		return ErrRoomNotFound
 	}
-	if err := s.b.EndRoom(context.WithoutCancel(r.Context()), room.ConversationID, req.Reason); err != nil {
-		writeError(w, err)
-		return
+	if err := s.rooms.EndRoom(context.WithoutCancel(r.Context()), room.ConversationID, req.Reason); err != nil {
+		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
+	return nil
 }
 
 // sseHeartbeat keeps idle event streams (and proxies) alive.
@@ -131,23 +112,17 @@ const sseHeartbeat = 15 * time.Second
 // "room" event per live room, then "room" on every change and
 // "room_ended" when a room ends. Authenticated like the rest (the /ops/
 // page reads it with fetch, which can send the Authorization header).
-func (s *Server) serveOpsEvents(w http.ResponseWriter, r *http.Request) {
-	key, err := s.adminKey(r, broker.ScopeOpsRead)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
+func (s *Server) serveOpsEvents(w http.ResponseWriter, r *http.Request, key broker.KeyInfo) error {
 	// Through the request log's statusWriter: a ResponseController finds
 	// the Flusher by Unwrap, a type assertion would not.
 	rc := http.NewResponseController(w)
 	if !s.addLeg() {
-		writeError(w, broker.ErrClosed)
-		return
+		return broker.ErrClosed
 	}
 	defer s.legWG.Done()
 	updates := make(chan broker.Room, 256)
 	lost := make(chan struct{}, 1)
-	stop, err := s.b.WatchRooms(func(room broker.Room) {
+	stop, err := s.rooms.WatchRooms(func(room broker.Room) {
 		select {
 		case updates <- room:
 		default: // a reader this slow starts over
@@ -158,14 +133,12 @@ func (s *Server) serveOpsEvents(w http.ResponseWriter, r *http.Request) {
 		}
 	})
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	defer stop()
 	rooms, err := s.opsRooms(r, key)
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
@@ -181,27 +154,27 @@ func (s *Server) serveOpsEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	for _, room := range rooms {
 		if !send("room", room) {
-			return
+			return nil
 		}
 	}
 	if !send("ready", map[string]int{"rooms": len(rooms)}) {
-		return
+		return nil
 	}
 	ping := time.NewTicker(sseHeartbeat)
 	defer ping.Stop()
 	for {
 		select {
 		case <-r.Context().Done():
-			return
+			return nil
 		case <-s.legs.Done():
-			return
+			return nil
 		case <-lost:
 			s.metrics.opsSlow.Inc()
 			send("reset", map[string]string{"reason": "too slow; reconnect"})
-			return
+			return nil
 		case <-ping.C:
 			if _, err := fmt.Fprint(w, ": ping\n\n"); err != nil || rc.Flush() != nil {
-				return
+				return nil
 			}
 		case room := <-updates:
 			if !s.keySeesWidget(key, room.Widget) {
@@ -212,7 +185,7 @@ func (s *Server) serveOpsEvents(w http.ResponseWriter, r *http.Request) {
 				event = "room_ended"
 			}
 			if !send(event, room) {
-				return
+				return nil
 			}
 		}
 	}

@@ -19,29 +19,22 @@ import (
 // 204; the conversation's log, records, leads and uploads are gone and its
 // active sessions ended. A conversation already deleted (or of another
 // tenant) is 404 CONVERSATION_NOT_FOUND.
-func (s *Server) serveAdminDeleteConversation(w http.ResponseWriter, r *http.Request) {
-	key, err := s.adminKey(r, broker.ScopeDataDelete)
+func (s *Server) serveAdminDeleteConversation(w http.ResponseWriter, r *http.Request, key broker.KeyInfo) error {
+	conv, err := s.records.Conversation(r.Context(), r.PathValue("id"))
 	if err != nil {
-		writeError(w, err)
-		return
-	}
-	conv, err := s.b.Conversation(r.Context(), r.PathValue("id"))
-	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	if key.Tenant != "" {
-		if wr, err := s.b.WidgetByID(conv.Widget); err != nil || wr.Tenant != key.Tenant {
-			writeError(w, broker.ErrUnknownConversation)
-			return
+		if wr, err := s.widgets.WidgetByID(conv.Widget); err != nil || wr.Tenant != key.Tenant {
+			return broker.ErrUnknownConversation
 		}
 	}
-	if err := s.b.DeleteConversation(r.Context(), conv.ID); err != nil {
-		writeError(w, err)
-		return
+	if err := s.records.DeleteConversation(r.Context(), conv.ID); err != nil {
+		return err
 	}
 	s.log.Info("conversation deleted by operator", "conversation_id", conv.ID, "widget", conv.Widget, "key_id", key.ID)
 	w.WriteHeader(http.StatusNoContent)
+	return nil
 }
 
 type deletedVisitor struct {
@@ -54,32 +47,24 @@ type deletedVisitor struct {
 // deletes every conversation of an identified visitor (their verified
 // user id, the "sub" of their identity) on a widget. 200 with the ids
 // deleted; 404 VISITOR_NOT_FOUND when there is none (a second request).
-func (s *Server) serveAdminDeleteVisitor(w http.ResponseWriter, r *http.Request) {
-	key, err := s.adminKey(r, broker.ScopeDataDelete)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
+func (s *Server) serveAdminDeleteVisitor(w http.ResponseWriter, r *http.Request, key broker.KeyInfo) error {
 	wid := r.URL.Query().Get("widget")
 	if wid == "" {
-		writeError(w, fmt.Errorf("%w: widget (a widget id) is required", broker.ErrValidation))
-		return
+		return fmt.Errorf("%w: widget (a widget id) is required", broker.ErrValidation)
 	}
-	wr, err := s.b.WidgetByID(wid)
+	wr, err := s.widgets.WidgetByID(wid)
 	if err != nil || (key.Tenant != "" && wr.Tenant != key.Tenant) {
-		writeError(w, ErrWidgetNotFound)
-		return
+		return ErrWidgetNotFound
 	}
 	sub := r.PathValue("user_id")
 	if sub == "" || len(sub) > 256 {
-		writeError(w, fmt.Errorf("%w: user_id must be 1..256 characters", broker.ErrValidation))
-		return
+		return fmt.Errorf("%w: user_id must be 1..256 characters", broker.ErrValidation)
 	}
-	ids, err := s.b.DeleteVisitor(r.Context(), wr.ID, sub)
+	ids, err := s.records.DeleteVisitor(r.Context(), wr.ID, sub)
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	s.log.Info("visitor deleted by operator", "widget", wr.ID, "conversations", len(ids), "key_id", key.ID)
 	writeJSON(w, http.StatusOK, deletedVisitor{WidgetID: wr.ID, DeletedConversations: ids, DeletedCount: len(ids)})
+	return nil
 }

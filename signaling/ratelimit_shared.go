@@ -40,7 +40,7 @@ func (s *Server) allowRate(ctx context.Context, kind string, ip netip.Addr, widg
 			if c.rate.Unlimited() || c.rate.Per > broker.RateWindowMax() || c.id == "" {
 				continue
 			}
-			n, end, err := s.b.CountRate(ctx, kind+"."+c.scope+"."+c.id, c.rate.Per, now)
+			n, end, err := s.sessions.CountRate(ctx, kind+"."+c.scope+"."+c.id, c.rate.Per, now)
 			if err != nil {
 				s.log.Warn("shared rate limit unavailable; local limit only", "kind", kind, "err", err)
 				continue

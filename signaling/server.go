@@ -19,8 +19,20 @@ import (
 
 // Server serves the HTTP surface.
 type Server struct {
-	cfg        configs.Config
-	b          *broker.Broker
+	cfg configs.Config
+
+	// The roles of the core this edge calls (roles.go); each handler file
+	// uses only the ones it needs.
+	widgets  Widgets
+	keys     Keys
+	sessions Sessions
+	convs    Conversations
+	records  Records
+	voices   Voices
+	rooms    Rooms
+	agents   Agents
+	health   Health
+
 	engine     *media.Engine // nil: no voice
 	log        *slog.Logger
 	challenger *challenger
@@ -45,11 +57,15 @@ type Server struct {
 	stopped atomic.Bool
 }
 
-// New builds the edge for a started broker. engine carries voice legs; nil
+// New builds the edge for a started core, given as its roles (BrokerDeps
+// fills them all from one *broker.Broker). engine carries voice legs; nil
 // turns voice off (503 VOICE_UNAVAILABLE).
-func New(cfg configs.Config, b *broker.Broker, engine *media.Engine, log *slog.Logger) (*Server, error) {
+func New(cfg configs.Config, d Deps, engine *media.Engine, log *slog.Logger) (*Server, error) {
 	if log == nil {
 		log = slog.Default()
+	}
+	if err := d.check(); err != nil {
+		return nil, err
 	}
 	limiter, err := newRateLimiter(cfg.Limits, nil)
 	if err != nil {
@@ -60,13 +76,13 @@ func New(cfg configs.Config, b *broker.Broker, engine *media.Engine, log *slog.L
 		return nil, fmt.Errorf("signaling: trusted proxies: %w", err)
 	}
 	s := &Server{
-		tokens:  newTokenIssuer(b.SigningKey(), cfg.Security.UserTokenTTL, cfg.Security.BootstrapTokenTTL),
+		tokens:  newTokenIssuer(d.Sessions.SigningKey(), cfg.Security.UserTokenTTL, cfg.Security.BootstrapTokenTTL),
 		limiter: limiter,
 		shared:  newSharedRates(cfg.Limits),
 		ips:     newClientIPs(trusted),
-		metrics: newMetrics(b, func() []string {
+		metrics: newMetrics(d.Health, d.Agents, func() []string {
 			var agents []string
-			for _, w := range b.ListWidgets("") {
+			for _, w := range d.Widgets.ListWidgets("") {
 				if !slices.Contains(agents, w.Agent) {
 					agents = append(agents, w.Agent)
 				}
@@ -74,13 +90,21 @@ func New(cfg configs.Config, b *broker.Broker, engine *media.Engine, log *slog.L
 			return agents
 		}),
 		cfg:        cfg,
-		b:          b,
+		widgets:    d.Widgets,
+		keys:       d.Keys,
+		sessions:   d.Sessions,
+		convs:      d.Conversations,
+		records:    d.Records,
+		voices:     d.Voices,
+		rooms:      d.Rooms,
+		agents:     d.Agents,
+		health:     d.Health,
 		engine:     engine,
 		log:        log.With("component", "signaling"),
-		challenger: newChallenger(b.SigningKey(), cfg.Sessions.ChallengeTTL),
+		challenger: newChallenger(d.Sessions.SigningKey(), cfg.Sessions.ChallengeTTL),
 		served:     make(chan struct{}),
 	}
-	b.SetObserver(s.metrics)
+	d.Health.SetObserver(s.metrics)
 	s.legs, s.cancelLegs = context.WithCancel(context.Background())
 	s.handler = s.logRequests(s.routes())
 	return s, nil
@@ -123,22 +147,29 @@ func (s *Server) routes() *http.ServeMux {
 	mux.Handle("/v1/sessions/{id}/uploads", s.cors(methods{http.MethodPost: s.serveUpload}))
 	mux.Handle("/v1/tokens", methods{http.MethodPost: s.serveBootstrapToken})
 	mux.Handle("/v1/user-tokens", methods{http.MethodPost: s.serveUserToken})
-	mux.Handle("/v1/admin/widgets", methods{http.MethodGet: s.serveAdminListWidgets, http.MethodPost: s.serveAdminCreateWidget})
-	mux.Handle("/v1/admin/widgets/{id}", methods{http.MethodGet: s.serveAdminGetWidget,
-		http.MethodPut: s.serveAdminUpdateWidget, http.MethodDelete: s.serveAdminDeleteWidget})
-	mux.Handle("/v1/admin/widgets/{id}/rotate-key", methods{http.MethodPost: s.serveAdminRotateKey})
-	mux.Handle("/v1/admin/widgets/{id}/readiness", methods{http.MethodGet: s.serveAdminReadiness})
-	mux.Handle("/v1/admin/widgets/{id}/secret-keys", methods{http.MethodPost: s.serveAdminCreateSecretKey})
-	mux.Handle("/v1/admin/keys", methods{http.MethodGet: s.serveAdminListKeys, http.MethodPost: s.serveAdminCreateKey})
-	mux.Handle("/v1/admin/keys/{kid}", methods{http.MethodDelete: s.serveAdminRevokeKey})
-	mux.Handle("/v1/admin/agents/{agent}/credentials", methods{http.MethodPost: s.serveAdminAgentCredentials})
-	mux.Handle("/v1/admin/conversations", methods{http.MethodGet: s.serveAdminConversations})
-	mux.Handle("/v1/admin/leads", methods{http.MethodGet: s.serveAdminLeads})
-	mux.Handle("/v1/admin/conversations/{id}", methods{http.MethodDelete: s.serveAdminDeleteConversation})
-	mux.Handle("/v1/admin/visitors/{user_id}", methods{http.MethodDelete: s.serveAdminDeleteVisitor})
-	mux.Handle("/v1/ops/rooms", methods{http.MethodGet: s.serveOpsRooms})
-	mux.Handle("/v1/ops/rooms/{id}", methods{http.MethodGet: s.serveOpsRoom, http.MethodDelete: s.serveOpsEndRoom})
-	mux.Handle("/v1/ops/events", methods{http.MethodGet: s.serveOpsEvents})
+	// The admin and ops APIs: every route passes the key check of s.admin
+	// with the scope named here.
+	cfgRead, cfgWrite, keysWrite := broker.ScopeConfigRead, broker.ScopeConfigWrite, broker.ScopeKeysWrite
+	opsRead, opsWrite, dataDelete := broker.ScopeOpsRead, broker.ScopeOpsWrite, broker.ScopeDataDelete
+	mux.Handle("/v1/admin/widgets", methods{http.MethodGet: s.admin(cfgRead, s.serveAdminListWidgets),
+		http.MethodPost: s.admin(cfgWrite, s.serveAdminCreateWidget)})
+	mux.Handle("/v1/admin/widgets/{id}", methods{http.MethodGet: s.admin(cfgRead, s.serveAdminGetWidget),
+		http.MethodPut: s.admin(cfgWrite, s.serveAdminUpdateWidget), http.MethodDelete: s.admin(cfgWrite, s.serveAdminDeleteWidget)})
+	mux.Handle("/v1/admin/widgets/{id}/rotate-key", methods{http.MethodPost: s.admin(cfgWrite, s.serveAdminRotateKey)})
+	mux.Handle("/v1/admin/widgets/{id}/readiness", methods{http.MethodGet: s.admin(cfgRead, s.serveAdminReadiness)})
+	mux.Handle("/v1/admin/widgets/{id}/secret-keys", methods{http.MethodPost: s.admin(keysWrite, s.serveAdminCreateSecretKey)})
+	mux.Handle("/v1/admin/keys", methods{http.MethodGet: s.admin(keysWrite, s.serveAdminListKeys),
+		http.MethodPost: s.admin(keysWrite, s.serveAdminCreateKey)})
+	mux.Handle("/v1/admin/keys/{kid}", methods{http.MethodDelete: s.admin(keysWrite, s.serveAdminRevokeKey)})
+	mux.Handle("/v1/admin/agents/{agent}/credentials", methods{http.MethodPost: s.admin(keysWrite, s.serveAdminAgentCredentials)})
+	mux.Handle("/v1/admin/conversations", methods{http.MethodGet: s.admin(opsRead, s.serveAdminConversations)})
+	mux.Handle("/v1/admin/leads", methods{http.MethodGet: s.admin(opsRead, s.serveAdminLeads)})
+	mux.Handle("/v1/admin/conversations/{id}", methods{http.MethodDelete: s.admin(dataDelete, s.serveAdminDeleteConversation)})
+	mux.Handle("/v1/admin/visitors/{user_id}", methods{http.MethodDelete: s.admin(dataDelete, s.serveAdminDeleteVisitor)})
+	mux.Handle("/v1/ops/rooms", methods{http.MethodGet: s.admin(opsRead, s.serveOpsRooms)})
+	mux.Handle("/v1/ops/rooms/{id}", methods{http.MethodGet: s.admin(opsRead, s.serveOpsRoom),
+		http.MethodDelete: s.admin(opsWrite, s.serveOpsEndRoom)})
+	mux.Handle("/v1/ops/events", methods{http.MethodGet: s.admin(opsRead, s.serveOpsEvents)})
 	mux.Handle("/ops/{$}", methods{http.MethodGet: s.serveOpsPage})
 	mux.Handle("/metrics", methods{http.MethodGet: s.metrics.handler().ServeHTTP})
 	mux.Handle("/v1/sessions/{id}/webrtc", s.cors(methods{http.MethodPost: s.serveVoiceOffer}))

@@ -35,7 +35,7 @@ func TestServerGoroutinesBelongToStart(t *testing.T) {
 	// Not parallel: goleak looks at every goroutine.
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 
-	if _, err := New(cfg, b, nil, log); err != nil {
+	if _, err := New(cfg, BrokerDeps(b), nil, log); err != nil {
 		t.Fatal(err)
 	}
 
@@ -46,7 +46,7 @@ func TestServerGoroutinesBelongToStart(t *testing.T) {
 	defer ln.Close()
 	taken := cfg
 	taken.Listen = ln.Addr().String()
-	s, err := New(taken, b, nil, log)
+	s, err := New(taken, BrokerDeps(b), nil, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +54,7 @@ func TestServerGoroutinesBelongToStart(t *testing.T) {
 		t.Fatal("Start on a taken address succeeded")
 	}
 
-	s, err = New(cfg, b, nil, log)
+	s, err = New(cfg, BrokerDeps(b), nil, log)
 	if err != nil {
 		t.Fatal(err)
 	}

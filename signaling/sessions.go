@@ -105,7 +105,7 @@ func (s *Server) serveCreateSession(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	if err := s.b.UseNonce(ctx, nonce); err != nil {
+	if err := s.sessions.UseNonce(ctx, nonce); err != nil {
 		if errors.Is(err, broker.ErrNonceUsed) {
 			err = fmt.Errorf("%w: already used; get a new one", ErrChallengeInvalid)
 			if req.Token != "" {
@@ -119,7 +119,7 @@ func (s *Server) serveCreateSession(w http.ResponseWriter, r *http.Request) {
 	if claims != nil {
 		visitor = claims.Map()
 	}
-	res, err := s.b.StartSession(ctx, broker.StartRequest{
+	res, err := s.sessions.StartSession(ctx, broker.StartRequest{
 		Widget: wc.ID, Agent: wc.Agent, Origin: origin, Mode: req.Mode,
 		Language: req.Language, ResumeToken: req.ResumeToken, Visitor: visitor,
 	})
@@ -188,7 +188,7 @@ func (s *Server) visitorIdentity(wc configs.WidgetConfig, req createSessionReque
 
 // liveWidgetByID returns a live widget by id.
 func (s *Server) liveWidgetByID(id string) (configs.WidgetConfig, error) {
-	rec, err := s.b.WidgetByID(id)
+	rec, err := s.widgets.WidgetByID(id)
 	if err != nil {
 		return configs.WidgetConfig{}, ErrUnknownWidget
 	}
@@ -232,12 +232,12 @@ func (s *Server) authSession(r *http.Request, token string) (broker.Session, err
 		// Do not reveal whether the session exists without a token.
 		return broker.Session{}, ErrSessionTokenInvalid
 	}
-	sess, err := s.b.Authenticate(r.Context(), id, token)
+	sess, err := s.sessions.Authenticate(r.Context(), id, token)
 	if err != nil {
 		return sess, err
 	}
 	if origin := r.Header.Get("Origin"); origin != "" {
-		wc, err := s.b.WidgetByID(sess.Widget)
+		wc, err := s.widgets.WidgetByID(sess.Widget)
 		if err != nil || !widgetAllows(wc.WidgetConfig, origin) {
 			return sess, fmt.Errorf("%w: %s", ErrOriginNotAllowed, origin)
 		}
@@ -254,7 +254,7 @@ func (s *Server) serveEndSession(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err == nil {
-		if err := s.b.EndSession(r.Context(), sess.ID, "visitor_ended"); err != nil {
+		if err := s.sessions.EndSession(r.Context(), sess.ID, "visitor_ended"); err != nil {
 			writeError(w, err)
 			return
 		}
@@ -289,7 +289,7 @@ func (s *Server) serveHistory(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = n
 	}
-	msgs, err := s.b.History(r.Context(), sess.ConversationID, limit)
+	msgs, err := s.convs.History(r.Context(), sess.ConversationID, limit)
 	if err != nil {
 		writeError(w, err)
 		return

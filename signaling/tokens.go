@@ -13,11 +13,11 @@ import (
 
 // secretKeyWidget authenticates a secret key and returns its widget.
 func (s *Server) secretKeyWidget(r *http.Request) (broker.WidgetRecord, error) {
-	key, err := s.b.VerifyKey(r.Context(), bearer(r), broker.KeySecret)
+	key, err := s.keys.VerifyKey(r.Context(), bearer(r), broker.KeySecret)
 	if err != nil {
 		return broker.WidgetRecord{}, err
 	}
-	w, err := s.b.WidgetByID(key.WidgetID)
+	w, err := s.widgets.WidgetByID(key.WidgetID)
 	if err != nil || w.Tenant != key.Tenant {
 		return broker.WidgetRecord{}, fmt.Errorf("%w: the key's widget no longer exists", broker.ErrUnknownKey)
 	}

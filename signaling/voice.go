@@ -98,7 +98,7 @@ func (s *Server) serveVoiceOffer(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	if wc, err := s.b.WidgetByID(sess.Widget); err == nil && wc.VoiceTransport == transportLiveKit {
+	if wc, err := s.widgets.WidgetByID(sess.Widget); err == nil && wc.VoiceTransport == transportLiveKit {
 		writeError(w, fmt.Errorf("%w: this widget's voice goes over LiveKit: use POST /v1/sessions/{id}/livekit-token", ErrTransportMismatch))
 		return
 	}
@@ -107,12 +107,12 @@ func (s *Server) serveVoiceOffer(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	format, err := media.ParseFormat(s.b.AgentFormat(sess.Agent))
+	format, err := media.ParseFormat(s.voices.AgentFormat(sess.Agent))
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	v := s.b.NewVoice(sess)
+	v := s.voices.NewVoice(sess)
 	log := s.log.With("session_id", sess.ID, "conversation_id", sess.ConversationID, "leg_id", v.ID())
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), voiceSetupTimeout)
 	defer cancel()
@@ -125,7 +125,7 @@ func (s *Server) serveVoiceOffer(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	if err := s.b.StartVoice(ctx, v, mediaLeg{leg}); err != nil {
+	if err := s.voices.StartVoice(ctx, v, mediaLeg{leg}); err != nil {
 		_ = leg.Close()
 		writeError(w, err)
 		return
@@ -169,7 +169,7 @@ func (s *Server) voiceLeg(r *http.Request) (*broker.Voice, error) {
 	if err != nil {
 		return nil, err
 	}
-	v, ok := s.b.Voice(sess.ID)
+	v, ok := s.voices.Voice(sess.ID)
 	if !ok || v.ID() != r.PathValue("leg") {
 		return nil, ErrLegNotFound
 	}
@@ -273,7 +273,7 @@ func (s *Server) serveMode(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	mc, _, err := s.b.SetMode(context.WithoutCancel(r.Context()), sess, req.Mode, "visitor")
+	mc, _, err := s.voices.SetMode(context.WithoutCancel(r.Context()), sess, req.Mode, "visitor")
 	if err != nil {
 		writeError(w, err)
 		return
@@ -311,7 +311,7 @@ func (s *Server) iceServers(sessionID string, now time.Time) []iceServer {
 // modeAllowed refuses voice for chat-only widgets (and chat for voice-only
 // ones).
 func (s *Server) modeAllowed(sess broker.Session, mode string) error {
-	wc, err := s.b.WidgetByID(sess.Widget)
+	wc, err := s.widgets.WidgetByID(sess.Widget)
 	if err != nil {
 		return ErrWidgetNotFound
 	}
@@ -330,7 +330,7 @@ func (l *leg) onModeFrame(ctx context.Context, mode string) {
 		l.sendError(err, "")
 		return
 	}
-	mc, _, err := l.s.b.SetMode(context.WithoutCancel(ctx), l.sess, mode, "visitor")
+	mc, _, err := l.s.voices.SetMode(context.WithoutCancel(ctx), l.sess, mode, "visitor")
 	if err != nil {
 		l.sendError(err, "")
 		return

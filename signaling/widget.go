@@ -13,7 +13,7 @@ import (
 // order: the key is known, an Origin is present and allowed, the widget is
 // live. It returns the widget and the origin header value.
 func (s *Server) widgetFor(r *http.Request, key string) (configs.WidgetConfig, string, error) {
-	w, err := s.b.WidgetByKey(key)
+	w, err := s.widgets.WidgetByKey(key)
 	if err != nil {
 		return w, "", ErrUnknownWidget
 	}
@@ -41,7 +41,7 @@ func checkOrigin(w configs.WidgetConfig, origin string) (string, error) {
 
 // anyWidgetAllows reports whether some widget allows origin (for CORS).
 func (s *Server) anyWidgetAllows(origin string) bool {
-	for _, w := range s.b.ListWidgets("") {
+	for _, w := range s.widgets.ListWidgets("") {
 		if widgetAllows(w.WidgetConfig, origin) {
 			return true
 		}

@@ -90,8 +90,8 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	defer s.legWG.Done()
 	legID := "ws_" + nuid.Next()
-	s.b.LegAttached(sess, legID, "websocket")
-	defer s.b.LegDetached(sess.ConversationID, legID)
+	s.rooms.LegAttached(sess, legID, "websocket")
+	defer s.rooms.LegDetached(sess.ConversationID, legID)
 	l := &leg{
 		s: s, conn: conn, sess: sess, ip: s.ips.of(r),
 		log:     s.log.With("session_id", sess.ID, "conversation_id", sess.ConversationID),
@@ -180,8 +180,8 @@ func (l *leg) run(since uint64) {
 }
 
 func (l *leg) serve(ctx context.Context, since uint64, in <-chan clientFrame, readErr <-chan error) legEnd {
-	b := l.s.b
-	sub, err := b.Subscribe(ctx, l.sess.ConversationID)
+	convs := l.s.convs
+	sub, err := convs.Subscribe(ctx, l.sess.ConversationID)
 	if err != nil {
 		return endLeg(err)
 	}
@@ -206,7 +206,7 @@ func (l *leg) serve(ctx context.Context, since uint64, in <-chan clientFrame, re
 	}()
 	l.send(serverFrame{Type: "session", SessionID: l.sess.ID, ConversationID: l.sess.ConversationID, Mode: l.sess.Mode})
 	if since > 0 {
-		events, err := b.ReadLog(ctx, l.sess.ConversationID, since+1)
+		events, err := convs.ReadLog(ctx, l.sess.ConversationID, since+1)
 		if err != nil {
 			return endLeg(err)
 		}
@@ -401,12 +401,12 @@ func (l *leg) onMessage(ctx context.Context, f clientFrame) {
 		l.sendError(fmt.Errorf("%w: body is required", broker.ErrValidation), f.ClientMessageID)
 		return
 	}
-	b := l.s.b
+	convs := l.s.convs
 	if err := l.s.allowRate(ctx, limitMessages, l.ip, l.sess.Widget).err(); err != nil {
 		l.sendError(err, f.ClientMessageID)
 		return
 	}
-	posted, err := b.PostMessage(context.WithoutCancel(ctx), l.sess, *f.Body, f.ClientMessageID, agentbridge.ModeChat, f.UploadIDs...)
+	posted, err := convs.PostMessage(context.WithoutCancel(ctx), l.sess, *f.Body, f.ClientMessageID, agentbridge.ModeChat, f.UploadIDs...)
 	if err != nil {
 		l.sendError(err, f.ClientMessageID)
 		return
@@ -418,7 +418,7 @@ func (l *leg) onMessage(ctx context.Context, f clientFrame) {
 		ConversationID: posted.ConversationID, Seq: posted.Seq, Duplicate: posted.Duplicate})
 	if posted.Duplicate {
 		// Same message again: give the same reply if it is complete.
-		if m, ok, err := b.FindReply(ctx, posted.ConversationID, posted.MessageID, posted.Seq); err == nil && ok {
+		if m, ok, err := convs.FindReply(ctx, posted.ConversationID, posted.MessageID, posted.Seq); err == nil && ok {
 			l.sendReply(m.ID, m.ReplyTo, m.Body, m.Seq, m.Interrupted)
 		}
 	}

@@ -59,7 +59,7 @@ func (a *app) Start(ctx context.Context) (err error) {
 		return err
 	}
 	a.engine = engine
-	server, err := signaling.New(a.cfg, a.broker, a.engine, a.log)
+	server, err := signaling.New(a.cfg, signaling.BrokerDeps(a.broker), a.engine, a.log)
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,4 @@
-package main
+package signaling_test
 
 import (
 	"maps"
