@@ -12,10 +12,10 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-	natstest "github.com/nats-io/nats-server/v2/test"
 	"github.com/nats-io/nats.go"
 
 	"github.com/parley-rtc/parley/agentbridge"
+	"github.com/parley-rtc/parley/agentbridge/agenttest"
 )
 
 // waitFor bounds every wait of these tests. It is a safety net against a
@@ -47,40 +47,22 @@ func agentPermissions(prefix, agent string) *server.Permissions {
 	}
 }
 
-// authOptions are an in-process server's options with authentication on:
-// a broker user allowed everything and one user per test agent.
-func authOptions() server.Options {
-	opts := natstest.DefaultTestOptions
-	opts.Port = -1
-	opts.Users = []*server.User{{Username: brokerUser, Password: brokerPass}}
+// withAuth turns an in-process server's authentication on, JetStream
+// off: a broker user allowed everything and one user per test agent.
+func withAuth(o *server.Options) {
+	o.JetStream = false
+	o.Users = []*server.User{{Username: brokerUser, Password: brokerPass}}
 	for _, a := range testAgents {
-		opts.Users = append(opts.Users, &server.User{Username: a, Password: agentPass(a),
+		o.Users = append(o.Users, &server.User{Username: a, Password: agentPass(a),
 			Permissions: agentPermissions("", a)})
 	}
-	return opts
 }
 
 // runServer starts an in-process NATS server (core only, authentication
 // on) on an ephemeral port.
 func runServer(t testing.TB) *server.Server {
 	t.Helper()
-	opts := authOptions()
-	s := natstest.RunServer(&opts)
-	t.Cleanup(s.Shutdown)
-	return s
-}
-
-// runJetStream starts an in-process JetStream server on an ephemeral port
-// (for the broker-side Feed's tests).
-func runJetStream(t testing.TB) *server.Server {
-	t.Helper()
-	opts := natstest.DefaultTestOptions
-	opts.Port = -1
-	opts.JetStream = true
-	opts.StoreDir = t.TempDir()
-	s := natstest.RunServer(&opts)
-	t.Cleanup(s.Shutdown)
-	return s
+	return agenttest.RunNATS(t, withAuth)
 }
 
 // connect connects without credentials (servers without authentication).
@@ -482,22 +464,6 @@ func recv[T any](t testing.TB, ch <-chan T, what string) T {
 	case <-time.After(waitFor):
 		t.Fatalf("timed out waiting for %s", what)
 		panic("unreachable")
-	}
-}
-
-// eventually polls cond until it holds.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.NewTimer(waitFor)
-	defer deadline.Stop()
-	poll := time.NewTicker(5 * time.Millisecond)
-	defer poll.Stop()
-	for !cond() {
-		select {
-		case <-deadline.C:
-			t.Fatalf("timed out waiting for %s", what)
-		case <-poll.C:
-		}
 	}
 }
 
