@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"io"
 	"math"
@@ -184,27 +183,7 @@ func speech(t testing.TB, bursts, toneMS, silenceMS int) [][]byte {
 // doRaw sends a body with an explicit content type.
 func (e *env) doRaw(method, path, contentType, body string, headers ...string) response {
 	e.t.Helper()
-	req, err := http.NewRequest(method, e.base+path, strings.NewReader(body))
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
-	}
-	for i := 0; i+1 < len(headers); i += 2 {
-		req.Header.Set(headers[i], headers[i+1])
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		e.t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer res.Body.Close()
-	raw, _ := io.ReadAll(res.Body)
-	r := response{status: res.StatusCode, header: res.Header, raw: string(raw)}
-	if strings.HasPrefix(res.Header.Get("Content-Type"), "application/json") {
-		_ = json.Unmarshal(raw, &r.body)
-	}
-	return r
+	return e.send(method, path, contentType, strings.NewReader(body), headers...)
 }
 
 // sampleOf is one 20 ms Opus frame as a media sample.
