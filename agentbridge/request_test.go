@@ -74,7 +74,7 @@ func TestLostConversationEnds(t *testing.T) {
 			t.Parallel()
 			b := newBrokerEnd(t)
 			cid := "conv_" + strings.ToLower(code)
-			var logs lockedBuffer
+			var logs agenttest.LogBuffer
 			later := make(chan error, 1)
 			rec, errs := answerOnce(func(ctx context.Context, c *agentbridge.Conversation, ev agentbridge.Event) error {
 				err := c.NewReply(ev.MessageID).Write(ctx, "too late")

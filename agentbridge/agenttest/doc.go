@@ -14,7 +14,8 @@
 //   - AudioTap collects the audio frames published on a subject, such as a
 //     conversation's in.audio;
 //   - RunNATS starts an in-process nats-server with JetStream on a free
-//     port.
+//     port;
+//   - LogBuffer collects a logger's output for a test to check.
 //
 // It imports agentbridge, nats.go and nats-server, and nothing of Parley's
 // broker, so an agent's tests need no more than the SDK does.

@@ -122,17 +122,10 @@ priming:
 		}
 	}
 	sent := make([]time.Time, len(frames))
-	begin := time.Now()
-	timer := time.NewTimer(0)
-	<-timer.C
-	for i, f := range frames {
-		if d := time.Until(begin.Add(time.Duration(i) * 20 * time.Millisecond)); d > 0 {
-			timer.Reset(d)
-			<-timer.C
-		}
+	paced(frames, func(i int, f []byte) {
 		sent[i] = time.Now()
 		write(f)
-	}
+	})
 	if silence != nil {
 		for range 10 { // a tail, so nothing waits on the jitter window
 			<-tick.C

@@ -129,17 +129,26 @@ func (c *voiceClient) waitConnected() {
 // send writes frames on a 20 ms schedule.
 func (c *voiceClient) send(frames [][]byte) {
 	c.t.Helper()
-	start := time.Now()
-	timer := time.NewTimer(0)
-	<-timer.C
-	for i, f := range frames {
-		if d := time.Until(start.Add(time.Duration(i) * 20 * time.Millisecond)); d > 0 {
-			timer.Reset(d)
-			<-timer.C
-		}
+	paced(frames, func(_ int, f []byte) {
 		if err := c.track.WriteSample(pionmedia.Sample{Data: f, Duration: 20 * time.Millisecond}); err != nil && !errors.Is(err, io.ErrClosedPipe) {
 			c.t.Fatalf("write sample: %v", err)
 		}
+	})
+}
+
+// paced calls write with each of frames on a 20 ms schedule, frame i at
+// i × 20 ms after the first, as a microphone produces them; after a late
+// write the next frames go at once until the schedule is caught up.
+func paced(frames [][]byte, write func(i int, f []byte)) {
+	begin := time.Now()
+	timer := time.NewTimer(0)
+	<-timer.C
+	for i, f := range frames {
+		if d := time.Until(begin.Add(time.Duration(i) * 20 * time.Millisecond)); d > 0 {
+			timer.Reset(d)
+			<-timer.C
+		}
+		write(i, f)
 	}
 }
 
