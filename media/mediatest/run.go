@@ -1,7 +1,6 @@
 package mediatest
 
 import (
-	"context"
 	"errors"
 	"os"
 	"testing"
@@ -18,9 +17,7 @@ func Run(t testing.TB, opts Options) *Server {
 	if opts.Dir == "" {
 		opts.Dir = t.TempDir()
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	s, err := Start(ctx, opts)
+	s, err := Start(t.Context(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
