@@ -85,13 +85,14 @@ type leaderResult struct {
 }
 
 func (r leaderResult) String() string {
+	pct := agenttest.Percentile[time.Duration]
 	return fmt.Sprintf("killed %s (broker on %s): election %v, reply stall %v, ack gap %v, max ack→reply %v, "+
 		"post→reply p50 %v p99 %v max %v, post→ack p50 %v p99 %v, %d messages after the kill (%d resent)",
 		r.killed, r.connectedTo, r.election.Round(time.Millisecond), r.stall.Round(time.Millisecond),
 		r.ackGap.Round(time.Millisecond), r.ackToReply.Round(time.Millisecond),
-		agenttest.Percentile(r.postToReply, 0.5).Round(time.Millisecond), agenttest.Percentile(r.postToReply, 0.99).Round(time.Millisecond),
-		agenttest.Percentile(r.postToReply, 1).Round(time.Millisecond),
-		agenttest.Percentile(r.postToAck, 0.5).Round(time.Millisecond), agenttest.Percentile(r.postToAck, 0.99).Round(time.Millisecond),
+		pct(r.postToReply, 0.5).Round(time.Millisecond), pct(r.postToReply, 0.99).Round(time.Millisecond),
+		pct(r.postToReply, 1).Round(time.Millisecond),
+		pct(r.postToAck, 0.5).Round(time.Millisecond), pct(r.postToAck, 0.99).Round(time.Millisecond),
 		r.messages, r.resent)
 }
 
