@@ -1,13 +1,12 @@
 package agentbridge_test
 
 import (
-	"context"
-	"slices"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/parley-rtc/parley/agentbridge"
+	"github.com/parley-rtc/parley/agentbridge/agenttest"
 )
 
 // BenchmarkFirstChunk measures the SDK's share of a reply's first chunk:
@@ -18,18 +17,9 @@ import (
 func BenchmarkFirstChunk(b *testing.B) {
 	be := newBrokerEnd(b)
 	const cid = "conv_bench"
-	w := be.startWorker(agentbridge.Options{}, func(ctx context.Context, c *agentbridge.Conversation) error {
-		for ev := range c.Events() {
-			if ev.Type == agentbridge.EventUserMessage {
-				if err := c.SendText(ctx, ev.MessageID, "echo: "+ev.Text); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
-	})
+	w := be.startWorker(agentbridge.Options{}, agenttest.Echo)
 	be.dispatch(agentbridge.DispatchRequest{ConversationID: cid})
-	eventually(b, "the conversation held", func() bool { return len(w.Conversations()) == 1 })
+	agenttest.Poll(b, waitFor, "the conversation held", func() bool { return len(w.Conversations()) == 1 })
 	var lat []time.Duration
 	i := 0
 	for b.Loop() {
@@ -50,7 +40,6 @@ func BenchmarkFirstChunk(b *testing.B) {
 			}
 		}
 	}
-	slices.Sort(lat)
-	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "first-chunk-p50-ms")
-	b.ReportMetric(float64(lat[len(lat)*9/10].Microseconds())/1000, "first-chunk-p90-ms")
+	b.ReportMetric(float64(agenttest.Percentile(lat, 0.5).Microseconds())/1000, "first-chunk-p50-ms")
+	b.ReportMetric(float64(agenttest.Percentile(lat, 0.9).Microseconds())/1000, "first-chunk-p90-ms")
 }

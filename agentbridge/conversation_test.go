@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/parley-rtc/parley/agentbridge"
+	"github.com/parley-rtc/parley/agentbridge/agenttest"
 )
 
 func TestHistoryPendingAndLiveEvents(t *testing.T) {
@@ -113,7 +114,7 @@ func TestHistoryPendingAndLiveEvents(t *testing.T) {
 	if err := recv(t, rec.done, "the handler to return"); err != nil {
 		t.Fatalf("handler: %v", err)
 	}
-	eventually(t, "the conversation to be released", func() bool { return len(w.Conversations()) == 0 })
+	agenttest.Poll(t, waitFor, "the conversation to be released", func() bool { return len(w.Conversations()) == 0 })
 
 	// The SDK told the visitor each delivered message reached an agent.
 	var thinking []string
@@ -421,7 +422,7 @@ func TestAudioDroppedWhenHandlerLags(t *testing.T) {
 		}
 	}
 	// The buffer holds 50 frames at most; the rest is counted, never blocks.
-	eventually(t, "dropped frames to be counted", func() bool { return c.AudioDropped() >= 150 })
+	agenttest.Poll(t, waitFor, "dropped frames to be counted", func() bool { return c.AudioDropped() >= 150 })
 	if n := c.AudioDropped(); n != 150 {
 		t.Errorf("dropped %d, want 150", n)
 	}

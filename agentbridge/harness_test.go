@@ -1,7 +1,6 @@
 package agentbridge_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -12,10 +11,10 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-	natstest "github.com/nats-io/nats-server/v2/test"
 	"github.com/nats-io/nats.go"
 
 	"github.com/parley-rtc/parley/agentbridge"
+	"github.com/parley-rtc/parley/agentbridge/agenttest"
 )
 
 // waitFor bounds every wait of these tests. It is a safety net against a
@@ -47,40 +46,22 @@ func agentPermissions(prefix, agent string) *server.Permissions {
 	}
 }
 
-// authOptions are an in-process server's options with authentication on:
-// a broker user allowed everything and one user per test agent.
-func authOptions() server.Options {
-	opts := natstest.DefaultTestOptions
-	opts.Port = -1
-	opts.Users = []*server.User{{Username: brokerUser, Password: brokerPass}}
+// withAuth turns an in-process server's authentication on, JetStream
+// off: a broker user allowed everything and one user per test agent.
+func withAuth(o *server.Options) {
+	o.JetStream = false
+	o.Users = []*server.User{{Username: brokerUser, Password: brokerPass}}
 	for _, a := range testAgents {
-		opts.Users = append(opts.Users, &server.User{Username: a, Password: agentPass(a),
+		o.Users = append(o.Users, &server.User{Username: a, Password: agentPass(a),
 			Permissions: agentPermissions("", a)})
 	}
-	return opts
 }
 
 // runServer starts an in-process NATS server (core only, authentication
 // on) on an ephemeral port.
 func runServer(t testing.TB) *server.Server {
 	t.Helper()
-	opts := authOptions()
-	s := natstest.RunServer(&opts)
-	t.Cleanup(s.Shutdown)
-	return s
-}
-
-// runJetStream starts an in-process JetStream server on an ephemeral port
-// (for the broker-side Feed's tests).
-func runJetStream(t testing.TB) *server.Server {
-	t.Helper()
-	opts := natstest.DefaultTestOptions
-	opts.Port = -1
-	opts.JetStream = true
-	opts.StoreDir = t.TempDir()
-	s := natstest.RunServer(&opts)
-	t.Cleanup(s.Shutdown)
-	return s
+	return agenttest.RunNATS(t, withAuth)
 }
 
 // connect connects without credentials (servers without authentication).
@@ -485,22 +466,6 @@ func recv[T any](t testing.TB, ch <-chan T, what string) T {
 	}
 }
 
-// eventually polls cond until it holds.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.NewTimer(waitFor)
-	defer deadline.Stop()
-	poll := time.NewTicker(5 * time.Millisecond)
-	defer poll.Stop()
-	for !cond() {
-		select {
-		case <-deadline.C:
-			t.Fatalf("timed out waiting for %s", what)
-		case <-poll.C:
-		}
-	}
-}
-
 // recorder is a handler that hands its conversations and everything they
 // deliver to the test, and can be told what to do on each event.
 type recorder struct {
@@ -570,22 +535,4 @@ func mustJSON(t testing.TB, v any) []byte {
 		t.Fatal(err)
 	}
 	return data
-}
-
-// lockedBuffer is a log sink safe for the workers' goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

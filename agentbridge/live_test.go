@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/parley-rtc/parley/agentbridge"
+	"github.com/parley-rtc/parley/agentbridge/agenttest"
 )
 
 // setHold makes the broker end keep matching events off the live subject.
@@ -187,7 +188,7 @@ func TestReplayRefusedReleases(t *testing.T) {
 		t.Fatalf("refused: %+v", reply)
 	}
 	// Released: a heartbeat composed after the acceptance no longer lists it.
-	eventually(t, "the conversation released", func() bool { return len(w.Conversations()) == 0 })
+	agenttest.Poll(t, waitFor, "the conversation released", func() bool { return len(w.Conversations()) == 0 })
 	for {
 		var hb agentbridge.Heartbeat
 		if err := json.Unmarshal(recv(t, hbs, "a heartbeat").Data, &hb); err != nil {
@@ -250,7 +251,7 @@ func TestReplayReachesDispatchLastSeq(t *testing.T) {
 	b.startWorker(agentbridge.Options{}, rec.handle)
 	reads := b.reads.Load()
 	b.dispatch(agentbridge.DispatchRequest{ConversationID: cid, ResumeFromSeq: first, HeadSeq: last, LastSeq: last})
-	eventually(t, "a second read", func() bool { return b.reads.Load() >= reads+2 })
+	agenttest.Poll(t, waitFor, "a second read", func() bool { return b.reads.Load() >= reads+2 })
 	b.mu.Lock()
 	b.readUpTo = 0
 	b.mu.Unlock()

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/parley-rtc/parley/agentbridge"
+	"github.com/parley-rtc/parley/agentbridge/agenttest"
 )
 
 // setRefuse and setMute install the broker end's append hooks.
@@ -73,7 +74,7 @@ func TestLostConversationEnds(t *testing.T) {
 			t.Parallel()
 			b := newBrokerEnd(t)
 			cid := "conv_" + strings.ToLower(code)
-			var logs lockedBuffer
+			var logs agenttest.LogBuffer
 			later := make(chan error, 1)
 			rec, errs := answerOnce(func(ctx context.Context, c *agentbridge.Conversation, ev agentbridge.Event) error {
 				err := c.NewReply(ev.MessageID).Write(ctx, "too late")
@@ -102,7 +103,7 @@ func TestLostConversationEnds(t *testing.T) {
 			if err := recv(t, rec.done, "the handler to end"); err != nil {
 				t.Fatalf("handler: %v", err)
 			}
-			eventually(t, "the release", func() bool { return len(w.Conversations()) == 0 })
+			agenttest.Poll(t, waitFor, "the release", func() bool { return len(w.Conversations()) == 0 })
 			for {
 				select {
 				case a := <-b.appends:
@@ -266,7 +267,7 @@ func TestFirstDeltaDoesNotWaitForThinking(t *testing.T) {
 		t.Fatalf("second append %+v, want the delta", a.Sent)
 	}
 	// The unanswered state is repeated and stored once.
-	eventually(t, "the thinking state's retry", func() bool { return len(b.appends) > 0 })
+	agenttest.Poll(t, waitFor, "the thinking state's retry", func() bool { return len(b.appends) > 0 })
 	if a := b.nextAppend(w.ID()); a.Sent.Type != agentbridge.EventAgentState || a.MsgID == "" {
 		t.Fatalf("third append %+v, want the state again with its key", a)
 	}
@@ -368,7 +369,7 @@ func TestAppendWaitsForABroker(t *testing.T) {
 	b.userMessage(cid, "msg_1", "anyone there?")
 	// The message, the thinking state and the first delta were sent to
 	// nobody.
-	eventually(t, "appends sent while no broker listens", func() bool { return inMsgs() >= before+3 })
+	agenttest.Poll(t, waitFor, "appends sent while no broker listens", func() bool { return inMsgs() >= before+3 })
 	select {
 	case err := <-errs:
 		t.Fatalf("SendText returned %v while no broker could store it", err)

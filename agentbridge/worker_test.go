@@ -12,11 +12,11 @@ import (
 	"testing"
 	"time"
 
-	natstest "github.com/nats-io/nats-server/v2/test"
 	"github.com/nats-io/nats.go"
 	"go.uber.org/goleak"
 
 	"github.com/parley-rtc/parley/agentbridge"
+	"github.com/parley-rtc/parley/agentbridge/agenttest"
 )
 
 func TestNewWorkerOptions(t *testing.T) {
@@ -231,7 +231,7 @@ func TestHeartbeatsAndRelease(t *testing.T) {
 	if len(hb.Conversations) != 0 {
 		t.Fatalf("heartbeat still lists %q", hb.Conversations)
 	}
-	eventually(t, "Conversations() to be empty", func() bool { return len(w.Conversations()) == 0 })
+	agenttest.Poll(t, waitFor, "Conversations() to be empty", func() bool { return len(w.Conversations()) == 0 })
 
 	// Released, the conversation can be dispatched again, with a new handler.
 	if reply := b.dispatch(agentbridge.DispatchRequest{ConversationID: cid, Epoch: 2}); !reply.Accepted {
@@ -252,7 +252,7 @@ func TestIdleTimeoutReleases(t *testing.T) {
 	if err := recv(t, rec.done, "the idle conversation to end"); err != nil {
 		t.Fatalf("handler returned %v", err)
 	}
-	eventually(t, "the release", func() bool { return len(w.Conversations()) == 0 })
+	agenttest.Poll(t, waitFor, "the release", func() bool { return len(w.Conversations()) == 0 })
 }
 
 func TestMaxConversations(t *testing.T) {
@@ -485,8 +485,7 @@ func TestWorkersShareAgentQueue(t *testing.T) {
 func TestWorkerLifecycleLeavesNoGoroutines(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 
-	opts := authOptions()
-	srv := natstest.RunServer(&opts)
+	srv := agenttest.RunNATS(t, withAuth)
 	defer func() {
 		srv.Shutdown()
 		srv.WaitForShutdown()
@@ -588,7 +587,7 @@ func TestDispatchAfterReleaseStartsFreshConversation(t *testing.T) {
 	if ev := recv(t, events, "the message"); ev.MessageID != "msg_1" {
 		t.Fatalf("event %+v, want msg_1", ev)
 	}
-	eventually(t, "the old conversation's release", func() bool {
+	agenttest.Poll(t, waitFor, "the old conversation's release", func() bool {
 		return slices.Equal(w.Conversations(), []string{cid})
 	})
 }
@@ -659,7 +658,7 @@ func TestTakenOverConversationStops(t *testing.T) {
 		return nil
 	})
 	b.dispatch(agentbridge.DispatchRequest{ConversationID: cid, Epoch: 1})
-	eventually(t, "the conversation held", func() bool { return len(w.Conversations()) == 1 })
+	agenttest.Poll(t, waitFor, "the conversation held", func() bool { return len(w.Conversations()) == 1 })
 	b.in(cid, agentbridge.Event{Type: agentbridge.EventAgentAssigned, WorkerID: w.ID(), Epoch: 1})
 	b.userMessage(cid, "msg_1", "hi")
 	if ev := recv(t, events, "the message"); ev.Type != agentbridge.EventUserMessage {
@@ -667,7 +666,7 @@ func TestTakenOverConversationStops(t *testing.T) {
 	}
 	b.in(cid, agentbridge.Event{Type: agentbridge.EventAgentAssigned, WorkerID: "wrk_other", Epoch: 2})
 	recv(t, done, "the handler to end")
-	eventually(t, "the conversation released", func() bool { return len(w.Conversations()) == 0 })
+	agenttest.Poll(t, waitFor, "the conversation released", func() bool { return len(w.Conversations()) == 0 })
 }
 
 // TestFence: agent events of an epoch older than the latest assignment are

@@ -15,6 +15,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/parley-rtc/parley/agentbridge/agenttest"
 )
 
 // violations collects the asynchronous errors NATS reports to a client
@@ -224,7 +226,7 @@ func TestAgentCredsConfinedByNATS(t *testing.T) {
 		if err := alpha.Publish(s.Heartbeat("alpha"), []byte(token)); err != nil {
 			t.Fatal(err)
 		}
-		poll(t, 5*time.Second, "the marker", func() bool { return rec.has(s.Heartbeat("alpha")) })
+		agenttest.Poll(t, 5*time.Second, "the marker", func() bool { return rec.has(s.Heartbeat("alpha")) })
 		for _, subj := range refused {
 			if rec.has(subj) {
 				t.Errorf("NATS routed alpha's publish to %s", subj)
@@ -286,7 +288,7 @@ func TestAgentCredsConfinedByNATS(t *testing.T) {
 			}
 		}
 		for _, subj := range mine {
-			poll(t, 5*time.Second, subj, func() bool { return rec.has(subj) })
+			agenttest.Poll(t, 5*time.Second, subj, func() bool { return rec.has(subj) })
 		}
 
 		_ = qsub.Unsubscribe()

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/parley-rtc/parley/agentbridge"
+	"github.com/parley-rtc/parley/agentbridge/agenttest"
 	"github.com/parley-rtc/parley/configs"
 )
 
@@ -151,7 +152,7 @@ func TestLogWriterChainsAppends(t *testing.T) {
 		t.Fatalf("lastSeq = %d, %v; want %d", last, err, events[6].Seq)
 	}
 	// session_started was published before the test subscribed.
-	poll(t, 5*time.Second, "every event published live", func() bool { return len(live()) >= 7 })
+	agenttest.Poll(t, 5*time.Second, "every event published live", func() bool { return len(live()) >= 7 })
 	got := live()
 	for i, ev := range got[:6] {
 		i++
@@ -317,7 +318,7 @@ func TestAgentAppendWaitsForRecord(t *testing.T) {
 		done <- r
 	}()
 	// The dispatch's record update comes once the append waits for it.
-	poll(t, 5*time.Second, "the append waiting for the record", func() bool { return b.agents.recordWaits.Load() > 0 })
+	agenttest.Poll(t, 5*time.Second, "the append waiting for the record", func() bool { return b.agents.recordWaits.Load() > 0 })
 	if _, err := b.updateConversation(t.Context(), cid, func(c *Conversation) error {
 		c.WorkerID, c.OwnerEpoch, c.Epoch = "w2", 2, 2
 		return nil

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/parley-rtc/parley/agentbridge"
+	"github.com/parley-rtc/parley/agentbridge/agenttest"
 	"github.com/parley-rtc/parley/configs"
 )
 
@@ -328,16 +329,7 @@ func TestDispatchUnavailableThenAccepted(t *testing.T) {
 	}
 	agent := connectAs(t, b, AgentRole("echo"), agentbridge.ConnectOptions(b.subj.Prefix, "echo")...)
 	w, err := agentbridge.NewWorker(agent, agentbridge.Options{Agent: "echo", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
-		func(ctx context.Context, c *agentbridge.Conversation) error {
-			for ev := range c.Events() {
-				if ev.Type == agentbridge.EventUserMessage {
-					if err := c.SendText(ctx, ev.MessageID, "yes"); err != nil {
-						return err
-					}
-				}
-			}
-			return nil
-		})
+		agenttest.Echo)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -362,7 +354,7 @@ func TestDispatchUnavailableThenAccepted(t *testing.T) {
 	defer sub2.Close()
 	p.AgentUnavailable, p.Duplicate = false, true // look in the log first
 	m, err := b.AwaitReply(ctx, sub2, p)
-	if err != nil || m.Body != "yes" {
+	if err != nil || m.Body != "echo: anyone?" {
 		t.Fatalf("reply = %+v, %v", m, err)
 	}
 	conv, err := b.Conversation(t.Context(), s.ConversationID)

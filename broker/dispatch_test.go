@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/parley-rtc/parley/agentbridge"
+	"github.com/parley-rtc/parley/agentbridge/agenttest"
 	"github.com/parley-rtc/parley/configs"
 )
 
@@ -68,7 +69,7 @@ func startHandBroker(t *testing.T, hbTimeout time.Duration) (*Broker, *handWorke
 		t.Fatal(err)
 	}
 	w.heartbeat()
-	poll(t, 10*time.Second, "the worker's heartbeat", func() bool { return b.AliveWorkers("echo") == 1 })
+	agenttest.Poll(t, 10*time.Second, "the worker's heartbeat", func() bool { return b.AliveWorkers("echo") == 1 })
 	return b, w
 }
 
@@ -134,7 +135,7 @@ func testDispatchOutdated(t *testing.T, resumeFirst bool) {
 		accept(m1) // late: the conversation was released meanwhile
 	} else {
 		accept(m1)
-		poll(t, 10*time.Second, "the first dispatch loop to end", func() bool {
+		agenttest.Poll(t, 10*time.Second, "the first dispatch loop to end", func() bool {
 			b.dispatcher.mu.Lock()
 			defer b.dispatcher.mu.Unlock()
 			return !b.dispatcher.running[cid]
@@ -149,7 +150,7 @@ func testDispatchOutdated(t *testing.T, resumeFirst bool) {
 		t.Fatalf("second dispatch head %d, first %d: not taken after the release", r2.HeadSeq, r1.HeadSeq)
 	}
 	accept(m2)
-	poll(t, 10*time.Second, "the worker to hold the conversation", func() bool {
+	agenttest.Poll(t, 10*time.Second, "the worker to hold the conversation", func() bool {
 		w, ok := b.registry.owner(cid, "echo")
 		return ok && w == worker
 	})
@@ -171,7 +172,7 @@ func TestDispatchAgainWhenHolderLetGo(t *testing.T) {
 	m, _ := hw.next("for the session")
 	hw.accept(m)
 	hw.heartbeat(cid)
-	poll(t, 10*time.Second, "the worker to hold the conversation", func() bool {
+	agenttest.Poll(t, 10*time.Second, "the worker to hold the conversation", func() bool {
 		_, ok := b.registry.owner(cid, "echo")
 		return ok
 	})

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/parley-rtc/parley/agentbridge"
+	"github.com/parley-rtc/parley/agentbridge/agenttest"
 	"github.com/parley-rtc/parley/configs"
 )
 
@@ -35,19 +36,9 @@ func TestMessageInDetectionWindowAnswered(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(b.Close)
-	echo := func(ctx context.Context, c *agentbridge.Conversation) error {
-		for ev := range c.Events() {
-			if ev.Type == agentbridge.EventUserMessage {
-				if err := c.SendText(ctx, ev.MessageID, "yes: "+ev.Text); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
-	}
 	worker := func() (*agentbridge.Worker, *nats.Conn) {
 		nc := connectAs(t, b, AgentRole("echo"), agentbridge.ConnectOptions(b.subj.Prefix, "echo")...)
-		w, err := agentbridge.NewWorker(nc, agentbridge.Options{Agent: "echo", HeartbeatInterval: 100 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, echo)
+		w, err := agentbridge.NewWorker(nc, agentbridge.Options{Agent: "echo", HeartbeatInterval: 100 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, agenttest.Echo)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -57,23 +48,10 @@ func TestMessageInDetectionWindowAnswered(t *testing.T) {
 		t.Cleanup(w.Close)
 		return w, nc
 	}
-	poll := func(what string, cond func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		tick := time.NewTicker(time.Millisecond)
-		defer tick.Stop()
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s", what)
-			}
-			<-tick.C
-		}
-	}
-
 	w1, nc1 := worker()
 	s := startSession(t, b)
 	cid := s.ConversationID
-	poll("worker 1 to hold the conversation", func() bool { w, ok := b.registry.owner(cid, "echo"); return ok && w == w1.ID() })
+	agenttest.Poll(t, 10*time.Second, "worker 1 to hold the conversation", func() bool { w, ok := b.registry.owner(cid, "echo"); return ok && w == w1.ID() })
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
 	sub, err := b.Subscribe(ctx, cid) // the visitor's live leg
@@ -83,7 +61,7 @@ func TestMessageInDetectionWindowAnswered(t *testing.T) {
 	defer sub.Close()
 	b.LegAttached(s, "leg_test", "http")
 	worker() // worker 2, which takes over
-	poll("worker 2 to heartbeat", func() bool { return b.AliveWorkers("echo") == 2 })
+	agenttest.Poll(t, 10*time.Second, "worker 2 to heartbeat", func() bool { return b.AliveWorkers("echo") == 2 })
 
 	nc1.Close() // worker 1's process dies: no drain, no more heartbeats
 	p, err := b.PostMessage(ctx, s, "are you there?", "m-1", "")
@@ -94,13 +72,13 @@ func TestMessageInDetectionWindowAnswered(t *testing.T) {
 		t.Fatal("the message was not posted inside the detection window")
 	}
 	// The moment the broker can tell, a flush of the (busy) room runs.
-	poll("worker 1 to count as dead", func() bool { return b.AliveWorkers("echo") == 1 })
+	agenttest.Poll(t, 10*time.Second, "worker 1 to count as dead", func() bool { return b.AliveWorkers("echo") == 1 })
 	b.LegAttached(s, "leg_test", "http") // the room is busy
 	b.rooms.flush(ctx)
 	dead := time.Now()
 
 	m, err := b.AwaitReply(ctx, sub, p)
-	if err != nil || m.Body != "yes: are you there?" {
+	if err != nil || m.Body != "echo: are you there?" {
 		t.Fatalf("reply = %+v, %v", m, err)
 	}
 	t.Logf("worker 1 counts as dead → the other worker's answer: %v", time.Since(dead).Round(time.Millisecond))

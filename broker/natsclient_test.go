@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 
+	"github.com/parley-rtc/parley/agentbridge/agenttest"
 	"github.com/parley-rtc/parley/configs"
 )
 
@@ -70,24 +71,6 @@ func newTestPKI(t *testing.T) testPKI {
 	return p
 }
 
-// runExternalNATS starts a JetStream nats-server on an ephemeral loopback
-// port with the options set by tune.
-func runExternalNATS(t *testing.T, tune func(*server.Options)) *server.Server {
-	t.Helper()
-	o := &server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true}
-	tune(o)
-	s, err := server.NewServer(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats did not start")
-	}
-	t.Cleanup(s.Shutdown)
-	return s
-}
-
 // startExternal starts a broker against url configured by set, and
 // returns Start's error.
 func startExternal(t *testing.T, url string, set func(*configs.NATSConfig)) error {
@@ -116,7 +99,7 @@ func startExternal(t *testing.T, url string, set func(*configs.NATSConfig)) erro
 // client certificate or without the CA.
 func TestExternalNATSTLSClientCert(t *testing.T) {
 	pki := newTestPKI(t)
-	s := runExternalNATS(t, func(o *server.Options) {
+	s := agenttest.RunNATS(t, func(o *server.Options) {
 		tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: pki.serverCert, KeyFile: pki.serverKey, CaFile: pki.ca, Verify: true})
 		if err != nil {
 			t.Fatal(err)
@@ -162,7 +145,7 @@ func TestExternalNATSAuthMethods(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s := runExternalNATS(t, tune)
+		s := agenttest.RunNATS(t, tune)
 		if err := startExternal(t, s.ClientURL(), func(n *configs.NATSConfig) { n.CredentialsFile = creds }); err != nil {
 			t.Fatal(err)
 		}
@@ -178,13 +161,13 @@ func TestExternalNATSAuthMethods(t *testing.T) {
 		if err := os.WriteFile(p, seed, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		s := runExternalNATS(t, func(o *server.Options) { o.Nkeys = []*server.NkeyUser{{Nkey: pub}} })
+		s := agenttest.RunNATS(t, func(o *server.Options) { o.Nkeys = []*server.NkeyUser{{Nkey: pub}} })
 		if err := startExternal(t, s.ClientURL(), func(n *configs.NATSConfig) { n.NkeySeedFile = p }); err != nil {
 			t.Fatal(err)
 		}
 	})
 	t.Run("token", func(t *testing.T) {
-		s := runExternalNATS(t, func(o *server.Options) { o.Authorization = "tok-0123456789" })
+		s := agenttest.RunNATS(t, func(o *server.Options) { o.Authorization = "tok-0123456789" })
 		if err := startExternal(t, s.ClientURL(), func(n *configs.NATSConfig) { n.Token = "tok-0123456789" }); err != nil {
 			t.Fatal(err)
 		}

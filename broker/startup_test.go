@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -11,50 +10,20 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 
+	"github.com/parley-rtc/parley/agentbridge/agenttest"
 	"github.com/parley-rtc/parley/configs"
 )
 
 // logBuffer collects a broker's logs for assertions.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type logBuffer struct{ agenttest.LogBuffer }
 
 func (b *logBuffer) logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-// poll waits for cond, checking every 10 ms, for at most timeout.
-func poll(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.After(timeout)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-deadline:
-			t.Fatalf("timed out waiting for %s", what)
-		case <-tick.C:
-		}
-	}
 }
 
 // freePort returns a free loopback port below the kernel's ephemeral range
@@ -136,7 +105,7 @@ func TestStartReportsServerFatal(t *testing.T) {
 // user/password authentication.
 func runNATSAt(t *testing.T, port int, user, pass string) *server.Server {
 	t.Helper()
-	return runExternalNATS(t, func(o *server.Options) { o.Port, o.Username, o.Password = port, user, pass })
+	return agenttest.RunNATS(t, func(o *server.Options) { o.Port, o.Username, o.Password = port, user, pass })
 }
 
 // TestStartRetriesUntilNATSUp: a broker started before its external NATS
@@ -151,7 +120,7 @@ func TestStartRetriesUntilNATSUp(t *testing.T) {
 	b := New(cfg, logs.logger())
 	done := make(chan error, 1)
 	go func() { done <- b.Start(t.Context()) }()
-	poll(t, 20*time.Second, "a retry to be logged", func() bool {
+	agenttest.Poll(t, 20*time.Second, "a retry to be logged", func() bool {
 		return strings.Contains(logs.String(), "retrying start-up")
 	})
 	runNATSAt(t, port, "", "")
@@ -192,7 +161,7 @@ func TestStartCancelledWhileRetrying(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- New(cfg, logs.logger()).Start(ctx) }()
-	poll(t, 20*time.Second, "a retry to be logged", func() bool {
+	agenttest.Poll(t, 20*time.Second, "a retry to be logged", func() bool {
 		return strings.Contains(logs.String(), "retrying start-up")
 	})
 	cancel()

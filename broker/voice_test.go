@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/parley-rtc/parley/agentbridge"
+	"github.com/parley-rtc/parley/agentbridge/agenttest"
 )
 
 // testLeg is the smallest MediaLeg: the broker plays to it and hangs it up.
@@ -33,7 +34,7 @@ func (l *testLeg) Close() error {
 func mediaStates(t *testing.T, b *Broker, cid, leg string) []agentbridge.Event {
 	t.Helper()
 	var got []agentbridge.Event
-	poll(t, 10*time.Second, "media_state closed in the log", func() bool {
+	agenttest.Poll(t, 10*time.Second, "media_state closed in the log", func() bool {
 		evs, err := b.ReadLog(t.Context(), cid, 0)
 		if err != nil {
 			t.Fatal(err)
@@ -199,8 +200,8 @@ func TestAgentAudioOnlyFromHolder(t *testing.T) {
 		send("", uint64(i))
 		send("w1", uint64(i))
 	}
-	poll(t, 5*time.Second, "the holder's frames played", func() bool { return leg.played.Load() == 5 })
-	poll(t, 5*time.Second, "the others counted", func() bool {
+	agenttest.Poll(t, 5*time.Second, "the holder's frames played", func() bool { return leg.played.Load() == 5 })
+	agenttest.Poll(t, 5*time.Second, "the others counted", func() bool {
 		obs.mu.Lock()
 		defer obs.mu.Unlock()
 		return obs.audio == 10
@@ -236,7 +237,7 @@ func TestAgentClearAudioClearsPlayout(t *testing.T) {
 	if r.Error != nil || r.Seq == 0 {
 		t.Fatalf("clear_audio append = %+v", r)
 	}
-	poll(t, 5*time.Second, "the playout queue cleared", func() bool { return leg.cleared.Load() == 1 })
+	agenttest.Poll(t, 5*time.Second, "the playout queue cleared", func() bool { return leg.cleared.Load() == 1 })
 }
 
 // BenchmarkAgentAudioFrame is the broker's cost per agent audio frame

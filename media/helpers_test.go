@@ -18,10 +18,12 @@ import (
 	"github.com/thesyncim/gopus"
 
 	"github.com/parley-rtc/parley/agentbridge"
+	"github.com/parley-rtc/parley/agentbridge/agenttest"
 )
 
-// Test helpers: an engine on loopback, a pion "browser" client, recorders
-// for the leg's callbacks, and eventually (poll a condition, never sleep).
+// Test helpers: an engine on loopback, a pion "browser" client and
+// recorders for the leg's callbacks. Waits poll a condition with
+// agenttest.Poll (never a sleep), for at most testWait.
 
 const testWait = 10 * time.Second
 
@@ -50,22 +52,6 @@ func newTestEngine(t testing.TB, cfg Config) *Engine {
 	}
 	t.Cleanup(func() { _ = e.Close() })
 	return e
-}
-
-// eventually polls cond until it holds or testWait passes.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.NewTimer(testWait)
-	defer deadline.Stop()
-	poll := time.NewTicker(2 * time.Millisecond)
-	defer poll.Stop()
-	for !cond() {
-		select {
-		case <-deadline.C:
-			t.Fatalf("timed out waiting for %s", what)
-		case <-poll.C:
-		}
-	}
 }
 
 // clientOpts shape the test browser.
@@ -313,7 +299,7 @@ func connect(t testing.TB, e *Engine, o clientOpts, f Format) (*client, *Leg, *r
 	t.Cleanup(func() { _ = leg.Close() })
 	c.setAnswer(answer)
 	c.waitConnected()
-	eventually(t, "leg connected", func() bool { return rec.has(StateConnected) })
+	agenttest.Poll(t, testWait, "leg connected", func() bool { return rec.has(StateConnected) })
 	return c, leg, rec
 }
 

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/parley-rtc/parley/agentbridge"
+	"github.com/parley-rtc/parley/agentbridge/agenttest"
 )
 
 func TestLegOpusMic(t *testing.T) {
@@ -30,7 +31,7 @@ func TestLegOpusMic(t *testing.T) {
 	const n = 100
 	sent := fakeOpus(n)
 	c.send(sent)
-	eventually(t, "100 mic frames", func() bool { return rec.numFrames() >= n })
+	agenttest.Poll(t, testWait, "100 mic frames", func() bool { return rec.numFrames() >= n })
 
 	frames, _, _, _ := rec.snapshot()
 	if len(frames) != n {
@@ -80,8 +81,8 @@ func TestLegPlay(t *testing.T) {
 	}
 	leg.Play(agentbridge.AudioFrame{Codec: "pcm_s16le/16000/1", Payload: make([]byte, 640)})
 	leg.Play(agentbridge.AudioFrame{Codec: "speex/8000/1", Payload: []byte{1}})
-	eventually(t, "95 frames at the client", func() bool { return c.received() >= 95 })
-	eventually(t, "100 frames out", func() bool { return leg.Stats().FramesOut == 100 })
+	agenttest.Poll(t, testWait, "95 frames at the client", func() bool { return c.received() >= 95 })
+	agenttest.Poll(t, testWait, "100 frames out", func() bool { return leg.Stats().FramesOut == 100 })
 	if st := leg.Stats(); st.Rejected != 2 || st.Dropped != 0 {
 		t.Fatalf("stats %+v", st)
 	}
@@ -98,13 +99,13 @@ func TestLegPlay(t *testing.T) {
 	for _, p := range fakeOpus(200) {
 		leg.Play(agentbridge.AudioFrame{Codec: agentbridge.CodecOpus, Payload: p})
 	}
-	eventually(t, "some of the 200 played", func() bool { return c.received() >= before+5 })
+	agenttest.Poll(t, testWait, "some of the 200 played", func() bool { return c.received() >= before+5 })
 	leg.ClearAudio()
 	out := leg.Stats().FramesOut
 	// One more frame after the clear proves the pacer is still running.
 	leg.Play(agentbridge.AudioFrame{Codec: agentbridge.CodecOpus, Payload: []byte{0xfc, 1, 2, 3}})
-	eventually(t, "frame after clear", func() bool { return leg.Stats().FramesOut > out })
-	eventually(t, "client got it", func() bool {
+	agenttest.Poll(t, testWait, "frame after clear", func() bool { return leg.Stats().FramesOut > out })
+	agenttest.Poll(t, testWait, "client got it", func() bool {
 		p := c.payloads()
 		return bytes.Equal(p[len(p)-1], []byte{0xfc, 1, 2, 3})
 	})
@@ -116,7 +117,7 @@ func TestLegPlay(t *testing.T) {
 	if st.FramesOut+st.Dropped != 301 {
 		t.Fatalf("frames out %d + dropped %d != 301", st.FramesOut, st.Dropped)
 	}
-	eventually(t, "RTT from receiver reports", func() bool { return leg.Stats().RTTMS > 0 })
+	agenttest.Poll(t, testWait, "RTT from receiver reports", func() bool { return leg.Stats().RTTMS > 0 })
 	st = leg.Stats()
 	t.Logf("barge-in: %d of 200 frames played, %d dropped; bitrate out %.0f, rtt %.3f ms", after, st.Dropped, st.BitrateOut, st.RTTMS)
 }
@@ -141,7 +142,7 @@ func TestLegPlayQueueBound(t *testing.T) {
 		t.Fatalf("dropped %d, want 15", st.Dropped)
 	}
 	c.setAnswer(answer)
-	eventually(t, "the newest 10 played", func() bool { return c.received() == 10 })
+	agenttest.Poll(t, testWait, "the newest 10 played", func() bool { return c.received() == 10 })
 	if got := c.payloads()[0]; !bytes.Equal(got, fakeOpus(25)[15]) {
 		t.Fatalf("first played %x: oldest were not the dropped ones", got)
 	}
@@ -158,7 +159,7 @@ func TestLegPCM(t *testing.T) {
 
 	// Mic: real Opus in, 20 ms of 16 kHz mono PCM out.
 	c.send(realOpus(t, 50))
-	eventually(t, "50 PCM frames", func() bool { return rec.numFrames() >= 50 })
+	agenttest.Poll(t, testWait, "50 PCM frames", func() bool { return rec.numFrames() >= 50 })
 	frames, _, _, _ := rec.snapshot()
 	for i, fr := range frames {
 		if fr.Codec != "pcm_s16le/16000/1" || len(fr.Payload) != 640 {
@@ -180,7 +181,7 @@ func TestLegPCM(t *testing.T) {
 		off += 480
 	}
 	// 25 + 15 frames; the last is whole, so no padding.
-	eventually(t, "40 frames at the client", func() bool { return c.received() >= 40 })
+	agenttest.Poll(t, testWait, "40 frames at the client", func() bool { return c.received() >= 40 })
 	dec, err := gopus.NewDecoder(gopus.DefaultDecoderConfig(48000, 1))
 	if err != nil {
 		t.Fatal(err)
@@ -208,10 +209,10 @@ func TestLegPCM(t *testing.T) {
 
 	// An odd tail (10 ms) is padded and played once the agent pauses.
 	leg.Play(agentbridge.AudioFrame{Codec: "pcm_s16le/16000/1", Payload: leBytes(sine(160, 16000, 0))})
-	eventually(t, "padded tail", func() bool { return leg.Stats().FramesOut == 41 })
+	agenttest.Poll(t, testWait, "padded tail", func() bool { return leg.Stats().FramesOut == 41 })
 	// Opus frames are accepted on a PCM leg too.
 	leg.Play(agentbridge.AudioFrame{Codec: agentbridge.CodecOpus, Payload: c.payloads()[0]})
-	eventually(t, "opus on a PCM leg", func() bool { return leg.Stats().FramesOut == 42 })
+	agenttest.Poll(t, testWait, "opus on a PCM leg", func() bool { return leg.Stats().FramesOut == 42 })
 }
 
 func pcmOf(b []byte) []int16 {
@@ -336,7 +337,7 @@ func TestLegSilenceResetByAudio(t *testing.T) {
 	if leg.State() == StateClosed {
 		t.Fatal("leg closed while audio was flowing")
 	}
-	eventually(t, "silence after the audio", func() bool { return leg.State() == StateClosed })
+	agenttest.Poll(t, testWait, "silence after the audio", func() bool { return leg.State() == StateClosed })
 	if _, _, _, reason := rec.snapshot(); reason != ReasonSilence {
 		t.Fatalf("reason %q", reason)
 	}
@@ -429,7 +430,7 @@ func TestLegUDPMux(t *testing.T) {
 	t.Cleanup(func() { _ = e.Close() })
 	c, leg, rec := connect(t, e, clientOpts{}, FormatOpus())
 	c.send(fakeOpus(20))
-	eventually(t, "frames over the mux", func() bool { return rec.numFrames() == 20 })
+	agenttest.Poll(t, testWait, "frames over the mux", func() bool { return rec.numFrames() == 20 })
 	port := cfg.UDPPort
 	if sd := leg.pc.LocalDescription().SDP; !strings.Contains(sd, " "+strconv.Itoa(port)+" typ host") {
 		t.Fatalf("answer does not use mux port %d:\n%s", port, sd)
@@ -437,7 +438,7 @@ func TestLegUDPMux(t *testing.T) {
 	// A second leg shares the port.
 	c2, _, rec2 := connect(t, e, clientOpts{}, FormatOpus())
 	c2.send(fakeOpus(10))
-	eventually(t, "frames on the second leg", func() bool { return rec2.numFrames() == 10 })
+	agenttest.Poll(t, testWait, "frames on the second leg", func() bool { return rec2.numFrames() == 10 })
 }
 
 func loopbackName(t testing.TB) string {
@@ -475,7 +476,7 @@ func TestNoLeaks(t *testing.T) {
 	for _, p := range fakeOpus(20) {
 		leg.Play(agentbridge.AudioFrame{Codec: agentbridge.CodecOpus, Payload: p})
 	}
-	eventually(t, "media both ways", func() bool { return rec.numFrames() == 20 && c.received() >= 15 })
+	agenttest.Poll(t, testWait, "media both ways", func() bool { return rec.numFrames() == 20 && c.received() >= 15 })
 	if err := e.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -502,13 +503,13 @@ func TestLegGapFlushedByDeadline(t *testing.T) {
 	e := newTestEngine(t, testConfig())
 	c, leg, rec := connect(t, e, clientOpts{}, FormatOpus())
 	c.send(fakeOpus(10))
-	eventually(t, "10 frames", func() bool { return rec.numFrames() == 10 })
+	agenttest.Poll(t, testWait, "10 frames", func() bool { return rec.numFrames() == 10 })
 	// One sequence number skipped (a lost packet), then silence.
 	err := c.track.WriteSample(pmedia.Sample{Data: []byte{0xfc, 9, 9}, Duration: 20 * time.Millisecond, PrevDroppedPackets: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the frame after the gap", func() bool { return rec.numFrames() == 11 })
+	agenttest.Poll(t, testWait, "the frame after the gap", func() bool { return rec.numFrames() == 11 })
 	frames, _, _, _ := rec.snapshot()
 	if last, prev := frames[10], frames[9]; last.Seq != prev.Seq+2 || !bytes.Equal(last.Payload, []byte{0xfc, 9, 9}) {
 		t.Fatalf("seq %d after %d, payload %x", last.Seq, prev.Seq, last.Payload)

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -17,6 +16,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/nats-io/nats.go"
 
+	"github.com/parley-rtc/parley/agentbridge/agenttest"
 	"github.com/parley-rtc/parley/broker"
 	"github.com/parley-rtc/parley/configs"
 )
@@ -28,20 +28,17 @@ import (
 // Each iteration is a whole load run; the latencies are reported as
 // custom metrics (p50-ms, p99-ms, …).
 
-// percentiles reports p50, p90, p99 and max of ds in milliseconds.
+// percentiles reports p50, p90, p99 and max of ds in milliseconds
+// (agenttest.Percentile: nearest rank).
 func percentiles(b *testing.B, ds []time.Duration, prefix string) {
 	if len(ds) == 0 {
 		b.Fatalf("%s: no samples", prefix)
 	}
-	slices.Sort(ds)
-	at := func(q float64) float64 {
-		i := min(int(q*float64(len(ds))), len(ds)-1)
-		return float64(ds[i].Microseconds()) / 1000
-	}
+	at := func(q float64) float64 { return float64(agenttest.Percentile(ds, q).Microseconds()) / 1000 }
 	b.ReportMetric(at(0.50), prefix+"p50-ms")
 	b.ReportMetric(at(0.90), prefix+"p90-ms")
 	b.ReportMetric(at(0.99), prefix+"p99-ms")
-	b.ReportMetric(float64(ds[len(ds)-1].Microseconds())/1000, prefix+"max-ms")
+	b.ReportMetric(at(1), prefix+"max-ms")
 }
 
 // BenchmarkChatRoundTrip sends chat messages on WebSockets at a steady
@@ -142,7 +139,7 @@ func chatRoundTrip(b *testing.B, start func(*testing.B) *env) {
 			}
 		}
 		elapsed := time.Since(start)
-		waitFor(b, 30*time.Second, "every reply", func() bool {
+		agenttest.Poll(b, 30*time.Second, "every reply", func() bool {
 			for i := range msgs {
 				if msgs[i].done.Load() == 0 {
 					return false
@@ -224,7 +221,7 @@ func BenchmarkColdStart(b *testing.B) {
 				"--nats-listen", "127.0.0.1:-1", "--log-level", "warn")
 			m := p.line(readyLine)
 			toLine = append(toLine, time.Since(start))
-			waitFor(b, 10*time.Second, "readyz", func() bool {
+			agenttest.Poll(b, 10*time.Second, "readyz", func() bool {
 				res, err := http.Get(m[1] + "/readyz")
 				if err != nil {
 					return false

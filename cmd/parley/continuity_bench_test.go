@@ -10,6 +10,7 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/parley-rtc/parley/agentbridge"
+	"github.com/parley-rtc/parley/agentbridge/agenttest"
 	"github.com/parley-rtc/parley/configs"
 )
 
@@ -109,7 +110,7 @@ func BenchmarkICERestart(b *testing.B) {
 	for b.Loop() {
 		e := startEnv(b, voiceConfig)
 		s := e.newSession(nil)
-		tap := e.tapAudio(e.app.broker.Subjects().InAudio(configs.DefaultAgent, s.ConversationID))
+		tap := agenttest.TapAudio(b, e.natsConn(), e.app.broker.Subjects().InAudio(configs.DefaultAgent, s.ConversationID))
 		v := e.newVoiceClient(s)
 		v.waitConnected()
 		frames := speech(b, 1, 20, 0) // one 20 ms tone frame, sent in a loop
@@ -148,8 +149,8 @@ func BenchmarkICERestart(b *testing.B) {
 			if err := v.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: r.raw}); err != nil {
 				b.Fatal(err)
 			}
-			n := len(tap.snapshot())
-			waitFor(b, 10*time.Second, "a frame after the restart", func() bool { return len(tap.snapshot()) > n })
+			n := tap.Len()
+			agenttest.Poll(b, 10*time.Second, "a frame after the restart", func() bool { return tap.Len() > n })
 			took = append(took, time.Since(start))
 		}
 		close(stop)

@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/parley-rtc/parley/agentbridge"
+	"github.com/parley-rtc/parley/agentbridge/agenttest"
 	"github.com/parley-rtc/parley/broker"
 	"github.com/parley-rtc/parley/configs"
 )
@@ -36,22 +36,7 @@ type env struct {
 }
 
 // syncBuffer collects logs of a run (tests grep them for secrets).
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type syncBuffer = agenttest.LogBuffer
 
 func testConfig(t testing.TB) configs.Config {
 	cfg := configs.Default()
@@ -184,12 +169,24 @@ func (e *env) do(method, path string, body any, headers ...string) response {
 		}
 		rd = bytes.NewReader(data)
 	}
+	contentType := ""
+	if rd != nil {
+		contentType = "application/json"
+	}
+	return e.send(method, path, contentType, rd, headers...)
+}
+
+// send sends a request with body rd (none if nil) of contentType (no
+// header if empty) and headers (name, value, …), and decodes a JSON
+// answer into the response's body.
+func (e *env) send(method, path, contentType string, rd io.Reader, headers ...string) response {
+	e.t.Helper()
 	req, err := http.NewRequest(method, e.base+path, rd)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	if rd != nil {
-		req.Header.Set("Content-Type", "application/json")
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
 	}
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Set(headers[i], headers[i+1])
@@ -202,7 +199,7 @@ func (e *env) do(method, path string, body any, headers ...string) response {
 	raw, _ := io.ReadAll(res.Body)
 	r := response{status: res.StatusCode, header: res.Header, raw: string(raw)}
 	if len(raw) > 0 {
-		_ = json.Unmarshal(raw, &r.body)
+		_ = json.Unmarshal(raw, &r.body) // not JSON: body stays nil
 	}
 	return r
 }
@@ -377,19 +374,11 @@ func (c *wsClient) closeStatus() (websocket.StatusCode, string) {
 	}
 }
 
-// waitFor polls cond until it holds or the deadline passes.
+// waitFor is agenttest.Poll under its old name, for the tests that still
+// call it.
 func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.After(timeout)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-deadline:
-			t.Fatalf("timed out waiting for %s", what)
-		case <-tick.C:
-		}
-	}
+	agenttest.Poll(t, timeout, what, cond)
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }

@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/parley-rtc/parley/agentbridge"
+	"github.com/parley-rtc/parley/agentbridge/agenttest"
 	"github.com/parley-rtc/parley/configs"
 )
 
@@ -83,16 +84,8 @@ type leaderResult struct {
 	messages, resent    int
 }
 
-func pct(d []time.Duration, p float64) time.Duration {
-	if len(d) == 0 {
-		return 0
-	}
-	s := slices.Clone(d)
-	slices.Sort(s)
-	return s[min(len(s)-1, int(float64(len(s))*p))]
-}
-
 func (r leaderResult) String() string {
+	pct := agenttest.Percentile[time.Duration]
 	return fmt.Sprintf("killed %s (broker on %s): election %v, reply stall %v, ack gap %v, max ack→reply %v, "+
 		"post→reply p50 %v p99 %v max %v, post→ack p50 %v p99 %v, %d messages after the kill (%d resent)",
 		r.killed, r.connectedTo, r.election.Round(time.Millisecond), r.stall.Round(time.Millisecond),
@@ -156,7 +149,7 @@ func runLeaderKill(t testing.TB, o leaderKill) (leaderResult, *env) {
 	for _, c := range convs {
 		c.post(ctx, -1)
 	}
-	waitFor(t, 30*time.Second, "the warm-up replies", func() bool {
+	agenttest.Poll(t, 30*time.Second, "the warm-up replies", func() bool {
 		for _, c := range convs {
 			if c.replied() < 1 {
 				return false
@@ -212,7 +205,7 @@ func runLeaderKill(t testing.TB, o leaderKill) (leaderResult, *env) {
 	res.kill = time.Now()
 	victim.kill()
 	t.Logf("%s killed in %v", leader, time.Since(res.kill).Round(time.Millisecond))
-	waitFor(t, 60*time.Second, "a new stream leader", func() bool {
+	agenttest.Poll(t, 60*time.Second, "a new stream leader", func() bool {
 		ictx, icancel := context.WithTimeout(ctx, time.Second)
 		defer icancel()
 		info, err := js.Stream(ictx, stream)
@@ -229,7 +222,7 @@ func runLeaderKill(t testing.TB, o leaderKill) (leaderResult, *env) {
 	}
 	close(stopSend)
 	senders.Wait()
-	waitFor(t, 60*time.Second, "every message answered", func() bool {
+	agenttest.Poll(t, 60*time.Second, "every message answered", func() bool {
 		for _, c := range convs {
 			if c.replied() < c.sent() {
 				return false
@@ -308,7 +301,7 @@ func natsProcCluster(t testing.TB) ([]leaderNode, string) {
 	}
 	all := strings.Join(urls, ",")
 	var nc *nats.Conn
-	waitFor(t, 30*time.Second, "the nats-server processes to accept connections", func() bool {
+	agenttest.Poll(t, 30*time.Second, "the nats-server processes to accept connections", func() bool {
 		var err error
 		nc, err = nats.Connect(all)
 		return err == nil
@@ -602,6 +595,6 @@ func reportLeaderKill(b *testing.B, res leaderResult, e *env) {
 	b.ReportMetric(res.election.Seconds(), "election_s")
 	b.ReportMetric(res.ackGap.Seconds(), "ack_gap_s")
 	b.ReportMetric(res.ackToReply.Seconds(), "max_ack_to_reply_s")
-	b.ReportMetric(pct(res.postToReply, 0.5).Seconds(), "p50_reply_s")
-	b.ReportMetric(pct(res.postToReply, 0.99).Seconds(), "p99_reply_s")
+	b.ReportMetric(agenttest.Percentile(res.postToReply, 0.5).Seconds(), "p50_reply_s")
+	b.ReportMetric(agenttest.Percentile(res.postToReply, 0.99).Seconds(), "p99_reply_s")
 }

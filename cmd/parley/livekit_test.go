@@ -25,13 +25,13 @@ import (
 	"github.com/livekit/protocol/livekit"
 	lklog "github.com/livekit/protocol/logger"
 	lksdk "github.com/livekit/server-sdk-go/v2"
-	"github.com/nats-io/nats.go"
 	"github.com/pion/webrtc/v4"
 	pionmedia "github.com/pion/webrtc/v4/pkg/media"
 	"go.uber.org/goleak"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/parley-rtc/parley/agentbridge"
+	"github.com/parley-rtc/parley/agentbridge/agenttest"
 	"github.com/parley-rtc/parley/broker"
 	"github.com/parley-rtc/parley/configs"
 	"github.com/parley-rtc/parley/media"
@@ -93,7 +93,7 @@ func (c *lkClient) publishMic() {
 		c.t.Fatalf("publish microphone: %v", err)
 	}
 	c.track = track
-	waitFor(c.t, 10*time.Second, "the microphone track bound", track.IsBound)
+	agenttest.Poll(c.t, 10*time.Second, "the microphone track bound", track.IsBound)
 }
 
 // sendUntil writes Opus silence every 20 ms until start closes, then
@@ -122,17 +122,10 @@ priming:
 		}
 	}
 	sent := make([]time.Time, len(frames))
-	begin := time.Now()
-	timer := time.NewTimer(0)
-	<-timer.C
-	for i, f := range frames {
-		if d := time.Until(begin.Add(time.Duration(i) * 20 * time.Millisecond)); d > 0 {
-			timer.Reset(d)
-			<-timer.C
-		}
+	paced(frames, func(i int, f []byte) {
 		sent[i] = time.Now()
 		write(f)
-	}
+	})
 	if silence != nil {
 		for range 10 { // a tail, so nothing waits on the jitter window
 			<-tick.C
@@ -147,59 +140,6 @@ func (c *lkClient) leave() {
 		c.room.Disconnect()
 		c.readers.Wait()
 	})
-}
-
-// timedTap records the frames on a subject with their arrival times.
-type timedTap struct {
-	mu     sync.Mutex
-	frames []agentbridge.AudioFrame
-	at     []time.Time
-}
-
-func (e *env) timedTap(subject string) *timedTap {
-	e.t.Helper()
-	tap := &timedTap{}
-	nc := e.natsConn()
-	if _, err := nc.Subscribe(subject, func(m *nats.Msg) {
-		now := time.Now()
-		f, err := agentbridge.ParseAudioFrame(m)
-		if err != nil {
-			e.t.Errorf("bad frame on %s: %v", subject, err)
-			return
-		}
-		tap.mu.Lock()
-		tap.frames = append(tap.frames, f)
-		tap.at = append(tap.at, now)
-		tap.mu.Unlock()
-	}); err != nil {
-		e.t.Fatal(err)
-	}
-	if err := nc.Flush(); err != nil {
-		e.t.Fatal(err)
-	}
-	return tap
-}
-
-func (tp *timedTap) snapshot() ([]agentbridge.AudioFrame, []time.Time) {
-	tp.mu.Lock()
-	defer tp.mu.Unlock()
-	return slices.Clone(tp.frames), slices.Clone(tp.at)
-}
-
-func (tp *timedTap) len() int {
-	tp.mu.Lock()
-	defer tp.mu.Unlock()
-	return len(tp.frames)
-}
-
-// latencyPercentiles returns p50, p99 and max of ds.
-func latencyPercentiles(ds []time.Duration) (p50, p99, maxD time.Duration) {
-	if len(ds) == 0 {
-		return 0, 0, 0
-	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[len(s)/2], s[min(len(s)-1, len(s)*99/100)], s[len(s)-1]
 }
 
 // rms is the root mean square of little-endian 16-bit PCM.
@@ -256,8 +196,8 @@ func TestLiveKitRoundTrip(t *testing.T) {
 			s := e.mustCreateSession(liveKitWidgetKey, testOrigin, map[string]any{"mode": "chat"})
 			ws := e.mustDialWS(s)
 			subj := e.app.broker.Subjects()
-			in := e.timedTap(subj.InAudio(configs.DefaultAgent, s.ConversationID))
-			out := e.tapAudio(subj.OutAudio(configs.DefaultAgent, s.ConversationID))
+			in := agenttest.TapAudio(t, e.natsConn(), subj.InAudio(configs.DefaultAgent, s.ConversationID))
+			out := agenttest.TapAudio(t, e.natsConn(), subj.OutAudio(configs.DefaultAgent, s.ConversationID))
 			e.settle(s, ws)
 			baseline := runtime.NumGoroutine()
 			before := goleak.IgnoreCurrent()
@@ -266,7 +206,7 @@ func TestLiveKitRoundTrip(t *testing.T) {
 			r := e.liveKitToken(s)
 			issued := time.Since(began)
 			room := "parley-" + s.ConversationID
-			if r.status != http.StatusOK || r.str("token") == "" || r.str("livekit_url") != e.lk.url ||
+			if r.status != http.StatusOK || r.str("token") == "" || r.str("livekit_url") != e.lk.URL ||
 				r.str("room_name") != room || r.str("participant_identity") != "visitor-"+s.ID ||
 				r.body["expires_in_seconds"] != float64(600) || !strings.HasPrefix(r.str("leg_id"), "leg_") {
 				t.Fatalf("token: %d %s", r.status, r.raw)
@@ -337,7 +277,7 @@ func TestLiveKitRoundTrip(t *testing.T) {
 				return slices.IndexFunc(got, func(f agentbridge.AudioFrame) bool { return rms(f.Payload) > 500 })
 			}
 			for deadline := time.Now().Add(15 * time.Second); ; <-time.After(20 * time.Millisecond) {
-				got, _ := in.snapshot()
+				got, _ := in.Arrivals()
 				first := firstOf(got)
 				if first >= 0 && len(got) >= first+len(frames) {
 					break
@@ -348,7 +288,7 @@ func TestLiveKitRoundTrip(t *testing.T) {
 						len(got), first, len(frames), legStats(leg))
 				}
 			}
-			got, at := in.snapshot()
+			got, at := in.Arrivals()
 			first := firstOf(got)
 			var bridgeLat, e2eLat []time.Duration
 			for i, f := range got[first : first+len(frames)] {
@@ -372,11 +312,11 @@ func TestLiveKitRoundTrip(t *testing.T) {
 				e2eLat = append(e2eLat, at[k].Sub(sent[i]))
 			}
 			deadline := time.Now().Add(10 * time.Second)
-			for len(out.snapshot()) < len(frames) || c.received.Load() < int64(len(frames))*9/10 {
+			for out.Len() < len(frames) || c.received.Load() < int64(len(frames))*9/10 {
 				if time.Now().After(deadline) {
 					leg, _ := e.app.broker.Voice(s.ID)
 					t.Fatalf("echo: %d frames from the agent on NATS, %d received by the client, of %d sent; media stats %+v",
-						len(out.snapshot()), c.received.Load(), len(frames), legStats(leg))
+						out.Len(), c.received.Load(), len(frames), legStats(leg))
 				}
 				<-time.After(20 * time.Millisecond)
 			}
@@ -405,8 +345,9 @@ func TestLiveKitRoundTrip(t *testing.T) {
 					t.Fatalf("no webhook media_state from LiveKit: %v", f)
 				}
 			}
-			b50, b99, bmax := latencyPercentiles(bridgeLat)
-			e50, e99, emax := latencyPercentiles(e2eLat)
+			pct := agenttest.Percentile[time.Duration]
+			b50, b99, bmax := pct(bridgeLat, 0.5), pct(bridgeLat, 0.99), pct(bridgeLat, 1)
+			e50, e99, emax := pct(e2eLat, 0.5), pct(e2eLat, 0.99), pct(e2eLat, 1)
 			leg, _ := e.app.broker.Voice(s.ID)
 			t.Logf("token (room + bridge join) %s; join → media_state connected %s; %d priming frames",
 				issued.Round(time.Millisecond), connectedAfter.Round(time.Millisecond), first)
@@ -419,7 +360,7 @@ func TestLiveKitRoundTrip(t *testing.T) {
 			// Ops sees the room from LiveKit's RoomService: the visitor and
 			// the bridge, with their audio tracks.
 			ak, _ := e.newAdminKey("", broker.ScopeOpsRead)
-			waitFor(t, 10*time.Second, "the LiveKit room state in the ops detail", func() bool {
+			agenttest.Poll(t, 10*time.Second, "the LiveKit room state in the ops detail", func() bool {
 				r := e.do("GET", "/v1/ops/rooms/"+s.ConversationID, nil, "Authorization", "Bearer "+ak)
 				lk, _ := r.body["livekit"].(map[string]any)
 				ps, _ := lk["participants"].([]any)
@@ -495,7 +436,7 @@ func TestLiveKitTokens(t *testing.T) {
 	}
 
 	// A's token puts A in room A, never in B; it is no server API key.
-	c, err := joinLiveKit(t, e.lk.url, ra.str("token"))
+	c, err := joinLiveKit(t, e.lk.URL, ra.str("token"))
 	if err != nil {
 		t.Fatalf("join A: %v", err)
 	}
@@ -517,7 +458,7 @@ func TestLiveKitTokens(t *testing.T) {
 		{"DeleteRoom", `{"room":"` + roomB + `"}`},
 		{"CreateRoom", `{"name":"someone-elses"}`},
 	} {
-		req, _ := http.NewRequest("POST", strings.Replace(e.lk.url, "ws://", "http://", 1)+"/twirp/livekit.RoomService/"+call.method,
+		req, _ := http.NewRequest("POST", strings.Replace(e.lk.URL, "ws://", "http://", 1)+"/twirp/livekit.RoomService/"+call.method,
 			strings.NewReader(call.body))
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Authorization", "Bearer "+ra.str("token"))
@@ -545,7 +486,7 @@ func TestLiveKitTokens(t *testing.T) {
 		}
 		return tok
 	}
-	if c, err := joinLiveKit(t, e.lk.url, mint(liveKitDevSecret, roomA, time.Now().Add(time.Minute))); err != nil {
+	if c, err := joinLiveKit(t, e.lk.URL, mint(liveKitDevSecret, roomA, time.Now().Add(time.Minute))); err != nil {
 		t.Fatalf("the hand-built token is refused even when valid: %v", err)
 	} else {
 		c.leave()
@@ -555,7 +496,7 @@ func TestLiveKitTokens(t *testing.T) {
 		"forged":       mint("a-secret-that-is-not-livekits", roomA, time.Now().Add(time.Minute)),
 		"forged other": mint("a-secret-that-is-not-livekits", roomB, time.Now().Add(time.Minute)),
 	} {
-		if c, err := joinLiveKit(t, e.lk.url, tok); err == nil {
+		if c, err := joinLiveKit(t, e.lk.URL, tok); err == nil {
 			c.leave()
 			t.Fatalf("%s token: LiveKit let it join %s", name, c.room.Name())
 		}

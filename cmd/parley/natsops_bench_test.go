@@ -12,10 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/parley-rtc/parley/agentbridge/agenttest"
 	"github.com/parley-rtc/parley/configs"
 )
 
@@ -234,16 +234,8 @@ func writeHeapProfile(b *testing.B, path string) {
 func BenchmarkDedupBytesPerID(b *testing.B) {
 	const n = 100_000
 	heapAfter := func(withIDs bool) float64 {
-		s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, JetStream: true,
-			StoreDir: b.TempDir(), NoSigs: true, NoLog: true})
-		if err != nil {
-			b.Fatal(err)
-		}
-		go s.Start()
-		if !s.ReadyForConnections(10 * time.Second) {
-			b.Fatal("nats did not start")
-		}
-		defer s.Shutdown()
+		s := agenttest.RunNATS(b, nil)
+		defer s.Shutdown() // now, not when the benchmark ends: the next server's heap is measured alone
 		nc, err := nats.Connect("", nats.InProcessServer(s))
 		if err != nil {
 			b.Fatal(err)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"io"
 	"math"
@@ -130,17 +129,26 @@ func (c *voiceClient) waitConnected() {
 // send writes frames on a 20 ms schedule.
 func (c *voiceClient) send(frames [][]byte) {
 	c.t.Helper()
-	start := time.Now()
-	timer := time.NewTimer(0)
-	<-timer.C
-	for i, f := range frames {
-		if d := time.Until(start.Add(time.Duration(i) * 20 * time.Millisecond)); d > 0 {
-			timer.Reset(d)
-			<-timer.C
-		}
+	paced(frames, func(_ int, f []byte) {
 		if err := c.track.WriteSample(pionmedia.Sample{Data: f, Duration: 20 * time.Millisecond}); err != nil && !errors.Is(err, io.ErrClosedPipe) {
 			c.t.Fatalf("write sample: %v", err)
 		}
+	})
+}
+
+// paced calls write with each of frames on a 20 ms schedule, frame i at
+// i × 20 ms after the first, as a microphone produces them; after a late
+// write the next frames go at once until the schedule is caught up.
+func paced(frames [][]byte, write func(i int, f []byte)) {
+	begin := time.Now()
+	timer := time.NewTimer(0)
+	<-timer.C
+	for i, f := range frames {
+		if d := time.Until(begin.Add(time.Duration(i) * 20 * time.Millisecond)); d > 0 {
+			timer.Reset(d)
+			<-timer.C
+		}
+		write(i, f)
 	}
 }
 
@@ -184,27 +192,7 @@ func speech(t testing.TB, bursts, toneMS, silenceMS int) [][]byte {
 // doRaw sends a body with an explicit content type.
 func (e *env) doRaw(method, path, contentType, body string, headers ...string) response {
 	e.t.Helper()
-	req, err := http.NewRequest(method, e.base+path, strings.NewReader(body))
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
-	}
-	for i := 0; i+1 < len(headers); i += 2 {
-		req.Header.Set(headers[i], headers[i+1])
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		e.t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer res.Body.Close()
-	raw, _ := io.ReadAll(res.Body)
-	r := response{status: res.StatusCode, header: res.Header, raw: string(raw)}
-	if strings.HasPrefix(res.Header.Get("Content-Type"), "application/json") {
-		_ = json.Unmarshal(raw, &r.body)
-	}
-	return r
+	return e.send(method, path, contentType, strings.NewReader(body), headers...)
 }
 
 // sampleOf is one 20 ms Opus frame as a media sample.
