@@ -571,6 +571,33 @@ func (b *Broker) WatchRooms(f func(Room)) (stop func(), err error) {
 	return func() { _ = sub.Unsubscribe() }, nil
 }
 
+// RoomChanges is a watch of room snapshots for a reader on its own
+// goroutine: Updates buffers up to the size asked for, and when the reader
+// falls that far behind, what does not fit is dropped and Lost gets a
+// signal (the reader lists the rooms again). NATS delivery never blocks.
+type RoomChanges struct {
+	Updates <-chan Room
+	Lost    <-chan struct{}
+	Stop    func()
+}
+
+// WatchRoomChanges starts a RoomChanges on watch (Broker.WatchRooms, or
+// the role that stands for it) with a buffer of size snapshots.
+func WatchRoomChanges(watch func(func(Room)) (func(), error), size int) (RoomChanges, error) {
+	updates, lost := make(chan Room, size), make(chan struct{}, 1)
+	stop, err := watch(func(r Room) {
+		select {
+		case updates <- r:
+		default:
+			select {
+			case lost <- struct{}{}:
+			default:
+			}
+		}
+	})
+	return RoomChanges{Updates: updates, Lost: lost, Stop: stop}, err
+}
+
 // RecentEvents returns the last n events of a conversation's log.
 func (b *Broker) RecentEvents(ctx context.Context, cid string, n int) ([]agentbridge.Event, error) {
 	events, err := b.ReadLog(ctx, cid, 0)

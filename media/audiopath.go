@@ -68,3 +68,16 @@ func (a *audioPath) init(cfg Config, f Format, onMic func(agentbridge.AudioFrame
 	}
 	return nil
 }
+
+// silent is the silence watchdog of a leg or bridge, called when its timer
+// t fires: it reports whether the visitor has sent no audio for limit (and
+// logs it), or re-arms t for the time left.
+func (a *audioPath) silent(t *time.Timer, limit time.Duration) bool {
+	idle := time.Since(time.Unix(0, a.lastRTP.Load()))
+	if idle < limit {
+		t.Reset(limit - idle)
+		return false
+	}
+	a.log.Info("media: no audio from visitor", "for", idle.Round(time.Millisecond))
+	return true
+}

@@ -174,12 +174,8 @@ func (l *Leg) run() {
 		case s := <-l.events:
 			l.handleState(s)
 		case <-silence.C:
-			idle := time.Since(time.Unix(0, l.lastRTP.Load()))
-			if idle >= l.silence {
-				l.log.Info("media: no audio from visitor", "for", idle.Round(time.Millisecond))
+			if l.silent(silence, l.silence) {
 				l.stop(ReasonSilence)
-			} else {
-				silence.Reset(l.silence - idle)
 			}
 		case <-l.quit:
 			l.teardown()

@@ -293,12 +293,8 @@ func (b *Bridge) run() {
 				b.stop(ev.reason)
 			}
 		case <-silence.C:
-			idle := time.Since(time.Unix(0, b.lastRTP.Load()))
-			if idle >= b.silence {
-				b.log.Info("media: no audio from visitor", "for", idle.Round(time.Millisecond))
+			if b.silent(silence, b.silence) {
 				b.stop(ReasonSilence)
-			} else {
-				silence.Reset(b.silence - idle)
 			}
 		case <-b.quit:
 			b.teardown()

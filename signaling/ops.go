@@ -120,22 +120,13 @@ func (s *Server) serveOpsEvents(w http.ResponseWriter, r *http.Request, key brok
 		return broker.ErrClosed
 	}
 	defer s.legWG.Done()
-	updates := make(chan broker.Room, 256)
-	lost := make(chan struct{}, 1)
-	stop, err := s.rooms.WatchRooms(func(room broker.Room) {
-		select {
-		case updates <- room:
-		default: // a reader this slow starts over
-			select {
-			case lost <- struct{}{}:
-			default:
-			}
-		}
-	})
+	// A reader 256 updates behind starts over.
+	watch, err := broker.WatchRoomChanges(s.rooms.WatchRooms, 256)
 	if err != nil {
 		return err
 	}
-	defer stop()
+	defer watch.Stop()
+	updates, lost := watch.Updates, watch.Lost
 	rooms, err := s.opsRooms(r, key)
 	if err != nil {
 		return err

@@ -356,24 +356,13 @@ const roomStale = 90 * time.Second
 // It subscribes before listing the KV bucket, so no change falls between;
 // a snapshot older than what it holds is ignored.
 func watchRooms(ctx context.Context, b *broker.Broker, f roomFilter, asJSON, tty bool, w io.Writer) error {
-	var (
-		changes = make(chan broker.Room, 1024)
-		lost    = make(chan struct{}, 1)
-	)
-	stop, err := b.WatchRooms(func(r broker.Room) {
-		select {
-		case changes <- r:
-		default: // never block NATS delivery; relist instead
-			select {
-			case lost <- struct{}{}:
-			default:
-			}
-		}
-	})
+	// Never block NATS delivery: a watcher too slow relists instead.
+	watch, err := broker.WatchRoomChanges(b.WatchRooms, 1024)
 	if err != nil {
 		return err
 	}
-	defer stop()
+	defer watch.Stop()
+	changes, lost := watch.Updates, watch.Lost
 
 	rooms := map[string]broker.Room{} // live and recently ended, by cid
 	// apply merges a snapshot; it reports whether what is shown changed.
