@@ -184,28 +184,28 @@ func (hs *hubSet) active(cid string) bool {
 // resync makes every hub read what it may have missed while the broker's
 // NATS connection was down.
 func (hs *hubSet) resync() {
-	hs.mu.Lock()
-	hubs := make([]*hub, 0, len(hs.hubs))
-	for _, h := range hs.hubs {
-		hubs = append(hubs, h)
-	}
-	hs.mu.Unlock()
-	for _, h := range hubs {
+	for _, h := range hs.snapshot(false) {
 		h.resync()
 	}
 }
 
 func (hs *hubSet) closeAll() {
+	for _, h := range hs.snapshot(true) {
+		h.cancel()
+	}
+}
+
+// snapshot returns the hubs, to call them outside hs.mu; close marks the
+// set closed first.
+func (hs *hubSet) snapshot(close bool) []*hub {
 	hs.mu.Lock()
-	hs.closed = true
+	defer hs.mu.Unlock()
+	hs.closed = hs.closed || close
 	hubs := make([]*hub, 0, len(hs.hubs))
 	for _, h := range hs.hubs {
 		hubs = append(hubs, h)
 	}
-	hs.mu.Unlock()
-	for _, h := range hubs {
-		h.cancel()
-	}
+	return hubs
 }
 
 // run owns the hub's subscriptions: it subscribes, learns where the log

@@ -325,21 +325,14 @@ func (r *registry) releasedLocked(cid string, a assignment) bool {
 // is not draining, and has sent no heartbeat since it accepted cid that
 // leaves cid out. It only reads: an assignment whose worker is gone stays
 // until sweep or takeLost hands it over as lost.
-func (r *registry) owner(cid, agent string) (string, bool) {
-	now := r.now()
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	a, ok := r.getLocked(cid, agent)
-	if !ok || r.goneLocked(a, now) || r.releasedLocked(cid, a) {
-		return "", false
-	}
-	return a.worker, true
-}
+func (r *registry) owner(cid, agent string) (string, bool) { return r.live(cid, agent, false) }
 
 // holder is owner for a visitor's action that relies on the answer: the
 // holding is stamped, so that a release the worker's next heartbeat
 // reveals soon after is reported by sweep for a new dispatch.
-func (r *registry) holder(cid, agent string) (string, bool) {
+func (r *registry) holder(cid, agent string) (string, bool) { return r.live(cid, agent, true) }
+
+func (r *registry) live(cid, agent string, trust bool) (string, bool) {
 	now := r.now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -347,8 +340,10 @@ func (r *registry) holder(cid, agent string) (string, bool) {
 	if !ok || r.goneLocked(a, now) || r.releasedLocked(cid, a) {
 		return "", false
 	}
-	a.trustedAt = now
-	r.assigned[cid][agent] = a
+	if trust {
+		a.trustedAt = now
+		r.assigned[cid][agent] = a
+	}
 	return a.worker, true
 }
 
