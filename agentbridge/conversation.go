@@ -493,6 +493,15 @@ func (c *Conversation) feed(sub *nats.Subscription, live []Event, last uint64) {
 		case err == nil:
 		case ctx.Err() != nil:
 			return
+		case errors.Is(err, nats.ErrSlowConsumer):
+			// NATS dropped events while the handler was busy (said once,
+			// then delivery goes on): read them back from the log now.
+			if n, derr := sub.Dropped(); derr == nil {
+				dropped = n
+			}
+			refill, gapSince = true, time.Now().Add(-gapWait)
+			c.log.Debug("live events dropped while the handler was busy; reading them from the log", "dropped", dropped)
+			continue
 		case errors.Is(err, context.DeadlineExceeded):
 			if _, gap := seq.Gap(); refill || gap && time.Since(gapSince) >= gapWait {
 				ok, resolved := c.refill(seq, deliver)

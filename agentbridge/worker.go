@@ -43,6 +43,11 @@ type Options struct {
 	// of order) before the worker reads the gap from the log (default
 	// 20 ms).
 	GapGrace time.Duration
+	// EventBuffer bounds the bytes of a conversation's live events waiting
+	// for its handler (default 64 MiB). Beyond it NATS drops them and the
+	// worker reads them back from the log, in order, once the handler
+	// catches up: a slow handler costs reads, never events.
+	EventBuffer int
 	// Logger receives the worker's logs (default slog.Default()).
 	Logger *slog.Logger
 }
@@ -146,6 +151,9 @@ func NewWorker(nc *nats.Conn, opts Options, h Handler) (*Worker, error) {
 	}
 	if opts.GapGrace <= 0 {
 		opts.GapGrace = DefaultGapGrace
+	}
+	if opts.EventBuffer <= 0 {
+		opts.EventBuffer = 64 << 20
 	}
 	subj := NewSubjects(opts.Prefix)
 	if want := subj.Inbox(opts.Agent) + "."; !strings.HasPrefix(nc.NewInbox(), want) {
@@ -296,7 +304,7 @@ func (w *Worker) runConversation(c *Conversation) {
 		return
 	}
 	defer func() { _ = evSub.Unsubscribe() }()
-	_ = evSub.SetPendingLimits(-1, 64<<20) // a lost event is a gap, refilled from the log
+	_ = evSub.SetPendingLimits(-1, w.opts.EventBuffer) // a lost event is a gap, refilled from the log
 	if err := w.nc.Flush(); err != nil {
 		log.Error("event subscribe failed", "err", err)
 		return

@@ -719,3 +719,47 @@ func TestRedispatchRacingRelease(t *testing.T) {
 		}
 	}
 }
+
+// TestFeedSurvivesSlowConsumer: a handler busy long enough for NATS to drop
+// the conversation's live events (beyond Options.EventBuffer) gets every
+// event afterwards, in order, read back from the log; the conversation is
+// not let go. Before, the feed took NATS's one-time "slow consumer" error
+// for the end of the subscription, released the conversation and closed
+// Events: under load the demo agent stopped answering.
+func TestFeedSurvivesSlowConsumer(t *testing.T) {
+	t.Parallel()
+	b := newBrokerEnd(t)
+	b.readLimit = 8 // pages well under NATS's max payload
+	const cid, n = "conv_slow", 120
+	gate := make(chan struct{})
+	got := make(chan agentbridge.Event, n+1)
+	b.startWorker(agentbridge.Options{EventBuffer: 256 << 10}, func(ctx context.Context, c *agentbridge.Conversation) error {
+		for ev := range c.Events() {
+			if ev.Type != agentbridge.EventUserMessage {
+				continue
+			}
+			got <- ev
+			if ev.MessageID == "msg_0" {
+				<-gate // busy while the others arrive
+			}
+		}
+		return nil
+	})
+	b.dispatch(agentbridge.DispatchRequest{ConversationID: cid})
+	b.userMessage(cid, "msg_0", "first")
+	recv(t, got, "the first message")
+	replayed := b.reads.Load() // the replay's reads
+	text := strings.Repeat("x", 30<<10)
+	for i := 1; i <= n; i++ {
+		b.userMessage(cid, fmt.Sprintf("msg_%d", i), text)
+	}
+	close(gate)
+	for i := 1; i <= n; i++ {
+		if ev := recv(t, got, fmt.Sprintf("message %d", i)); ev.MessageID != fmt.Sprintf("msg_%d", i) {
+			t.Fatalf("event %d is %s: out of order or lost", i, ev.MessageID)
+		}
+	}
+	if b.reads.Load() == replayed {
+		t.Fatal("nothing was read back from the log: NATS dropped nothing, the test did not test")
+	}
+}

@@ -27,6 +27,11 @@ func TestMetricsDrops(t *testing.T) {
 		c.Agents.MaxDeltaBytes = 64 << 10
 		c.Sessions.SweepInterval = 100 * time.Millisecond
 		c.Retention.SweepInterval = 100 * time.Millisecond
+		// The stalled socket reads nothing, so it never answers the
+		// liveness ping either: on a busy machine the ping (20 s) could
+		// close it before its queue fills. This test is about the queue
+		// (TestWSLivenessPing is about the ping).
+		c.Chat.PingIdle = time.Hour
 	})
 	before := e.scrape()
 	val := func(name string, labels ...string) float64 {
