@@ -2,11 +2,14 @@ package benchvoice
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -16,6 +19,7 @@ import (
 	"github.com/pion/webrtc/v4"
 	pionmedia "github.com/pion/webrtc/v4/pkg/media"
 
+	"github.com/parley-rtc/parley/cmd/internal/livekitserver"
 	"github.com/parley-rtc/parley/media"
 )
 
@@ -30,9 +34,33 @@ import (
 
 const liveKitKey = "parley-bench"
 
+// startLiveKit starts the bench's livekit-server (binary: the
+// --livekit-server flag, else as livekitserver.FindServer finds it) with
+// the bench's key and a random secret, logging JSON at warn. It runs in its
+// own process group and is killed if this process dies. The caller stops
+// it.
+func startLiveKit(ctx context.Context, binary string) (*livekitserver.Server, error) {
+	bin, err := livekitserver.FindServer(binary)
+	if err != nil {
+		return nil, fmt.Errorf("bench: %w (or give --livekit-server)", err)
+	}
+	raw := make([]byte, 24)
+	if _, err := rand.Read(raw); err != nil {
+		return nil, err
+	}
+	lk, err := livekitserver.Start(ctx, livekitserver.Options{Binary: bin,
+		APIKey: liveKitKey, APISecret: hex.EncodeToString(raw), // 48 characters
+		LogLevel: "warn", JSONLog: true, StartLimit: time.Minute,
+		SysProcAttr: &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}})
+	if err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+	return lk, nil
+}
+
 // liveKitServeConfig is the child serve's config: LiveKit, and the bench's
 // widget (pk_demo) with its voice over LiveKit.
-func liveKitServeConfig(lk *LiveKitServer) string {
+func liveKitServeConfig(lk *livekitserver.Server) string {
 	return fmt.Sprintf(`livekit:
   url: %q
   api_key: %q
@@ -43,7 +71,7 @@ widgets:
     agent: echo
     allow_dev_origins: true
     voice_transport: livekit
-`, lk.URL(), lk.APIKey(), lk.APISecret(), widgetKey)
+`, lk.URL, lk.APIKey, lk.APISecret, widgetKey)
 }
 
 // lkPeer is a session's LiveKit participant.
