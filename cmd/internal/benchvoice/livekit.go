@@ -91,31 +91,16 @@ func (p *lkPeer) write(frame []byte) error {
 // join, connectedAt the microphone bound.
 func (s *session) setupLiveKit(ctx context.Context, tap *audioTap) error {
 	g := s.g
-	var res struct {
-		Challenge string `json:"challenge"`
-	}
-	if err := g.postJSON(ctx, "/v1/widget/resolve", map[string]string{"widget_key": widgetKey}, &res); err != nil {
+	if _, err := s.create(ctx, "chat"); err != nil {
 		return err
 	}
-	var cr struct {
-		SessionID      string `json:"session_id"`
-		ConversationID string `json:"conversation_id"`
-		SessionToken   string `json:"session_token"`
-	}
-	if err := g.postJSON(ctx, "/v1/sessions", map[string]string{"widget_key": widgetKey,
-		"challenge": res.Challenge, "mode": "chat"}, &cr); err != nil {
-		return err
-	}
-	s.id, s.cid, s.token = cr.SessionID, cr.ConversationID, cr.SessionToken
 	tap.register(s)
 
 	s.offerAt = time.Now()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, g.base+"/v1/sessions/"+s.id+"/livekit-token", nil)
+	req, err := g.request(ctx, http.MethodPost, "/v1/sessions/"+s.id+"/livekit-token", s.token, "", nil)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "Bearer "+s.token)
-	req.Header.Set("Origin", origin)
 	raw, h, err := g.send(req, http.StatusOK)
 	if err != nil {
 		return err
