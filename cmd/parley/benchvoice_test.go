@@ -27,19 +27,7 @@ func TestBenchVoice(t *testing.T) {
 	}
 	bin := parleyBinary(t)
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	var log bytes.Buffer
-	rep, err := benchvoice.Run(ctx, benchvoice.Options{
-		Sessions: 3, Duration: 3 * time.Second, Warmup: 2 * time.Second, Ramp: 50,
-		ConnectTimeout: 30 * time.Second, Senders: 2, Sockets: "mux", Prefix: "parley", Binary: bin, Agent: "in-process",
-	}, &log)
-	if err != nil {
-		t.Fatalf("bench: %v\n%s", err, log.String())
-	}
-	var table bytes.Buffer
-	rep.PrintTable(&table)
-	t.Logf("\n%s", table.String())
+	rep, table := runBenchVoice(t, benchvoice.Options{Sessions: 3, Duration: 3 * time.Second, Warmup: 2 * time.Second, Binary: bin})
 
 	if rep.Connected != 3 || rep.Failed != 0 {
 		t.Errorf("connected %d, failed %d (%v), want 3 and 0", rep.Connected, rep.Failed, rep.Failures)
@@ -67,8 +55,8 @@ func TestBenchVoice(t *testing.T) {
 	if b, err := json.Marshal(rep); err != nil || json.Unmarshal(b, &back) != nil || back.Frames.Sent != f.Sent {
 		t.Errorf("JSON round trip: %v", err)
 	}
-	if !strings.Contains(table.String(), "latency RTP→agent") {
-		t.Errorf("table:\n%s", table.String())
+	if !strings.Contains(table, "latency RTP→agent") {
+		t.Errorf("table:\n%s", table)
 	}
 }
 
@@ -84,20 +72,8 @@ func TestBenchVoiceLiveKit(t *testing.T) {
 	lkBin := liveKitServerPath(t)
 	bin := parleyBinary(t)
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	var log bytes.Buffer
-	rep, err := benchvoice.Run(ctx, benchvoice.Options{
-		Sessions: 2, Duration: 2 * time.Second, Warmup: time.Second, Ramp: 50,
-		ConnectTimeout: 30 * time.Second, Senders: 2, Sockets: "mux", Prefix: "parley", Binary: bin, Agent: "in-process",
-		Transport: "livekit", LiveKitServer: lkBin,
-	}, &log)
-	if err != nil {
-		t.Fatalf("bench: %v\n%s", err, log.String())
-	}
-	var table bytes.Buffer
-	rep.PrintTable(&table)
-	t.Logf("\n%s", table.String())
+	rep, table := runBenchVoice(t, benchvoice.Options{Sessions: 2, Duration: 2 * time.Second, Warmup: time.Second, Binary: bin,
+		Transport: "livekit", LiveKitServer: lkBin})
 
 	if rep.Connected != 2 || rep.Failed != 0 || rep.Transport != "livekit" {
 		t.Errorf("connected %d, failed %d (%v), transport %q", rep.Connected, rep.Failed, rep.Failures, rep.Transport)
@@ -118,14 +94,34 @@ func TestBenchVoiceLiveKit(t *testing.T) {
 	if rep.Server.CPUPct <= 0 || rep.LiveKit.PID == 0 || rep.LiveKit.CPUPct <= 0 || rep.LiveKit.RSSSteadyMiB <= 0 {
 		t.Errorf("server %+v, livekit %+v", rep.Server, rep.LiveKit)
 	}
-	if !strings.Contains(table.String(), "livekit-server (pid") || !strings.Contains(table.String(), "latency client→agent") {
-		t.Errorf("table:\n%s", table.String())
+	if !strings.Contains(table, "livekit-server (pid") || !strings.Contains(table, "latency client→agent") {
+		t.Errorf("table:\n%s", table)
 	}
 	var cmpOut bytes.Buffer
 	benchvoice.PrintComparison(&cmpOut, rep, rep)
 	if !strings.Contains(cmpOut.String(), "client write → NATS p99") || !strings.Contains(cmpOut.String(), "1.00") {
 		t.Errorf("comparison:\n%s", cmpOut.String())
 	}
+}
+
+// runBenchVoice runs `parley bench voice` in-process with o plus what the
+// tests above share (ramp 50/s, 2 senders, one muxed socket, the echo agent
+// in the child serve, 30 s to connect, 2 min in all), and returns the
+// report and its table.
+func runBenchVoice(t *testing.T, o benchvoice.Options) (*benchvoice.Report, string) {
+	t.Helper()
+	o.Ramp, o.ConnectTimeout, o.Senders, o.Sockets, o.Prefix, o.Agent = 50, 30*time.Second, 2, "mux", "parley", "in-process"
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var log bytes.Buffer
+	rep, err := benchvoice.Run(ctx, o, &log)
+	if err != nil {
+		t.Fatalf("bench: %v\n%s", err, log.String())
+	}
+	var table bytes.Buffer
+	rep.PrintTable(&table)
+	t.Logf("\n%s", table.String())
+	return rep, table.String()
 }
 
 // TestBenchVoiceFlags: `parley bench` wants a target, and `parley bench

@@ -21,8 +21,8 @@
 //	tap.go             the agent's view: one NATS subscriber to every conversation's audio
 //	report.go          the report, its table
 //	procstat.go        CPU, memory, file descriptors and UDP drops of processes (procfs)
-//	livekit.go         --transport livekit: visitors as LiveKit participants
-//	livekit_server.go  a livekit-server --dev on free loopback ports
+//	livekit.go         --transport livekit: its livekit-server (package livekitserver),
+//	                   visitors as LiveKit participants
 //
 // Goroutines: Run owns every goroutine it starts (senders, echo readers,
 // ramp workers, the NATS subscription, the watchers of child processes)

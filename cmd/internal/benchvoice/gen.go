@@ -244,17 +244,33 @@ func (g *gen) teardown(tap *audioTap, cause error) error {
 	return cause
 }
 
+// request is a request to the server as the widget sends it: from origin,
+// with the session's bearer token unless token is "", and a body of
+// contentType unless that is "".
+func (g *gen) request(ctx context.Context, method, path, token, contentType string, body io.Reader) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, method, g.base+path, body)
+	if err != nil {
+		return nil, err
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	req.Header.Set("Origin", origin)
+	return req, nil
+}
+
 func (g *gen) postJSON(ctx context.Context, path string, body, out any) error {
 	b, err := json.Marshal(body)
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, g.base+path, bytes.NewReader(b))
+	req, err := g.request(ctx, http.MethodPost, path, "", "application/json", bytes.NewReader(b))
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Origin", origin)
 	raw, _, err := g.send(req, http.StatusOK, http.StatusCreated)
 	if err != nil {
 		return err
@@ -264,13 +280,10 @@ func (g *gen) postJSON(ctx context.Context, path string, body, out any) error {
 
 // postOffer posts an SDP offer and returns the answer and the leg URL.
 func (g *gen) postOffer(ctx context.Context, path, token, offer string) (string, string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, g.base+path, strings.NewReader(offer))
+	req, err := g.request(ctx, http.MethodPost, path, token, "application/sdp", strings.NewReader(offer))
 	if err != nil {
 		return "", "", err
 	}
-	req.Header.Set("Content-Type", "application/sdp")
-	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("Origin", origin)
 	raw, h, err := g.send(req, http.StatusCreated)
 	if err != nil {
 		return "", "", err
@@ -279,12 +292,10 @@ func (g *gen) postOffer(ctx context.Context, path, token, offer string) (string,
 }
 
 func (g *gen) do(ctx context.Context, method, path, token string) error {
-	req, err := http.NewRequestWithContext(ctx, method, g.base+path, nil)
+	req, err := g.request(ctx, method, path, token, "", nil)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("Origin", origin)
 	_, _, err = g.send(req, http.StatusNoContent, http.StatusOK)
 	return err
 }

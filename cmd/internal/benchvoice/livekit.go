@@ -2,11 +2,14 @@ package benchvoice
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -16,6 +19,7 @@ import (
 	"github.com/pion/webrtc/v4"
 	pionmedia "github.com/pion/webrtc/v4/pkg/media"
 
+	"github.com/parley-rtc/parley/cmd/internal/livekitserver"
 	"github.com/parley-rtc/parley/media"
 )
 
@@ -30,9 +34,33 @@ import (
 
 const liveKitKey = "parley-bench"
 
+// startLiveKit starts the bench's livekit-server (binary: the
+// --livekit-server flag, else as livekitserver.FindServer finds it) with
+// the bench's key and a random secret, logging JSON at warn. It runs in its
+// own process group and is killed if this process dies. The caller stops
+// it.
+func startLiveKit(ctx context.Context, binary string) (*livekitserver.Server, error) {
+	bin, err := livekitserver.FindServer(binary)
+	if err != nil {
+		return nil, fmt.Errorf("bench: %w (or give --livekit-server)", err)
+	}
+	raw := make([]byte, 24)
+	if _, err := rand.Read(raw); err != nil {
+		return nil, err
+	}
+	lk, err := livekitserver.Start(ctx, livekitserver.Options{Binary: bin,
+		APIKey: liveKitKey, APISecret: hex.EncodeToString(raw), // 48 characters
+		LogLevel: "warn", JSONLog: true, StartLimit: time.Minute,
+		SysProcAttr: &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}})
+	if err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+	return lk, nil
+}
+
 // liveKitServeConfig is the child serve's config: LiveKit, and the bench's
 // widget (pk_demo) with its voice over LiveKit.
-func liveKitServeConfig(lk *LiveKitServer) string {
+func liveKitServeConfig(lk *livekitserver.Server) string {
 	return fmt.Sprintf(`livekit:
   url: %q
   api_key: %q
@@ -43,7 +71,7 @@ widgets:
     agent: echo
     allow_dev_origins: true
     voice_transport: livekit
-`, lk.URL(), lk.APIKey(), lk.APISecret(), widgetKey)
+`, lk.URL, lk.APIKey, lk.APISecret, widgetKey)
 }
 
 // lkPeer is a session's LiveKit participant.
@@ -63,31 +91,16 @@ func (p *lkPeer) write(frame []byte) error {
 // join, connectedAt the microphone bound.
 func (s *session) setupLiveKit(ctx context.Context, tap *audioTap) error {
 	g := s.g
-	var res struct {
-		Challenge string `json:"challenge"`
-	}
-	if err := g.postJSON(ctx, "/v1/widget/resolve", map[string]string{"widget_key": widgetKey}, &res); err != nil {
+	if _, err := s.create(ctx, "chat"); err != nil {
 		return err
 	}
-	var cr struct {
-		SessionID      string `json:"session_id"`
-		ConversationID string `json:"conversation_id"`
-		SessionToken   string `json:"session_token"`
-	}
-	if err := g.postJSON(ctx, "/v1/sessions", map[string]string{"widget_key": widgetKey,
-		"challenge": res.Challenge, "mode": "chat"}, &cr); err != nil {
-		return err
-	}
-	s.id, s.cid, s.token = cr.SessionID, cr.ConversationID, cr.SessionToken
 	tap.register(s)
 
 	s.offerAt = time.Now()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, g.base+"/v1/sessions/"+s.id+"/livekit-token", nil)
+	req, err := g.request(ctx, http.MethodPost, "/v1/sessions/"+s.id+"/livekit-token", s.token, "", nil)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "Bearer "+s.token)
-	req.Header.Set("Origin", origin)
 	raw, h, err := g.send(req, http.StatusOK)
 	if err != nil {
 		return err

@@ -33,7 +33,7 @@ type Options struct {
 	Binary         string // parley binary for the child; empty: os.Executable()
 	Agent          string // "in-process": serve's echo agent; "process": `parley agent echo`
 	Transport      string // "direct" (Parley's own WebRTC) or "livekit"; "both" only in the command
-	LiveKitServer  string // livekit-server binary for --transport livekit; empty: see LiveKitServerPath
+	LiveKitServer  string // livekit-server binary for --transport livekit; empty: see livekitserver.FindServer
 }
 
 // Validate refuses options that cannot run, before anything starts.

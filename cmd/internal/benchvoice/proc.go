@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/parley-rtc/parley/broker"
+	"github.com/parley-rtc/parley/cmd/internal/livekitserver"
 )
 
 // startTimeout bounds a child's start-up: from exec to ready.
@@ -67,12 +68,13 @@ func startServe(ctx context.Context, bin string, externalAgent bool, config stri
 		}
 	}
 	// Ports that were free a moment ago: the bench must know them before
-	// the child is ready, to ask it whether it is.
-	httpPort, err := freePort("tcp")
+	// the child is ready, to ask it whether it is (livekitserver.FreePort
+	// does the same for livekit-server's ports).
+	httpPort, err := livekitserver.FreePort("tcp")
 	if err != nil {
 		return nil, nil, "", "", "", fmt.Errorf("bench: free port: %w", err)
 	}
-	natsPort, err := freePort("tcp")
+	natsPort, err := livekitserver.FreePort("tcp")
 	if err != nil {
 		return nil, nil, "", "", "", fmt.Errorf("bench: free port: %w", err)
 	}

@@ -25,13 +25,20 @@ type cpuSample struct {
 	cores             int
 }
 
-// procCPU is the CPU time (user + system) pid has used.
-func procCPU(pid int) time.Duration {
+// openProc is process pid in procfs; false when pid is 0 (none) or the
+// process is gone: the figures of a missing process are zero.
+func openProc(pid int) (procfs.Proc, bool) {
 	if pid <= 0 {
-		return 0
+		return procfs.Proc{}, false
 	}
 	p, err := procfs.NewProc(pid)
-	if err != nil {
+	return p, err == nil
+}
+
+// procCPU is the CPU time (user + system) pid has used.
+func procCPU(pid int) time.Duration {
+	p, ok := openProc(pid)
+	if !ok {
 		return 0
 	}
 	st, err := p.Stat()
@@ -67,11 +74,8 @@ func sampleCPU(server, agent int) cpuSample {
 
 // rss is the process's resident set in bytes (VmRSS).
 func rss(pid int) uint64 {
-	if pid <= 0 {
-		return 0
-	}
-	p, err := procfs.NewProc(pid)
-	if err != nil {
+	p, ok := openProc(pid)
+	if !ok {
 		return 0
 	}
 	st, err := p.NewStatus()
@@ -83,8 +87,8 @@ func rss(pid int) uint64 {
 
 // countFDs is the number of pid's open file descriptors.
 func countFDs(pid int) int {
-	p, err := procfs.NewProc(pid)
-	if err != nil {
+	p, ok := openProc(pid)
+	if !ok {
 		return 0
 	}
 	n, _ := p.FileDescriptorsLen()
@@ -94,11 +98,8 @@ func countFDs(pid int) int {
 // udpDrops returns the kernel's drop counter (receive buffer full) of each
 // UDP socket of pid, by inode.
 func udpDrops(pid int) map[uint64]uint64 {
-	if pid <= 0 {
-		return nil
-	}
-	p, err := procfs.NewProc(pid)
-	if err != nil {
+	p, ok := openProc(pid)
+	if !ok {
 		return nil
 	}
 	targets, _ := p.FileDescriptorTargets()

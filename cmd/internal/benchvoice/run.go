@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/thesyncim/gopus"
+
+	"github.com/parley-rtc/parley/cmd/internal/livekitserver"
 )
 
 // Run runs one load test and reports it. Progress goes to log.
@@ -22,14 +24,10 @@ func Run(ctx context.Context, o Options, log io.Writer) (*Report, error) {
 	}
 	base, natsURL, creds, pid, agentPID := o.URL, o.NATSURL, o.NATSCreds, o.ServerPID, 0
 	var child, agent *proc
-	var lk *LiveKitServer
+	var lk *livekitserver.Server
 	var serveConfig string // the child serve's --config; empty: none
 	if o.Transport == "livekit" {
-		bin, err := LiveKitServerPath(o.LiveKitServer)
-		if err != nil {
-			return nil, err
-		}
-		if lk, err = StartLiveKit(ctx, LiveKitOptions{Binary: bin, APIKey: liveKitKey}); err != nil {
+		if lk, err = startLiveKit(ctx, o.LiveKitServer); err != nil {
 			return nil, err
 		}
 		defer func() { // after the server: its bridges leave and delete their rooms first
@@ -37,7 +35,7 @@ func Run(ctx context.Context, o Options, log io.Writer) (*Report, error) {
 				fmt.Fprintf(log, "bench: %v\n", err)
 			}
 		}()
-		fmt.Fprintf(log, "bench: started livekit-server (pid %d) at %s\n", lk.PID(), lk.URL())
+		fmt.Fprintf(log, "bench: started livekit-server (pid %d) at %s\n", lk.PID(), lk.URL)
 		serveConfig = liveKitServeConfig(lk)
 	}
 	if base == "" {

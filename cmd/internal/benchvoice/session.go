@@ -59,15 +59,15 @@ type session struct {
 	readers sync.WaitGroup
 }
 
-// setup: resolve, create a session, offer, apply the answer, start sending
-// and wait for ICE+DTLS.
-func (s *session) setup(ctx context.Context, tap *audioTap) error {
-	g := s.g
+// create resolves the bench's widget and creates a session in mode
+// ("voice" or "chat"), keeping its ids and token. It returns the session's
+// voice_path ("" when the server offers no voice).
+func (s *session) create(ctx context.Context, mode string) (string, error) {
 	var res struct {
 		Challenge string `json:"challenge"`
 	}
-	if err := g.postJSON(ctx, "/v1/widget/resolve", map[string]string{"widget_key": widgetKey}, &res); err != nil {
-		return err
+	if err := s.g.postJSON(ctx, "/v1/widget/resolve", map[string]string{"widget_key": widgetKey}, &res); err != nil {
+		return "", err
 	}
 	var cr struct {
 		SessionID      string `json:"session_id"`
@@ -75,12 +75,23 @@ func (s *session) setup(ctx context.Context, tap *audioTap) error {
 		SessionToken   string `json:"session_token"`
 		VoicePath      string `json:"voice_path"`
 	}
-	if err := g.postJSON(ctx, "/v1/sessions", map[string]string{"widget_key": widgetKey,
-		"challenge": res.Challenge, "mode": "voice"}, &cr); err != nil {
-		return err
+	if err := s.g.postJSON(ctx, "/v1/sessions", map[string]string{"widget_key": widgetKey,
+		"challenge": res.Challenge, "mode": mode}, &cr); err != nil {
+		return "", err
 	}
 	s.id, s.cid, s.token = cr.SessionID, cr.ConversationID, cr.SessionToken
-	if cr.VoicePath == "" {
+	return cr.VoicePath, nil
+}
+
+// setup: resolve, create a session, offer, apply the answer, start sending
+// and wait for ICE+DTLS.
+func (s *session) setup(ctx context.Context, tap *audioTap) error {
+	g := s.g
+	voicePath, err := s.create(ctx, "voice")
+	if err != nil {
+		return err
+	}
+	if voicePath == "" {
 		return errors.New("the server offers no voice (no voice_path)")
 	}
 	tap.register(s)
@@ -132,7 +143,7 @@ func (s *session) setup(ctx context.Context, tap *audioTap) error {
 		return fmt.Errorf("ICE gathering: %w", ctx.Err())
 	}
 	s.offerAt = time.Now()
-	answer, loc, err := g.postOffer(ctx, cr.VoicePath, s.token, pc.LocalDescription().SDP)
+	answer, loc, err := g.postOffer(ctx, voicePath, s.token, pc.LocalDescription().SDP)
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
-package mediatest
+package livekitserver
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -22,8 +23,8 @@ const (
 	// .cache/bin/livekit-server under the module root, built by `make
 	// livekit`).
 	EnvServer = "PARLEY_LIVEKIT_SERVER"
-	// EnvRequire set to "1" makes Run fail instead of skip without the
-	// binary.
+	// EnvRequire set to "1" makes the LiveKit tests fail instead of
+	// skip without the binary.
 	EnvRequire = "PARLEY_REQUIRE_LIVEKIT"
 )
 
@@ -59,8 +60,8 @@ var ErrKilled = errors.New("livekit-server did not stop within 10s; killed it")
 type Options struct {
 	// Binary is the livekit-server to run; empty: FindServer("").
 	Binary string
-	// APIKey and APISecret are its one key pair (default DevKey,
-	// DevSecret).
+	// APIKey and APISecret are its one key pair (defaults DevKey and
+	// DevSecret, each on its own).
 	APIKey, APISecret string
 	// WebhookURL, if set, receives the server's webhooks, signed with
 	// APIKey.
@@ -171,12 +172,9 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	if opts.APIKey == "" {
-		opts.APIKey, opts.APISecret = DevKey, DevSecret
-	}
-	if opts.LogLevel == "" {
-		opts.LogLevel = "info"
-	}
+	opts.APIKey = cmp.Or(opts.APIKey, DevKey)
+	opts.APISecret = cmp.Or(opts.APISecret, DevSecret)
+	opts.LogLevel = cmp.Or(opts.LogLevel, "info")
 	if opts.StartLimit <= 0 {
 		opts.StartLimit = DefaultStartLimit
 	}
@@ -263,13 +261,9 @@ func (s *Server) waitReady(ctx context.Context, limit time.Duration) error {
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		if res, err := client.Get(s.HTTPURL); err == nil {
-			_, _ = io.Copy(io.Discard, res.Body)
-			res.Body.Close()
-			if res.StatusCode == http.StatusOK {
-				s.Started = time.Since(s.startAt)
-				return nil
-			}
+		if s.answers(ctx, client) {
+			s.Started = time.Since(s.startAt)
+			return nil
 		}
 		select {
 		case <-s.exited:
@@ -283,8 +277,23 @@ func (s *Server) waitReady(ctx context.Context, limit time.Duration) error {
 	}
 }
 
-// Pid is the server's process id.
-func (s *Server) Pid() int { return s.cmd.Process.Pid }
+// answers reports whether the server answers GET / with 200 OK.
+func (s *Server) answers(ctx context.Context, client *http.Client) bool {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.HTTPURL, nil)
+	if err != nil {
+		return false
+	}
+	res, err := client.Do(req)
+	if err != nil {
+		return false
+	}
+	_, _ = io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	return res.StatusCode == http.StatusOK
+}
+
+// PID is the server's process id.
+func (s *Server) PID() int { return s.cmd.Process.Pid }
 
 // Exited is closed once the server's process has exited.
 func (s *Server) Exited() <-chan struct{} { return s.exited }
@@ -335,11 +344,17 @@ func (s *Server) removeDir() {
 	}
 }
 
+// Log is the server's log so far ("" once Stop has removed a temporary
+// directory).
+func (s *Server) Log() string {
+	data, _ := os.ReadFile(s.LogPath)
+	return string(data)
+}
+
 // LogTail is the last n lines of the server's log ("" once Stop has
 // removed a temporary directory).
 func (s *Server) LogTail(n int) string {
-	data, _ := os.ReadFile(s.LogPath)
-	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	lines := strings.Split(strings.TrimRight(s.Log(), "\n"), "\n")
 	if len(lines) > n {
 		lines = lines[len(lines)-n:]
 	}

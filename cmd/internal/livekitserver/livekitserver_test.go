@@ -1,8 +1,9 @@
-package mediatest
+package livekitserver
 
 import (
 	"errors"
 	"net/http"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -17,10 +18,26 @@ func TestFindServerMissing(t *testing.T) {
 	}
 }
 
-// TestRun starts a real livekit-server, which answers HTTP on its URL, and
-// stops it by its id.
-func TestRun(t *testing.T) {
-	s := Run(t, Options{})
+// TestStart starts a real livekit-server, which answers HTTP on its URL,
+// and stops it by its id. Without the binary it skips, or fails under
+// PARLEY_REQUIRE_LIVEKIT=1.
+func TestStart(t *testing.T) {
+	if _, err := FindServer(""); errors.Is(err, ErrNoServer) {
+		if os.Getenv(EnvRequire) == "1" {
+			t.Fatalf("%v\n%s=1: the LiveKit tests must run.", err, EnvRequire)
+		}
+		t.Skipf("SKIPPING: %v", err)
+	}
+	s, err := Start(t.Context(), Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = s.Stop() // idempotent; the test checks the error of its own Stop
+		if t.Failed() {
+			t.Logf("livekit-server log (tail):\n%s", s.LogTail(60))
+		}
+	})
 	client := &http.Client{}
 	res, err := client.Get(s.HTTPURL)
 	if err != nil {
