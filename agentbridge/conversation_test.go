@@ -341,9 +341,7 @@ func TestAudioInAndOut(t *testing.T) {
 		}
 		return nil
 	}
-	w := b.startWorker(agentbridge.Options{}, rec.handle)
-	b.dispatch(agentbridge.DispatchRequest{ConversationID: cid})
-	c := recv(t, rec.convs, "the handler")
+	w, c := b.run(agentbridge.Options{}, rec, agentbridge.DispatchRequest{ConversationID: cid})
 
 	// Agent → visitor, naming the worker that sends it.
 	b.userMessage(cid, "msg_1", "speak")

@@ -436,6 +436,18 @@ func (b *brokerEnd) startWorker(opts agentbridge.Options, h agentbridge.Handler)
 	return w
 }
 
+// run starts a worker that hands its conversations to rec, dispatches req
+// to it and waits for the handler; it returns the worker and the
+// handler's conversation.
+func (b *brokerEnd) run(opts agentbridge.Options, rec *recorder, req agentbridge.DispatchRequest) (*agentbridge.Worker, *agentbridge.Conversation) {
+	b.t.Helper()
+	w := b.startWorker(opts, rec.handle)
+	if reply := b.dispatch(req); !reply.Accepted {
+		b.t.Fatalf("dispatch %s refused: %+v", req.ConversationID, reply)
+	}
+	return w, recv(b.t, rec.convs, "the handler")
+}
+
 // nextAppend returns the next append request sent by workerID, skipping
 // other workers'.
 func (b *brokerEnd) nextAppend(workerID string) appendSeen {
@@ -513,6 +525,17 @@ func (r *recorder) handle(ctx context.Context, c *agentbridge.Conversation) (err
 			}
 		}
 	}
+}
+
+// next waits for the next event the handler got and fails t unless it is
+// the visitor message id.
+func (r *recorder) next(t testing.TB, id string) agentbridge.Event {
+	t.Helper()
+	ev := recv(t, r.events, id)
+	if ev.MessageID != id {
+		t.Fatalf("got %+v, want %s", ev, id)
+	}
+	return ev
 }
 
 type evSummary struct {

@@ -104,9 +104,8 @@ func TestLostConversationEnds(t *testing.T) {
 				later <- c.SendText(ctx, ev.MessageID, "after the loss")
 				return err
 			})
-			w := b.startWorker(agentbridge.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))}, rec.handle)
-			b.dispatch(agentbridge.DispatchRequest{ConversationID: cid, Epoch: 1})
-			recv(t, rec.convs, "the handler")
+			w, _ := b.run(agentbridge.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))}, rec,
+				agentbridge.DispatchRequest{ConversationID: cid, Epoch: 1})
 			// Another dispatch took the conversation; this worker has not
 			// heard of it.
 			b.mu.Lock()
@@ -363,9 +362,7 @@ func TestAppendWaitsForABroker(t *testing.T) {
 	rec, errs := answerOnce(func(ctx context.Context, c *agentbridge.Conversation, ev agentbridge.Event) error {
 		return c.SendText(ctx, ev.MessageID, "answer")
 	})
-	w := b.startWorker(agentbridge.Options{}, rec.handle)
-	b.dispatch(agentbridge.DispatchRequest{ConversationID: cid})
-	recv(t, rec.convs, "the handler")
+	w, _ := b.run(agentbridge.Options{}, rec, agentbridge.DispatchRequest{ConversationID: cid})
 	b.pauseAppends()
 	inMsgs := func() int64 {
 		v, err := b.srv.Varz(nil)
@@ -420,9 +417,7 @@ func TestStaleAppendAfterRedispatchResent(t *testing.T) {
 	rec, errs := answerOnce(func(ctx context.Context, c *agentbridge.Conversation, ev agentbridge.Event) error {
 		return c.SendText(ctx, ev.MessageID, "answer")
 	})
-	w := b.startWorker(agentbridge.Options{}, rec.handle)
-	b.dispatch(agentbridge.DispatchRequest{ConversationID: cid, Epoch: 1})
-	c := recv(t, rec.convs, "the handler")
+	w, c := b.run(agentbridge.Options{}, rec, agentbridge.DispatchRequest{ConversationID: cid, Epoch: 1})
 	b.userMessage(cid, "msg_1", "hi")
 	if err := recv(t, errs, "the answer"); err != nil {
 		t.Fatalf("SendText: %v", err)
@@ -438,12 +433,8 @@ func TestStaleAppendAfterRedispatchResent(t *testing.T) {
 	b.storedOnce(t, cid, agentbridge.EventTextDelta, agentbridge.EventTextDone)
 	// Still held, still delivering.
 	b.userMessage(cid, "msg_2", "still there?")
-	if ev := recv(t, rec.events, "msg_1"); ev.MessageID != "msg_1" {
-		t.Fatalf("got %+v", ev)
-	}
-	if ev := recv(t, rec.events, "msg_2"); ev.MessageID != "msg_2" {
-		t.Fatalf("got %+v", ev)
-	}
+	rec.next(t, "msg_1")
+	rec.next(t, "msg_2")
 	if ids := w.Conversations(); len(ids) != 1 {
 		t.Fatalf("Conversations() = %q", ids)
 	}

@@ -246,9 +246,7 @@ func TestIdleTimeoutReleases(t *testing.T) {
 	t.Parallel()
 	b := newBrokerEnd(t)
 	rec := newRecorder()
-	w := b.startWorker(agentbridge.Options{IdleTimeout: 50 * time.Millisecond}, rec.handle)
-	b.dispatch(agentbridge.DispatchRequest{ConversationID: "conv_idle"})
-	recv(t, rec.convs, "the handler")
+	w, _ := b.run(agentbridge.Options{IdleTimeout: 50 * time.Millisecond}, rec, agentbridge.DispatchRequest{ConversationID: "conv_idle"})
 	if err := recv(t, rec.done, "the idle conversation to end"); err != nil {
 		t.Fatalf("handler returned %v", err)
 	}
