@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -446,6 +447,30 @@ func (b *brokerEnd) run(opts agentbridge.Options, rec *recorder, req agentbridge
 		b.t.Fatalf("dispatch %s refused: %+v", req.ConversationID, reply)
 	}
 	return w, recv(b.t, rec.convs, "the handler")
+}
+
+// holds fails t unless w holds exactly the conversations want, in order.
+func holds(t testing.TB, w *agentbridge.Worker, want ...string) {
+	t.Helper()
+	if ids := w.Conversations(); !slices.Equal(ids, want) {
+		t.Fatalf("Conversations() = %q, want %q", ids, want)
+	}
+}
+
+// nextHeartbeat returns the first heartbeat from hbs for which cond holds,
+// skipping earlier ones.
+func nextHeartbeat(t testing.TB, hbs <-chan *nats.Msg, what string, cond func(agentbridge.Heartbeat) bool) agentbridge.Heartbeat {
+	t.Helper()
+	for {
+		var hb agentbridge.Heartbeat
+		m := recv(t, hbs, what)
+		if err := json.Unmarshal(m.Data, &hb); err != nil {
+			t.Fatalf("heartbeat %q: %v", m.Data, err)
+		}
+		if cond(hb) {
+			return hb
+		}
+	}
 }
 
 // nextAppend returns the next append request sent by workerID, skipping

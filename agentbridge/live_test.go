@@ -1,7 +1,6 @@
 package agentbridge_test
 
 import (
-	"encoding/json"
 	"slices"
 	"testing"
 
@@ -173,15 +172,7 @@ func TestReplayRefusedReleases(t *testing.T) {
 	}
 	// Released: a heartbeat composed after the acceptance no longer lists it.
 	agenttest.Poll(t, waitFor, "the conversation released", func() bool { return len(w.Conversations()) == 0 })
-	for {
-		var hb agentbridge.Heartbeat
-		if err := json.Unmarshal(recv(t, hbs, "a heartbeat").Data, &hb); err != nil {
-			t.Fatal(err)
-		}
-		if hb.Load == 0 && len(hb.Conversations) == 0 {
-			break
-		}
-	}
+	nextHeartbeat(t, hbs, "a heartbeat", func(hb agentbridge.Heartbeat) bool { return hb.Load == 0 && len(hb.Conversations) == 0 })
 	if len(rec.convs) != 0 {
 		t.Fatal("the handler ran on a conversation the broker refused to read")
 	}
