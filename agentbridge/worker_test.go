@@ -259,12 +259,7 @@ func TestRedispatchRaisesEpoch(t *testing.T) {
 	b := newBrokerEnd(t)
 	const cid = "conv_epoch"
 	rec := newRecorder()
-	w := b.startWorker(agentbridge.Options{}, rec.handle)
-
-	if reply := b.dispatch(agentbridge.DispatchRequest{ConversationID: cid, Epoch: 1}); !reply.Accepted {
-		t.Fatalf("refused: %+v", reply)
-	}
-	c := recv(t, rec.convs, "the handler")
+	w, c := b.run(agentbridge.Options{}, rec, agentbridge.DispatchRequest{ConversationID: cid, Epoch: 1})
 	for _, tt := range []struct{ epoch, want uint64 }{{5, 5}, {3, 5}, {5, 5}, {6, 6}} {
 		reply := b.dispatch(agentbridge.DispatchRequest{ConversationID: cid, Epoch: tt.epoch})
 		if !reply.Accepted || reply.WorkerID != w.ID() {
