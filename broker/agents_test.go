@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"strings"
 	"sync"
@@ -16,7 +15,6 @@ import (
 
 	"github.com/parley-rtc/parley/agentbridge"
 	"github.com/parley-rtc/parley/agentbridge/agenttest"
-	"github.com/parley-rtc/parley/configs"
 )
 
 // refusalObserver records the refusals the broker counts.
@@ -48,25 +46,11 @@ func (o *refusalObserver) count(reason string) int {
 // startBrokerLogged is startBroker with its logs in buf.
 func startBrokerLogged(t *testing.T, buf *logBuffer) *Broker {
 	t.Helper()
-	cfg := configs.Default()
-	cfg.DataDir = t.TempDir()
-	cfg.NATS.Listen = "127.0.0.1:-1"
-	cfg.Agents.DispatchTimeout = 200 * time.Millisecond
-	cfg.Agents.DispatchRetryMax = 200 * time.Millisecond
 	var log *slog.Logger
 	if buf != nil {
 		log = buf.logger()
-	} else {
-		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	b := New(cfg, log)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := b.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
-	return b
+	return startBrokerWith(t, log, fastDispatch)
 }
 
 // liveEvents collects the events the broker publishes on a conversation's
