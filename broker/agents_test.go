@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -43,14 +42,15 @@ func (o *refusalObserver) count(reason string) int {
 	return o.reasons[reason]
 }
 
-// startBrokerLogged is startBroker with its logs in buf.
-func startBrokerLogged(t *testing.T, buf *logBuffer) *Broker {
+// startWatchedBroker is startBroker with its logs kept and its refusals
+// counted.
+func startWatchedBroker(t *testing.T) (*Broker, *logBuffer, *refusalObserver) {
 	t.Helper()
-	var log *slog.Logger
-	if buf != nil {
-		log = buf.logger()
-	}
-	return startBrokerWith(t, log, fastDispatch)
+	logs := &logBuffer{}
+	b := startBrokerWith(t, logs.logger(), fastDispatch)
+	obs := &refusalObserver{reasons: map[string]int{}}
+	b.SetObserver(obs)
+	return b, logs, obs
 }
 
 // liveEvents collects the events the broker publishes on a conversation's
@@ -198,10 +198,7 @@ func delta(cid, worker string, epoch uint64, text string) map[string]any {
 // other append is refused with its code, stored nowhere, counted, and
 // logged once per worker and reason.
 func TestAgentAppend(t *testing.T) {
-	var logs logBuffer
-	b := startBrokerLogged(t, &logs)
-	obs := &refusalObserver{reasons: map[string]int{}}
-	b.SetObserver(obs)
+	b, logs, obs := startWatchedBroker(t)
 	s := startSession(t, b)
 	cid := s.ConversationID
 	holdConversation(t, b, cid, "w1", 2, 3)
