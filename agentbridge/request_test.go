@@ -51,7 +51,7 @@ func onFirst(match func(a appendSeen) bool) func(a appendSeen) bool {
 	}
 }
 
-// stored counts cid's stored events of type typ.
+// count counts cid's stored events of type typ.
 func (b *brokerEnd) count(cid, typ string) int {
 	n := 0
 	for _, ev := range b.events(cid) {
