@@ -44,11 +44,7 @@ func TestHistoryPendingAndLiveEvents(t *testing.T) {
 	b.userMessage(cid, "msg_5", "just after head")
 
 	rec := newRecorder()
-	w := b.startWorker(agentbridge.Options{}, rec.handle)
-	if reply := b.dispatch(agentbridge.DispatchRequest{ConversationID: cid, ResumeFromSeq: resume, HeadSeq: head, Epoch: 2}); !reply.Accepted {
-		t.Fatalf("dispatch refused: %+v", reply)
-	}
-	c := recv(t, rec.convs, "the handler")
+	w, c := b.run(agentbridge.Options{}, rec, agentbridge.DispatchRequest{ConversationID: cid, ResumeFromSeq: resume, HeadSeq: head, Epoch: 2})
 
 	hist := c.History()
 	wantHist := []evSummary{
@@ -143,12 +139,8 @@ func TestResumeFromZeroWithoutHead(t *testing.T) {
 	b.userMessage(cid, "msg_2", "open")
 
 	rec := newRecorder()
-	b.startWorker(agentbridge.Options{}, rec.handle)
 	// No resume point and no head: the whole log at dispatch is context.
-	if reply := b.dispatch(agentbridge.DispatchRequest{ConversationID: cid}); !reply.Accepted {
-		t.Fatalf("refused: %+v", reply)
-	}
-	c := recv(t, rec.convs, "the handler")
+	_, c := b.run(agentbridge.Options{}, rec, agentbridge.DispatchRequest{ConversationID: cid})
 	want := []evSummary{
 		{agentbridge.EventSessionStarted, "", s1},
 		{agentbridge.EventUserMessage, "msg_1", s2},
@@ -341,9 +333,7 @@ func TestAudioInAndOut(t *testing.T) {
 		}
 		return nil
 	}
-	w := b.startWorker(agentbridge.Options{}, rec.handle)
-	b.dispatch(agentbridge.DispatchRequest{ConversationID: cid})
-	c := recv(t, rec.convs, "the handler")
+	w, c := b.run(agentbridge.Options{}, rec, agentbridge.DispatchRequest{ConversationID: cid})
 
 	// Agent → visitor, naming the worker that sends it.
 	b.userMessage(cid, "msg_1", "speak")

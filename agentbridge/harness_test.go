@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -436,6 +437,42 @@ func (b *brokerEnd) startWorker(opts agentbridge.Options, h agentbridge.Handler)
 	return w
 }
 
+// run starts a worker that hands its conversations to rec, dispatches req
+// to it and waits for the handler; it returns the worker and the
+// handler's conversation.
+func (b *brokerEnd) run(opts agentbridge.Options, rec *recorder, req agentbridge.DispatchRequest) (*agentbridge.Worker, *agentbridge.Conversation) {
+	b.t.Helper()
+	w := b.startWorker(opts, rec.handle)
+	if reply := b.dispatch(req); !reply.Accepted {
+		b.t.Fatalf("dispatch %s refused: %+v", req.ConversationID, reply)
+	}
+	return w, recv(b.t, rec.convs, "the handler")
+}
+
+// holds fails t unless w holds exactly the conversations want, in order.
+func holds(t testing.TB, w *agentbridge.Worker, want ...string) {
+	t.Helper()
+	if ids := w.Conversations(); !slices.Equal(ids, want) {
+		t.Fatalf("Conversations() = %q, want %q", ids, want)
+	}
+}
+
+// nextHeartbeat returns the first heartbeat from hbs for which cond holds,
+// skipping earlier ones.
+func nextHeartbeat(t testing.TB, hbs <-chan *nats.Msg, what string, cond func(agentbridge.Heartbeat) bool) agentbridge.Heartbeat {
+	t.Helper()
+	for {
+		var hb agentbridge.Heartbeat
+		m := recv(t, hbs, what)
+		if err := json.Unmarshal(m.Data, &hb); err != nil {
+			t.Fatalf("heartbeat %q: %v", m.Data, err)
+		}
+		if cond(hb) {
+			return hb
+		}
+	}
+}
+
 // nextAppend returns the next append request sent by workerID, skipping
 // other workers'.
 func (b *brokerEnd) nextAppend(workerID string) appendSeen {
@@ -513,6 +550,17 @@ func (r *recorder) handle(ctx context.Context, c *agentbridge.Conversation) (err
 			}
 		}
 	}
+}
+
+// next waits for the next event the handler got and fails t unless it is
+// the visitor message id.
+func (r *recorder) next(t testing.TB, id string) agentbridge.Event {
+	t.Helper()
+	ev := recv(t, r.events, id)
+	if ev.MessageID != id {
+		t.Fatalf("got %+v, want %s", ev, id)
+	}
+	return ev
 }
 
 type evSummary struct {

@@ -1,7 +1,6 @@
 package agentbridge_test
 
 import (
-	"encoding/json"
 	"slices"
 	"testing"
 
@@ -35,9 +34,7 @@ func TestLiveGapRefilled(t *testing.T) {
 	b := newBrokerEnd(t)
 	const cid = "conv_gap"
 	rec := newRecorder()
-	w := b.startWorker(agentbridge.Options{}, rec.handle)
-	b.dispatch(agentbridge.DispatchRequest{ConversationID: cid})
-	recv(t, rec.convs, "the handler")
+	w, _ := b.run(agentbridge.Options{}, rec, agentbridge.DispatchRequest{ConversationID: cid})
 	b.setHold(func(ev agentbridge.Event) bool { return ev.MessageID == "msg_1" })
 	s1 := b.userMessage(cid, "msg_1", "lost on the way")
 	s2 := b.userMessage(cid, "msg_2", "arrives")
@@ -55,8 +52,8 @@ func TestLiveGapRefilled(t *testing.T) {
 	// Delivery goes on live.
 	b.setHold(nil)
 	s3 := b.userMessage(cid, "msg_3", "live again")
-	if ev := recv(t, rec.events, "msg_3"); ev.MessageID != "msg_3" || ev.Seq != s3 {
-		t.Fatalf("got %+v", ev)
+	if ev := rec.next(t, "msg_3"); ev.Seq != s3 {
+		t.Fatalf("got %+v, want seq %d", ev, s3)
 	}
 }
 
@@ -67,9 +64,7 @@ func TestLiveReorderedWithinGrace(t *testing.T) {
 	b := newBrokerEnd(t)
 	const cid = "conv_reorder"
 	rec := newRecorder()
-	w := b.startWorker(agentbridge.Options{GapGrace: waitFor}, rec.handle)
-	b.dispatch(agentbridge.DispatchRequest{ConversationID: cid})
-	recv(t, rec.convs, "the handler")
+	w, _ := b.run(agentbridge.Options{GapGrace: waitFor}, rec, agentbridge.DispatchRequest{ConversationID: cid})
 	b.setHold(func(ev agentbridge.Event) bool { return ev.Type == agentbridge.EventUserMessage })
 	s1 := b.userMessage(cid, "msg_1", "first")
 	s2 := b.userMessage(cid, "msg_2", "second")
@@ -97,23 +92,15 @@ func TestLiveDuplicatesDropped(t *testing.T) {
 	const cid = "conv_dup"
 	head := b.userMessage(cid, "msg_0", "replayed")
 	rec := newRecorder()
-	w := b.startWorker(agentbridge.Options{}, rec.handle)
-	b.dispatch(agentbridge.DispatchRequest{ConversationID: cid, ResumeFromSeq: 1, HeadSeq: head})
-	recv(t, rec.convs, "the handler")
-	if ev := recv(t, rec.events, "msg_0"); ev.MessageID != "msg_0" {
-		t.Fatalf("got %+v", ev)
-	}
+	w, _ := b.run(agentbridge.Options{}, rec, agentbridge.DispatchRequest{ConversationID: cid, ResumeFromSeq: 1, HeadSeq: head})
+	rec.next(t, "msg_0")
 	s1 := b.userMessage(cid, "msg_1", "once")
-	if ev := recv(t, rec.events, "msg_1"); ev.MessageID != "msg_1" {
-		t.Fatalf("got %+v", ev)
-	}
+	rec.next(t, "msg_1")
 	b.publish(testAgent, b.stored(cid, s1))
 	b.publish(testAgent, b.stored(cid, s1))
 	b.publish(testAgent, b.stored(cid, head))
 	b.userMessage(cid, "msg_2", "next")
-	if ev := recv(t, rec.events, "msg_2"); ev.MessageID != "msg_2" {
-		t.Fatalf("got %+v after duplicates, want msg_2", ev)
-	}
+	rec.next(t, "msg_2") // after the duplicates
 	if st := w.Stats(); st.Duplicates != 3 || st.Refills != 0 {
 		t.Fatalf("stats %+v, want 3 duplicates and no refill", st)
 	}
@@ -127,16 +114,14 @@ func TestLiveUnknownVersionSkipped(t *testing.T) {
 	b := newBrokerEnd(t)
 	const cid = "conv_v3"
 	rec := newRecorder()
-	w := b.startWorker(agentbridge.Options{}, rec.handle)
-	b.dispatch(agentbridge.DispatchRequest{ConversationID: cid})
-	recv(t, rec.convs, "the handler")
+	w, _ := b.run(agentbridge.Options{}, rec, agentbridge.DispatchRequest{ConversationID: cid})
 	b.commit(agentbridge.Event{V: 3, Type: agentbridge.EventUserMessage, ConversationID: cid, MessageID: "msg_v3", Text: "from the future"}, "")
 	if err := b.nc.Publish(b.subj.ConvEvent(testAgent, cid), []byte(`{"v":2,"type":`)); err != nil {
 		t.Fatal(err)
 	}
 	b.userMessage(cid, "msg_2", "v2")
-	if ev := recv(t, rec.events, "msg_2"); ev.MessageID != "msg_2" || ev.V != agentbridge.Version {
-		t.Fatalf("got %+v, want msg_2", ev)
+	if ev := rec.next(t, "msg_2"); ev.V != agentbridge.Version {
+		t.Fatalf("got %+v, want version %d", ev, agentbridge.Version)
 	}
 	if st := w.Stats(); st.EventsSkipped != 2 || st.Refills != 0 {
 		t.Fatalf("stats %+v, want 2 skipped and no refill", st)
@@ -160,9 +145,7 @@ func TestReplayReadsPages(t *testing.T) {
 		want = append(want, evSummary{agentbridge.EventTextDone, "r" + id, head})
 	}
 	rec := newRecorder()
-	b.startWorker(agentbridge.Options{}, rec.handle)
-	b.dispatch(agentbridge.DispatchRequest{ConversationID: cid, HeadSeq: head})
-	c := recv(t, rec.convs, "the handler")
+	_, c := b.run(agentbridge.Options{}, rec, agentbridge.DispatchRequest{ConversationID: cid, HeadSeq: head})
 	if got := summarize(c.History()); !slices.Equal(got, want) {
 		t.Fatalf("history\n got %+v\nwant %+v", got, want)
 	}
@@ -189,15 +172,7 @@ func TestReplayRefusedReleases(t *testing.T) {
 	}
 	// Released: a heartbeat composed after the acceptance no longer lists it.
 	agenttest.Poll(t, waitFor, "the conversation released", func() bool { return len(w.Conversations()) == 0 })
-	for {
-		var hb agentbridge.Heartbeat
-		if err := json.Unmarshal(recv(t, hbs, "a heartbeat").Data, &hb); err != nil {
-			t.Fatal(err)
-		}
-		if hb.Load == 0 && len(hb.Conversations) == 0 {
-			break
-		}
-	}
+	nextHeartbeat(t, hbs, "a heartbeat", func(hb agentbridge.Heartbeat) bool { return hb.Load == 0 && len(hb.Conversations) == 0 })
 	if len(rec.convs) != 0 {
 		t.Fatal("the handler ran on a conversation the broker refused to read")
 	}
@@ -256,9 +231,7 @@ func TestReplayReachesDispatchLastSeq(t *testing.T) {
 	b.readUpTo = 0
 	b.mu.Unlock()
 	c := recv(t, rec.convs, "the handler")
-	if ev := recv(t, rec.events, "the pending message"); ev.MessageID != "msg_1" {
-		t.Fatalf("got %+v, want msg_1", ev)
-	}
+	rec.next(t, "msg_1") // the pending message
 	if n := len(c.History()); n != 2 {
 		t.Fatalf("history has %d events, want 2", n)
 	}

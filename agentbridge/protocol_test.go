@@ -204,20 +204,24 @@ func TestValidToken(t *testing.T) {
 	}
 }
 
+// wireFields returns v as JSON and its top-level fields by name.
+func wireFields(t *testing.T, v any) ([]byte, map[string]json.RawMessage) {
+	t.Helper()
+	data := mustJSON(t, v)
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(data, &m); err != nil {
+		t.Fatal(err)
+	}
+	return data, m
+}
+
 func TestEventEnvelopeAlwaysPresent(t *testing.T) {
 	t.Parallel()
 	for _, ev := range []agentbridge.Event{
 		{},
 		{V: agentbridge.Version, Type: agentbridge.EventClearAudio, ConversationID: "c"},
 	} {
-		data, err := json.Marshal(ev)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var m map[string]json.RawMessage
-		if err := json.Unmarshal(data, &m); err != nil {
-			t.Fatal(err)
-		}
+		data, m := wireFields(t, ev)
 		keys := make([]string, 0, len(m))
 		for k := range m {
 			keys = append(keys, k)
@@ -304,14 +308,7 @@ func TestEventWireNames(t *testing.T) {
 		Reason: "r", Language: "en", Widget: "w", Visitor: map[string]any{"a": "b"}, Idle: true,
 		WorkerID: "w1", Epoch: 2, LegID: "leg_1",
 	}
-	data, err := json.Marshal(ev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(data, &m); err != nil {
-		t.Fatal(err)
-	}
+	data, m := wireFields(t, ev)
 	for _, k := range []string{"v", "type", "conversation_id", "seq", "ts", "message_id", "reply_to",
 		"session_id", "client_message_id", "text", "index", "mode", "previous_mode", "via", "state",
 		"action", "data", "final", "interrupted", "reason", "language", "widget", "visitor", "idle",
@@ -361,14 +358,7 @@ func TestDispatchJSONNames(t *testing.T) {
 	t.Parallel()
 	req := agentbridge.DispatchRequest{V: 1, ConversationID: "c", Agent: "a", Mode: "chat",
 		ResumeFromSeq: 3, HeadSeq: 9, Epoch: 2}
-	data, err := json.Marshal(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(data, &m); err != nil {
-		t.Fatal(err)
-	}
+	data, m := wireFields(t, req)
 	for k, want := range map[string]string{"conversation_id": `"c"`, "agent": `"a"`, "mode": `"chat"`,
 		"resume_from_seq": "3", "head_seq": "9", "epoch": "2", "v": "1"} {
 		if string(m[k]) != want {

@@ -26,6 +26,18 @@ func (b *brokerEnd) setMute(f func(a appendSeen) bool) {
 	b.mu.Unlock()
 }
 
+// refuseFirst answers the first append of type typ with the error refuse
+// returns (it may act first); every other append is accepted.
+func (b *brokerEnd) refuseFirst(typ string, refuse func() *agentbridge.ProtocolError) {
+	first := onFirst(func(a appendSeen) bool { return a.Sent.Type == typ })
+	b.setRefuse(func(a appendSeen) *agentbridge.ProtocolError {
+		if first(a) {
+			return refuse()
+		}
+		return nil
+	})
+}
+
 // onFirst returns a predicate true for the first append it sees that
 // matches, once.
 func onFirst(match func(a appendSeen) bool) func(a appendSeen) bool {
@@ -39,7 +51,7 @@ func onFirst(match func(a appendSeen) bool) func(a appendSeen) bool {
 	}
 }
 
-// stored counts cid's stored events of type typ.
+// count counts cid's stored events of type typ.
 func (b *brokerEnd) count(cid, typ string) int {
 	n := 0
 	for _, ev := range b.events(cid) {
@@ -48,6 +60,17 @@ func (b *brokerEnd) count(cid, typ string) int {
 		}
 	}
 	return n
+}
+
+// storedOnce fails t unless cid's log holds exactly one event of each of
+// the types.
+func (b *brokerEnd) storedOnce(t testing.TB, cid string, types ...string) {
+	t.Helper()
+	for _, typ := range types {
+		if n := b.count(cid, typ); n != 1 {
+			t.Fatalf("%s: %d %s events stored, want 1: %+v", cid, n, typ, summarize(b.events(cid)))
+		}
+	}
 }
 
 // answerOnce runs f on the first visitor message and reports its error.
@@ -81,9 +104,8 @@ func TestLostConversationEnds(t *testing.T) {
 				later <- c.SendText(ctx, ev.MessageID, "after the loss")
 				return err
 			})
-			w := b.startWorker(agentbridge.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))}, rec.handle)
-			b.dispatch(agentbridge.DispatchRequest{ConversationID: cid, Epoch: 1})
-			recv(t, rec.convs, "the handler")
+			w, _ := b.run(agentbridge.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))}, rec,
+				agentbridge.DispatchRequest{ConversationID: cid, Epoch: 1})
 			// Another dispatch took the conversation; this worker has not
 			// heard of it.
 			b.mu.Lock()
@@ -166,9 +188,7 @@ func TestCodedErrorsSurfaced(t *testing.T) {
 	if fly != 1 {
 		t.Fatalf("a refused action was sent %d times", fly)
 	}
-	if b.count(cid, agentbridge.EventTextDone) != 1 {
-		t.Fatal("the answer was not stored")
-	}
+	b.storedOnce(t, cid, agentbridge.EventTextDone)
 }
 
 // TestAppendRetriedWithSameKey: a retryable refusal (the store was
@@ -177,12 +197,8 @@ func TestAppendRetriedWithSameKey(t *testing.T) {
 	t.Parallel()
 	b := newBrokerEnd(t)
 	const cid = "conv_retry"
-	first := onFirst(func(a appendSeen) bool { return a.Sent.Type == agentbridge.EventTextDelta })
-	b.setRefuse(func(a appendSeen) *agentbridge.ProtocolError {
-		if first(a) {
-			return &agentbridge.ProtocolError{Code: agentbridge.CodeStoreUnavailable, Message: "try again"}
-		}
-		return nil
+	b.refuseFirst(agentbridge.EventTextDelta, func() *agentbridge.ProtocolError {
+		return &agentbridge.ProtocolError{Code: agentbridge.CodeStoreUnavailable, Message: "try again"}
 	})
 	rec, errs := answerOnce(func(ctx context.Context, c *agentbridge.Conversation, ev agentbridge.Event) error {
 		return c.SendText(ctx, ev.MessageID, "stored anyway")
@@ -202,77 +218,71 @@ func TestAppendRetriedWithSameKey(t *testing.T) {
 	if keys[0] == "" || keys[0] != keys[1] || !strings.HasSuffix(keys[0], "/0") {
 		t.Fatalf("delta sent with keys %q, want the same <message_id>/0 twice", keys)
 	}
-	if n := b.count(cid, agentbridge.EventTextDelta); n != 1 {
-		t.Fatalf("%d deltas stored", n)
-	}
+	b.storedOnce(t, cid, agentbridge.EventTextDelta)
 }
 
-// TestAppendReplyLost: a reply lost on the way costs one attempt: the append
-// is repeated with the same key, stored once, and the durable Write returns
-// only once the broker confirmed it.
-func TestAppendReplyLost(t *testing.T) {
+// TestUnansweredAppend: the broker stores an append but its reply is lost
+// on the way.
+func TestUnansweredAppend(t *testing.T) {
 	t.Parallel()
-	b := newBrokerEnd(t)
-	const cid = "conv_lost_reply"
-	b.setMute(onFirst(func(a appendSeen) bool { return a.Sent.Type == agentbridge.EventTextDelta }))
-	took := make(chan time.Duration, 1)
-	rec, errs := answerOnce(func(ctx context.Context, c *agentbridge.Conversation, ev agentbridge.Event) error {
-		start := time.Now()
-		err := c.NewReply(ev.MessageID).Write(ctx, "once")
-		took <- time.Since(start)
-		return err
-	})
-	b.startWorker(agentbridge.Options{}, rec.handle)
-	b.dispatch(agentbridge.DispatchRequest{ConversationID: cid})
-	b.userMessage(cid, "msg_1", "hi")
-	if err := recv(t, errs, "the write"); err != nil {
-		t.Fatalf("Write: %v", err)
-	}
-	if d := recv(t, took, "the time"); d < agentbridge.AppendAttemptTimeout {
-		t.Fatalf("Write returned after %v, before the reply to a repeated append could come", d)
-	}
-	if n := b.count(cid, agentbridge.EventTextDelta); n != 1 {
-		t.Fatalf("%d deltas stored", n)
-	}
-}
-
-// TestFirstDeltaDoesNotWaitForThinking: the SDK's "thinking" state is
-// pipelined: the first chunk of the answer leaves right behind it, in
-// order, without waiting for its reply.
-func TestFirstDeltaDoesNotWaitForThinking(t *testing.T) {
-	t.Parallel()
-	b := newBrokerEnd(t)
-	const cid = "conv_pipeline"
-	b.setMute(onFirst(func(a appendSeen) bool { return a.Sent.Type == agentbridge.EventAgentState }))
-	took := make(chan time.Duration, 1)
-	rec, errs := answerOnce(func(ctx context.Context, c *agentbridge.Conversation, ev agentbridge.Event) error {
-		start := time.Now()
-		err := c.NewReply(ev.MessageID).Write(ctx, "fast")
-		took <- time.Since(start)
-		return err
-	})
-	w := b.startWorker(agentbridge.Options{}, rec.handle)
-	b.dispatch(agentbridge.DispatchRequest{ConversationID: cid})
-	b.userMessage(cid, "msg_1", "hi")
-	if err := recv(t, errs, "the write"); err != nil {
-		t.Fatalf("Write: %v", err)
-	}
-	if d := recv(t, took, "the time"); d >= agentbridge.AppendAttemptTimeout {
-		t.Fatalf("the first delta took %v: it waited for the thinking state's reply", d)
-	}
-	if a := b.nextAppend(w.ID()); a.Sent.Type != agentbridge.EventAgentState {
-		t.Fatalf("first append %+v, want the thinking state", a.Sent)
-	}
-	if a := b.nextAppend(w.ID()); a.Sent.Type != agentbridge.EventTextDelta {
-		t.Fatalf("second append %+v, want the delta", a.Sent)
-	}
-	// The unanswered state is repeated and stored once.
-	agenttest.Poll(t, waitFor, "the thinking state's retry", func() bool { return len(b.appends) > 0 })
-	if a := b.nextAppend(w.ID()); a.Sent.Type != agentbridge.EventAgentState || a.MsgID == "" {
-		t.Fatalf("third append %+v, want the state again with its key", a)
-	}
-	if n := b.count(cid, agentbridge.EventAgentState); n != 1 {
-		t.Fatalf("%d states stored", n)
+	for _, tt := range []struct {
+		name, cid, text string
+		muted           string // the type of the first append left unanswered
+		// waits: the durable Write returns only after the muted append was
+		// repeated and confirmed; otherwise it must not wait for it at all.
+		waits bool
+		then  func(t *testing.T, b *brokerEnd, w *agentbridge.Worker)
+	}{
+		// A reply lost on the way costs one attempt: the append is repeated
+		// with the same key, stored once, and the durable Write returns only
+		// once the broker confirmed it.
+		{name: "reply lost", cid: "conv_lost_reply", text: "once", muted: agentbridge.EventTextDelta, waits: true},
+		// The SDK's "thinking" state is pipelined: the first chunk of the
+		// answer leaves right behind it, in order, without waiting for its
+		// reply.
+		{name: "thinking pipelined", cid: "conv_pipeline", text: "fast", muted: agentbridge.EventAgentState,
+			then: func(t *testing.T, b *brokerEnd, w *agentbridge.Worker) {
+				if a := b.nextAppend(w.ID()); a.Sent.Type != agentbridge.EventAgentState {
+					t.Fatalf("first append %+v, want the thinking state", a.Sent)
+				}
+				if a := b.nextAppend(w.ID()); a.Sent.Type != agentbridge.EventTextDelta {
+					t.Fatalf("second append %+v, want the delta", a.Sent)
+				}
+				// The unanswered state is repeated (and, below, stored once).
+				agenttest.Poll(t, waitFor, "the thinking state's retry", func() bool { return len(b.appends) > 0 })
+				if a := b.nextAppend(w.ID()); a.Sent.Type != agentbridge.EventAgentState || a.MsgID == "" {
+					t.Fatalf("third append %+v, want the state again with its key", a)
+				}
+			}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := newBrokerEnd(t)
+			b.setMute(onFirst(func(a appendSeen) bool { return a.Sent.Type == tt.muted }))
+			took := make(chan time.Duration, 1)
+			rec, errs := answerOnce(func(ctx context.Context, c *agentbridge.Conversation, ev agentbridge.Event) error {
+				start := time.Now()
+				err := c.NewReply(ev.MessageID).Write(ctx, tt.text)
+				took <- time.Since(start)
+				return err
+			})
+			w := b.startWorker(agentbridge.Options{}, rec.handle)
+			b.dispatch(agentbridge.DispatchRequest{ConversationID: tt.cid})
+			b.userMessage(tt.cid, "msg_1", "hi")
+			if err := recv(t, errs, "the write"); err != nil {
+				t.Fatalf("Write: %v", err)
+			}
+			switch d := recv(t, took, "the time"); {
+			case tt.waits && d < agentbridge.AppendAttemptTimeout:
+				t.Fatalf("Write returned after %v, before the reply to a repeated append could come", d)
+			case !tt.waits && d >= agentbridge.AppendAttemptTimeout:
+				t.Fatalf("the first delta took %v: it waited for the %s append's reply", d, tt.muted)
+			}
+			if tt.then != nil {
+				tt.then(t, b, w)
+			}
+			b.storedOnce(t, tt.cid, tt.muted)
+		})
 	}
 }
 
@@ -303,9 +313,7 @@ func TestAppendSubjects(t *testing.T) {
 				t.Fatalf("%s: %s sent on %s, want %s", tt.cid, a.Sent.Type, a.Subject, tt.want)
 			}
 		}
-		if b.count(tt.cid, agentbridge.EventTextDone) != 1 {
-			t.Fatalf("%s: answer not stored", tt.cid)
-		}
+		b.storedOnce(t, tt.cid, agentbridge.EventTextDone)
 		w.Close()
 	}
 }
@@ -354,9 +362,7 @@ func TestAppendWaitsForABroker(t *testing.T) {
 	rec, errs := answerOnce(func(ctx context.Context, c *agentbridge.Conversation, ev agentbridge.Event) error {
 		return c.SendText(ctx, ev.MessageID, "answer")
 	})
-	w := b.startWorker(agentbridge.Options{}, rec.handle)
-	b.dispatch(agentbridge.DispatchRequest{ConversationID: cid})
-	recv(t, rec.convs, "the handler")
+	w, _ := b.run(agentbridge.Options{}, rec, agentbridge.DispatchRequest{ConversationID: cid})
 	b.pauseAppends()
 	inMsgs := func() int64 {
 		v, err := b.srv.Varz(nil)
@@ -385,9 +391,7 @@ func TestAppendWaitsForABroker(t *testing.T) {
 			t.Fatalf("%s sent on %s after the dispatching broker went, want %s", a.Sent.Type, a.Subject, shared)
 		}
 	}
-	if b.count(cid, agentbridge.EventTextDone) != 1 || b.count(cid, agentbridge.EventTextDelta) != 1 {
-		t.Fatalf("stored %+v", summarize(b.events(cid)))
-	}
+	b.storedOnce(t, cid, agentbridge.EventTextDelta, agentbridge.EventTextDone)
 }
 
 // TestStaleAppendAfterRedispatchResent: an append refused as stale because
@@ -397,11 +401,7 @@ func TestStaleAppendAfterRedispatchResent(t *testing.T) {
 	t.Parallel()
 	b := newBrokerEnd(t)
 	const cid = "conv_redispatched"
-	first := onFirst(func(a appendSeen) bool { return a.Sent.Type == agentbridge.EventTextDelta })
-	b.setRefuse(func(a appendSeen) *agentbridge.ProtocolError {
-		if !first(a) {
-			return nil
-		}
+	b.refuseFirst(agentbridge.EventTextDelta, func() *agentbridge.ProtocolError {
 		// The broker re-dispatches the conversation to its worker at
 		// epoch 2 before it answers this epoch-1 append.
 		req := mustJSON(t, agentbridge.DispatchRequest{V: agentbridge.Version, ConversationID: cid, Agent: testAgent,
@@ -417,9 +417,7 @@ func TestStaleAppendAfterRedispatchResent(t *testing.T) {
 	rec, errs := answerOnce(func(ctx context.Context, c *agentbridge.Conversation, ev agentbridge.Event) error {
 		return c.SendText(ctx, ev.MessageID, "answer")
 	})
-	w := b.startWorker(agentbridge.Options{}, rec.handle)
-	b.dispatch(agentbridge.DispatchRequest{ConversationID: cid, Epoch: 1})
-	c := recv(t, rec.convs, "the handler")
+	w, c := b.run(agentbridge.Options{}, rec, agentbridge.DispatchRequest{ConversationID: cid, Epoch: 1})
 	b.userMessage(cid, "msg_1", "hi")
 	if err := recv(t, errs, "the answer"); err != nil {
 		t.Fatalf("SendText: %v", err)
@@ -432,18 +430,10 @@ func TestStaleAppendAfterRedispatchResent(t *testing.T) {
 			t.Fatalf("delta stored under epoch %d", ev.Epoch)
 		}
 	}
-	if b.count(cid, agentbridge.EventTextDelta) != 1 || b.count(cid, agentbridge.EventTextDone) != 1 {
-		t.Fatalf("stored %+v", summarize(b.events(cid)))
-	}
+	b.storedOnce(t, cid, agentbridge.EventTextDelta, agentbridge.EventTextDone)
 	// Still held, still delivering.
 	b.userMessage(cid, "msg_2", "still there?")
-	if ev := recv(t, rec.events, "msg_1"); ev.MessageID != "msg_1" {
-		t.Fatalf("got %+v", ev)
-	}
-	if ev := recv(t, rec.events, "msg_2"); ev.MessageID != "msg_2" {
-		t.Fatalf("got %+v", ev)
-	}
-	if ids := w.Conversations(); len(ids) != 1 {
-		t.Fatalf("Conversations() = %q", ids)
-	}
+	rec.next(t, "msg_1")
+	rec.next(t, "msg_2")
+	holds(t, w, cid)
 }

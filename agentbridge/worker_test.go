@@ -2,7 +2,6 @@ package agentbridge_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -148,9 +147,7 @@ func TestDispatchAcceptedWithWorkerID(t *testing.T) {
 	if c.Logger() == nil {
 		t.Error("nil logger")
 	}
-	if ids := w.Conversations(); !slices.Equal(ids, []string{"conv_1"}) {
-		t.Errorf("Conversations() = %q", ids)
-	}
+	holds(t, w, "conv_1")
 }
 
 func TestDispatchBadRequests(t *testing.T) {
@@ -174,9 +171,7 @@ func TestDispatchBadRequests(t *testing.T) {
 			t.Errorf("%q: reply %+v, want refused with a reason", data, reply)
 		}
 	}
-	if ids := w.Conversations(); len(ids) != 0 {
-		t.Errorf("Conversations() = %q after bad requests", ids)
-	}
+	holds(t, w) // after bad requests
 }
 
 func TestHeartbeatsAndRelease(t *testing.T) {
@@ -187,20 +182,7 @@ func TestHeartbeatsAndRelease(t *testing.T) {
 	rec := newRecorder()
 	w := b.startWorker(agentbridge.Options{WorkerID: "wrk_hb", HeartbeatInterval: 20 * time.Millisecond, MaxConversations: 7}, rec.handle)
 
-	next := func(cond func(agentbridge.Heartbeat) bool, what string) agentbridge.Heartbeat {
-		t.Helper()
-		for {
-			var hb agentbridge.Heartbeat
-			m := recv(t, hbs, what)
-			if err := json.Unmarshal(m.Data, &hb); err != nil {
-				t.Fatalf("heartbeat %q: %v", m.Data, err)
-			}
-			if cond(hb) {
-				return hb
-			}
-		}
-	}
-	hb := next(func(agentbridge.Heartbeat) bool { return true }, "the first heartbeat")
+	hb := nextHeartbeat(t, hbs, "the first heartbeat", func(agentbridge.Heartbeat) bool { return true })
 	if hb.V != agentbridge.Version || hb.WorkerID != "wrk_hb" || hb.Agent != testAgent || hb.Capacity != 7 ||
 		hb.IntervalMS != 20 || hb.Load != 0 || hb.Conversations == nil || hb.Draining || hb.TS.IsZero() || hb.Seq != 1 {
 		t.Fatalf("first heartbeat %+v", hb)
@@ -212,13 +194,11 @@ func TestHeartbeatsAndRelease(t *testing.T) {
 	}
 	recv(t, rec.convs, "the handler")
 	// Every heartbeat composed after the acceptance lists the conversation.
-	hb = next(func(hb agentbridge.Heartbeat) bool { return hb.Seq > reply.HeartbeatSeq }, "a heartbeat after the dispatch")
+	hb = nextHeartbeat(t, hbs, "a heartbeat after the dispatch", func(hb agentbridge.Heartbeat) bool { return hb.Seq > reply.HeartbeatSeq })
 	if hb.Load != 1 || !slices.Equal(hb.Conversations, []string{cid}) {
 		t.Fatalf("heartbeat %d after accepting at %d lists %q (load %d)", hb.Seq, reply.HeartbeatSeq, hb.Conversations, hb.Load)
 	}
-	if ids := w.Conversations(); !slices.Equal(ids, []string{cid}) {
-		t.Fatalf("Conversations() = %q", ids)
-	}
+	holds(t, w, cid)
 
 	b.sessionEnded(cid, true)
 	if ev := recv(t, rec.events, "session_ended"); ev.Type != agentbridge.EventSessionEnded || !ev.Idle {
@@ -227,7 +207,7 @@ func TestHeartbeatsAndRelease(t *testing.T) {
 	if err := recv(t, rec.done, "the handler to return"); err != nil {
 		t.Fatalf("handler returned %v", err)
 	}
-	hb = next(func(hb agentbridge.Heartbeat) bool { return hb.Load == 0 }, "a heartbeat without the conversation")
+	hb = nextHeartbeat(t, hbs, "a heartbeat without the conversation", func(hb agentbridge.Heartbeat) bool { return hb.Load == 0 })
 	if len(hb.Conversations) != 0 {
 		t.Fatalf("heartbeat still lists %q", hb.Conversations)
 	}
@@ -246,9 +226,7 @@ func TestIdleTimeoutReleases(t *testing.T) {
 	t.Parallel()
 	b := newBrokerEnd(t)
 	rec := newRecorder()
-	w := b.startWorker(agentbridge.Options{IdleTimeout: 50 * time.Millisecond}, rec.handle)
-	b.dispatch(agentbridge.DispatchRequest{ConversationID: "conv_idle"})
-	recv(t, rec.convs, "the handler")
+	w, _ := b.run(agentbridge.Options{IdleTimeout: 50 * time.Millisecond}, rec, agentbridge.DispatchRequest{ConversationID: "conv_idle"})
 	if err := recv(t, rec.done, "the idle conversation to end"); err != nil {
 		t.Fatalf("handler returned %v", err)
 	}
@@ -273,9 +251,7 @@ func TestMaxConversations(t *testing.T) {
 	if reply := b.dispatch(agentbridge.DispatchRequest{ConversationID: "conv_2", Epoch: 3}); !reply.Accepted {
 		t.Fatalf("held conversation refused at capacity: %+v", reply)
 	}
-	if ids := w.Conversations(); !slices.Equal(ids, []string{"conv_1", "conv_2"}) {
-		t.Fatalf("Conversations() = %q", ids)
-	}
+	holds(t, w, "conv_1", "conv_2")
 }
 
 func TestRedispatchRaisesEpoch(t *testing.T) {
@@ -283,12 +259,7 @@ func TestRedispatchRaisesEpoch(t *testing.T) {
 	b := newBrokerEnd(t)
 	const cid = "conv_epoch"
 	rec := newRecorder()
-	w := b.startWorker(agentbridge.Options{}, rec.handle)
-
-	if reply := b.dispatch(agentbridge.DispatchRequest{ConversationID: cid, Epoch: 1}); !reply.Accepted {
-		t.Fatalf("refused: %+v", reply)
-	}
-	c := recv(t, rec.convs, "the handler")
+	w, c := b.run(agentbridge.Options{}, rec, agentbridge.DispatchRequest{ConversationID: cid, Epoch: 1})
 	for _, tt := range []struct{ epoch, want uint64 }{{5, 5}, {3, 5}, {5, 5}, {6, 6}} {
 		reply := b.dispatch(agentbridge.DispatchRequest{ConversationID: cid, Epoch: tt.epoch})
 		if !reply.Accepted || reply.WorkerID != w.ID() {
@@ -340,15 +311,7 @@ func TestDrainLetsHandlersFinish(t *testing.T) {
 		drained <- w.Drain(ctx)
 	}()
 	// The draining heartbeat is sent after the dispatch subscription is gone.
-	for {
-		var hb agentbridge.Heartbeat
-		if err := json.Unmarshal(recv(t, hbs, "a draining heartbeat").Data, &hb); err != nil {
-			t.Fatal(err)
-		}
-		if hb.Draining {
-			break
-		}
-	}
+	nextHeartbeat(t, hbs, "a draining heartbeat", func(hb agentbridge.Heartbeat) bool { return hb.Draining })
 	reply, err := b.request(testAgent, mustJSON(t, agentbridge.DispatchRequest{V: agentbridge.Version, ConversationID: "conv_new", Agent: testAgent, Epoch: 1}))
 	if err == nil && reply.Accepted {
 		t.Fatalf("a draining worker accepted a dispatch: %+v", reply)
@@ -372,9 +335,7 @@ func TestDrainLetsHandlersFinish(t *testing.T) {
 	if err := recv(t, rec.done, "the handler"); err != nil {
 		t.Fatalf("handler: %v", err)
 	}
-	if ids := w.Conversations(); len(ids) != 0 {
-		t.Fatalf("Conversations() = %q after Drain", ids)
-	}
+	holds(t, w) // after Drain
 	var done agentbridge.Event
 	for done.Type != agentbridge.EventTextDone {
 		done = b.nextWorkerEvent(w.ID())
@@ -408,19 +369,9 @@ func TestDrainWithDoneContextClosesWorker(t *testing.T) {
 		t.Fatalf("Drain = %v, want context.Canceled", err)
 	}
 	// Drain closed the worker: the handler was cancelled and waited for.
-	if ids := w.Conversations(); len(ids) != 0 {
-		t.Fatalf("Conversations() = %q", ids)
-	}
+	holds(t, w)
 	// Its last heartbeat says so, and follows the end of its subscription.
-	for {
-		var hb agentbridge.Heartbeat
-		if err := json.Unmarshal(recv(t, hbs, "the last heartbeat").Data, &hb); err != nil {
-			t.Fatal(err)
-		}
-		if hb.Draining {
-			break
-		}
-	}
+	nextHeartbeat(t, hbs, "the last heartbeat", func(hb agentbridge.Heartbeat) bool { return hb.Draining })
 	if _, err := b.request(testAgent, mustJSON(t, agentbridge.DispatchRequest{ConversationID: "conv_2"})); !errors.Is(err, nats.ErrNoResponders) {
 		t.Fatalf("dispatch after Drain: %v, want no responders", err)
 	}
@@ -451,9 +402,7 @@ func TestCloseIsIdempotentAndCancelsHandlers(t *testing.T) {
 			t.Errorf("handler returned %v, want nil or context.Canceled", err)
 		}
 	}
-	if ids := w.Conversations(); len(ids) != 0 {
-		t.Fatalf("Conversations() = %q after Close", ids)
-	}
+	holds(t, w) // after Close
 	if err := w.Drain(context.Background()); err != nil {
 		t.Fatalf("Drain after Close: %v", err)
 	}
@@ -635,9 +584,7 @@ func TestIdleEndBeforeRedispatchDoesNotRelease(t *testing.T) {
 	if ev := recv(t, got, "the new session's message"); ev.MessageID != "msg_new" {
 		t.Fatalf("event %+v, want msg_new", ev)
 	}
-	if ids := w.Conversations(); !slices.Equal(ids, []string{cid}) {
-		t.Fatalf("Conversations() = %q", ids)
-	}
+	holds(t, w, cid)
 }
 
 // TestTakenOverConversationStops: a worker that sees the conversation

@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -16,7 +14,6 @@ import (
 
 	"github.com/parley-rtc/parley/agentbridge"
 	"github.com/parley-rtc/parley/agentbridge/agenttest"
-	"github.com/parley-rtc/parley/configs"
 )
 
 // refusalObserver records the refusals the broker counts.
@@ -45,28 +42,15 @@ func (o *refusalObserver) count(reason string) int {
 	return o.reasons[reason]
 }
 
-// startBrokerLogged is startBroker with its logs in buf.
-func startBrokerLogged(t *testing.T, buf *logBuffer) *Broker {
+// startWatchedBroker is startBroker with its logs kept and its refusals
+// counted.
+func startWatchedBroker(t *testing.T) (*Broker, *logBuffer, *refusalObserver) {
 	t.Helper()
-	cfg := configs.Default()
-	cfg.DataDir = t.TempDir()
-	cfg.NATS.Listen = "127.0.0.1:-1"
-	cfg.Agents.DispatchTimeout = 200 * time.Millisecond
-	cfg.Agents.DispatchRetryMax = 200 * time.Millisecond
-	var log *slog.Logger
-	if buf != nil {
-		log = buf.logger()
-	} else {
-		log = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
-	b := New(cfg, log)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := b.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
-	return b
+	logs := &logBuffer{}
+	b := startBrokerWith(t, logs.logger(), fastDispatch)
+	obs := &refusalObserver{reasons: map[string]int{}}
+	b.SetObserver(obs)
+	return b, logs, obs
 }
 
 // liveEvents collects the events the broker publishes on a conversation's
@@ -214,10 +198,7 @@ func delta(cid, worker string, epoch uint64, text string) map[string]any {
 // other append is refused with its code, stored nowhere, counted, and
 // logged once per worker and reason.
 func TestAgentAppend(t *testing.T) {
-	var logs logBuffer
-	b := startBrokerLogged(t, &logs)
-	obs := &refusalObserver{reasons: map[string]int{}}
-	b.SetObserver(obs)
+	b, logs, obs := startWatchedBroker(t)
 	s := startSession(t, b)
 	cid := s.ConversationID
 	holdConversation(t, b, cid, "w1", 2, 3)

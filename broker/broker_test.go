@@ -21,12 +21,29 @@ import (
 // startBroker starts a broker with its embedded NATS on a random port.
 func startBroker(t testing.TB) *Broker {
 	t.Helper()
+	return startBrokerWith(t, nil, fastDispatch)
+}
+
+// fastDispatch gives up on a dispatch, and retries it, within 200 ms.
+func fastDispatch(cfg *configs.Config) {
+	cfg.Agents.DispatchTimeout = 200 * time.Millisecond
+	cfg.Agents.DispatchRetryMax = 200 * time.Millisecond
+}
+
+// startBrokerWith starts a broker with its embedded NATS on a random port
+// and its data in a temporary directory, the rest of its configuration as
+// tune sets it; it logs to log, or nowhere when log is nil. It is closed
+// when the test ends.
+func startBrokerWith(t testing.TB, log *slog.Logger, tune func(cfg *configs.Config)) *Broker {
+	t.Helper()
 	cfg := configs.Default()
 	cfg.DataDir = t.TempDir()
 	cfg.NATS.Listen = "127.0.0.1:-1"
-	cfg.Agents.DispatchTimeout = 200 * time.Millisecond
-	cfg.Agents.DispatchRetryMax = 200 * time.Millisecond
-	b := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	tune(&cfg)
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	b := New(cfg, log)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := b.Start(ctx); err != nil {
@@ -34,6 +51,24 @@ func startBroker(t testing.TB) *Broker {
 	}
 	t.Cleanup(b.Close)
 	return b
+}
+
+// startEchoWorker starts an SDK worker of agent echo that echoes every
+// message, on its own agent connection; both close when the test ends.
+func startEchoWorker(t testing.TB, b *Broker, opts agentbridge.Options) (*agentbridge.Worker, *nats.Conn) {
+	t.Helper()
+	nc := connectAs(t, b, AgentRole("echo"), agentbridge.ConnectOptions(b.subj.Prefix, "echo")...)
+	opts.Agent = "echo"
+	opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	w, err := agentbridge.NewWorker(nc, opts, agenttest.Echo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Close) // before nc closes
+	return w, nc
 }
 
 // connectAs connects a client to b's embedded NATS with role's
@@ -327,16 +362,7 @@ func TestDispatchUnavailableThenAccepted(t *testing.T) {
 	if err != nil || !p.AgentUnavailable {
 		t.Fatalf("post = %+v, %v", p, err)
 	}
-	agent := connectAs(t, b, AgentRole("echo"), agentbridge.ConnectOptions(b.subj.Prefix, "echo")...)
-	w, err := agentbridge.NewWorker(agent, agentbridge.Options{Agent: "echo", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
-		agenttest.Echo)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	w, _ := startEchoWorker(t, b, agentbridge.Options{})
 	for n := range notices {
 		if n.Kind == NoticeAgentAssigned {
 			if n.WorkerID != w.ID() || n.Epoch != 1 {
@@ -385,15 +411,7 @@ func FuzzTranscript(f *testing.F) {
 // ErrSessionExpired (not "invalid"), unless the visitor is identified: then
 // the session carries on in their conversation.
 func TestExpiredResume(t *testing.T) {
-	cfg := configs.Default()
-	cfg.DataDir = t.TempDir()
-	cfg.NATS.Listen = "127.0.0.1:-1"
-	cfg.Sessions.ResumeWindow = 300 * time.Millisecond
-	b := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err := b.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
+	b := startBrokerWith(t, nil, func(cfg *configs.Config) { cfg.Sessions.ResumeWindow = 300 * time.Millisecond })
 	visitor := map[string]any{"sub": "user-7", "method": "jwt"}
 	start := func(token string, v map[string]any) (StartResult, error) {
 		return b.StartSession(t.Context(), StartRequest{Widget: "wdg_demo", Agent: "echo", Visitor: v, ResumeToken: token})

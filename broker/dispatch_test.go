@@ -3,8 +3,6 @@ package broker
 import (
 	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"testing"
 	"time"
 
@@ -51,16 +49,10 @@ const handWorkerID = "wrk_hand"
 // holds replies) and whose workers count as alive for hbTimeout, with one
 // hand worker of agent echo.
 func startHandBroker(t *testing.T, hbTimeout time.Duration) (*Broker, *handWorker) {
-	cfg := configs.Default()
-	cfg.DataDir = t.TempDir()
-	cfg.NATS.Listen = "127.0.0.1:-1"
-	cfg.Agents.DispatchTimeout = 20 * time.Second
-	cfg.Agents.HeartbeatTimeout = hbTimeout
-	b := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err := b.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
+	b := startBrokerWith(t, nil, func(cfg *configs.Config) {
+		cfg.Agents.DispatchTimeout = 20 * time.Second
+		cfg.Agents.HeartbeatTimeout = hbTimeout
+	})
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	t.Cleanup(cancel)
 	w := &handWorker{t: t, b: b, ctx: ctx, reqs: make(chan *nats.Msg, 8),

@@ -2,8 +2,6 @@ package broker
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"testing"
 	"time"
 
@@ -26,27 +24,12 @@ func TestMessageInDetectionWindowAnswered(t *testing.T) {
 	if testing.Short() {
 		t.Skip("waits out a 3 s heartbeat timeout")
 	}
-	cfg := configs.Default()
-	cfg.DataDir = t.TempDir()
-	cfg.NATS.Listen = "127.0.0.1:-1"
-	cfg.Agents.DispatchTimeout = 500 * time.Millisecond
-	cfg.Agents.HeartbeatTimeout = 3 * time.Second
-	b := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err := b.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
+	b := startBrokerWith(t, nil, func(cfg *configs.Config) {
+		cfg.Agents.DispatchTimeout = 500 * time.Millisecond
+		cfg.Agents.HeartbeatTimeout = 3 * time.Second
+	})
 	worker := func() (*agentbridge.Worker, *nats.Conn) {
-		nc := connectAs(t, b, AgentRole("echo"), agentbridge.ConnectOptions(b.subj.Prefix, "echo")...)
-		w, err := agentbridge.NewWorker(nc, agentbridge.Options{Agent: "echo", HeartbeatInterval: 100 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, agenttest.Echo)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := w.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(w.Close)
-		return w, nc
+		return startEchoWorker(t, b, agentbridge.Options{HeartbeatInterval: 100 * time.Millisecond})
 	}
 	w1, nc1 := worker()
 	s := startSession(t, b)

@@ -18,6 +18,14 @@ func heartbeat(r *registry, id string, seq uint64, draining bool, convs ...strin
 	r.onHeartbeat(&nats.Msg{Subject: "parley.agents.echo.heartbeat", Data: data})
 }
 
+// newClockedRegistry returns a registry that counts a worker gone after a
+// second without a heartbeat, by a clock that reads *now.
+func newClockedRegistry(now *time.Time) *registry {
+	r := newRegistry(time.Second)
+	r.now = func() time.Time { return *now }
+	return r
+}
+
 // TestRegistryReadsKeepLostConversations: asking who holds a conversation
 // whose worker went silent (as the rooms flush does every 250 ms for busy
 // rooms) must not forget the assignment; the sweep then reports the
@@ -66,8 +74,7 @@ func TestRegistryReadsKeepLostConversations(t *testing.T) {
 // without being reported lost.
 func TestRegistryLossHandedOnce(t *testing.T) {
 	now := time.Unix(1000, 0)
-	r := newRegistry(time.Second)
-	r.now = func() time.Time { return now }
+	r := newClockedRegistry(&now)
 
 	heartbeat(r, "w1", 1, false)
 	heartbeat(r, "w2", 1, false)
@@ -110,8 +117,7 @@ func TestRegistryLossHandedOnce(t *testing.T) {
 // silent or stops draining, and only then.
 func TestRegistryWorkerAppeared(t *testing.T) {
 	now := time.Unix(1000, 0)
-	r := newRegistry(time.Second)
-	r.now = func() time.Time { return now }
+	r := newClockedRegistry(&now)
 	var appeared []string
 	r.onAppear = func(agent string) { appeared = append(appeared, agent) }
 	step := func(what string, want bool, hb func()) {
@@ -252,8 +258,7 @@ func TestRegistryReleaseFencesStaleDispatch(t *testing.T) {
 // nobody relied on lately (an idle conversation) is forgotten quietly.
 func TestRegistryRecheckReleaseAVisitorReliedOn(t *testing.T) {
 	now := time.Unix(1000, 0)
-	r := newRegistry(time.Second)
-	r.now = func() time.Time { return now }
+	r := newClockedRegistry(&now)
 	heartbeat(r, "w1", 1, false)
 	r.assign("c1", "echo", "w1", 1, 1, 0)
 	r.assign("c2", "echo", "w1", 1, 1, 0)

@@ -2,7 +2,6 @@ package broker
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"sync/atomic"
@@ -27,6 +26,18 @@ func (l *testLeg) Close() error {
 		close(l.closed)
 	}
 	return nil
+}
+
+// startVoiceOn starts a voice leg of s with leg as its media; the leg
+// ends when the test does.
+func startVoiceOn(t testing.TB, b *Broker, s Session, leg MediaLeg) *Voice {
+	t.Helper()
+	v := b.NewVoice(s)
+	if err := b.StartVoice(t.Context(), v, leg); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { v.End(context.Background(), "test") })
+	return v
 }
 
 // mediaStates reads the media_state events of leg from the conversation
@@ -166,26 +177,20 @@ type playLeg struct {
 	played atomic.Int64
 }
 
+func newPlayLeg() *playLeg { return &playLeg{testLeg: testLeg{closed: make(chan struct{})}} }
+
 func (l *playLeg) Play(agentbridge.AudioFrame) { l.played.Add(1) }
 
 // TestAgentAudioOnlyFromHolder: the voice leg plays agent frames from the
 // worker holding the conversation (Parley-Worker), and drops, counts and
 // logs once those of any other worker or without the header.
 func TestAgentAudioOnlyFromHolder(t *testing.T) {
-	var logs logBuffer
-	b := startBrokerLogged(t, &logs)
-	obs := &refusalObserver{reasons: map[string]int{}}
-	b.SetObserver(obs)
+	b, logs, obs := startWatchedBroker(t)
 	s := startSession(t, b)
-	hb, _ := json.Marshal(agentbridge.Heartbeat{V: agentbridge.Version, WorkerID: "w1", Seq: 1, Conversations: []string{s.ConversationID}})
-	b.registry.onHeartbeat(&nats.Msg{Subject: b.subj.Heartbeat("echo"), Data: hb})
+	heartbeat(b.registry, "w1", 1, false, s.ConversationID)
 	b.registry.assign(s.ConversationID, "echo", "w1", 1, 1, 0)
-	v := b.NewVoice(s)
-	leg := &playLeg{testLeg: testLeg{closed: make(chan struct{})}}
-	if err := b.StartVoice(t.Context(), v, leg); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { v.End(context.Background(), "test") })
+	leg := newPlayLeg()
+	startVoiceOn(t, b, s, leg)
 	send := func(worker string, seq uint64) {
 		m := agentbridge.AudioFrame{Codec: agentbridge.CodecOpus, Seq: seq, Payload: []byte{1, 2, 3}}.Msg(b.subj.OutAudio("echo", s.ConversationID))
 		if worker != "" {
@@ -225,12 +230,8 @@ func TestAgentClearAudioClearsPlayout(t *testing.T) {
 	b := startBroker(t)
 	s := startSession(t, b)
 	holdConversation(t, b, s.ConversationID, "w1", 1, 1)
-	v := b.NewVoice(s)
 	leg := &clearLeg{testLeg: testLeg{closed: make(chan struct{})}}
-	if err := b.StartVoice(t.Context(), v, leg); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { v.End(context.Background(), "test") })
+	startVoiceOn(t, b, s, leg)
 	nc := connectAs(t, b, AgentRole("echo"), nats.CustomInboxPrefix(b.subj.Inbox("echo")))
 	r := appendReq(t, nc, b.subj.Append("echo"), map[string]any{"v": 2, "type": agentbridge.EventClearAudio,
 		"conversation_id": s.ConversationID, "worker_id": "w1", "epoch": 1}, "")
@@ -247,15 +248,10 @@ func TestAgentClearAudioClearsPlayout(t *testing.T) {
 func BenchmarkAgentAudioFrame(b *testing.B) {
 	br := startBroker(b)
 	s := startSession(b, br)
-	hb, _ := json.Marshal(agentbridge.Heartbeat{V: agentbridge.Version, WorkerID: "w1", Seq: 1, Conversations: []string{s.ConversationID}})
-	br.registry.onHeartbeat(&nats.Msg{Subject: br.subj.Heartbeat("echo"), Data: hb})
+	heartbeat(br.registry, "w1", 1, false, s.ConversationID)
 	br.registry.assign(s.ConversationID, "echo", "w1", 1, 1, 0)
-	v := br.NewVoice(s)
-	leg := &playLeg{testLeg: testLeg{closed: make(chan struct{})}}
-	if err := br.StartVoice(b.Context(), v, leg); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { v.End(context.Background(), "test") })
+	leg := newPlayLeg()
+	v := startVoiceOn(b, br, s, leg)
 	m := agentbridge.AudioFrame{Codec: agentbridge.CodecOpus, Seq: 1, Payload: make([]byte, 120)}.Msg(br.subj.OutAudio("echo", s.ConversationID))
 	m.Header.Set(agentbridge.HeaderWorker, "w1")
 	b.ReportAllocs()
@@ -274,16 +270,11 @@ func TestAgentAudioHolderChange(t *testing.T) {
 	b := startBroker(t)
 	s := startSession(t, b)
 	for _, w := range []string{"w1", "w2"} {
-		hb, _ := json.Marshal(agentbridge.Heartbeat{V: agentbridge.Version, WorkerID: w, Seq: 1})
-		b.registry.onHeartbeat(&nats.Msg{Subject: b.subj.Heartbeat("echo"), Data: hb})
+		heartbeat(b.registry, w, 1, false)
 	}
 	b.registry.assign(s.ConversationID, "echo", "w1", 1, 1, 0)
-	v := b.NewVoice(s)
-	leg := &playLeg{testLeg: testLeg{closed: make(chan struct{})}}
-	if err := b.StartVoice(t.Context(), v, leg); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { v.End(context.Background(), "test") })
+	leg := newPlayLeg()
+	v := startVoiceOn(t, b, s, leg)
 	frame := func(worker string) *nats.Msg {
 		m := agentbridge.AudioFrame{Codec: agentbridge.CodecOpus, Seq: 1, Payload: []byte{1}}.Msg(b.subj.OutAudio("echo", s.ConversationID))
 		m.Header.Set(agentbridge.HeaderWorker, worker)

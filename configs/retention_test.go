@@ -1,7 +1,6 @@
 package configs
 
 import (
-	"errors"
 	"testing"
 	"time"
 )
@@ -30,12 +29,7 @@ func TestRetentionRules(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			c := Default()
-			tc.edit(&c)
-			var ve *ValidationError
-			if err := c.Validate(); !errors.As(err, &ve) || len(ve.Problems) != 1 || ve.Problems[0].Field != tc.field {
-				t.Fatalf("want one problem on %s, got %v", tc.field, err)
-			}
+			wantOneProblem(t, tc.edit, tc.field)
 		})
 	}
 	// Accepted: a widget shorter or longer than the default, within the log.

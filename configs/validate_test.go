@@ -132,23 +132,31 @@ func TestValidateRules(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			c := Default()
-			tt.edit(&c)
-			err := c.Validate()
-			if !errors.Is(err, ErrInvalid) {
-				t.Fatalf("Validate() = %v, want ErrInvalid", err)
-			}
-			var ve *ValidationError
-			if !errors.As(err, &ve) {
-				t.Fatalf("Validate() = %T, want *ValidationError", err)
-			}
-			if len(ve.Problems) != 1 || ve.Problems[0].Field != tt.field {
-				t.Errorf("problems = %+v, want exactly one for %s", ve.Problems, tt.field)
-			}
-			if !strings.Contains(err.Error(), "\n  "+tt.field+": ") {
-				t.Errorf("message %q lacks a %q line", err, tt.field+": ")
-			}
+			wantOneProblem(t, tt.edit, tt.field)
 		})
+	}
+}
+
+// wantOneProblem fails t unless the default configuration, as edit leaves
+// it, fails Validate with ErrInvalid and exactly one problem, on field,
+// which the message names on a line of its own.
+func wantOneProblem(t *testing.T, edit func(*Config), field string) {
+	t.Helper()
+	c := Default()
+	edit(&c)
+	err := c.Validate()
+	if !errors.Is(err, ErrInvalid) {
+		t.Fatalf("Validate() = %v, want ErrInvalid", err)
+	}
+	var ve *ValidationError
+	if !errors.As(err, &ve) {
+		t.Fatalf("Validate() = %T, want *ValidationError", err)
+	}
+	if len(ve.Problems) != 1 || ve.Problems[0].Field != field {
+		t.Errorf("problems = %+v, want exactly one for %s", ve.Problems, field)
+	}
+	if !strings.Contains(err.Error(), "\n  "+field+": ") {
+		t.Errorf("message %q lacks a %q line", err, field+": ")
 	}
 }
 

@@ -279,6 +279,33 @@ func (r *recorder) has(s State) bool {
 	return false
 }
 
+// closedOnce fails t unless the leg closed exactly once, for reason.
+func (r *recorder) closedOnce(t testing.TB, reason string) {
+	t.Helper()
+	if _, _, closed, got := r.snapshot(); closed != 1 || got != reason {
+		t.Fatalf("closed %d reason %q, want once for %q", closed, got, reason)
+	}
+}
+
+// waitDone waits for leg to end; what says which ending the test waits for.
+func waitDone(t testing.TB, leg *Leg, what string) {
+	t.Helper()
+	select {
+	case <-leg.Done():
+	case <-time.After(testWait):
+		t.Fatal(what)
+	}
+}
+
+// connectSilenceTimeout connects one Opus leg on an engine whose legs
+// close after d without audio.
+func connectSilenceTimeout(t testing.TB, d time.Duration) (*client, *Leg, *recorder) {
+	t.Helper()
+	cfg := testConfig()
+	cfg.SilenceTimeout = d
+	return connect(t, newTestEngine(t, cfg), clientOpts{}, FormatOpus())
+}
+
 // connect makes a client, a leg for its offer, and waits until both sides
 // are connected.
 func connect(t testing.TB, e *Engine, o clientOpts, f Format) (*client, *Leg, *recorder) {

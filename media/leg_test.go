@@ -276,11 +276,7 @@ func TestLegCloseFromOnState(t *testing.T) {
 	}
 	close(ready)
 	c.setAnswer(answer)
-	select {
-	case <-leg.Done():
-	case <-time.After(testWait):
-		t.Fatal("leg did not close")
-	}
+	waitDone(t, leg, "leg did not close")
 }
 
 func TestEngineCloseClosesLegs(t *testing.T) {
@@ -298,9 +294,7 @@ func TestEngineCloseClosesLegs(t *testing.T) {
 	<-leg1.Done()
 	<-leg2.Done()
 	for _, r := range []*recorder{rec1, rec2} {
-		if _, _, closed, reason := r.snapshot(); closed != 1 || reason != ReasonClosed {
-			t.Fatalf("closed %d reason %q", closed, reason)
-		}
+		r.closedOnce(t, ReasonClosed)
 	}
 	c := newClient(t, clientOpts{})
 	if _, _, err := e.NewLeg(context.Background(), LegOptions{Offer: c.offer(nil)}); !errors.Is(err, ErrClosed) {
@@ -310,18 +304,9 @@ func TestEngineCloseClosesLegs(t *testing.T) {
 
 func TestLegSilenceTimeout(t *testing.T) {
 	t.Parallel()
-	cfg := testConfig()
-	cfg.SilenceTimeout = 300 * time.Millisecond
-	e := newTestEngine(t, cfg)
-	_, leg, rec := connect(t, e, clientOpts{}, FormatOpus())
-	select {
-	case <-leg.Done():
-	case <-time.After(testWait):
-		t.Fatal("no silence timeout")
-	}
-	if _, _, closed, reason := rec.snapshot(); closed != 1 || reason != ReasonSilence {
-		t.Fatalf("closed %d reason %q", closed, reason)
-	}
+	_, leg, rec := connectSilenceTimeout(t, 300*time.Millisecond)
+	waitDone(t, leg, "no silence timeout")
+	rec.closedOnce(t, ReasonSilence)
 	if d := time.Since(leg.Stats().CreatedAt); d < 300*time.Millisecond {
 		t.Fatalf("closed after %v", d)
 	}
@@ -329,10 +314,7 @@ func TestLegSilenceTimeout(t *testing.T) {
 
 func TestLegSilenceResetByAudio(t *testing.T) {
 	t.Parallel()
-	cfg := testConfig()
-	cfg.SilenceTimeout = 300 * time.Millisecond
-	e := newTestEngine(t, cfg)
-	c, leg, rec := connect(t, e, clientOpts{}, FormatOpus())
+	c, leg, rec := connectSilenceTimeout(t, 300*time.Millisecond)
 	c.send(fakeOpus(100)) // 500 ms of sending, longer than the timeout
 	if leg.State() == StateClosed {
 		t.Fatal("leg closed while audio was flowing")
@@ -348,11 +330,7 @@ func TestLegRemoteClose(t *testing.T) {
 	e := newTestEngine(t, testConfig())
 	c, leg, rec := connect(t, e, clientOpts{}, FormatOpus())
 	c.close()
-	select {
-	case <-leg.Done():
-	case <-time.After(testWait):
-		t.Fatal("leg did not end after the client closed")
-	}
+	waitDone(t, leg, "leg did not end after the client closed")
 	_, states, closed, reason := rec.snapshot()
 	if closed != 1 || (reason != ReasonRemoteClosed && reason != ReasonFailed) {
 		t.Fatalf("states %v reason %q", states, reason)

@@ -41,6 +41,15 @@ func localUfrag(t *testing.T, pc *webrtc.PeerConnection) string {
 	return u
 }
 
+// flowingLeg connects an Opus leg on its own engine and sends audio until
+// it flows; it returns the leg's ICE ufrag before any restart with it.
+func flowingLeg(t *testing.T) (*client, *Leg, *recorder, string) {
+	t.Helper()
+	c, leg, rec := connect(t, newTestEngine(t, testConfig()), clientOpts{}, FormatOpus())
+	keepFlowing(t, c, rec, 10)
+	return c, leg, rec, localUfrag(t, leg.pc)
+}
+
 func TestTrickleCandidates(t *testing.T) {
 	t.Parallel()
 	e := newTestEngine(t, testConfig())
@@ -79,10 +88,7 @@ func TestTrickleCandidates(t *testing.T) {
 
 func TestTrickleICERestart(t *testing.T) {
 	t.Parallel()
-	e := newTestEngine(t, testConfig())
-	c, leg, rec := connect(t, e, clientOpts{}, FormatOpus())
-	keepFlowing(t, c, rec, 10)
-	oldUfrag := localUfrag(t, leg.pc)
+	c, leg, rec, oldUfrag := flowingLeg(t)
 
 	// The browser side of a WHIP ICE restart: new credentials and
 	// candidates, sent as a fragment.
@@ -121,10 +127,7 @@ func TestTrickleICERestart(t *testing.T) {
 
 func TestRenegotiateICERestart(t *testing.T) {
 	t.Parallel()
-	e := newTestEngine(t, testConfig())
-	c, leg, rec := connect(t, e, clientOpts{}, FormatOpus())
-	keepFlowing(t, c, rec, 10)
-	oldUfrag := localUfrag(t, leg.pc)
+	c, leg, rec, oldUfrag := flowingLeg(t)
 
 	offer := c.offer(&webrtc.OfferOptions{ICERestart: true})
 	answer, err := leg.Renegotiate(context.Background(), offer)
