@@ -200,7 +200,9 @@ const echoChunks = 3
 // echoAgent answers every visitor message with "echo: <text>", streamed in
 // a few chunks, sends every audio frame back unchanged and acknowledges
 // mode changes with its state: cmd/parley's echo agent without its
-// utterance detector (no transcripts).
+// utterance detector (no transcripts). It stays a copy rather than
+// agenttest.Echo, which sends each reply whole: TestChatOverWebSocket's
+// expectReply checks a reply streamed in several chunks, in order.
 func echoAgent(ctx context.Context, c *agentbridge.Conversation) error {
 	for {
 		select {
