@@ -202,7 +202,7 @@ const echoChunks = 3
 // mode changes with its state: cmd/parley's echo agent without its
 // utterance detector (no transcripts). It stays a copy rather than
 // agenttest.Echo, which sends each reply whole: TestChatOverWebSocket's
-// expectReply checks a reply streamed in several chunks, in order.
+// ExpectReply checks a reply streamed in several chunks, in order.
 func echoAgent(ctx context.Context, c *agentbridge.Conversation) error {
 	for {
 		select {

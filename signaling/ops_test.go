@@ -23,51 +23,6 @@ import (
 // fastRooms flushes room state every 50 ms, so tests wait less.
 func fastRooms(c *configs.Config) { c.Ops.RoomUpdateInterval = 50 * time.Millisecond }
 
-// opsRooms lists rooms through GET /v1/ops/rooms?query with an admin key.
-func (e *env) opsRooms(ak, query string) []broker.Room {
-	e.t.Helper()
-	r := e.Do("GET", "/v1/ops/rooms"+query, nil, "Authorization", "Bearer "+ak)
-	if r.Status != http.StatusOK {
-		e.t.Fatalf("GET /v1/ops/rooms%s: %d %s", query, r.Status, r.Raw)
-	}
-	var body struct {
-		Rooms []broker.Room `json:"rooms"`
-	}
-	if err := json.Unmarshal([]byte(r.Raw), &body); err != nil || body.Rooms == nil {
-		e.t.Fatalf("GET /v1/ops/rooms%s: %v %s", query, err, r.Raw)
-	}
-	return body.Rooms
-}
-
-// findRoom is the room of cid in rooms.
-func findRoom(rooms []broker.Room, cid string) (broker.Room, bool) {
-	i := slices.IndexFunc(rooms, func(r broker.Room) bool { return r.ConversationID == cid })
-	if i < 0 {
-		return broker.Room{}, false
-	}
-	return rooms[i], true
-}
-
-// waitRoom polls the ops API until the room of cid is listed and cond
-// holds for it.
-func (e *env) waitRoom(ak, cid, what string, cond func(broker.Room) bool) broker.Room {
-	e.t.Helper()
-	var last broker.Room
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		room, ok := findRoom(e.opsRooms(ak, ""), cid)
-		if ok && cond(room) {
-			return room
-		}
-		last = room
-		if time.Now().After(deadline) {
-			data, _ := json.Marshal(last)
-			e.t.Fatalf("timed out waiting for room %s: %s; last seen: %s", cid, what, data)
-		}
-		<-time.After(10 * time.Millisecond)
-	}
-}
-
 // sseEvent is one Server-Sent Event.
 type sseEvent struct {
 	name, data string
@@ -190,14 +145,14 @@ func TestOpsRoomsTenant(t *testing.T) {
 	if _, _, err := e.DialWS(example, "", "Origin", signalingtest.ExampleOrigin); err != nil {
 		t.Fatal(err)
 	}
-	e.waitRoom(all, demo.ConversationID, "the demo room", func(broker.Room) bool { return true })
-	e.waitRoom(all, example.ConversationID, "the example room", func(broker.Room) bool { return true })
+	e.WaitRoom(all, demo.ConversationID, "the demo room", func(broker.Room) bool { return true })
+	e.WaitRoom(all, example.ConversationID, "the example room", func(broker.Room) bool { return true })
 
-	rooms := e.opsRooms(tenant, "")
+	rooms := e.OpsRooms(tenant, "")
 	if len(rooms) != 1 || rooms[0].ConversationID != example.ConversationID || rooms[0].Widget != signalingtest.ExampleID {
 		t.Fatalf("tenant key lists %+v, want the example room only", rooms)
 	}
-	if rooms := e.opsRooms(tenant, "?widget=wdg_demo"); len(rooms) != 0 {
+	if rooms := e.OpsRooms(tenant, "?widget=wdg_demo"); len(rooms) != 0 {
 		t.Fatalf("tenant key with ?widget=wdg_demo lists %+v", rooms)
 	}
 	tauth := []string{"Authorization", "Bearer " + tenant}
@@ -214,7 +169,7 @@ func TestOpsRoomsTenant(t *testing.T) {
 	if ev := st.next("ready"); !strings.Contains(ev.data, `"rooms":1`) {
 		t.Fatalf("tenant stream ready = %s", ev.data)
 	}
-	if _, ok := findRoom(e.opsRooms(all, ""), demo.ConversationID); !ok {
+	if _, ok := signalingtest.FindRoom(e.OpsRooms(all, ""), demo.ConversationID); !ok {
 		t.Fatal("the demo room is gone")
 	}
 }
@@ -227,7 +182,7 @@ func TestOpsEventsSSE(t *testing.T) {
 	ak, _ := e.newAdminKey("", broker.ScopeOpsRead)
 	first := e.NewSession(nil)
 	e.MustDialWS(first)
-	e.waitRoom(ak, first.ConversationID, "the first room", func(broker.Room) bool { return true })
+	e.WaitRoom(ak, first.ConversationID, "the first room", func(broker.Room) bool { return true })
 
 	st := e.openOpsEvents(ak)
 	if ev := st.next("room"); ev.room.ConversationID != first.ConversationID || ev.room.Mode != "chat" {
@@ -263,7 +218,7 @@ func TestOpsEventsSSE(t *testing.T) {
 func (e *env) waitNoRoom(ak, cid string) {
 	e.t.Helper()
 	agenttest.Poll(e.t, 10*time.Second, "room "+cid+" to leave the list", func() bool {
-		_, ok := findRoom(e.opsRooms(ak, ""), cid)
+		_, ok := signalingtest.FindRoom(e.OpsRooms(ak, ""), cid)
 		return !ok
 	})
 }
@@ -292,7 +247,7 @@ func TestOpsRoomLifecycle(t *testing.T) {
 	s := e.NewSession(nil)
 	ws := e.MustDialWS(s)
 
-	room := e.waitRoom(ak, s.ConversationID, "a chat room with the WebSocket leg and the visitor", func(r broker.Room) bool {
+	room := e.WaitRoom(ak, s.ConversationID, "a chat room with the WebSocket leg and the visitor", func(r broker.Room) bool {
 		l, ok := legOf(r, "websocket")
 		return r.Mode == "chat" && ok && l.Kind == "chat" && l.SessionID == s.ID && hasParticipant(r, "visitor", s.ID)
 	})
@@ -301,7 +256,7 @@ func TestOpsRoomLifecycle(t *testing.T) {
 	}
 	ws.Send(map[string]any{"type": "message", "body": "hello ops", "client_message_id": "o-1"})
 	signalingtest.ExpectReply(t, ws, "o-1", "echo: hello ops")
-	room = e.waitRoom(ak, s.ConversationID, "the agent worker as a participant, idle after its reply", func(r broker.Room) bool {
+	room = e.WaitRoom(ak, s.ConversationID, "the agent worker as a participant, idle after its reply", func(r broker.Room) bool {
 		return hasParticipant(r, "agent", r.WorkerID) && r.WorkerID != "" && r.AgentState == "idle"
 	})
 	t.Logf("chat room: agent %s state %q worker %s, participants %+v", room.Agent, room.AgentState, room.WorkerID, room.Participants)
@@ -316,7 +271,7 @@ func TestOpsRoomLifecycle(t *testing.T) {
 		defer close(sent)
 		c.Send(frames)
 	}()
-	room = e.waitRoom(ak, s.ConversationID, "mode voice with a webrtc leg whose frames flow", func(r broker.Room) bool {
+	room = e.WaitRoom(ak, s.ConversationID, "mode voice with a webrtc leg whose frames flow", func(r broker.Room) bool {
 		l, ok := legOf(r, "webrtc")
 		return r.Mode == "voice" && ok && l.Kind == "voice" && l.Media != nil && l.Media.FramesIn > 0 && l.Media.InFPS > 0
 	})
@@ -338,7 +293,7 @@ func TestOpsRoomLifecycle(t *testing.T) {
 		{"?widget=wdg_other", false},
 		{"?agent=nobody", false},
 	} {
-		if _, ok := findRoom(e.opsRooms(ak, tc.query), s.ConversationID); ok != tc.want {
+		if _, ok := signalingtest.FindRoom(e.OpsRooms(ak, tc.query), s.ConversationID); ok != tc.want {
 			t.Errorf("GET /v1/ops/rooms%s lists the room: %v, want %v", tc.query, ok, tc.want)
 		}
 	}

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"os/exec"
 	"regexp"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -31,51 +30,6 @@ import (
 
 // fastRooms flushes room state every 50 ms, so tests wait less.
 func fastRooms(c *configs.Config) { c.Ops.RoomUpdateInterval = 50 * time.Millisecond }
-
-// opsRooms lists rooms through GET /v1/ops/rooms?query with an admin key.
-func (e *env) opsRooms(ak, query string) []broker.Room {
-	e.t.Helper()
-	r := e.Do("GET", "/v1/ops/rooms"+query, nil, "Authorization", "Bearer "+ak)
-	if r.Status != http.StatusOK {
-		e.t.Fatalf("GET /v1/ops/rooms%s: %d %s", query, r.Status, r.Raw)
-	}
-	var body struct {
-		Rooms []broker.Room `json:"rooms"`
-	}
-	if err := json.Unmarshal([]byte(r.Raw), &body); err != nil || body.Rooms == nil {
-		e.t.Fatalf("GET /v1/ops/rooms%s: %v %s", query, err, r.Raw)
-	}
-	return body.Rooms
-}
-
-// findRoom is the room of cid in rooms.
-func findRoom(rooms []broker.Room, cid string) (broker.Room, bool) {
-	i := slices.IndexFunc(rooms, func(r broker.Room) bool { return r.ConversationID == cid })
-	if i < 0 {
-		return broker.Room{}, false
-	}
-	return rooms[i], true
-}
-
-// waitRoom polls the ops API until the room of cid is listed and cond
-// holds for it.
-func (e *env) waitRoom(ak, cid, what string, cond func(broker.Room) bool) broker.Room {
-	e.t.Helper()
-	var last broker.Room
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		room, ok := findRoom(e.opsRooms(ak, ""), cid)
-		if ok && cond(room) {
-			return room
-		}
-		last = room
-		if time.Now().After(deadline) {
-			data, _ := json.Marshal(last)
-			e.t.Fatalf("timed out waiting for room %s: %s; last seen: %s", cid, what, data)
-		}
-		<-time.After(10 * time.Millisecond)
-	}
-}
 
 // roomAnnouncements collects the snapshots announced on parley.rooms.*.
 type roomAnnouncements struct {
@@ -264,10 +218,10 @@ func TestRoomsCLI(t *testing.T) {
 		if err := json.Unmarshal([]byte(runParley(t, "rooms", "--json", "--nats-url", natsURL, "--data-dir", dir)), &rooms); err != nil {
 			t.Fatal(err)
 		}
-		_, ok := findRoom(rooms, s.ConversationID)
+		_, ok := signalingtest.FindRoom(rooms, s.ConversationID)
 		return ok
 	})
-	room, _ := findRoom(rooms, s.ConversationID)
+	room, _ := signalingtest.FindRoom(rooms, s.ConversationID)
 	if room.Widget != "wdg_demo" || room.Mode != "chat" || len(room.Legs) != 1 {
 		t.Fatalf("parley rooms --json: %+v", room)
 	}
@@ -324,7 +278,7 @@ func TestBrowserOps(t *testing.T) {
 	readOnly, _ := e.newAdminKey("", broker.ScopeOpsRead)
 	earlier := e.NewSession(nil) // a room that exists before the page
 	e.MustDialWS(earlier)
-	e.waitRoom(ak, earlier.ConversationID, "the earlier room", func(broker.Room) bool { return true })
+	e.WaitRoom(ak, earlier.ConversationID, "the earlier room", func(broker.Room) bool { return true })
 
 	b := newBrowser(t)
 	b.must("open /ops/", chromedp.EmulateViewport(1280, 1000), chromedp.Navigate(e.base+"/ops/"))

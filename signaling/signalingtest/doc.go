@@ -14,10 +14,12 @@
 //   - WSClient, a WebSocket client reading JSON frames, and ExpectReply;
 //   - VoiceClient, a pion peer playing the visitor's browser, and Speech,
 //     real Opus to send through it;
-//   - Scrape and MetricValue for /metrics;
+//   - Scrape and MetricValue for /metrics, OpsRooms and WaitRoom for the
+//     ops API;
 //   - MultipartFile and Upload for the upload endpoint.
 //
 // Each harness starts its own edge (a Server on a broker, or the whole
-// app) and embeds a Client for it. This package imports configs, never
-// signaling (whose own tests import it) nor cmd/.
+// app) and embeds a Client for it. This package imports configs and
+// broker (whose Room the ops API lists), never signaling (whose own tests
+// import it, so that would be a cycle) nor cmd/.
 package signalingtest
