@@ -54,23 +54,6 @@ func (e *env) stop() {
 	})
 }
 
-func testConfig(t testing.TB) configs.Config {
-	cfg := configs.Default()
-	cfg.Listen = "127.0.0.1:0"
-	cfg.NATS.Listen = "127.0.0.1:-1"
-	cfg.DataDir = t.TempDir()
-	cfg.Agents.DispatchTimeout = 500 * time.Millisecond
-	cfg.Agents.DispatchRetryMax = 250 * time.Millisecond
-	cfg.Chat.ReplyTimeout = 10 * time.Second
-	// Tests make many sessions from 127.0.0.1; the limits have their own
-	// test.
-	for _, rc := range []*configs.RateConfig{&cfg.Limits.Resolve, &cfg.Limits.Sessions,
-		&cfg.Limits.Messages, &cfg.Limits.Captures, &cfg.Limits.Uploads} {
-		rc.PerIP, rc.PerWidget = "0", "0"
-	}
-	return cfg
-}
-
 // noEcho starts no echo worker (the test runs its own agent).
 func noEcho(c *configs.Config) { c.EchoAgent.Enabled = false }
 
@@ -84,7 +67,7 @@ func withWidget(w configs.WidgetConfig) func(*configs.Config) {
 // test's cleanup stops it in the order cmd/parley's app does.
 func startEnv(t testing.TB, opts ...func(*configs.Config)) *env {
 	t.Helper()
-	cfg := testConfig(t)
+	cfg := signalingtest.Config(t)
 	for _, o := range opts {
 		o(&cfg)
 	}

@@ -37,22 +37,9 @@ type env struct {
 // syncBuffer collects logs of a run (tests grep them for secrets).
 type syncBuffer = agenttest.LogBuffer
 
-func testConfig(t testing.TB) configs.Config {
-	cfg := configs.Default()
-	cfg.Listen = "127.0.0.1:0"
-	cfg.NATS.Listen = "127.0.0.1:-1"
-	cfg.DataDir = t.TempDir()
-	cfg.Agents.DispatchTimeout = 500 * time.Millisecond
-	cfg.Agents.DispatchRetryMax = 250 * time.Millisecond
-	cfg.Chat.ReplyTimeout = 10 * time.Second
-	// Tests make many sessions from 127.0.0.1; the limits have their own
-	// test.
-	for _, rc := range []*configs.RateConfig{&cfg.Limits.Resolve, &cfg.Limits.Sessions,
-		&cfg.Limits.Messages, &cfg.Limits.Captures, &cfg.Limits.Uploads} {
-		rc.PerIP, rc.PerWidget = "0", "0"
-	}
-	return cfg
-}
+// testConfig is signalingtest's test configuration (this package's tests
+// and benchmarks call it by this name).
+func testConfig(t testing.TB) configs.Config { return signalingtest.Config(t) }
 
 // startEnv starts Parley with the test config, changed by opts.
 func startEnv(t testing.TB, opts ...func(*configs.Config)) *env {

@@ -14,6 +14,7 @@
 //   - WSClient, a WebSocket client reading JSON frames, and ExpectReply;
 //   - VoiceClient, a pion peer playing the visitor's browser, and Speech,
 //     real Opus to send through it;
+//   - Config, the configuration a test edge starts from;
 //   - Scrape and MetricValue for /metrics, OpsRooms and WaitRoom for the
 //     ops API;
 //   - MultipartFile and Upload for the upload endpoint.
