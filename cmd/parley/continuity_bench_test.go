@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/pion/webrtc/v4"
 
 	"github.com/parley-rtc/parley/agentbridge"
 	"github.com/parley-rtc/parley/agentbridge/agenttest"
@@ -130,25 +129,11 @@ func BenchmarkICERestart(b *testing.B) {
 				}
 			}
 		}()
-		auth := []string{"Authorization", "Bearer " + s.Token}
 		var took []time.Duration
 		for range continuityReps {
 			start := time.Now()
-			offer, err := v.PC.CreateOffer(&webrtc.OfferOptions{ICERestart: true})
-			if err != nil {
-				b.Fatal(err)
-			}
-			gathered := webrtc.GatheringCompletePromise(v.PC)
-			if err := v.PC.SetLocalDescription(offer); err != nil {
-				b.Fatal(err)
-			}
-			<-gathered
-			r := e.DoRaw("PATCH", v.Location, "application/sdp", v.PC.LocalDescription().SDP, auth...)
-			if r.Status != http.StatusOK {
+			if r := v.RestartICE(s.Token); r.Status != http.StatusOK {
 				b.Fatalf("restart: %d %s", r.Status, r.Raw)
-			}
-			if err := v.PC.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: r.Raw}); err != nil {
-				b.Fatal(err)
 			}
 			n := tap.Len()
 			agenttest.Poll(b, 10*time.Second, "a frame after the restart", func() bool { return tap.Len() > n })

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/pion/webrtc/v4"
 
 	"github.com/parley-rtc/parley/agentbridge"
 	"github.com/parley-rtc/parley/agentbridge/agenttest"
@@ -169,21 +168,8 @@ func TestContinuity(t *testing.T) {
 	// 5. A fresh voice leg, then an ICE restart that keeps it.
 	v2 := b.NewVoiceClient(s2)
 	v2.WaitConnected()
-	offer, err := v2.PC.CreateOffer(&webrtc.OfferOptions{ICERestart: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	gathered := webrtc.GatheringCompletePromise(v2.PC)
-	if err := v2.PC.SetLocalDescription(offer); err != nil {
-		t.Fatal(err)
-	}
-	<-gathered
-	r := b.DoRaw("PATCH", v2.Location, "application/sdp", v2.PC.LocalDescription().SDP, "Authorization", "Bearer "+s2.Token)
-	if r.Status != http.StatusOK {
+	if r := v2.RestartICE(s2.Token); r.Status != http.StatusOK {
 		t.Fatalf("ICE restart: %d %s", r.Status, r.Raw)
-	}
-	if err := v2.PC.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: r.Raw}); err != nil {
-		t.Fatal(err)
 	}
 	v2.Send(signalingtest.Speech(t, 1, 400, 400))
 	f, _ = wsB.Until("transcript")

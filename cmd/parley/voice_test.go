@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pion/webrtc/v4"
 	"go.uber.org/goleak"
 
 	"github.com/parley-rtc/parley/agentbridge"
@@ -278,21 +277,8 @@ func TestVoiceICERestart(t *testing.T) {
 	}
 
 	// ICE restart with a full re-offer, as a browser does after restartIce().
-	offer, err := c.PC.CreateOffer(&webrtc.OfferOptions{ICERestart: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	gathered := webrtc.GatheringCompletePromise(c.PC)
-	if err := c.PC.SetLocalDescription(offer); err != nil {
-		t.Fatal(err)
-	}
-	<-gathered
-	r := e.DoRaw("PATCH", c.Location, "application/sdp", c.PC.LocalDescription().SDP, auth...)
-	if r.Status != http.StatusOK || !strings.HasPrefix(r.Raw, "v=0") {
+	if r := c.RestartICE(s.Token); r.Status != http.StatusOK || !strings.HasPrefix(r.Raw, "v=0") {
 		t.Fatalf("restart: %d %s", r.Status, r.Raw)
-	}
-	if err := c.PC.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: r.Raw}); err != nil {
-		t.Fatal(err)
 	}
 	before := len(in.Frames())
 	c.Send(signalingtest.Speech(t, 1, 200, 200))

@@ -29,6 +29,7 @@ type VoiceClient struct {
 	Location string       // the voice leg's URL, from the answer
 	Received atomic.Int64 // RTP packets of agent audio received
 
+	client    *Client // the one it offered through, for RestartICE
 	connected chan struct{}
 	readDone  chan struct{}
 }
@@ -56,7 +57,7 @@ func (c *Client) OfferVoice(s Session, sdpOverride string) (*VoiceClient, Respon
 	if err != nil {
 		c.T.Fatal(err)
 	}
-	v := &VoiceClient{T: c.T, PC: pc, connected: make(chan struct{}), readDone: make(chan struct{})}
+	v := &VoiceClient{T: c.T, PC: pc, client: c, connected: make(chan struct{}), readDone: make(chan struct{})}
 	var once sync.Once
 	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
 		if st == webrtc.PeerConnectionStateConnected {
@@ -140,6 +141,31 @@ func (v *VoiceClient) Send(frames [][]byte) {
 			v.T.Fatalf("write sample: %v", err)
 		}
 	})
+}
+
+// RestartICE re-offers with fresh ICE credentials, as a browser does after
+// restartIce(): it PATCHes the full offer to the leg's Location with the
+// session token and, when the answer is 200, applies it. The response is
+// the caller's to check.
+func (v *VoiceClient) RestartICE(token string) Response {
+	v.T.Helper()
+	offer, err := v.PC.CreateOffer(&webrtc.OfferOptions{ICERestart: true})
+	if err != nil {
+		v.T.Fatal(err)
+	}
+	gathered := webrtc.GatheringCompletePromise(v.PC)
+	if err := v.PC.SetLocalDescription(offer); err != nil {
+		v.T.Fatal(err)
+	}
+	<-gathered
+	r := v.client.DoRaw("PATCH", v.Location, "application/sdp", v.PC.LocalDescription().SDP, "Authorization", "Bearer "+token)
+	if r.Status != http.StatusOK {
+		return r
+	}
+	if err := v.PC.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: r.Raw}); err != nil {
+		v.T.Fatalf("apply the restart's answer: %v\n%s", err, r.Raw)
+	}
+	return r
 }
 
 // Close hangs up the peer connection; it may be called more than once.
