@@ -185,8 +185,15 @@ func (b *browser) mustEval(expr string, res any) {
 }
 
 // waitJS polls the JavaScript expression cond (may return a promise) until
-// it is true, and returns how long that took.
+// it is true, and returns how long that took; on timeout it fails with the
+// widget page's state.
 func (b *browser) waitJS(timeout time.Duration, what, cond string) time.Duration {
+	b.t.Helper()
+	return b.waitJSOr(timeout, what, cond, b.pageState)
+}
+
+// waitJSOr is waitJS that describes the page with state on timeout.
+func (b *browser) waitJSOr(timeout time.Duration, what, cond string, state func() string) time.Duration {
 	b.t.Helper()
 	start := time.Now()
 	deadline := time.NewTimer(timeout)
@@ -201,7 +208,7 @@ func (b *browser) waitJS(timeout time.Duration, what, cond string) time.Duration
 		}
 		select {
 		case <-deadline.C:
-			b.t.Fatalf("timed out after %v waiting for %s (last error: %v)%s", timeout, what, lastErr, b.pageState())
+			b.t.Fatalf("timed out after %v waiting for %s (last error: %v)%s", timeout, what, lastErr, state())
 		case <-tick.C:
 		}
 	}

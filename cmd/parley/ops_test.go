@@ -355,32 +355,18 @@ func jsString(s string) string {
 // state.
 func opsWait(b *browser, timeout time.Duration, what, cond string) time.Duration {
 	b.t.Helper()
-	start := time.Now()
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	tick := time.NewTicker(25 * time.Millisecond)
-	defer tick.Stop()
-	var lastErr error
-	for {
-		var ok bool
-		if lastErr = b.eval("Boolean("+cond+")", &ok); lastErr == nil && ok {
-			return time.Since(start)
+	return b.waitJSOr(timeout, what, cond, func() string {
+		var state string
+		if err := b.eval(`JSON.stringify({url: location.href, state: window.parleyOps && parleyOps.state,
+			status: document.getElementById("status").textContent,
+			keyError: document.getElementById("key-error").textContent,
+			rooms: window.parleyOps && [...parleyOps.rooms.keys()],
+			rows: [...document.querySelectorAll("#rooms tbody tr")].map((tr) => tr.textContent),
+			detail: document.getElementById("detail").dataset.cid,
+			detailStatus: document.getElementById("detail-status").textContent,
+			detailError: document.getElementById("detail-error").textContent})`, &state); err != nil {
+			state = err.Error()
 		}
-		select {
-		case <-deadline.C:
-			var state string
-			if err := b.eval(`JSON.stringify({url: location.href, state: window.parleyOps && parleyOps.state,
-				status: document.getElementById("status").textContent,
-				keyError: document.getElementById("key-error").textContent,
-				rooms: window.parleyOps && [...parleyOps.rooms.keys()],
-				rows: [...document.querySelectorAll("#rooms tbody tr")].map((tr) => tr.textContent),
-				detail: document.getElementById("detail").dataset.cid,
-				detailStatus: document.getElementById("detail-status").textContent,
-				detailError: document.getElementById("detail-error").textContent})`, &state); err != nil {
-				state = err.Error()
-			}
-			b.t.Fatalf("timed out after %v waiting for %s (last error: %v)\nops page: %s", timeout, what, lastErr, state)
-		case <-tick.C:
-		}
-	}
+		return "\nops page: " + state
+	})
 }
