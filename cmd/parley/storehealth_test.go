@@ -147,7 +147,8 @@ func storeLost(r response, store string) float64 {
 	return 0
 }
 
-// metricValue reads one sample of /metrics ("name{labels}").
+// storeMetric reads one sample of /metrics ("name{labels}") through the
+// bounded GET, not signalingtest.Client.Scrape: a sick store may hang it.
 func storeMetric(t *testing.T, base, sample string) (float64, bool) {
 	t.Helper()
 	r, _ := getBounded(t, base+"/metrics", "")
