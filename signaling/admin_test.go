@@ -7,17 +7,19 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parley-rtc/parley/agentbridge/agenttest"
 	"github.com/parley-rtc/parley/broker"
 	"github.com/parley-rtc/parley/configs"
+	"github.com/parley-rtc/parley/signaling/signalingtest"
 )
 
 // Tests of the admin API ("Authorization: Bearer ak_…"): scopes, the widget
 // resource, key rotation, readiness and tenant isolation.
 
-// ids lists the "id" of each object in r.body[field].
+// ids lists the "id" of each object in r.Body[field].
 func ids(r response, field string) []string {
 	var out []string
-	list, _ := r.body[field].([]any)
+	list, _ := r.Body[field].([]any)
 	for _, o := range list {
 		if m, ok := o.(map[string]any); ok {
 			id, _ := m["id"].(string)
@@ -36,10 +38,10 @@ func sorted(s ...string) []string {
 // readinessCheck returns one check of a readiness answer.
 func readinessCheck(t testing.TB, r response, name string) map[string]any {
 	t.Helper()
-	checks, _ := r.body["checks"].(map[string]any)
+	checks, _ := r.Body["checks"].(map[string]any)
 	c, ok := checks[name].(map[string]any)
 	if !ok {
-		t.Fatalf("readiness has no check %q: %s", name, r.raw)
+		t.Fatalf("readiness has no check %q: %s", name, r.Raw)
 	}
 	return c
 }
@@ -49,7 +51,7 @@ func TestAdminAuth(t *testing.T) {
 	e := startEnv(t, withExampleWidget(t))
 	ak, akInfo := e.newAdminKey("", broker.Scopes...)
 	readOnly, _ := e.newAdminKey("", broker.ScopeOpsRead)
-	sk, _ := e.newSecretKey(ak, exampleID)
+	sk, _ := e.newSecretKey(ak, signalingtest.ExampleID)
 	widget := map[string]any{"display_title": "Shop", "allowed_origins": []string{"https://shop.example.org"}}
 
 	for _, tc := range []struct {
@@ -61,49 +63,49 @@ func TestAdminAuth(t *testing.T) {
 		{"garbage", "Bearer garbage", 401, "INVALID_API_KEY"},
 		{"unknown admin key", "Bearer ak_" + strings.Repeat("A", 43), 401, "INVALID_API_KEY"},
 		{"a secret key", "Bearer " + sk, 401, "INVALID_API_KEY"},
-		{"a session token", "Bearer " + e.newSession(nil).Token, 401, "INVALID_API_KEY"},
+		{"a session token", "Bearer " + e.NewSession(nil).Token, 401, "INVALID_API_KEY"},
 		{"missing scope", "Bearer " + readOnly, 403, "MISSING_SCOPE"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := e.do("POST", "/v1/admin/widgets", widget, "Authorization", tc.auth)
-			expectErr(t, tc.name, r, tc.status, tc.code)
+			r := e.Do("POST", "/v1/admin/widgets", widget, "Authorization", tc.auth)
+			signalingtest.ExpectErr(t, tc.name, r, tc.status, tc.code)
 		})
 	}
-	r := e.do("POST", "/v1/admin/widgets", widget, "Authorization", "Bearer "+readOnly)
-	if msg, _ := r.body["error"].(map[string]any)["message"].(string); !strings.Contains(msg, broker.ScopeConfigWrite) {
+	r := e.Do("POST", "/v1/admin/widgets", widget, "Authorization", "Bearer "+readOnly)
+	if msg, _ := r.Body["error"].(map[string]any)["message"].(string); !strings.Contains(msg, broker.ScopeConfigWrite) {
 		t.Fatalf("MISSING_SCOPE message %q does not name the scope", msg)
 	}
 	// ops:read reads operations, nothing else.
-	if r := e.do("GET", "/v1/admin/conversations", nil, "Authorization", "Bearer "+readOnly); r.status != http.StatusOK {
-		t.Fatalf("ops:read conversations: %d %s", r.status, r.raw)
+	if r := e.Do("GET", "/v1/admin/conversations", nil, "Authorization", "Bearer "+readOnly); r.Status != http.StatusOK {
+		t.Fatalf("ops:read conversations: %d %s", r.Status, r.Raw)
 	}
 	for _, p := range []string{"/v1/admin/widgets", "/v1/admin/widgets/wdg_demo", "/v1/admin/keys"} {
-		expectErr(t, "ops:read GET "+p, e.do("GET", p, nil, "Authorization", "Bearer "+readOnly), 403, "MISSING_SCOPE")
+		signalingtest.ExpectErr(t, "ops:read GET "+p, e.Do("GET", p, nil, "Authorization", "Bearer "+readOnly), 403, "MISSING_SCOPE")
 	}
 
 	// A key cannot grant what it lacks.
 	keysOnly, _ := e.newAdminKey("", broker.ScopeKeysWrite, broker.ScopeConfigRead)
 	kauth := []string{"Authorization", "Bearer " + keysOnly}
-	r = e.do("POST", "/v1/admin/keys", map[string]any{"name": "escalate", "scopes": []string{broker.ScopeConfigWrite}}, kauth...)
-	expectErr(t, "grant a scope it lacks", r, 403, "MISSING_SCOPE")
-	r = e.do("POST", "/v1/admin/keys", map[string]any{"name": "reader", "scopes": []string{broker.ScopeConfigRead}}, kauth...)
-	info, _ := r.body["info"].(map[string]any)
-	if r.status != http.StatusCreated || !strings.HasPrefix(r.str("key"), "ak_") || info["kind"] != broker.KeyAdmin {
-		t.Fatalf("grant a scope it has: %d %s", r.status, r.raw)
+	r = e.Do("POST", "/v1/admin/keys", map[string]any{"name": "escalate", "scopes": []string{broker.ScopeConfigWrite}}, kauth...)
+	signalingtest.ExpectErr(t, "grant a scope it lacks", r, 403, "MISSING_SCOPE")
+	r = e.Do("POST", "/v1/admin/keys", map[string]any{"name": "reader", "scopes": []string{broker.ScopeConfigRead}}, kauth...)
+	info, _ := r.Body["info"].(map[string]any)
+	if r.Status != http.StatusCreated || !strings.HasPrefix(r.Str("key"), "ak_") || info["kind"] != broker.KeyAdmin {
+		t.Fatalf("grant a scope it has: %d %s", r.Status, r.Raw)
 	}
-	reader := r.str("key")
-	if r := e.do("GET", "/v1/admin/widgets", nil, "Authorization", "Bearer "+reader); r.status != http.StatusOK {
-		t.Fatalf("the new key: %d %s", r.status, r.raw)
+	reader := r.Str("key")
+	if r := e.Do("GET", "/v1/admin/widgets", nil, "Authorization", "Bearer "+reader); r.Status != http.StatusOK {
+		t.Fatalf("the new key: %d %s", r.Status, r.Raw)
 	}
-	expectErr(t, "unknown scope", e.do("POST", "/v1/admin/keys", map[string]any{"scopes": []string{"root"}}, "Authorization", "Bearer "+ak), 403, "MISSING_SCOPE")
+	signalingtest.ExpectErr(t, "unknown scope", e.Do("POST", "/v1/admin/keys", map[string]any{"scopes": []string{"root"}}, "Authorization", "Bearer "+ak), 403, "MISSING_SCOPE")
 
 	// Revoking an admin key stops it at once.
-	r = e.do("DELETE", "/v1/admin/keys/"+akInfo.ID, nil, "Authorization", "Bearer "+ak)
-	if r.status != http.StatusOK {
-		t.Fatalf("revoke: %d %s", r.status, r.raw)
+	r = e.Do("DELETE", "/v1/admin/keys/"+akInfo.ID, nil, "Authorization", "Bearer "+ak)
+	if r.Status != http.StatusOK {
+		t.Fatalf("revoke: %d %s", r.Status, r.Raw)
 	}
-	expectErr(t, "revoked admin key", e.do("GET", "/v1/admin/widgets", nil, "Authorization", "Bearer "+ak), 403, "KEY_DISABLED")
-	expectErr(t, "revoke an unknown key", e.do("DELETE", "/v1/admin/keys/key_nope", nil, kauth...), 404, "KEY_NOT_FOUND")
+	signalingtest.ExpectErr(t, "revoked admin key", e.Do("GET", "/v1/admin/widgets", nil, "Authorization", "Bearer "+ak), 403, "KEY_DISABLED")
+	signalingtest.ExpectErr(t, "revoke an unknown key", e.Do("DELETE", "/v1/admin/keys/key_nope", nil, kauth...), 404, "KEY_NOT_FOUND")
 }
 
 func TestAdminWidgets(t *testing.T) {
@@ -113,41 +115,41 @@ func TestAdminWidgets(t *testing.T) {
 	auth := []string{"Authorization", "Bearer " + ak}
 	const origin = "https://shop.example.org"
 
-	r := e.do("POST", "/v1/admin/widgets", map[string]any{"display_title": "Shop", "allowed_origins": []string{origin}, "mode": "chat"}, auth...)
-	if r.status != http.StatusCreated {
-		t.Fatalf("create: %d %s", r.status, r.raw)
+	r := e.Do("POST", "/v1/admin/widgets", map[string]any{"display_title": "Shop", "allowed_origins": []string{origin}, "mode": "chat"}, auth...)
+	if r.Status != http.StatusCreated {
+		t.Fatalf("create: %d %s", r.Status, r.Raw)
 	}
-	id, key, secret := r.str("id"), r.str("public_key"), r.str("identity_secret")
+	id, key, secret := r.Str("id"), r.Str("public_key"), r.Str("identity_secret")
 	if !strings.HasPrefix(id, "wdg_") || !strings.HasPrefix(key, "pk_") || len(secret) < 32 ||
-		r.body["has_identity_secret"] != true || r.str("tenant") != "default" || r.str("agent") != configs.DefaultAgent {
-		t.Fatalf("created widget: %s", r.raw)
+		r.Body["has_identity_secret"] != true || r.Str("tenant") != "default" || r.Str("agent") != configs.DefaultAgent {
+		t.Fatalf("created widget: %s", r.Raw)
 	}
-	if r.header.Get("Location") != "/v1/admin/widgets/"+id || !strings.Contains(r.str("embed_snippet"), key) {
-		t.Fatalf("Location %q, snippet %q", r.header.Get("Location"), r.str("embed_snippet"))
+	if r.Header.Get("Location") != "/v1/admin/widgets/"+id || !strings.Contains(r.Str("embed_snippet"), key) {
+		t.Fatalf("Location %q, snippet %q", r.Header.Get("Location"), r.Str("embed_snippet"))
 	}
 	// The secret was shown once; reads never show it.
-	r = e.do("GET", "/v1/admin/widgets/"+id, nil, auth...)
-	if r.status != http.StatusOK || r.body["has_identity_secret"] != true || r.str("public_key") != key {
-		t.Fatalf("get: %d %s", r.status, r.raw)
+	r = e.Do("GET", "/v1/admin/widgets/"+id, nil, auth...)
+	if r.Status != http.StatusOK || r.Body["has_identity_secret"] != true || r.Str("public_key") != key {
+		t.Fatalf("get: %d %s", r.Status, r.Raw)
 	}
-	if _, ok := r.body["identity_secret"]; ok || strings.Contains(r.raw, secret) {
-		t.Fatalf("GET shows the identity secret: %s", r.raw)
+	if _, ok := r.Body["identity_secret"]; ok || strings.Contains(r.Raw, secret) {
+		t.Fatalf("GET shows the identity secret: %s", r.Raw)
 	}
-	r = e.do("GET", "/v1/admin/widgets", nil, auth...)
-	if got := ids(r, "widgets"); !slices.Equal(got, sorted("wdg_demo", id)) || strings.Contains(r.raw, secret) {
+	r = e.Do("GET", "/v1/admin/widgets", nil, auth...)
+	if got := ids(r, "widgets"); !slices.Equal(got, sorted("wdg_demo", id)) || strings.Contains(r.Raw, secret) {
 		t.Fatalf("list: %v (or it shows a secret)", got)
 	}
 	// The new widget works from its origin at once.
-	if r := e.resolveWidget(key, origin); r.status != http.StatusOK || r.body["widget"].(map[string]any)["display_title"] != "Shop" {
-		t.Fatalf("resolve the new widget: %d %s", r.status, r.raw)
+	if r := e.ResolveWidget(key, origin); r.Status != http.StatusOK || r.Body["widget"].(map[string]any)["display_title"] != "Shop" {
+		t.Fatalf("resolve the new widget: %d %s", r.Status, r.Raw)
 	}
 
 	// Validation: every problem, by field.
-	r = e.do("POST", "/v1/admin/widgets", map[string]any{"display_title": strings.Repeat("t", 81), "mode": "video",
+	r = e.Do("POST", "/v1/admin/widgets", map[string]any{"display_title": strings.Repeat("t", 81), "mode": "video",
 		"allowed_origins": []string{"co.uk"}}, auth...)
-	expectErr(t, "invalid widget", r, 422, "VALIDATION_FAILED")
+	signalingtest.ExpectErr(t, "invalid widget", r, 422, "VALIDATION_FAILED")
 	var fields []string
-	details, _ := r.body["error"].(map[string]any)["details"].(map[string]any)
+	details, _ := r.Body["error"].(map[string]any)["details"].(map[string]any)
 	list, _ := details["fields"].([]any)
 	for _, f := range list {
 		m := f.(map[string]any)
@@ -158,75 +160,75 @@ func TestAdminWidgets(t *testing.T) {
 	}
 	slices.Sort(fields)
 	if want := []string{"allowed_origins[0]", "display_title", "mode"}; !slices.Equal(fields, want) {
-		t.Fatalf("fields = %v, want %v (%s)", fields, want, r.raw)
+		t.Fatalf("fields = %v, want %v (%s)", fields, want, r.Raw)
 	}
-	expectErr(t, "unknown field", e.do("POST", "/v1/admin/widgets", map[string]any{"display_title": "x", "colour": "red"}, auth...), 400, "BAD_REQUEST")
-	expectErr(t, "identity secret from the client", e.do("POST", "/v1/admin/widgets",
+	signalingtest.ExpectErr(t, "unknown field", e.Do("POST", "/v1/admin/widgets", map[string]any{"display_title": "x", "colour": "red"}, auth...), 400, "BAD_REQUEST")
+	signalingtest.ExpectErr(t, "identity secret from the client", e.Do("POST", "/v1/admin/widgets",
 		map[string]any{"display_title": "x", "allowed_origins": []string{origin}, "identity_secret": strings.Repeat("s", 40)}, auth...), 400, "BAD_REQUEST")
-	expectErr(t, "no origins", e.do("POST", "/v1/admin/widgets", map[string]any{"display_title": "x"}, auth...), 422, "VALIDATION_FAILED")
-	expectErr(t, "an existing id", e.do("POST", "/v1/admin/widgets",
+	signalingtest.ExpectErr(t, "no origins", e.Do("POST", "/v1/admin/widgets", map[string]any{"display_title": "x"}, auth...), 422, "VALIDATION_FAILED")
+	signalingtest.ExpectErr(t, "an existing id", e.Do("POST", "/v1/admin/widgets",
 		map[string]any{"display_title": "x", "allowed_origins": []string{origin}, "public_key": "pk_demo", "id": "wdg_demo"}, auth...), 422, "VALIDATION_FAILED")
 
 	// PUT replaces the settings; id, key and secret stay (a different id
 	// or key in the body is refused: TestAdminWidgetPutReadOnly).
-	r = e.do("PUT", "/v1/admin/widgets/"+id, map[string]any{"display_title": "Shop help", "allowed_origins": []string{origin},
+	r = e.Do("PUT", "/v1/admin/widgets/"+id, map[string]any{"display_title": "Shop help", "allowed_origins": []string{origin},
 		"public_key": key, "id": id}, auth...)
-	if r.status != http.StatusOK || r.str("display_title") != "Shop help" || r.str("id") != id || r.str("public_key") != key ||
-		r.body["has_identity_secret"] != true {
-		t.Fatalf("put: %d %s", r.status, r.raw)
+	if r.Status != http.StatusOK || r.Str("display_title") != "Shop help" || r.Str("id") != id || r.Str("public_key") != key ||
+		r.Body["has_identity_secret"] != true {
+		t.Fatalf("put: %d %s", r.Status, r.Raw)
 	}
-	if r := e.resolveWidget(key, origin); r.body["widget"].(map[string]any)["display_title"] != "Shop help" {
-		t.Fatalf("resolve after put: %s", r.raw)
+	if r := e.ResolveWidget(key, origin); r.Body["widget"].(map[string]any)["display_title"] != "Shop help" {
+		t.Fatalf("resolve after put: %s", r.Raw)
 	}
-	expectErr(t, "invalid put", e.do("PUT", "/v1/admin/widgets/"+id, map[string]any{"display_title": "", "launcher_label": strings.Repeat("l", 41),
+	signalingtest.ExpectErr(t, "invalid put", e.Do("PUT", "/v1/admin/widgets/"+id, map[string]any{"display_title": "", "launcher_label": strings.Repeat("l", 41),
 		"allowed_origins": []string{origin}}, auth...), 422, "VALIDATION_FAILED")
-	expectErr(t, "put unknown widget", e.do("PUT", "/v1/admin/widgets/wdg_nope", map[string]any{"display_title": "x",
+	signalingtest.ExpectErr(t, "put unknown widget", e.Do("PUT", "/v1/admin/widgets/wdg_nope", map[string]any{"display_title": "x",
 		"allowed_origins": []string{origin}}, auth...), 404, "WIDGET_NOT_FOUND")
 
 	// Rotation without grace: the old key stops at once.
-	r = e.do("POST", "/v1/admin/widgets/"+id+"/rotate-key", nil, auth...)
-	newKey := r.str("public_key")
-	if r.status != http.StatusOK || !strings.HasPrefix(newKey, "pk_") || newKey == key || r.body["previous_key_valid_until"] != nil {
-		t.Fatalf("rotate: %d %s", r.status, r.raw)
+	r = e.Do("POST", "/v1/admin/widgets/"+id+"/rotate-key", nil, auth...)
+	newKey := r.Str("public_key")
+	if r.Status != http.StatusOK || !strings.HasPrefix(newKey, "pk_") || newKey == key || r.Body["previous_key_valid_until"] != nil {
+		t.Fatalf("rotate: %d %s", r.Status, r.Raw)
 	}
-	expectErr(t, "old key after rotation", e.resolveWidget(key, origin), 401, "UNKNOWN_WIDGET_KEY")
-	if r := e.resolveWidget(newKey, origin); r.status != http.StatusOK {
-		t.Fatalf("new key: %d %s", r.status, r.raw)
+	signalingtest.ExpectErr(t, "old key after rotation", e.ResolveWidget(key, origin), 401, "UNKNOWN_WIDGET_KEY")
+	if r := e.ResolveWidget(newKey, origin); r.Status != http.StatusOK {
+		t.Fatalf("new key: %d %s", r.Status, r.Raw)
 	}
 	// With grace both work until it ends.
-	r = e.do("POST", "/v1/admin/widgets/"+id+"/rotate-key", map[string]any{"grace_seconds": 60}, auth...)
-	graceKey := r.str("public_key")
-	until, err := time.Parse(time.RFC3339Nano, r.str("previous_key_valid_until"))
-	if r.status != http.StatusOK || graceKey == newKey || err != nil || until.Before(time.Now().Add(30*time.Second)) {
-		t.Fatalf("rotate with grace: %d %s", r.status, r.raw)
+	r = e.Do("POST", "/v1/admin/widgets/"+id+"/rotate-key", map[string]any{"grace_seconds": 60}, auth...)
+	graceKey := r.Str("public_key")
+	until, err := time.Parse(time.RFC3339Nano, r.Str("previous_key_valid_until"))
+	if r.Status != http.StatusOK || graceKey == newKey || err != nil || until.Before(time.Now().Add(30*time.Second)) {
+		t.Fatalf("rotate with grace: %d %s", r.Status, r.Raw)
 	}
 	for _, k := range []string{newKey, graceKey} {
-		if r := e.resolveWidget(k, origin); r.status != http.StatusOK {
-			t.Fatalf("key %s during grace: %d %s", k, r.status, r.raw)
+		if r := e.ResolveWidget(k, origin); r.Status != http.StatusOK {
+			t.Fatalf("key %s during grace: %d %s", k, r.Status, r.Raw)
 		}
 	}
-	if r := e.do("GET", "/v1/admin/widgets/"+id, nil, auth...); r.str("public_key") != graceKey || r.str("previous_key_valid_until") == "" {
-		t.Fatalf("get after rotation: %s", r.raw)
+	if r := e.Do("GET", "/v1/admin/widgets/"+id, nil, auth...); r.Str("public_key") != graceKey || r.Str("previous_key_valid_until") == "" {
+		t.Fatalf("get after rotation: %s", r.Raw)
 	}
-	expectErr(t, "grace over a day", e.do("POST", "/v1/admin/widgets/"+id+"/rotate-key", map[string]any{"grace_seconds": 86401}, auth...), 422, "VALIDATION_FAILED")
+	signalingtest.ExpectErr(t, "grace over a day", e.Do("POST", "/v1/admin/widgets/"+id+"/rotate-key", map[string]any{"grace_seconds": 86401}, auth...), 422, "VALIDATION_FAILED")
 
 	// Readiness.
-	r = e.do("POST", "/v1/admin/widgets", map[string]any{"display_title": "Dev only", "allow_dev_origins": true}, auth...)
-	if r.status != http.StatusCreated {
-		t.Fatalf("create dev widget: %d %s", r.status, r.raw)
+	r = e.Do("POST", "/v1/admin/widgets", map[string]any{"display_title": "Dev only", "allow_dev_origins": true}, auth...)
+	if r.Status != http.StatusCreated {
+		t.Fatalf("create dev widget: %d %s", r.Status, r.Raw)
 	}
-	devID := r.str("id")
-	r = e.do("GET", "/v1/admin/widgets/"+devID+"/readiness", nil, auth...)
-	failed, _ := r.body["failed_checks"].([]any)
-	if r.status != http.StatusOK || r.body["ready"] != false || !slices.Contains(failed, any("allowed_origins_configured")) {
-		t.Fatalf("dev-only readiness: %d %s", r.status, r.raw)
+	devID := r.Str("id")
+	r = e.Do("GET", "/v1/admin/widgets/"+devID+"/readiness", nil, auth...)
+	failed, _ := r.Body["failed_checks"].([]any)
+	if r.Status != http.StatusOK || r.Body["ready"] != false || !slices.Contains(failed, any("allowed_origins_configured")) {
+		t.Fatalf("dev-only readiness: %d %s", r.Status, r.Raw)
 	}
 	if c := readinessCheck(t, r, "allowed_origins_configured"); c["passed"] != false || c["reason"] == nil {
 		t.Fatalf("allowed_origins_configured = %v", c)
 	}
-	waitFor(t, 10*time.Second, "the echo agent in wdg_demo's readiness", func() bool {
-		r = e.do("GET", "/v1/admin/widgets/wdg_demo/readiness", nil, auth...)
-		return r.status == http.StatusOK && readinessCheck(t, r, "agent_available")["passed"] == true
+	agenttest.Poll(t, 10*time.Second, "the echo agent in wdg_demo's readiness", func() bool {
+		r = e.Do("GET", "/v1/admin/widgets/wdg_demo/readiness", nil, auth...)
+		return r.Status == http.StatusOK && readinessCheck(t, r, "agent_available")["passed"] == true
 	})
 	for _, name := range []string{"widget_live", "identity_configured", "voice_available"} {
 		if c := readinessCheck(t, r, name); c["passed"] != true || c["reason"] != nil {
@@ -234,18 +236,18 @@ func TestAdminWidgets(t *testing.T) {
 		}
 	}
 	// The shop widget (a real origin, the echo agent) is ready.
-	if r := e.do("GET", "/v1/admin/widgets/"+id+"/readiness", nil, auth...); r.body["ready"] != true || len(r.body["failed_checks"].([]any)) != 0 {
-		t.Fatalf("shop readiness: %s", r.raw)
+	if r := e.Do("GET", "/v1/admin/widgets/"+id+"/readiness", nil, auth...); r.Body["ready"] != true || len(r.Body["failed_checks"].([]any)) != 0 {
+		t.Fatalf("shop readiness: %s", r.Raw)
 	}
 
 	// Delete: gone from the API and from pages at once.
-	if r := e.do("DELETE", "/v1/admin/widgets/"+id, nil, auth...); r.status != http.StatusNoContent {
-		t.Fatalf("delete: %d %s", r.status, r.raw)
+	if r := e.Do("DELETE", "/v1/admin/widgets/"+id, nil, auth...); r.Status != http.StatusNoContent {
+		t.Fatalf("delete: %d %s", r.Status, r.Raw)
 	}
-	expectErr(t, "get deleted", e.do("GET", "/v1/admin/widgets/"+id, nil, auth...), 404, "WIDGET_NOT_FOUND")
-	expectErr(t, "delete twice", e.do("DELETE", "/v1/admin/widgets/"+id, nil, auth...), 404, "WIDGET_NOT_FOUND")
-	expectErr(t, "resolve deleted", e.resolveWidget(graceKey, origin), 401, "UNKNOWN_WIDGET_KEY")
-	expectErr(t, "resolve deleted, old key in grace", e.resolveWidget(newKey, origin), 401, "UNKNOWN_WIDGET_KEY")
+	signalingtest.ExpectErr(t, "get deleted", e.Do("GET", "/v1/admin/widgets/"+id, nil, auth...), 404, "WIDGET_NOT_FOUND")
+	signalingtest.ExpectErr(t, "delete twice", e.Do("DELETE", "/v1/admin/widgets/"+id, nil, auth...), 404, "WIDGET_NOT_FOUND")
+	signalingtest.ExpectErr(t, "resolve deleted", e.ResolveWidget(graceKey, origin), 401, "UNKNOWN_WIDGET_KEY")
+	signalingtest.ExpectErr(t, "resolve deleted, old key in grace", e.ResolveWidget(newKey, origin), 401, "UNKNOWN_WIDGET_KEY")
 }
 
 func TestAdminTenantIsolation(t *testing.T) {
@@ -257,19 +259,19 @@ func TestAdminTenantIsolation(t *testing.T) {
 	tauth := []string{"Authorization", "Bearer " + tenant}
 
 	// Something to list: a conversation and a lead on each widget.
-	demo := e.newSession(nil)
-	ex := e.mustCreateSession(exampleKey, exampleOrigin, nil)
+	demo := e.NewSession(nil)
+	ex := e.MustCreateSession(signalingtest.ExampleKey, signalingtest.ExampleOrigin, nil)
 	for _, s := range []session{demo, ex} {
-		r := e.do("POST", "/v1/sessions/"+s.ID+"/captures", map[string]any{"kind": "name", "value": "Jane", "source": "agent_asked"},
+		r := e.Do("POST", "/v1/sessions/"+s.ID+"/captures", map[string]any{"kind": "name", "value": "Jane", "source": "agent_asked"},
 			"Authorization", "Bearer "+s.Token)
-		if r.status != http.StatusCreated {
-			t.Fatalf("capture: %d %s", r.status, r.raw)
+		if r.Status != http.StatusCreated {
+			t.Fatalf("capture: %d %s", r.Status, r.Raw)
 		}
 	}
 	convIDs := func(r response) []string { return ids(r, "conversations") }
 	leadConvs := func(r response) []string {
 		var out []string
-		for _, l := range r.body["leads"].([]any) {
+		for _, l := range r.Body["leads"].([]any) {
 			out = append(out, l.(map[string]any)["conversation_id"].(string))
 		}
 		slices.Sort(out)
@@ -278,30 +280,30 @@ func TestAdminTenantIsolation(t *testing.T) {
 	both := sorted(demo.ConversationID, ex.ConversationID)
 
 	// The global key sees everything.
-	if r := e.do("GET", "/v1/admin/conversations", nil, gauth...); !slices.Equal(convIDs(r), both) {
-		t.Fatalf("global conversations: %s", r.raw)
+	if r := e.Do("GET", "/v1/admin/conversations", nil, gauth...); !slices.Equal(convIDs(r), both) {
+		t.Fatalf("global conversations: %s", r.Raw)
 	}
-	if r := e.do("GET", "/v1/admin/leads", nil, gauth...); !slices.Equal(leadConvs(r), both) {
-		t.Fatalf("global leads: %s", r.raw)
+	if r := e.Do("GET", "/v1/admin/leads", nil, gauth...); !slices.Equal(leadConvs(r), both) {
+		t.Fatalf("global leads: %s", r.Raw)
 	}
-	if r := e.do("GET", "/v1/admin/conversations?widget=wdg_demo", nil, gauth...); !slices.Equal(convIDs(r), []string{demo.ConversationID}) {
-		t.Fatalf("global conversations of wdg_demo: %s", r.raw)
+	if r := e.Do("GET", "/v1/admin/conversations?widget=wdg_demo", nil, gauth...); !slices.Equal(convIDs(r), []string{demo.ConversationID}) {
+		t.Fatalf("global conversations of wdg_demo: %s", r.Raw)
 	}
-	expectErr(t, "bad limit", e.do("GET", "/v1/admin/conversations?limit=0", nil, gauth...), 422, "VALIDATION_FAILED")
+	signalingtest.ExpectErr(t, "bad limit", e.Do("GET", "/v1/admin/conversations?limit=0", nil, gauth...), 422, "VALIDATION_FAILED")
 
 	// The tenant key sees its tenant only.
-	r := e.do("GET", "/v1/admin/widgets", nil, tauth...)
-	if got := ids(r, "widgets"); r.status != http.StatusOK || !slices.Equal(got, []string{exampleID}) {
-		t.Fatalf("tenant widgets: %v (%d)", got, r.status)
+	r := e.Do("GET", "/v1/admin/widgets", nil, tauth...)
+	if got := ids(r, "widgets"); r.Status != http.StatusOK || !slices.Equal(got, []string{signalingtest.ExampleID}) {
+		t.Fatalf("tenant widgets: %v (%d)", got, r.Status)
 	}
-	if r := e.do("GET", "/v1/admin/widgets/"+exampleID, nil, tauth...); r.status != http.StatusOK {
-		t.Fatalf("own widget: %d %s", r.status, r.raw)
+	if r := e.Do("GET", "/v1/admin/widgets/"+signalingtest.ExampleID, nil, tauth...); r.Status != http.StatusOK {
+		t.Fatalf("own widget: %d %s", r.Status, r.Raw)
 	}
-	if r := e.do("GET", "/v1/admin/conversations", nil, tauth...); !slices.Equal(convIDs(r), []string{ex.ConversationID}) {
-		t.Fatalf("tenant conversations: %s", r.raw)
+	if r := e.Do("GET", "/v1/admin/conversations", nil, tauth...); !slices.Equal(convIDs(r), []string{ex.ConversationID}) {
+		t.Fatalf("tenant conversations: %s", r.Raw)
 	}
-	if r := e.do("GET", "/v1/admin/leads", nil, tauth...); !slices.Equal(leadConvs(r), []string{ex.ConversationID}) {
-		t.Fatalf("tenant leads: %s", r.raw)
+	if r := e.Do("GET", "/v1/admin/leads", nil, tauth...); !slices.Equal(leadConvs(r), []string{ex.ConversationID}) {
+		t.Fatalf("tenant leads: %s", r.Raw)
 	}
 	for _, tc := range []struct {
 		method, path string
@@ -316,41 +318,41 @@ func TestAdminTenantIsolation(t *testing.T) {
 		{"GET", "/v1/admin/conversations?widget=wdg_demo", nil},
 		{"GET", "/v1/admin/leads?widget=wdg_demo", nil},
 	} {
-		expectErr(t, "tenant "+tc.method+" "+tc.path, e.do(tc.method, tc.path, tc.body, tauth...), 404, "WIDGET_NOT_FOUND")
+		signalingtest.ExpectErr(t, "tenant "+tc.method+" "+tc.path, e.Do(tc.method, tc.path, tc.body, tauth...), 404, "WIDGET_NOT_FOUND")
 	}
 	// Nothing of wdg_demo changed.
-	if r := e.do("GET", "/v1/admin/widgets/wdg_demo", nil, gauth...); r.str("display_title") != "Parley demo" || r.str("public_key") != configs.DemoWidgetKey {
-		t.Fatalf("wdg_demo changed: %s", r.raw)
+	if r := e.Do("GET", "/v1/admin/widgets/wdg_demo", nil, gauth...); r.Str("display_title") != "Parley demo" || r.Str("public_key") != configs.DemoWidgetKey {
+		t.Fatalf("wdg_demo changed: %s", r.Raw)
 	}
 
 	// What a tenant key creates belongs to its tenant.
-	r = e.do("POST", "/v1/admin/widgets", map[string]any{"display_title": "Example shop", "allowed_origins": []string{"example.com"}}, tauth...)
-	if r.status != http.StatusCreated || r.str("tenant") != "example" {
-		t.Fatalf("tenant create: %d %s", r.status, r.raw)
+	r = e.Do("POST", "/v1/admin/widgets", map[string]any{"display_title": "Example shop", "allowed_origins": []string{"example.com"}}, tauth...)
+	if r.Status != http.StatusCreated || r.Str("tenant") != "example" {
+		t.Fatalf("tenant create: %d %s", r.Status, r.Raw)
 	}
-	expectErr(t, "create in another tenant", e.do("POST", "/v1/admin/widgets",
+	signalingtest.ExpectErr(t, "create in another tenant", e.Do("POST", "/v1/admin/widgets",
 		map[string]any{"display_title": "x", "allowed_origins": []string{"example.com"}, "tenant": "default"}, tauth...), 403, "MISSING_SCOPE")
 	// A tenant key cannot move its widget to another tenant.
-	r = e.do("PUT", "/v1/admin/widgets/"+exampleID, map[string]any{"display_title": "moved",
+	r = e.Do("PUT", "/v1/admin/widgets/"+signalingtest.ExampleID, map[string]any{"display_title": "moved",
 		"allowed_origins": []string{"example.com"}, "tenant": "default"}, tauth...)
-	if r.status != http.StatusOK || r.str("tenant") != "example" {
-		t.Fatalf("tenant put: %d %s", r.status, r.raw)
+	if r.Status != http.StatusOK || r.Str("tenant") != "example" {
+		t.Fatalf("tenant put: %d %s", r.Status, r.Raw)
 	}
-	if r := e.do("GET", "/v1/admin/widgets/"+exampleID, nil, gauth...); r.str("tenant") != "example" {
-		t.Fatalf("a tenant key moved its widget to another tenant: %s", r.raw)
+	if r := e.Do("GET", "/v1/admin/widgets/"+signalingtest.ExampleID, nil, gauth...); r.Str("tenant") != "example" {
+		t.Fatalf("a tenant key moved its widget to another tenant: %s", r.Raw)
 	}
 
 	// Keys: a tenant key makes keys of its tenant only and cannot touch others.
-	expectErr(t, "key for another tenant", e.do("POST", "/v1/admin/keys",
+	signalingtest.ExpectErr(t, "key for another tenant", e.Do("POST", "/v1/admin/keys",
 		map[string]any{"scopes": []string{broker.ScopeOpsRead}, "tenant": "default"}, tauth...), 403, "MISSING_SCOPE")
-	r = e.do("POST", "/v1/admin/keys", map[string]any{"scopes": []string{broker.ScopeOpsRead}}, tauth...)
-	if info, _ := r.body["info"].(map[string]any); r.status != http.StatusCreated || info["tenant"] != "example" {
-		t.Fatalf("tenant key create: %d %s", r.status, r.raw)
+	r = e.Do("POST", "/v1/admin/keys", map[string]any{"scopes": []string{broker.ScopeOpsRead}}, tauth...)
+	if info, _ := r.Body["info"].(map[string]any); r.Status != http.StatusCreated || info["tenant"] != "example" {
+		t.Fatalf("tenant key create: %d %s", r.Status, r.Raw)
 	}
 	_, globalInfo := e.newAdminKey("", broker.ScopeOpsRead)
-	expectErr(t, "revoke another tenant's key", e.do("DELETE", "/v1/admin/keys/"+globalInfo.ID, nil, tauth...), 404, "KEY_NOT_FOUND")
-	r = e.do("GET", "/v1/admin/keys", nil, tauth...)
-	for _, k := range r.body["keys"].([]any) {
+	signalingtest.ExpectErr(t, "revoke another tenant's key", e.Do("DELETE", "/v1/admin/keys/"+globalInfo.ID, nil, tauth...), 404, "KEY_NOT_FOUND")
+	r = e.Do("GET", "/v1/admin/keys", nil, tauth...)
+	for _, k := range r.Body["keys"].([]any) {
 		if k.(map[string]any)["tenant"] != "example" {
 			t.Fatalf("tenant key listing shows %v", k)
 		}

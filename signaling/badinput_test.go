@@ -9,13 +9,14 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/parley-rtc/parley/configs"
+	"github.com/parley-rtc/parley/signaling/signalingtest"
 )
 
 // TestBadInput sends every kind of bad input the public API can get and
 // checks the coded error and that nothing was stored.
 func TestBadInput(t *testing.T) {
 	e := startEnv(t)
-	s := e.newSession(nil)
+	s := e.NewSession(nil)
 	auth := []string{"Authorization", "Bearer " + s.Token}
 	msgPath := "/v1/sessions/" + s.ID + "/messages"
 
@@ -38,7 +39,7 @@ func TestBadInput(t *testing.T) {
 		{"request over 64 KiB", "POST", msgPath, map[string]any{"body": strings.Repeat("x", 70000)}, auth, 413, "PAYLOAD_TOO_LARGE"},
 		{"missing token", "POST", msgPath, map[string]any{"body": "x"}, nil, 401, "SESSION_TOKEN_INVALID"},
 		{"wrong token", "POST", msgPath, map[string]any{"body": "x"}, []string{"Authorization", "Bearer nope"}, 401, "SESSION_TOKEN_INVALID"},
-		{"another session's token", "POST", msgPath, map[string]any{"body": "x"}, []string{"Authorization", "Bearer " + e.newSession(nil).Token}, 401, "SESSION_TOKEN_INVALID"},
+		{"another session's token", "POST", msgPath, map[string]any{"body": "x"}, []string{"Authorization", "Bearer " + e.NewSession(nil).Token}, 401, "SESSION_TOKEN_INVALID"},
 		{"unknown session", "POST", "/v1/sessions/ses_doesnotexist/messages", map[string]any{"body": "x"}, auth, 404, "SESSION_NOT_FOUND"},
 		{"malformed session id", "GET", "/v1/sessions/..%2f/history", nil, auth, 404, "SESSION_NOT_FOUND"},
 		{"history bad limit", "GET", "/v1/sessions/" + s.ID + "/history?message_limit=0", nil, auth, 422, "VALIDATION_FAILED"},
@@ -50,33 +51,33 @@ func TestBadInput(t *testing.T) {
 		{"opaque origin", "POST", "/v1/widget/resolve", map[string]any{"widget_key": "pk_demo"}, []string{"Origin", "null"}, 403, "ORIGIN_NOT_ALLOWED"},
 		{"session without challenge", "POST", "/v1/sessions", map[string]any{"widget_key": "pk_demo"}, []string{"Origin", testOrigin}, 401, "CHALLENGE_INVALID"},
 		{"forged challenge", "POST", "/v1/sessions", map[string]any{"widget_key": "pk_demo", "challenge": "v1.eyJ3IjoicGtfZGVtbyJ9.AAAA"}, []string{"Origin", testOrigin}, 401, "CHALLENGE_INVALID"},
-		{"challenge from another origin", "POST", "/v1/sessions", map[string]any{"widget_key": "pk_demo", "challenge": e.resolve("http://127.0.0.1:9999")}, []string{"Origin", testOrigin}, 401, "CHALLENGE_INVALID"},
-		{"bad mode", "POST", "/v1/sessions", map[string]any{"widget_key": "pk_demo", "challenge": e.resolve(testOrigin), "mode": "fax"}, []string{"Origin", testOrigin}, 422, "VALIDATION_FAILED"},
-		{"bad resume token", "POST", "/v1/sessions", map[string]any{"widget_key": "pk_demo", "challenge": e.resolve(testOrigin), "resume_token": "nope"}, []string{"Origin", testOrigin}, 401, "RESUME_TOKEN_INVALID"},
+		{"challenge from another origin", "POST", "/v1/sessions", map[string]any{"widget_key": "pk_demo", "challenge": e.Resolve("http://127.0.0.1:9999")}, []string{"Origin", testOrigin}, 401, "CHALLENGE_INVALID"},
+		{"bad mode", "POST", "/v1/sessions", map[string]any{"widget_key": "pk_demo", "challenge": e.Resolve(testOrigin), "mode": "fax"}, []string{"Origin", testOrigin}, 422, "VALIDATION_FAILED"},
+		{"bad resume token", "POST", "/v1/sessions", map[string]any{"widget_key": "pk_demo", "challenge": e.Resolve(testOrigin), "resume_token": "nope"}, []string{"Origin", testOrigin}, 401, "RESUME_TOKEN_INVALID"},
 		{"unknown route", "GET", "/v1/nothing", nil, nil, 404, "NOT_FOUND"},
 		{"wrong method", "PUT", "/v1/widget/resolve", nil, nil, 405, "METHOD_NOT_ALLOWED"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			r := e.do(tc.method, tc.path, tc.body, tc.headers...)
-			if r.status != tc.status || r.errCode() != tc.code {
-				t.Fatalf("got %d %s, want %d %s", r.status, r.raw, tc.status, tc.code)
+			r := e.Do(tc.method, tc.path, tc.body, tc.headers...)
+			if r.Status != tc.status || r.ErrCode() != tc.code {
+				t.Fatalf("got %d %s, want %d %s", r.Status, r.Raw, tc.status, tc.code)
 			}
-			msg, _ := r.body["error"].(map[string]any)["message"].(string)
+			msg, _ := r.Body["error"].(map[string]any)["message"].(string)
 			if msg == "" {
-				t.Fatalf("error without a message: %s", r.raw)
+				t.Fatalf("error without a message: %s", r.Raw)
 			}
 		})
 	}
 
 	// A challenge is single use.
-	ch := e.resolve(testOrigin)
+	ch := e.Resolve(testOrigin)
 	body := map[string]any{"widget_key": configs.DemoWidgetKey, "challenge": ch}
-	if r := e.do("POST", "/v1/sessions", body, "Origin", testOrigin); r.status != 201 {
-		t.Fatalf("first use: %d %s", r.status, r.raw)
+	if r := e.Do("POST", "/v1/sessions", body, "Origin", testOrigin); r.Status != 201 {
+		t.Fatalf("first use: %d %s", r.Status, r.Raw)
 	}
-	if r := e.do("POST", "/v1/sessions", body, "Origin", testOrigin); r.status != 401 || r.errCode() != "CHALLENGE_INVALID" {
-		t.Fatalf("second use: %d %s", r.status, r.raw)
+	if r := e.Do("POST", "/v1/sessions", body, "Origin", testOrigin); r.Status != 401 || r.ErrCode() != "CHALLENGE_INVALID" {
+		t.Fatalf("second use: %d %s", r.Status, r.Raw)
 	}
 
 	// The WebSocket refuses bad credentials by closing with 1008 and the code.
@@ -94,41 +95,41 @@ func TestBadInput(t *testing.T) {
 	}
 	for _, tc := range wsCases {
 		t.Run("ws "+tc.name, func(t *testing.T) {
-			c, _, err := e.dialWS(tc.sess, "", tc.headers...)
+			c, _, err := e.DialWS(tc.sess, "", tc.headers...)
 			if err != nil {
 				t.Fatalf("dial: %v", err)
 			}
-			if code, reason := c.closeStatus(); code != websocket.StatusPolicyViolation || reason != tc.reason {
+			if code, reason := c.CloseStatus(); code != websocket.StatusPolicyViolation || reason != tc.reason {
 				t.Fatalf("closed with %d %q, want 1008 %q", code, reason, tc.reason)
 			}
 		})
 	}
 
 	// Bad frames on an open socket get error frames; the socket stays usable.
-	c := e.mustDialWS(s)
+	c := e.MustDialWS(s)
 	for _, bad := range []any{"not json", map[string]any{"type": "dance"}, map[string]any{"type": "message"},
 		map[string]any{"type": "message", "body": strings.Repeat("x", 4001)}} {
 		if str, ok := bad.(string); ok {
-			if err := c.conn.Write(t.Context(), websocket.MessageText, []byte(str)); err != nil {
+			if err := c.Conn.Write(t.Context(), websocket.MessageText, []byte(str)); err != nil {
 				t.Fatal(err)
 			}
 		} else {
-			c.send(bad)
+			c.Send(bad)
 		}
-		if f := c.next(); f.str("type") != "error" || f.str("code") == "" || f.str("message") == "" {
+		if f := c.Next(); f.Str("type") != "error" || f.Str("code") == "" || f.Str("message") == "" {
 			t.Fatalf("bad frame %v answered with %v", bad, f)
 		}
 	}
-	c.send(map[string]any{"type": "message", "body": "still here", "client_message_id": "ok-1"})
-	expectReply(t, c, "ok-1", "echo: still here")
+	c.Send(map[string]any{"type": "message", "body": "still here", "client_message_id": "ok-1"})
+	signalingtest.ExpectReply(t, c, "ok-1", "echo: still here")
 
 	// Nothing bad was stored.
 	want := []string{"visitor: still here", "agent: echo: still here"}
-	if got := transcript(e.history(s)); !slices.Equal(got, want) {
+	if got := signalingtest.Transcript(e.History(s)); !slices.Equal(got, want) {
 		t.Fatalf("history = %q, want %q", got, want)
 	}
-	if r := e.do("OPTIONS", "/v1/sessions", nil, "Origin", testOrigin, "Access-Control-Request-Method", "POST"); r.status != http.StatusNoContent ||
-		r.header.Get("Access-Control-Allow-Origin") != testOrigin {
-		t.Fatalf("preflight: %d %v", r.status, r.header)
+	if r := e.Do("OPTIONS", "/v1/sessions", nil, "Origin", testOrigin, "Access-Control-Request-Method", "POST"); r.Status != http.StatusNoContent ||
+		r.Header.Get("Access-Control-Allow-Origin") != testOrigin {
+		t.Fatalf("preflight: %d %v", r.Status, r.Header)
 	}
 }

@@ -10,92 +10,54 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/parley-rtc/parley/agentbridge/agenttest"
 	"github.com/parley-rtc/parley/configs"
+	"github.com/parley-rtc/parley/signaling/signalingtest"
 )
-
-// expectReply reads the frames answering one message sent on the socket
-// and checks their order: ack, typing, chunk…, done.
-func expectReply(t *testing.T, c *wsClient, clientID, want string) (userID, replyID string) {
-	t.Helper()
-	ack := c.next()
-	if ack.str("type") != "ack" || ack.str("client_message_id") != clientID || ack.str("message_id") == "" {
-		t.Fatalf("first frame = %v, want ack for %s", ack, clientID)
-	}
-	userID = ack.str("message_id")
-	typing := c.next()
-	if typing.str("type") != "typing" || typing.str("reply_to") != userID {
-		t.Fatalf("second frame = %v, want typing for %s", typing, userID)
-	}
-	var chunks strings.Builder
-	index := 0.0
-	for {
-		f := c.next()
-		switch f.str("type") {
-		case "chunk":
-			if f["index"] != index || f.str("reply_to") != userID {
-				t.Fatalf("chunk = %v, want index %v reply_to %s", f, index, userID)
-			}
-			index++
-			chunks.WriteString(f.str("chunk"))
-			replyID = f.str("message_id")
-			continue
-		case "done":
-			if index < 1 {
-				t.Fatalf("done before any chunk: %v", f)
-			}
-			if f.str("body") != want || chunks.String() != want || f.str("message_id") != replyID {
-				t.Fatalf("done = %v (chunks %q), want body %q", f, chunks.String(), want)
-			}
-			return userID, replyID
-		default:
-			t.Fatalf("unexpected frame %v while streaming a reply", f)
-		}
-	}
-}
 
 func TestChatOverWebSocket(t *testing.T) {
 	e := startEnv(t)
-	s := e.newSession(nil)
-	c := e.mustDialWS(s)
+	s := e.NewSession(nil)
+	c := e.MustDialWS(s)
 
 	var want []string
 	for i, text := range []string{"hello", "héllo wörld ✓ — unicode", strings.Repeat("long ", 200)} {
 		id := fmt.Sprintf("ws-%d", i)
-		c.send(map[string]any{"type": "message", "body": text, "client_message_id": id})
-		expectReply(t, c, id, "echo: "+text)
+		c.Send(map[string]any{"type": "message", "body": text, "client_message_id": id})
+		signalingtest.ExpectReply(t, c, id, "echo: "+text)
 		want = append(want, "visitor: "+text, "agent: echo: "+text)
 	}
-	c.send(map[string]any{"type": "ping"})
-	if f := c.next(); f.str("type") != "pong" {
+	c.Send(map[string]any{"type": "ping"})
+	if f := c.Next(); f.Str("type") != "pong" {
 		t.Fatalf("ping answered with %v", f)
 	}
-	if got := transcript(e.history(s)); !slices.Equal(got, want) {
+	if got := signalingtest.Transcript(e.History(s)); !slices.Equal(got, want) {
 		t.Fatalf("history = %q, want %q", got, want)
 	}
 }
 
 func TestChatOverHTTP(t *testing.T) {
 	e := startEnv(t)
-	s := e.newSession(nil)
+	s := e.NewSession(nil)
 
-	r := e.post(s, "first", "h-1", true)
-	if r.status != http.StatusOK {
-		t.Fatalf("wait=true: %d %s", r.status, r.raw)
+	r := e.Post(s, "first", "h-1", true)
+	if r.Status != http.StatusOK {
+		t.Fatalf("wait=true: %d %s", r.Status, r.Raw)
 	}
-	reply := r.body["reply"].(map[string]any)
-	if reply["body"] != "echo: first" || r.str("user_message_id") == "" || r.str("conversation_id") != s.ConversationID {
-		t.Fatalf("reply = %s", r.raw)
+	reply := r.Body["reply"].(map[string]any)
+	if reply["body"] != "echo: first" || r.Str("user_message_id") == "" || r.Str("conversation_id") != s.ConversationID {
+		t.Fatalf("reply = %s", r.Raw)
 	}
 
-	r = e.post(s, "second", "h-2", false)
-	if r.status != http.StatusAccepted || r.str("user_message_id") == "" || r.body["reply"] != nil {
-		t.Fatalf("wait=false: %d %s", r.status, r.raw)
+	r = e.Post(s, "second", "h-2", false)
+	if r.Status != http.StatusAccepted || r.Str("user_message_id") == "" || r.Body["reply"] != nil {
+		t.Fatalf("wait=false: %d %s", r.Status, r.Raw)
 	}
 	want := []string{"visitor: first", "agent: echo: first", "visitor: second", "agent: echo: second"}
-	waitFor(t, 10*time.Second, "the second reply in history", func() bool {
-		return slices.Equal(transcript(e.history(s)), want)
+	agenttest.Poll(t, 10*time.Second, "the second reply in history", func() bool {
+		return slices.Equal(signalingtest.Transcript(e.History(s)), want)
 	})
-	msgs := e.history(s)
+	msgs := e.History(s)
 	for i, m := range msgs {
 		if m["id"] == "" || m["created_at"] == "" {
 			t.Fatalf("message %d lacks id or created_at: %v", i, m)
@@ -104,112 +66,112 @@ func TestChatOverHTTP(t *testing.T) {
 			t.Fatalf("history out of order: %v", msgs)
 		}
 	}
-	r = e.do("GET", "/v1/sessions/"+s.ID+"/history?message_limit=2", nil, "Authorization", "Bearer "+s.Token)
-	if got := r.body["messages"].([]any); len(got) != 2 || got[1].(map[string]any)["body"] != "echo: second" {
-		t.Fatalf("message_limit=2 gave %s", r.raw)
+	r = e.Do("GET", "/v1/sessions/"+s.ID+"/history?message_limit=2", nil, "Authorization", "Bearer "+s.Token)
+	if got := r.Body["messages"].([]any); len(got) != 2 || got[1].(map[string]any)["body"] != "echo: second" {
+		t.Fatalf("message_limit=2 gave %s", r.Raw)
 	}
 }
 
 func TestDuplicateClientMessageID(t *testing.T) {
 	e := startEnv(t)
-	s := e.newSession(nil)
+	s := e.NewSession(nil)
 
-	first := e.post(s, "once", "dup-1", true)
-	again := e.post(s, "once", "dup-1", true)
-	if first.status != 200 || again.status != 200 {
-		t.Fatalf("statuses %d, %d: %s %s", first.status, again.status, first.raw, again.raw)
+	first := e.Post(s, "once", "dup-1", true)
+	again := e.Post(s, "once", "dup-1", true)
+	if first.Status != 200 || again.Status != 200 {
+		t.Fatalf("statuses %d, %d: %s %s", first.Status, again.Status, first.Raw, again.Raw)
 	}
-	if again.body["duplicate"] != true || again.str("user_message_id") != first.str("user_message_id") {
-		t.Fatalf("retry = %s, first = %s", again.raw, first.raw)
+	if again.Body["duplicate"] != true || again.Str("user_message_id") != first.Str("user_message_id") {
+		t.Fatalf("retry = %s, first = %s", again.Raw, first.Raw)
 	}
-	if a, b := first.body["reply"].(map[string]any), again.body["reply"].(map[string]any); a["message_id"] != b["message_id"] || a["body"] != b["body"] {
+	if a, b := first.Body["reply"].(map[string]any), again.Body["reply"].(map[string]any); a["message_id"] != b["message_id"] || a["body"] != b["body"] {
 		t.Fatalf("replies differ: %v vs %v", a, b)
 	}
 
 	// The same over the WebSocket: the retry is acked as a duplicate and
 	// answered with the same reply.
-	c := e.mustDialWS(s)
-	c.send(map[string]any{"type": "message", "body": "twice", "client_message_id": "dup-2"})
-	userID, replyID := expectReply(t, c, "dup-2", "echo: twice")
-	c.send(map[string]any{"type": "message", "body": "twice", "client_message_id": "dup-2"})
-	ack := c.next()
-	if ack.str("type") != "ack" || ack["duplicate"] != true || ack.str("message_id") != userID {
+	c := e.MustDialWS(s)
+	c.Send(map[string]any{"type": "message", "body": "twice", "client_message_id": "dup-2"})
+	userID, replyID := signalingtest.ExpectReply(t, c, "dup-2", "echo: twice")
+	c.Send(map[string]any{"type": "message", "body": "twice", "client_message_id": "dup-2"})
+	ack := c.Next()
+	if ack.Str("type") != "ack" || ack["duplicate"] != true || ack.Str("message_id") != userID {
 		t.Fatalf("retry ack = %v", ack)
 	}
-	done, _ := c.until("done")
-	if done.str("message_id") != replyID || done.str("body") != "echo: twice" {
+	done, _ := c.Until("done")
+	if done.Str("message_id") != replyID || done.Str("body") != "echo: twice" {
 		t.Fatalf("retry reply = %v, want %s", done, replyID)
 	}
 
 	want := []string{"visitor: once", "agent: echo: once", "visitor: twice", "agent: echo: twice"}
-	if got := transcript(e.history(s)); !slices.Equal(got, want) {
+	if got := signalingtest.Transcript(e.History(s)); !slices.Equal(got, want) {
 		t.Fatalf("history = %q, want %q", got, want)
 	}
 }
 
 func TestResumeSessionKeepsConversation(t *testing.T) {
 	e := startEnv(t)
-	s := e.newSession(nil)
-	if r := e.post(s, "before reload", "r-1", true); r.status != 200 {
-		t.Fatalf("post: %d %s", r.status, r.raw)
+	s := e.NewSession(nil)
+	if r := e.Post(s, "before reload", "r-1", true); r.Status != 200 {
+		t.Fatalf("post: %d %s", r.Status, r.Raw)
 	}
-	s2 := e.newSession(map[string]any{"resume_token": s.ResumeToken})
+	s2 := e.NewSession(map[string]any{"resume_token": s.ResumeToken})
 	if !s2.Resumed || s2.ConversationID != s.ConversationID || s2.ID == s.ID || s2.ResumeToken == s.ResumeToken {
 		t.Fatalf("resumed session = %+v, first = %+v", s2, s)
 	}
-	if r := e.post(s2, "after reload", "r-2", true); r.status != 200 {
-		t.Fatalf("post after resume: %d %s", r.status, r.raw)
+	if r := e.Post(s2, "after reload", "r-2", true); r.Status != 200 {
+		t.Fatalf("post after resume: %d %s", r.Status, r.Raw)
 	}
 	want := []string{"visitor: before reload", "agent: echo: before reload", "visitor: after reload", "agent: echo: after reload"}
-	if got := transcript(e.history(s2)); !slices.Equal(got, want) {
+	if got := signalingtest.Transcript(e.History(s2)); !slices.Equal(got, want) {
 		t.Fatalf("history = %q, want %q", got, want)
 	}
 	// A resume token is single use.
-	r := e.do("POST", "/v1/sessions", map[string]any{"widget_key": configs.DemoWidgetKey,
-		"challenge": e.resolve(testOrigin), "resume_token": s.ResumeToken}, "Origin", testOrigin)
-	if r.status != http.StatusUnauthorized || r.errCode() != "RESUME_TOKEN_INVALID" {
-		t.Fatalf("reused resume token: %d %s", r.status, r.raw)
+	r := e.Do("POST", "/v1/sessions", map[string]any{"widget_key": configs.DemoWidgetKey,
+		"challenge": e.Resolve(testOrigin), "resume_token": s.ResumeToken}, "Origin", testOrigin)
+	if r.Status != http.StatusUnauthorized || r.ErrCode() != "RESUME_TOKEN_INVALID" {
+		t.Fatalf("reused resume token: %d %s", r.Status, r.Raw)
 	}
 }
 
 func TestEndSession(t *testing.T) {
 	e := startEnv(t)
-	s := e.newSession(nil)
-	c := e.mustDialWS(s)
-	if r := e.do("DELETE", "/v1/sessions/"+s.ID, nil, "Authorization", "Bearer "+s.Token); r.status != http.StatusNoContent {
-		t.Fatalf("delete: %d %s", r.status, r.raw)
+	s := e.NewSession(nil)
+	c := e.MustDialWS(s)
+	if r := e.Do("DELETE", "/v1/sessions/"+s.ID, nil, "Authorization", "Bearer "+s.Token); r.Status != http.StatusNoContent {
+		t.Fatalf("delete: %d %s", r.Status, r.Raw)
 	}
-	if code, reason := c.closeStatus(); code != websocket.StatusNormalClosure || reason != "SESSION_ENDED" {
+	if code, reason := c.CloseStatus(); code != websocket.StatusNormalClosure || reason != "SESSION_ENDED" {
 		t.Fatalf("socket closed with %d %q", code, reason)
 	}
-	if r := e.post(s, "too late", "", false); r.status != http.StatusGone || r.errCode() != "SESSION_ENDED" {
-		t.Fatalf("post after end: %d %s", r.status, r.raw)
+	if r := e.Post(s, "too late", "", false); r.Status != http.StatusGone || r.ErrCode() != "SESSION_ENDED" {
+		t.Fatalf("post after end: %d %s", r.Status, r.Raw)
 	}
-	if r := e.do("DELETE", "/v1/sessions/"+s.ID, nil, "Authorization", "Bearer "+s.Token); r.status != http.StatusNoContent {
-		t.Fatalf("second delete: %d %s", r.status, r.raw)
+	if r := e.Do("DELETE", "/v1/sessions/"+s.ID, nil, "Authorization", "Bearer "+s.Token); r.Status != http.StatusNoContent {
+		t.Fatalf("second delete: %d %s", r.Status, r.Raw)
 	}
 	// The conversation stays and can be resumed.
-	s2 := e.newSession(map[string]any{"resume_token": s.ResumeToken})
+	s2 := e.NewSession(map[string]any{"resume_token": s.ResumeToken})
 	if s2.ConversationID != s.ConversationID {
 		t.Fatalf("resume after end gave conversation %s, want %s", s2.ConversationID, s.ConversationID)
 	}
-	if r := e.post(s2, "back again", "", true); r.status != 200 {
-		t.Fatalf("post after resume: %d %s", r.status, r.raw)
+	if r := e.Post(s2, "back again", "", true); r.Status != 200 {
+		t.Fatalf("post after resume: %d %s", r.Status, r.Raw)
 	}
 }
 
 func TestHealthAndReady(t *testing.T) {
 	e := startEnv(t)
-	if r := e.do("GET", "/healthz", nil); r.status != 200 {
-		t.Fatalf("healthz: %d", r.status)
+	if r := e.Do("GET", "/healthz", nil); r.Status != 200 {
+		t.Fatalf("healthz: %d", r.Status)
 	}
-	waitFor(t, 5*time.Second, "the echo worker in readyz", func() bool {
-		r := e.do("GET", "/readyz", nil)
-		agents, _ := r.body["agents"].(map[string]any)
-		return r.status == 200 && agents["echo"] == 1.0
+	agenttest.Poll(t, 5*time.Second, "the echo worker in readyz", func() bool {
+		r := e.Do("GET", "/readyz", nil)
+		agents, _ := r.Body["agents"].(map[string]any)
+		return r.Status == 200 && agents["echo"] == 1.0
 	})
-	r := e.do("GET", "/", nil)
-	if r.status != 200 || !strings.Contains(r.raw, "pk_demo") {
-		t.Fatalf("demo page: %d", r.status)
+	r := e.Do("GET", "/", nil)
+	if r.Status != 200 || !strings.Contains(r.Raw, "pk_demo") {
+		t.Fatalf("demo page: %d", r.Status)
 	}
 }

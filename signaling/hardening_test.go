@@ -9,6 +9,7 @@ import (
 
 	"github.com/parley-rtc/parley/broker"
 	"github.com/parley-rtc/parley/configs"
+	"github.com/parley-rtc/parley/signaling/signalingtest"
 )
 
 // Regression tests for holes found while documenting the security model.
@@ -22,19 +23,19 @@ func TestDeletedWidgetIDNeverReused(t *testing.T) {
 	akA, _ := e.newAdminKey("tenant-a", broker.Scopes...)
 	akB, _ := e.newAdminKey("tenant-b", broker.Scopes...)
 	body := map[string]any{"id": "wdg_shop", "display_title": "Shop", "allowed_origins": []string{"https://shop.example.com"}}
-	if r := e.do("POST", "/v1/admin/widgets", body, "Authorization", "Bearer "+akA); r.status != http.StatusCreated {
-		t.Fatalf("create: %d %s", r.status, r.raw)
+	if r := e.Do("POST", "/v1/admin/widgets", body, "Authorization", "Bearer "+akA); r.Status != http.StatusCreated {
+		t.Fatalf("create: %d %s", r.Status, r.Raw)
 	}
 	sk, _ := e.newSecretKey(akA, "wdg_shop")
-	if r := e.do("DELETE", "/v1/admin/widgets/wdg_shop", nil, "Authorization", "Bearer "+akA); r.status != http.StatusNoContent {
-		t.Fatalf("delete: %d %s", r.status, r.raw)
+	if r := e.Do("DELETE", "/v1/admin/widgets/wdg_shop", nil, "Authorization", "Bearer "+akA); r.Status != http.StatusNoContent {
+		t.Fatalf("delete: %d %s", r.Status, r.Raw)
 	}
-	if r := e.do("POST", "/v1/user-tokens", map[string]any{"user_id": "u"}, "Authorization", "Bearer "+sk); r.status != 403 || r.errCode() != "KEY_DISABLED" {
-		t.Fatalf("secret key of a deleted widget: %d %s", r.status, r.raw)
+	if r := e.Do("POST", "/v1/user-tokens", map[string]any{"user_id": "u"}, "Authorization", "Bearer "+sk); r.Status != 403 || r.ErrCode() != "KEY_DISABLED" {
+		t.Fatalf("secret key of a deleted widget: %d %s", r.Status, r.Raw)
 	}
-	r := e.do("POST", "/v1/admin/widgets", body, "Authorization", "Bearer "+akB)
-	if r.status != 422 || r.errCode() != "VALIDATION_FAILED" {
-		t.Fatalf("re-creating a deleted id: %d %s", r.status, r.raw)
+	r := e.Do("POST", "/v1/admin/widgets", body, "Authorization", "Bearer "+akB)
+	if r.Status != 422 || r.ErrCode() != "VALIDATION_FAILED" {
+		t.Fatalf("re-creating a deleted id: %d %s", r.Status, r.Raw)
 	}
 }
 
@@ -42,21 +43,21 @@ func TestDeletedWidgetIDNeverReused(t *testing.T) {
 func TestModeNotAllowed(t *testing.T) {
 	t.Parallel()
 	e := startEnv(t, voiceConfig, withWidget(configs.WidgetConfig{Key: "pk_chatonly", Mode: "chat", AllowDevOrigins: true}))
-	s := e.mustCreateSession("pk_chatonly", testOrigin, nil)
+	s := e.MustCreateSession("pk_chatonly", testOrigin, nil)
 	auth := []string{"Authorization", "Bearer " + s.Token}
-	if r := e.do("POST", "/v1/sessions/"+s.ID+"/mode", map[string]any{"mode": "voice"}, auth...); r.status != 403 || r.errCode() != "MODE_NOT_ALLOWED" {
-		t.Fatalf("mode voice: %d %s", r.status, r.raw)
+	if r := e.Do("POST", "/v1/sessions/"+s.ID+"/mode", map[string]any{"mode": "voice"}, auth...); r.Status != 403 || r.ErrCode() != "MODE_NOT_ALLOWED" {
+		t.Fatalf("mode voice: %d %s", r.Status, r.Raw)
 	}
-	if r := e.doRaw("POST", "/v1/sessions/"+s.ID+"/webrtc", "application/sdp", "v=0", auth...); r.status != 403 || r.errCode() != "MODE_NOT_ALLOWED" {
-		t.Fatalf("voice offer: %d %s", r.status, r.raw)
+	if r := e.DoRaw("POST", "/v1/sessions/"+s.ID+"/webrtc", "application/sdp", "v=0", auth...); r.Status != 403 || r.ErrCode() != "MODE_NOT_ALLOWED" {
+		t.Fatalf("voice offer: %d %s", r.Status, r.Raw)
 	}
-	c := e.mustDialWS(s)
-	c.send(map[string]any{"type": "mode", "mode": "voice"})
-	if f := c.next(); f.str("type") != "error" || f.str("code") != "MODE_NOT_ALLOWED" {
+	c := e.MustDialWS(s)
+	c.Send(map[string]any{"type": "mode", "mode": "voice"})
+	if f := c.Next(); f.Str("type") != "error" || f.Str("code") != "MODE_NOT_ALLOWED" {
 		t.Fatalf("WS mode frame answered %v", f)
 	}
-	if r := e.resolveWidget("pk_chatonly", testOrigin); r.status != 200 || len(r.body["widget"].(map[string]any)["modes"].([]any)) != 1 {
-		t.Fatalf("resolve modes: %s", r.raw)
+	if r := e.ResolveWidget("pk_chatonly", testOrigin); r.Status != 200 || len(r.Body["widget"].(map[string]any)["modes"].([]any)) != 1 {
+		t.Fatalf("resolve modes: %s", r.Raw)
 	}
 }
 
@@ -66,26 +67,26 @@ func TestModeNotAllowed(t *testing.T) {
 func TestIdentityEdges(t *testing.T) {
 	t.Parallel()
 	e := startEnv(t, withExampleWidget(t), withWidget(configs.WidgetConfig{Key: "pk_guests", IdentityPolicy: "guest",
-		AllowDevOrigins: true, IdentitySecret: exampleSecret}))
+		AllowDevOrigins: true, IdentitySecret: signalingtest.ExampleSecret}))
 	jwtFor := func() string {
-		return signVisitorJWT(t, jwt.SigningMethodHS256, jwt.MapClaims{"sub": "u1", "exp": time.Now().Add(time.Minute).Unix()}, []byte(exampleSecret))
+		return signVisitorJWT(t, jwt.SigningMethodHS256, jwt.MapClaims{"sub": "u1", "exp": time.Now().Add(time.Minute).Unix()}, []byte(signalingtest.ExampleSecret))
 	}
-	r := e.createSession(exampleKey, exampleOrigin, map[string]any{"visitor_token": jwtFor(), "user_id": "u1", "user_hash": userHash(exampleSecret, "u1")})
-	if r.status != 422 || r.errCode() != "VALIDATION_FAILED" {
-		t.Fatalf("two identity styles: %d %s", r.status, r.raw)
+	r := e.CreateSession(signalingtest.ExampleKey, signalingtest.ExampleOrigin, map[string]any{"visitor_token": jwtFor(), "user_id": "u1", "user_hash": signalingtest.UserHash(signalingtest.ExampleSecret, "u1")})
+	if r.Status != 422 || r.ErrCode() != "VALIDATION_FAILED" {
+		t.Fatalf("two identity styles: %d %s", r.Status, r.Raw)
 	}
-	r = e.createSession("pk_guests", testOrigin, map[string]any{"visitor_token": jwtFor()})
-	if r.status != 201 || r.body["visitor_claims"] != nil {
-		t.Fatalf("guest-only widget: %d %s", r.status, r.raw)
+	r = e.CreateSession("pk_guests", testOrigin, map[string]any{"visitor_token": jwtFor()})
+	if r.Status != 201 || r.Body["visitor_claims"] != nil {
+		t.Fatalf("guest-only widget: %d %s", r.Status, r.Raw)
 	}
 	ak, _ := e.newAdminKey("", broker.Scopes...)
-	sk, _ := e.newSecretKey(ak, exampleID)
-	tok := e.do("POST", "/v1/tokens", map[string]any{"origin": "HTTPS://WWW.Example.com:443"}, "Authorization", "Bearer "+sk)
-	if tok.status != 201 {
-		t.Fatalf("mint: %d %s", tok.status, tok.raw)
+	sk, _ := e.newSecretKey(ak, signalingtest.ExampleID)
+	tok := e.Do("POST", "/v1/tokens", map[string]any{"origin": "HTTPS://WWW.Example.com:443"}, "Authorization", "Bearer "+sk)
+	if tok.Status != 201 {
+		t.Fatalf("mint: %d %s", tok.Status, tok.Raw)
 	}
-	if r := e.do("POST", "/v1/sessions", map[string]any{"token": tok.str("token")}, "Origin", "https://www.example.com"); r.status != 201 {
-		t.Fatalf("bootstrap from the canonical origin: %d %s", r.status, r.raw)
+	if r := e.Do("POST", "/v1/sessions", map[string]any{"token": tok.Str("token")}, "Origin", "https://www.example.com"); r.Status != 201 {
+		t.Fatalf("bootstrap from the canonical origin: %d %s", r.Status, r.Raw)
 	}
 }
 
@@ -94,14 +95,14 @@ func TestAdminWidgetRoundTrip(t *testing.T) {
 	t.Parallel()
 	e := startEnv(t)
 	ak, _ := e.newAdminKey("", broker.Scopes...)
-	g := e.do("GET", "/v1/admin/widgets/wdg_demo", nil, "Authorization", "Bearer "+ak)
-	if g.status != 200 {
-		t.Fatalf("get: %d %s", g.status, g.raw)
+	g := e.Do("GET", "/v1/admin/widgets/wdg_demo", nil, "Authorization", "Bearer "+ak)
+	if g.Status != 200 {
+		t.Fatalf("get: %d %s", g.Status, g.Raw)
 	}
-	g.body["welcome_text"] = "Changed"
-	r := e.do("PUT", "/v1/admin/widgets/wdg_demo", g.body, "Authorization", "Bearer "+ak)
-	if r.status != 200 || r.str("welcome_text") != "Changed" || r.str("public_key") != g.str("public_key") {
-		t.Fatalf("put back: %d %s", r.status, r.raw)
+	g.Body["welcome_text"] = "Changed"
+	r := e.Do("PUT", "/v1/admin/widgets/wdg_demo", g.Body, "Authorization", "Bearer "+ak)
+	if r.Status != 200 || r.Str("welcome_text") != "Changed" || r.Str("public_key") != g.Str("public_key") {
+		t.Fatalf("put back: %d %s", r.Status, r.Raw)
 	}
 }
 
@@ -109,11 +110,11 @@ func TestAdminWidgetRoundTrip(t *testing.T) {
 func TestUploadRefusesHTML(t *testing.T) {
 	t.Parallel()
 	e := startEnv(t)
-	s := e.newSession(nil)
+	s := e.NewSession(nil)
 	for _, data := range []string{"<!DOCTYPE html><html><script>alert(1)</script></html>",
 		`<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>`} {
-		if r := e.upload(s, "x.txt", "text/plain", []byte(data)); r.status != 415 || r.errCode() != "UNSUPPORTED_MEDIA_TYPE" {
-			t.Fatalf("upload %.20q: %d %s", data, r.status, r.raw)
+		if r := e.Upload(s, "x.txt", "text/plain", []byte(data)); r.Status != 415 || r.ErrCode() != "UNSUPPORTED_MEDIA_TYPE" {
+			t.Fatalf("upload %.20q: %d %s", data, r.Status, r.Raw)
 		}
 	}
 }

@@ -6,30 +6,29 @@ import (
 	"image"
 	"image/color"
 	"image/png"
-	"mime/multipart"
 	"net/http"
-	"net/textproto"
 	"strings"
 	"testing"
 
 	"github.com/parley-rtc/parley/agentbridge"
 	"github.com/parley-rtc/parley/broker"
 	"github.com/parley-rtc/parley/configs"
+	"github.com/parley-rtc/parley/signaling/signalingtest"
 )
 
 func TestCaptureLeads(t *testing.T) {
 	t.Parallel()
 	e := startEnv(t)
-	s := e.newSession(nil)
+	s := e.NewSession(nil)
 	auth := []string{"Authorization", "Bearer " + s.Token}
 	path := "/v1/sessions/" + s.ID + "/captures"
 
-	r := e.do("POST", path, map[string]any{"kind": "email", "value": "Jane@Example.com", "source": "volunteered"}, auth...)
-	if r.status != http.StatusCreated || r.str("value") != "jane@example.com" || r.str("id") == "" ||
-		r.str("conversation_id") != s.ConversationID || r.str("widget_id") != "wdg_demo" {
-		t.Fatalf("capture: %d %s", r.status, r.raw)
+	r := e.Do("POST", path, map[string]any{"kind": "email", "value": "Jane@Example.com", "source": "volunteered"}, auth...)
+	if r.Status != http.StatusCreated || r.Str("value") != "jane@example.com" || r.Str("id") == "" ||
+		r.Str("conversation_id") != s.ConversationID || r.Str("widget_id") != "wdg_demo" {
+		t.Fatalf("capture: %d %s", r.Status, r.Raw)
 	}
-	leadID := r.str("id")
+	leadID := r.Str("id")
 
 	for _, tc := range []struct {
 		name string
@@ -43,11 +42,11 @@ func TestCaptureLeads(t *testing.T) {
 		{"phone with letters", map[string]any{"kind": "phone", "value": "call me", "source": "agent_asked"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			expectErr(t, tc.name, e.do("POST", path, tc.body, auth...), 422, "VALIDATION_FAILED")
+			signalingtest.ExpectErr(t, tc.name, e.Do("POST", path, tc.body, auth...), 422, "VALIDATION_FAILED")
 		})
 	}
-	expectErr(t, "no token", e.do("POST", path, map[string]any{"kind": "name", "value": "Jane", "source": "volunteered"}), 401, "SESSION_TOKEN_INVALID")
-	expectErr(t, "unknown field", e.do("POST", path, map[string]any{"kind": "name", "value": "Jane", "source": "volunteered", "x": 1}, auth...), 400, "BAD_REQUEST")
+	signalingtest.ExpectErr(t, "no token", e.Do("POST", path, map[string]any{"kind": "name", "value": "Jane", "source": "volunteered"}), 401, "SESSION_TOKEN_INVALID")
+	signalingtest.ExpectErr(t, "unknown field", e.Do("POST", path, map[string]any{"kind": "name", "value": "Jane", "source": "volunteered", "x": 1}, auth...), 400, "BAD_REQUEST")
 
 	// The agent gets it as a capture event in the log.
 	var captures []agentbridge.Event
@@ -70,41 +69,14 @@ func TestCaptureLeads(t *testing.T) {
 
 	// And the admin sees the lead.
 	ak, _ := e.newAdminKey("", broker.ScopeOpsRead)
-	r = e.do("GET", "/v1/admin/leads?widget=wdg_demo", nil, "Authorization", "Bearer "+ak)
-	leads, _ := r.body["leads"].([]any)
-	if r.status != http.StatusOK || len(leads) != 1 {
-		t.Fatalf("leads: %d %s", r.status, r.raw)
+	r = e.Do("GET", "/v1/admin/leads?widget=wdg_demo", nil, "Authorization", "Bearer "+ak)
+	leads, _ := r.Body["leads"].([]any)
+	if r.Status != http.StatusOK || len(leads) != 1 {
+		t.Fatalf("leads: %d %s", r.Status, r.Raw)
 	}
 	if l := leads[0].(map[string]any); l["id"] != leadID || l["value"] != "jane@example.com" || l["conversation_id"] != s.ConversationID {
 		t.Fatalf("lead = %v", l)
 	}
-}
-
-// multipartFile builds a multipart/form-data body with one part.
-func multipartFile(t testing.TB, field, name, contentType string, data []byte) (string, string) {
-	t.Helper()
-	var buf bytes.Buffer
-	mw := multipart.NewWriter(&buf)
-	h := textproto.MIMEHeader{}
-	h.Set("Content-Disposition", `form-data; name="`+field+`"; filename="`+name+`"`)
-	h.Set("Content-Type", contentType)
-	part, err := mw.CreatePart(h)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := part.Write(data); err != nil {
-		t.Fatal(err)
-	}
-	if err := mw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return mw.FormDataContentType(), buf.String()
-}
-
-func (e *env) upload(s session, name, claimedType string, data []byte) response {
-	e.t.Helper()
-	ct, body := multipartFile(e.t, "file", name, claimedType, data)
-	return e.doRaw("POST", "/v1/sessions/"+s.ID+"/uploads", ct, body, "Authorization", "Bearer "+s.Token)
 }
 
 func tinyPNG(t testing.TB) []byte {
@@ -122,23 +94,23 @@ func tinyPNG(t testing.TB) []byte {
 func TestUploads(t *testing.T) {
 	t.Parallel()
 	e := startEnv(t, func(c *configs.Config) { c.Limits.MaxUploadBytes = 4096 })
-	s := e.newSession(nil)
+	s := e.NewSession(nil)
 
 	pic := tinyPNG(t)
-	r := e.upload(s, "dot.png", "application/octet-stream", pic) // the type is sniffed, not believed
-	if r.status != http.StatusCreated || r.str("content_type") != "image/png" || r.str("file_name") != "dot.png" ||
-		r.body["size_bytes"] != float64(len(pic)) || !strings.HasPrefix(r.str("upload_id"), "upl_") {
-		t.Fatalf("png upload: %d %s", r.status, r.raw)
+	r := e.Upload(s, "dot.png", "application/octet-stream", pic) // the type is sniffed, not believed
+	if r.Status != http.StatusCreated || r.Str("content_type") != "image/png" || r.Str("file_name") != "dot.png" ||
+		r.Body["size_bytes"] != float64(len(pic)) || !strings.HasPrefix(r.Str("upload_id"), "upl_") {
+		t.Fatalf("png upload: %d %s", r.Status, r.Raw)
 	}
-	picID := r.str("upload_id")
+	picID := r.Str("upload_id")
 
-	r = e.upload(s, "notes.txt", "text/plain", []byte("a few plain words\n"))
-	if r.status != http.StatusCreated || !strings.HasPrefix(r.str("content_type"), "text/plain") {
-		t.Fatalf("text upload: %d %s", r.status, r.raw)
+	r = e.Upload(s, "notes.txt", "text/plain", []byte("a few plain words\n"))
+	if r.Status != http.StatusCreated || !strings.HasPrefix(r.Str("content_type"), "text/plain") {
+		t.Fatalf("text upload: %d %s", r.Status, r.Raw)
 	}
-	r = e.upload(s, `..\..\etc/passwd`, "text/plain", []byte("root"))
-	if r.status != http.StatusCreated || r.str("file_name") != "passwd" {
-		t.Fatalf("path in the file name: %d %s", r.status, r.raw)
+	r = e.Upload(s, `..\..\etc/passwd`, "text/plain", []byte("root"))
+	if r.Status != http.StatusCreated || r.Str("file_name") != "passwd" {
+		t.Fatalf("path in the file name: %d %s", r.Status, r.Raw)
 	}
 
 	elf := append([]byte("\x7fELF\x02\x01\x01\x00"), make([]byte, 120)...)
@@ -156,23 +128,23 @@ func TestUploads(t *testing.T) {
 		{"empty", "empty.txt", "text/plain", nil, 422, "VALIDATION_FAILED"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			expectErr(t, tc.name, e.upload(s, tc.file, tc.claimed, tc.data), tc.status, tc.code)
+			signalingtest.ExpectErr(t, tc.name, e.Upload(s, tc.file, tc.claimed, tc.data), tc.status, tc.code)
 		})
 	}
-	ct, body := multipartFile(t, "attachment", "dot.png", "image/png", pic)
-	r = e.doRaw("POST", "/v1/sessions/"+s.ID+"/uploads", ct, body, "Authorization", "Bearer "+s.Token)
-	expectErr(t, "no file part", r, 422, "VALIDATION_FAILED")
-	r = e.doRaw("POST", "/v1/sessions/"+s.ID+"/uploads", "application/json", `{}`, "Authorization", "Bearer "+s.Token)
-	expectErr(t, "not multipart", r, 415, "UNSUPPORTED_MEDIA_TYPE")
-	r = e.doRaw("POST", "/v1/sessions/"+s.ID+"/uploads", ct, body)
-	expectErr(t, "no session token", r, 401, "SESSION_TOKEN_INVALID")
+	ct, body := signalingtest.MultipartFile(t, "attachment", "dot.png", "image/png", pic)
+	r = e.DoRaw("POST", "/v1/sessions/"+s.ID+"/uploads", ct, body, "Authorization", "Bearer "+s.Token)
+	signalingtest.ExpectErr(t, "no file part", r, 422, "VALIDATION_FAILED")
+	r = e.DoRaw("POST", "/v1/sessions/"+s.ID+"/uploads", "application/json", `{}`, "Authorization", "Bearer "+s.Token)
+	signalingtest.ExpectErr(t, "not multipart", r, 415, "UNSUPPORTED_MEDIA_TYPE")
+	r = e.DoRaw("POST", "/v1/sessions/"+s.ID+"/uploads", ct, body)
+	signalingtest.ExpectErr(t, "no session token", r, 401, "SESSION_TOKEN_INVALID")
 
 	// A message carries the upload to the agent.
-	r = e.do("POST", "/v1/sessions/"+s.ID+"/messages",
+	r = e.Do("POST", "/v1/sessions/"+s.ID+"/messages",
 		map[string]any{"body": "see the picture", "client_message_id": "up-1", "upload_ids": []string{picID}},
 		"Authorization", "Bearer "+s.Token)
-	if r.status != http.StatusAccepted {
-		t.Fatalf("message with upload: %d %s", r.status, r.raw)
+	if r.Status != http.StatusAccepted {
+		t.Fatalf("message with upload: %d %s", r.Status, r.Raw)
 	}
 	var msg *agentbridge.Event
 	for _, ev := range e.readLog(s.ConversationID) {
@@ -186,12 +158,12 @@ func TestUploads(t *testing.T) {
 	}
 
 	// Only this conversation's uploads can be attached.
-	other := e.newSession(nil)
-	otherPic := e.upload(other, "other.png", "image/png", pic).str("upload_id")
+	other := e.NewSession(nil)
+	otherPic := e.Upload(other, "other.png", "image/png", pic).Str("upload_id")
 	for name, id := range map[string]string{"unknown upload": "upl_doesnotexist", "malformed id": "../x",
 		"another conversation's upload": otherPic} {
-		r := e.do("POST", "/v1/sessions/"+s.ID+"/messages",
+		r := e.Do("POST", "/v1/sessions/"+s.ID+"/messages",
 			map[string]any{"body": "attached", "upload_ids": []string{id}}, "Authorization", "Bearer "+s.Token)
-		expectErr(t, name, r, 422, "VALIDATION_FAILED")
+		signalingtest.ExpectErr(t, name, r, 422, "VALIDATION_FAILED")
 	}
 }

@@ -45,30 +45,30 @@ func TestNavigateActionsUseNavMap(t *testing.T) {
 	}
 	t.Cleanup(w.Close)
 
-	s := e.newSession(nil)
-	c := e.mustDialWS(s)
+	s := e.NewSession(nil)
+	c := e.MustDialWS(s)
 	for _, tc := range []struct{ target, frames, want string }{
 		{"pricing", "ack,typing,action,chunk,done", `/pricing #plans Pricing`},
 		{"admin", "ack,typing,error,chunk,done", `"admin"`},
 		{"url", "ack,typing,error,chunk,done", `navigate needs {"target": "<nav map id>"}`},
 	} {
-		c.send(map[string]any{"type": "message", "body": tc.target, "client_message_id": "n-" + tc.target})
+		c.Send(map[string]any{"type": "message", "body": tc.target, "client_message_id": "n-" + tc.target})
 		var types []string
 		for {
-			f := c.next()
-			types = append(types, f.str("type"))
-			switch f.str("type") {
+			f := c.Next()
+			types = append(types, f.Str("type"))
+			switch f.Str("type") {
 			case "action":
 				d, _ := f["data"].(map[string]any)
 				if got := strings.Join([]string{d["path"].(string), d["selector"].(string), d["label"].(string)}, " "); got != tc.want || d["target"] != tc.target {
 					t.Fatalf("%s: action data %v", tc.target, d)
 				}
 			case "error":
-				if f.str("code") != "NAV_TARGET_UNKNOWN" || !strings.Contains(f.str("message"), tc.want) {
+				if f.Str("code") != "NAV_TARGET_UNKNOWN" || !strings.Contains(f.Str("message"), tc.want) {
 					t.Fatalf("%s: error frame %v", tc.target, f)
 				}
 			}
-			if f.str("type") == "done" {
+			if f.Str("type") == "done" {
 				break
 			}
 		}

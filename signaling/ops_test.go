@@ -10,8 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parley-rtc/parley/agentbridge/agenttest"
 	"github.com/parley-rtc/parley/broker"
 	"github.com/parley-rtc/parley/configs"
+	"github.com/parley-rtc/parley/signaling/signalingtest"
 )
 
 // The ops API: live rooms listed, read and ended over HTTP, and their
@@ -20,51 +22,6 @@ import (
 
 // fastRooms flushes room state every 50 ms, so tests wait less.
 func fastRooms(c *configs.Config) { c.Ops.RoomUpdateInterval = 50 * time.Millisecond }
-
-// opsRooms lists rooms through GET /v1/ops/rooms?query with an admin key.
-func (e *env) opsRooms(ak, query string) []broker.Room {
-	e.t.Helper()
-	r := e.do("GET", "/v1/ops/rooms"+query, nil, "Authorization", "Bearer "+ak)
-	if r.status != http.StatusOK {
-		e.t.Fatalf("GET /v1/ops/rooms%s: %d %s", query, r.status, r.raw)
-	}
-	var body struct {
-		Rooms []broker.Room `json:"rooms"`
-	}
-	if err := json.Unmarshal([]byte(r.raw), &body); err != nil || body.Rooms == nil {
-		e.t.Fatalf("GET /v1/ops/rooms%s: %v %s", query, err, r.raw)
-	}
-	return body.Rooms
-}
-
-// findRoom is the room of cid in rooms.
-func findRoom(rooms []broker.Room, cid string) (broker.Room, bool) {
-	i := slices.IndexFunc(rooms, func(r broker.Room) bool { return r.ConversationID == cid })
-	if i < 0 {
-		return broker.Room{}, false
-	}
-	return rooms[i], true
-}
-
-// waitRoom polls the ops API until the room of cid is listed and cond
-// holds for it.
-func (e *env) waitRoom(ak, cid, what string, cond func(broker.Room) bool) broker.Room {
-	e.t.Helper()
-	var last broker.Room
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		room, ok := findRoom(e.opsRooms(ak, ""), cid)
-		if ok && cond(room) {
-			return room
-		}
-		last = room
-		if time.Now().After(deadline) {
-			data, _ := json.Marshal(last)
-			e.t.Fatalf("timed out waiting for room %s: %s; last seen: %s", cid, what, data)
-		}
-		<-time.After(10 * time.Millisecond)
-	}
-}
 
 // sseEvent is one Server-Sent Event.
 type sseEvent struct {
@@ -182,27 +139,27 @@ func TestOpsRoomsTenant(t *testing.T) {
 	e := startEnv(t, withExampleWidget(t), fastRooms)
 	all, _ := e.newAdminKey("", broker.ScopeOpsRead, broker.ScopeOpsWrite)
 	tenant, _ := e.newAdminKey("example", broker.ScopeOpsRead, broker.ScopeOpsWrite)
-	demo := e.newSession(nil)
-	e.mustDialWS(demo)
-	example := e.mustCreateSession(exampleKey, exampleOrigin, nil)
-	if _, _, err := e.dialWS(example, "", "Origin", exampleOrigin); err != nil {
+	demo := e.NewSession(nil)
+	e.MustDialWS(demo)
+	example := e.MustCreateSession(signalingtest.ExampleKey, signalingtest.ExampleOrigin, nil)
+	if _, _, err := e.DialWS(example, "", "Origin", signalingtest.ExampleOrigin); err != nil {
 		t.Fatal(err)
 	}
-	e.waitRoom(all, demo.ConversationID, "the demo room", func(broker.Room) bool { return true })
-	e.waitRoom(all, example.ConversationID, "the example room", func(broker.Room) bool { return true })
+	e.WaitRoom(all, demo.ConversationID, "the demo room", func(broker.Room) bool { return true })
+	e.WaitRoom(all, example.ConversationID, "the example room", func(broker.Room) bool { return true })
 
-	rooms := e.opsRooms(tenant, "")
-	if len(rooms) != 1 || rooms[0].ConversationID != example.ConversationID || rooms[0].Widget != exampleID {
+	rooms := e.OpsRooms(tenant, "")
+	if len(rooms) != 1 || rooms[0].ConversationID != example.ConversationID || rooms[0].Widget != signalingtest.ExampleID {
 		t.Fatalf("tenant key lists %+v, want the example room only", rooms)
 	}
-	if rooms := e.opsRooms(tenant, "?widget=wdg_demo"); len(rooms) != 0 {
+	if rooms := e.OpsRooms(tenant, "?widget=wdg_demo"); len(rooms) != 0 {
 		t.Fatalf("tenant key with ?widget=wdg_demo lists %+v", rooms)
 	}
 	tauth := []string{"Authorization", "Bearer " + tenant}
-	expectErr(t, "tenant GET of another tenant's room", e.do("GET", "/v1/ops/rooms/"+demo.ConversationID, nil, tauth...), 404, "ROOM_NOT_FOUND")
-	expectErr(t, "tenant DELETE of another tenant's room", e.do("DELETE", "/v1/ops/rooms/"+demo.ConversationID, nil, tauth...), 404, "ROOM_NOT_FOUND")
-	if r := e.do("GET", "/v1/ops/rooms/"+example.ConversationID, nil, tauth...); r.status != 200 {
-		t.Fatalf("tenant GET of its room: %d %s", r.status, r.raw)
+	signalingtest.ExpectErr(t, "tenant GET of another tenant's room", e.Do("GET", "/v1/ops/rooms/"+demo.ConversationID, nil, tauth...), 404, "ROOM_NOT_FOUND")
+	signalingtest.ExpectErr(t, "tenant DELETE of another tenant's room", e.Do("DELETE", "/v1/ops/rooms/"+demo.ConversationID, nil, tauth...), 404, "ROOM_NOT_FOUND")
+	if r := e.Do("GET", "/v1/ops/rooms/"+example.ConversationID, nil, tauth...); r.Status != 200 {
+		t.Fatalf("tenant GET of its room: %d %s", r.Status, r.Raw)
 	}
 	// Its event stream leaves the other tenant out too.
 	st := e.openOpsEvents(tenant)
@@ -212,7 +169,7 @@ func TestOpsRoomsTenant(t *testing.T) {
 	if ev := st.next("ready"); !strings.Contains(ev.data, `"rooms":1`) {
 		t.Fatalf("tenant stream ready = %s", ev.data)
 	}
-	if _, ok := findRoom(e.opsRooms(all, ""), demo.ConversationID); !ok {
+	if _, ok := signalingtest.FindRoom(e.OpsRooms(all, ""), demo.ConversationID); !ok {
 		t.Fatal("the demo room is gone")
 	}
 }
@@ -223,9 +180,9 @@ func TestOpsEventsSSE(t *testing.T) {
 	t.Parallel()
 	e := startEnv(t, fastRooms)
 	ak, _ := e.newAdminKey("", broker.ScopeOpsRead)
-	first := e.newSession(nil)
-	e.mustDialWS(first)
-	e.waitRoom(ak, first.ConversationID, "the first room", func(broker.Room) bool { return true })
+	first := e.NewSession(nil)
+	e.MustDialWS(first)
+	e.WaitRoom(ak, first.ConversationID, "the first room", func(broker.Room) bool { return true })
 
 	st := e.openOpsEvents(ak)
 	if ev := st.next("room"); ev.room.ConversationID != first.ConversationID || ev.room.Mode != "chat" {
@@ -235,17 +192,17 @@ func TestOpsEventsSSE(t *testing.T) {
 		t.Fatalf("ready: %s", ev.data)
 	}
 
-	s := e.newSession(nil)
-	ws := e.mustDialWS(s)
+	s := e.NewSession(nil)
+	ws := e.MustDialWS(s)
 	if ev := st.until("room", s.ConversationID); ev.room.Widget != "wdg_demo" || len(ev.room.Legs) != 1 {
 		t.Fatalf("room event for the new session: %s", ev.data)
 	}
-	if r := e.do("POST", "/v1/sessions/"+s.ID+"/mode", map[string]any{"mode": "voice"}, "Authorization", "Bearer "+s.Token); r.status != 200 {
-		t.Fatalf("mode voice: %d %s", r.status, r.raw)
+	if r := e.Do("POST", "/v1/sessions/"+s.ID+"/mode", map[string]any{"mode": "voice"}, "Authorization", "Bearer "+s.Token); r.Status != 200 {
+		t.Fatalf("mode voice: %d %s", r.Status, r.Raw)
 	}
 	for ev := st.until("room", s.ConversationID); ev.room.Mode != "voice"; ev = st.until("room", s.ConversationID) {
 	}
-	if err := ws.conn.CloseNow(); err != nil {
+	if err := ws.Conn.CloseNow(); err != nil {
 		t.Fatal(err)
 	}
 	if ev := st.until("room_ended", s.ConversationID); ev.room.EndedReason != broker.RoomEndedLegsClosed {
@@ -254,14 +211,14 @@ func TestOpsEventsSSE(t *testing.T) {
 
 	// Without ops:read: refused before streaming.
 	noOps, _ := e.newAdminKey("", broker.ScopeConfigRead)
-	expectErr(t, "events without ops:read", e.do("GET", "/v1/ops/events", nil, "Authorization", "Bearer "+noOps), 403, "MISSING_SCOPE")
+	signalingtest.ExpectErr(t, "events without ops:read", e.Do("GET", "/v1/ops/events", nil, "Authorization", "Bearer "+noOps), 403, "MISSING_SCOPE")
 }
 
 // waitNoRoom polls the ops API until the room of cid is gone.
 func (e *env) waitNoRoom(ak, cid string) {
 	e.t.Helper()
-	waitFor(e.t, 10*time.Second, "room "+cid+" to leave the list", func() bool {
-		_, ok := findRoom(e.opsRooms(ak, ""), cid)
+	agenttest.Poll(e.t, 10*time.Second, "room "+cid+" to leave the list", func() bool {
+		_, ok := signalingtest.FindRoom(e.OpsRooms(ak, ""), cid)
 		return !ok
 	})
 }
@@ -287,34 +244,34 @@ func TestOpsRoomLifecycle(t *testing.T) {
 	e := startEnv(t, voiceConfig, fastRooms)
 	ak, _ := e.newAdminKey("", broker.ScopeOpsRead, broker.ScopeOpsWrite)
 	readOnly, _ := e.newAdminKey("", broker.ScopeOpsRead)
-	s := e.newSession(nil)
-	ws := e.mustDialWS(s)
+	s := e.NewSession(nil)
+	ws := e.MustDialWS(s)
 
-	room := e.waitRoom(ak, s.ConversationID, "a chat room with the WebSocket leg and the visitor", func(r broker.Room) bool {
+	room := e.WaitRoom(ak, s.ConversationID, "a chat room with the WebSocket leg and the visitor", func(r broker.Room) bool {
 		l, ok := legOf(r, "websocket")
 		return r.Mode == "chat" && ok && l.Kind == "chat" && l.SessionID == s.ID && hasParticipant(r, "visitor", s.ID)
 	})
 	if room.Widget != "wdg_demo" || room.Agent != configs.DefaultAgent || room.StartedAt.IsZero() || room.Broker == "" {
 		t.Fatalf("room = %+v", room)
 	}
-	ws.send(map[string]any{"type": "message", "body": "hello ops", "client_message_id": "o-1"})
-	expectReply(t, ws, "o-1", "echo: hello ops")
-	room = e.waitRoom(ak, s.ConversationID, "the agent worker as a participant, idle after its reply", func(r broker.Room) bool {
+	ws.Send(map[string]any{"type": "message", "body": "hello ops", "client_message_id": "o-1"})
+	signalingtest.ExpectReply(t, ws, "o-1", "echo: hello ops")
+	room = e.WaitRoom(ak, s.ConversationID, "the agent worker as a participant, idle after its reply", func(r broker.Room) bool {
 		return hasParticipant(r, "agent", r.WorkerID) && r.WorkerID != "" && r.AgentState == "idle"
 	})
 	t.Logf("chat room: agent %s state %q worker %s, participants %+v", room.Agent, room.AgentState, room.WorkerID, room.Participants)
 
 	// A voice call: mode voice, a webrtc leg whose counters move while
 	// frames flow.
-	c := e.newVoiceClient(s)
-	c.waitConnected()
+	c := e.NewVoiceClient(s)
+	c.WaitConnected()
 	sent := make(chan struct{})
-	frames := speech(t, 2, 800, 200) // 2 s of audio
+	frames := signalingtest.Speech(t, 2, 800, 200) // 2 s of audio
 	go func() {
 		defer close(sent)
-		c.send(frames)
+		c.Send(frames)
 	}()
-	room = e.waitRoom(ak, s.ConversationID, "mode voice with a webrtc leg whose frames flow", func(r broker.Room) bool {
+	room = e.WaitRoom(ak, s.ConversationID, "mode voice with a webrtc leg whose frames flow", func(r broker.Room) bool {
 		l, ok := legOf(r, "webrtc")
 		return r.Mode == "voice" && ok && l.Kind == "voice" && l.Media != nil && l.Media.FramesIn > 0 && l.Media.InFPS > 0
 	})
@@ -336,14 +293,14 @@ func TestOpsRoomLifecycle(t *testing.T) {
 		{"?widget=wdg_other", false},
 		{"?agent=nobody", false},
 	} {
-		if _, ok := findRoom(e.opsRooms(ak, tc.query), s.ConversationID); ok != tc.want {
+		if _, ok := signalingtest.FindRoom(e.OpsRooms(ak, tc.query), s.ConversationID); ok != tc.want {
 			t.Errorf("GET /v1/ops/rooms%s lists the room: %v, want %v", tc.query, ok, tc.want)
 		}
 	}
 
 	// Detail: the room and its recent events.
 	auth := []string{"Authorization", "Bearer " + ak}
-	r := e.do("GET", "/v1/ops/rooms/"+s.ConversationID, nil, auth...)
+	r := e.Do("GET", "/v1/ops/rooms/"+s.ConversationID, nil, auth...)
 	var detail struct {
 		Room         broker.Room `json:"room"`
 		RecentEvents []struct {
@@ -351,8 +308,8 @@ func TestOpsRoomLifecycle(t *testing.T) {
 			Seq  uint64 `json:"seq"`
 		} `json:"recent_events"`
 	}
-	if err := json.Unmarshal([]byte(r.raw), &detail); r.status != http.StatusOK || err != nil {
-		t.Fatalf("room detail: %d %v %s", r.status, err, r.raw)
+	if err := json.Unmarshal([]byte(r.Raw), &detail); r.Status != http.StatusOK || err != nil {
+		t.Fatalf("room detail: %d %v %s", r.Status, err, r.Raw)
 	}
 	var types []string
 	for _, ev := range detail.RecentEvents {
@@ -364,23 +321,23 @@ func TestOpsRoomLifecycle(t *testing.T) {
 	}
 
 	// Ending the room takes ops:write.
-	expectErr(t, "DELETE with ops:read only", e.do("DELETE", "/v1/ops/rooms/"+s.ConversationID, nil,
+	signalingtest.ExpectErr(t, "DELETE with ops:read only", e.Do("DELETE", "/v1/ops/rooms/"+s.ConversationID, nil,
 		"Authorization", "Bearer "+readOnly), http.StatusForbidden, "MISSING_SCOPE")
-	if r := e.do("DELETE", "/v1/ops/rooms/"+s.ConversationID, map[string]any{"reason": "test over"}, auth...); r.status != http.StatusNoContent {
-		t.Fatalf("DELETE room: %d %s", r.status, r.raw)
+	if r := e.Do("DELETE", "/v1/ops/rooms/"+s.ConversationID, map[string]any{"reason": "test over"}, auth...); r.Status != http.StatusNoContent {
+		t.Fatalf("DELETE room: %d %s", r.Status, r.Raw)
 	}
-	if code, reason := ws.closeStatus(); reason != "SESSION_ENDED" {
+	if code, reason := ws.CloseStatus(); reason != "SESSION_ENDED" {
 		t.Fatalf("WebSocket closed with %d %q, want SESSION_ENDED", code, reason)
 	}
-	waitFor(t, 10*time.Second, "the voice leg to hang up", func() bool {
+	agenttest.Poll(t, 10*time.Second, "the voice leg to hang up", func() bool {
 		_, ok := e.b.Voice(s.ID)
 		return !ok
 	})
 	e.waitNoRoom(ak, s.ConversationID)
-	expectErr(t, "GET the ended room", e.do("GET", "/v1/ops/rooms/"+s.ConversationID, nil, auth...), http.StatusNotFound, "ROOM_NOT_FOUND")
-	expectErr(t, "DELETE the ended room", e.do("DELETE", "/v1/ops/rooms/"+s.ConversationID, nil, auth...), http.StatusNotFound, "ROOM_NOT_FOUND")
-	expectErr(t, "GET an unknown room", e.do("GET", "/v1/ops/rooms/conv_nosuchroom", nil, auth...), http.StatusNotFound, "ROOM_NOT_FOUND")
-	expectErr(t, "GET without a key", e.do("GET", "/v1/ops/rooms", nil), http.StatusUnauthorized, "INVALID_API_KEY")
+	signalingtest.ExpectErr(t, "GET the ended room", e.Do("GET", "/v1/ops/rooms/"+s.ConversationID, nil, auth...), http.StatusNotFound, "ROOM_NOT_FOUND")
+	signalingtest.ExpectErr(t, "DELETE the ended room", e.Do("DELETE", "/v1/ops/rooms/"+s.ConversationID, nil, auth...), http.StatusNotFound, "ROOM_NOT_FOUND")
+	signalingtest.ExpectErr(t, "GET an unknown room", e.Do("GET", "/v1/ops/rooms/conv_nosuchroom", nil, auth...), http.StatusNotFound, "ROOM_NOT_FOUND")
+	signalingtest.ExpectErr(t, "GET without a key", e.Do("GET", "/v1/ops/rooms", nil), http.StatusUnauthorized, "INVALID_API_KEY")
 	noOps, _ := e.newAdminKey("", broker.ScopeConfigRead)
-	expectErr(t, "GET without ops:read", e.do("GET", "/v1/ops/rooms", nil, "Authorization", "Bearer "+noOps), http.StatusForbidden, "MISSING_SCOPE")
+	signalingtest.ExpectErr(t, "GET without ops:read", e.Do("GET", "/v1/ops/rooms", nil, "Authorization", "Bearer "+noOps), http.StatusForbidden, "MISSING_SCOPE")
 }

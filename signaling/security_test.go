@@ -13,6 +13,7 @@ import (
 
 	"github.com/parley-rtc/parley/broker"
 	"github.com/parley-rtc/parley/configs"
+	"github.com/parley-rtc/parley/signaling/signalingtest"
 )
 
 // Tests of issue "security and tenancy" over HTTP: who may embed a widget
@@ -55,45 +56,45 @@ func TestSecurityOriginEnforcement(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			r := e.resolveWidget(tc.key, tc.origin)
+			r := e.ResolveWidget(tc.key, tc.origin)
 			if tc.status == 200 {
-				if r.status != 200 || r.str("challenge") == "" {
-					t.Fatalf("got %d %s, want a challenge", r.status, r.raw)
+				if r.Status != 200 || r.Str("challenge") == "" {
+					t.Fatalf("got %d %s, want a challenge", r.Status, r.Raw)
 				}
 				// The challenge earns a session from the same origin.
-				cr := e.do("POST", "/v1/sessions", map[string]any{"widget_key": tc.key, "challenge": r.str("challenge")}, "Origin", tc.origin)
-				if cr.status != http.StatusCreated {
-					t.Fatalf("session from %s: %d %s", tc.origin, cr.status, cr.raw)
+				cr := e.Do("POST", "/v1/sessions", map[string]any{"widget_key": tc.key, "challenge": r.Str("challenge")}, "Origin", tc.origin)
+				if cr.Status != http.StatusCreated {
+					t.Fatalf("session from %s: %d %s", tc.origin, cr.Status, cr.Raw)
 				}
 				return
 			}
-			expectErr(t, "resolve", r, tc.status, tc.code)
+			signalingtest.ExpectErr(t, "resolve", r, tc.status, tc.code)
 		})
 	}
 
 	// A session's WebSocket is refused from a foreign origin, with 1008 and
 	// the code as reason (a browser cannot read the HTTP error of an
 	// upgrade), and accepted from its own.
-	s := e.mustCreateSession("pk_acme", "https://acme.com", nil)
+	s := e.MustCreateSession("pk_acme", "https://acme.com", nil)
 	for _, origin := range []string{"https://impostor.com", "https://acme.com.evil.net", "http://localhost:3000"} {
-		c, _, err := e.dialWS(s, "", "Origin", origin)
+		c, _, err := e.DialWS(s, "", "Origin", origin)
 		if err != nil {
 			t.Fatalf("dial from %s: %v", origin, err)
 		}
-		if code, reason := c.closeStatus(); code != websocket.StatusPolicyViolation || reason != "ORIGIN_NOT_ALLOWED" {
+		if code, reason := c.CloseStatus(); code != websocket.StatusPolicyViolation || reason != "ORIGIN_NOT_ALLOWED" {
 			t.Fatalf("ws from %s closed with %d %q, want 1008 ORIGIN_NOT_ALLOWED", origin, code, reason)
 		}
 	}
-	c, _, err := e.dialWS(s, "", "Origin", "https://app.acme.com")
+	c, _, err := e.DialWS(s, "", "Origin", "https://app.acme.com")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f := c.next(); f.str("type") != "session" {
+	if f := c.Next(); f.Str("type") != "session" {
 		t.Fatalf("ws from an allowed origin: first frame %v", f)
 	}
 	// So is the HTTP API of the session.
-	r := e.do("GET", "/v1/sessions/"+s.ID+"/history", nil, "Authorization", "Bearer "+s.Token, "Origin", "https://evilacme.com")
-	expectErr(t, "history from a foreign origin", r, 403, "ORIGIN_NOT_ALLOWED")
+	r := e.Do("GET", "/v1/sessions/"+s.ID+"/history", nil, "Authorization", "Bearer "+s.Token, "Origin", "https://evilacme.com")
+	signalingtest.ExpectErr(t, "history from a foreign origin", r, 403, "ORIGIN_NOT_ALLOWED")
 }
 
 // TestChallengeBinding: a challenge earns one session, for the widget, the
@@ -103,48 +104,48 @@ func TestSecurityChallengeBinding(t *testing.T) {
 	t.Run("behind a trusted proxy", func(t *testing.T) {
 		t.Parallel()
 		e := startEnv(t, func(c *configs.Config) { c.Security.TrustedProxies = []string{"127.0.0.1/32"} })
-		ch := e.challengeFor(configs.DemoWidgetKey, testOrigin, "X-Forwarded-For", "198.51.100.1")
+		ch := e.ChallengeFor(configs.DemoWidgetKey, testOrigin, "X-Forwarded-For", "198.51.100.1")
 		body := map[string]any{"widget_key": configs.DemoWidgetKey, "challenge": ch}
 
-		r := e.do("POST", "/v1/sessions", body, "Origin", testOrigin, "X-Forwarded-For", "198.51.100.2")
-		expectErr(t, "another client address", r, 401, "CHALLENGE_INVALID")
-		if msg, _ := r.body["error"].(map[string]any)["message"].(string); !strings.Contains(msg, "another client address") {
+		r := e.Do("POST", "/v1/sessions", body, "Origin", testOrigin, "X-Forwarded-For", "198.51.100.2")
+		signalingtest.ExpectErr(t, "another client address", r, 401, "CHALLENGE_INVALID")
+		if msg, _ := r.Body["error"].(map[string]any)["message"].(string); !strings.Contains(msg, "another client address") {
 			t.Fatalf("message %q does not say why", msg)
 		}
 		// The refusal did not use the challenge up.
-		if r := e.do("POST", "/v1/sessions", body, "Origin", testOrigin, "X-Forwarded-For", "198.51.100.1"); r.status != http.StatusCreated {
-			t.Fatalf("same address: %d %s", r.status, r.raw)
+		if r := e.Do("POST", "/v1/sessions", body, "Origin", testOrigin, "X-Forwarded-For", "198.51.100.1"); r.Status != http.StatusCreated {
+			t.Fatalf("same address: %d %s", r.Status, r.Raw)
 		}
-		r = e.do("POST", "/v1/sessions", body, "Origin", testOrigin, "X-Forwarded-For", "198.51.100.1")
-		expectErr(t, "reused challenge", r, 401, "CHALLENGE_INVALID")
+		r = e.Do("POST", "/v1/sessions", body, "Origin", testOrigin, "X-Forwarded-For", "198.51.100.1")
+		signalingtest.ExpectErr(t, "reused challenge", r, 401, "CHALLENGE_INVALID")
 
 		// Both origins are allowed for the demo widget, but the challenge
 		// is bound to the one it was issued to.
-		other := e.challengeFor(configs.DemoWidgetKey, "http://127.0.0.1:9999", "X-Forwarded-For", "198.51.100.1")
-		r = e.do("POST", "/v1/sessions", map[string]any{"widget_key": configs.DemoWidgetKey, "challenge": other},
+		other := e.ChallengeFor(configs.DemoWidgetKey, "http://127.0.0.1:9999", "X-Forwarded-For", "198.51.100.1")
+		r = e.Do("POST", "/v1/sessions", map[string]any{"widget_key": configs.DemoWidgetKey, "challenge": other},
 			"Origin", testOrigin, "X-Forwarded-For", "198.51.100.1")
-		expectErr(t, "another origin", r, 401, "CHALLENGE_INVALID")
+		signalingtest.ExpectErr(t, "another origin", r, 401, "CHALLENGE_INVALID")
 
 		// The proxy's own address is not the client's.
-		ch = e.challengeFor(configs.DemoWidgetKey, testOrigin, "X-Forwarded-For", "198.51.100.1")
-		r = e.do("POST", "/v1/sessions", map[string]any{"widget_key": configs.DemoWidgetKey, "challenge": ch}, "Origin", testOrigin)
-		expectErr(t, "no X-Forwarded-For", r, 401, "CHALLENGE_INVALID")
+		ch = e.ChallengeFor(configs.DemoWidgetKey, testOrigin, "X-Forwarded-For", "198.51.100.1")
+		r = e.Do("POST", "/v1/sessions", map[string]any{"widget_key": configs.DemoWidgetKey, "challenge": ch}, "Origin", testOrigin)
+		signalingtest.ExpectErr(t, "no X-Forwarded-For", r, 401, "CHALLENGE_INVALID")
 	})
 	t.Run("without trusted proxies", func(t *testing.T) {
 		t.Parallel()
 		e := startEnv(t, withExampleWidget(t))
 		// A client cannot choose its address: X-Forwarded-For is ignored and
 		// both requests come from 127.0.0.1.
-		ch := e.challengeFor(configs.DemoWidgetKey, testOrigin, "X-Forwarded-For", "198.51.100.1")
-		r := e.do("POST", "/v1/sessions", map[string]any{"widget_key": configs.DemoWidgetKey, "challenge": ch},
+		ch := e.ChallengeFor(configs.DemoWidgetKey, testOrigin, "X-Forwarded-For", "198.51.100.1")
+		r := e.Do("POST", "/v1/sessions", map[string]any{"widget_key": configs.DemoWidgetKey, "challenge": ch},
 			"Origin", testOrigin, "X-Forwarded-For", "198.51.100.2")
-		if r.status != http.StatusCreated {
-			t.Fatalf("spoofed X-Forwarded-For changed the client address: %d %s", r.status, r.raw)
+		if r.Status != http.StatusCreated {
+			t.Fatalf("spoofed X-Forwarded-For changed the client address: %d %s", r.Status, r.Raw)
 		}
 		// A challenge of one widget does not open another.
-		ch = e.challengeFor(configs.DemoWidgetKey, testOrigin)
-		r = e.do("POST", "/v1/sessions", map[string]any{"widget_key": exampleKey, "challenge": ch}, "Origin", exampleOrigin)
-		expectErr(t, "another widget's challenge", r, 401, "CHALLENGE_INVALID")
+		ch = e.ChallengeFor(configs.DemoWidgetKey, testOrigin)
+		r = e.Do("POST", "/v1/sessions", map[string]any{"widget_key": signalingtest.ExampleKey, "challenge": ch}, "Origin", signalingtest.ExampleOrigin)
+		signalingtest.ExpectErr(t, "another widget's challenge", r, 401, "CHALLENGE_INVALID")
 	})
 }
 
@@ -154,22 +155,22 @@ func TestRateLimits(t *testing.T) {
 		t.Parallel()
 		e := startEnv(t, func(c *configs.Config) { c.Limits.Resolve = configs.RateConfig{PerIP: "3/1m", PerWidget: "0"} })
 		for i, remaining := range []string{"2", "1", "0"} {
-			r := e.resolveWidget(configs.DemoWidgetKey, testOrigin)
-			if r.status != http.StatusOK || r.header.Get("X-RateLimit-Limit") != "3" || r.header.Get("X-RateLimit-Remaining") != remaining {
-				t.Fatalf("resolve %d: %d limit %q remaining %q, want 200 3 %s", i+1, r.status,
-					r.header.Get("X-RateLimit-Limit"), r.header.Get("X-RateLimit-Remaining"), remaining)
+			r := e.ResolveWidget(configs.DemoWidgetKey, testOrigin)
+			if r.Status != http.StatusOK || r.Header.Get("X-RateLimit-Limit") != "3" || r.Header.Get("X-RateLimit-Remaining") != remaining {
+				t.Fatalf("resolve %d: %d limit %q remaining %q, want 200 3 %s", i+1, r.Status,
+					r.Header.Get("X-RateLimit-Limit"), r.Header.Get("X-RateLimit-Remaining"), remaining)
 			}
 		}
-		r := e.resolveWidget(configs.DemoWidgetKey, testOrigin)
-		expectErr(t, "4th resolve", r, 429, "RATE_LIMITED")
-		if n, err := strconv.Atoi(r.header.Get("Retry-After")); err != nil || n < 1 {
-			t.Fatalf("Retry-After = %q", r.header.Get("Retry-After"))
+		r := e.ResolveWidget(configs.DemoWidgetKey, testOrigin)
+		signalingtest.ExpectErr(t, "4th resolve", r, 429, "RATE_LIMITED")
+		if n, err := strconv.Atoi(r.Header.Get("Retry-After")); err != nil || n < 1 {
+			t.Fatalf("Retry-After = %q", r.Header.Get("Retry-After"))
 		}
-		if r.header.Get("X-RateLimit-Remaining") != "0" {
-			t.Fatalf("refusal: X-RateLimit-Remaining = %q", r.header.Get("X-RateLimit-Remaining"))
+		if r.Header.Get("X-RateLimit-Remaining") != "0" {
+			t.Fatalf("refusal: X-RateLimit-Remaining = %q", r.Header.Get("X-RateLimit-Remaining"))
 		}
 		// The page can read them cross-origin.
-		if h := r.header.Get("Access-Control-Expose-Headers"); !strings.Contains(h, "Retry-After") || !strings.Contains(h, "X-RateLimit-Remaining") {
+		if h := r.Header.Get("Access-Control-Expose-Headers"); !strings.Contains(h, "Retry-After") || !strings.Contains(h, "X-RateLimit-Remaining") {
 			t.Fatalf("Access-Control-Expose-Headers = %q", h)
 		}
 	})
@@ -179,29 +180,29 @@ func TestRateLimits(t *testing.T) {
 			c.Limits.Sessions = configs.RateConfig{PerIP: "0", PerWidget: "2/1h"}
 			c.Limits.Messages = configs.RateConfig{PerIP: "2/1m", PerWidget: "0"}
 		})
-		s := e.mustCreateSession(configs.DemoWidgetKey, testOrigin, nil)
-		e.mustCreateSession(configs.DemoWidgetKey, testOrigin, nil)
-		r := e.createSession(configs.DemoWidgetKey, testOrigin, nil)
-		expectErr(t, "3rd session of the widget", r, 429, "RATE_LIMITED")
-		if r.header.Get("Retry-After") == "" {
+		s := e.MustCreateSession(configs.DemoWidgetKey, testOrigin, nil)
+		e.MustCreateSession(configs.DemoWidgetKey, testOrigin, nil)
+		r := e.CreateSession(configs.DemoWidgetKey, testOrigin, nil)
+		signalingtest.ExpectErr(t, "3rd session of the widget", r, 429, "RATE_LIMITED")
+		if r.Header.Get("Retry-After") == "" {
 			t.Fatal("no Retry-After")
 		}
 		// Another widget has its own budget.
-		e.mustCreateSession(exampleKey, exampleOrigin, nil)
+		e.MustCreateSession(signalingtest.ExampleKey, signalingtest.ExampleOrigin, nil)
 
-		c := e.mustDialWS(s)
+		c := e.MustDialWS(s)
 		for _, id := range []string{"m-1", "m-2"} {
-			c.send(map[string]any{"type": "message", "body": "hi " + id, "client_message_id": id})
-			expectReply(t, c, id, "echo: hi "+id)
+			c.Send(map[string]any{"type": "message", "body": "hi " + id, "client_message_id": id})
+			signalingtest.ExpectReply(t, c, id, "echo: hi "+id)
 		}
-		c.send(map[string]any{"type": "message", "body": "one too many", "client_message_id": "m-3"})
-		if f := c.next(); f.str("type") != "error" || f.str("code") != "RATE_LIMITED" || f.str("client_message_id") != "m-3" {
+		c.Send(map[string]any{"type": "message", "body": "one too many", "client_message_id": "m-3"})
+		if f := c.Next(); f.Str("type") != "error" || f.Str("code") != "RATE_LIMITED" || f.Str("client_message_id") != "m-3" {
 			t.Fatalf("3rd message answered with %v, want a RATE_LIMITED error frame", f)
 		}
 		// Over HTTP too, and the refused messages were not stored.
-		expectErr(t, "message over HTTP", e.post(s, "and another", "m-4", false), 429, "RATE_LIMITED")
+		signalingtest.ExpectErr(t, "message over HTTP", e.Post(s, "and another", "m-4", false), 429, "RATE_LIMITED")
 		want := []string{"visitor: hi m-1", "agent: echo: hi m-1", "visitor: hi m-2", "agent: echo: hi m-2"}
-		if got := transcript(e.history(s)); !slices.Equal(got, want) {
+		if got := signalingtest.Transcript(e.History(s)); !slices.Equal(got, want) {
 			t.Fatalf("history = %q, want %q", got, want)
 		}
 	})
@@ -214,57 +215,57 @@ func TestSecurityNoSecretsInLogs(t *testing.T) {
 	e := startEnv(t, withExampleWidget(t), func(c *configs.Config) { c.Log.Level = "debug" })
 	ak, _ := e.newAdminKey("", broker.Scopes...)
 	auth := []string{"Authorization", "Bearer " + ak}
-	sk, skID := e.newSecretKey(ak, exampleID)
+	sk, skID := e.newSecretKey(ak, signalingtest.ExampleID)
 
 	now := time.Now()
 	jwtTok := signVisitorJWT(t, jwt.SigningMethodHS256, jwt.MapClaims{"sub": "user-7", "email": "ada@example.com",
-		"exp": now.Add(5 * time.Minute).Unix(), "iat": now.Unix()}, []byte(exampleSecret))
+		"exp": now.Add(5 * time.Minute).Unix(), "iat": now.Unix()}, []byte(signalingtest.ExampleSecret))
 	expired := signVisitorJWT(t, jwt.SigningMethodHS256, jwt.MapClaims{"sub": "user-7",
-		"exp": now.Add(-time.Minute).Unix()}, []byte(exampleSecret))
-	hash := userHash(exampleSecret, "u-42")
-	userTok := e.do("POST", "/v1/user-tokens", map[string]any{"user_id": "u-42"}, "Authorization", "Bearer "+sk).str("user_token")
-	bootTok := e.do("POST", "/v1/tokens", map[string]any{"origin": exampleOrigin}, "Authorization", "Bearer "+sk).str("token")
+		"exp": now.Add(-time.Minute).Unix()}, []byte(signalingtest.ExampleSecret))
+	hash := signalingtest.UserHash(signalingtest.ExampleSecret, "u-42")
+	userTok := e.Do("POST", "/v1/user-tokens", map[string]any{"user_id": "u-42"}, "Authorization", "Bearer "+sk).Str("user_token")
+	bootTok := e.Do("POST", "/v1/tokens", map[string]any{"origin": signalingtest.ExampleOrigin}, "Authorization", "Bearer "+sk).Str("token")
 
 	var sessions []session
 	for _, extra := range []map[string]any{{"visitor_token": jwtTok}, {"user_id": "u-42", "user_hash": hash}, {"user_token": userTok}} {
-		sessions = append(sessions, e.mustCreateSession(exampleKey, exampleOrigin, extra))
+		sessions = append(sessions, e.MustCreateSession(signalingtest.ExampleKey, signalingtest.ExampleOrigin, extra))
 	}
 	// Refusals log too; they must not log what was refused.
-	expectErr(t, "expired", e.createSession(exampleKey, exampleOrigin, map[string]any{"visitor_token": expired}), 401, "TOKEN_EXPIRED")
-	expectErr(t, "wrong hash", e.createSession(exampleKey, exampleOrigin, map[string]any{"user_id": "u-43", "user_hash": hash}), 401, "INVALID_VISITOR_TOKEN")
-	r := e.do("POST", "/v1/sessions", map[string]any{"token": bootTok}, "Origin", exampleOrigin)
-	if r.status != http.StatusCreated {
-		t.Fatalf("bootstrap session: %d %s", r.status, r.raw)
+	signalingtest.ExpectErr(t, "expired", e.CreateSession(signalingtest.ExampleKey, signalingtest.ExampleOrigin, map[string]any{"visitor_token": expired}), 401, "TOKEN_EXPIRED")
+	signalingtest.ExpectErr(t, "wrong hash", e.CreateSession(signalingtest.ExampleKey, signalingtest.ExampleOrigin, map[string]any{"user_id": "u-43", "user_hash": hash}), 401, "INVALID_VISITOR_TOKEN")
+	r := e.Do("POST", "/v1/sessions", map[string]any{"token": bootTok}, "Origin", signalingtest.ExampleOrigin)
+	if r.Status != http.StatusCreated {
+		t.Fatalf("bootstrap session: %d %s", r.Status, r.Raw)
 	}
-	sessions = append(sessions, sessionFrom(r))
-	expectErr(t, "bootstrap reuse", e.do("POST", "/v1/sessions", map[string]any{"token": bootTok}, "Origin", exampleOrigin), 401, "INVALID_VISITOR_TOKEN")
+	sessions = append(sessions, signalingtest.SessionFrom(r))
+	signalingtest.ExpectErr(t, "bootstrap reuse", e.Do("POST", "/v1/sessions", map[string]any{"token": bootTok}, "Origin", signalingtest.ExampleOrigin), 401, "INVALID_VISITOR_TOKEN")
 	for _, s := range sessions {
-		if r := e.post(s, "hello", "", true); r.status != http.StatusOK {
-			t.Fatalf("message: %d %s", r.status, r.raw)
+		if r := e.Post(s, "hello", "", true); r.Status != http.StatusOK {
+			t.Fatalf("message: %d %s", r.Status, r.Raw)
 		}
 	}
 
 	// Admin: a new widget (its identity secret is shown once), an admin key
 	// made through the API, a listing, a revocation.
-	r = e.do("POST", "/v1/admin/widgets", map[string]any{"display_title": "Logged", "allowed_origins": []string{"example.org"}}, auth...)
-	newSecret := r.str("identity_secret")
-	if r.status != http.StatusCreated || newSecret == "" {
-		t.Fatalf("create widget: %d %s", r.status, r.raw)
+	r = e.Do("POST", "/v1/admin/widgets", map[string]any{"display_title": "Logged", "allowed_origins": []string{"example.org"}}, auth...)
+	newSecret := r.Str("identity_secret")
+	if r.Status != http.StatusCreated || newSecret == "" {
+		t.Fatalf("create widget: %d %s", r.Status, r.Raw)
 	}
-	r = e.do("POST", "/v1/admin/keys", map[string]any{"name": "ops", "scopes": []string{broker.ScopeOpsRead}}, auth...)
-	ak2 := r.str("key")
-	if r.status != http.StatusCreated || !strings.HasPrefix(ak2, "ak_") {
-		t.Fatalf("create admin key: %d %s", r.status, r.raw)
+	r = e.Do("POST", "/v1/admin/keys", map[string]any{"name": "ops", "scopes": []string{broker.ScopeOpsRead}}, auth...)
+	ak2 := r.Str("key")
+	if r.Status != http.StatusCreated || !strings.HasPrefix(ak2, "ak_") {
+		t.Fatalf("create admin key: %d %s", r.Status, r.Raw)
 	}
-	if r := e.do("GET", "/v1/admin/keys", nil, auth...); r.status != http.StatusOK || strings.Contains(r.raw, sk) || strings.Contains(r.raw, ak2) {
-		t.Fatalf("key listing: %d, or it shows a key", r.status)
+	if r := e.Do("GET", "/v1/admin/keys", nil, auth...); r.Status != http.StatusOK || strings.Contains(r.Raw, sk) || strings.Contains(r.Raw, ak2) {
+		t.Fatalf("key listing: %d, or it shows a key", r.Status)
 	}
-	e.do("GET", "/v1/admin/conversations", nil, "Authorization", "Bearer "+ak2)
-	expectErr(t, "garbage admin key", e.do("GET", "/v1/admin/widgets", nil, "Authorization", "Bearer ak_"+strings.Repeat("x", 40)), 401, "INVALID_API_KEY")
-	if r := e.do("DELETE", "/v1/admin/keys/"+skID, nil, auth...); r.status != http.StatusOK {
-		t.Fatalf("revoke: %d %s", r.status, r.raw)
+	e.Do("GET", "/v1/admin/conversations", nil, "Authorization", "Bearer "+ak2)
+	signalingtest.ExpectErr(t, "garbage admin key", e.Do("GET", "/v1/admin/widgets", nil, "Authorization", "Bearer ak_"+strings.Repeat("x", 40)), 401, "INVALID_API_KEY")
+	if r := e.Do("DELETE", "/v1/admin/keys/"+skID, nil, auth...); r.Status != http.StatusOK {
+		t.Fatalf("revoke: %d %s", r.Status, r.Raw)
 	}
-	expectErr(t, "revoked", e.do("POST", "/v1/tokens", nil, "Authorization", "Bearer "+sk), 403, "KEY_DISABLED")
+	signalingtest.ExpectErr(t, "revoked", e.Do("POST", "/v1/tokens", nil, "Authorization", "Bearer "+sk), 403, "KEY_DISABLED")
 	e.stop()
 
 	logs := e.logs.String()
@@ -273,7 +274,7 @@ func TestSecurityNoSecretsInLogs(t *testing.T) {
 			t.Fatalf("the logs lack %q: the check would prove little", must)
 		}
 	}
-	secrets := map[string]string{"identity secret": exampleSecret, "new widget's identity secret": newSecret,
+	secrets := map[string]string{"identity secret": signalingtest.ExampleSecret, "new widget's identity secret": newSecret,
 		"secret key": sk, "admin key": ak, "API-made admin key": ak2, "visitor JWT": jwtTok, "expired JWT": expired,
 		"user_hash": hash, "user token": userTok, "bootstrap token": bootTok}
 	for i, s := range sessions {

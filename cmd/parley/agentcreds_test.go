@@ -15,8 +15,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 
+	"github.com/parley-rtc/parley/agentbridge/agenttest"
 	"github.com/parley-rtc/parley/broker"
 	"github.com/parley-rtc/parley/configs"
+	"github.com/parley-rtc/parley/signaling/signalingtest"
 )
 
 // confinedTo checks, against the env's running NATS, that credsFile
@@ -56,7 +58,7 @@ func confinedTo(t *testing.T, e *env, credsFile, agent string) {
 		t.Fatalf("the agent's own heartbeat: %v", err)
 	}
 	want := []string{`Subscription to "` + s.Dispatch("someone-else") + `"`, `Subscription to "` + s.Prefix + `.conv.>"`}
-	waitFor(t, 5*time.Second, "NATS refusing "+strings.Join(want, " and "), func() bool {
+	agenttest.Poll(t, 5*time.Second, "NATS refusing "+strings.Join(want, " and "), func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		all := strings.Join(errs, "\n")
@@ -205,32 +207,32 @@ func TestAdminAgentCredentials(t *testing.T) {
 	tenant, _ := e.newAdminKey("acme", broker.ScopeKeysWrite)
 	const path = "/v1/admin/agents/billing/credentials"
 
-	expectErr(t, "no key", e.do("POST", path, nil), 401, "INVALID_API_KEY")
-	r := e.do("POST", path, nil, "Authorization", "Bearer "+readOnly)
-	expectErr(t, "missing scope", r, 403, "MISSING_SCOPE")
-	if msg, _ := r.body["error"].(map[string]any)["message"].(string); !strings.Contains(msg, broker.ScopeKeysWrite) {
+	signalingtest.ExpectErr(t, "no key", e.Do("POST", path, nil), 401, "INVALID_API_KEY")
+	r := e.Do("POST", path, nil, "Authorization", "Bearer "+readOnly)
+	signalingtest.ExpectErr(t, "missing scope", r, 403, "MISSING_SCOPE")
+	if msg, _ := r.Body["error"].(map[string]any)["message"].(string); !strings.Contains(msg, broker.ScopeKeysWrite) {
 		t.Errorf("MISSING_SCOPE message %q does not name the scope", msg)
 	}
-	expectErr(t, "a tenant's key", e.do("POST", path, nil, "Authorization", "Bearer "+tenant), 403, "MISSING_SCOPE")
-	expectErr(t, "GET", e.do("GET", path, nil, "Authorization", "Bearer "+ak), 405, "METHOD_NOT_ALLOWED")
+	signalingtest.ExpectErr(t, "a tenant's key", e.Do("POST", path, nil, "Authorization", "Bearer "+tenant), 403, "MISSING_SCOPE")
+	signalingtest.ExpectErr(t, "GET", e.Do("GET", path, nil, "Authorization", "Bearer "+ak), 405, "METHOD_NOT_ALLOWED")
 	for _, bad := range []string{"a.b", "%2A", "%3E", "a%20b"} {
-		expectErr(t, "agent "+bad, e.do("POST", "/v1/admin/agents/"+bad+"/credentials", nil, "Authorization", "Bearer "+ak), 422, "VALIDATION_FAILED")
+		signalingtest.ExpectErr(t, "agent "+bad, e.Do("POST", "/v1/admin/agents/"+bad+"/credentials", nil, "Authorization", "Bearer "+ak), 422, "VALIDATION_FAILED")
 	}
 	if _, err := os.Stat(broker.CredsPath(e.cfg.DataDir, broker.AgentRole("billing"))); err == nil {
 		t.Fatal("a refused request issued credentials")
 	}
 
-	r = e.do("POST", path, nil, "Authorization", "Bearer "+ak)
-	if r.status != 200 {
-		t.Fatalf("credentials: %d %s", r.status, r.raw)
+	r = e.Do("POST", path, nil, "Authorization", "Bearer "+ak)
+	if r.Status != 200 {
+		t.Fatalf("credentials: %d %s", r.Status, r.Raw)
 	}
-	if cc := r.header.Get("Cache-Control"); cc != "no-store" {
+	if cc := r.Header.Get("Cache-Control"); cc != "no-store" {
 		t.Errorf("Cache-Control %q, want no-store", cc)
 	}
-	if r.str("agent") != "billing" || r.str("subject_namespace") != "parley.agents.billing.>" || r.str("inbox_prefix") != "parley.agents.billing.inbox" {
-		t.Fatalf("answer: %s", r.raw)
+	if r.Str("agent") != "billing" || r.Str("subject_namespace") != "parley.agents.billing.>" || r.Str("inbox_prefix") != "parley.agents.billing.inbox" {
+		t.Fatalf("answer: %s", r.Raw)
 	}
-	creds := r.str("creds")
+	creds := r.Str("creds")
 	tok, err := jwt.ParseDecoratedJWT([]byte(creds))
 	if err != nil {
 		t.Fatalf("creds: %v", err)
@@ -240,7 +242,7 @@ func TestAdminAgentCredentials(t *testing.T) {
 		t.Fatal(err)
 	}
 	confinedTo(t, e, f, "billing")
-	if again := e.do("POST", path, nil, "Authorization", "Bearer "+ak); again.str("creds") != creds {
+	if again := e.Do("POST", path, nil, "Authorization", "Bearer "+ak); again.Str("creds") != creds {
 		t.Error("a second call gave other credentials")
 	}
 	kp, err := jwt.ParseDecoratedNKey([]byte(creds))
@@ -259,15 +261,15 @@ func TestAdminAgentCredentials(t *testing.T) {
 	// External NATS: nothing to issue; the block to configure there.
 	x := startEnv(t, noEcho, func(c *configs.Config) { c.NATS.URL = natsServer(t) })
 	xk, _ := x.newAdminKey("", broker.ScopeKeysWrite)
-	r = x.do("POST", path, nil, "Authorization", "Bearer "+xk)
-	expectErr(t, "external NATS", r, 409, "EXTERNAL_NATS")
-	details, _ := r.body["error"].(map[string]any)["details"].(map[string]any)
+	r = x.Do("POST", path, nil, "Authorization", "Bearer "+xk)
+	signalingtest.ExpectErr(t, "external NATS", r, 409, "EXTERNAL_NATS")
+	details, _ := r.Body["error"].(map[string]any)["details"].(map[string]any)
 	block, _ := details["nats_server_config"].(string)
 	if !strings.Contains(block, `"parley.agents.billing.append.*"`) || !strings.Contains(block, "allow_responses") {
-		t.Fatalf("409 without the permission block: %s", r.raw)
+		t.Fatalf("409 without the permission block: %s", r.Raw)
 	}
 	if p, _ := details["permissions"].(map[string]any); p["inbox_prefix"] != "parley.agents.billing.inbox" {
-		t.Fatalf("409 without the permissions: %s", r.raw)
+		t.Fatalf("409 without the permissions: %s", r.Raw)
 	}
 }
 

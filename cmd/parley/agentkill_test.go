@@ -12,7 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parley-rtc/parley/agentbridge/agenttest"
 	"github.com/parley-rtc/parley/configs"
+	"github.com/parley-rtc/parley/signaling/signalingtest"
 )
 
 // frameRecorder reads every frame of a visitor's socket on its own
@@ -35,7 +37,7 @@ func recordFrames(t testing.TB, c *wsClient) *frameRecorder {
 	go func() {
 		defer close(done)
 		for {
-			_, data, err := c.conn.Read(ctx)
+			_, data, err := c.Conn.Read(ctx)
 			if err != nil {
 				return
 			}
@@ -48,7 +50,7 @@ func recordFrames(t testing.TB, c *wsClient) *frameRecorder {
 			r.mu.Unlock()
 		}
 	}()
-	t.Cleanup(func() { cancel(); c.conn.CloseNow(); <-done })
+	t.Cleanup(func() { cancel(); c.Conn.CloseNow(); <-done })
 	return r
 }
 
@@ -78,13 +80,13 @@ func (r *frameRecorder) count(match func(frame) bool) int {
 }
 
 func isReconnecting(f frame) bool {
-	return f.str("type") == "agent_state" && f.str("state") == "reconnecting"
+	return f.Str("type") == "agent_state" && f.Str("state") == "reconnecting"
 }
 
 // replyOf matches a complete (not interrupted) reply with body.
 func replyOf(body string) func(frame) bool {
 	return func(f frame) bool {
-		return f.str("type") == "done" && f.str("body") == body && f["interrupted"] != true
+		return f.Str("type") == "done" && f.Str("body") == body && f["interrupted"] != true
 	}
 }
 
@@ -156,14 +158,14 @@ func TestAgentProcessKill9DuringCalls(t *testing.T) {
 	})
 	natsURL := e.app.broker.NATSClientURL()
 	agents := func() float64 {
-		r := e.do("GET", "/readyz", nil)
-		a, _ := r.body["agents"].(map[string]any)
+		r := e.Do("GET", "/readyz", nil)
+		a, _ := r.Body["agents"].(map[string]any)
 		n, _ := a["echo"].(float64)
 		return n
 	}
 	a1 := startProc(t, "agent", "echo", "--nats-url", natsURL, "--data-dir", e.cfg.DataDir)
 	a1.line(echoAgentReady)
-	waitFor(t, bound, "the agent process in readyz", func() bool { return agents() == 1 })
+	agenttest.Poll(t, bound, "the agent process in readyz", func() bool { return agents() == 1 })
 
 	type call struct {
 		s   session
@@ -172,16 +174,16 @@ func TestAgentProcessKill9DuringCalls(t *testing.T) {
 	}
 	var cs []call
 	for range calls {
-		s := e.newSession(nil)
-		rec := recordFrames(t, e.mustDialWS(s))
-		vc := e.newVoiceClient(s)
-		vc.waitConnected()
+		s := e.NewSession(nil)
+		rec := recordFrames(t, e.MustDialWS(s))
+		vc := e.NewVoiceClient(s)
+		vc.WaitConnected()
 		streamSpeech(t, vc)
 		cs = append(cs, call{s: s, rec: rec, vc: vc})
 	}
-	waitFor(t, 30*time.Second, "agent audio on every call", func() bool {
+	agenttest.Poll(t, 30*time.Second, "agent audio on every call", func() bool {
 		for _, c := range cs {
-			if c.vc.received.Load() < 50 {
+			if c.vc.Received.Load() < 50 {
 				return false
 			}
 		}
@@ -195,13 +197,13 @@ func TestAgentProcessKill9DuringCalls(t *testing.T) {
 	}
 	var chats []chat
 	for i := range offsets {
-		s := e.newSession(nil)
-		ws := e.mustDialWS(s)
+		s := e.NewSession(nil)
+		ws := e.MustDialWS(s)
 		rec := recordFrames(t, ws)
-		ws.send(map[string]any{"type": "message", "body": fmt.Sprintf("before %d", i), "client_message_id": fmt.Sprintf("b-%d", i)})
+		ws.Send(map[string]any{"type": "message", "body": fmt.Sprintf("before %d", i), "client_message_id": fmt.Sprintf("b-%d", i)})
 		chats = append(chats, chat{s: s, ws: ws, rec: rec})
 	}
-	waitFor(t, bound, "every chat answered before the kill", func() bool {
+	agenttest.Poll(t, bound, "every chat answered before the kill", func() bool {
 		for i, c := range chats {
 			if c.rec.count(replyOf(fmt.Sprintf("echo: before %d", i))) != 1 {
 				return false
@@ -221,7 +223,7 @@ func TestAgentProcessKill9DuringCalls(t *testing.T) {
 		timer := time.NewTimer(time.Until(killed.Add(off)))
 		<-timer.C
 		sentAt = append(sentAt, time.Since(killed).Round(time.Millisecond))
-		chats[i].ws.send(map[string]any{"type": "message", "body": fmt.Sprintf("after %d", i), "client_message_id": fmt.Sprintf("a-%d", i)})
+		chats[i].ws.Send(map[string]any{"type": "message", "body": fmt.Sprintf("after %d", i), "client_message_id": fmt.Sprintf("a-%d", i)})
 	}
 	if code := a1.wait(); code != -int(syscall.SIGKILL) {
 		t.Fatalf("agent exit code %d, want -9", code)
@@ -284,7 +286,7 @@ func TestAgentProcessKill9DuringCalls(t *testing.T) {
 	<-timer.C
 	base := make([]int64, len(cs))
 	for i, c := range cs {
-		base[i] = c.vc.received.Load()
+		base[i] = c.vc.Received.Load()
 	}
 	started := time.Now()
 	a2 := startProc(t, "agent", "echo", "--nats-url", natsURL, "--data-dir", e.cfg.DataDir)
@@ -297,7 +299,7 @@ func TestAgentProcessKill9DuringCalls(t *testing.T) {
 	audioBack := func() int {
 		n := 0
 		for i, c := range cs {
-			got := c.vc.received.Load() - base[i]
+			got := c.vc.Received.Load() - base[i]
 			if got > 0 && firstAudio[i] == 0 {
 				firstAudio[i] = time.Since(started)
 			}
@@ -310,7 +312,7 @@ func TestAgentProcessKill9DuringCalls(t *testing.T) {
 	if !poll(bound, func() bool { return audioBack() == len(cs) }) {
 		var got []int64
 		for i, c := range cs {
-			got = append(got, c.vc.received.Load()-base[i])
+			got = append(got, c.vc.Received.Load()-base[i])
 		}
 		t.Errorf("%d of %d calls got %d agent audio frames within %v of the new agent's start (frames per call: %v)",
 			audioBack(), len(cs), resumed, bound, got)
@@ -339,7 +341,7 @@ func TestAgentProcessKill9DuringCalls(t *testing.T) {
 		}
 		want := []string{fmt.Sprintf("visitor: before %d", i), fmt.Sprintf("agent: echo: before %d", i),
 			fmt.Sprintf("visitor: after %d", i), "agent: " + body}
-		if got := transcript(e.history(c.s)); !slices.Equal(got, want) {
+		if got := signalingtest.Transcript(e.History(c.s)); !slices.Equal(got, want) {
 			t.Errorf("chat %d (posted %v after the kill): history %q, want %q", i, sentAt[i], got, want)
 		}
 		if n := c.rec.count(replyOf(body)); n > 1 {

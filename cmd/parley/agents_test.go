@@ -13,6 +13,7 @@ import (
 
 	"github.com/parley-rtc/parley/agentbridge"
 	"github.com/parley-rtc/parley/configs"
+	"github.com/parley-rtc/parley/signaling/signalingtest"
 )
 
 func noEcho(c *configs.Config) { c.EchoAgent.Enabled = false }
@@ -22,30 +23,30 @@ func noEcho(c *configs.Config) { c.EchoAgent.Enabled = false }
 // retries hand it the conversation and the waiting messages are answered.
 func TestNoAgentThenRecovery(t *testing.T) {
 	e := startEnv(t, noEcho)
-	s := e.newSession(nil)
-	c := e.mustDialWS(s)
+	s := e.NewSession(nil)
+	c := e.MustDialWS(s)
 
-	c.send(map[string]any{"type": "message", "body": "anyone there?", "client_message_id": "n-1"})
+	c.Send(map[string]any{"type": "message", "body": "anyone there?", "client_message_id": "n-1"})
 	// The visitor hears of it as soon as the dispatch fails, which may be
 	// before or after the message is acknowledged; the message is kept.
-	ack, before := c.until("ack")
-	if ack.str("client_message_id") != "n-1" {
+	ack, before := c.Until("ack")
+	if ack.Str("client_message_id") != "n-1" {
 		t.Fatalf("ack = %v", ack)
 	}
 	for _, f := range before {
-		if f.str("type") != "error" || f.str("code") != "AGENT_UNAVAILABLE" {
+		if f.Str("type") != "error" || f.Str("code") != "AGENT_UNAVAILABLE" {
 			t.Fatalf("unexpected frame before the ack: %v", f)
 		}
 	}
-	f, _ := c.until("error")
-	if f.str("code") != "AGENT_UNAVAILABLE" {
+	f, _ := c.Until("error")
+	if f.Str("code") != "AGENT_UNAVAILABLE" {
 		t.Fatalf("error frame = %v", f)
 	}
-	r := e.post(s, "over http too", "n-2", true)
-	if r.status != 503 || r.errCode() != "AGENT_UNAVAILABLE" {
-		t.Fatalf("HTTP wait with no agent: %d %s", r.status, r.raw)
+	r := e.Post(s, "over http too", "n-2", true)
+	if r.Status != 503 || r.ErrCode() != "AGENT_UNAVAILABLE" {
+		t.Fatalf("HTTP wait with no agent: %d %s", r.Status, r.Raw)
 	}
-	details := r.body["error"].(map[string]any)["details"].(map[string]any)
+	details := r.Body["error"].(map[string]any)["details"].(map[string]any)
 	if details["stored"] != true || details["user_message_id"] == "" {
 		t.Fatalf("503 details = %v", details)
 	}
@@ -53,19 +54,19 @@ func TestNoAgentThenRecovery(t *testing.T) {
 	e.startWorker()
 	want := map[string]bool{"echo: anyone there?": true, "echo: over http too": true}
 	for len(want) > 0 {
-		f, _ := c.until("done")
-		if !want[f.str("body")] {
+		f, _ := c.Until("done")
+		if !want[f.Str("body")] {
 			t.Fatalf("unexpected reply %v", f)
 		}
-		delete(want, f.str("body"))
+		delete(want, f.Str("body"))
 	}
 	wantHistory := []string{"visitor: anyone there?", "visitor: over http too", "agent: echo: anyone there?", "agent: echo: over http too"}
-	if got := transcript(e.history(s)); !slices.Equal(got, wantHistory) {
+	if got := signalingtest.Transcript(e.History(s)); !slices.Equal(got, wantHistory) {
 		t.Fatalf("history = %q, want %q", got, wantHistory)
 	}
 	// And the conversation carries on normally.
-	if r := e.post(s, "and now?", "n-3", true); r.status != 200 {
-		t.Fatalf("after recovery: %d %s", r.status, r.raw)
+	if r := e.Post(s, "and now?", "n-3", true); r.Status != 200 {
+		t.Fatalf("after recovery: %d %s", r.Status, r.Raw)
 	}
 }
 
@@ -76,9 +77,9 @@ func TestWorkersShareLoad(t *testing.T) {
 	w1, w2 := e.startWorker(), e.startWorker()
 	const n = 24
 	for i := range n {
-		s := e.newSession(nil)
-		if r := e.post(s, fmt.Sprintf("hi %d", i), "", true); r.status != 200 {
-			t.Fatalf("post %d: %d %s", i, r.status, r.raw)
+		s := e.NewSession(nil)
+		if r := e.Post(s, fmt.Sprintf("hi %d", i), "", true); r.Status != 200 {
+			t.Fatalf("post %d: %d %s", i, r.Status, r.Raw)
 		}
 	}
 	a, b := len(w1.Conversations()), len(w2.Conversations())
@@ -100,12 +101,13 @@ func TestShutdownLeavesNoGoroutines(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := &env{t: t, cfg: cfg, app: a, base: "http://" + a.server.Addr(), logs: &syncBuffer{}}
-	s := e.newSession(nil)
-	c := e.mustDialWS(s)
-	c.send(map[string]any{"type": "message", "body": "before shutdown", "client_message_id": "g-1"})
-	expectReply(t, c, "g-1", "echo: before shutdown")
-	if r := e.post(s, "over http", "", true); r.status != 200 {
-		t.Fatalf("post: %d %s", r.status, r.raw)
+	e.Client = &signalingtest.Client{T: t, Base: e.base}
+	s := e.NewSession(nil)
+	c := e.MustDialWS(s)
+	c.Send(map[string]any{"type": "message", "body": "before shutdown", "client_message_id": "g-1"})
+	signalingtest.ExpectReply(t, c, "g-1", "echo: before shutdown")
+	if r := e.Post(s, "over http", "", true); r.Status != 200 {
+		t.Fatalf("post: %d %s", r.Status, r.Raw)
 	}
 	// Read while the server shuts down, as a browser would, so the close
 	// handshake completes.
@@ -116,7 +118,7 @@ func TestShutdownLeavesNoGoroutines(t *testing.T) {
 	got := make(chan closed, 1)
 	go func() {
 		for {
-			_, err := c.read(30 * time.Second)
+			_, err := c.Read(30 * time.Second)
 			if err != nil {
 				got <- closed{int(websocket.CloseStatus(err)), closeReason(err)}
 				return
@@ -129,7 +131,7 @@ func TestShutdownLeavesNoGoroutines(t *testing.T) {
 	if cl := <-got; cl.code != 1001 || cl.reason != "SHUTTING_DOWN" {
 		t.Fatalf("socket closed with %d %q, want 1001 SHUTTING_DOWN", cl.code, cl.reason)
 	}
-	c.conn.CloseNow()
+	c.Conn.CloseNow()
 }
 
 // TestLostWorkerIsReplaced: when the worker holding a conversation stops
@@ -145,21 +147,21 @@ func TestLostWorkerIsReplaced(t *testing.T) {
 	if err := w1.Start(); err != nil {
 		t.Fatal(err)
 	}
-	s := e.newSession(nil)
-	c := e.mustDialWS(s)
-	c.send(map[string]any{"type": "message", "body": "first", "client_message_id": "l-1"})
-	expectReply(t, c, "l-1", "echo: first")
+	s := e.NewSession(nil)
+	c := e.MustDialWS(s)
+	c.Send(map[string]any{"type": "message", "body": "first", "client_message_id": "l-1"})
+	signalingtest.ExpectReply(t, c, "l-1", "echo: first")
 
 	e.startWorker()
 	nc.Close() // the first worker's process dies: no drain, no more heartbeats
-	c.send(map[string]any{"type": "message", "body": "second", "client_message_id": "l-2"})
-	done, _ := c.until("done")
-	if done.str("body") != "echo: second" {
+	c.Send(map[string]any{"type": "message", "body": "second", "client_message_id": "l-2"})
+	done, _ := c.Until("done")
+	if done.Str("body") != "echo: second" {
 		t.Fatalf("reply = %v", done)
 	}
 	w1.Close()
 	want := []string{"visitor: first", "agent: echo: first", "visitor: second", "agent: echo: second"}
-	if got := transcript(e.history(s)); !slices.Equal(got, want) {
+	if got := signalingtest.Transcript(e.History(s)); !slices.Equal(got, want) {
 		t.Fatalf("history = %q, want %q", got, want)
 	}
 }
@@ -194,10 +196,10 @@ func TestFailoverMidReply(t *testing.T) {
 	}
 	t.Cleanup(w1.Close)
 
-	s := e.newSession(nil)
-	c := e.mustDialWS(s)
-	c.send(map[string]any{"type": "message", "body": "tell me", "client_message_id": "f-1"})
-	if f, _ := c.until("chunk"); f.str("chunk") != "I was saying" {
+	s := e.NewSession(nil)
+	c := e.MustDialWS(s)
+	c.Send(map[string]any{"type": "message", "body": "tell me", "client_message_id": "f-1"})
+	if f, _ := c.Until("chunk"); f.Str("chunk") != "I was saying" {
 		t.Fatalf("first chunk = %v", f)
 	}
 	conv := <-halfway
@@ -208,10 +210,10 @@ func TestFailoverMidReply(t *testing.T) {
 	var states []string
 	var interrupted, full frame
 	for full == nil {
-		f := c.next()
-		switch f.str("type") {
+		f := c.Next()
+		switch f.Str("type") {
 		case "agent_state":
-			states = append(states, f.str("state"))
+			states = append(states, f.Str("state"))
 		case "done":
 			if f["interrupted"] == true {
 				interrupted = f
@@ -221,7 +223,7 @@ func TestFailoverMidReply(t *testing.T) {
 		}
 	}
 	took := time.Since(killed)
-	if interrupted == nil || interrupted.str("body") != "I was saying" || full.str("body") != "echo: tell me" ||
+	if interrupted == nil || interrupted.Str("body") != "I was saying" || full.Str("body") != "echo: tell me" ||
 		!slices.Contains(states, "reconnecting") {
 		t.Fatalf("after the kill: interrupted %v, full %v, states %v", interrupted, full, states)
 	}
@@ -230,7 +232,7 @@ func TestFailoverMidReply(t *testing.T) {
 	// The dead worker comes back late and appends: the broker refuses it
 	// (another worker holds the conversation) and nobody sees it.
 	late, _ := json.Marshal(agentbridge.Event{V: agentbridge.Version, Type: agentbridge.EventTextDone, ConversationID: s.ConversationID,
-		MessageID: "msg_zombie", ReplyTo: full.str("reply_to"), Text: "zombie", WorkerID: w1.ID(), Epoch: conv.Epoch(), TS: time.Now()})
+		MessageID: "msg_zombie", ReplyTo: full.Str("reply_to"), Text: "zombie", WorkerID: w1.ID(), Epoch: conv.Epoch(), TS: time.Now()})
 	resp, err := e.agentConn(configs.DefaultAgent).Request(e.app.broker.Subjects().Append(configs.DefaultAgent), late, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -239,18 +241,18 @@ func TestFailoverMidReply(t *testing.T) {
 	if err := json.Unmarshal(resp.Data, &refused); err != nil || refused.Error == nil || refused.Error.Code != agentbridge.CodeNotHolder {
 		t.Fatalf("late append of the dead worker = %s (%v), want NOT_HOLDER", resp.Data, err)
 	}
-	c.send(map[string]any{"type": "message", "body": "still there?", "client_message_id": "f-2"})
+	c.Send(map[string]any{"type": "message", "body": "still there?", "client_message_id": "f-2"})
 	for {
-		f := c.next()
-		if f.str("body") == "zombie" {
+		f := c.Next()
+		if f.Str("body") == "zombie" {
 			t.Fatal("a fenced-off write reached the visitor")
 		}
-		if f.str("type") == "done" && f.str("body") == "echo: still there?" {
+		if f.Str("type") == "done" && f.Str("body") == "echo: still there?" {
 			break
 		}
 	}
 	var got []string
-	for _, m := range e.history(s) {
+	for _, m := range e.History(s) {
 		line := m["role"].(string) + ": " + m["body"].(string)
 		if m["interrupted"] == true {
 			line += " [interrupted]"

@@ -78,15 +78,15 @@ func chatRoundTrip(b *testing.B, start func(*testing.B) *env) {
 		clients := make([]*websocket.Conn, conns)
 		var readers sync.WaitGroup
 		for i := range conns {
-			s := e.newSession(nil)
-			c := e.mustDialWS(s)
-			clients[i] = c.conn
+			s := e.NewSession(nil)
+			c := e.MustDialWS(s)
+			clients[i] = c.Conn
 			readers.Add(1)
 			go func() {
 				defer readers.Done()
 				byServerID := make(map[string]int)
 				for {
-					_, data, err := c.conn.Read(context.Background())
+					_, data, err := c.Conn.Read(context.Background())
 					if err != nil {
 						return
 					}
@@ -189,13 +189,13 @@ func BenchmarkDispatch(b *testing.B) {
 		}
 		var lat []time.Duration
 		for range sessions {
-			challenge := e.resolve(testOrigin)
+			challenge := e.Resolve(testOrigin)
 			start := time.Now()
-			r := e.do("POST", "/v1/sessions", map[string]any{"widget_key": "pk_demo", "challenge": challenge}, "Origin", testOrigin)
-			if r.status != http.StatusCreated {
-				b.Fatalf("create session: %d %s", r.status, r.raw)
+			r := e.Do("POST", "/v1/sessions", map[string]any{"widget_key": "pk_demo", "challenge": challenge}, "Origin", testOrigin)
+			if r.Status != http.StatusCreated {
+				b.Fatalf("create session: %d %s", r.Status, r.Raw)
 			}
-			cid := r.str("conversation_id")
+			cid := r.Str("conversation_id")
 			for got := range assigned {
 				if got == cid {
 					break

@@ -15,6 +15,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/parley-rtc/parley/agentbridge"
+	"github.com/parley-rtc/parley/agentbridge/agenttest"
 )
 
 // The demo page (signaling/static/demo.html, which embeds the widget of
@@ -184,8 +185,15 @@ func (b *browser) mustEval(expr string, res any) {
 }
 
 // waitJS polls the JavaScript expression cond (may return a promise) until
-// it is true, and returns how long that took.
+// it is true, and returns how long that took; on timeout it fails with the
+// widget page's state.
 func (b *browser) waitJS(timeout time.Duration, what, cond string) time.Duration {
+	b.t.Helper()
+	return b.waitJSOr(timeout, what, cond, b.pageState)
+}
+
+// waitJSOr is waitJS that describes the page with state on timeout.
+func (b *browser) waitJSOr(timeout time.Duration, what, cond string, state func() string) time.Duration {
 	b.t.Helper()
 	start := time.Now()
 	deadline := time.NewTimer(timeout)
@@ -200,7 +208,7 @@ func (b *browser) waitJS(timeout time.Duration, what, cond string) time.Duration
 		}
 		select {
 		case <-deadline.C:
-			b.t.Fatalf("timed out after %v waiting for %s (last error: %v)%s", timeout, what, lastErr, b.pageState())
+			b.t.Fatalf("timed out after %v waiting for %s (last error: %v)%s", timeout, what, lastErr, state())
 		case <-tick.C:
 		}
 	}
@@ -402,9 +410,9 @@ func TestBrowserVoice(t *testing.T) {
 	}
 
 	// Mic frames on NATS: ~50/s, Opus, in order.
-	waitFor(t, 15*time.Second, "the first mic frame on NATS", func() bool { return len(tap.snapshot()) > 0 })
+	agenttest.Poll(t, 15*time.Second, "the first mic frame on NATS", func() bool { return len(tap.Frames()) > 0 })
 	t.Logf("click → first mic frame on NATS: %v", time.Since(clicked).Round(time.Millisecond))
-	first := tap.snapshot()[0]
+	first := tap.Frames()[0]
 	if first.CapturedAt.IsZero() {
 		t.Fatalf("first frame without Parley-Captured-At: %+v", first)
 	}
@@ -412,11 +420,11 @@ func TestBrowserVoice(t *testing.T) {
 	// the frames of the first 2 s of audio, however late a loaded machine
 	// delivers them. At 50 frames/s that is 100; allow 10 % loss.
 	windowEnd := first.Timestamp + 2*48000
-	waitFor(t, 15*time.Second, "2 s of mic audio", func() bool {
-		f := tap.snapshot()
+	agenttest.Poll(t, 15*time.Second, "2 s of mic audio", func() bool {
+		f := tap.Frames()
 		return f[len(f)-1].Timestamp >= windowEnd
 	})
-	frames := tap.snapshot()
+	frames := tap.Frames()
 	inWindow := 0
 	for i, f := range frames {
 		if f.Codec != agentbridge.CodecOpus || len(f.Payload) == 0 {
@@ -460,14 +468,14 @@ func TestBrowserVoice(t *testing.T) {
 	const ufragJS = `Parley._debug.pc().remoteDescription.sdp.match(/a=ice-ufrag:(\S+)/)[1]`
 	var ufrag, newUfrag string
 	b.mustEval(ufragJS, &ufrag)
-	framesBefore := len(tap.snapshot())
+	framesBefore := len(tap.Frames())
 	b.mustEval(`Parley._debug.restartIce().then(() => true)`, nil)
 	b.waitJS(5*time.Second, "connected after the ICE restart", widgetJS+`.call === "connected"`)
 	b.mustEval(ufragJS, &newUfrag)
 	if newUfrag == ufrag {
 		t.Fatalf("ICE restart: the answer kept ice-ufrag %q", ufrag)
 	}
-	waitFor(t, 5*time.Second, "mic frames after the ICE restart", func() bool { return len(tap.snapshot()) >= framesBefore+50 })
+	agenttest.Poll(t, 5*time.Second, "mic frames after the ICE restart", func() bool { return len(tap.Frames()) >= framesBefore+50 })
 
 	// Hang up: the page is back to chat, the broker has no leg.
 	b.click(".mic") // ends the call: back to text
@@ -476,18 +484,18 @@ func TestBrowserVoice(t *testing.T) {
 		&& `+sq(".mic")+`.getAttribute("aria-pressed") === "false"
 		&& `+sq(".callbar")+`.hidden
 		&& Parley._debug.shadow().activeElement === `+sq("textarea"))
-	waitFor(t, 10*time.Second, "the broker to drop the voice leg", func() bool {
+	agenttest.Poll(t, 10*time.Second, "the broker to drop the voice leg", func() bool {
 		_, ok := e.app.broker.Voice(s.SessionID)
 		return !ok
 	})
 	b.waitJS(10*time.Second, "the mode frame back to chat", widgetJS+`.mode === "chat"`)
 	b.mustEval(voiceLinesJS, &voiceLines)
-	t.Logf("transcripts shown in all: %d; mic frames on NATS in all: %d", voiceLines, len(tap.snapshot()))
+	t.Logf("transcripts shown in all: %d; mic frames on NATS in all: %d", voiceLines, len(tap.Frames()))
 	b.screenshot("browser-voice.png")
 
 	// After a reload the history shows the voice turns as voice lines.
 	spoken := 0
-	for _, m := range e.history(session{ID: s.SessionID, Token: b.token()}) {
+	for _, m := range e.History(session{ID: s.SessionID, Token: b.token()}) {
 		if m["role"] == "visitor" && m["via"] == "voice" {
 			spoken++
 		}
@@ -501,12 +509,12 @@ func TestBrowserVoice(t *testing.T) {
 	s = b.session()
 	b.click(".mic")
 	b.waitJS(15*time.Second, "the second call to connect", widgetJS+`.call === "connected" && `+widgetJS+`.mode === "voice"`)
-	if r := e.do("POST", "/v1/sessions/"+s.SessionID+"/mode", map[string]any{"mode": "chat"}, "Authorization", "Bearer "+b.token()); r.status != 200 {
-		t.Fatalf("mode chat: %d %s", r.status, r.raw)
+	if r := e.Do("POST", "/v1/sessions/"+s.SessionID+"/mode", map[string]any{"mode": "chat"}, "Authorization", "Bearer "+b.token()); r.Status != 200 {
+		t.Fatalf("mode chat: %d %s", r.Status, r.Raw)
 	}
 	b.waitJS(10*time.Second, "the page to end the call on the mode frame", widgetJS+`.call === "ended" && Parley._debug.pc() === null
 		&& `+widgetJS+`.mode === "chat" && `+sq(".mic")+`.getAttribute("aria-pressed") === "false"`)
-	waitFor(t, 10*time.Second, "the broker to drop the second leg", func() bool {
+	agenttest.Poll(t, 10*time.Second, "the broker to drop the second leg", func() bool {
 		_, ok := e.app.broker.Voice(s.SessionID)
 		return !ok
 	})
@@ -533,7 +541,7 @@ func TestBrowserChatAndReload(t *testing.T) {
 	b.waitJS(5*time.Second, "the microphone diagnosis", widgetJS+`.micError === "denied" && `+widgetJS+`.call === "failed"
 		&& `+sq(".mic")+`.getAttribute("aria-pressed") === "false"
 		&& [...Parley._debug.shadow().querySelectorAll(".log .note.error")].some((el) => el.textContent.startsWith("Microphone access was denied"))`)
-	waitFor(t, 5*time.Second, "the [parley:mic] console line", func() bool {
+	agenttest.Poll(t, 5*time.Second, "the [parley:mic] console line", func() bool {
 		return b.consoleHas("[parley:mic] getUserMedia denied (NotAllowedError)")
 	})
 
@@ -560,7 +568,7 @@ func TestBrowserChatAndReload(t *testing.T) {
 	// The resumed session chats on.
 	b.typeMessage("and again")
 	b.waitJS(10*time.Second, "the second echo", hasLine("agent", "echo: and again"))
-	if n := len(e.history(session{ID: after.SessionID, Token: b.token()})); n != 4 {
+	if n := len(e.History(session{ID: after.SessionID, Token: b.token()})); n != 4 {
 		t.Fatalf("history has %d messages, want 4", n)
 	}
 }

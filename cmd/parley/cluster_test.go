@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/parley-rtc/parley/agentbridge/agenttest"
 	"github.com/parley-rtc/parley/broker"
 	"github.com/parley-rtc/parley/configs"
 )
@@ -146,15 +147,15 @@ func TestRateLimitsAcrossBrokers(t *testing.T) {
 	a, b := startEnv(t, shared), startEnv(t, shared)
 	t.Logf("a %s b %s", a.app.broker.NATSClientURL(), b.app.broker.NATSClientURL())
 	for i, e := range []*env{a, b, a} {
-		r := e.resolveWidget("pk_demo", testOrigin)
-		if r.status != 200 {
-			t.Fatalf("resolve %d: %d %s", i+1, r.status, r.raw)
+		r := e.ResolveWidget("pk_demo", testOrigin)
+		if r.Status != 200 {
+			t.Fatalf("resolve %d: %d %s", i+1, r.Status, r.Raw)
 		}
-		t.Logf("resolve %d: remaining %s", i+1, r.header.Get("X-RateLimit-Remaining"))
+		t.Logf("resolve %d: remaining %s", i+1, r.Header.Get("X-RateLimit-Remaining"))
 	}
-	r := b.resolveWidget("pk_demo", testOrigin)
-	if r.status != 429 || r.errCode() != "RATE_LIMITED" || r.header.Get("Retry-After") == "" || r.header.Get("X-RateLimit-Remaining") != "0" {
-		t.Fatalf("4th resolve on the other broker: %d %v %s\nlogs: %s", r.status, r.header, r.raw, tail(b.logs.String(), 2000))
+	r := b.ResolveWidget("pk_demo", testOrigin)
+	if r.Status != 429 || r.ErrCode() != "RATE_LIMITED" || r.Header.Get("Retry-After") == "" || r.Header.Get("X-RateLimit-Remaining") != "0" {
+		t.Fatalf("4th resolve on the other broker: %d %v %s\nlogs: %s", r.Status, r.Header, r.Raw, tail(b.logs.String(), 2000))
 	}
 }
 
@@ -170,27 +171,27 @@ func TestRoomAcrossBrokers(t *testing.T) {
 	}
 	a, b := startEnv(t, shared), startEnv(t, shared, noEcho)
 	ak, _ := a.newAdminKey("", broker.ScopeOpsRead)
-	s := a.newSession(nil)
-	ws := a.mustDialWS(s)
-	v := b.newVoiceClient(s)
-	v.waitConnected()
+	s := a.NewSession(nil)
+	ws := a.MustDialWS(s)
+	v := b.NewVoiceClient(s)
+	v.WaitConnected()
 	legs := func(e *env) []string {
-		r := e.do("GET", "/v1/ops/rooms/"+s.ConversationID, nil, "Authorization", "Bearer "+ak)
-		if r.status != 200 {
+		r := e.Do("GET", "/v1/ops/rooms/"+s.ConversationID, nil, "Authorization", "Bearer "+ak)
+		if r.Status != 200 {
 			return nil
 		}
 		var out []string
-		for _, l := range r.body["room"].(map[string]any)["legs"].([]any) {
+		for _, l := range r.Body["room"].(map[string]any)["legs"].([]any) {
 			out = append(out, l.(map[string]any)["transport"].(string))
 		}
 		slices.Sort(out)
 		return out
 	}
-	waitFor(t, 10*time.Second, "both legs in one room, seen from either broker", func() bool {
+	agenttest.Poll(t, 10*time.Second, "both legs in one room, seen from either broker", func() bool {
 		return slices.Equal(legs(a), []string{"webrtc", "websocket"}) && slices.Equal(legs(b), []string{"webrtc", "websocket"})
 	})
-	ws.conn.Close(websocket.StatusNormalClosure, "")
-	waitFor(t, 10*time.Second, "the voice leg alone", func() bool { return slices.Equal(legs(a), []string{"webrtc"}) })
+	ws.Conn.Close(websocket.StatusNormalClosure, "")
+	agenttest.Poll(t, 10*time.Second, "the voice leg alone", func() bool { return slices.Equal(legs(a), []string{"webrtc"}) })
 }
 
 // waitClusterJetStream waits until the cluster behind nc can place an R3
@@ -198,7 +199,7 @@ func TestRoomAcrossBrokers(t *testing.T) {
 func waitClusterJetStream(t testing.TB, nc *nats.Conn) {
 	t.Helper()
 	js, _ := jetstream.New(nc)
-	waitFor(t, 60*time.Second, "the JetStream cluster to elect a leader", func() bool {
+	agenttest.Poll(t, 60*time.Second, "the JetStream cluster to elect a leader", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "PROBE", Subjects: []string{"probe.>"}, Replicas: 3})

@@ -7,11 +7,11 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/pion/webrtc/v4"
 
 	"github.com/parley-rtc/parley/agentbridge"
 	"github.com/parley-rtc/parley/agentbridge/agenttest"
 	"github.com/parley-rtc/parley/configs"
+	"github.com/parley-rtc/parley/signaling/signalingtest"
 )
 
 // Continuity benchmarks (docs/BENCHMARKS.md), 100 repetitions each:
@@ -27,8 +27,8 @@ const continuityReps = 100
 func BenchmarkFailover(b *testing.B) {
 	for b.Loop() {
 		e := startEnv(b, noEcho)
-		s := e.newSession(nil)
-		c := e.mustDialWS(s)
+		s := e.NewSession(nil)
+		c := e.MustDialWS(s)
 		start := func() *nats.Conn {
 			nc := e.agentConn(configs.DefaultAgent)
 			w, err := agentbridge.NewWorker(nc, agentbridge.Options{Agent: configs.DefaultAgent, Logger: discardLogger()}, slowEcho)
@@ -44,20 +44,20 @@ func BenchmarkFailover(b *testing.B) {
 		lost := 0
 		for i := range continuityReps {
 			text := fmt.Sprintf("message %d needs several words", i)
-			c.send(map[string]any{"type": "message", "body": text, "client_message_id": fmt.Sprintf("fo-%d", i)})
-			c.until("chunk") // the owner is mid-reply
+			c.Send(map[string]any{"type": "message", "body": text, "client_message_id": fmt.Sprintf("fo-%d", i)})
+			c.Until("chunk") // the owner is mid-reply
 			next := start()
 			killed := time.Now()
 			owner.Close()
 			owner = next
 			first := time.Duration(0)
 			for {
-				f := c.next()
-				if first == 0 && f.str("type") == "chunk" && f["index"] == 0.0 {
+				f := c.Next()
+				if first == 0 && f.Str("type") == "chunk" && f["index"] == 0.0 {
 					first = time.Since(killed) // the new worker's first event
 				}
-				if f.str("type") == "done" && f["interrupted"] != true {
-					if f.str("body") != "echo: "+text {
+				if f.Str("type") == "done" && f["interrupted"] != true {
+					if f.Str("body") != "echo: "+text {
 						lost++
 					}
 					break
@@ -76,26 +76,26 @@ func BenchmarkFailover(b *testing.B) {
 func BenchmarkResume(b *testing.B) {
 	for b.Loop() {
 		e := startEnv(b)
-		s := e.newSession(nil)
-		if r := e.post(s, "before the reloads", "r-0", true); r.status != 200 {
-			b.Fatalf("post: %d", r.status)
+		s := e.NewSession(nil)
+		if r := e.Post(s, "before the reloads", "r-0", true); r.Status != 200 {
+			b.Fatalf("post: %d", r.Status)
 		}
 		var took []time.Duration
 		lost := 0
 		for i := range continuityReps {
 			start := time.Now()
-			s2 := e.newSession(map[string]any{"resume_token": s.ResumeToken})
-			c := e.mustDialWS(s2)
-			h := e.history(s2)
+			s2 := e.NewSession(map[string]any{"resume_token": s.ResumeToken})
+			c := e.MustDialWS(s2)
+			h := e.History(s2)
 			took = append(took, time.Since(start))
 			if s2.ConversationID != s.ConversationID || len(h) != 2*(i+1) {
 				lost++
 			}
-			c.send(map[string]any{"type": "message", "body": fmt.Sprintf("after reload %d", i), "client_message_id": fmt.Sprintf("r-%d", i+1)})
-			if f, _ := c.until("done"); f.str("body") != fmt.Sprintf("echo: after reload %d", i) {
+			c.Send(map[string]any{"type": "message", "body": fmt.Sprintf("after reload %d", i), "client_message_id": fmt.Sprintf("r-%d", i+1)})
+			if f, _ := c.Until("done"); f.Str("body") != fmt.Sprintf("echo: after reload %d", i) {
 				lost++
 			}
-			c.conn.CloseNow()
+			c.Conn.CloseNow()
 			s = s2
 		}
 		b.ReportMetric(float64(lost), "messages-lost")
@@ -109,11 +109,11 @@ func BenchmarkResume(b *testing.B) {
 func BenchmarkICERestart(b *testing.B) {
 	for b.Loop() {
 		e := startEnv(b, voiceConfig)
-		s := e.newSession(nil)
+		s := e.NewSession(nil)
 		tap := agenttest.TapAudio(b, e.natsConn(), e.app.broker.Subjects().InAudio(configs.DefaultAgent, s.ConversationID))
-		v := e.newVoiceClient(s)
-		v.waitConnected()
-		frames := speech(b, 1, 20, 0) // one 20 ms tone frame, sent in a loop
+		v := e.NewVoiceClient(s)
+		v.WaitConnected()
+		frames := signalingtest.Speech(b, 1, 20, 0) // one 20 ms tone frame, sent in a loop
 		stop := make(chan struct{})
 		done := make(chan struct{})
 		go func() {
@@ -125,29 +125,15 @@ func BenchmarkICERestart(b *testing.B) {
 				case <-stop:
 					return
 				case <-tick.C:
-					_ = v.track.WriteSample(sampleOf(frames[0]))
+					_ = v.Track.WriteSample(signalingtest.SampleOf(frames[0]))
 				}
 			}
 		}()
-		auth := []string{"Authorization", "Bearer " + s.Token}
 		var took []time.Duration
 		for range continuityReps {
 			start := time.Now()
-			offer, err := v.pc.CreateOffer(&webrtc.OfferOptions{ICERestart: true})
-			if err != nil {
-				b.Fatal(err)
-			}
-			gathered := webrtc.GatheringCompletePromise(v.pc)
-			if err := v.pc.SetLocalDescription(offer); err != nil {
-				b.Fatal(err)
-			}
-			<-gathered
-			r := e.doRaw("PATCH", v.location, "application/sdp", v.pc.LocalDescription().SDP, auth...)
-			if r.status != http.StatusOK {
-				b.Fatalf("restart: %d %s", r.status, r.raw)
-			}
-			if err := v.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: r.raw}); err != nil {
-				b.Fatal(err)
+			if r := v.RestartICE(s.Token); r.Status != http.StatusOK {
+				b.Fatalf("restart: %d %s", r.Status, r.Raw)
 			}
 			n := tap.Len()
 			agenttest.Poll(b, 10*time.Second, "a frame after the restart", func() bool { return tap.Len() > n })

@@ -12,11 +12,12 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/pion/webrtc/v4"
 
 	"github.com/parley-rtc/parley/agentbridge"
+	"github.com/parley-rtc/parley/agentbridge/agenttest"
 	"github.com/parley-rtc/parley/cmd/internal/utterance"
 	"github.com/parley-rtc/parley/configs"
+	"github.com/parley-rtc/parley/signaling/signalingtest"
 )
 
 // slowEcho is the echo agent with a reply streamed slowly, word by word,
@@ -105,39 +106,39 @@ func TestContinuity(t *testing.T) {
 	var sent []string // what the visitor said, in order
 	turn := func(c *wsClient, id, text string) {
 		t.Helper()
-		c.send(map[string]any{"type": "message", "body": text, "client_message_id": id})
+		c.Send(map[string]any{"type": "message", "body": text, "client_message_id": id})
 		sent = append(sent, text)
 		for {
-			f := c.next()
-			if f.str("type") == "done" && f.str("body") == "echo: "+text {
+			f := c.Next()
+			if f.Str("type") == "done" && f.Str("body") == "echo: "+text {
 				return
 			}
 		}
 	}
 
 	// 1. A chat turn on broker A.
-	s := a.newSession(nil)
-	tap := tapAudioAt(t, clusterURL, agentbridge.NewSubjects("").InAudio(configs.DefaultAgent, s.ConversationID))
-	wsA := a.mustDialWS(s)
+	s := a.NewSession(nil)
+	tap := agenttest.DialAudioTap(t, clusterURL, agentbridge.NewSubjects("").InAudio(configs.DefaultAgent, s.ConversationID))
+	wsA := a.MustDialWS(s)
 	turn(wsA, "c-1", "hello from chat")
 
 	// 2. A voice turn on broker B (same session, same conversation).
-	v := b.newVoiceClient(s)
-	v.waitConnected()
-	v.send(speech(t, 1, 400, 400))
-	f, _ := wsA.until("transcript") // the transcript reaches the chat leg on A
-	utterance := f.str("text")
+	v := b.NewVoiceClient(s)
+	v.WaitConnected()
+	v.Send(signalingtest.Speech(t, 1, 400, 400))
+	f, _ := wsA.Until("transcript") // the transcript reaches the chat leg on A
+	utterance := f.Str("text")
 	sent = append(sent, utterance)
-	for f := wsA.next(); !(f.str("type") == "done" && f.str("body") == "echo: "+utterance); f = wsA.next() {
+	for f := wsA.Next(); !(f.Str("type") == "done" && f.Str("body") == "echo: "+utterance); f = wsA.Next() {
 	}
-	if n := len(tap.snapshot()); n < 30 {
+	if n := len(tap.Frames()); n < 30 {
 		t.Fatalf("only %d voice frames through NATS", n)
 	}
 
 	// 3. Worker 1 dies in the middle of a reply; worker 2 takes over.
-	wsA.send(map[string]any{"type": "message", "body": "please answer this", "client_message_id": "c-2"})
+	wsA.Send(map[string]any{"type": "message", "body": "please answer this", "client_message_id": "c-2"})
 	sent = append(sent, "please answer this")
-	wsA.until("chunk")
+	wsA.Until("chunk")
 	nc2, err := nats.Connect(clusterURL, agentbridge.ConnectOptions(agentbridge.DefaultPrefix, configs.DefaultAgent)...)
 	if err != nil {
 		t.Fatal(err)
@@ -150,44 +151,31 @@ func TestContinuity(t *testing.T) {
 	t.Cleanup(w2.Close)
 	killed := time.Now()
 	nc1.Close()
-	for f := wsA.next(); !(f.str("type") == "done" && f.str("body") == "echo: please answer this" && f["interrupted"] != true); f = wsA.next() {
+	for f := wsA.Next(); !(f.Str("type") == "done" && f.Str("body") == "echo: please answer this" && f["interrupted"] != true); f = wsA.Next() {
 	}
 	t.Logf("failover: worker killed → full reply from the new worker in %v", time.Since(killed).Round(time.Millisecond))
 
 	// 4. Reload: a new page resumes with the resume token, this time on B.
-	v.close()
-	wsA.conn.CloseNow()
-	s2 := b.newSession(map[string]any{"resume_token": s.ResumeToken})
+	v.Close()
+	wsA.Conn.CloseNow()
+	s2 := b.NewSession(map[string]any{"resume_token": s.ResumeToken})
 	if s2.ConversationID != s.ConversationID || !s2.Resumed {
 		t.Fatalf("reload gave %+v", s2)
 	}
-	wsB := b.mustDialWS(s2)
+	wsB := b.MustDialWS(s2)
 	turn(wsB, "c-3", "back after a reload")
 
 	// 5. A fresh voice leg, then an ICE restart that keeps it.
-	v2 := b.newVoiceClient(s2)
-	v2.waitConnected()
-	offer, err := v2.pc.CreateOffer(&webrtc.OfferOptions{ICERestart: true})
-	if err != nil {
-		t.Fatal(err)
+	v2 := b.NewVoiceClient(s2)
+	v2.WaitConnected()
+	if r := v2.RestartICE(s2.Token); r.Status != http.StatusOK {
+		t.Fatalf("ICE restart: %d %s", r.Status, r.Raw)
 	}
-	gathered := webrtc.GatheringCompletePromise(v2.pc)
-	if err := v2.pc.SetLocalDescription(offer); err != nil {
-		t.Fatal(err)
-	}
-	<-gathered
-	r := b.doRaw("PATCH", v2.location, "application/sdp", v2.pc.LocalDescription().SDP, "Authorization", "Bearer "+s2.Token)
-	if r.status != http.StatusOK {
-		t.Fatalf("ICE restart: %d %s", r.status, r.raw)
-	}
-	if err := v2.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: r.raw}); err != nil {
-		t.Fatal(err)
-	}
-	v2.send(speech(t, 1, 400, 400))
-	f, _ = wsB.until("transcript")
-	utterance2 := f.str("text")
+	v2.Send(signalingtest.Speech(t, 1, 400, 400))
+	f, _ = wsB.Until("transcript")
+	utterance2 := f.Str("text")
 	sent = append(sent, utterance2)
-	for f := wsB.next(); !(f.str("type") == "done" && f.str("body") == "echo: "+utterance2); f = wsB.next() {
+	for f := wsB.Next(); !(f.Str("type") == "done" && f.Str("body") == "echo: "+utterance2); f = wsB.Next() {
 	}
 
 	// 6. kill -9 broker B: the visitor reconnects to A and goes on.
@@ -195,14 +183,14 @@ func TestContinuity(t *testing.T) {
 		t.Fatal(err)
 	}
 	pb.wait()
-	wsA2 := a.mustDialWS(s2)
+	wsA2 := a.MustDialWS(s2)
 	turn(wsA2, "c-4", "still here after a crash")
 
 	// The transcript: every visitor turn once, in order, byte for byte,
 	// each followed by its echo; the reply cut off by the dead worker is
 	// marked interrupted.
 	var visitor, replies []string
-	for _, m := range a.history(s2) {
+	for _, m := range a.History(s2) {
 		body := m["body"].(string)
 		switch {
 		case m["role"] == "visitor":
@@ -222,28 +210,4 @@ func TestContinuity(t *testing.T) {
 	if !slices.Equal(visitor, sent) || !slices.Equal(replies, want) {
 		t.Fatalf("transcript:\nvisitor %q\n   sent %q\nreplies %q\n   want %q", visitor, sent, replies, want)
 	}
-}
-
-// tapAudioAt records the frames published on subject of the NATS at url.
-func tapAudioAt(t testing.TB, url, subject string) *audioTap {
-	t.Helper()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	tap := &audioTap{}
-	if _, err := nc.Subscribe(subject, func(m *nats.Msg) {
-		if f, err := agentbridge.ParseAudioFrame(m); err == nil {
-			tap.mu.Lock()
-			tap.frames = append(tap.frames, f)
-			tap.mu.Unlock()
-		}
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	return tap
 }

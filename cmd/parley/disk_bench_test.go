@@ -88,15 +88,15 @@ func BenchmarkDiskPerConversation(b *testing.B) {
 			go func() {
 				defer wg.Done()
 				for range work {
-					s := e.newSession(nil)
+					s := e.NewSession(nil)
 					for t := range turns {
-						if r := e.post(s, "What are your opening hours on Saturday, and do you ship to Canada?", s.ID+"-"+string(rune('a'+t)), true); r.status != 200 {
-							b.Errorf("post: %d %s", r.status, r.raw)
+						if r := e.Post(s, "What are your opening hours on Saturday, and do you ship to Canada?", s.ID+"-"+string(rune('a'+t)), true); r.Status != 200 {
+							b.Errorf("post: %d %s", r.Status, r.Raw)
 							return
 						}
 					}
-					if r := e.do("DELETE", "/v1/sessions/"+s.ID, nil, "Authorization", "Bearer "+s.Token); r.status != 204 {
-						b.Errorf("end: %d %s", r.status, r.raw)
+					if r := e.Do("DELETE", "/v1/sessions/"+s.ID, nil, "Authorization", "Bearer "+s.Token); r.Status != 204 {
+						b.Errorf("end: %d %s", r.Status, r.Raw)
 						return
 					}
 					mu.Lock()

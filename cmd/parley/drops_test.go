@@ -12,8 +12,10 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/parley-rtc/parley/agentbridge/agenttest"
 	"github.com/parley-rtc/parley/broker"
 	"github.com/parley-rtc/parley/configs"
+	"github.com/parley-rtc/parley/signaling/signalingtest"
 )
 
 // TestMetricsDrops: a chat WebSocket that stops reading is cut off, and a
@@ -33,16 +35,16 @@ func TestMetricsDrops(t *testing.T) {
 		// (TestWSLivenessPing is about the ping).
 		c.Chat.PingIdle = time.Hour
 	})
-	before := e.scrape()
+	before := e.Scrape()
 	val := func(name string, labels ...string) float64 {
-		v, _ := metricValue(e.scrape(), name, labels...)
+		v, _ := signalingtest.MetricValue(e.Scrape(), name, labels...)
 		return v
 	}
-	slowWS0, _ := metricValue(before, "parley_websocket_slow_consumers_total")
-	slowSub0, _ := metricValue(before, "parley_live_slow_subscribers_total")
+	slowWS0, _ := signalingtest.MetricValue(before, "parley_websocket_slow_consumers_total")
+	slowSub0, _ := signalingtest.MetricValue(before, "parley_live_slow_subscribers_total")
 
-	s := e.newSession(nil)
-	stalled := e.mustDialWS(s) // read no further
+	s := e.NewSession(nil)
+	stalled := e.MustDialWS(s) // read no further
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	sub, err := e.app.broker.Subscribe(ctx, s.ConversationID) // never drained
@@ -60,11 +62,11 @@ func TestMetricsDrops(t *testing.T) {
 		if val("parley_websocket_slow_consumers_total") > slowWS0 && val("parley_live_slow_subscribers_total") > slowSub0 {
 			break
 		}
-		if r := e.post(s, body, "m-"+strconv.Itoa(sent), false); r.status != http.StatusAccepted && r.status != http.StatusCreated && r.status != http.StatusOK {
-			t.Fatalf("post %d: %d %s", sent, r.status, r.raw)
+		if r := e.Post(s, body, "m-"+strconv.Itoa(sent), false); r.Status != http.StatusAccepted && r.Status != http.StatusCreated && r.Status != http.StatusOK {
+			t.Fatalf("post %d: %d %s", sent, r.Status, r.Raw)
 		}
 	}
-	waitFor(t, 30*time.Second, "drops counted", func() bool {
+	agenttest.Poll(t, 30*time.Second, "drops counted", func() bool {
 		return val("parley_websocket_slow_consumers_total") > slowWS0 && val("parley_live_slow_subscribers_total") > slowSub0
 	})
 	t.Logf("after %d messages of %d bytes: slow consumers %v, slow subscribers %v", sent, len(body),
@@ -86,11 +88,11 @@ drained:
 	}
 	// The stalled socket was dropped: reading on finds its end.
 	for {
-		if _, err := stalled.read(15 * time.Second); err != nil {
+		if _, err := stalled.Read(15 * time.Second); err != nil {
 			break
 		}
 	}
-	waitFor(t, 10*time.Second, "sweeps counted", func() bool {
+	agenttest.Poll(t, 10*time.Second, "sweeps counted", func() bool {
 		return val("parley_retention_sweeps_total", "kind", "session", "result", "ok") > 0 &&
 			val("parley_retention_sweeps_total", "kind", "retention", "result", "ok") > 0
 	})
@@ -98,7 +100,7 @@ drained:
 	for _, name := range []string{"parley_media_frames_late_total", "parley_media_playout_dropped_total",
 		"parley_media_playout_rejected_total", "parley_websocket_ping_timeouts_total", "parley_ops_slow_readers_total",
 		"parley_live_gaps_total", "parley_live_refills_total", "parley_store_retries_total"} {
-		if _, ok := metricValue(before, name); !ok {
+		if _, ok := signalingtest.MetricValue(before, name); !ok {
 			t.Errorf("%s missing from /metrics", name)
 		}
 	}
@@ -111,10 +113,10 @@ func TestWSLivenessPing(t *testing.T) {
 		c.Chat.PingIdle = 100 * time.Millisecond
 		c.Chat.PingTimeout = 300 * time.Millisecond
 	})
-	timeouts0, _ := metricValue(e.scrape(), "parley_websocket_ping_timeouts_total")
+	timeouts0, _ := signalingtest.MetricValue(e.Scrape(), "parley_websocket_ping_timeouts_total")
 
 	// A healthy idle client: its read loop answers pings.
-	healthy := e.newSession(nil)
+	healthy := e.NewSession(nil)
 	var pings atomic.Int64
 	url := "ws" + strings.TrimPrefix(e.base, "http") + "/v1/sessions/" + healthy.ID + "/ws?token=" + healthy.Token
 	dctx, dcancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -142,20 +144,20 @@ func TestWSLivenessPing(t *testing.T) {
 
 	// A dead client: the handshake completes, then it reads nothing, so
 	// no pong is sent.
-	dead := e.newSession(nil)
-	dc, _, err := e.dialWS(dead, "")
+	dead := e.NewSession(nil)
+	dc, _, err := e.DialWS(dead, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer dc.conn.CloseNow()
-	waitFor(t, 10*time.Second, "both legs attached", func() bool { return e.app.broker.LocalStats().Sessions == 2 })
+	defer dc.Conn.CloseNow()
+	agenttest.Poll(t, 10*time.Second, "both legs attached", func() bool { return e.app.broker.LocalStats().Sessions == 2 })
 
-	waitFor(t, 15*time.Second, "dead socket dropped", func() bool {
-		v, _ := metricValue(e.scrape(), "parley_websocket_ping_timeouts_total")
+	agenttest.Poll(t, 15*time.Second, "dead socket dropped", func() bool {
+		v, _ := signalingtest.MetricValue(e.Scrape(), "parley_websocket_ping_timeouts_total")
 		return v > timeouts0 && e.app.broker.LocalStats().Sessions == 1
 	})
 	// The healthy one sees several pings and stays.
-	waitFor(t, 15*time.Second, "five pings answered", func() bool { return pings.Load() >= 5 })
+	agenttest.Poll(t, 15*time.Second, "five pings answered", func() bool { return pings.Load() >= 5 })
 	select {
 	case err := <-readErr:
 		t.Fatalf("healthy idle socket closed: %v", err)
@@ -165,8 +167,8 @@ func TestWSLivenessPing(t *testing.T) {
 		t.Fatalf("%d sessions with a leg, want the healthy one", n)
 	}
 	// It still works.
-	if r := e.post(healthy, "still here", "h-1", false); r.status >= 300 {
-		t.Fatalf("post: %d %s", r.status, r.raw)
+	if r := e.Post(healthy, "still here", "h-1", false); r.Status >= 300 {
+		t.Fatalf("post: %d %s", r.Status, r.Raw)
 	}
 	t.Logf("healthy socket answered %d pings; dead one dropped", pings.Load())
 }

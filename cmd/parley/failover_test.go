@@ -8,7 +8,9 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/parley-rtc/parley/agentbridge"
+	"github.com/parley-rtc/parley/agentbridge/agenttest"
 	"github.com/parley-rtc/parley/configs"
+	"github.com/parley-rtc/parley/signaling/signalingtest"
 )
 
 // startWorkerOn starts an echo worker on its own NATS connection, which
@@ -31,7 +33,7 @@ func (e *env) startWorkerOn() (*agentbridge.Worker, *nats.Conn) {
 // streamSpeech sends speech on the voice client in a loop, on a 20 ms
 // schedule, until the test ends; the goroutine is waited for.
 func streamSpeech(t *testing.T, c *voiceClient) {
-	frames := speech(t, 1, 400, 600)
+	frames := signalingtest.Speech(t, 1, 400, 600)
 	stop, done := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(done)
@@ -43,7 +45,7 @@ func streamSpeech(t *testing.T, c *voiceClient) {
 				return
 			case <-tick.C:
 			}
-			_ = c.track.WriteSample(sampleOf(frames[i%len(frames)]))
+			_ = c.Track.WriteSample(signalingtest.SampleOf(frames[i%len(frames)]))
 		}
 	}()
 	t.Cleanup(func() { close(stop); <-done })
@@ -64,42 +66,42 @@ func TestVoiceFailover(t *testing.T) {
 		c.Ops.RoomUpdateInterval = 20 * time.Millisecond
 	})
 	_, nc1 := e.startWorkerOn()
-	s := e.newSession(nil)
-	ws := e.mustDialWS(s)
-	c := e.newVoiceClient(s)
-	c.waitConnected()
+	s := e.NewSession(nil)
+	ws := e.MustDialWS(s)
+	c := e.NewVoiceClient(s)
+	c.WaitConnected()
 	streamSpeech(t, c)
-	waitFor(t, 15*time.Second, "agent audio from the first worker", func() bool { return c.received.Load() >= 50 })
+	agenttest.Poll(t, 15*time.Second, "agent audio from the first worker", func() bool { return c.Received.Load() >= 50 })
 
 	killed := time.Now()
 	nc1.Close()
 	for {
-		f := ws.next()
-		if f.str("type") == "agent_state" && f.str("state") == "reconnecting" {
+		f := ws.Next()
+		if f.Str("type") == "agent_state" && f.Str("state") == "reconnecting" {
 			break
 		}
 	}
 	detected := time.Since(killed)
-	waitFor(t, 5*time.Second, `the "agent worker lost" log line`, func() bool {
+	agenttest.Poll(t, 5*time.Second, `the "agent worker lost" log line`, func() bool {
 		return strings.Contains(e.logs.String(), "agent worker lost") && strings.Contains(e.logs.String(), s.ConversationID)
 	})
 	// The broker tries to dispatch it again and finds no worker at all.
-	if f, _ := ws.until("error"); f.str("code") != "AGENT_UNAVAILABLE" {
+	if f, _ := ws.Until("error"); f.Str("code") != "AGENT_UNAVAILABLE" {
 		t.Fatalf("error frame = %v", f)
 	}
-	before := c.received.Load()
+	before := c.Received.Load()
 	// No agent, no agent audio: nothing reaches the caller meanwhile.
 	quiet := time.Now()
-	waitFor(t, 5*time.Second, "half a second without an agent", func() bool { return time.Since(quiet) > 500*time.Millisecond })
-	if got := c.received.Load(); got != before {
+	agenttest.Poll(t, 5*time.Second, "half a second without an agent", func() bool { return time.Since(quiet) > 500*time.Millisecond })
+	if got := c.Received.Load(); got != before {
 		t.Fatalf("the caller got %d frames with no agent", got-before)
 	}
 
 	started := time.Now()
 	e.startWorkerOn()
-	waitFor(t, 10*time.Second, "agent audio from the new worker", func() bool { return c.received.Load() > before })
+	agenttest.Poll(t, 10*time.Second, "agent audio from the new worker", func() bool { return c.Received.Load() > before })
 	firstFrame := time.Since(started)
-	waitFor(t, 10*time.Second, "a second of agent audio from the new worker", func() bool { return c.received.Load() >= before+50 })
+	agenttest.Poll(t, 10*time.Second, "a second of agent audio from the new worker", func() bool { return c.Received.Load() >= before+50 })
 	t.Logf("worker killed → reconnecting on the socket: %v; new worker started → first agent audio frame at the caller: %v (50 frames: %v)",
 		detected.Round(time.Millisecond), firstFrame.Round(time.Millisecond), time.Since(started).Round(time.Millisecond))
 }
@@ -126,9 +128,9 @@ func TestDispatchWakesWhenWorkerAppears(t *testing.T) {
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	s := e.newSession(nil)
-	ws := e.mustDialWS(s)
-	ws.send(map[string]any{"type": "message", "body": "anyone?", "client_message_id": "w-1"})
+	s := e.NewSession(nil)
+	ws := e.MustDialWS(s)
+	ws.Send(map[string]any{"type": "message", "body": "anyone?", "client_message_id": "w-1"})
 	first := time.Now()
 	// Attempts go out at about 0, 0.2, 0.5, 1.0, 1.9, 3.6 and 6.9 s; after
 	// the 7th the loop waits 6.4 s.
@@ -144,11 +146,11 @@ func TestDispatchWakesWhenWorkerAppears(t *testing.T) {
 	started := time.Now()
 	e.startWorkerOn()
 	for {
-		f, err := ws.read(20 * time.Second)
+		f, err := ws.Read(20 * time.Second)
 		if err != nil {
 			t.Fatalf("no reply after the worker started: %v", err)
 		}
-		if f.str("type") == "done" && f.str("body") == "echo: anyone?" {
+		if f.Str("type") == "done" && f.Str("body") == "echo: anyone?" {
 			break
 		}
 	}

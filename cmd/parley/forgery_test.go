@@ -11,6 +11,7 @@ import (
 	"github.com/parley-rtc/parley/agentbridge"
 	"github.com/parley-rtc/parley/broker"
 	"github.com/parley-rtc/parley/configs"
+	"github.com/parley-rtc/parley/signaling/signalingtest"
 )
 
 // agentConnFromCreds connects to the env's NATS as an outside agent
@@ -39,10 +40,10 @@ func (e *env) agentConnFromCreds(agent string) *nats.Conn {
 // worker and reason however often it is repeated.
 func TestAgentForgeriesRefused(t *testing.T) {
 	e := startEnv(t)
-	s := e.newSession(nil)
-	ws := e.mustDialWS(s)
-	ws.send(map[string]any{"type": "message", "body": "hi", "client_message_id": "f-1"})
-	expectReply(t, ws, "f-1", "echo: hi")
+	s := e.NewSession(nil)
+	ws := e.MustDialWS(s)
+	ws.Send(map[string]any{"type": "message", "body": "hi", "client_message_id": "f-1"})
+	signalingtest.ExpectReply(t, ws, "f-1", "echo: hi")
 	b := e.app.broker
 	subj := b.Subjects()
 	conv, err := b.Conversation(t.Context(), s.ConversationID)
@@ -126,18 +127,18 @@ func TestAgentForgeriesRefused(t *testing.T) {
 	}
 	// The visitor is unaffected: the next turn's frames are its own (no
 	// forged frame arrived before them), and history shows the two turns.
-	ws.send(map[string]any{"type": "message", "body": "again", "client_message_id": "f-2"})
-	expectReply(t, ws, "f-2", "echo: again")
-	got := strings.Join(transcript(e.history(s)), " | ")
+	ws.Send(map[string]any{"type": "message", "body": "again", "client_message_id": "f-2"})
+	signalingtest.ExpectReply(t, ws, "f-2", "echo: again")
+	got := strings.Join(signalingtest.Transcript(e.History(s)), " | ")
 	if want := "visitor: hi | agent: echo: hi | visitor: again | agent: echo: again"; got != want {
 		t.Fatalf("history = %q, want %q", got, want)
 	}
 
 	// Counted by reason.
-	mfs := e.scrape()
+	mfs := e.Scrape()
 	for reason, n := range map[string]int{"type_not_allowed": 5, "not_holder": 1, "unknown_conversation": 1,
 		"epoch_required": 1, "unsupported_version": 3, "too_large": 1, "bad_event": 1} {
-		v, _ := metricValue(mfs, "parley_agent_events_refused_total", "reason", reason)
+		v, _ := signalingtest.MetricValue(mfs, "parley_agent_events_refused_total", "reason", reason)
 		if int(v) != n*repeats {
 			t.Errorf("parley_agent_events_refused_total{reason=%q} = %v, want %d", reason, v, n*repeats)
 		}

@@ -1,15 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
-	"strings"
 	"testing"
 	"time"
 
@@ -20,14 +16,17 @@ import (
 	"github.com/parley-rtc/parley/agentbridge/agenttest"
 	"github.com/parley-rtc/parley/broker"
 	"github.com/parley-rtc/parley/configs"
+	"github.com/parley-rtc/parley/signaling/signalingtest"
 )
 
 // testOrigin is an origin the demo widget allows.
-const testOrigin = "http://localhost:3000"
+const testOrigin = signalingtest.DemoOrigin
 
 // env is a Parley started in-process the way serve starts it, on ephemeral
 // ports with a fresh data dir.
 type env struct {
+	*signalingtest.Client // talks to the edge, as a browser or a site's server
+
 	t    testing.TB
 	cfg  configs.Config
 	app  *app
@@ -38,22 +37,9 @@ type env struct {
 // syncBuffer collects logs of a run (tests grep them for secrets).
 type syncBuffer = agenttest.LogBuffer
 
-func testConfig(t testing.TB) configs.Config {
-	cfg := configs.Default()
-	cfg.Listen = "127.0.0.1:0"
-	cfg.NATS.Listen = "127.0.0.1:-1"
-	cfg.DataDir = t.TempDir()
-	cfg.Agents.DispatchTimeout = 500 * time.Millisecond
-	cfg.Agents.DispatchRetryMax = 250 * time.Millisecond
-	cfg.Chat.ReplyTimeout = 10 * time.Second
-	// Tests make many sessions from 127.0.0.1; the limits have their own
-	// test.
-	for _, rc := range []*configs.RateConfig{&cfg.Limits.Resolve, &cfg.Limits.Sessions,
-		&cfg.Limits.Messages, &cfg.Limits.Captures, &cfg.Limits.Uploads} {
-		rc.PerIP, rc.PerWidget = "0", "0"
-	}
-	return cfg
-}
+// testConfig is signalingtest's test configuration (this package's tests
+// and benchmarks call it by this name).
+func testConfig(t testing.TB) configs.Config { return signalingtest.Config(t) }
 
 // startEnv starts Parley with the test config, changed by opts.
 func startEnv(t testing.TB, opts ...func(*configs.Config)) *env {
@@ -74,8 +60,15 @@ func startEnv(t testing.TB, opts ...func(*configs.Config)) *env {
 		t.Fatalf("start: %v", err)
 	}
 	e := &env{t: t, cfg: cfg, app: a, base: "http://" + a.server.Addr(), logs: logs}
+	e.Client = &signalingtest.Client{T: t, Base: e.base}
 	t.Cleanup(e.stop)
 	return e
+}
+
+// envAt is an env for a Parley at base that the test started some other
+// way (a child process): a client, and no app to stop.
+func envAt(t testing.TB, base string) *env {
+	return &env{Client: &signalingtest.Client{T: t, Base: base}, t: t, base: base}
 }
 
 func (e *env) stop() {
@@ -133,253 +126,15 @@ func (e *env) startWorker() *agentbridge.Worker {
 	return w
 }
 
-// response is a decoded HTTP response.
-type response struct {
-	status int
-	header http.Header
-	body   map[string]any
-	raw    string
-}
-
-func (r response) errCode() string {
-	if e, ok := r.body["error"].(map[string]any); ok {
-		code, _ := e["code"].(string)
-		return code
-	}
-	return ""
-}
-
-func (r response) str(key string) string {
-	s, _ := r.body[key].(string)
-	return s
-}
-
-// do sends a request; body may be a string (sent raw) or a value (JSON).
-func (e *env) do(method, path string, body any, headers ...string) response {
-	e.t.Helper()
-	var rd io.Reader
-	switch b := body.(type) {
-	case nil:
-	case string:
-		rd = strings.NewReader(b)
-	default:
-		data, err := json.Marshal(b)
-		if err != nil {
-			e.t.Fatal(err)
-		}
-		rd = bytes.NewReader(data)
-	}
-	contentType := ""
-	if rd != nil {
-		contentType = "application/json"
-	}
-	return e.send(method, path, contentType, rd, headers...)
-}
-
-// send sends a request with body rd (none if nil) of contentType (no
-// header if empty) and headers (name, value, …), and decodes a JSON
-// answer into the response's body.
-func (e *env) send(method, path, contentType string, rd io.Reader, headers ...string) response {
-	e.t.Helper()
-	req, err := http.NewRequest(method, e.base+path, rd)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
-	}
-	for i := 0; i+1 < len(headers); i += 2 {
-		req.Header.Set(headers[i], headers[i+1])
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		e.t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer res.Body.Close()
-	raw, _ := io.ReadAll(res.Body)
-	r := response{status: res.StatusCode, header: res.Header, raw: string(raw)}
-	if len(raw) > 0 {
-		_ = json.Unmarshal(raw, &r.body) // not JSON: body stays nil
-	}
-	return r
-}
-
-// resolve returns a fresh challenge for the demo widget from origin.
-func (e *env) resolve(origin string) string {
-	e.t.Helper()
-	r := e.do("POST", "/v1/widget/resolve", map[string]any{"widget_key": configs.DemoWidgetKey}, "Origin", origin)
-	if r.status != http.StatusOK || r.str("challenge") == "" {
-		e.t.Fatalf("resolve: %d %s", r.status, r.raw)
-	}
-	return r.str("challenge")
-}
-
-// session is a created session.
-type session struct {
-	ID, ConversationID, Token, ResumeToken string
-	Resumed                                bool
-}
-
-func (e *env) newSession(extra map[string]any) session {
-	e.t.Helper()
-	req := map[string]any{"widget_key": configs.DemoWidgetKey, "challenge": e.resolve(testOrigin), "mode": "chat"}
-	for k, v := range extra {
-		req[k] = v
-	}
-	r := e.do("POST", "/v1/sessions", req, "Origin", testOrigin)
-	if r.status != http.StatusCreated {
-		e.t.Fatalf("create session: %d %s", r.status, r.raw)
-	}
-	resumed, _ := r.body["resumed"].(bool)
-	return session{ID: r.str("session_id"), ConversationID: r.str("conversation_id"),
-		Token: r.str("session_token"), ResumeToken: r.str("resume_token"), Resumed: resumed}
-}
-
-func (e *env) post(s session, body, clientID string, wait bool) response {
-	e.t.Helper()
-	return e.do("POST", "/v1/sessions/"+s.ID+"/messages",
-		map[string]any{"body": body, "client_message_id": clientID, "wait": wait},
-		"Authorization", "Bearer "+s.Token)
-}
-
-func (e *env) history(s session) []map[string]any {
-	e.t.Helper()
-	r := e.do("GET", "/v1/sessions/"+s.ID+"/history?message_limit=500", nil, "Authorization", "Bearer "+s.Token)
-	if r.status != http.StatusOK {
-		e.t.Fatalf("history: %d %s", r.status, r.raw)
-	}
-	raw, _ := r.body["messages"].([]any)
-	out := make([]map[string]any, 0, len(raw))
-	for _, m := range raw {
-		out = append(out, m.(map[string]any))
-	}
-	return out
-}
-
-// transcript renders history as "role: body" lines.
-func transcript(msgs []map[string]any) []string {
-	out := make([]string, 0, len(msgs))
-	for _, m := range msgs {
-		out = append(out, fmt.Sprintf("%s: %s", m["role"], m["body"]))
-	}
-	return out
-}
-
-// wsClient is a test WebSocket client.
-type wsClient struct {
-	t    testing.TB
-	conn *websocket.Conn
-}
-
-type frame map[string]any
-
-func (f frame) str(k string) string { s, _ := f[k].(string); return s }
-
-func (e *env) dialWS(s session, query string, headers ...string) (*wsClient, *http.Response, error) {
-	e.t.Helper()
-	h := http.Header{"Origin": {testOrigin}}
-	for i := 0; i+1 < len(headers); i += 2 {
-		if headers[i+1] == "" {
-			h.Del(headers[i])
-			continue
-		}
-		h.Set(headers[i], headers[i+1])
-	}
-	url := "ws" + strings.TrimPrefix(e.base, "http") + "/v1/sessions/" + s.ID + "/ws?token=" + s.Token + query
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	conn, res, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPHeader: h})
-	if err != nil {
-		return nil, res, err
-	}
-	c := &wsClient{t: e.t, conn: conn}
-	e.t.Cleanup(func() { conn.CloseNow() })
-	return c, res, nil
-}
-
-func (e *env) mustDialWS(s session) *wsClient {
-	e.t.Helper()
-	c, _, err := e.dialWS(s, "")
-	if err != nil {
-		e.t.Fatalf("dial ws: %v", err)
-	}
-	if f := c.next(); f.str("type") != "session" {
-		e.t.Fatalf("first frame = %v, want session", f)
-	}
-	return c
-}
-
-func (c *wsClient) send(v any) {
-	c.t.Helper()
-	data, _ := json.Marshal(v)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := c.conn.Write(ctx, websocket.MessageText, data); err != nil {
-		c.t.Fatalf("ws write: %v", err)
-	}
-}
-
-// read returns the next frame or the error that ended the socket.
-func (c *wsClient) read(timeout time.Duration) (frame, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	_, data, err := c.conn.Read(ctx)
-	if err != nil {
-		return nil, err
-	}
-	var f frame
-	if err := json.Unmarshal(data, &f); err != nil {
-		return nil, err
-	}
-	return f, nil
-}
-
-func (c *wsClient) next() frame {
-	c.t.Helper()
-	f, err := c.read(15 * time.Second)
-	if err != nil {
-		c.t.Fatalf("ws read: %v", err)
-	}
-	return f
-}
-
-// until reads frames until one of type typ (returned) and returns those
-// before it too.
-func (c *wsClient) until(typ string) (frame, []frame) {
-	c.t.Helper()
-	var before []frame
-	for {
-		f := c.next()
-		if f.str("type") == typ {
-			return f, before
-		}
-		before = append(before, f)
-	}
-}
-
-// closeStatus waits for the server to close the socket and returns the code
-// and reason.
-func (c *wsClient) closeStatus() (websocket.StatusCode, string) {
-	c.t.Helper()
-	for {
-		_, err := c.read(15 * time.Second)
-		if err == nil {
-			continue
-		}
-		var ce websocket.CloseError
-		if !errors.As(err, &ce) {
-			c.t.Fatalf("socket ended without a close frame: %v", err)
-		}
-		return ce.Code, ce.Reason
-	}
-}
-
-// waitFor is agenttest.Poll under its old name, for the tests that still
-// call it.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	agenttest.Poll(t, timeout, what, cond)
-}
+// The client side is signalingtest's, shared with signaling's handler
+// tests; these names keep the tests short.
+type (
+	response    = signalingtest.Response
+	session     = signalingtest.Session
+	frame       = signalingtest.Frame
+	wsClient    = signalingtest.WSClient
+	voiceClient = signalingtest.VoiceClient
+)
 
 func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
@@ -398,10 +153,10 @@ func closeReason(err error) string {
 // machine).
 func (e *env) settle(s session, ws *wsClient) {
 	e.t.Helper()
-	if r := e.post(s, "hello", "settle-1", true); r.status != http.StatusOK && r.status != http.StatusCreated {
-		e.t.Fatalf("chat turn: %d %s", r.status, r.raw)
+	if r := e.Post(s, "hello", "settle-1", true); r.Status != http.StatusOK && r.Status != http.StatusCreated {
+		e.t.Fatalf("chat turn: %d %s", r.Status, r.Raw)
 	}
-	if f, _ := ws.until("done"); f.str("body") != "echo: hello" {
+	if f, _ := ws.Until("done"); f.Str("body") != "echo: hello" {
 		e.t.Fatalf("chat reply %v", f)
 	}
 }

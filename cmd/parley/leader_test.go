@@ -22,6 +22,7 @@ import (
 	"github.com/parley-rtc/parley/agentbridge"
 	"github.com/parley-rtc/parley/agentbridge/agenttest"
 	"github.com/parley-rtc/parley/configs"
+	"github.com/parley-rtc/parley/signaling/signalingtest"
 )
 
 // leaderKill configures one run of the leader-loss scenario.
@@ -133,9 +134,9 @@ func runLeaderKill(t testing.TB, o leaderKill) (leaderResult, *env) {
 
 	convs := make([]*leaderConv, o.conversations)
 	for i := range convs {
-		s := e.newSession(nil)
-		ws := e.mustDialWS(s)
-		convs[i] = &leaderConv{idx: i, s: s, conn: ws.conn, byText: map[string]*leaderMsg{}, byID: map[string]*leaderMsg{}}
+		s := e.NewSession(nil)
+		ws := e.MustDialWS(s)
+		convs[i] = &leaderConv{idx: i, s: s, conn: ws.Conn, byText: map[string]*leaderMsg{}, byID: map[string]*leaderMsg{}}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -431,7 +432,7 @@ func (c *leaderConv) check(t testing.TB, e *env) {
 		want = append(want, m.text)
 	}
 	var visitor, agent []string
-	for _, l := range transcript(e.history(c.s)) {
+	for _, l := range signalingtest.Transcript(e.History(c.s)) {
 		if text, ok := strings.CutPrefix(l, "visitor: "); ok {
 			visitor = append(visitor, text)
 		} else if text, ok := strings.CutPrefix(l, "agent: echo: "); ok {

@@ -35,6 +35,7 @@ import (
 	"github.com/parley-rtc/parley/broker"
 	"github.com/parley-rtc/parley/configs"
 	"github.com/parley-rtc/parley/media"
+	"github.com/parley-rtc/parley/signaling/signalingtest"
 )
 
 // lkClient plays the widget on the LiveKit transport: a LiveKit participant
@@ -122,7 +123,7 @@ priming:
 		}
 	}
 	sent := make([]time.Time, len(frames))
-	paced(frames, func(i int, f []byte) {
+	signalingtest.Paced(frames, func(i int, f []byte) {
 		sent[i] = time.Now()
 		write(f)
 	})
@@ -159,7 +160,7 @@ func rms(pcm []byte) float64 {
 // liveKitToken asks Parley for the session's LiveKit token.
 func (e *env) liveKitToken(s session) response {
 	e.t.Helper()
-	return e.do("POST", "/v1/sessions/"+s.ID+"/livekit-token", nil, "Authorization", "Bearer "+s.Token)
+	return e.Do("POST", "/v1/sessions/"+s.ID+"/livekit-token", nil, "Authorization", "Bearer "+s.Token)
 }
 
 // settle gets everything that lives as long as the conversation running
@@ -193,8 +194,8 @@ func TestLiveKitRoundTrip(t *testing.T) {
 					c.Agents.AudioFormats = map[string]string{configs.DefaultAgent: tc.format}
 				}
 			})
-			s := e.mustCreateSession(liveKitWidgetKey, testOrigin, map[string]any{"mode": "chat"})
-			ws := e.mustDialWS(s)
+			s := e.MustCreateSession(liveKitWidgetKey, testOrigin, map[string]any{"mode": "chat"})
+			ws := e.MustDialWS(s)
 			subj := e.app.broker.Subjects()
 			in := agenttest.TapAudio(t, e.natsConn(), subj.InAudio(configs.DefaultAgent, s.ConversationID))
 			out := agenttest.TapAudio(t, e.natsConn(), subj.OutAudio(configs.DefaultAgent, s.ConversationID))
@@ -206,18 +207,18 @@ func TestLiveKitRoundTrip(t *testing.T) {
 			r := e.liveKitToken(s)
 			issued := time.Since(began)
 			room := "parley-" + s.ConversationID
-			if r.status != http.StatusOK || r.str("token") == "" || r.str("livekit_url") != e.lk.URL ||
-				r.str("room_name") != room || r.str("participant_identity") != "visitor-"+s.ID ||
-				r.body["expires_in_seconds"] != float64(600) || !strings.HasPrefix(r.str("leg_id"), "leg_") {
-				t.Fatalf("token: %d %s", r.status, r.raw)
+			if r.Status != http.StatusOK || r.Str("token") == "" || r.Str("livekit_url") != e.lk.URL ||
+				r.Str("room_name") != room || r.Str("participant_identity") != "visitor-"+s.ID ||
+				r.Body["expires_in_seconds"] != float64(600) || !strings.HasPrefix(r.Str("leg_id"), "leg_") {
+				t.Fatalf("token: %d %s", r.Status, r.Raw)
 			}
-			location := r.header.Get("Location")
-			if location != "/v1/sessions/"+s.ID+"/livekit/"+r.str("leg_id") {
+			location := r.Header.Get("Location")
+			if location != "/v1/sessions/"+s.ID+"/livekit/"+r.Str("leg_id") {
 				t.Fatalf("Location = %q", location)
 			}
 			// A second request while the bridge is up: a new token, the same leg.
-			if r2 := e.liveKitToken(s); r2.status != http.StatusOK || r2.str("leg_id") != r.str("leg_id") {
-				t.Fatalf("second token: %d %s", r2.status, r2.raw)
+			if r2 := e.liveKitToken(s); r2.Status != http.StatusOK || r2.Str("leg_id") != r.Str("leg_id") {
+				t.Fatalf("second token: %d %s", r2.Status, r2.Raw)
 			}
 			st, err := e.app.lk.RoomState(context.Background(), room)
 			if err != nil || len(st.Participants) != 1 || st.Participants[0].Identity != media.BridgeIdentity ||
@@ -226,7 +227,7 @@ func TestLiveKitRoundTrip(t *testing.T) {
 			}
 
 			joined := time.Now()
-			c, err := joinLiveKit(t, r.str("livekit_url"), r.str("token"))
+			c, err := joinLiveKit(t, r.Str("livekit_url"), r.Str("token"))
 			if err != nil {
 				t.Fatalf("join with Parley's token: %v", err)
 			}
@@ -235,8 +236,8 @@ func TestLiveKitRoundTrip(t *testing.T) {
 			}
 			c.publishMic()
 
-			silence := speech(t, 1, 0, 20)[0]
-			frames := speech(t, 3, 400, 600) // 3 utterances, 150 frames
+			silence := signalingtest.Speech(t, 1, 0, 20)[0]
+			frames := signalingtest.Speech(t, 3, 400, 600) // 3 utterances, 150 frames
 			start := make(chan struct{})
 			var sent []time.Time
 			sending := make(chan struct{})
@@ -249,15 +250,15 @@ func TestLiveKitRoundTrip(t *testing.T) {
 			// after mode voice; the real webhook reports the visitor.
 			var sawVoice, sawJoinedHook bool
 			for {
-				f := ws.next()
-				switch f.str("type") {
+				f := ws.Next()
+				switch f.Str("type") {
 				case "mode":
-					sawVoice = sawVoice || f.str("mode") == "voice"
+					sawVoice = sawVoice || f.Str("mode") == "voice"
 				case "media_state":
-					sawJoinedHook = sawJoinedHook || f.str("reason") == "livekit_participant_joined"
+					sawJoinedHook = sawJoinedHook || f.Str("reason") == "livekit_participant_joined"
 				}
-				if f.str("type") == "media_state" && f.str("state") == "connected" && f.str("reason") == "" {
-					if f.str("leg_id") != r.str("leg_id") {
+				if f.Str("type") == "media_state" && f.Str("state") == "connected" && f.Str("reason") == "" {
+					if f.Str("leg_id") != r.Str("leg_id") {
 						t.Fatalf("media_state %v", f)
 					}
 					break
@@ -324,24 +325,24 @@ func TestLiveKitRoundTrip(t *testing.T) {
 			// The echo agent heard three utterances: transcripts and replies.
 			var transcripts, replies []string
 			for len(replies) < 3 {
-				f := ws.next()
-				switch f.str("type") {
+				f := ws.Next()
+				switch f.Str("type") {
 				case "media_state":
-					sawJoinedHook = sawJoinedHook || f.str("reason") == "livekit_participant_joined"
+					sawJoinedHook = sawJoinedHook || f.Str("reason") == "livekit_participant_joined"
 				case "transcript":
-					if f["final"] == true && f.str("via") == "voice" {
-						transcripts = append(transcripts, f.str("text"))
+					if f["final"] == true && f.Str("via") == "voice" {
+						transcripts = append(transcripts, f.Str("text"))
 					}
 				case "done":
-					replies = append(replies, f.str("body"))
+					replies = append(replies, f.Str("body"))
 				}
 			}
 			if len(transcripts) != 3 || !strings.HasPrefix(replies[0], "echo: utterance 1 (") {
 				t.Fatalf("transcripts %q, replies %q", transcripts, replies)
 			}
 			if !sawJoinedHook {
-				f, _ := ws.until("media_state")
-				if f.str("reason") != "livekit_participant_joined" {
+				f, _ := ws.Until("media_state")
+				if f.Str("reason") != "livekit_participant_joined" {
 					t.Fatalf("no webhook media_state from LiveKit: %v", f)
 				}
 			}
@@ -361,23 +362,23 @@ func TestLiveKitRoundTrip(t *testing.T) {
 			// the bridge, with their audio tracks.
 			ak, _ := e.newAdminKey("", broker.ScopeOpsRead)
 			agenttest.Poll(t, 10*time.Second, "the LiveKit room state in the ops detail", func() bool {
-				r := e.do("GET", "/v1/ops/rooms/"+s.ConversationID, nil, "Authorization", "Bearer "+ak)
-				lk, _ := r.body["livekit"].(map[string]any)
+				r := e.Do("GET", "/v1/ops/rooms/"+s.ConversationID, nil, "Authorization", "Bearer "+ak)
+				lk, _ := r.Body["livekit"].(map[string]any)
 				ps, _ := lk["participants"].([]any)
-				return r.status == 200 && len(ps) >= 2
+				return r.Status == 200 && len(ps) >= 2
 			})
 
 			// Hang up with DELETE on the leg: back to chat, the bridge leaves,
 			// the room is deleted (the client is disconnected by LiveKit).
 			auth := []string{"Authorization", "Bearer " + s.Token}
-			if r := e.do("DELETE", location, nil, auth...); r.status != http.StatusNoContent {
-				t.Fatalf("DELETE leg: %d %s", r.status, r.raw)
+			if r := e.Do("DELETE", location, nil, auth...); r.Status != http.StatusNoContent {
+				t.Fatalf("DELETE leg: %d %s", r.Status, r.Raw)
 			}
-			if f, _ := ws.until("mode"); f.str("mode") != "chat" {
+			if f, _ := ws.Until("mode"); f.Str("mode") != "chat" {
 				t.Fatalf("after hang-up: %v", f)
 			}
-			if r := e.do("DELETE", location, nil, auth...); r.status != http.StatusNotFound || r.errCode() != "LEG_NOT_FOUND" {
-				t.Fatalf("second DELETE: %d %s", r.status, r.raw)
+			if r := e.Do("DELETE", location, nil, auth...); r.Status != http.StatusNotFound || r.ErrCode() != "LEG_NOT_FOUND" {
+				t.Fatalf("second DELETE: %d %s", r.Status, r.Raw)
 			}
 			if _, err := e.app.lk.RoomState(context.Background(), room); !errors.Is(err, media.ErrNoRoom) {
 				t.Fatalf("room after hang-up: %v", err)
@@ -400,16 +401,16 @@ func TestLiveKitRoundTrip(t *testing.T) {
 // it joins its own room only; LiveKit refuses an expired or forged token.
 func TestLiveKitTokens(t *testing.T) {
 	e := startLiveKitEnv(t)
-	a := e.mustCreateSession(liveKitWidgetKey, testOrigin, nil)
-	b := e.mustCreateSession(liveKitWidgetKey, testOrigin, nil)
+	a := e.MustCreateSession(liveKitWidgetKey, testOrigin, nil)
+	b := e.MustCreateSession(liveKitWidgetKey, testOrigin, nil)
 	ra, rb := e.liveKitToken(a), e.liveKitToken(b)
-	if ra.status != http.StatusOK || rb.status != http.StatusOK {
-		t.Fatalf("tokens: %d %s / %d %s", ra.status, ra.raw, rb.status, rb.raw)
+	if ra.Status != http.StatusOK || rb.Status != http.StatusOK {
+		t.Fatalf("tokens: %d %s / %d %s", ra.Status, ra.Raw, rb.Status, rb.Raw)
 	}
-	roomA, roomB := ra.str("room_name"), rb.str("room_name")
+	roomA, roomB := ra.Str("room_name"), rb.Str("room_name")
 
 	// The grants, decoded with LiveKit's own verifier.
-	v, err := auth.ParseAPIToken(ra.str("token"))
+	v, err := auth.ParseAPIToken(ra.Str("token"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -436,7 +437,7 @@ func TestLiveKitTokens(t *testing.T) {
 	}
 
 	// A's token puts A in room A, never in B; it is no server API key.
-	c, err := joinLiveKit(t, e.lk.URL, ra.str("token"))
+	c, err := joinLiveKit(t, e.lk.URL, ra.Str("token"))
 	if err != nil {
 		t.Fatalf("join A: %v", err)
 	}
@@ -461,7 +462,7 @@ func TestLiveKitTokens(t *testing.T) {
 		req, _ := http.NewRequest("POST", strings.Replace(e.lk.URL, "ws://", "http://", 1)+"/twirp/livekit.RoomService/"+call.method,
 			strings.NewReader(call.body))
 		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Authorization", "Bearer "+ra.str("token"))
+		req.Header.Set("Authorization", "Bearer "+ra.Str("token"))
 		res, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -526,8 +527,8 @@ func TestLiveKitWebhook(t *testing.T) {
 	e := startEnv(t, func(c *configs.Config) {
 		c.LiveKit.URL, c.LiveKit.APIKey, c.LiveKit.APISecret = "ws://127.0.0.1:9", liveKitDevKey, liveKitDevSecret
 	}, withWidget(configs.WidgetConfig{Key: liveKitWidgetKey, ID: "wdg_livekit", AllowDevOrigins: true, VoiceTransport: "livekit"}))
-	s := e.mustCreateSession(liveKitWidgetKey, testOrigin, nil)
-	ws := e.mustDialWS(s)
+	s := e.MustCreateSession(liveKitWidgetKey, testOrigin, nil)
+	ws := e.MustDialWS(s)
 	event := func(kind, room, identity, id string) []byte {
 		ev := &livekit.WebhookEvent{Event: kind, Id: id, CreatedAt: time.Now().Unix(), Room: &livekit.Room{Name: room}}
 		if identity != "" {
@@ -544,22 +545,22 @@ func TestLiveKitWebhook(t *testing.T) {
 		if authz != "" {
 			h = append(h, "Authorization", authz)
 		}
-		return e.doRaw("POST", "/v1/livekit/webhook", "application/webhook+json", string(body), h...)
+		return e.DoRaw("POST", "/v1/livekit/webhook", "application/webhook+json", string(body), h...)
 	}
 	room := "parley-" + s.ConversationID
 	joined := event("participant_joined", room, "visitor-"+s.ID, "EV_joined1")
 	sig := signedWebhook(t, liveKitDevKey, liveKitDevSecret, joined)
 	r := post(joined, sig)
-	if r.status != http.StatusOK || r.body["recorded"] != true {
-		t.Fatalf("signed webhook: %d %s", r.status, r.raw)
+	if r.Status != http.StatusOK || r.Body["recorded"] != true {
+		t.Fatalf("signed webhook: %d %s", r.Status, r.Raw)
 	}
-	f, _ := ws.until("media_state")
-	if f.str("state") != "connected" || f.str("reason") != "livekit_participant_joined" {
+	f, _ := ws.Until("media_state")
+	if f.Str("state") != "connected" || f.Str("reason") != "livekit_participant_joined" {
 		t.Fatalf("media_state frame %v", f)
 	}
 	// LiveKit retries: the same event is recorded once.
-	if again := post(joined, sig); again.status != http.StatusOK || again.body["seq"] != r.body["seq"] {
-		t.Fatalf("redelivered webhook: %d %s (first %s)", again.status, again.raw, r.raw)
+	if again := post(joined, sig); again.Status != http.StatusOK || again.Body["seq"] != r.Body["seq"] {
+		t.Fatalf("redelivered webhook: %d %s (first %s)", again.Status, again.Raw, r.Raw)
 	}
 
 	tampered := bytes.Replace(joined, []byte("participant_joined"), []byte("participant_left"), 1)
@@ -573,8 +574,8 @@ func TestLiveKitWebhook(t *testing.T) {
 		"no signature":   {joined, ""},
 		"garbage header": {joined, "Bearer nope"},
 	} {
-		if r := post(c.body, c.authz); r.status != http.StatusUnauthorized || r.errCode() != "WEBHOOK_SIGNATURE_INVALID" {
-			t.Fatalf("%s: %d %s", name, r.status, r.raw)
+		if r := post(c.body, c.authz); r.Status != http.StatusUnauthorized || r.ErrCode() != "WEBHOOK_SIGNATURE_INVALID" {
+			t.Fatalf("%s: %d %s", name, r.Status, r.Raw)
 		}
 	}
 
@@ -590,14 +591,14 @@ func TestLiveKitWebhook(t *testing.T) {
 		{event("room_finished", room, "", "EV_finished1"), true},
 	} {
 		r := post(c.body, signedWebhook(t, liveKitDevKey, liveKitDevSecret, c.body))
-		if r.status != http.StatusOK || r.body["recorded"] != c.recorded {
-			t.Fatalf("%s: %d %s", c.body, r.status, r.raw)
+		if r.Status != http.StatusOK || r.Body["recorded"] != c.recorded {
+			t.Fatalf("%s: %d %s", c.body, r.Status, r.Raw)
 		}
 	}
 	var got []string
 	for len(got) < 2 {
-		f, _ := ws.until("media_state")
-		got = append(got, f.str("state")+"/"+f.str("reason"))
+		f, _ := ws.Until("media_state")
+		got = append(got, f.Str("state")+"/"+f.Str("reason"))
 	}
 	if want := []string{"disconnected/livekit_participant_left", "closed/livekit_room_finished"}; !slices.Equal(got, want) {
 		t.Fatalf("media_state frames %q, want %q", got, want)
@@ -609,16 +610,16 @@ func TestLiveKitWebhook(t *testing.T) {
 // the visitor is disconnected, goroutines return to their baseline.
 func TestLiveKitModeChatEndsBridge(t *testing.T) {
 	e := startLiveKitEnv(t)
-	s := e.mustCreateSession(liveKitWidgetKey, testOrigin, nil)
-	ws := e.mustDialWS(s)
+	s := e.MustCreateSession(liveKitWidgetKey, testOrigin, nil)
+	ws := e.MustDialWS(s)
 	e.settle(s, ws)
 	baseline := runtime.NumGoroutine()
 	before := goleak.IgnoreCurrent()
 	r := e.liveKitToken(s)
-	if r.status != http.StatusOK {
-		t.Fatalf("token: %d %s", r.status, r.raw)
+	if r.Status != http.StatusOK {
+		t.Fatalf("token: %d %s", r.Status, r.Raw)
 	}
-	c, err := joinLiveKit(t, r.str("livekit_url"), r.str("token"))
+	c, err := joinLiveKit(t, r.Str("livekit_url"), r.Str("token"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -626,24 +627,24 @@ func TestLiveKitModeChatEndsBridge(t *testing.T) {
 	start, sending := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(sending)
-		c.sendUntil(start, speech(t, 1, 0, 20)[0], speech(t, 1, 200, 0))
+		c.sendUntil(start, signalingtest.Speech(t, 1, 0, 20)[0], signalingtest.Speech(t, 1, 200, 0))
 	}()
 	for {
-		if f, _ := ws.until("media_state"); f.str("state") == "connected" && f.str("reason") == "" {
+		if f, _ := ws.Until("media_state"); f.Str("state") == "connected" && f.Str("reason") == "" {
 			break
 		}
 	}
 	close(start)
 	<-sending
-	room := r.str("room_name")
+	room := r.Str("room_name")
 	st, err := e.app.lk.RoomState(context.Background(), room)
 	if err != nil || len(st.Participants) != 2 {
 		t.Fatalf("room in the call: %+v %v", st, err)
 	}
 	t.Logf("room state: %+v", st)
 
-	if r := e.do("POST", "/v1/sessions/"+s.ID+"/mode", map[string]any{"mode": "chat"}, "Authorization", "Bearer "+s.Token); r.status != http.StatusOK {
-		t.Fatalf("mode chat: %d %s", r.status, r.raw)
+	if r := e.Do("POST", "/v1/sessions/"+s.ID+"/mode", map[string]any{"mode": "chat"}, "Authorization", "Bearer "+s.Token); r.Status != http.StatusOK {
+		t.Fatalf("mode chat: %d %s", r.Status, r.Raw)
 	}
 	if _, ok := e.app.broker.Voice(s.ID); ok {
 		t.Fatal("voice leg still up after switching to chat")
@@ -671,39 +672,39 @@ func TestLiveKitTokenErrors(t *testing.T) {
 		}
 	}
 	e := startEnv(t, voiceConfig, widgets) // no livekit.url
-	lkSess := e.mustCreateSession(liveKitWidgetKey, testOrigin, nil)
+	lkSess := e.MustCreateSession(liveKitWidgetKey, testOrigin, nil)
 	cases := []struct {
 		name   string
 		s      session
 		status int
 		code   string
 	}{
-		{"webrtc widget", e.newSession(nil), http.StatusConflict, "TRANSPORT_MISMATCH"},
-		{"chat-only widget", e.mustCreateSession("pk_lk_chat", testOrigin, nil), http.StatusForbidden, "MODE_NOT_ALLOWED"},
+		{"webrtc widget", e.NewSession(nil), http.StatusConflict, "TRANSPORT_MISMATCH"},
+		{"chat-only widget", e.MustCreateSession("pk_lk_chat", testOrigin, nil), http.StatusForbidden, "MODE_NOT_ALLOWED"},
 		{"livekit not configured", lkSess, http.StatusServiceUnavailable, "VOICE_UNAVAILABLE"},
 		{"bad session token", session{ID: lkSess.ID, Token: "nope"}, http.StatusUnauthorized, "SESSION_TOKEN_INVALID"},
 	}
 	for _, c := range cases {
-		if r := e.liveKitToken(c.s); r.status != c.status || r.errCode() != c.code {
-			t.Fatalf("%s: %d %s", c.name, r.status, r.raw)
+		if r := e.liveKitToken(c.s); r.Status != c.status || r.ErrCode() != c.code {
+			t.Fatalf("%s: %d %s", c.name, r.Status, r.Raw)
 		}
 	}
 	// A livekit widget's visitor cannot go around the SFU.
-	if _, r := e.offerVoice(lkSess, ""); r.status != http.StatusConflict || r.errCode() != "TRANSPORT_MISMATCH" {
-		t.Fatalf("webrtc offer on a livekit widget: %d %s", r.status, r.raw)
+	if _, r := e.OfferVoice(lkSess, ""); r.Status != http.StatusConflict || r.ErrCode() != "TRANSPORT_MISMATCH" {
+		t.Fatalf("webrtc offer on a livekit widget: %d %s", r.Status, r.Raw)
 	}
 	// The webhook needs LiveKit configured.
-	if r := e.doRaw("POST", "/v1/livekit/webhook", "application/webhook+json", "{}"); r.status != http.StatusServiceUnavailable {
-		t.Fatalf("webhook without LiveKit: %d %s", r.status, r.raw)
+	if r := e.DoRaw("POST", "/v1/livekit/webhook", "application/webhook+json", "{}"); r.Status != http.StatusServiceUnavailable {
+		t.Fatalf("webhook without LiveKit: %d %s", r.Status, r.Raw)
 	}
 
 	// LiveKit configured but not reachable: 503 LIVEKIT_UNAVAILABLE, no leg.
 	down := startEnv(t, voiceConfig, widgets, func(c *configs.Config) {
 		c.LiveKit.URL, c.LiveKit.APIKey, c.LiveKit.APISecret = "ws://127.0.0.1:"+strconv.Itoa(freePort(t, "tcp")), liveKitDevKey, liveKitDevSecret
 	})
-	ds := down.mustCreateSession(liveKitWidgetKey, testOrigin, nil)
-	if r := down.liveKitToken(ds); r.status != http.StatusServiceUnavailable || r.errCode() != "LIVEKIT_UNAVAILABLE" {
-		t.Fatalf("unreachable LiveKit: %d %s", r.status, r.raw)
+	ds := down.MustCreateSession(liveKitWidgetKey, testOrigin, nil)
+	if r := down.liveKitToken(ds); r.Status != http.StatusServiceUnavailable || r.ErrCode() != "LIVEKIT_UNAVAILABLE" {
+		t.Fatalf("unreachable LiveKit: %d %s", r.Status, r.Raw)
 	}
 	if _, ok := down.app.broker.Voice(ds.ID); ok {
 		t.Fatal("a voice leg was left behind")

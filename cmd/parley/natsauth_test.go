@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
 
+	"github.com/parley-rtc/parley/agentbridge/agenttest"
 	"github.com/parley-rtc/parley/broker"
 )
 
@@ -30,18 +31,18 @@ func TestCLIFindsCredentialsInDefaultDataDir(t *testing.T) {
 	if want := filepath.Join("parley-data", "auth"); creds[1] != want {
 		t.Errorf("credentials reported in %q, want %q", creds[1], want)
 	}
-	e := &env{t: t, base: strings.Replace(m[1], "localhost", "127.0.0.1", 1)}
+	e := envAt(t, strings.Replace(m[1], "localhost", "127.0.0.1", 1))
 
 	agent := startProcIn(t, work, "agent", "echo", "--nats-url", natsURL)
 	agent.line(regexp.MustCompile(`^echo agent: 1 worker\(s\) serving "echo"`))
-	s := e.newSession(nil)
-	if r := e.post(s, "no set-up", "", true); r.status != 200 || r.body["reply"].(map[string]any)["body"] != "echo: no set-up" {
-		t.Fatalf("post: %d %s", r.status, r.raw)
+	s := e.NewSession(nil)
+	if r := e.Post(s, "no set-up", "", true); r.Status != 200 || r.Body["reply"].(map[string]any)["body"] != "echo: no set-up" {
+		t.Fatalf("post: %d %s", r.Status, r.Raw)
 	}
 
 	// Rooms are published every ops.room_update_interval.
 	var out []byte
-	waitFor(t, 10*time.Second, "the room in parley rooms", func() bool {
+	agenttest.Poll(t, 10*time.Second, "the room in parley rooms", func() bool {
 		cmd := exec.Command(parleyBinary(t), "rooms", "--json", "--nats-url", natsURL)
 		cmd.Dir, cmd.Env = work, cleanEnv()
 		var err error
@@ -109,10 +110,10 @@ func TestNATSSecretsNotLoggedFullRun(t *testing.T) {
 		p := startProcEnv(t, vars, "serve", "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--nats-listen", "127.0.0.1:-1",
 			"--log-level", "debug", "--log-format", "json")
 		m := p.line(readyLine)
-		e := &env{t: t, base: strings.Replace(m[1], "localhost", "127.0.0.1", 1)}
-		s := e.newSession(nil)
-		if r := e.post(s, "hello", "", true); r.status != 200 {
-			t.Fatalf("post: %d %s", r.status, r.raw)
+		e := envAt(t, strings.Replace(m[1], "localhost", "127.0.0.1", 1))
+		s := e.NewSession(nil)
+		if r := e.Post(s, "hello", "", true); r.Status != 200 {
+			t.Fatalf("post: %d %s", r.Status, r.Raw)
 		}
 		if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)

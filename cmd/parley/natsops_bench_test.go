@@ -59,7 +59,7 @@ func chatClosedLoop(b *testing.B, conns int, opt func(*configs.Config)) {
 		e := startEnv(b, opt)
 		sessions := make([]session, conns)
 		for i := range sessions {
-			sessions[i] = e.newSession(nil)
+			sessions[i] = e.NewSession(nil)
 		}
 		client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conns}}
 		var (
@@ -130,7 +130,7 @@ func dedupMemoryRun(b *testing.B, d, window time.Duration) {
 	e := startEnv(b, func(c *configs.Config) { c.NATS.DedupWindow = window; c.EchoAgent.Workers = 2 })
 	sessions := make([]session, convs)
 	for i := range sessions {
-		sessions[i] = e.newSession(nil)
+		sessions[i] = e.NewSession(nil)
 	}
 	heap := func() float64 {
 		runtime.GC()

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/parley-rtc/parley/agentbridge/agenttest"
 	"github.com/parley-rtc/parley/broker"
 	"github.com/parley-rtc/parley/configs"
 )
@@ -86,9 +87,9 @@ func TestReplicasOnCluster(t *testing.T) {
 	if strings.Contains(logs, "1 replica on a NATS cluster") {
 		t.Errorf("auto warned about R1")
 	}
-	s := auto.newSession(nil)
-	if r := auto.post(s, "hello R3", "c1", true); r.status != 200 {
-		t.Fatalf("post on R3: %d %s", r.status, r.raw)
+	s := auto.NewSession(nil)
+	if r := auto.Post(s, "hello R3", "c1", true); r.Status != 200 {
+		t.Fatalf("post on R3: %d %s", r.Status, r.Raw)
 	}
 
 	// More replicas than the cluster has servers: refused at once, clearly.
@@ -151,7 +152,7 @@ func TestStartDuringClusterRecovery(t *testing.T) {
 	done := make(chan error, 1)
 	began := time.Now()
 	go func() { done <- a.Start(t.Context()) }()
-	waitFor(t, 60*time.Second, "a start-up retry", func() bool { return strings.Contains(logs.String(), "retrying start-up") })
+	agenttest.Poll(t, 60*time.Second, "a start-up retry", func() bool { return strings.Contains(logs.String(), "retrying start-up") })
 	nodes[1].start(t)
 	nodes[2].start(t)
 	recovered := time.Now()

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"os/exec"
 	"regexp"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -17,12 +16,11 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 
+	"github.com/parley-rtc/parley/agentbridge/agenttest"
 	"github.com/parley-rtc/parley/broker"
 	"github.com/parley-rtc/parley/configs"
+	"github.com/parley-rtc/parley/signaling/signalingtest"
 )
 
 // End-to-end tests of issue "Ops: room state…": live rooms on NATS (the
@@ -32,51 +30,6 @@ import (
 
 // fastRooms flushes room state every 50 ms, so tests wait less.
 func fastRooms(c *configs.Config) { c.Ops.RoomUpdateInterval = 50 * time.Millisecond }
-
-// opsRooms lists rooms through GET /v1/ops/rooms?query with an admin key.
-func (e *env) opsRooms(ak, query string) []broker.Room {
-	e.t.Helper()
-	r := e.do("GET", "/v1/ops/rooms"+query, nil, "Authorization", "Bearer "+ak)
-	if r.status != http.StatusOK {
-		e.t.Fatalf("GET /v1/ops/rooms%s: %d %s", query, r.status, r.raw)
-	}
-	var body struct {
-		Rooms []broker.Room `json:"rooms"`
-	}
-	if err := json.Unmarshal([]byte(r.raw), &body); err != nil || body.Rooms == nil {
-		e.t.Fatalf("GET /v1/ops/rooms%s: %v %s", query, err, r.raw)
-	}
-	return body.Rooms
-}
-
-// findRoom is the room of cid in rooms.
-func findRoom(rooms []broker.Room, cid string) (broker.Room, bool) {
-	i := slices.IndexFunc(rooms, func(r broker.Room) bool { return r.ConversationID == cid })
-	if i < 0 {
-		return broker.Room{}, false
-	}
-	return rooms[i], true
-}
-
-// waitRoom polls the ops API until the room of cid is listed and cond
-// holds for it.
-func (e *env) waitRoom(ak, cid, what string, cond func(broker.Room) bool) broker.Room {
-	e.t.Helper()
-	var last broker.Room
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		room, ok := findRoom(e.opsRooms(ak, ""), cid)
-		if ok && cond(room) {
-			return room
-		}
-		last = room
-		if time.Now().After(deadline) {
-			data, _ := json.Marshal(last)
-			e.t.Fatalf("timed out waiting for room %s: %s; last seen: %s", cid, what, data)
-		}
-		<-time.After(10 * time.Millisecond)
-	}
-}
 
 // roomAnnouncements collects the snapshots announced on parley.rooms.*.
 type roomAnnouncements struct {
@@ -173,15 +126,15 @@ func TestOpsRoomsOnNATS(t *testing.T) {
 	}
 	ann := e.watchAnnouncements(nc)
 
-	s := e.newSession(nil)
-	ws := e.mustDialWS(s)
+	s := e.NewSession(nil)
+	ws := e.MustDialWS(s)
 	put := nextKV(s.ConversationID)
 	var stored broker.Room
 	if err := json.Unmarshal(put.Value(), &stored); put.Operation() != jetstream.KeyValuePut || err != nil ||
 		stored.ConversationID != s.ConversationID || stored.Widget != "wdg_demo" || stored.Mode != "chat" {
 		t.Fatalf("first KV change: %v %s (%v)", put.Operation(), put.Value(), err)
 	}
-	waitFor(t, 5*time.Second, "a snapshot on parley.rooms.<cid>", func() bool {
+	agenttest.Poll(t, 5*time.Second, "a snapshot on parley.rooms.<cid>", func() bool {
 		return len(ann.of(s.ConversationID, time.Time{}, time.Now())) > 0
 	})
 
@@ -195,8 +148,8 @@ func TestOpsRoomsOnNATS(t *testing.T) {
 	start := time.Now()
 	for i := range burst {
 		id := fmt.Sprintf("b-%d", i)
-		ws.send(map[string]any{"type": "message", "body": "burst " + id, "client_message_id": id})
-		expectReply(t, ws, id, "echo: burst "+id)
+		ws.Send(map[string]any{"type": "message", "body": "burst " + id, "client_message_id": id})
+		signalingtest.ExpectReply(t, ws, id, "echo: burst "+id)
 		<-pace.C
 	}
 	end := time.Now()
@@ -214,76 +167,23 @@ func TestOpsRoomsOnNATS(t *testing.T) {
 
 	// The visitor leaves: the key is deleted, and the last announcement
 	// says why.
-	if r := e.do("DELETE", "/v1/sessions/"+s.ID, nil, "Authorization", "Bearer "+s.Token); r.status != http.StatusNoContent {
-		t.Fatalf("end session: %d %s", r.status, r.raw)
+	if r := e.Do("DELETE", "/v1/sessions/"+s.ID, nil, "Authorization", "Bearer "+s.Token); r.Status != http.StatusNoContent {
+		t.Fatalf("end session: %d %s", r.Status, r.Raw)
 	}
-	ws.closeStatus()
+	ws.CloseStatus()
 	for {
 		entry := nextKV(s.ConversationID)
 		if entry.Operation() == jetstream.KeyValueDelete || entry.Operation() == jetstream.KeyValuePurge {
 			break
 		}
 	}
-	waitFor(t, 5*time.Second, "the room_ended snapshot", func() bool {
+	agenttest.Poll(t, 5*time.Second, "the room_ended snapshot", func() bool {
 		rooms := ann.of(s.ConversationID, time.Time{}, time.Now())
 		return rooms[len(rooms)-1].EndedReason == broker.RoomEndedLegsClosed
 	})
 	if _, err := kv.Get(ctx, s.ConversationID); err == nil {
 		t.Fatal("the room is still in parley_rooms")
 	}
-}
-
-// scrape reads /metrics into metric families.
-func (e *env) scrape() map[string]*dto.MetricFamily {
-	e.t.Helper()
-	res, err := http.Get(e.base + "/metrics")
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer res.Body.Close()
-	if res.StatusCode != http.StatusOK {
-		e.t.Fatalf("GET /metrics: %d", res.StatusCode)
-	}
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	mfs, err := p.TextToMetricFamilies(res.Body)
-	if err != nil {
-		e.t.Fatalf("parse /metrics: %v", err)
-	}
-	return mfs
-}
-
-// metricValue is the value of the series of name with labels (a counter,
-// gauge, or a histogram's sample count); ok is false when absent.
-func metricValue(mfs map[string]*dto.MetricFamily, name string, labels ...string) (float64, bool) {
-	mf := mfs[name]
-	if mf == nil {
-		return 0, false
-	}
-next:
-	for _, m := range mf.GetMetric() {
-		for i := 0; i+1 < len(labels); i += 2 {
-			found := false
-			for _, lp := range m.GetLabel() {
-				if lp.GetName() == labels[i] && lp.GetValue() == labels[i+1] {
-					found = true
-				}
-			}
-			if !found {
-				continue next
-			}
-		}
-		switch {
-		case m.Counter != nil:
-			return m.Counter.GetValue(), true
-		case m.Gauge != nil:
-			return m.Gauge.GetValue(), true
-		case m.Histogram != nil:
-			return float64(m.Histogram.GetSampleCount()), true
-		case m.Untyped != nil:
-			return m.Untyped.GetValue(), true
-		}
-	}
-	return 0, false
 }
 
 // runParley runs the parley binary and returns its stdout.
@@ -307,21 +207,21 @@ func TestRoomsCLI(t *testing.T) {
 	_, e, natsURL := serveProc(t, dir)
 	watch := startProc(t, "rooms", "--watch", "--json", "--nats-url", natsURL, "--data-dir", dir)
 	watchTable := startProc(t, "rooms", "--watch", "--nats-url", natsURL, "--data-dir", dir)
-	s := e.newSession(nil)
-	ws := e.mustDialWS(s)
-	ws.send(map[string]any{"type": "message", "body": "hello cli", "client_message_id": "c-1"})
-	expectReply(t, ws, "c-1", "echo: hello cli")
+	s := e.NewSession(nil)
+	ws := e.MustDialWS(s)
+	ws.Send(map[string]any{"type": "message", "body": "hello cli", "client_message_id": "c-1"})
+	signalingtest.ExpectReply(t, ws, "c-1", "echo: hello cli")
 
 	var rooms []broker.Room
-	waitFor(t, 20*time.Second, "the room in parley rooms --json", func() bool {
+	agenttest.Poll(t, 20*time.Second, "the room in parley rooms --json", func() bool {
 		rooms = nil
 		if err := json.Unmarshal([]byte(runParley(t, "rooms", "--json", "--nats-url", natsURL, "--data-dir", dir)), &rooms); err != nil {
 			t.Fatal(err)
 		}
-		_, ok := findRoom(rooms, s.ConversationID)
+		_, ok := signalingtest.FindRoom(rooms, s.ConversationID)
 		return ok
 	})
-	room, _ := findRoom(rooms, s.ConversationID)
+	room, _ := signalingtest.FindRoom(rooms, s.ConversationID)
 	if room.Widget != "wdg_demo" || room.Mode != "chat" || len(room.Legs) != 1 {
 		t.Fatalf("parley rooms --json: %+v", room)
 	}
@@ -361,8 +261,8 @@ func TestRoomsCLI(t *testing.T) {
 	// new table per change when stdout is not a terminal.
 	watch.line(regexp.MustCompile(`^\{"conversation_id":"` + s.ConversationID + `".*"mode":"chat"`))
 	watchTable.line(regexp.MustCompile(`^` + s.ConversationID + `\s+wdg_demo\s+chat\s`))
-	if r := e.do("DELETE", "/v1/sessions/"+s.ID, nil, "Authorization", "Bearer "+s.Token); r.status != http.StatusNoContent {
-		t.Fatalf("end session: %d %s", r.status, r.raw)
+	if r := e.Do("DELETE", "/v1/sessions/"+s.ID, nil, "Authorization", "Bearer "+s.Token); r.Status != http.StatusNoContent {
+		t.Fatalf("end session: %d %s", r.Status, r.Raw)
 	}
 	watch.line(regexp.MustCompile(`^\{"conversation_id":"` + s.ConversationID + `".*"ended_reason":"legs_closed"`))
 	watchTable.line(regexp.MustCompile(`^No live rooms\.$`))
@@ -376,9 +276,9 @@ func TestBrowserOps(t *testing.T) {
 	e := startEnv(t, fastRooms)
 	ak, _ := e.newAdminKey("", broker.ScopeOpsRead, broker.ScopeOpsWrite)
 	readOnly, _ := e.newAdminKey("", broker.ScopeOpsRead)
-	earlier := e.newSession(nil) // a room that exists before the page
-	e.mustDialWS(earlier)
-	e.waitRoom(ak, earlier.ConversationID, "the earlier room", func(broker.Room) bool { return true })
+	earlier := e.NewSession(nil) // a room that exists before the page
+	e.MustDialWS(earlier)
+	e.WaitRoom(ak, earlier.ConversationID, "the earlier room", func(broker.Room) bool { return true })
 
 	b := newBrowser(t)
 	b.must("open /ops/", chromedp.EmulateViewport(1280, 1000), chromedp.Navigate(e.base+"/ops/"))
@@ -399,8 +299,8 @@ func TestBrowserOps(t *testing.T) {
 	}
 
 	// A new session appears as a row.
-	s := e.newSession(nil)
-	ws := e.mustDialWS(s)
+	s := e.NewSession(nil)
+	ws := e.MustDialWS(s)
 	created := time.Now()
 	opsWait(b, 10*time.Second, "the new session's row", rowJS(s.ConversationID)+` !== null && parleyOps.rooms.has(`+jsString(s.ConversationID)+`)`)
 	t.Logf("session → row: %v", time.Since(created).Round(time.Millisecond))
@@ -412,8 +312,8 @@ func TestBrowserOps(t *testing.T) {
 	}
 
 	// The mode follows the conversation.
-	if r := e.do("POST", "/v1/sessions/"+s.ID+"/mode", map[string]any{"mode": "voice"}, "Authorization", "Bearer "+s.Token); r.status != 200 {
-		t.Fatalf("mode voice: %d %s", r.status, r.raw)
+	if r := e.Do("POST", "/v1/sessions/"+s.ID+"/mode", map[string]any{"mode": "voice"}, "Authorization", "Bearer "+s.Token); r.Status != 200 {
+		t.Fatalf("mode voice: %d %s", r.Status, r.Raw)
 	}
 	opsWait(b, 10*time.Second, "the MODE cell to say voice", cellJS(s.ConversationID, "mode")+` === "voice"`)
 
@@ -434,7 +334,7 @@ func TestBrowserOps(t *testing.T) {
 	b.mustEval(`sessionStorage.setItem("parley.ops.key", `+jsString(ak)+`); true`, nil)
 	b.must("click End room", chromedp.Click("#end-room", chromedp.ByQuery, chromedp.NodeVisible))
 	b.must("confirm End room", chromedp.Click("#end-room-confirm", chromedp.ByQuery, chromedp.NodeVisible))
-	if code, reason := ws.closeStatus(); reason != "SESSION_ENDED" {
+	if code, reason := ws.CloseStatus(); reason != "SESSION_ENDED" {
 		t.Fatalf("WebSocket closed with %d %q, want SESSION_ENDED", code, reason)
 	}
 	opsWait(b, 10*time.Second, "the row to go", rowJS(s.ConversationID)+` === null && !parleyOps.rooms.has(`+jsString(s.ConversationID)+`)`)
@@ -455,32 +355,18 @@ func jsString(s string) string {
 // state.
 func opsWait(b *browser, timeout time.Duration, what, cond string) time.Duration {
 	b.t.Helper()
-	start := time.Now()
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	tick := time.NewTicker(25 * time.Millisecond)
-	defer tick.Stop()
-	var lastErr error
-	for {
-		var ok bool
-		if lastErr = b.eval("Boolean("+cond+")", &ok); lastErr == nil && ok {
-			return time.Since(start)
+	return b.waitJSOr(timeout, what, cond, func() string {
+		var state string
+		if err := b.eval(`JSON.stringify({url: location.href, state: window.parleyOps && parleyOps.state,
+			status: document.getElementById("status").textContent,
+			keyError: document.getElementById("key-error").textContent,
+			rooms: window.parleyOps && [...parleyOps.rooms.keys()],
+			rows: [...document.querySelectorAll("#rooms tbody tr")].map((tr) => tr.textContent),
+			detail: document.getElementById("detail").dataset.cid,
+			detailStatus: document.getElementById("detail-status").textContent,
+			detailError: document.getElementById("detail-error").textContent})`, &state); err != nil {
+			state = err.Error()
 		}
-		select {
-		case <-deadline.C:
-			var state string
-			if err := b.eval(`JSON.stringify({url: location.href, state: window.parleyOps && parleyOps.state,
-				status: document.getElementById("status").textContent,
-				keyError: document.getElementById("key-error").textContent,
-				rooms: window.parleyOps && [...parleyOps.rooms.keys()],
-				rows: [...document.querySelectorAll("#rooms tbody tr")].map((tr) => tr.textContent),
-				detail: document.getElementById("detail").dataset.cid,
-				detailStatus: document.getElementById("detail-status").textContent,
-				detailError: document.getElementById("detail-error").textContent})`, &state); err != nil {
-				state = err.Error()
-			}
-			b.t.Fatalf("timed out after %v waiting for %s (last error: %v)\nops page: %s", timeout, what, lastErr, state)
-		case <-tick.C:
-		}
-	}
+		return "\nops page: " + state
+	})
 }

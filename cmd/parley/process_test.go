@@ -18,6 +18,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/parley-rtc/parley/agentbridge/agenttest"
+	"github.com/parley-rtc/parley/signaling/signalingtest"
 )
 
 // These tests run the real binary, because kill -9 and SIGTERM are about
@@ -196,7 +198,7 @@ func serveProc(t testing.TB, dataDir string, extra ...string) (*proc, *env, stri
 		"--nats-listen", "127.0.0.1:-1", "--log-format", "json", "--log-level", "debug"}, extra...)
 	p := startProc(t, args...)
 	m := p.line(readyLine)
-	return p, &env{t: t, base: strings.Replace(m[1], "localhost", "127.0.0.1", 1)}, m[2]
+	return p, envAt(t, strings.Replace(m[1], "localhost", "127.0.0.1", 1)), m[2]
 }
 
 // TestKill9AndRestart: every acknowledged message survives kill -9 of the
@@ -204,18 +206,18 @@ func serveProc(t testing.TB, dataDir string, extra ...string) (*proc, *env, stri
 func TestKill9AndRestart(t *testing.T) {
 	dir := t.TempDir()
 	p, e, _ := serveProc(t, dir)
-	s := e.newSession(nil)
+	s := e.NewSession(nil)
 	var want []string
 	for i := range 5 {
 		text := fmt.Sprintf("message %d", i)
-		if r := e.post(s, text, fmt.Sprintf("k-%d", i), true); r.status != 200 {
-			t.Fatalf("post: %d %s", r.status, r.raw)
+		if r := e.Post(s, text, fmt.Sprintf("k-%d", i), true); r.Status != 200 {
+			t.Fatalf("post: %d %s", r.Status, r.Raw)
 		}
 		want = append(want, "visitor: "+text, "agent: echo: "+text)
 	}
 	// Acknowledged (202) but maybe not yet answered when the process dies.
-	if r := e.post(s, "in flight", "k-5", false); r.status != 202 {
-		t.Fatalf("post: %d %s", r.status, r.raw)
+	if r := e.Post(s, "in flight", "k-5", false); r.Status != 202 {
+		t.Fatalf("post: %d %s", r.Status, r.Raw)
 	}
 	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -223,20 +225,20 @@ func TestKill9AndRestart(t *testing.T) {
 	p.wait()
 
 	_, e2, _ := serveProc(t, dir)
-	got := transcript(e2.history(s)) // the old session token still works
+	got := signalingtest.Transcript(e2.History(s)) // the old session token still works
 	if len(got) < len(want)+1 || !slices.Equal(got[:len(want)], want) || got[len(want)] != "visitor: in flight" {
 		t.Fatalf("history after kill -9 = %q, want it to start with %q + in flight", got, want)
 	}
 	// The conversation goes on: the in-flight message and a new one are answered.
-	s2 := e2.newSession(map[string]any{"resume_token": s.ResumeToken})
+	s2 := e2.NewSession(map[string]any{"resume_token": s.ResumeToken})
 	if s2.ConversationID != s.ConversationID {
 		t.Fatalf("resume after restart: conversation %s, want %s", s2.ConversationID, s.ConversationID)
 	}
-	if r := e2.post(s2, "after restart", "k-6", true); r.status != 200 {
-		t.Fatalf("post after restart: %d %s", r.status, r.raw)
+	if r := e2.Post(s2, "after restart", "k-6", true); r.Status != 200 {
+		t.Fatalf("post after restart: %d %s", r.Status, r.Raw)
 	}
-	waitFor(t, 10*time.Second, "every message answered once", func() bool {
-		got := transcript(e2.history(s2))
+	agenttest.Poll(t, 10*time.Second, "every message answered once", func() bool {
+		got := signalingtest.Transcript(e2.History(s2))
 		n := 0
 		for _, l := range got {
 			if l == "agent: echo: in flight" {
@@ -246,8 +248,8 @@ func TestKill9AndRestart(t *testing.T) {
 		return n == 1 && len(got) == len(want)+4 && slices.Contains(got, "agent: echo: after restart")
 	})
 	// Retrying the in-flight message after the restart is still a duplicate.
-	if r := e2.post(s2, "in flight", "k-5", true); r.body["duplicate"] != true || r.status != 200 {
-		t.Fatalf("retry after restart: %d %s", r.status, r.raw)
+	if r := e2.Post(s2, "in flight", "k-5", true); r.Body["duplicate"] != true || r.Status != 200 {
+		t.Fatalf("retry after restart: %d %s", r.Status, r.Raw)
 	}
 }
 
@@ -256,21 +258,21 @@ func TestKill9AndRestart(t *testing.T) {
 func TestSIGTERMDrains(t *testing.T) {
 	dir := t.TempDir()
 	p, e, _ := serveProc(t, dir)
-	s := e.newSession(nil)
-	c := e.mustDialWS(s)
-	c.send(map[string]any{"type": "message", "body": "before", "client_message_id": "t-1"})
-	expectReply(t, c, "t-1", "echo: before")
+	s := e.NewSession(nil)
+	c := e.MustDialWS(s)
+	c.Send(map[string]any{"type": "message", "body": "before", "client_message_id": "t-1"})
+	signalingtest.ExpectReply(t, c, "t-1", "echo: before")
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if code, reason := c.closeStatus(); code != 1001 {
+	if code, reason := c.CloseStatus(); code != 1001 {
 		t.Fatalf("socket closed with %d %q, want 1001", code, reason)
 	}
 	if code := p.wait(); code != 0 {
 		t.Fatalf("exit code %d after SIGTERM, want 0; stderr:\n%s", code, tail(p.stderr.String(), 3000))
 	}
 	_, e2, _ := serveProc(t, dir)
-	if got := transcript(e2.history(s)); !slices.Equal(got, []string{"visitor: before", "agent: echo: before"}) {
+	if got := signalingtest.Transcript(e2.History(s)); !slices.Equal(got, []string{"visitor: before", "agent: echo: before"}) {
 		t.Fatalf("history after restart = %q", got)
 	}
 }
@@ -287,17 +289,17 @@ func TestSeparateAgentProcesses(t *testing.T) {
 	a1.line(agentLine)
 	a2 := startProc(t, "agent", "echo", "--nats-url", natsURL, "--nats-creds", filepath.Join(dir, "auth", "agent-echo.creds"))
 	a2.line(agentLine)
-	waitFor(t, 10*time.Second, "two echo workers in readyz", func() bool {
-		r := e.do("GET", "/readyz", nil)
-		agents, _ := r.body["agents"].(map[string]any)
+	agenttest.Poll(t, 10*time.Second, "two echo workers in readyz", func() bool {
+		r := e.Do("GET", "/readyz", nil)
+		agents, _ := r.Body["agents"].(map[string]any)
 		return agents["echo"] == 2.0
 	})
 	var sessions []session
 	for i := range 8 {
-		s := e.newSession(nil)
+		s := e.NewSession(nil)
 		sessions = append(sessions, s)
-		if r := e.post(s, fmt.Sprintf("hello %d", i), "", true); r.status != 200 {
-			t.Fatalf("post: %d %s", r.status, r.raw)
+		if r := e.Post(s, fmt.Sprintf("hello %d", i), "", true); r.Status != 200 {
+			t.Fatalf("post: %d %s", r.Status, r.Raw)
 		}
 	}
 	if err := a1.cmd.Process.Signal(syscall.SIGTERM); err != nil {
@@ -307,8 +309,8 @@ func TestSeparateAgentProcesses(t *testing.T) {
 		t.Fatalf("agent exit code %d", code)
 	}
 	for i, s := range sessions {
-		if r := e.post(s, fmt.Sprintf("again %d", i), "", true); r.status != 200 || r.body["reply"].(map[string]any)["body"] != fmt.Sprintf("echo: again %d", i) {
-			t.Fatalf("post after one agent left: %d %s", r.status, r.raw)
+		if r := e.Post(s, fmt.Sprintf("again %d", i), "", true); r.Status != 200 || r.Body["reply"].(map[string]any)["body"] != fmt.Sprintf("echo: again %d", i) {
+			t.Fatalf("post after one agent left: %d %s", r.Status, r.Raw)
 		}
 	}
 }
@@ -357,11 +359,11 @@ func TestKeysCLI(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &created); err != nil || !strings.HasPrefix(created.Key, "ak_") || len(created.Info.Scopes) != 2 {
 		t.Fatalf("create: %v\n%s", err, out)
 	}
-	if r := e.do("GET", "/v1/admin/widgets", nil, "Authorization", "Bearer "+created.Key); r.status != 200 {
-		t.Fatalf("admin API with the new key: %d %s", r.status, r.raw)
+	if r := e.Do("GET", "/v1/admin/widgets", nil, "Authorization", "Bearer "+created.Key); r.Status != 200 {
+		t.Fatalf("admin API with the new key: %d %s", r.Status, r.Raw)
 	}
-	if r := e.do("POST", "/v1/admin/widgets", map[string]any{}, "Authorization", "Bearer "+created.Key); r.status != 403 || r.errCode() != "MISSING_SCOPE" {
-		t.Fatalf("config:write without the scope: %d %s", r.status, r.raw)
+	if r := e.Do("POST", "/v1/admin/widgets", map[string]any{}, "Authorization", "Bearer "+created.Key); r.Status != 403 || r.ErrCode() != "MISSING_SCOPE" {
+		t.Fatalf("config:write without the scope: %d %s", r.Status, r.Raw)
 	}
 	secret := run("create", "--nats-url", natsURL, "--data-dir", dir, "--kind", "secret", "--widget", "wdg_demo")
 	if !strings.HasPrefix(secret, "sk_") {
@@ -375,7 +377,7 @@ func TestKeysCLI(t *testing.T) {
 	if after := nonceTTL(); after != before || before < 20*time.Minute {
 		t.Fatalf("nonce bucket TTL %v before the tool, %v after; want unchanged and covering bootstrap tokens", before, after)
 	}
-	if r := e.do("GET", "/v1/admin/widgets", nil, "Authorization", "Bearer "+created.Key); r.status != 403 || r.errCode() != "KEY_DISABLED" {
-		t.Fatalf("revoked key: %d %s", r.status, r.raw)
+	if r := e.Do("GET", "/v1/admin/widgets", nil, "Authorization", "Bearer "+created.Key); r.Status != 403 || r.ErrCode() != "KEY_DISABLED" {
+		t.Fatalf("revoked key: %d %s", r.Status, r.Raw)
 	}
 }

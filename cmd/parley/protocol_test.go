@@ -9,6 +9,7 @@ import (
 
 	"github.com/parley-rtc/parley/agentbridge"
 	"github.com/parley-rtc/parley/configs"
+	"github.com/parley-rtc/parley/signaling/signalingtest"
 )
 
 // TestAgentActionsPassThrough: an agent's action events reach the visitor's
@@ -40,22 +41,22 @@ func TestAgentActionsPassThrough(t *testing.T) {
 	}
 	t.Cleanup(w.Close)
 
-	s := e.newSession(nil)
-	c := e.mustDialWS(s)
-	c.send(map[string]any{"type": "message", "body": "where are prices?", "client_message_id": "a-1"})
-	if f := c.next(); f.str("type") != "ack" {
+	s := e.NewSession(nil)
+	c := e.MustDialWS(s)
+	c.Send(map[string]any{"type": "message", "body": "where are prices?", "client_message_id": "a-1"})
+	if f := c.Next(); f.Str("type") != "ack" {
 		t.Fatalf("want ack, got %v", f)
 	}
 	var types []string
 	var action frame
 	for {
-		f := c.next()
-		types = append(types, f.str("type"))
-		if f.str("type") == "action" {
+		f := c.Next()
+		types = append(types, f.Str("type"))
+		if f.Str("type") == "action" {
 			action = f
 		}
-		if f.str("type") == "done" {
-			if f.str("body") != "see pricing" {
+		if f.Str("type") == "done" {
+			if f.Str("body") != "see pricing" {
 				t.Fatalf("done = %v", f)
 			}
 			break
@@ -65,7 +66,7 @@ func TestAgentActionsPassThrough(t *testing.T) {
 		t.Fatalf("frames = %v, want typing,action,chunk,done", types)
 	}
 	data, _ := action["data"].(map[string]any)
-	if action.str("action") != "handoff" || data["queue"] != "sales" {
+	if action.Str("action") != "handoff" || data["queue"] != "sales" {
 		t.Fatalf("action frame = %v", action)
 	}
 }
@@ -74,10 +75,10 @@ func TestAgentActionsPassThrough(t *testing.T) {
 // acknowledged by the echo agent with its state, which the visitor sees.
 func TestEchoAcknowledgesModeChange(t *testing.T) {
 	e := startEnv(t)
-	s := e.newSession(nil)
-	c := e.mustDialWS(s)
-	c.send(map[string]any{"type": "message", "body": "hi", "client_message_id": "m-1"})
-	expectReply(t, c, "m-1", "echo: hi")
+	s := e.NewSession(nil)
+	c := e.MustDialWS(s)
+	c.Send(map[string]any{"type": "message", "body": "hi", "client_message_id": "m-1"})
+	signalingtest.ExpectReply(t, c, "m-1", "echo: hi")
 
 	// The broker writes mode_changed when the visitor switches to voice
 	// (the broker is the only writer of the log; agents hear it live).
@@ -88,12 +89,12 @@ func TestEchoAcknowledgesModeChange(t *testing.T) {
 	if _, _, err := e.app.broker.SetMode(t.Context(), bs, agentbridge.ModeVoice, "test"); err != nil {
 		t.Fatal(err)
 	}
-	mode := c.next()
-	if mode.str("type") != "mode" || mode.str("mode") != "voice" {
+	mode := c.Next()
+	if mode.Str("type") != "mode" || mode.Str("mode") != "voice" {
 		t.Fatalf("want mode frame, got %v", mode)
 	}
-	state := c.next()
-	if state.str("type") != "agent_state" || state.str("state") != agentbridge.StateListening {
+	state := c.Next()
+	if state.Str("type") != "agent_state" || state.Str("state") != agentbridge.StateListening {
 		t.Fatalf("want agent_state listening, got %v", state)
 	}
 }
@@ -102,12 +103,12 @@ func TestEchoAcknowledgesModeChange(t *testing.T) {
 // holds do not dispatch it again.
 func TestOneDispatchPerConversation(t *testing.T) {
 	e := startEnv(t)
-	s := e.newSession(nil)
-	c := e.mustDialWS(s)
+	s := e.NewSession(nil)
+	c := e.MustDialWS(s)
 	for i, text := range []string{"one", "two", "three", "four"} {
 		id := string(rune('a' + i))
-		c.send(map[string]any{"type": "message", "body": text, "client_message_id": id})
-		expectReply(t, c, id, "echo: "+text)
+		c.Send(map[string]any{"type": "message", "body": text, "client_message_id": id})
+		signalingtest.ExpectReply(t, c, id, "echo: "+text)
 	}
 	if n := strings.Count(e.logs.String(), `"msg":"conversation dispatched"`); n != 1 {
 		t.Fatalf("conversation dispatched %d times, want once", n)
@@ -119,17 +120,17 @@ func TestOneDispatchPerConversation(t *testing.T) {
 func TestSecretsNeverLogged(t *testing.T) {
 	key := strings.Repeat("k", 40)
 	e := startEnv(t, func(c *configs.Config) { c.Security.SigningKey = key; c.Log.Level = "debug" })
-	challenge := e.resolve(testOrigin)
-	r := e.do("POST", "/v1/sessions", map[string]any{"widget_key": configs.DemoWidgetKey, "challenge": challenge}, "Origin", testOrigin)
-	s := session{ID: r.str("session_id"), ConversationID: r.str("conversation_id"), Token: r.str("session_token"), ResumeToken: r.str("resume_token")}
-	c := e.mustDialWS(s)
-	c.send(map[string]any{"type": "message", "body": "secret test", "client_message_id": "s-1"})
-	expectReply(t, c, "s-1", "echo: secret test")
-	e.post(s, "over http", "s-2", true)
-	e.history(s)
-	s2 := e.newSession(map[string]any{"resume_token": s.ResumeToken})
-	e.do("DELETE", "/v1/sessions/"+s2.ID, nil, "Authorization", "Bearer "+s2.Token)
-	c.conn.Close(websocket.StatusNormalClosure, "")
+	challenge := e.Resolve(testOrigin)
+	r := e.Do("POST", "/v1/sessions", map[string]any{"widget_key": configs.DemoWidgetKey, "challenge": challenge}, "Origin", testOrigin)
+	s := session{ID: r.Str("session_id"), ConversationID: r.Str("conversation_id"), Token: r.Str("session_token"), ResumeToken: r.Str("resume_token")}
+	c := e.MustDialWS(s)
+	c.Send(map[string]any{"type": "message", "body": "secret test", "client_message_id": "s-1"})
+	signalingtest.ExpectReply(t, c, "s-1", "echo: secret test")
+	e.Post(s, "over http", "s-2", true)
+	e.History(s)
+	s2 := e.NewSession(map[string]any{"resume_token": s.ResumeToken})
+	e.Do("DELETE", "/v1/sessions/"+s2.ID, nil, "Authorization", "Bearer "+s2.Token)
+	c.Conn.Close(websocket.StatusNormalClosure, "")
 	e.stop()
 
 	logs := e.logs.String()

@@ -14,8 +14,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/parley-rtc/parley/agentbridge"
+	"github.com/parley-rtc/parley/agentbridge/agenttest"
 	"github.com/parley-rtc/parley/broker"
 	"github.com/parley-rtc/parley/configs"
+	"github.com/parley-rtc/parley/signaling/signalingtest"
 )
 
 // store reads a deployment's JetStream store directly, as an operator's
@@ -167,20 +169,20 @@ func (s store) leftovers(cid string, sessionIDs, uploadIDs []string) []string {
 // chat turn answered by the echo agent, a lead and an upload.
 func (e *env) fill(s session) (ws *wsClient, uploadID string) {
 	e.t.Helper()
-	ws = e.mustDialWS(s)
-	if r := e.post(s, "hello, my email is jane@example.com", "c1", true); r.status != http.StatusOK {
-		e.t.Fatalf("post: %d %s", r.status, r.raw)
+	ws = e.MustDialWS(s)
+	if r := e.Post(s, "hello, my email is jane@example.com", "c1", true); r.Status != http.StatusOK {
+		e.t.Fatalf("post: %d %s", r.Status, r.Raw)
 	}
-	r := e.do("POST", "/v1/sessions/"+s.ID+"/captures", map[string]any{"kind": "email", "value": "jane@example.com", "source": "volunteered"},
+	r := e.Do("POST", "/v1/sessions/"+s.ID+"/captures", map[string]any{"kind": "email", "value": "jane@example.com", "source": "volunteered"},
 		"Authorization", "Bearer "+s.Token)
-	if r.status != http.StatusCreated {
-		e.t.Fatalf("capture: %d %s", r.status, r.raw)
+	if r.Status != http.StatusCreated {
+		e.t.Fatalf("capture: %d %s", r.Status, r.Raw)
 	}
-	r = e.upload(s, "notes.txt", "text/plain", []byte("private notes\n"))
-	if r.status != http.StatusCreated {
-		e.t.Fatalf("upload: %d %s", r.status, r.raw)
+	r = e.Upload(s, "notes.txt", "text/plain", []byte("private notes\n"))
+	if r.Status != http.StatusCreated {
+		e.t.Fatalf("upload: %d %s", r.Status, r.Raw)
 	}
-	return ws, r.str("upload_id")
+	return ws, r.Str("upload_id")
 }
 
 // TestDeleteConversation: DELETE /v1/admin/conversations/{id} removes the
@@ -195,48 +197,48 @@ func TestDeleteConversation(t *testing.T) {
 	ak, _ := e.newAdminKey("", broker.ScopeDataDelete)
 	auth := []string{"Authorization", "Bearer " + ak}
 
-	s := e.newSession(nil)
+	s := e.NewSession(nil)
 	ws, upl := e.fill(s)
-	other := e.newSession(nil)
+	other := e.NewSession(nil)
 	_, otherUpl := e.fill(other)
-	waitFor(t, 10*time.Second, "the room in the store", func() bool { return len(st.keys("rooms", s.ConversationID)) == 1 })
+	agenttest.Poll(t, 10*time.Second, "the room in the store", func() bool { return len(st.keys("rooms", s.ConversationID)) == 1 })
 	if l := st.leftovers(s.ConversationID, []string{s.ID}, []string{upl}); len(l) != 7 {
 		t.Fatalf("before: the store holds %v, want log, conversation and room records, session, resume, leads, upload", l)
 	}
 
 	// Keys that may not delete it.
 	opsKey, _ := e.newAdminKey("", broker.ScopeOpsWrite, broker.ScopeOpsRead)
-	expectErr(t, "ops:write key", e.do("DELETE", "/v1/admin/conversations/"+s.ConversationID, nil, "Authorization", "Bearer "+opsKey), 403, "MISSING_SCOPE")
+	signalingtest.ExpectErr(t, "ops:write key", e.Do("DELETE", "/v1/admin/conversations/"+s.ConversationID, nil, "Authorization", "Bearer "+opsKey), 403, "MISSING_SCOPE")
 	tenantKey, _ := e.newAdminKey("example", broker.ScopeDataDelete)
-	expectErr(t, "other tenant's key", e.do("DELETE", "/v1/admin/conversations/"+s.ConversationID, nil, "Authorization", "Bearer "+tenantKey), 404, "CONVERSATION_NOT_FOUND")
+	signalingtest.ExpectErr(t, "other tenant's key", e.Do("DELETE", "/v1/admin/conversations/"+s.ConversationID, nil, "Authorization", "Bearer "+tenantKey), 404, "CONVERSATION_NOT_FOUND")
 	if n := st.logCount(s.ConversationID); n == 0 {
 		t.Fatal("a refused delete removed the log")
 	}
 
-	r := e.do("DELETE", "/v1/admin/conversations/"+s.ConversationID, nil, auth...)
-	if r.status != http.StatusNoContent {
-		t.Fatalf("delete: %d %s", r.status, r.raw)
+	r := e.Do("DELETE", "/v1/admin/conversations/"+s.ConversationID, nil, auth...)
+	if r.Status != http.StatusNoContent {
+		t.Fatalf("delete: %d %s", r.Status, r.Raw)
 	}
-	if code, reason := ws.closeStatus(); !strings.Contains(reason, "SESSION_ENDED") {
+	if code, reason := ws.CloseStatus(); !strings.Contains(reason, "SESSION_ENDED") {
 		t.Fatalf("websocket closed with %d %q, want SESSION_ENDED", code, reason)
 	}
 	if l := st.leftovers(s.ConversationID, []string{s.ID}, []string{upl}); len(l) > 0 {
 		t.Fatalf("after delete the store still holds %v", l)
 	}
-	r = e.do("GET", "/v1/sessions/"+s.ID+"/history", nil, "Authorization", "Bearer "+s.Token)
-	if r.status == http.StatusOK {
-		t.Fatalf("the session token still reads history: %s", r.raw)
+	r = e.Do("GET", "/v1/sessions/"+s.ID+"/history", nil, "Authorization", "Bearer "+s.Token)
+	if r.Status == http.StatusOK {
+		t.Fatalf("the session token still reads history: %s", r.Raw)
 	}
-	r = e.do("POST", "/v1/sessions", map[string]any{"widget_key": configs.DemoWidgetKey, "challenge": e.resolve(testOrigin),
+	r = e.Do("POST", "/v1/sessions", map[string]any{"widget_key": configs.DemoWidgetKey, "challenge": e.Resolve(testOrigin),
 		"resume_token": s.ResumeToken}, "Origin", testOrigin)
-	if r.status == http.StatusCreated && r.str("conversation_id") == s.ConversationID {
-		t.Fatalf("the resume token brought the deleted conversation back: %s", r.raw)
+	if r.Status == http.StatusCreated && r.Str("conversation_id") == s.ConversationID {
+		t.Fatalf("the resume token brought the deleted conversation back: %s", r.Raw)
 	}
-	expectErr(t, "delete twice", e.do("DELETE", "/v1/admin/conversations/"+s.ConversationID, nil, auth...), 404, "CONVERSATION_NOT_FOUND")
-	expectErr(t, "delete a malformed id", e.do("DELETE", "/v1/admin/conversations/nope", nil, auth...), 404, "CONVERSATION_NOT_FOUND")
+	signalingtest.ExpectErr(t, "delete twice", e.Do("DELETE", "/v1/admin/conversations/"+s.ConversationID, nil, auth...), 404, "CONVERSATION_NOT_FOUND")
+	signalingtest.ExpectErr(t, "delete a malformed id", e.Do("DELETE", "/v1/admin/conversations/nope", nil, auth...), 404, "CONVERSATION_NOT_FOUND")
 
 	// The other conversation is whole.
-	if got := transcript(e.history(other)); len(got) != 2 {
+	if got := signalingtest.Transcript(e.History(other)); len(got) != 2 {
 		t.Fatalf("other conversation: %v", got)
 	}
 	l := st.leftovers(other.ConversationID, []string{other.ID}, []string{otherUpl})
@@ -257,31 +259,31 @@ func TestDeleteVisitor(t *testing.T) {
 	ak, _ := e.newAdminKey("example", broker.ScopeDataDelete)
 	auth := []string{"Authorization", "Bearer " + ak}
 	ident := func(uid string) map[string]any {
-		return map[string]any{"user_id": uid, "user_hash": userHash(exampleSecret, uid)}
+		return map[string]any{"user_id": uid, "user_hash": signalingtest.UserHash(signalingtest.ExampleSecret, uid)}
 	}
 	uid := "jane@example.com/42" // needs escaping in a path
-	first := e.mustCreateSession(exampleKey, exampleOrigin, ident(uid))
-	if r := e.do("DELETE", "/v1/sessions/"+first.ID, nil, "Authorization", "Bearer "+first.Token, "Origin", exampleOrigin); r.status != http.StatusNoContent {
-		t.Fatalf("end session: %d %s", r.status, r.raw)
+	first := e.MustCreateSession(signalingtest.ExampleKey, signalingtest.ExampleOrigin, ident(uid))
+	if r := e.Do("DELETE", "/v1/sessions/"+first.ID, nil, "Authorization", "Bearer "+first.Token, "Origin", signalingtest.ExampleOrigin); r.Status != http.StatusNoContent {
+		t.Fatalf("end session: %d %s", r.Status, r.Raw)
 	}
 	// A second visit without the resume token: the identity carries on in
 	// the same conversation; a guest's conversation is someone else's.
-	again := e.mustCreateSession(exampleKey, exampleOrigin, ident(uid))
-	someone := e.mustCreateSession(exampleKey, exampleOrigin, ident("bob"))
-	guest := e.mustCreateSession(exampleKey, exampleOrigin, nil)
+	again := e.MustCreateSession(signalingtest.ExampleKey, signalingtest.ExampleOrigin, ident(uid))
+	someone := e.MustCreateSession(signalingtest.ExampleKey, signalingtest.ExampleOrigin, ident("bob"))
+	guest := e.MustCreateSession(signalingtest.ExampleKey, signalingtest.ExampleOrigin, nil)
 	mine := sortedUnique(first.ConversationID, again.ConversationID)
 
 	path := "/v1/admin/visitors/" + url.PathEscape(uid)
-	expectErr(t, "no widget", e.do("DELETE", path, nil, auth...), 422, "VALIDATION_FAILED")
-	expectErr(t, "another tenant's widget", e.do("DELETE", path+"?widget=wdg_demo", nil, auth...), 404, "WIDGET_NOT_FOUND")
-	r := e.do("DELETE", path+"?widget="+exampleID, nil, auth...)
+	signalingtest.ExpectErr(t, "no widget", e.Do("DELETE", path, nil, auth...), 422, "VALIDATION_FAILED")
+	signalingtest.ExpectErr(t, "another tenant's widget", e.Do("DELETE", path+"?widget=wdg_demo", nil, auth...), 404, "WIDGET_NOT_FOUND")
+	r := e.Do("DELETE", path+"?widget="+signalingtest.ExampleID, nil, auth...)
 	var got []string
-	for _, id := range r.body["deleted_conversations"].([]any) {
+	for _, id := range r.Body["deleted_conversations"].([]any) {
 		got = append(got, id.(string))
 	}
 	slices.Sort(got)
-	if r.status != http.StatusOK || !slices.Equal(got, mine) {
-		t.Fatalf("delete visitor: %d %s, want %v", r.status, r.raw, mine)
+	if r.Status != http.StatusOK || !slices.Equal(got, mine) {
+		t.Fatalf("delete visitor: %d %s, want %v", r.Status, r.Raw, mine)
 	}
 	for _, cid := range mine {
 		if l := st.leftovers(cid, []string{first.ID, again.ID}, nil); len(l) > 0 {
@@ -296,7 +298,7 @@ func TestDeleteVisitor(t *testing.T) {
 			t.Fatalf("conversation %s of another visitor was deleted", s.ConversationID)
 		}
 	}
-	expectErr(t, "delete twice", e.do("DELETE", path+"?widget="+exampleID, nil, auth...), 404, "VISITOR_NOT_FOUND")
+	signalingtest.ExpectErr(t, "delete twice", e.Do("DELETE", path+"?widget="+signalingtest.ExampleID, nil, auth...), 404, "VISITOR_NOT_FOUND")
 }
 
 func sortedUnique(s ...string) []string {
@@ -314,14 +316,14 @@ func TestDeleteConversationEndsVoiceElsewhere(t *testing.T) {
 	}
 	a, b := startEnv(t, shared), startEnv(t, shared, noEcho)
 	ak, _ := a.newAdminKey("", broker.ScopeDataDelete)
-	s := a.newSession(nil)
-	v := b.newVoiceClient(s)
-	v.waitConnected()
-	waitFor(t, 10*time.Second, "the voice leg on broker b", func() bool { _, ok := b.app.broker.Voice(s.ID); return ok })
-	if r := a.do("DELETE", "/v1/admin/conversations/"+s.ConversationID, nil, "Authorization", "Bearer "+ak); r.status != http.StatusNoContent {
-		t.Fatalf("delete: %d %s", r.status, r.raw)
+	s := a.NewSession(nil)
+	v := b.NewVoiceClient(s)
+	v.WaitConnected()
+	agenttest.Poll(t, 10*time.Second, "the voice leg on broker b", func() bool { _, ok := b.app.broker.Voice(s.ID); return ok })
+	if r := a.Do("DELETE", "/v1/admin/conversations/"+s.ConversationID, nil, "Authorization", "Bearer "+ak); r.Status != http.StatusNoContent {
+		t.Fatalf("delete: %d %s", r.Status, r.Raw)
 	}
-	waitFor(t, 10*time.Second, "the voice leg on broker b hung up", func() bool { _, ok := b.app.broker.Voice(s.ID); return !ok })
+	agenttest.Poll(t, 10*time.Second, "the voice leg on broker b hung up", func() bool { _, ok := b.app.broker.Voice(s.ID); return !ok })
 	if n := a.store().logCount(s.ConversationID); n != 0 {
 		t.Fatalf("%d log events left (the hang-up wrote after the purge?)", n)
 	}
@@ -340,15 +342,15 @@ func TestWidgetConversationMaxAge(t *testing.T) {
 		return map[string]any{"display_title": "Shop", "allowed_origins": []string{"https://shop.example.org"}, "conversation_max_age": age}
 	}
 	for _, age := range []string{"24h", "8760h"} { // shorter and longer than the 90-day default
-		r := e.do("POST", "/v1/admin/widgets", widget(age), auth...)
-		if r.status != http.StatusCreated || r.str("conversation_max_age") != age {
-			t.Fatalf("create with %s: %d %s", age, r.status, r.raw)
+		r := e.Do("POST", "/v1/admin/widgets", widget(age), auth...)
+		if r.Status != http.StatusCreated || r.Str("conversation_max_age") != age {
+			t.Fatalf("create with %s: %d %s", age, r.Status, r.Raw)
 		}
 	}
 	for _, age := range []string{"10000h", "30d", "0s"} {
-		r := e.do("POST", "/v1/admin/widgets", widget(age), auth...)
-		if r.status != http.StatusUnprocessableEntity || !strings.Contains(r.raw, "conversation_max_age") {
-			t.Fatalf("create with %s: %d %s, want 422 naming conversation_max_age", age, r.status, r.raw)
+		r := e.Do("POST", "/v1/admin/widgets", widget(age), auth...)
+		if r.Status != http.StatusUnprocessableEntity || !strings.Contains(r.Raw, "conversation_max_age") {
+			t.Fatalf("create with %s: %d %s, want 422 naming conversation_max_age", age, r.Status, r.Raw)
 		}
 	}
 }

@@ -18,7 +18,9 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/parley-rtc/parley/agentbridge/agenttest"
 	"github.com/parley-rtc/parley/configs"
+	"github.com/parley-rtc/parley/signaling/signalingtest"
 )
 
 // These tests corrupt a copy of a real data directory: a real `parley
@@ -41,19 +43,19 @@ func fillStore(t *testing.T, n, turns int) storeTrial {
 	tr := storeTrial{dir: t.TempDir()}
 	p, e, _ := serveProc(t, tr.dir)
 	for range n {
-		tr.sessions = append(tr.sessions, e.newSession(nil))
+		tr.sessions = append(tr.sessions, e.NewSession(nil))
 	}
 	// Interleave the conversations, as real traffic does.
 	for i := range turns {
 		for j, s := range tr.sessions {
 			text := fmt.Sprintf("conversation %d message %d %s", j, i, strings.Repeat("x", 200))
-			if r := e.post(s, text, fmt.Sprintf("k-%d-%d", j, i), true); r.status != 200 {
-				t.Fatalf("post: %d %s", r.status, r.raw)
+			if r := e.Post(s, text, fmt.Sprintf("k-%d-%d", j, i), true); r.Status != 200 {
+				t.Fatalf("post: %d %s", r.Status, r.Raw)
 			}
 		}
 	}
 	for _, s := range tr.sessions {
-		tr.want = append(tr.want, transcript(e.history(s)))
+		tr.want = append(tr.want, signalingtest.Transcript(e.History(s)))
 	}
 	stopProc(t, p)
 	return tr
@@ -126,14 +128,14 @@ func getBounded(t *testing.T, url, token string) (response, time.Duration) {
 	}
 	defer res.Body.Close()
 	raw, _ := io.ReadAll(res.Body)
-	r := response{status: res.StatusCode, header: res.Header, raw: string(raw)}
-	_ = json.Unmarshal(raw, &r.body)
+	r := response{Status: res.StatusCode, Header: res.Header, Raw: string(raw)}
+	_ = json.Unmarshal(raw, &r.Body)
 	return r, time.Since(start)
 }
 
 // storeLost returns the lost_messages /readyz reports for a store.
 func storeLost(r response, store string) float64 {
-	st, _ := r.body["store"].(map[string]any)
+	st, _ := r.Body["store"].(map[string]any)
 	lost, _ := st["lost"].([]any)
 	for _, l := range lost {
 		m := l.(map[string]any)
@@ -145,11 +147,12 @@ func storeLost(r response, store string) float64 {
 	return 0
 }
 
-// metricValue reads one sample of /metrics ("name{labels}").
+// storeMetric reads one sample of /metrics ("name{labels}") through the
+// bounded GET, not signalingtest.Client.Scrape: a sick store may hang it.
 func storeMetric(t *testing.T, base, sample string) (float64, bool) {
 	t.Helper()
 	r, _ := getBounded(t, base+"/metrics", "")
-	for _, l := range strings.Split(r.raw, "\n") {
+	for _, l := range strings.Split(r.Raw, "\n") {
 		if v, ok := strings.CutPrefix(l, sample+" "); ok {
 			f, err := strconv.ParseFloat(v, 64)
 			return f, err == nil
@@ -193,28 +196,28 @@ func TestCorruptConversationBlock(t *testing.T) {
 	failed := 0
 	for i, s := range tr.sessions {
 		r, took := getBounded(t, e.base+"/v1/sessions/"+s.ID+"/history?message_limit=500", s.Token)
-		t.Logf("history of conversation %d after corruption: %d %s in %s", i, r.status, r.errCode(), took.Round(time.Millisecond))
+		t.Logf("history of conversation %d after corruption: %d %s in %s", i, r.Status, r.ErrCode(), took.Round(time.Millisecond))
 		switch {
-		case r.status == 503 && r.errCode() == "STORE_TIMEOUT":
+		case r.Status == 503 && r.ErrCode() == "STORE_TIMEOUT":
 			failed++
-		case r.status == 200:
+		case r.Status == 200:
 			var msgs []map[string]any
-			for _, m := range r.body["messages"].([]any) {
+			for _, m := range r.Body["messages"].([]any) {
 				msgs = append(msgs, m.(map[string]any))
 			}
-			if got := transcript(msgs); !slices.Equal(got, tr.want[i]) {
+			if got := signalingtest.Transcript(msgs); !slices.Equal(got, tr.want[i]) {
 				t.Errorf("conversation %d: history answered 200 with %d of %d messages and no error", i, len(got), len(tr.want[i]))
 			}
 		default:
-			t.Errorf("conversation %d: history %d %s", i, r.status, r.raw)
+			t.Errorf("conversation %d: history %d %s", i, r.Status, r.Raw)
 		}
 	}
 	if failed == 0 {
 		t.Errorf("no history failed after corrupting the log's block")
 	}
 	r, _ := getBounded(t, e.base+"/readyz", "")
-	if r.status != 200 || r.str("status") != "degraded" || storeLost(r, "PARLEY_CONV") == 0 {
-		t.Errorf("/readyz after corruption: %d %s", r.status, r.raw)
+	if r.Status != 200 || r.Str("status") != "degraded" || storeLost(r, "PARLEY_CONV") == 0 {
+		t.Errorf("/readyz after corruption: %d %s", r.Status, r.Raw)
 	}
 	if v, ok := storeMetric(t, e.base, `parley_store_lost_messages{store="PARLEY_CONV"}`); !ok || v == 0 {
 		t.Errorf("parley_store_lost_messages{store=PARLEY_CONV} = %v (present %v)", v, ok)
@@ -244,9 +247,9 @@ func TestTruncatedConversationBlock(t *testing.T) {
 	p, e, _ := serveProc(t, tr.dir)
 	r, _ := getBounded(t, e.base+"/readyz", "")
 	lost := storeLost(r, "PARLEY_CONV")
-	t.Logf("/readyz after truncating %s to 60%%: %s", filepath.Base(blk), r.raw)
-	if r.status != 200 || r.str("status") != "degraded" || lost == 0 {
-		t.Fatalf("/readyz after truncation: %d %s", r.status, r.raw)
+	t.Logf("/readyz after truncating %s to 60%%: %s", filepath.Base(blk), r.Raw)
+	if r.Status != 200 || r.Str("status") != "degraded" || lost == 0 {
+		t.Fatalf("/readyz after truncation: %d %s", r.Status, r.Raw)
 	}
 	if v, _ := storeMetric(t, e.base, "parley_store_data_lost"); v != 1 {
 		t.Errorf("parley_store_data_lost = %v, want 1", v)
@@ -260,16 +263,16 @@ func TestTruncatedConversationBlock(t *testing.T) {
 	// Every history answers (what survives, or a coded error), none hangs.
 	for i, s := range tr.sessions {
 		r, took := getBounded(t, e.base+"/v1/sessions/"+s.ID+"/history?message_limit=500", s.Token)
-		t.Logf("history of conversation %d: %d %s in %s", i, r.status, r.errCode(), took.Round(time.Millisecond))
-		if r.status != 200 && r.errCode() != "STORE_TIMEOUT" {
-			t.Errorf("history: %d %s", r.status, r.raw)
+		t.Logf("history of conversation %d: %d %s in %s", i, r.Status, r.ErrCode(), took.Round(time.Millisecond))
+		if r.Status != 200 && r.ErrCode() != "STORE_TIMEOUT" {
+			t.Errorf("history: %d %s", r.Status, r.Raw)
 		}
 	}
 	stopProc(t, p)
 	// The loss is still reported after a restart, and by parley check.
 	p2, e2, _ := serveProc(t, tr.dir)
 	if r, _ := getBounded(t, e2.base+"/readyz", ""); storeLost(r, "PARLEY_CONV") != lost {
-		t.Errorf("/readyz after another restart: %s, want %v lost", r.raw, lost)
+		t.Errorf("/readyz after another restart: %s, want %v lost", r.Raw, lost)
 	}
 	stopProc(t, p2)
 	code, out := runCheck(t, tr.dir)
@@ -291,16 +294,16 @@ func TestCorruptSessionsBucket(t *testing.T) {
 	codes := map[string]int{}
 	for i, s := range tr.sessions {
 		r, took := getBounded(t, e.base+"/v1/sessions/"+s.ID+"/history", s.Token)
-		t.Logf("history of session %d: %d %s in %s", i, r.status, r.raw, took.Round(time.Millisecond))
-		codes[r.errCode()]++
-		if r.status != 200 && r.errCode() == "" {
-			t.Errorf("uncoded error: %d %s", r.status, r.raw)
+		t.Logf("history of session %d: %d %s in %s", i, r.Status, r.Raw, took.Round(time.Millisecond))
+		codes[r.ErrCode()]++
+		if r.Status != 200 && r.ErrCode() == "" {
+			t.Errorf("uncoded error: %d %s", r.Status, r.Raw)
 		}
 	}
 	r, _ := getBounded(t, e.base+"/readyz", "")
-	t.Logf("/readyz: %s; history codes %v", r.raw, codes)
+	t.Logf("/readyz: %s; history codes %v", r.Raw, codes)
 	if storeLost(r, "KV_parley_sessions") == 0 {
-		t.Errorf("/readyz does not report the sessions bucket's loss: %s", r.raw)
+		t.Errorf("/readyz does not report the sessions bucket's loss: %s", r.Raw)
 	}
 	if !strings.Contains(p.stderr.String(), `"level":"ERROR","msg":"store lost data`) ||
 		!strings.Contains(p.stderr.String(), `"store":"KV_parley_sessions"`) {
@@ -317,12 +320,12 @@ func TestCorruptSessionsBucket(t *testing.T) {
 // freed, readiness and posting come back.
 func TestStoreFullFailsReadiness(t *testing.T) {
 	e := startEnv(t, func(c *configs.Config) { c.NATS.MaxStoreBytes = 8 << 20 })
-	s := e.newSession(nil)
-	if r := e.post(s, "before", "k-1", true); r.status != 200 {
-		t.Fatalf("post: %d %s", r.status, r.raw)
+	s := e.NewSession(nil)
+	if r := e.Post(s, "before", "k-1", true); r.Status != 200 {
+		t.Fatalf("post: %d %s", r.Status, r.Raw)
 	}
-	if r := e.do("GET", "/readyz", nil); r.status != 200 {
-		t.Fatalf("/readyz: %d %s", r.status, r.raw)
+	if r := e.Do("GET", "/readyz", nil); r.Status != 200 {
+		t.Fatalf("/readyz: %d %s", r.Status, r.Raw)
 	}
 	js, err := jetstream.New(e.natsConn())
 	if err != nil {
@@ -345,13 +348,13 @@ func TestStoreFullFailsReadiness(t *testing.T) {
 	}
 	t.Logf("store refused the filler after %d KiB: %v", filled*256, err)
 	full := time.Now()
-	waitFor(t, 20*time.Second, "/readyz 503 STORE_UNWRITABLE", func() bool {
-		r := e.do("GET", "/readyz", nil)
-		return r.status == 503 && r.errCode() == "STORE_UNWRITABLE"
+	agenttest.Poll(t, 20*time.Second, "/readyz 503 STORE_UNWRITABLE", func() bool {
+		r := e.Do("GET", "/readyz", nil)
+		return r.Status == 503 && r.ErrCode() == "STORE_UNWRITABLE"
 	})
 	t.Logf("/readyz failed %s after the store filled", time.Since(full).Round(time.Millisecond))
-	if r := e.post(s, "while full", "k-2", false); r.status != 503 || r.errCode() != "STORE_FULL" {
-		t.Fatalf("post into a full store: %d %s", r.status, r.raw)
+	if r := e.Post(s, "while full", "k-2", false); r.Status != 503 || r.ErrCode() != "STORE_FULL" {
+		t.Fatalf("post into a full store: %d %s", r.Status, r.Raw)
 	}
 	if v, ok := storeMetric(t, e.base, "parley_store_writable"); !ok || v != 0 {
 		t.Errorf("parley_store_writable = %v (present %v), want 0", v, ok)
@@ -361,11 +364,11 @@ func TestStoreFullFailsReadiness(t *testing.T) {
 	}
 	// A visitor's write that succeeds makes the broker ready at once,
 	// before the next probe.
-	if r := e.post(s, "after", "k-3", true); r.status != 200 {
-		t.Fatalf("post after space was freed: %d %s", r.status, r.raw)
+	if r := e.Post(s, "after", "k-3", true); r.Status != 200 {
+		t.Fatalf("post after space was freed: %d %s", r.Status, r.Raw)
 	}
-	if r := e.do("GET", "/readyz", nil); r.status != 200 {
-		t.Fatalf("/readyz after a successful write: %d %s", r.status, r.raw)
+	if r := e.Do("GET", "/readyz", nil); r.Status != 200 {
+		t.Fatalf("/readyz after a successful write: %d %s", r.Status, r.Raw)
 	}
 }
 
@@ -379,9 +382,9 @@ func TestDiskFullFailsReadiness(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = exec.Command("umount", "-l", dir).Run() })
 	e := startEnv(t, func(c *configs.Config) { c.DataDir = dir; c.NATS.MaxStoreBytes = 1 << 30 })
-	s := e.newSession(nil)
-	if r := e.post(s, "before", "k-1", true); r.status != 200 {
-		t.Fatalf("post: %d %s", r.status, r.raw)
+	s := e.NewSession(nil)
+	if r := e.Post(s, "before", "k-1", true); r.Status != 200 {
+		t.Fatalf("post: %d %s", r.Status, r.Raw)
 	}
 	// Fill the file system beside the store.
 	f, err := os.Create(filepath.Join(dir, "filler"))
@@ -398,33 +401,33 @@ func TestDiskFullFailsReadiness(t *testing.T) {
 	t.Logf("file system full: %v", err)
 	full := time.Now()
 	var r response
-	waitFor(t, 20*time.Second, "/readyz 503 once the disk is full", func() bool {
-		r = e.do("GET", "/readyz", nil)
-		return r.status == 503
+	agenttest.Poll(t, 20*time.Second, "/readyz 503 once the disk is full", func() bool {
+		r = e.Do("GET", "/readyz", nil)
+		return r.Status == 503
 	})
-	t.Logf("/readyz %d after %s: %s", r.status, time.Since(full).Round(time.Millisecond), r.raw)
-	if c := r.errCode(); c != "STORE_UNWRITABLE" && c != "NOT_READY" {
-		t.Errorf("/readyz on a full disk: %d %s", r.status, r.raw)
+	t.Logf("/readyz %d after %s: %s", r.Status, time.Since(full).Round(time.Millisecond), r.Raw)
+	if c := r.ErrCode(); c != "STORE_UNWRITABLE" && c != "NOT_READY" {
+		t.Errorf("/readyz on a full disk: %d %s", r.Status, r.Raw)
 	}
 	// 8 000 bytes need new pages of the block file: a full disk refuses them.
-	if r := e.post(s, strings.Repeat("é", 4000), "k-2", false); r.status != 503 || !strings.HasPrefix(r.errCode(), "STORE_") {
-		t.Errorf("post on a full disk: %d %s", r.status, r.raw)
+	if r := e.Post(s, strings.Repeat("é", 4000), "k-2", false); r.Status != 503 || !strings.HasPrefix(r.ErrCode(), "STORE_") {
+		t.Errorf("post on a full disk: %d %s", r.Status, r.Raw)
 	} else {
-		t.Logf("post on a full disk: %d %s", r.status, r.raw)
+		t.Logf("post on a full disk: %d %s", r.Status, r.Raw)
 	}
 	if err := os.Remove(filepath.Join(dir, "filler")); err != nil {
 		t.Fatal(err)
 	}
 	// nats-server's file store keeps refusing writes after a failed disk
 	// write until it restarts: readiness must stay failed meanwhile.
-	r = e.do("GET", "/readyz", nil)
-	t.Logf("/readyz after freeing space, before a restart: %d %s", r.status, r.errCode())
+	r = e.Do("GET", "/readyz", nil)
+	t.Logf("/readyz after freeing space, before a restart: %d %s", r.Status, r.ErrCode())
 	e.stop()
 	e2 := startEnv(t, func(c *configs.Config) { c.DataDir = dir; c.NATS.MaxStoreBytes = 1 << 30 })
-	if r := e2.do("GET", "/readyz", nil); r.status != 200 {
-		t.Fatalf("/readyz after freeing space and restarting: %d %s", r.status, r.raw)
+	if r := e2.Do("GET", "/readyz", nil); r.Status != 200 {
+		t.Fatalf("/readyz after freeing space and restarting: %d %s", r.Status, r.Raw)
 	}
-	if got := transcript(e2.history(s)); len(got) < 2 || got[0] != "visitor: before" {
+	if got := signalingtest.Transcript(e2.History(s)); len(got) < 2 || got[0] != "visitor: before" {
 		t.Fatalf("history after the disk-full episode: %q", got)
 	}
 }
@@ -436,9 +439,9 @@ func TestDiskFullFailsReadiness(t *testing.T) {
 func TestR1NodeDownFailsReadiness(t *testing.T) {
 	urls, nodes := natsClusterNodes(t)
 	e := startEnv(t, func(c *configs.Config) { c.NATS.URL = urls; c.NATS.Replicas = 1 })
-	s := e.newSession(nil)
-	if r := e.post(s, "before", "k-1", true); r.status != 200 {
-		t.Fatalf("post: %d %s", r.status, r.raw)
+	s := e.NewSession(nil)
+	if r := e.Post(s, "before", "k-1", true); r.Status != 200 {
+		t.Fatalf("post: %d %s", r.Status, r.Raw)
 	}
 	js, _ := jetstream.New(e.natsConn())
 	st, err := js.Stream(t.Context(), "PARLEY_CONV")
@@ -461,18 +464,18 @@ func TestR1NodeDownFailsReadiness(t *testing.T) {
 	var r response
 	// The broker may have been connected to that node: NOT_READY while it
 	// reconnects; then the store check must keep it unready.
-	waitFor(t, 30*time.Second, "/readyz 503 STORE_UNWRITABLE with the conversation stream's node down", func() bool {
-		r = e.do("GET", "/readyz", nil)
-		return r.status == 503 && r.errCode() == "STORE_UNWRITABLE"
+	agenttest.Poll(t, 30*time.Second, "/readyz 503 STORE_UNWRITABLE with the conversation stream's node down", func() bool {
+		r = e.Do("GET", "/readyz", nil)
+		return r.Status == 503 && r.ErrCode() == "STORE_UNWRITABLE"
 	})
-	t.Logf("/readyz %d %s %s after node %s went down: %s", r.status, r.errCode(), time.Since(down).Round(time.Millisecond), leader, r.raw)
-	if r := e.post(s, "while down", "k-2", false); r.status != 503 || r.errCode() == "" {
-		t.Errorf("post with the node down: %d %s", r.status, r.raw)
+	t.Logf("/readyz %d %s %s after node %s went down: %s", r.Status, r.ErrCode(), time.Since(down).Round(time.Millisecond), leader, r.Raw)
+	if r := e.Post(s, "while down", "k-2", false); r.Status != 503 || r.ErrCode() == "" {
+		t.Errorf("post with the node down: %d %s", r.Status, r.Raw)
 	}
 	holder.start(t)
 	up := time.Now()
-	waitFor(t, 60*time.Second, "/readyz 200 once the node is back", func() bool {
-		return e.do("GET", "/readyz", nil).status == 200
+	agenttest.Poll(t, 60*time.Second, "/readyz 200 once the node is back", func() bool {
+		return e.Do("GET", "/readyz", nil).Status == 200
 	})
 	t.Logf("/readyz 200 %s after node %s came back", time.Since(up).Round(time.Millisecond), leader)
 }

@@ -129,31 +129,31 @@ func TestPostSurvivesStoreStall(t *testing.T) {
 	server := natsServer(t)
 	p := newStallProxy(t, server[len("nats://"):], "store me slowly", hold)
 	e := startEnv(t, noEcho, func(c *configs.Config) { c.NATS.URL = p.url() })
-	s := e.newSession(nil)
-	if r := e.post(s, "before", "m-1", false); r.status != 202 {
-		t.Fatalf("post before the stall: %d %s", r.status, r.raw)
+	s := e.NewSession(nil)
+	if r := e.Post(s, "before", "m-1", false); r.Status != 202 {
+		t.Fatalf("post before the stall: %d %s", r.Status, r.Raw)
 	}
 	start := time.Now()
-	r := e.post(s, "store me slowly", "m-2", false)
+	r := e.Post(s, "store me slowly", "m-2", false)
 	took := time.Since(start)
 	select {
 	case <-p.stalled:
 	default:
 		t.Fatal("the proxy never saw the message: nothing stalled")
 	}
-	if r.status != 202 || r.body["duplicate"] == true {
-		t.Fatalf("post during a %v stall (took %v): %d %s\nlogs: %s", hold, took, r.status, r.raw, tail(e.logs.String(), 3000))
+	if r.Status != 202 || r.Body["duplicate"] == true {
+		t.Fatalf("post during a %v stall (took %v): %d %s\nlogs: %s", hold, took, r.Status, r.Raw, tail(e.logs.String(), 3000))
 	}
-	if r2 := e.post(s, "after", "m-3", false); r2.status != 202 {
-		t.Fatalf("post after the stall: %d %s", r2.status, r2.raw)
+	if r2 := e.Post(s, "after", "m-3", false); r2.Status != 202 {
+		t.Fatalf("post after the stall: %d %s", r2.Status, r2.Raw)
 	}
 	// The client retries with the same id: still one message.
-	if r2 := e.post(s, "store me slowly", "m-2", false); r2.status != 200 && r2.status != 202 || r2.body["duplicate"] != true ||
-		r2.str("message_id") != r.str("message_id") {
-		t.Fatalf("client retry: %d %s (first: %s)", r2.status, r2.raw, r.raw)
+	if r2 := e.Post(s, "store me slowly", "m-2", false); r2.Status != 200 && r2.Status != 202 || r2.Body["duplicate"] != true ||
+		r2.Str("message_id") != r.Str("message_id") {
+		t.Fatalf("client retry: %d %s (first: %s)", r2.Status, r2.Raw, r.Raw)
 	}
 	var got []string
-	for _, m := range e.history(s) {
+	for _, m := range e.History(s) {
 		got = append(got, m["body"].(string))
 	}
 	if want := []string{"before", "store me slowly", "after"}; !slices.Equal(got, want) {
@@ -185,7 +185,7 @@ func TestBrowserResendsRefusedMessage(t *testing.T) {
 	var resends int
 	b.mustEval(widgetJS+`.resends`, &resends)
 	n := 0
-	for _, m := range e.history(session{ID: b.session().SessionID, Token: b.token()}) {
+	for _, m := range e.History(session{ID: b.session().SessionID, Token: b.token()}) {
 		if m["body"] == text {
 			n++
 		}

@@ -8,8 +8,10 @@ import (
 	"time"
 
 	"github.com/parley-rtc/parley/agentbridge"
+	"github.com/parley-rtc/parley/agentbridge/agenttest"
 	"github.com/parley-rtc/parley/broker"
 	"github.com/parley-rtc/parley/configs"
+	"github.com/parley-rtc/parley/signaling/signalingtest"
 )
 
 // endedEvents returns the session_ended events of a conversation by
@@ -28,12 +30,12 @@ func (s store) endedEvents(cid string) map[string][]agentbridge.Event {
 // admin API lists them.
 func (e *env) activeSessions(ak string) map[string]float64 {
 	e.t.Helper()
-	r := e.do("GET", "/v1/admin/conversations?limit=1000", nil, "Authorization", "Bearer "+ak)
-	if r.status != http.StatusOK {
-		e.t.Fatalf("conversations: %d %s", r.status, r.raw)
+	r := e.Do("GET", "/v1/admin/conversations?limit=1000", nil, "Authorization", "Bearer "+ak)
+	if r.Status != http.StatusOK {
+		e.t.Fatalf("conversations: %d %s", r.Status, r.Raw)
 	}
 	out := map[string]float64{}
-	for _, c := range r.body["conversations"].([]any) {
+	for _, c := range r.Body["conversations"].([]any) {
 		m := c.(map[string]any)
 		out[m["id"].(string)], _ = m["active_sessions"].(float64)
 	}
@@ -65,22 +67,22 @@ func TestIdleSessionsSwept(t *testing.T) {
 	const left = 5
 	var gone []session
 	for i := range left {
-		s := a.newSession(nil)
-		ws := a.mustDialWS(s)
+		s := a.NewSession(nil)
+		ws := a.MustDialWS(s)
 		// Over the WebSocket: an HTTP request counts as presence for a
 		// minute.
-		ws.send(map[string]any{"type": "message", "body": "hello", "client_message_id": fmt.Sprint("c", i)})
-		ws.until("done")
-		ws.conn.CloseNow()
+		ws.Send(map[string]any{"type": "message", "body": "hello", "client_message_id": fmt.Sprint("c", i)})
+		ws.Until("done")
+		ws.Conn.CloseNow()
 		gone = append(gone, s)
 	}
-	stay := a.newSession(nil)
-	stayWS := b.mustDialWS(stay) // its leg lives on the other broker
-	stayWS.send(map[string]any{"type": "message", "body": "still here", "client_message_id": "s1"})
-	stayWS.until("done")
+	stay := a.NewSession(nil)
+	stayWS := b.MustDialWS(stay) // its leg lives on the other broker
+	stayWS.Send(map[string]any{"type": "message", "body": "still here", "client_message_id": "s1"})
+	stayWS.Until("done")
 	start := time.Now()
 
-	waitFor(t, 15*time.Second, "session_ended for every session whose visitor left", func() bool {
+	agenttest.Poll(t, 15*time.Second, "session_ended for every session whose visitor left", func() bool {
 		for _, s := range gone {
 			if len(st.endedEvents(s.ConversationID)[s.ID]) == 0 {
 				return false
@@ -92,10 +94,10 @@ func TestIdleSessionsSwept(t *testing.T) {
 	if n := len(st.endedEvents(stay.ConversationID)[stay.ID]); n != 0 && time.Since(start) < 3*time.Second {
 		t.Fatalf("the session with a WebSocket open on the other broker was ended %d times", n)
 	}
-	if code, reason := stayWS.closeStatus(); !strings.Contains(reason, "SESSION_ENDED") {
+	if code, reason := stayWS.CloseStatus(); !strings.Contains(reason, "SESSION_ENDED") {
 		t.Fatalf("the open WebSocket closed with %d %q, want SESSION_ENDED at its TTL", code, reason)
 	}
-	waitFor(t, 10*time.Second, "no conversation counts an active session, the agent holds none", func() bool {
+	agenttest.Poll(t, 10*time.Second, "no conversation counts an active session, the agent holds none", func() bool {
 		for _, n := range a.activeSessions(ak) {
 			if n != 0 {
 				return false
@@ -114,10 +116,10 @@ func TestIdleSessionsSwept(t *testing.T) {
 			t.Fatalf("session %s: session_ended events %+v, want one, reason %s, idle", s.ID, evs, want)
 		}
 	}
-	r := a.do("GET", "/v1/sessions/"+gone[0].ID+"/history", nil, "Authorization", "Bearer "+gone[0].Token)
-	expectErr(t, "an idle-ended session's token", r, 410, "SESSION_ENDED")
+	r := a.Do("GET", "/v1/sessions/"+gone[0].ID+"/history", nil, "Authorization", "Bearer "+gone[0].Token)
+	signalingtest.ExpectErr(t, "an idle-ended session's token", r, 410, "SESSION_ENDED")
 
-	waitFor(t, 20*time.Second, "session records gone after ttl + record_grace", func() bool {
+	agenttest.Poll(t, 20*time.Second, "session records gone after ttl + record_grace", func() bool {
 		return len(st.keys("sessions", ">")) == 0
 	})
 	t.Logf("session records gone %v after start (ttl 5s + grace 1s)", time.Since(start).Round(10*time.Millisecond))
@@ -148,18 +150,18 @@ func TestRetentionSweep(t *testing.T) {
 	a, b := startEnv(t, shared, withWidget(short)), startEnv(t, shared, withWidget(short))
 	st := a.store()
 
-	old := a.mustCreateSession("pk_short", testOrigin, nil)
+	old := a.MustCreateSession("pk_short", testOrigin, nil)
 	_, upl := a.fill(old)
-	if r := a.do("DELETE", "/v1/sessions/"+old.ID, nil, "Authorization", "Bearer "+old.Token); r.status != http.StatusNoContent {
-		t.Fatalf("end session: %d %s", r.status, r.raw)
+	if r := a.Do("DELETE", "/v1/sessions/"+old.ID, nil, "Authorization", "Bearer "+old.Token); r.Status != http.StatusNoContent {
+		t.Fatalf("end session: %d %s", r.Status, r.Raw)
 	}
-	live := a.mustCreateSession("pk_short", testOrigin, nil)
-	liveWS := b.mustDialWS(live)
-	kept := a.newSession(nil) // demo widget: the 1h default
+	live := a.MustCreateSession("pk_short", testOrigin, nil)
+	liveWS := b.MustDialWS(live)
+	kept := a.NewSession(nil) // demo widget: the 1h default
 	a.fill(kept)
 	start := time.Now()
 
-	waitFor(t, 20*time.Second, "the expired conversation deleted whole", func() bool {
+	agenttest.Poll(t, 20*time.Second, "the expired conversation deleted whole", func() bool {
 		return len(st.leftovers(old.ConversationID, []string{old.ID}, []string{upl})) == 0
 	})
 	t.Logf("deleted %v after its last activity (max age 2s, sweep 100ms)", time.Since(start).Round(10*time.Millisecond))
@@ -168,7 +170,7 @@ func TestRetentionSweep(t *testing.T) {
 	deletions := func() int {
 		return strings.Count(a.logs.String()+b.logs.String(), `"msg":"conversation expired and deleted"`)
 	}
-	waitFor(t, 10*time.Second, "the deletion logged", func() bool { return deletions() > 0 })
+	agenttest.Poll(t, 10*time.Second, "the deletion logged", func() bool { return deletions() > 0 })
 	if deletions := deletions(); deletions != 1 {
 		t.Fatalf("%d brokers logged the deletion, want 1", deletions)
 	}
@@ -178,8 +180,8 @@ func TestRetentionSweep(t *testing.T) {
 		}
 	}
 	// The live conversation is still usable.
-	liveWS.send(map[string]any{"type": "message", "body": "still here", "client_message_id": "l1"})
-	if f, _ := liveWS.until("done"); f.str("body") == "" {
+	liveWS.Send(map[string]any{"type": "message", "body": "still here", "client_message_id": "l1"})
+	if f, _ := liveWS.Until("done"); f.Str("body") == "" {
 		t.Fatalf("no reply in the live conversation: %v", f)
 	}
 }

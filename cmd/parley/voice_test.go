@@ -5,56 +5,27 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/pion/webrtc/v4"
 	"go.uber.org/goleak"
 
 	"github.com/parley-rtc/parley/agentbridge"
+	"github.com/parley-rtc/parley/agentbridge/agenttest"
 	"github.com/parley-rtc/parley/broker"
 	"github.com/parley-rtc/parley/configs"
 	"github.com/parley-rtc/parley/media"
+	"github.com/parley-rtc/parley/signaling/signalingtest"
 )
 
 // voiceConfig turns on loopback candidates: tests may run where lo is the
 // only interface.
 func voiceConfig(c *configs.Config) { c.Media.IncludeLoopback = true }
 
-// audioTap records the frames published on a conversation's in.audio.
-type audioTap struct {
-	mu     sync.Mutex
-	frames []agentbridge.AudioFrame
-}
-
-func (e *env) tapAudio(subject string) *audioTap {
+// tapAudio collects the frames published on subject of the env's NATS.
+func (e *env) tapAudio(subject string) *agenttest.AudioTap {
 	e.t.Helper()
-	tap := &audioTap{}
-	nc := e.natsConn()
-	if _, err := nc.Subscribe(subject, func(m *nats.Msg) {
-		f, err := agentbridge.ParseAudioFrame(m)
-		if err != nil {
-			e.t.Errorf("bad frame on %s: %v", subject, err)
-			return
-		}
-		tap.mu.Lock()
-		tap.frames = append(tap.frames, f)
-		tap.mu.Unlock()
-	}); err != nil {
-		e.t.Fatal(err)
-	}
-	if err := nc.Flush(); err != nil {
-		e.t.Fatal(err)
-	}
-	return tap
-}
-
-func (a *audioTap) snapshot() []agentbridge.AudioFrame {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return slices.Clone(a.frames)
+	return agenttest.TapAudio(e.t, e.natsConn(), subject)
 }
 
 // TestVoiceRoundTrip: a pion client offers over HTTP, its Opus frames reach
@@ -63,8 +34,8 @@ func (a *audioTap) snapshot() []agentbridge.AudioFrame {
 // replies reach the WebSocket; hanging up returns to chat.
 func TestVoiceRoundTrip(t *testing.T) {
 	e := startEnv(t, voiceConfig)
-	s := e.newSession(nil)
-	ws := e.mustDialWS(s)
+	s := e.NewSession(nil)
+	ws := e.MustDialWS(s)
 	subj := e.app.broker.Subjects()
 	in := e.tapAudio(subj.InAudio(configs.DefaultAgent, s.ConversationID))
 	out := e.tapAudio(subj.OutAudio(configs.DefaultAgent, s.ConversationID))
@@ -72,16 +43,16 @@ func TestVoiceRoundTrip(t *testing.T) {
 	baseline := runtime.NumGoroutine()
 	before := goleak.IgnoreCurrent()
 
-	c := e.newVoiceClient(s)
-	if !strings.HasPrefix(c.location, "/v1/sessions/"+s.ID+"/webrtc/leg_") {
-		t.Fatalf("Location = %q", c.location)
+	c := e.NewVoiceClient(s)
+	if !strings.HasPrefix(c.Location, "/v1/sessions/"+s.ID+"/webrtc/leg_") {
+		t.Fatalf("Location = %q", c.Location)
 	}
-	c.waitConnected()
-	frames := speech(t, 3, 400, 600) // 3 utterances, 150 frames
-	c.send(frames)
+	c.WaitConnected()
+	frames := signalingtest.Speech(t, 3, 400, 600) // 3 utterances, 150 frames
+	c.Send(frames)
 
-	waitFor(t, 10*time.Second, "every frame on NATS", func() bool { return len(in.snapshot()) >= len(frames) })
-	got := in.snapshot()
+	agenttest.Poll(t, 10*time.Second, "every frame on NATS", func() bool { return len(in.Frames()) >= len(frames) })
+	got := in.Frames()
 	for i, f := range got {
 		if f.Codec != agentbridge.CodecOpus || f.CapturedAt.IsZero() || len(f.Payload) == 0 {
 			t.Fatalf("frame %d = %+v", i, f)
@@ -94,11 +65,11 @@ func TestVoiceRoundTrip(t *testing.T) {
 		t.Fatalf("%d frames on NATS, sent %d", len(got), len(frames))
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for len(out.snapshot()) < len(frames) || c.received.Load() < int64(len(frames))*9/10 {
+	for len(out.Frames()) < len(frames) || c.Received.Load() < int64(len(frames))*9/10 {
 		if time.Now().After(deadline) {
 			leg, _ := e.app.broker.Voice(s.ID)
 			t.Fatalf("echo: %d frames from the agent on NATS, %d received by the client, of %d sent; media stats %+v",
-				len(out.snapshot()), c.received.Load(), len(frames), legStats(leg))
+				len(out.Frames()), c.Received.Load(), len(frames), legStats(leg))
 		}
 		<-time.After(20 * time.Millisecond)
 	}
@@ -107,18 +78,18 @@ func TestVoiceRoundTrip(t *testing.T) {
 	var transcripts, replies []string
 	sawVoice, sawConnected := false, false
 	for len(replies) < 3 {
-		f := ws.next()
-		switch f.str("type") {
+		f := ws.Next()
+		switch f.Str("type") {
 		case "mode":
-			sawVoice = sawVoice || f.str("mode") == "voice"
+			sawVoice = sawVoice || f.Str("mode") == "voice"
 		case "media_state":
-			sawConnected = sawConnected || f.str("state") == "connected"
+			sawConnected = sawConnected || f.Str("state") == "connected"
 		case "transcript":
-			if f["final"] == true && f.str("via") == "voice" {
-				transcripts = append(transcripts, f.str("text"))
+			if f["final"] == true && f.Str("via") == "voice" {
+				transcripts = append(transcripts, f.Str("text"))
 			}
 		case "done":
-			replies = append(replies, f.str("body"))
+			replies = append(replies, f.Str("body"))
 		}
 	}
 	if !sawVoice || !sawConnected || len(transcripts) != 3 || !strings.HasPrefix(replies[0], "echo: utterance 1 (") {
@@ -127,16 +98,16 @@ func TestVoiceRoundTrip(t *testing.T) {
 
 	// Hang up: back to chat; a second hang-up finds no leg.
 	auth := []string{"Authorization", "Bearer " + s.Token}
-	if r := e.do("DELETE", c.location, nil, auth...); r.status != http.StatusNoContent {
-		t.Fatalf("DELETE leg: %d %s", r.status, r.raw)
+	if r := e.Do("DELETE", c.Location, nil, auth...); r.Status != http.StatusNoContent {
+		t.Fatalf("DELETE leg: %d %s", r.Status, r.Raw)
 	}
-	if f, _ := ws.until("mode"); f.str("mode") != "chat" {
+	if f, _ := ws.Until("mode"); f.Str("mode") != "chat" {
 		t.Fatalf("after hang-up: %v", f)
 	}
-	if r := e.do("DELETE", c.location, nil, auth...); r.status != http.StatusNotFound || r.errCode() != "LEG_NOT_FOUND" {
-		t.Fatalf("second DELETE: %d %s", r.status, r.raw)
+	if r := e.Do("DELETE", c.Location, nil, auth...); r.Status != http.StatusNotFound || r.ErrCode() != "LEG_NOT_FOUND" {
+		t.Fatalf("second DELETE: %d %s", r.Status, r.Raw)
 	}
-	c.close()
+	c.Close()
 	waitForGoroutines(t, baseline, before)
 }
 
@@ -144,39 +115,39 @@ func TestVoiceRoundTrip(t *testing.T) {
 // conversation, every turn in order with the right via.
 func TestVoiceAndChatOneConversation(t *testing.T) {
 	e := startEnv(t, voiceConfig)
-	s := e.newSession(nil)
-	ws := e.mustDialWS(s)
-	ws.send(map[string]any{"type": "message", "body": "typed first", "client_message_id": "v-1"})
-	expectReply(t, ws, "v-1", "echo: typed first")
+	s := e.NewSession(nil)
+	ws := e.MustDialWS(s)
+	ws.Send(map[string]any{"type": "message", "body": "typed first", "client_message_id": "v-1"})
+	signalingtest.ExpectReply(t, ws, "v-1", "echo: typed first")
 
-	r := e.do("POST", "/v1/sessions/"+s.ID+"/mode", map[string]any{"mode": "voice"}, "Authorization", "Bearer "+s.Token)
-	if r.status != 200 || r.body["changed"] != true || r.str("previous_mode") != "chat" {
-		t.Fatalf("mode voice: %d %s", r.status, r.raw)
+	r := e.Do("POST", "/v1/sessions/"+s.ID+"/mode", map[string]any{"mode": "voice"}, "Authorization", "Bearer "+s.Token)
+	if r.Status != 200 || r.Body["changed"] != true || r.Str("previous_mode") != "chat" {
+		t.Fatalf("mode voice: %d %s", r.Status, r.Raw)
 	}
-	c := e.newVoiceClient(s)
-	c.waitConnected()
-	c.send(speech(t, 1, 400, 400))
-	done, _ := ws.until("done")
-	heard, ok := strings.CutPrefix(done.str("body"), "echo: ")
+	c := e.NewVoiceClient(s)
+	c.WaitConnected()
+	c.Send(signalingtest.Speech(t, 1, 400, 400))
+	done, _ := ws.Until("done")
+	heard, ok := strings.CutPrefix(done.Str("body"), "echo: ")
 	if !ok || !strings.HasPrefix(heard, "utterance 1 (0.4") {
 		t.Fatalf("voice reply = %v", done)
 	}
 	// Typing during the call goes into the same context.
-	ws.send(map[string]any{"type": "message", "body": "typed in the call", "client_message_id": "v-2"})
-	if f, _ := ws.until("done"); f.str("body") != "echo: typed in the call" {
+	ws.Send(map[string]any{"type": "message", "body": "typed in the call", "client_message_id": "v-2"})
+	if f, _ := ws.Until("done"); f.Str("body") != "echo: typed in the call" {
 		t.Fatalf("reply during the call = %v", f)
 	}
-	ws.send(map[string]any{"type": "mode", "mode": "chat"})
-	if f, _ := ws.until("mode"); f.str("mode") != "chat" {
+	ws.Send(map[string]any{"type": "mode", "mode": "chat"})
+	if f, _ := ws.Until("mode"); f.Str("mode") != "chat" {
 		t.Fatalf("mode frame = %v", f)
 	}
-	ws.send(map[string]any{"type": "message", "body": "typed last", "client_message_id": "v-3"})
-	if f, _ := ws.until("done"); f.str("body") != "echo: typed last" {
+	ws.Send(map[string]any{"type": "message", "body": "typed last", "client_message_id": "v-3"})
+	if f, _ := ws.Until("done"); f.Str("body") != "echo: typed last" {
 		t.Fatalf("last reply = %v", f)
 	}
 
 	var got []string
-	for _, m := range e.history(s) {
+	for _, m := range e.History(s) {
 		got = append(got, m["role"].(string)+"/"+m["via"].(string)+": "+m["body"].(string))
 	}
 	want := []string{
@@ -197,8 +168,8 @@ func TestVoiceAndChatOneConversation(t *testing.T) {
 // TestVoiceBadInput: coded errors for bad offers and leg operations.
 func TestVoiceBadInput(t *testing.T) {
 	e := startEnv(t, voiceConfig)
-	s := e.newSession(nil)
-	other := e.newSession(nil)
+	s := e.NewSession(nil)
+	other := e.NewSession(nil)
 	path := "/v1/sessions/" + s.ID + "/webrtc"
 	auth := []string{"Authorization", "Bearer " + s.Token}
 	videoOnly := "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF\r\na=setup:actpass\r\na=sendrecv\r\na=rtpmap:96 VP8/90000\r\n"
@@ -219,9 +190,9 @@ func TestVoiceBadInput(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			r := e.doRaw("POST", path, tc.ctype, tc.body, tc.headers...)
-			if r.status != tc.status || r.errCode() != tc.code {
-				t.Fatalf("got %d %s, want %d %s", r.status, r.raw, tc.status, tc.code)
+			r := e.DoRaw("POST", path, tc.ctype, tc.body, tc.headers...)
+			if r.Status != tc.status || r.ErrCode() != tc.code {
+				t.Fatalf("got %d %s, want %d %s", r.Status, r.Raw, tc.status, tc.code)
 			}
 		})
 	}
@@ -229,31 +200,31 @@ func TestVoiceBadInput(t *testing.T) {
 		{"PATCH", path + "/leg_nope", "application/trickle-ice-sdpfrag", "a=ice-ufrag:x\r\n", "LEG_NOT_FOUND"},
 		{"DELETE", path + "/leg_nope", "", "", "LEG_NOT_FOUND"},
 	} {
-		if r := e.doRaw(tc.method, tc.path, tc.ctype, tc.body, auth...); r.status != 404 || r.errCode() != tc.code {
-			t.Fatalf("%s %s: %d %s", tc.method, tc.path, r.status, r.raw)
+		if r := e.DoRaw(tc.method, tc.path, tc.ctype, tc.body, auth...); r.Status != 404 || r.ErrCode() != tc.code {
+			t.Fatalf("%s %s: %d %s", tc.method, tc.path, r.Status, r.Raw)
 		}
 	}
 	// A failed offer leaves the conversation in chat, with nothing logged.
-	if r := e.post(s, "still chat", "", true); r.status != 200 {
-		t.Fatalf("post: %d %s", r.status, r.raw)
+	if r := e.Post(s, "still chat", "", true); r.Status != 200 {
+		t.Fatalf("post: %d %s", r.Status, r.Raw)
 	}
-	for _, m := range e.history(s) {
+	for _, m := range e.History(s) {
 		if m["via"] != "chat" {
 			t.Fatalf("history after bad offers: %v", m)
 		}
 	}
 	// A bad trickle fragment on a live leg.
-	c := e.newVoiceClient(s)
+	c := e.NewVoiceClient(s)
 	for _, bad := range []string{"garbage", strings.Repeat("a=candidate:x\r\n", 10)} {
-		if r := e.doRaw("PATCH", c.location, "application/trickle-ice-sdpfrag", bad, auth...); r.status != 400 || r.errCode() != "SDP_FRAGMENT_INVALID" {
-			t.Fatalf("bad fragment %.10q: %d %s", bad, r.status, r.raw)
+		if r := e.DoRaw("PATCH", c.Location, "application/trickle-ice-sdpfrag", bad, auth...); r.Status != 400 || r.ErrCode() != "SDP_FRAGMENT_INVALID" {
+			t.Fatalf("bad fragment %.10q: %d %s", bad, r.Status, r.Raw)
 		}
 	}
-	if r := e.doRaw("PATCH", c.location, "application/json", "{}", auth...); r.status != 415 {
-		t.Fatalf("PATCH json: %d %s", r.status, r.raw)
+	if r := e.DoRaw("PATCH", c.Location, "application/json", "{}", auth...); r.Status != 415 {
+		t.Fatalf("PATCH json: %d %s", r.Status, r.Raw)
 	}
-	if r := e.do("POST", "/v1/sessions/"+s.ID+"/mode", map[string]any{"mode": "fax"}, auth...); r.status != 422 || r.errCode() != "VALIDATION_FAILED" {
-		t.Fatalf("bad mode: %d %s", r.status, r.raw)
+	if r := e.Do("POST", "/v1/sessions/"+s.ID+"/mode", map[string]any{"mode": "fax"}, auth...); r.Status != 422 || r.ErrCode() != "VALIDATION_FAILED" {
+		t.Fatalf("bad mode: %d %s", r.Status, r.Raw)
 	}
 }
 
@@ -285,47 +256,34 @@ func legStats(v *broker.Voice) any {
 // and the conversation; frames keep flowing. Trickled candidates get 204.
 func TestVoiceICERestart(t *testing.T) {
 	e := startEnv(t, voiceConfig)
-	s := e.newSession(nil)
+	s := e.NewSession(nil)
 	in := e.tapAudio(e.app.broker.Subjects().InAudio(configs.DefaultAgent, s.ConversationID))
-	c := e.newVoiceClient(s)
-	c.waitConnected()
-	c.send(speech(t, 1, 200, 200))
-	waitFor(t, 10*time.Second, "frames before the restart", func() bool { return len(in.snapshot()) >= 20 })
+	c := e.NewVoiceClient(s)
+	c.WaitConnected()
+	c.Send(signalingtest.Speech(t, 1, 200, 200))
+	agenttest.Poll(t, 10*time.Second, "frames before the restart", func() bool { return len(in.Frames()) >= 20 })
 	auth := []string{"Authorization", "Bearer " + s.Token}
 
 	// A trickled candidate (the client's own, again) is accepted.
 	var cand string
-	for _, line := range strings.Split(c.pc.LocalDescription().SDP, "\r\n") {
+	for _, line := range strings.Split(c.PC.LocalDescription().SDP, "\r\n") {
 		if strings.HasPrefix(line, "a=candidate:") {
 			cand = line
 			break
 		}
 	}
-	if r := e.doRaw("PATCH", c.location, "application/trickle-ice-sdpfrag", "a=mid:0\r\n"+cand+"\r\n", auth...); r.status != http.StatusNoContent {
-		t.Fatalf("trickle: %d %s", r.status, r.raw)
+	if r := e.DoRaw("PATCH", c.Location, "application/trickle-ice-sdpfrag", "a=mid:0\r\n"+cand+"\r\n", auth...); r.Status != http.StatusNoContent {
+		t.Fatalf("trickle: %d %s", r.Status, r.Raw)
 	}
 
 	// ICE restart with a full re-offer, as a browser does after restartIce().
-	offer, err := c.pc.CreateOffer(&webrtc.OfferOptions{ICERestart: true})
-	if err != nil {
-		t.Fatal(err)
+	if r := c.RestartICE(s.Token); r.Status != http.StatusOK || !strings.HasPrefix(r.Raw, "v=0") {
+		t.Fatalf("restart: %d %s", r.Status, r.Raw)
 	}
-	gathered := webrtc.GatheringCompletePromise(c.pc)
-	if err := c.pc.SetLocalDescription(offer); err != nil {
-		t.Fatal(err)
-	}
-	<-gathered
-	r := e.doRaw("PATCH", c.location, "application/sdp", c.pc.LocalDescription().SDP, auth...)
-	if r.status != http.StatusOK || !strings.HasPrefix(r.raw, "v=0") {
-		t.Fatalf("restart: %d %s", r.status, r.raw)
-	}
-	if err := c.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: r.raw}); err != nil {
-		t.Fatal(err)
-	}
-	before := len(in.snapshot())
-	c.send(speech(t, 1, 200, 200))
-	waitFor(t, 10*time.Second, "frames after the restart", func() bool { return len(in.snapshot()) >= before+15 })
-	if v, ok := e.app.broker.Voice(s.ID); !ok || !strings.HasSuffix(c.location, v.ID()) {
+	before := len(in.Frames())
+	c.Send(signalingtest.Speech(t, 1, 200, 200))
+	agenttest.Poll(t, 10*time.Second, "frames after the restart", func() bool { return len(in.Frames()) >= before+15 })
+	if v, ok := e.app.broker.Voice(s.ID); !ok || !strings.HasSuffix(c.Location, v.ID()) {
 		t.Fatal("the leg changed with the restart")
 	}
 }
@@ -334,18 +292,18 @@ func TestVoiceICERestart(t *testing.T) {
 // is ended and the conversation goes on in chat.
 func TestVoiceSilenceEndsLeg(t *testing.T) {
 	e := startEnv(t, voiceConfig, func(c *configs.Config) { c.Media.SilenceTimeout = time.Second })
-	s := e.newSession(nil)
-	ws := e.mustDialWS(s)
-	c := e.newVoiceClient(s)
-	c.waitConnected()
+	s := e.NewSession(nil)
+	ws := e.MustDialWS(s)
+	c := e.NewVoiceClient(s)
+	c.WaitConnected()
 	var states []string
 	for {
-		f := ws.next()
-		if f.str("type") == "media_state" {
-			states = append(states, f.str("state")+"/"+f.str("reason"))
+		f := ws.Next()
+		if f.Str("type") == "media_state" {
+			states = append(states, f.Str("state")+"/"+f.Str("reason"))
 		}
-		if f.str("type") == "mode" && f.str("mode") == "chat" {
-			if f.str("reason") != "silence_timeout" {
+		if f.Str("type") == "mode" && f.Str("mode") == "chat" {
+			if f.Str("reason") != "silence_timeout" {
 				t.Fatalf("back to chat with %v", f)
 			}
 			break
@@ -354,8 +312,8 @@ func TestVoiceSilenceEndsLeg(t *testing.T) {
 	if !slices.Contains(states, "closed/silence_timeout") {
 		t.Fatalf("media states %q", states)
 	}
-	if r := e.post(s, "still here", "", true); r.status != 200 {
-		t.Fatalf("chat after the leg ended: %d %s", r.status, r.raw)
+	if r := e.Post(s, "still here", "", true); r.Status != 200 {
+		t.Fatalf("chat after the leg ended: %d %s", r.Status, r.Raw)
 	}
 }
 
@@ -365,15 +323,15 @@ func TestVoiceClientGone(t *testing.T) {
 	e := startEnv(t, voiceConfig, func(c *configs.Config) {
 		c.Media.DisconnectedTimeout, c.Media.FailedTimeout = 500*time.Millisecond, time.Second
 	})
-	s := e.newSession(nil)
-	ws := e.mustDialWS(s)
-	c := e.newVoiceClient(s)
-	c.waitConnected()
-	c.send(speech(t, 1, 100, 100))
-	c.close()
-	f, _ := ws.until("mode")
-	for f.str("mode") != "chat" {
-		f, _ = ws.until("mode")
+	s := e.NewSession(nil)
+	ws := e.MustDialWS(s)
+	c := e.NewVoiceClient(s)
+	c.WaitConnected()
+	c.Send(signalingtest.Speech(t, 1, 100, 100))
+	c.Close()
+	f, _ := ws.Until("mode")
+	for f.Str("mode") != "chat" {
+		f, _ = ws.Until("mode")
 	}
 	if _, ok := e.app.broker.Voice(s.ID); ok {
 		t.Fatal("voice leg still up")
@@ -386,21 +344,21 @@ func TestVoicePCMAgent(t *testing.T) {
 	e := startEnv(t, voiceConfig, func(c *configs.Config) {
 		c.Agents.AudioFormats = map[string]string{configs.DefaultAgent: "pcm_s16le/16000"}
 	})
-	s := e.newSession(nil)
-	ws := e.mustDialWS(s)
+	s := e.NewSession(nil)
+	ws := e.MustDialWS(s)
 	in := e.tapAudio(e.app.broker.Subjects().InAudio(configs.DefaultAgent, s.ConversationID))
-	c := e.newVoiceClient(s)
-	c.waitConnected()
-	frames := speech(t, 2, 400, 400)
-	c.send(frames)
-	waitFor(t, 10*time.Second, "PCM frames on NATS", func() bool { return len(in.snapshot()) >= len(frames) })
-	for _, f := range in.snapshot() {
+	c := e.NewVoiceClient(s)
+	c.WaitConnected()
+	frames := signalingtest.Speech(t, 2, 400, 400)
+	c.Send(frames)
+	agenttest.Poll(t, 10*time.Second, "PCM frames on NATS", func() bool { return len(in.Frames()) >= len(frames) })
+	for _, f := range in.Frames() {
 		if f.Codec != "pcm_s16le/16000/1" || len(f.Payload) != 640 {
 			t.Fatalf("frame %+v", f.Codec)
 		}
 	}
-	waitFor(t, 10*time.Second, "the encoded echo at the client", func() bool { return c.received.Load() >= int64(len(frames))*9/10 })
-	if f, _ := ws.until("transcript"); f.str("via") != "voice" {
+	agenttest.Poll(t, 10*time.Second, "the encoded echo at the client", func() bool { return c.Received.Load() >= int64(len(frames))*9/10 })
+	if f, _ := ws.Until("transcript"); f.Str("via") != "voice" {
 		t.Fatalf("transcript frame %v", f)
 	}
 }

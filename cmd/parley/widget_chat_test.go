@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/parley-rtc/parley/broker"
+	"github.com/parley-rtc/parley/signaling/signalingtest"
 )
 
 // Chat in the widget: messages, the email capture an agent asks for, and
@@ -25,7 +26,7 @@ func testWidgetChat(t *testing.T, s *site) {
 		t.Fatalf("widget shows %q", got)
 	}
 	sess := b.session()
-	if h := transcript(e.history(session{ID: sess.SessionID, Token: b.token()})); strings.Join(h, "|") !=
+	if h := signalingtest.Transcript(e.History(session{ID: sess.SessionID, Token: b.token()})); strings.Join(h, "|") !=
 		"visitor: hello from the site|agent: echo: hello from the site" {
 		t.Fatalf("history = %q", h)
 	}
@@ -67,8 +68,8 @@ func testWidgetCapture(t *testing.T, s *site) {
 
 	sess := b.session()
 	ak, _ := e.newAdminKey("", broker.ScopeOpsRead)
-	r := e.do("GET", "/v1/admin/leads?widget="+siteWidgetID, nil, "Authorization", "Bearer "+ak)
-	leads, _ := r.body["leads"].([]any)
+	r := e.Do("GET", "/v1/admin/leads?widget="+siteWidgetID, nil, "Authorization", "Bearer "+ak)
+	leads, _ := r.Body["leads"].([]any)
 	got := map[string]string{}
 	for _, l := range leads {
 		m := l.(map[string]any)
@@ -76,8 +77,8 @@ func testWidgetCapture(t *testing.T, s *site) {
 			got[m["kind"].(string)] = fmt.Sprintf("%s/%s", m["value"], m["source"])
 		}
 	}
-	if r.status != http.StatusOK || got["email"] != "ana@example.com/agent_asked" || got["phone"] != "+1 555 010 0199/volunteered" {
-		t.Fatalf("leads: %d %v (%s)", r.status, got, r.raw)
+	if r.Status != http.StatusOK || got["email"] != "ana@example.com/agent_asked" || got["phone"] != "+1 555 010 0199/volunteered" {
+		t.Fatalf("leads: %d %v (%s)", r.Status, got, r.Raw)
 	}
 }
 

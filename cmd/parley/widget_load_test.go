@@ -9,6 +9,7 @@ import (
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
+	"github.com/parley-rtc/parley/signaling/signalingtest"
 )
 
 // How a site loads the widget (the script tag, a missing key) and how it
@@ -18,18 +19,18 @@ func testWidgetScriptTag(t *testing.T, s *site) {
 	e := s.e
 	// The script itself: cacheable briefly, revalidated by ETag,
 	// loadable from any origin.
-	r := e.do("GET", "/widget.js", nil)
-	h := r.header
-	if r.status != http.StatusOK || !strings.HasPrefix(h.Get("Content-Type"), "text/javascript") ||
+	r := e.Do("GET", "/widget.js", nil)
+	h := r.Header
+	if r.Status != http.StatusOK || !strings.HasPrefix(h.Get("Content-Type"), "text/javascript") ||
 		!strings.Contains(h.Get("Cache-Control"), "max-age=") || h.Get("ETag") == "" ||
-		h.Get("Access-Control-Allow-Origin") != "*" || !strings.Contains(r.raw, "window.Parley") {
-		t.Fatalf("GET /widget.js: %d %v", r.status, h)
+		h.Get("Access-Control-Allow-Origin") != "*" || !strings.Contains(r.Raw, "window.Parley") {
+		t.Fatalf("GET /widget.js: %d %v", r.Status, h)
 	}
-	if r2 := e.do("GET", "/widget.js", nil, "If-None-Match", h.Get("ETag")); r2.status != http.StatusNotModified || r2.raw != "" {
-		t.Fatalf("GET /widget.js If-None-Match: %d (%d bytes)", r2.status, len(r2.raw))
+	if r2 := e.Do("GET", "/widget.js", nil, "If-None-Match", h.Get("ETag")); r2.Status != http.StatusNotModified || r2.Raw != "" {
+		t.Fatalf("GET /widget.js If-None-Match: %d (%d bytes)", r2.Status, len(r2.Raw))
 	}
 	// Dev origins are off: only the site's origin may use pk_site.
-	expectErr(t, "resolve from localhost", e.resolveWidget(siteKey, "http://localhost:3000"), 403, "ORIGIN_NOT_ALLOWED")
+	signalingtest.ExpectErr(t, "resolve from localhost", e.ResolveWidget(siteKey, "http://localhost:3000"), 403, "ORIGIN_NOT_ALLOWED")
 
 	b := s.tab(t, "/")
 	b.waitJS(5*time.Second, "the launcher", sq(".launcher")+` && `+sq(".launcher")+`.getClientRects().length > 0

@@ -6,6 +6,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/parley-rtc/parley/agentbridge/agenttest"
+	"github.com/parley-rtc/parley/signaling/signalingtest"
 )
 
 // Voice in the widget: a call from Chromium, and a page that blocks the
@@ -23,7 +26,7 @@ func testWidgetVoice(t *testing.T, s *site) {
 	b.mustEval(`Parley._debug.audioConstraints = {echoCancellation: false, noiseSuppression: false, autoGainControl: false}; true`, nil)
 	b.click("button.mic")
 	clicked := time.Now()
-	waitFor(t, 15*time.Second, "the first mic frame on NATS", func() bool { return len(tap.snapshot()) > 0 })
+	agenttest.Poll(t, 15*time.Second, "the first mic frame on NATS", func() bool { return len(tap.Frames()) > 0 })
 	t.Logf("click → first mic frame on NATS: %v", time.Since(clicked).Round(time.Millisecond))
 	b.waitJS(10*time.Second, "the call to connect", widgetJS+`.call === "connected" && `+widgetJS+`.mode === "voice"
 		&& !`+sq(".callbar")+`.hidden && `+sq("button.mic")+`.getAttribute("aria-pressed") === "true"`)
@@ -54,7 +57,7 @@ func testWidgetVoice(t *testing.T, s *site) {
 	b.click(".totext")
 	b.waitJS(10*time.Second, "the switch to text", widgetJS+`.call === "ended" && `+widgetJS+`.mode === "chat"
 		&& Parley._debug.pc() === null && `+sq(".callbar")+`.hidden`)
-	waitFor(t, 10*time.Second, "the broker to drop the voice leg", func() bool {
+	agenttest.Poll(t, 10*time.Second, "the broker to drop the voice leg", func() bool {
 		_, ok := e.app.broker.Voice(sess.SessionID)
 		return !ok
 	})
@@ -72,8 +75,8 @@ func testWidgetVoice(t *testing.T, s *site) {
 	// One transcript: the history has every turn, in the order the
 	// widget showed them, voice turns before and after the typed one.
 	var hist []string
-	waitFor(t, 10*time.Second, "the widget and the history to agree", func() bool {
-		hist = transcript(e.history(session{ID: sess.SessionID, Token: b.token()}))
+	agenttest.Poll(t, 10*time.Second, "the widget and the history to agree", func() bool {
+		hist = signalingtest.Transcript(e.History(session{ID: sess.SessionID, Token: b.token()}))
 		return strings.Join(hist, "|") == strings.Join(b.lines(), "|")
 	})
 	typed := -1
