@@ -13,7 +13,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/parley-rtc/parley/agentbridge"
-	"github.com/parley-rtc/parley/cmd/internal/utterance"
+	"github.com/parley-rtc/parley/agentbridge/echo"
 	"github.com/parley-rtc/parley/configs"
 )
 
@@ -63,42 +63,7 @@ func siteWidget() configs.WidgetConfig {
 // and "secret" navigate (the last to a target outside the nav map), "email"
 // asks for the visitor's email with a capture_request.
 func guideAgent(ctx context.Context, c *agentbridge.Conversation) error {
-	vad := utterance.NewDetector()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case f := <-c.Audio():
-			_ = c.SendAudio(f)
-			if u, ok := vad.Push(f); ok {
-				id, err := c.SendTranscript(ctx, u.String(), true)
-				if err == nil {
-					err = echo(ctx, c, id, u.String())
-				}
-				if err != nil {
-					return err
-				}
-			}
-		case ev, ok := <-c.Events():
-			if !ok {
-				return nil
-			}
-			switch ev.Type {
-			case agentbridge.EventUserMessage:
-				if err := guide(ctx, c, ev); err != nil {
-					return err
-				}
-			case agentbridge.EventModeChanged:
-				state := agentbridge.StateIdle
-				if ev.Mode == agentbridge.ModeVoice {
-					state = agentbridge.StateListening
-				}
-				if err := c.SetState(ctx, state, ""); err != nil {
-					return err
-				}
-			}
-		}
-	}
+	return echo.Agent{OnAudio: transcriber(), OnMessage: guide}.Run(ctx, c)
 }
 
 func guide(ctx context.Context, c *agentbridge.Conversation, ev agentbridge.Event) error {
@@ -120,7 +85,7 @@ func guide(ctx context.Context, c *agentbridge.Conversation, ev agentbridge.Even
 		return act(agentbridge.ActionCaptureRequest,
 			map[string]any{"fields": []map[string]string{{"name": "email", "label": "Your work email"}}}, "Sure, what's your email?")
 	}
-	return echo(ctx, c, ev.MessageID, ev.Text)
+	return echo.Reply(ctx, c, ev.MessageID, ev.Text)
 }
 
 // sitePage is a page of the embedding site: tall enough to scroll, with
