@@ -55,7 +55,8 @@ type Conversation struct {
 	appends sync.WaitGroup
 	// lost is the broker's refusal that told this worker it no longer
 	// holds the conversation (STALE_EPOCH, NOT_HOLDER).
-	lost atomic.Pointer[ProtocolError]
+	lost     atomic.Pointer[ProtocolError]
+	loseOnce sync.Once // logs the loss before lost is set
 }
 
 // newConversation builds a conversation whose event feed lives within ctx.

@@ -333,10 +333,13 @@ func (c *Conversation) fallBack(subject string) bool {
 
 // lose ends the conversation after the broker said this worker no longer
 // holds it.
+// It logs the loss once, before any caller can see it (an append failing
+// at once on c.lost): whoever gets the error finds it logged.
 func (c *Conversation) lose(pe *ProtocolError) {
-	if c.lost.CompareAndSwap(nil, pe) {
+	c.loseOnce.Do(func() {
 		c.log.Warn("the broker says this worker no longer holds the conversation; releasing it",
 			"code", pe.Code, "epoch", c.Epoch(), "reason", pe.Message)
-	}
+		c.lost.Store(pe)
+	})
 	c.stop()
 }

@@ -99,13 +99,22 @@ func TestLostConversationEnds(t *testing.T) {
 			cid := "conv_" + strings.ToLower(code)
 			var logs agenttest.LogBuffer
 			later := make(chan error, 1)
+			got, taken := make(chan struct{}), make(chan struct{})
 			rec, errs := answerOnce(func(ctx context.Context, c *agentbridge.Conversation, ev agentbridge.Event) error {
+				// The loss comes while the handler holds the message. (Had
+				// it come first, the refused "thinking" state would end the
+				// conversation before the message reached the handler:
+				// right, but not what this test is about.)
+				close(got)
+				<-taken
 				err := c.NewReply(ev.MessageID).Write(ctx, "too late")
 				later <- c.SendText(ctx, ev.MessageID, "after the loss")
 				return err
 			})
 			w, _ := b.run(agentbridge.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))}, rec,
 				agentbridge.DispatchRequest{ConversationID: cid, Epoch: 1})
+			b.userMessage(cid, "msg_1", "hello?")
+			recv(t, got, "the message")
 			// Another dispatch took the conversation; this worker has not
 			// heard of it.
 			b.mu.Lock()
@@ -115,7 +124,7 @@ func TestLostConversationEnds(t *testing.T) {
 				b.convs[cid].worker, b.convs[cid].epoch = "wrk_new", 2
 			}
 			b.mu.Unlock()
-			b.userMessage(cid, "msg_1", "hello?")
+			close(taken)
 			for _, ch := range []chan error{errs, later} {
 				var pe *agentbridge.ProtocolError
 				if err := recv(t, ch, "an append's result"); !errors.As(err, &pe) || pe.Code != code {
