@@ -70,8 +70,11 @@ const (
 	appendTimeout = 10 * time.Second
 	// holderWait is how long an append whose epoch is above the
 	// conversation record's waits for the record to catch up (the new
-	// worker may append before its acceptance is stored).
-	holderWait = time.Second
+	// worker may append before its acceptance is stored). It is well within
+	// one attempt of the worker's request, so that a refusal reaches the
+	// worker while it still waits for it: a refusal sent after the
+	// attempt gave up is never read, and every retry would wait again.
+	holderWait = agentbridge.AppendAttemptTimeout / 2
 	// maxLoggedRefusals bounds the (worker, reason) pairs remembered as
 	// logged.
 	maxLoggedRefusals = 4096

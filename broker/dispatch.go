@@ -124,13 +124,19 @@ func (d *dispatcher) loop(cid string, start time.Time) {
 	backoff := dispatchBackoffMin
 	agent := ""
 	var wake <-chan struct{}
+	// asked: a request of this loop went out and may have been accepted
+	// without the record saying so (no reply in time, or the record's
+	// update failed). The worker then appends at that request's epoch, so
+	// the loop asks again (a worker takes a repeated dispatch as a no-op)
+	// until the record has it, rather than trust the registry.
+	asked := false
 	for attempt := 1; ; attempt++ {
 		if agent != "" {
 			// Taken before the attempt: a worker appearing while it runs
 			// still wakes the wait below.
 			wake = d.wakeOn(agent)
 		}
-		reply, conv, head, err := d.attempt(cid)
+		reply, conv, head, err := d.attempt(cid, !asked, &asked)
 		switch {
 		case err == nil:
 			b.obs().Dispatched(conv.Agent, time.Since(start))
@@ -184,8 +190,10 @@ func (d *dispatcher) loop(cid string, start time.Time) {
 
 // attempt sends one dispatch request and records the assignment. head is
 // the log head the accepted request carried (0 when the conversation was
-// found held already).
-func (d *dispatcher) attempt(cid string) (reply agentbridge.DispatchReply, conv Conversation, head uint64, err error) {
+// found held already). trustHeld lets a live holder that the registry
+// knows and the record names stand for a dispatch; *sent is set when a
+// request goes out.
+func (d *dispatcher) attempt(cid string, trustHeld bool, sent *bool) (reply agentbridge.DispatchReply, conv Conversation, head uint64, err error) {
 	b := d.b
 	ctx, cancel := context.WithTimeout(b.ctx, b.cfg.Agents.DispatchTimeout)
 	defer cancel()
@@ -193,8 +201,11 @@ func (d *dispatcher) attempt(cid string) (reply agentbridge.DispatchReply, conv 
 	if err != nil {
 		return reply, conv, 0, err
 	}
-	if w, ok := b.registry.owner(cid, conv.Agent); ok {
-		// Someone (another broker) dispatched it meanwhile.
+	if w, ok := b.registry.owner(cid, conv.Agent); ok && trustHeld && conv.WorkerID == w {
+		// Someone (another broker) dispatched it meanwhile. The registry
+		// alone is not enough: it learns holders from heartbeats, and a
+		// worker that accepted a request whose acceptance was never
+		// recorded appends at an epoch the record does not have.
 		reply.Accepted, reply.WorkerID = true, w
 		return reply, conv, 0, nil
 	}
@@ -209,6 +220,7 @@ func (d *dispatcher) attempt(cid string) (reply agentbridge.DispatchReply, conv 
 		Epoch: conv.Epoch + 1, Broker: b.id, TS: time.Now().UTC(),
 	}
 	data, _ := json.Marshal(req)
+	*sent = true
 	msg, err := b.nc.RequestWithContext(ctx, b.subj.Dispatch(conv.Agent), data)
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):

@@ -45,12 +45,12 @@ type handWorker struct {
 
 const handWorkerID = "wrk_hand"
 
-// startHandBroker starts a broker whose dispatches wait long (the test
-// holds replies) and whose workers count as alive for hbTimeout, with one
-// hand worker of agent echo.
-func startHandBroker(t *testing.T, hbTimeout time.Duration) (*Broker, *handWorker) {
+// startHandBroker starts a broker whose dispatches wait dispatchTimeout
+// for a reply (long when the test holds replies) and whose workers count as
+// alive for hbTimeout, with one hand worker of agent echo.
+func startHandBroker(t *testing.T, dispatchTimeout, hbTimeout time.Duration) (*Broker, *handWorker) {
 	b := startBrokerWith(t, nil, func(cfg *configs.Config) {
-		cfg.Agents.DispatchTimeout = 20 * time.Second
+		cfg.Agents.DispatchTimeout = dispatchTimeout
 		cfg.Agents.HeartbeatTimeout = hbTimeout
 	})
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
@@ -102,7 +102,7 @@ func (w *handWorker) accept(m *nats.Msg) {
 }
 
 func testDispatchOutdated(t *testing.T, resumeFirst bool) {
-	b, hw := startHandBroker(t, time.Minute)
+	b, hw := startHandBroker(t, 20*time.Second, time.Minute)
 	ctx, next, accept := hw.ctx, hw.next, hw.accept
 	const worker = handWorkerID
 
@@ -155,7 +155,7 @@ func testDispatchOutdated(t *testing.T, resumeFirst bool) {
 // answered without the visitor writing twice.
 func TestDispatchAgainWhenHolderLetGo(t *testing.T) {
 	// The sweep that finds the release runs every quarter of it.
-	b, hw := startHandBroker(t, 3*time.Second)
+	b, hw := startHandBroker(t, 20*time.Second, 3*time.Second)
 	res, err := b.StartSession(hw.ctx, StartRequest{Widget: "pk_demo", Agent: "echo", Origin: "http://localhost"})
 	if err != nil {
 		t.Fatal(err)
@@ -176,5 +176,43 @@ func TestDispatchAgainWhenHolderLetGo(t *testing.T) {
 	_, req := hw.next("after the worker's release came to light")
 	if req.ConversationID != cid {
 		t.Fatalf("dispatch of %s, want %s", req.ConversationID, cid)
+	}
+}
+
+// TestDispatchAgainWhenAcceptanceUnrecorded: a worker takes a dispatch but
+// its reply does not reach the broker in time (a busy machine, a new
+// worker starting up). The worker holds the conversation at the request's
+// epoch and its heartbeat says so; the record does not. The broker used to
+// take the heartbeat for a dispatch, so the record never got the epoch and
+// every append of the worker was held and then refused: a message after an
+// agent crash went unanswered (TestAgentProcessKill9DuringCalls under
+// load). The broker now asks again until the record has the holder, and the
+// worker's appends at the first request's epoch are stored.
+func TestDispatchAgainWhenAcceptanceUnrecorded(t *testing.T) {
+	b, hw := startHandBroker(t, 2*time.Second, time.Minute)
+	res, err := b.StartSession(hw.ctx, StartRequest{Widget: "pk_demo", Agent: "echo", Origin: "http://localhost"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cid := res.Session.ConversationID
+	_, r1 := hw.next("for the session")
+	// Taken, but the reply is lost: only the heartbeat tells.
+	hw.heartbeat(cid)
+	agenttest.Poll(t, 10*time.Second, "the registry to learn the holder from the heartbeat", func() bool {
+		w, ok := b.registry.owner(cid, "echo")
+		return ok && w == handWorkerID
+	})
+	m2, r2 := hw.next("again, as the first acceptance was not recorded")
+	if r2.Epoch != r1.Epoch {
+		t.Errorf("second request at epoch %d, first at %d: the record moved without an acceptance", r2.Epoch, r1.Epoch)
+	}
+	hw.accept(m2)
+	agenttest.Poll(t, 10*time.Second, "the record to name the worker", func() bool {
+		c, err := b.Conversation(hw.ctx, cid)
+		return err == nil && c.WorkerID == handWorkerID && c.Epoch >= r1.Epoch
+	})
+	r := appendReq(t, hw.nc, b.subj.Append("echo"), delta(cid, handWorkerID, r1.Epoch, "Hello"), "msg_a1/0")
+	if r.Error != nil || r.Seq == 0 {
+		t.Fatalf("the holder's append at the first request's epoch %d: %+v", r1.Epoch, r.Error)
 	}
 }

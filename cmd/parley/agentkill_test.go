@@ -342,6 +342,12 @@ func TestAgentProcessKill9DuringCalls(t *testing.T) {
 		want := []string{fmt.Sprintf("visitor: before %d", i), fmt.Sprintf("agent: echo: before %d", i),
 			fmt.Sprintf("visitor: after %d", i), "agent: " + body}
 		if got := signalingtest.Transcript(e.History(c.s)); !slices.Equal(got, want) {
+			// The broker's account of this conversation and of the workers.
+			for _, l := range strings.Split(e.logs.String(), "\n") {
+				if strings.Contains(l, c.s.ConversationID) || strings.Contains(l, "worker") {
+					t.Log("broker:", l)
+				}
+			}
 			t.Errorf("chat %d (posted %v after the kill): history %q, want %q", i, sentAt[i], got, want)
 		}
 		if n := c.rec.count(replyOf(body)); n > 1 {
