@@ -89,11 +89,18 @@ func connectAs(t testing.TB, b *Broker, role string, extra ...nats.Option) *nats
 
 func startSession(t testing.TB, b *Broker) Session {
 	t.Helper()
-	res, err := b.StartSession(t.Context(), StartRequest{Widget: "pk_demo", Agent: "echo", Origin: "http://localhost"})
+	return startDemoSession(t.Context(), t, b).Session
+}
+
+// startDemoSession starts a session on the demo widget for the echo agent
+// within ctx, failing t if it cannot.
+func startDemoSession(ctx context.Context, t testing.TB, b *Broker) StartResult {
+	t.Helper()
+	res, err := b.StartSession(ctx, StartRequest{Widget: "pk_demo", Agent: "echo", Origin: "http://localhost"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return res.Session
+	return res
 }
 
 func TestValidateMessage(t *testing.T) {
@@ -209,10 +216,7 @@ func TestRegistryOwner(t *testing.T) {
 
 func TestSessionLifecycle(t *testing.T) {
 	b := startBroker(t)
-	res, err := b.StartSession(t.Context(), StartRequest{Widget: "pk_demo", Agent: "echo", Origin: "http://localhost"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := startDemoSession(t.Context(), t, b)
 	s := res.Session
 	if !strings.HasPrefix(s.ID, "ses_") || !strings.HasPrefix(s.ConversationID, "conv_") || s.TokenHash == res.SessionToken {
 		t.Fatalf("session = %+v", s)

@@ -106,10 +106,7 @@ func testDispatchOutdated(t *testing.T, resumeFirst bool) {
 	ctx, next, accept := hw.ctx, hw.next, hw.accept
 	const worker = handWorkerID
 
-	first, err := b.StartSession(ctx, StartRequest{Widget: "pk_demo", Agent: "echo", Origin: "http://localhost"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	first := startDemoSession(ctx, t, b)
 	cid := first.Session.ConversationID
 	m1, r1 := next("for the first session")
 	if err := b.EndSession(ctx, first.Session.ID, "visitor_ended"); err != nil {
@@ -156,10 +153,7 @@ func testDispatchOutdated(t *testing.T, resumeFirst bool) {
 func TestDispatchAgainWhenHolderLetGo(t *testing.T) {
 	// The sweep that finds the release runs every quarter of it.
 	b, hw := startHandBroker(t, 20*time.Second, 3*time.Second)
-	res, err := b.StartSession(hw.ctx, StartRequest{Widget: "pk_demo", Agent: "echo", Origin: "http://localhost"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := startDemoSession(hw.ctx, t, b)
 	cid := res.Session.ConversationID
 	m, _ := hw.next("for the session")
 	hw.accept(m)
@@ -190,10 +184,7 @@ func TestDispatchAgainWhenHolderLetGo(t *testing.T) {
 // worker's appends at the first request's epoch are stored.
 func TestDispatchAgainWhenAcceptanceUnrecorded(t *testing.T) {
 	b, hw := startHandBroker(t, 2*time.Second, time.Minute)
-	res, err := b.StartSession(hw.ctx, StartRequest{Widget: "pk_demo", Agent: "echo", Origin: "http://localhost"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := startDemoSession(hw.ctx, t, b)
 	cid := res.Session.ConversationID
 	_, r1 := hw.next("for the session")
 	// Taken, but the reply is lost: only the heartbeat tells.

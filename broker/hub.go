@@ -3,13 +3,11 @@ package broker
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/parley-rtc/parley/agentbridge"
 )
@@ -232,7 +230,7 @@ func (h *hub) run() {
 		h.fail(fmt.Errorf("%w: subscribe %s: %w", ErrStore, h.cid, err))
 		return
 	}
-	last, err := b.lastSeq(ctx, h.cid)
+	last, _, err := b.lastStored(ctx, h.cid)
 	if err != nil {
 		h.fail(fmt.Errorf("%w: subscribe %s: %w", ErrStore, h.cid, err))
 		return
@@ -252,18 +250,6 @@ func (h *hub) run() {
 		h.refill.Stop()
 	}
 	h.seqMu.Unlock()
-}
-
-// lastSeq is the seq of a conversation's last stored event (0: none).
-func (b *Broker) lastSeq(ctx context.Context, cid string) (uint64, error) {
-	m, err := b.stream.GetLastMsgForSubject(ctx, b.subj.Events(cid))
-	switch {
-	case errors.Is(err, jetstream.ErrMsgNotFound):
-		return 0, nil
-	case err != nil:
-		return 0, err
-	}
-	return m.Sequence, nil
 }
 
 // onEvent receives one stored event from the broker that stored it.

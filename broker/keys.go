@@ -125,15 +125,12 @@ func (b *Broker) VerifyKey(ctx context.Context, key, kind string) (KeyInfo, erro
 
 // ListKeys returns the keys of a tenant ("" for all), oldest first.
 func (b *Broker) ListKeys(ctx context.Context, tenant string) ([]KeyInfo, error) {
-	lister, err := b.keys.ListKeysFiltered(ctx, "k.*")
+	keys, err := listKeys(ctx, b.keys, "k.*", "keys")
 	if err != nil {
-		if errors.Is(err, jetstream.ErrNoKeysFound) {
-			return []KeyInfo{}, nil
-		}
-		return nil, fmt.Errorf("%w: list keys: %w", ErrStore, err)
+		return nil, err
 	}
 	out := []KeyInfo{}
-	for k := range lister.Keys() {
+	for k := range keys {
 		e, err := b.keys.Get(ctx, k)
 		if err != nil {
 			continue // deleted meanwhile

@@ -134,6 +134,22 @@ func (b *Broker) putNew(ctx context.Context, kv jetstream.KeyValue, key string, 
 	return nil
 }
 
+// listKeys lists the keys of kv that match filter (">": all). A bucket
+// without any is an empty list, not an error; what names the listing in
+// the error.
+func listKeys(ctx context.Context, kv jetstream.KeyValue, filter, what string) (<-chan string, error) {
+	lister, err := kv.ListKeysFiltered(ctx, filter)
+	if errors.Is(err, jetstream.ErrNoKeysFound) {
+		none := make(chan string)
+		close(none)
+		return none, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: list %s: %w", ErrStore, what, err)
+	}
+	return lister.Keys(), nil
+}
+
 // ListConversations returns the conversations of the given widgets, newest
 // first, at most limit (all when limit <= 0). It reads every record: an
 // operator's listing, not a hot path.
@@ -142,15 +158,12 @@ func (b *Broker) ListConversations(ctx context.Context, widgetIDs []string, limi
 	for _, id := range widgetIDs {
 		want[id] = true
 	}
-	lister, err := b.conversations.ListKeys(ctx)
-	if errors.Is(err, jetstream.ErrNoKeysFound) {
-		return []Conversation{}, nil
-	}
+	keys, err := listKeys(ctx, b.conversations, ">", "conversations")
 	if err != nil {
-		return nil, fmt.Errorf("%w: list conversations: %w", ErrStore, err)
+		return nil, err
 	}
 	out := []Conversation{}
-	for k := range lister.Keys() {
+	for k := range keys {
 		c, err := load[Conversation](ctx, b.conversations, k, "conv_", ErrUnknownConversation)
 		if err == nil && want[c.Widget] && c.DeletedAt == nil {
 			out = append(out, c)

@@ -101,14 +101,11 @@ func (b *Broker) Capture(ctx context.Context, s Session, kind, value, source str
 func (b *Broker) Leads(ctx context.Context, widgetIDs []string, limit int) ([]Lead, error) {
 	out := []Lead{}
 	for _, wid := range widgetIDs {
-		lister, err := b.leads.ListKeysFiltered(ctx, "l."+wid+".>")
-		if errors.Is(err, jetstream.ErrNoKeysFound) {
-			continue
-		}
+		keys, err := listKeys(ctx, b.leads, "l."+wid+".>", "leads")
 		if err != nil {
-			return nil, fmt.Errorf("%w: list leads: %w", ErrStore, err)
+			return nil, err
 		}
-		for k := range lister.Keys() {
+		for k := range keys {
 			var l Lead
 			if e, err := b.leads.Get(ctx, k); err == nil && json.Unmarshal(e.Value(), &l) == nil {
 				out = append(out, l)

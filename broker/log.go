@@ -206,6 +206,19 @@ func (b *Broker) storeReadErr(ctx context.Context, cid string, err error, start 
 	return fmt.Errorf("%w: conversation %s: %d events read, %d more claimed but not delivered: %w", ErrStoreTimeout, cid, got, left, err)
 }
 
+// lastStored returns the seq and store time of a conversation's last
+// stored event; zero values when its log has none.
+func (b *Broker) lastStored(ctx context.Context, cid string) (uint64, time.Time, error) {
+	m, err := b.stream.GetLastMsgForSubject(ctx, b.subj.Events(cid))
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return 0, time.Time{}, nil
+	case err != nil:
+		return 0, time.Time{}, err
+	}
+	return m.Sequence, m.Time, nil
+}
+
 // Message is one entry of a conversation's transcript.
 type Message struct {
 	ID        string    `json:"id"`

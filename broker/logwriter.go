@@ -161,7 +161,7 @@ func (w *logWriter) append(ctx context.Context, subject string, ev *agentbridge.
 		if n < 0 {
 			// The replicated variant (10164) does not say where the
 			// conversation is: another append is in flight. Ask the log.
-			got, gerr := w.lastSeq(ctx, chain)
+			got, gerr := w.lastSeq(ctx, cid)
 			if gerr != nil {
 				err = gerr
 				break
@@ -231,18 +231,13 @@ func (w *logWriter) notifyLocked(ctx context.Context, c *convLog, ev *agentbridg
 	}
 }
 
-// lastSeq asks the log for the seq of the last event on chain (0: none).
-func (w *logWriter) lastSeq(ctx context.Context, chain string) (uint64, error) {
+// lastSeq asks the log for the seq of cid's last event (0: none), within
+// one store attempt.
+func (w *logWriter) lastSeq(ctx context.Context, cid string) (uint64, error) {
 	ctx, cancel := context.WithTimeout(ctx, storeAttemptTimeout)
 	defer cancel()
-	m, err := w.b.stream.GetLastMsgForSubject(ctx, chain)
-	switch {
-	case errors.Is(err, jetstream.ErrMsgNotFound):
-		return 0, nil
-	case err != nil:
-		return 0, err
-	}
-	return m.Sequence, nil
+	seq, _, err := w.b.lastStored(ctx, cid)
+	return seq, err
 }
 
 // JetStream error codes of a failed expected-last-sequence check.

@@ -220,14 +220,11 @@ func (b *Broker) sessionHasLeg(ctx context.Context, s Session, rooms map[string]
 // lastEventTime returns when the newest event of a conversation's log was
 // stored; zero when the log has none.
 func (b *Broker) lastEventTime(ctx context.Context, cid string) (time.Time, error) {
-	m, err := b.stream.GetLastMsgForSubject(ctx, b.subj.Events(cid))
-	switch {
-	case errors.Is(err, jetstream.ErrMsgNotFound):
-		return time.Time{}, nil
-	case err != nil:
+	_, at, err := b.lastStored(ctx, cid)
+	if err != nil {
 		return time.Time{}, fmt.Errorf("%w: last event of %s: %w", ErrStore, cid, err)
 	}
-	return m.Time, nil
+	return at, nil
 }
 
 // maxAge is how long after its last activity a conversation of widget is

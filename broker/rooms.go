@@ -461,15 +461,12 @@ func (b *Broker) LegDetached(cid, legID string) { b.rooms.detach(cid, legID) }
 // Rooms lists the live rooms of every broker, from the KV bucket,
 // filtered by widget, mode and agent when set.
 func (b *Broker) Rooms(ctx context.Context, widget, mode, agent string) ([]Room, error) {
-	lister, err := b.roomsKV.ListKeys(ctx)
-	if errors.Is(err, jetstream.ErrNoKeysFound) {
-		return []Room{}, nil
-	}
+	keys, err := listKeys(ctx, b.roomsKV, ">", "rooms")
 	if err != nil {
-		return nil, fmt.Errorf("%w: list rooms: %w", ErrStore, err)
+		return nil, err
 	}
 	out := []Room{}
-	for k := range lister.Keys() {
+	for k := range keys {
 		room, err := b.Room(ctx, k)
 		if err != nil {
 			continue
