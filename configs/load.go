@@ -33,9 +33,10 @@ func LoadWith(path string, args []string, getenv func(string) (string, bool)) (C
 	if getenv == nil {
 		getenv = func(string) (string, bool) { return "", false }
 	}
-	// Flags are parsed first so that -h works even with a broken file.
-	var fv flagValues
-	fs := newFlagSet(&fv)
+	// Flags are parsed first, into a copy of the defaults, so that -h and a
+	// bad flag are reported even with a broken file.
+	scratch := Default()
+	fs := newFlagSet(&scratch)
 	if err := fs.Parse(args); err != nil {
 		return Config{}, fmt.Errorf("%w: %w", ErrFlag, err)
 	}
@@ -52,7 +53,11 @@ func LoadWith(path string, args []string, getenv func(string) (string, bool)) (C
 	if err := applyEnv(&cfg, getenv); err != nil {
 		return Config{}, err
 	}
-	fv.apply(fs, &cfg)
+	// Parsed again onto the result, the flags that are set override the
+	// file and the environment; the others leave their fields as they are.
+	if err := newFlagSet(&cfg).Parse(args); err != nil {
+		return Config{}, fmt.Errorf("%w: %w", ErrFlag, err)
+	}
 	cfg.normalize()
 	if err := cfg.Validate(); err != nil {
 		return Config{}, err
@@ -187,63 +192,30 @@ func joinPath(parent, name string) string {
 	return parent + "." + name
 }
 
-// flagValues receives the parsed command-line flags.
-type flagValues struct {
-	listen, dataDir, natsURL, natsListen string
-	logLevel, logFormat, publicURL       string
-	echoAgent                            bool
-	echoWorkers                          int
-}
-
-// newFlagSet defines Parley's flags on a fresh FlagSet writing into v. The
-// shown defaults are those of Default; only flags that are set are applied.
-func newFlagSet(v *flagValues) *flag.FlagSet {
-	d := Default()
+// newFlagSet defines Parley's flags on a fresh FlagSet, each bound to its
+// field of c with the field's value as its default: on Default that is the
+// shown default, and on a loaded Config a flag that is not set leaves its
+// field alone.
+func newFlagSet(c *Config) *flag.FlagSet {
 	fs := flag.NewFlagSet("parley", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	fs.StringVar(&v.listen, "listen", d.Listen, "HTTP listen address `host:port` (PARLEY_LISTEN)")
-	fs.StringVar(&v.dataDir, "data-dir", d.DataDir, "data `directory` (PARLEY_DATA_DIR)")
-	fs.StringVar(&v.natsURL, "nats-url", d.NATS.URL, "external NATS `URLs`, comma separated; empty starts an embedded server (PARLEY_NATS_URL)")
-	fs.StringVar(&v.natsListen, "nats-listen", d.NATS.Listen, "embedded NATS listen address `host:port` (PARLEY_NATS_LISTEN)")
-	fs.StringVar(&v.logLevel, "log-level", d.Log.Level, "log `level`: debug, info, warn or error (PARLEY_LOG_LEVEL)")
-	fs.StringVar(&v.logFormat, "log-format", d.Log.Format, "log `format`: auto, json or text (PARLEY_LOG_FORMAT)")
-	fs.StringVar(&v.publicURL, "public-url", d.PublicURL, "public base `URL` for links (PARLEY_PUBLIC_URL)")
-	fs.BoolVar(&v.echoAgent, "echo-agent", d.EchoAgent.Enabled, "run the echo agent in-process (PARLEY_ECHO_AGENT_ENABLED)")
-	fs.IntVar(&v.echoWorkers, "echo-workers", d.EchoAgent.Workers, "number of echo agent workers, 0..64 (PARLEY_ECHO_AGENT_WORKERS)")
+	fs.StringVar(&c.Listen, "listen", c.Listen, "HTTP listen address `host:port` (PARLEY_LISTEN)")
+	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "data `directory` (PARLEY_DATA_DIR)")
+	fs.StringVar(&c.NATS.URL, "nats-url", c.NATS.URL, "external NATS `URLs`, comma separated; empty starts an embedded server (PARLEY_NATS_URL)")
+	fs.StringVar(&c.NATS.Listen, "nats-listen", c.NATS.Listen, "embedded NATS listen address `host:port` (PARLEY_NATS_LISTEN)")
+	fs.StringVar(&c.Log.Level, "log-level", c.Log.Level, "log `level`: debug, info, warn or error (PARLEY_LOG_LEVEL)")
+	fs.StringVar(&c.Log.Format, "log-format", c.Log.Format, "log `format`: auto, json or text (PARLEY_LOG_FORMAT)")
+	fs.StringVar(&c.PublicURL, "public-url", c.PublicURL, "public base `URL` for links (PARLEY_PUBLIC_URL)")
+	fs.BoolVar(&c.EchoAgent.Enabled, "echo-agent", c.EchoAgent.Enabled, "run the echo agent in-process (PARLEY_ECHO_AGENT_ENABLED)")
+	fs.IntVar(&c.EchoAgent.Workers, "echo-workers", c.EchoAgent.Workers, "number of echo agent workers, 0..64 (PARLEY_ECHO_AGENT_WORKERS)")
 	return fs
-}
-
-// apply copies the flags that were explicitly set on fs into cfg.
-func (v *flagValues) apply(fs *flag.FlagSet, cfg *Config) {
-	fs.Visit(func(f *flag.Flag) {
-		switch f.Name {
-		case "listen":
-			cfg.Listen = v.listen
-		case "data-dir":
-			cfg.DataDir = v.dataDir
-		case "nats-url":
-			cfg.NATS.URL = v.natsURL
-		case "nats-listen":
-			cfg.NATS.Listen = v.natsListen
-		case "log-level":
-			cfg.Log.Level = v.logLevel
-		case "log-format":
-			cfg.Log.Format = v.logFormat
-		case "public-url":
-			cfg.PublicURL = v.publicURL
-		case "echo-agent":
-			cfg.EchoAgent.Enabled = v.echoAgent
-		case "echo-workers":
-			cfg.EchoAgent.Workers = v.echoWorkers
-		}
-	})
 }
 
 // FlagUsage returns the help text for the flags Load accepts, in the format
 // of flag.PrintDefaults, for the caller to print on -h.
 func FlagUsage() string {
-	var v flagValues
-	fs := newFlagSet(&v)
+	d := Default()
+	fs := newFlagSet(&d)
 	var b strings.Builder
 	fs.SetOutput(&b)
 	fs.PrintDefaults()
