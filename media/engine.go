@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"slices"
 	"sync"
@@ -288,17 +289,10 @@ func (e *Engine) Close() error {
 		return nil
 	}
 	e.closed = true
-	legs := make([]*Leg, 0, len(e.legs))
-	for l := range e.legs {
-		legs = append(legs, l)
-	}
+	legs := slices.Collect(maps.Keys(e.legs))
 	e.mu.Unlock()
 
-	var wg sync.WaitGroup
-	for _, l := range legs {
-		wg.Go(func() { _ = l.Close() })
-	}
-	wg.Wait()
+	closeAll(legs)
 	if e.mux != nil {
 		return e.mux.Close()
 	}

@@ -159,3 +159,14 @@ func (c *lifecycle) Reason() string {
 		return ""
 	}
 }
+
+// closeAll closes every transport at once and waits for them all: each
+// Close waits for its own teardown, and a slow one should not hold up the
+// others (Engine.Close, LiveKit.Close).
+func closeAll[T interface{ Close() error }](ts []T) {
+	var wg sync.WaitGroup
+	for _, t := range ts {
+		wg.Go(func() { _ = t.Close() })
+	}
+	wg.Wait()
+}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -247,16 +249,9 @@ func (l *LiveKit) Close() error {
 		return nil
 	}
 	l.closed = true
-	all := make([]*Bridge, 0, len(l.bridges))
-	for _, b := range l.bridges {
-		all = append(all, b)
-	}
+	all := slices.Collect(maps.Values(l.bridges))
 	l.mu.Unlock()
-	var wg sync.WaitGroup
-	for _, b := range all {
-		wg.Go(func() { _ = b.Close() })
-	}
-	wg.Wait()
+	closeAll(all)
 	return nil
 }
 
