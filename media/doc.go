@@ -44,8 +44,8 @@
 // # Lock order
 //
 //   - Leg.negMu, then lifecycle.mu (a leg's or a bridge's).
-//   - lifecycle.mu, Engine.mu, LiveKit.mu and playQueue.mu are leaves:
-//     nothing else is locked while one is held.
+//   - lifecycle.mu, transports.mu (an Engine's legs, a LiveKit's bridges)
+//     and playQueue.mu are leaves: nothing else is locked while one is held.
 //   - No lock is held while calling OnState or OnMicFrame, or while closing
 //     a PeerConnection or leaving a LiveKit room.
 package media

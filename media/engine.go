@@ -4,10 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/pion/ice/v4"
@@ -102,9 +100,7 @@ type Engine struct {
 	api *webrtc.API
 	mux ice.UDPMux // nil without Config.UDPPort
 
-	mu     sync.Mutex // guards legs and closed; never held while calling a Leg
-	legs   map[*Leg]struct{}
-	closed bool
+	legs transports[*Leg, *Leg] // each leg is its own key
 }
 
 // NewEngine builds the WebRTC engine from cfg (zero fields take defaults).
@@ -117,7 +113,7 @@ func NewEngine(cfg Config, log *slog.Logger) (*Engine, error) {
 	if log == nil {
 		log = discardLogger()
 	}
-	e := &Engine{cfg: cfg, log: log, legs: make(map[*Leg]struct{})}
+	e := &Engine{cfg: cfg, log: log}
 
 	me, reg, err := newMediaEngine()
 	if err != nil {
@@ -274,54 +270,18 @@ func (n bufferedNet) ListenUDP(network string, laddr *net.UDPAddr) (transport.UD
 }
 
 // NumLegs is the number of live legs.
-func (e *Engine) NumLegs() int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return len(e.legs)
-}
+func (e *Engine) NumLegs() int { return e.legs.len() }
 
 // Close closes every live leg (each reports StateClosed with ReasonClosed)
 // and the UDP mux. It is idempotent; NewLeg fails with ErrClosed after it.
 func (e *Engine) Close() error {
-	e.mu.Lock()
-	if e.closed {
-		e.mu.Unlock()
+	if !e.legs.close() {
 		return nil
 	}
-	e.closed = true
-	legs := slices.Collect(maps.Keys(e.legs))
-	e.mu.Unlock()
-
-	closeAll(legs)
 	if e.mux != nil {
 		return e.mux.Close()
 	}
 	return nil
-}
-
-// add registers a new leg; it fails once the engine is closed.
-func (e *Engine) add(l *Leg) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.closed {
-		return ErrClosed
-	}
-	e.legs[l] = struct{}{}
-	return nil
-}
-
-// remove forgets a leg that has closed.
-func (e *Engine) remove(l *Leg) {
-	e.mu.Lock()
-	delete(e.legs, l)
-	e.mu.Unlock()
-}
-
-// isClosed reports whether Close was called.
-func (e *Engine) isClosed() bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.closed
 }
 
 // waitGathered waits for ICE gathering to finish (non-trickle answers,

@@ -50,7 +50,7 @@ type Leg struct {
 // well-formed offer (ErrBadSDP). The leg sends one Opus track (stream
 // "parley", track "agent") on the offered audio transceiver.
 func (e *Engine) NewLeg(ctx context.Context, o LegOptions) (*Leg, string, error) {
-	if e.isClosed() {
+	if e.legs.isClosed() {
 		return nil, "", ErrClosed
 	}
 	if err := checkOffer(o.Offer, true); err != nil {
@@ -85,7 +85,7 @@ func (e *Engine) NewLeg(ctx context.Context, o LegOptions) (*Leg, string, error)
 		l.abort()
 		return nil, "", err
 	}
-	if err := e.add(l); err != nil {
+	if _, err := e.legs.put(l, l); err != nil {
 		l.abort()
 		return nil, "", err
 	}
@@ -207,7 +207,7 @@ func (l *Leg) handleState(s webrtc.PeerConnectionState) {
 // reports StateClosed once.
 func (l *Leg) teardown() {
 	l.drain(l.closePC)
-	l.eng.remove(l)
+	l.eng.legs.drop(l, l)
 	st := l.Stats()
 	l.log.Info("media: leg closed", "reason", l.reason, "frames_in", st.FramesIn, "frames_out", st.FramesOut,
 		"lost", st.Lost, "late", st.Late, "dropped", st.Dropped)

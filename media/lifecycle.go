@@ -1,6 +1,8 @@
 package media
 
 import (
+	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 )
@@ -160,13 +162,75 @@ func (c *lifecycle) Reason() string {
 	}
 }
 
-// closeAll closes every transport at once and waits for them all: each
-// Close waits for its own teardown, and a slow one should not hold up the
-// others (Engine.Close, LiveKit.Close).
-func closeAll[T interface{ Close() error }](ts []T) {
+// transports is the set of an owner's live transports: an Engine's legs,
+// a LiveKit's bridges by room. It refuses new ones once closed, and close
+// closes them all. mu is a leaf: it is never held while calling a
+// transport.
+type transports[K comparable, T interface {
+	comparable
+	Close() error
+}] struct {
+	mu     sync.Mutex // guards m and closed
+	m      map[K]T
+	closed bool
+}
+
+// len is the number of live transports.
+func (s *transports[K, T]) len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.m)
+}
+
+// put makes t the transport of k and returns the one it replaces (the
+// zero T: none); it fails with ErrClosed once the set is closed.
+func (s *transports[K, T]) put(k K, t T) (T, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var old T
+	if s.closed {
+		return old, ErrClosed
+	}
+	if s.m == nil {
+		s.m = make(map[K]T)
+	}
+	old = s.m[k]
+	s.m[k] = t
+	return old, nil
+}
+
+// drop forgets t if it is still the transport of k.
+func (s *transports[K, T]) drop(k K, t T) {
+	s.mu.Lock()
+	if s.m[k] == t {
+		delete(s.m, k)
+	}
+	s.mu.Unlock()
+}
+
+// isClosed reports whether close was called.
+func (s *transports[K, T]) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// close refuses new transports and closes the live ones at once, waiting
+// for them all: each Close waits for its own teardown, and a slow one
+// should not hold up the others. It reports false when already closed.
+func (s *transports[K, T]) close() bool {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return false
+	}
+	s.closed = true
+	live := slices.Collect(maps.Values(s.m))
+	s.mu.Unlock()
 	var wg sync.WaitGroup
-	for _, t := range ts {
+	for _, t := range live {
 		wg.Go(func() { _ = t.Close() })
 	}
 	wg.Wait()
+	return true
 }

@@ -5,10 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
-	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/livekit/protocol/livekit"
@@ -66,9 +63,7 @@ type LiveKit struct {
 	log   *slog.Logger
 	svc   *lksdk.RoomServiceClient
 
-	mu      sync.Mutex // guards bridges and closed; never held while calling a Bridge
-	bridges map[string]*Bridge
-	closed  bool
+	bridges transports[string, *Bridge] // by room
 }
 
 // NewLiveKit builds the LiveKit client. audio carries the settings bridges
@@ -92,7 +87,7 @@ func NewLiveKit(cfg LiveKitConfig, audio Config, log *slog.Logger) (*LiveKit, er
 		log = discardLogger()
 	}
 	return &LiveKit{cfg: cfg, audio: audio.withDefaults(), log: log,
-		svc: lksdk.NewRoomServiceClient(cfg.URL, cfg.APIKey, cfg.APISecret), bridges: make(map[string]*Bridge)}, nil
+		svc: lksdk.NewRoomServiceClient(cfg.URL, cfg.APIKey, cfg.APISecret)}, nil
 }
 
 // URL is the LiveKit server URL visitors connect to.
@@ -211,47 +206,13 @@ func (l *LiveKit) RoomState(ctx context.Context, room string) (LiveKitRoom, erro
 }
 
 // NumBridges is the number of live bridges.
-func (l *LiveKit) NumBridges() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.bridges)
-}
-
-// claim makes b the bridge of its room and returns the bridge it replaces,
-// if any; it fails once the client is closed.
-func (l *LiveKit) claim(b *Bridge) (*Bridge, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.closed {
-		return nil, ErrClosed
-	}
-	old := l.bridges[b.room]
-	l.bridges[b.room] = b
-	return old, nil
-}
-
-// release forgets b if it is still its room's bridge.
-func (l *LiveKit) release(b *Bridge) {
-	l.mu.Lock()
-	if l.bridges[b.room] == b {
-		delete(l.bridges, b.room)
-	}
-	l.mu.Unlock()
-}
+func (l *LiveKit) NumBridges() int { return l.bridges.len() }
 
 // Close closes every bridge (each leaves and deletes its room, and reports
 // StateClosed with ReasonClosed). It is idempotent; NewBridge fails with
 // ErrClosed after it.
 func (l *LiveKit) Close() error {
-	l.mu.Lock()
-	if l.closed {
-		l.mu.Unlock()
-		return nil
-	}
-	l.closed = true
-	all := slices.Collect(maps.Values(l.bridges))
-	l.mu.Unlock()
-	closeAll(all)
+	l.bridges.close()
 	return nil
 }
 

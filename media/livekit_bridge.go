@@ -121,7 +121,8 @@ func (l *LiveKit) NewBridge(ctx context.Context, o BridgeOptions) (*Bridge, erro
 		return nil, err
 	}
 
-	old, err := l.claim(b)
+	// b becomes its room's bridge, replacing any other.
+	old, err := l.bridges.put(b.room, b)
 	if err != nil {
 		return nil, err
 	}
@@ -318,7 +319,7 @@ func (b *Bridge) leave() {
 			b.log.Warn("media: livekit room not deleted", "err", err)
 		}
 	}
-	b.lk.release(b)
+	b.lk.bridges.drop(b.room, b)
 }
 
 // teardown leaves and reports StateClosed once.
