@@ -132,7 +132,7 @@ func TestLogWriterChainsAppends(t *testing.T) {
 		t.Fatalf("log holds %d events, want 7: %+v", len(events), events)
 	}
 	checkChain(t, events)
-	if last, err := b.lw.lastSeq(ctx, b.subj.Events(cid)); err != nil || last != events[6].Seq {
+	if last, err := b.lw.lastSeq(ctx, cid); err != nil || last != events[6].Seq {
 		t.Fatalf("lastSeq = %d, %v; want %d", last, err, events[6].Seq)
 	}
 	// session_started was published before the test subscribed.
