@@ -50,13 +50,18 @@ func SignJWT(t testing.TB, method jwt.SigningMethod, claims jwt.MapClaims, key a
 // visitorClaims are valid claims of a site-signed visitor JWT, with changes
 // (a nil value deletes the claim).
 func visitorClaims(changes jwt.MapClaims) jwt.MapClaims {
-	c := jwt.MapClaims{
+	return withChanges(jwt.MapClaims{
 		"sub":   "user-42",
 		"email": "ada@example.com",
 		"name":  "Ada Lovelace",
 		"iat":   idNow.Unix(),
 		"exp":   idNow.Add(5 * time.Minute).Unix(),
-	}
+	}, changes)
+}
+
+// withChanges returns claims c with changes made: a nil value deletes the
+// claim, any other sets it.
+func withChanges(c jwt.MapClaims, changes map[string]any) jwt.MapClaims {
 	for k, v := range changes {
 		if v == nil {
 			delete(c, k)
@@ -554,15 +559,7 @@ func TestTokenIssuerBootstrapToken(t *testing.T) {
 	good, _, _, _ := ti.mintBootstrapToken(idWidget, "https://shop.example", nil, idNow)
 	userToken, _, _ := ti.mintUserToken(idWidget, *visitor, idNow)
 	claims := func(changes map[string]any) jwt.MapClaims {
-		c := jwt.MapClaims{"iss": "parley", "aud": []string{idWidget}, "typ": "bootstrap", "jti": "j1", "exp": idNow.Add(time.Minute).Unix()}
-		for k, v := range changes {
-			if v == nil {
-				delete(c, k)
-			} else {
-				c[k] = v
-			}
-		}
-		return c
+		return withChanges(jwt.MapClaims{"iss": "parley", "aud": []string{idWidget}, "typ": "bootstrap", "jti": "j1", "exp": idNow.Add(time.Minute).Unix()}, changes)
 	}
 	refused := []struct {
 		name   string
