@@ -17,10 +17,13 @@
 //   - Config, the configuration a test edge starts from;
 //   - Scrape and MetricValue for /metrics, OpsRooms and WaitRoom for the
 //     ops API;
-//   - MultipartFile and Upload for the upload endpoint.
+//   - MultipartFile and Upload for the upload endpoint;
+//   - ConnectAs and ConnectAgent, NATS connections to a test broker with a
+//     role's credentials (an operator, an agent's worker).
 //
 // Each harness starts its own edge (a Server on a broker, or the whole
-// app) and embeds a Client for it. This package imports configs and
-// broker (whose Room the ops API lists), never signaling (whose own tests
+// app) and embeds a Client for it. This package imports configs, broker
+// (whose Room the ops API lists, and whose NATS it connects to) and
+// agentbridge (the workers' connect options), never signaling (whose own tests
 // import it, so that would be a cycle) nor cmd/.
 package signalingtest
