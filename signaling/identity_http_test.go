@@ -35,7 +35,7 @@ type visitorSeen struct {
 func (e *env) startVisitorRecorder() <-chan visitorSeen {
 	e.t.Helper()
 	seen := make(chan visitorSeen, 16)
-	w, err := agentbridge.NewWorker(e.agentConn(configs.DefaultAgent), agentbridge.Options{Agent: configs.DefaultAgent, Logger: discardLogger()},
+	signalingtest.StartWorker(e.t, e.agentConn(configs.DefaultAgent), configs.DefaultAgent,
 		func(ctx context.Context, c *agentbridge.Conversation) error {
 			v := visitorSeen{conversation: c.ID(), dispatch: c.Dispatch().Visitor}
 			found := false
@@ -63,13 +63,6 @@ func (e *env) startVisitorRecorder() <-chan visitorSeen {
 			}
 			return nil
 		})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	if err := w.Start(); err != nil {
-		e.t.Fatal(err)
-	}
-	e.t.Cleanup(w.Close)
 	return seen
 }
 

@@ -19,7 +19,8 @@
 //     ops API;
 //   - MultipartFile and Upload for the upload endpoint;
 //   - ConnectAs and ConnectAgent, NATS connections to a test broker with a
-//     role's credentials (an operator, an agent's worker).
+//     role's credentials (an operator, an agent's worker), and StartWorker,
+//     an agent worker running a test's handler.
 //
 // Each harness starts its own edge (a Server on a broker, or the whole
 // app) and embeds a Client for it. This package imports configs, broker

@@ -1,6 +1,7 @@
 package signalingtest
 
 import (
+	"log/slog"
 	"testing"
 
 	"github.com/nats-io/nats.go"
@@ -32,4 +33,19 @@ func ConnectAgent(t testing.TB, b *broker.Broker, agent string, extra ...nats.Op
 	t.Helper()
 	opts := append(agentbridge.ConnectOptions(b.Subjects().Prefix, agent), extra...)
 	return ConnectAs(t, b, broker.AgentRole(agent), opts...)
+}
+
+// StartWorker starts a worker of agent on nc running h, with its logs
+// discarded; it closes when the test ends.
+func StartWorker(t testing.TB, nc *nats.Conn, agent string, h agentbridge.Handler) *agentbridge.Worker {
+	t.Helper()
+	w, err := agentbridge.NewWorker(nc, agentbridge.Options{Agent: agent, Logger: slog.New(slog.DiscardHandler)}, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Close)
+	return w
 }
