@@ -188,5 +188,3 @@ func (e *env) readLog(cid string) []agentbridge.Event {
 	}
 	return evs
 }
-
-func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
