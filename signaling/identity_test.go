@@ -47,6 +47,15 @@ func SignJWT(t testing.TB, method jwt.SigningMethod, claims jwt.MapClaims, key a
 	return s
 }
 
+// secretOr is a test case's identity secret: idSecret unless the case sets
+// one (an empty one included).
+func secretOr(secret []byte) []byte {
+	if secret == nil {
+		return idSecret
+	}
+	return secret
+}
+
 // visitorClaims are valid claims of a site-signed visitor JWT, with changes
 // (a nil value deletes the claim).
 func visitorClaims(changes jwt.MapClaims) jwt.MapClaims {
@@ -219,11 +228,7 @@ func TestVisitorJWT(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			secret := idSecret
-			if tt.secret != nil {
-				secret = tt.secret
-			}
-			c, err := verifyVisitorJWT(tt.token, secret, idNow, idSkew)
+			c, err := verifyVisitorJWT(tt.token, secretOr(tt.secret), idNow, idSkew)
 			if tt.want == nil {
 				if err != nil {
 					t.Fatalf("refused: %v", err)
@@ -342,11 +347,7 @@ func TestUserHash(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			secret := idSecret
-			if tt.secret != nil {
-				secret = tt.secret
-			}
-			c, err := verifyUserHash(tt.userID, tt.hash, secret)
+			c, err := verifyUserHash(tt.userID, tt.hash, secretOr(tt.secret))
 			if tt.reason == "" {
 				if err != nil || c != (VisitorClaims{Subject: tt.userID, Method: "user_hash"}) {
 					t.Fatalf("= %+v, %v", c, err)
