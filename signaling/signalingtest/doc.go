@@ -12,8 +12,8 @@
 //   - the widget and session calls (Resolve, NewSession, CreateSession, …)
 //     and the site helpers around them (UserHash, ExpectErr);
 //   - WSClient, a WebSocket client reading JSON frames, and ExpectReply;
-//   - VoiceClient, a pion peer playing the visitor's browser, and Speech,
-//     real Opus to send through it;
+//   - VoiceClient, a pion peer playing the visitor's browser, and Speech
+//     and Tone, real Opus to send through it;
 //   - Config, the configuration a test edge starts from;
 //   - Scrape and MetricValue for /metrics, OpsRooms and WaitRoom for the
 //     ops API;
