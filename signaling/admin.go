@@ -26,15 +26,7 @@ type adminHandler func(w http.ResponseWriter, r *http.Request, key broker.KeyInf
 // admin key, checks that it has scope, runs h, and maps what h returns to
 // the wire.
 func (s *Server) admin(scope string, h adminHandler) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		key, err := s.adminKey(r, scope)
-		if err == nil {
-			err = h(w, r, key)
-		}
-		if err != nil {
-			writeError(w, err)
-		}
-	}
+	return gate(func(r *http.Request) (broker.KeyInfo, error) { return s.adminKey(r, scope) }, h)
 }
 
 // adminKey authenticates an admin key that has scope.
@@ -219,10 +211,8 @@ func (s *Server) serveAdminRotateKey(w http.ResponseWriter, r *http.Request, key
 		return err
 	}
 	var req rotateRequest
-	if r.ContentLength != 0 {
-		if err := decodeJSON(w, r, &req); err != nil {
-			return err
-		}
+	if err := decodeOptionalJSON(w, r, &req); err != nil {
+		return err
 	}
 	if req.GraceSeconds < 0 || req.GraceSeconds > 86400 {
 		return &broker.ValidationError{Problems: []configs.Problem{{Field: "grace_seconds", Message: "must be between 0 and 86400"}}}
@@ -320,10 +310,8 @@ func (s *Server) serveAdminCreateSecretKey(w http.ResponseWriter, r *http.Reques
 		return err
 	}
 	var req createKeyRequest
-	if r.ContentLength != 0 {
-		if err := decodeJSON(w, r, &req); err != nil {
-			return err
-		}
+	if err := decodeOptionalJSON(w, r, &req); err != nil {
+		return err
 	}
 	secret, info, err := s.keys.CreateSecretKey(r.Context(), wr.ID, req.Name)
 	if err != nil {

@@ -23,27 +23,20 @@ type captureRequest struct {
 // serveCapture: POST /v1/sessions/{id}/captures {"kind":"email"|"phone"|
 // "name","value","source":"agent_asked"|"volunteered"} — a lead, stored
 // per conversation and handed to the agent as a capture event.
-func (s *Server) serveCapture(w http.ResponseWriter, r *http.Request) {
-	sess, err := s.authSession(r, bearer(r))
-	if err != nil {
-		writeError(w, err)
-		return
-	}
+func (s *Server) serveCapture(w http.ResponseWriter, r *http.Request, sess broker.Session) error {
 	var req captureRequest
 	if err := decodeJSON(w, r, &req); err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	if err := s.limit(w, r, limitCaptures, sess.Widget); err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	lead, err := s.convs.Capture(context.WithoutCancel(r.Context()), sess, req.Kind, req.Value, req.Source)
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusCreated, lead)
+	return nil
 }
 
 // Upload content types accepted after sniffing the bytes: images, PDF and
@@ -55,37 +48,27 @@ func uploadTypeAllowed(ct string) bool {
 // serveUpload: POST /v1/sessions/{id}/uploads, multipart/form-data with one
 // "file" part of at most limits.max_upload_bytes. The type is decided by
 // the content (http.DetectContentType), not by what the client claims.
-func (s *Server) serveUpload(w http.ResponseWriter, r *http.Request) {
-	sess, err := s.authSession(r, bearer(r))
-	if err != nil {
-		writeError(w, err)
-		return
-	}
+func (s *Server) serveUpload(w http.ResponseWriter, r *http.Request, sess broker.Session) error {
 	if err := s.limit(w, r, limitUploads, sess.Widget); err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || mt != "multipart/form-data" || params["boundary"] == "" {
-		writeError(w, fmt.Errorf("%w: Content-Type must be multipart/form-data", ErrUnsupportedMediaType))
-		return
+		return fmt.Errorf("%w: Content-Type must be multipart/form-data", ErrUnsupportedMediaType)
 	}
 	max := s.cfg.Limits.MaxUploadBytes
 	r.Body = http.MaxBytesReader(w, r.Body, max+64<<10) // room for the multipart framing
 	mr, err := r.MultipartReader()
 	if err != nil {
-		writeError(w, fmt.Errorf("%w: %v", ErrBadRequest, err))
-		return
+		return fmt.Errorf("%w: %v", ErrBadRequest, err)
 	}
 	for {
 		part, err := mr.NextPart()
 		if errors.Is(err, io.EOF) {
-			writeError(w, fmt.Errorf("%w: a \"file\" part is required", broker.ErrValidation))
-			return
+			return fmt.Errorf("%w: a \"file\" part is required", broker.ErrValidation)
 		}
 		if err != nil {
-			writeError(w, uploadReadError(err))
-			return
+			return uploadReadError(err)
 		}
 		if part.FormName() != "file" {
 			_ = part.Close()
@@ -98,33 +81,28 @@ func (s *Server) serveUpload(w http.ResponseWriter, r *http.Request) {
 		head := make([]byte, 512)
 		n, err := io.ReadFull(part, head)
 		if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
-			writeError(w, uploadReadError(err))
-			return
+			return uploadReadError(err)
 		}
 		if n == 0 {
-			writeError(w, fmt.Errorf("%w: the file is empty", broker.ErrValidation))
-			return
+			return fmt.Errorf("%w: the file is empty", broker.ErrValidation)
 		}
 		ct := http.DetectContentType(head[:n])
 		if i := strings.IndexByte(ct, ';'); i >= 0 && !strings.HasPrefix(ct, "text/") {
 			ct = ct[:i]
 		}
 		if !uploadTypeAllowed(ct) {
-			writeError(w, fmt.Errorf("%w: %s files are not accepted (images, PDF and text are)", ErrUnsupportedMediaType, ct))
-			return
+			return fmt.Errorf("%w: %s files are not accepted (images, PDF and text are)", ErrUnsupportedMediaType, ct)
 		}
 		content := &limitedReader{r: io.MultiReader(strings.NewReader(string(head[:n])), part), left: max}
 		up, err := s.convs.PutUpload(context.WithoutCancel(r.Context()), sess, name, ct, content)
 		if content.over {
-			writeError(w, fmt.Errorf("%w: the file is over %d bytes", ErrPayloadTooLarge, max))
-			return
+			return fmt.Errorf("%w: the file is over %d bytes", ErrPayloadTooLarge, max)
 		}
 		if err != nil {
-			writeError(w, uploadReadError(err))
-			return
+			return uploadReadError(err)
 		}
 		writeJSON(w, http.StatusCreated, up)
-		return
+		return nil
 	}
 }
 

@@ -14,10 +14,14 @@
 //
 // It checks widget keys, origins (and answers CORS), challenges, visitor
 // identities, session tokens, API keys and their scopes, and rate limits
-// per client IP and per widget (counted across brokers). Every admin and
-// ops route passes one gate, Server.admin, which checks the key and the
-// scope the route table names; those handlers return errors instead of
-// writing them. Errors are mapped to wire codes in one place (errors.go).
+// per client IP and per widget (counted across brokers). Every route that
+// needs a credential passes one gate (gate, in httputil.go) that
+// authenticates it before the handler runs: Server.session for a
+// visitor's session token, Server.secretKey for a site server's secret
+// key, Server.admin for an admin key and the scope the route table names.
+// Handlers return errors instead of writing them (the public routes
+// through orError). Errors are mapped to wire codes in one place
+// (errors.go).
 // docs/API.md describes every route.
 //
 // # Roles

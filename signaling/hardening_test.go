@@ -9,6 +9,7 @@ import (
 
 	"github.com/parley-rtc/parley/broker"
 	"github.com/parley-rtc/parley/configs"
+	"github.com/parley-rtc/parley/signaling"
 	"github.com/parley-rtc/parley/signaling/signalingtest"
 )
 
@@ -69,7 +70,7 @@ func TestIdentityEdges(t *testing.T) {
 	e := startEnv(t, withExampleWidget(t), withWidget(configs.WidgetConfig{Key: "pk_guests", IdentityPolicy: "guest",
 		AllowDevOrigins: true, IdentitySecret: signalingtest.ExampleSecret}))
 	jwtFor := func() string {
-		return signVisitorJWT(t, jwt.SigningMethodHS256, jwt.MapClaims{"sub": "u1", "exp": time.Now().Add(time.Minute).Unix()}, []byte(signalingtest.ExampleSecret))
+		return signaling.SignJWT(t, jwt.SigningMethodHS256, jwt.MapClaims{"sub": "u1", "exp": time.Now().Add(time.Minute).Unix()}, []byte(signalingtest.ExampleSecret))
 	}
 	r := e.CreateSession(signalingtest.ExampleKey, signalingtest.ExampleOrigin, map[string]any{"visitor_token": jwtFor(), "user_id": "u1", "user_hash": signalingtest.UserHash(signalingtest.ExampleSecret, "u1")})
 	if r.Status != 422 || r.ErrCode() != "VALIDATION_FAILED" {

@@ -157,24 +157,14 @@ func startEnv(t testing.TB, opts ...func(*configs.Config)) *env {
 // role (broker.RoleOperator, broker.AgentRole(name), …).
 func (e *env) natsConnAs(role string, extra ...nats.Option) *nats.Conn {
 	e.t.Helper()
-	opts, err := e.b.ClientOptions(role)
-	if err != nil {
-		e.t.Fatalf("nats credentials: %v", err)
-	}
-	nc, err := nats.Connect(e.b.NATSClientURL(), append(opts, extra...)...)
-	if err != nil {
-		e.t.Fatalf("nats connect: %v", err)
-	}
-	e.t.Cleanup(nc.Close)
-	return nc
+	return signalingtest.ConnectAs(e.t, e.b, role, extra...)
 }
 
 // agentConn connects as a worker of agent: the agent's credentials and
 // inbox prefix.
 func (e *env) agentConn(agent string, extra ...nats.Option) *nats.Conn {
 	e.t.Helper()
-	opts := append(agentbridge.ConnectOptions(e.b.Subjects().Prefix, agent), extra...)
-	return e.natsConnAs(broker.AgentRole(agent), opts...)
+	return signalingtest.ConnectAgent(e.t, e.b, agent, extra...)
 }
 
 // The client side is signalingtest's, shared with cmd/parley's
@@ -198,5 +188,3 @@ func (e *env) readLog(cid string) []agentbridge.Event {
 	}
 	return evs
 }
-
-func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }

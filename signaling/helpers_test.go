@@ -7,8 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/golang-jwt/jwt/v5"
-
 	"github.com/parley-rtc/parley/broker"
 	"github.com/parley-rtc/parley/configs"
 	"github.com/parley-rtc/parley/signaling/signalingtest"
@@ -51,13 +49,3 @@ func (e *env) newSecretKey(ak, widgetID string) (string, string) {
 
 // voiceConfig lets voice legs use loopback addresses.
 func voiceConfig(c *configs.Config) { c.Media.IncludeLoopback = true }
-
-// signVisitorJWT signs claims the way a site's server does.
-func signVisitorJWT(t testing.TB, method jwt.SigningMethod, claims jwt.MapClaims, key any) string {
-	t.Helper()
-	s, err := jwt.NewWithClaims(method, claims).SignedString(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}

@@ -87,6 +87,42 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
 	return nil
 }
 
+// decodeOptionalJSON is decodeJSON for a body the caller may leave out: an
+// empty body leaves v as it is.
+func decodeOptionalJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	if r.ContentLength == 0 {
+		return nil
+	}
+	return decodeJSON(w, r, v)
+}
+
+// errorHandler is the body of a route that either answers or returns an
+// error; it must not return an error after it has started to answer.
+type errorHandler func(w http.ResponseWriter, r *http.Request) error
+
+// orError runs h and writes the error it returns through the error table
+// (errors.go), so a handler states each failure once, as a return.
+func orError(h errorHandler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil {
+			writeError(w, err)
+		}
+	}
+}
+
+// gate is how an authenticated route runs: auth finds who calls (the
+// session, the secret key's widget, the admin key) and h runs with it,
+// under the rules of errorHandler; an error of either is written.
+func gate[T any](auth func(*http.Request) (T, error), h func(http.ResponseWriter, *http.Request, T) error) http.HandlerFunc {
+	return orError(func(w http.ResponseWriter, r *http.Request) error {
+		who, err := auth(r)
+		if err != nil {
+			return err
+		}
+		return h(w, r, who)
+	})
+}
+
 // strictUnmarshal decodes one JSON value, refusing unknown fields.
 func strictUnmarshal(data []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(data))

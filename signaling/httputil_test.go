@@ -3,6 +3,7 @@ package signaling
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -275,4 +276,71 @@ func FuzzRequestDecoders(f *testing.F) {
 			_ = w.Validate()
 		}
 	})
+}
+
+func TestDecodeOptionalJSON(t *testing.T) {
+	t.Parallel()
+	// No body: nothing decoded, no error; the defaults stay.
+	w, r := postJSON("", "application/json")
+	got := decodeTarget{Text: "default"}
+	if err := decodeOptionalJSON(w, r, &got); err != nil || got != (decodeTarget{Text: "default"}) {
+		t.Errorf("empty body: %+v, %v", got, err)
+	}
+	// A body is decoded as decodeJSON does, refusals included.
+	w, r = postJSON(`{"count":3}`, "application/json")
+	if err := decodeOptionalJSON(w, r, &got); err != nil || got != (decodeTarget{Text: "default", Count: 3}) {
+		t.Errorf("body: %+v, %v", got, err)
+	}
+	w, r = postJSON(`{"other":1}`, "application/json")
+	if err := decodeOptionalJSON(w, r, &got); !errors.Is(err, ErrBadRequest) {
+		t.Errorf("unknown field: %v", err)
+	}
+}
+
+// TestGate: a gated route runs its handler only after auth passed, with
+// what auth found; an error of either is written through the error table,
+// and a handler that answered is left alone.
+func TestGate(t *testing.T) {
+	t.Parallel()
+	auth := func(r *http.Request) (string, error) {
+		if tok := bearer(r); tok != "" {
+			return tok, nil
+		}
+		return "", ErrSessionTokenInvalid
+	}
+	h := gate(auth, func(w http.ResponseWriter, r *http.Request, who string) error {
+		if who == "missing" {
+			return fmt.Errorf("%w: no such thing", ErrNotFound)
+		}
+		w.Header().Set("X-Who", who)
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	})
+	tests := []struct {
+		token  string
+		status int
+		code   string
+		who    string
+	}{
+		{"", 401, "SESSION_TOKEN_INVALID", ""},
+		{"missing", 404, "NOT_FOUND", ""},
+		{"ada", 204, "", "ada"},
+	}
+	for _, tt := range tests {
+		rec := httptest.NewRecorder()
+		r := httptest.NewRequest(http.MethodPost, "/", nil)
+		if tt.token != "" {
+			r.Header.Set("Authorization", "Bearer "+tt.token)
+		}
+		h(rec, r)
+		if rec.Code != tt.status || rec.Header().Get("X-Who") != tt.who {
+			t.Errorf("%q: %d who %q, want %d who %q", tt.token, rec.Code, rec.Header().Get("X-Who"), tt.status, tt.who)
+		}
+		if tt.code != "" && !strings.Contains(rec.Body.String(), `"code":"`+tt.code+`"`) {
+			t.Errorf("%q: body %s, want code %s", tt.token, rec.Body, tt.code)
+		}
+		if tt.code == "" && rec.Body.Len() != 0 {
+			t.Errorf("%q: body %s after the handler answered", tt.token, rec.Body)
+		}
+	}
 }

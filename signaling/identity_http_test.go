@@ -15,6 +15,7 @@ import (
 	"github.com/parley-rtc/parley/agentbridge"
 	"github.com/parley-rtc/parley/broker"
 	"github.com/parley-rtc/parley/configs"
+	"github.com/parley-rtc/parley/signaling"
 	"github.com/parley-rtc/parley/signaling/signalingtest"
 )
 
@@ -34,7 +35,7 @@ type visitorSeen struct {
 func (e *env) startVisitorRecorder() <-chan visitorSeen {
 	e.t.Helper()
 	seen := make(chan visitorSeen, 16)
-	w, err := agentbridge.NewWorker(e.agentConn(configs.DefaultAgent), agentbridge.Options{Agent: configs.DefaultAgent, Logger: discardLogger()},
+	signalingtest.StartWorker(e.t, e.agentConn(configs.DefaultAgent), configs.DefaultAgent,
 		func(ctx context.Context, c *agentbridge.Conversation) error {
 			v := visitorSeen{conversation: c.ID(), dispatch: c.Dispatch().Visitor}
 			found := false
@@ -62,13 +63,6 @@ func (e *env) startVisitorRecorder() <-chan visitorSeen {
 			}
 			return nil
 		})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	if err := w.Start(); err != nil {
-		e.t.Fatal(err)
-	}
-	e.t.Cleanup(w.Close)
 	return seen
 }
 
@@ -85,7 +79,7 @@ func TestIdentityVisitorJWT(t *testing.T) {
 		}
 		return c
 	}
-	good := signVisitorJWT(t, jwt.SigningMethodHS256, claims(nil), []byte(signalingtest.ExampleSecret))
+	good := signaling.SignJWT(t, jwt.SigningMethodHS256, claims(nil), []byte(signalingtest.ExampleSecret))
 
 	r := e.CreateSession(signalingtest.ExampleKey, signalingtest.ExampleOrigin, map[string]any{"visitor_token": good})
 	if r.Status != http.StatusCreated {
@@ -114,23 +108,23 @@ func TestIdentityVisitorJWT(t *testing.T) {
 		t.Fatalf("dispatch visitor = %v, want %v", v.dispatch, want)
 	}
 
-	none := signVisitorJWT(t, jwt.SigningMethodNone, claims(nil), jwt.UnsafeAllowNoneSignatureType)
+	none := signaling.SignJWT(t, jwt.SigningMethodNone, claims(nil), jwt.UnsafeAllowNoneSignatureType)
 	cases := []struct {
 		name, token string
 		code        string
 	}{
-		{"expired", signVisitorJWT(t, jwt.SigningMethodHS256, claims(func(c jwt.MapClaims) {
+		{"expired", signaling.SignJWT(t, jwt.SigningMethodHS256, claims(func(c jwt.MapClaims) {
 			c["exp"], c["iat"] = now.Add(-time.Minute).Unix(), now.Add(-10*time.Minute).Unix()
 		}), []byte(signalingtest.ExampleSecret)), "TOKEN_EXPIRED"},
-		{"wrong secret", signVisitorJWT(t, jwt.SigningMethodHS256, claims(nil), []byte("another-secret-of-at-least-32-bytes!!")), "INVALID_VISITOR_TOKEN"},
+		{"wrong secret", signaling.SignJWT(t, jwt.SigningMethodHS256, claims(nil), []byte("another-secret-of-at-least-32-bytes!!")), "INVALID_VISITOR_TOKEN"},
 		{"alg none", none, "INVALID_VISITOR_TOKEN"},
 		{"alg none, empty signature stripped", strings.TrimSuffix(none, "."), "INVALID_VISITOR_TOKEN"},
-		{"HS512", signVisitorJWT(t, jwt.SigningMethodHS512, claims(nil), []byte(signalingtest.ExampleSecret)), "INVALID_VISITOR_TOKEN"},
-		{"iat 60 s in the future", signVisitorJWT(t, jwt.SigningMethodHS256, claims(func(c jwt.MapClaims) {
+		{"HS512", signaling.SignJWT(t, jwt.SigningMethodHS512, claims(nil), []byte(signalingtest.ExampleSecret)), "INVALID_VISITOR_TOKEN"},
+		{"iat 60 s in the future", signaling.SignJWT(t, jwt.SigningMethodHS256, claims(func(c jwt.MapClaims) {
 			c["iat"] = now.Add(60 * time.Second).Unix()
 		}), []byte(signalingtest.ExampleSecret)), "INVALID_VISITOR_TOKEN"},
-		{"no exp", signVisitorJWT(t, jwt.SigningMethodHS256, claims(func(c jwt.MapClaims) { delete(c, "exp") }), []byte(signalingtest.ExampleSecret)), "INVALID_VISITOR_TOKEN"},
-		{"no sub", signVisitorJWT(t, jwt.SigningMethodHS256, claims(func(c jwt.MapClaims) { delete(c, "sub") }), []byte(signalingtest.ExampleSecret)), "INVALID_VISITOR_TOKEN"},
+		{"no exp", signaling.SignJWT(t, jwt.SigningMethodHS256, claims(func(c jwt.MapClaims) { delete(c, "exp") }), []byte(signalingtest.ExampleSecret)), "INVALID_VISITOR_TOKEN"},
+		{"no sub", signaling.SignJWT(t, jwt.SigningMethodHS256, claims(func(c jwt.MapClaims) { delete(c, "sub") }), []byte(signalingtest.ExampleSecret)), "INVALID_VISITOR_TOKEN"},
 		{"tampered claims", tamperJWT(t, good, `{"sub":"admin"}`), "INVALID_VISITOR_TOKEN"},
 		{"garbage", "not.a.jwt", "INVALID_VISITOR_TOKEN"},
 	}

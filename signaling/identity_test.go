@@ -35,8 +35,10 @@ const (
 // b64 is base64url without padding, as in JWS.
 func b64(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
 
-// signJWT signs claims with method and key.
-func signJWT(t testing.TB, method jwt.SigningMethod, claims jwt.MapClaims, key any) string {
+// SignJWT signs claims with method and key, the way a site's server does.
+// It is exported (from a test file) so that the external tests of
+// signaling_test sign with the same helper.
+func SignJWT(t testing.TB, method jwt.SigningMethod, claims jwt.MapClaims, key any) string {
 	t.Helper()
 	s, err := jwt.NewWithClaims(method, claims).SignedString(key)
 	if err != nil {
@@ -45,16 +47,30 @@ func signJWT(t testing.TB, method jwt.SigningMethod, claims jwt.MapClaims, key a
 	return s
 }
 
+// secretOr is a test case's identity secret: idSecret unless the case sets
+// one (an empty one included).
+func secretOr(secret []byte) []byte {
+	if secret == nil {
+		return idSecret
+	}
+	return secret
+}
+
 // visitorClaims are valid claims of a site-signed visitor JWT, with changes
 // (a nil value deletes the claim).
 func visitorClaims(changes jwt.MapClaims) jwt.MapClaims {
-	c := jwt.MapClaims{
+	return withChanges(jwt.MapClaims{
 		"sub":   "user-42",
 		"email": "ada@example.com",
 		"name":  "Ada Lovelace",
 		"iat":   idNow.Unix(),
 		"exp":   idNow.Add(5 * time.Minute).Unix(),
-	}
+	}, changes)
+}
+
+// withChanges returns claims c with changes made: a nil value deletes the
+// claim, any other sets it.
+func withChanges(c jwt.MapClaims, changes map[string]any) jwt.MapClaims {
 	for k, v := range changes {
 		if v == nil {
 			delete(c, k)
@@ -106,7 +122,7 @@ func TestVisitorJWT(t *testing.T) {
 		t.Fatal(err)
 	}
 	hs := func(changes jwt.MapClaims) string {
-		return signJWT(t, jwt.SigningMethodHS256, visitorClaims(changes), idSecret)
+		return SignJWT(t, jwt.SigningMethodHS256, visitorClaims(changes), idSecret)
 	}
 	valid := hs(nil)
 	parts := strings.Split(valid, ".")
@@ -162,7 +178,7 @@ func TestVisitorJWT(t *testing.T) {
 		{name: "expired", token: hs(jwt.MapClaims{"exp": idNow.Add(-time.Second).Unix()}), want: ErrTokenExpired},
 		{name: "exp now", token: hs(jwt.MapClaims{"exp": idNow.Unix()}), want: ErrTokenExpired},
 		{name: "fractional exp truncates", token: hs(jwt.MapClaims{"exp": float64(idNow.Unix()) + 0.5}), want: ErrTokenExpired},
-		{name: "expired, other secret", token: signJWT(t, jwt.SigningMethodHS256, visitorClaims(jwt.MapClaims{"exp": idNow.Add(-time.Hour).Unix()}), []byte("another secret, 32 bytes long..!")),
+		{name: "expired, other secret", token: SignJWT(t, jwt.SigningMethodHS256, visitorClaims(jwt.MapClaims{"exp": idNow.Add(-time.Hour).Unix()}), []byte("another secret, 32 bytes long..!")),
 			want: ErrInvalidVisitorToken, reason: "signature"},
 		{name: "iat 31s ahead", token: hs(jwt.MapClaims{"iat": idNow.Add(31 * time.Second).Unix()}), want: ErrInvalidVisitorToken, reason: "iat is in the future"},
 		{name: "iat a string", token: hs(jwt.MapClaims{"iat": "now"}), want: ErrInvalidVisitorToken, reason: "iat is not a number"},
@@ -173,11 +189,11 @@ func TestVisitorJWT(t *testing.T) {
 		{name: "alg none with a signature", token: b64(`{"alg":"none"}`) + "." + parts[1] + "." + parts[2], want: ErrInvalidVisitorToken, reason: "alg none not allowed"},
 		{name: "alg None", token: rawJWT(`{"alg":"None"}`, string(validPayload), nil), want: ErrInvalidVisitorToken, reason: "alg missing or unknown"},
 		{name: "alg missing", token: rawJWT(`{"typ":"JWT"}`, string(validPayload), idSecret), want: ErrInvalidVisitorToken, reason: "alg missing"},
-		{name: "RS256", token: signJWT(t, jwt.SigningMethodRS256, visitorClaims(nil), rsaKey), want: ErrInvalidVisitorToken, reason: "alg RS256 not allowed"},
-		{name: "ES256", token: signJWT(t, jwt.SigningMethodES256, visitorClaims(nil), ecKey), want: ErrInvalidVisitorToken, reason: "alg ES256 not allowed"},
-		{name: "HS512", token: signJWT(t, jwt.SigningMethodHS512, visitorClaims(nil), idSecret), want: ErrInvalidVisitorToken, reason: "alg HS512 not allowed"},
-		{name: "HS384", token: signJWT(t, jwt.SigningMethodHS384, visitorClaims(nil), idSecret), want: ErrInvalidVisitorToken, reason: "alg HS384 not allowed"},
-		{name: "wrong secret", token: signJWT(t, jwt.SigningMethodHS256, visitorClaims(nil), []byte("another secret, 32 bytes long..!")), want: ErrInvalidVisitorToken, reason: "signature"},
+		{name: "RS256", token: SignJWT(t, jwt.SigningMethodRS256, visitorClaims(nil), rsaKey), want: ErrInvalidVisitorToken, reason: "alg RS256 not allowed"},
+		{name: "ES256", token: SignJWT(t, jwt.SigningMethodES256, visitorClaims(nil), ecKey), want: ErrInvalidVisitorToken, reason: "alg ES256 not allowed"},
+		{name: "HS512", token: SignJWT(t, jwt.SigningMethodHS512, visitorClaims(nil), idSecret), want: ErrInvalidVisitorToken, reason: "alg HS512 not allowed"},
+		{name: "HS384", token: SignJWT(t, jwt.SigningMethodHS384, visitorClaims(nil), idSecret), want: ErrInvalidVisitorToken, reason: "alg HS384 not allowed"},
+		{name: "wrong secret", token: SignJWT(t, jwt.SigningMethodHS256, visitorClaims(nil), []byte("another secret, 32 bytes long..!")), want: ErrInvalidVisitorToken, reason: "signature"},
 		{name: "no secret configured", token: valid, secret: []byte{}, want: ErrInvalidVisitorToken, reason: "not enabled"},
 		{name: "tampered payload", token: parts[0] + "." + b64(strings.Replace(string(validPayload), "user-42", "admin-1", 1)) + "." + parts[2], want: ErrInvalidVisitorToken, reason: "signature"},
 		{name: "signature stripped", token: parts[0] + "." + parts[1] + ".", want: ErrInvalidVisitorToken, reason: "signature"},
@@ -212,11 +228,7 @@ func TestVisitorJWT(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			secret := idSecret
-			if tt.secret != nil {
-				secret = tt.secret
-			}
-			c, err := verifyVisitorJWT(tt.token, secret, idNow, idSkew)
+			c, err := verifyVisitorJWT(tt.token, secretOr(tt.secret), idNow, idSkew)
 			if tt.want == nil {
 				if err != nil {
 					t.Fatalf("refused: %v", err)
@@ -247,7 +259,7 @@ func TestVisitorJWT(t *testing.T) {
 
 func TestVisitorJWTSkew(t *testing.T) {
 	t.Parallel()
-	token := signJWT(t, jwt.SigningMethodHS256, visitorClaims(jwt.MapClaims{"iat": idNow.Add(10 * time.Second).Unix()}), idSecret)
+	token := SignJWT(t, jwt.SigningMethodHS256, visitorClaims(jwt.MapClaims{"iat": idNow.Add(10 * time.Second).Unix()}), idSecret)
 	for _, tt := range []struct {
 		skew time.Duration
 		ok   bool
@@ -258,11 +270,11 @@ func TestVisitorJWTSkew(t *testing.T) {
 		}
 	}
 	// Skew is for iat only: exp and nbf get no leeway.
-	exp := signJWT(t, jwt.SigningMethodHS256, visitorClaims(jwt.MapClaims{"exp": idNow.Add(-time.Second).Unix()}), idSecret)
+	exp := SignJWT(t, jwt.SigningMethodHS256, visitorClaims(jwt.MapClaims{"exp": idNow.Add(-time.Second).Unix()}), idSecret)
 	if _, err := verifyVisitorJWT(exp, idSecret, idNow, time.Hour); !errors.Is(err, ErrTokenExpired) {
 		t.Errorf("exp with a large skew: %v", err)
 	}
-	nbf := signJWT(t, jwt.SigningMethodHS256, visitorClaims(jwt.MapClaims{"nbf": idNow.Add(time.Second).Unix()}), idSecret)
+	nbf := SignJWT(t, jwt.SigningMethodHS256, visitorClaims(jwt.MapClaims{"nbf": idNow.Add(time.Second).Unix()}), idSecret)
 	if _, err := verifyVisitorJWT(nbf, idSecret, idNow, time.Hour); !errors.Is(err, ErrInvalidVisitorToken) {
 		t.Errorf("nbf with a large skew: %v", err)
 	}
@@ -335,11 +347,7 @@ func TestUserHash(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			secret := idSecret
-			if tt.secret != nil {
-				secret = tt.secret
-			}
-			c, err := verifyUserHash(tt.userID, tt.hash, secret)
+			c, err := verifyUserHash(tt.userID, tt.hash, secretOr(tt.secret))
 			if tt.reason == "" {
 				if err != nil || c != (VisitorClaims{Subject: tt.userID, Method: "user_hash"}) {
 					t.Fatalf("= %+v, %v", c, err)
@@ -418,22 +426,22 @@ func TestTokenIssuerUserToken(t *testing.T) {
 		{"tampered payload", tamper(t, token, func(m map[string]any) { m["sub"] = "admin" }), idWidget, idNow, ErrInvalidVisitorToken, "signature"},
 		{"tampered audience", tamper(t, token, func(m map[string]any) { m["aud"] = []string{"wdg_other"} }), "wdg_other", idNow, ErrInvalidVisitorToken, "signature"},
 		{"a bootstrap token", mustMintBootstrap(t, ti, "", &in), idWidget, idNow, ErrInvalidVisitorToken, "signature"},
-		{"kind mismatch under the right key", signJWT(t, jwt.SigningMethodHS256, jwt.MapClaims{"iss": "parley", "aud": idWidget, "sub": "u",
+		{"kind mismatch under the right key", SignJWT(t, jwt.SigningMethodHS256, jwt.MapClaims{"iss": "parley", "aud": idWidget, "sub": "u",
 			"typ": "bootstrap", "exp": idNow.Add(time.Minute).Unix()}, ti.userKey), idWidget, idNow, ErrInvalidVisitorToken, "not a user token"},
-		{"typ missing", signJWT(t, jwt.SigningMethodHS256, jwt.MapClaims{"iss": "parley", "aud": idWidget, "sub": "u",
+		{"typ missing", SignJWT(t, jwt.SigningMethodHS256, jwt.MapClaims{"iss": "parley", "aud": idWidget, "sub": "u",
 			"exp": idNow.Add(time.Minute).Unix()}, ti.userKey), idWidget, idNow, ErrInvalidVisitorToken, "not a user token"},
-		{"another issuer", signJWT(t, jwt.SigningMethodHS256, jwt.MapClaims{"iss": "evil", "aud": idWidget, "sub": "u", "typ": "user",
+		{"another issuer", SignJWT(t, jwt.SigningMethodHS256, jwt.MapClaims{"iss": "evil", "aud": idWidget, "sub": "u", "typ": "user",
 			"exp": idNow.Add(time.Minute).Unix()}, ti.userKey), idWidget, idNow, ErrInvalidVisitorToken, "issuer"},
-		{"no exp", signJWT(t, jwt.SigningMethodHS256, jwt.MapClaims{"iss": "parley", "aud": idWidget, "sub": "u", "typ": "user"}, ti.userKey),
+		{"no exp", SignJWT(t, jwt.SigningMethodHS256, jwt.MapClaims{"iss": "parley", "aud": idWidget, "sub": "u", "typ": "user"}, ti.userKey),
 			idWidget, idNow, ErrInvalidVisitorToken, "exp missing"},
-		{"invalid claims under the right key", signJWT(t, jwt.SigningMethodHS256, jwt.MapClaims{"iss": "parley", "aud": idWidget, "sub": "u",
+		{"invalid claims under the right key", SignJWT(t, jwt.SigningMethodHS256, jwt.MapClaims{"iss": "parley", "aud": idWidget, "sub": "u",
 			"typ": "user", "email": "bad", "exp": idNow.Add(time.Minute).Unix()}, ti.userKey), idWidget, idNow, ErrInvalidVisitorToken, "email"},
-		{"signed with the signing key itself", signJWT(t, jwt.SigningMethodHS256, jwt.MapClaims{"iss": "parley", "aud": idWidget, "sub": "u",
+		{"signed with the signing key itself", SignJWT(t, jwt.SigningMethodHS256, jwt.MapClaims{"iss": "parley", "aud": idWidget, "sub": "u",
 			"typ": "user", "exp": idNow.Add(time.Minute).Unix()}, idSigning), idWidget, idNow, ErrInvalidVisitorToken, "signature"},
-		{"site-signed visitor JWT", signJWT(t, jwt.SigningMethodHS256, visitorClaims(nil), idSecret), idWidget, idNow, ErrInvalidVisitorToken, "signature"},
+		{"site-signed visitor JWT", SignJWT(t, jwt.SigningMethodHS256, visitorClaims(nil), idSecret), idWidget, idNow, ErrInvalidVisitorToken, "signature"},
 		{"alg none", rawJWT(`{"alg":"none"}`, `{"iss":"parley","aud":"`+idWidget+`","sub":"u","typ":"user","exp":9999999999}`, nil),
 			idWidget, idNow, ErrInvalidVisitorToken, "alg none"},
-		{"HS512 under the right key", signJWT(t, jwt.SigningMethodHS512, jwt.MapClaims{"iss": "parley", "aud": idWidget, "sub": "u",
+		{"HS512 under the right key", SignJWT(t, jwt.SigningMethodHS512, jwt.MapClaims{"iss": "parley", "aud": idWidget, "sub": "u",
 			"typ": "user", "exp": idNow.Add(time.Minute).Unix()}, ti.userKey), idWidget, idNow, ErrInvalidVisitorToken, "alg HS512"},
 		{"oversize", strings.Repeat("a", 9000), idWidget, idNow, ErrInvalidVisitorToken, "over"},
 		{"garbage", "not a token", idWidget, idNow, ErrInvalidVisitorToken, "malformed"},
@@ -552,15 +560,7 @@ func TestTokenIssuerBootstrapToken(t *testing.T) {
 	good, _, _, _ := ti.mintBootstrapToken(idWidget, "https://shop.example", nil, idNow)
 	userToken, _, _ := ti.mintUserToken(idWidget, *visitor, idNow)
 	claims := func(changes map[string]any) jwt.MapClaims {
-		c := jwt.MapClaims{"iss": "parley", "aud": []string{idWidget}, "typ": "bootstrap", "jti": "j1", "exp": idNow.Add(time.Minute).Unix()}
-		for k, v := range changes {
-			if v == nil {
-				delete(c, k)
-			} else {
-				c[k] = v
-			}
-		}
-		return c
+		return withChanges(jwt.MapClaims{"iss": "parley", "aud": []string{idWidget}, "typ": "bootstrap", "jti": "j1", "exp": idNow.Add(time.Minute).Unix()}, changes)
 	}
 	refused := []struct {
 		name   string
@@ -573,17 +573,17 @@ func TestTokenIssuerBootstrapToken(t *testing.T) {
 		{"tampered origin", tamper(t, good, func(m map[string]any) { m["origin"] = "https://evil.example" }), ErrBootstrapTokenInvalid, "signature"},
 		{"tampered widget", tamper(t, good, func(m map[string]any) { m["aud"] = []string{"wdg_other"} }), ErrBootstrapTokenInvalid, "signature"},
 		{"visitor added", tamper(t, good, func(m map[string]any) { m["sub"] = "admin" }), ErrBootstrapTokenInvalid, "signature"},
-		{"kind mismatch under the right key", signJWT(t, jwt.SigningMethodHS256, claims(map[string]any{"typ": "user"}), ti.bootstrapKey), ErrBootstrapTokenInvalid, "not a bootstrap token"},
-		{"jti missing", signJWT(t, jwt.SigningMethodHS256, claims(map[string]any{"jti": nil}), ti.bootstrapKey), ErrBootstrapTokenInvalid, "jti missing"},
-		{"aud missing", signJWT(t, jwt.SigningMethodHS256, claims(map[string]any{"aud": nil}), ti.bootstrapKey), ErrBootstrapTokenInvalid, "aud"},
-		{"two audiences", signJWT(t, jwt.SigningMethodHS256, claims(map[string]any{"aud": []string{idWidget, "wdg_b"}}), ti.bootstrapKey), ErrBootstrapTokenInvalid, "aud"},
-		{"contacts without sub", signJWT(t, jwt.SigningMethodHS256, claims(map[string]any{"email": "a@b.c"}), ti.bootstrapKey), ErrBootstrapTokenInvalid, "sub missing"},
-		{"nbf ahead", signJWT(t, jwt.SigningMethodHS256, claims(map[string]any{"nbf": idNow.Add(time.Minute).Unix()}), ti.bootstrapKey), ErrBootstrapTokenInvalid, "nbf"},
+		{"kind mismatch under the right key", SignJWT(t, jwt.SigningMethodHS256, claims(map[string]any{"typ": "user"}), ti.bootstrapKey), ErrBootstrapTokenInvalid, "not a bootstrap token"},
+		{"jti missing", SignJWT(t, jwt.SigningMethodHS256, claims(map[string]any{"jti": nil}), ti.bootstrapKey), ErrBootstrapTokenInvalid, "jti missing"},
+		{"aud missing", SignJWT(t, jwt.SigningMethodHS256, claims(map[string]any{"aud": nil}), ti.bootstrapKey), ErrBootstrapTokenInvalid, "aud"},
+		{"two audiences", SignJWT(t, jwt.SigningMethodHS256, claims(map[string]any{"aud": []string{idWidget, "wdg_b"}}), ti.bootstrapKey), ErrBootstrapTokenInvalid, "aud"},
+		{"contacts without sub", SignJWT(t, jwt.SigningMethodHS256, claims(map[string]any{"email": "a@b.c"}), ti.bootstrapKey), ErrBootstrapTokenInvalid, "sub missing"},
+		{"nbf ahead", SignJWT(t, jwt.SigningMethodHS256, claims(map[string]any{"nbf": idNow.Add(time.Minute).Unix()}), ti.bootstrapKey), ErrBootstrapTokenInvalid, "nbf"},
 		{"alg none", rawJWT(`{"alg":"none"}`, `{"iss":"parley","aud":"`+idWidget+`","typ":"bootstrap","jti":"j","exp":9999999999}`, nil), ErrBootstrapTokenInvalid, "alg none"},
-		{"site-signed visitor JWT", signJWT(t, jwt.SigningMethodHS256, visitorClaims(nil), idSecret), ErrBootstrapTokenInvalid, "signature"},
+		{"site-signed visitor JWT", SignJWT(t, jwt.SigningMethodHS256, visitorClaims(nil), idSecret), ErrBootstrapTokenInvalid, "signature"},
 		{"empty", "", ErrBootstrapTokenInvalid, "malformed"},
 		{"oversize", good + strings.Repeat("A", 9000), ErrBootstrapTokenInvalid, "over"},
-		{"expired", signJWT(t, jwt.SigningMethodHS256, claims(map[string]any{"exp": idNow.Add(-time.Second).Unix()}), ti.bootstrapKey), ErrTokenExpired, "exp"},
+		{"expired", SignJWT(t, jwt.SigningMethodHS256, claims(map[string]any{"exp": idNow.Add(-time.Second).Unix()}), ti.bootstrapKey), ErrTokenExpired, "exp"},
 	}
 	for _, tt := range refused {
 		t.Run(tt.name, func(t *testing.T) {
@@ -661,11 +661,11 @@ func hs256Signed(token string, key []byte) bool {
 }
 
 func FuzzVisitorJWT(f *testing.F) {
-	f.Add(signJWT(f, jwt.SigningMethodHS256, visitorClaims(nil), idSecret))
-	f.Add(signJWT(f, jwt.SigningMethodHS256, visitorClaims(jwt.MapClaims{"exp": idNow.Add(-time.Hour).Unix()}), idSecret))
-	f.Add(signJWT(f, jwt.SigningMethodHS256, visitorClaims(jwt.MapClaims{"phone": "+1 555", "sub": 7}), idSecret))
-	f.Add(signJWT(f, jwt.SigningMethodHS512, visitorClaims(nil), idSecret))
-	f.Add(signJWT(f, jwt.SigningMethodHS256, visitorClaims(nil), []byte("wrong")))
+	f.Add(SignJWT(f, jwt.SigningMethodHS256, visitorClaims(nil), idSecret))
+	f.Add(SignJWT(f, jwt.SigningMethodHS256, visitorClaims(jwt.MapClaims{"exp": idNow.Add(-time.Hour).Unix()}), idSecret))
+	f.Add(SignJWT(f, jwt.SigningMethodHS256, visitorClaims(jwt.MapClaims{"phone": "+1 555", "sub": 7}), idSecret))
+	f.Add(SignJWT(f, jwt.SigningMethodHS512, visitorClaims(nil), idSecret))
+	f.Add(SignJWT(f, jwt.SigningMethodHS256, visitorClaims(nil), []byte("wrong")))
 	f.Add(rawJWT(`{"alg":"none"}`, `{"sub":"u","exp":9999999999}`, nil))
 	f.Add(rawJWT(`{"alg":"HS256"}`, `{"sub":"u","exp":1e300,"iat":-1e300,"nbf":"x"}`, idSecret))
 	f.Add(rawJWT(`{"alg":"HS256","crit":[]}`, `{"sub":"u","exp":9999999999}`, idSecret))
@@ -718,7 +718,7 @@ func FuzzBootstrapToken(f *testing.F) {
 	f.Add(mustMintBootstrap(f, ti, "https://shop.example", &VisitorClaims{Subject: "u", Name: "Ada"}))
 	f.Add(mustMintBootstrap(f, ti, "", nil))
 	f.Add(mustMintUser(f, ti, VisitorClaims{Subject: "u"}))
-	f.Add(signJWT(f, jwt.SigningMethodHS256, jwt.MapClaims{"iss": "parley", "aud": "w", "typ": "bootstrap", "exp": 9999999999}, ti.bootstrapKey))
+	f.Add(SignJWT(f, jwt.SigningMethodHS256, jwt.MapClaims{"iss": "parley", "aud": "w", "typ": "bootstrap", "exp": 9999999999}, ti.bootstrapKey))
 	f.Add(rawJWT(`{"alg":"none"}`, `{"iss":"parley","aud":"w","typ":"bootstrap","jti":"j","exp":9999999999}`, nil))
 	f.Add("")
 	f.Add("a.b.c")
@@ -743,7 +743,7 @@ func FuzzBootstrapToken(f *testing.F) {
 }
 
 func BenchmarkVerifyVisitorJWT(b *testing.B) {
-	token := signJWT(b, jwt.SigningMethodHS256, visitorClaims(jwt.MapClaims{"exp": time.Now().Add(time.Hour).Unix(), "iat": time.Now().Unix()}), idSecret)
+	token := SignJWT(b, jwt.SigningMethodHS256, visitorClaims(jwt.MapClaims{"exp": time.Now().Add(time.Hour).Unix(), "iat": time.Now().Unix()}), idSecret)
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := verifyVisitorJWT(token, idSecret, time.Now(), idSkew); err != nil {

@@ -56,30 +56,21 @@ type visitorMetadata struct {
 // session's voice leg), and the visitor gets a participant token for it.
 // Asking again while the bridge is up returns a fresh token for the same
 // leg.
-func (s *Server) serveLiveKitToken(w http.ResponseWriter, r *http.Request) {
-	sess, err := s.authSession(r, bearer(r))
-	if err != nil {
-		writeError(w, err)
-		return
-	}
+func (s *Server) serveLiveKitToken(w http.ResponseWriter, r *http.Request, sess broker.Session) error {
 	if err := s.modeAllowed(sess, agentbridge.ModeVoice); err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	wc, err := s.widgets.WidgetByID(sess.Widget)
 	if err != nil {
-		writeError(w, ErrWidgetNotFound)
-		return
+		return ErrWidgetNotFound
 	}
 	if wc.VoiceTransport != transportLiveKit {
-		writeError(w, fmt.Errorf("%w: this widget's voice goes over %s: use POST /v1/sessions/{id}/webrtc",
-			ErrTransportMismatch, wc.VoiceTransport))
-		return
+		return fmt.Errorf("%w: this widget's voice goes over %s: use POST /v1/sessions/{id}/webrtc",
+			ErrTransportMismatch, wc.VoiceTransport)
 	}
 	lk := s.livekit
 	if lk == nil {
-		writeError(w, fmt.Errorf("%w: LiveKit is not configured", ErrVoiceUnavailable))
-		return
+		return fmt.Errorf("%w: LiveKit is not configured", ErrVoiceUnavailable)
 	}
 	room := lk.RoomName(sess.ConversationID)
 	identity := visitorIdentityPrefix + sess.ID
@@ -87,18 +78,17 @@ func (s *Server) serveLiveKitToken(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	v, err := s.liveKitLeg(ctx, sess, lk, room, identity)
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	ttl := s.cfg.LiveKit.TokenTTL
 	token, err := visitorToken(s.cfg.LiveKit.APIKey, s.cfg.LiveKit.APISecret, room, identity, sess, ttl)
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	w.Header().Set("Location", "/v1/sessions/"+sess.ID+"/livekit/"+v.ID())
 	writeJSON(w, http.StatusOK, liveKitTokenResponse{Token: token, LiveKitURL: lk.URL(), RoomName: room,
 		ParticipantIdentity: identity, ExpiresInSeconds: int(ttl / time.Second), LegID: v.ID()})
+	return nil
 }
 
 // liveKitLeg returns the session's LiveKit voice leg, starting one (room,
@@ -167,33 +157,29 @@ type webhookResponse struct {
 // the body's hash). The visitor joining or leaving our room and the room
 // finishing are recorded as media_state events in the conversation.
 // Anything else, or a room that is not ours, is acknowledged and ignored.
-func (s *Server) serveLiveKitWebhook(w http.ResponseWriter, r *http.Request) {
+func (s *Server) serveLiveKitWebhook(w http.ResponseWriter, r *http.Request) error {
 	if s.livekit == nil {
-		writeError(w, fmt.Errorf("%w: LiveKit is not configured", ErrVoiceUnavailable))
-		return
+		return fmt.Errorf("%w: LiveKit is not configured", ErrVoiceUnavailable)
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, maxWebhookBytes)
 	data, err := webhook.Receive(r, auth.NewSimpleKeyProvider(s.cfg.LiveKit.APIKey, s.cfg.LiveKit.APISecret))
 	var tooBig *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooBig):
-		writeError(w, fmt.Errorf("%w: over %d bytes", ErrPayloadTooLarge, maxWebhookBytes))
-		return
+		return fmt.Errorf("%w: over %d bytes", ErrPayloadTooLarge, maxWebhookBytes)
 	case err != nil:
 		s.log.Warn("livekit webhook refused", "err", err, "remote", r.RemoteAddr)
-		writeError(w, fmt.Errorf("%w: %v", ErrWebhookInvalid, err))
-		return
+		return fmt.Errorf("%w: %v", ErrWebhookInvalid, err)
 	}
 	var ev livekit.WebhookEvent
 	if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(data, &ev); err != nil {
-		writeError(w, fmt.Errorf("%w: webhook event: %v", ErrBadRequest, err))
-		return
+		return fmt.Errorf("%w: webhook event: %v", ErrBadRequest, err)
 	}
 	state, reason, sessionID, ok := liveKitTransportEvent(&ev)
 	cid, ours := s.livekit.ConversationOf(ev.GetRoom().GetName())
 	if !ok || !ours {
 		writeJSON(w, http.StatusOK, webhookResponse{Received: true})
-		return
+		return nil
 	}
 	dedup := ""
 	if ev.GetId() != "" {
@@ -204,10 +190,11 @@ func (s *Server) serveLiveKitWebhook(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, broker.ErrUnknownConversation):
 		writeJSON(w, http.StatusOK, webhookResponse{Received: true})
 	case err != nil:
-		writeError(w, err) // 503: LiveKit retries
+		return err // 503: LiveKit retries
 	default:
 		writeJSON(w, http.StatusOK, webhookResponse{Received: true, Recorded: true, Seq: seq})
 	}
+	return nil
 }
 
 // liveKitTransportEvent maps a webhook event to a media_state: the visitor

@@ -35,63 +35,54 @@ type postMessageResponse struct {
 // servePostMessage: POST /v1/sessions/{id}/messages (Bearer session token).
 // The message is stored before anything is answered; with "wait": true the
 // answer is 200 with the agent's complete reply, otherwise 202 with the ids.
-func (s *Server) servePostMessage(w http.ResponseWriter, r *http.Request) {
-	sess, err := s.authSession(r, bearer(r))
-	if err != nil {
-		writeError(w, err)
-		return
-	}
+func (s *Server) servePostMessage(w http.ResponseWriter, r *http.Request, sess broker.Session) error {
 	var req postMessageRequest
 	if err := decodeJSON(w, r, &req); err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	if req.Body == nil {
-		writeError(w, fmt.Errorf("%w: body is required", broker.ErrValidation))
-		return
+		return fmt.Errorf("%w: body is required", broker.ErrValidation)
 	}
 	if err := s.convs.ValidateMessage(*req.Body, req.ClientMessageID); err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	if err := s.limit(w, r, limitMessages, sess.Widget); err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	s.rooms.LegAttached(sess, "http_"+sess.ID, "http")
 	var sub *broker.Subscription
 	if req.Wait {
 		// Subscribe before posting so the reply cannot be missed.
+		var err error
 		if sub, err = s.convs.Subscribe(r.Context(), sess.ConversationID); err != nil {
-			writeError(w, err)
-			return
+			return err
 		}
 		defer sub.Close()
 	}
 	// Storing must not be cut short by a client that goes away.
 	posted, err := s.convs.PostMessage(context.WithoutCancel(r.Context()), sess, *req.Body, req.ClientMessageID, agentbridge.ModeChat, req.UploadIDs...)
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	resp := postMessageResponse{UserMessageID: posted.MessageID, ConversationID: posted.ConversationID,
 		ClientMessageID: posted.ClientMessageID, Seq: posted.Seq, Duplicate: posted.Duplicate}
 	if !req.Wait {
 		writeJSON(w, http.StatusAccepted, resp)
-		return
+		return nil
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.Chat.ReplyTimeout)
 	defer cancel()
 	reply, err := s.convs.AwaitReply(ctx, sub, posted)
 	if err != nil {
 		if errors.Is(err, broker.ErrReplyTimeout) && r.Context().Err() != nil {
-			return // the client left
+			return nil // the client left
 		}
 		writeErrorDetails(w, err, map[string]any{
 			"user_message_id": posted.MessageID, "conversation_id": posted.ConversationID, "stored": true,
 		})
-		return
+		return nil
 	}
 	resp.Reply = &replyBody{MessageID: reply.ID, Body: reply.Body, Interrupted: reply.Interrupted}
 	writeJSON(w, http.StatusOK, resp)
+	return nil
 }

@@ -53,34 +53,29 @@ func newMetrics(health Health, workers Agents, agents func() []string) *metrics 
 	f := func(c prometheus.Collector) { m.reg.MustRegister(c) }
 	f(collectors.NewGoCollector())
 	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{Namespace: "parley"}))
-	m.sessionsStarted = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "parley", Subsystem: "sessions",
-		Name: "started_total", Help: "Visitor sessions started, by whether they resumed a conversation."}, []string{"resumed"})
-	m.dispatch = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "parley", Subsystem: "agents",
-		Name: "dispatch_seconds", Help: "First dispatch attempt to a worker accepting the conversation.",
-		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}, []string{"agent"})
-	m.chatRoundTrip = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "parley", Subsystem: "chat",
-		Name: "round_trip_seconds", Help: "Visitor message received on the WebSocket to the agent's first chunk sent back.",
-		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)})
-	m.mediaHop = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "parley", Subsystem: "media",
-		Name: "hop_seconds", Help: "RTP packet arrival to its frame published on NATS.",
-		Buckets: prometheus.ExponentialBuckets(0.00001, 2, 16)})
-	m.mediaFrames = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "parley", Subsystem: "media",
-		Name: "frames_total", Help: "Audio frames: in = visitor to agent, out = agent to visitor."}, []string{"direction"})
-	m.mediaLost = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "parley", Subsystem: "media",
-		Name: "frames_lost_total", Help: "Visitor audio frames never received (gaps past the jitter window)."})
-	m.httpRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "parley", Subsystem: "http",
-		Name: "requests_total", Help: "HTTP requests by route (method and pattern) and status code."}, []string{"route", "code"})
-	m.rateLimited = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "parley", Subsystem: "http",
-		Name: "rate_limited_total", Help: "Requests refused by a rate limit, by kind."}, []string{"kind"})
-	m.modeSwitches = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "parley", Subsystem: "sessions",
-		Name: "mode_switches_total", Help: "Mode switches, by the mode switched to."}, []string{"mode"})
-	m.resumes = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "parley", Subsystem: "sessions",
-		Name: "resumes_total", Help: "Sessions that resumed an existing conversation."})
-	for _, c := range []prometheus.Collector{m.sessionsStarted, m.dispatch, m.chatRoundTrip, m.mediaHop, m.mediaFrames,
-		m.mediaLost, m.httpRequests, m.rateLimited, m.modeSwitches, m.resumes} {
-		f(c)
-	}
-	m.registerDrops(f)
+	r := registry{m.reg}
+	m.sessionsStarted = r.counterVec("sessions", "started_total",
+		"Visitor sessions started, by whether they resumed a conversation.", "resumed")
+	m.dispatch = r.histogramVec("agents", "dispatch_seconds",
+		"First dispatch attempt to a worker accepting the conversation.", prometheus.ExponentialBuckets(0.0005, 2, 16), "agent")
+	m.chatRoundTrip = r.histogram("chat", "round_trip_seconds",
+		"Visitor message received on the WebSocket to the agent's first chunk sent back.",
+		prometheus.ExponentialBuckets(0.0005, 2, 16))
+	m.mediaHop = r.histogram("media", "hop_seconds",
+		"RTP packet arrival to its frame published on NATS.", prometheus.ExponentialBuckets(0.00001, 2, 16))
+	m.mediaFrames = r.counterVec("media", "frames_total",
+		"Audio frames: in = visitor to agent, out = agent to visitor.", "direction")
+	m.mediaLost = r.counter("media", "frames_lost_total",
+		"Visitor audio frames never received (gaps past the jitter window).")
+	m.httpRequests = r.counterVec("http", "requests_total",
+		"HTTP requests by route (method and pattern) and status code.", "route", "code")
+	m.rateLimited = r.counterVec("http", "rate_limited_total",
+		"Requests refused by a rate limit, by kind.", "kind")
+	m.modeSwitches = r.counterVec("sessions", "mode_switches_total",
+		"Mode switches, by the mode switched to.", "mode")
+	m.resumes = r.counter("sessions", "resumes_total",
+		"Sessions that resumed an existing conversation.")
+	m.registerDrops(r)
 	f(gaugeFunc("sessions", "active", "Visitor sessions with a leg on this broker.", func() float64 {
 		return float64(health.LocalStats().Sessions)
 	}))
@@ -105,46 +100,63 @@ func newMetrics(health Health, workers Agents, agents func() []string) *metrics 
 
 // registerDrops registers the counters of everything Parley drops (and of
 // the recoveries that were log lines only).
-func (m *metrics) registerDrops(f func(prometheus.Collector)) {
-	counter := func(subsystem, name, help string) prometheus.Counter {
-		c := prometheus.NewCounter(prometheus.CounterOpts{Namespace: "parley", Subsystem: subsystem, Name: name, Help: help})
-		f(c)
-		return c
-	}
-	m.mediaLate = counter("media", "frames_late_total",
+func (m *metrics) registerDrops(r registry) {
+	m.mediaLate = r.counter("media", "frames_late_total",
 		"Visitor audio packets dropped because they arrived behind the jitter buffer.")
-	m.playoutDropped = counter("media", "playout_dropped_total",
+	m.playoutDropped = r.counter("media", "playout_dropped_total",
 		"Agent audio frames dropped from a voice leg's playout queue: the queue was full, or cleared by barge-in.")
-	m.playoutRejected = counter("media", "playout_rejected_total",
+	m.playoutRejected = r.counter("media", "playout_rejected_total",
 		"Agent audio frames dropped because of a wrong codec or a malformed payload.")
-	m.wsSlow = counter("websocket", "slow_consumers_total",
+	m.wsSlow = r.counter("websocket", "slow_consumers_total",
 		"Chat WebSockets cut off because the client did not read its frames fast enough.")
-	m.wsPingTimeouts = counter("websocket", "ping_timeouts_total",
+	m.wsPingTimeouts = r.counter("websocket", "ping_timeouts_total",
 		"Chat WebSockets closed because they did not answer the server's liveness ping in time.")
-	m.opsSlow = counter("ops", "slow_readers_total",
+	m.opsSlow = r.counter("ops", "slow_readers_total",
 		"Ops event streams (/v1/ops/events) ended with reset because the reader fell 256 room updates behind.")
-	m.slowSubscribers = counter("live", "slow_subscribers_total",
+	m.slowSubscribers = r.counter("live", "slow_subscribers_total",
 		"Live conversation subscriptions ended because they fell too far behind (broker.ErrSlowSubscriber).")
-	m.liveGaps = counter("live", "gaps_total",
+	m.liveGaps = r.counter("live", "gaps_total",
 		"Gaps found in a conversation's live events (an event lost on a reconnect, or still in flight from another broker).")
-	m.liveRefills = counter("live", "refills_total",
+	m.liveRefills = r.counter("live", "refills_total",
 		"Gaps in live events filled by reading the conversation's log.")
-	m.storeRetries = counter("store", "retries_total",
+	m.storeRetries = r.counter("store", "retries_total",
 		"Log appends retried after a transient store failure.")
-	m.agentRefused = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "parley", Subsystem: "agent",
-		Name: "events_refused_total", Help: "Agent appends refused by the broker (nothing stored), by reason: the error code in lower case."},
-		[]string{"reason"})
-	f(m.agentRefused)
-	m.audioRefused = counter("agent", "audio_refused_total",
+	m.agentRefused = r.counterVec("agent", "events_refused_total",
+		"Agent appends refused by the broker (nothing stored), by reason: the error code in lower case.", "reason")
+	m.audioRefused = r.counter("agent", "audio_refused_total",
 		"Agent audio frames dropped because their Parley-Worker is not the worker holding the conversation.")
-	m.sweeps = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "parley", Subsystem: "retention",
-		Name: "sweeps_total", Help: "Periodic sweeps run, by kind (session, retention) and result (ok, failed)."},
-		[]string{"kind", "result"})
-	m.swept = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "parley", Subsystem: "retention",
-		Name: "swept_total", Help: "Records ended by periodic sweeps: sessions expired (session), conversations deleted (retention)."},
-		[]string{"kind"})
-	f(m.sweeps)
-	f(m.swept)
+	m.sweeps = r.counterVec("retention", "sweeps_total",
+		"Periodic sweeps run, by kind (session, retention) and result (ok, failed).", "kind", "result")
+	m.swept = r.counterVec("retention", "swept_total",
+		"Records ended by periodic sweeps: sessions expired (session), conversations deleted (retention).", "kind")
+}
+
+// registry makes parley_<subsystem>_<name> metrics and registers each on
+// the server's registry as it is made, so none is made and forgotten.
+type registry struct{ reg *prometheus.Registry }
+
+func (r registry) counter(subsystem, name, help string) prometheus.Counter {
+	c := prometheus.NewCounter(prometheus.CounterOpts{Namespace: "parley", Subsystem: subsystem, Name: name, Help: help})
+	r.reg.MustRegister(c)
+	return c
+}
+
+func (r registry) counterVec(subsystem, name, help string, labels ...string) *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "parley", Subsystem: subsystem, Name: name, Help: help}, labels)
+	r.reg.MustRegister(c)
+	return c
+}
+
+func (r registry) histogram(subsystem, name, help string, buckets []float64) prometheus.Histogram {
+	h := prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "parley", Subsystem: subsystem, Name: name, Help: help, Buckets: buckets})
+	r.reg.MustRegister(h)
+	return h
+}
+
+func (r registry) histogramVec(subsystem, name, help string, buckets []float64, labels ...string) *prometheus.HistogramVec {
+	h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "parley", Subsystem: subsystem, Name: name, Help: help, Buckets: buckets}, labels)
+	r.reg.MustRegister(h)
+	return h
 }
 
 func gaugeFunc(subsystem, name, help string, fn func() float64) prometheus.Collector {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/parley-rtc/parley/agentbridge"
 	"github.com/parley-rtc/parley/configs"
+	"github.com/parley-rtc/parley/signaling/signalingtest"
 )
 
 // TestNavigateActionsUseNavMap: an agent's navigate action names a target of
@@ -18,7 +19,7 @@ func TestNavigateActionsUseNavMap(t *testing.T) {
 	e := startEnv(t, noEcho, func(c *configs.Config) {
 		c.Widgets[0].NavMap = []configs.NavTarget{{ID: "pricing", Path: "/pricing", Selector: "#plans", Label: "Pricing"}}
 	})
-	w, err := agentbridge.NewWorker(e.agentConn(configs.DefaultAgent), agentbridge.Options{Agent: configs.DefaultAgent, Logger: discardLogger()},
+	signalingtest.StartWorker(t, e.agentConn(configs.DefaultAgent), configs.DefaultAgent,
 		func(ctx context.Context, c *agentbridge.Conversation) error {
 			for ev := range c.Events() {
 				if ev.Type != agentbridge.EventUserMessage {
@@ -37,13 +38,6 @@ func TestNavigateActionsUseNavMap(t *testing.T) {
 			}
 			return nil
 		})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(w.Close)
 
 	s := e.NewSession(nil)
 	c := e.MustDialWS(s)

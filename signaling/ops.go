@@ -86,10 +86,8 @@ type endRoomRequest struct {
 // voice legs and visitor sessions; the conversation stays.
 func (s *Server) serveOpsEndRoom(w http.ResponseWriter, r *http.Request, key broker.KeyInfo) error {
 	var req endRoomRequest
-	if r.ContentLength != 0 {
-		if err := decodeJSON(w, r, &req); err != nil {
-			return err
-		}
+	if err := decodeOptionalJSON(w, r, &req); err != nil {
+		return err
 	}
 	if len(req.Reason) > 200 {
 		return fmt.Errorf("%w: reason longer than 200 characters", broker.ErrValidation)

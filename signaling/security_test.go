@@ -13,6 +13,7 @@ import (
 
 	"github.com/parley-rtc/parley/broker"
 	"github.com/parley-rtc/parley/configs"
+	"github.com/parley-rtc/parley/signaling"
 	"github.com/parley-rtc/parley/signaling/signalingtest"
 )
 
@@ -218,9 +219,9 @@ func TestSecurityNoSecretsInLogs(t *testing.T) {
 	sk, skID := e.newSecretKey(ak, signalingtest.ExampleID)
 
 	now := time.Now()
-	jwtTok := signVisitorJWT(t, jwt.SigningMethodHS256, jwt.MapClaims{"sub": "user-7", "email": "ada@example.com",
+	jwtTok := signaling.SignJWT(t, jwt.SigningMethodHS256, jwt.MapClaims{"sub": "user-7", "email": "ada@example.com",
 		"exp": now.Add(5 * time.Minute).Unix(), "iat": now.Unix()}, []byte(signalingtest.ExampleSecret))
-	expired := signVisitorJWT(t, jwt.SigningMethodHS256, jwt.MapClaims{"sub": "user-7",
+	expired := signaling.SignJWT(t, jwt.SigningMethodHS256, jwt.MapClaims{"sub": "user-7",
 		"exp": now.Add(-time.Minute).Unix()}, []byte(signalingtest.ExampleSecret))
 	hash := signalingtest.UserHash(signalingtest.ExampleSecret, "u-42")
 	userTok := e.Do("POST", "/v1/user-tokens", map[string]any{"user_id": "u-42"}, "Authorization", "Bearer "+sk).Str("user_token")

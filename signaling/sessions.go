@@ -46,11 +46,10 @@ type createSessionResponse struct {
 // IP, single use) or through the site's own server (a bootstrap token);
 // a resume_token re-attaches to its conversation; identity is verified
 // here and never taken from the browser as is.
-func (s *Server) serveCreateSession(w http.ResponseWriter, r *http.Request) {
+func (s *Server) serveCreateSession(w http.ResponseWriter, r *http.Request) error {
 	var req createSessionRequest
 	if err := decodeJSON(w, r, &req); err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	ctx := r.Context()
 	now := time.Now()
@@ -81,29 +80,24 @@ func (s *Server) serveCreateSession(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	if err := s.limit(w, r, limitSessions, wc.ID); err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	switch req.Mode {
 	case "", agentbridge.ModeChat, agentbridge.ModeVoice:
 		// A session is in voice once its voice leg is up (POST webrtc).
 		req.Mode = agentbridge.ModeChat
 	default:
-		writeError(w, fmt.Errorf("%w: mode must be %q or %q", broker.ErrValidation, agentbridge.ModeChat, agentbridge.ModeVoice))
-		return
+		return fmt.Errorf("%w: mode must be %q or %q", broker.ErrValidation, agentbridge.ModeChat, agentbridge.ModeVoice)
 	}
 	if len(req.Language) > 35 || !validLanguage(req.Language) {
-		writeError(w, fmt.Errorf("%w: language must be a BCP 47 tag such as \"en\" or \"pt-BR\"", broker.ErrValidation))
-		return
+		return fmt.Errorf("%w: language must be a BCP 47 tag such as \"en\" or \"pt-BR\"", broker.ErrValidation)
 	}
 	claims, err := s.visitorIdentity(wc, req, boot, now)
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	if err := s.sessions.UseNonce(ctx, nonce); err != nil {
 		if errors.Is(err, broker.ErrNonceUsed) {
@@ -112,8 +106,7 @@ func (s *Server) serveCreateSession(w http.ResponseWriter, r *http.Request) {
 				err = fmt.Errorf("%w: already used", ErrBootstrapTokenInvalid)
 			}
 		}
-		writeError(w, err)
-		return
+		return err
 	}
 	var visitor map[string]any
 	if claims != nil {
@@ -124,8 +117,7 @@ func (s *Server) serveCreateSession(w http.ResponseWriter, r *http.Request) {
 		Language: req.Language, ResumeToken: req.ResumeToken, Visitor: visitor,
 	})
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	sess := res.Session
 	writeJSON(w, http.StatusCreated, createSessionResponse{
@@ -137,6 +129,7 @@ func (s *Server) serveCreateSession(w http.ResponseWriter, r *http.Request) {
 		VoicePath:     s.voicePath(wc, sess.ID),
 		ICEServers:    s.iceServers(sess.ID, now),
 	})
+	return nil
 }
 
 // visitorIdentity verifies the identity a session request carries, if
@@ -224,6 +217,12 @@ func (s *Server) voicePath(wc configs.WidgetConfig, sessionID string) string {
 	return "/v1/sessions/" + sessionID + "/webrtc"
 }
 
+// session is the gate of the session API: h runs with the session of the
+// path, once the Bearer session token is checked (authSession).
+func (s *Server) session(h func(w http.ResponseWriter, r *http.Request, sess broker.Session) error) http.HandlerFunc {
+	return gate(func(r *http.Request) (broker.Session, error) { return s.authSession(r, bearer(r)) }, h)
+}
+
 // authSession authenticates a session-token request: the session exists,
 // the token matches, and an Origin, when sent, is allowed for its widget.
 func (s *Server) authSession(r *http.Request, token string) (broker.Session, error) {
@@ -247,19 +246,18 @@ func (s *Server) authSession(r *http.Request, token string) (broker.Session, err
 
 // serveEndSession: DELETE /v1/sessions/{id} ends the session; the
 // conversation stays and can be resumed with the resume token.
-func (s *Server) serveEndSession(w http.ResponseWriter, r *http.Request) {
+func (s *Server) serveEndSession(w http.ResponseWriter, r *http.Request) error {
 	sess, err := s.authSession(r, bearer(r))
 	if err != nil && !errors.Is(err, broker.ErrSessionEnded) {
-		writeError(w, err)
-		return
+		return err
 	}
 	if err == nil {
 		if err := s.sessions.EndSession(r.Context(), sess.ID, "visitor_ended"); err != nil {
-			writeError(w, err)
-			return
+			return err
 		}
 	}
 	w.WriteHeader(http.StatusNoContent)
+	return nil
 }
 
 type historyResponse struct {
@@ -274,28 +272,22 @@ const (
 )
 
 // serveHistory: GET /v1/sessions/{id}/history?message_limit=N, oldest first.
-func (s *Server) serveHistory(w http.ResponseWriter, r *http.Request) {
-	sess, err := s.authSession(r, bearer(r))
-	if err != nil {
-		writeError(w, err)
-		return
-	}
+func (s *Server) serveHistory(w http.ResponseWriter, r *http.Request, sess broker.Session) error {
 	limit := defaultHistoryLimit
 	if v := r.URL.Query().Get("message_limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > maxHistoryLimit {
-			writeError(w, fmt.Errorf("%w: message_limit must be an integer from 1 to %d", broker.ErrValidation, maxHistoryLimit))
-			return
+			return fmt.Errorf("%w: message_limit must be an integer from 1 to %d", broker.ErrValidation, maxHistoryLimit)
 		}
 		limit = n
 	}
 	msgs, err := s.convs.History(r.Context(), sess.ConversationID, limit)
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	if msgs == nil {
 		msgs = []broker.Message{}
 	}
 	writeJSON(w, http.StatusOK, historyResponse{ConversationID: sess.ConversationID, Messages: msgs})
+	return nil
 }

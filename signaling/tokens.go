@@ -24,6 +24,12 @@ func (s *Server) secretKeyWidget(r *http.Request) (broker.WidgetRecord, error) {
 	return w, nil
 }
 
+// secretKey is the gate of the server-to-server routes: h runs with the
+// widget of the verified secret key (secretKeyWidget).
+func (s *Server) secretKey(h func(w http.ResponseWriter, r *http.Request, wr broker.WidgetRecord) error) http.HandlerFunc {
+	return gate(s.secretKeyWidget, h)
+}
+
 type bootstrapRequest struct {
 	Origin  string         `json:"origin"`
 	Visitor *VisitorClaims `json:"visitor"`
@@ -38,39 +44,29 @@ type tokenResponse struct {
 // single-use token the site's server hands its page; POST /v1/sessions
 // takes it instead of widget key + challenge. Optional: the origin it is
 // for, and verified visitor claims.
-func (s *Server) serveBootstrapToken(w http.ResponseWriter, r *http.Request) {
-	wr, err := s.secretKeyWidget(r)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
+func (s *Server) serveBootstrapToken(w http.ResponseWriter, r *http.Request, wr broker.WidgetRecord) error {
 	var req bootstrapRequest
-	if r.ContentLength != 0 {
-		if err := decodeJSON(w, r, &req); err != nil {
-			writeError(w, err)
-			return
-		}
+	if err := decodeOptionalJSON(w, r, &req); err != nil {
+		return err
 	}
 	if req.Origin != "" {
 		if _, err := checkOrigin(wr.WidgetConfig, req.Origin); err != nil {
-			writeError(w, err)
-			return
+			return err
 		}
 		req.Origin = canonicalOrigin(req.Origin)
 	}
 	if req.Visitor != nil {
 		if err := req.Visitor.validate(); err != nil {
-			writeError(w, err)
-			return
+			return err
 		}
 		req.Visitor.Method = "bootstrap"
 	}
 	token, _, exp, err := s.tokens.mintBootstrapToken(wr.ID, req.Origin, req.Visitor, time.Now())
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusCreated, tokenResponse{Token: token, ExpiresAt: exp.UTC()})
+	return nil
 }
 
 type userTokenRequest struct {
@@ -88,26 +84,19 @@ type userTokenResponse struct {
 // serveUserToken: POST /v1/user-tokens (secret key) {"user_id", "email"?,
 // "phone"?, "name"?} → a user token valid for security.user_token_ttl (5
 // minutes), exchanged at session creation for an identified visitor.
-func (s *Server) serveUserToken(w http.ResponseWriter, r *http.Request) {
-	wr, err := s.secretKeyWidget(r)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
+func (s *Server) serveUserToken(w http.ResponseWriter, r *http.Request, wr broker.WidgetRecord) error {
 	var req userTokenRequest
 	if err := decodeJSON(w, r, &req); err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	c := VisitorClaims{Subject: req.UserID, Email: req.Email, Phone: req.Phone, Name: req.Name, Method: "user_token"}
 	if err := c.validate(); err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	token, exp, err := s.tokens.mintUserToken(wr.ID, c, time.Now())
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusCreated, userTokenResponse{UserToken: token, ExpiresAt: exp.UTC()})
+	return nil
 }

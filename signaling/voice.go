@@ -84,33 +84,23 @@ func readSDP(w http.ResponseWriter, r *http.Request) (string, bool, error) {
 // serveVoiceOffer: POST /v1/sessions/{id}/webrtc — the offer of a new voice
 // leg. The answer is non-trickle (it carries our candidates); the browser
 // may trickle its own with PATCH.
-func (s *Server) serveVoiceOffer(w http.ResponseWriter, r *http.Request) {
-	sess, err := s.authSession(r, bearer(r))
-	if err != nil {
-		writeError(w, err)
-		return
-	}
+func (s *Server) serveVoiceOffer(w http.ResponseWriter, r *http.Request, sess broker.Session) error {
 	if s.engine == nil {
-		writeError(w, ErrVoiceUnavailable)
-		return
+		return ErrVoiceUnavailable
 	}
 	if err := s.modeAllowed(sess, agentbridge.ModeVoice); err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	if wc, err := s.widgets.WidgetByID(sess.Widget); err == nil && wc.VoiceTransport == transportLiveKit {
-		writeError(w, fmt.Errorf("%w: this widget's voice goes over LiveKit: use POST /v1/sessions/{id}/livekit-token", ErrTransportMismatch))
-		return
+		return fmt.Errorf("%w: this widget's voice goes over LiveKit: use POST /v1/sessions/{id}/livekit-token", ErrTransportMismatch)
 	}
 	offer, asJSON, err := readSDP(w, r)
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	format, err := media.ParseFormat(s.voices.AgentFormat(sess.Agent))
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	v := s.voices.NewVoice(sess)
 	log := s.log.With("session_id", sess.ID, "conversation_id", sess.ConversationID, "leg_id", v.ID())
@@ -122,23 +112,22 @@ func (s *Server) serveVoiceOffer(w http.ResponseWriter, r *http.Request) {
 		OnState:    func(st media.State, reason string) { s.onLegState(v, st, reason) },
 	})
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	if err := s.voices.StartVoice(ctx, v, mediaLeg{leg}); err != nil {
 		_ = leg.Close()
-		writeError(w, err)
-		return
+		return err
 	}
 	w.Header().Set("Location", "/v1/sessions/"+sess.ID+"/webrtc/"+v.ID())
 	w.Header().Set("Cache-Control", "no-store")
 	if asJSON {
 		writeJSON(w, http.StatusCreated, sdpJSON{Type: "answer", SDP: answer, LegID: v.ID()})
-		return
+		return nil
 	}
 	w.Header().Set("Content-Type", contentSDP)
 	w.WriteHeader(http.StatusCreated)
 	_, _ = io.WriteString(w, answer)
+	return nil
 }
 
 // mediaLeg is a WebRTC leg as the broker sees it: a MediaLeg with stats
@@ -164,11 +153,7 @@ func (s *Server) onLegState(v *broker.Voice, st media.State, reason string) {
 }
 
 // voiceLeg finds the session's leg named in the path.
-func (s *Server) voiceLeg(r *http.Request) (*broker.Voice, error) {
-	sess, err := s.authSession(r, bearer(r))
-	if err != nil {
-		return nil, err
-	}
+func (s *Server) voiceLeg(r *http.Request, sess broker.Session) (*broker.Voice, error) {
 	v, ok := s.voices.Voice(sess.ID)
 	if !ok || v.ID() != r.PathValue("leg") {
 		return nil, ErrLegNotFound
@@ -180,38 +165,33 @@ func (s *Server) voiceLeg(r *http.Request) (*broker.Voice, error) {
 // candidates or an ICE restart as an RFC 8840 SDP fragment (200 with our
 // new credentials on a restart, 204 otherwise), or a full re-offer as
 // application/sdp (200 with the answer).
-func (s *Server) serveVoicePatch(w http.ResponseWriter, r *http.Request) {
-	v, err := s.voiceLeg(r)
+func (s *Server) serveVoicePatch(w http.ResponseWriter, r *http.Request, sess broker.Session) error {
+	v, err := s.voiceLeg(r, sess)
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	leg, ok := v.Media().(iceLeg)
 	if !ok {
-		writeError(w, fmt.Errorf("%w: this leg does not take ICE updates", ErrUnsupportedMediaType))
-		return
+		return fmt.Errorf("%w: this leg does not take ICE updates", ErrUnsupportedMediaType)
 	}
 	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxSDPBytes))
 	var tooBig *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooBig):
-		writeError(w, fmt.Errorf("%w: over %d bytes", ErrPayloadTooLarge, maxSDPBytes))
-		return
+		return fmt.Errorf("%w: over %d bytes", ErrPayloadTooLarge, maxSDPBytes)
 	case err != nil:
-		writeError(w, fmt.Errorf("%w: %v", ErrBadRequest, err))
-		return
+		return fmt.Errorf("%w: %v", ErrBadRequest, err)
 	}
 	switch mt {
 	case contentSDPFrag:
 		frag, restarted, err := leg.Trickle(string(body))
 		if err != nil {
-			writeError(w, err)
-			return
+			return err
 		}
 		if !restarted {
 			w.WriteHeader(http.StatusNoContent)
-			return
+			return nil
 		}
 		w.Header().Set("Content-Type", contentSDPFrag)
 		w.WriteHeader(http.StatusOK)
@@ -221,27 +201,27 @@ func (s *Server) serveVoicePatch(w http.ResponseWriter, r *http.Request) {
 		defer cancel()
 		answer, err := leg.Renegotiate(ctx, string(body))
 		if err != nil {
-			writeError(w, err)
-			return
+			return err
 		}
 		w.Header().Set("Content-Type", contentSDP)
 		w.WriteHeader(http.StatusOK)
 		_, _ = io.WriteString(w, answer)
 	default:
-		writeError(w, fmt.Errorf("%w: Content-Type must be %s or %s", ErrUnsupportedMediaType, contentSDPFrag, contentSDP))
+		return fmt.Errorf("%w: Content-Type must be %s or %s", ErrUnsupportedMediaType, contentSDPFrag, contentSDP)
 	}
+	return nil
 }
 
 // serveVoiceDelete: DELETE /v1/sessions/{id}/webrtc/{leg} hangs up; the
 // conversation goes on in chat.
-func (s *Server) serveVoiceDelete(w http.ResponseWriter, r *http.Request) {
-	v, err := s.voiceLeg(r)
+func (s *Server) serveVoiceDelete(w http.ResponseWriter, r *http.Request, sess broker.Session) error {
+	v, err := s.voiceLeg(r, sess)
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	v.End(r.Context(), "visitor_hangup")
 	w.WriteHeader(http.StatusNoContent)
+	return nil
 }
 
 type modeRequest struct {
@@ -258,28 +238,21 @@ type modeResponse struct {
 }
 
 // serveMode: POST /v1/sessions/{id}/mode {"mode":"voice"|"chat"}.
-func (s *Server) serveMode(w http.ResponseWriter, r *http.Request) {
-	sess, err := s.authSession(r, bearer(r))
-	if err != nil {
-		writeError(w, err)
-		return
-	}
+func (s *Server) serveMode(w http.ResponseWriter, r *http.Request, sess broker.Session) error {
 	var req modeRequest
 	if err := decodeJSON(w, r, &req); err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	if err := s.modeAllowed(sess, req.Mode); err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	mc, _, err := s.voices.SetMode(context.WithoutCancel(r.Context()), sess, req.Mode, "visitor")
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusOK, modeResponse{SessionID: sess.ID, ConversationID: sess.ConversationID,
 		Mode: mc.Mode, PreviousMode: mc.PreviousMode, Changed: mc.Changed, Seq: mc.Seq})
+	return nil
 }
 
 // iceServer is one entry of a session's ice_servers (RTCIceServer shape).

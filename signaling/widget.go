@@ -134,20 +134,17 @@ type resolveResponse struct {
 
 // serveResolve: POST /v1/widget/resolve → the widget's public config and a
 // session challenge bound to the widget, the Origin and the client IP.
-func (s *Server) serveResolve(w http.ResponseWriter, r *http.Request) {
+func (s *Server) serveResolve(w http.ResponseWriter, r *http.Request) error {
 	var req resolveRequest
 	if err := decodeJSON(w, r, &req); err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	wc, origin, err := s.widgetFor(r, req.WidgetKey)
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	if err := s.limit(w, r, limitResolve, wc.ID); err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	now := time.Now()
 	writeJSON(w, http.StatusOK, resolveResponse{
@@ -155,4 +152,5 @@ func (s *Server) serveResolve(w http.ResponseWriter, r *http.Request) {
 		Challenge:          s.challenger.mint(wc.ID, origin, s.ips.of(r).String(), now),
 		ChallengeExpiresAt: now.Add(s.cfg.Sessions.ChallengeTTL).UTC().Truncate(time.Second),
 	})
+	return nil
 }

@@ -12,15 +12,19 @@
 //   - the widget and session calls (Resolve, NewSession, CreateSession, …)
 //     and the site helpers around them (UserHash, ExpectErr);
 //   - WSClient, a WebSocket client reading JSON frames, and ExpectReply;
-//   - VoiceClient, a pion peer playing the visitor's browser, and Speech,
-//     real Opus to send through it;
+//   - VoiceClient, a pion peer playing the visitor's browser, and Speech
+//     and Tone, real Opus to send through it;
 //   - Config, the configuration a test edge starts from;
 //   - Scrape and MetricValue for /metrics, OpsRooms and WaitRoom for the
 //     ops API;
-//   - MultipartFile and Upload for the upload endpoint.
+//   - MultipartFile and Upload for the upload endpoint;
+//   - ConnectAs and ConnectAgent, NATS connections to a test broker with a
+//     role's credentials (an operator, an agent's worker), and StartWorker,
+//     an agent worker running a test's handler.
 //
 // Each harness starts its own edge (a Server on a broker, or the whole
-// app) and embeds a Client for it. This package imports configs and
-// broker (whose Room the ops API lists), never signaling (whose own tests
+// app) and embeds a Client for it. This package imports configs, broker
+// (whose Room the ops API lists, and whose NATS it connects to) and
+// agentbridge (the workers' connect options), never signaling (whose own tests
 // import it, so that would be a cycle) nor cmd/.
 package signalingtest

@@ -198,6 +198,15 @@ func SampleOf(frame []byte) pionmedia.Sample {
 // burst, toneMS of a 440 Hz tone then silenceMS of silence.
 func Speech(t testing.TB, bursts, toneMS, silenceMS int) [][]byte {
 	t.Helper()
+	on := toneMS / 20
+	return Tone(t, bursts, on, (toneMS+silenceMS)/20-on, 12000)
+}
+
+// Tone encodes 20 ms frames of 48 kHz stereo Opus: for each burst, on
+// frames of a 440 Hz tone of amplitude peak (in 16-bit sample units, at
+// most 32767), then off frames of silence.
+func Tone(t testing.TB, bursts, on, off int, peak float64) [][]byte {
+	t.Helper()
 	enc, err := gopus.NewEncoder(gopus.EncoderConfig{SampleRate: 48000, Channels: 2, Application: gopus.ApplicationVoIP})
 	if err != nil {
 		t.Fatal(err)
@@ -206,12 +215,11 @@ func Speech(t testing.TB, bursts, toneMS, silenceMS int) [][]byte {
 	var out [][]byte
 	phase := 0.0
 	for range bursts {
-		for i := 0; i < (toneMS+silenceMS)/20; i++ {
-			loud := i < toneMS/20
+		for i := range on + off {
 			for s := 0; s < 960; s++ {
 				v := int16(0)
-				if loud {
-					v = int16(12000 * math.Sin(phase))
+				if i < on {
+					v = int16(peak * math.Sin(phase))
 					phase += 2 * math.Pi * 440 / 48000
 				}
 				pcm[2*s], pcm[2*s+1] = v, v
