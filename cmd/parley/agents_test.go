@@ -140,13 +140,7 @@ func TestShutdownLeavesNoGoroutines(t *testing.T) {
 func TestLostWorkerIsReplaced(t *testing.T) {
 	e := startEnv(t, noEcho, func(c *configs.Config) { c.Agents.HeartbeatTimeout = time.Second })
 	nc := e.agentConn(configs.DefaultAgent)
-	w1, err := agentbridge.NewWorker(nc, agentbridge.Options{Agent: configs.DefaultAgent, Logger: discardLogger()}, echoAgent)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w1.Start(); err != nil {
-		t.Fatal(err)
-	}
+	w1 := runWorker(t, nc, configs.DefaultAgent, echoAgent)
 	s := e.NewSession(nil)
 	c := e.MustDialWS(s)
 	c.Send(map[string]any{"type": "message", "body": "first", "client_message_id": "l-1"})
@@ -174,27 +168,19 @@ func TestFailoverMidReply(t *testing.T) {
 	e := startEnv(t, noEcho, func(c *configs.Config) { c.Agents.HeartbeatTimeout = time.Second })
 	nc1 := e.agentConn(configs.DefaultAgent)
 	halfway := make(chan *agentbridge.Conversation, 1)
-	w1, err := agentbridge.NewWorker(nc1, agentbridge.Options{Agent: configs.DefaultAgent, Logger: discardLogger()},
-		func(ctx context.Context, c *agentbridge.Conversation) error {
-			for ev := range c.Events() {
-				if ev.Type != agentbridge.EventUserMessage {
-					continue
-				}
-				if err := c.NewReply(ev.MessageID).Write(ctx, "I was saying"); err != nil {
-					return err
-				}
-				halfway <- c
-				<-ctx.Done() // never finishes: the process "dies" now
+	w1 := runWorker(t, nc1, configs.DefaultAgent, func(ctx context.Context, c *agentbridge.Conversation) error {
+		for ev := range c.Events() {
+			if ev.Type != agentbridge.EventUserMessage {
+				continue
 			}
-			return nil
-		})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w1.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(w1.Close)
+			if err := c.NewReply(ev.MessageID).Write(ctx, "I was saying"); err != nil {
+				return err
+			}
+			halfway <- c
+			<-ctx.Done() // never finishes: the process "dies" now
+		}
+		return nil
+	})
 
 	s := e.NewSession(nil)
 	c := e.MustDialWS(s)

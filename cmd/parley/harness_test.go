@@ -114,15 +114,28 @@ func (e *env) agentConn(agent string, extra ...nats.Option) *nats.Conn {
 // startWorker starts one echo worker on its own connection.
 func (e *env) startWorker() *agentbridge.Worker {
 	e.t.Helper()
-	w, err := agentbridge.NewWorker(e.agentConn(configs.DefaultAgent), agentbridge.Options{Agent: configs.DefaultAgent,
-		Logger: discardLogger()}, echoAgent)
+	return e.startAgent(echoAgent)
+}
+
+// startAgent starts one worker of the default agent running h, on its own
+// connection.
+func (e *env) startAgent(h agentbridge.Handler) *agentbridge.Worker {
+	e.t.Helper()
+	return runWorker(e.t, e.agentConn(configs.DefaultAgent), configs.DefaultAgent, h)
+}
+
+// runWorker starts a worker of agent on nc running h; it is closed when
+// the test ends (closing it earlier is fine).
+func runWorker(t testing.TB, nc *nats.Conn, agent string, h agentbridge.Handler) *agentbridge.Worker {
+	t.Helper()
+	w, err := agentbridge.NewWorker(nc, agentbridge.Options{Agent: agent, Logger: discardLogger()}, h)
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	if err := w.Start(); err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
-	e.t.Cleanup(w.Close)
+	t.Cleanup(w.Close)
 	return w
 }
 
