@@ -102,10 +102,7 @@ func TestShutdownLeavesNoGoroutines(t *testing.T) {
 	}
 	e := &env{t: t, cfg: cfg, app: a, base: "http://" + a.server.Addr(), logs: &syncBuffer{}}
 	e.Client = &signalingtest.Client{T: t, Base: e.base}
-	s := e.NewSession(nil)
-	c := e.MustDialWS(s)
-	c.Send(map[string]any{"type": "message", "body": "before shutdown", "client_message_id": "g-1"})
-	signalingtest.ExpectReply(t, c, "g-1", "echo: before shutdown")
+	s, c := e.chatSession("g-1", "before shutdown")
 	if r := e.Post(s, "over http", "", true); r.Status != 200 {
 		t.Fatalf("post: %d %s", r.Status, r.Raw)
 	}
@@ -141,10 +138,7 @@ func TestLostWorkerIsReplaced(t *testing.T) {
 	e := startEnv(t, noEcho, func(c *configs.Config) { c.Agents.HeartbeatTimeout = time.Second })
 	nc := e.agentConn(configs.DefaultAgent)
 	w1 := runWorker(t, nc, configs.DefaultAgent, echoAgent)
-	s := e.NewSession(nil)
-	c := e.MustDialWS(s)
-	c.Send(map[string]any{"type": "message", "body": "first", "client_message_id": "l-1"})
-	signalingtest.ExpectReply(t, c, "l-1", "echo: first")
+	s, c := e.chatSession("l-1", "first")
 
 	e.startWorker()
 	nc.Close() // the first worker's process dies: no drain, no more heartbeats

@@ -139,6 +139,17 @@ func runWorker(t testing.TB, nc *nats.Conn, agent string, h agentbridge.Handler)
 	return w
 }
 
+// chatSession starts a session, dials its WebSocket and has one chat turn
+// on it (body, as client message clientID) answered by the echo agent.
+func (e *env) chatSession(clientID, body string) (session, *wsClient) {
+	e.t.Helper()
+	s := e.NewSession(nil)
+	ws := e.MustDialWS(s)
+	ws.Send(map[string]any{"type": "message", "body": body, "client_message_id": clientID})
+	signalingtest.ExpectReply(e.t, ws, clientID, "echo: "+body)
+	return s, ws
+}
+
 // The client side is signalingtest's, shared with signaling's handler
 // tests; these names keep the tests short.
 type (

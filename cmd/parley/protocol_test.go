@@ -67,10 +67,7 @@ func TestAgentActionsPassThrough(t *testing.T) {
 // acknowledged by the echo agent with its state, which the visitor sees.
 func TestEchoAcknowledgesModeChange(t *testing.T) {
 	e := startEnv(t)
-	s := e.NewSession(nil)
-	c := e.MustDialWS(s)
-	c.Send(map[string]any{"type": "message", "body": "hi", "client_message_id": "m-1"})
-	signalingtest.ExpectReply(t, c, "m-1", "echo: hi")
+	s, c := e.chatSession("m-1", "hi")
 
 	// The broker writes mode_changed when the visitor switches to voice
 	// (the broker is the only writer of the log; agents hear it live).

@@ -141,10 +141,7 @@ func TestVoiceRoundTrip(t *testing.T) {
 // conversation, every turn in order with the right via.
 func TestVoiceAndChatOneConversation(t *testing.T) {
 	e := startEnv(t, voiceConfig)
-	s := e.NewSession(nil)
-	ws := e.MustDialWS(s)
-	ws.Send(map[string]any{"type": "message", "body": "typed first", "client_message_id": "v-1"})
-	signalingtest.ExpectReply(t, ws, "v-1", "echo: typed first")
+	s, ws := e.chatSession("v-1", "typed first")
 
 	r := e.Do("POST", "/v1/sessions/"+s.ID+"/mode", map[string]any{"mode": "voice"}, "Authorization", "Bearer "+s.Token)
 	if r.Status != 200 || r.Body["changed"] != true || r.Str("previous_mode") != "chat" {
