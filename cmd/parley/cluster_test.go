@@ -157,7 +157,7 @@ func TestRoomAcrossBrokers(t *testing.T) {
 	shared := func(c *configs.Config) {
 		c.NATS.URL = url
 		c.Media.IncludeLoopback = true
-		c.Ops.RoomUpdateInterval = 50 * time.Millisecond
+		fastRooms(c)
 	}
 	a, b := startEnv(t, shared), startEnv(t, shared, noEcho)
 	ak, _ := a.newAdminKey("", broker.ScopeOpsRead)
