@@ -106,6 +106,17 @@ func poll(timeout time.Duration, cond func() bool) bool {
 	return true
 }
 
+// pollMissing polls, as poll does, until missing lists nothing, and
+// returns what it last listed: empty when everything came in time.
+func pollMissing[T any](timeout time.Duration, missing func() []T) []T {
+	var left []T
+	poll(timeout, func() bool {
+		left = missing()
+		return len(left) == 0
+	})
+	return left
+}
+
 // spread renders p50 and max of ds.
 func spread(ds []time.Duration) string {
 	if len(ds) == 0 {
@@ -249,9 +260,9 @@ func TestAgentProcessKill9DuringCalls(t *testing.T) {
 		}
 		return out
 	}
-	if !poll(bound, func() bool { return len(notTold()) == 0 }) {
+	if left := pollMissing(bound, notTold); len(left) > 0 {
 		t.Errorf("%d of %d visitors never saw agent_state reconnecting (within %v of the kill): %v",
-			len(notTold()), len(recs), bound, notTold())
+			len(left), len(recs), bound, left)
 	}
 	var detect []time.Duration
 	for _, r := range recs {
@@ -276,8 +287,8 @@ func TestAgentProcessKill9DuringCalls(t *testing.T) {
 		}
 		return out
 	}
-	if !poll(5*time.Second, func() bool { return len(notLogged()) == 0 }) {
-		t.Errorf(`"agent worker lost" not logged for %d of %d conversations: %v`, len(notLogged()), len(cids), notLogged())
+	if left := pollMissing(5*time.Second, notLogged); len(left) > 0 {
+		t.Errorf(`"agent worker lost" not logged for %d of %d conversations: %v`, len(left), len(cids), left)
 	}
 
 	// The new agent process starts a few seconds after the kill (scheduled,
@@ -329,9 +340,9 @@ func TestAgentProcessKill9DuringCalls(t *testing.T) {
 		}
 		return out
 	}
-	if !poll(bound, func() bool { return len(unanswered()) == 0 }) {
+	if left := pollMissing(bound, unanswered); len(left) > 0 {
 		t.Errorf("%d of %d chat messages were not answered within %v of the new agent's start; posted at %v after the kill",
-			len(unanswered()), len(chats), bound, unanswered())
+			len(left), len(chats), bound, left)
 	}
 	var chatAnswer []time.Duration
 	for i, c := range chats {

@@ -102,10 +102,7 @@ func TestShutdownLeavesNoGoroutines(t *testing.T) {
 	}
 	e := &env{t: t, cfg: cfg, app: a, base: "http://" + a.server.Addr(), logs: &syncBuffer{}}
 	e.Client = &signalingtest.Client{T: t, Base: e.base}
-	s := e.NewSession(nil)
-	c := e.MustDialWS(s)
-	c.Send(map[string]any{"type": "message", "body": "before shutdown", "client_message_id": "g-1"})
-	signalingtest.ExpectReply(t, c, "g-1", "echo: before shutdown")
+	s, c := e.chatSession("g-1", "before shutdown")
 	if r := e.Post(s, "over http", "", true); r.Status != 200 {
 		t.Fatalf("post: %d %s", r.Status, r.Raw)
 	}
@@ -140,17 +137,8 @@ func TestShutdownLeavesNoGoroutines(t *testing.T) {
 func TestLostWorkerIsReplaced(t *testing.T) {
 	e := startEnv(t, noEcho, func(c *configs.Config) { c.Agents.HeartbeatTimeout = time.Second })
 	nc := e.agentConn(configs.DefaultAgent)
-	w1, err := agentbridge.NewWorker(nc, agentbridge.Options{Agent: configs.DefaultAgent, Logger: discardLogger()}, echoAgent)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w1.Start(); err != nil {
-		t.Fatal(err)
-	}
-	s := e.NewSession(nil)
-	c := e.MustDialWS(s)
-	c.Send(map[string]any{"type": "message", "body": "first", "client_message_id": "l-1"})
-	signalingtest.ExpectReply(t, c, "l-1", "echo: first")
+	w1 := runWorker(t, nc, configs.DefaultAgent, echoAgent)
+	s, c := e.chatSession("l-1", "first")
 
 	e.startWorker()
 	nc.Close() // the first worker's process dies: no drain, no more heartbeats
@@ -174,27 +162,19 @@ func TestFailoverMidReply(t *testing.T) {
 	e := startEnv(t, noEcho, func(c *configs.Config) { c.Agents.HeartbeatTimeout = time.Second })
 	nc1 := e.agentConn(configs.DefaultAgent)
 	halfway := make(chan *agentbridge.Conversation, 1)
-	w1, err := agentbridge.NewWorker(nc1, agentbridge.Options{Agent: configs.DefaultAgent, Logger: discardLogger()},
-		func(ctx context.Context, c *agentbridge.Conversation) error {
-			for ev := range c.Events() {
-				if ev.Type != agentbridge.EventUserMessage {
-					continue
-				}
-				if err := c.NewReply(ev.MessageID).Write(ctx, "I was saying"); err != nil {
-					return err
-				}
-				halfway <- c
-				<-ctx.Done() // never finishes: the process "dies" now
+	w1 := runWorker(t, nc1, configs.DefaultAgent, func(ctx context.Context, c *agentbridge.Conversation) error {
+		for ev := range c.Events() {
+			if ev.Type != agentbridge.EventUserMessage {
+				continue
 			}
-			return nil
-		})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w1.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(w1.Close)
+			if err := c.NewReply(ev.MessageID).Write(ctx, "I was saying"); err != nil {
+				return err
+			}
+			halfway <- c
+			<-ctx.Done() // never finishes: the process "dies" now
+		}
+		return nil
+	})
 
 	s := e.NewSession(nil)
 	c := e.MustDialWS(s)

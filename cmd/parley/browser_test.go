@@ -354,6 +354,26 @@ func (b *browser) session() demoSession {
 	return s
 }
 
+// resumedFrom checks that the page's session after a reload resumed
+// before: the same conversation in a new session. It returns the new one.
+func (b *browser) resumedFrom(before demoSession) demoSession {
+	b.t.Helper()
+	after := b.session()
+	if !after.Resumed || after.ConversationID != before.ConversationID || after.SessionID == before.SessionID {
+		b.t.Fatalf("after the reload: %+v, before: %+v", after, before)
+	}
+	return after
+}
+
+// resumeToken is the resume token the widget of key keeps in the page's
+// sessionStorage, or "".
+func (b *browser) resumeToken(key string) string {
+	b.t.Helper()
+	var tok string
+	b.mustEval(`sessionStorage.getItem("parley.resume.`+key+`") || ""`, &tok)
+	return tok
+}
+
 // inboundAudio is the page's inbound-rtp audio report.
 type inboundAudio struct {
 	PacketsReceived  int64   `json:"packetsReceived"`
@@ -545,23 +565,17 @@ func TestBrowserChatAndReload(t *testing.T) {
 		return b.consoleHas("[parley:mic] getUserMedia denied (NotAllowedError)")
 	})
 
-	var stored string
-	b.mustEval(`sessionStorage.getItem("parley.resume.pk_demo") || ""`, &stored)
+	stored := b.resumeToken("pk_demo")
 	if stored == "" {
 		t.Fatal("no resume token in sessionStorage")
 	}
 
 	b.must("reload", chromedp.Reload())
 	b.waitJS(15*time.Second, "the chat to reconnect after the reload", `window.Parley && Parley._debug.state().chat === "connected"`)
-	after := b.session()
-	if !after.Resumed || after.ConversationID != before.ConversationID || after.SessionID == before.SessionID {
-		t.Fatalf("after reload: %+v, before: %+v", after, before)
-	}
+	after := b.resumedFrom(before)
 	b.waitJS(5*time.Second, "the history after the reload",
 		hasLine("visitor", text)+" && "+hasLine("agent", "echo: "+text))
-	var fresh string
-	b.mustEval(`sessionStorage.getItem("parley.resume.pk_demo") || ""`, &fresh)
-	if fresh == "" || fresh == stored {
+	if fresh := b.resumeToken("pk_demo"); fresh == "" || fresh == stored {
 		t.Fatal("the resume token in sessionStorage was not replaced by the new session's")
 	}
 

@@ -123,17 +123,7 @@ func natsClusterNodes(t testing.TB) (string, []*clusterNode) {
 // natsServer runs one NATS server with JetStream for brokers to share.
 func natsServer(t testing.TB) string {
 	t.Helper()
-	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, JetStream: true,
-		StoreDir: t.TempDir(), NoSigs: true, NoLog: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats did not start")
-	}
-	t.Cleanup(s.Shutdown)
-	return s.ClientURL()
+	return agenttest.RunNATS(t, nil).ClientURL()
 }
 
 // TestRateLimitsAcrossBrokers: two brokers on one NATS enforce one limit
@@ -167,7 +157,7 @@ func TestRoomAcrossBrokers(t *testing.T) {
 	shared := func(c *configs.Config) {
 		c.NATS.URL = url
 		c.Media.IncludeLoopback = true
-		c.Ops.RoomUpdateInterval = 50 * time.Millisecond
+		fastRooms(c)
 	}
 	a, b := startEnv(t, shared), startEnv(t, shared, noEcho)
 	ak, _ := a.newAdminKey("", broker.ScopeOpsRead)

@@ -8,7 +8,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/parley-rtc/parley/agentbridge"
 	"github.com/parley-rtc/parley/agentbridge/agenttest"
 	"github.com/parley-rtc/parley/configs"
 	"github.com/parley-rtc/parley/signaling/signalingtest"
@@ -31,11 +30,7 @@ func BenchmarkFailover(b *testing.B) {
 		c := e.MustDialWS(s)
 		start := func() *nats.Conn {
 			nc := e.agentConn(configs.DefaultAgent)
-			w, err := agentbridge.NewWorker(nc, agentbridge.Options{Agent: configs.DefaultAgent, Logger: discardLogger()}, slowEcho)
-			if err != nil || w.Start() != nil {
-				b.Fatalf("worker: %v", err)
-			}
-			b.Cleanup(w.Close)
+			runWorker(b, nc, configs.DefaultAgent, slowEcho)
 			b.Cleanup(nc.Close)
 			return nc
 		}

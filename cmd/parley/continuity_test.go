@@ -91,17 +91,20 @@ func TestContinuity(t *testing.T) {
 	_, a, _ := serveProc(t, t.TempDir(), "--config", cfgFile)
 	pb, b, _ := serveProc(t, t.TempDir(), "--config", cfgFile)
 
+	// worker starts a worker running h on its own connection to the
+	// cluster, which the test closes to play the worker's process dying.
+	worker := func(h agentbridge.Handler) *nats.Conn {
+		t.Helper()
+		nc, err := nats.Connect(clusterURL, agentbridge.ConnectOptions(agentbridge.DefaultPrefix, configs.DefaultAgent)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		runWorker(t, nc, configs.DefaultAgent, h)
+		return nc
+	}
 	// Worker 1: slow, so it can die mid-reply.
-	nc1, err := nats.Connect(clusterURL, agentbridge.ConnectOptions(agentbridge.DefaultPrefix, configs.DefaultAgent)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc1.Close)
-	w1, err := agentbridge.NewWorker(nc1, agentbridge.Options{Agent: configs.DefaultAgent, Logger: discardLogger()}, slowEcho)
-	if err != nil || w1.Start() != nil {
-		t.Fatalf("worker 1: %v", err)
-	}
-	t.Cleanup(w1.Close)
+	nc1 := worker(slowEcho)
 
 	var sent []string // what the visitor said, in order
 	turn := func(c *wsClient, id, text string) {
@@ -139,16 +142,7 @@ func TestContinuity(t *testing.T) {
 	wsA.Send(map[string]any{"type": "message", "body": "please answer this", "client_message_id": "c-2"})
 	sent = append(sent, "please answer this")
 	wsA.Until("chunk")
-	nc2, err := nats.Connect(clusterURL, agentbridge.ConnectOptions(agentbridge.DefaultPrefix, configs.DefaultAgent)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc2.Close)
-	w2, err := agentbridge.NewWorker(nc2, agentbridge.Options{Agent: configs.DefaultAgent, Logger: discardLogger()}, echoAgent)
-	if err != nil || w2.Start() != nil {
-		t.Fatalf("worker 2: %v", err)
-	}
-	t.Cleanup(w2.Close)
+	worker(echoAgent)
 	killed := time.Now()
 	nc1.Close()
 	for f := wsA.Next(); !(f.Str("type") == "done" && f.Str("body") == "echo: please answer this" && f["interrupted"] != true); f = wsA.Next() {

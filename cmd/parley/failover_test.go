@@ -19,15 +19,7 @@ import (
 func (e *env) startWorkerOn() (*agentbridge.Worker, *nats.Conn) {
 	e.t.Helper()
 	nc := e.agentConn(configs.DefaultAgent)
-	w, err := agentbridge.NewWorker(nc, agentbridge.Options{Agent: configs.DefaultAgent, Logger: discardLogger()}, echoAgent)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	if err := w.Start(); err != nil {
-		e.t.Fatal(err)
-	}
-	e.t.Cleanup(w.Close)
-	return w, nc
+	return runWorker(e.t, nc, configs.DefaultAgent, echoAgent), nc
 }
 
 // streamSpeech sends speech on the voice client in a loop, on a 20 ms

@@ -40,10 +40,7 @@ func (e *env) agentConnFromCreds(agent string) *nats.Conn {
 // worker and reason however often it is repeated.
 func TestAgentForgeriesRefused(t *testing.T) {
 	e := startEnv(t)
-	s := e.NewSession(nil)
-	ws := e.MustDialWS(s)
-	ws.Send(map[string]any{"type": "message", "body": "hi", "client_message_id": "f-1"})
-	signalingtest.ExpectReply(t, ws, "f-1", "echo: hi")
+	s, ws := e.chatSession("f-1", "hi")
 	b := e.app.broker
 	subj := b.Subjects()
 	conv, err := b.Conversation(t.Context(), s.ConversationID)

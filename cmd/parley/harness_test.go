@@ -114,16 +114,40 @@ func (e *env) agentConn(agent string, extra ...nats.Option) *nats.Conn {
 // startWorker starts one echo worker on its own connection.
 func (e *env) startWorker() *agentbridge.Worker {
 	e.t.Helper()
-	w, err := agentbridge.NewWorker(e.agentConn(configs.DefaultAgent), agentbridge.Options{Agent: configs.DefaultAgent,
-		Logger: discardLogger()}, echoAgent)
+	return e.startAgent(echoAgent)
+}
+
+// startAgent starts one worker of the default agent running h, on its own
+// connection.
+func (e *env) startAgent(h agentbridge.Handler) *agentbridge.Worker {
+	e.t.Helper()
+	return runWorker(e.t, e.agentConn(configs.DefaultAgent), configs.DefaultAgent, h)
+}
+
+// runWorker starts a worker of agent on nc running h; it is closed when
+// the test ends (closing it earlier is fine).
+func runWorker(t testing.TB, nc *nats.Conn, agent string, h agentbridge.Handler) *agentbridge.Worker {
+	t.Helper()
+	w, err := agentbridge.NewWorker(nc, agentbridge.Options{Agent: agent, Logger: discardLogger()}, h)
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	if err := w.Start(); err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
-	e.t.Cleanup(w.Close)
+	t.Cleanup(w.Close)
 	return w
+}
+
+// chatSession starts a session, dials its WebSocket and has one chat turn
+// on it (body, as client message clientID) answered by the echo agent.
+func (e *env) chatSession(clientID, body string) (session, *wsClient) {
+	e.t.Helper()
+	s := e.NewSession(nil)
+	ws := e.MustDialWS(s)
+	ws.Send(map[string]any{"type": "message", "body": body, "client_message_id": clientID})
+	signalingtest.ExpectReply(e.t, ws, clientID, "echo: "+body)
+	return s, ws
 }
 
 // The client side is signalingtest's, shared with signaling's handler

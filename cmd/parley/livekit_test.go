@@ -52,6 +52,21 @@ type lkClient struct {
 	leaveOnce    sync.Once
 }
 
+// roomGone checks that LiveKit deleted room after what (a hang-up, a
+// switch to chat) and disconnected c from it, then has c leave.
+func (e *env) roomGone(c *lkClient, room, after string) {
+	e.t.Helper()
+	if _, err := e.app.lk.RoomState(context.Background(), room); !errors.Is(err, media.ErrNoRoom) {
+		e.t.Fatalf("room after %s: %v", after, err)
+	}
+	select {
+	case <-c.disconnected:
+	case <-time.After(10 * time.Second):
+		e.t.Fatalf("the visitor was not disconnected when the room was deleted (after %s)", after)
+	}
+	c.leave()
+}
+
 // joinLiveKit connects a client with token; the error is LiveKit's answer.
 func joinLiveKit(t testing.TB, url, token string) (*lkClient, error) {
 	t.Helper()
@@ -312,31 +327,14 @@ func TestLiveKitRoundTrip(t *testing.T) {
 				bridgeLat = append(bridgeLat, at[k].Sub(f.CapturedAt))
 				e2eLat = append(e2eLat, at[k].Sub(sent[i]))
 			}
-			deadline := time.Now().Add(10 * time.Second)
-			for out.Len() < len(frames) || c.received.Load() < int64(len(frames))*9/10 {
-				if time.Now().After(deadline) {
-					leg, _ := e.app.broker.Voice(s.ID)
-					t.Fatalf("echo: %d frames from the agent on NATS, %d received by the client, of %d sent; media stats %+v",
-						out.Len(), c.received.Load(), len(frames), legStats(leg))
-				}
-				<-time.After(20 * time.Millisecond)
-			}
+			e.waitEchoed(s, len(frames), out.Len, c.received.Load)
 
 			// The echo agent heard three utterances: transcripts and replies.
-			var transcripts, replies []string
-			for len(replies) < 3 {
-				f := ws.Next()
-				switch f.Str("type") {
-				case "media_state":
+			transcripts, replies := voiceReplies(ws, 3, func(f frame) {
+				if f.Str("type") == "media_state" {
 					sawJoinedHook = sawJoinedHook || f.Str("reason") == "livekit_participant_joined"
-				case "transcript":
-					if f["final"] == true && f.Str("via") == "voice" {
-						transcripts = append(transcripts, f.Str("text"))
-					}
-				case "done":
-					replies = append(replies, f.Str("body"))
 				}
-			}
+			})
 			if len(transcripts) != 3 || !strings.HasPrefix(replies[0], "echo: utterance 1 (") {
 				t.Fatalf("transcripts %q, replies %q", transcripts, replies)
 			}
@@ -370,25 +368,8 @@ func TestLiveKitRoundTrip(t *testing.T) {
 
 			// Hang up with DELETE on the leg: back to chat, the bridge leaves,
 			// the room is deleted (the client is disconnected by LiveKit).
-			auth := []string{"Authorization", "Bearer " + s.Token}
-			if r := e.Do("DELETE", location, nil, auth...); r.Status != http.StatusNoContent {
-				t.Fatalf("DELETE leg: %d %s", r.Status, r.Raw)
-			}
-			if f, _ := ws.Until("mode"); f.Str("mode") != "chat" {
-				t.Fatalf("after hang-up: %v", f)
-			}
-			if r := e.Do("DELETE", location, nil, auth...); r.Status != http.StatusNotFound || r.ErrCode() != "LEG_NOT_FOUND" {
-				t.Fatalf("second DELETE: %d %s", r.Status, r.Raw)
-			}
-			if _, err := e.app.lk.RoomState(context.Background(), room); !errors.Is(err, media.ErrNoRoom) {
-				t.Fatalf("room after hang-up: %v", err)
-			}
-			select {
-			case <-c.disconnected:
-			case <-time.After(10 * time.Second):
-				t.Fatal("the client was not disconnected when the room was deleted")
-			}
-			c.leave()
+			e.hangUp(s, ws, location)
+			e.roomGone(c, room, "hang-up")
 			if n := e.app.lk.NumBridges(); n != 0 {
 				t.Fatalf("%d bridges after hang-up", n)
 			}
@@ -649,15 +630,7 @@ func TestLiveKitModeChatEndsBridge(t *testing.T) {
 	if _, ok := e.app.broker.Voice(s.ID); ok {
 		t.Fatal("voice leg still up after switching to chat")
 	}
-	if _, err := e.app.lk.RoomState(context.Background(), room); !errors.Is(err, media.ErrNoRoom) {
-		t.Fatalf("room after mode chat: %v", err)
-	}
-	select {
-	case <-c.disconnected:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the visitor was not disconnected")
-	}
-	c.leave()
+	e.roomGone(c, room, "mode chat")
 	waitForGoroutines(t, baseline, before)
 }
 

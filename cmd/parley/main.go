@@ -27,21 +27,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 		usage(stderr)
 		return 2
 	}
+	// Every command takes the arguments after its name and the two writers.
+	commands := map[string]func(args []string, stdout, stderr io.Writer) int{
+		"serve":  serveCmd,
+		"agent":  agentCmd,
+		"bench":  benchCmd,
+		"agents": agentsCmd,
+		"keys":   keysCmd,
+		"rooms":  roomsCmd,
+		"check":  checkCmd,
+	}
+	if cmd, ok := commands[args[0]]; ok {
+		return cmd(args[1:], stdout, stderr)
+	}
 	switch args[0] {
-	case "serve":
-		return serveCmd(args[1:], stdout, stderr)
-	case "agent":
-		return agentCmd(args[1:], stdout, stderr)
-	case "bench":
-		return benchCmd(args[1:], stdout, stderr)
-	case "agents":
-		return agentsCmd(args[1:], stdout, stderr)
-	case "keys":
-		return keysCmd(args[1:], stdout, stderr)
-	case "rooms":
-		return roomsCmd(args[1:], stdout, stderr)
-	case "check":
-		return checkCmd(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "parley", version)
 		return 0

@@ -150,16 +150,5 @@ func TestNATSSecretsNotLoggedFullRun(t *testing.T) {
 // port, changed by tune, and returns its URL.
 func natsServerWith(t testing.TB, tune func(*server.Options)) string {
 	t.Helper()
-	o := &server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true}
-	tune(o)
-	s, err := server.NewServer(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats did not start")
-	}
-	t.Cleanup(s.Shutdown)
-	return s.ClientURL()
+	return agenttest.RunNATS(t, tune).ClientURL()
 }

@@ -93,19 +93,27 @@ func TestReplicasOnCluster(t *testing.T) {
 	}
 
 	// More replicas than the cluster has servers: refused at once, clearly.
-	cfg := testConfig(t)
-	cfg.NATS.URL, cfg.NATS.Replicas = url, 5
-	a := newApp(cfg, discardLogger())
-	start := time.Now()
-	err := a.Start(t.Context())
-	t.Logf("replicas 5 on 3 nodes: %s: %v", time.Since(start).Round(time.Millisecond), err)
-	if err == nil {
-		_ = a.Stop(context.Background())
-		t.Fatal("replicas 5 on a 3-node cluster started")
-	}
+	err := startRefused(t, url, 5, "replicas 5 on a 3-node cluster")
 	if !errors.Is(err, broker.ErrPlacement) || !strings.Contains(err.Error(), "cannot place 5 replicas") {
 		t.Fatalf("err = %v, want ErrPlacement naming 5 replicas", err)
 	}
+}
+
+// startRefused starts Parley on the NATS at url with nats.replicas set to
+// replicas, which must fail (what names the case), and returns the error.
+func startRefused(t *testing.T, url string, replicas configs.Replicas, what string) error {
+	t.Helper()
+	cfg := testConfig(t)
+	cfg.NATS.URL, cfg.NATS.Replicas = url, replicas
+	a := newApp(cfg, discardLogger())
+	start := time.Now()
+	err := a.Start(t.Context())
+	t.Logf("%s: %s: %v", what, time.Since(start).Round(time.Millisecond), err)
+	if err == nil {
+		_ = a.Stop(context.Background())
+		t.Fatalf("%s started", what)
+	}
+	return err
 }
 
 // TestReplicasSingleServer: auto on one external server is R1 without a
@@ -121,17 +129,7 @@ func TestReplicasSingleServer(t *testing.T) {
 		t.Errorf("single server warned as a cluster")
 	}
 
-	cfg := testConfig(t)
-	cfg.NATS.URL = natsServer(t)
-	cfg.NATS.Replicas = 3
-	a := newApp(cfg, discardLogger())
-	start := time.Now()
-	err := a.Start(t.Context())
-	t.Logf("explicit 3 on one server: %s: %v", time.Since(start).Round(time.Millisecond), err)
-	if err == nil {
-		_ = a.Stop(context.Background())
-		t.Fatal("explicit replicas 3 on a single server started")
-	}
+	err := startRefused(t, natsServer(t), 3, "explicit replicas 3 on a single server")
 	if !strings.Contains(err.Error(), "nats.replicas is 3") || !strings.Contains(err.Error(), "not clustered") {
 		t.Fatalf("err = %v, want one naming nats.replicas and the single server", err)
 	}

@@ -207,10 +207,7 @@ func TestRoomsCLI(t *testing.T) {
 	_, e, natsURL := serveProc(t, dir)
 	watch := startProc(t, "rooms", "--watch", "--json", "--nats-url", natsURL, "--data-dir", dir)
 	watchTable := startProc(t, "rooms", "--watch", "--nats-url", natsURL, "--data-dir", dir)
-	s := e.NewSession(nil)
-	ws := e.MustDialWS(s)
-	ws.Send(map[string]any{"type": "message", "body": "hello cli", "client_message_id": "c-1"})
-	signalingtest.ExpectReply(t, ws, "c-1", "echo: hello cli")
+	s, _ := e.chatSession("c-1", "hello cli") // its WebSocket is the room's one leg
 
 	var rooms []broker.Room
 	agenttest.Poll(t, 20*time.Second, "the room in parley rooms --json", func() bool {

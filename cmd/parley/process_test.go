@@ -258,10 +258,7 @@ func TestKill9AndRestart(t *testing.T) {
 func TestSIGTERMDrains(t *testing.T) {
 	dir := t.TempDir()
 	p, e, _ := serveProc(t, dir)
-	s := e.NewSession(nil)
-	c := e.MustDialWS(s)
-	c.Send(map[string]any{"type": "message", "body": "before", "client_message_id": "t-1"})
-	signalingtest.ExpectReply(t, c, "t-1", "echo: before")
+	s, c := e.chatSession("t-1", "before")
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}

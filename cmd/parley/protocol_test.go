@@ -17,29 +17,21 @@ import (
 // typing, chunk, done.
 func TestAgentActionsPassThrough(t *testing.T) {
 	e := startEnv(t, noEcho)
-	w, err := agentbridge.NewWorker(e.agentConn(configs.DefaultAgent), agentbridge.Options{Agent: configs.DefaultAgent, Logger: discardLogger()},
-		func(ctx context.Context, c *agentbridge.Conversation) error {
-			for ev := range c.Events() {
-				if ev.Type != agentbridge.EventUserMessage {
-					continue
-				}
-				// (navigate is checked against the widget's nav map: see widget_test.go)
-				if err := c.SendAction(ctx, agentbridge.ActionHandoff, map[string]string{"queue": "sales"}); err != nil {
-					return err
-				}
-				if err := c.SendText(ctx, ev.MessageID, "see pricing"); err != nil {
-					return err
-				}
+	e.startAgent(func(ctx context.Context, c *agentbridge.Conversation) error {
+		for ev := range c.Events() {
+			if ev.Type != agentbridge.EventUserMessage {
+				continue
 			}
-			return nil
-		})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(w.Close)
+			// (navigate is checked against the widget's nav map: see widget_test.go)
+			if err := c.SendAction(ctx, agentbridge.ActionHandoff, map[string]string{"queue": "sales"}); err != nil {
+				return err
+			}
+			if err := c.SendText(ctx, ev.MessageID, "see pricing"); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 
 	s := e.NewSession(nil)
 	c := e.MustDialWS(s)
@@ -75,10 +67,7 @@ func TestAgentActionsPassThrough(t *testing.T) {
 // acknowledged by the echo agent with its state, which the visitor sees.
 func TestEchoAcknowledgesModeChange(t *testing.T) {
 	e := startEnv(t)
-	s := e.NewSession(nil)
-	c := e.MustDialWS(s)
-	c.Send(map[string]any{"type": "message", "body": "hi", "client_message_id": "m-1"})
-	signalingtest.ExpectReply(t, c, "m-1", "echo: hi")
+	s, c := e.chatSession("m-1", "hi")
 
 	// The broker writes mode_changed when the visitor switches to voice
 	// (the broker is the only writer of the log; agents hear it live).

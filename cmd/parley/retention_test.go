@@ -192,7 +192,7 @@ func (e *env) fill(s session) (ws *wsClient, uploadID string) {
 // data:delete cannot delete; other conversations are untouched.
 func TestDeleteConversation(t *testing.T) {
 	t.Parallel()
-	e := startEnv(t, withExampleWidget(t), func(c *configs.Config) { c.Ops.RoomUpdateInterval = 50 * time.Millisecond })
+	e := startEnv(t, withExampleWidget(t), fastRooms)
 	st := e.store()
 	ak, _ := e.newAdminKey("", broker.ScopeDataDelete)
 	auth := []string{"Authorization", "Bearer " + ak}

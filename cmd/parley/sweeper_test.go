@@ -53,7 +53,7 @@ func TestIdleSessionsSwept(t *testing.T) {
 	shared := func(c *configs.Config) {
 		c.NATS.URL = url
 		c.EchoAgent.Enabled = false
-		c.Ops.RoomUpdateInterval = 50 * time.Millisecond
+		fastRooms(c)
 		c.Sessions.IdleTimeout = time.Second
 		c.Sessions.SweepInterval = 100 * time.Millisecond
 		c.Sessions.TTL = 5 * time.Second
@@ -143,7 +143,7 @@ func TestRetentionSweep(t *testing.T) {
 	short := configs.WidgetConfig{Key: "pk_short", AllowDevOrigins: true, ConversationMaxAge: "2s"}
 	shared := func(c *configs.Config) {
 		c.NATS.URL = url
-		c.Ops.RoomUpdateInterval = 50 * time.Millisecond
+		fastRooms(c)
 		c.Retention.SweepInterval = 100 * time.Millisecond
 		c.Retention.ConversationMaxAge = time.Hour
 	}

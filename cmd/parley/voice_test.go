@@ -28,6 +28,57 @@ func (e *env) tapAudio(subject string) *agenttest.AudioTap {
 	return agenttest.TapAudio(e.t, e.natsConn(), subject)
 }
 
+// waitEchoed waits until the echo agent's audio for all sent frames is on
+// NATS (onNATS counts it) and the client got at least 90% of it back
+// (received counts it).
+func (e *env) waitEchoed(s session, sent int, onNATS func() int, received func() int64) {
+	e.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for onNATS() < sent || received() < int64(sent)*9/10 {
+		if time.Now().After(deadline) {
+			leg, _ := e.app.broker.Voice(s.ID)
+			e.t.Fatalf("echo: %d frames from the agent on NATS, %d received by the client, of %d sent; media stats %+v",
+				onNATS(), received(), sent, legStats(leg))
+		}
+		<-time.After(20 * time.Millisecond)
+	}
+}
+
+// voiceReplies reads ws until n replies are done and returns the final
+// voice transcripts and the replies; saw is given every frame read, for
+// the test's own checks.
+func voiceReplies(ws *wsClient, n int, saw func(frame)) (transcripts, replies []string) {
+	for len(replies) < n {
+		f := ws.Next()
+		saw(f)
+		switch f.Str("type") {
+		case "transcript":
+			if f["final"] == true && f.Str("via") == "voice" {
+				transcripts = append(transcripts, f.Str("text"))
+			}
+		case "done":
+			replies = append(replies, f.Str("body"))
+		}
+	}
+	return transcripts, replies
+}
+
+// hangUp ends the voice leg at location with DELETE: the conversation goes
+// back to chat, and a second DELETE finds no leg.
+func (e *env) hangUp(s session, ws *wsClient, location string) {
+	e.t.Helper()
+	auth := []string{"Authorization", "Bearer " + s.Token}
+	if r := e.Do("DELETE", location, nil, auth...); r.Status != http.StatusNoContent {
+		e.t.Fatalf("DELETE leg: %d %s", r.Status, r.Raw)
+	}
+	if f, _ := ws.Until("mode"); f.Str("mode") != "chat" {
+		e.t.Fatalf("after hang-up: %v", f)
+	}
+	if r := e.Do("DELETE", location, nil, auth...); r.Status != http.StatusNotFound || r.ErrCode() != "LEG_NOT_FOUND" {
+		e.t.Fatalf("second DELETE: %d %s", r.Status, r.Raw)
+	}
+}
+
 // TestVoiceRoundTrip: a pion client offers over HTTP, its Opus frames reach
 // the agent on NATS in order with the contract's headers, the echo agent
 // sends them back and the client receives them; the echo's transcripts and
@@ -64,49 +115,24 @@ func TestVoiceRoundTrip(t *testing.T) {
 	if len(got) != len(frames) {
 		t.Fatalf("%d frames on NATS, sent %d", len(got), len(frames))
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for len(out.Frames()) < len(frames) || c.Received.Load() < int64(len(frames))*9/10 {
-		if time.Now().After(deadline) {
-			leg, _ := e.app.broker.Voice(s.ID)
-			t.Fatalf("echo: %d frames from the agent on NATS, %d received by the client, of %d sent; media stats %+v",
-				len(out.Frames()), c.Received.Load(), len(frames), legStats(leg))
-		}
-		<-time.After(20 * time.Millisecond)
-	}
+	e.waitEchoed(s, len(frames), out.Len, c.Received.Load)
 
 	// The echo agent heard three utterances: transcripts and replies.
-	var transcripts, replies []string
 	sawVoice, sawConnected := false, false
-	for len(replies) < 3 {
-		f := ws.Next()
+	transcripts, replies := voiceReplies(ws, 3, func(f frame) {
 		switch f.Str("type") {
 		case "mode":
 			sawVoice = sawVoice || f.Str("mode") == "voice"
 		case "media_state":
 			sawConnected = sawConnected || f.Str("state") == "connected"
-		case "transcript":
-			if f["final"] == true && f.Str("via") == "voice" {
-				transcripts = append(transcripts, f.Str("text"))
-			}
-		case "done":
-			replies = append(replies, f.Str("body"))
 		}
-	}
+	})
 	if !sawVoice || !sawConnected || len(transcripts) != 3 || !strings.HasPrefix(replies[0], "echo: utterance 1 (") {
 		t.Fatalf("voice frames: mode voice %v, connected %v, transcripts %q, replies %q", sawVoice, sawConnected, transcripts, replies)
 	}
 
 	// Hang up: back to chat; a second hang-up finds no leg.
-	auth := []string{"Authorization", "Bearer " + s.Token}
-	if r := e.Do("DELETE", c.Location, nil, auth...); r.Status != http.StatusNoContent {
-		t.Fatalf("DELETE leg: %d %s", r.Status, r.Raw)
-	}
-	if f, _ := ws.Until("mode"); f.Str("mode") != "chat" {
-		t.Fatalf("after hang-up: %v", f)
-	}
-	if r := e.Do("DELETE", c.Location, nil, auth...); r.Status != http.StatusNotFound || r.ErrCode() != "LEG_NOT_FOUND" {
-		t.Fatalf("second DELETE: %d %s", r.Status, r.Raw)
-	}
+	e.hangUp(s, ws, c.Location)
 	c.Close()
 	waitForGoroutines(t, baseline, before)
 }
@@ -115,10 +141,7 @@ func TestVoiceRoundTrip(t *testing.T) {
 // conversation, every turn in order with the right via.
 func TestVoiceAndChatOneConversation(t *testing.T) {
 	e := startEnv(t, voiceConfig)
-	s := e.NewSession(nil)
-	ws := e.MustDialWS(s)
-	ws.Send(map[string]any{"type": "message", "body": "typed first", "client_message_id": "v-1"})
-	signalingtest.ExpectReply(t, ws, "v-1", "echo: typed first")
+	s, ws := e.chatSession("v-1", "typed first")
 
 	r := e.Do("POST", "/v1/sessions/"+s.ID+"/mode", map[string]any{"mode": "voice"}, "Authorization", "Bearer "+s.Token)
 	if r.Status != 200 || r.Body["changed"] != true || r.Str("previous_mode") != "chat" {

@@ -67,22 +67,16 @@ func testWidgetReload(t *testing.T, s *site) {
 	b.waitJS(10*time.Second, "the first echo", hasLine("agent", "echo: first"))
 	b.typeMessage("second")
 	b.waitJS(10*time.Second, "the second echo", hasLine("agent", "echo: second"))
-	var stored string
-	b.mustEval(`sessionStorage.getItem("parley.resume.pk_site") || ""`, &stored)
+	stored := b.resumeToken("pk_site")
 
 	b.must("reload", chromedp.Reload())
 	b.waitReady()
 	b.waitJS(15*time.Second, "the conversation back", widgetJS+`.open && `+widgetJS+`.chat === "connected"`)
-	after := b.session()
-	if !after.Resumed || after.ConversationID != before.ConversationID || after.SessionID == before.SessionID {
-		t.Fatalf("after the reload %+v, before %+v", after, before)
-	}
+	b.resumedFrom(before)
 	if got := strings.Join(b.lines(), "|"); got != "visitor: first|agent: echo: first|visitor: second|agent: echo: second" {
 		t.Fatalf("after the reload the widget shows %q", got)
 	}
-	var fresh string
-	b.mustEval(`sessionStorage.getItem("parley.resume.pk_site") || ""`, &fresh)
-	if fresh == "" || fresh == stored {
+	if fresh := b.resumeToken("pk_site"); fresh == "" || fresh == stored {
 		t.Fatal("the resume token was not replaced")
 	}
 	b.typeMessage("third")

@@ -136,14 +136,7 @@ type site struct {
 func startSite(t *testing.T) *site {
 	t.Helper()
 	e := startEnv(t, voiceConfig, withWidget(siteWidget()))
-	w, err := agentbridge.NewWorker(e.agentConn(siteAgent), agentbridge.Options{Agent: siteAgent, Logger: discardLogger()}, guideAgent)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(w.Close)
+	runWorker(t, e.agentConn(siteAgent), siteAgent, guideAgent)
 	_, port, ok := strings.Cut(e.app.server.Addr(), ":")
 	if !ok {
 		t.Fatalf("server address %q", e.app.server.Addr())
