@@ -137,7 +137,7 @@ func TestShutdownLeavesNoGoroutines(t *testing.T) {
 func TestLostWorkerIsReplaced(t *testing.T) {
 	e := startEnv(t, noEcho, func(c *configs.Config) { c.Agents.HeartbeatTimeout = time.Second })
 	nc := e.agentConn(configs.DefaultAgent)
-	w1 := runWorker(t, nc, configs.DefaultAgent, echoAgent)
+	w1 := signalingtest.StartWorker(t, nc, configs.DefaultAgent, echoAgent)
 	s, c := e.chatSession("l-1", "first")
 
 	e.startWorker()
@@ -162,7 +162,7 @@ func TestFailoverMidReply(t *testing.T) {
 	e := startEnv(t, noEcho, func(c *configs.Config) { c.Agents.HeartbeatTimeout = time.Second })
 	nc1 := e.agentConn(configs.DefaultAgent)
 	halfway := make(chan *agentbridge.Conversation, 1)
-	w1 := runWorker(t, nc1, configs.DefaultAgent, func(ctx context.Context, c *agentbridge.Conversation) error {
+	w1 := signalingtest.StartWorker(t, nc1, configs.DefaultAgent, func(ctx context.Context, c *agentbridge.Conversation) error {
 		for ev := range c.Events() {
 			if ev.Type != agentbridge.EventUserMessage {
 				continue

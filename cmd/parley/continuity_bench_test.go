@@ -30,7 +30,7 @@ func BenchmarkFailover(b *testing.B) {
 		c := e.MustDialWS(s)
 		start := func() *nats.Conn {
 			nc := e.agentConn(configs.DefaultAgent)
-			runWorker(b, nc, configs.DefaultAgent, slowEcho)
+			signalingtest.StartWorker(b, nc, configs.DefaultAgent, slowEcho)
 			b.Cleanup(nc.Close)
 			return nc
 		}

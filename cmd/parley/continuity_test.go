@@ -100,7 +100,7 @@ func TestContinuity(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(nc.Close)
-		runWorker(t, nc, configs.DefaultAgent, h)
+		signalingtest.StartWorker(t, nc, configs.DefaultAgent, h)
 		return nc
 	}
 	// Worker 1: slow, so it can die mid-reply.

@@ -19,7 +19,7 @@ import (
 func (e *env) startWorkerOn() (*agentbridge.Worker, *nats.Conn) {
 	e.t.Helper()
 	nc := e.agentConn(configs.DefaultAgent)
-	return runWorker(e.t, nc, configs.DefaultAgent, echoAgent), nc
+	return signalingtest.StartWorker(e.t, nc, configs.DefaultAgent, echoAgent), nc
 }
 
 // streamSpeech sends speech on the voice client in a loop, on a 20 ms

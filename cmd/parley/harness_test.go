@@ -91,24 +91,14 @@ func (e *env) natsConn() *nats.Conn {
 // reach the authenticated embedded server.
 func (e *env) natsConnAs(role string, extra ...nats.Option) *nats.Conn {
 	e.t.Helper()
-	opts, err := e.app.broker.ClientOptions(role)
-	if err != nil {
-		e.t.Fatalf("nats credentials: %v", err)
-	}
-	nc, err := nats.Connect(e.app.broker.NATSClientURL(), append(opts, extra...)...)
-	if err != nil {
-		e.t.Fatalf("nats connect: %v", err)
-	}
-	e.t.Cleanup(nc.Close)
-	return nc
+	return signalingtest.ConnectAs(e.t, e.app.broker, role, extra...)
 }
 
 // agentConn connects as a worker of agent: the agent's credentials and
 // inbox prefix (protocol v2).
 func (e *env) agentConn(agent string, extra ...nats.Option) *nats.Conn {
 	e.t.Helper()
-	opts := append(agentbridge.ConnectOptions(e.app.broker.Subjects().Prefix, agent), extra...)
-	return e.natsConnAs(broker.AgentRole(agent), opts...)
+	return signalingtest.ConnectAgent(e.t, e.app.broker, agent, extra...)
 }
 
 // startWorker starts one echo worker on its own connection.
@@ -121,22 +111,7 @@ func (e *env) startWorker() *agentbridge.Worker {
 // connection.
 func (e *env) startAgent(h agentbridge.Handler) *agentbridge.Worker {
 	e.t.Helper()
-	return runWorker(e.t, e.agentConn(configs.DefaultAgent), configs.DefaultAgent, h)
-}
-
-// runWorker starts a worker of agent on nc running h; it is closed when
-// the test ends (closing it earlier is fine).
-func runWorker(t testing.TB, nc *nats.Conn, agent string, h agentbridge.Handler) *agentbridge.Worker {
-	t.Helper()
-	w, err := agentbridge.NewWorker(nc, agentbridge.Options{Agent: agent, Logger: discardLogger()}, h)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(w.Close)
-	return w
+	return signalingtest.StartWorker(e.t, e.agentConn(configs.DefaultAgent), configs.DefaultAgent, h)
 }
 
 // chatSession starts a session, dials its WebSocket and has one chat turn

@@ -15,6 +15,7 @@ import (
 	"github.com/parley-rtc/parley/agentbridge"
 	"github.com/parley-rtc/parley/agentbridge/echo"
 	"github.com/parley-rtc/parley/configs"
+	"github.com/parley-rtc/parley/signaling/signalingtest"
 )
 
 // The embeddable widget (signaling/static/widget.js) in headless Chromium,
@@ -136,7 +137,7 @@ type site struct {
 func startSite(t *testing.T) *site {
 	t.Helper()
 	e := startEnv(t, voiceConfig, withWidget(siteWidget()))
-	runWorker(t, e.agentConn(siteAgent), siteAgent, guideAgent)
+	signalingtest.StartWorker(t, e.agentConn(siteAgent), siteAgent, guideAgent)
 	_, port, ok := strings.Cut(e.app.server.Addr(), ":")
 	if !ok {
 		t.Fatalf("server address %q", e.app.server.Addr())

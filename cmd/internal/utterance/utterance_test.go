@@ -5,40 +5,18 @@ import (
 	"math"
 	"testing"
 
-	"github.com/thesyncim/gopus"
-
 	"github.com/parley-rtc/parley/agentbridge"
 	"github.com/parley-rtc/parley/cmd/internal/utterance"
+	"github.com/parley-rtc/parley/signaling/signalingtest"
 )
 
 // tone returns 20 ms frames: for each burst, on frames of a 440 Hz tone at
 // amplitude amp (0..1), then off frames of silence, as 48 kHz stereo Opus.
 func tone(t *testing.T, bursts, on, off int, amp float64) []agentbridge.AudioFrame {
 	t.Helper()
-	enc, err := gopus.NewEncoder(gopus.EncoderConfig{SampleRate: 48000, Channels: 2, Application: gopus.ApplicationVoIP})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pcm := make([]int16, 1920)
 	var out []agentbridge.AudioFrame
-	phase := 0.0
-	for range bursts {
-		for i := range on + off {
-			for s := range 960 {
-				v := int16(0)
-				if i < on {
-					v = int16(amp * 32767 * math.Sin(phase))
-					phase += 2 * math.Pi * 440 / 48000
-				}
-				pcm[2*s], pcm[2*s+1] = v, v
-			}
-			buf := make([]byte, 1500)
-			n, err := enc.EncodeInt16(pcm, buf)
-			if err != nil {
-				t.Fatal(err)
-			}
-			out = append(out, agentbridge.AudioFrame{Codec: agentbridge.CodecOpus, Seq: uint64(len(out)), Payload: buf[:n]})
-		}
+	for i, p := range signalingtest.Tone(t, bursts, on, off, amp*32767) {
+		out = append(out, agentbridge.AudioFrame{Codec: agentbridge.CodecOpus, Seq: uint64(i), Payload: p})
 	}
 	return out
 }
