@@ -85,6 +85,10 @@ type Broker struct {
 	voiceMu sync.Mutex
 	voices  map[string]*Voice // session id → its voice leg
 
+	// deleting holds the conversations this broker marked deleted and has
+	// not finished purging: its next sweep finishes them.
+	deleting pendingDeletions
+
 	ctx        context.Context // cancelled by Close; parent of owned goroutines
 	cancel     context.CancelFunc
 	connClosed chan struct{}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -50,8 +51,59 @@ const (
 const purgeTimeout = 30 * time.Second
 
 // deleteResume is how long a marked conversation may stay marked before a
-// sweep takes over its deletion (the deleting broker died).
+// sweep takes over its deletion (the deleting broker died). The broker that
+// marked it finishes it at its next sweep (pendingDeletions).
 const deleteResume = time.Minute
+
+// pendingDeletions are the conversations a broker marked deleted and whose
+// purge has not completed (a store error part-way): the broker's next
+// sweep finishes them at once, rather than after deleteResume, which is
+// for a broker that died.
+type pendingDeletions struct {
+	mu  sync.Mutex
+	ids map[string]struct{}
+}
+
+func (p *pendingDeletions) add(cid string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ids == nil {
+		p.ids = make(map[string]struct{})
+	}
+	p.ids[cid] = struct{}{}
+}
+
+func (p *pendingDeletions) done(cid string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.ids, cid)
+}
+
+// keepOnly forgets the pending conversations whose record is gone (a
+// purge that failed after its last step, or another broker finished it).
+func (p *pendingDeletions) keepOnly(records []kvEntry[Conversation]) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.ids) == 0 {
+		return
+	}
+	present := make(map[string]bool, len(records))
+	for _, e := range records {
+		present[e.v.ID] = true
+	}
+	for cid := range p.ids {
+		if !present[cid] {
+			delete(p.ids, cid)
+		}
+	}
+}
+
+func (p *pendingDeletions) has(cid string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, ok := p.ids[cid]
+	return ok
+}
 
 // sessionSweepLoop ends idle and expired sessions until the broker closes.
 func (b *Broker) sessionSweepLoop() {
@@ -250,11 +302,12 @@ func (b *Broker) SweepConversations(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	now := time.Now().UTC()
+	b.deleting.keepOnly(entries)
 	var expired []kvEntry[Conversation]
 	for _, e := range entries {
 		c := e.v
 		if c.DeletedAt != nil {
-			if now.Sub(*c.DeletedAt) > deleteResume {
+			if now.Sub(*c.DeletedAt) > deleteResume || b.deleting.has(c.ID) {
 				expired = append(expired, e)
 			}
 			continue
@@ -300,7 +353,7 @@ func (b *Broker) SweepConversations(ctx context.Context) (int, error) {
 				continue // changed since read (resumed?) or gone: not now
 			}
 		}
-		if err := b.purgeConversation(ctx, c, idx); err != nil {
+		if err := b.purge(ctx, c, idx); err != nil {
 			return deleted, err
 		}
 		deleted++
@@ -393,6 +446,17 @@ func (b *Broker) purgeKV(ctx context.Context, kv jetstream.KeyValue, pattern str
 	if err := st.Purge(ctx, jetstream.WithPurgeSubject("$KV."+kv.Bucket()+"."+pattern)); err != nil {
 		return fmt.Errorf("%w: purge %s %s: %w", ErrStore, kv.Bucket(), pattern, err)
 	}
+	return nil
+}
+
+// purge runs purgeConversation for a conversation this broker marked
+// deleted, and keeps it pending until that succeeds.
+func (b *Broker) purge(ctx context.Context, c Conversation, idx *convIndex) error {
+	b.deleting.add(c.ID)
+	if err := b.purgeConversation(ctx, c, idx); err != nil {
+		return err
+	}
+	b.deleting.done(c.ID)
 	return nil
 }
 
@@ -506,7 +570,7 @@ func (b *Broker) DeleteConversations(ctx context.Context, cids []string) (int, e
 		return 0, err
 	}
 	for i, c := range marked {
-		if err := b.purgeConversation(ctx, c, idx); err != nil {
+		if err := b.purge(ctx, c, idx); err != nil {
 			return i, err
 		}
 		b.log.Info("conversation deleted", "conversation_id", c.ID, "widget", c.Widget)

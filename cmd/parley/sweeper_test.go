@@ -161,9 +161,12 @@ func TestRetentionSweep(t *testing.T) {
 	a.fill(kept)
 	start := time.Now()
 
-	agenttest.Poll(t, 20*time.Second, "the expired conversation deleted whole", func() bool {
+	if !poll(20*time.Second, func() bool {
 		return len(st.leftovers(old.ConversationID, []string{old.ID}, []string{upl})) == 0
-	})
+	}) {
+		t.Fatalf("the expired conversation not deleted whole in 20s: %q left\nbroker a: %s\nbroker b: %s",
+			st.leftovers(old.ConversationID, []string{old.ID}, []string{upl}), tail(a.logs.String(), 3000), tail(b.logs.String(), 3000))
+	}
 	t.Logf("deleted %v after its last activity (max age 2s, sweep 100ms)", time.Since(start).Round(10*time.Millisecond))
 	// The deletion is logged once the purge returns, a moment after the
 	// last record is gone.
