@@ -6,7 +6,7 @@ PKGS    ?= ./...
 GOFLAGS ?= -buildvcs=false
 export GOFLAGS
 
-.PHONY: all build run test test-short vet fmt-check bench fuzz clean browser livekit
+.PHONY: all build run test test-short vet fmt-check bench fuzz clean browser livekit speech-tools
 
 all: build
 
@@ -19,7 +19,7 @@ run:
 	$(GO) run ./cmd/parley serve
 
 ## test: formatting, vet, and every test with the race detector
-test: browser livekit fmt-check vet
+test: browser livekit speech-tools fmt-check vet
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 
 ## test-short: the quick tests only (no subprocesses), without -race
@@ -72,6 +72,30 @@ livekit:
 	  echo "## WARNING: could not build livekit-server $(LIVEKIT_VERSION)" >&2; \
 	  echo "## ($(LIVEKIT_BIN) is missing). The LiveKit tests (TestLiveKit*)" >&2; \
 	  echo "## will SKIP, or FAIL when PARLEY_REQUIRE_LIVEKIT=1." >&2; \
+	  echo "################################################################" >&2; \
+	fi
+
+## speech-tools: Debian's offline speech engines for media/speech (and the
+## voice pipeline): pocketsphinx with its US English model for speech-to-text,
+## flite and espeak-ng for text-to-speech. Installed once; skipped when every
+## binary and the model are there. A failed install only warns: the speech
+## tests then skip loudly (or fail, with PARLEY_REQUIRE_SPEECH=1 as in CI).
+SPEECH_PACKAGES ?= pocketsphinx pocketsphinx-en-us flite espeak-ng
+SPEECH_MODEL    := /usr/share/pocketsphinx/model/en-us/en-us
+speech-tools:
+	@if command -v pocketsphinx_continuous >/dev/null 2>&1 && command -v flite >/dev/null 2>&1 \
+	  && command -v espeak-ng >/dev/null 2>&1 && [ -d "$(SPEECH_MODEL)" ]; then exit 0; fi; \
+	sudo=""; \
+	if [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then sudo="sudo"; fi; \
+	echo "== installing $(SPEECH_PACKAGES) for the speech tests"; \
+	if $$sudo apt-get update && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y $(SPEECH_PACKAGES) \
+	  && command -v pocketsphinx_continuous >/dev/null && command -v flite >/dev/null && [ -d "$(SPEECH_MODEL)" ]; then \
+	  echo "== speech tools installed: flite $$(flite --version 2>&1 | head -n 1)"; \
+	else \
+	  echo "################################################################" >&2; \
+	  echo "## WARNING: could not install $(SPEECH_PACKAGES)." >&2; \
+	  echo "## The speech tests (media/speech) will SKIP, or FAIL when" >&2; \
+	  echo "## PARLEY_REQUIRE_SPEECH=1." >&2; \
 	  echo "################################################################" >&2; \
 	fi
 
