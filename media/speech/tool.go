@@ -108,6 +108,14 @@ func (c *capped) tail() string {
 	return s
 }
 
+// check is the tool as its availability check runs it: with a time limit
+// of its own, so a tight per-call limit does not fail the check.
+func (t *tool) check() *tool {
+	c := *t
+	c.timeout = 5 * time.Second
+	return &c
+}
+
 // readCapped reads a file the tool wrote, refusing one over max bytes.
 func readCapped(engine, op, path string, max int64) ([]byte, error) {
 	fi, err := os.Stat(path)

@@ -62,7 +62,7 @@ func NewFlite(cfg LocalTTSConfig) (*Flite, error) {
 	// flite falls back to its default voice for an unknown name, silently:
 	// check the list instead ("Voices available: kal awb_time kal16 awb rms slt").
 	var listed string
-	err = f.t.run(context.Background(), "check", func(string) ([]string, error) { return []string{"-lv"}, nil },
+	err = f.t.check().run(context.Background(), "check", func(string) ([]string, error) { return []string{"-lv"}, nil },
 		func(_ string, stdout []byte) error { listed = string(stdout); return nil })
 	if err != nil {
 		return nil, &Error{Code: CodeUnavailable, Engine: "flite", Op: "check", Detail: "flite -lv failed", Err: err}
@@ -105,7 +105,7 @@ func NewEspeakNG(cfg LocalTTSConfig) (*EspeakNG, error) {
 	}
 	e := &EspeakNG{local: l, voice: cmp(cfg.Voice, "en-us"), speed: cfg.Speed}
 	// An unknown voice makes espeak-ng exit 1; -q speaks nothing.
-	err = e.t.run(context.Background(), "check", func(string) ([]string, error) {
+	err = e.t.check().run(context.Background(), "check", func(string) ([]string, error) {
 		return []string{"-q", "-v", e.voice, "x"}, nil
 	}, func(string, []byte) error { return nil })
 	if err != nil {
