@@ -157,6 +157,13 @@ func NewOpenAI(cfg OpenAIConfig) (*OpenAI, error) {
 	return o, nil
 }
 
+// Close drops the client's idle keep-alive connections (and with them the
+// transport's reader goroutines). Calls after Close still work; they dial
+// again.
+func (o *OpenAI) Close() {
+	o.client.CloseIdleConnections()
+}
+
 // Transcribe implements Recognizer: POST {base}/v1/audio/transcriptions,
 // multipart with model, response_format=json and file=audio.wav (16 kHz).
 func (o *OpenAI) Transcribe(ctx context.Context, a Audio) (Transcript, error) {
