@@ -24,7 +24,7 @@ func TestWordErrorRate(t *testing.T) {
 		{"yes", "yes yes yes", 2}, // insertions can push it over 1
 		{"", "", 0},
 		{"", "noise", 1},
-		{"it's five o'clock", "it's five o clock", 2.0 / 3}, // "o'clock" → "o" + "clock"
+		{"it's five o'clock", "it's five o clock", 2.0 / 3},     // "o'clock" → "o" + "clock"
 		{"book a table for two", "but a ball for it to you", 1}, // 3 substitutions, 2 insertions
 	}
 	for _, c := range cases {
