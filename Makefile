@@ -110,6 +110,12 @@ fmt-check:
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 2x -timeout 20m ./cmd/parley/
 
+## bench-speech: the offline speech engines' latency per phrase and word
+## error rate per voice (media/speech; figures in docs/BENCHMARKS.md)
+.PHONY: bench-speech
+bench-speech: speech-tools
+	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout 20m ./media/speech
+
 ## bench-voice: `parley bench voice` (voice load test against a child serve)
 ## for each N in BENCH_VOICE_SESSIONS, D long; prints one table per N
 BENCH_VOICE_SESSIONS ?= 100 300 500
