@@ -118,4 +118,3 @@ func BenchmarkWER(b *testing.B) {
 		})
 	}
 }
-

@@ -3,7 +3,15 @@ package speech
 import (
 	"os"
 	"testing"
+
+	"go.uber.org/goleak"
 )
+
+// TestMain fails the package if any test leaves a goroutine behind (an
+// HTTP connection not closed, a child process not waited for).
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
 
 // requireLocal returns the offline engines, or skips the test when they are
 // not installed (make speech-tools); with PARLEY_REQUIRE_SPEECH=1 (CI) a

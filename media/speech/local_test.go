@@ -232,6 +232,13 @@ func TestTimeoutKillsChild(t *testing.T) {
 	if CodeOf(err) != CodeTimeout || !errors.Is(err, ErrTimeout) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("got %v, want CodeTimeout", err)
 	}
+	// The caller's own deadline is a timeout too, not a cancellation.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+	defer cancel()
+	ps, _ := requireLocal(t)
+	if _, err := ps.Transcribe(ctx, Audio{Rate: 16000, Samples: make([]int16, 16000)}); CodeOf(err) != CodeTimeout {
+		t.Fatalf("caller's deadline: got %v, want CodeTimeout", err)
+	}
 	assertEmptyDir(t, tmp)
 }
 
@@ -287,4 +294,26 @@ func abs(v int) int {
 		return -v
 	}
 	return v
+}
+
+// TestToolFailure: a tool that exits with an error is CodeFailed, and the
+// error carries the line of its log that says why (pocketsphinx writes its
+// log to a file, not to stderr).
+func TestToolFailure(t *testing.T) {
+	requireLocal(t)
+	lm := filepath.Join(t.TempDir(), "broken.lm.bin")
+	if err := os.WriteFile(lm, []byte("not a language model\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tmp := t.TempDir()
+	ps, err := NewPocketsphinx(PocketsphinxConfig{LM: lm, TempDir: tmp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = ps.Transcribe(context.Background(), Audio{Rate: 16000, Samples: make([]int16, 1600)})
+	if CodeOf(err) != CodeFailed || !errors.Is(err, ErrFailed) || !strings.Contains(err.Error(), "ERROR") {
+		t.Fatalf("got %v, want CodeFailed with pocketsphinx's ERROR line", err)
+	}
+	t.Logf("broken model: %v", err)
+	assertEmptyDir(t, tmp)
 }

@@ -261,10 +261,10 @@ func (o *OpenAI) do(ctx context.Context, op, path, contentType string, body io.R
 	fail := func(err error, status int) (response, error) {
 		e := &Error{Engine: "openai", Op: op, Status: status}
 		switch {
-		case ctx.Err() != nil:
+		case errors.Is(ctx.Err(), context.Canceled):
 			e.Code, e.Err = CodeCanceled, ctx.Err()
 		case rctx.Err() != nil:
-			e.Code, e.Detail, e.Err = CodeTimeout, fmt.Sprintf("no complete answer within %s", o.timeout), rctx.Err()
+			e.Code, e.Detail, e.Err = CodeTimeout, fmt.Sprintf("no complete answer after %s", time.Since(start).Round(time.Millisecond)), rctx.Err()
 		case isTimeout(err):
 			e.Code, e.Detail = CodeTimeout, "no answer in time"
 		default:

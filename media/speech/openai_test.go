@@ -180,6 +180,7 @@ func TestOpenAIKeyNeverShown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(o.Close)
 	_, err = o.Synthesize(context.Background(), "hello")
 	var e *Error
 	if !errors.As(err, &e) || e.Code != CodeRejected || e.Status != http.StatusUnauthorized {
@@ -209,6 +210,7 @@ func TestOpenAIDown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(o.Close)
 	_, err = o.Synthesize(context.Background(), "hello")
 	if CodeOf(err) != CodeDown || !errors.Is(err, ErrDown) || strings.Contains(err.Error(), testKey) {
 		t.Fatalf("synthesize: %v", err)

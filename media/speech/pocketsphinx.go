@@ -65,7 +65,7 @@ func NewPocketsphinx(cfg PocketsphinxConfig) (*Pocketsphinx, error) {
 	dir := cmp(cfg.ModelDir, DefaultPocketsphinxModel)
 	p := &Pocketsphinx{
 		t: tool{engine: engine, path: path, timeout: cmpDur(cfg.Timeout, 20*time.Second),
-			maxOut: 64 << 10, tempDir: cfg.TempDir},
+			maxOut: 64 << 10, tempDir: cfg.TempDir, logName: "log.txt"},
 		hmm:      cmp(cfg.HMM, filepath.Join(dir, "en-us")),
 		lm:       cmp(cfg.LM, filepath.Join(dir, "en-us.lm.bin")),
 		dict:     cmp(cfg.Dict, filepath.Join(dir, "cmudict-en-us.dict")),

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"time"
 )
@@ -19,6 +20,7 @@ type tool struct {
 	timeout time.Duration // per run
 	maxOut  int           // cap on stdout+stderr kept, bytes
 	tempDir string        // parent of the per-run directory ("" = os.TempDir)
+	logName string        // a log file the tool writes in its directory, whose tail explains a failure
 
 	// started, when set (tests), is told the pid of each child once it runs.
 	started func(pid int)
@@ -39,6 +41,7 @@ func (t *tool) run(ctx context.Context, op string, mk func(dir string) ([]string
 	if err != nil {
 		return &Error{Code: CodeFailed, Engine: t.engine, Op: op, Detail: "writing input", Err: err}
 	}
+	start := time.Now()
 	rctx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
 	cmd := exec.CommandContext(rctx, t.path, args...)
@@ -48,26 +51,26 @@ func (t *tool) run(ctx context.Context, op string, mk func(dir string) ([]string
 	var stdout, stderr capped
 	stdout.max, stderr.max = t.maxOut, 4096
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Start(); err != nil {
+	if err := cmd.Start(); err != nil && rctx.Err() == nil {
 		return &Error{Code: CodeUnavailable, Engine: t.engine, Op: op, Detail: "starting " + t.path, Err: err}
 	}
-	if t.started != nil {
-		t.started(cmd.Process.Pid)
-	}
-	err = cmd.Wait()
-	switch {
-	case ctx.Err() != nil: // the caller gave up (barge-in, hang-up): not the tool's fault
-		return &Error{Code: CodeCanceled, Engine: t.engine, Op: op, Err: ctx.Err()}
-	case rctx.Err() != nil:
-		return &Error{Code: CodeTimeout, Engine: t.engine, Op: op, Detail: fmt.Sprintf("killed after %s", t.timeout), Err: rctx.Err()}
-	case err != nil:
-		var ee *exec.ExitError
-		detail := "exited abnormally"
-		if errors.As(err, &ee) {
-			detail = ee.ProcessState.String()
+	if cmd.Process != nil { // not when the context was done before the start
+		if t.started != nil {
+			t.started(cmd.Process.Pid)
 		}
-		if tail := stderr.tail(); tail != "" {
-			detail += ": " + tail
+		err = cmd.Wait()
+	}
+	switch {
+	case errors.Is(ctx.Err(), context.Canceled): // the caller gave up (barge-in, hang-up): not the tool's fault
+		return &Error{Code: CodeCanceled, Engine: t.engine, Op: op, Err: ctx.Err()}
+	case rctx.Err() != nil: // our limit, or the caller's deadline
+		return &Error{Code: CodeTimeout, Engine: t.engine, Op: op, Detail: fmt.Sprintf("killed after %s", time.Since(start).Round(time.Millisecond)), Err: rctx.Err()}
+	case err != nil: // the exit status is in err; the detail says why
+		detail := stderr.tail()
+		if detail == "" && t.logName != "" {
+			if b, err := readCapped(t.engine, op, filepath.Join(dir, t.logName), 1<<20); err == nil {
+				detail = lastLine(string(b))
+			}
 		}
 		return &Error{Code: CodeFailed, Engine: t.engine, Op: op, Detail: detail, Err: err}
 	case stdout.over:
@@ -96,14 +99,24 @@ func (c *capped) Write(p []byte) (int, error) {
 	return c.Buffer.Write(p)
 }
 
-// tail is the last line or so of what was kept, for an error's detail.
-func (c *capped) tail() string {
-	s := strings.TrimSpace(c.String())
-	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
-		s = s[i+1:]
+// tail is the last line of what was kept, for an error's detail.
+func (c *capped) tail() string { return lastLine(c.String()) }
+
+// lastLine picks the line of a tool's log that explains a failure: the
+// last one that says ERROR (pocketsphinx logs INFO lines after its error),
+// else the last one, at most 200 bytes.
+func lastLine(log string) string {
+	lines := strings.Split(strings.TrimSpace(log), "\n")
+	s := lines[len(lines)-1]
+	for i := len(lines) - 1; i >= 0; i-- {
+		if strings.Contains(lines[i], "ERROR") {
+			s = lines[i]
+			break
+		}
 	}
+	s = strings.TrimSpace(s)
 	if len(s) > 200 {
-		s = s[len(s)-200:]
+		s = strings.ToValidUTF8(s[len(s)-200:], "")
 	}
 	return s
 }
