@@ -26,12 +26,16 @@
 // (errors.Is(err, ErrUnavailable)), so `parley serve` can start anyway and
 // say that voice runs without speech.
 //
+// Engines builds an engine by the name an agent's configuration gives
+// ("pocketsphinx", "flite", "espeak-ng", "openai"; empty: the offline pair).
+//
 // Text-to-speech streams sentence by sentence: feed an agent's text_delta
 // chunks to a Sentences splitter and call Synthesize for each sentence it
 // releases, so the first audio does not wait for the whole reply.
 //
-// Nothing here starts a goroutine that outlives a call; an engine value
-// holds only its configuration and is safe for concurrent use.
+// Nothing here starts a goroutine that outlives a call, except the HTTP
+// keep-alive connections of an OpenAI client, which its Close drops. An
+// engine value holds only its configuration and is safe for concurrent use.
 package speech
 
 import "context"

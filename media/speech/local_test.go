@@ -317,3 +317,21 @@ func TestToolFailure(t *testing.T) {
 	t.Logf("broken model: %v", err)
 	assertEmptyDir(t, tmp)
 }
+
+// TestEnginesDefaults: the zero Engines builds the offline pair.
+func TestEnginesDefaults(t *testing.T) {
+	requireLocal(t)
+	var e Engines
+	r, err := e.Recognizer("")
+	if _, ok := r.(*Pocketsphinx); !ok || err != nil {
+		t.Fatalf("default STT: %T, %v", r, err)
+	}
+	s, err := e.Synthesizer("")
+	if _, ok := s.(*Flite); !ok || err != nil {
+		t.Fatalf("default TTS: %T, %v", s, err)
+	}
+	s, err = e.Synthesizer("espeak-ng")
+	if _, ok := s.(*EspeakNG); !ok || err != nil {
+		t.Fatalf("espeak-ng: %T, %v", s, err)
+	}
+}

@@ -116,3 +116,25 @@ func TestErrorCodes(t *testing.T) {
 		}
 	}
 }
+
+func TestEnginesByName(t *testing.T) {
+	var e Engines
+	if _, err := e.Recognizer("whisper.cpp"); CodeOf(err) != CodeUnavailable || !strings.Contains(err.Error(), `no speech-to-text engine "whisper.cpp"`) {
+		t.Fatalf("unknown STT: %v", err)
+	}
+	if _, err := e.Synthesizer("piper"); CodeOf(err) != CodeUnavailable {
+		t.Fatalf("unknown TTS: %v", err)
+	}
+	if _, err := e.Recognizer("openai"); CodeOf(err) != CodeUnavailable {
+		t.Fatalf("openai without a base URL: %v", err)
+	}
+	e.OpenAI.BaseURL = "http://127.0.0.1:9"
+	r, err := e.Recognizer(" OpenAI ")
+	if _, ok := r.(*OpenAI); !ok || err != nil {
+		t.Fatalf("openai: %T, %v", r, err)
+	}
+	e.Pocketsphinx.Binary = "parley-no-such-pocketsphinx"
+	if _, err := e.Recognizer(""); CodeOf(err) != CodeUnavailable {
+		t.Fatalf("default STT with its tool missing: %v", err)
+	}
+}
