@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/textproto"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -91,6 +92,7 @@ func OpenAIConfigFromEnv(getenv func(string) string) OpenAIConfig {
 // OpenAI is the HTTP provider; it is both a Recognizer and a Synthesizer.
 type OpenAI struct {
 	base                          string
+	logURL                        string // base without any user:password, for logs
 	key                           string
 	sttModel, ttsModel, voiceName string
 	format                        string
@@ -129,6 +131,11 @@ func NewOpenAI(cfg OpenAIConfig) (*OpenAI, error) {
 		maxAudio: cmpDur(cfg.MaxAudio, 60*time.Second), maxText: cfg.MaxText,
 		client: cfg.Client, log: cfg.Logger,
 	}
+	u, err := url.Parse(base)
+	if err != nil || u.Host == "" {
+		return nil, &Error{Code: CodeUnavailable, Engine: "openai", Op: "check", Detail: "base URL does not parse"}
+	}
+	o.logURL = u.Redacted()
 	if o.format != "wav" && o.format != "pcm" {
 		return nil, &Error{Code: CodeUnavailable, Engine: "openai", Op: "check", Detail: fmt.Sprintf("response format %q is not wav or pcm", o.format)}
 	}
@@ -270,7 +277,7 @@ func (o *OpenAI) do(ctx context.Context, op, path, contentType string, body io.R
 		default:
 			e.Code, e.Detail = CodeDown, o.redact(err.Error())
 		}
-		o.log.Debug("speech provider failed", "op", op, "url", o.base+path, "code", string(e.Code), "elapsed", time.Since(start))
+		o.log.Debug("speech provider failed", "op", op, "url", o.logURL+path, "code", string(e.Code), "elapsed", time.Since(start))
 		return response{}, e
 	}
 	resp, err := o.client.Do(req)
@@ -282,16 +289,16 @@ func (o *OpenAI) do(ctx context.Context, op, path, contentType string, body io.R
 	if err != nil {
 		return fail(err, resp.StatusCode)
 	}
-	o.log.Debug("speech provider answered", "op", op, "url", o.base+path, "status", resp.StatusCode, "bytes", len(b), "elapsed", time.Since(start))
-	if int64(len(b)) > o.maxResp {
-		return response{}, &Error{Code: CodeBadResponse, Engine: "openai", Op: op, Status: resp.StatusCode, Detail: fmt.Sprintf("answer over the %d-byte cap", o.maxResp)}
-	}
+	o.log.Debug("speech provider answered", "op", op, "url", o.logURL+path, "status", resp.StatusCode, "bytes", len(b), "elapsed", time.Since(start))
 	if resp.StatusCode/100 != 2 {
 		code := CodeRejected
 		if resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests {
 			code = CodeDown
 		}
 		return response{}, &Error{Code: code, Engine: "openai", Op: op, Status: resp.StatusCode, Detail: o.redact(providerMessage(b))}
+	}
+	if int64(len(b)) > o.maxResp {
+		return response{}, &Error{Code: CodeBadResponse, Engine: "openai", Op: op, Status: resp.StatusCode, Detail: fmt.Sprintf("answer over the %d-byte cap", o.maxResp)}
 	}
 	return response{status: resp.StatusCode, contentType: resp.Header.Get("Content-Type"), body: b}, nil
 }

@@ -292,6 +292,7 @@ func TestOpenAIGarbage(t *testing.T) {
 		{"speech odd PCM", "tts", "pcm", 200, "audio/pcm", "abc", CodeBadResponse},
 		{"speech empty PCM", "tts", "pcm", 200, "audio/pcm", "", CodeBadResponse},
 		{"oversized answer", "tts", "pcm", 200, "audio/pcm", strings.Repeat("x", 5000), CodeBadResponse},
+		{"unavailable with a huge page", "stt", "", 503, "text/html", strings.Repeat("<p>down</p>", 1000), CodeDown},
 		{"server error", "stt", "", 500, "text/plain", "internal error", CodeDown},
 		{"bad gateway", "tts", "wav", 502, "text/html", "<html>502</html>", CodeDown},
 		{"rate limited", "tts", "wav", 429, "application/json", `{"error":{"message":"slow down"}}`, CodeDown},
@@ -342,6 +343,12 @@ func TestOpenAIConfig(t *testing.T) {
 	}
 	if _, err := NewOpenAI(OpenAIConfig{BaseURL: "ftp://x"}); CodeOf(err) != CodeUnavailable {
 		t.Fatalf("ftp base: %v", err)
+	}
+	if _, err := NewOpenAI(OpenAIConfig{BaseURL: "http://%zz"}); CodeOf(err) != CodeUnavailable {
+		t.Fatalf("unparsable base: %v", err)
+	}
+	if o, err := NewOpenAI(OpenAIConfig{BaseURL: "http://user:hunter2@127.0.0.1:9"}); err != nil || strings.Contains(o.logURL, "hunter2") {
+		t.Fatalf("password in the logged URL: %v", err)
 	}
 	if _, err := NewOpenAI(OpenAIConfig{BaseURL: "http://x", Format: "mp3"}); CodeOf(err) != CodeUnavailable {
 		t.Fatalf("mp3: %v", err)
