@@ -90,7 +90,7 @@ speech-tools:
 	echo "== installing $(SPEECH_PACKAGES) for the speech tests"; \
 	if $$sudo apt-get update && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y $(SPEECH_PACKAGES) \
 	  && command -v pocketsphinx_continuous >/dev/null && command -v flite >/dev/null && [ -d "$(SPEECH_MODEL)" ]; then \
-	  echo "== speech tools installed: flite $$(flite --version 2>&1 | head -n 1)"; \
+	  echo "== speech tools installed:"; dpkg-query -W -f='   $${Package} $${Version}\n' $(SPEECH_PACKAGES); \
 	else \
 	  echo "################################################################" >&2; \
 	  echo "## WARNING: could not install $(SPEECH_PACKAGES)." >&2; \
