@@ -6,7 +6,7 @@ PKGS    ?= ./...
 GOFLAGS ?= -buildvcs=false
 export GOFLAGS
 
-.PHONY: all build run test test-short vet fmt-check bench fuzz clean browser livekit
+.PHONY: all build run test test-short vet fmt-check bench fuzz clean browser livekit speech-tools
 
 all: build
 
@@ -19,7 +19,7 @@ run:
 	$(GO) run ./cmd/parley serve
 
 ## test: formatting, vet, and every test with the race detector
-test: browser livekit fmt-check vet
+test: browser livekit speech-tools fmt-check vet
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 
 ## test-short: the quick tests only (no subprocesses), without -race
@@ -75,6 +75,30 @@ livekit:
 	  echo "################################################################" >&2; \
 	fi
 
+## speech-tools: Debian's offline speech engines for media/speech (and the
+## voice pipeline): pocketsphinx with its US English model for speech-to-text,
+## flite and espeak-ng for text-to-speech. Installed once; skipped when every
+## binary and the model are there. A failed install only warns: the speech
+## tests then skip loudly (or fail, with PARLEY_REQUIRE_SPEECH=1 as in CI).
+SPEECH_PACKAGES ?= pocketsphinx pocketsphinx-en-us flite espeak-ng
+SPEECH_MODEL    := /usr/share/pocketsphinx/model/en-us/en-us
+speech-tools:
+	@if command -v pocketsphinx_continuous >/dev/null 2>&1 && command -v flite >/dev/null 2>&1 \
+	  && command -v espeak-ng >/dev/null 2>&1 && [ -d "$(SPEECH_MODEL)" ]; then exit 0; fi; \
+	sudo=""; \
+	if [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then sudo="sudo"; fi; \
+	echo "== installing $(SPEECH_PACKAGES) for the speech tests"; \
+	if $$sudo apt-get update && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y $(SPEECH_PACKAGES) \
+	  && command -v pocketsphinx_continuous >/dev/null && command -v flite >/dev/null && [ -d "$(SPEECH_MODEL)" ]; then \
+	  echo "== speech tools installed:"; dpkg-query -W -f='   $${Package} $${Version}\n' $(SPEECH_PACKAGES); \
+	else \
+	  echo "################################################################" >&2; \
+	  echo "## WARNING: could not install $(SPEECH_PACKAGES)." >&2; \
+	  echo "## The speech tests (media/speech) will SKIP, or FAIL when" >&2; \
+	  echo "## PARLEY_REQUIRE_SPEECH=1." >&2; \
+	  echo "################################################################" >&2; \
+	fi
+
 vet:
 	$(GO) vet $(PKGS)
 
@@ -85,6 +109,12 @@ fmt-check:
 ## bench: the benchmarks whose figures go into docs/BENCHMARKS.md
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 2x -timeout 20m ./cmd/parley/
+
+## bench-speech: the offline speech engines' latency per phrase and word
+## error rate per voice (media/speech; figures in docs/BENCHMARKS.md)
+.PHONY: bench-speech
+bench-speech: speech-tools
+	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout 20m ./media/speech
 
 ## bench-voice: `parley bench voice` (voice load test against a child serve)
 ## for each N in BENCH_VOICE_SESSIONS, D long; prints one table per N
