@@ -288,6 +288,7 @@ func TestVADDecode(t *testing.T) {
 			// The codec may smear an edge by a frame.
 			within(t, "started", evs[0].At, sent[10].Add(-2*frameDuration), slack+frameDuration)
 			within(t, "stopped", evs[1].At, sent[34], slack+frameDuration)
+			agenttest.Poll(t, testWait, "every mic frame", func() bool { return leg.Stats().FramesIn >= 65 })
 			if st := leg.Stats(); st.FramesIn != 65 || st.DecodeErrors != 0 {
 				t.Fatalf("stats %+v", st)
 			}
