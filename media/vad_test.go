@@ -55,7 +55,7 @@ func (c *client) levelExtID() uint8 {
 }
 
 // sendRTP sends frames as RTP in real time (one per 20 ms) with their
-// audio level, and returns when each was written.
+// audio level, and returns when each was about to be written.
 func (c *client) sendRTP(frames []rtpFrame) []time.Time {
 	c.t.Helper()
 	id := c.levelExtID()
@@ -78,16 +78,16 @@ func (c *client) sendRTP(frames []rtpFrame) []time.Time {
 		}
 		c.seq++
 		c.ts += opusFrameTicks
+		sent = append(sent, time.Now()) // before: the leg may read it before WriteRTP returns
 		if err := c.rtpTrack.WriteRTP(pkt); err != nil {
 			c.t.Fatal(err)
 		}
-		sent = append(sent, time.Now())
 	}
 	return sent
 }
 
 // sendSamples sends Opus packets in real time on the sample track and
-// returns when each was written.
+// returns when each was about to be written.
 func (c *client) sendSamples(frames [][]byte) []time.Time {
 	c.t.Helper()
 	tick := time.NewTicker(frameDuration)
@@ -97,10 +97,10 @@ func (c *client) sendSamples(frames [][]byte) []time.Time {
 		if i > 0 {
 			<-tick.C
 		}
+		sent = append(sent, time.Now())
 		if err := c.track.WriteSample(pmedia.Sample{Data: f, Duration: frameDuration}); err != nil {
 			c.t.Fatal(err)
 		}
-		sent = append(sent, time.Now())
 	}
 	return sent
 }
