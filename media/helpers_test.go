@@ -79,7 +79,8 @@ type client struct {
 
 	mu      sync.Mutex
 	closed  bool
-	got     [][]byte // payloads of audio received from the leg
+	got     [][]byte    // payloads of audio received from the leg
+	gotAt   []time.Time // when each arrived
 	markers int
 	wg      sync.WaitGroup
 }
@@ -152,8 +153,10 @@ func newClient(t testing.TB, o clientOpts) *client {
 			if err != nil {
 				return
 			}
+			now := time.Now()
 			c.mu.Lock()
 			c.got = append(c.got, append([]byte(nil), p.Payload...))
+			c.gotAt = append(c.gotAt, now)
 			if p.Marker {
 				c.markers++
 			}

@@ -1,11 +1,14 @@
 package media
 
 import (
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/pion/rtp"
 	"github.com/thesyncim/gopus"
+
+	"github.com/parley-rtc/parley/agentbridge/agenttest"
 )
 
 // BenchmarkVAD is the cost of voice activity detection per 20 ms mic
@@ -86,4 +89,80 @@ func BenchmarkVAD(b *testing.B) {
 			_ = int16DBov(pcm[:n])
 		}
 	})
+}
+
+// BenchmarkBargeIn measures barge-in reaction with real pion peers: the
+// agent plays a reply, the client speaks over it (audio level extension)
+// until playout stops. reaction is from the speech onset in the client's
+// audio (the start of its first loud frame) to the arrival of the last
+// reply frame at the client, so it includes BargeInMin (300 ms by
+// default); cut is from the leg's decision (barge_in At) to that arrival
+// (negative: the last frame was sent before the decision), and
+// frames_after_cut counts reply frames that arrived after the decision.
+// Run with -benchtime=20x: each iteration takes about a second.
+func BenchmarkBargeIn(b *testing.B) {
+	e := newTestEngine(b, testConfig())
+	sl := &speechLog{}
+	c, leg, _ := connectLeg(b, e, clientOpts{audioLevel: true}, LegOptions{AgentFormat: FormatOpus(), VAD: VAD{BargeIn: true}, OnSpeech: sl.on})
+	c.sendRTP(levels(5, quiet))
+	var reaction, cut []time.Duration
+	after := 0
+	for i := 0; b.Loop(); i++ {
+		tag := byte(10 + i%200)
+		play(leg, replyFrames(tag, 100))
+		agenttest.Poll(b, testWait, "the reply playing", func() bool { return ofReply(c, tag) >= 5 })
+		cuts := leg.Stats().BargeIns
+		var onset time.Time
+		tick := time.NewTicker(frameDuration)
+		for k := 0; leg.Stats().BargeIns == cuts; k++ {
+			if k == 50 {
+				b.Fatal("no barge-in after 1 s of speech")
+			}
+			if k > 0 {
+				<-tick.C
+			}
+			sent := c.sendRTP(levels(1, loud))
+			if k == 0 {
+				onset = sent[0].Add(-frameDuration)
+			}
+		}
+		tick.Stop()
+		c.sendRTP(levels(25, quiet)) // ends the speech; the cut reply has arrived
+		evs := sl.events()
+		var at time.Time
+		for _, ev := range evs {
+			if ev.Kind == SpeechBargeIn {
+				at = ev.At
+			}
+		}
+		last, n := c.arrivals(tag, at)
+		after = max(after, n)
+		reaction = append(reaction, last.Sub(onset))
+		cut = append(cut, last.Sub(at))
+	}
+	b.StopTimer()
+	report := func(name string, d []time.Duration) {
+		slices.Sort(d)
+		b.ReportMetric(float64(d[len(d)/2].Microseconds())/1000, name+"_p50_ms")
+		b.ReportMetric(float64(d[(len(d)*99)/100].Microseconds())/1000, name+"_p99_ms")
+	}
+	report("reaction", reaction)
+	report("cut", cut)
+	b.ReportMetric(float64(after), "frames_after_cut_max")
+}
+
+// arrivals is when the last frame of reply r reached the client, and how
+// many of its frames arrived after since.
+func (c *client) arrivals(r byte, since time.Time) (last time.Time, after int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i, p := range c.got {
+		if len(p) > 1 && p[1] == r {
+			last = c.gotAt[i]
+			if last.After(since) {
+				after++
+			}
+		}
+	}
+	return last, after
 }
