@@ -12,10 +12,9 @@ import (
 
 // The mic path's voice activity and barge-in: for each frame the jitter
 // buffer releases, the mic reader takes its level (extLevel, decodeLevel,
-// or deliverPCM for a PCM agent), runs the
-// detector (vad.go) and reports SpeechEvents through OnSpeech; while the
-// visitor speaks over agent audio for BargeInMin it cuts the playout queue
-// (playout.go). Everything here runs on the mic reader goroutine (readMic),
+// or deliverPCM for a PCM agent), runs the detector (vad.go) and reports
+// SpeechEvents through OnSpeech; while the visitor speaks over agent audio
+// for BargeInMin it cuts the playout queue (playout.go). Everything here runs on the mic reader goroutine (readMic),
 // which owns the detector and the decoder; the only shared state is the
 // playout queue, under its own lock.
 
