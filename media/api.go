@@ -89,6 +89,15 @@ type LegOptions struct {
 	// leg's state goroutine without locks held, must not block for long, and
 	// may call Close (which then does not wait).
 	OnState func(s State, reason string)
+	// VAD configures voice activity detection and barge-in (vad.go). VAD
+	// runs when OnSpeech is set or VAD.BargeIn is on.
+	VAD VAD
+	// OnSpeech receives the visitor's voice activity: started and stopped
+	// in pairs, and barge_in between them when VAD.BargeIn cut the
+	// playout (the queue is already cleared when it is called). It is
+	// called from the leg's reader goroutine, in order, without locks held,
+	// and must not block or call Close.
+	OnSpeech func(SpeechEvent)
 	// Log is the leg's logger (nil: the engine's). pion's own logs go to
 	// the engine's logger, since all legs share one pion API.
 	Log *slog.Logger
@@ -114,6 +123,7 @@ type Stats struct {
 	Dropped      uint64    `json:"dropped"`                 // agent frames dropped (queue full or cleared)
 	Rejected     uint64    `json:"rejected"`                // agent frames of a wrong codec or malformed
 	DecodeErrors uint64    `json:"decode_errors"`           // mic packets PCM agents lost to Opus decode errors
+	BargeIns     uint64    `json:"barge_ins"`               // playouts cut by the visitor's speech (VAD.BargeIn)
 	JitterMS     float64   `json:"jitter_ms"`               // interarrival jitter (RFC 3550) of mic RTP
 	RTTMS        float64   `json:"rtt_ms"`                  // from RTCP receiver reports
 	BitrateIn    float64   `json:"bitrate_in"`              // bits/s of mic payload, last few seconds

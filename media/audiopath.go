@@ -29,6 +29,7 @@ type audioPath struct {
 	// Mic path, owned by readMic.
 	jb  *jitterBuffer
 	dec *pcmDecoder // nil for Opus agents
+	sp  *speech     // voice activity and barge-in (speech.go); nil when off
 
 	// Agent path: the queue is shared; enc and out are owned by pace.
 	pq  *playQueue

@@ -13,7 +13,8 @@
 //
 // A Leg is one visitor connection:
 //
-//	leg, answer, err := engine.NewLeg(ctx, media.LegOptions{Offer: offer, AgentFormat: f, OnMicFrame: …, OnState: …})
+//	leg, answer, err := engine.NewLeg(ctx, media.LegOptions{Offer: offer, AgentFormat: f, OnMicFrame: …, OnState: …,
+//		VAD: media.VAD{BargeIn: true}, OnSpeech: …})
 //	leg.Play(frame)      // agent → visitor, paced at 20 ms
 //	leg.ClearAudio()     // barge-in
 //	leg.Trickle(frag)    // RFC 8840 trickle-ice-sdpfrag: candidates or an ICE restart
@@ -24,6 +25,18 @@
 // order, gaps given up after Config.JitterWindow) and reach OnMicFrame as
 // Opus packets, or as PCM decoded by the pure-Go gopus codec when the agent
 // speaks PCM ("pcm_s16le/16000/1"); agent PCM is encoded back to Opus.
+//
+// Voice activity (vad.go, speech.go): with OnSpeech set or barge-in on,
+// every mic frame gets a level, from the RFC 6464 audio level header
+// extension (registered in the MediaEngine, so browsers negotiate it; it
+// costs a byte of the RTP header) or, when a packet carries none, from
+// its decoded audio (a PCM agent's frames are decoded anyway; for an Opus
+// agent a 16 kHz gopus decoder is made on first need). Hysteresis
+// (MinSpeech, Hangover, in media time) turns levels into started/stopped.
+// Barge-in: while agent audio plays, speech that has lasted BargeInMin
+// clears the playout queue, so at most the frame being written follows,
+// and reports how much of the reply was sent (the pacer counts the frames
+// it takes, under the queue's lock).
 //
 // A Bridge (LiveKit.NewBridge) is the same voice leg through a LiveKit room
 // instead of a direct PeerConnection; the broker cannot tell the two apart.
@@ -39,13 +52,17 @@
 // exactly once and closes Done. Close is stop plus a wait for Done.
 // Engine.Close and LiveKit.Close close their live legs and bridges. pion's
 // and LiveKit's callbacks only hand events to run or start readers through
-// the lifecycle; they never block past quit.
+// the lifecycle; they never block past quit. Voice activity and barge-in
+// run on readMic (no goroutine of their own), so OnSpeech is called from
+// it, in order, and a visitor track that ends mid-speech reports stopped
+// before readMic returns (so before StateClosed).
 //
 // # Lock order
 //
 //   - Leg.negMu, then lifecycle.mu (a leg's or a bridge's).
 //   - lifecycle.mu, transports.mu (an Engine's legs, a LiveKit's bridges)
 //     and playQueue.mu are leaves: nothing else is locked while one is held.
-//   - No lock is held while calling OnState or OnMicFrame, or while closing
-//     a PeerConnection or leaving a LiveKit room.
+//   - No lock is held while calling OnState, OnMicFrame or OnSpeech, or
+//     while closing a PeerConnection or leaving a LiveKit room. A barge-in
+//     takes only playQueue.mu (to cut the queue), then calls OnSpeech.
 package media

@@ -129,8 +129,9 @@ func NewEngine(cfg Config, log *slog.Logger) (*Engine, error) {
 
 // newMediaEngine registers Opus only (RFC 7587), with NACK (RFC 4585) and
 // transport-wide congestion control feedback
-// (draft-holmer-rmcat-transport-wide-cc-extensions), and the interceptors
-// that implement them plus RTCP sender/receiver reports (RFC 3550 §6.4).
+// (draft-holmer-rmcat-transport-wide-cc-extensions), the client-to-mixer
+// audio level header extension (RFC 6464), and the interceptors that
+// implement them plus RTCP sender/receiver reports (RFC 3550 §6.4).
 // nackHistory is how many sent packets a leg keeps for NACK (a power of two).
 const nackHistory = 64
 
@@ -163,6 +164,13 @@ func newMediaEngine() (*webrtc.MediaEngine, *interceptor.Registry, error) {
 		return nil, nil, err
 	}
 	if err := me.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: sdp.TransportCCURI},
+		webrtc.RTPCodecTypeAudio); err != nil {
+		return nil, nil, err
+	}
+	// The visitor's audio level (RFC 6464): browsers put it in every
+	// packet when it is negotiated, which makes voice activity detection
+	// free (vad.go).
+	if err := me.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: sdp.AudioLevelURI},
 		webrtc.RTPCodecTypeAudio); err != nil {
 		return nil, nil, err
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
+	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 	pmedia "github.com/pion/webrtc/v4/pkg/media"
 	"github.com/thesyncim/gopus"
@@ -59,6 +60,9 @@ type clientOpts struct {
 	codecs  []webrtc.RTPCodecParameters // default: Opus 111
 	kind    webrtc.RTPCodecType         // default: audio
 	noTrack bool                        // recvonly transceiver instead of a track
+	// audioLevel offers the RFC 6464 audio level extension and sends on an
+	// RTP track (sendRTP) instead of a sample track.
+	audioLevel bool
 }
 
 // client is a pion peer playing the browser.
@@ -66,12 +70,17 @@ type client struct {
 	t         testing.TB
 	pc        *webrtc.PeerConnection
 	track     *webrtc.TrackLocalStaticSample
+	rtpTrack  *webrtc.TrackLocalStaticRTP // with clientOpts.audioLevel
+	sender    *webrtc.RTPSender
+	seq       uint16 // of packets sent by sendRTP
+	ts        uint32
 	connected chan struct{}
 	connOnce  sync.Once
 
 	mu      sync.Mutex
 	closed  bool
-	got     [][]byte // payloads of audio received from the leg
+	got     [][]byte    // payloads of audio received from the leg
+	gotAt   []time.Time // when each arrived
 	markers int
 	wg      sync.WaitGroup
 }
@@ -91,6 +100,12 @@ func newClient(t testing.TB, o clientOpts) *client {
 			kind = webrtc.RTPCodecTypeVideo
 		}
 		if err := me.RegisterCodec(c, kind); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if o.audioLevel {
+		if err := me.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: sdp.AudioLevelURI},
+			webrtc.RTPCodecTypeAudio); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -138,8 +153,10 @@ func newClient(t testing.TB, o clientOpts) *client {
 			if err != nil {
 				return
 			}
+			now := time.Now()
 			c.mu.Lock()
 			c.got = append(c.got, append([]byte(nil), p.Payload...))
+			c.gotAt = append(c.gotAt, now)
 			if p.Marker {
 				c.markers++
 			}
@@ -151,12 +168,20 @@ func newClient(t testing.TB, o clientOpts) *client {
 		if _, err := pc.AddTransceiverFromKind(o.kind, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
 			t.Fatal(err)
 		}
+	case o.audioLevel:
+		c.rtpTrack, err = webrtc.NewTrackLocalStaticRTP(o.codecs[0].RTPCodecCapability, "mic", "browser")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.sender, err = pc.AddTrack(c.rtpTrack); err != nil {
+			t.Fatal(err)
+		}
 	default:
 		c.track, err = webrtc.NewTrackLocalStaticSample(o.codecs[0].RTPCodecCapability, "mic", "browser")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := pc.AddTrack(c.track); err != nil {
+		if c.sender, err = pc.AddTrack(c.track); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -310,16 +335,17 @@ func connectSilenceTimeout(t testing.TB, d time.Duration) (*client, *Leg, *recor
 // are connected.
 func connect(t testing.TB, e *Engine, o clientOpts, f Format) (*client, *Leg, *recorder) {
 	t.Helper()
+	return connectLeg(t, e, o, LegOptions{AgentFormat: f})
+}
+
+// connectLeg is connect with more leg options (lo: the offer, ID, log and
+// the recorder's callbacks are filled in).
+func connectLeg(t testing.TB, e *Engine, o clientOpts, lo LegOptions) (*client, *Leg, *recorder) {
+	t.Helper()
 	c := newClient(t, o)
 	rec := &recorder{}
-	leg, answer, err := e.NewLeg(context.Background(), LegOptions{
-		ID:          t.Name(),
-		Offer:       c.offer(nil),
-		AgentFormat: f,
-		OnMicFrame:  rec.onMic,
-		OnState:     rec.onState,
-		Log:         testLogger(t),
-	})
+	lo.ID, lo.Offer, lo.OnMicFrame, lo.OnState, lo.Log = t.Name(), c.offer(nil), rec.onMic, rec.onState, testLogger(t)
+	leg, answer, err := e.NewLeg(context.Background(), lo)
 	if err != nil {
 		t.Fatalf("NewLeg: %v", err)
 	}

@@ -22,6 +22,7 @@ type rtpIn struct {
 	TS      uint32    // RTP timestamp
 	Payload []byte    // borrowed: copied if the packet must be held
 	Arrival time.Time // when it was read from the socket
+	level   uint8     // 1 + its RFC 6464 audio level, 0 if none (packetLevel)
 }
 
 // micFrame is one frame released by the jitter buffer, in sequence order.
@@ -33,6 +34,7 @@ type micFrame struct {
 	Payload []byte
 	// LostBefore is how many frames were given up just before this one.
 	LostBefore int
+	level      uint8 // as in rtpIn
 }
 
 // jitterSlot holds one out-of-order packet.
@@ -41,6 +43,7 @@ type jitterSlot struct {
 	ext     int64
 	ts      uint32
 	arrival time.Time
+	level   uint8
 	buf     []byte // owned, reused
 }
 
@@ -100,7 +103,7 @@ func (j *jitterBuffer) push(p rtpIn, now time.Time) []micFrame {
 	case ext < j.next:
 		j.dropOld(ext)
 	case ext == j.next:
-		j.emit(ext, p.TS, p.Payload, p.Arrival)
+		j.emit(ext, p.TS, p.Payload, p.Arrival, p.level)
 		j.drain()
 	case ext-j.next >= jitterSlots:
 		// Too far ahead to hold: give up everything before it.
@@ -110,14 +113,14 @@ func (j *jitterBuffer) push(p rtpIn, now time.Time) []micFrame {
 		gap := ext - j.next
 		j.lost += uint64(gap)
 		j.pendingLost += int(gap)
-		j.emit(ext, p.TS, p.Payload, p.Arrival)
+		j.emit(ext, p.TS, p.Payload, p.Arrival, p.level)
 	default:
 		s := &j.slots[ext&(jitterSlots-1)]
 		if s.used {
 			j.dups++ // same ext: the slot can only hold ext itself
 			break
 		}
-		s.used, s.ext, s.ts, s.arrival = true, ext, p.TS, p.Arrival
+		s.used, s.ext, s.ts, s.arrival, s.level = true, ext, p.TS, p.Arrival, p.level
 		s.buf = append(s.buf[:0], p.Payload...)
 		j.held++
 	}
@@ -167,7 +170,7 @@ func (j *jitterBuffer) dropOld(ext int64) {
 }
 
 // emit appends a frame and advances the release point past ext.
-func (j *jitterBuffer) emit(ext int64, ts uint32, payload []byte, arrival time.Time) {
+func (j *jitterBuffer) emit(ext int64, ts uint32, payload []byte, arrival time.Time, level uint8) {
 	shift := ext - (j.next - 1)
 	if shift >= histBits {
 		j.hist = 1
@@ -181,6 +184,7 @@ func (j *jitterBuffer) emit(ext int64, ts uint32, payload []byte, arrival time.T
 		Arrival:    arrival,
 		Payload:    payload,
 		LostBefore: j.pendingLost,
+		level:      level,
 	})
 	j.pendingLost = 0
 }
@@ -208,7 +212,7 @@ func (j *jitterBuffer) drain() {
 		}
 		s.used = false
 		j.held--
-		j.emit(s.ext, s.ts, s.buf, s.arrival)
+		j.emit(s.ext, s.ts, s.buf, s.arrival, s.level)
 	}
 }
 

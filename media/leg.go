@@ -71,6 +71,9 @@ func (e *Engine) NewLeg(ctx context.Context, o LegOptions) (*Leg, string, error)
 	if err := l.init(e.cfg, o.AgentFormat, o.OnMicFrame, &l.lifecycle, log.With("leg", o.ID)); err != nil {
 		return nil, "", err
 	}
+	if err := l.initSpeech(o.VAD, o.OnSpeech); err != nil {
+		return nil, "", err
+	}
 
 	pc, err := e.api.NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
@@ -159,7 +162,8 @@ func (l *Leg) onTrack(t *webrtc.TrackRemote, r *webrtc.RTPReceiver) {
 		return
 	}
 	// The reader slot is never freed: a leg reads one visitor track.
-	if !l.spawnReader(func() { l.readMic(t) }, func() { l.readReceiverRTCP(r) }) {
+	levelExt := audioLevelExtID(r)
+	if !l.spawnReader(func() { l.readMic(t, levelExt) }, func() { l.readReceiverRTCP(r) }) {
 		l.log.Debug("media: ignoring extra track", "ssrc", t.SSRC())
 	}
 }

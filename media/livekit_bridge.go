@@ -33,6 +33,11 @@ type BridgeOptions struct {
 	OnMicFrame  func(agentbridge.AudioFrame)
 	OnState     func(s State, reason string)
 	Log         *slog.Logger
+	// VAD and OnSpeech are as in LegOptions. The visitor's level comes
+	// from the RFC 6464 header extension when LiveKit forwards it, else
+	// from the decoded audio.
+	VAD      VAD
+	OnSpeech func(SpeechEvent)
 }
 
 // Reasons a bridge ends with, besides ReasonClosed and ReasonSilence.
@@ -118,6 +123,9 @@ func (l *LiveKit) NewBridge(ctx context.Context, o BridgeOptions) (*Bridge, erro
 	}
 	b.initLifecycle(o.OnState)
 	if err := b.init(l.audio, o.AgentFormat, o.OnMicFrame, &b.lifecycle, log.With("leg", o.ID, "livekit_room", o.Room)); err != nil {
+		return nil, err
+	}
+	if err := b.initSpeech(o.VAD, o.OnSpeech); err != nil {
 		return nil, err
 	}
 
@@ -239,9 +247,10 @@ func (b *Bridge) onTrack(t *webrtc.TrackRemote, pub *lksdk.RemoteTrackPublicatio
 		b.log.Warn("media: visitor microphone is not Opus: ignored", "codec", mt)
 		return
 	}
+	levelExt := audioLevelExtID(pub.Receiver())
 	started := b.spawnReader(func() {
 		b.jb = newJitterBuffer(b.lk.audio.JitterWindow)
-		b.readMic(t)
+		b.readMic(t, levelExt)
 		b.readerDone()
 	})
 	if !started {

@@ -28,10 +28,12 @@ const (
 const maxConceal = 3
 
 // readMic reads the visitor's audio track until it ends (the
-// PeerConnection closes, or the LiveKit track is unsubscribed). It arms a
-// read deadline whenever the jitter buffer holds packets, so gaps are given
-// up on time even if the visitor stops sending.
-func (l *audioPath) readMic(t *webrtc.TrackRemote) {
+// PeerConnection closes, or the LiveKit track is unsubscribed). levelExt is
+// the id of the negotiated RFC 6464 audio level header extension (0: none).
+// It arms a read deadline whenever the jitter buffer holds packets, so gaps
+// are given up on time even if the visitor stops sending, and while the
+// visitor speaks, so a speech ends even if no quiet frame comes.
+func (l *audioPath) readMic(t *webrtc.TrackRemote, levelExt uint8) {
 	buf := make([]byte, maxPacketBytes+100)
 	var (
 		pkt   rtp.Packet
@@ -39,6 +41,8 @@ func (l *audioPath) readMic(t *webrtc.TrackRemote) {
 		rate  rateMeter
 		armed bool
 	)
+	l.startSpeech()
+	defer l.endSpeech()
 	for {
 		n, _, err := t.Read(buf)
 		now := time.Now()
@@ -46,6 +50,7 @@ func (l *audioPath) readMic(t *webrtc.TrackRemote) {
 		case err == nil:
 		case isTimeout(err):
 			l.deliver(l.jb.flush(now))
+			l.speechIdle(now)
 		case errors.Is(err, webrtc.ErrCodecNotFound):
 			continue // a payload type we did not negotiate: drop it
 		default:
@@ -60,9 +65,10 @@ func (l *audioPath) readMic(t *webrtc.TrackRemote) {
 			}
 			// Padding-only packets (empty payload) go in too: they use a
 			// sequence number, and deliver skips them.
-			l.deliver(l.jb.push(rtpIn{Seq: pkt.SequenceNumber, TS: pkt.Timestamp, Payload: pkt.Payload, Arrival: now}, now))
+			l.deliver(l.jb.push(rtpIn{Seq: pkt.SequenceNumber, TS: pkt.Timestamp, Payload: pkt.Payload, Arrival: now,
+				level: packetLevel(&pkt, levelExt)}, now))
 		}
-		if d, ok := l.jb.deadline(); ok {
+		if d, ok := l.readDeadline(); ok {
 			_ = t.SetReadDeadline(d)
 			armed = true
 		} else if armed {
@@ -72,24 +78,41 @@ func (l *audioPath) readMic(t *webrtc.TrackRemote) {
 	}
 }
 
+// readDeadline is the earlier of the jitter buffer's and the speech's.
+func (l *audioPath) readDeadline() (time.Time, bool) {
+	d, ok := l.jb.deadline()
+	if s, sok := l.speechDeadline(); sok && (!ok || s.Before(d)) {
+		d, ok = s, true
+	}
+	return d, ok
+}
+
 // isTimeout reports a read deadline expiring.
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// deliver hands released frames to the agent side and updates counters.
+// deliver hands released frames to the agent side, runs voice activity
+// detection on them and updates counters.
 func (l *audioPath) deliver(frames []micFrame) {
 	for i := range frames {
 		f := &frames[i]
 		if len(f.Payload) == 0 {
 			continue
 		}
+		lv := l.extLevel(f)
 		if l.dec != nil {
-			l.deliverPCM(f)
-			continue
+			lv = l.deliverPCM(f, lv)
+		} else {
+			if l.sp != nil && !lv.ok {
+				lv = l.decodeLevel(f)
+			}
+			l.emitMic(f.Seq, f.TS, f.Arrival, bytes.Clone(f.Payload))
 		}
-		l.emitMic(f.Seq, f.TS, f.Arrival, bytes.Clone(f.Payload))
+		if lv.ok {
+			l.listen(f, lv)
+		}
 	}
 	lost, late, dups := l.jb.counters()
 	l.stats.lost.Store(lost)
@@ -99,7 +122,8 @@ func (l *audioPath) deliver(frames []micFrame) {
 
 // deliverPCM decodes a frame for a PCM agent, first concealing up to
 // maxConceal frames lost just before it (the last one from in-band FEC).
-func (l *audioPath) deliverPCM(f *micFrame) {
+// When VAD runs and lv is not known, it returns the decoded frame's level.
+func (l *audioPath) deliverPCM(f *micFrame, lv frameLevel) frameLevel {
 	if k := uint64(min(f.LostBefore, maxConceal)); k > 0 && f.Seq >= k {
 		for i := k; i >= 1; i-- {
 			pcm, err := l.dec.conceal(f.Payload, i == 1)
@@ -114,9 +138,15 @@ func (l *audioPath) deliverPCM(f *micFrame) {
 	if err != nil {
 		l.stats.decodeErrors.Add(1)
 		l.log.Debug("media: opus decode", "err", err, "seq", f.Seq)
-		return
+		return lv
+	}
+	if l.sp != nil && !lv.ok {
+		// Measured before the frame is handed over: it then belongs to
+		// the callee.
+		lv = frameLevel{dBov: pcmDBov(pcm), source: SourceDecode, ok: true}
 	}
 	l.emitMic(f.Seq, f.TS, f.Arrival, pcm)
+	return lv
 }
 
 // emitMic delivers one frame to OnMicFrame.

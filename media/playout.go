@@ -23,6 +23,12 @@ const resyncAfter = 3 * frameDuration
 // it is padded with silence and played (the end of an utterance).
 const padAfter = 2 * frameDuration
 
+// replyIdle is how long playout must have sent nothing for the next frame
+// to start a new reply (SpeechEvent.HeardMS counts the current reply). It
+// is longer than a pause between the sentences of one spoken reply, and
+// shorter than a visitor's turn between two replies.
+const replyIdle = time.Second
+
 // playItem is one 20 ms frame waiting to be played.
 type playItem struct {
 	opus []byte  // an Opus packet, or
@@ -42,6 +48,12 @@ type playQueue struct {
 	acc      []int16   // PCM not yet a whole frame
 	lastPush time.Time // when acc last grew
 	free     [][]int16 // recycled PCM frames
+
+	// The reply being played (for barge-in): frames taken by the pacer
+	// since playout last started after replyIdle or a clear.
+	replyFrames int
+	replyStart  time.Time // when its first frame was taken
+	lastPop     time.Time // when the pacer last took a frame
 }
 
 func newPlayQueue(size int, f Format) *playQueue {
@@ -147,8 +159,10 @@ func (q *playQueue) recycle(it playItem) {
 	q.mu.Unlock()
 }
 
-// pop takes the oldest frame.
-func (q *playQueue) pop() (playItem, bool) {
+// pop takes the oldest frame to send it now. It counts the frame in the
+// current reply, or starts a new reply after replyIdle: a frame taken is a
+// frame sent, so a cut (under the same lock) knows exactly what was heard.
+func (q *playQueue) pop(now time.Time) (playItem, bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.n == 0 {
@@ -158,7 +172,33 @@ func (q *playQueue) pop() (playItem, bool) {
 	q.ring[q.head] = playItem{}
 	q.head = (q.head + 1) % len(q.ring)
 	q.n--
+	if q.replyFrames == 0 || now.Sub(q.lastPop) > replyIdle {
+		q.replyFrames, q.replyStart = 0, now
+	}
+	q.replyFrames++
+	q.lastPop = now
 	return it, true
+}
+
+// playing reports whether agent audio is playing at now (a reply has begun
+// and frames are queued or one was just sent), and since when the reply
+// plays.
+func (q *playQueue) playing(now time.Time) (since time.Time, ok bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.replyFrames == 0 || (q.n == 0 && now.Sub(q.lastPop) > 2*frameDuration) {
+		return time.Time{}, false
+	}
+	return q.replyStart, true
+}
+
+// cut is clear for a barge-in: it also returns how many frames of the
+// current reply were sent.
+func (q *playQueue) cut() (dropped, heard int) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	heard = q.replyFrames
+	return q.clearLocked(), heard
 }
 
 // len is the number of whole frames queued.
@@ -168,11 +208,16 @@ func (q *playQueue) len() int {
 	return q.n
 }
 
-// clear drops every queued frame and partial PCM; it returns the frames
-// dropped.
+// clear drops every queued frame and partial PCM, and ends the current
+// reply; it returns the frames dropped.
 func (q *playQueue) clear() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	return q.clearLocked()
+}
+
+func (q *playQueue) clearLocked() int {
+	q.replyFrames = 0
 	n := q.n
 	for q.n > 0 {
 		q.recycleLocked(q.ring[q.head])
@@ -230,7 +275,8 @@ func (l *audioPath) isAgentCodec(codec string) bool {
 
 // ClearAudio drops every queued agent frame (and buffered PCM), counted in
 // Stats.Dropped: after the frame being written now, nothing queued before
-// the call is played (barge-in).
+// the call is played (barge-in). The next frame played starts a new reply
+// (SpeechEvent.HeardMS).
 func (l *audioPath) ClearAudio() {
 	if n := l.pq.clear(); n > 0 {
 		l.stats.dropped.Add(uint64(n))
@@ -327,7 +373,7 @@ func (l *audioPath) pace(quit, connected <-chan struct{}, track rtpWriter) {
 			case <-timer.C:
 			}
 		}
-		it, ok := l.pq.pop()
+		it, ok := l.pq.pop(time.Now())
 		if !ok {
 			continue // cleared while waiting
 		}

@@ -19,6 +19,7 @@ type legStats struct {
 	lost, late, dups    atomic.Uint64
 	dropped, rejected   atomic.Uint64
 	decodeErrors        atomic.Uint64
+	bargeIns            atomic.Uint64
 
 	jitterMS, rttMS atomic.Uint64 // float64 bits
 	bitrateIn       gauge
@@ -69,6 +70,7 @@ func (l *audioPath) Stats() Stats {
 		Dropped:      s.dropped.Load(),
 		Rejected:     s.rejected.Load(),
 		DecodeErrors: s.decodeErrors.Load(),
+		BargeIns:     s.bargeIns.Load(),
 		JitterMS:     loadFloat(&s.jitterMS),
 		RTTMS:        loadFloat(&s.rttMS),
 		BitrateIn:    s.bitrateIn.get(now),
