@@ -26,11 +26,11 @@ const DefaultPrefix = "parley"
 
 // Event types only the broker writes (on parley.conv.<cid>.in.event).
 const (
-	EventUserMessage       = "user_message"
-	EventModeChanged       = "mode_changed"
-	EventCapture           = "capture"
-	EventSessionStarted    = "session_started"
-	EventSessionEnded      = "session_ended"
+	EventUserMessage    = "user_message"
+	EventModeChanged    = "mode_changed"
+	EventCapture        = "capture"
+	EventSessionStarted = "session_started"
+	EventSessionEnded   = "session_ended"
 	// EventUserSpeechStarted and EventUserSpeechStopped bracket the
 	// visitor's speech on a voice leg (At is the onset, or the end of the
 	// last voiced frame; Source says how it was detected).
