@@ -32,6 +32,12 @@ func TestSpeechAndInterruptFrames(t *testing.T) {
 					if ev.Type != agentbridge.EventUserMessage {
 						continue
 					}
+					if ev.Text != "when are you open?" {
+						if err := c.SendText(ctx, ev.MessageID, "echo: "+ev.Text); err != nil {
+							return err
+						}
+						continue
+					}
 					r := c.NewReply(ev.MessageID)
 					if err := r.Write(ctx, "Our opening hours are "); err != nil {
 						return err
@@ -43,6 +49,11 @@ func TestSpeechAndInterruptFrames(t *testing.T) {
 						return nil
 					}
 					interrupted <- r.Write(ctx, "nine to five.")
+					// An agent outside the SDK might stream on regardless.
+					if _, err := c.Publish(ctx, agentbridge.Event{Type: agentbridge.EventTextDelta, MessageID: r.ID(),
+						ReplyTo: ev.MessageID, Index: 1, Text: "nine to five."}); err != nil {
+						return err
+					}
 					if err := r.Done(ctx); err != nil {
 						return err
 					}
@@ -119,9 +130,26 @@ func TestSpeechAndInterruptFrames(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("the agent's handler never saw the interrupt")
 	}
+	// The late delta is stored but never shown: up to the answer of the
+	// next message, no frame of the interrupted reply comes.
+	ws.Send(map[string]any{"type": "message", "body": "thanks", "client_message_id": "m-2"})
+	for {
+		f := ws.Next()
+		if f.Str("message_id") == replyID {
+			t.Fatalf("a frame of the interrupted reply after its done: %v", f)
+		}
+		if f.Str("type") == "done" {
+			if f.Str("body") != "echo: thanks" {
+				t.Fatalf("done = %v", f)
+			}
+			break
+		}
+	}
 	msgs := e.History(s)
-	last := msgs[len(msgs)-1]
-	if last["id"] != replyID || last["interrupted"] != true || last["body"] != "Our opening hours are " {
+	if len(msgs) != 4 {
+		t.Fatalf("history = %v", msgs)
+	}
+	if cut := msgs[1]; cut["id"] != replyID || cut["interrupted"] != true || cut["body"] != "Our opening hours are " {
 		t.Fatalf("history = %v", msgs)
 	}
 }
