@@ -123,7 +123,7 @@ func (v *Voice) bargeIn(ctx context.Context, ev agentbridge.Event, heardMS int64
 	if events, err := b.ReadLog(ctx, cid, 0); err != nil {
 		b.log.Warn("barge-in: cannot find the reply being spoken", "conversation_id", cid, "err", err)
 	} else {
-		r = speakingReply(events)
+		r = speakingReply(events, v.created)
 	}
 	ev.Type, ev.Reason, ev.HeardMS = agentbridge.EventInterrupt, agentbridge.ReasonBargeIn, &heardMS
 	ev.MessageID, ev.ReplyTo = r.id, r.replyTo
@@ -149,36 +149,49 @@ type spokenReply struct {
 	epoch               uint64
 	text                string
 	done                bool
+	last                time.Time // when its latest event was stored
 }
 
 // speakingReply finds the reply the agent is speaking: the latest one it
 // wrote (text_delta or text_done of a worker not fenced off), with its
-// text so far and whether it is complete.
-func speakingReply(events []agentbridge.Event) spokenReply {
+// text so far and whether it is complete. None is named (an agent that
+// speaks without writing text) when that reply is older than the voice
+// leg (since: a chat answer before the call) or a visitor turn came after
+// it (the agent answered that turn in audio only).
+func speakingReply(events []agentbridge.Event, since time.Time) spokenReply {
 	var fence agentbridge.Fence
 	var r spokenReply
 	var text strings.Builder
 	for i := range events {
 		ev := &events[i]
-		if !fence.Admit(ev) || ev.MessageID == "" {
+		if !fence.Admit(ev) {
 			continue
 		}
 		switch ev.Type {
-		case agentbridge.EventTextDelta:
+		case agentbridge.EventUserMessage:
+			r = spokenReply{}
+		case agentbridge.EventTranscript:
+			if ev.Final {
+				r = spokenReply{}
+			}
+		case agentbridge.EventTextDelta, agentbridge.EventTextDone:
+			if ev.MessageID == "" {
+				continue
+			}
 			if ev.MessageID != r.id {
 				r = spokenReply{id: ev.MessageID, replyTo: ev.ReplyTo, worker: ev.WorkerID, epoch: ev.Epoch}
 				text.Reset()
 			}
-			if !r.done {
+			r.last = ev.TS
+			if ev.Type == agentbridge.EventTextDone {
+				r.done = true
+			} else if !r.done {
 				text.WriteString(ev.Text)
 			}
-		case agentbridge.EventTextDone:
-			if ev.MessageID != r.id {
-				r = spokenReply{id: ev.MessageID, replyTo: ev.ReplyTo, worker: ev.WorkerID, epoch: ev.Epoch}
-				text.Reset()
-			}
-			r.done = true
 		}
+	}
+	if r.id == "" || !since.IsZero() && r.last.Before(since) {
+		return spokenReply{}
 	}
 	r.text = text.String()
 	return r

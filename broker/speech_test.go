@@ -303,3 +303,43 @@ func TestStateQueueKeepsBargeIn(t *testing.T) {
 		t.Fatalf("the newest state was not kept: %+v", q.items[1].speech)
 	}
 }
+
+// TestSpeakingReply: which reply a barge-in names.
+func TestSpeakingReply(t *testing.T) {
+	leg := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	before, after := leg.Add(-time.Minute), leg.Add(time.Second)
+	delta := func(id, text string, ts time.Time) agentbridge.Event {
+		return agentbridge.Event{Type: agentbridge.EventTextDelta, MessageID: id, ReplyTo: "msg_u", Text: text, TS: ts, WorkerID: "w1", Epoch: 1}
+	}
+	done := func(id string, ts time.Time) agentbridge.Event {
+		return agentbridge.Event{Type: agentbridge.EventTextDone, MessageID: id, ReplyTo: "msg_u", Text: "whole", TS: ts, WorkerID: "w1", Epoch: 1}
+	}
+	tests := []struct {
+		name   string
+		events []agentbridge.Event
+		id     string
+		done   bool
+		text   string
+	}{
+		{"streaming", []agentbridge.Event{delta("msg_a", "one ", after), delta("msg_a", "two", after)}, "msg_a", false, "one two"},
+		{"complete", []agentbridge.Event{delta("msg_a", "one", after), done("msg_a", after)}, "msg_a", true, "one"},
+		{"the latest of two", []agentbridge.Event{done("msg_a", after), delta("msg_b", "b", after)}, "msg_b", false, "b"},
+		{"a chat reply before the call", []agentbridge.Event{delta("msg_a", "x", before), done("msg_a", before)}, "", false, ""},
+		{"streamed on into the call", []agentbridge.Event{delta("msg_a", "x", before), delta("msg_a", "y", after)}, "msg_a", false, "xy"},
+		{"a visitor message after it", []agentbridge.Event{done("msg_a", after),
+			{Type: agentbridge.EventUserMessage, MessageID: "msg_u2", TS: after}}, "", false, ""},
+		{"a final transcript after it", []agentbridge.Event{delta("msg_a", "x", after),
+			{Type: agentbridge.EventTranscript, Text: "hm", Final: true, TS: after, WorkerID: "w1", Epoch: 1}}, "", false, ""},
+		{"a partial transcript after it", []agentbridge.Event{delta("msg_a", "x", after),
+			{Type: agentbridge.EventTranscript, Text: "hm", TS: after, WorkerID: "w1", Epoch: 1}}, "msg_a", false, "x"},
+		{"a lost worker's late reply", []agentbridge.Event{delta("msg_a", "a", after),
+			{Type: agentbridge.EventAgentAssigned, WorkerID: "w2", Epoch: 2, TS: after}, delta("msg_z", "z", after)}, "msg_a", false, "a"},
+		{"nothing", nil, "", false, ""},
+	}
+	for _, tt := range tests {
+		r := speakingReply(tt.events, leg)
+		if r.id != tt.id || r.done != tt.done || r.text != tt.text {
+			t.Errorf("%s: %+v, want id %q done %v text %q", tt.name, r, tt.id, tt.done, tt.text)
+		}
+	}
+}

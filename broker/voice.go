@@ -37,6 +37,7 @@ type Voice struct {
 	inSubj    string
 	transport string
 	settings  VoiceSettings
+	created   time.Time // a reply older than the leg is not the one it plays
 
 	micFrames     atomic.Uint64
 	micErrors     atomic.Uint64
@@ -93,7 +94,7 @@ func (b *Broker) AgentFormat(agent string) string {
 func (b *Broker) NewVoice(s Session) *Voice {
 	return &Voice{b: b, id: newID("leg_"), session: s, format: b.AgentFormat(s.Agent),
 		inSubj: b.subj.InAudio(s.Agent, s.ConversationID), done: make(chan struct{}), transport: "webrtc",
-		states: stateQueue{max: maxQueuedStates}, settings: b.voiceSettings(s)}
+		states: stateQueue{max: maxQueuedStates}, settings: b.voiceSettings(s), created: time.Now()}
 }
 
 // SetTransport names the transport for ops ("webrtc", "livekit"); call it
