@@ -85,7 +85,7 @@ button { font: inherit; cursor: pointer; }
   @keyframes blink { 0%, 80%, 100% { opacity: .25; } 40% { opacity: 1; } }
   .callbar .dot { transition: background .2s; }
   .callbar[data-hearing="true"] .dot { animation: hear 1s ease-in-out infinite alternate; }
-  @keyframes hear { to { box-shadow: 0 0 0 7px color-mix(in srgb, var(--a) 15%, transparent); } }
+  @keyframes hear { to { box-shadow: 0 0 0 7px color-mix(in srgb, #16a34a 15%, transparent); } }
 }
 header { display: flex; align-items: center; gap: 10px; padding: 14px 14px 12px 16px; background: var(--p); color: var(--on-p); }
 header .titles { flex: 1; min-width: 0; }
@@ -99,7 +99,7 @@ header .status { margin: 0; font-size: 12px; opacity: .85; }
 .callbar[data-state="connected"] .dot { background: #16a34a; }
 .callbar[data-state="connecting"] .dot, .callbar[data-state="reconnecting"] .dot { background: #d97706; }
 .callbar[data-state="failed"] .dot { background: var(--err); }
-.callbar[data-hearing="true"] .dot { background: var(--a); box-shadow: 0 0 0 4px color-mix(in srgb, var(--a) 35%, transparent); }
+.callbar[data-hearing="true"] .dot { box-shadow: 0 0 0 4px color-mix(in srgb, #16a34a 35%, transparent); }
 .msg.interrupted .cut { display: block; margin-top: 2px; font-size: 12px; font-style: italic; color: var(--muted); }
 .callbar .state { font-weight: 600; font-size: 13px; }
 .callbar .captions { grid-column: 1 / -1; font-size: 13px; color: var(--muted); display: grid; gap: 2px; }
