@@ -356,7 +356,11 @@ func (b *Broker) AwaitReply(ctx context.Context, sub *Subscription, p Posted) (M
 			if n := u.Notice; n != nil && n.Kind == NoticeAgentUnavailable {
 				return Message{}, ErrAgentUnavailable
 			}
-			if ev := u.Event; ev != nil && fence.Admit(ev) && ev.Type == agentbridge.EventTextDone && ev.ReplyTo == p.MessageID && !ev.Interrupted {
+			// An interrupted reply is awaited on (the next worker answers
+			// again after a lost one), unless the visitor cut it off: that
+			// one is the answer.
+			if ev := u.Event; ev != nil && fence.Admit(ev) && ev.Type == agentbridge.EventTextDone && ev.ReplyTo == p.MessageID &&
+				(!ev.Interrupted || ev.Reason == agentbridge.ReasonBargeIn) {
 				return Transcript([]agentbridge.Event{*ev})[0], nil
 			}
 		}

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -341,5 +342,43 @@ func TestSpeakingReply(t *testing.T) {
 		if r.id != tt.id || r.done != tt.done || r.text != tt.text {
 			t.Errorf("%s: %+v, want id %q done %v text %q", tt.name, r, tt.id, tt.done, tt.text)
 		}
+	}
+}
+
+// TestBargeInAnswersAwaitReply: a visitor message posted while waiting for
+// its reply (POST …/messages with wait) gets the reply the visitor then
+// cut off by speaking over it, marked interrupted, rather than waiting
+// for one that never comes.
+func TestBargeInAnswersAwaitReply(t *testing.T) {
+	b := startBroker(t)
+	s := startSession(t, b)
+	cid := s.ConversationID
+	heartbeat(b.registry, "w1", 1, false, cid)
+	b.registry.assign(cid, "echo", "w1", 1, 1, 0)
+	holdConversation(t, b, cid, "w1", 1, 1)
+	v := startVoiceOn(t, b, s, &testLeg{closed: make(chan struct{})})
+	sub, err := b.Subscribe(t.Context(), cid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	p, err := b.PostMessage(t.Context(), s, "when are you open?", "", agentbridge.ModeChat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc := connectAs(t, b, AgentRole("echo"), nats.CustomInboxPrefix(b.subj.Inbox("echo")))
+	if r := agentAppend(t, b, nc, map[string]any{"type": agentbridge.EventTextDelta, "conversation_id": cid,
+		"message_id": "msg_a1", "reply_to": p.MessageID, "text": "We open at "}, "msg_a1/0"); r.Error != nil {
+		t.Fatalf("delta refused: %+v", r.Error)
+	}
+	v.Speech(SpeechEvent{Kind: SpeechBargeIn, HeardMS: 300})
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	m, err := b.AwaitReply(ctx, sub, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.ID != "msg_a1" || !m.Interrupted || m.Body != "We open at " {
+		t.Fatalf("reply = %+v", m)
 	}
 }
