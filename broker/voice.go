@@ -28,7 +28,9 @@ type MediaLeg interface {
 // agent on Subjects.InAudio(agent, cid), the agent's audio on
 // Subjects.OutAudio (from the worker holding the conversation only) comes
 // back, and the agent's clear_audio
-// events empty the visitor's queue. Audio never touches JetStream.
+// events empty the visitor's queue. Audio never touches JetStream. The
+// transport reports its states (MediaState, TransportClosed) and the
+// visitor's voice activity (Speech, speech.go) to the log, in one FIFO.
 type Voice struct {
 	b         *Broker
 	id        string
