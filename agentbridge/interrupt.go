@@ -12,7 +12,8 @@ const ReasonBargeIn = "barge_in"
 // openReplies are a conversation's replies in progress, so that an
 // interrupt reaches the one it names while its handler is still writing
 // it (the handler may be busy streaming and not reading Events). The
-// feed goroutine interrupts; handlers add and remove.
+// feed goroutine interrupts; handlers add and remove. A reply its handler
+// never finishes stays until the conversation goes.
 type openReplies struct {
 	mu sync.Mutex
 	m  map[string]*Reply
