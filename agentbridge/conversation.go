@@ -57,6 +57,9 @@ type Conversation struct {
 	// holds the conversation (STALE_EPOCH, NOT_HOLDER).
 	lost     atomic.Pointer[ProtocolError]
 	loseOnce sync.Once // logs the loss before lost is set
+
+	// replies are the replies in progress (interrupt stops them).
+	replies openReplies
 }
 
 // newConversation builds a conversation whose event feed lives within ctx.
@@ -240,20 +243,33 @@ type Reply struct {
 	index   int
 	text    strings.Builder
 	done    bool
+
+	// interrupted is closed when the broker interrupts the reply (from
+	// the conversation's feed goroutine, hence the Once).
+	interrupted chan struct{}
+	cutOnce     sync.Once
 }
 
-// NewReply starts a reply to the visitor message replyTo.
+// NewReply starts a reply to the visitor message replyTo. Until it is done
+// it can be interrupted (Interrupted).
 func (c *Conversation) NewReply(replyTo string) *Reply {
-	return &Reply{c: c, id: "msg_" + nuid.Next(), replyTo: replyTo}
+	r := &Reply{c: c, id: "msg_" + nuid.Next(), replyTo: replyTo, interrupted: make(chan struct{})}
+	c.replies.add(r)
+	return r
 }
 
 // ID returns the reply's message id.
 func (r *Reply) ID() string { return r.id }
 
-// Write streams delta as the next chunk of the reply.
+// Write streams delta as the next chunk of the reply. It fails with
+// ErrInterrupted once the broker interrupted the reply (nothing more is
+// sent: the visitor spoke over it).
 func (r *Reply) Write(ctx context.Context, delta string) error {
 	if r.done {
 		return ErrReplyDone
+	}
+	if r.isInterrupted() {
+		return ErrInterrupted
 	}
 	// The broker refuses deltas over its limit (agents.max_delta_bytes,
 	// default DefaultMaxDeltaBytes): a longer one goes as several, cut at
@@ -278,8 +294,12 @@ func (r *Reply) Write(ctx context.Context, delta string) error {
 	return nil
 }
 
-// Done completes the reply with its full text.
+// Done completes the reply with its full text (as interrupted if the
+// broker interrupted it).
 func (r *Reply) Done(ctx context.Context) error {
+	if r.isInterrupted() {
+		return r.finishInterrupted(ctx)
+	}
 	return r.finish(ctx, false, "")
 }
 
@@ -296,6 +316,7 @@ func (r *Reply) finish(ctx context.Context, interrupted bool, reason string) err
 		Text: r.text.String(), Interrupted: interrupted, Reason: reason})
 	if err == nil {
 		r.done = true
+		r.c.replies.remove(r.id)
 	}
 	return err
 }
@@ -425,6 +446,10 @@ func (c *Conversation) feed(sub *nats.Subscription, live []Event, last uint64) {
 		}
 		if !ev.IsInbound() {
 			return true // agent events, ours included
+		}
+		if ev.Type == EventInterrupt {
+			// Before queuing: the handler may be busy writing the reply.
+			c.onInterrupt(ev)
 		}
 		if ev.Type == EventUserMessage {
 			// Tell the visitor the message reached an agent (typing).

@@ -26,13 +26,21 @@ const DefaultPrefix = "parley"
 
 // Event types only the broker writes (on parley.conv.<cid>.in.event).
 const (
-	EventUserMessage       = "user_message"
-	EventModeChanged       = "mode_changed"
-	EventCapture           = "capture"
-	EventSessionStarted    = "session_started"
-	EventSessionEnded      = "session_ended"
+	EventUserMessage    = "user_message"
+	EventModeChanged    = "mode_changed"
+	EventCapture        = "capture"
+	EventSessionStarted = "session_started"
+	EventSessionEnded   = "session_ended"
+	// EventUserSpeechStarted and EventUserSpeechStopped bracket the
+	// visitor's speech on a voice leg (At is the onset, or the end of the
+	// last voiced frame; Source says how it was detected).
 	EventUserSpeechStarted = "user_speech_started"
-	EventInterrupt         = "interrupt"
+	EventUserSpeechStopped = "user_speech_stopped"
+	// EventInterrupt tells the agent to stop the reply MessageID (if any):
+	// the visitor spoke over it (Reason ReasonBargeIn, HeardMS of it
+	// played). That reply counts as interrupted in the log whatever the
+	// agent appends to it later.
+	EventInterrupt = "interrupt"
 	// EventMediaState reports a voice leg's connection state (connected,
 	// disconnected, failed, closed); agents may ignore it.
 	EventMediaState = "media_state"
@@ -127,6 +135,18 @@ type Event struct {
 	Final bool `json:"final,omitempty"`
 	// Interrupted marks a reply that was cut short.
 	Interrupted bool `json:"interrupted,omitempty"`
+	// HeardMS is how much of the interrupted reply's audio the visitor
+	// heard before a barge-in cut it (interrupt).
+	HeardMS *int64 `json:"heard_ms,omitempty"`
+	// At is when the visitor's speech started or stopped, or when a
+	// barge-in cut the playout (user_speech_started, user_speech_stopped,
+	// interrupt); ts is when the broker stored the event.
+	At *time.Time `json:"at,omitempty"`
+	// Source is how speech was detected: "audio_level" (the RFC 6464
+	// header extension) or "decode" (the level of decoded audio).
+	Source string `json:"source,omitempty"`
+	// LevelDBov is the loudest 20 ms frame of the speech so far, in dBov.
+	LevelDBov float64 `json:"level_dbov,omitempty"`
 	// Reason explains a session_ended or interrupt event.
 	Reason string `json:"reason,omitempty"`
 	// Language is the visitor's language (session_started).
@@ -156,7 +176,8 @@ type Attachment struct {
 func (e *Event) IsInbound() bool {
 	switch e.Type {
 	case EventUserMessage, EventModeChanged, EventCapture, EventSessionStarted,
-		EventSessionEnded, EventUserSpeechStarted, EventInterrupt, EventMediaState, EventAgentAssigned:
+		EventSessionEnded, EventUserSpeechStarted, EventUserSpeechStopped, EventInterrupt, EventMediaState,
+		EventAgentAssigned:
 		return true
 	}
 	return false

@@ -241,11 +241,16 @@ const (
 
 // Transcript turns log events into messages, in log order: visitor
 // messages, final transcripts of what the visitor said (via voice) and
-// completed agent replies (via the mode the conversation was in).
+// completed agent replies (via the mode the conversation was in). A reply
+// is complete at its first text_done (a later one, which only an agent
+// writing on after the broker closed the reply can add, is ignored), and
+// interrupted if that says so or an interrupt event (barge-in) names it.
 func Transcript(events []agentbridge.Event) []Message {
 	var msgs []Message
 	var fence agentbridge.Fence
 	mode := agentbridge.ModeChat
+	cut := interruptedReplies(events)
+	replied := map[string]bool{}
 	for _, ev := range events {
 		if !fence.Admit(&ev) {
 			continue // written by a worker that had lost the conversation
@@ -273,11 +278,31 @@ func Transcript(events []agentbridge.Event) []Message {
 			msgs = append(msgs, Message{ID: id, Role: RoleVisitor, Body: ev.Text,
 				CreatedAt: ev.TS, Seq: ev.Seq, Via: agentbridge.ModeVoice})
 		case agentbridge.EventTextDone:
+			if replied[ev.MessageID] {
+				continue
+			}
+			replied[ev.MessageID] = true
 			msgs = append(msgs, Message{ID: ev.MessageID, Role: RoleAgent, Body: ev.Text,
-				CreatedAt: ev.TS, Seq: ev.Seq, ReplyTo: ev.ReplyTo, Interrupted: ev.Interrupted, Via: mode})
+				CreatedAt: ev.TS, Seq: ev.Seq, ReplyTo: ev.ReplyTo, Interrupted: ev.Interrupted || cut[ev.MessageID], Via: mode})
 		}
 	}
 	return msgs
+}
+
+// interruptedReplies are the replies interrupt events name (the visitor
+// barged in while the agent spoke them). An interrupt may come before or
+// after the reply's text_done.
+func interruptedReplies(events []agentbridge.Event) map[string]bool {
+	var cut map[string]bool
+	for i := range events {
+		if ev := &events[i]; ev.Type == agentbridge.EventInterrupt && ev.MessageID != "" {
+			if cut == nil {
+				cut = map[string]bool{}
+			}
+			cut[ev.MessageID] = true
+		}
+	}
+	return cut
 }
 
 // History returns the last limit messages of a conversation (all if
@@ -344,7 +369,11 @@ func (b *Broker) AwaitReply(ctx context.Context, sub *Subscription, p Posted) (M
 			if n := u.Notice; n != nil && n.Kind == NoticeAgentUnavailable {
 				return Message{}, ErrAgentUnavailable
 			}
-			if ev := u.Event; ev != nil && fence.Admit(ev) && ev.Type == agentbridge.EventTextDone && ev.ReplyTo == p.MessageID && !ev.Interrupted {
+			// An interrupted reply is awaited on (the next worker answers
+			// again after a lost one), unless the visitor cut it off: that
+			// one is the answer.
+			if ev := u.Event; ev != nil && fence.Admit(ev) && ev.Type == agentbridge.EventTextDone && ev.ReplyTo == p.MessageID &&
+				(!ev.Interrupted || ev.Reason == agentbridge.ReasonBargeIn) {
 				return Transcript([]agentbridge.Event{*ev})[0], nil
 			}
 		}

@@ -28,7 +28,9 @@ type MediaLeg interface {
 // agent on Subjects.InAudio(agent, cid), the agent's audio on
 // Subjects.OutAudio (from the worker holding the conversation only) comes
 // back, and the agent's clear_audio
-// events empty the visitor's queue. Audio never touches JetStream.
+// events empty the visitor's queue. Audio never touches JetStream. The
+// transport reports its states (MediaState, TransportClosed) and the
+// visitor's voice activity (Speech, speech.go) to the log, in one FIFO.
 type Voice struct {
 	b         *Broker
 	id        string
@@ -36,6 +38,8 @@ type Voice struct {
 	format    string
 	inSubj    string
 	transport string
+	settings  VoiceSettings
+	created   time.Time // a reply older than the leg is not the one it plays
 
 	micFrames     atomic.Uint64
 	micErrors     atomic.Uint64
@@ -55,6 +59,9 @@ type Voice struct {
 	stateMu  sync.Mutex
 	states   stateQueue
 	draining bool
+	// closing: the transport's closed state is queued; speech reported
+	// after it is not logged.
+	closing bool
 
 	mu       sync.Mutex
 	media    MediaLeg
@@ -89,7 +96,7 @@ func (b *Broker) AgentFormat(agent string) string {
 func (b *Broker) NewVoice(s Session) *Voice {
 	return &Voice{b: b, id: newID("leg_"), session: s, format: b.AgentFormat(s.Agent),
 		inSubj: b.subj.InAudio(s.Agent, s.ConversationID), done: make(chan struct{}), transport: "webrtc",
-		states: stateQueue{max: maxQueuedStates}}
+		states: stateQueue{max: maxQueuedStates}, settings: b.voiceSettings(s), created: time.Now()}
 }
 
 // SetTransport names the transport for ops ("webrtc", "livekit"); call it
@@ -275,6 +282,13 @@ func (v *Voice) TransportClosed(reason string) {
 // runs.
 func (v *Voice) queueState(st queuedState) {
 	v.stateMu.Lock()
+	if st.speech != nil && v.closing {
+		v.stateMu.Unlock()
+		return
+	}
+	if st.end || st.state == stateClosed {
+		v.closing = true
+	}
 	if v.states.push(st) && v.statesDropped.Add(1) == 1 {
 		// Logged after unlocking: stateMu is a leaf lock.
 		defer v.b.log.Warn("media_state queue full: dropping the oldest intermediate state",
@@ -328,6 +342,10 @@ func (v *Voice) drainStates() {
 			}
 			continue
 		}
+		if st.speech != nil {
+			v.recordSpeech(*st.speech)
+			continue
+		}
 		v.recordState(st.state, st.reason)
 		if st.end {
 			ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
@@ -349,23 +367,29 @@ const (
 	stateFailed = "failed"
 )
 
-// queuedState is a transport state waiting to be logged; end ends the leg
-// once it is.
+// queuedState is a transport state, or a speech event, waiting to be
+// logged; end ends the leg once it is.
 type queuedState struct {
 	state, reason string
 	end           bool
+	speech        *SpeechEvent
 }
 
-func (q queuedState) terminal() bool {
+// kept reports whether a full queue must keep the state: terminal
+// transport states and barge-ins (which mark a reply interrupted).
+func (q queuedState) kept() bool {
+	if q.speech != nil {
+		return q.speech.Kind == SpeechBargeIn
+	}
 	return q.end || q.state == stateClosed || q.state == stateFailed
 }
 
-// stateQueue is a bounded FIFO of transport states. Its drop policy: a
-// state pushed onto a full queue makes room by dropping the oldest
-// intermediate state queued (connected, disconnected, …). If only
-// terminal states (closed, failed) are queued, a new intermediate state is
-// dropped and a new terminal one is appended beyond max: terminal states
-// are never dropped. What is logged is therefore always in call order,
+// stateQueue is a bounded FIFO of transport states and speech events. Its
+// drop policy: a state pushed onto a full queue makes room by dropping the
+// oldest intermediate state queued (connected, disconnected, …, speech
+// started or stopped). If only kept states (closed, failed, barge_in) are
+// queued, a new intermediate state is dropped and a new kept one is
+// appended beyond max: kept states are never dropped. What is logged is therefore always in call order,
 // keeps the newest state, and ends with the last terminal state reported.
 type stateQueue struct {
 	items []queuedState
@@ -379,13 +403,13 @@ func (q *stateQueue) push(st queuedState) (dropped bool) {
 		return false
 	}
 	for i, old := range q.items {
-		if !old.terminal() {
+		if !old.kept() {
 			q.items = append(q.items[:i], q.items[i+1:]...)
 			q.items = append(q.items, st)
 			return true
 		}
 	}
-	if st.terminal() {
+	if st.kept() {
 		q.items = append(q.items, st)
 		return false
 	}

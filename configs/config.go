@@ -153,6 +153,10 @@ type AgentsConfig struct {
 	// transcoding) or "pcm_s16le/16000", "pcm_s16le/24000",
 	// "pcm_s16le/48000" (the broker decodes and encodes Opus).
 	AudioFormats map[string]string `yaml:"audio_formats"`
+	// BargeIn maps an agent name to "auto" (the default) or "off": off
+	// keeps the visitor's speech from cutting the agent's audio, whatever
+	// its widgets say (an agent that handles interruptions itself).
+	BargeIn map[string]string `yaml:"barge_in"`
 	// MaxDeltaBytes bounds the text of one text_delta an agent appends.
 	MaxDeltaBytes int `yaml:"max_delta_bytes"`
 	// MaxReplyBytes bounds the text of an agent's text_done (a whole
@@ -249,6 +253,7 @@ func Default() Config {
 			DispatchRetryMax: 5 * time.Second,
 			HeartbeatTimeout: 1500 * time.Millisecond,
 			AudioFormats:     map[string]string{},
+			BargeIn:          map[string]string{},
 			MaxDeltaBytes:    agentbridge.DefaultMaxDeltaBytes,
 			MaxReplyBytes:    agentbridge.DefaultMaxReplyBytes,
 			MaxActionBytes:   agentbridge.DefaultMaxActionBytes,
@@ -392,6 +397,7 @@ func (c Config) LogValue() slog.Value {
 			logDuration("dispatch_retry_max", c.Agents.DispatchRetryMax),
 			logDuration("heartbeat_timeout", c.Agents.HeartbeatTimeout),
 			slog.Any("audio_formats", c.Agents.AudioFormats),
+			slog.Any("barge_in", c.Agents.BargeIn),
 			slog.Int("max_delta_bytes", c.Agents.MaxDeltaBytes),
 			slog.Int("max_reply_bytes", c.Agents.MaxReplyBytes),
 			slog.Int("max_action_bytes", c.Agents.MaxActionBytes)),

@@ -91,6 +91,7 @@ func (c *Config) Validate() error {
 			ps.add("agents.audio_formats."+agent, `must be "opus" or "pcm_s16le/<16000|24000|48000>", got %q`, f)
 		}
 	}
+	c.Agents.validateBargeIn(&ps)
 
 	ps.positive("sessions.ttl", c.Sessions.TTL)
 	ps.positive("sessions.resume_window", c.Sessions.ResumeWindow)

@@ -56,6 +56,9 @@ type WidgetConfig struct {
 	// VoiceTransport carries the widget's voice: webrtc (Parley's own
 	// media, the default) or livekit (a LiveKit SFU).
 	VoiceTransport string `yaml:"voice_transport" json:"voice_transport"`
+	// Voice tunes how voice legs hear the visitor: voice activity
+	// detection and barge-in.
+	Voice WidgetVoice `yaml:"voice" json:"voice"`
 	// IdentityPolicy is guest (anonymous visitors only are expected),
 	// identified (a verified identity is required) or both.
 	IdentityPolicy string `yaml:"identity_policy" json:"identity_policy"`
@@ -198,6 +201,7 @@ func (w *WidgetConfig) Normalize() {
 	def(&w.LauncherPosition, "bottom-right")
 	def(&w.IdentityPolicy, "both")
 	def(&w.VoiceTransport, "webrtc")
+	w.Voice = w.Voice.WithDefaults()
 	def(&w.Colors.Primary, "#4f46e5")
 	def(&w.Colors.Accent, "#22c55e")
 	for i, o := range w.AllowedOrigins {
@@ -241,6 +245,7 @@ func (w *WidgetConfig) Validate() []Problem {
 	ps.oneOf("launcher_position", w.LauncherPosition, widgetPositions...)
 	ps.oneOf("identity_policy", w.IdentityPolicy, identityPolicies...)
 	ps.oneOf("voice_transport", w.VoiceTransport, "webrtc", "livekit")
+	w.Voice.validate(&ps)
 	for name, c := range map[string]string{"colors.primary": w.Colors.Primary, "colors.accent": w.Colors.Accent} {
 		if !hexColor.MatchString(c) {
 			ps.add(name, "must be a hex color such as #4f46e5, got %q", c)

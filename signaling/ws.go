@@ -62,6 +62,7 @@ type serverFrame struct {
 	Final           bool            `json:"final,omitempty"`
 	Duplicate       bool            `json:"duplicate,omitempty"`
 	Interrupted     bool            `json:"interrupted,omitempty"`
+	HeardMS         *int64          `json:"heard_ms,omitempty"`
 	Code            string          `json:"code,omitempty"`
 	Message         string          `json:"message,omitempty"`
 }
@@ -94,11 +95,12 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	defer s.rooms.LegDetached(sess.ConversationID, legID)
 	l := &leg{
 		s: s, conn: conn, sess: sess, ip: s.ips.of(r),
-		log:     s.log.With("session_id", sess.ID, "conversation_id", sess.ConversationID),
-		out:     make(chan []byte, wsOutQueue),
-		typing:  make(map[string]bool),
-		chunked: make(map[string]bool),
-		posted:  make(map[string]time.Time),
+		log:         s.log.With("session_id", sess.ID, "conversation_id", sess.ConversationID),
+		out:         make(chan []byte, wsOutQueue),
+		typing:      make(map[string]bool),
+		chunked:     make(map[string]bool),
+		interrupted: make(map[string]bool),
+		posted:      make(map[string]time.Time),
 	}
 	l.run(since)
 }
@@ -137,6 +139,10 @@ type leg struct {
 	unavailable bool                 // AGENT_UNAVAILABLE was sent and not yet cleared
 	typing      map[string]bool      // reply_to → typing sent
 	chunked     map[string]bool      // agent message id → a chunk sent
+	// interrupted: agent replies an interrupt named (barge-in) → their done frame
+	// was sent. Chunks the agent streams on are not shown, and the reply
+	// gets one done frame, marked interrupted.
+	interrupted map[string]bool
 
 	cut      atomic.Bool  // counted as a slow consumer
 	lastRead atomic.Int64 // unix nanos of the last frame read (liveness)
@@ -468,6 +474,9 @@ func (l *leg) onEvent(ev *agentbridge.Event) bool {
 		}
 		l.send(serverFrame{Type: "agent_state", State: ev.State, ReplyTo: ev.ReplyTo, Seq: ev.Seq})
 	case agentbridge.EventTextDelta:
+		if _, cut := l.interrupted[ev.MessageID]; cut {
+			return false // the agent speaks on after the visitor cut in
+		}
 		if at, ok := l.posted[ev.ReplyTo]; ok {
 			l.s.metrics.chatRoundTrip.Observe(time.Since(at).Seconds())
 			delete(l.posted, ev.ReplyTo)
@@ -477,7 +486,31 @@ func (l *leg) onEvent(ev *agentbridge.Event) bool {
 		idx := ev.Index
 		l.send(serverFrame{Type: "chunk", MessageID: ev.MessageID, ReplyTo: ev.ReplyTo, Index: &idx, Chunk: ev.Text, Seq: ev.Seq})
 	case agentbridge.EventTextDone:
+		if sent, cut := l.interrupted[ev.MessageID]; cut {
+			if sent {
+				return false // the reply was closed already
+			}
+			l.interrupted[ev.MessageID] = true
+			l.sendReply(ev.MessageID, ev.ReplyTo, ev.Text, ev.Seq, true)
+			return false
+		}
 		l.sendReply(ev.MessageID, ev.ReplyTo, ev.Text, ev.Seq, ev.Interrupted)
+	case agentbridge.EventUserSpeechStarted:
+		l.send(serverFrame{Type: "speech", State: "started", LegID: ev.LegID, Seq: ev.Seq})
+	case agentbridge.EventUserSpeechStopped:
+		l.send(serverFrame{Type: "speech", State: "stopped", LegID: ev.LegID, Seq: ev.Seq})
+	case agentbridge.EventInterrupt:
+		if ev.MessageID != "" {
+			// A reply still streaming gets its done frame (interrupted)
+			// later; one complete already was shown whole.
+			l.interrupted[ev.MessageID] = !l.chunked[ev.MessageID]
+		}
+		heard := ev.HeardMS
+		if heard == nil {
+			heard = new(int64)
+		}
+		l.send(serverFrame{Type: "interrupt", MessageID: ev.MessageID, ReplyTo: ev.ReplyTo, HeardMS: heard,
+			Reason: ev.Reason, LegID: ev.LegID, Seq: ev.Seq})
 	case agentbridge.EventAction:
 		f, err := l.actionFrame(ev) // navigate: only to the widget's nav map
 		if err != nil {

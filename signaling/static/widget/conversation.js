@@ -24,10 +24,11 @@ function onFrame(f) {
     case "typing": showTyping(true); break;
     case "chunk": {
       if (st.doneIds.has(f.message_id)) break; // a reply re-sent for a duplicate
+      if (st.cutIds.has(f.message_id)) break; // the visitor cut in
       showTyping(false);
       let el = st.replies.get(f.message_id);
       if (!el) {
-        el = addLine("agent streaming", "");
+        el = addLine("agent streaming", "", { id: f.message_id });
         st.replies.set(f.message_id, el);
         // A pill the agent just asked for goes below its question.
         const card = st.freshCard;
@@ -42,9 +43,10 @@ function onFrame(f) {
       showTyping(false);
       if (st.doneIds.has(f.message_id)) break;
       st.doneIds.add(f.message_id);
-      const el = st.replies.get(f.message_id) || addLine("agent", "");
+      const el = st.replies.get(f.message_id) || addLine("agent", "", { id: f.message_id });
       el.classList.remove("streaming");
       bodyOf(el).textContent = f.body;
+      if (f.interrupted || st.cutIds.has(f.message_id)) markInterrupted(el);
       st.replies.delete(f.message_id);
       if (st.call) caption("agent", f.body);
       emit("message", { role: "agent", body: f.body, via: st.call ? "voice" : "chat", id: f.message_id });
@@ -90,6 +92,27 @@ function onFrame(f) {
         // "voice" (the log is in order): only a later one ends the call.
         else if (f.mode === "chat" && st.call.sawVoice) endCall(st.call, "ended", false, f.reason);
       }
+      break;
+    }
+    case "speech": {
+      // The visitor's voice activity on this call's leg: the call bar
+      // shows that Parley hears them.
+      const c = st.call;
+      if (!c || (c.legId && f.leg_id !== c.legId)) break;
+      st.hearing = f.state === "started";
+      renderCall();
+      emit("speech", { state: f.state });
+      break;
+    }
+    case "interrupt": {
+      // The visitor spoke over the agent (barge-in): its reply stops
+      // where they cut in; chunks still on their way are not shown.
+      if (f.message_id) {
+        st.cutIds.add(f.message_id);
+        const el = st.replies.get(f.message_id) || agentLine(f.message_id);
+        if (el) markInterrupted(el);
+      }
+      emit("interrupt", { message_id: f.message_id || "", heard_ms: f.heard_ms || 0 });
       break;
     }
     case "media_state": {

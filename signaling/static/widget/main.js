@@ -54,7 +54,8 @@ const dbg = {
   shadow: () => ui && ui.shadow,
   restartIce: () => (st.call ? restartIce(st.call) : Promise.resolve()),
   state: () => ({ ready: st.ready, open: st.open, chat: st.chat, mode: st.mode, call: st.callState,
-    legId: (st.call && st.call.legId) || "", agentState: st.agentState, micError: st.micError,
+    legId: (st.call && st.call.legId) || "", agentState: st.agentState, micError: st.micError, hearing: st.hearing,
+    interrupted: [...st.cutIds],
     lastSeq: st.lastSeq, errors: st.errors.slice(), navigations: st.navigations.slice(),
     triggers: st.triggersFired.slice(), outbox: st.outbox.length, resends: st.resends, trickle: { ...st.trickle } }),
 };

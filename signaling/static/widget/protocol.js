@@ -116,7 +116,8 @@ async function renderHistory() {
   const welcome = texts().welcome_text;
   if (welcome && h.messages.length === 0) addLine("agent welcome", welcome);
   for (const m of h.messages) {
-    addLine(m.role, m.body, { voice: m.via === "voice" && m.role === "visitor" });
+    const el = addLine(m.role, m.body, { voice: m.via === "voice" && m.role === "visitor", id: m.role === "agent" ? m.id : "" });
+    if (m.interrupted) markInterrupted(el);
     if (m.role === "agent") st.doneIds.add(m.id);
     if (m.seq) st.lastSeq = Math.max(st.lastSeq, m.seq);
   }

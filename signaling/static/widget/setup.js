@@ -60,6 +60,8 @@ const st = {
   replies: new Map(),    // agent message id -> line
   heard: new Map(),      // transcript message id -> line
   doneIds: new Set(),    // agent replies shown complete
+  cutIds: new Set(),     // agent replies the visitor interrupted (barge-in)
+  hearing: false,        // the visitor is speaking on the call (speech frames)
   freshCard: null,       // the capture pill of the current turn
   typingEl: null, claims: null, captured: new Set(), offered: new Set(),
   navHandler: null, errors: [], navigations: [], triggersFired: [],

@@ -16,6 +16,7 @@ const STRINGS = {
     call: { connecting: "Connecting the call…", connected: "On a call", reconnecting: "Reconnecting the call…",
       failed: "The call failed", ended: "Call ended" },
     agent: { listening: "Listening", thinking: "Thinking…", speaking: "Speaking", idle: "" },
+    hearing: "Hearing you…", interrupted: "(interrupted)",
     navigating: "Taking you to {label}…", navRefused: "That page can't be opened from here.",
     captureAsked: "The assistant asked for your details:", capShare: "Share", capSave: "Save", capNo: "No thanks",
     capDismiss: "Dismiss", capSaved: "Thanks! Saved your {kind}: {value}",
@@ -35,6 +36,7 @@ const STRINGS = {
     call: { connecting: "Connexion de l'appel…", connected: "En appel", reconnecting: "Reconnexion de l'appel…",
       failed: "L'appel a échoué", ended: "Appel terminé" },
     agent: { listening: "À l'écoute", thinking: "Réflexion…", speaking: "Parle", idle: "" },
+    hearing: "Je vous entends…", interrupted: "(interrompu)",
     capShare: "Partager", capSave: "Enregistrer", capNo: "Non merci",
   },
   es: {
@@ -45,6 +47,7 @@ const STRINGS = {
     call: { connecting: "Conectando la llamada…", connected: "En llamada", reconnecting: "Reconectando la llamada…",
       failed: "La llamada falló", ended: "Llamada terminada" },
     agent: { listening: "Escuchando", thinking: "Pensando…", speaking: "Hablando", idle: "" },
+    hearing: "Te escucho…", interrupted: "(interrumpido)",
     capShare: "Compartir", capSave: "Guardar", capNo: "No, gracias",
   },
   de: {
@@ -55,6 +58,7 @@ const STRINGS = {
     call: { connecting: "Anruf wird verbunden…", connected: "Im Gespräch", reconnecting: "Anruf wird wiederhergestellt…",
       failed: "Der Anruf ist fehlgeschlagen", ended: "Anruf beendet" },
     agent: { listening: "Hört zu", thinking: "Denkt nach…", speaking: "Spricht", idle: "" },
+    hearing: "Ich höre Sie…", interrupted: "(unterbrochen)",
     capShare: "Teilen", capSave: "Speichern", capNo: "Nein, danke",
   },
 };

@@ -84,6 +84,8 @@ button { font: inherit; cursor: pointer; }
   .typing i:nth-child(2) { animation-delay: .2s; } .typing i:nth-child(3) { animation-delay: .4s; }
   @keyframes blink { 0%, 80%, 100% { opacity: .25; } 40% { opacity: 1; } }
   .callbar .dot { transition: background .2s; }
+  .callbar[data-hearing="true"] .dot { animation: hear 1s ease-in-out infinite alternate; }
+  @keyframes hear { to { box-shadow: 0 0 0 7px color-mix(in srgb, #16a34a 15%, transparent); } }
 }
 header { display: flex; align-items: center; gap: 10px; padding: 14px 14px 12px 16px; background: var(--p); color: var(--on-p); }
 header .titles { flex: 1; min-width: 0; }
@@ -97,6 +99,8 @@ header .status { margin: 0; font-size: 12px; opacity: .85; }
 .callbar[data-state="connected"] .dot { background: #16a34a; }
 .callbar[data-state="connecting"] .dot, .callbar[data-state="reconnecting"] .dot { background: #d97706; }
 .callbar[data-state="failed"] .dot { background: var(--err); }
+.callbar[data-hearing="true"] .dot { box-shadow: 0 0 0 4px color-mix(in srgb, #16a34a 35%, transparent); }
+.msg.interrupted .cut { display: block; margin-top: 2px; font-size: 12px; font-style: italic; color: var(--muted); }
 .callbar .state { font-weight: 600; font-size: 13px; }
 .callbar .captions { grid-column: 1 / -1; font-size: 13px; color: var(--muted); display: grid; gap: 2px; }
 .callbar .captions p { margin: 0; overflow: hidden; display: -webkit-box; -webkit-line-clamp: 2; -webkit-box-orient: vertical; }
@@ -332,6 +336,7 @@ function scrollLog() {
 }
 function addLine(cls, text, opts) {
   const el = h("div", { class: "msg " + cls });
+  if (opts && opts.id) el.dataset.id = opts.id;
   if (opts && opts.voice) {
     el.classList.add("voice");
     el.append(icon("mic", T.saidInCall, "via"));
@@ -342,6 +347,19 @@ function addLine(cls, text, opts) {
   else ui.log.append(el);
   scrollLog();
   return el;
+}
+// agentLine is the agent's reply line with message id id, if shown.
+function agentLine(id) {
+  if (!ui) return null;
+  for (const el of ui.log.querySelectorAll(".msg.agent")) if (el.dataset.id === id) return el;
+  return null;
+}
+// markInterrupted shows that the visitor cut a reply short: the text is
+// what was written (or said) before they spoke over it.
+function markInterrupted(el) {
+  if (!el || el.classList.contains("interrupted")) return;
+  el.classList.add("interrupted");
+  el.append(h("span", { class: "cut", text: T.interrupted }));
 }
 function addNote(text, cls) {
   if (!ui) return null;
@@ -378,9 +396,12 @@ function renderCall() {
   ui.callbar.dataset.state = st.callState;
   let text = T.call[st.callState] || "";
   const agent = T.agent[st.agentState];
-  if (st.callState === "connected" && agent) text += " · " + agent;
+  const hearing = on && st.hearing;
+  if (st.callState === "connected" && hearing) text += " · " + T.hearing;
+  else if (st.callState === "connected" && agent) text += " · " + agent;
   ui.callState.textContent = text;
-  if (!on) { ui.capYou.textContent = ""; ui.capAgent.textContent = ""; }
+  ui.callbar.dataset.hearing = String(hearing);
+  if (!on) { st.hearing = false; ui.capYou.textContent = ""; ui.capAgent.textContent = ""; }
   ui.mic.setAttribute("aria-pressed", String(on));
   ui.mic.setAttribute("aria-label", on ? T.endCall : T.startCall);
   ui.mic.title = on ? T.endCall : T.startCall;

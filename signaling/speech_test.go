@@ -1,0 +1,155 @@
+package signaling_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/parley-rtc/parley/agentbridge"
+	"github.com/parley-rtc/parley/broker"
+)
+
+// TestSpeechAndInterruptFrames: on a live voice call, the visitor's voice
+// activity and a barge-in (reported to the broker as the media leg
+// reports them) reach the visitor's WebSocket as speech and interrupt
+// frames; the reply the agent was streaming ends with one done frame
+// marked interrupted, the agent's handler sees Reply.Interrupted, and the
+// history shows the reply interrupted.
+func TestSpeechAndInterruptFrames(t *testing.T) {
+	e := startEnv(t, noEcho)
+	interrupted := make(chan error, 1)
+	nc := e.agentConn("echo")
+	w, err := agentbridge.NewWorker(nc, agentbridge.Options{Agent: "echo", Prefix: e.cfg.NATS.Prefix, Logger: discardLogger()},
+		func(ctx context.Context, c *agentbridge.Conversation) error {
+			for {
+				select {
+				case <-ctx.Done():
+					return nil
+				case ev, ok := <-c.Events():
+					if !ok {
+						return nil
+					}
+					if ev.Type != agentbridge.EventUserMessage {
+						continue
+					}
+					if ev.Text != "when are you open?" {
+						if err := c.SendText(ctx, ev.MessageID, "echo: "+ev.Text); err != nil {
+							return err
+						}
+						continue
+					}
+					r := c.NewReply(ev.MessageID)
+					if err := r.Write(ctx, "Our opening hours are "); err != nil {
+						return err
+					}
+					// Speaks on until the visitor cuts in.
+					select {
+					case <-r.Interrupted():
+					case <-ctx.Done():
+						return nil
+					}
+					interrupted <- r.Write(ctx, "nine to five.")
+					// An agent outside the SDK might stream on regardless.
+					if _, err := c.Publish(ctx, agentbridge.Event{Type: agentbridge.EventTextDelta, MessageID: r.ID(),
+						ReplyTo: ev.MessageID, Index: 1, Text: "nine to five."}); err != nil {
+						return err
+					}
+					if err := r.Done(ctx); err != nil {
+						return err
+					}
+				}
+			}
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Close)
+
+	s := e.NewSession(nil)
+	ws := e.MustDialWS(s)
+	call := e.NewVoiceClient(s)
+	call.WaitConnected()
+	ws.Send(map[string]any{"type": "message", "body": "when are you open?", "client_message_id": "m-1"})
+	chunk, _ := ws.Until("chunk")
+	replyID := chunk.Str("message_id")
+
+	v, ok := e.b.Voice(s.ID)
+	if !ok {
+		t.Fatal("no voice leg")
+	}
+	if set := v.Settings(); !set.BargeIn || set.ThresholdDBov != -45 || set.BargeInMin != 300*time.Millisecond {
+		t.Fatalf("demo widget voice settings = %+v", set)
+	}
+	now := time.Now()
+	v.Speech(broker.SpeechEvent{Kind: broker.SpeechStarted, At: now, Source: "audio_level", LevelDBov: -30})
+	v.Speech(broker.SpeechEvent{Kind: broker.SpeechBargeIn, At: now.Add(300 * time.Millisecond), Source: "audio_level", HeardMS: 640})
+	v.Speech(broker.SpeechEvent{Kind: broker.SpeechStopped, At: now.Add(time.Second), Source: "audio_level"})
+
+	// The frames of interest, in log order; the rest (media_state, mode,
+	// agent_state) are skipped.
+	var got []string
+	var interrupt, done frame
+	for len(got) < 4 {
+		f := ws.Next()
+		switch f.Str("type") {
+		case "speech":
+			if f.Str("leg_id") != v.ID() {
+				t.Fatalf("speech frame of another leg: %v", f)
+			}
+			got = append(got, "speech "+f.Str("state"))
+		case "interrupt":
+			interrupt = f
+			got = append(got, "interrupt")
+		case "done":
+			done = f
+			got = append(got, "done")
+		case "chunk":
+			t.Fatalf("a chunk after the interrupt: %v", f)
+		}
+	}
+	want := []string{"speech started", "interrupt", "done", "speech stopped"}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("frames %q, want %q", got, want)
+		}
+	}
+	if interrupt.Str("message_id") != replyID || interrupt["heard_ms"] != float64(640) || interrupt.Str("reason") != "barge_in" {
+		t.Fatalf("interrupt frame = %v", interrupt)
+	}
+	if done.Str("message_id") != replyID || done["interrupted"] != true || done.Str("body") != "Our opening hours are " {
+		t.Fatalf("done frame = %v", done)
+	}
+	select {
+	case err := <-interrupted:
+		if err == nil {
+			t.Fatal("the agent's write after the interrupt was sent")
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("the agent's handler never saw the interrupt")
+	}
+	// The late delta is stored but never shown: up to the answer of the
+	// next message, no frame of the interrupted reply comes.
+	ws.Send(map[string]any{"type": "message", "body": "thanks", "client_message_id": "m-2"})
+	for {
+		f := ws.Next()
+		if f.Str("message_id") == replyID {
+			t.Fatalf("a frame of the interrupted reply after its done: %v", f)
+		}
+		if f.Str("type") == "done" {
+			if f.Str("body") != "echo: thanks" {
+				t.Fatalf("done = %v", f)
+			}
+			break
+		}
+	}
+	msgs := e.History(s)
+	if len(msgs) != 4 {
+		t.Fatalf("history = %v", msgs)
+	}
+	if cut := msgs[1]; cut["id"] != replyID || cut["interrupted"] != true || cut["body"] != "Our opening hours are " {
+		t.Fatalf("history = %v", msgs)
+	}
+}
