@@ -54,6 +54,12 @@ type playQueue struct {
 	replyFrames int
 	replyStart  time.Time // when its first frame was taken
 	lastPop     time.Time // when the pacer last took a frame
+
+	// held: a barge-in cut the playout and the visitor is still speaking.
+	// Agent frames are dropped until the speech ends (release): the rest
+	// of the cut reply, still on its way from the agent, must not play
+	// over the visitor and be cut again and again.
+	held bool
 }
 
 func newPlayQueue(size int, f Format) *playQueue {
@@ -92,6 +98,10 @@ func (q *playQueue) pushLocked(it playItem) int {
 // pushOpus queues one Opus packet.
 func (q *playQueue) pushOpus(pkt []byte) (dropped int) {
 	q.mu.Lock()
+	if q.held {
+		q.mu.Unlock()
+		return 1
+	}
 	dropped = q.pushLocked(playItem{opus: pkt})
 	q.mu.Unlock()
 	q.wake()
@@ -101,6 +111,10 @@ func (q *playQueue) pushOpus(pkt []byte) (dropped int) {
 // pushPCM adds little-endian samples and queues every whole frame.
 func (q *playQueue) pushPCM(b []byte, now time.Time) (dropped int) {
 	q.mu.Lock()
+	if q.held {
+		q.mu.Unlock()
+		return (len(b)/2 + q.spf - 1) / q.spf
+	}
 	q.acc = appendLEInt16(q.acc, b)
 	q.lastPush = now
 	var off int
@@ -193,12 +207,20 @@ func (q *playQueue) playing(now time.Time) (since time.Time, ok bool) {
 }
 
 // cut is clear for a barge-in: it also returns how many frames of the
-// current reply were sent.
+// current reply were sent, and holds the playout until release.
 func (q *playQueue) cut() (dropped, heard int) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	heard = q.replyFrames
+	q.held = true
 	return q.clearLocked(), heard
+}
+
+// release ends the hold of a barge-in: the visitor stopped speaking.
+func (q *playQueue) release() {
+	q.mu.Lock()
+	q.held = false
+	q.mu.Unlock()
 }
 
 // len is the number of whole frames queued.

@@ -139,6 +139,9 @@ func (a *audioPath) listen(f *micFrame, lv frameLevel) {
 
 // emitSpeech reports ev to OnSpeech.
 func (a *audioPath) emitSpeech(ev SpeechEvent) {
+	if ev.Kind == SpeechStopped {
+		a.pq.release() // the visitor has stopped: the agent may speak
+	}
 	a.log.Debug("media: speech", "kind", ev.Kind, "source", ev.Source, "level_dbov", ev.LevelDBov, "heard_ms", ev.HeardMS)
 	if a.sp.on != nil {
 		a.sp.on(ev)

@@ -200,6 +200,12 @@ func TestPlayQueueReply(t *testing.T) {
 	if _, ok := q.playing(at(1080)); ok {
 		t.Fatal("playing after the cut")
 	}
+	// Held while the visitor speaks on: the rest of the cut reply is
+	// dropped, not queued.
+	if dropped := q.pushOpus([]byte{9}); dropped != 1 || q.len() != 0 {
+		t.Fatalf("a frame while held: dropped %d, %d queued", dropped, q.len())
+	}
+	q.release() // the visitor stopped speaking
 	q.pushOpus([]byte{5})
 	q.pop(at(1100))
 	q.pushOpus([]byte{6})

@@ -110,6 +110,8 @@ func (s *Server) liveKitLeg(ctx context.Context, sess broker.Session, lk *media.
 		ID: v.ID(), Room: room, Visitor: identity, AgentFormat: format, Log: log,
 		OnMicFrame: v.PublishMic,
 		OnState:    func(st media.State, reason string) { s.onLegState(v, st, reason) },
+		VAD:        vadOf(v.Settings()),
+		OnSpeech:   func(e media.SpeechEvent) { v.Speech(speechOf(e)) },
 	})
 	if err != nil {
 		log.Warn("livekit bridge failed", "err", err)

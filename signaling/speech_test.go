@@ -2,11 +2,14 @@ package signaling_test
 
 import (
 	"context"
+	"log/slog"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/parley-rtc/parley/agentbridge"
 	"github.com/parley-rtc/parley/broker"
+	"github.com/parley-rtc/parley/signaling/signalingtest"
 )
 
 // TestSpeechAndInterruptFrames: on a live voice call, the visitor's voice
@@ -19,7 +22,7 @@ func TestSpeechAndInterruptFrames(t *testing.T) {
 	e := startEnv(t, noEcho)
 	interrupted := make(chan error, 1)
 	nc := e.agentConn("echo")
-	w, err := agentbridge.NewWorker(nc, agentbridge.Options{Agent: "echo", Prefix: e.cfg.NATS.Prefix, Logger: discardLogger()},
+	w, err := agentbridge.NewWorker(nc, agentbridge.Options{Agent: "echo", Prefix: e.cfg.NATS.Prefix, Logger: slog.New(slog.DiscardHandler)},
 		func(ctx context.Context, c *agentbridge.Conversation) error {
 			for {
 				select {
@@ -151,5 +154,46 @@ func TestSpeechAndInterruptFrames(t *testing.T) {
 	}
 	if cut := msgs[1]; cut["id"] != replyID || cut["interrupted"] != true || cut["body"] != "Our opening hours are " {
 		t.Fatalf("history = %v", msgs)
+	}
+}
+
+// TestVoiceActivityOfACall: a real call (pion client, Opus) speaks two
+// bursts of tone with a pause longer than the hangover between them. The
+// leg's voice activity detection (from decoded audio: the client's offer
+// has no RFC 6464 extension) brackets each burst with speech frames on the
+// visitor's socket and user_speech_started/stopped events in the log, in
+// order and paired.
+func TestVoiceActivityOfACall(t *testing.T) {
+	e := startEnv(t, noEcho)
+	s := e.NewSession(nil)
+	ws := e.MustDialWS(s)
+	call := e.NewVoiceClient(s)
+	call.WaitConnected()
+	call.Send(signalingtest.Speech(t, 2, 400, 800))
+
+	var states []string
+	for len(states) < 4 {
+		f := ws.Next()
+		if f.Str("type") == "speech" {
+			states = append(states, f.Str("state"))
+		}
+	}
+	if want := []string{"started", "stopped", "started", "stopped"}; !slices.Equal(states, want) {
+		t.Fatalf("speech frames %q, want %q", states, want)
+	}
+	var logged []string
+	for _, ev := range e.readLog(s.ConversationID) {
+		switch ev.Type {
+		case agentbridge.EventUserSpeechStarted, agentbridge.EventUserSpeechStopped:
+			if ev.Source != "decode" || ev.At == nil {
+				t.Errorf("%s: source %q, at %v; want decode and a time", ev.Type, ev.Source, ev.At)
+			}
+			logged = append(logged, ev.Type)
+		}
+	}
+	want := []string{agentbridge.EventUserSpeechStarted, agentbridge.EventUserSpeechStopped,
+		agentbridge.EventUserSpeechStarted, agentbridge.EventUserSpeechStopped}
+	if !slices.Equal(logged, want) {
+		t.Fatalf("logged %q, want %q", logged, want)
 	}
 }

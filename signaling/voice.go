@@ -110,6 +110,8 @@ func (s *Server) serveVoiceOffer(w http.ResponseWriter, r *http.Request, sess br
 		ID: v.ID(), Offer: offer, AgentFormat: format, Log: log,
 		OnMicFrame: v.PublishMic,
 		OnState:    func(st media.State, reason string) { s.onLegState(v, st, reason) },
+		VAD:        vadOf(v.Settings()),
+		OnSpeech:   func(e media.SpeechEvent) { v.Speech(speechOf(e)) },
 	})
 	if err != nil {
 		return err
@@ -312,4 +314,16 @@ func (l *leg) onModeFrame(ctx context.Context, mode string) {
 		// No event will come: answer directly.
 		l.send(serverFrame{Type: "mode", Mode: mc.Mode})
 	}
+}
+
+// vadOf is the voice activity detection a leg runs for the broker's
+// settings of its session (widget and agent).
+func vadOf(s broker.VoiceSettings) media.VAD {
+	return media.VAD{ThresholdDBov: s.ThresholdDBov, MinSpeech: s.MinSpeech, Hangover: s.Hangover,
+		BargeIn: s.BargeIn, BargeInMin: s.BargeInMin}
+}
+
+// speechOf is a leg's speech event as the broker records it.
+func speechOf(e media.SpeechEvent) broker.SpeechEvent {
+	return broker.SpeechEvent{Kind: string(e.Kind), At: e.At, Source: e.Source, LevelDBov: e.LevelDBov, HeardMS: e.HeardMS}
 }
