@@ -104,6 +104,9 @@ type Broker struct {
 	// attachOnly opens existing buckets without changing their settings
 	// (operator tools); see AttachOnly.
 	attachOnly bool
+	// placementSince is when start-up first found that 3 replicas could
+	// not be placed (start-up's goroutine only).
+	placementSince time.Time
 }
 
 // AttachOnly makes Start open the deployment's existing streams and

@@ -21,7 +21,16 @@ const (
 	startBackoffMin     = 200 * time.Millisecond
 	startBackoffMax     = 5 * time.Second
 	startAttemptTimeout = 5 * time.Second
+	// placementGrace is how long nats.replicas auto waits for a cluster
+	// whose client knows 3 or more servers to place 3 replicas, before it
+	// settles for 1: servers that have just started take a moment to
+	// join JetStream, and a deployment made R1 then stays R1.
+	placementGrace = 10 * time.Second
 )
+
+// errClusterForming: 3 replicas cannot be placed yet on a cluster of 3 or
+// more servers; transient for placementGrace.
+var errClusterForming = errors.New("the JetStream cluster cannot place 3 replicas yet (servers still joining?)")
 
 // JetStream API error codes the start-up logic tells apart (nats-server's
 // jetstream_errors_generated.go).
@@ -55,7 +64,8 @@ func transientStartErr(err error) bool {
 	switch {
 	case errors.Is(err, ErrPlacement):
 		return false
-	case errors.Is(err, context.DeadlineExceeded),
+	case errors.Is(err, errClusterForming),
+		errors.Is(err, context.DeadlineExceeded),
 		errors.Is(err, nats.ErrTimeout),
 		errors.Is(err, nats.ErrNoResponders),
 		errors.Is(err, nats.ErrNoServers),
@@ -176,6 +186,8 @@ func (b *Broker) resolveReplicas(ctx context.Context, before map[string]int) (in
 					"cluster", cluster, "err", err)
 			case ok:
 				r = 3
+			case len(b.nc.Servers()) >= 3 && b.placementWait(time.Now()):
+				return 0, fmt.Errorf("%w: %w", ErrStore, errClusterForming)
 			default:
 				b.log.Warn("nats.replicas is auto but the JetStream cluster cannot place 3 replicas (fewer than 3 servers with JetStream, or some are down): using 1",
 					"cluster", cluster)
@@ -195,6 +207,16 @@ func (b *Broker) resolveReplicas(ctx context.Context, before map[string]int) (in
 	}
 	b.log.Info("jetstream replicas", "replicas", r, "setting", b.cfg.NATS.Replicas.String(), "cluster", cluster)
 	return r, nil
+}
+
+// placementWait reports whether start-up may still wait for the cluster
+// to place 3 replicas: within placementGrace of the first time it could
+// not.
+func (b *Broker) placementWait(now time.Time) bool {
+	if b.placementSince.IsZero() {
+		b.placementSince = now
+	}
+	return now.Sub(b.placementSince) < placementGrace
 }
 
 // canPlace reports whether JetStream can place a stream with n replicas,
