@@ -262,6 +262,7 @@ func TestWidget(t *testing.T) {
 		{"Look", testWidgetLook},
 		{"Chat", testWidgetChat},
 		{"Voice", testWidgetVoice},
+		{"Speech", testWidgetSpeech},
 		{"Trigger", testWidgetTrigger},
 		{"Capture", testWidgetCapture},
 		{"Navigate", testWidgetNavigate},
