@@ -253,10 +253,12 @@ func Default() Config {
 			DispatchRetryMax: 5 * time.Second,
 			HeartbeatTimeout: 1500 * time.Millisecond,
 			AudioFormats:     map[string]string{},
-			BargeIn:          map[string]string{},
-			MaxDeltaBytes:    agentbridge.DefaultMaxDeltaBytes,
-			MaxReplyBytes:    agentbridge.DefaultMaxReplyBytes,
-			MaxActionBytes:   agentbridge.DefaultMaxActionBytes,
+			// The demo echo agent plays the visitor's audio back while they
+			// speak: a barge-in would cut the echo after barge_in_min_ms.
+			BargeIn:        map[string]string{DefaultAgent: BargeInOff},
+			MaxDeltaBytes:  agentbridge.DefaultMaxDeltaBytes,
+			MaxReplyBytes:  agentbridge.DefaultMaxReplyBytes,
+			MaxActionBytes: agentbridge.DefaultMaxActionBytes,
 		},
 		Sessions: SessionsConfig{
 			TTL:           24 * time.Hour,

@@ -65,6 +65,9 @@ func TestWidgetVoiceValidate(t *testing.T) {
 func TestAgentBargeIn(t *testing.T) {
 	t.Parallel()
 	c := Default()
+	if c.Agents.AgentBargeIn(DefaultAgent) {
+		t.Fatal("the demo echo agent has barge-in on by default: it would cut the visitor's own echo")
+	}
 	c.Agents.BargeIn = map[string]string{"quiet": BargeInOff, "loud": BargeInAuto}
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/rtp"
+	"github.com/pion/sdp/v3"
 	"github.com/pion/transport/v4"
 	"github.com/pion/transport/v4/stdnet"
 	"github.com/pion/webrtc/v4"
@@ -30,6 +31,7 @@ type gen struct {
 	o      Options
 	base   string
 	frames [][]byte
+	quiet  []byte         // RFC 6464 audio level of the loop's frames: -50 dBov, not voiced
 	index  map[string]int // payload → place in frames
 	http   *http.Client
 	api    *webrtc.API
@@ -50,7 +52,7 @@ func newGen(o Options, base string, frames [][]byte, index map[string]int) (*gen
 	if err != nil {
 		return nil, fmt.Errorf("bench: --url: %w", err)
 	}
-	g := &gen{o: o, base: strings.TrimSuffix(base, "/"), frames: frames, index: index, quit: make(chan struct{}),
+	g := &gen{o: o, base: strings.TrimSuffix(base, "/"), frames: frames, quiet: []byte{50}, index: index, quit: make(chan struct{}),
 		http: &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 256}}}
 	me := &webrtc.MediaEngine{}
 	if err := me.RegisterCodec(webrtc.RTPCodecParameters{
@@ -58,6 +60,13 @@ func newGen(o Options, base string, frames [][]byte, index map[string]int) (*gen
 			SDPFmtpLine: "minptime=10;useinbandfec=1"},
 		PayloadType: opusPT,
 	}, webrtc.RTPCodecTypeAudio); err != nil {
+		return nil, err
+	}
+	// Browsers send the RFC 6464 audio level on every packet, so Parley's
+	// voice activity detection reads it rather than decoding: so does the
+	// load, to cost what a browser's call costs.
+	if err := me.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: sdp.AudioLevelURI},
+		webrtc.RTPCodecTypeAudio); err != nil {
 		return nil, err
 	}
 	var se webrtc.SettingEngine

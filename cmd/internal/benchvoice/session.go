@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pion/rtp"
+	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -21,6 +22,8 @@ type session struct {
 	leg                string // Location of the voice leg
 	pc                 *webrtc.PeerConnection
 	track              *webrtc.TrackLocalStaticRTP
+	sender             *webrtc.RTPSender
+	levelExt           uint8   // negotiated RFC 6464 extension id (0: none); sender goroutine
 	lk                 *lkPeer // --transport livekit: instead of pc and track
 	err                error   // setup result; read after ramp
 	offerAt, answerAt  time.Time
@@ -126,9 +129,11 @@ func (s *session) setup(ctx context.Context, tap *audioTap) error {
 	if err != nil {
 		return err
 	}
-	if _, err := pc.AddTransceiverFromTrack(s.track, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendrecv}); err != nil {
+	tr, err := pc.AddTransceiverFromTrack(s.track, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendrecv})
+	if err != nil {
 		return err
 	}
+	s.sender = tr.Sender()
 	offer, err := pc.CreateOffer(nil)
 	if err != nil {
 		return err
@@ -150,6 +155,11 @@ func (s *session) setup(ctx context.Context, tap *audioTap) error {
 	s.answerAt, s.leg = time.Now(), loc
 	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer}); err != nil {
 		return fmt.Errorf("apply answer: %w", err)
+	}
+	for _, e := range s.sender.GetParameters().HeaderExtensions {
+		if e.URI == sdp.AudioLevelURI {
+			s.levelExt = uint8(e.ID)
+		}
 	}
 	s.sending.Store(true)
 	g.shards[s.n%len(g.shards)].add(s)
@@ -175,6 +185,11 @@ func (s *session) sendFrame(p *rtp.Packet, inWindow bool) {
 	p.Marker = i == 0
 	k := int(i) % len(s.g.frames)
 	p.Payload = s.g.frames[k]
+	p.Header.Extension, p.Header.Extensions = false, p.Header.Extensions[:0]
+	if s.levelExt != 0 {
+		// The loop's tone is at about -50 dBov: quiet, as a browser says.
+		_ = p.Header.SetExtension(s.levelExt, s.g.quiet)
+	}
 	s.sentIdx[k].Store(i)
 	s.sentAt[k].Store(time.Now().UnixNano())
 	var err error
