@@ -43,12 +43,7 @@ func legEvents(t *testing.T, b *Broker, cid, leg string, until func([]agentbridg
 // with the speech's onset, source and level, and nothing after "closed".
 func TestSpeechLoggedInOrderWithMediaState(t *testing.T) {
 	b := startBroker(t)
-	s := startSession(t, b)
-	v := b.NewVoice(s)
-	leg := &testLeg{closed: make(chan struct{})}
-	if err := b.StartVoice(t.Context(), v, leg); err != nil {
-		t.Fatal(err)
-	}
+	s, v, _ := startTestVoice(t, b)
 	t0 := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
 	type call struct{ typ, reason string }
 	var want []call

@@ -63,17 +63,24 @@ func mediaStates(t *testing.T, b *Broker, cid, leg string) []agentbridge.Event {
 	return got
 }
 
-// TestMediaStatesLoggedInCallOrder makes many rapid state changes on a
-// live voice leg, then closes its transport: the log holds every state in
-// the order of the calls, and "closed" last.
-func TestMediaStatesLoggedInCallOrder(t *testing.T) {
-	b := startBroker(t)
+// startTestVoice starts a session with a live voice leg on a testLeg.
+func startTestVoice(t *testing.T, b *Broker) (Session, *Voice, *testLeg) {
+	t.Helper()
 	s := startSession(t, b)
 	v := b.NewVoice(s)
 	leg := &testLeg{closed: make(chan struct{})}
 	if err := b.StartVoice(t.Context(), v, leg); err != nil {
 		t.Fatal(err)
 	}
+	return s, v, leg
+}
+
+// TestMediaStatesLoggedInCallOrder makes many rapid state changes on a
+// live voice leg, then closes its transport: the log holds every state in
+// the order of the calls, and "closed" last.
+func TestMediaStatesLoggedInCallOrder(t *testing.T) {
+	b := startBroker(t)
+	s, v, leg := startTestVoice(t, b)
 	const n = 200
 	states := []string{"connected", "disconnected", "failed", "connected"}
 	for i := range n {
