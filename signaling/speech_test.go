@@ -9,6 +9,7 @@ import (
 
 	"github.com/parley-rtc/parley/agentbridge"
 	"github.com/parley-rtc/parley/broker"
+	"github.com/parley-rtc/parley/configs"
 	"github.com/parley-rtc/parley/signaling/signalingtest"
 )
 
@@ -19,7 +20,9 @@ import (
 // marked interrupted, the agent's handler sees Reply.Interrupted, and the
 // history shows the reply interrupted.
 func TestSpeechAndInterruptFrames(t *testing.T) {
-	e := startEnv(t, noEcho)
+	// The agent here is this test's, under the demo's agent name, whose
+	// barge-in is off by default (the demo echo agent echoes the visitor).
+	e := startEnv(t, noEcho, func(c *configs.Config) { c.Agents.BargeIn = map[string]string{} })
 	interrupted := make(chan error, 1)
 	nc := e.agentConn("echo")
 	w, err := agentbridge.NewWorker(nc, agentbridge.Options{Agent: "echo", Prefix: e.cfg.NATS.Prefix, Logger: slog.New(slog.DiscardHandler)},
