@@ -44,6 +44,10 @@ type Observer interface {
 	// AgentAudioRefused: an agent audio frame was dropped because its
 	// Parley-Worker is not the worker holding the conversation.
 	AgentAudioRefused()
+	// Speech: a voice leg reported the visitor's voice activity (kind
+	// started, stopped or barge_in), detected from source (audio_level
+	// or decode).
+	Speech(kind, source string)
 }
 
 type nopObserver struct{}
@@ -61,6 +65,7 @@ func (nopObserver) Swept(string, int, bool)            {}
 func (nopObserver) StoreRetry()                        {}
 func (nopObserver) AgentEventRefused(string)           {}
 func (nopObserver) AgentAudioRefused()                 {}
+func (nopObserver) Speech(string, string)              {}
 
 // observerBox lets the observer be swapped while goroutines read it.
 type observerBox struct{ Observer }

@@ -80,6 +80,7 @@ func (v *Voice) Speech(e SpeechEvent) {
 		v.b.log.Debug("unknown speech event kind dropped", "leg_id", v.id, "kind", e.Kind)
 		return
 	}
+	v.b.obs().Speech(e.Kind, e.Source)
 	v.queueState(queuedState{speech: &e})
 }
 

@@ -42,6 +42,7 @@ type metrics struct {
 	storeRetries    prometheus.Counter
 	agentRefused    *prometheus.CounterVec
 	audioRefused    prometheus.Counter
+	speech          *prometheus.CounterVec
 	sweeps          *prometheus.CounterVec
 	swept           *prometheus.CounterVec
 }
@@ -125,6 +126,8 @@ func (m *metrics) registerDrops(r registry) {
 		"Agent appends refused by the broker (nothing stored), by reason: the error code in lower case.", "reason")
 	m.audioRefused = r.counter("agent", "audio_refused_total",
 		"Agent audio frames dropped because their Parley-Worker is not the worker holding the conversation.")
+	m.speech = r.counterVec("voice", "speech_events_total",
+		"Visitor voice activity reported by voice legs, by kind (started, stopped, barge_in) and source (audio_level: RFC 6464 header extension; decode: level of decoded audio).", "kind", "source")
 	m.sweeps = r.counterVec("retention", "sweeps_total",
 		"Periodic sweeps run, by kind (session, retention) and result (ok, failed).", "kind", "result")
 	m.swept = r.counterVec("retention", "swept_total",
@@ -260,6 +263,8 @@ func (m *metrics) AgentEventRefused(reason string) { m.agentRefused.WithLabelVal
 
 // AgentAudioRefused counts one dropped agent audio frame.
 func (m *metrics) AgentAudioRefused() { m.audioRefused.Inc() }
+
+func (m *metrics) Speech(kind, source string) { m.speech.WithLabelValues(kind, source).Inc() }
 
 // Swept counts one periodic sweep.
 func (m *metrics) Swept(kind string, n int, failed bool) {

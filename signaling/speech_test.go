@@ -199,4 +199,10 @@ func TestVoiceActivityOfACall(t *testing.T) {
 	if !slices.Equal(logged, want) {
 		t.Fatalf("logged %q, want %q", logged, want)
 	}
+	mfs := e.Scrape()
+	for _, kind := range []string{"started", "stopped"} {
+		if n, _ := signalingtest.MetricValue(mfs, "parley_voice_speech_events_total", "kind", kind, "source", "decode"); n != 2 {
+			t.Errorf("parley_voice_speech_events_total{kind=%q,source=decode} = %v, want 2", kind, n)
+		}
+	}
 }
