@@ -345,12 +345,18 @@ func TestSpeakingReply(t *testing.T) {
 // cut off by speaking over it, marked interrupted, rather than waiting
 // for one that never comes.
 func TestBargeInAnswersAwaitReply(t *testing.T) {
-	b := startBroker(t)
-	s := startSession(t, b)
+	// A worker that answers the dispatch (by hand, on real NATS): no
+	// "agent unavailable" notice can reach the wait below, as it could
+	// with a worker only faked in the registry.
+	b, hw := startHandBroker(t, 20*time.Second, time.Minute)
+	s := startDemoSession(hw.ctx, t, b).Session
 	cid := s.ConversationID
-	heartbeat(b.registry, "w1", 1, false, cid)
-	b.registry.assign(cid, "echo", "w1", 1, 1, 0)
-	holdConversation(t, b, cid, "w1", 1, 1)
+	m, req := hw.next("for the session")
+	hw.accept(m)
+	agenttest.Poll(t, 10*time.Second, "the record to name the worker", func() bool {
+		c, err := b.Conversation(hw.ctx, cid)
+		return err == nil && c.WorkerID == handWorkerID
+	})
 	v := startVoiceOn(t, b, s, &testLeg{closed: make(chan struct{})})
 	sub, err := b.Subscribe(t.Context(), cid)
 	if err != nil {
@@ -361,19 +367,19 @@ func TestBargeInAnswersAwaitReply(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc := connectAs(t, b, AgentRole("echo"), nats.CustomInboxPrefix(b.subj.Inbox("echo")))
-	if r := agentAppend(t, b, nc, map[string]any{"type": agentbridge.EventTextDelta, "conversation_id": cid,
+	if r := appendReq(t, hw.nc, b.subj.Append("echo"), map[string]any{"v": 2, "type": agentbridge.EventTextDelta,
+		"conversation_id": cid, "worker_id": handWorkerID, "epoch": req.Epoch,
 		"message_id": "msg_a1", "reply_to": p.MessageID, "text": "We open at "}, "msg_a1/0"); r.Error != nil {
 		t.Fatalf("delta refused: %+v", r.Error)
 	}
 	v.Speech(SpeechEvent{Kind: SpeechBargeIn, HeardMS: 300})
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
-	m, err := b.AwaitReply(ctx, sub, p)
+	got, err := b.AwaitReply(ctx, sub, p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.ID != "msg_a1" || !m.Interrupted || m.Body != "We open at " {
-		t.Fatalf("reply = %+v", m)
+	if got.ID != "msg_a1" || !got.Interrupted || got.Body != "We open at " {
+		t.Fatalf("reply = %+v", got)
 	}
 }
