@@ -136,7 +136,7 @@ func (d *dispatcher) loop(cid string, start time.Time) {
 			// still wakes the wait below.
 			wake = d.wakeOn(agent)
 		}
-		reply, conv, head, err := d.attempt(cid, !asked, &asked)
+		reply, conv, head, err := d.attempt(cid, &asked)
 		switch {
 		case err == nil:
 			b.obs().Dispatched(conv.Agent, time.Since(start))
@@ -190,10 +190,10 @@ func (d *dispatcher) loop(cid string, start time.Time) {
 
 // attempt sends one dispatch request and records the assignment. head is
 // the log head the accepted request carried (0 when the conversation was
-// found held already). trustHeld lets a live holder that the registry
-// knows and the record names stand for a dispatch; *sent is set when a
-// request goes out.
-func (d *dispatcher) attempt(cid string, trustHeld bool, sent *bool) (reply agentbridge.DispatchReply, conv Conversation, head uint64, err error) {
+// found held already). Until *asked (set when a request goes out), a live
+// holder that the registry knows and the record names stands for a
+// dispatch.
+func (d *dispatcher) attempt(cid string, asked *bool) (reply agentbridge.DispatchReply, conv Conversation, head uint64, err error) {
 	b := d.b
 	ctx, cancel := context.WithTimeout(b.ctx, b.cfg.Agents.DispatchTimeout)
 	defer cancel()
@@ -201,7 +201,7 @@ func (d *dispatcher) attempt(cid string, trustHeld bool, sent *bool) (reply agen
 	if err != nil {
 		return reply, conv, 0, err
 	}
-	if w, ok := b.registry.owner(cid, conv.Agent); ok && trustHeld && conv.WorkerID == w {
+	if w, ok := b.registry.owner(cid, conv.Agent); ok && !*asked && conv.WorkerID == w {
 		// Someone (another broker) dispatched it meanwhile. The registry
 		// alone is not enough: it learns holders from heartbeats, and a
 		// worker that accepted a request whose acceptance was never
@@ -220,7 +220,7 @@ func (d *dispatcher) attempt(cid string, trustHeld bool, sent *bool) (reply agen
 		Epoch: conv.Epoch + 1, Broker: b.id, TS: time.Now().UTC(),
 	}
 	data, _ := json.Marshal(req)
-	*sent = true
+	*asked = true
 	msg, err := b.nc.RequestWithContext(ctx, b.subj.Dispatch(conv.Agent), data)
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
