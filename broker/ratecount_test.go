@@ -7,19 +7,7 @@ import (
 
 func TestCountRateShared(t *testing.T) {
 	a := startBroker(t)
-	cfg := a.cfg
-	cfg.NATS.URL = a.NATSClientURL()
-	creds, err := a.CredsFile(RoleBroker)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.NATS.CredentialsFile = creds
-	cfg.DataDir = t.TempDir()
-	b := New(cfg, a.rootLog)
-	if err := b.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
+	b := startPeer(t, a)
 	now := time.Now()
 	for i, br := range []*Broker{a, b, a, b} {
 		n, end, err := br.CountRate(t.Context(), "resolve.ip.x", time.Minute, now)

@@ -173,6 +173,38 @@ func (r *rooms) detach(cid, legID string) {
 	st.dirty = true
 }
 
+// leave removes every leg of a session that ended: its HTTP leg would
+// otherwise count it present for a minute, and its WebSocket until the
+// close handshake ends.
+func (r *rooms) leave(cid, sid string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if st := r.byCID[cid]; st != nil {
+		st.leaveLocked(sid)
+	}
+}
+
+// leaveLocked removes a session's legs; the room ends with its last leg.
+func (st *roomState) leaveLocked(sid string) {
+	for id, l := range st.legs {
+		if l.leg.SessionID == sid {
+			delete(st.legs, id)
+			delete(st.prev, id)
+			st.dirty = true
+		}
+	}
+	if len(st.legs) == 0 && st.ended == "" {
+		st.ended, st.dirty = RoomEndedLegsClosed, true
+	}
+}
+
+// forget drops a room whose conversation is gone, without writing it.
+func (r *rooms) forget(cid string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.byCID, cid)
+}
+
 // observe follows a conversation's log events (called by the hub).
 func (r *rooms) observe(cid string, ev *agentbridge.Event) {
 	r.mu.Lock()
@@ -187,6 +219,8 @@ func (r *rooms) observe(cid string, ev *agentbridge.Event) {
 		st.room.Mode = ev.Mode
 	case agentbridge.EventAgentState:
 		st.room.AgentState = ev.State
+	case agentbridge.EventSessionEnded:
+		st.leaveLocked(ev.SessionID) // ended on another broker, perhaps
 	case agentbridge.EventTextDone:
 		// Agents say "thinking" when a message reaches them and need not
 		// say anything when the reply is done: do not show it forever.
@@ -395,6 +429,15 @@ func (b *Broker) writeRoom(ctx context.Context, room Room, gone bool) {
 			merged.EndedReason = room.EndedReason
 			if merged.EndedReason == "" {
 				merged.EndedReason = RoomEndedLegsClosed
+			}
+		}
+		if rev == 0 && len(merged.Legs) > 0 {
+			// A room is created only for a conversation that still
+			// exists: one deleted by another broker (retention, an
+			// operator) while a leg here was closing stays deleted.
+			if _, err := b.Conversation(ctx, room.ConversationID); errors.Is(err, ErrUnknownConversation) {
+				b.rooms.forget(room.ConversationID)
+				return
 			}
 		}
 		data, _ := json.Marshal(merged)

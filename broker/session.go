@@ -262,6 +262,7 @@ func (b *Broker) endSession(ctx context.Context, id, reason string) (bool, error
 	case err != nil:
 		return false, err
 	}
+	b.rooms.leave(s.ConversationID, s.ID)
 	// A conversation being deleted still counts its sessions out: the
 	// record is updated directly, not through updateConversation.
 	conv, err := update(ctx, b.conversations, s.ConversationID, func(c *Conversation) error {
