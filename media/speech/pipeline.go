@@ -92,7 +92,8 @@ type TurnTiming struct {
 	MessageID string
 	SpeechEnd time.Time // the end of the visitor's speech (VAD)
 	// Heard: the utterance reached the pipeline (end of turn detection);
-	// Recognized: the recognizer returned; Logged: the turn was stored.
+	// Recognized: the recognizer returned; Logged: the turn was stored
+	// (Heard returned, or the reply's first text came if that was sooner).
 	Heard, Recognized, Logged time.Time
 	// FirstText: the reply's first text arrived; FirstAudio: its first
 	// sentence was synthesized and handed to Play.
@@ -246,8 +247,12 @@ func (p *Pipeline) logTurn(t Turn, u utterance) {
 	defer p.mu.Unlock()
 	for _, r := range p.replies {
 		if r.replyTo == id && r.timing == nil && len(r.spoken) == 0 {
-			// The agent answered before Heard returned.
+			// The agent answered before Heard returned: the turn was
+			// stored by then.
 			tt.FirstText, r.timing = r.came, tt
+			if tt.Logged.After(r.came) {
+				tt.Logged = r.came
+			}
 			return
 		}
 	}
