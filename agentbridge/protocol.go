@@ -138,6 +138,13 @@ type Event struct {
 	// HeardMS is how much of the interrupted reply's audio the visitor
 	// heard before a barge-in cut it (interrupt).
 	HeardMS *int64 `json:"heard_ms,omitempty"`
+	// HeardText is, on an interrupt, the words of the interrupted reply
+	// the visitor heard, when the broker spoke it (the speech pipeline):
+	// what was really said. Absent when the agent spoke its own audio.
+	HeardText *string `json:"heard_text,omitempty"`
+	// Engine names the speech-to-text engine that heard a user_message
+	// via voice ("pocketsphinx", "openai:whisper-1").
+	Engine string `json:"engine,omitempty"`
 	// At is when the visitor's speech started or stopped, or when a
 	// barge-in cut the playout (user_speech_started, user_speech_stopped,
 	// interrupt); ts is when the broker stored the event.

@@ -87,6 +87,13 @@ func (b *Broker) PostMessage(ctx context.Context, s Session, text, clientMessage
 	if clientMessageID != "" {
 		dedup = s.ConversationID + "/" + clientMessageID
 	}
+	return b.postUserMessage(ctx, s, ev, dedup)
+}
+
+// postUserMessage stores a visitor turn (checked by the caller) and makes
+// sure a worker holds the conversation to answer it.
+func (b *Broker) postUserMessage(ctx context.Context, s Session, ev agentbridge.Event, dedup string) (Posted, error) {
+	clientMessageID := ev.ClientMessageID
 	st, err := b.publishAs(ctx, b.subj.InEvent(s.ConversationID), &ev, dedup, s.Agent)
 	if err != nil {
 		return Posted{}, err
@@ -231,6 +238,12 @@ type Message struct {
 	// the conversation was in when the agent answered.
 	Via         string `json:"via"`
 	Interrupted bool   `json:"interrupted,omitempty"`
+	// Written is, for a reply the broker spoke and the visitor cut, the
+	// whole text the agent wrote; Body is then the part heard.
+	Written string `json:"written,omitempty"`
+	// Unheard is, for a voice turn the speech pipeline could not
+	// transcribe, why (a speech_* code); Body is then empty.
+	Unheard string `json:"unheard,omitempty"`
 }
 
 // Roles of transcript messages.
@@ -266,7 +279,7 @@ func Transcript(events []agentbridge.Event) []Message {
 				via = agentbridge.ModeChat
 			}
 			msgs = append(msgs, Message{ID: ev.MessageID, Role: RoleVisitor, Body: ev.Text,
-				CreatedAt: ev.TS, Seq: ev.Seq, Via: via})
+				CreatedAt: ev.TS, Seq: ev.Seq, Via: via, Unheard: ev.Reason})
 		case agentbridge.EventTranscript:
 			if !ev.Final || strings.TrimSpace(ev.Text) == "" {
 				continue
@@ -282,24 +295,40 @@ func Transcript(events []agentbridge.Event) []Message {
 				continue
 			}
 			replied[ev.MessageID] = true
-			msgs = append(msgs, Message{ID: ev.MessageID, Role: RoleAgent, Body: ev.Text,
-				CreatedAt: ev.TS, Seq: ev.Seq, ReplyTo: ev.ReplyTo, Interrupted: ev.Interrupted || cut[ev.MessageID], Via: mode})
+			m := Message{ID: ev.MessageID, Role: RoleAgent, Body: ev.Text,
+				CreatedAt: ev.TS, Seq: ev.Seq, ReplyTo: ev.ReplyTo, Interrupted: ev.Interrupted, Via: mode}
+			if c, ok := cut[ev.MessageID]; ok {
+				m.Interrupted = true
+				if c.heard != nil {
+					// The broker spoke it: what the visitor heard is what
+					// was said.
+					m.Body, m.Written = *c.heard, ev.Text
+				}
+			}
+			msgs = append(msgs, m)
 		}
 	}
 	return msgs
 }
 
+// interruption is what an interrupt event says of the reply it names.
+type interruption struct {
+	heard *string // the words the visitor heard, when the broker spoke it
+}
+
 // interruptedReplies are the replies interrupt events name (the visitor
 // barged in while the agent spoke them). An interrupt may come before or
 // after the reply's text_done.
-func interruptedReplies(events []agentbridge.Event) map[string]bool {
-	var cut map[string]bool
+func interruptedReplies(events []agentbridge.Event) map[string]interruption {
+	var cut map[string]interruption
 	for i := range events {
 		if ev := &events[i]; ev.Type == agentbridge.EventInterrupt && ev.MessageID != "" {
 			if cut == nil {
-				cut = map[string]bool{}
+				cut = map[string]interruption{}
 			}
-			cut[ev.MessageID] = true
+			if _, seen := cut[ev.MessageID]; !seen {
+				cut[ev.MessageID] = interruption{heard: ev.HeardText}
+			}
 		}
 	}
 	return cut

@@ -2,8 +2,10 @@ package broker
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/parley-rtc/parley/agentbridge"
 	"github.com/parley-rtc/parley/configs"
@@ -26,6 +28,9 @@ type SpeechEvent struct {
 	// HeardMS is, for a barge-in, how many ms of the reply being cut the
 	// visitor heard.
 	HeardMS int64
+	// HeardText is, for a barge-in of a reply the speech pipeline was
+	// speaking, the words of it the visitor heard (nil otherwise).
+	HeardText *string
 }
 
 // Kinds of SpeechEvent.
@@ -47,6 +52,10 @@ type VoiceSettings struct {
 	// cuts the playout.
 	BargeIn    bool
 	BargeInMin time.Duration
+	// WidgetBargeIn is the widget's own setting (voice.barge_in auto),
+	// whatever the agent's: speech the broker speaks for an agent (its
+	// speech pipeline) is interruptible when it is on.
+	WidgetBargeIn bool
 }
 
 // voiceSettings computes a session's VoiceSettings from its widget and
@@ -59,7 +68,7 @@ func (b *Broker) voiceSettings(s Session) VoiceSettings {
 	wv = wv.WithDefaults()
 	return VoiceSettings{ThresholdDBov: wv.VAD.ThresholdDBov, MinSpeech: wv.MinSpeech(), Hangover: wv.Hangover(),
 		BargeIn:    wv.BargeIn == configs.BargeInAuto && b.cfg.Agents.AgentBargeIn(s.Agent),
-		BargeInMin: wv.BargeInMin()}
+		BargeInMin: wv.BargeInMin(), WidgetBargeIn: wv.BargeIn == configs.BargeInAuto}
 }
 
 // Settings are what the leg's transport should detect (read when the leg
@@ -101,6 +110,7 @@ func (v *Voice) recordSpeech(e SpeechEvent) {
 	case SpeechStopped:
 		ev.Type = agentbridge.EventUserSpeechStopped
 	case SpeechBargeIn:
+		ev.HeardText = e.HeardText
 		v.bargeIn(ctx, ev, e.HeardMS)
 		return
 	}
@@ -132,7 +142,8 @@ func (v *Voice) bargeIn(ctx context.Context, ev agentbridge.Event, heardMS int64
 		b.log.Warn("interrupt not recorded", "leg_id", v.id, "err", err)
 		return
 	}
-	b.log.Debug("barge-in", "conversation_id", cid, "leg_id", v.id, "message_id", r.id, "heard_ms", heardMS)
+	b.log.Debug("barge-in", "conversation_id", cid, "leg_id", v.id, "message_id", r.id, "heard_ms", heardMS,
+		"heard_text", ev.HeardText != nil)
 	if r.id == "" || r.done {
 		return
 	}
@@ -196,4 +207,69 @@ func speakingReply(events []agentbridge.Event, since time.Time) spokenReply {
 	}
 	r.text = text.String()
 	return r
+}
+
+// VoiceTurn is what the visitor said in one utterance on a voice leg, as
+// the speech pipeline heard it.
+type VoiceTurn struct {
+	// Text is the words heard; empty when Unheard says why there are none.
+	Text string
+	// Engine names the recognizer ("pocketsphinx", "openai:whisper-1").
+	Engine string
+	// Start is the onset of the speech.
+	Start time.Time
+	// Unheard is a code when recognition failed (UnheardDown, …): the turn
+	// is logged all the same, without text, so that nothing the visitor
+	// said goes missing and the widget can tell them.
+	Unheard string
+}
+
+// Codes of a voice turn the speech pipeline could not transcribe.
+const (
+	UnheardUnavailable = "speech_unavailable" // no recognizer
+	UnheardDown        = "speech_down"        // the provider could not be reached
+	UnheardTimeout     = "speech_timeout"     // recognition took too long
+	UnheardBusy        = "speech_busy"        // recognition fell behind the visitor
+	UnheardFailed      = "speech_failed"      // the engine failed or answered garbage
+)
+
+// Heard logs a voice turn as a user_message via "voice" and makes sure a
+// worker holds the conversation to answer it; it returns the message id.
+// The same utterance (leg and onset) is stored once however often it is
+// retried.
+func (v *Voice) Heard(ctx context.Context, t VoiceTurn) (string, error) {
+	b := v.b
+	text := strings.TrimSpace(t.Text)
+	if n := b.cfg.Chat.MaxMessageChars; utf8.RuneCountInString(text) > n {
+		text = string([]rune(text)[:n]) // an hour-long utterance
+	}
+	if text == "" && t.Unheard == "" {
+		return "", fmt.Errorf("%w: a voice turn needs text or a reason it has none", ErrValidation)
+	}
+	if text != "" {
+		t.Unheard = ""
+	}
+	ev := agentbridge.Event{Type: agentbridge.EventUserMessage, ConversationID: v.session.ConversationID,
+		SessionID: v.session.ID, MessageID: newID("msg_"), Text: text, Via: agentbridge.ModeVoice,
+		Engine: t.Engine, Reason: t.Unheard, LegID: v.id}
+	if !t.Start.IsZero() {
+		at := t.Start.UTC()
+		ev.At = &at
+	}
+	dedup := fmt.Sprintf("%s/voice/%s/%d", v.session.ConversationID, v.id, t.Start.UnixNano())
+	p, err := b.postUserMessage(ctx, v.session, ev, dedup)
+	if err != nil {
+		return "", err
+	}
+	return p.MessageID, nil
+}
+
+// OnAgentText makes the leg hand every agent reply text event (text_delta,
+// text_done) stored while it lives to f, in log order, from the leg's
+// event goroutine: the speech pipeline speaks them. Set it before
+// StartVoice; f must not block.
+func (v *Voice) OnAgentText(f func(agentbridge.Event)) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.onText = f
 }

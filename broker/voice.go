@@ -67,6 +67,7 @@ type Voice struct {
 	media    MediaLeg
 	audioSub *nats.Subscription
 	events   *Subscription
+	onText   func(agentbridge.Event) // OnAgentText
 	started  bool
 	ended    bool
 	done     chan struct{}
@@ -233,11 +234,13 @@ func (v *Voice) fromHolder(worker string) (string, bool) {
 	return owner, true
 }
 
-// watchEvents empties the visitor's queue on the agent's clear_audio.
+// watchEvents empties the visitor's queue on the agent's clear_audio and
+// hands reply text to OnAgentText's function.
 func (v *Voice) watchEvents() {
 	v.mu.Lock()
-	sub := v.events
+	sub, onText := v.events, v.onText
 	v.mu.Unlock()
+	var fence agentbridge.Fence
 	for {
 		select {
 		case <-v.done:
@@ -252,9 +255,18 @@ func (v *Voice) watchEvents() {
 				v.end(v.b.ctx, ev.Reason, false)
 				return
 			}
-			if u.Event != nil && u.Event.Type == agentbridge.EventClearAudio {
+			ev := u.Event
+			if ev == nil || !fence.Admit(ev) {
+				continue // a worker that lost the conversation
+			}
+			switch ev.Type {
+			case agentbridge.EventClearAudio:
 				if m := v.Media(); m != nil {
 					m.ClearAudio()
+				}
+			case agentbridge.EventTextDelta, agentbridge.EventTextDone:
+				if onText != nil {
+					onText(*ev)
 				}
 			}
 		}

@@ -65,6 +65,8 @@ type Config struct {
 	Ops OpsConfig `yaml:"ops"`
 	// Retention bounds how long conversations are kept.
 	Retention RetentionConfig `yaml:"retention"`
+	// Speech configures the speech engines of agents.speech.
+	Speech SpeechConfig `yaml:"speech"`
 	// Widgets lists the embeddable widgets. A list given in the YAML file
 	// replaces the default demo widget.
 	Widgets []WidgetConfig `yaml:"widgets"`
@@ -157,6 +159,10 @@ type AgentsConfig struct {
 	// keeps the visitor's speech from cutting the agent's audio, whatever
 	// its widgets say (an agent that handles interruptions itself).
 	BargeIn map[string]string `yaml:"barge_in"`
+	// Speech maps an agent name to its speech pipeline (AgentSpeech): the
+	// broker hears and speaks for an agent that works in text. Default:
+	// the demo echo agent's, offline.
+	Speech map[string]AgentSpeech `yaml:"speech"`
 	// MaxDeltaBytes bounds the text of one text_delta an agent appends.
 	MaxDeltaBytes int `yaml:"max_delta_bytes"`
 	// MaxReplyBytes bounds the text of an agent's text_done (a whole
@@ -256,6 +262,7 @@ func Default() Config {
 			// The demo echo agent plays the visitor's audio back while they
 			// speak: a barge-in would cut the echo after barge_in_min_ms.
 			BargeIn:        map[string]string{DefaultAgent: BargeInOff},
+			Speech:         defaultAgentSpeech(),
 			MaxDeltaBytes:  agentbridge.DefaultMaxDeltaBytes,
 			MaxReplyBytes:  agentbridge.DefaultMaxReplyBytes,
 			MaxActionBytes: agentbridge.DefaultMaxActionBytes,
@@ -283,6 +290,7 @@ func Default() Config {
 			UserTokenTTL: 5 * time.Minute, ClockSkew: 30 * time.Second},
 		Widgets:   []WidgetConfig{demoWidget()},
 		Retention: defaultRetention(),
+		Speech:    SpeechConfig{Timeout: DefaultSpeechTimeout},
 	}
 }
 
@@ -400,6 +408,7 @@ func (c Config) LogValue() slog.Value {
 			logDuration("heartbeat_timeout", c.Agents.HeartbeatTimeout),
 			slog.Any("audio_formats", c.Agents.AudioFormats),
 			slog.Any("barge_in", c.Agents.BargeIn),
+			slog.Any("speech", c.Agents.Speech),
 			slog.Int("max_delta_bytes", c.Agents.MaxDeltaBytes),
 			slog.Int("max_reply_bytes", c.Agents.MaxReplyBytes),
 			slog.Int("max_action_bytes", c.Agents.MaxActionBytes)),
@@ -436,6 +445,7 @@ func (c Config) LogValue() slog.Value {
 			slog.Int("workers", c.EchoAgent.Workers),
 			slog.String("agent", c.EchoAgent.Agent)),
 		slog.Attr{Key: "media", Value: c.Media.logValue()},
+		slog.Attr{Key: "speech", Value: c.Speech.logValue()},
 		slog.Attr{Key: "widgets", Value: slog.GroupValue(widgets...)},
 	)
 }

@@ -214,6 +214,7 @@ echo_agent: {enabled: false, workers: 0, agent: echo2}
 	}
 	want.Agents = AgentsConfig{DispatchTimeout: time.Second, DispatchRetryMax: 10 * time.Second, HeartbeatTimeout: 4 * time.Second, AudioFormats: map[string]string{},
 		BargeIn:       map[string]string{DefaultAgent: BargeInOff}, // the default: the file sets none
+		Speech:        defaultAgentSpeech(),                        // the same
 		MaxDeltaBytes: 1000, MaxReplyBytes: 2000, MaxActionBytes: 3000}
 	want.Sessions.TTL, want.Sessions.ResumeWindow, want.Sessions.ChallengeTTL = time.Hour, 30*time.Minute, 30*time.Second
 	want.Chat.MaxMessageChars, want.Chat.ReplyTimeout = 500, 5*time.Second

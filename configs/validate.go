@@ -92,6 +92,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	c.Agents.validateBargeIn(&ps)
+	c.validateSpeech(&ps)
 
 	ps.positive("sessions.ttl", c.Sessions.TTL)
 	ps.positive("sessions.resume_window", c.Sessions.ResumeWindow)

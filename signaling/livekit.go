@@ -106,17 +106,21 @@ func (s *Server) liveKitLeg(ctx context.Context, sess broker.Session, lk *media.
 	v := s.voices.NewVoice(sess)
 	v.SetTransport(transportLiveKit)
 	log := s.log.With("session_id", sess.ID, "conversation_id", sess.ConversationID, "leg_id", v.ID())
+	ls := s.newLegSpeech(v, log)
 	br, err := lk.NewBridge(ctx, media.BridgeOptions{
 		ID: v.ID(), Room: room, Visitor: identity, AgentFormat: format, Log: log,
-		OnMicFrame: v.PublishMic,
-		OnState:    func(st media.State, reason string) { s.onLegState(v, st, reason) },
-		VAD:        vadOf(v.Settings()),
-		OnSpeech:   func(e media.SpeechEvent) { v.Speech(speechOf(e)) },
+		OnMicFrame:  s.micSink(v),
+		OnState:     func(st media.State, reason string) { s.onLegState(v, st, reason) },
+		VAD:         vadOf(v.Settings(), ls.speaks()),
+		OnSpeech:    func(e media.SpeechEvent) { v.Speech(ls.speechEvent(e)) },
+		OnUtterance: ls.utterances(),
 	})
 	if err != nil {
+		ls.stop(v)
 		log.Warn("livekit bridge failed", "err", err)
 		return nil, err
 	}
+	ls.attach(br)
 	if err := s.voices.StartVoice(ctx, v, br); err != nil {
 		_ = br.Close()
 		return nil, err

@@ -43,6 +43,8 @@ type metrics struct {
 	agentRefused    *prometheus.CounterVec
 	audioRefused    prometheus.Counter
 	speech          *prometheus.CounterVec
+	speechTurns     *prometheus.CounterVec
+	speechStages    *prometheus.HistogramVec
 	sweeps          *prometheus.CounterVec
 	swept           *prometheus.CounterVec
 }
@@ -128,6 +130,11 @@ func (m *metrics) registerDrops(r registry) {
 		"Agent audio frames dropped because their Parley-Worker is not the worker holding the conversation.")
 	m.speech = r.counterVec("voice", "speech_events_total",
 		"Visitor voice activity reported by voice legs, by kind (started, stopped, barge_in) and source (audio_level: RFC 6464 header extension; decode: level of decoded audio).", "kind", "source")
+	m.speechTurns = r.counterVec("speech", "turns_total",
+		"Voice turns the speech pipeline logged, by result: heard, or the speech_* code of why there is no text.", "result")
+	m.speechStages = r.histogramVec("speech", "stage_seconds",
+		"Where a voice turn's time goes, from the end of the visitor's speech to the first audio of the reply, by stage: turn (end of speech detection), stt (recognition), store, agent (first text), tts (first sentence synthesized), total.",
+		[]float64{.01, .025, .05, .1, .2, .3, .5, .75, 1, 1.5, 2, 3, 5, 10}, "stage")
 	m.sweeps = r.counterVec("retention", "sweeps_total",
 		"Periodic sweeps run, by kind (session, retention) and result (ok, failed).", "kind", "result")
 	m.swept = r.counterVec("retention", "swept_total",

@@ -43,6 +43,7 @@ type Server struct {
 	ips        *clientIPs
 	handler    http.Handler
 	livekit    *media.LiveKit // livekit widgets' voice (SetLiveKit); nil: none
+	speech     map[string]Speech // agents' speech pipelines (SetSpeech)
 
 	// legs is the context of every WebSocket leg; cancelled on Shutdown.
 	legs       context.Context

@@ -106,16 +106,20 @@ func (s *Server) serveVoiceOffer(w http.ResponseWriter, r *http.Request, sess br
 	log := s.log.With("session_id", sess.ID, "conversation_id", sess.ConversationID, "leg_id", v.ID())
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), voiceSetupTimeout)
 	defer cancel()
+	ls := s.newLegSpeech(v, log)
 	leg, answer, err := s.engine.NewLeg(ctx, media.LegOptions{
 		ID: v.ID(), Offer: offer, AgentFormat: format, Log: log,
-		OnMicFrame: v.PublishMic,
-		OnState:    func(st media.State, reason string) { s.onLegState(v, st, reason) },
-		VAD:        vadOf(v.Settings()),
-		OnSpeech:   func(e media.SpeechEvent) { v.Speech(speechOf(e)) },
+		OnMicFrame:  s.micSink(v),
+		OnState:     func(st media.State, reason string) { s.onLegState(v, st, reason) },
+		VAD:         vadOf(v.Settings(), ls.speaks()),
+		OnSpeech:    func(e media.SpeechEvent) { v.Speech(ls.speechEvent(e)) },
+		OnUtterance: ls.utterances(),
 	})
 	if err != nil {
+		ls.stop(v)
 		return err
 	}
+	ls.attach(mediaLeg{leg})
 	if err := s.voices.StartVoice(ctx, v, mediaLeg{leg}); err != nil {
 		_ = leg.Close()
 		return err
@@ -317,10 +321,21 @@ func (l *leg) onModeFrame(ctx context.Context, mode string) {
 }
 
 // vadOf is the voice activity detection a leg runs for the broker's
-// settings of its session (widget and agent).
-func vadOf(s broker.VoiceSettings) media.VAD {
+// settings of its session (widget and agent). Speech the broker speaks
+// (spoken: the agent's speech pipeline) is interruptible whenever the
+// widget says so: agents.barge_in is about the agent's own audio.
+func vadOf(s broker.VoiceSettings, spoken bool) media.VAD {
 	return media.VAD{ThresholdDBov: s.ThresholdDBov, MinSpeech: s.MinSpeech, Hangover: s.Hangover,
-		BargeIn: s.BargeIn, BargeInMin: s.BargeInMin}
+		BargeIn: s.BargeIn || (spoken && s.WidgetBargeIn), BargeInMin: s.BargeInMin}
+}
+
+// micSink is where a leg's visitor audio goes: to the agent, unless the
+// agent's speech pipeline hears for it (and it did not ask for audio too).
+func (s *Server) micSink(v *broker.Voice) func(agentbridge.AudioFrame) {
+	if s.hearsFor(v.Session().Agent) {
+		return nil
+	}
+	return v.PublishMic
 }
 
 // speechOf is a leg's speech event as the broker records it.
