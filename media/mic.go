@@ -114,7 +114,7 @@ func (l *audioPath) deliver(frames []micFrame) {
 		// Captured before the detector sees the frame: the frame that
 		// starts a speech is then in the pre-roll, the one that ends it in
 		// the utterance.
-		l.captureFrame(f, pcm16)
+		l.captureFrame(f, pcm16, lv)
 		if lv.ok {
 			l.listen(f, lv)
 		}

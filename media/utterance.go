@@ -136,8 +136,13 @@ func samplesDuration(n int) time.Duration {
 
 // captureFrame keeps a frame for the utterance capture: in the ring and,
 // while the visitor speaks, in the utterance (decoded unless pcm, its
-// samples from the level decoder, is given).
-func (a *audioPath) captureFrame(f *micFrame, pcm []int16) {
+// samples from the level decoder, is given). lv is the frame's level.
+//
+// An utterance is cut at MaxUtterance only on a voiced frame past it: a
+// speech that reaches the maximum in a pause waits, so that if it ends
+// there it comes whole (trimmed to its tail), and if it goes on it is cut
+// in the pause; either way no piece is only silence.
+func (a *audioPath) captureFrame(f *micFrame, pcm []int16, lv frameLevel) {
 	if a.sp == nil || a.sp.cap == nil {
 		return
 	}
@@ -154,7 +159,7 @@ func (a *audioPath) captureFrame(f *micFrame, pcm []int16) {
 	if r.decoded {
 		c.add(r.ts, r.pcm)
 	}
-	if len(c.pcm) >= c.max {
+	if len(c.pcm) > c.max && lv.ok && lv.dBov > a.sp.det.threshold {
 		a.truncateUtterance(f.Arrival)
 	}
 }
@@ -220,7 +225,7 @@ func (a *audioPath) endUtterance(ev SpeechEvent) {
 		return
 	}
 	end := a.sp.det.lastVoiceTS + frameTicks + ticks(utteranceTail)
-	pcm := c.pcm[:len(c.pcm)-c.samples(end)]
+	pcm := c.pcm[:min(len(c.pcm)-c.samples(end), c.max)]
 	u := Utterance{PCM: pcm, Rate: uttRate, Start: c.start, End: ev.At, PreRoll: c.preRoll}
 	if u.End.Before(u.Start) {
 		u.End = u.Start // a continuation cut in the hangover

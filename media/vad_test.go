@@ -374,6 +374,9 @@ func TestBargeIn(t *testing.T) {
 		t.Fatalf("client got %d reply frames, %d were sent", got, heard)
 	case st.Dropped != uint64(long-heard) || st.BargeIns != 1:
 		t.Fatalf("stats %+v", st)
+	case cut.Dropped != long-heard:
+		// The whole reply was queued before the cut: it dropped the rest.
+		t.Fatalf("barge-in dropped %d frames, want %d", cut.Dropped, long-heard)
 	}
 }
 

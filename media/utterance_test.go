@@ -1,0 +1,322 @@
+package media
+
+import (
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/parley-rtc/parley/agentbridge/agenttest"
+)
+
+// Utterances (utterance.go) with real pion peers, and the capture's edge
+// cases (truncation, lost frames) frame by frame.
+
+// uttLog records a leg's speech events and utterances, in the order they
+// were reported.
+type uttLog struct {
+	speechLog
+	mu    sync.Mutex
+	order []string // "started", "stopped", "barge_in", "utterance"
+	utts  []Utterance
+}
+
+func (u *uttLog) onSpeech(ev SpeechEvent) {
+	u.speechLog.on(ev)
+	u.mu.Lock()
+	u.order = append(u.order, string(ev.Kind))
+	u.mu.Unlock()
+}
+
+func (u *uttLog) onUtt(ut Utterance) {
+	u.mu.Lock()
+	u.order = append(u.order, "utterance")
+	u.utts = append(u.utts, ut)
+	u.mu.Unlock()
+}
+
+// wait waits for n utterances and returns them with the order of all
+// callbacks.
+func (u *uttLog) wait(t testing.TB, n int) ([]Utterance, []string) {
+	t.Helper()
+	agenttest.Poll(t, testWait, "utterances", func() bool {
+		u.mu.Lock()
+		defer u.mu.Unlock()
+		return len(u.utts) >= n
+	})
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return slices.Clone(u.utts), slices.Clone(u.order)
+}
+
+// uttDuration is the length of an utterance's PCM.
+func uttDuration(u Utterance) time.Duration { return samplesDuration(len(u.PCM)) }
+
+// uttBound is how far an utterance's length may be from pre-roll + burst +
+// tail: where the level comes from decoded audio, the codec smears each
+// edge of a burst by up to a frame.
+const uttBound = 2 * frameDuration
+
+// checkUtterance checks u against the speech events it follows and the
+// burst of tone (n frames, after at least preRoll of silence) it holds.
+func checkUtterance(t *testing.T, u Utterance, started, stopped SpeechEvent, n int) {
+	t.Helper()
+	want := preRoll + time.Duration(n)*frameDuration + utteranceTail
+	d := uttDuration(u)
+	t.Logf("utterance %v (want %v ± %v), pre-roll %v, speech %v", d, want, uttBound, u.PreRoll, u.End.Sub(u.Start))
+	switch {
+	case u.Rate != 16000 || u.Truncated:
+		t.Fatalf("rate %d truncated %v", u.Rate, u.Truncated)
+	case !u.Start.Equal(started.At) || !u.End.Equal(stopped.At):
+		t.Fatalf("utterance %v–%v, speech %v–%v", u.Start, u.End, started.At, stopped.At)
+	case u.PreRoll != preRoll:
+		t.Fatalf("pre-roll %v, want %v", u.PreRoll, preRoll)
+	case d < want-uttBound || d > want+uttBound:
+		t.Fatalf("utterance of %v, want %v ± %v", d, want, uttBound)
+	}
+	// The pre-roll is (nearly) silent, the burst is the tone (a 10000
+	// amplitude sine: RMS 7071).
+	pre := int(uttRate * (preRoll - frameDuration) / time.Second)
+	body := u.PCM[pre+2*uttRate/50 : pre+(n-1)*uttRate/50]
+	if q, l := rms(u.PCM[:pre-uttRate/50]), rms(body); q > 300 || l < 5000 || l > 9000 {
+		t.Fatalf("pre-roll RMS %.0f, speech RMS %.0f", q, l)
+	}
+}
+
+// Two bursts of tone in silence (frames): 0-19 quiet, 20-44 tone (0.5 s),
+// 45-114 quiet, 115-154 tone (0.8 s), 155-224 quiet.
+var uttParts = []int{20, 25, 70, 40, 70}
+
+// uttHangover is TestUtterance's: the speech ends after 50 quiet frames, or
+// when the client's packets stop for 1.2 s (a stall of the sender on a
+// loaded machine must not end a speech early: the default ends it after
+// 0.6 s).
+const uttHangover = time.Second
+
+// TestUtterance: a pion client speaks two bursts with a pause; OnUtterance
+// gets one Utterance per burst, after the stopped event, whose Start and
+// End are the speech events' At, with 300 ms of pre-roll and the hangover
+// (1 s) trimmed to 100 ms: burst + 400 ms ± 40 ms. Decoding is paid only during
+// speech (plus the pre-roll at the onset), or not at all where the level
+// decoder decodes every frame anyway (no audio level extension, Opus
+// agent).
+func TestUtterance(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name  string
+		level bool // the client sends the RFC 6464 extension
+		f     Format
+	}{
+		{"audio_level", true, FormatOpus()},
+		{"decode", false, FormatOpus()},
+		{"pcm_agent", false, FormatPCM(16000)},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			e := newTestEngine(t, testConfig())
+			ul := &uttLog{}
+			cl, leg, _ := connectLeg(t, e, clientOpts{audioLevel: c.level},
+				LegOptions{AgentFormat: c.f, VAD: VAD{Hangover: uttHangover}, OnSpeech: ul.onSpeech, OnUtterance: ul.onUtt})
+			opus := toneAndSilence(t, uttParts...)
+			var sent []time.Time
+			if c.level {
+				frames := make([]rtpFrame, 0, len(opus))
+				for part, n := range uttParts {
+					for range n {
+						lv := quiet
+						if part%2 == 1 {
+							lv = loud
+						}
+						frames = append(frames, rtpFrame{payload: opus[len(frames)], level: lv})
+					}
+				}
+				sent = cl.sendRTP(frames)
+			} else {
+				sent = cl.sendSamples(opus)
+			}
+			utts, order := ul.wait(t, 2)
+			evs := ul.events()
+			if want := []string{"started", "stopped", "utterance", "started", "stopped", "utterance"}; !slices.Equal(order, want) {
+				for _, ev := range evs {
+					t.Logf("%s at %v", ev.Kind, ev.At.Sub(sent[0]))
+				}
+				t.Fatalf("callbacks %v, want %v", order, want)
+			}
+			checkUtterance(t, utts[0], evs[0], evs[1], uttParts[1])
+			checkUtterance(t, utts[1], evs[2], evs[3], uttParts[3])
+
+			_ = leg.Close() // the counters stand still
+			decodes := leg.stats.speechDecodes.Load()
+			// Per burst: the onset's 18 frames (pre-roll and MinSpeech),
+			// the rest of the burst, and the hangover's 50 quiet frames
+			// (with decoded levels, the codec may smear each edge by a
+			// frame).
+			most := uint64(0)
+			for _, n := range []int{uttParts[1], uttParts[3]} {
+				most += uint64(18 + n - 3 + int(uttHangover/frameDuration))
+				if !c.level {
+					most += 2
+				}
+			}
+			t.Logf("%d of %d frames decoded at 16 kHz (speech: at most %d)", decodes, len(opus), most)
+			if c.level || !c.f.IsOpus() {
+				if decodes == 0 || decodes > most {
+					t.Fatalf("%d decodes, want 1..%d", decodes, most)
+				}
+			} else if st := leg.Stats(); decodes != st.FramesIn {
+				// The level decoder's samples are the utterance's: each
+				// frame is decoded once.
+				t.Fatalf("%d decodes of %d frames", decodes, st.FramesIn)
+			}
+		})
+	}
+}
+
+// TestUtteranceNoDecode: without OnUtterance, a client that sends the
+// audio level extension costs no decoding at all, speech or not.
+func TestUtteranceNoDecode(t *testing.T) {
+	t.Parallel()
+	e := newTestEngine(t, testConfig())
+	sl := &speechLog{}
+	c, leg, _ := connectLeg(t, e, clientOpts{audioLevel: true}, LegOptions{AgentFormat: FormatOpus(), OnSpeech: sl.on})
+	opus := toneAndSilence(t, 5, 20, 25)
+	frames := make([]rtpFrame, len(opus))
+	for i, p := range opus {
+		frames[i] = rtpFrame{payload: p, level: quiet}
+		if i >= 5 && i < 25 {
+			frames[i].level = loud
+		}
+	}
+	c.sendRTP(frames)
+	sl.waitKinds(t, SpeechStarted, SpeechStopped)
+	if n := leg.stats.speechDecodes.Load(); n != 0 {
+		t.Fatalf("%d frames decoded", n)
+	}
+}
+
+// TestUtteranceTrackEnds: a leg closed mid-speech still hands the
+// utterance over, after stopped and before StateClosed; its pre-roll is
+// what the visitor had sent before the onset (200 ms).
+func TestUtteranceTrackEnds(t *testing.T) {
+	t.Parallel()
+	e := newTestEngine(t, testConfig())
+	ul := &uttLog{}
+	var closedFirst bool
+	var rec *recorder
+	var mu sync.Mutex
+	onUtt := func(u Utterance) {
+		mu.Lock()
+		closedFirst = rec.has(StateClosed)
+		mu.Unlock()
+		ul.onUtt(u)
+	}
+	// A long hangover: the speech is still on when the leg closes.
+	c, leg, r := connectLeg(t, e, clientOpts{audioLevel: true}, LegOptions{AgentFormat: FormatOpus(),
+		VAD: VAD{Hangover: 5 * time.Second}, OnSpeech: ul.onSpeech, OnUtterance: onUtt})
+	mu.Lock()
+	rec = r
+	mu.Unlock()
+	opus := toneAndSilence(t, 10, 30)
+	frames := make([]rtpFrame, len(opus))
+	for i, p := range opus {
+		frames[i] = rtpFrame{payload: p, level: quiet}
+		if i >= 10 {
+			frames[i].level = loud
+		}
+	}
+	c.sendRTP(frames)
+	agenttest.Poll(t, testWait, "every mic frame", func() bool { return leg.Stats().FramesIn >= uint64(len(opus)) })
+	_ = leg.Close()
+	utts, order := ul.wait(t, 1)
+	evs := ul.events()
+	mu.Lock()
+	defer mu.Unlock()
+	u := utts[0]
+	switch {
+	case !slices.Equal(order, []string{"started", "stopped", "utterance"}):
+		t.Fatalf("callbacks %v", order)
+	case closedFirst:
+		t.Fatal("utterance after StateClosed")
+	case !u.Start.Equal(evs[0].At) || !u.End.Equal(evs[1].At) || u.Truncated:
+		t.Fatalf("utterance %+v, events %+v", u, evs)
+	case u.PreRoll != 200*time.Millisecond || uttDuration(u) != 800*time.Millisecond:
+		// No tail: nothing came after the last loud frame.
+		t.Fatalf("pre-roll %v, %v of PCM, want 200 ms and 800 ms", u.PreRoll, uttDuration(u))
+	}
+}
+
+// capturePath is an Opus agent's audio path with VAD and the utterance
+// capture, fed frame by frame through deliver.
+func capturePath(t testing.TB, onUtt func(Utterance)) *audioPath {
+	t.Helper()
+	a := &audioPath{}
+	if err := a.init(testConfig(), FormatOpus(), nil, &lifecycle{}, discardLogger()); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.initSpeech(VAD{}, nil, onUtt); err != nil {
+		t.Fatal(err)
+	}
+	a.startSpeech()
+	return a
+}
+
+// TestUtteranceCapture: a speech longer than the maximum comes as
+// truncated pieces that continue each other, and frames lost in the middle
+// of a speech are silence in their place. (The maximum is lowered to 1 s
+// here; MaxUtterance is 30 s.)
+func TestUtteranceCapture(t *testing.T) {
+	t.Parallel()
+	if maxUttSamples != 30*16000 {
+		t.Fatalf("maxUttSamples %d", maxUttSamples)
+	}
+	var utts []Utterance
+	a := capturePath(t, func(u Utterance) { utts = append(utts, u) })
+	a.sp.cap.max = uttRate
+	var (
+		t0    = time.Now()
+		tone  = realOpus(t, 50)
+		hush  = toneAndSilence(t, 1)[0]
+		ts    uint64
+	)
+	send := func(n int, voiced bool, lost int) {
+		for i := range n {
+			if i == 0 && lost > 0 {
+				ts += uint64(lost) * frameTicks
+			}
+			f := micFrame{Seq: ts / frameTicks, TS: ts, Arrival: t0.Add(time.Duration(ts/frameTicks+1) * frameDuration),
+				Payload: hush, level: 1 + quiet, LostBefore: lost}
+			if voiced {
+				f.Payload, f.level = tone[i%len(tone)], 1+loud
+			}
+			a.deliver([]micFrame{f})
+			ts += frameTicks
+			lost = 0
+		}
+	}
+	send(10, false, 0) // 200 ms of pre-roll
+	send(60, true, 0)  // 1.2 s of speech,
+	send(60, true, 3)  // 60 ms lost, 1.2 s of speech
+	send(30, false, 0)
+	if len(utts) != 3 {
+		t.Fatalf("%d utterances, want 3", len(utts))
+	}
+	// 200 ms + 2.46 s + 100 ms = 2.76 s: 1 s, 1 s, 0.76 s.
+	for i, want := range []time.Duration{time.Second, time.Second, 760 * time.Millisecond} {
+		u := utts[i]
+		if d := uttDuration(u); d != want || u.Truncated != (i < 2) || (i > 0 && !u.Start.Equal(utts[i-1].End)) {
+			t.Fatalf("utterance %d: %v truncated %v, %v–%v, want %v", i, d, u.Truncated, u.Start, u.End, want)
+		}
+	}
+	if utts[0].PreRoll != 200*time.Millisecond || utts[1].PreRoll != 0 || !utts[0].Start.Equal(t0.Add(10*frameDuration)) {
+		t.Fatalf("pre-roll %v, %v; start %v", utts[0].PreRoll, utts[1].PreRoll, utts[0].Start.Sub(t0))
+	}
+	// The lost frames: 60 ms of silence 1.4 s into the speech (0.4 s into
+	// the second piece), between tone on both sides.
+	lost := utts[1].PCM[uttRate*4/10 : uttRate*46/100]
+	if r := rms(lost); r != 0 {
+		t.Fatalf("lost frames at RMS %.0f", r)
+	}
+	if rms(utts[1].PCM[uttRate*3/10:uttRate*39/100]) < 5000 || rms(utts[1].PCM[uttRate*48/100:uttRate*6/10]) < 5000 {
+		t.Fatal("no tone around the lost frames")
+	}
+}
