@@ -273,10 +273,10 @@ func TestUtteranceCapture(t *testing.T) {
 	a := capturePath(t, func(u Utterance) { utts = append(utts, u) })
 	a.sp.cap.max = uttRate
 	var (
-		t0    = time.Now()
-		tone  = realOpus(t, 50)
-		hush  = toneAndSilence(t, 1)[0]
-		ts    uint64
+		t0   = time.Now()
+		tone = realOpus(t, 50)
+		hush = toneAndSilence(t, 1)[0]
+		ts   uint64
 	)
 	send := func(n int, voiced bool, lost int) {
 		for i := range n {
