@@ -320,3 +320,70 @@ func TestUtteranceCapture(t *testing.T) {
 		t.Fatal("no tone around the lost frames")
 	}
 }
+
+// BenchmarkUtterance is the cost of the utterance capture per 20 ms mic
+// frame, on the mic reader goroutine, with OnUtterance set. speech_*: the
+// visitor speaks in every frame (VAD, the ring and the capture; an
+// Utterance is handed over every MaxUtterance); audio_level: the level
+// comes from the RFC 6464 extension, so the capture decodes each frame;
+// decode: no extension, the level decoder's samples are reused.
+// quiet_audio_level: no speech, only the ring's copy of the packet. onset:
+// one speech start (the pre-roll ring decoded, per onset, not per frame).
+func BenchmarkUtterance(b *testing.B) {
+	t0 := time.Now()
+	tone := voipOpus(b, 50)
+	frame := func(i int, level uint8) micFrame {
+		return micFrame{Seq: uint64(i), TS: uint64(i) * frameTicks, Arrival: t0.Add(time.Duration(i+1) * frameDuration),
+			Payload: tone[i%len(tone)], level: level}
+	}
+	// step is deliver's work on one frame, without OnMicFrame.
+	step := func(a *audioPath, f *micFrame) {
+		lv := a.extLevel(f)
+		var pcm []int16
+		if !lv.ok {
+			lv, pcm = a.decodeLevel(f)
+		}
+		a.captureFrame(f, pcm, lv)
+		if lv.ok {
+			a.listen(f, lv)
+		}
+	}
+	utts := 0
+	for _, c := range []struct {
+		name  string
+		level uint8
+	}{{"speech_audio_level", 1 + loud}, {"speech_decode", 0}, {"quiet_audio_level", 1 + quiet}} {
+		b.Run(c.name, func(b *testing.B) {
+			a := capturePath(b, func(Utterance) { utts++ })
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				f := frame(i, c.level)
+				step(a, &f)
+			}
+		})
+	}
+	b.Run("onset", func(b *testing.B) {
+		a := capturePath(b, func(Utterance) {})
+		for i := range 20 { // 15 quiet, 3 loud: speech starts
+			f := frame(i, 1+quiet)
+			if i >= 15 {
+				f.level = 1 + loud
+			}
+			step(a, &f)
+		}
+		if !a.sp.cap.active {
+			b.Fatal("no speech")
+		}
+		ev := SpeechEvent{Kind: SpeechStarted, At: t0}
+		b.ReportAllocs()
+		for b.Loop() {
+			c := a.sp.cap
+			c.active = false
+			for i := range c.n { // as when the level came from the extension
+				c.at(i).decoded = false
+			}
+			a.beginUtterance(ev)
+		}
+	})
+	_ = utts
+}
