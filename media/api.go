@@ -90,7 +90,7 @@ type LegOptions struct {
 	// may call Close (which then does not wait).
 	OnState func(s State, reason string)
 	// VAD configures voice activity detection and barge-in (vad.go). VAD
-	// runs when OnSpeech is set or VAD.BargeIn is on.
+	// runs when OnSpeech or OnUtterance is set or VAD.BargeIn is on.
 	VAD VAD
 	// OnSpeech receives the visitor's voice activity: started and stopped
 	// in pairs, and barge_in between them when VAD.BargeIn cut the

@@ -348,13 +348,12 @@ func BenchmarkUtterance(b *testing.B) {
 			a.listen(f, lv)
 		}
 	}
-	utts := 0
 	for _, c := range []struct {
 		name  string
 		level uint8
 	}{{"speech_audio_level", 1 + loud}, {"speech_decode", 0}, {"quiet_audio_level", 1 + quiet}} {
 		b.Run(c.name, func(b *testing.B) {
-			a := capturePath(b, func(Utterance) { utts++ })
+			a := capturePath(b, func(Utterance) {})
 			b.ReportAllocs()
 			for i := 0; b.Loop(); i++ {
 				f := frame(i, c.level)
@@ -385,5 +384,4 @@ func BenchmarkUtterance(b *testing.B) {
 			a.beginUtterance(ev)
 		}
 	})
-	_ = utts
 }
