@@ -246,79 +246,125 @@ func TestUtteranceTrackEnds(t *testing.T) {
 }
 
 // capturePath is an Opus agent's audio path with VAD and the utterance
-// capture, fed frame by frame through deliver.
-func capturePath(t testing.TB, onUtt func(Utterance)) *audioPath {
+// capture (its maximum lowered to 1 s), fed frame by frame through
+// deliver, with levels from the audio level extension.
+type capturePath struct {
+	t0         time.Time
+	a          *audioPath
+	tone       [][]byte
+	hush       []byte
+	ts         uint64
+	utterances []Utterance
+}
+
+func newCapturePath(t testing.TB) *capturePath {
 	t.Helper()
-	a := &audioPath{}
-	if err := a.init(testConfig(), FormatOpus(), nil, &lifecycle{}, discardLogger()); err != nil {
+	p := &capturePath{t0: time.Now(), a: &audioPath{}, tone: realOpus(t, 50), hush: toneAndSilence(t, 1)[0]}
+	if err := p.a.init(testConfig(), FormatOpus(), nil, &lifecycle{}, discardLogger()); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.initSpeech(VAD{}, nil, onUtt); err != nil {
+	if err := p.a.initSpeech(VAD{}, nil, func(u Utterance) { p.utterances = append(p.utterances, u) }); err != nil {
 		t.Fatal(err)
 	}
-	a.startSpeech()
-	return a
+	p.a.startSpeech()
+	p.a.sp.cap.max = uttRate
+	return p
+}
+
+// send delivers n frames of tone (voiced) or silence, after lost frames
+// that never came.
+func (p *capturePath) send(n int, voiced bool, lost int) {
+	p.ts += uint64(lost) * frameTicks
+	for i := range n {
+		f := micFrame{Seq: p.ts / frameTicks, TS: p.ts, Arrival: p.t0.Add(time.Duration(p.ts/frameTicks+1) * frameDuration),
+			Payload: p.hush, level: 1 + quiet, LostBefore: lost}
+		if voiced {
+			f.Payload, f.level = p.tone[i%len(p.tone)], 1+loud
+		}
+		p.a.deliver([]micFrame{f})
+		p.ts += frameTicks
+		lost = 0
+	}
+}
+
+// check fails t unless the utterances have these lengths, the first n-1
+// truncated, each starting where the last ended.
+func (p *capturePath) check(t *testing.T, want ...time.Duration) []Utterance {
+	t.Helper()
+	utts := p.utterances
+	if len(utts) != len(want) {
+		t.Fatalf("%d utterances, want %d", len(utts), len(want))
+	}
+	for i, u := range utts {
+		if d := uttDuration(u); d != want[i] || u.Truncated != (i < len(want)-1) || (i > 0 && !u.Start.Equal(utts[i-1].End)) {
+			t.Fatalf("utterance %d: %v truncated %v, %v–%v, want %v", i, d, u.Truncated, u.Start, u.End, want[i])
+		}
+	}
+	if utts[0].PreRoll != 200*time.Millisecond || !utts[0].Start.Equal(p.t0.Add(10*frameDuration)) {
+		t.Fatalf("pre-roll %v, start %v", utts[0].PreRoll, utts[0].Start.Sub(p.t0))
+	}
+	for _, u := range utts[1:] {
+		if u.PreRoll != 0 {
+			t.Fatalf("a continuation with pre-roll %v", u.PreRoll)
+		}
+	}
+	return utts
 }
 
 // TestUtteranceCapture: a speech longer than the maximum comes as
 // truncated pieces that continue each other, and frames lost in the middle
-// of a speech are silence in their place. (The maximum is lowered to 1 s
-// here; MaxUtterance is 30 s.)
+// of a speech are silence in their place. A speech that reaches the
+// maximum in a pause is cut there if it goes on, and comes whole if it
+// ends in it. (The maximum is lowered to 1 s here; MaxUtterance is 30 s.)
 func TestUtteranceCapture(t *testing.T) {
 	t.Parallel()
 	if maxUttSamples != 30*16000 {
 		t.Fatalf("maxUttSamples %d", maxUttSamples)
 	}
-	var utts []Utterance
-	a := capturePath(t, func(u Utterance) { utts = append(utts, u) })
-	a.sp.cap.max = uttRate
-	var (
-		t0   = time.Now()
-		tone = realOpus(t, 50)
-		hush = toneAndSilence(t, 1)[0]
-		ts   uint64
-	)
-	send := func(n int, voiced bool, lost int) {
-		for i := range n {
-			if i == 0 && lost > 0 {
-				ts += uint64(lost) * frameTicks
-			}
-			f := micFrame{Seq: ts / frameTicks, TS: ts, Arrival: t0.Add(time.Duration(ts/frameTicks+1) * frameDuration),
-				Payload: hush, level: 1 + quiet, LostBefore: lost}
-			if voiced {
-				f.Payload, f.level = tone[i%len(tone)], 1+loud
-			}
-			a.deliver([]micFrame{f})
-			ts += frameTicks
-			lost = 0
+	t.Run("long", func(t *testing.T) {
+		p := newCapturePath(t)
+		p.send(10, false, 0) // 200 ms of pre-roll
+		p.send(60, true, 0)  // 1.2 s of speech,
+		p.send(60, true, 3)  // 60 ms lost, 1.2 s of speech
+		// 2.5 s in, a frame past the maximum but in the hangover: the
+		// last piece ends with the speech.
+		p.send(30, false, 0)
+		// 200 ms + 2.46 s + 100 ms = 2.76 s: 1 s, 1 s, 0.76 s.
+		utts := p.check(t, time.Second, time.Second, 760*time.Millisecond)
+		// The lost frames: 60 ms of silence 1.4 s into the speech (0.4 s
+		// into the second piece), between tone on both sides.
+		lost := utts[1].PCM[uttRate*4/10 : uttRate*46/100]
+		if r := rms(lost); r != 0 {
+			t.Fatalf("lost frames at RMS %.0f", r)
 		}
-	}
-	send(10, false, 0) // 200 ms of pre-roll
-	send(60, true, 0)  // 1.2 s of speech,
-	send(60, true, 3)  // 60 ms lost, 1.2 s of speech
-	send(30, false, 0)
-	if len(utts) != 3 {
-		t.Fatalf("%d utterances, want 3", len(utts))
-	}
-	// 200 ms + 2.46 s + 100 ms = 2.76 s: 1 s, 1 s, 0.76 s.
-	for i, want := range []time.Duration{time.Second, time.Second, 760 * time.Millisecond} {
-		u := utts[i]
-		if d := uttDuration(u); d != want || u.Truncated != (i < 2) || (i > 0 && !u.Start.Equal(utts[i-1].End)) {
-			t.Fatalf("utterance %d: %v truncated %v, %v–%v, want %v", i, d, u.Truncated, u.Start, u.End, want)
+		if rms(utts[1].PCM[uttRate*3/10:uttRate*39/100]) < 5000 || rms(utts[1].PCM[uttRate*48/100:uttRate*6/10]) < 5000 {
+			t.Fatal("no tone around the lost frames")
 		}
-	}
-	if utts[0].PreRoll != 200*time.Millisecond || utts[1].PreRoll != 0 || !utts[0].Start.Equal(t0.Add(10*frameDuration)) {
-		t.Fatalf("pre-roll %v, %v; start %v", utts[0].PreRoll, utts[1].PreRoll, utts[0].Start.Sub(t0))
-	}
-	// The lost frames: 60 ms of silence 1.4 s into the speech (0.4 s into
-	// the second piece), between tone on both sides.
-	lost := utts[1].PCM[uttRate*4/10 : uttRate*46/100]
-	if r := rms(lost); r != 0 {
-		t.Fatalf("lost frames at RMS %.0f", r)
-	}
-	if rms(utts[1].PCM[uttRate*3/10:uttRate*39/100]) < 5000 || rms(utts[1].PCM[uttRate*48/100:uttRate*6/10]) < 5000 {
-		t.Fatal("no tone around the lost frames")
-	}
+	})
+	t.Run("pause", func(t *testing.T) {
+		p := newCapturePath(t)
+		p.send(10, false, 0)
+		p.send(35, true, 0)  // to 0.9 s
+		p.send(10, false, 0) // a pause to 1.1 s: the maximum is reached in it
+		p.send(20, true, 0)  // the speech goes on: cut at 1 s, in the pause
+		p.send(30, false, 0)
+		// 200 ms + 0.7 + 0.2 + 0.4 s + 100 ms = 1.6 s.
+		utts := p.check(t, time.Second, 600*time.Millisecond)
+		if q, l := rms(utts[0].PCM[uttRate*92/100:]), rms(utts[1].PCM[uttRate*12/100:uttRate*48/100]); q > 300 || l < 5000 {
+			t.Fatalf("RMS %.0f at the cut, %.0f after the pause", q, l)
+		}
+		if d := utts[0].End.Sub(p.t0); d != time.Second {
+			t.Fatalf("cut at %v, want 1 s (the PCM begins with the first frame)", d)
+		}
+
+		// A speech that ends in the pause it reaches the maximum in
+		// comes whole, its tail clamped to the maximum.
+		p = newCapturePath(t)
+		p.send(10, false, 0)
+		p.send(40, true, 0) // to 1 s: + 100 ms of tail is past it
+		p.send(30, false, 0)
+		p.check(t, time.Second)
+	})
 }
 
 // BenchmarkUtterance is the cost of the utterance capture per 20 ms mic
@@ -353,7 +399,8 @@ func BenchmarkUtterance(b *testing.B) {
 		level uint8
 	}{{"speech_audio_level", 1 + loud}, {"speech_decode", 0}, {"quiet_audio_level", 1 + quiet}} {
 		b.Run(c.name, func(b *testing.B) {
-			a := capturePath(b, func(Utterance) {})
+			a := newCapturePath(b).a
+			a.sp.cap.max = maxUttSamples
 			b.ReportAllocs()
 			for i := 0; b.Loop(); i++ {
 				f := frame(i, c.level)
@@ -362,7 +409,8 @@ func BenchmarkUtterance(b *testing.B) {
 		})
 	}
 	b.Run("onset", func(b *testing.B) {
-		a := capturePath(b, func(Utterance) {})
+		a := newCapturePath(b).a
+		a.sp.cap.max = maxUttSamples
 		for i := range 20 { // 15 quiet, 3 loud: speech starts
 			f := frame(i, 1+quiet)
 			if i >= 15 {

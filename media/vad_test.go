@@ -237,7 +237,7 @@ func TestVADAudioLevel(t *testing.T) {
 
 // toneAndSilence encodes silence, tone, silence (counts of 20 ms frames)
 // as one Opus stream, as a browser without the extension would send it.
-func toneAndSilence(t *testing.T, counts ...int) [][]byte {
+func toneAndSilence(t testing.TB, counts ...int) [][]byte {
 	t.Helper()
 	enc, err := gopus.NewEncoder(gopus.EncoderConfig{SampleRate: 48000, Channels: 1, Application: gopus.ApplicationVoIP})
 	if err != nil {
