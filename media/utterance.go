@@ -111,10 +111,18 @@ func (r *ringFrame) keep(pcm []int16) {
 // add appends one frame's samples at RTP time ts, after the silence of a
 // gap since the last frame (at most maxGap).
 func (c *capture) add(ts uint64, pcm []int16) {
+	gap := 0
 	if ts > c.nextTS && len(c.pcm) > 0 {
-		gap := min(int((ts-c.nextTS)/ticksPerSample), c.maxGap)
+		gap = min(int((ts-c.nextTS)/ticksPerSample), c.maxGap)
+	}
+	if n := len(c.pcm) + gap + len(pcm); n > cap(c.pcm) {
+		// Double (up to about the maximum): append would grow a long
+		// utterance by a quarter at a time, copying it over and over.
+		c.pcm = slices.Grow(c.pcm, max(n, min(2*cap(c.pcm), c.max+uttInitial))-len(c.pcm))
+	}
+	if gap > 0 {
 		n := len(c.pcm)
-		c.pcm = slices.Grow(c.pcm, gap+len(pcm))[:n+gap]
+		c.pcm = c.pcm[:n+gap]
 		clear(c.pcm[n:])
 	}
 	c.pcm = append(c.pcm, pcm...)
