@@ -395,3 +395,73 @@ func TestAssistantFailures(t *testing.T) {
 	noKey(t, map[string]string{"the agent's logs": logs.String(), "the broker's logs": e.logs.String(),
 		"the visitor's frames": frames.String(), "the history": string(hist)})
 }
+
+// TestAssistantNeedsEndpoint: without a base URL (flag or environment)
+// parley agent assistant exits 2 and says how to give one, before it
+// touches NATS; -h exits 0 with the flags.
+func TestAssistantNeedsEndpoint(t *testing.T) {
+	for _, v := range []string{"PARLEY_ASSISTANT_BASE_URL", "OPENAI_BASE_URL", "PARLEY_ASSISTANT_API_KEY", "OPENAI_API_KEY"} {
+		t.Setenv(v, "")
+	}
+	var out, errb bytes.Buffer
+	if code := agentCmd([]string{"assistant", "--nats-url", "nats://127.0.0.1:1"}, &out, &errb); code != 2 {
+		t.Fatalf("exit %d, want 2: %s", code, errb.String())
+	}
+	if msg := errb.String(); !strings.Contains(msg, "--base-url") || !strings.Contains(msg, "PARLEY_ASSISTANT_BASE_URL") {
+		t.Errorf("the message does not say how to configure an endpoint:\n%s", msg)
+	}
+	errb.Reset()
+	if code := agentCmd([]string{"assistant", "--base-url", "ftp://example.com"}, &out, &errb); code != 2 {
+		t.Errorf("a base URL that is not http(s): exit %d, want 2: %s", code, errb.String())
+	}
+	errb.Reset()
+	if code := agentCmd([]string{"assistant", "-h"}, &out, &errb); code != 0 || !strings.Contains(errb.String(), "-max-history") || !strings.Contains(errb.String(), "-nats-url") {
+		t.Errorf("-h: exit %d:\n%s", code, errb.String())
+	}
+}
+
+// assistantReady is the line parley agent assistant prints once serving.
+var assistantReady = regexp.MustCompile(`^assistant agent: 1 worker\(s\) serving "echo"`)
+
+// TestAssistantProcess: `parley agent assistant` as its own process, the
+// endpoint from --base-url and the key from PARLEY_ASSISTANT_API_KEY,
+// answers a visitor; the endpoint gets the key as a bearer token, and the
+// process's debug logs never hold it, even when the endpoint echoes it in
+// a 401.
+func TestAssistantProcess(t *testing.T) {
+	e := startEnv(t, noEcho)
+	ep := newChatEndpoint(t, func(w http.ResponseWriter, r *http.Request, req chatRequest) {
+		if req.Messages[len(req.Messages)-1].Content == "first" {
+			w.WriteHeader(http.StatusUnauthorized)
+			fmt.Fprintf(w, `{"error":{"message":"Incorrect API key provided: %s"}}`, testKey)
+			return
+		}
+		sse(w, true, "Hello ", "from the model.")
+	})
+	p := startProcEnv(t, []string{"PARLEY_ASSISTANT_API_KEY=" + testKey},
+		"agent", "assistant", "--nats-url", e.app.broker.NATSClientURL(), "--data-dir", e.cfg.DataDir,
+		"--base-url", ep.URL+"/v1", "--model", "test-model", "--log-level", "debug")
+	p.line(assistantReady)
+	s := e.NewSession(nil)
+	ws := e.MustDialWS(s)
+	ws.Send(map[string]any{"type": "message", "body": "first", "client_message_id": "p-1"})
+	if done, _ := ws.Until("done"); done.Str("body") != assistant.Apology {
+		t.Fatalf("reply to a rejected request = %v", done)
+	}
+	signalingtest.ExpectReply(t, ws, sendNext(ws, "second", "p-2"), "Hello from the model.")
+	reqs := ep.requests()
+	if len(reqs) != 2 || reqs[1].Auth != "Bearer "+testKey || reqs[1].Model != "test-model" {
+		t.Fatalf("%d requests; the last with the key: %v, model %q", len(reqs), len(reqs) > 1 && reqs[1].Auth == "Bearer "+testKey, reqs[len(reqs)-1].Model)
+	}
+	stderr := p.stderr.String()
+	if !strings.Contains(stderr, `"code":"rejected"`) {
+		t.Errorf("the process did not log the coded cause of the failed reply:\n%s", tail(stderr, 2000))
+	}
+	noKey(t, map[string]string{"the process's logs": stderr})
+}
+
+// sendNext sends body as a message and returns its client id.
+func sendNext(ws *wsClient, body, id string) string {
+	ws.Send(map[string]any{"type": "message", "body": body, "client_message_id": id})
+	return id
+}
