@@ -48,6 +48,7 @@ func agentCmd(args []string, stdout, stderr io.Writer) int {
 // echoCmd runs `parley agent echo`.
 func echoCmd(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("parley agent echo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
 	af := addAgentFlags(fs)
 	if code, done := af.parse(fs, args); done {
 		return code
