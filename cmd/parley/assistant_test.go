@@ -398,7 +398,8 @@ func TestAssistantFailures(t *testing.T) {
 
 // TestAssistantNeedsEndpoint: without a base URL (flag or environment)
 // parley agent assistant exits 2 and says how to give one, before it
-// touches NATS; -h exits 0 with the flags.
+// touches NATS; -h exits 0 with the flags. parley agent alone lists both
+// agents, and echo reports a bad flag on its own stderr.
 func TestAssistantNeedsEndpoint(t *testing.T) {
 	for _, v := range []string{"PARLEY_ASSISTANT_BASE_URL", "OPENAI_BASE_URL", "PARLEY_ASSISTANT_API_KEY", "OPENAI_API_KEY"} {
 		t.Setenv(v, "")
@@ -413,6 +414,14 @@ func TestAssistantNeedsEndpoint(t *testing.T) {
 	errb.Reset()
 	if code := agentCmd([]string{"assistant", "--base-url", "ftp://example.com"}, &out, &errb); code != 2 {
 		t.Errorf("a base URL that is not http(s): exit %d, want 2: %s", code, errb.String())
+	}
+	errb.Reset()
+	if code := agentCmd(nil, &out, &errb); code != 2 || !strings.Contains(errb.String(), "parley agent echo") || !strings.Contains(errb.String(), "parley agent assistant") {
+		t.Errorf("no subcommand: exit %d:\n%s", code, errb.String())
+	}
+	errb.Reset()
+	if code := agentCmd([]string{"echo", "--bogus"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "bogus") {
+		t.Errorf("echo with an unknown flag: exit %d:\n%s", code, errb.String())
 	}
 	errb.Reset()
 	if code := agentCmd([]string{"assistant", "-h"}, &out, &errb); code != 0 || !strings.Contains(errb.String(), "-max-history") || !strings.Contains(errb.String(), "-nats-url") {
