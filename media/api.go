@@ -90,7 +90,7 @@ type LegOptions struct {
 	// may call Close (which then does not wait).
 	OnState func(s State, reason string)
 	// VAD configures voice activity detection and barge-in (vad.go). VAD
-	// runs when OnSpeech is set or VAD.BargeIn is on.
+	// runs when OnSpeech or OnUtterance is set or VAD.BargeIn is on.
 	VAD VAD
 	// OnSpeech receives the visitor's voice activity: started and stopped
 	// in pairs, and barge_in between them when VAD.BargeIn cut the
@@ -98,10 +98,32 @@ type LegOptions struct {
 	// called from the leg's reader goroutine, in order, without locks held,
 	// and must not block or call Close.
 	OnSpeech func(SpeechEvent)
+	// OnUtterance, when set, receives each utterance of the visitor's
+	// speech when it stops (after OnSpeech's stopped event), for
+	// speech-to-text. It turns VAD on. Called from the reader goroutine, in
+	// order, without locks held; it must not block.
+	OnUtterance func(Utterance)
 	// Log is the leg's logger (nil: the engine's). pion's own logs go to
 	// the engine's logger, since all legs share one pion API.
 	Log *slog.Logger
 }
+
+// Utterance is one stretch of the visitor's speech, as 16 kHz mono PCM, for
+// speech-to-text (utterance.go).
+type Utterance struct {
+	PCM        []int16   // 16 kHz mono; owned by the callee
+	Rate       int       // 16000
+	Start, End time.Time // the speech's onset and end (the SpeechEvents' At)
+	// PreRoll is how much audio before Start the PCM begins with (up to
+	// 300 ms).
+	PreRoll time.Duration
+	// Truncated: the speech went on past MaxUtterance; the rest comes as
+	// the next Utterance.
+	Truncated bool
+}
+
+// MaxUtterance bounds the PCM of one Utterance (pre-roll included).
+const MaxUtterance = 30 * time.Second
 
 // Format is the audio format on the agent side.
 type Format struct {

@@ -14,7 +14,7 @@
 // A Leg is one visitor connection:
 //
 //	leg, answer, err := engine.NewLeg(ctx, media.LegOptions{Offer: offer, AgentFormat: f, OnMicFrame: …, OnState: …,
-//		VAD: media.VAD{BargeIn: true}, OnSpeech: …})
+//		VAD: media.VAD{BargeIn: true}, OnSpeech: …, OnUtterance: …})
 //	leg.Play(frame)      // agent → visitor, paced at 20 ms
 //	leg.ClearAudio()     // barge-in
 //	leg.Trickle(frag)    // RFC 8840 trickle-ice-sdpfrag: candidates or an ICE restart
@@ -38,6 +38,14 @@
 // and reports how much of the reply was sent (the pacer counts the frames
 // it takes, under the queue's lock).
 //
+// Utterances (utterance.go): with OnUtterance set, the reader keeps the
+// last ~300 ms of the visitor's Opus packets in a small ring; at speech
+// start it decodes them at 16 kHz mono as pre-roll, then decodes each
+// frame while the speech lasts (reusing the level decoder's samples where
+// it decodes anyway), and at stopped hands over the PCM with the quiet
+// tail trimmed to 100 ms. The other way, a SpeechEncoder (speechenc.go)
+// turns text-to-speech PCM into 20 ms Opus packets to Play.
+//
 // A Bridge (LiveKit.NewBridge) is the same voice leg through a LiveKit room
 // instead of a direct PeerConnection; the broker cannot tell the two apart.
 //
@@ -53,16 +61,18 @@
 // Engine.Close and LiveKit.Close close their live legs and bridges. pion's
 // and LiveKit's callbacks only hand events to run or start readers through
 // the lifecycle; they never block past quit. Voice activity and barge-in
-// run on readMic (no goroutine of their own), so OnSpeech is called from
-// it, in order, and a visitor track that ends mid-speech reports stopped
-// before readMic returns (so before StateClosed).
+// run on readMic (no goroutine of their own), so OnSpeech and OnUtterance
+// are called from it, in order, and a visitor track that ends mid-speech
+// reports stopped, and hands its utterance over, before readMic returns
+// (so before StateClosed).
 //
 // # Lock order
 //
 //   - Leg.negMu, then lifecycle.mu (a leg's or a bridge's).
 //   - lifecycle.mu, transports.mu (an Engine's legs, a LiveKit's bridges)
 //     and playQueue.mu are leaves: nothing else is locked while one is held.
-//   - No lock is held while calling OnState, OnMicFrame or OnSpeech, or
-//     while closing a PeerConnection or leaving a LiveKit room. A barge-in
-//     takes only playQueue.mu (to cut the queue), then calls OnSpeech.
+//   - No lock is held while calling OnState, OnMicFrame, OnSpeech or
+//     OnUtterance, or while closing a PeerConnection or leaving a LiveKit
+//     room. A barge-in takes only playQueue.mu (to cut the queue), then
+//     calls OnSpeech.
 package media

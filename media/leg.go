@@ -71,7 +71,7 @@ func (e *Engine) NewLeg(ctx context.Context, o LegOptions) (*Leg, string, error)
 	if err := l.init(e.cfg, o.AgentFormat, o.OnMicFrame, &l.lifecycle, log.With("leg", o.ID)); err != nil {
 		return nil, "", err
 	}
-	if err := l.initSpeech(o.VAD, o.OnSpeech); err != nil {
+	if err := l.initSpeech(o.VAD, o.OnSpeech, o.OnUtterance); err != nil {
 		return nil, "", err
 	}
 

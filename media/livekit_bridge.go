@@ -33,11 +33,12 @@ type BridgeOptions struct {
 	OnMicFrame  func(agentbridge.AudioFrame)
 	OnState     func(s State, reason string)
 	Log         *slog.Logger
-	// VAD and OnSpeech are as in LegOptions. The visitor's level comes
-	// from the RFC 6464 header extension when LiveKit forwards it, else
-	// from the decoded audio.
-	VAD      VAD
-	OnSpeech func(SpeechEvent)
+	// VAD, OnSpeech and OnUtterance are as in LegOptions. The visitor's
+	// level comes from the RFC 6464 header extension when LiveKit forwards
+	// it, else from the decoded audio.
+	VAD         VAD
+	OnSpeech    func(SpeechEvent)
+	OnUtterance func(Utterance)
 }
 
 // Reasons a bridge ends with, besides ReasonClosed and ReasonSilence.
@@ -125,7 +126,7 @@ func (l *LiveKit) NewBridge(ctx context.Context, o BridgeOptions) (*Bridge, erro
 	if err := b.init(l.audio, o.AgentFormat, o.OnMicFrame, &b.lifecycle, log.With("leg", o.ID, "livekit_room", o.Room)); err != nil {
 		return nil, err
 	}
-	if err := b.initSpeech(o.VAD, o.OnSpeech); err != nil {
+	if err := b.initSpeech(o.VAD, o.OnSpeech, o.OnUtterance); err != nil {
 		return nil, err
 	}
 

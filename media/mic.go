@@ -102,14 +102,19 @@ func (l *audioPath) deliver(frames []micFrame) {
 			continue
 		}
 		lv := l.extLevel(f)
+		var pcm16 []int16 // the frame at 16 kHz, if decoded for its level
 		if l.dec != nil {
 			lv = l.deliverPCM(f, lv)
 		} else {
 			if l.sp != nil && !lv.ok {
-				lv = l.decodeLevel(f)
+				lv, pcm16 = l.decodeLevel(f)
 			}
 			l.emitMic(f.Seq, f.TS, f.Arrival, bytes.Clone(f.Payload))
 		}
+		// Captured before the detector sees the frame: the frame that
+		// starts a speech is then in the pre-roll, the one that ends it in
+		// the utterance.
+		l.captureFrame(f, pcm16, lv)
 		if lv.ok {
 			l.listen(f, lv)
 		}

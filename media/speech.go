@@ -14,30 +14,35 @@ import (
 // buffer releases, the mic reader takes its level (extLevel, decodeLevel,
 // or deliverPCM for a PCM agent), runs the detector (vad.go) and reports
 // SpeechEvents through OnSpeech; while the visitor speaks over agent audio
-// for BargeInMin it cuts the playout queue (playout.go). Everything here runs on the mic reader goroutine (readMic),
-// which owns the detector and the decoder; the only shared state is the
-// playout queue, under its own lock.
+// for BargeInMin it cuts the playout queue (playout.go); with OnUtterance
+// set it captures each speech as PCM (utterance.go). Everything here runs
+// on the mic reader goroutine (readMic), which owns the detector, the
+// decoder and the capture; the only shared state is the playout queue,
+// under its own lock.
 
 // speech is a transport's VAD set-up (from LegOptions or BridgeOptions).
 type speech struct {
-	cfg VAD // with defaults
-	on  func(SpeechEvent)
+	cfg   VAD // with defaults
+	on    func(SpeechEvent)
+	onUtt func(Utterance)
 
 	// Owned by the mic reader; fresh for each visitor track (readMic).
 	det   *speechDetector
-	dec   *levelDecoder // made on the first frame without an audio level
+	dec   *levelDecoder // 16 kHz mono; made on first need (a frame without an audio level, an utterance)
 	noDec bool          // making dec failed (logged once): such frames have no level
+	cap   *capture      // the utterance capture; nil without OnUtterance
 }
 
-// initSpeech sets VAD up: it runs when OnSpeech is set or barge-in is on.
-func (a *audioPath) initSpeech(v VAD, on func(SpeechEvent)) error {
+// initSpeech sets VAD up: it runs when OnSpeech or OnUtterance is set or
+// barge-in is on.
+func (a *audioPath) initSpeech(v VAD, on func(SpeechEvent), onUtt func(Utterance)) error {
 	if err := v.Validate(); err != nil {
 		return err
 	}
-	if on == nil && !v.BargeIn {
+	if on == nil && onUtt == nil && !v.BargeIn {
 		return nil
 	}
-	a.sp = &speech{cfg: v.withDefaults(), on: on}
+	a.sp = &speech{cfg: v.withDefaults(), on: on, onUtt: onUtt}
 	return nil
 }
 
@@ -46,6 +51,9 @@ func (a *audioPath) startSpeech() {
 	if a.sp != nil {
 		a.sp.det = newSpeechDetector(a.sp.cfg)
 		a.sp.dec, a.sp.noDec = nil, false
+		if a.sp.onUtt != nil {
+			a.sp.cap = newCapture(a.sp.cfg)
+		}
 	}
 }
 
@@ -92,25 +100,43 @@ func (a *audioPath) extLevel(f *micFrame) frameLevel {
 }
 
 // decodeLevel is a frame's level from its decoded audio, for an Opus agent
-// (a PCM agent's frames are decoded anyway: deliverPCM measures those).
-func (a *audioPath) decodeLevel(f *micFrame) frameLevel {
-	if a.sp.dec == nil {
-		if a.sp.noDec {
-			return frameLevel{}
-		}
+// (a PCM agent's frames are decoded anyway: deliverPCM measures those). It
+// also returns the decoded 16 kHz samples, valid until the next decode, so
+// that an utterance being captured need not decode the frame again.
+func (a *audioPath) decodeLevel(f *micFrame) (frameLevel, []int16) {
+	pcm, ok := a.decode16(f.Payload)
+	if !ok {
+		return frameLevel{}, nil
+	}
+	return frameLevel{dBov: int16DBov(pcm), source: SourceDecode, ok: true}, pcm
+}
+
+// decoder16 is the speech's 16 kHz mono decoder, made on first need; nil
+// if it cannot be made (logged once).
+func (a *audioPath) decoder16() *levelDecoder {
+	if a.sp.dec == nil && !a.sp.noDec {
 		dec, err := newLevelDecoder()
 		if err != nil {
-			a.log.Warn("media: no voice activity from decoded audio", "err", err)
+			a.log.Warn("media: no voice activity or utterances from decoded audio", "err", err)
 			a.sp.noDec = true
-			return frameLevel{}
+			return nil
 		}
 		a.sp.dec = dec
 	}
-	db, err := a.sp.dec.level(f.Payload)
-	if err != nil {
-		return frameLevel{}
+	return a.sp.dec
+}
+
+// decode16 decodes pkt at 16 kHz mono with the speech's decoder; the
+// samples are valid until the next decode. It counts the decodes
+// (legStats.speechDecodes), so tests can tell when VAD pays for them.
+func (a *audioPath) decode16(pkt []byte) ([]int16, bool) {
+	dec := a.decoder16()
+	if dec == nil {
+		return nil, false
 	}
-	return frameLevel{dBov: db, source: SourceDecode, ok: true}
+	a.stats.speechDecodes.Add(1)
+	pcm, err := dec.decode(pkt)
+	return pcm, err == nil
 }
 
 // listen runs the detector on one frame and cuts the playout on a
@@ -134,7 +160,7 @@ func (a *audioPath) listen(f *micFrame, lv frameLevel) {
 	}
 	a.stats.bargeIns.Add(1)
 	a.emitSpeech(SpeechEvent{Kind: SpeechBargeIn, At: now, Source: det.source, LevelDBov: det.peak,
-		HeardMS: int64(heard) * frameDuration.Milliseconds()})
+		HeardMS: int64(heard) * frameDuration.Milliseconds(), Dropped: dropped})
 }
 
 // emitSpeech reports ev to OnSpeech.
@@ -145,6 +171,15 @@ func (a *audioPath) emitSpeech(ev SpeechEvent) {
 	a.log.Debug("media: speech", "kind", ev.Kind, "source", ev.Source, "level_dbov", ev.LevelDBov, "heard_ms", ev.HeardMS)
 	if a.sp.on != nil {
 		a.sp.on(ev)
+	}
+	// The utterance starts after OnSpeech (its pre-roll decode does not
+	// delay the event) and is handed over after it.
+	switch {
+	case a.sp.cap == nil:
+	case ev.Kind == SpeechStarted:
+		a.beginUtterance(ev)
+	case ev.Kind == SpeechStopped:
+		a.endUtterance(ev)
 	}
 }
 
@@ -167,17 +202,21 @@ func newLevelDecoder() (*levelDecoder, error) {
 	return &levelDecoder{dec: dec, pcm: make([]int16, levelRate*maxOpusPacketMS/1000)}, nil
 }
 
-// level decodes pkt and returns its level in dBov.
-func (d *levelDecoder) level(pkt []byte) (float64, error) {
+// decode decodes pkt; the samples are valid until the next call.
+func (d *levelDecoder) decode(pkt []byte) ([]int16, error) {
 	if len(pkt) > maxPacketBytes {
-		return 0, fmt.Errorf("media: opus packet of %d bytes", len(pkt))
+		return nil, fmt.Errorf("media: opus packet of %d bytes", len(pkt))
 	}
 	n, err := d.dec.DecodeInt16(pkt, d.pcm)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	return int16DBov(d.pcm[:n]), nil
+	return d.pcm[:n], nil
 }
+
+// reset starts the decoder afresh, for packets that do not follow the last
+// one it decoded.
+func (d *levelDecoder) reset() { d.dec.Reset() }
 
 // audioLevelExtID is the id the RFC 6464 audio level header extension was
 // negotiated with on r (0: not negotiated).

@@ -20,6 +20,10 @@ type legStats struct {
 	dropped, rejected   atomic.Uint64
 	decodeErrors        atomic.Uint64
 	bargeIns            atomic.Uint64
+	// speechDecodes counts Opus packets decoded at 16 kHz for voice
+	// activity or utterances (not those decoded for a PCM agent): not in
+	// Stats, it tells tests when VAD pays for decoding.
+	speechDecodes atomic.Uint64
 
 	jitterMS, rttMS atomic.Uint64 // float64 bits
 	bitrateIn       gauge

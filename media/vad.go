@@ -107,6 +107,9 @@ type SpeechEvent struct {
 	// cut was sent to the visitor (ms). A reply is the agent audio since
 	// playout last started after being idle (replyIdle) or cleared.
 	HeardMS int64
+	// Dropped is, for a barge-in, how many queued agent frames the cut
+	// dropped.
+	Dropped int
 }
 
 // frameTicks is one 20 ms frame in RTP ticks of the Opus clock.

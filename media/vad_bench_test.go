@@ -20,7 +20,7 @@ import (
 func BenchmarkVAD(b *testing.B) {
 	newPath := func(b *testing.B) *audioPath {
 		a := &audioPath{log: discardLogger(), pq: newPlayQueue(10, FormatOpus())}
-		if err := a.initSpeech(VAD{BargeIn: true}, func(SpeechEvent) {}); err != nil {
+		if err := a.initSpeech(VAD{BargeIn: true}, func(SpeechEvent) {}, nil); err != nil {
 			b.Fatal(err)
 		}
 		a.startSpeech()
@@ -59,7 +59,7 @@ func BenchmarkVAD(b *testing.B) {
 		b.ReportAllocs()
 		for i := 0; b.Loop(); i++ {
 			f := frame(i, tone[i%len(tone)], 0)
-			if lv := a.decodeLevel(&f); lv.ok {
+			if lv, _ := a.decodeLevel(&f); lv.ok {
 				a.listen(&f, lv)
 			}
 		}

@@ -237,7 +237,7 @@ func TestVADAudioLevel(t *testing.T) {
 
 // toneAndSilence encodes silence, tone, silence (counts of 20 ms frames)
 // as one Opus stream, as a browser without the extension would send it.
-func toneAndSilence(t *testing.T, counts ...int) [][]byte {
+func toneAndSilence(t testing.TB, counts ...int) [][]byte {
 	t.Helper()
 	enc, err := gopus.NewEncoder(gopus.EncoderConfig{SampleRate: 48000, Channels: 1, Application: gopus.ApplicationVoIP})
 	if err != nil {
@@ -374,6 +374,9 @@ func TestBargeIn(t *testing.T) {
 		t.Fatalf("client got %d reply frames, %d were sent", got, heard)
 	case st.Dropped != uint64(long-heard) || st.BargeIns != 1:
 		t.Fatalf("stats %+v", st)
+	case cut.Dropped != long-heard:
+		// The whole reply was queued before the cut: it dropped the rest.
+		t.Fatalf("barge-in dropped %d frames, want %d", cut.Dropped, long-heard)
 	}
 }
 

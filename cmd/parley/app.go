@@ -106,16 +106,9 @@ func (a *app) startEcho() error {
 
 // startEchoWorkers starts n echo workers on nc.
 func startEchoWorkers(nc *nats.Conn, prefix, agent string, n int, log *slog.Logger) ([]*agentbridge.Worker, error) {
-	workers := make([]*agentbridge.Worker, 0, n)
-	for range n {
-		w, err := agentbridge.NewWorker(nc, agentbridge.Options{Agent: agent, Prefix: prefix, Logger: log}, echoAgent)
-		if err == nil {
-			err = w.Start()
-		}
-		if err != nil {
-			return workers, fmt.Errorf("echo agent: %w", err)
-		}
-		workers = append(workers, w)
+	workers, err := startWorkers(nc, prefix, agent, n, log, echoAgent)
+	if err != nil {
+		return workers, fmt.Errorf("echo agent: %w", err)
 	}
 	return workers, nil
 }

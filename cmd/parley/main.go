@@ -1,8 +1,9 @@
 // Command parley is Parley's one binary: the broker (serve), agent workers
-// (agent echo) and operator tools.
+// (agent echo, agent assistant) and operator tools.
 //
 //	parley serve [--config FILE] [flags]   run Parley (embedded NATS, demo, echo agent)
 //	parley agent echo [--data-dir DIR]     run echo agent workers against a NATS server
+//	parley agent assistant --base-url URL  run agent workers backed by a chat-completions endpoint
 //	parley agents credentials --agent NAME an agent's NATS credentials (agents.go)
 //	parley bench voice [--sessions N]      load-test the voice path
 //	parley check --data-dir DIR            check a stopped store for lost data
@@ -61,6 +62,9 @@ Commands:
   serve        run Parley: HTTP API, embedded NATS + JetStream, demo page, echo agent
   agent echo   run echo agent workers against a NATS server (--nats-url; credentials
                from --data-dir, default ./parley-data, or --nats-creds)
+  agent assistant
+               the same with replies streamed from an OpenAI-compatible chat-completions
+               endpoint (--base-url, --model, key from PARLEY_ASSISTANT_API_KEY)
   agents       NATS credentials of an agent's workers (parley agents credentials --agent NAME),
                or the permissions to give it on an external NATS (parley agents permissions)
   bench voice  load-test the voice path with N pion peers (starts its own serve)
