@@ -1,6 +1,8 @@
 // Package echo is Parley's demo agent, small enough to read as an example
-// of the SDK: it answers every visitor message with "echo: <text>",
-// streamed in three chunks, sends every audio frame back unchanged and
+// of the SDK: it answers every visitor message with "echo: <text>" (one
+// the visitor spoke, through Parley's speech pipeline, with "You said:
+// <text>."), streamed in three chunks, sends every audio frame back
+// unchanged and
 // acknowledges mode changes with its state. `parley agent echo` runs it
 // with an utterance detector on top (transcripts of what it hears), and
 // tests run it as a real agent.
@@ -8,6 +10,7 @@ package echo
 
 import (
 	"context"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/parley-rtc/parley/agentbridge"
@@ -54,6 +57,9 @@ func (a Agent) handle(ctx context.Context, c *agentbridge.Conversation, ev agent
 		if a.OnMessage != nil {
 			return a.OnMessage(ctx, c, ev)
 		}
+		if ev.Via == agentbridge.ModeVoice {
+			return Spoken(ctx, c, ev)
+		}
 		return Reply(ctx, c, ev.MessageID, ev.Text)
 	case agentbridge.EventModeChanged:
 		state := agentbridge.StateIdle
@@ -69,6 +75,24 @@ func (a Agent) handle(ctx context.Context, c *agentbridge.Conversation, ev agent
 func Reply(ctx context.Context, c *agentbridge.Conversation, replyTo, text string) error {
 	r := c.NewReply(replyTo)
 	for _, part := range Split("echo: "+text, Chunks) {
+		if err := r.Write(ctx, part); err != nil {
+			return err
+		}
+	}
+	return r.Done(ctx)
+}
+
+// Spoken answers a voice turn (a user_message via voice, which Parley's
+// speech pipeline heard and will speak the answer of): "You said: <text>.",
+// or, for a turn the pipeline could not transcribe (no text, a reason),
+// that it was not caught.
+func Spoken(ctx context.Context, c *agentbridge.Conversation, ev agentbridge.Event) error {
+	if strings.TrimSpace(ev.Text) == "" {
+		return c.SendText(ctx, ev.MessageID, "Sorry, I didn't catch that.")
+	}
+	r := c.NewReply(ev.MessageID)
+	text := "You said: " + strings.TrimRight(ev.Text, ".!? ") + "."
+	for _, part := range Split(text, Chunks) {
 		if err := r.Write(ctx, part); err != nil {
 			return err
 		}

@@ -26,6 +26,8 @@ type app struct {
 	engine *media.Engine
 	lk     *media.LiveKit // nil without livekit.url
 	server *signaling.Server
+	// closeSpeech closes the speech engines' HTTP clients.
+	closeSpeech func()
 
 	echoConn    *nats.Conn
 	echoWorkers []*agentbridge.Worker
@@ -64,6 +66,9 @@ func (a *app) Start(ctx context.Context) (err error) {
 		return err
 	}
 	a.server = server
+	engines, closeSpeech := speechEngines(a.cfg, a.log)
+	a.closeSpeech = closeSpeech
+	a.server.SetSpeech(engines)
 	if a.cfg.LiveKit.Enabled() {
 		lk, err := media.NewLiveKit(liveKitConfig(a.cfg.LiveKit), mediaConfig(a.cfg.Media), a.log.With("component", "livekit"))
 		if err != nil {
@@ -130,6 +135,9 @@ func (a *app) Stop(ctx context.Context) error {
 		a.echoConn.Close()
 	}
 	a.broker.Close() // hangs up voice legs
+	if a.closeSpeech != nil {
+		a.closeSpeech() // after the server: its pipelines have stopped
+	}
 	if a.lk != nil {
 		errs = append(errs, a.lk.Close()) // after the broker: its legs closed their bridges
 	}
