@@ -42,7 +42,7 @@ type Server struct {
 	metrics    *metrics
 	ips        *clientIPs
 	handler    http.Handler
-	livekit    *media.LiveKit // livekit widgets' voice (SetLiveKit); nil: none
+	livekit    *media.LiveKit    // livekit widgets' voice (SetLiveKit); nil: none
 	speech     map[string]Speech // agents' speech pipelines (SetSpeech)
 
 	// legs is the context of every WebSocket leg; cancelled on Shutdown.

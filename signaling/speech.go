@@ -34,12 +34,12 @@ func (s *Server) SetSpeech(agents map[string]Speech) { s.speech = agents }
 // turns; the agent's reply text (from the leg's event goroutine) goes to
 // the pipeline, its speech to the leg's playout, encoded to Opus.
 type legSpeech struct {
-	p      *speech.Pipeline
-	v      *broker.Voice
-	log    *slog.Logger
-	m      *metrics
-	stt    bool // OnUtterance is wired
-	tts    bool // replies are spoken
+	p   *speech.Pipeline
+	v   *broker.Voice
+	log *slog.Logger
+	m   *metrics
+	stt bool // OnUtterance is wired
+	tts bool // replies are spoken
 	// enc is used by the pipeline's speaker goroutine only.
 	enc *media.SpeechEncoder
 

@@ -33,8 +33,8 @@ type Pipeline struct {
 	// replies are spoken in order: those whose audio may still be queued
 	// in the leg, then the one being spoken, then those waiting.
 	replies []*reply
-	ahead   time.Time        // when the audio handed to Play ends playing
-	cut     map[string]bool  // replies a barge-in cut: their text is ignored
+	ahead   time.Time              // when the audio handed to Play ends playing
+	cut     map[string]bool        // replies a barge-in cut: their text is ignored
 	turns   map[string]*TurnTiming // voice turns waiting for their reply, by message id
 }
 
