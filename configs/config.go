@@ -290,7 +290,7 @@ func Default() Config {
 			UserTokenTTL: 5 * time.Minute, ClockSkew: 30 * time.Second},
 		Widgets:   []WidgetConfig{demoWidget()},
 		Retention: defaultRetention(),
-		Speech:    SpeechConfig{Timeout: DefaultSpeechTimeout},
+		Speech:    SpeechConfig{Enabled: true, Timeout: DefaultSpeechTimeout},
 	}
 }
 

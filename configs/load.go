@@ -207,6 +207,7 @@ func newFlagSet(c *Config) *flag.FlagSet {
 	fs.StringVar(&c.Log.Format, "log-format", c.Log.Format, "log `format`: auto, json or text (PARLEY_LOG_FORMAT)")
 	fs.StringVar(&c.PublicURL, "public-url", c.PublicURL, "public base `URL` for links (PARLEY_PUBLIC_URL)")
 	fs.BoolVar(&c.EchoAgent.Enabled, "echo-agent", c.EchoAgent.Enabled, "run the echo agent in-process (PARLEY_ECHO_AGENT_ENABLED)")
+	fs.BoolVar(&c.Speech.Enabled, "speech", c.Speech.Enabled, "run the agents' speech pipelines, agents.speech (PARLEY_SPEECH_ENABLED)")
 	fs.IntVar(&c.EchoAgent.Workers, "echo-workers", c.EchoAgent.Workers, "number of echo agent workers, 0..64 (PARLEY_ECHO_AGENT_WORKERS)")
 	return fs
 }

@@ -43,6 +43,11 @@ func (s AgentSpeech) Speaks() bool { return s.TTS != "" && s.TTS != SpeechOff }
 
 // SpeechConfig configures the speech engines agents.speech names.
 type SpeechConfig struct {
+	// Enabled runs the agents' speech pipelines (agents.speech). False
+	// (--speech=false) turns them all off: every agent hears the
+	// visitor's audio and speaks for itself, as the echo agent's
+	// loopback does.
+	Enabled bool `yaml:"enabled"`
 	// Timeout bounds one recognition and one sentence's synthesis.
 	Timeout time.Duration `yaml:"timeout"`
 	// OpenAI is an OpenAI-compatible audio API, hosted or self-hosted
@@ -114,7 +119,7 @@ func orOff(engine string) string {
 
 // logValue is the speech section as logged (no key: there is none here).
 func (s SpeechConfig) logValue() slog.Value {
-	return slog.GroupValue(logDuration("timeout", s.Timeout),
+	return slog.GroupValue(slog.Bool("enabled", s.Enabled), logDuration("timeout", s.Timeout),
 		slog.String("openai_base_url", s.OpenAI.BaseURL),
 		slog.Bool("openai_api_key_file", s.OpenAI.APIKeyFile != ""),
 		slog.String("openai_stt_model", s.OpenAI.STTModel),

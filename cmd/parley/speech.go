@@ -23,6 +23,10 @@ func speechEngines(cfg configs.Config, log *slog.Logger) (map[string]signaling.S
 			o.Close()
 		}
 	}
+	if !cfg.Speech.Enabled {
+		log.Info("speech pipelines off (speech.enabled false): agents hear and speak audio themselves")
+		return out, closeAll
+	}
 	key := cmp.Or(os.Getenv(speech.EnvSpeechKey), os.Getenv("OPENAI_API_KEY"))
 	for agent, as := range cfg.Agents.Speech {
 		oa := cfg.Speech.OpenAI

@@ -18,6 +18,9 @@ func Config(t testing.TB) configs.Config {
 	cfg.Agents.DispatchTimeout = 500 * time.Millisecond
 	cfg.Agents.DispatchRetryMax = 250 * time.Millisecond
 	cfg.Chat.ReplyTimeout = 10 * time.Second
+	// The echo agent plays the visitor's audio back, which the voice
+	// tests measure; the speech tests turn its speech pipeline on.
+	cfg.Speech.Enabled = false
 	// Tests make many sessions from 127.0.0.1; the limits have their own
 	// test.
 	for _, rc := range []*configs.RateConfig{&cfg.Limits.Resolve, &cfg.Limits.Sessions,

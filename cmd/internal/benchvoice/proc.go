@@ -84,7 +84,9 @@ func startServe(ctx context.Context, bin string, externalAgent bool, config stri
 	}
 	args := []string{"serve", "--data-dir", dir,
 		"--listen", "127.0.0.1:" + strconv.Itoa(httpPort), "--nats-listen", "127.0.0.1:" + strconv.Itoa(natsPort),
-		"--log-level", "warn", "--echo-agent=" + strconv.FormatBool(!externalAgent)}
+		"--log-level", "warn", "--echo-agent=" + strconv.FormatBool(!externalAgent),
+		// The echo agent plays the audio back: what the bench measures.
+		"--speech=false"}
 	if config != "" {
 		path := filepath.Join(dir, "parley-bench.yaml")
 		if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
