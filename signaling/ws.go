@@ -63,6 +63,7 @@ type serverFrame struct {
 	Duplicate       bool            `json:"duplicate,omitempty"`
 	Interrupted     bool            `json:"interrupted,omitempty"`
 	HeardMS         *int64          `json:"heard_ms,omitempty"`
+	HeardText       *string         `json:"heard_text,omitempty"`
 	Code            string          `json:"code,omitempty"`
 	Message         string          `json:"message,omitempty"`
 }
@@ -463,7 +464,13 @@ func (l *leg) onEvent(ev *agentbridge.Event) bool {
 	l.lastSeq = max(l.lastSeq, ev.Seq)
 	switch ev.Type {
 	case agentbridge.EventUserMessage:
-		if ev.SessionID != l.sess.ID {
+		switch {
+		case ev.Via == agentbridge.ModeVoice:
+			// Spoken, and heard by the speech pipeline: the visitor sees
+			// what was heard, or why nothing was (Reason, a speech_* code).
+			l.send(serverFrame{Type: "message", Role: broker.RoleVisitor, MessageID: ev.MessageID, Body: ev.Text,
+				Via: agentbridge.ModeVoice, Reason: ev.Reason, Seq: ev.Seq})
+		case ev.SessionID != l.sess.ID:
 			// Typed in another tab or leg of the conversation.
 			l.send(serverFrame{Type: "message", Role: broker.RoleVisitor, MessageID: ev.MessageID, Body: ev.Text, Seq: ev.Seq})
 		}
@@ -510,7 +517,7 @@ func (l *leg) onEvent(ev *agentbridge.Event) bool {
 			heard = new(int64)
 		}
 		l.send(serverFrame{Type: "interrupt", MessageID: ev.MessageID, ReplyTo: ev.ReplyTo, HeardMS: heard,
-			Reason: ev.Reason, LegID: ev.LegID, Seq: ev.Seq})
+			HeardText: ev.HeardText, Reason: ev.Reason, LegID: ev.LegID, Seq: ev.Seq})
 	case agentbridge.EventAction:
 		f, err := l.actionFrame(ev) // navigate: only to the widget's nav map
 		if err != nil {

@@ -5,6 +5,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -28,6 +29,9 @@ type VoiceClient struct {
 	Track    *webrtc.TrackLocalStaticSample
 	Location string       // the voice leg's URL, from the answer
 	Received atomic.Int64 // RTP packets of agent audio received
+
+	mu    sync.Mutex
+	heard [][]byte // the agent audio's Opus payloads, at most maxHeard
 
 	client    *Client // the one it offered through, for RestartICE
 	connected chan struct{}
@@ -70,10 +74,16 @@ func (c *Client) OfferVoice(s Session, sdpOverride string) (*VoiceClient, Respon
 			go func() { // owned by pc: ReadRTP fails once it closes
 				defer close(v.readDone)
 				for {
-					if _, _, err := tr.ReadRTP(); err != nil {
+					p, _, err := tr.ReadRTP()
+					if err != nil {
 						return
 					}
 					v.Received.Add(1)
+					v.mu.Lock()
+					if len(v.heard) < maxHeard {
+						v.heard = append(v.heard, p.Payload)
+					}
+					v.mu.Unlock()
 				}
 			}()
 		})
@@ -121,6 +131,17 @@ func OpusOnly(t testing.TB) *webrtc.MediaEngine {
 		t.Fatal(err)
 	}
 	return m
+}
+
+// maxHeard bounds the agent audio a VoiceClient keeps: two minutes.
+const maxHeard = 6000
+
+// Heard returns the Opus payloads of the agent audio received so far, in
+// arrival order.
+func (v *VoiceClient) Heard() [][]byte {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return slices.Clone(v.heard)
 }
 
 // WaitConnected waits for ICE + DTLS.
