@@ -286,6 +286,40 @@ func (l *audioPath) Play(f agentbridge.AudioFrame) {
 	}
 }
 
+// PlaySpeech queues Opus packets of speech the broker synthesized (a
+// sentence, from SpeechEncoder) in one go, and returns how many were
+// queued: none while a barge-in holds the playout (the sentence was cut
+// before it could play), all otherwise. Past Config.PlayoutQueue frames
+// the oldest are dropped, counted in Stats.Dropped. It never blocks on
+// the pacer. Packets must be valid Opus; they are kept until sent.
+func (l *audioPath) PlaySpeech(pkts [][]byte) (queued int) {
+	if l.life.isEnding() {
+		return 0
+	}
+	q := l.pq
+	q.mu.Lock()
+	if q.held {
+		q.mu.Unlock()
+		l.stats.dropped.Add(uint64(len(pkts)))
+		return 0
+	}
+	dropped := 0
+	for _, p := range pkts {
+		if len(p) == 0 || len(p) > maxPacketBytes {
+			l.stats.rejected.Add(1)
+			continue
+		}
+		dropped += q.pushLocked(playItem{opus: p})
+		queued++
+	}
+	q.mu.Unlock()
+	q.wake()
+	if dropped > 0 {
+		l.stats.dropped.Add(uint64(dropped))
+	}
+	return queued
+}
+
 // isAgentCodec reports whether codec names the leg's PCM format.
 func (l *audioPath) isAgentCodec(codec string) bool {
 	if codec == l.codec {

@@ -44,7 +44,14 @@ type legSpeech struct {
 	enc *media.SpeechEncoder
 
 	mu  sync.Mutex
-	leg broker.MediaLeg // set by attach once the transport exists
+	leg speechLeg // set by attach once the transport exists
+}
+
+// speechLeg is what the pipeline needs of a voice transport (a WebRTC leg
+// or a LiveKit bridge): queue a sentence's Opus packets, and say how many
+// it queued.
+type speechLeg interface {
+	PlaySpeech(pkts [][]byte) (queued int)
 }
 
 // newLegSpeech sets up the speech pipeline of v's agent, or returns nil
@@ -68,7 +75,7 @@ func (s *Server) newLegSpeech(v *broker.Voice, log *slog.Logger) *legSpeech {
 	if !s.addLeg() {
 		return nil // shutting down
 	}
-	ls.p = speech.NewPipeline(speech.PipelineOptions{STT: sp.STT, TTS: sp.TTS, Heard: ls.heard, Play: ls.play,
+	ls.p = speech.NewPipeline(speech.PipelineOptions{STT: sp.STT, TTS: sp.TTS, Heard: ls.heard, Encode: ls.encode, Play: ls.play,
 		OnTiming: s.speechTiming, Timeout: s.cfg.Speech.Timeout, Log: log})
 	if sp.TTS != nil {
 		v.OnAgentText(ls.onText)
@@ -110,7 +117,7 @@ func (ls *legSpeech) stop(v *broker.Voice) {
 }
 
 // attach gives the pipeline the leg's transport to speak on.
-func (ls *legSpeech) attach(m broker.MediaLeg) {
+func (ls *legSpeech) attach(m speechLeg) {
 	if ls == nil {
 		return
 	}
@@ -147,35 +154,35 @@ func unheardCode(err error) string {
 	return broker.UnheardFailed
 }
 
-// errNoLeg: the pipeline spoke before the transport was attached.
-var errNoLeg = errors.New("signaling: voice leg not attached yet")
-
-// play encodes a sentence to 20 ms Opus frames and queues them on the leg.
-func (ls *legSpeech) play(a speech.Audio) error {
-	ls.mu.Lock()
-	leg := ls.leg
-	ls.mu.Unlock()
-	if leg == nil {
-		return errNoLeg
-	}
+// encode turns a synthesized sentence into 20 ms Opus packets (on the
+// pipeline's speaker goroutine, which owns the encoder).
+func (ls *legSpeech) encode(a speech.Audio) ([][]byte, error) {
 	if !opusRate(a.Rate) {
 		var err error
 		if a, err = a.Resample(48000); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	pkts, err := ls.enc.Encode(a.Samples, a.Rate)
 	if err != nil {
-		return fmt.Errorf("signaling: encode speech: %w", err)
+		return nil, fmt.Errorf("signaling: encode speech: %w", err)
 	}
 	tail, err := ls.enc.Flush()
 	if err != nil {
-		return fmt.Errorf("signaling: encode speech: %w", err)
+		return nil, fmt.Errorf("signaling: encode speech: %w", err)
 	}
-	for _, p := range append(pkts, tail...) {
-		leg.Play(agentbridge.AudioFrame{Codec: agentbridge.CodecOpus, Payload: p})
+	return append(pkts, tail...), nil
+}
+
+// play queues a sentence on the leg; none before the leg is attached.
+func (ls *legSpeech) play(pkts [][]byte) int {
+	ls.mu.Lock()
+	leg := ls.leg
+	ls.mu.Unlock()
+	if leg == nil {
+		return 0
 	}
-	return nil
+	return leg.PlaySpeech(pkts)
 }
 
 // opusRate reports whether Opus encodes rate directly.
@@ -211,6 +218,8 @@ func (ls *legSpeech) speechEvent(e media.SpeechEvent) broker.SpeechEvent {
 	be := speechOf(e)
 	if ls != nil && e.Kind == media.SpeechBargeIn {
 		if h, ok := ls.p.Cut(e.Dropped); ok {
+			ls.log.Debug("speech: barge-in cut the spoken reply", "message_id", h.MessageID,
+				"dropped_frames", e.Dropped, "heard_ms", h.MS, "leg_heard_ms", e.HeardMS)
 			be.HeardMS, be.HeardText = h.MS, &h.Text
 		}
 	}

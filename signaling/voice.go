@@ -119,7 +119,7 @@ func (s *Server) serveVoiceOffer(w http.ResponseWriter, r *http.Request, sess br
 		ls.stop(v)
 		return err
 	}
-	ls.attach(mediaLeg{leg})
+	ls.attach(leg)
 	if err := s.voices.StartVoice(ctx, v, mediaLeg{leg}); err != nil {
 		_ = leg.Close()
 		return err

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parley-rtc/parley/agentbridge"
 	"github.com/parley-rtc/parley/agentbridge/agenttest"
 	"github.com/parley-rtc/parley/configs"
 	"github.com/parley-rtc/parley/media/speech"
@@ -165,5 +166,99 @@ func TestVoiceTurnUnheard(t *testing.T) {
 	}
 	if !strings.Contains(e.logs.String(), `"code":"down"`) {
 		t.Fatalf("the provider failure was not logged with its code")
+	}
+}
+
+// longReply is a reply of several sentences, about 12 s spoken.
+const longReply = "Our store opens at nine in the morning. It closes at six in the evening. " +
+	"On Saturdays we open at ten and close at four. We are closed on Sundays and public holidays. " +
+	"You can also order online at any time of the day or night."
+
+// TestBargeInOnSpokenReply: the pipeline speaks a long reply of a text
+// agent; a cough over it (100 ms, under barge_in_min_ms) changes nothing;
+// the visitor then talks over it: playout stops at once, the interrupt
+// carries how much was heard, in ms and in words, and the history shows
+// the reply as interrupted with the words heard, the text written kept
+// aside.
+func TestBargeInOnSpokenReply(t *testing.T) {
+	_, f := signalingtest.RequireSpeech(t)
+	e := startEnv(t, withSpeech, noEcho)
+	e.startAgent(func(ctx context.Context, c *agentbridge.Conversation) error {
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case ev, ok := <-c.Events():
+				if !ok {
+					return nil
+				}
+				if ev.Type == agentbridge.EventUserMessage {
+					if err := c.SendText(ctx, ev.MessageID, longReply); err != nil {
+						return err
+					}
+				}
+			}
+		}
+	})
+	s := e.NewSession(nil)
+	ws := e.MustDialWS(s)
+	call := e.NewVoiceClient(s)
+	call.WaitConnected()
+	ws.Send(map[string]any{"type": "message", "body": "when are you open?", "client_message_id": "c-1"})
+	done, _ := ws.Until("done")
+	replyID := done.Str("message_id")
+
+	agenttest.Poll(t, 30*time.Second, "1.5 s of the reply spoken", func() bool { return len(call.Heard()) >= 75 })
+	call.Send(signalingtest.Tone(t, 1, 5, 25, 12000)) // a cough, then quiet
+	agenttest.Poll(t, 30*time.Second, "3 s of the reply spoken", func() bool { return len(call.Heard()) >= 150 })
+
+	// Talk over it; the visitor's speech stays on until the interrupt
+	// comes back.
+	talk := append(signalingtest.Say(t, f, "hello can you hear me"), signalingtest.Quiet(t, 50)...)
+	talkAt, heardAtTalk := time.Now(), len(call.Heard())
+	go call.Send(talk)
+	interrupt, before := ws.Until("interrupt")
+	atInterrupt := len(call.Heard())
+	t.Logf("talking for %v, agent packets %d at the start, %d at the interrupt", time.Since(talkAt), heardAtTalk, atInterrupt)
+
+	for _, fr := range before {
+		if fr.Str("type") == "interrupt" {
+			t.Fatalf("the cough interrupted: %v", fr)
+		}
+	}
+	heardText, _ := interrupt["heard_text"].(string)
+	heardMS, _ := interrupt["heard_ms"].(float64)
+	if interrupt.Str("message_id") != replyID || heardMS < 3000 || heardMS > 12000 {
+		t.Fatalf("interrupt %v: want reply %s, heard 3..12 s", interrupt, replyID)
+	}
+	// What the visitor's peer received is what the interrupt says was
+	// heard, give or take the packets in flight.
+	if d := int(heardMS)/20 - atInterrupt; d < -5 || d > 5 {
+		t.Fatalf("heard_ms %.0f, but the visitor received %d frames (%d ms)", heardMS, atInterrupt, 20*atInterrupt)
+	}
+	if heardText == "" || !strings.HasPrefix(longReply, heardText) || len(heardText) >= len(longReply) {
+		t.Fatalf("heard_text %q: want a beginning of the reply", heardText)
+	}
+	t.Logf("barge-in after %.0f ms of the reply: heard %q", heardMS, heardText)
+
+	// The visitor's speech becomes a turn; by then the cut reply has long
+	// stopped playing (its later sentences were never queued).
+	heard, _ := ws.Until("message")
+	after := len(call.Heard()) - atInterrupt
+	if heard.Str("via") != "voice" {
+		t.Fatalf("the visitor's turn %v", heard)
+	}
+	if after > 25 {
+		t.Fatalf("%d agent packets arrived after the interrupt before the next turn: the cut reply kept playing", after)
+	}
+	h := e.History(s)
+	var reply map[string]any
+	for _, m := range h {
+		if m["id"] == replyID {
+			reply = m
+		}
+	}
+	if reply == nil || reply["interrupted"] != true || reply["body"] != heardText || reply["written"] != longReply {
+		t.Fatalf("the interrupted reply in history: %v", reply)
 	}
 }

@@ -48,10 +48,14 @@ type PipelineOptions struct {
 	// goroutine, for every utterance with words and for every one the
 	// recognizer failed on (Turn.Err set, no text): a turn is never lost.
 	Heard func(ctx context.Context, t Turn) (messageID string, err error)
-	// Play queues synthesized speech for the visitor: FramesOf(a) 20 ms
-	// frames (the leg encodes it, the last frame padded with silence). It
-	// is called on the speaker goroutine.
-	Play func(a Audio) error
+	// Encode turns a synthesized sentence into the 20 ms frames the leg
+	// plays (Opus packets), on the speaker goroutine.
+	Encode func(a Audio) ([][]byte, error)
+	// Play queues a sentence's frames for the visitor and returns how many
+	// it queued: none once a barge-in holds the playout. It is called with
+	// the pipeline's lock held, so that a barge-in (Cut) counts exactly
+	// what was queued: it must be quick and never block.
+	Play func(frames [][]byte) (queued int)
 	// OnTiming, if set, receives the stages of each voice turn when the
 	// first audio of its reply is handed to Play (the speaker goroutine).
 	OnTiming func(TurnTiming)
@@ -467,11 +471,14 @@ func (p *Pipeline) say(r *reply, text string) {
 		p.o.Log.Warn("speech: a sentence was not spoken", "message_id", r.id, "code", CodeOf(err), "err", err)
 		return
 	}
-	frames := FramesOf(a)
-	if frames == 0 {
+	frames, err := p.o.Encode(a)
+	if err != nil {
+		p.o.Log.Warn("speech: a sentence was not encoded", "message_id", r.id, "err", err)
 		return
 	}
-	// Counted before it is queued: a cut may come as soon as it plays.
+	if len(frames) == 0 {
+		return
+	}
 	now := time.Now()
 	var timing *TurnTiming
 	p.mu.Lock()
@@ -479,18 +486,22 @@ func (p *Pipeline) say(r *reply, text string) {
 		p.mu.Unlock()
 		return
 	}
-	r.spoken = append(r.spoken, spokenSentence{text: text, frames: frames})
-	r.frames += frames
-	p.ahead = later(p.ahead, now).Add(time.Duration(frames*frameMS) * time.Millisecond)
+	// Queued and counted under the lock: a barge-in's Cut sees either
+	// none of the sentence or exactly what the leg queued of it.
+	n := p.o.Play(frames)
+	if n == 0 {
+		p.mu.Unlock()
+		p.o.Log.Debug("speech: playout held: a sentence was dropped", "message_id", r.id)
+		return
+	}
+	r.spoken = append(r.spoken, spokenSentence{text: text, frames: n})
+	r.frames += n
+	p.ahead = later(p.ahead, now).Add(time.Duration(n*frameMS) * time.Millisecond)
 	if r.timing != nil {
 		timing, r.timing = r.timing, nil
 		timing.FirstAudio = now
 	}
 	p.mu.Unlock()
-	if err := p.o.Play(a); err != nil {
-		p.o.Log.Debug("speech: playout refused a sentence", "message_id", r.id, "err", err)
-		return
-	}
 	if timing != nil && p.o.OnTiming != nil {
 		p.o.OnTiming(*timing)
 	}

@@ -15,8 +15,9 @@ import (
 type sink struct {
 	mu     sync.Mutex
 	turns  []Turn
-	played []Audio
-	timing []TurnTiming
+	played  []Audio
+	encoded []Audio
+	timing  []TurnTiming
 	got    chan struct{}
 }
 
@@ -31,12 +32,25 @@ func (s *sink) heard(_ context.Context, t Turn) (string, error) {
 	return id, nil
 }
 
-func (s *sink) play(a Audio) error {
+// encode cuts a sentence into 20 ms frames (PCM here: the pipeline does
+// not look inside them) and remembers its audio.
+func (s *sink) encode(a Audio) ([][]byte, error) {
 	s.mu.Lock()
-	s.played = append(s.played, a)
+	s.encoded = append(s.encoded, a)
 	s.mu.Unlock()
-	s.got <- struct{}{}
-	return nil
+	return make([][]byte, FramesOf(a)), nil
+}
+
+// play queues every frame (the pipeline holds its lock: no channel send).
+func (s *sink) play(frames [][]byte) int {
+	s.mu.Lock()
+	s.played = append(s.played, s.encoded[len(s.encoded)-1])
+	s.mu.Unlock()
+	select {
+	case s.got <- struct{}{}:
+	default:
+	}
+	return len(frames)
 }
 
 func (s *sink) onTiming(t TurnTiming) {
@@ -70,7 +84,7 @@ func (s *sink) wait(t *testing.T, what string, cond func() bool) {
 func TestPipelineHearsTurns(t *testing.T) {
 	ps, f := requireLocal(t)
 	s := newSink()
-	p := NewPipeline(PipelineOptions{STT: ps, Heard: s.heard, Play: s.play})
+	p := NewPipeline(PipelineOptions{STT: ps, Heard: s.heard, Encode: s.encode, Play: s.play})
 	defer p.Close()
 	phrases := []string{"what are your opening hours", "hello can you hear me"}
 	start := time.Now()
@@ -100,7 +114,7 @@ func TestPipelineHearsTurns(t *testing.T) {
 func TestPipelineSpeaksAsTextStreams(t *testing.T) {
 	_, f := requireLocal(t)
 	s := newSink()
-	p := NewPipeline(PipelineOptions{TTS: f, Heard: s.heard, Play: s.play, Lead: time.Minute})
+	p := NewPipeline(PipelineOptions{TTS: f, Heard: s.heard, Encode: s.encode, Play: s.play, Lead: time.Minute})
 	defer p.Close()
 	p.ReplyDelta("r1", "m1", "Hello can you hear me. Where is ")
 	s.wait(t, "the first sentence, before the reply is done", func() bool { return len(s.played) == 1 })
@@ -147,7 +161,7 @@ func TestPipelineSpeaksAsTextStreams(t *testing.T) {
 func TestPipelineCut(t *testing.T) {
 	_, f := requireLocal(t)
 	s := newSink()
-	p := NewPipeline(PipelineOptions{TTS: f, Heard: s.heard, Play: s.play, Lead: time.Minute})
+	p := NewPipeline(PipelineOptions{TTS: f, Heard: s.heard, Encode: s.encode, Play: s.play, Lead: time.Minute})
 	defer p.Close()
 	p.ReplyDone("r1", "m1", "One two three. Four five six seven.")
 	p.ReplyDelta("r2", "m2", "Eight nine ten. Eleven")
@@ -219,7 +233,7 @@ func TestPipelineFailures(t *testing.T) {
 		code Code
 	}{{"down", down, CodeDown}, {"garbage", bad, CodeBadResponse}} {
 		s := newSink()
-		p := NewPipeline(PipelineOptions{STT: c.stt, Heard: s.heard, Play: s.play})
+		p := NewPipeline(PipelineOptions{STT: c.stt, Heard: s.heard, Encode: s.encode, Play: s.play})
 		p.Hear(a, time.Now(), time.Now())
 		s.wait(t, c.name+" turn", func() bool { return len(s.turns) == 1 })
 		p.Close()
@@ -249,7 +263,7 @@ func TestPipelineFailures(t *testing.T) {
 	}
 	defer held.Close()
 	s := newSink()
-	p := NewPipeline(PipelineOptions{STT: held, Heard: s.heard, Play: s.play, MaxPending: 1})
+	p := NewPipeline(PipelineOptions{STT: held, Heard: s.heard, Encode: s.encode, Play: s.play, MaxPending: 1})
 	p.Hear(a, time.Now(), time.Now())
 	<-started // being recognized
 	for range 3 {
@@ -274,7 +288,7 @@ func TestPipelineFailures(t *testing.T) {
 
 	// A synthesizer that is down: nothing plays, the pipeline goes on.
 	s = newSink()
-	p = NewPipeline(PipelineOptions{TTS: down, Heard: s.heard, Play: s.play})
+	p = NewPipeline(PipelineOptions{TTS: down, Heard: s.heard, Encode: s.encode, Play: s.play})
 	p.ReplyDone("r1", "m1", "First. Second.")
 	p.Close()
 	if len(s.played) != 0 {
@@ -288,7 +302,7 @@ func TestPipelineTiming(t *testing.T) {
 	ps, f := requireLocal(t)
 	s := newSink()
 	timed := make(chan TurnTiming, 1)
-	p := NewPipeline(PipelineOptions{STT: ps, TTS: f, Heard: s.heard, Play: s.play,
+	p := NewPipeline(PipelineOptions{STT: ps, TTS: f, Heard: s.heard, Encode: s.encode, Play: s.play,
 		OnTiming: func(tt TurnTiming) { timed <- tt }})
 	defer p.Close()
 	a, err := f.Synthesize(context.Background(), "where is my order")
