@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -381,5 +382,65 @@ func TestBargeInAnswersAwaitReply(t *testing.T) {
 	}
 	if got.ID != "msg_a1" || !got.Interrupted || got.Body != "We open at " {
 		t.Fatalf("reply = %+v", got)
+	}
+}
+
+// TestVoiceTurns: Heard logs what the speech pipeline heard as a
+// user_message via voice, once however often it is retried; a turn it
+// could not transcribe is logged without text, marked with why; a turn
+// with neither is refused; the transcript shows both, and a reply the
+// broker spoke and the visitor cut shows the words heard.
+func TestVoiceTurns(t *testing.T) {
+	b := startBroker(t)
+	s, v, _ := startTestVoice(t, b)
+	ctx := t.Context()
+	start := time.Now()
+	id, err := v.Heard(ctx, VoiceTurn{Text: " what are your opening hours ", Engine: "pocketsphinx", Start: start})
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := v.Heard(ctx, VoiceTurn{Text: "what are your opening hours", Engine: "pocketsphinx", Start: start})
+	if err != nil || again != id {
+		t.Fatalf("a retried turn: %q, %v; want %q", again, err, id)
+	}
+	if _, err := v.Heard(ctx, VoiceTurn{Start: start.Add(time.Second)}); !errors.Is(err, ErrValidation) {
+		t.Fatalf("a turn with no text and no reason: %v", err)
+	}
+	unheard, err := v.Heard(ctx, VoiceTurn{Unheard: UnheardDown, Start: start.Add(2 * time.Second)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	events, err := b.ReadLog(ctx, s.ConversationID, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var turns []agentbridge.Event
+	for _, ev := range events {
+		if ev.Type == agentbridge.EventUserMessage {
+			turns = append(turns, ev)
+		}
+	}
+	if len(turns) != 2 || turns[0].MessageID != id || turns[0].Text != "what are your opening hours" ||
+		turns[0].Via != agentbridge.ModeVoice || turns[0].Engine != "pocketsphinx" || turns[0].LegID != v.ID() ||
+		turns[0].At == nil || !turns[0].At.Equal(start.UTC()) {
+		t.Fatalf("voice turns %+v", turns)
+	}
+	if turns[1].MessageID != unheard || turns[1].Text != "" || turns[1].Reason != UnheardDown {
+		t.Fatalf("unheard turn %+v", turns[1])
+	}
+	heard := "Our store opens at nine."
+	msgs := Transcript(append(events,
+		agentbridge.Event{Type: agentbridge.EventTextDone, MessageID: "msg_r1", ReplyTo: id, Text: heard + " It closes at six.", Seq: 100},
+		agentbridge.Event{Type: agentbridge.EventInterrupt, MessageID: "msg_r1", Reason: agentbridge.ReasonBargeIn, HeardText: &heard, Seq: 101}))
+	var got []Message
+	for _, m := range msgs {
+		if m.Role == RoleVisitor || m.ID == "msg_r1" {
+			got = append(got, m)
+		}
+	}
+	if len(got) != 3 || got[0].Body != "what are your opening hours" || got[0].Via != "voice" ||
+		got[1].Body != "" || got[1].Unheard != UnheardDown ||
+		got[2].Body != heard || got[2].Written != heard+" It closes at six." || !got[2].Interrupted {
+		t.Fatalf("transcript %+v", got)
 	}
 }
