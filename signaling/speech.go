@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/parley-rtc/parley/agentbridge"
 	"github.com/parley-rtc/parley/broker"
@@ -235,4 +236,8 @@ func (s *Server) speechTiming(t speech.TurnTiming) {
 	obs("agent", t.FirstText.Sub(t.Logged).Seconds())
 	obs("tts", t.FirstAudio.Sub(t.FirstText).Seconds())
 	obs("total", t.FirstAudio.Sub(t.SpeechEnd).Seconds())
+	ms := func(a, b time.Time) int64 { return b.Sub(a).Milliseconds() }
+	s.log.Debug("speech: voice turn timing", "message_id", t.MessageID,
+		"turn_ms", ms(t.SpeechEnd, t.Heard), "stt_ms", ms(t.Heard, t.Recognized), "store_ms", ms(t.Recognized, t.Logged),
+		"agent_ms", ms(t.Logged, t.FirstText), "tts_ms", ms(t.FirstText, t.FirstAudio), "total_ms", ms(t.SpeechEnd, t.FirstAudio))
 }
