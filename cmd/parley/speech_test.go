@@ -11,6 +11,8 @@ import (
 
 	"github.com/parley-rtc/parley/agentbridge"
 	"github.com/parley-rtc/parley/agentbridge/agenttest"
+	"github.com/parley-rtc/parley/broker"
+	"github.com/parley-rtc/parley/cmd/internal/assistant"
 	"github.com/parley-rtc/parley/configs"
 	"github.com/parley-rtc/parley/media/speech"
 	"github.com/parley-rtc/parley/signaling/signalingtest"
@@ -260,5 +262,61 @@ func TestBargeInOnSpokenReply(t *testing.T) {
 	}
 	if reply == nil || reply["interrupted"] != true || reply["body"] != heardText || reply["written"] != longReply {
 		t.Fatalf("the interrupted reply in history: %v", reply)
+	}
+}
+
+// TestAssistantOnACall: the assistant agent (text only) on a voice call
+// through the speech pipeline. Its reply is spoken; the visitor cuts in;
+// the model's next request carries what the visitor heard of that reply,
+// not the whole text, and the words the visitor said, as heard. A voice
+// turn the pipeline could not make out is answered without asking the
+// model.
+func TestAssistantOnACall(t *testing.T) {
+	_, f := signalingtest.RequireSpeech(t)
+	e := startEnv(t, withSpeech, noEcho)
+	ep := newChatEndpoint(t, func(w http.ResponseWriter, r *http.Request, req chatRequest) {
+		sse(w, true, longReply)
+	})
+	e.startAssistant(ep, 5*time.Second, &syncBuffer{})
+	s := e.NewSession(nil)
+	ws := e.MustDialWS(s)
+	call := e.NewVoiceClient(s)
+	call.WaitConnected()
+	ws.Send(map[string]any{"type": "message", "body": "when are you open?", "client_message_id": "c-1"})
+	ws.Until("done")
+	agenttest.Poll(t, 30*time.Second, "2 s of the reply spoken", func() bool { return len(call.Heard()) >= 100 })
+	go call.Send(append(signalingtest.Say(t, f, "hello can you hear me"), signalingtest.Quiet(t, 50)...))
+	interrupt, _ := ws.Until("interrupt")
+	heardText, _ := interrupt["heard_text"].(string)
+	heard, _ := ws.Until("message")
+	if heardText == "" || heard.Str("via") != "voice" || heard.Str("body") == "" {
+		t.Fatalf("interrupt %v, turn %v", interrupt, heard)
+	}
+	agenttest.Poll(t, 30*time.Second, "the model asked about the spoken turn", func() bool { return len(ep.requests()) == 2 })
+	got := roles(ep.requests()[1].Messages)
+	want := []string{"system: Be brief.", "user: when are you open?", "assistant: " + heardText, "user: " + heard.Str("body")}
+	if !slices.Equal(got, want) {
+		t.Fatalf("the model's context:\n%q\nwant\n%q", got, want)
+	}
+
+	v, ok := e.app.broker.Voice(s.ID)
+	if !ok {
+		t.Fatal("no voice leg")
+	}
+	id, err := v.Heard(t.Context(), broker.VoiceTurn{Unheard: broker.UnheardTimeout, Start: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		fr, _ := ws.Until("done")
+		if fr.Str("reply_to") == id {
+			if fr.Str("body") != assistant.NotHeard {
+				t.Fatalf("the unheard turn was answered %q", fr.Str("body"))
+			}
+			break
+		}
+	}
+	if n := len(ep.requests()); n != 2 {
+		t.Fatalf("%d requests to the model: the unheard turn reached it", n)
 	}
 }

@@ -26,6 +26,9 @@ const DefaultSystem = "You are the assistant on this website, talking with a vis
 // DefaultMaxHistory is how many earlier messages go with a request.
 const DefaultMaxHistory = 20
 
+// NotHeard answers a voice turn the speech pipeline could not transcribe.
+const NotHeard = "Sorry, I didn't catch that. Could you say it again?"
+
 // Apology is what the visitor reads (or hears) when the endpoint fails.
 const Apology = "Sorry, I can't answer right now. Please try again in a moment."
 
@@ -51,6 +54,8 @@ func (a *Agent) Run(ctx context.Context, c *agentbridge.Conversation) error {
 		log = a.Log.With("conversation_id", c.ID())
 	}
 	h := historyOf(c.History())
+	last := -1 // the index in h of the latest reply, lastID's
+	lastID := ""
 	for {
 		select {
 		case <-ctx.Done():
@@ -63,14 +68,33 @@ func (a *Agent) Run(ctx context.Context, c *agentbridge.Conversation) error {
 			}
 			switch ev.Type {
 			case agentbridge.EventUserMessage:
+				if strings.TrimSpace(userText(ev)) == "" {
+					// A voice turn the speech pipeline could not make out
+					// (ev.Reason says why): nothing to ask the model.
+					if err := c.SendText(ctx, ev.MessageID, NotHeard); err != nil {
+						return err
+					}
+					continue
+				}
 				h = append(h, Message{Role: "user", Content: userText(ev)})
-				said, err := a.answer(ctx, c, log, ev.MessageID, a.request(h))
+				r := c.NewReply(ev.MessageID)
+				said, err := a.answer(ctx, c, log, r, a.request(h))
+				last, lastID = -1, ""
 				if said != "" {
 					h = append(h, Message{Role: "assistant", Content: said})
+					last, lastID = len(h)-1, r.ID()
 				}
-				h = a.tail(h) // what no request will send again goes
+				if n := len(h) - len(a.tail(h)); n > 0 {
+					h, last = h[n:], last-n // what no request will send again goes
+				}
 				if err != nil {
 					return err
+				}
+			case agentbridge.EventInterrupt:
+				// The visitor cut in while the broker spoke the reply:
+				// what they heard is what was said.
+				if ev.HeardText != nil && ev.MessageID == lastID && last >= 0 {
+					h[last].Content = *ev.HeardText
 				}
 			case agentbridge.EventModeChanged:
 				state := agentbridge.StateIdle
@@ -114,8 +138,7 @@ func (a *Agent) tail(h []Message) []Message {
 // barge-in, or (after a failure, logged with its code) the apology. Its
 // error is the conversation's (a refused append, a shutdown), not the
 // endpoint's.
-func (a *Agent) answer(ctx context.Context, c *agentbridge.Conversation, log *slog.Logger, replyTo string, msgs []Message) (string, error) {
-	r := c.NewReply(replyTo)
+func (a *Agent) answer(ctx context.Context, c *agentbridge.Conversation, log *slog.Logger, r *agentbridge.Reply, msgs []Message) (string, error) {
 	said, err := a.stream(ctx, c, r, msgs)
 	switch {
 	case errors.Is(err, agentbridge.ErrInterrupted):
@@ -130,7 +153,7 @@ func (a *Agent) answer(ctx context.Context, c *agentbridge.Conversation, log *sl
 		var e *Error
 		errors.As(err, &e)
 		log.Warn("assistant reply failed; the visitor gets an apology", "code", string(e.Code), "status", e.Status,
-			"detail", e.Detail, "endpoint", a.Client.URL(), "reply_to", replyTo, "said_bytes", len(said))
+			"detail", e.Detail, "endpoint", a.Client.URL(), "reply_id", r.ID(), "said_bytes", len(said))
 		text := Apology
 		if said != "" {
 			text = " … " + Apology
