@@ -13,12 +13,12 @@ import (
 
 // sink records what a pipeline logs and plays.
 type sink struct {
-	mu     sync.Mutex
-	turns  []Turn
+	mu      sync.Mutex
+	turns   []Turn
 	played  []Audio
 	encoded []Audio
 	timing  []TurnTiming
-	got    chan struct{}
+	got     chan struct{}
 }
 
 func newSink() *sink { return &sink{got: make(chan struct{}, 64)} }
