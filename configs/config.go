@@ -235,6 +235,27 @@ type EchoAgentConfig struct {
 	Workers int `yaml:"workers"`
 	// Agent is the agent name the echo worker registers as.
 	Agent string `yaml:"agent"`
+	// Assistant, when its base URL is set, makes the in-process agent
+	// answer with an OpenAI-compatible chat model (what `parley agent
+	// assistant` runs) instead of echoing: the demo becomes a real
+	// assistant in chat and voice.
+	Assistant AssistantConfig `yaml:"assistant"`
+}
+
+// AssistantConfig points the in-process agent at an OpenAI-compatible
+// chat-completions endpoint. The key is never in the configuration:
+// api_key_file, or PARLEY_ASSISTANT_API_KEY / OPENAI_API_KEY.
+type AssistantConfig struct {
+	// BaseURL is the API root, e.g. https://api.openai.com/v1 or a local
+	// server's http://127.0.0.1:11434/v1; empty: the echo agent.
+	BaseURL string `yaml:"base_url"`
+	// Model is the model name (empty: gpt-4o-mini).
+	Model string `yaml:"model"`
+	// APIKeyFile holds the key.
+	APIKeyFile string `yaml:"api_key_file"`
+	// System is the system prompt (empty: a short-answers website
+	// assistant whose replies may be spoken).
+	System string `yaml:"system"`
 }
 
 // Default returns a Config holding every default value, including the demo
@@ -443,7 +464,10 @@ func (c Config) LogValue() slog.Value {
 		slog.Group("echo_agent",
 			slog.Bool("enabled", c.EchoAgent.Enabled),
 			slog.Int("workers", c.EchoAgent.Workers),
-			slog.String("agent", c.EchoAgent.Agent)),
+			slog.String("agent", c.EchoAgent.Agent),
+			slog.String("assistant_base_url", c.EchoAgent.Assistant.BaseURL),
+			slog.String("assistant_model", c.EchoAgent.Assistant.Model),
+			slog.Bool("assistant_api_key_file", c.EchoAgent.Assistant.APIKeyFile != "")),
 		slog.Attr{Key: "media", Value: c.Media.logValue()},
 		slog.Attr{Key: "speech", Value: c.Speech.logValue()},
 		slog.Attr{Key: "widgets", Value: slog.GroupValue(widgets...)},

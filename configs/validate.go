@@ -112,6 +112,14 @@ func (c *Config) Validate() error {
 
 	ps.intRange("echo_agent.workers", c.EchoAgent.Workers, 0, maxEchoWorkers)
 	ps.token("echo_agent.agent", c.EchoAgent.Agent)
+	if as := c.EchoAgent.Assistant; as.BaseURL != "" {
+		if msg := checkPublicURL(as.BaseURL); msg != "" {
+			ps.add("echo_agent.assistant.base_url", "%s", msg)
+		}
+	}
+	if f := c.EchoAgent.Assistant.APIKeyFile; f != "" {
+		ps.readableFile("echo_agent.assistant.api_key_file", f)
+	}
 
 	c.Media.validate(&ps)
 	c.Limits.validate(&ps)

@@ -12,8 +12,10 @@ import (
 
 	"github.com/parley-rtc/parley/agentbridge"
 	"github.com/parley-rtc/parley/broker"
+	"github.com/parley-rtc/parley/cmd/internal/assistant"
 	"github.com/parley-rtc/parley/configs"
 	"github.com/parley-rtc/parley/media"
+	"github.com/parley-rtc/parley/media/speech"
 	"github.com/parley-rtc/parley/signaling"
 )
 
@@ -26,8 +28,10 @@ type app struct {
 	engine *media.Engine
 	lk     *media.LiveKit // nil without livekit.url
 	server *signaling.Server
-	// closeSpeech closes the speech engines' HTTP clients.
-	closeSpeech func()
+	// closeSpeech closes the speech engines' HTTP clients; closeAssistant
+	// the demo assistant's (nil: the echo agent).
+	closeSpeech    func()
+	closeAssistant func()
 
 	echoConn    *nats.Conn
 	echoWorkers []*agentbridge.Worker
@@ -104,9 +108,43 @@ func (a *app) startEcho() error {
 		return fmt.Errorf("echo agent: connect: %w", err)
 	}
 	a.echoConn = nc
+	if h, ok, err := a.demoAssistant(); err != nil {
+		return err
+	} else if ok {
+		workers, err := startWorkers(nc, a.cfg.NATS.Prefix, a.cfg.EchoAgent.Agent, a.cfg.EchoAgent.Workers, a.log, h)
+		a.echoWorkers = workers
+		if err != nil {
+			return fmt.Errorf("assistant agent: %w", err)
+		}
+		return nil
+	}
 	workers, err := startEchoWorkers(nc, a.cfg.NATS.Prefix, a.cfg.EchoAgent.Agent, a.cfg.EchoAgent.Workers, a.log)
 	a.echoWorkers = workers
 	return err
+}
+
+// demoAssistant is the in-process agent's handler when an assistant
+// endpoint is configured (echo_agent.assistant.base_url; serve also takes
+// PARLEY_ASSISTANT_BASE_URL, as `parley agent assistant` does); ok is
+// false without one: the demo runs the echo agent.
+func (a *app) demoAssistant() (agentbridge.Handler, bool, error) {
+	ac := a.cfg.EchoAgent.Assistant
+	if ac.BaseURL == "" {
+		return nil, false, nil
+	}
+	cfg := assistant.Config{BaseURL: ac.BaseURL, Model: ac.Model, KeyFile: ac.APIKeyFile}
+	if cfg.KeyFile == "" {
+		cfg.Key = speech.Secret(firstEnv(envAssistantKey, "OPENAI_API_KEY"))
+	}
+	client, err := assistant.NewClient(cfg)
+	if err != nil {
+		return nil, false, fmt.Errorf("assistant agent: %w", err)
+	}
+	a.closeAssistant = client.Close
+	a.log.Info("demo agent: the assistant", "agent", a.cfg.EchoAgent.Agent, "endpoint", client.URL(),
+		"model", client.Model(), "api_key", client.HasKey())
+	ag := &assistant.Agent{Client: client, System: ac.System, Log: a.log.With("component", "assistant")}
+	return ag.Run, true, nil
 }
 
 // startEchoWorkers starts n echo workers on nc.
@@ -133,6 +171,9 @@ func (a *app) Stop(ctx context.Context) error {
 	}
 	if a.echoConn != nil {
 		a.echoConn.Close()
+	}
+	if a.closeAssistant != nil {
+		a.closeAssistant()
 	}
 	a.broker.Close() // hangs up voice legs
 	if a.closeSpeech != nil {

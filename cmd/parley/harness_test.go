@@ -118,10 +118,16 @@ func (e *env) startAgent(h agentbridge.Handler) *agentbridge.Worker {
 // on it (body, as client message clientID) answered by the echo agent.
 func (e *env) chatSession(clientID, body string) (session, *wsClient) {
 	e.t.Helper()
+	return e.chatSessionReply(clientID, body, "echo: "+body)
+}
+
+// chatSessionReply is chatSession with the reply the agent must give.
+func (e *env) chatSessionReply(clientID, body, reply string) (session, *wsClient) {
+	e.t.Helper()
 	s := e.NewSession(nil)
 	ws := e.MustDialWS(s)
 	ws.Send(map[string]any{"type": "message", "body": body, "client_message_id": clientID})
-	signalingtest.ExpectReply(e.t, ws, clientID, "echo: "+body)
+	signalingtest.ExpectReply(e.t, ws, clientID, reply)
 	return s, ws
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -53,6 +54,11 @@ func serveCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "parley: %v\n", err)
 		return 2
 	}
+	// The variables `parley agent assistant` reads make the demo's agent
+	// the assistant too.
+	as := &cfg.EchoAgent.Assistant
+	as.BaseURL = cmp.Or(as.BaseURL, os.Getenv(envAssistantBaseURL))
+	as.Model = cmp.Or(as.Model, os.Getenv(envAssistantModel))
 	log := newLogger(stderr, cfg.Log.Level, cfg.Log.Format)
 	log.Info("starting parley", "version", version, "config", cfg)
 

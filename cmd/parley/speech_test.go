@@ -320,3 +320,21 @@ func TestAssistantOnACall(t *testing.T) {
 		t.Fatalf("%d requests to the model: the unheard turn reached it", n)
 	}
 }
+
+// TestDemoAssistant: with an assistant endpoint configured, the
+// in-process demo agent is the assistant, not the echo.
+func TestDemoAssistant(t *testing.T) {
+	ep := newChatEndpoint(t, func(w http.ResponseWriter, r *http.Request, req chatRequest) {
+		sse(w, true, "We open at nine.")
+	})
+	e := startEnv(t, func(c *configs.Config) {
+		c.EchoAgent.Assistant = configs.AssistantConfig{BaseURL: ep.URL + "/v1", Model: "demo-model"}
+	})
+	e.chatSessionReply("d-1", "when are you open?", "We open at nine.")
+	if r := ep.requests(); len(r) != 1 || r[0].Model != "demo-model" {
+		t.Fatalf("requests %+v", r)
+	}
+	if !strings.Contains(e.logs.String(), `"msg":"demo agent: the assistant"`) {
+		t.Fatal("the start did not say the demo agent is the assistant")
+	}
+}
