@@ -338,3 +338,28 @@ func TestDemoAssistant(t *testing.T) {
 		t.Fatal("the start did not say the demo agent is the assistant")
 	}
 }
+
+// TestServeWithoutSpeechTools: on a machine without the offline speech
+// engines, `parley serve` still starts and says that voice runs without
+// speech (and what installs it); with them it names the pipeline.
+func TestServeWithoutSpeechTools(t *testing.T) {
+	p := startProcEnv(t, []string{"PATH=" + t.TempDir()}, "serve", "--data-dir", t.TempDir(), "--listen", "127.0.0.1:0",
+		"--nats-listen", "127.0.0.1:-1", "--log-format", "json")
+	p.line(readyLine)
+	logs := p.stderr.String()
+	for _, want := range []string{"voice runs without speech-to-text", "voice runs without text-to-speech", "make speech-tools"} {
+		if !strings.Contains(logs, want) {
+			t.Fatalf("no %q in the start-up log:\n%s", want, tail(logs, 3000))
+		}
+	}
+	if strings.Contains(logs, `"msg":"speech pipeline"`) {
+		t.Fatalf("a speech pipeline without engines:\n%s", tail(logs, 3000))
+	}
+
+	signalingtest.RequireSpeech(t)
+	p = startProc(t, "serve", "--data-dir", t.TempDir(), "--listen", "127.0.0.1:0", "--nats-listen", "127.0.0.1:-1", "--log-format", "json")
+	p.line(readyLine)
+	if logs := p.stderr.String(); !strings.Contains(logs, `"msg":"speech pipeline","agent":"echo","stt":"pocketsphinx","tts":"flite"`) {
+		t.Fatalf("the start-up log does not name the demo's speech pipeline:\n%s", tail(logs, 3000))
+	}
+}
