@@ -35,6 +35,7 @@ import (
 	"github.com/parley-rtc/parley/broker"
 	"github.com/parley-rtc/parley/configs"
 	"github.com/parley-rtc/parley/media"
+	"github.com/parley-rtc/parley/media/speech"
 	"github.com/parley-rtc/parley/signaling/signalingtest"
 )
 
@@ -682,4 +683,49 @@ func TestLiveKitTokenErrors(t *testing.T) {
 	if _, ok := down.app.broker.Voice(ds.ID); ok {
 		t.Fatal("a voice leg was left behind")
 	}
+}
+
+// TestLiveKitSpeechPipeline: the speech pipeline works the same on the
+// LiveKit transport: the visitor's participant speaks (flite's voice, real
+// Opus through livekit-server), the bridge's utterance becomes a voice
+// turn for the text-only echo agent, and the reply is spoken back on the
+// bridge's track.
+func TestLiveKitSpeechPipeline(t *testing.T) {
+	_, f := signalingtest.RequireSpeech(t)
+	e := startLiveKitEnv(t, withSpeech)
+	s := e.MustCreateSession(liveKitWidgetKey, testOrigin, map[string]any{"mode": "chat"})
+	ws := e.MustDialWS(s)
+	r := e.liveKitToken(s)
+	if r.Status != http.StatusOK {
+		t.Fatalf("token: %d %s", r.Status, r.Raw)
+	}
+	c, err := joinLiveKit(t, r.Str("livekit_url"), r.Str("token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.publishMic()
+	silence := signalingtest.Quiet(t, 1)[0]
+	start := make(chan struct{})
+	go c.sendUntil(start, silence, append(signalingtest.Say(t, f, "where is my order"), signalingtest.Quiet(t, 50)...))
+	for {
+		fr := ws.Next()
+		if fr.Str("type") == "media_state" && fr.Str("state") == "connected" && fr.Str("reason") == "" {
+			break
+		}
+	}
+	close(start)
+	var heard frame
+	for {
+		fr := ws.Next()
+		if fr.Str("type") == "message" && fr.Str("via") == "voice" {
+			heard = fr
+		}
+		if fr.Str("type") == "done" && heard != nil && fr.Str("reply_to") == heard.Str("message_id") {
+			if w := speech.WordErrorRate("where is my order", heard.Str("body")); w > 0.25 || !strings.HasPrefix(fr.Str("body"), "You said: ") {
+				t.Fatalf("heard %q (WER %.2f), replied %q", heard.Str("body"), w, fr.Str("body"))
+			}
+			break
+		}
+	}
+	agenttest.Poll(t, 30*time.Second, "the spoken reply on the bridge's track", func() bool { return c.received.Load() >= 50 })
 }
