@@ -218,7 +218,8 @@ func TestBargeInAfterTextDone(t *testing.T) {
 }
 
 // TestVoiceSettings: a leg's settings come from its widget's voice
-// settings, with barge-in off when the widget or the agent says off.
+// settings, with barge-in off when the widget or the agent says off (and
+// the broker's own speech interruptible unless the widget says off).
 func TestVoiceSettings(t *testing.T) {
 	b := startBrokerWith(t, nil, func(cfg *configs.Config) {
 		fastDispatch(cfg)
@@ -240,14 +241,17 @@ func TestVoiceSettings(t *testing.T) {
 		return b.NewVoice(res.Session).Settings()
 	}
 	want := VoiceSettings{ThresholdDBov: -55, MinSpeech: 100 * time.Millisecond, Hangover: 400 * time.Millisecond,
-		BargeIn: true, BargeInMin: 500 * time.Millisecond}
+		BargeIn: true, BargeInMin: 500 * time.Millisecond, WidgetBargeIn: true}
 	if got := settings("wdg_demo", "echo"); got != want {
 		t.Fatalf("demo widget: %+v, want %+v", got, want)
 	}
+	// The agent's off is about its own audio: speech the broker speaks
+	// for it stays interruptible (WidgetBargeIn).
 	want.BargeIn = false
 	if got := settings("wdg_quiet", "quiet"); got != want {
 		t.Fatalf("agent barge_in off: %+v, want %+v", got, want)
 	}
+	want.WidgetBargeIn = false
 	if got := settings("wdg_off", "echo"); got != want {
 		t.Fatalf("widget barge_in off: %+v, want %+v", got, want)
 	}
