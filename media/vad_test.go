@@ -323,9 +323,15 @@ func ofReply(c *client, r byte) int {
 }
 
 // bargeInLeg connects a client with the audio level extension to a leg
-// with barge-in on, and starts its mic track.
+// with barge-in on, and starts its mic track. Its hangover is 1 s unless v
+// sets one: a sender stalled longer than the hangover on a loaded machine
+// is a visitor who stopped sending (wall-clock idle ends the speech), and
+// would split one burst of speech in two.
 func bargeInLeg(t *testing.T, v VAD) (*client, *Leg, *speechLog) {
 	t.Helper()
+	if v.Hangover == 0 {
+		v.Hangover = time.Second
+	}
 	e := newTestEngine(t, testConfig())
 	sl := &speechLog{}
 	c, leg, _ := connectLeg(t, e, clientOpts{audioLevel: true}, LegOptions{AgentFormat: FormatOpus(), VAD: v, OnSpeech: sl.on})
