@@ -41,6 +41,10 @@ const (
 	// played). That reply counts as interrupted in the log whatever the
 	// agent appends to it later.
 	EventInterrupt = "interrupt"
+	// EventAgentSpeaking: the broker's speech pipeline is about to speak a
+	// sentence (Text) of the reply MessageID, from At for DurationMS: the
+	// captions of the call. Agents may ignore it.
+	EventAgentSpeaking = "agent_speaking"
 	// EventMediaState reports a voice leg's connection state (connected,
 	// disconnected, failed, closed); agents may ignore it.
 	EventMediaState = "media_state"
@@ -142,6 +146,8 @@ type Event struct {
 	// the visitor heard, when the broker spoke it (the speech pipeline):
 	// what was really said. Absent when the agent spoke its own audio.
 	HeardText *string `json:"heard_text,omitempty"`
+	// DurationMS is how long an agent_speaking sentence plays.
+	DurationMS int64 `json:"duration_ms,omitempty"`
 	// Engine names the speech-to-text engine that heard a user_message
 	// via voice ("pocketsphinx", "openai:whisper-1").
 	Engine string `json:"engine,omitempty"`
@@ -184,7 +190,7 @@ func (e *Event) IsInbound() bool {
 	switch e.Type {
 	case EventUserMessage, EventModeChanged, EventCapture, EventSessionStarted,
 		EventSessionEnded, EventUserSpeechStarted, EventUserSpeechStopped, EventInterrupt, EventMediaState,
-		EventAgentAssigned:
+		EventAgentAssigned, EventAgentSpeaking:
 		return true
 	}
 	return false

@@ -273,3 +273,17 @@ func (v *Voice) OnAgentText(f func(agentbridge.Event)) {
 	defer v.mu.Unlock()
 	v.onText = f
 }
+
+// Speaking logs that the speech pipeline is about to speak a sentence of
+// a reply (agent_speaking): the visitor's widget shows it as the call's
+// caption from at, for dur. It is best effort: a caption not stored is
+// only logged.
+func (v *Voice) Speaking(ctx context.Context, messageID, replyTo, text string, at time.Time, dur time.Duration) {
+	at = at.UTC()
+	ev := agentbridge.Event{Type: agentbridge.EventAgentSpeaking, ConversationID: v.session.ConversationID,
+		SessionID: v.session.ID, LegID: v.id, MessageID: messageID, ReplyTo: replyTo, Text: text, At: &at,
+		DurationMS: dur.Milliseconds()}
+	if _, err := v.b.appendInbound(ctx, ev, "", v.session.Agent); err != nil {
+		v.b.log.Debug("caption not recorded", "leg_id", v.id, "message_id", messageID, "err", err)
+	}
+}

@@ -77,7 +77,7 @@ func (s *Server) newLegSpeech(v *broker.Voice, log *slog.Logger) *legSpeech {
 		return nil // shutting down
 	}
 	ls.p = speech.NewPipeline(speech.PipelineOptions{STT: sp.STT, TTS: sp.TTS, Heard: ls.heard, Encode: ls.encode, Play: ls.play,
-		OnTiming: s.speechTiming, Timeout: s.cfg.Speech.Timeout, Log: log})
+		OnTiming: s.speechTiming, OnSpeaking: ls.speaking, Timeout: s.cfg.Speech.Timeout, Log: log})
 	if sp.TTS != nil {
 		v.OnAgentText(ls.onText)
 	}
@@ -207,6 +207,16 @@ func (ls *legSpeech) onText(ev agentbridge.Event) {
 		}
 	}
 }
+
+// speaking records a sentence about to be spoken: the call's caption.
+func (ls *legSpeech) speaking(sp speech.Spoken) {
+	ctx, cancel := context.WithTimeout(context.Background(), captionTimeout)
+	defer cancel()
+	ls.v.Speaking(ctx, sp.MessageID, sp.ReplyTo, sp.Text, sp.At, sp.Duration)
+}
+
+// captionTimeout bounds storing a caption: one late is no use.
+const captionTimeout = 2 * time.Second
 
 // onUtterance gives the pipeline an utterance to transcribe.
 func (ls *legSpeech) onUtterance(u media.Utterance) {

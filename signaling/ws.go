@@ -64,6 +64,8 @@ type serverFrame struct {
 	Interrupted     bool            `json:"interrupted,omitempty"`
 	HeardMS         *int64          `json:"heard_ms,omitempty"`
 	HeardText       *string         `json:"heard_text,omitempty"`
+	StartsInMS      *int64          `json:"starts_in_ms,omitempty"`
+	DurationMS      int64           `json:"duration_ms,omitempty"`
 	Code            string          `json:"code,omitempty"`
 	Message         string          `json:"message,omitempty"`
 }
@@ -504,6 +506,18 @@ func (l *leg) onEvent(ev *agentbridge.Event) bool {
 		l.sendReply(ev.MessageID, ev.ReplyTo, ev.Text, ev.Seq, ev.Interrupted)
 	case agentbridge.EventUserSpeechStarted:
 		l.send(serverFrame{Type: "speech", State: "started", LegID: ev.LegID, Seq: ev.Seq})
+	case agentbridge.EventAgentSpeaking:
+		// A caption: shown when its sentence plays. One whose sentence has
+		// played (a catch-up after a reload) is not sent.
+		if ev.At == nil {
+			return false
+		}
+		startsIn := time.Until(*ev.At).Milliseconds()
+		if startsIn+ev.DurationMS <= 0 {
+			return false
+		}
+		l.send(serverFrame{Type: "caption", MessageID: ev.MessageID, ReplyTo: ev.ReplyTo, Text: ev.Text,
+			StartsInMS: &startsIn, DurationMS: ev.DurationMS, LegID: ev.LegID, Seq: ev.Seq})
 	case agentbridge.EventUserSpeechStopped:
 		l.send(serverFrame{Type: "speech", State: "stopped", LegID: ev.LegID, Seq: ev.Seq})
 	case agentbridge.EventInterrupt:

@@ -88,6 +88,14 @@ func TestVoiceTurnsWithSpeechPipeline(t *testing.T) {
 	if body := reply.Str("body"); !strings.HasPrefix(body, "You said: ") {
 		t.Fatalf("reply %q", body)
 	}
+	// The caption of the sentence being spoken, timed to when it plays.
+	caption, _ := ws.Until("caption")
+	startsIn, _ := caption["starts_in_ms"].(float64)
+	dur, _ := caption["duration_ms"].(float64)
+	if caption.Str("message_id") != reply.Str("message_id") || caption.Str("text") != reply.Str("body") ||
+		startsIn < -500 || startsIn > 2000 || dur < 1000 || dur > 5000 {
+		t.Fatalf("caption %v of reply %v", caption, reply)
+	}
 	spoken := waitSpoken(t, call, 0)
 	tr, err := ps.Transcribe(context.Background(), signalingtest.Decode(t, spoken))
 	if err != nil {

@@ -56,6 +56,11 @@ type PipelineOptions struct {
 	// the pipeline's lock held, so that a barge-in (Cut) counts exactly
 	// what was queued: it must be quick and never block.
 	Play func(frames [][]byte) (queued int)
+	// OnSpeaking, if set, is told of each sentence handed to Play: the
+	// reply it is of, its text, when it starts playing and for how long
+	// (the call's captions). It is called on the speaker goroutine,
+	// without the pipeline's lock.
+	OnSpeaking func(s Spoken)
 	// OnTiming, if set, receives the stages of each voice turn when the
 	// first audio of its reply is handed to Play (the speaker goroutine).
 	OnTiming func(TurnTiming)
@@ -102,6 +107,14 @@ type TurnTiming struct {
 	// FirstText: the reply's first text arrived; FirstAudio: its first
 	// sentence was synthesized and handed to Play.
 	FirstText, FirstAudio time.Time
+}
+
+// Spoken is a sentence handed to the leg to play.
+type Spoken struct {
+	MessageID, ReplyTo, Text string
+	// At is when it starts playing (after what was queued before it).
+	At       time.Time
+	Duration time.Duration
 }
 
 // Heard is what a barge-in cut of the visitor's hearing of a reply.
@@ -496,12 +509,17 @@ func (p *Pipeline) say(r *reply, text string) {
 	}
 	r.spoken = append(r.spoken, spokenSentence{text: text, frames: n})
 	r.frames += n
-	p.ahead = later(p.ahead, now).Add(time.Duration(n*frameMS) * time.Millisecond)
+	dur := time.Duration(n*frameMS) * time.Millisecond
+	sp := Spoken{MessageID: r.id, ReplyTo: r.replyTo, Text: text, At: later(p.ahead, now), Duration: dur}
+	p.ahead = sp.At.Add(dur)
 	if r.timing != nil {
 		timing, r.timing = r.timing, nil
 		timing.FirstAudio = now
 	}
 	p.mu.Unlock()
+	if p.o.OnSpeaking != nil {
+		p.o.OnSpeaking(sp)
+	}
 	if timing != nil && p.o.OnTiming != nil {
 		p.o.OnTiming(*timing)
 	}

@@ -114,7 +114,9 @@ func TestPipelineHearsTurns(t *testing.T) {
 func TestPipelineSpeaksAsTextStreams(t *testing.T) {
 	_, f := requireLocal(t)
 	s := newSink()
-	p := NewPipeline(PipelineOptions{TTS: f, Heard: s.heard, Encode: s.encode, Play: s.play, Lead: time.Minute})
+	var captions []Spoken // the speaker goroutine's until Close
+	p := NewPipeline(PipelineOptions{TTS: f, Heard: s.heard, Encode: s.encode, Play: s.play, Lead: time.Minute,
+		OnSpeaking: func(sp Spoken) { captions = append(captions, sp) }})
 	defer p.Close()
 	p.ReplyDelta("r1", "m1", "Hello can you hear me. Where is ")
 	s.wait(t, "the first sentence, before the reply is done", func() bool { return len(s.played) == 1 })
@@ -153,6 +155,21 @@ func TestPipelineSpeaksAsTextStreams(t *testing.T) {
 	defer s.mu.Unlock()
 	if len(s.played) != 5 {
 		t.Fatalf("%d sentences played after the replies were done, want 5", len(s.played))
+	}
+	// Captions: each sentence, timed to start when the one before ends.
+	p.Close()
+	texts := []string{"Hello can you hear me.", "Where is my order", "Tell me a joke.", "What are your opening hours.", "Hello can you hear me."}
+	for i, c := range captions {
+		// Whole 20 ms frames: the last one padded.
+		if d := c.Duration - s.played[i].Duration(); c.Text != texts[i] || d < 0 || d >= 20*time.Millisecond {
+			t.Fatalf("caption %d: %+v, want %q lasting %s", i, c, texts[i], s.played[i].Duration())
+		}
+		if i > 0 && !c.At.Equal(captions[i-1].At.Add(captions[i-1].Duration)) {
+			t.Fatalf("caption %d starts at %s, the one before ends at %s", i, c.At, captions[i-1].At.Add(captions[i-1].Duration))
+		}
+	}
+	if len(captions) != 5 || captions[0].MessageID != "r1" || captions[2].MessageID != "r2" || captions[2].ReplyTo != "m2" {
+		t.Fatalf("captions %+v", captions)
 	}
 }
 
