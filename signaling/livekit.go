@@ -122,6 +122,7 @@ func (s *Server) liveKitLeg(ctx context.Context, sess broker.Session, lk *media.
 	}
 	ls.attach(br)
 	if err := s.voices.StartVoice(ctx, v, br); err != nil {
+		ls.stop(v)
 		_ = br.Close()
 		return nil, err
 	}

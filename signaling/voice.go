@@ -121,6 +121,7 @@ func (s *Server) serveVoiceOffer(w http.ResponseWriter, r *http.Request, sess br
 	}
 	ls.attach(leg)
 	if err := s.voices.StartVoice(ctx, v, mediaLeg{leg}); err != nil {
+		ls.stop(v)
 		_ = leg.Close()
 		return err
 	}

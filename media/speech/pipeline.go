@@ -29,7 +29,8 @@ type Pipeline struct {
 	utter  chan utterance
 	wake   chan struct{} // 1-buffered: the speaker has something to do
 
-	mu sync.Mutex
+	mu     sync.Mutex
+	closed bool // Close was called
 	// replies are spoken in order: those whose audio may still be queued
 	// in the leg, then the one being spoken, then those waiting.
 	replies []*reply
@@ -187,6 +188,9 @@ func NewPipeline(o PipelineOptions) *Pipeline {
 // cancelled, and utterances not yet recognized are dropped. It waits for
 // the goroutines.
 func (p *Pipeline) Close() {
+	p.mu.Lock()
+	p.closed = true // no goroutine is added after this
+	p.mu.Unlock()
 	p.cancel()
 	p.wg.Wait()
 }
@@ -201,7 +205,13 @@ func (p *Pipeline) Hear(a Audio, start, end time.Time) {
 	case p.utter <- u:
 	default:
 		// Recognition is behind: the turn is still logged, marked.
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			return
+		}
 		p.wg.Add(1)
+		p.mu.Unlock()
 		go func() { // owned: Close waits for it
 			defer p.wg.Done()
 			p.logTurn(Turn{Start: start, End: end, Audio: a.Duration(), Err: ErrBusy}, u)
