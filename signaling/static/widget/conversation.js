@@ -46,15 +46,15 @@ function onFrame(f) {
       const el = st.replies.get(f.message_id) || addLine("agent", "", { id: f.message_id });
       el.classList.remove("streaming");
       bodyOf(el).textContent = f.body;
-      if (f.interrupted || st.cutIds.has(f.message_id)) markInterrupted(el);
+      // Cut while Parley spoke it: the reply is the words the visitor heard.
+      const heard = st.heardText.get(f.message_id);
+      if (f.interrupted || st.cutIds.has(f.message_id)) markInterrupted(el, heard);
       st.replies.delete(f.message_id);
-      if (st.call) caption("agent", f.body);
-      emit("message", { role: "agent", body: f.body, via: st.call ? "voice" : "chat", id: f.message_id });
+      if (st.call) caption("agent", bodyOf(el).textContent);
+      emit("message", { role: "agent", body: heard === undefined ? f.body : heard, via: st.call ? "voice" : "chat", id: f.message_id });
       break;
     }
-    case "message":
-      addLine("visitor", f.body);
-      break;
+    case "message": onVisitorMessage(f); break;
     case "error": onErrorFrame(f); break;
     case "agent_state":
       st.agentState = f.state === "connected" ? "" : f.state;
@@ -107,12 +107,21 @@ function onFrame(f) {
     case "interrupt": {
       // The visitor spoke over the agent (barge-in): its reply stops
       // where they cut in; chunks still on their way are not shown.
+      // When Parley spoke the reply, heard_text is the words of it the
+      // visitor heard: the line shows those, cut off.
+      const heard = typeof f.heard_text === "string" ? f.heard_text : undefined;
       if (f.message_id) {
         st.cutIds.add(f.message_id);
+        if (heard !== undefined) st.heardText.set(f.message_id, heard);
         const el = st.replies.get(f.message_id) || agentLine(f.message_id);
-        if (el) markInterrupted(el);
+        if (el) {
+          markInterrupted(el, heard);
+          if (st.call && heard !== undefined) caption("agent", bodyOf(el).textContent);
+        }
       }
-      emit("interrupt", { message_id: f.message_id || "", heard_ms: f.heard_ms || 0 });
+      const detail = { message_id: f.message_id || "", heard_ms: f.heard_ms || 0 };
+      if (heard !== undefined) detail.heard_text = heard;
+      emit("interrupt", detail);
       break;
     }
     case "media_state": {
@@ -125,6 +134,20 @@ function onFrame(f) {
     }
   }
   noteSeq(f);
+}
+// onVisitorMessage shows a visitor turn that this composer did not send:
+// typed in another tab, or spoken on a call and heard by Parley's speech
+// pipeline (via "voice"; this session's own turns too), which says what it
+// heard, or why it heard nothing (reason, a speech_* code).
+function onVisitorMessage(f) {
+  if (f.via !== "voice") {
+    addLine("visitor", f.body);
+    return;
+  }
+  if (!showVoiceTurn(f.message_id, f.body, f.reason) || !f.body) return;
+  if (st.call) caption("you", f.body);
+  emit("message", { role: "visitor", body: f.body, via: "voice", id: f.message_id });
+  offerVolunteered(f.body);
 }
 function onErrorFrame(f) {
   const err = apiError(f.code, f.message);

@@ -116,10 +116,16 @@ async function renderHistory() {
   const welcome = texts().welcome_text;
   if (welcome && h.messages.length === 0) addLine("agent welcome", welcome);
   for (const m of h.messages) {
-    const el = addLine(m.role, m.body, { voice: m.via === "voice" && m.role === "visitor", id: m.role === "agent" ? m.id : "" });
-    if (m.interrupted) markInterrupted(el);
-    if (m.role === "agent") st.doneIds.add(m.id);
     if (m.seq) st.lastSeq = Math.max(st.lastSeq, m.seq);
+    if (m.role === "visitor" && m.via === "voice") {
+      showVoiceTurn(m.id, m.body, m.unheard); // what Parley heard, or why it heard nothing
+      continue;
+    }
+    const el = addLine(m.role, m.body, { id: m.role === "agent" ? m.id : "" });
+    // A reply Parley spoke and the visitor cut keeps what was written
+    // aside (written): its body is the words they heard.
+    if (m.interrupted) markInterrupted(el, typeof m.written === "string" ? m.body : undefined);
+    if (m.role === "agent") st.doneIds.add(m.id);
   }
   saveState({ seq: st.lastSeq });
 }

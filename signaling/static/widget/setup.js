@@ -61,6 +61,8 @@ const st = {
   heard: new Map(),      // transcript message id -> line
   doneIds: new Set(),    // agent replies shown complete
   cutIds: new Set(),     // agent replies the visitor interrupted (barge-in)
+  heardText: new Map(),  // interrupted reply id -> the words of it the visitor heard (Parley spoke it)
+  voiceTurns: new Set(), // visitor turns Parley heard on a call and shown (message ids)
   hearing: false,        // the visitor is speaking on the call (speech frames)
   freshCard: null,       // the capture pill of the current turn
   typingEl: null, claims: null, captured: new Set(), offered: new Set(),

@@ -17,6 +17,15 @@ const STRINGS = {
       failed: "The call failed", ended: "Call ended" },
     agent: { listening: "Listening", thinking: "Thinking…", speaking: "Speaking", idle: "" },
     hearing: "Hearing you…", interrupted: "(interrupted)",
+    // A turn of the visitor's that Parley's speech recognition could not
+    // hear, by the speech_* code of why (speech_failed for any other).
+    unheard: {
+      speech_down: "Sorry — we couldn't make out what you said (speech recognition is unavailable). You can type instead.",
+      speech_unavailable: "Sorry — we couldn't make out what you said (speech recognition isn't set up here). You can type instead.",
+      speech_timeout: "Sorry — we couldn't make out what you said in time. Please say it again.",
+      speech_busy: "Sorry — we couldn't keep up with what you said. Please say it again, a little slower.",
+      speech_failed: "Sorry — we couldn't make out what you said. Please say it again.",
+    },
     navigating: "Taking you to {label}…", navRefused: "That page can't be opened from here.",
     captureAsked: "The assistant asked for your details:", capShare: "Share", capSave: "Save", capNo: "No thanks",
     capDismiss: "Dismiss", capSaved: "Thanks! Saved your {kind}: {value}",
@@ -37,6 +46,13 @@ const STRINGS = {
       failed: "L'appel a échoué", ended: "Appel terminé" },
     agent: { listening: "À l'écoute", thinking: "Réflexion…", speaking: "Parle", idle: "" },
     hearing: "Je vous entends…", interrupted: "(interrompu)",
+    unheard: {
+      speech_down: "Désolé — nous n'avons pas pu comprendre ce que vous avez dit (la reconnaissance vocale est indisponible). Vous pouvez écrire à la place.",
+      speech_unavailable: "Désolé — nous n'avons pas pu comprendre ce que vous avez dit (la reconnaissance vocale n'est pas disponible ici). Vous pouvez écrire à la place.",
+      speech_timeout: "Désolé — nous n'avons pas pu comprendre ce que vous avez dit à temps. Pouvez-vous le répéter ?",
+      speech_busy: "Désolé — nous n'avons pas pu suivre ce que vous avez dit. Pouvez-vous le répéter, un peu plus lentement ?",
+      speech_failed: "Désolé — nous n'avons pas pu comprendre ce que vous avez dit. Pouvez-vous le répéter ?",
+    },
     capShare: "Partager", capSave: "Enregistrer", capNo: "Non merci",
   },
   es: {
@@ -48,6 +64,13 @@ const STRINGS = {
       failed: "La llamada falló", ended: "Llamada terminada" },
     agent: { listening: "Escuchando", thinking: "Pensando…", speaking: "Hablando", idle: "" },
     hearing: "Te escucho…", interrupted: "(interrumpido)",
+    unheard: {
+      speech_down: "Lo sentimos — no pudimos entender lo que dijiste (el reconocimiento de voz no está disponible). Puedes escribir en su lugar.",
+      speech_unavailable: "Lo sentimos — no pudimos entender lo que dijiste (el reconocimiento de voz no está configurado aquí). Puedes escribir en su lugar.",
+      speech_timeout: "Lo sentimos — no pudimos entender a tiempo lo que dijiste. ¿Puedes repetirlo?",
+      speech_busy: "Lo sentimos — no pudimos seguir lo que dijiste. ¿Puedes repetirlo un poco más despacio?",
+      speech_failed: "Lo sentimos — no pudimos entender lo que dijiste. ¿Puedes repetirlo?",
+    },
     capShare: "Compartir", capSave: "Guardar", capNo: "No, gracias",
   },
   de: {
@@ -59,6 +82,13 @@ const STRINGS = {
       failed: "Der Anruf ist fehlgeschlagen", ended: "Anruf beendet" },
     agent: { listening: "Hört zu", thinking: "Denkt nach…", speaking: "Spricht", idle: "" },
     hearing: "Ich höre Sie…", interrupted: "(unterbrochen)",
+    unheard: {
+      speech_down: "Entschuldigung — wir konnten nicht verstehen, was Sie gesagt haben (die Spracherkennung ist nicht erreichbar). Sie können stattdessen schreiben.",
+      speech_unavailable: "Entschuldigung — wir konnten nicht verstehen, was Sie gesagt haben (die Spracherkennung ist hier nicht eingerichtet). Sie können stattdessen schreiben.",
+      speech_timeout: "Entschuldigung — wir konnten nicht rechtzeitig verstehen, was Sie gesagt haben. Bitte sagen Sie es noch einmal.",
+      speech_busy: "Entschuldigung — wir kamen nicht mit. Bitte sagen Sie es noch einmal, etwas langsamer.",
+      speech_failed: "Entschuldigung — wir konnten nicht verstehen, was Sie gesagt haben. Bitte sagen Sie es noch einmal.",
+    },
     capShare: "Teilen", capSave: "Speichern", capNo: "Nein, danke",
   },
 };

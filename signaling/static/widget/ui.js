@@ -354,12 +354,43 @@ function agentLine(id) {
   for (const el of ui.log.querySelectorAll(".msg.agent")) if (el.dataset.id === id) return el;
   return null;
 }
-// markInterrupted shows that the visitor cut a reply short: the text is
-// what was written (or said) before they spoke over it.
-function markInterrupted(el) {
-  if (!el || el.classList.contains("interrupted")) return;
+// markInterrupted shows that the visitor cut a reply short. heard, when
+// Parley spoke the reply, is the words of it they heard: the line shows
+// those, trailing off where they cut in, and "(interrupted)" is left to
+// screen readers. Otherwise the text is what was written before they
+// spoke over it, marked "(interrupted)".
+function markInterrupted(el, heard) {
+  if (!el) return;
+  const spoken = typeof heard === "string";
+  if (spoken) bodyOf(el).textContent = cutOff(heard);
+  let cut = el.querySelector(".cut");
+  if (!cut) {
+    cut = h("span", { class: "cut", text: T.interrupted });
+    el.append(cut);
+  }
   el.classList.add("interrupted");
-  el.append(h("span", { class: "cut", text: T.interrupted }));
+  cut.classList.toggle("sr", spoken && bodyOf(el).textContent !== "");
+}
+// cutOff is the words heard of a reply, trailing off ("…").
+function cutOff(heard) {
+  const t = heard.replace(/[\s,;:]+$/, "");
+  if (!t) return "";
+  return t + (/[.!?…]$/.test(t) ? " …" : "…");
+}
+// showVoiceTurn shows a visitor turn of a voice call that Parley heard
+// (body, marked as spoken), or a note of why it heard nothing (reason, a
+// speech_* code), once per message id: a frame and the history may both
+// bring it. It reports whether it showed it.
+function showVoiceTurn(id, body, reason) {
+  if (id && st.voiceTurns.has(id)) return false;
+  if (id) st.voiceTurns.add(id);
+  if (body) {
+    addLine("visitor", body, { voice: true, id });
+    return true;
+  }
+  const el = addNote(T.unheard[reason] || T.unheard.speech_failed, "unheard");
+  if (el && id) el.dataset.id = id;
+  return true;
 }
 function addNote(text, cls) {
   if (!ui) return null;
