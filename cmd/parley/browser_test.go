@@ -54,8 +54,9 @@ type browser struct {
 }
 
 // newBrowser starts Chromium with a fresh profile; it is closed when the
-// test ends (before the env, which was started first).
-func newBrowser(t *testing.T) *browser {
+// test ends (before the env, which was started first). extra are more
+// flags for this browser only (fakeMic).
+func newBrowser(t *testing.T, extra ...chromedp.ExecAllocatorOption) *browser {
 	t.Helper()
 	opts := []chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(chromiumPath),
@@ -73,6 +74,7 @@ func newBrowser(t *testing.T) *browser {
 		chromedp.Flag("allow-loopback-in-peer-connection", true),
 		chromedp.UserDataDir(filepath.Join(t.TempDir(), "chromium-profile")),
 	}
+	opts = append(opts, extra...)
 	b := &browser{t: t}
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelTab := chromedp.NewContext(actx, chromedp.WithErrorf(b.logf("chromedp error")))
@@ -96,6 +98,12 @@ func newBrowser(t *testing.T) *browser {
 	}
 	t.Logf("chromium up in %v", time.Since(start).Round(time.Millisecond))
 	return b
+}
+
+// fakeMic makes Chromium's fake microphone play the WAV file at path, in
+// a loop, instead of its beeps.
+func fakeMic(path string) chromedp.ExecAllocatorOption {
+	return chromedp.Flag("use-file-for-fake-audio-capture", path)
 }
 
 // listen records the tab's console lines and exceptions.
