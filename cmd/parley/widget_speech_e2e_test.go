@@ -17,16 +17,28 @@ import (
 	"github.com/parley-rtc/parley/signaling/signalingtest"
 )
 
-// e2ePhrase is what the visitor says: pocketsphinx hears flite's slt
-// voice say it exactly (TestFliteToPocketsphinx).
-const e2ePhrase = "what are your opening hours"
+// e2ePhrases are what the visitor says, one call each: pocketsphinx hears
+// flite's slt voice say them exactly (TestFliteToPocketsphinx). cut: the
+// reply ("You said: …") is long enough for the next loop of the
+// microphone to talk over it for longer than barge_in_min_ms, every time:
+// a phrase of ~2 s leaves a reply that plays on ~1 s into the next one;
+// "tell me a joke" leaves 0–300 ms, so its cut comes only now and then.
+var e2ePhrases = []struct {
+	phrase string
+	cut    bool
+}{
+	{"what are your opening hours", true},
+	{"hello can you hear me", true},
+	{"where is my order", false},
+	{"tell me a joke", false},
+}
 
-// e2eMaxWER is the word error rate allowed between the phrase and what the
-// speech pipeline heard of it through Chromium (WebRTC's Opus at 48 kHz,
-// decoded and resampled to 16 kHz by Parley). Measured here: 0 in every
-// run; one word in five may go wrong (the bound of the pion tests,
-// speech_test.go, is one in four).
-const e2eMaxWER = 0.2
+// e2eMaxWER is the word error rate allowed between a phrase and what the
+// speech pipeline heard of it through Chromium (Chrome's Opus at 48 kHz,
+// decoded and resampled to 16 kHz by Parley): one word in four, the bound
+// of the pion tests (speech_test.go). Measured here: 0.00 for each phrase
+// in every run.
+const e2eMaxWER = 0.25
 
 // e2eMinEnergy is how much the page's inbound-rtp totalAudioEnergy must
 // rise once the page has the reply's text: the reply being spoken. Before
@@ -110,7 +122,15 @@ type seenMessage struct {
 func TestWidgetSpeechE2E(t *testing.T) {
 	requireChromium(t)
 	_, f := signalingtest.RequireSpeech(t)
-	wav, loop := spokenWAV(t, f, e2ePhrase)
+	for _, p := range e2ePhrases {
+		t.Run(strings.ReplaceAll(p.phrase, " ", "_"), func(t *testing.T) { speechE2E(t, f, p.phrase, p.cut) })
+	}
+}
+
+// speechE2E is one call of TestWidgetSpeechE2E, in a Chromium whose
+// microphone says phrase; mustCut: wait for a reply cut by the next loop.
+func speechE2E(t *testing.T, f *speech.Flite, phrase string, mustCut bool) {
+	wav, loop := spokenWAV(t, f, phrase)
 	e := startEnv(t, voiceConfig, withSpeech)
 	b := newBrowser(t, fakeMic(wav))
 	b.openDemo(e)
@@ -163,10 +183,10 @@ func TestWidgetSpeechE2E(t *testing.T) {
 	if turn.Via != agentbridge.ModeVoice || turn.Reason != "" || seenTurn.Body != turn.Text || seenTurn.Via != "voice" {
 		t.Fatalf("the voice turn %+v reached the page as %+v", turn, seenTurn)
 	}
-	wer := speech.WordErrorRate(e2ePhrase, turn.Text)
-	t.Logf("said %q, heard %q (WER %.2f, engine %s)", e2ePhrase, turn.Text, wer, turn.Engine)
+	wer := speech.WordErrorRate(phrase, turn.Text)
+	t.Logf("said %q, heard %q (WER %.2f, engine %s)", phrase, turn.Text, wer, turn.Engine)
 	if wer > e2eMaxWER {
-		t.Fatalf("heard %q for %q: WER %.2f > %.2f", turn.Text, e2ePhrase, wer, e2eMaxWER)
+		t.Fatalf("heard %q for %q: WER %.2f > %.2f", turn.Text, phrase, wer, e2eMaxWER)
 	}
 	wantReply := "You said: " + strings.TrimRight(turn.Text, ".!? ") + "."
 	if answered == nil || answered.Text != wantReply || reply.Body != wantReply || reply.Energy == nil {
@@ -199,11 +219,13 @@ func TestWidgetSpeechE2E(t *testing.T) {
 
 	// The next loop of the microphone talks over a reply (barge-in): the
 	// page shows the words of it heard, trailing off. Then hang up.
-	cut := b.waitJS(30*time.Second, "a later turn talking over a reply", widgetJS+`.interrupted.length > 0`)
-	t.Logf("a reply cut %v later", cut.Round(time.Millisecond))
+	if mustCut {
+		cut := b.waitJS(30*time.Second, "a later turn talking over a reply", widgetJS+`.interrupted.length > 0`)
+		t.Logf("a reply cut %v later", cut.Round(time.Millisecond))
+	}
 	b.click(".totext")
 	b.waitJS(10*time.Second, "the call to end", widgetJS+`.call === "ended"`)
-	checkCutReplies(t, b, e, s, "during the call")
+	checkCutReplies(t, b, e, s, "during the call", mustCut)
 
 	// After a reload the history shows the same: each voice turn once,
 	// marked as spoken, and the cut replies as what was heard.
@@ -217,7 +239,7 @@ func TestWidgetSpeechE2E(t *testing.T) {
 		}
 	}
 	b.waitJS(5*time.Second, fmt.Sprintf("%d voice turns from the history", spoken), fmt.Sprintf("%s === %d", voiceLinesJS, spoken))
-	checkCutReplies(t, b, e, after, "after the reload")
+	checkCutReplies(t, b, e, after, "after the reload", mustCut)
 	t.Logf("%d voice turns in %v of call", spoken, time.Since(clicked).Round(time.Millisecond))
 	logTurnTimings(t, e)
 }
@@ -263,8 +285,9 @@ func wholeTurn(t *testing.T, e *env, s demoSession, n int) *agentbridge.Event {
 
 // checkCutReplies checks that every reply the log says the visitor cut
 // while Parley spoke it (an interrupt with heard_text) shows on the page as
-// the words heard, trailing off, "(interrupted)" for screen readers only.
-func checkCutReplies(t *testing.T, b *browser, e *env, s demoSession, when string) {
+// the words heard, trailing off, "(interrupted)" for screen readers only;
+// with some, there must be one.
+func checkCutReplies(t *testing.T, b *browser, e *env, s demoSession, when string, some bool) {
 	t.Helper()
 	cuts := 0
 	for _, ev := range readLog(t, e, s) {
@@ -285,7 +308,7 @@ func checkCutReplies(t *testing.T, b *browser, e *env, s demoSession, when strin
 			return a && a.querySelector(".body").textContent === %q && a.querySelector(".cut").textContent === "(interrupted)"
 				&& a.querySelector(".cut").classList.contains("sr") === %v; })()`, ev.MessageID, want, want != ""))
 	}
-	if cuts == 0 {
+	if some && cuts == 0 {
 		t.Fatalf("%s: no interrupt with heard_text in the log", when)
 	}
 	t.Logf("%s: %d replies cut by a later turn, shown as heard", when, cuts)
