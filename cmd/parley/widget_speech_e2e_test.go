@@ -36,9 +36,14 @@ var e2ePhrases = []struct {
 // e2eMaxWER is the word error rate allowed between a phrase and what the
 // speech pipeline heard of it through Chromium (Chrome's Opus at 48 kHz,
 // decoded and resampled to 16 kHz by Parley): one word in four, the bound
-// of the pion tests (speech_test.go). Measured here: 0.00 for each phrase
-// in every run.
-const e2eMaxWER = 0.25
+// of the pion tests (speech_test.go). Over all the phrases of a run it is
+// e2eMaxCorpusWER. Measured here (7 runs): 0.00 for the first three
+// phrases every time; "tell me a joke" heard as "tell me a job" (0.25) in
+// 6 of 7 runs, exactly once; 1 word wrong in 18 (0.06) over a run.
+const (
+	e2eMaxWER       = 0.25
+	e2eMaxCorpusWER = 0.12
+)
 
 // e2eMinEnergy is how much the page's inbound-rtp totalAudioEnergy must
 // rise once the page has the reply's text: the reply being spoken. Before
@@ -122,14 +127,26 @@ type seenMessage struct {
 func TestWidgetSpeechE2E(t *testing.T) {
 	requireChromium(t)
 	_, f := signalingtest.RequireSpeech(t)
+	var errs, words float64
 	for _, p := range e2ePhrases {
-		t.Run(strings.ReplaceAll(p.phrase, " ", "_"), func(t *testing.T) { speechE2E(t, f, p.phrase, p.cut) })
+		t.Run(strings.ReplaceAll(p.phrase, " ", "_"), func(t *testing.T) {
+			wer := speechE2E(t, f, p.phrase, p.cut)
+			n := float64(len(strings.Fields(p.phrase)))
+			errs, words = errs+wer*n, words+n
+		})
+	}
+	if words > 0 {
+		t.Logf("word error rate over the phrases: %.0f of %.0f words (%.2f; bound %.2f)", errs, words, errs/words, e2eMaxCorpusWER)
+		if errs/words > e2eMaxCorpusWER {
+			t.Fatalf("%.0f of %.0f words heard wrong: WER %.2f > %.2f", errs, words, errs/words, e2eMaxCorpusWER)
+		}
 	}
 }
 
 // speechE2E is one call of TestWidgetSpeechE2E, in a Chromium whose
 // microphone says phrase; mustCut: wait for a reply cut by the next loop.
-func speechE2E(t *testing.T, f *speech.Flite, phrase string, mustCut bool) {
+// It returns the word error rate of the turn checked.
+func speechE2E(t *testing.T, f *speech.Flite, phrase string, mustCut bool) float64 {
 	wav, loop := spokenWAV(t, f, phrase)
 	e := startEnv(t, voiceConfig, withSpeech)
 	b := newBrowser(t, fakeMic(wav))
@@ -242,6 +259,7 @@ func speechE2E(t *testing.T, f *speech.Flite, phrase string, mustCut bool) {
 	checkCutReplies(t, b, e, after, "after the reload", mustCut)
 	t.Logf("%d voice turns in %v of call", spoken, time.Since(clicked).Round(time.Millisecond))
 	logTurnTimings(t, e)
+	return wer
 }
 
 // readLog is the conversation's log.
