@@ -14,6 +14,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/parley-rtc/parley/broker"
 	"github.com/parley-rtc/parley/configs"
 )
 
@@ -170,6 +171,28 @@ func TestWidgetJSJoin(t *testing.T) {
 	swapped[1], swapped[2] = swapped[2], swapped[1]
 	if _, etag2 := joinWidgetJS(swapped); etag2 == etag {
 		t.Error("another order kept the ETag")
+	}
+}
+
+// TestWidgetJSUnheardTexts: every code the broker gives a voice turn it
+// could not hear has its own words in the widget (texts.js, in English at
+// least), so the visitor is told why, not a generic line.
+func TestWidgetJSUnheardTexts(t *testing.T) {
+	t.Parallel()
+	src, err := os.ReadFile(filepath.Join("static", "widget", "texts.js"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := strings.Index(string(src), "\n    unheard: {\n")
+	end := strings.Index(string(src), "\n  fr: {")
+	if start < 0 || end < start {
+		t.Fatal("texts.js: no unheard texts in the English strings")
+	}
+	en := string(src[start:end])
+	for _, code := range []string{broker.UnheardUnavailable, broker.UnheardDown, broker.UnheardTimeout, broker.UnheardBusy, broker.UnheardFailed} {
+		if !regexp.MustCompile(`\n\s+` + code + `: "Sorry — [^"]+",\n`).MatchString(en) {
+			t.Errorf("texts.js: no English text for %s", code)
+		}
 	}
 }
 

@@ -240,6 +240,7 @@ func speechE2E(t *testing.T, f *speech.Flite, phrase string, mustCut bool) float
 		cut := b.waitJS(30*time.Second, "a later turn talking over a reply", widgetJS+`.interrupted.length > 0`)
 		t.Logf("a reply cut %v later", cut.Round(time.Millisecond))
 	}
+	b.viewportShot("widget-speech-e2e-" + strings.ReplaceAll(phrase, " ", "-") + ".png")
 	b.click(".totext")
 	b.waitJS(10*time.Second, "the call to end", widgetJS+`.call === "ended"`)
 	checkCutReplies(t, b, e, s, "during the call", mustCut)
