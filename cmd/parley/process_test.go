@@ -194,8 +194,11 @@ var readyLine = regexp.MustCompile(`^Parley is ready: open (http://\S+)/ \(agent
 // pointing at it.
 func serveProc(t testing.TB, dataDir string, extra ...string) (*proc, *env, string) {
 	t.Helper()
+	// As in-process (signalingtest.Config): the echo agent plays the
+	// visitor's audio back, which the voice tests measure; the speech
+	// tests turn the pipeline on.
 	args := append([]string{"serve", "--data-dir", dataDir, "--listen", "127.0.0.1:0",
-		"--nats-listen", "127.0.0.1:-1", "--log-format", "json", "--log-level", "debug"}, extra...)
+		"--nats-listen", "127.0.0.1:-1", "--log-format", "json", "--log-level", "debug", "--speech=false"}, extra...)
 	p := startProc(t, args...)
 	m := p.line(readyLine)
 	return p, envAt(t, strings.Replace(m[1], "localhost", "127.0.0.1", 1)), m[2]
