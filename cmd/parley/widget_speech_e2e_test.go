@@ -221,6 +221,11 @@ func speechE2E(t *testing.T, f *speech.Flite, phrase string, mustCut bool) float
 			&& a && (a.querySelector(".body").textContent === %q || a.classList.contains("interrupted")); })()`,
 		turn.MessageID, reply.ID, turn.Text, wantReply))
 
+	// The call bar's caption is the sentence being spoken (a caption
+	// frame, timed to the audio), once Parley speaks it.
+	b.waitJS(20*time.Second, "the reply as the call's caption", fmt.Sprintf(
+		`Parley._debug.shadow().querySelector(".callbar .cap-agent").textContent === %q`, wantReply))
+
 	// (iii) The spoken reply reaches the page: its inbound audio energy
 	// rises after the reply was written.
 	b.waitJS(20*time.Second, "the spoken reply's energy in the page", fmt.Sprintf(

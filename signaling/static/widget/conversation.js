@@ -35,7 +35,7 @@ function onFrame(f) {
         if (card && card.isConnected && el.previousElementSibling === card) ui.log.insertBefore(el, card);
       }
       bodyOf(el).textContent += f.chunk;
-      if (st.call) caption("agent", bodyOf(el).textContent);
+      if (st.call && !st.call.spoken) caption("agent", bodyOf(el).textContent);
       scrollLog();
       break;
     }
@@ -50,7 +50,7 @@ function onFrame(f) {
       const heard = st.heardText.get(f.message_id);
       if (f.interrupted || st.cutIds.has(f.message_id)) markInterrupted(el, heard);
       st.replies.delete(f.message_id);
-      if (st.call) caption("agent", bodyOf(el).textContent);
+      if (st.call && !st.call.spoken) caption("agent", bodyOf(el).textContent);
       emit("message", { role: "agent", body: heard === undefined ? f.body : heard, via: st.call ? "voice" : "chat", id: f.message_id });
       break;
     }
@@ -104,7 +104,22 @@ function onFrame(f) {
       emit("speech", { state: f.state });
       break;
     }
+    case "caption": {
+      // Parley speaks the reply (its speech pipeline): the call bar shows
+      // each sentence while it is heard, not the text as it streams.
+      const c = st.call;
+      if (!c || (c.legId && f.leg_id && f.leg_id !== c.legId)) break;
+      c.spoken = true;
+      const timer = setTimeout(() => {
+        c.captionTimers.delete(timer);
+        if (st.call === c) caption("agent", f.text || "");
+      }, Math.max(0, f.starts_in_ms || 0));
+      c.captionTimers.add(timer);
+      break;
+    }
     case "interrupt": {
+      // Captions of sentences that will not be heard now.
+      if (st.call) clearCaptions(st.call);
       // The visitor spoke over the agent (barge-in): its reply stops
       // where they cut in; chunks still on their way are not shown.
       // When Parley spoke the reply, heard_text is the words of it the

@@ -47,7 +47,8 @@ async function startCall() {
   st.trickle = { patches: 0, candidates: 0, end: false };
   const c = st.call = { pc: null, stream: null, location: "", legId: "", sawVoice: false, ended: false,
     cands: [], endOfCandidates: false, endSent: false, canTrickle: false, trickling: false,
-    restartTimer: 0, restarting: false, restarts: 0, t0: performance.now(), marks: [] };
+    restartTimer: 0, restarting: false, restarts: 0, t0: performance.now(), marks: [],
+    spoken: false, captionTimers: new Set() }; // captions of the sentences Parley speaks
   const mark = (what) => c.marks.push(what + " " + Math.round(performance.now() - c.t0) + " ms");
   setCall("connecting");
   let stream;
@@ -231,9 +232,15 @@ function deleteLeg(location, keepalive) {
     .catch((e) => console.warn("[parley:voice] hang-up:", e.message));
 }
 // endCall tears the call down here; hangUp also DELETEs the leg.
+// clearCaptions drops the captions of sentences not yet heard.
+function clearCaptions(c) {
+  for (const t of c.captionTimers) clearTimeout(t);
+  c.captionTimers.clear();
+}
 function endCall(c, state, hangUp, reason) {
   if (c.ended) return;
   c.ended = true;
+  clearCaptions(c);
   clearTimeout(c.restartTimer);
   if (hangUp && c.location) deleteLeg(c.location);
   if (c.stream) c.stream.getTracks().forEach((t) => t.stop());
