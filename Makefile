@@ -116,6 +116,13 @@ bench:
 bench-speech: speech-tools
 	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout 20m ./media/speech
 
+## bench-speech-call: voice to voice through the offline speech pipeline
+## (BenchmarkVoiceToVoice: 20 spoken turns per VAD hangover, a real pion
+## visitor, the echo agent; figures in docs/BENCHMARKS.md)
+.PHONY: bench-speech-call
+bench-speech-call: speech-tools
+	$(GO) test -run '^$$' -bench VoiceToVoice -benchtime 20x -timeout 20m ./cmd/parley/
+
 ## bench-voice: `parley bench voice` (voice load test against a child serve)
 ## for each N in BENCH_VOICE_SESSIONS, D long; prints one table per N
 BENCH_VOICE_SESSIONS ?= 100 300 500

@@ -30,8 +30,9 @@ type VoiceClient struct {
 	Location string       // the voice leg's URL, from the answer
 	Received atomic.Int64 // RTP packets of agent audio received
 
-	mu    sync.Mutex
-	heard [][]byte // the agent audio's Opus payloads, at most maxHeard
+	mu      sync.Mutex
+	heard   [][]byte    // the agent audio's Opus payloads, at most maxHeard
+	arrived []time.Time // when each of heard arrived
 
 	client    *Client // the one it offered through, for RestartICE
 	connected chan struct{}
@@ -78,10 +79,12 @@ func (c *Client) OfferVoice(s Session, sdpOverride string) (*VoiceClient, Respon
 					if err != nil {
 						return
 					}
+					at := time.Now()
 					v.Received.Add(1)
 					v.mu.Lock()
 					if len(v.heard) < maxHeard {
 						v.heard = append(v.heard, p.Payload)
+						v.arrived = append(v.arrived, at)
 					}
 					v.mu.Unlock()
 				}
@@ -142,6 +145,17 @@ func (v *VoiceClient) Heard() [][]byte {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	return slices.Clone(v.heard)
+}
+
+// Arrivals returns when each packet of Heard arrived, from the from-th on
+// (a latency benchmark's clock: the first agent audio of a turn).
+func (v *VoiceClient) Arrivals(from int) []time.Time {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if from >= len(v.arrived) {
+		return nil
+	}
+	return slices.Clone(v.arrived[from:])
 }
 
 // WaitConnected waits for ICE + DTLS.
