@@ -110,7 +110,7 @@ func TestVoiceTurnsWithSpeechPipeline(t *testing.T) {
 	}
 
 	// Chat in the same conversation, with the call hung up.
-	call.Close()
+	call.HangUp(s.Token)
 	ws.Until("mode")        // back to chat
 	ws.Until("agent_state") // the echo agent says it is idle
 	ws.Send(map[string]any{"type": "message", "body": "and in chat?", "client_message_id": "c-1"})
