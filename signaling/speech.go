@@ -92,7 +92,7 @@ func (s *Server) newLegSpeech(v *broker.Voice, log *slog.Logger) *legSpeech {
 	return ls
 }
 
-// hears reports whether the agent gets text instead of audio.
+// hearsFor reports whether the agent gets text instead of audio.
 func (s *Server) hearsFor(agent string) bool {
 	sp, ok := s.speech[agent]
 	return ok && sp.STT != nil && !sp.Audio
