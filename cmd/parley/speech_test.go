@@ -67,8 +67,9 @@ func waitSpoken(t *testing.T, call *signalingtest.VoiceClient, from int) [][]byt
 // speaks (flite's voice, through a real pion peer): the agent receives a
 // user_message via voice with the words, the visitor's widget sees what
 // was heard, and the reply is spoken back: pocketsphinx hears it in the
-// audio the visitor's peer received. Then the visitor switches to chat and
-// back to voice: one conversation, its transcript complete and in order.
+// audio the visitor's peer received. Then the visitor switches to chat, back
+// to voice, and to chat again while a reply is being spoken: one
+// conversation, its transcript complete and in order.
 func TestVoiceTurnsWithSpeechPipeline(t *testing.T) {
 	ps, f := signalingtest.RequireSpeech(t)
 	e := startEnv(t, withSpeech)
@@ -123,21 +124,35 @@ func TestVoiceTurnsWithSpeechPipeline(t *testing.T) {
 	if w := speech.WordErrorRate("where is my order", heard2.Str("body")); w > maxWER {
 		t.Fatalf("heard %q (WER %.2f)", heard2.Str("body"), w)
 	}
+	// Back to chat mid-reply: the visitor hangs up while the answer is
+	// being spoken. Hanging up is not talking over it: the reply stays
+	// whole in the transcript, and the chat goes on.
+	agenttest.Poll(t, 30*time.Second, "the second reply playing", func() bool { return len(call2.Heard()) >= 10 })
+	call2.HangUp(s.Token)
+	ws.Until("mode")
+	ws.Until("agent_state")
+	ws.Send(map[string]any{"type": "message", "body": "still there?", "client_message_id": "c-2"})
+	signalingtest.ExpectReply(t, ws, "c-2", "echo: still there?")
 
-	got := signalingtest.Transcript(e.History(s))
+	h := e.History(s)
+	got := signalingtest.Transcript(h)
 	wantTr := []string{
 		"visitor: " + heard.Str("body"), "agent: " + reply.Str("body"),
 		"visitor: and in chat?", "agent: echo: and in chat?",
 		"visitor: " + heard2.Str("body"), "agent: " + reply2.Str("body"),
+		"visitor: still there?", "agent: echo: still there?",
 	}
 	if !slices.Equal(got, wantTr) {
 		t.Fatalf("transcript:\n%q\nwant\n%q", got, wantTr)
 	}
 	var vias []string
-	for _, m := range e.History(s) {
+	for _, m := range h {
 		vias = append(vias, m["via"].(string))
+		if m["interrupted"] == true {
+			t.Fatalf("a reply interrupted: %v", m)
+		}
 	}
-	if want := []string{"voice", "voice", "chat", "chat", "voice", "voice"}; !slices.Equal(vias, want) {
+	if want := []string{"voice", "voice", "chat", "chat", "voice", "voice", "chat", "chat"}; !slices.Equal(vias, want) {
 		t.Fatalf("vias %q, want %q", vias, want)
 	}
 }
