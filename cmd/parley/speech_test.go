@@ -369,6 +369,11 @@ func TestServeWithoutSpeechTools(t *testing.T) {
 	p := startProcEnv(t, []string{"PATH=" + t.TempDir()}, "serve", "--data-dir", t.TempDir(), "--listen", "127.0.0.1:0",
 		"--nats-listen", "127.0.0.1:-1", "--log-format", "json")
 	p.line(readyLine)
+	// stderr is its own pipe: what was logged before the ready line on
+	// stdout may still be on its way.
+	agenttest.Poll(t, 10*time.Second, "the start-up log up to ready", func() bool {
+		return strings.Contains(p.stderr.String(), `"msg":"parley ready"`)
+	})
 	logs := p.stderr.String()
 	for _, want := range []string{"voice runs without speech-to-text", "voice runs without text-to-speech", "make speech-tools"} {
 		if !strings.Contains(logs, want) {
@@ -382,6 +387,9 @@ func TestServeWithoutSpeechTools(t *testing.T) {
 	signalingtest.RequireSpeech(t)
 	p = startProc(t, "serve", "--data-dir", t.TempDir(), "--listen", "127.0.0.1:0", "--nats-listen", "127.0.0.1:-1", "--log-format", "json")
 	p.line(readyLine)
+	agenttest.Poll(t, 10*time.Second, "the start-up log up to ready", func() bool {
+		return strings.Contains(p.stderr.String(), `"msg":"parley ready"`)
+	})
 	if logs := p.stderr.String(); !strings.Contains(logs, `"msg":"speech pipeline","agent":"echo","stt":"pocketsphinx","tts":"flite"`) {
 		t.Fatalf("the start-up log does not name the demo's speech pipeline:\n%s", tail(logs, 3000))
 	}
