@@ -23,6 +23,10 @@ var (
 	// ErrResumeInvalid is returned for a resume token that is unknown,
 	// already used or belongs to another widget.
 	ErrResumeInvalid = errors.New("broker: resume token invalid")
+	// ErrConversationClosed is returned for a resume of a conversation an
+	// operator closed (DELETE /v1/ops/rooms/{id}): the visitor starts a
+	// new one.
+	ErrConversationClosed = errors.New("broker: conversation closed")
 	// ErrUnknownConversation is returned for a conversation that does not exist.
 	ErrUnknownConversation = errors.New("broker: unknown conversation")
 	// ErrUnknownVisitor is returned when a widget has no conversation of

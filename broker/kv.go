@@ -39,6 +39,9 @@ type Conversation struct {
 	// DeletedAt marks a conversation being deleted (retention or an
 	// operator): it is unknown to everything but the deletion.
 	DeletedAt *time.Time `json:"deleted_at,omitempty"`
+	// ClosedAt marks a conversation an operator closed (EndRoom): it is
+	// kept, readable, but no session resumes it.
+	ClosedAt *time.Time `json:"closed_at,omitempty"`
 }
 
 // Conversation loads a conversation record.

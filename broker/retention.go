@@ -43,6 +43,8 @@ const (
 	EndReasonExpired = "expired"
 	// EndReasonDeleted: an operator deleted the conversation.
 	EndReasonDeleted = "conversation_deleted"
+	// EndReasonClosed: an operator closed the conversation (EndRoom).
+	EndReasonClosed = "conversation_closed"
 )
 
 // purgeTimeout bounds one stream purge. A purge waits for the stream's

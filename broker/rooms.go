@@ -532,9 +532,12 @@ func (b *Broker) Room(ctx context.Context, cid string) (Room, error) {
 	return load[Room](ctx, b.roomsKV, cid, "conv_", ErrUnknownConversation)
 }
 
-// EndRoom ends a live conversation's room: its voice legs hang up and its
-// visitor sessions end (the WebSockets close with SESSION_ENDED). The
-// conversation itself stays and can be resumed.
+// EndRoom ends a live conversation's room: the conversation is closed (no
+// session resumes it: its resume tokens answer CONVERSATION_CLOSED), its
+// voice legs hang up and its visitor sessions end (the WebSockets close
+// with CONVERSATION_CLOSED). The conversation and its log stay, readable
+// by admins until retention; the visitor starts a new one when they
+// choose to.
 func (b *Broker) EndRoom(ctx context.Context, cid, reason string) error {
 	room, err := b.Room(ctx, cid)
 	if err != nil {
@@ -543,15 +546,27 @@ func (b *Broker) EndRoom(ctx context.Context, cid, reason string) error {
 	if reason == "" {
 		reason = RoomEndedByOps
 	}
+	// Closed first: a resume racing the end is refused.
+	if _, err := b.updateConversation(ctx, cid, func(c *Conversation) error {
+		if c.ClosedAt == nil {
+			now := time.Now().UTC()
+			c.ClosedAt = &now
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
 	b.rooms.end(cid, reason)
 	for _, p := range room.Participants {
 		if p.Kind != "visitor" {
 			continue
 		}
 		if v, ok := b.Voice(p.ID); ok {
-			v.end(ctx, reason, false)
+			v.end(ctx, EndReasonClosed, false)
 		}
-		if err := b.EndSession(ctx, p.ID, reason); err != nil && !errors.Is(err, ErrUnknownSession) {
+		// The operator's reason is the room's; the sessions end as closed,
+		// which the visitor's widget tells apart from a session's own end.
+		if err := b.EndSession(ctx, p.ID, EndReasonClosed); err != nil && !errors.Is(err, ErrUnknownSession) {
 			return err
 		}
 	}

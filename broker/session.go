@@ -82,6 +82,9 @@ func (b *Broker) StartSession(ctx context.Context, req StartRequest) (StartResul
 	)
 	if req.ResumeToken != "" {
 		conv, err = b.redeemResume(ctx, req.ResumeToken, req.Widget, now)
+		if errors.Is(err, ErrConversationClosed) {
+			return StartResult{}, err // not even a proven identity reopens it
+		}
 		if err != nil {
 			// A visitor whose resume window passed, but who proves who they
 			// are, carries on in their conversation.
@@ -174,11 +177,21 @@ func (b *Broker) redeemResume(ctx context.Context, token, widget string, now tim
 	if now.After(rr.ExpiresAt) {
 		return Conversation{}, ErrSessionExpired
 	}
+	// A closed conversation's token is refused, not consumed: every try
+	// says closed (until the token expires) rather than, from the second
+	// on, that it is unknown.
+	conv, err := b.Conversation(ctx, rr.ConversationID)
+	if err != nil {
+		return Conversation{}, err
+	}
+	if conv.ClosedAt != nil {
+		return Conversation{}, ErrConversationClosed
+	}
 	// Delete only the revision we read, so one token resumes once.
 	if err := b.resume.Delete(ctx, key, jetstream.LastRevision(e.Revision())); err != nil {
 		return Conversation{}, ErrResumeInvalid
 	}
-	return b.Conversation(ctx, rr.ConversationID)
+	return conv, nil
 }
 
 // visitorKey indexes an identified visitor's latest conversation in the
@@ -197,7 +210,7 @@ func (b *Broker) identifiedConversation(ctx context.Context, widget string, visi
 		return Conversation{}, false
 	}
 	conv, err := b.Conversation(ctx, string(e.Value()))
-	return conv, err == nil
+	return conv, err == nil && conv.ClosedAt == nil
 }
 
 // Authenticate checks a session token and returns the live session.

@@ -73,6 +73,8 @@ var (
 	errLegFeedEnded = errors.New("live feed ended")
 	// errLegSessionEnded: the leg's session ended (a normal end).
 	errLegSessionEnded = errors.New("session ended")
+	// errLegConversationClosed: an operator closed the conversation.
+	errLegConversationClosed = errors.New("conversation closed")
 	// errFrameTooLarge: a client frame past the read limit.
 	errFrameTooLarge = fmt.Errorf("frame: %w", ErrPayloadTooLarge)
 )
@@ -126,6 +128,7 @@ var wireErrors = []struct {
 	{broker.ErrSessionEnded, wireError{http.StatusGone, "SESSION_ENDED", 0}},
 	{broker.ErrSessionExpired, wireError{http.StatusUnauthorized, "SESSION_EXPIRED", 0}},
 	{broker.ErrResumeInvalid, wireError{http.StatusUnauthorized, "RESUME_TOKEN_INVALID", 0}},
+	{broker.ErrConversationClosed, wireError{http.StatusGone, "CONVERSATION_CLOSED", 0}},
 	{broker.ErrUnknownConversation, wireError{http.StatusNotFound, "CONVERSATION_NOT_FOUND", 0}},
 	{broker.ErrUnknownVisitor, wireError{http.StatusNotFound, "VISITOR_NOT_FOUND", 0}},
 	{broker.ErrAgentUnavailable, wireError{http.StatusServiceUnavailable, "AGENT_UNAVAILABLE", 0}},
@@ -155,6 +158,7 @@ var wireErrors = []struct {
 	{errLegPingTimeout, wireError{0, "PING_TIMEOUT", websocket.StatusPolicyViolation}},
 	{errLegFeedEnded, wireError{0, "RECONNECT", websocket.StatusTryAgainLater}},
 	{errLegSessionEnded, wireError{0, "SESSION_ENDED", websocket.StatusNormalClosure}},
+	{errLegConversationClosed, wireError{0, "CONVERSATION_CLOSED", websocket.StatusNormalClosure}},
 }
 
 var internalError = wireError{status: http.StatusInternalServerError, code: "INTERNAL"}

@@ -326,8 +326,18 @@ func TestOpsRoomLifecycle(t *testing.T) {
 	if r := e.Do("DELETE", "/v1/ops/rooms/"+s.ConversationID, map[string]any{"reason": "test over"}, auth...); r.Status != http.StatusNoContent {
 		t.Fatalf("DELETE room: %d %s", r.Status, r.Raw)
 	}
-	if code, reason := ws.CloseStatus(); reason != "SESSION_ENDED" {
-		t.Fatalf("WebSocket closed with %d %q, want SESSION_ENDED", code, reason)
+	if code, reason := ws.CloseStatus(); reason != "CONVERSATION_CLOSED" {
+		t.Fatalf("WebSocket closed with %d %q, want CONVERSATION_CLOSED", code, reason)
+	}
+	// Ended means ended: the visitor's resume token no longer resumes it,
+	// nor does a proven identity; a new session starts a new conversation.
+	for range 2 { // every try, not only the first
+		signalingtest.ExpectErr(t, "resume of the closed conversation", e.Do("POST", "/v1/sessions",
+			map[string]any{"widget_key": configs.DemoWidgetKey, "challenge": e.Resolve(signalingtest.DemoOrigin), "resume_token": s.ResumeToken},
+			"Origin", signalingtest.DemoOrigin), http.StatusGone, "CONVERSATION_CLOSED")
+	}
+	if fresh := e.NewSession(nil); fresh.ConversationID == s.ConversationID {
+		t.Fatalf("a new session resumed the closed conversation")
 	}
 	agenttest.Poll(t, 10*time.Second, "the voice leg to hang up", func() bool {
 		_, ok := e.b.Voice(s.ID)

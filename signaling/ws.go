@@ -253,6 +253,9 @@ func (l *leg) serve(ctx context.Context, since uint64, in <-chan clientFrame, re
 				continue
 			}
 			if ended := l.onEvent(u.Event); ended {
+				if u.Event.Reason == broker.EndReasonClosed {
+					return endLeg(errLegConversationClosed)
+				}
 				return endLeg(errLegSessionEnded)
 			}
 		}

@@ -331,8 +331,8 @@ func TestBrowserOps(t *testing.T) {
 	b.mustEval(`sessionStorage.setItem("parley.ops.key", `+jsString(ak)+`); true`, nil)
 	b.must("click End room", chromedp.Click("#end-room", chromedp.ByQuery, chromedp.NodeVisible))
 	b.must("confirm End room", chromedp.Click("#end-room-confirm", chromedp.ByQuery, chromedp.NodeVisible))
-	if code, reason := ws.CloseStatus(); reason != "SESSION_ENDED" {
-		t.Fatalf("WebSocket closed with %d %q, want SESSION_ENDED", code, reason)
+	if code, reason := ws.CloseStatus(); reason != "CONVERSATION_CLOSED" {
+		t.Fatalf("WebSocket closed with %d %q, want CONVERSATION_CLOSED", code, reason)
 	}
 	opsWait(b, 10*time.Second, "the row to go", rowJS(s.ConversationID)+` === null && !parleyOps.rooms.has(`+jsString(s.ConversationID)+`)`)
 	opsWait(b, 5*time.Second, "the detail to say the room ended", `document.getElementById("detail-status").textContent.includes("ended")`)

@@ -267,6 +267,7 @@ func TestWidget(t *testing.T) {
 		{"Capture", testWidgetCapture},
 		{"Navigate", testWidgetNavigate},
 		{"Reload", testWidgetReload},
+		{"Closed", testWidgetClosed},
 		{"MicBlocked", testWidgetMicBlocked},
 	} {
 		t.Run(sub.name, func(t *testing.T) { sub.run(t, s) })

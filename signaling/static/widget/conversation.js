@@ -193,6 +193,7 @@ function onErrorFrame(f) {
   addNote(human(err), "error");
 }
 function showError(e) {
+  if (e.code === "CONVERSATION_CLOSED") return; // its note says so already
   console.warn("[parley]", e.code || e.name, e.message);
   reportError(e.code || "ERROR", e.message);
   addNote(human(e), "error");

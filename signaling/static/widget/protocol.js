@@ -55,6 +55,9 @@ async function takeChallenge() {
 }
 function ensureSession() {
   if (st.session) return Promise.resolve(st.session);
+  // Closed by an operator: a new conversation starts only when the
+  // visitor writes or asks for one (newConversation).
+  if (st.closed) return Promise.reject(apiError("CONVERSATION_CLOSED", "the conversation was closed"));
   if (!st.sessionP) {
     st.sessionP = createSession(true).finally(() => { st.sessionP = null; });
   }
@@ -73,6 +76,10 @@ async function createSession(mayResume, retried) {
   try {
     s = await api("/v1/sessions", { method: "POST", body: req });
   } catch (e) {
+    if (resume && e.code === "CONVERSATION_CLOSED") {
+      conversationClosed();
+      throw e;
+    }
     if (resume && ["RESUME_TOKEN_INVALID", "SESSION_EXPIRED", "CONVERSATION_NOT_FOUND"].includes(e.code)) {
       // A stale token (another day, another server): start afresh.
       sdel("sessionStorage", K.resume);
@@ -159,6 +166,10 @@ function connect() {
     st.chat = "closed";
     updateControls();
     const reason = e.reason || "";
+    if (reason === "CONVERSATION_CLOSED") {
+      conversationClosed();
+      return;
+    }
     if (["SESSION_ENDED", "SESSION_EXPIRED", "SESSION_TOKEN_INVALID", "SESSION_NOT_FOUND"].includes(reason)) {
       // The session is over; the conversation goes on in a new session
       // (resume) as soon as the visitor writes or the panel is open.
@@ -176,6 +187,37 @@ function connect() {
     const delay = Math.min(500 * 2 ** st.retry++, 10000) * (0.75 + Math.random() * 0.5);
     st.retryTimer = setTimeout(connect, delay);
   };
+}
+// conversationClosed: an operator closed the conversation. The widget
+// says so and starts a new one only when the visitor writes, calls or
+// presses the note's button (reopen). Until then its resume token stays:
+// after a reload, the refused resume says closed again.
+function conversationClosed() {
+  st.session = null;
+  if (st.call) endCall(st.call, "ended", false, "CONVERSATION_CLOSED");
+  if (st.closed) return;
+  st.closed = true;
+  const note = addNote(T.closed, "closed");
+  if (note) {
+    const btn = h("button", { type: "button", class: "newconv", text: T.newConversation });
+    btn.addEventListener("click", () => {
+      btn.remove();
+      reopen();
+      ensureSession().catch(showError);
+    });
+    note.append(" ", btn);
+  }
+  updateControls();
+  emit("closed", { reason: "CONVERSATION_CLOSED" });
+}
+// reopen: the visitor chose to go on after a close: the closed
+// conversation is forgotten and the next session starts a new one.
+function reopen() {
+  if (!st.closed) return;
+  st.closed = false;
+  sdel("sessionStorage", K.resume);
+  sdel("sessionStorage", K.state);
+  st.lastSeq = 0;
 }
 function wire(m) { return { type: "message", body: m.body, client_message_id: m.client_message_id }; }
 // A message refused with one of these codes was not stored but may be
@@ -206,6 +248,7 @@ function send(body) {
   st.freshCard = null;
   const m = { body, client_message_id: uuid() };
   m.el = addLine("visitor pending", body);
+  reopen(); // writing after a close starts a new conversation
   st.outbox.push(m);
   emit("message", { role: "visitor", body, via: "chat" });
   offerVolunteered(body);

@@ -64,6 +64,7 @@ const st = {
   heardText: new Map(),  // interrupted reply id -> the words of it the visitor heard (Parley spoke it)
   voiceTurns: new Set(), // visitor turns Parley heard on a call and shown (message ids)
   hearing: false,        // the visitor is speaking on the call (speech frames)
+  closed: false,         // an operator closed the conversation; no new one until the visitor asks
   freshCard: null,       // the capture pill of the current turn
   typingEl: null, claims: null, captured: new Set(), offered: new Set(),
   navHandler: null, errors: [], navigations: [], triggersFired: [],

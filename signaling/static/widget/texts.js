@@ -17,6 +17,7 @@ const STRINGS = {
       failed: "The call failed", ended: "Call ended" },
     agent: { listening: "Listening", thinking: "Thinking…", speaking: "Speaking", idle: "" },
     hearing: "Hearing you…", interrupted: "(interrupted)",
+    closed: "This conversation was closed.", newConversation: "Start a new conversation",
     // A turn of the visitor's that Parley's speech recognition could not
     // hear, by the speech_* code of why (speech_failed for any other).
     unheard: {
@@ -46,6 +47,7 @@ const STRINGS = {
       failed: "L'appel a échoué", ended: "Appel terminé" },
     agent: { listening: "À l'écoute", thinking: "Réflexion…", speaking: "Parle", idle: "" },
     hearing: "Je vous entends…", interrupted: "(interrompu)",
+    closed: "Cette conversation a été close.", newConversation: "Commencer une nouvelle conversation",
     unheard: {
       speech_down: "Désolé — nous n'avons pas pu comprendre ce que vous avez dit (la reconnaissance vocale est indisponible). Vous pouvez écrire à la place.",
       speech_unavailable: "Désolé — nous n'avons pas pu comprendre ce que vous avez dit (la reconnaissance vocale n'est pas disponible ici). Vous pouvez écrire à la place.",
@@ -64,6 +66,7 @@ const STRINGS = {
       failed: "La llamada falló", ended: "Llamada terminada" },
     agent: { listening: "Escuchando", thinking: "Pensando…", speaking: "Hablando", idle: "" },
     hearing: "Te escucho…", interrupted: "(interrumpido)",
+    closed: "Esta conversación se ha cerrado.", newConversation: "Empezar una conversación nueva",
     unheard: {
       speech_down: "Lo sentimos — no pudimos entender lo que dijiste (el reconocimiento de voz no está disponible). Puedes escribir en su lugar.",
       speech_unavailable: "Lo sentimos — no pudimos entender lo que dijiste (el reconocimiento de voz no está configurado aquí). Puedes escribir en su lugar.",
@@ -82,6 +85,7 @@ const STRINGS = {
       failed: "Der Anruf ist fehlgeschlagen", ended: "Anruf beendet" },
     agent: { listening: "Hört zu", thinking: "Denkt nach…", speaking: "Spricht", idle: "" },
     hearing: "Ich höre Sie…", interrupted: "(unterbrochen)",
+    closed: "Dieses Gespräch wurde beendet.", newConversation: "Ein neues Gespräch beginnen",
     unheard: {
       speech_down: "Entschuldigung — wir konnten nicht verstehen, was Sie gesagt haben (die Spracherkennung ist nicht erreichbar). Sie können stattdessen schreiben.",
       speech_unavailable: "Entschuldigung — wir konnten nicht verstehen, was Sie gesagt haben (die Spracherkennung ist hier nicht eingerichtet). Sie können stattdessen schreiben.",
@@ -120,6 +124,7 @@ const ERRORS = {
   SDP_INVALID: "Your browser and the assistant couldn't agree on how to talk. You can type instead.",
   SDP_NO_AUDIO: "Your browser offered no usable audio for the call. You can type instead.",
   SESSION_ENDED: "This conversation has ended.",
+  CONVERSATION_CLOSED: "This conversation was closed.",
   SESSION_EXPIRED: "This conversation has expired.",
   CHALLENGE_INVALID: "We couldn't start the conversation. Please reload the page.",
   STORE_UNAVAILABLE: "The assistant is having trouble right now. Please try again in a moment.",

@@ -118,6 +118,8 @@ header .status { margin: 0; font-size: 12px; opacity: .85; }
 .msg .via { width: 14px; height: 14px; vertical-align: -0.15em; margin-right: 5px; opacity: .85; }
 .note { align-self: center; text-align: center; font-size: 13px; color: var(--muted); max-width: 92%; }
 .note.error { color: var(--err); }
+.note.closed { color: var(--fg); }
+.note .newconv { font: inherit; color: var(--p); background: none; border: 0; padding: 0; text-decoration: underline; cursor: pointer; }
 .note.directions { color: var(--fg); font-style: italic; }
 .typing { align-self: flex-start; background: var(--agent); border-radius: 14px; padding: 10px 14px; display: flex; gap: 4px; }
 .typing i { width: 7px; height: 7px; border-radius: 50%; background: var(--muted); display: block; }

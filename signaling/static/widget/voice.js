@@ -41,6 +41,7 @@ const callActive = () => ["connecting", "connected", "reconnecting"].includes(st
 
 async function startCall() {
   if (st.call) return;
+  reopen(); // calling after a close starts a new conversation
   st.micError = "";
   const pre = micPrecheck();
   if (pre) return micFailed(pre, null);
