@@ -295,7 +295,7 @@ func (o *OpenAI) do(ctx context.Context, op, path, contentType string, body io.R
 		if resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests {
 			code = CodeDown
 		}
-		return response{}, &Error{Code: code, Engine: "openai", Op: op, Status: resp.StatusCode, Detail: o.redact(providerMessage(b))}
+		return response{}, &Error{Code: code, Engine: "openai", Op: op, Status: resp.StatusCode, Detail: o.redact(ProviderMessage(b))}
 	}
 	if int64(len(b)) > o.maxResp {
 		return response{}, &Error{Code: CodeBadResponse, Engine: "openai", Op: op, Status: resp.StatusCode, Detail: fmt.Sprintf("answer over the %d-byte cap", o.maxResp)}
@@ -303,29 +303,35 @@ func (o *OpenAI) do(ctx context.Context, op, path, contentType string, body io.R
 	return response{status: resp.StatusCode, contentType: resp.Header.Get("Content-Type"), body: b}, nil
 }
 
-// providerMessage is the "error.message" of an OpenAI-style error body, or
-// the start of the body, made printable and short.
-func providerMessage(b []byte) string {
+// ProviderMessage is the "error.message" of an OpenAI-style error body, or
+// the start of the body, made Printable. Any client of an OpenAI-style API
+// (the assistant agent's too) reports a provider's refusal with it.
+func ProviderMessage(b []byte) string {
 	var e struct {
 		Error struct {
 			Message string `json:"message"`
 		} `json:"error"`
 	}
-	msg := string(b)
 	if json.Unmarshal(b, &e) == nil && e.Error.Message != "" {
-		msg = e.Error.Message
+		return Printable(e.Error.Message)
 	}
-	msg = strings.Join(strings.Fields(strings.ToValidUTF8(msg, "?")), " ")
-	msg = strings.Map(func(r rune) rune {
+	return Printable(string(b))
+}
+
+// Printable makes text a provider wrote one short line (at most 200
+// bytes) without control characters, fit for a log or an error.
+func Printable(s string) string {
+	s = strings.Join(strings.Fields(strings.ToValidUTF8(s, "?")), " ")
+	s = strings.Map(func(r rune) rune {
 		if r < 0x20 || r == 0x7f {
 			return -1
 		}
 		return r
-	}, msg)
-	if len(msg) > 200 {
-		msg = strings.ToValidUTF8(msg[:200], "") + "…"
+	}, s)
+	if len(s) > 200 {
+		s = strings.ToValidUTF8(s[:200], "") + "…"
 	}
-	return msg
+	return s
 }
 
 // redact removes the key from text a provider or the network stack wrote

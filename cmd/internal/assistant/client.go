@@ -172,7 +172,7 @@ func (c *Client) Stream(ctx context.Context, msgs []Message, onDelta func(string
 		if resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests {
 			code = CodeDown
 		}
-		return &Error{Code: code, Status: resp.StatusCode, Detail: c.redact(errorMessage(b))}
+		return &Error{Code: code, Status: resp.StatusCode, Detail: c.redact(speech.ProviderMessage(b))}
 	}
 	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	if mt == "application/json" {
@@ -263,41 +263,12 @@ func parseLine(line []byte) (delta string, done bool, err *Error) {
 		return "", false, &Error{Code: CodeBadResponse, Detail: "an event that is not a JSON chunk"}
 	}
 	if chunk.Error != nil {
-		return "", false, &Error{Code: CodeBadResponse, Detail: "error in the stream: " + printable(chunk.Error.Message)}
+		return "", false, &Error{Code: CodeBadResponse, Detail: "error in the stream: " + speech.Printable(chunk.Error.Message)}
 	}
 	if len(chunk.Choices) == 0 || chunk.Choices[0].Delta.Content == nil {
 		return "", false, nil // a role-only first chunk, or usage at the end
 	}
 	return *chunk.Choices[0].Delta.Content, false, nil
-}
-
-// errorMessage is the "error.message" of an OpenAI-style error body, or
-// the start of the body, made printable and short.
-func errorMessage(b []byte) string {
-	var e struct {
-		Error struct {
-			Message string `json:"message"`
-		} `json:"error"`
-	}
-	if json.Unmarshal(b, &e) == nil && e.Error.Message != "" {
-		return printable(e.Error.Message)
-	}
-	return printable(string(b))
-}
-
-// printable makes s one short line without control characters.
-func printable(s string) string {
-	s = strings.Join(strings.Fields(strings.ToValidUTF8(s, "?")), " ")
-	s = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return -1
-		}
-		return r
-	}, s)
-	if len(s) > 200 {
-		s = strings.ToValidUTF8(s[:200], "") + "…"
-	}
-	return s
 }
 
 // redact removes the key from text the endpoint or the network stack
