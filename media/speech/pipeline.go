@@ -535,14 +535,6 @@ func (p *Pipeline) say(r *reply, text string) {
 	}
 }
 
-// FramesOf is how many 20 ms frames a plays in (the last one padded).
-func FramesOf(a Audio) int {
-	spf := a.Rate / 50
-	if spf <= 0 {
-		return 0
-	}
-	return (len(a.Samples) + spf - 1) / spf
-}
 
 func later(a, b time.Time) time.Time {
 	if a.After(b) {

@@ -38,7 +38,7 @@ func (s *sink) encode(a Audio) ([][]byte, error) {
 	s.mu.Lock()
 	s.encoded = append(s.encoded, a)
 	s.mu.Unlock()
-	return make([][]byte, FramesOf(a)), nil
+	return make([][]byte, framesOf(a)), nil
 }
 
 // play queues every frame (the pipeline holds its lock: no channel send).
@@ -183,7 +183,7 @@ func TestPipelineCut(t *testing.T) {
 	p.ReplyDone("r1", "m1", "One two three. Four five six seven.")
 	p.ReplyDelta("r2", "m2", "Eight nine ten. Eleven")
 	s.wait(t, "three sentences", func() bool { return len(s.played) == 3 })
-	frames := FramesOf
+	frames := framesOf
 	f1, f2, f3 := frames(s.played[0]), frames(s.played[1]), frames(s.played[2])
 	// Half of r2's first sentence is still queued: r1 was heard whole.
 	h, ok := p.Cut(f3 / 2)
@@ -348,4 +348,14 @@ func TestPipelineTiming(t *testing.T) {
 	}
 	t.Logf("recognition %s, first audio %s after the text",
 		tt.Recognized.Sub(tt.Heard).Round(time.Millisecond), tt.FirstAudio.Sub(tt.FirstText).Round(time.Millisecond))
+}
+
+// framesOf is how many 20 ms frames a plays in (the last one padded), as
+// the leg's encoder cuts it.
+func framesOf(a Audio) int {
+	spf := a.Rate / 50
+	if spf <= 0 {
+		return 0
+	}
+	return (len(a.Samples) + spf - 1) / spf
 }
