@@ -535,7 +535,6 @@ func (p *Pipeline) say(r *reply, text string) {
 	}
 }
 
-
 func later(a, b time.Time) time.Time {
 	if a.After(b) {
 		return a
