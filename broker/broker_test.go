@@ -412,19 +412,21 @@ func FuzzTranscript(f *testing.F) {
 }
 
 // TestExpiredResume: past the resume window a resume token gets
-// ErrSessionExpired (not "invalid"), unless the visitor is identified: then
-// the session carries on in their conversation.
+// ErrSessionExpired (not "invalid"), identified visitor or not: a resume
+// token means that token. Only an explicit ResumeIdentity carries a
+// verified visitor on in their latest conversation.
 func TestExpiredResume(t *testing.T) {
 	b := startBrokerWith(t, nil, func(cfg *configs.Config) { cfg.Sessions.ResumeWindow = 300 * time.Millisecond })
 	visitor := map[string]any{"sub": "user-7", "method": "jwt"}
-	start := func(token string, v map[string]any) (StartResult, error) {
-		return b.StartSession(t.Context(), StartRequest{Widget: "wdg_demo", Agent: "echo", Visitor: v, ResumeToken: token})
+	start := func(req StartRequest) (StartResult, error) {
+		req.Widget, req.Agent = "wdg_demo", "echo"
+		return b.StartSession(t.Context(), req)
 	}
-	guest, err := start("", nil)
+	guest, err := start(StartRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	known, err := start("", visitor)
+	known, err := start(StartRequest{Visitor: visitor})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -432,15 +434,24 @@ func TestExpiredResume(t *testing.T) {
 	for time.Now().Before(deadline) {
 		<-time.After(20 * time.Millisecond) // the resume window passing is the behaviour under test
 	}
-	if _, err := start(guest.ResumeToken, nil); !errors.Is(err, ErrSessionExpired) {
+	if _, err := start(StartRequest{ResumeToken: guest.ResumeToken}); !errors.Is(err, ErrSessionExpired) {
 		t.Fatalf("guest past the window: %v, want ErrSessionExpired", err)
 	}
-	res, err := start(known.ResumeToken, visitor)
-	if err != nil || !res.Resumed || res.Session.ConversationID != known.Session.ConversationID {
-		t.Fatalf("identified visitor past the window: %+v, %v", res, err)
+	if res, err := start(StartRequest{ResumeToken: known.ResumeToken, Visitor: visitor}); !errors.Is(err, ErrSessionExpired) {
+		t.Fatalf("identified visitor, expired token: %+v, %v, want ErrSessionExpired", res, err)
 	}
-	if _, err := start("not-a-token", map[string]any{"sub": "someone-else"}); !errors.Is(err, ErrResumeInvalid) {
-		t.Fatalf("unknown visitor, bad token: %v", err)
+	for _, v := range []map[string]any{visitor, {"sub": "someone-else"}} {
+		if res, err := start(StartRequest{ResumeToken: "not-a-token", Visitor: v, ResumeIdentity: true}); !errors.Is(err, ErrResumeInvalid) {
+			t.Fatalf("bad token with identity %v: %+v, %v, want ErrResumeInvalid", v, res, err)
+		}
+	}
+	res, err := start(StartRequest{Visitor: visitor, ResumeIdentity: true})
+	if err != nil || !res.Resumed || res.Session.ConversationID != known.Session.ConversationID {
+		t.Fatalf("identified visitor resuming by identity: %+v, %v", res, err)
+	}
+	res, err = start(StartRequest{Visitor: map[string]any{"sub": "new-user", "method": "jwt"}, ResumeIdentity: true})
+	if err != nil || res.Resumed || res.Session.ConversationID == known.Session.ConversationID {
+		t.Fatalf("unknown visitor resuming by identity starts afresh: %+v, %v", res, err)
 	}
 }
 

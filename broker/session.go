@@ -31,7 +31,8 @@ type Session struct {
 }
 
 // StartRequest asks for a new session, on a new conversation or, with a
-// resume token, on the conversation the token belongs to.
+// resume token, on the conversation the token belongs to (or, asked
+// explicitly, on the identified visitor's latest one).
 type StartRequest struct {
 	Widget      string
 	Agent       string
@@ -40,6 +41,11 @@ type StartRequest struct {
 	Language    string
 	Visitor     map[string]any
 	ResumeToken string
+	// ResumeIdentity continues the verified Visitor's latest open
+	// conversation on the widget, if there is one (the caller checked
+	// that the widget's policy lets this identity do so); without one the
+	// session starts a new conversation. A ResumeToken wins over it.
+	ResumeIdentity bool
 }
 
 // StartResult is a started session with its secrets, which are returned
@@ -80,20 +86,17 @@ func (b *Broker) StartSession(ctx context.Context, req StartRequest) (StartResul
 		resumed bool
 		err     error
 	)
-	if req.ResumeToken != "" {
-		conv, err = b.redeemResume(ctx, req.ResumeToken, req.Widget, now)
-		if errors.Is(err, ErrConversationClosed) {
-			return StartResult{}, err // not even a proven identity reopens it
-		}
-		if err != nil {
-			// A visitor whose resume window passed, but who proves who they
-			// are, carries on in their conversation.
-			var ok bool
-			if conv, ok = b.identifiedConversation(ctx, req.Widget, req.Visitor); !ok {
-				return StartResult{}, err
-			}
+	switch {
+	case req.ResumeToken != "":
+		// A resume token means that token: one that is unknown, expired or
+		// of a closed conversation is refused, whoever the visitor proves
+		// to be (resuming by identity is its own, explicit request).
+		if conv, err = b.redeemResume(ctx, req.ResumeToken, req.Widget, now); err != nil {
+			return StartResult{}, err
 		}
 		resumed = true
+	case req.ResumeIdentity:
+		conv, resumed = b.identifiedConversation(ctx, req.Widget, req.Visitor)
 	}
 	res := StartResult{SessionToken: newSecret(32), ResumeToken: newSecret(32), Resumed: resumed}
 	s := Session{

@@ -62,6 +62,13 @@ type WidgetConfig struct {
 	// IdentityPolicy is guest (anonymous visitors only are expected),
 	// identified (a verified identity is required) or both.
 	IdentityPolicy string `yaml:"identity_policy" json:"identity_policy"`
+	// IdentityResume says which verified identities may continue their
+	// latest conversation by asking for it (resume_identity on POST
+	// /v1/sessions) instead of with a resume token: off, expiring (the
+	// default: identities that expire — a visitor JWT, a user token, a
+	// bootstrap token's visitor) or any (user_hash too, whose value never
+	// changes, so whoever once saw it could read the user's history).
+	IdentityResume string `yaml:"identity_resume" json:"identity_resume"`
 	// IdentitySecret verifies visitor identity: HS256 visitor JWTs and
 	// user_hash = HMAC-SHA256(user_id). At least 32 bytes when set. It is a
 	// secret: never logged, never returned by the API after creation.
@@ -150,12 +157,20 @@ const (
 	defaultLauncherText = "Chat with us"
 )
 
+// The values of WidgetConfig.IdentityResume.
+const (
+	IdentityResumeOff      = "off"
+	IdentityResumeExpiring = "expiring"
+	IdentityResumeAny      = "any"
+)
+
 // Widget enumerations.
 var (
 	widgetModes      = []string{"chat", "voice", "both"}
 	widgetThemes     = []string{"auto", "light", "dark"}
 	widgetPositions  = []string{"bottom-right", "bottom-left", "top-right", "top-left", "embedded"}
 	identityPolicies = []string{"guest", "identified", "both"}
+	identityResumes  = []string{IdentityResumeOff, IdentityResumeExpiring, IdentityResumeAny}
 	triggerTypes     = []string{"url_matches", "dwell_seconds", "scroll_depth", "exit_intent", "idle_seconds", "repeat_visitor"}
 	cooldowns        = []string{"session", "days"}
 	hexColor         = regexp.MustCompile(`^#([0-9a-fA-F]{3}|[0-9a-fA-F]{6})$`)
@@ -200,6 +215,7 @@ func (w *WidgetConfig) Normalize() {
 	def(&w.Theme, "auto")
 	def(&w.LauncherPosition, "bottom-right")
 	def(&w.IdentityPolicy, "both")
+	def(&w.IdentityResume, IdentityResumeExpiring)
 	def(&w.VoiceTransport, "webrtc")
 	w.Voice = w.Voice.WithDefaults()
 	def(&w.Colors.Primary, "#4f46e5")
@@ -244,6 +260,7 @@ func (w *WidgetConfig) Validate() []Problem {
 	ps.oneOf("theme", w.Theme, widgetThemes...)
 	ps.oneOf("launcher_position", w.LauncherPosition, widgetPositions...)
 	ps.oneOf("identity_policy", w.IdentityPolicy, identityPolicies...)
+	ps.oneOf("identity_resume", w.IdentityResume, identityResumes...)
 	ps.oneOf("voice_transport", w.VoiceTransport, "webrtc", "livekit")
 	w.Voice.validate(&ps)
 	for name, c := range map[string]string{"colors.primary": w.Colors.Primary, "colors.accent": w.Colors.Accent} {

@@ -18,4 +18,7 @@ var (
 	// ErrBootstrapTokenInvalid: a bootstrap token from POST /v1/tokens is
 	// malformed, forged, of another kind, or not yet valid.
 	ErrBootstrapTokenInvalid = errors.New("bootstrap token invalid")
+	// ErrIdentityResumeRefused: resume_identity was asked with an identity
+	// the widget's identity_resume policy does not let resume.
+	ErrIdentityResumeRefused = errors.New("this identity may not resume a conversation on this widget")
 )

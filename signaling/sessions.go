@@ -20,6 +20,9 @@ type createSessionRequest struct {
 	Mode        string `json:"mode"`
 	Language    string `json:"language"`
 	ResumeToken string `json:"resume_token"`
+	// ResumeIdentity asks to continue the verified visitor's latest
+	// conversation, when the widget's identity_resume policy allows it.
+	ResumeIdentity bool `json:"resume_identity"`
 	// Visitor identity, one style at a time.
 	VisitorToken string `json:"visitor_token"` // HS256 JWT signed with the widget's identity secret
 	UserID       string `json:"user_id"`       // with user_hash = hex HMAC-SHA256(user_id)
@@ -108,6 +111,11 @@ func (s *Server) serveCreateSession(w http.ResponseWriter, r *http.Request) erro
 		}
 		return err
 	}
+	if req.ResumeIdentity && req.ResumeToken == "" { // a resume token wins
+		if err := identityMayResume(wc, claims); err != nil {
+			return err
+		}
+	}
 	var visitor map[string]any
 	if claims != nil {
 		visitor = claims.Map()
@@ -115,6 +123,7 @@ func (s *Server) serveCreateSession(w http.ResponseWriter, r *http.Request) erro
 	res, err := s.sessions.StartSession(ctx, broker.StartRequest{
 		Widget: wc.ID, Agent: wc.Agent, Origin: origin, Mode: req.Mode,
 		Language: req.Language, ResumeToken: req.ResumeToken, Visitor: visitor,
+		ResumeIdentity: req.ResumeIdentity,
 	})
 	if err != nil {
 		return err
@@ -177,6 +186,27 @@ func (s *Server) visitorIdentity(wc configs.WidgetConfig, req createSessionReque
 		return nil, err
 	}
 	return &c, nil
+}
+
+// identityMayResume checks a resume_identity request against the widget's
+// identity_resume policy. Only identities that expire resume by default: a
+// user_hash never changes, so whoever once saw one could otherwise read
+// that user's history for ever.
+func identityMayResume(wc configs.WidgetConfig, c *VisitorClaims) error {
+	if c == nil {
+		return fmt.Errorf("%w: resume_identity needs a verified identity (visitor_token, user_id + user_hash, user_token or a bootstrap token with a visitor)", broker.ErrValidation)
+	}
+	switch wc.IdentityResume {
+	case configs.IdentityResumeAny:
+		return nil
+	case configs.IdentityResumeExpiring:
+		if c.Method != methodUserHash {
+			return nil
+		}
+		return fmt.Errorf("%w: a user_hash never expires, so it resumes only where identity_resume is \"any\"", ErrIdentityResumeRefused)
+	default:
+		return fmt.Errorf("%w: identity_resume is %q", ErrIdentityResumeRefused, wc.IdentityResume)
+	}
 }
 
 // liveWidgetByID returns a live widget by id.

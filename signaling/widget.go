@@ -102,6 +102,7 @@ type publicWidget struct {
 	Colors           configs.WidgetColors          `json:"colors"`
 	Translations     map[string]configs.WidgetText `json:"translations"`
 	IdentityPolicy   string                        `json:"identity_policy"`
+	IdentityResume   string                        `json:"identity_resume"`
 	NavMap           []configs.NavTarget           `json:"nav_map"`
 	Triggers         []configs.TriggerRule         `json:"triggers"`
 	MaxMessageChars  int                           `json:"max_message_chars"`
@@ -118,7 +119,7 @@ func (s *Server) publicWidget(wc configs.WidgetConfig) publicWidget {
 	return publicWidget{ID: wc.ID, DisplayTitle: wc.DisplayTitle, LauncherLabel: wc.LauncherLabel,
 		WelcomeText: wc.WelcomeText, Mode: wc.Mode, Modes: modes, Theme: wc.Theme,
 		LauncherPosition: wc.LauncherPosition, Colors: wc.Colors, Translations: wc.Translations,
-		IdentityPolicy: wc.IdentityPolicy, NavMap: wc.NavMap, Triggers: wc.Triggers,
+		IdentityPolicy: wc.IdentityPolicy, IdentityResume: wc.IdentityResume, NavMap: wc.NavMap, Triggers: wc.Triggers,
 		MaxMessageChars: s.cfg.Chat.MaxMessageChars}
 }
 

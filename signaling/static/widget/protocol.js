@@ -64,7 +64,15 @@ function ensureSession() {
   return st.sessionP;
 }
 const langTag = /^[a-zA-Z]{2,3}(-[a-zA-Z0-9]{1,8})*$/;
-async function createSession(mayResume, retried) {
+// identityResumes reports whether the widget lets this visitor's identity
+// continue their latest conversation without a resume token (the widget's
+// identity_resume: a user_hash, which never expires, only under "any").
+function identityResumes() {
+  const policy = st.widget && st.widget.identity_resume;
+  if (identity.visitorToken) return policy === "expiring" || policy === "any";
+  return !!(identity.userId && identity.userHash) && policy === "any";
+}
+async function createSession(mayResume, retried, byIdentity) {
   const req = { widget_key: widgetKey, challenge: await takeChallenge(), mode: "chat" };
   if (langTag.test(language) && language.length <= 35) req.language = language;
   const sentIdentity = !!(identity.visitorToken || (identity.userId && identity.userHash));
@@ -72,6 +80,7 @@ async function createSession(mayResume, retried) {
   else if (identity.userId && identity.userHash) { req.user_id = identity.userId; req.user_hash = identity.userHash; }
   const resume = mayResume ? sget("sessionStorage", K.resume) : null;
   if (resume) req.resume_token = resume;
+  else if (byIdentity) req.resume_identity = true;
   let s;
   try {
     s = await api("/v1/sessions", { method: "POST", body: req });
@@ -81,23 +90,26 @@ async function createSession(mayResume, retried) {
       throw e;
     }
     if (resume && ["RESUME_TOKEN_INVALID", "SESSION_EXPIRED", "CONVERSATION_NOT_FOUND"].includes(e.code)) {
-      // A stale token (another day, another server): start afresh.
+      // A stale token (another day, another server): start afresh, or
+      // carry on where an identified visitor left off, if the widget lets
+      // their identity resume.
       sdel("sessionStorage", K.resume);
       sdel("sessionStorage", K.state);
-      return createSession(false);
+      return createSession(false, retried, identityResumes());
     }
+    if (byIdentity && e.code === "IDENTITY_RESUME_NOT_ALLOWED") return createSession(false, retried, false);
     if (sentIdentity && (e.code === "INVALID_VISITOR_TOKEN" || e.code === "TOKEN_EXPIRED") &&
         st.widget && st.widget.identity_policy !== "identified") {
       console.warn("[parley:identity] The visitor identity was refused (" + e.code + ": " + e.message +
         "); continuing as a guest. Mint a fresh token on your server.");
       identity = { visitorToken: "", userId: "", userHash: "" };
-      return createSession(mayResume, retried);
+      return createSession(mayResume, retried, false);
     }
     if (e.code === "CHALLENGE_INVALID" && !retried) {
       // Expired on a slow start, or the visitor's address changed
       // (Wi-Fi to mobile): resolve again, once.
       st.challenge = "";
-      return createSession(mayResume, true);
+      return createSession(mayResume, true, byIdentity);
     }
     throw e;
   }
