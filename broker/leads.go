@@ -72,6 +72,9 @@ func validateLead(kind, value, source string) (string, error) {
 		if n := utf8.RuneCountInString(value); n < 1 || n > 100 || !utf8.ValidString(value) {
 			return "", fmt.Errorf("%w: name must be 1..100 characters", ErrValidation)
 		}
+		if !SafeName(value) {
+			return "", fmt.Errorf("%w: name must not contain control or format characters (line breaks, direction overrides)", ErrValidation)
+		}
 	}
 	return value, nil
 }
@@ -130,8 +133,10 @@ type Upload struct {
 	CreatedAt      time.Time `json:"created_at"`
 }
 
-// PutUpload stores a visitor's file for its conversation.
+// PutUpload stores a visitor's file for its conversation, under the
+// cleaned form of the name the client gave (CleanFileName).
 func (b *Broker) PutUpload(ctx context.Context, s Session, name, contentType string, r io.Reader) (Upload, error) {
+	name = CleanFileName(name)
 	u := Upload{ID: newID("upl_"), Name: name, ContentType: contentType, ConversationID: s.ConversationID, CreatedAt: time.Now().UTC()}
 	info, err := b.uploads.Put(ctx, jetstream.ObjectMeta{
 		Name:        u.ID,

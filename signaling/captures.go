@@ -7,9 +7,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
-	"path/filepath"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/parley-rtc/parley/broker"
 )
@@ -74,10 +72,7 @@ func (s *Server) serveUpload(w http.ResponseWriter, r *http.Request, sess broker
 			_ = part.Close()
 			continue
 		}
-		name := filepath.Base(strings.ReplaceAll(part.FileName(), "\\", "/"))
-		if name == "." || name == "/" || name == "" || !utf8.ValidString(name) || len(name) > 255 {
-			name = "upload"
-		}
+		name := part.FileName() // the broker cleans it (broker.CleanFileName)
 		head := make([]byte, 512)
 		n, err := io.ReadFull(part, head)
 		if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {

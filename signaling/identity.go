@@ -125,9 +125,9 @@ func checkSubject(s string) error {
 	return checkText(s, maxSubjectChars)
 }
 
-// checkText: valid UTF-8, at most maxChars characters, no control
-// characters (they have no place in an id or a name, and would forge lines
-// in logs and dashboards).
+// checkText: valid UTF-8, at most maxChars characters, no control or
+// format characters (broker.SafeName: they have no place in an id or a
+// name, and would forge lines or reverse text in logs and dashboards).
 func checkText(s string, maxChars int) error {
 	if len(s) > 4*maxChars || !utf8.ValidString(s) {
 		return fmt.Errorf("must be at most %d characters of UTF-8 text", maxChars)
@@ -135,8 +135,8 @@ func checkText(s string, maxChars int) error {
 	if utf8.RuneCountInString(s) > maxChars {
 		return fmt.Errorf("must be at most %d characters", maxChars)
 	}
-	if strings.ContainsFunc(s, unicode.IsControl) {
-		return errors.New("must not contain control characters")
+	if !broker.SafeName(s) {
+		return errors.New("must not contain control or format characters")
 	}
 	return nil
 }

@@ -212,6 +212,9 @@ func TestVisitorJWT(t *testing.T) {
 		{name: "phone without digits", token: hs(jwt.MapClaims{"phone": "()-+"}), want: ErrInvalidVisitorToken, reason: "phone"},
 		{name: "name of 101 characters", token: hs(jwt.MapClaims{"name": strings.Repeat("n", 101)}), want: ErrInvalidVisitorToken, reason: "name must be at most 100"},
 		{name: "name with a control character", token: hs(jwt.MapClaims{"name": "Ada\x1b[31m"}), want: ErrInvalidVisitorToken, reason: "name"},
+		{name: "name with a right-to-left override", token: hs(jwt.MapClaims{"name": "Ada \u202eecalevol"}), want: ErrInvalidVisitorToken, reason: "name"},
+		{name: "sub with a zero-width space", token: hs(jwt.MapClaims{"sub": "u\u200b42"}), want: ErrInvalidVisitorToken, reason: "format"},
+		{name: "name with a line separator", token: hs(jwt.MapClaims{"name": "Ada\u2028Lovelace"}), want: ErrInvalidVisitorToken, reason: "name"},
 		{name: "name an object", token: hs(jwt.MapClaims{"name": map[string]any{"first": "Ada"}}), want: ErrInvalidVisitorToken, reason: "name is not a string"},
 
 		// Size and garbage.

@@ -40,6 +40,11 @@ func TestCaptureLeads(t *testing.T) {
 		{"kind ssn", map[string]any{"kind": "ssn", "value": "123-45-6789", "source": "volunteered"}},
 		{"source guess", map[string]any{"kind": "email", "value": "jane@example.com", "source": "guess"}},
 		{"phone with letters", map[string]any{"kind": "phone", "value": "call me", "source": "agent_asked"}},
+		{"name with a line break", map[string]any{"kind": "name", "value": "Jane\nDoe", "source": "volunteered"}},
+		{"name with a carriage return", map[string]any{"kind": "name", "value": "Jane\r\nFORGED: admin", "source": "volunteered"}},
+		{"name with a right-to-left override", map[string]any{"kind": "name", "value": "Jane \u202eeoD", "source": "volunteered"}},
+		{"name with a zero-width space", map[string]any{"kind": "name", "value": "Ja\u200bne", "source": "volunteered"}},
+		{"name with a line separator", map[string]any{"kind": "name", "value": "Jane\u2028Doe", "source": "volunteered"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			signalingtest.ExpectErr(t, tc.name, e.Do("POST", path, tc.body, auth...), 422, "VALIDATION_FAILED")
@@ -111,6 +116,27 @@ func TestUploads(t *testing.T) {
 	r = e.Upload(s, `..\..\etc/passwd`, "text/plain", []byte("root"))
 	if r.Status != http.StatusCreated || r.Str("file_name") != "passwd" {
 		t.Fatalf("path in the file name: %d %s", r.Status, r.Raw)
+	}
+	// Names that name no file, or would forge lines or reverse text where
+	// people read them; filename* is RFC 2231 (percent-encoded UTF-8).
+	for _, tc := range []struct{ disposition, want string }{
+		{`filename=".."`, "upload"},
+		{`filename="a/.."`, "upload"},
+		{`filename="."`, "upload"},
+		{`filename*=UTF-8''a%0D%0Ab.txt`, "ab.txt"},
+		{`filename*=UTF-8''invoice%E2%80%AEtxt.exe`, "invoicetxt.exe"},
+		{`filename*=UTF-8''..%2F..%2Fsecret.txt`, "secret.txt"},
+		{`filename*=UTF-8''%E2%80%8B%E2%80%A8.txt`, "txt"},
+	} {
+		ct, body := signalingtest.MultipartDisposition(t, `form-data; name="file"; `+tc.disposition, "text/plain", []byte("words"))
+		r := e.DoRaw("POST", "/v1/sessions/"+s.ID+"/uploads", ct, body, "Authorization", "Bearer "+s.Token)
+		if r.Status != http.StatusCreated || r.Str("file_name") != tc.want {
+			t.Fatalf("upload with %s: %d %s, want file_name %q", tc.disposition, r.Status, r.Raw, tc.want)
+		}
+		up, err := e.b.GetUpload(t.Context(), s.ConversationID, r.Str("upload_id"))
+		if err != nil || up.Name != tc.want {
+			t.Fatalf("stored upload of %s: %+v, %v", tc.disposition, up, err)
+		}
 	}
 
 	elf := append([]byte("\x7fELF\x02\x01\x01\x00"), make([]byte, 120)...)

@@ -11,10 +11,17 @@ import (
 // name in field, and returns its content type and body.
 func MultipartFile(t testing.TB, field, name, contentType string, data []byte) (string, string) {
 	t.Helper()
+	return MultipartDisposition(t, `form-data; name="`+field+`"; filename="`+name+`"`, contentType, data)
+}
+
+// MultipartDisposition builds a multipart/form-data body with one part
+// whose Content-Disposition is given as is (an RFC 2231 filename*, say).
+func MultipartDisposition(t testing.TB, disposition, contentType string, data []byte) (string, string) {
+	t.Helper()
 	var buf bytes.Buffer
 	mw := multipart.NewWriter(&buf)
 	h := textproto.MIMEHeader{}
-	h.Set("Content-Disposition", `form-data; name="`+field+`"; filename="`+name+`"`)
+	h.Set("Content-Disposition", disposition)
 	h.Set("Content-Type", contentType)
 	part, err := mw.CreatePart(h)
 	if err != nil {
