@@ -257,7 +257,8 @@ func (b *Broker) seedWidgets(ctx context.Context, widgets []configs.WidgetConfig
 		// is retired (KV Create would succeed over the delete marker).
 		switch _, err := b.widgets.Get(ctx, "gone."+w.ID); {
 		case err == nil:
-			b.log.Info("not seeding a deleted widget", "widget_id", w.ID)
+			b.log.Warn("config widget skipped: an operator deleted it, and a deleted widget stays deleted; remove it from the config's widgets",
+				"widget_id", w.ID)
 			continue
 		case !errors.Is(err, jetstream.ErrKeyNotFound):
 			return fmt.Errorf("%w: seed widget %s: %w", ErrStore, w.ID, err)

@@ -27,9 +27,24 @@ func TestDeletedWidgetIDNeverReused(t *testing.T) {
 	if r := e.Do("POST", "/v1/admin/widgets", body, "Authorization", "Bearer "+akA); r.Status != http.StatusCreated {
 		t.Fatalf("create: %d %s", r.Status, r.Raw)
 	}
+	created := e.Do("GET", "/v1/admin/widgets/wdg_shop", nil, "Authorization", "Bearer "+akA)
+	sess := e.MustCreateSession(created.Str("public_key"), "https://shop.example.com", nil)
 	sk, _ := e.newSecretKey(akA, "wdg_shop")
 	if r := e.Do("DELETE", "/v1/admin/widgets/wdg_shop", nil, "Authorization", "Bearer "+akA); r.Status != http.StatusNoContent {
 		t.Fatalf("delete: %d %s", r.Status, r.Raw)
+	}
+	// Its sessions reach nothing, with an Origin or without one.
+	for _, origin := range []string{"", "https://shop.example.com"} {
+		hdr := []string{"Authorization", "Bearer " + sess.Token}
+		if origin != "" {
+			hdr = append(hdr, "Origin", origin)
+		}
+		r := e.Do("GET", "/v1/sessions/"+sess.ID+"/history", nil, hdr...)
+		if origin == "" {
+			signalingtest.ExpectErr(t, "history of a deleted widget's session", r, 410, "SESSION_ENDED")
+		} else if r.Status < 400 {
+			t.Fatalf("history of a deleted widget's session, Origin %s: %d %s", origin, r.Status, r.Raw)
+		}
 	}
 	if r := e.Do("POST", "/v1/user-tokens", map[string]any{"user_id": "u"}, "Authorization", "Bearer "+sk); r.Status != 403 || r.ErrCode() != "KEY_DISABLED" {
 		t.Fatalf("secret key of a deleted widget: %d %s", r.Status, r.Raw)

@@ -265,8 +265,13 @@ func (s *Server) authSession(r *http.Request, token string) (broker.Session, err
 	if err != nil {
 		return sess, err
 	}
+	wc, err := s.widgets.WidgetByID(sess.Widget)
+	if errors.Is(err, broker.ErrUnknownWidget) {
+		// Deleted stays deleted: nothing of a deleted widget's sessions
+		// (history, uploads, voice) is reachable, Origin or not.
+		return sess, fmt.Errorf("%w: its widget was deleted", broker.ErrSessionEnded)
+	}
 	if origin := r.Header.Get("Origin"); origin != "" {
-		wc, err := s.widgets.WidgetByID(sess.Widget)
 		if err != nil || !widgetAllows(wc.WidgetConfig, origin) {
 			return sess, fmt.Errorf("%w: %s", ErrOriginNotAllowed, origin)
 		}
