@@ -202,7 +202,8 @@ func opusCapability() webrtc.RTPCodecCapability {
 func (e *Engine) settingEngine() (webrtc.SettingEngine, error) {
 	cfg := e.cfg
 	var se webrtc.SettingEngine
-	se.LoggerFactory = pionLoggers{log: e.log}
+	// pion's ICE logs name the visitor's candidate addresses.
+	se.LoggerFactory = pionLoggers{log: slog.New(NewAddrRedactor(e.log.Handler()))}
 	se.SetICETimeouts(cfg.DisconnectedTimeout, cfg.FailedTimeout, cfg.KeepAliveInterval)
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
 	se.SetIncludeLoopbackCandidate(cfg.IncludeLoopback)

@@ -175,7 +175,7 @@ func (s *Server) serveLiveKitWebhook(w http.ResponseWriter, r *http.Request) err
 	case errors.As(err, &tooBig):
 		return fmt.Errorf("%w: over %d bytes", ErrPayloadTooLarge, maxWebhookBytes)
 	case err != nil:
-		s.log.Warn("livekit webhook refused", "err", err, "remote", r.RemoteAddr)
+		s.refusals.warn("livekit webhook refused", "err", err) // no client address: SECURITY.md
 		return fmt.Errorf("%w: %v", ErrWebhookInvalid, err)
 	}
 	var ev livekit.WebhookEvent

@@ -41,6 +41,7 @@ type Server struct {
 	shared     sharedRates
 	metrics    *metrics
 	ips        *clientIPs
+	refusals   *refusalLog // rate-limited log of unauthenticated refusals
 	handler    http.Handler
 	livekit    *media.LiveKit    // livekit widgets' voice (SetLiveKit); nil: none
 	speech     map[string]Speech // agents' speech pipelines (SetSpeech)
@@ -102,6 +103,7 @@ func New(cfg configs.Config, d Deps, engine *media.Engine, log *slog.Logger) (*S
 		health:     d.Health,
 		engine:     engine,
 		log:        log.With("component", "signaling"),
+		refusals:   newRefusalLog(log.With("component", "signaling")),
 		challenger: newChallenger(d.Sessions.SigningKey(), cfg.Sessions.ChallengeTTL),
 		served:     make(chan struct{}),
 	}
@@ -202,7 +204,8 @@ func (s *Server) Start() error {
 		Handler:           s.handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		// net/http's own errors name the client ("TLS handshake error from …").
+		ErrorLog: slog.NewLogLogger(media.NewAddrRedactor(s.log.Handler()), slog.LevelDebug),
 	}
 	go func() {
 		defer close(s.served)
