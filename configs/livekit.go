@@ -76,6 +76,13 @@ type OpsConfig struct {
 	// RecentEvents is how many recent conversation events a room's detail
 	// shows.
 	RecentEvents int `yaml:"recent_events"`
+	// MetricsListen is a second address (host:port) that serves only
+	// /metrics, without a key, for a Prometheus on the same host or an
+	// internal network: bind it to loopback or such a network, never a
+	// public address. Empty: no second listener. On the main address
+	// /metrics always needs an admin key of every tenant with ops:read,
+	// since it names every tenant's agents and traffic.
+	MetricsListen string `yaml:"metrics_listen"`
 }
 
 func (o *OpsConfig) validate(ps *problems) {
@@ -83,4 +90,7 @@ func (o *OpsConfig) validate(ps *problems) {
 		ps.add("ops.room_update_interval", "must be between 10ms and 1m, got %s", d)
 	}
 	ps.intRange("ops.recent_events", o.RecentEvents, 0, 1000)
+	if o.MetricsListen != "" {
+		ps.hostPort("ops.metrics_listen", o.MetricsListen, 0)
+	}
 }

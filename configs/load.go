@@ -203,6 +203,7 @@ func newFlagSet(c *Config) *flag.FlagSet {
 	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "data `directory` (PARLEY_DATA_DIR)")
 	fs.StringVar(&c.NATS.URL, "nats-url", c.NATS.URL, "external NATS `URLs`, comma separated; empty starts an embedded server (PARLEY_NATS_URL)")
 	fs.StringVar(&c.NATS.Listen, "nats-listen", c.NATS.Listen, "embedded NATS listen address `host:port` (PARLEY_NATS_LISTEN)")
+	fs.StringVar(&c.Ops.MetricsListen, "metrics-listen", c.Ops.MetricsListen, "a second address `host:port` serving only /metrics, without a key: loopback or an internal network (PARLEY_OPS_METRICS_LISTEN)")
 	fs.StringVar(&c.Log.Level, "log-level", c.Log.Level, "log `level`: debug, info, warn or error (PARLEY_LOG_LEVEL)")
 	fs.StringVar(&c.Log.Format, "log-format", c.Log.Format, "log `format`: auto, json or text (PARLEY_LOG_FORMAT)")
 	fs.StringVar(&c.PublicURL, "public-url", c.PublicURL, "public base `URL` for links (PARLEY_PUBLIC_URL)")

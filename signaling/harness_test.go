@@ -111,7 +111,7 @@ func startEnv(t testing.TB, opts ...func(*configs.Config)) *env {
 		t.Fatalf("start signaling: %v", err)
 	}
 	e.base = "http://" + e.srv.Addr()
-	e.Client = &signalingtest.Client{T: t, Base: e.base}
+	e.Client = &signalingtest.Client{T: t, Base: e.base, MetricsKey: signalingtest.NewMetricsKey(t, e.b)}
 	if cfg.EchoAgent.Enabled {
 		opts, err := e.b.ClientOptions(broker.AgentRole(cfg.EchoAgent.Agent))
 		if err != nil {

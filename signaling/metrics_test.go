@@ -2,12 +2,14 @@ package signaling_test
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/parley-rtc/parley/agentbridge/agenttest"
+	"github.com/parley-rtc/parley/broker"
 	"github.com/parley-rtc/parley/configs"
 	"github.com/parley-rtc/parley/signaling/signalingtest"
 )
@@ -90,4 +92,42 @@ func TestMetrics(t *testing.T) {
 	if _, ok := signalingtest.MetricValue(after, "parley_conversations_active", "mode", "voice"); !ok {
 		t.Error("parley_conversations_active{mode=voice} missing")
 	}
+}
+
+// TestMetricsNotPublic: /metrics names every tenant's agents and traffic,
+// so on the public address it needs an admin key of every tenant with
+// ops:read; ops.metrics_listen serves it without a key on a second address,
+// and nothing else there.
+func TestMetricsNotPublic(t *testing.T) {
+	t.Parallel()
+	e := startEnv(t, noEcho, func(c *configs.Config) { c.Ops.MetricsListen = "127.0.0.1:0" })
+	opsAll, _ := e.newAdminKey("", broker.ScopeOpsRead)
+	tenantOps, _ := e.newAdminKey("tenant-a", broker.ScopeOpsRead)
+	cfgAll, _ := e.newAdminKey("", broker.ScopeConfigRead)
+	for _, tc := range []struct {
+		name, key, code string
+		status          int
+	}{
+		{"no key", "", "INVALID_API_KEY", 401},
+		{"a session token", e.NewSession(nil).Token, "INVALID_API_KEY", 401},
+		{"a key without ops:read", cfgAll, "MISSING_SCOPE", 403},
+		{"a key of one tenant", tenantOps, "MISSING_SCOPE", 403},
+	} {
+		r := e.Do("GET", "/metrics", nil, "Authorization", "Bearer "+tc.key)
+		signalingtest.ExpectErr(t, tc.name, r, tc.status, tc.code)
+	}
+	r := e.Do("GET", "/metrics", nil, "Authorization", "Bearer "+opsAll)
+	if r.Status != 200 || !strings.Contains(r.Raw, "parley_sessions_active") {
+		t.Fatalf("/metrics with an ops:read key of every tenant: %d %.200s", r.Status, r.Raw)
+	}
+
+	side := &signalingtest.Client{T: t, Base: "http://" + e.srv.MetricsAddr()}
+	if e.srv.MetricsAddr() == "" {
+		t.Fatal("no metrics listener")
+	}
+	r = side.Do("GET", "/metrics", nil)
+	if r.Status != 200 || !strings.Contains(r.Raw, "parley_sessions_active") {
+		t.Fatalf("/metrics on ops.metrics_listen: %d %.200s", r.Status, r.Raw)
+	}
+	signalingtest.ExpectErr(t, "the widget API on the metrics address", side.Do("POST", "/v1/widget/resolve", map[string]any{}), 404, "NOT_FOUND")
 }

@@ -55,6 +55,7 @@ type Server struct {
 
 	httpSrv *http.Server
 	ln      net.Listener
+	metSrv  *metricsServer // ops.metrics_listen; nil: none
 	served  chan struct{}
 	stopped atomic.Bool
 }
@@ -174,7 +175,7 @@ func (s *Server) routes() *http.ServeMux {
 		http.MethodDelete: s.admin(opsWrite, s.serveOpsEndRoom)})
 	mux.Handle("/v1/ops/events", methods{http.MethodGet: s.admin(opsRead, s.serveOpsEvents)})
 	mux.Handle("/ops/{$}", methods{http.MethodGet: s.serveOpsPage})
-	mux.Handle("/metrics", methods{http.MethodGet: s.metrics.handler().ServeHTTP})
+	mux.Handle("/metrics", methods{http.MethodGet: s.admin(opsRead, s.serveMetrics)})
 	mux.Handle("/v1/sessions/{id}/webrtc", s.cors(methods{http.MethodPost: s.session(s.serveVoiceOffer)}))
 	mux.Handle("/v1/sessions/{id}/webrtc/{leg}", s.cors(methods{http.MethodPatch: s.session(s.serveVoicePatch), http.MethodDelete: s.session(s.serveVoiceDelete)}))
 	mux.Handle("/v1/sessions/{id}/livekit-token", s.cors(methods{http.MethodPost: s.session(s.serveLiveKitToken)}))
@@ -194,10 +195,17 @@ func (s *Server) Start() error {
 	if err != nil {
 		return fmt.Errorf("signaling: listen %s: %w", s.cfg.Listen, err)
 	}
+	met, err := s.startMetrics()
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
 	if !s.addLeg() {
 		_ = ln.Close()
+		_ = met.shutdown(context.Background())
 		return fmt.Errorf("signaling: start after shutdown: %w", broker.ErrClosed)
 	}
+	s.metSrv = met
 	go s.sweepLimits()
 	s.ln = ln
 	s.httpSrv = &http.Server{
@@ -216,6 +224,10 @@ func (s *Server) Start() error {
 	s.log.Info("http listening", "addr", ln.Addr().String())
 	return nil
 }
+
+// MetricsAddr is the address of the ops.metrics_listen listener (after
+// Start), or "" without one.
+func (s *Server) MetricsAddr() string { return s.metSrv.addr() }
 
 // Addr is the address the server listens on (after Start).
 func (s *Server) Addr() string {
@@ -236,6 +248,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.httpSrv != nil {
 		err = s.httpSrv.Shutdown(ctx) // hijacked WebSockets are not waited for here
 	}
+	err = errors.Join(err, s.metSrv.shutdown(ctx))
 	s.legMu.Lock()
 	s.closing = true
 	s.legMu.Unlock()

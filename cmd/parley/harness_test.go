@@ -60,7 +60,7 @@ func startEnv(t testing.TB, opts ...func(*configs.Config)) *env {
 		t.Fatalf("start: %v", err)
 	}
 	e := &env{t: t, cfg: cfg, app: a, base: "http://" + a.server.Addr(), logs: logs}
-	e.Client = &signalingtest.Client{T: t, Base: e.base}
+	e.Client = &signalingtest.Client{T: t, Base: e.base, MetricsKey: signalingtest.NewMetricsKey(t, a.broker)}
 	t.Cleanup(e.stop)
 	return e
 }

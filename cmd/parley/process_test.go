@@ -167,6 +167,21 @@ func (p *proc) line(re *regexp.Regexp) []string {
 	}
 }
 
+// metricsLine is the log line of the --metrics-listen listener.
+var metricsLine = regexp.MustCompile(`"msg":"metrics listening"[^\n]*"addr":"([^"]+)"`)
+
+// metricsBase is the base URL of a serve process's --metrics-listen
+// listener, from its log (stderr).
+func metricsBase(t testing.TB, p *proc) string {
+	t.Helper()
+	var m []string
+	agenttest.Poll(t, 30*time.Second, "the metrics listening line", func() bool {
+		m = metricsLine.FindStringSubmatch(p.stderr.String())
+		return m != nil
+	})
+	return "http://" + m[1]
+}
+
 // wait waits for the process to exit and returns its exit code.
 func (p *proc) wait() int {
 	p.t.Helper()

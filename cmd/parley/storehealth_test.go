@@ -149,9 +149,11 @@ func storeLost(r response, store string) float64 {
 
 // storeMetric reads one sample of /metrics ("name{labels}") through the
 // bounded GET, not signalingtest.Client.Scrape: a sick store may hang it.
-func storeMetric(t *testing.T, base, sample string) (float64, bool) {
+// key is an admin key with ops:read, or "" for the --metrics-listen
+// address (metricsBase).
+func storeMetric(t *testing.T, base, key, sample string) (float64, bool) {
 	t.Helper()
-	r, _ := getBounded(t, base+"/metrics", "")
+	r, _ := getBounded(t, base+"/metrics", key)
 	for _, l := range strings.Split(r.Raw, "\n") {
 		if v, ok := strings.CutPrefix(l, sample+" "); ok {
 			f, err := strconv.ParseFloat(v, 64)
@@ -192,7 +194,8 @@ func TestCorruptConversationBlock(t *testing.T) {
 	}
 	xorMiddle(t, largestBlock(t, tr.dir, "PARLEY_CONV"))
 
-	p, e, _ := serveProc(t, tr.dir)
+	p, e, _ := serveProc(t, tr.dir, "--metrics-listen", "127.0.0.1:0")
+	metrics := metricsBase(t, p)
 	failed := 0
 	for i, s := range tr.sessions {
 		r, took := getBounded(t, e.base+"/v1/sessions/"+s.ID+"/history?message_limit=500", s.Token)
@@ -219,10 +222,10 @@ func TestCorruptConversationBlock(t *testing.T) {
 	if r.Status != 200 || r.Str("status") != "degraded" || storeLost(r, "PARLEY_CONV") == 0 {
 		t.Errorf("/readyz after corruption: %d %s", r.Status, r.Raw)
 	}
-	if v, ok := storeMetric(t, e.base, `parley_store_lost_messages{store="PARLEY_CONV"}`); !ok || v == 0 {
+	if v, ok := storeMetric(t, metrics, "", `parley_store_lost_messages{store="PARLEY_CONV"}`); !ok || v == 0 {
 		t.Errorf("parley_store_lost_messages{store=PARLEY_CONV} = %v (present %v)", v, ok)
 	}
-	if v, _ := storeMetric(t, e.base, "parley_store_read_timeouts_total"); v < float64(failed) {
+	if v, _ := storeMetric(t, metrics, "", "parley_store_read_timeouts_total"); v < float64(failed) {
 		t.Errorf("parley_store_read_timeouts_total = %v, want >= %d", v, failed)
 	}
 	if logs := p.stderr.String(); !storeReadLine.MatchString(logs) {
@@ -244,17 +247,18 @@ func TestTruncatedConversationBlock(t *testing.T) {
 	blk := largestBlock(t, tr.dir, "PARLEY_CONV")
 	truncateTo(t, blk, 60)
 
-	p, e, _ := serveProc(t, tr.dir)
+	p, e, _ := serveProc(t, tr.dir, "--metrics-listen", "127.0.0.1:0")
+	metrics := metricsBase(t, p)
 	r, _ := getBounded(t, e.base+"/readyz", "")
 	lost := storeLost(r, "PARLEY_CONV")
 	t.Logf("/readyz after truncating %s to 60%%: %s", filepath.Base(blk), r.Raw)
 	if r.Status != 200 || r.Str("status") != "degraded" || lost == 0 {
 		t.Fatalf("/readyz after truncation: %d %s", r.Status, r.Raw)
 	}
-	if v, _ := storeMetric(t, e.base, "parley_store_data_lost"); v != 1 {
+	if v, _ := storeMetric(t, metrics, "", "parley_store_data_lost"); v != 1 {
 		t.Errorf("parley_store_data_lost = %v, want 1", v)
 	}
-	if v, ok := storeMetric(t, e.base, `parley_store_lost_messages{store="PARLEY_CONV"}`); !ok || v != lost {
+	if v, ok := storeMetric(t, metrics, "", `parley_store_lost_messages{store="PARLEY_CONV"}`); !ok || v != lost {
 		t.Errorf("parley_store_lost_messages{store=PARLEY_CONV} = %v, /readyz says %v", v, lost)
 	}
 	if !storeLostLine.MatchString(p.stderr.String()) {
@@ -356,7 +360,7 @@ func TestStoreFullFailsReadiness(t *testing.T) {
 	if r := e.Post(s, "while full", "k-2", false); r.Status != 503 || r.ErrCode() != "STORE_FULL" {
 		t.Fatalf("post into a full store: %d %s", r.Status, r.Raw)
 	}
-	if v, ok := storeMetric(t, e.base, "parley_store_writable"); !ok || v != 0 {
+	if v, ok := storeMetric(t, e.base, e.MetricsKey, "parley_store_writable"); !ok || v != 0 {
 		t.Errorf("parley_store_writable = %v (present %v), want 0", v, ok)
 	}
 	if err := fill.Purge(ctx); err != nil {

@@ -15,6 +15,9 @@ import (
 type Client struct {
 	T    testing.TB
 	Base string
+	// MetricsKey is an admin key of every tenant with ops:read, which
+	// Scrape sends: /metrics is not public.
+	MetricsKey string
 }
 
 // Response is a decoded HTTP response: Body is the JSON object answered

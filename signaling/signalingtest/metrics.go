@@ -1,17 +1,27 @@
 package signalingtest
 
 import (
+	"context"
 	"net/http"
+	"testing"
+
+	"github.com/parley-rtc/parley/broker"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 )
 
-// Scrape reads the edge's /metrics into metric families.
+// Scrape reads the edge's /metrics into metric families, with
+// c.MetricsKey (an admin key of every tenant with ops:read).
 func (c *Client) Scrape() map[string]*dto.MetricFamily {
 	c.T.Helper()
-	res, err := http.Get(c.Base + "/metrics")
+	req, err := http.NewRequest(http.MethodGet, c.Base+"/metrics", nil)
+	if err != nil {
+		c.T.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+c.MetricsKey)
+	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		c.T.Fatal(err)
 	}
@@ -60,4 +70,20 @@ next:
 		}
 	}
 	return 0, false
+}
+
+// AdminKeys is the part of the broker that makes admin keys.
+type AdminKeys interface {
+	CreateAdminKey(ctx context.Context, tenant, name string, scopes []string) (string, broker.KeyInfo, error)
+}
+
+// NewMetricsKey makes an admin key of every tenant with ops:read, for
+// Client.MetricsKey.
+func NewMetricsKey(t testing.TB, keys AdminKeys) string {
+	t.Helper()
+	key, _, err := keys.CreateAdminKey(context.Background(), "", "metrics scrape", []string{broker.ScopeOpsRead})
+	if err != nil {
+		t.Fatalf("metrics key: %v", err)
+	}
+	return key
 }
