@@ -23,6 +23,24 @@ type LimitsConfig struct {
 	Uploads RateConfig `yaml:"uploads"`
 	// MaxUploadBytes bounds one upload (default 10 MiB).
 	MaxUploadBytes int64 `yaml:"max_upload_bytes"`
+	// BodyTimeout bounds reading a request's body, so a client trickling
+	// bytes cannot hold a connection (default 10s); uploads get
+	// UploadTimeout (default 2m).
+	BodyTimeout   time.Duration `yaml:"body_timeout"`
+	UploadTimeout time.Duration `yaml:"upload_timeout"`
+	// PerSession caps what one session token can hold or do.
+	PerSession SessionLimits `yaml:"per_session"`
+}
+
+// SessionLimits caps one session (on each broker).
+type SessionLimits struct {
+	// WebSockets is the most live WebSockets of one session (default 4;
+	// 0: no cap).
+	WebSockets int `yaml:"websockets"`
+	// ModeSwitches limits mode switches, voice offers and LiveKit joins
+	// of one session, "N/duration" (default "20/1m"; "0": none), since
+	// each switch is stored in the conversation's log.
+	ModeSwitches string `yaml:"mode_switches"`
 }
 
 // RateConfig is a pair of token-bucket limits, each "N/duration" (e.g.
@@ -88,6 +106,9 @@ func defaultLimits() LimitsConfig {
 		Captures:       RateConfig{PerIP: "60/1h", PerWidget: "6000/1h"},
 		Uploads:        RateConfig{PerIP: "30/1m", PerWidget: "3000/1m"},
 		MaxUploadBytes: 10 << 20,
+		BodyTimeout:    10 * time.Second,
+		UploadTimeout:  2 * time.Minute,
+		PerSession:     SessionLimits{WebSockets: 4, ModeSwitches: "20/1m"},
 	}
 }
 
@@ -104,10 +125,22 @@ func (l *LimitsConfig) validate(ps *problems) {
 	if l.MaxUploadBytes < 1024 || l.MaxUploadBytes > 1<<30 {
 		ps.add("limits.max_upload_bytes", "must be between 1024 and 1073741824, got %d", l.MaxUploadBytes)
 	}
+	if l.BodyTimeout < time.Second || l.BodyTimeout > 10*time.Minute {
+		ps.add("limits.body_timeout", "must be between 1s and 10m, got %s", l.BodyTimeout)
+	}
+	if l.UploadTimeout < l.BodyTimeout || l.UploadTimeout > time.Hour {
+		ps.add("limits.upload_timeout", "must be between limits.body_timeout and 1h, got %s", l.UploadTimeout)
+	}
+	ps.intRange("limits.per_session.websockets", l.PerSession.WebSockets, 0, 1000)
+	if _, err := ParseRate(l.PerSession.ModeSwitches); err != nil {
+		ps.add("limits.per_session.mode_switches", "%v", err)
+	}
 }
 
 func (l LimitsConfig) logValue() slog.Value {
-	attrs := []slog.Attr{slog.Int64("max_upload_bytes", l.MaxUploadBytes)}
+	attrs := []slog.Attr{slog.Int64("max_upload_bytes", l.MaxUploadBytes),
+		logDuration("body_timeout", l.BodyTimeout), logDuration("upload_timeout", l.UploadTimeout),
+		slog.Group("per_session", slog.Int("websockets", l.PerSession.WebSockets), slog.String("mode_switches", l.PerSession.ModeSwitches))}
 	for _, e := range []struct {
 		name string
 		rc   RateConfig

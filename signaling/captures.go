@@ -55,6 +55,7 @@ func (s *Server) serveUpload(w http.ResponseWriter, r *http.Request, sess broker
 		return fmt.Errorf("%w: Content-Type must be multipart/form-data", ErrUnsupportedMediaType)
 	}
 	max := s.cfg.Limits.MaxUploadBytes
+	extendBodyDeadline(w, s.cfg.Limits.UploadTimeout)   // a large file on a slow link
 	r.Body = http.MaxBytesReader(w, r.Body, max+64<<10) // room for the multipart framing
 	mr, err := r.MultipartReader()
 	if err != nil {

@@ -110,6 +110,7 @@ var wireErrors = []struct {
 	{ErrBootstrapTokenInvalid, wireError{http.StatusUnauthorized, "INVALID_VISITOR_TOKEN", 0}},
 	{ErrGuestNotAllowed, wireError{http.StatusForbidden, "GUEST_NOT_ALLOWED", 0}},
 	{ErrIdentityResumeRefused, wireError{http.StatusForbidden, "IDENTITY_RESUME_NOT_ALLOWED", 0}},
+	{ErrSessionLimit, wireError{http.StatusTooManyRequests, "SESSION_LIMIT", 0}},
 	{ErrModeNotAllowed, wireError{http.StatusForbidden, "MODE_NOT_ALLOWED", 0}},
 	{broker.ErrUnknownKey, wireError{http.StatusUnauthorized, "INVALID_API_KEY", 0}},
 	{broker.ErrKeyDisabled, wireError{http.StatusForbidden, "KEY_DISABLED", 0}},

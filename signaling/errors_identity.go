@@ -18,6 +18,9 @@ var (
 	// ErrBootstrapTokenInvalid: a bootstrap token from POST /v1/tokens is
 	// malformed, forged, of another kind, or not yet valid.
 	ErrBootstrapTokenInvalid = errors.New("bootstrap token invalid")
+	// ErrSessionLimit: the session is at one of its limits.per_session
+	// caps (live WebSockets).
+	ErrSessionLimit = errors.New("session limit reached")
 	// ErrIdentityResumeRefused: resume_identity was asked with an identity
 	// the widget's identity_resume policy does not let resume.
 	ErrIdentityResumeRefused = errors.New("this identity may not resume a conversation on this widget")

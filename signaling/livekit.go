@@ -72,6 +72,9 @@ func (s *Server) serveLiveKitToken(w http.ResponseWriter, r *http.Request, sess 
 	if lk == nil {
 		return fmt.Errorf("%w: LiveKit is not configured", ErrVoiceUnavailable)
 	}
+	if err := s.allowSwitch(w, sess.ID); err != nil {
+		return err
+	}
 	room := lk.RoomName(sess.ConversationID)
 	identity := visitorIdentityPrefix + sess.ID
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), voiceSetupTimeout)

@@ -41,7 +41,8 @@ type Server struct {
 	shared     sharedRates
 	metrics    *metrics
 	ips        *clientIPs
-	refusals   *refusalLog // rate-limited log of unauthenticated refusals
+	refusals   *refusalLog  // rate-limited log of unauthenticated refusals
+	caps       *sessionCaps // limits.per_session
 	handler    http.Handler
 	livekit    *media.LiveKit    // livekit widgets' voice (SetLiveKit); nil: none
 	speech     map[string]Speech // agents' speech pipelines (SetSpeech)
@@ -105,12 +106,13 @@ func New(cfg configs.Config, d Deps, engine *media.Engine, log *slog.Logger) (*S
 		engine:     engine,
 		log:        log.With("component", "signaling"),
 		refusals:   newRefusalLog(log.With("component", "signaling")),
+		caps:       newSessionCaps(cfg.Limits),
 		challenger: newChallenger(d.Sessions.SigningKey(), cfg.Sessions.ChallengeTTL),
 		served:     make(chan struct{}),
 	}
 	d.Health.SetObserver(s.metrics)
 	s.legs, s.cancelLegs = context.WithCancel(context.Background())
-	s.handler = s.logRequests(s.routes())
+	s.handler = s.bodyDeadline(s.logRequests(s.routes()))
 	return s, nil
 }
 
@@ -125,8 +127,9 @@ func (s *Server) sweepLimits() {
 		select {
 		case <-s.legs.Done():
 			return
-		case <-t.C:
+		case now := <-t.C:
 			s.limiter.sweep()
+			s.caps.sweep(now)
 		}
 	}
 }

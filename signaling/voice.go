@@ -94,6 +94,9 @@ func (s *Server) serveVoiceOffer(w http.ResponseWriter, r *http.Request, sess br
 	if wc, err := s.widgets.WidgetByID(sess.Widget); err == nil && wc.VoiceTransport == transportLiveKit {
 		return fmt.Errorf("%w: this widget's voice goes over LiveKit: use POST /v1/sessions/{id}/livekit-token", ErrTransportMismatch)
 	}
+	if err := s.allowSwitch(w, sess.ID); err != nil {
+		return err
+	}
 	offer, asJSON, err := readSDP(w, r)
 	if err != nil {
 		return err
@@ -253,6 +256,9 @@ func (s *Server) serveMode(w http.ResponseWriter, r *http.Request, sess broker.S
 	if err := s.modeAllowed(sess, req.Mode); err != nil {
 		return err
 	}
+	if err := s.allowSwitch(w, sess.ID); err != nil {
+		return err
+	}
 	mc, _, err := s.voices.SetMode(context.WithoutCancel(r.Context()), sess, req.Mode, "visitor")
 	if err != nil {
 		return err
@@ -307,6 +313,10 @@ func (s *Server) modeAllowed(sess broker.Session, mode string) error {
 // wsMode handles a {"type":"mode","mode":…} frame.
 func (l *leg) onModeFrame(ctx context.Context, mode string) {
 	if err := l.s.modeAllowed(l.sess, mode); err != nil {
+		l.sendError(err, "")
+		return
+	}
+	if err := l.s.allowSwitch(nil, l.sess.ID); err != nil {
 		l.sendError(err, "")
 		return
 	}

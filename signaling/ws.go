@@ -87,6 +87,12 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		_ = conn.Close(websocket.StatusPolicyViolation, we.code)
 		return
 	}
+	if err := s.caps.openWS(sess.ID); err != nil {
+		we, _ := classify(err)
+		_ = conn.Close(websocket.StatusPolicyViolation, we.code)
+		return
+	}
+	defer s.caps.closeWS(sess.ID)
 	if !s.addLeg() {
 		end := endLeg(errLegShutdown)
 		_ = conn.Close(end.code, end.reason)
