@@ -173,7 +173,8 @@ func (s *Server) routes() *http.ServeMux {
 	mux.Handle("/v1/ops/events", methods{http.MethodGet: s.admin(opsRead, s.serveOpsEvents)})
 	mux.Handle("/ops/{$}", methods{http.MethodGet: s.serveOpsPage})
 	mux.Handle("/metrics", methods{http.MethodGet: s.metrics.handler().ServeHTTP})
-	mux.Handle("/v1/sessions/{id}/webrtc", s.cors(methods{http.MethodPost: s.session(s.serveVoiceOffer)}))
+	mux.Handle("/v1/sessions/{id}/webrtc", whipOptions(s.cors(methods{http.MethodPost: s.session(s.serveVoiceOffer),
+		http.MethodOptions: s.serveVoiceOptions})))
 	mux.Handle("/v1/sessions/{id}/webrtc/{leg}", s.cors(methods{http.MethodPatch: s.session(s.serveVoicePatch), http.MethodDelete: s.session(s.serveVoiceDelete)}))
 	mux.Handle("/v1/sessions/{id}/livekit-token", s.cors(methods{http.MethodPost: s.session(s.serveLiveKitToken)}))
 	mux.Handle("/v1/sessions/{id}/livekit/{leg}", s.cors(methods{http.MethodDelete: s.session(s.serveVoiceDelete)}))
