@@ -51,10 +51,11 @@ func (c *Client) NewVoiceClient(s Session) *VoiceClient {
 	return v
 }
 
-// OfferVoice creates a client and posts its offer; on success the answer
-// is applied. sdpOverride, when set, is posted instead of the real offer.
-// The response is the caller's to check when the offer is refused.
-func (c *Client) OfferVoice(s Session, sdpOverride string) (*VoiceClient, Response) {
+// OfferVoice creates a client and posts its offer, with headers (name,
+// value, …) besides the session token; on success the answer is applied.
+// sdpOverride, when set, is posted instead of the real offer. The response
+// is the caller's to check when the offer is refused.
+func (c *Client) OfferVoice(s Session, sdpOverride string, headers ...string) (*VoiceClient, Response) {
 	c.T.Helper()
 	var se webrtc.SettingEngine
 	se.SetIncludeLoopbackCandidate(true)
@@ -113,7 +114,7 @@ func (c *Client) OfferVoice(s Session, sdpOverride string) (*VoiceClient, Respon
 	if sdpOverride != "" {
 		body = sdpOverride
 	}
-	r := c.DoRaw("POST", "/v1/sessions/"+s.ID+"/webrtc", "application/sdp", body, "Authorization", "Bearer "+s.Token)
+	r := c.DoRaw("POST", "/v1/sessions/"+s.ID+"/webrtc", "application/sdp", body, append([]string{"Authorization", "Bearer " + s.Token}, headers...)...)
 	if r.Status != http.StatusCreated {
 		return v, r
 	}
