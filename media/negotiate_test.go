@@ -109,6 +109,11 @@ func TestTrickleICERestart(t *testing.T) {
 		af.Media[0].Mid != "0" || !strings.HasPrefix(af.Media[0].MLine, "audio 9 ") {
 		t.Fatalf("answer fragment (old ufrag %s):\n%s", oldUfrag, ans)
 	}
+	for _, c := range af.Media[0].Candidates {
+		if strings.Fields(c)[1] != "1" {
+			t.Fatalf("candidate of component %s in the answer fragment (RTCP is muxed):\n%s", strings.Fields(c)[1], ans)
+		}
+	}
 	t.Logf("answer fragment:\n%s", ans)
 
 	// Apply our fragment to the client as the answer to its restart offer.
