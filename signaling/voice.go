@@ -157,6 +157,9 @@ func (m mediaLeg) MediaStats() broker.MediaStats {
 // visitor's WebSocket), and, when the leg is gone, back to chat.
 func (s *Server) onLegState(v *broker.Voice, st media.State, reason string) {
 	if st == media.StateClosed {
+		if reason == media.ReasonRemoteClosed {
+			s.ended.add(v.Session().ID, v.ID(), time.Now()) // a hang-up whose DELETE may follow
+		}
 		v.TransportClosed(reason)
 		return
 	}
@@ -239,9 +242,16 @@ func (s *Server) serveVoicePatch(w http.ResponseWriter, r *http.Request, sess br
 }
 
 // serveVoiceDelete: DELETE /v1/sessions/{id}/webrtc/{leg} hangs up; the
-// conversation goes on in chat. If-Match is ignored (RFC 9725 §4.3.1).
+// conversation goes on in chat. If-Match is ignored (RFC 9725 §4.3.1). A
+// leg whose peer connection the visitor closed lately (remote_closed:
+// WHIP clients close it before they DELETE) was hung up by that: 204 too.
+// Another DELETE of a leg gone otherwise is 404.
 func (s *Server) serveVoiceDelete(w http.ResponseWriter, r *http.Request, sess broker.Session) error {
 	v, err := s.voiceLeg(r, sess)
+	if errors.Is(err, ErrLegNotFound) && s.ended.has(sess.ID, r.PathValue("leg"), time.Now()) {
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
 	if err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -50,6 +51,7 @@ func parseIfMatch(h http.Header) (m ifMatch, ok bool) {
 				v = v[2:]
 			}
 			switch {
+			case v == "":
 			case v[0] == '"':
 				end := strings.IndexByte(v[1:], '"')
 				if end < 0 {
@@ -158,4 +160,59 @@ func (s *Server) serveVoiceOptions(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
+}
+
+// Bounds of endedLegs.
+const (
+	endedLegsMax = 4096
+	endedLegsTTL = 2 * time.Minute
+)
+
+// endedLegs remembers the voice legs whose peer connection the visitor
+// closed lately, so that the DELETE that follows answers 204: WHIP
+// clients close their peer connection first and DELETE after (whip.js
+// does), and the DTLS close_notify ends the leg before the DELETE arrives.
+// Bounded by count (oldest out first) and age; safe for concurrent use.
+type endedLegs struct {
+	mu    sync.Mutex
+	at    map[string]time.Time // "session id/leg id" → when it ended
+	order []string             // keys, oldest first
+}
+
+// add notes that a session's leg ended at now.
+func (e *endedLegs) add(sessionID, legID string, now time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.at == nil {
+		e.at = make(map[string]time.Time)
+	}
+	e.expire(now)
+	for len(e.order) >= endedLegsMax {
+		delete(e.at, e.order[0])
+		e.order = e.order[1:]
+	}
+	k := sessionID + "/" + legID
+	if _, ok := e.at[k]; !ok {
+		e.order = append(e.order, k)
+	}
+	e.at[k] = now
+}
+
+// has reports whether a session's leg ended within endedLegsTTL of now.
+func (e *endedLegs) has(sessionID, legID string, now time.Time) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.expire(now)
+	_, ok := e.at[sessionID+"/"+legID]
+	return ok
+}
+
+// expire drops the entries older than endedLegsTTL; the caller holds mu.
+func (e *endedLegs) expire(now time.Time) {
+	n := 0
+	for n < len(e.order) && now.Sub(e.at[e.order[n]]) > endedLegsTTL {
+		delete(e.at, e.order[n])
+		n++
+	}
+	e.order = e.order[n:]
 }

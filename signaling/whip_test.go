@@ -226,3 +226,34 @@ func TestWHIPOptions(t *testing.T) {
 		t.Fatalf("preflight of a PATCH: %d %v", r.Status, r.Header)
 	}
 }
+
+// TestWHIPDeleteAfterClose: a WHIP client closes its peer connection, then
+// DELETEs (whip.js does): the close already hung up (remote_closed), so the
+// DELETE answers 204 too; a DELETE of a leg that is not the session's, or
+// was never, stays 404.
+func TestWHIPDeleteAfterClose(t *testing.T) {
+	e := startEnv(t)
+	s := e.NewSession(nil)
+	c := e.NewVoiceClient(s)
+	c.WaitConnected()
+	c.Close()
+	agenttest.Poll(t, 10*time.Second, "the leg to end with the peer connection", func() bool {
+		_, ok := e.b.Voice(s.ID)
+		return !ok
+	})
+	auth := []string{"Authorization", "Bearer " + s.Token}
+	if r := e.DoRaw("DELETE", c.Location, "", "", auth...); r.Status != http.StatusNoContent {
+		t.Fatalf("DELETE after the close: %d %s", r.Status, r.Raw)
+	}
+	other := e.NewSession(nil)
+	leg := c.Location[strings.LastIndex(c.Location, "/"):]
+	for _, path := range []string{"/v1/sessions/" + other.ID + "/webrtc" + leg, "/v1/sessions/" + s.ID + "/webrtc/leg_never"} {
+		tok := s.Token
+		if strings.Contains(path, other.ID) {
+			tok = other.Token
+		}
+		if r := e.DoRaw("DELETE", path, "", "", "Authorization", "Bearer "+tok); r.Status != 404 || r.ErrCode() != "LEG_NOT_FOUND" {
+			t.Fatalf("DELETE %s: %d %s", path, r.Status, r.Raw)
+		}
+	}
+}
