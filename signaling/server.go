@@ -44,7 +44,7 @@ type Server struct {
 	handler    http.Handler
 	livekit    *media.LiveKit    // livekit widgets' voice (SetLiveKit); nil: none
 	speech     map[string]Speech // agents' speech pipelines (SetSpeech)
-	ended      endedLegs         // voice legs that ended lately (whip.go)
+	ended      endedLegs         // legs whose peer connection the visitor closed lately (whip.go)
 
 	// legs is the context of every WebSocket leg; cancelled on Shutdown.
 	legs       context.Context
