@@ -6,7 +6,7 @@ PKGS    ?= ./...
 GOFLAGS ?= -buildvcs=false
 export GOFLAGS
 
-.PHONY: all build run test test-short vet fmt-check bench fuzz clean browser livekit speech-tools
+.PHONY: all build run test test-short vet fmt-check bench fuzz clean browser livekit speech-tools whip-client
 
 all: build
 
@@ -19,7 +19,7 @@ run:
 	$(GO) run ./cmd/parley serve
 
 ## test: formatting, vet, and every test with the race detector
-test: browser livekit speech-tools fmt-check vet
+test: browser livekit speech-tools whip-client fmt-check vet
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 
 ## test-short: the quick tests only (no subprocesses), without -race
@@ -74,6 +74,39 @@ livekit:
 	  echo "## will SKIP, or FAIL when PARLEY_REQUIRE_LIVEKIT=1." >&2; \
 	  echo "################################################################" >&2; \
 	fi
+
+## whip-client: a WHIP client nobody here wrote, for the interop test
+## (cmd/parley/whipclient_test.go, TestWHIPClient): the npm package
+## $(WHIP_CLIENT) (MIT, by the author of RFC 9725), fetched once with
+## `npm pack`, its tarball checked against the pinned sha256 and unpacked,
+## unmodified, into $(WHIP_CLIENT_DIR). Nothing of it is committed. Skipped
+## when the stamp names this version and checksum. A failed fetch only
+## warns: the test then skips loudly (or fails, with PARLEY_REQUIRE_BROWSER=1
+## as in CI).
+WHIP_CLIENT        ?= whip-whep@1.2.0
+WHIP_CLIENT_SHA256 ?= f032b2b2015da76268d3f4a0450af2cf24ae984c6bf7cc5bfd494763cefaf786
+WHIP_CLIENT_DIR    := $(CACHE)/whip-client
+whip-client:
+	@stamp="$(WHIP_CLIENT) $(WHIP_CLIENT_SHA256)"; \
+	if [ -f "$(WHIP_CLIENT_DIR)/whip.js" ] && [ "$$(cat "$(WHIP_CLIENT_DIR)/.stamp" 2>/dev/null)" = "$$stamp" ]; then exit 0; fi; \
+	echo "== fetching $(WHIP_CLIENT) (npm) into $(WHIP_CLIENT_DIR)"; \
+	tmp=$$(mktemp -d); \
+	if command -v npm >/dev/null 2>&1 \
+	  && tgz=$$(cd "$$tmp" && npm pack --silent "$(WHIP_CLIENT)" 2>/dev/null | tail -n 1) && [ -f "$$tmp/$$tgz" ] \
+	  && echo "$(WHIP_CLIENT_SHA256)  $$tmp/$$tgz" | sha256sum -c --status - \
+	  && tar -xzf "$$tmp/$$tgz" -C "$$tmp" && [ -f "$$tmp/package/whip.js" ] \
+	  && printf '%s\n' "$$stamp" > "$$tmp/package/.stamp" \
+	  && mkdir -p "$(CACHE)" && rm -rf "$(WHIP_CLIENT_DIR)" && mv "$$tmp/package" "$(WHIP_CLIENT_DIR)"; then \
+	  echo "== $(WHIP_CLIENT) in $(WHIP_CLIENT_DIR) (sha256 $(WHIP_CLIENT_SHA256))"; \
+	else \
+	  echo "################################################################" >&2; \
+	  echo "## WARNING: could not fetch $(WHIP_CLIENT) with a tarball of sha256" >&2; \
+	  echo "## $(WHIP_CLIENT_SHA256)" >&2; \
+	  echo "## (not in $(WHIP_CLIENT_DIR)). The WHIP interop test" >&2; \
+	  echo "## (TestWHIPClient) will SKIP, or FAIL when PARLEY_REQUIRE_BROWSER=1." >&2; \
+	  echo "################################################################" >&2; \
+	fi; \
+	rm -rf "$$tmp"
 
 ## speech-tools: Debian's offline speech engines for media/speech (and the
 ## voice pipeline): pocketsphinx with its US English model for speech-to-text,

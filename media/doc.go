@@ -19,7 +19,13 @@
 //	leg.ClearAudio()     // barge-in
 //	leg.Trickle(frag)    // RFC 8840 trickle-ice-sdpfrag: candidates or an ICE restart
 //	leg.Renegotiate(ctx, offer)
+//	leg.ICESession()     // the tag of the current ICE session, new at each restart
+//	leg.TrickleIf(ctx, frag, match) // only for the ICE session match accepts (WHIP If-Match)
 //	leg.Close()
+//
+// The answer takes the offer's audio m-line and rejects the others (video,
+// as WHIP clients offer it by default) in the form offerers accept: port
+// 0, the offer's mid, a=inactive, out of BUNDLE (reject.go).
 //
 // Mic frames go through a small reorder buffer (released at once when in
 // order, gaps given up after Config.JitterWindow) and reach OnMicFrame as

@@ -18,6 +18,9 @@ var (
 	// ErrBadFragment: a trickle-ice-sdpfrag body (RFC 8840) could not be
 	// parsed or one of its candidates was rejected.
 	ErrBadFragment = errors.New("media: bad ICE fragment")
+	// ErrICESessionChanged: an ICE update was made for an ICE session that
+	// is no longer the leg's (it restarted since; RFC 9725 §4.3.1).
+	ErrICESessionChanged = errors.New("media: not the leg's current ICE session")
 	// ErrBadConfig: the engine Config is invalid.
 	ErrBadConfig = errors.New("media: bad config")
 	// ErrClosed: the engine or leg is closed.

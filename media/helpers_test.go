@@ -63,6 +63,9 @@ type clientOpts struct {
 	// audioLevel offers the RFC 6464 audio level extension and sends on an
 	// RTP track (sendRTP) instead of a sample track.
 	audioLevel bool
+	// video adds a sendonly VP8 camera transceiver, as many WHIP clients
+	// offer by default: "after" the audio one or "before" it.
+	video string
 }
 
 // client is a pion peer playing the browser.
@@ -100,6 +103,12 @@ func newClient(t testing.TB, o clientOpts) *client {
 			kind = webrtc.RTPCodecTypeVideo
 		}
 		if err := me.RegisterCodec(c, kind); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if o.video != "" {
+		if err := me.RegisterCodec(webrtc.RTPCodecParameters{RTPCodecCapability: vp8(), PayloadType: 96},
+			webrtc.RTPCodecTypeVideo); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -163,6 +172,18 @@ func newClient(t testing.TB, o clientOpts) *client {
 			c.mu.Unlock()
 		}
 	})
+	addVideo := func() {
+		cam, err := webrtc.NewTrackLocalStaticSample(vp8(), "camera", "browser")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := pc.AddTransceiverFromTrack(cam, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if o.video == "before" {
+		addVideo()
+	}
 	switch {
 	case o.noTrack:
 		if _, err := pc.AddTransceiverFromKind(o.kind, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
@@ -185,7 +206,15 @@ func newClient(t testing.TB, o clientOpts) *client {
 			t.Fatal(err)
 		}
 	}
+	if o.video == "after" {
+		addVideo()
+	}
 	return c
+}
+
+// vp8 is the test camera's codec.
+func vp8() webrtc.RTPCodecCapability {
+	return webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}
 }
 
 func (c *client) close() {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/webrtc/v4"
@@ -40,6 +41,9 @@ type Leg struct {
 	events    chan webrtc.PeerConnectionState
 
 	negMu sync.Mutex // serialises offer/answer exchanges after the first
+
+	iceUfrag   string       // our ICE ufrag of the current session; guarded by negMu
+	iceSession atomic.Value // string: the current ICE session's tag (negotiate.go); written under negMu
 }
 
 // NewLeg answers a visitor's SDP offer (WHIP style, RFC 9725 §4.2: no
@@ -84,6 +88,9 @@ func (e *Engine) NewLeg(ctx context.Context, o LegOptions) (*Leg, string, error)
 	pc.OnTrack(l.onTrack)
 
 	answer, err := l.answer(ctx, o.Offer)
+	if err == nil {
+		_, err = l.setICESession(answer)
+	}
 	if err != nil {
 		l.abort()
 		return nil, "", err
@@ -116,7 +123,8 @@ func (l *Leg) answer(ctx context.Context, offer string) (string, error) {
 }
 
 // completeAnswer creates and sets the answer to the remote offer just set,
-// waits for gathering and returns our full local description.
+// waits for gathering and returns our full local description, its
+// rejected m-lines in the form of reject.go (pion's own stays as it is).
 func (l *Leg) completeAnswer(ctx context.Context) (string, error) {
 	answer, err := l.pc.CreateAnswer(nil)
 	if err != nil {
@@ -129,7 +137,11 @@ func (l *Leg) completeAnswer(ctx context.Context) (string, error) {
 	if err := waitGathered(ctx, gathered, l.quit); err != nil {
 		return "", err
 	}
-	return l.pc.LocalDescription().SDP, nil
+	local, remote := l.pc.LocalDescription(), l.pc.RemoteDescription()
+	if local == nil || remote == nil {
+		return "", ErrClosed
+	}
+	return rejectUnused(local.SDP, remote.SDP)
 }
 
 // abort undoes a NewLeg that failed after the PeerConnection existed. No

@@ -109,6 +109,11 @@ func TestTrickleICERestart(t *testing.T) {
 		af.Media[0].Mid != "0" || !strings.HasPrefix(af.Media[0].MLine, "audio 9 ") {
 		t.Fatalf("answer fragment (old ufrag %s):\n%s", oldUfrag, ans)
 	}
+	for _, c := range af.Media[0].Candidates {
+		if strings.Fields(c)[1] != "1" {
+			t.Fatalf("candidate of component %s in the answer fragment (RTCP is muxed):\n%s", strings.Fields(c)[1], ans)
+		}
+	}
 	t.Logf("answer fragment:\n%s", ans)
 
 	// Apply our fragment to the client as the answer to its restart offer.
@@ -258,4 +263,79 @@ func TestRestartOffer(t *testing.T) {
 	if _, err := restartOffer("garbage", f); !errors.Is(err, ErrBadSDP) {
 		t.Fatalf("garbage: %v", err)
 	}
+}
+
+// TestICESessionTags: a leg names its ICE session with a tag that
+// trickled candidates and plain re-offers keep, and every ICE restart (by
+// fragment or by re-offer) replaces; an update whose condition refuses the
+// current tag changes nothing and is ErrICESessionChanged.
+func TestICESessionTags(t *testing.T) {
+	t.Parallel()
+	c, leg, rec, oldUfrag := flowingLeg(t)
+	first := leg.ICESession()
+	if len(first) < 16 || strings.ContainsAny(first, "\" ,") {
+		t.Fatalf("tag %q", first)
+	}
+	is := func(tag string) func(string) bool { return func(s string) bool { return s == tag } }
+	ctx := context.Background()
+
+	// Candidates for the current session: applied, tag kept.
+	cand := "a=mid:0\r\na=candidate:1 1 udp 2130706431 127.0.0.1 40000 typ host\r\n"
+	if u, err := leg.TrickleIf(ctx, cand, is(first)); err != nil || u.Restarted || u.Answer != "" || u.Session != first {
+		t.Fatalf("trickle: %+v, %v", u, err)
+	}
+	// For another session: refused. A malformed body is ErrBadFragment
+	// whatever the session.
+	if _, err := leg.TrickleIf(ctx, cand, is("stale")); !errors.Is(err, ErrICESessionChanged) {
+		t.Fatalf("stale trickle: %v", err)
+	}
+	if _, err := leg.TrickleIf(ctx, "garbage", is("stale")); !errors.Is(err, ErrBadFragment) {
+		t.Fatalf("bad fragment: %v", err)
+	}
+
+	// A restart by fragment for a stale session changes nothing.
+	offer := c.offer(&webrtc.OfferOptions{ICERestart: true})
+	frag, err := answerFrag(offer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := leg.TrickleIf(ctx, frag, is("stale")); !errors.Is(err, ErrICESessionChanged) {
+		t.Fatalf("stale restart: %v", err)
+	}
+	if u := localUfrag(t, leg.pc); u != oldUfrag || leg.ICESession() != first {
+		t.Fatalf("a refused restart changed the leg: ufrag %s (was %s), tag %s", u, oldUfrag, leg.ICESession())
+	}
+	// Any session (If-Match: *): the restart runs; a new tag.
+	u, err := leg.TrickleIf(ctx, frag, func(string) bool { return true })
+	if err != nil || !u.Restarted || u.Session == first || u.Session != leg.ICESession() {
+		t.Fatalf("restart: %+v, %v (first %s)", u, err, first)
+	}
+	af, err := parseSDPFrag(u.Answer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	answer, err := restartOffer(c.pc.RemoteDescription().SDP, af)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.setAnswer(answer)
+	keepFlowing(t, c, rec, 20)
+	second := u.Session
+
+	// Re-offers: a plain one keeps the tag, a restart replaces it; one
+	// for the first session is refused.
+	if _, err := leg.RenegotiateIf(ctx, c.pc.LocalDescription().SDP, is(first)); !errors.Is(err, ErrICESessionChanged) {
+		t.Fatalf("stale re-offer: %v", err)
+	}
+	u, err = leg.RenegotiateIf(ctx, c.offer(nil), is(second))
+	if err != nil || u.Restarted || u.Session != second || !strings.HasPrefix(u.Answer, "v=0") {
+		t.Fatalf("plain re-offer: %+v, %v", u, err)
+	}
+	c.setAnswer(u.Answer)
+	u, err = leg.RenegotiateIf(ctx, c.offer(&webrtc.OfferOptions{ICERestart: true}), is(second))
+	if err != nil || !u.Restarted || u.Session == second || u.Session == first {
+		t.Fatalf("restart by re-offer: %+v, %v", u, err)
+	}
+	c.setAnswer(u.Answer)
+	keepFlowing(t, c, rec, 20)
 }

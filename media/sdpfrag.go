@@ -252,8 +252,9 @@ func setAttr(attrs *[]sdp.Attribute, key, value string) bool {
 }
 
 // answerFrag describes our side of a local description as a fragment:
-// credentials, then per m-line its m= value, mid, candidates and
-// a=end-of-candidates (gathering is complete).
+// credentials, then per accepted m-line its m= value, mid, candidates (of
+// component 1 alone when RTCP is multiplexed) and a=end-of-candidates
+// (gathering is complete).
 func answerFrag(local string) (string, error) {
 	var s sdp.SessionDescription
 	if err := s.UnmarshalString(local); err != nil {
@@ -271,10 +272,18 @@ func answerFrag(local string) (string, error) {
 			Mid: mediaMid(m),
 			End: true,
 		}
+		_, muxed := m.Attribute("rtcp-mux")
 		for _, a := range m.Attributes {
-			if a.Key == "candidate" {
-				fm.Candidates = append(fm.Candidates, a.Value)
+			if a.Key != "candidate" {
+				continue
 			}
+			// With RTCP multiplexed on the RTP port (RFC 5761 §5.1.3,
+			// which WebRTC requires: RFC 8834 §4.5), only component 1 is
+			// used; pion still writes each candidate for component 2.
+			if f := strings.Fields(a.Value); muxed && len(f) > 1 && f[1] != "1" {
+				continue
+			}
+			fm.Candidates = append(fm.Candidates, a.Value)
 		}
 		f.Media = append(f.Media, fm)
 	}

@@ -40,6 +40,9 @@ var (
 	ErrUnsupportedMediaType = errors.New("unsupported media type")
 	// ErrVoiceUnavailable: this server runs without a media engine.
 	ErrVoiceUnavailable = errors.New("voice is not available on this server")
+	// ErrPreconditionRequired: a PATCH of a voice leg without If-Match
+	// (RFC 9725 §4.3.1, RFC 6585 §3).
+	ErrPreconditionRequired = errors.New("precondition required")
 	// ErrLegNotFound: the session has no voice leg of that id.
 	ErrLegNotFound = errors.New("voice leg not found")
 	// ErrGuestNotAllowed: the widget requires a verified visitor identity.
@@ -139,6 +142,8 @@ var wireErrors = []struct {
 	{media.ErrBadSDP, wireError{http.StatusBadRequest, "SDP_INVALID", 0}},
 	{media.ErrNoAudio, wireError{http.StatusUnprocessableEntity, "SDP_NO_AUDIO", 0}},
 	{media.ErrBadFragment, wireError{http.StatusBadRequest, "SDP_FRAGMENT_INVALID", 0}},
+	{ErrPreconditionRequired, wireError{http.StatusPreconditionRequired, "PRECONDITION_REQUIRED", 0}},
+	{media.ErrICESessionChanged, wireError{http.StatusPreconditionFailed, "PRECONDITION_FAILED", 0}},
 	{ErrLegNotFound, wireError{http.StatusNotFound, "LEG_NOT_FOUND", 0}},
 	{media.ErrClosed, wireError{http.StatusNotFound, "LEG_NOT_FOUND", 0}},
 	{ErrVoiceUnavailable, wireError{http.StatusServiceUnavailable, "VOICE_UNAVAILABLE", 0}},

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/parley-rtc/parley/broker"
+	"github.com/parley-rtc/parley/media"
 )
 
 // secretDetail stands for internal detail (addresses, paths, keys) that
@@ -79,6 +80,8 @@ func TestClassifyStatusesAndCodes(t *testing.T) {
 		{broker.ErrReplyTimeout, 504, "REPLY_TIMEOUT"},
 		{ErrNotFound, 404, "NOT_FOUND"},
 		{ErrMethodNotAllowed, 405, "METHOD_NOT_ALLOWED"},
+		{ErrPreconditionRequired, 428, "PRECONDITION_REQUIRED"},
+		{media.ErrICESessionChanged, 412, "PRECONDITION_FAILED"},
 		{broker.ErrNotReady, 503, "NOT_READY"},
 		{broker.ErrClosed, 503, "SHUTTING_DOWN"},
 		{broker.ErrStore, 503, "STORE_UNAVAILABLE"},

@@ -46,6 +46,7 @@ type Server struct {
 	handler    http.Handler
 	livekit    *media.LiveKit    // livekit widgets' voice (SetLiveKit); nil: none
 	speech     map[string]Speech // agents' speech pipelines (SetSpeech)
+	ended      endedLegs         // legs whose peer connection the visitor closed lately (whip.go)
 
 	// legs is the context of every WebSocket leg; cancelled on Shutdown.
 	legs       context.Context
@@ -179,7 +180,8 @@ func (s *Server) routes() *http.ServeMux {
 	mux.Handle("/v1/ops/events", methods{http.MethodGet: s.admin(opsRead, s.serveOpsEvents)})
 	mux.Handle("/ops/{$}", methods{http.MethodGet: s.serveOpsPage})
 	mux.Handle("/metrics", methods{http.MethodGet: s.admin(opsRead, s.serveMetrics)})
-	mux.Handle("/v1/sessions/{id}/webrtc", s.cors(methods{http.MethodPost: s.session(s.serveVoiceOffer)}))
+	mux.Handle("/v1/sessions/{id}/webrtc", whipOptions(s.cors(methods{http.MethodPost: s.session(s.serveVoiceOffer),
+		http.MethodOptions: s.serveVoiceOptions})))
 	mux.Handle("/v1/sessions/{id}/webrtc/{leg}", s.cors(methods{http.MethodPatch: s.session(s.serveVoicePatch), http.MethodDelete: s.session(s.serveVoiceDelete)}))
 	mux.Handle("/v1/sessions/{id}/livekit-token", s.cors(methods{http.MethodPost: s.session(s.serveLiveKitToken)}))
 	mux.Handle("/v1/sessions/{id}/livekit/{leg}", s.cors(methods{http.MethodDelete: s.session(s.serveVoiceDelete)}))

@@ -36,8 +36,9 @@ const voiceSetupTimeout = 10 * time.Second
 
 // iceLeg is what the ICE endpoints need of a media leg.
 type iceLeg interface {
-	Trickle(frag string) (string, bool, error)
-	Renegotiate(ctx context.Context, offer string) (string, error)
+	ICESession() string
+	TrickleIf(ctx context.Context, frag string, match func(session string) bool) (media.ICEUpdate, error)
+	RenegotiateIf(ctx context.Context, offer string, match func(session string) bool) (media.ICEUpdate, error)
 }
 
 type sdpJSON struct {
@@ -128,8 +129,11 @@ func (s *Server) serveVoiceOffer(w http.ResponseWriter, r *http.Request, sess br
 		_ = leg.Close()
 		return err
 	}
-	w.Header().Set("Location", "/v1/sessions/"+sess.ID+"/webrtc/"+v.ID())
-	w.Header().Set("Cache-Control", "no-store")
+	h := w.Header()
+	h.Set("Location", "/v1/sessions/"+sess.ID+"/webrtc/"+v.ID())
+	h.Set("ETag", entityTag(leg.ICESession()))
+	h.Set("Cache-Control", "no-store")
+	setICEServerLinks(h, s.iceServers(sess.ID, time.Now()))
 	if asJSON {
 		writeJSON(w, http.StatusCreated, sdpJSON{Type: "answer", SDP: answer, LegID: v.ID()})
 		return nil
@@ -156,6 +160,9 @@ func (m mediaLeg) MediaStats() broker.MediaStats {
 // visitor's WebSocket), and, when the leg is gone, back to chat.
 func (s *Server) onLegState(v *broker.Voice, st media.State, reason string) {
 	if st == media.StateClosed {
+		if reason == media.ReasonRemoteClosed {
+			s.ended.add(v.Session().ID, v.ID(), time.Now()) // a hang-up whose DELETE may follow
+		}
 		v.TransportClosed(reason)
 		return
 	}
@@ -174,7 +181,10 @@ func (s *Server) voiceLeg(r *http.Request, sess broker.Session) (*broker.Voice, 
 // serveVoicePatch: PATCH /v1/sessions/{id}/webrtc/{leg} — trickle ICE
 // candidates or an ICE restart as an RFC 8840 SDP fragment (200 with our
 // new credentials on a restart, 204 otherwise), or a full re-offer as
-// application/sdp (200 with the answer).
+// application/sdp (200 with the answer). Every PATCH is conditional on the
+// leg's ICE session (RFC 9725 §4.3.1): If-Match with the leg's ETag, or
+// "*" (what a client sends to restart ICE); none is 428, another session's
+// 412. A 200 carries the ETag of the session it leaves the leg in.
 func (s *Server) serveVoicePatch(w http.ResponseWriter, r *http.Request, sess broker.Session) error {
 	v, err := s.voiceLeg(r, sess)
 	if err != nil {
@@ -185,6 +195,13 @@ func (s *Server) serveVoicePatch(w http.ResponseWriter, r *http.Request, sess br
 		return fmt.Errorf("%w: this leg does not take ICE updates", ErrUnsupportedMediaType)
 	}
 	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if mt != contentSDPFrag && mt != contentSDP {
+		return fmt.Errorf("%w: Content-Type must be %s or %s", ErrUnsupportedMediaType, contentSDPFrag, contentSDP)
+	}
+	cond, ok := parseIfMatch(r.Header)
+	if !ok {
+		return fmt.Errorf("%w: send If-Match with the ETag of the leg's ICE session, or \"*\" to restart ICE", ErrPreconditionRequired)
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxSDPBytes))
 	var tooBig *http.MaxBytesError
 	switch {
@@ -193,39 +210,51 @@ func (s *Server) serveVoicePatch(w http.ResponseWriter, r *http.Request, sess br
 	case err != nil:
 		return fmt.Errorf("%w: %v", ErrBadRequest, err)
 	}
-	switch mt {
-	case contentSDPFrag:
-		frag, restarted, err := leg.Trickle(string(body))
-		if err != nil {
-			return err
-		}
-		if !restarted {
-			w.WriteHeader(http.StatusNoContent)
-			return nil
-		}
-		w.Header().Set("Content-Type", contentSDPFrag)
-		w.WriteHeader(http.StatusOK)
-		_, _ = io.WriteString(w, frag)
-	case contentSDP:
+	var u media.ICEUpdate
+	if mt == contentSDPFrag {
+		// A restart's gathering finishes even if the client goes.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), voiceSetupTimeout)
+		defer cancel()
+		u, err = leg.TrickleIf(ctx, string(body), cond.matches)
+	} else {
 		ctx, cancel := context.WithTimeout(r.Context(), voiceSetupTimeout)
 		defer cancel()
-		answer, err := leg.Renegotiate(ctx, string(body))
-		if err != nil {
-			return err
-		}
-		w.Header().Set("Content-Type", contentSDP)
-		w.WriteHeader(http.StatusOK)
-		_, _ = io.WriteString(w, answer)
-	default:
-		return fmt.Errorf("%w: Content-Type must be %s or %s", ErrUnsupportedMediaType, contentSDPFrag, contentSDP)
+		u, err = leg.RenegotiateIf(ctx, string(body), cond.matches)
 	}
+	if err != nil {
+		return err
+	}
+	if u.Answer == "" {
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
+	h := w.Header()
+	h.Set("ETag", entityTag(u.Session))
+	h.Set("Cache-Control", "no-store")
+	if u.Restarted {
+		setICEServerLinks(h, s.iceServers(sess.ID, time.Now())) // fresh TURN credentials
+	}
+	ct := contentSDP
+	if mt == contentSDPFrag {
+		ct = contentSDPFrag
+	}
+	h.Set("Content-Type", ct)
+	w.WriteHeader(http.StatusOK)
+	_, _ = io.WriteString(w, u.Answer)
 	return nil
 }
 
 // serveVoiceDelete: DELETE /v1/sessions/{id}/webrtc/{leg} hangs up; the
-// conversation goes on in chat.
+// conversation goes on in chat. If-Match is ignored (RFC 9725 §4.3.1). A
+// leg whose peer connection the visitor closed lately (remote_closed:
+// WHIP clients close it before they DELETE) was hung up by that: 204 too.
+// Another DELETE of a leg gone otherwise is 404.
 func (s *Server) serveVoiceDelete(w http.ResponseWriter, r *http.Request, sess broker.Session) error {
 	v, err := s.voiceLeg(r, sess)
+	if errors.Is(err, ErrLegNotFound) && s.ended.has(sess.ID, r.PathValue("leg"), time.Now()) {
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
 	if err != nil {
 		return err
 	}

@@ -239,7 +239,7 @@ func TestVoiceBadInput(t *testing.T) {
 	// A bad trickle fragment on a live leg.
 	c := e.NewVoiceClient(s)
 	for _, bad := range []string{"garbage", strings.Repeat("a=candidate:x\r\n", 10)} {
-		if r := e.DoRaw("PATCH", c.Location, "application/trickle-ice-sdpfrag", bad, auth...); r.Status != 400 || r.ErrCode() != "SDP_FRAGMENT_INVALID" {
+		if r := c.Trickle(s.Token, bad); r.Status != 400 || r.ErrCode() != "SDP_FRAGMENT_INVALID" {
 			t.Fatalf("bad fragment %.10q: %d %s", bad, r.Status, r.Raw)
 		}
 	}
@@ -285,7 +285,6 @@ func TestVoiceICERestart(t *testing.T) {
 	c.WaitConnected()
 	c.Send(signalingtest.Speech(t, 1, 200, 200))
 	agenttest.Poll(t, 10*time.Second, "frames before the restart", func() bool { return len(in.Frames()) >= 20 })
-	auth := []string{"Authorization", "Bearer " + s.Token}
 
 	// A trickled candidate (the client's own, again) is accepted.
 	var cand string
@@ -295,13 +294,15 @@ func TestVoiceICERestart(t *testing.T) {
 			break
 		}
 	}
-	if r := e.DoRaw("PATCH", c.Location, "application/trickle-ice-sdpfrag", "a=mid:0\r\n"+cand+"\r\n", auth...); r.Status != http.StatusNoContent {
+	if r := c.Trickle(s.Token, "a=mid:0\r\n"+cand+"\r\n"); r.Status != http.StatusNoContent {
 		t.Fatalf("trickle: %d %s", r.Status, r.Raw)
 	}
 
-	// ICE restart with a full re-offer, as a browser does after restartIce().
-	if r := c.RestartICE(s.Token); r.Status != http.StatusOK || !strings.HasPrefix(r.Raw, "v=0") {
-		t.Fatalf("restart: %d %s", r.Status, r.Raw)
+	// ICE restart with a full re-offer, as a browser does after restartIce():
+	// a new ICE session, so a new ETag.
+	etag := c.ETag
+	if r := c.RestartICE(s.Token); r.Status != http.StatusOK || !strings.HasPrefix(r.Raw, "v=0") || c.ETag == "" || c.ETag == etag {
+		t.Fatalf("restart: %d %s, ETag %q after %q", r.Status, r.Raw, c.ETag, etag)
 	}
 	before := len(in.Frames())
 	c.Send(signalingtest.Speech(t, 1, 200, 200))

@@ -28,6 +28,7 @@ type VoiceClient struct {
 	PC       *webrtc.PeerConnection
 	Track    *webrtc.TrackLocalStaticSample
 	Location string       // the voice leg's URL, from the answer
+	ETag     string       // the leg's entity-tag: from the 201, then from each restart's 200
 	Received atomic.Int64 // RTP packets of agent audio received
 
 	mu      sync.Mutex
@@ -50,10 +51,11 @@ func (c *Client) NewVoiceClient(s Session) *VoiceClient {
 	return v
 }
 
-// OfferVoice creates a client and posts its offer; on success the answer
-// is applied. sdpOverride, when set, is posted instead of the real offer.
-// The response is the caller's to check when the offer is refused.
-func (c *Client) OfferVoice(s Session, sdpOverride string) (*VoiceClient, Response) {
+// OfferVoice creates a client and posts its offer, with headers (name,
+// value, …) besides the session token; on success the answer is applied.
+// sdpOverride, when set, is posted instead of the real offer. The response
+// is the caller's to check when the offer is refused.
+func (c *Client) OfferVoice(s Session, sdpOverride string, headers ...string) (*VoiceClient, Response) {
 	c.T.Helper()
 	var se webrtc.SettingEngine
 	se.SetIncludeLoopbackCandidate(true)
@@ -112,11 +114,12 @@ func (c *Client) OfferVoice(s Session, sdpOverride string) (*VoiceClient, Respon
 	if sdpOverride != "" {
 		body = sdpOverride
 	}
-	r := c.DoRaw("POST", "/v1/sessions/"+s.ID+"/webrtc", "application/sdp", body, "Authorization", "Bearer "+s.Token)
+	r := c.DoRaw("POST", "/v1/sessions/"+s.ID+"/webrtc", "application/sdp", body, append([]string{"Authorization", "Bearer " + s.Token}, headers...)...)
 	if r.Status != http.StatusCreated {
 		return v, r
 	}
 	v.Location = r.Header.Get("Location")
+	v.ETag = r.Header.Get("ETag")
 	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: r.Raw}); err != nil {
 		c.T.Fatalf("apply answer: %v\n%s", err, r.Raw)
 	}
@@ -180,8 +183,9 @@ func (v *VoiceClient) Send(frames [][]byte) {
 
 // RestartICE re-offers with fresh ICE credentials, as a browser does after
 // restartIce(): it PATCHes the full offer to the leg's Location with the
-// session token and, when the answer is 200, applies it. The response is
-// the caller's to check.
+// session token and If-Match: "*" (RFC 9725 §4.3.1: a restart applies
+// whatever the ICE session) and, when the answer is 200, applies it and
+// keeps its ETag. The response is the caller's to check.
 func (v *VoiceClient) RestartICE(token string) Response {
 	v.T.Helper()
 	offer, err := v.PC.CreateOffer(&webrtc.OfferOptions{ICERestart: true})
@@ -193,14 +197,25 @@ func (v *VoiceClient) RestartICE(token string) Response {
 		v.T.Fatal(err)
 	}
 	<-gathered
-	r := v.client.DoRaw("PATCH", v.Location, "application/sdp", v.PC.LocalDescription().SDP, "Authorization", "Bearer "+token)
+	r := v.client.DoRaw("PATCH", v.Location, "application/sdp", v.PC.LocalDescription().SDP,
+		"Authorization", "Bearer "+token, "If-Match", "*")
 	if r.Status != http.StatusOK {
 		return r
 	}
 	if err := v.PC.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: r.Raw}); err != nil {
 		v.T.Fatalf("apply the restart's answer: %v\n%s", err, r.Raw)
 	}
+	v.ETag = r.Header.Get("ETag")
 	return r
+}
+
+// Trickle PATCHes an RFC 8840 fragment to the leg with the session token
+// and If-Match: the leg's ETag, as a WHIP client trickles candidates
+// (RFC 9725 §4.3.1). The response is the caller's to check.
+func (v *VoiceClient) Trickle(token, frag string) Response {
+	v.T.Helper()
+	return v.client.DoRaw("PATCH", v.Location, "application/trickle-ice-sdpfrag", frag,
+		"Authorization", "Bearer "+token, "If-Match", v.ETag)
 }
 
 // HangUp ends the call as the widget does: DELETE on the leg (with the

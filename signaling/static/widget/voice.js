@@ -6,7 +6,10 @@
 // as soon as it exists to the session's voice_path (WHIP, RFC 9725), then
 // our ICE candidates PATCHed as they come (trickle ICE, RFC 8838, as
 // application/trickle-ice-sdpfrag of RFC 8840) with a=end-of-candidates
-// last. The 201's Location is the leg: PATCH, and DELETE to hang up.
+// last. The 201's Location is the leg: PATCH, and DELETE to hang up. Its
+// ETag names the leg's ICE session: trickle PATCHes carry it in If-Match,
+// so a candidate of a session a restart replaced gets 412, not applied;
+// a restart sends If-Match: * and takes the new ETag from its 200.
 function micPrecheck() {
   if (!window.isSecureContext || !navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) return "insecure";
   const pp = document.permissionsPolicy || document.featurePolicy;
@@ -46,7 +49,7 @@ async function startCall() {
   const pre = micPrecheck();
   if (pre) return micFailed(pre, null);
   st.trickle = { patches: 0, candidates: 0, end: false };
-  const c = st.call = { pc: null, stream: null, location: "", legId: "", sawVoice: false, ended: false,
+  const c = st.call = { pc: null, stream: null, location: "", legId: "", etag: "", sawVoice: false, ended: false,
     cands: [], endOfCandidates: false, endSent: false, canTrickle: false, trickling: false,
     restartTimer: 0, restarting: false, restarts: 0, t0: performance.now(), marks: [],
     spoken: false, captionTimers: new Set() }; // captions of the sentences Parley speaks
@@ -86,6 +89,7 @@ async function startCall() {
     if (res.status !== 201) throw await readError(res);
     c.location = new URL(res.headers.get("Location"), backend + "/").href;
     c.legId = c.location.slice(c.location.lastIndexOf("/") + 1);
+    c.etag = res.headers.get("ETag") || "*"; // "*": a proxy hid it; trickle anyway
     const answer = await res.text();
     if (c.ended) { deleteLeg(c.location); return; } // hung up while we waited
     mark("answer");
@@ -121,7 +125,7 @@ function flushCandidates(c) {
   st.trickle.patches++;
   st.trickle.candidates += (frag.match(/^a=candidate:/gm) || []).length;
   fetch(c.location, { method: "PATCH", credentials: "omit",
-    headers: { ...auth(), "Content-Type": "application/trickle-ice-sdpfrag" }, body: frag })
+    headers: { ...auth(), "Content-Type": "application/trickle-ice-sdpfrag", "If-Match": c.etag }, body: frag })
     .then(async (res) => {
       if (res.ok) { if (end) st.trickle.end = true; return; }
       const e = await readError(res);
@@ -212,8 +216,9 @@ async function restartIce(c) {
     await c.pc.setLocalDescription(await c.pc.createOffer({ iceRestart: true }));
     if (c.ended) return;
     const res = await fetch(c.location, { method: "PATCH", credentials: "omit",
-      headers: { ...auth(), "Content-Type": "application/sdp" }, body: c.pc.localDescription.sdp });
+      headers: { ...auth(), "Content-Type": "application/sdp", "If-Match": "*" }, body: c.pc.localDescription.sdp });
     if (!res.ok) throw await readError(res);
+    c.etag = res.headers.get("ETag") || c.etag;
     const answer = await res.text();
     if (c.ended) return;
     await c.pc.setRemoteDescription({ type: "answer", sdp: answer });
