@@ -41,6 +41,7 @@ type Server struct {
 	shared     sharedRates
 	metrics    *metrics
 	ips        *clientIPs
+	refusals   *refusalLog // refused origins, rate limited
 	handler    http.Handler
 	livekit    *media.LiveKit    // livekit widgets' voice (SetLiveKit); nil: none
 	speech     map[string]Speech // agents' speech pipelines (SetSpeech)
@@ -102,6 +103,7 @@ func New(cfg configs.Config, d Deps, engine *media.Engine, log *slog.Logger) (*S
 		health:     d.Health,
 		engine:     engine,
 		log:        log.With("component", "signaling"),
+		refusals:   newRefusalLog(log.With("component", "signaling")),
 		challenger: newChallenger(d.Sessions.SigningKey(), cfg.Sessions.ChallengeTTL),
 		served:     make(chan struct{}),
 	}

@@ -238,6 +238,7 @@ func (s *Server) authSession(r *http.Request, token string) (broker.Session, err
 	if origin := r.Header.Get("Origin"); origin != "" {
 		wc, err := s.widgets.WidgetByID(sess.Widget)
 		if err != nil || !widgetAllows(wc.WidgetConfig, origin) {
+			s.refusals.refused(time.Now(), origin, sess.Widget, r.Pattern)
 			return sess, fmt.Errorf("%w: %s", ErrOriginNotAllowed, origin)
 		}
 	}

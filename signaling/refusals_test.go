@@ -1,0 +1,71 @@
+package signaling
+
+import (
+	"bytes"
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+)
+
+// refusalLog's limits on a clock of the test's: a burst per origin and
+// widget, then one line per refusalEvery; a global cap over all of them;
+// what is held back is counted on the next line; the map stays bounded.
+func TestRefusalLogLimits(t *testing.T) {
+	var buf bytes.Buffer
+	l := newRefusalLog(slog.New(slog.NewJSONHandler(&buf, nil)))
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	logged := 0
+	for range 100 {
+		if l.refused(now, "https://a.example", "wdg_1", "/v1/widget/resolve") {
+			logged++
+		}
+	}
+	if logged != refusalBurst {
+		t.Fatalf("%d lines for 100 refusals at once, want the burst %d", logged, refusalBurst)
+	}
+	// A minute later: one more, which counts the 97 held back.
+	now = now.Add(refusalEvery)
+	if !l.refused(now, "https://a.example", "wdg_1", "/v1/widget/resolve") || l.refused(now, "https://a.example", "wdg_1", "/v1/widget/resolve") {
+		t.Fatal("not one line a minute later")
+	}
+	if !strings.Contains(buf.String(), `"suppressed":97`) {
+		t.Fatalf("the held-back refusals are not counted:\n%s", buf.String())
+	}
+	// The same origin for another widget is another key.
+	if !l.refused(now, "https://a.example", "wdg_2", "/v1/widget/resolve") {
+		t.Fatal("another widget shares the origin's limit")
+	}
+	// Distinct origins: the global limit (refusalGlobalMax at once, then
+	// refusalGlobalRate a second).
+	now = now.Add(time.Hour)
+	logged = 0
+	for i := range 5000 {
+		if l.refused(now, fmt.Sprintf("https://s%d.example", i), "wdg_1", "/v1/widget/resolve") {
+			logged++
+		}
+	}
+	if logged != refusalGlobalMax {
+		t.Fatalf("%d lines for 5000 distinct origins at once, want %d", logged, refusalGlobalMax)
+	}
+	if n := len(l.keys); n > refusalKeys {
+		t.Fatalf("%d limiters kept, bound %d", n, refusalKeys)
+	}
+	now = now.Add(time.Second)
+	logged = 0
+	for i := range 100 {
+		if l.refused(now, fmt.Sprintf("https://t%d.example", i), "wdg_1", "/v1/widget/resolve") {
+			logged++
+		}
+	}
+	if logged != refusalGlobalRate {
+		t.Fatalf("%d lines a second later, want %d", logged, refusalGlobalRate)
+	}
+	// A huge Origin header is cut before it reaches the log.
+	now = now.Add(time.Hour)
+	l.refused(now, "https://"+strings.Repeat("x", 10000)+".example", "wdg_1", "/v1/widget/resolve")
+	if strings.Contains(buf.String(), strings.Repeat("x", 300)) {
+		t.Fatal("a 10 kB origin reached the log whole")
+	}
+}
