@@ -156,7 +156,19 @@ type publicWidget struct {
 	NavMap           []configs.NavTarget           `json:"nav_map"`
 	Triggers         []configs.TriggerRule         `json:"triggers"`
 	MaxMessageChars  int                           `json:"max_message_chars"`
+	Uploads          publicUploads                 `json:"uploads"`
 }
+
+// publicUploads is what POST …/uploads takes, so the widget can refuse a
+// file before sending it (the server checks again, by the content).
+type publicUploads struct {
+	MaxBytes int64    `json:"max_bytes"`
+	Types    []string `json:"types"`
+}
+
+// uploadTypes are the accepted upload types (uploadTypeAllowed), as an
+// <input accept> list.
+func uploadTypes() []string { return []string{"image/*", "application/pdf", "text/plain"} }
 
 func (s *Server) publicWidget(wc configs.WidgetConfig) publicWidget {
 	modes := []string{}
@@ -170,7 +182,8 @@ func (s *Server) publicWidget(wc configs.WidgetConfig) publicWidget {
 		WelcomeText: wc.WelcomeText, Mode: wc.Mode, Modes: modes, Theme: wc.Theme,
 		LauncherPosition: wc.LauncherPosition, Colors: wc.Colors, Translations: wc.Translations,
 		IdentityPolicy: wc.IdentityPolicy, NavMap: wc.NavMap, Triggers: wc.Triggers,
-		MaxMessageChars: s.cfg.Chat.MaxMessageChars}
+		MaxMessageChars: s.cfg.Chat.MaxMessageChars,
+		Uploads:         publicUploads{MaxBytes: s.cfg.Limits.MaxUploadBytes, Types: uploadTypes()}}
 }
 
 type resolveRequest struct {

@@ -122,7 +122,15 @@ async function renderHistory() {
   const h = await api("/v1/sessions/" + st.session.session_id + "/history?message_limit=200", { auth: true });
   const welcome = texts().welcome_text;
   if (welcome && h.messages.length === 0) addLine("agent welcome", welcome);
+  const calls = (h.calls || []).slice();
+  const marksBefore = (seq) => {
+    while (calls.length && (seq === undefined || calls[0].seq < seq)) {
+      const c = calls.shift();
+      callMark(c.type, c.seq, Date.parse(c.at), c.duration_ms);
+    }
+  };
   for (const m of h.messages) {
+    marksBefore(m.seq);
     if (m.seq) st.lastSeq = Math.max(st.lastSeq, m.seq);
     if (m.role === "visitor" && m.via === "voice") {
       showVoiceTurn(m.id, m.body, m.unheard); // what Parley heard, or why it heard nothing
@@ -134,6 +142,7 @@ async function renderHistory() {
     if (m.interrupted) markInterrupted(el, typeof m.written === "string" ? m.body : undefined);
     if (m.role === "agent") st.doneIds.add(m.id);
   }
+  marksBefore(undefined); // a call after the last message (or still on)
   saveState({ seq: st.lastSeq });
 }
 
@@ -219,7 +228,11 @@ function reopen() {
   sdel("sessionStorage", K.state);
   st.lastSeq = 0;
 }
-function wire(m) { return { type: "message", body: m.body, client_message_id: m.client_message_id }; }
+function wire(m) {
+  const f = { type: "message", body: m.body, client_message_id: m.client_message_id };
+  if (m.uploadIds) f.upload_ids = m.uploadIds;
+  return f;
+}
 // A message refused with one of these codes was not stored but may be
 // the next time (the store was busy, the broker starting or stopping,
 // the network gone): the widget sends it again itself, with the same
@@ -242,12 +255,15 @@ function uuid() {
   if (crypto.randomUUID) return crypto.randomUUID();
   return Date.now().toString(36) + Math.random().toString(36).slice(2);
 }
-function send(body) {
+// send sends a message; el, when given, is the line already showing it (an
+// attachment's), and uploadIds the uploads it carries.
+function send(body, el, uploadIds) {
   body = body.trim();
   if (!body) return;
   st.freshCard = null;
   const m = { body, client_message_id: uuid() };
-  m.el = addLine("visitor pending", body);
+  if (uploadIds) m.uploadIds = uploadIds;
+  m.el = el || addLine("visitor pending", body);
   reopen(); // writing after a close starts a new conversation
   st.outbox.push(m);
   emit("message", { role: "visitor", body, via: "chat" });
@@ -261,4 +277,30 @@ function noteSeq(f) {
     st.lastSeq = f.seq;
     saveState({ seq: st.lastSeq });
   }
+}
+
+// ---- Uploads ---------------------------------------------------------------
+// upload POSTs one file to the session's uploads (docs/API.md), reporting
+// progress (0–100) as it goes; fetch cannot report an upload's progress,
+// XMLHttpRequest can. It resolves to the upload, or rejects with the API
+// error (413 PAYLOAD_TOO_LARGE, 415 UNSUPPORTED_MEDIA_TYPE, …).
+function upload(file, onProgress) {
+  return new Promise((resolve, reject) => {
+    const x = new XMLHttpRequest();
+    x.open("POST", backend + "/v1/sessions/" + st.session.session_id + "/uploads");
+    x.setRequestHeader("Authorization", auth().Authorization);
+    x.responseType = "text";
+    x.upload.onprogress = (e) => { if (e.lengthComputable) onProgress(Math.round((100 * e.loaded) / e.total)); };
+    x.onerror = () => reject(apiError("NETWORK", "the upload could not be sent"));
+    x.onload = () => {
+      let body = {};
+      try { body = JSON.parse(x.responseText || "{}"); } catch (_) { /* not JSON */ }
+      if (x.status === 201) { resolve(body); return; }
+      const err = body && body.error;
+      reject(apiError((err && err.code) || "HTTP_" + x.status, (err && err.message) || x.statusText, x.status));
+    };
+    const form = new FormData();
+    form.append("file", file, file.name);
+    x.send(form);
+  });
 }
