@@ -103,7 +103,6 @@ header .status { margin: 0; font-size: 12px; opacity: .85; }
 .callbar[data-state="waiting"] .dot { background: #d97706; }
 .note.callmark { display: flex; align-items: center; gap: 8px; align-self: stretch; max-width: none; font-size: 12px; }
 .note.callmark::before, .note.callmark::after { content: ""; flex: 1; border-top: 1px solid var(--line); }
-.msg.attachment .body::before { content: "📎 "; }
 .msg.attachment .progress { display: block; font-size: 12px; opacity: .85; }
 .composer .mic[aria-disabled="true"] { opacity: .4; cursor: not-allowed; }
 .callbar[data-hearing="true"] .dot { box-shadow: 0 0 0 4px color-mix(in srgb, #16a34a 35%, transparent); }
@@ -216,8 +215,9 @@ function build() {
   toText.append(icon("keyboard"), h("span", { text: T.toText }));
   const capYou = h("p", { class: "cap-you" });
   const capAgent = h("p", { class: "cap-agent" });
+  const capHint = h("p", { class: "cap-hint" });
   const callbar = h("div", { class: "callbar", role: "status", "aria-live": "polite", hidden: true },
-    h("span", { class: "dot", "aria-hidden": "true" }), callState, toText, h("div", { class: "captions" }, capYou, capAgent));
+    h("span", { class: "dot", "aria-hidden": "true" }), callState, toText, h("div", { class: "captions" }, capHint, capYou, capAgent));
 
   const log = h("div", { class: "log", role: "log", "aria-live": "polite", "aria-label": T.conversation, tabindex: "0" });
   const textarea = h("textarea", { rows: "1", "aria-label": T.message, placeholder: T.placeholder,
@@ -243,7 +243,7 @@ function build() {
   shadow.append(root);
   (container || document.body).append(host);
 
-  ui = { host, shadow, root, launcher, live, panel, status, closeBtn, callbar, callState, capYou, capAgent, toText,
+  ui = { host, shadow, root, launcher, live, panel, status, closeBtn, callbar, callState, capYou, capAgent, capHint, toText,
     log, input: textarea, mic, sendBtn, attach, file, composer, audio, position };
 
   launcher.addEventListener("click", () => {
@@ -454,11 +454,13 @@ function renderCall() {
   const agent = T.agent[st.agentState];
   const hearing = on && st.hearing;
   const waiting = st.callState === "connected" && st.unavailable;
-  if (waiting) text = T.nobody + " — " + T.nobodyCall; // not a green "On a call"
+  if (waiting) text = T.nobody; // not a green "On a call"
   else if (st.callState === "connected" && hearing) text += " · " + T.hearing;
   else if (st.callState === "connected" && agent) text += " · " + agent;
   if (waiting) ui.callbar.dataset.state = "waiting";
   ui.callState.textContent = text;
+  ui.capHint.textContent = waiting ? T.nobodyCall : "";
+  ui.live.style.background = waiting ? "#d97706" : ""; // the launcher's dot: amber, not green
   ui.callbar.dataset.hearing = String(hearing);
   if (!on) { st.hearing = false; ui.capYou.textContent = ""; ui.capAgent.textContent = ""; }
   ui.mic.setAttribute("aria-pressed", String(on));
@@ -503,6 +505,7 @@ function updateControls() {
 async function sendFile(file) {
   const lim = st.widget.uploads || {};
   const el = addLine("visitor attachment pending", file.name);
+  el.prepend(icon("clip", T.attached, "via"));
   const progress = h("span", { class: "progress", role: "status", text: fmt(T.uploading, { pct: 0 }) });
   el.append(progress);
   const fail = (text) => {
