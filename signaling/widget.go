@@ -22,7 +22,7 @@ func (s *Server) widgetFor(r *http.Request, key string) (configs.WidgetConfig, s
 	if err != nil {
 		if errors.Is(err, ErrOriginNotAllowed) {
 			s.refusals.refused(time.Now(), r.Header.Get("Origin"), w.ID, r.Pattern)
-			err = fmt.Errorf("%w: %s is not in the allowed_origins of the widget with key %s", ErrOriginNotAllowed, r.Header.Get("Origin"), key)
+			err = fmt.Errorf("%w: %s is not in the widget's allowed_origins", ErrOriginNotAllowed, r.Header.Get("Origin"))
 		}
 		return w, "", err
 	}
