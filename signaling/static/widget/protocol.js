@@ -279,28 +279,3 @@ function noteSeq(f) {
   }
 }
 
-// ---- Uploads ---------------------------------------------------------------
-// upload POSTs one file to the session's uploads (docs/API.md), reporting
-// progress (0–100) as it goes; fetch cannot report an upload's progress,
-// XMLHttpRequest can. It resolves to the upload, or rejects with the API
-// error (413 PAYLOAD_TOO_LARGE, 415 UNSUPPORTED_MEDIA_TYPE, …).
-function upload(file, onProgress) {
-  return new Promise((resolve, reject) => {
-    const x = new XMLHttpRequest();
-    x.open("POST", backend + "/v1/sessions/" + st.session.session_id + "/uploads");
-    x.setRequestHeader("Authorization", auth().Authorization);
-    x.responseType = "text";
-    x.upload.onprogress = (e) => { if (e.lengthComputable) onProgress(Math.round((100 * e.loaded) / e.total)); };
-    x.onerror = () => reject(apiError("NETWORK", "the upload could not be sent"));
-    x.onload = () => {
-      let body = {};
-      try { body = JSON.parse(x.responseText || "{}"); } catch (_) { /* not JSON */ }
-      if (x.status === 201) { resolve(body); return; }
-      const err = body && body.error;
-      reject(apiError((err && err.code) || "HTTP_" + x.status, (err && err.message) || x.statusText, x.status));
-    };
-    const form = new FormData();
-    form.append("file", file, file.name);
-    x.send(form);
-  });
-}
