@@ -314,6 +314,11 @@ func testAttach(t *testing.T, s *xpSite) {
 		t.Fatal("the server did not refuse the .bin with 415")
 	}
 	b.viewportShot("widget-attach.png")
+	// After a reload, from the history: the same line, with its clip.
+	b.must("reload", chromedp.Reload())
+	b.waitReady()
+	b.waitJS(15*time.Second, "the attachment in the history", `[...Parley._debug.shadow().querySelectorAll(".msg.visitor.attachment")]
+		.some((el) => el.querySelector(".body").textContent === "order-4411.txt" && el.querySelector("svg.via").getAttribute("aria-label") === "Attachment")`)
 
 	// In French.
 	fr := s.tab(t, "127.0.0.1", "key="+xpKey+"&look=fr", "")

@@ -136,7 +136,9 @@ async function renderHistory() {
       showVoiceTurn(m.id, m.body, m.unheard); // what Parley heard, or why it heard nothing
       continue;
     }
-    const el = addLine(m.role, m.body, { id: m.role === "agent" ? m.id : "" });
+    const el = addLine(m.role + (m.attachments && m.attachments.length ? " attachment" : ""), m.body,
+      { id: m.role === "agent" ? m.id : "" });
+    if (m.attachments && m.attachments.length) el.prepend(icon("clip", T.attached, "via"));
     // A reply Parley spoke and the visitor cut keeps what was written
     // aside (written): its body is the words they heard.
     if (m.interrupted) markInterrupted(el, typeof m.written === "string" ? m.body : undefined);
