@@ -138,6 +138,12 @@ func testOriginRefused(t *testing.T, s *xpSite) {
 	if hosts != 0 {
 		t.Fatalf("%d widget elements on the refused page", hosts)
 	}
+	// The page's own "Talk to us" button: Parley.open() says no.
+	b.must("click the page's button", chromedp.Click("#cta", chromedp.ByID))
+	b.waitJS(5*time.Second, "Parley.open() to refuse", `window.ctaOpened === false`)
+	if !b.consoleHas("[parley] Parley.open() ignored: the widget is not shown (ORIGIN_NOT_ALLOWED") {
+		t.Fatal("no console line for the refused open()")
+	}
 	// No retry storm: one resolve, however long we look (the old widget
 	// retried at 2, 4 and 8 s).
 	resolves := func() int {

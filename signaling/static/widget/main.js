@@ -71,6 +71,10 @@ window.Parley = {
   _debug: dbg,
   /** open(anchor?) opens the panel; only from a real user gesture. */
   open(anchor) {
+    if (st.failed) {
+      console.warn("[parley] Parley.open() ignored: the widget is not shown (" + st.failed.code + "; see the error above).");
+      return false;
+    }
     const ua = navigator.userActivation;
     if (ua && !ua.isActive) {
       console.warn("[parley] Parley.open() rejected — must be called synchronously from a real user gesture " +
