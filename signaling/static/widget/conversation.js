@@ -85,9 +85,10 @@ function onFrame(f) {
       break;
     }
     case "mode": {
-      // A call's start or end leaves a marker in the transcript.
-      if (f.mode === "voice" && f.previous_mode !== "voice") callMark("call_started", f.seq, f.ts ? Date.parse(f.ts) : Date.now());
-      else if (f.mode === "chat" && f.previous_mode === "voice") callMark("call_ended", f.seq, f.ts ? Date.parse(f.ts) : Date.now());
+      // A call's start or end (a stored change: it has a seq) leaves a
+      // marker in the transcript.
+      if (f.seq && f.mode === "voice" && f.previous_mode === "chat") callMark("call_started", f.seq, f.ts ? Date.parse(f.ts) : Date.now());
+      else if (f.seq && f.mode === "chat" && f.previous_mode === "voice") callMark("call_ended", f.seq, f.ts ? Date.parse(f.ts) : Date.now());
       const prev = st.mode;
       st.mode = f.mode || prev;
       if (st.mode !== prev) emit("mode", { mode: st.mode, previous_mode: prev, reason: f.reason || "" });
@@ -230,7 +231,7 @@ function callMark(type, seq, at, durationMs) {
   let text;
   if (type === "call_started") {
     st.callStartedAt = when.getTime();
-    text = fmt(T.callStarted, { time: when.toLocaleTimeString(language, { hour: "2-digit", minute: "2-digit" }) });
+    text = fmt(T.callStarted, { time: localeTime(when, { hour: "2-digit", minute: "2-digit" }) });
   } else {
     const ms = durationMs !== undefined && durationMs !== null ? durationMs : st.callStartedAt ? when.getTime() - st.callStartedAt : -1;
     st.callStartedAt = 0;
@@ -241,8 +242,14 @@ function callMark(type, seq, at, durationMs) {
   if (el) {
     el.dataset.seq = String(seq || "");
     el.setAttribute("role", "separator");
-    el.title = when.toLocaleString(language);
+    el.title = localeTime(when);
   }
+}
+// localeTime is when in the visitor's language (the browser's when that
+// tag is not one Intl knows); with no options, the date too.
+function localeTime(when, opts) {
+  const f = (loc) => (opts ? when.toLocaleTimeString(loc, opts) : when.toLocaleString(loc));
+  try { return f(language); } catch (_) { return f(undefined); }
 }
 function showError(e) {
   if (e.code === "CONVERSATION_CLOSED") return; // its note says so already
