@@ -107,3 +107,29 @@ func refusalLines(e *env) []string {
 	}
 	return out
 }
+
+// A widget with uploads: false: resolve says nothing of uploads (the
+// widget hides its attach button), and POST …/uploads is 403
+// UPLOADS_NOT_ALLOWED; by default resolve gives the limits.
+func TestUploadsSwitch(t *testing.T) {
+	off := false
+	e := startEnv(t, withWidget(configs.WidgetConfig{Key: "pk_nofiles", AllowedOrigins: []string{signalingtest.DemoOrigin}, Uploads: &off}))
+	r := e.ResolveWidget("pk_nofiles", signalingtest.DemoOrigin)
+	if w, _ := r.Body["widget"].(map[string]any); r.Status != http.StatusOK || w == nil || w["uploads"] != nil {
+		t.Fatalf("resolve of a widget without uploads: %d %s", r.Status, r.Raw)
+	}
+	r = e.ResolveWidget(configs.DemoWidgetKey, signalingtest.DemoOrigin)
+	up, _ := r.Body["widget"].(map[string]any)["uploads"].(map[string]any)
+	if up == nil || up["max_bytes"] != float64(e.cfg.Limits.MaxUploadBytes) || fmt.Sprint(up["types"]) != "[image/* application/pdf text/plain]" {
+		t.Fatalf("resolve's uploads: %s", r.Raw)
+	}
+	req := map[string]any{"widget_key": "pk_nofiles", "challenge": e.ResolveWidget("pk_nofiles", signalingtest.DemoOrigin).Str("challenge"), "mode": "chat"}
+	cr := e.Do("POST", "/v1/sessions", req, "Origin", signalingtest.DemoOrigin)
+	if cr.Status != http.StatusCreated {
+		t.Fatalf("session: %d %s", cr.Status, cr.Raw)
+	}
+	s := signalingtest.SessionFrom(cr)
+	body := "--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n\r\nhello\r\n--b--\r\n"
+	u := e.DoRaw("POST", "/v1/sessions/"+s.ID+"/uploads", "multipart/form-data; boundary=b", body, "Authorization", "Bearer "+s.Token)
+	signalingtest.ExpectErr(t, "upload to a widget without uploads", u, http.StatusForbidden, "UPLOADS_NOT_ALLOWED")
+}

@@ -156,7 +156,7 @@ type publicWidget struct {
 	NavMap           []configs.NavTarget           `json:"nav_map"`
 	Triggers         []configs.TriggerRule         `json:"triggers"`
 	MaxMessageChars  int                           `json:"max_message_chars"`
-	Uploads          publicUploads                 `json:"uploads"`
+	Uploads          *publicUploads                `json:"uploads,omitempty"` // nil: the widget takes no attachments
 }
 
 // publicUploads is what POST …/uploads takes, so the widget can refuse a
@@ -178,12 +178,15 @@ func (s *Server) publicWidget(wc configs.WidgetConfig) publicWidget {
 	if wc.AllowsVoice() && s.engine != nil {
 		modes = append(modes, "voice")
 	}
-	return publicWidget{ID: wc.ID, DisplayTitle: wc.DisplayTitle, LauncherLabel: wc.LauncherLabel,
+	var uploads *publicUploads
+	if wc.AllowsUploads() {
+		uploads = &publicUploads{MaxBytes: s.cfg.Limits.MaxUploadBytes, Types: uploadTypes()}
+	}
+	return publicWidget{Uploads: uploads, ID: wc.ID, DisplayTitle: wc.DisplayTitle, LauncherLabel: wc.LauncherLabel,
 		WelcomeText: wc.WelcomeText, Mode: wc.Mode, Modes: modes, Theme: wc.Theme,
 		LauncherPosition: wc.LauncherPosition, Colors: wc.Colors, Translations: wc.Translations,
 		IdentityPolicy: wc.IdentityPolicy, NavMap: wc.NavMap, Triggers: wc.Triggers,
-		MaxMessageChars: s.cfg.Chat.MaxMessageChars,
-		Uploads:         publicUploads{MaxBytes: s.cfg.Limits.MaxUploadBytes, Types: uploadTypes()}}
+		MaxMessageChars: s.cfg.Chat.MaxMessageChars}
 }
 
 type resolveRequest struct {

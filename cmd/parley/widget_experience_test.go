@@ -52,7 +52,8 @@ func startXPSite(t *testing.T) *xpSite {
 	xp.Key, xp.Triggers = xpKey, nil
 	xp.AllowedOrigins = []string{"http://127.0.0.1:*", "http://" + insecureHost + ":*"}
 	lonely := siteWidget()
-	lonely.Key, lonely.Agent, lonely.Triggers = lonelyKey, lonelyAgent, nil
+	off := false
+	lonely.Key, lonely.Agent, lonely.Triggers, lonely.Uploads = lonelyKey, lonelyAgent, nil, &off
 	e := startEnv(t, voiceConfig, withWidget(xp), withWidget(lonely),
 		func(c *configs.Config) { c.Limits.MaxUploadBytes = xpMaxUpload })
 	signalingtest.StartWorker(t, e.agentConn(siteAgent), siteAgent, guideAgent)
@@ -181,6 +182,8 @@ func testNoAgentCall(t *testing.T, s *xpSite) {
 	b.waitReady()
 	b.openChat()
 	sess := b.session()
+	// This widget takes no attachments (uploads: false): no attach button.
+	b.waitJS(5*time.Second, "no attach button", sq("button.attach")+`.hidden && `+sq("button.mic")+`.getClientRects().length > 0`)
 	b.typeMessage("anyone there?")
 	const nobody = "Nobody is available to answer right now. Your message is saved and will be answered as soon as someone is."
 	b.waitJS(15*time.Second, "the chat's note", hasLine("note.unavailable", nobody))
