@@ -244,6 +244,8 @@ type Message struct {
 	// Unheard is, for a voice turn the speech pipeline could not
 	// transcribe, why (a speech_* code); Body is then empty.
 	Unheard string `json:"unheard,omitempty"`
+	// Attachments are the uploads a visitor message carries.
+	Attachments []agentbridge.Attachment `json:"attachments,omitempty"`
 }
 
 // Roles of transcript messages.
@@ -279,7 +281,7 @@ func Transcript(events []agentbridge.Event) []Message {
 				via = agentbridge.ModeChat
 			}
 			msgs = append(msgs, Message{ID: ev.MessageID, Role: RoleVisitor, Body: ev.Text,
-				CreatedAt: ev.TS, Seq: ev.Seq, Via: via, Unheard: ev.Reason})
+				CreatedAt: ev.TS, Seq: ev.Seq, Via: via, Unheard: ev.Reason, Attachments: ev.Attachments})
 		case agentbridge.EventTranscript:
 			if !ev.Final || strings.TrimSpace(ev.Text) == "" {
 				continue

@@ -343,11 +343,12 @@ func TestExampleFile(t *testing.T) {
 	// tests.
 	want := Default()
 	want.Widgets[0].Live = cfg.Widgets[0].Live
+	want.Widgets[0].Uploads = cfg.Widgets[0].Uploads
 	if len(cfg.Widgets) != 2 || cfg.Widgets[1].Key != "pk_example" || cfg.Widgets[1].IdentitySecret == "" {
 		t.Fatalf("example widgets = %+v", cfg.Widgets)
 	}
 	want.Widgets = append(want.Widgets, cfg.Widgets[1])
-	if !reflect.DeepEqual(cfg, want) || !cfg.Widgets[0].IsLive() {
+	if !reflect.DeepEqual(cfg, want) || !cfg.Widgets[0].IsLive() || !cfg.Widgets[0].AllowsUploads() {
 		t.Errorf("example differs from defaults:\n got %+v\nwant %+v", cfg, want)
 	}
 	// It documents every key.

@@ -79,6 +79,9 @@ type WidgetConfig struct {
 	Triggers []TriggerRule `yaml:"triggers" json:"triggers"`
 	// Live reports whether the widget accepts sessions; nil means true.
 	Live *bool `yaml:"live" json:"live,omitempty"`
+	// Uploads reports whether visitors may attach files (POST
+	// …/uploads, the widget's attach button); nil means true.
+	Uploads *bool `yaml:"uploads" json:"uploads,omitempty"`
 	// ConversationMaxAge overrides retention.conversation_max_age for this
 	// widget's conversations: a Go duration such as "720h" (30 days),
 	// at least 1s and at most retention.log_max_age. Empty: the
@@ -181,6 +184,9 @@ var (
 func (w WidgetConfig) IsLive() bool {
 	return w.Live == nil || *w.Live
 }
+
+// AllowsUploads reports whether visitors may attach files.
+func (w WidgetConfig) AllowsUploads() bool { return w.Uploads == nil || *w.Uploads }
 
 // AllowsVoice reports whether the widget's mode includes voice.
 func (w WidgetConfig) AllowsVoice() bool { return w.Mode == "voice" || w.Mode == "both" }

@@ -47,6 +47,9 @@ func uploadTypeAllowed(ct string) bool {
 // "file" part of at most limits.max_upload_bytes. The type is decided by
 // the content (http.DetectContentType), not by what the client claims.
 func (s *Server) serveUpload(w http.ResponseWriter, r *http.Request, sess broker.Session) error {
+	if wc, err := s.widgets.WidgetByID(sess.Widget); err == nil && !wc.AllowsUploads() {
+		return ErrUploadsNotAllowed
+	}
 	if err := s.limit(w, r, limitUploads, sess.Widget); err != nil {
 		return err
 	}

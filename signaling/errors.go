@@ -49,6 +49,8 @@ var (
 	ErrGuestNotAllowed = errors.New("this widget requires a verified visitor identity")
 	// ErrModeNotAllowed: the widget does not offer that mode.
 	ErrModeNotAllowed = errors.New("mode not allowed")
+	// ErrUploadsNotAllowed: the widget does not take attachments.
+	ErrUploadsNotAllowed = errors.New("this widget does not accept attachments")
 	// ErrMissingScope: the admin key lacks the scope (or tenant) needed.
 	ErrMissingScope = errors.New("missing scope")
 	// ErrWidgetNotFound: no widget of that id (for this key).
@@ -115,6 +117,7 @@ var wireErrors = []struct {
 	{ErrIdentityResumeRefused, wireError{http.StatusForbidden, "IDENTITY_RESUME_NOT_ALLOWED", 0}},
 	{ErrSessionLimit, wireError{http.StatusTooManyRequests, "SESSION_LIMIT", 0}},
 	{ErrModeNotAllowed, wireError{http.StatusForbidden, "MODE_NOT_ALLOWED", 0}},
+	{ErrUploadsNotAllowed, wireError{http.StatusForbidden, "UPLOADS_NOT_ALLOWED", 0}},
 	{broker.ErrUnknownKey, wireError{http.StatusUnauthorized, "INVALID_API_KEY", 0}},
 	{broker.ErrKeyDisabled, wireError{http.StatusForbidden, "KEY_DISABLED", 0}},
 	{ErrMissingScope, wireError{http.StatusForbidden, "MISSING_SCOPE", 0}},

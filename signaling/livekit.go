@@ -178,7 +178,7 @@ func (s *Server) serveLiveKitWebhook(w http.ResponseWriter, r *http.Request) err
 	case errors.As(err, &tooBig):
 		return fmt.Errorf("%w: over %d bytes", ErrPayloadTooLarge, maxWebhookBytes)
 	case err != nil:
-		s.refusals.warn("livekit webhook refused", "err", err) // no client address: SECURITY.md
+		s.refusals.warn(time.Now(), "livekit webhook", "livekit webhook refused", "err", err) // no client address: SECURITY.md
 		return fmt.Errorf("%w: %v", ErrWebhookInvalid, err)
 	}
 	var ev livekit.WebhookEvent

@@ -8,53 +8,79 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// refusalLog logs requests the edge refuses before anyone is authenticated
-// (a forged LiveKit webhook, say). Anyone on the network can send those as
-// fast as they like, so each kind of refusal (its message) gets at most
-// refusalBurst lines at once and one a second after that; the next line
-// that gets through says how many were left out ("suppressed"). The kinds
-// are the fixed messages of the code, so the map stays small. No line
-// names the client's address (docs/SECURITY.md).
-type refusalLog struct {
-	log *slog.Logger
-	now func() time.Time
-
-	mu    sync.Mutex
-	kinds map[string]*refusalKind
-}
-
-type refusalKind struct {
-	lim        *rate.Limiter
-	suppressed int
-}
-
+// Logging of refusals anyone can cause without credentials: refused
+// origins, forged LiveKit webhooks. A page whose origin no widget allows is
+// the most common first-deploy mistake, so each refusal is logged (WARN) with
+// the page's origin and the widget's id, so the operator can tell the
+// site owner what to add to allowed_origins. Anyone can send any Origin,
+// though, so the lines are rate limited: per origin and widget at most one
+// line per refusalEvery (after a first burst of refusalBurst), and over
+// all of them at most refusalGlobalRate lines a second. What is held back
+// is counted and reported on the next line that is written ("suppressed"),
+// so the log says how many there were without holding each one.
+//
+// Never logged: the client IP (docs/SECURITY.md), a secret, the request's
+// body.
 const (
-	refusalEvery = time.Second
-	refusalBurst = 5
+	refusalEvery      = time.Minute
+	refusalBurst      = 3
+	refusalGlobalRate = 5
+	refusalGlobalMax  = 10
+	// refusalKeys bounds the per-(origin, widget) limiters: when a flood
+	// of distinct origins fills the map it is emptied, and the global
+	// limiter alone keeps the log bounded.
+	refusalKeys = 1024
 )
 
-func newRefusalLog(log *slog.Logger) *refusalLog {
-	return &refusalLog{log: log, now: time.Now, kinds: map[string]*refusalKind{}}
+// refusalLog rate-limits the log lines of refusals. It is safe for
+// concurrent use; it owns no goroutine.
+type refusalLog struct {
+	log *slog.Logger
+
+	mu         sync.Mutex
+	keys       map[string]*rate.Limiter // origin + " " + widget id
+	global     *rate.Limiter
+	suppressed int // refusals not logged since the last line
 }
 
-// warn logs msg at WARN unless that kind of refusal is over its rate.
-func (l *refusalLog) warn(msg string, args ...any) {
+func newRefusalLog(log *slog.Logger) *refusalLog {
+	return &refusalLog{log: log, keys: make(map[string]*rate.Limiter),
+		global: rate.NewLimiter(refusalGlobalRate, refusalGlobalMax)}
+}
+
+// refused notes that origin was refused for widget (its id) on route (the
+// request's route pattern) at now, and logs it unless the limits say not
+// to. It reports whether it wrote a line.
+func (l *refusalLog) refused(now time.Time, origin, widget, route string) bool {
+	if len(origin) > 256 {
+		origin = origin[:256] + "…" // the header is the caller's: bound what reaches the log
+	}
+	return l.warn(now, origin+" "+widget,
+		"origin refused: the widget does not allow the page's origin (if the page is the site's, add its origin to the widget's allowed_origins)",
+		"origin", origin, "widget_id", widget, "route", route)
+}
+
+// warn logs msg with args at WARN, unless key (what is refused: an origin
+// and widget, a forged LiveKit webhook) or all refusals together are over
+// their limits. It reports whether it wrote a line.
+func (l *refusalLog) warn(now time.Time, key, msg string, args ...any) bool {
 	l.mu.Lock()
-	k := l.kinds[msg]
-	if k == nil {
-		k = &refusalKind{lim: rate.NewLimiter(rate.Every(refusalEvery), refusalBurst)}
-		l.kinds[msg] = k
+	lim, ok := l.keys[key]
+	if !ok {
+		if len(l.keys) >= refusalKeys {
+			clear(l.keys)
+		}
+		lim = rate.NewLimiter(rate.Every(refusalEvery), refusalBurst)
+		l.keys[key] = lim
 	}
-	if !k.lim.AllowN(l.now(), 1) {
-		k.suppressed++
+	if !lim.AllowN(now, 1) || !l.global.AllowN(now, 1) {
+		l.suppressed++
 		l.mu.Unlock()
-		return
+		return false
 	}
-	suppressed := k.suppressed
-	k.suppressed = 0
+	suppressed := l.suppressed
+	l.suppressed = 0
 	l.mu.Unlock()
-	if suppressed > 0 {
-		args = append(args, "suppressed", suppressed)
-	}
-	l.log.Warn(msg, args...)
+	l.log.Warn(msg, append(args, "suppressed", suppressed)...)
+	return true
 }

@@ -41,7 +41,7 @@ type Server struct {
 	shared     sharedRates
 	metrics    *metrics
 	ips        *clientIPs
-	refusals   *refusalLog  // rate-limited log of unauthenticated refusals
+	refusals   *refusalLog  // refused origins and webhooks, rate limited
 	caps       *sessionCaps // limits.per_session
 	handler    http.Handler
 	livekit    *media.LiveKit    // livekit widgets' voice (SetLiveKit); nil: none

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -273,6 +274,7 @@ func (s *Server) authSession(r *http.Request, token string) (broker.Session, err
 	}
 	if origin := r.Header.Get("Origin"); origin != "" {
 		if err != nil || !widgetAllows(wc.WidgetConfig, origin) {
+			s.refusals.refused(time.Now(), origin, sess.Widget, r.Pattern)
 			return sess, fmt.Errorf("%w: %s", ErrOriginNotAllowed, origin)
 		}
 	}
@@ -298,6 +300,9 @@ func (s *Server) serveEndSession(w http.ResponseWriter, r *http.Request) error {
 type historyResponse struct {
 	ConversationID string           `json:"conversation_id"`
 	Messages       []broker.Message `json:"messages"`
+	// Calls are the starts and ends of voice calls among the messages
+	// (from the first message's seq on), for the transcript's markers.
+	Calls []callMark `json:"calls"`
 }
 
 // Bounds of GET history's message_limit.
@@ -316,13 +321,24 @@ func (s *Server) serveHistory(w http.ResponseWriter, r *http.Request, sess broke
 		}
 		limit = n
 	}
-	msgs, err := s.convs.History(r.Context(), sess.ConversationID, limit)
+	// One read of the log for the messages (as History makes them) and
+	// the call marks between them.
+	events, err := s.convs.ReadLog(r.Context(), sess.ConversationID, 0)
 	if err != nil {
 		return err
+	}
+	msgs := broker.Transcript(events)
+	if len(msgs) > limit {
+		msgs = msgs[len(msgs)-limit:]
 	}
 	if msgs == nil {
 		msgs = []broker.Message{}
 	}
-	writeJSON(w, http.StatusOK, historyResponse{ConversationID: sess.ConversationID, Messages: msgs})
+	calls := callMarks(events)
+	if len(msgs) > 0 && len(msgs) == limit {
+		first := msgs[0].Seq
+		calls = slices.DeleteFunc(calls, func(c callMark) bool { return c.Seq < first })
+	}
+	writeJSON(w, http.StatusOK, historyResponse{ConversationID: sess.ConversationID, Messages: msgs, Calls: calls})
 	return nil
 }

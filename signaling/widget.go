@@ -1,6 +1,7 @@
 package signaling
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -19,6 +20,10 @@ func (s *Server) widgetFor(r *http.Request, key string) (configs.WidgetConfig, s
 	}
 	origin, err := checkOrigin(w, r.Header.Get("Origin"))
 	if err != nil {
+		if errors.Is(err, ErrOriginNotAllowed) {
+			s.refusals.refused(time.Now(), r.Header.Get("Origin"), w.ID, r.Pattern)
+			err = fmt.Errorf("%w: %s is not in the widget's allowed_origins", ErrOriginNotAllowed, r.Header.Get("Origin"))
+		}
 		return w, "", err
 	}
 	if !w.IsLive() {
@@ -60,10 +65,24 @@ func (s *Server) limit(w http.ResponseWriter, r *http.Request, kind, widgetID st
 // cors answers preflights and lets pages on an allowed origin read the
 // responses of the public API. Access is still decided per widget by the
 // handlers; this only controls what the browser exposes.
+//
+// A page on an origin that no widget allows gets its preflight answered
+// too, and may read error responses only (errorsOnlyCORS): so the widget
+// there can read ORIGIN_NOT_ALLOWED and say what is wrong, instead of a
+// bare network failure. A success response is never exposed to such an
+// origin, and no response carries Access-Control-Allow-Credentials
+// (docs/SECURITY.md, "CORS").
 func (s *Server) cors(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		origin := r.Header.Get("Origin")
-		if origin != "" && s.anyWidgetAllows(origin) {
+		if origin != "" && !s.anyWidgetAllows(origin) {
+			if _, ok := parseOrigin(origin); !ok {
+				next.ServeHTTP(w, r) // "null" or garbage: no CORS at all
+				return
+			}
+			w = &errorsOnlyCORS{ResponseWriter: w, preflight: r.Method == http.MethodOptions}
+		}
+		if origin != "" {
 			h := w.Header()
 			h.Set("Access-Control-Allow-Origin", origin)
 			h.Add("Vary", "Origin")
@@ -79,6 +98,38 @@ func (s *Server) cors(next http.Handler) http.Handler {
 		next.ServeHTTP(w, r)
 	})
 }
+
+// errorsOnlyCORS is the response writer of a request from an origin no
+// widget allows: the CORS headers cors sets stay on a preflight and on an
+// error response (status 400 or more: a coded error body, never widget or
+// session data), and are taken off anything else, so the browser keeps
+// such a response from the page.
+type errorsOnlyCORS struct {
+	http.ResponseWriter
+	preflight bool
+	wrote     bool
+}
+
+func (w *errorsOnlyCORS) WriteHeader(code int) {
+	if !w.wrote {
+		w.wrote = true
+		if !w.preflight && code < http.StatusBadRequest {
+			h := w.Header()
+			h.Del("Access-Control-Allow-Origin")
+			h.Del("Access-Control-Expose-Headers")
+		}
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *errorsOnlyCORS) Write(p []byte) (int, error) {
+	if !w.wrote {
+		w.WriteHeader(http.StatusOK)
+	}
+	return w.ResponseWriter.Write(p)
+}
+
+func (w *errorsOnlyCORS) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // modes lists the modes this server offers.
 func (s *Server) modes() []string {
@@ -106,7 +157,19 @@ type publicWidget struct {
 	NavMap           []configs.NavTarget           `json:"nav_map"`
 	Triggers         []configs.TriggerRule         `json:"triggers"`
 	MaxMessageChars  int                           `json:"max_message_chars"`
+	Uploads          *publicUploads                `json:"uploads,omitempty"` // nil: the widget takes no attachments
 }
+
+// publicUploads is what POST …/uploads takes, so the widget can refuse a
+// file before sending it (the server checks again, by the content).
+type publicUploads struct {
+	MaxBytes int64    `json:"max_bytes"`
+	Types    []string `json:"types"`
+}
+
+// uploadTypes are the accepted upload types (uploadTypeAllowed), as an
+// <input accept> list.
+func uploadTypes() []string { return []string{"image/*", "application/pdf", "text/plain"} }
 
 func (s *Server) publicWidget(wc configs.WidgetConfig) publicWidget {
 	modes := []string{}
@@ -116,7 +179,11 @@ func (s *Server) publicWidget(wc configs.WidgetConfig) publicWidget {
 	if wc.AllowsVoice() && s.engine != nil {
 		modes = append(modes, "voice")
 	}
-	return publicWidget{ID: wc.ID, DisplayTitle: wc.DisplayTitle, LauncherLabel: wc.LauncherLabel,
+	var uploads *publicUploads
+	if wc.AllowsUploads() {
+		uploads = &publicUploads{MaxBytes: s.cfg.Limits.MaxUploadBytes, Types: uploadTypes()}
+	}
+	return publicWidget{Uploads: uploads, ID: wc.ID, DisplayTitle: wc.DisplayTitle, LauncherLabel: wc.LauncherLabel,
 		WelcomeText: wc.WelcomeText, Mode: wc.Mode, Modes: modes, Theme: wc.Theme,
 		LauncherPosition: wc.LauncherPosition, Colors: wc.Colors, Translations: wc.Translations,
 		IdentityPolicy: wc.IdentityPolicy, IdentityResume: wc.IdentityResume, NavMap: wc.NavMap, Triggers: wc.Triggers,

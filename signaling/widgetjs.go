@@ -30,6 +30,8 @@ var (
 	widgetProtocolJS string
 	//go:embed static/widget/conversation.js
 	widgetConversationJS string
+	//go:embed static/widget/attach.js
+	widgetAttachJS string
 	//go:embed static/widget/page.js
 	widgetPageJS string
 	//go:embed static/widget/voice.js
@@ -58,6 +60,7 @@ func widgetParts() []widgetPart {
 		{"texts.js", widgetTextsJS},
 		{"protocol.js", widgetProtocolJS},
 		{"conversation.js", widgetConversationJS},
+		{"attach.js", widgetAttachJS},
 		{"page.js", widgetPageJS},
 		{"voice.js", widgetVoiceJS},
 		{"ui.js", widgetUIJS},

@@ -66,6 +66,7 @@ type serverFrame struct {
 	HeardText       *string         `json:"heard_text,omitempty"`
 	StartsInMS      *int64          `json:"starts_in_ms,omitempty"`
 	DurationMS      int64           `json:"duration_ms,omitempty"`
+	TS              *time.Time      `json:"ts,omitempty"` // when the event was stored (mode frames: call markers)
 	Code            string          `json:"code,omitempty"`
 	Message         string          `json:"message,omitempty"`
 }
@@ -220,6 +221,9 @@ func (l *leg) serve(ctx context.Context, since uint64, in <-chan clientFrame, re
 		<-pingerDone
 	}()
 	l.send(serverFrame{Type: "session", SessionID: l.sess.ID, ConversationID: l.sess.ConversationID, Mode: l.sess.Mode})
+	// No worker of the agent at all: the visitor may have been told so by
+	// an earlier leg (a reload), so the assignment is news to this one.
+	l.unavailable = l.s.agents.AliveWorkers(l.sess.Agent) == 0
 	if since > 0 {
 		events, err := convs.ReadLog(ctx, l.sess.ConversationID, since+1)
 		if err != nil {
@@ -553,7 +557,14 @@ func (l *leg) onEvent(ev *agentbridge.Event) bool {
 		l.send(serverFrame{Type: "transcript", MessageID: ev.MessageID, Text: ev.Text, Final: ev.Final,
 			Via: agentbridge.ModeVoice, Seq: ev.Seq})
 	case agentbridge.EventModeChanged:
-		l.send(serverFrame{Type: "mode", Mode: ev.Mode, PreviousMode: ev.PreviousMode, Reason: ev.Reason, Seq: ev.Seq})
+		ts := ev.TS
+		l.send(serverFrame{Type: "mode", Mode: ev.Mode, PreviousMode: ev.PreviousMode, Reason: ev.Reason, Seq: ev.Seq, TS: &ts})
+		if ev.Mode == agentbridge.ModeVoice && ev.SessionID == l.sess.ID && l.s.agents.AliveWorkers(l.sess.Agent) == 0 {
+			// A call with nobody to answer it: say so as chat does (the
+			// dispatch loop, already retrying, has said it once before).
+			l.unavailable = true
+			l.sendError(broker.ErrAgentUnavailable, "")
+		}
 	case agentbridge.EventMediaState:
 		l.send(serverFrame{Type: "media_state", State: ev.State, LegID: ev.LegID, Reason: ev.Reason, Seq: ev.Seq})
 	case agentbridge.EventSessionEnded:

@@ -21,8 +21,9 @@ function onFrame(f) {
       }
       break;
     }
-    case "typing": showTyping(true); break;
+    case "typing": agentBack(); showTyping(true); break;
     case "chunk": {
+      agentBack();
       if (st.doneIds.has(f.message_id)) break; // a reply re-sent for a duplicate
       if (st.cutIds.has(f.message_id)) break; // the visitor cut in
       showTyping(false);
@@ -57,6 +58,7 @@ function onFrame(f) {
     case "message": onVisitorMessage(f); break;
     case "error": onErrorFrame(f); break;
     case "agent_state":
+      if (f.state !== "reconnecting") agentBack();
       st.agentState = f.state === "connected" ? "" : f.state;
       if (f.state === "reconnecting") setStatus(T.agentReconnecting);
       else if (f.state === "connected") setStatus("");
@@ -83,6 +85,10 @@ function onFrame(f) {
       break;
     }
     case "mode": {
+      // A call's start or end (a stored change: it has a seq) leaves a
+      // marker in the transcript.
+      if (f.seq && f.mode === "voice" && f.previous_mode === "chat") callMark("call_started", f.seq, f.ts ? Date.parse(f.ts) : Date.now());
+      else if (f.seq && f.mode === "chat" && f.previous_mode === "voice") callMark("call_ended", f.seq, f.ts ? Date.parse(f.ts) : Date.now());
       const prev = st.mode;
       st.mode = f.mode || prev;
       if (st.mode !== prev) emit("mode", { mode: st.mode, previous_mode: prev, reason: f.reason || "" });
@@ -182,6 +188,18 @@ function onErrorFrame(f) {
       m.el.title = human(err);
     }
   }
+  if (f.code === "AGENT_UNAVAILABLE") {
+    // Nobody holds the conversation: one note (not one per message), and
+    // a call says so on its bar; both go when an agent answers (agentBack).
+    st.unavailable = true;
+    reportError(f.code, f.message);
+    showTyping(false);
+    const old = ui && ui.log.querySelector(".note.unavailable");
+    if (old) old.remove();
+    addNote(human(err), "error unavailable");
+    renderCall();
+    return;
+  }
   if (f.code === "NAV_TARGET_UNKNOWN") {
     // The agent named a place the site didn't list; Parley refused it.
     console.warn("[parley:nav] The server refused a navigation the agent asked for (" + f.message + ").");
@@ -191,6 +209,47 @@ function onErrorFrame(f) {
   reportError(f.code, f.message);
   showTyping(false);
   addNote(human(err), "error");
+}
+// agentBack: an agent holds the conversation again (it was assigned, or
+// it answers): the "nobody is available" note and call bar state go.
+function agentBack() {
+  if (!st.unavailable) return;
+  st.unavailable = false;
+  if (ui) for (const el of ui.log.querySelectorAll(".note.unavailable")) el.remove();
+  renderCall();
+  emit("agent", { available: true });
+}
+// callMark puts a call's start or end in the transcript, once per log
+// position (the live frame and the history may both bring it): "Call
+// started 14:02", "Call ended (2 min)". at is when (ms since the epoch);
+// durationMs, when known, the call's length (else from its start mark).
+function callMark(type, seq, at, durationMs) {
+  if (!ui) return;
+  if (seq && st.marks.has(seq)) return;
+  if (seq) st.marks.add(seq);
+  const when = new Date(Number.isFinite(at) ? at : Date.now());
+  let text;
+  if (type === "call_started") {
+    st.callStartedAt = when.getTime();
+    text = fmt(T.callStarted, { time: localeTime(when, { hour: "2-digit", minute: "2-digit" }) });
+  } else {
+    const ms = durationMs !== undefined && durationMs !== null ? durationMs : st.callStartedAt ? when.getTime() - st.callStartedAt : -1;
+    st.callStartedAt = 0;
+    text = ms >= 0 ? fmt(T.callEnded, { duration: ms < 60000 ? fmt(T.seconds, { n: Math.max(1, Math.round(ms / 1000)) })
+      : fmt(T.minutes, { n: Math.round(ms / 60000) }) }) : T.callEndedAt;
+  }
+  const el = addNote(text, "callmark " + type.replace("_", "-"));
+  if (el) {
+    el.dataset.seq = String(seq || "");
+    el.setAttribute("role", "separator");
+    el.title = localeTime(when);
+  }
+}
+// localeTime is when in the visitor's language (the browser's when that
+// tag is not one Intl knows); with no options, the date too.
+function localeTime(when, opts) {
+  const f = (loc) => (opts ? when.toLocaleTimeString(loc, opts) : when.toLocaleString(loc));
+  try { return f(language); } catch (_) { return f(undefined); }
 }
 function showError(e) {
   if (e.code === "CONVERSATION_CLOSED") return; // its note says so already

@@ -15,8 +15,15 @@ async function boot() {
       const retriable = e.code === "NETWORK" || e.status >= 500 || e.code === "RATE_LIMITED";
       if (!retriable || ++tries >= 4) {
         st.failed = e;
+        if (e.code === "ORIGIN_NOT_ALLOWED") {
+          // The most common first-deploy mistake: said at once, never retried.
+          console.error("[parley] ORIGIN_NOT_ALLOWED: the widget with key " + widgetKey + " does not allow this page's origin " +
+            location.origin + ". Add " + location.origin + " to the widget's allowed_origins (admin API: PUT /v1/admin/widgets/{id}); " +
+            "until then the widget is not shown on this page.");
+          reportError(e.code, e.message, { origin: location.origin, widget_key: widgetKey });
+          return;
+        }
         const why = {
-          ORIGIN_NOT_ALLOWED: "this page's origin (" + location.origin + ") is not in the widget's allowed_origins",
           UNKNOWN_WIDGET_KEY: "no widget has the key " + widgetKey,
           WIDGET_NOT_LIVE: "the widget is not live",
           NETWORK: "Parley at " + backend + " could not be reached (is data-backend-url right? does the page's Content-Security-Policy allow it in connect-src?)",
@@ -64,6 +71,10 @@ window.Parley = {
   _debug: dbg,
   /** open(anchor?) opens the panel; only from a real user gesture. */
   open(anchor) {
+    if (st.failed) {
+      console.warn("[parley] Parley.open() ignored: the widget is not shown (" + st.failed.code + "; see the error above).");
+      return false;
+    }
     const ua = navigator.userActivation;
     if (ua && !ua.isActive) {
       console.warn("[parley] Parley.open() rejected — must be called synchronously from a real user gesture " +

@@ -134,18 +134,29 @@ async function renderHistory() {
   const h = await api("/v1/sessions/" + st.session.session_id + "/history?message_limit=200", { auth: true });
   const welcome = texts().welcome_text;
   if (welcome && h.messages.length === 0) addLine("agent welcome", welcome);
+  const calls = (h.calls || []).slice();
+  const marksBefore = (seq) => {
+    while (calls.length && (seq === undefined || calls[0].seq < seq)) {
+      const c = calls.shift();
+      callMark(c.type, c.seq, Date.parse(c.at), c.duration_ms);
+    }
+  };
   for (const m of h.messages) {
+    marksBefore(m.seq);
     if (m.seq) st.lastSeq = Math.max(st.lastSeq, m.seq);
     if (m.role === "visitor" && m.via === "voice") {
       showVoiceTurn(m.id, m.body, m.unheard); // what Parley heard, or why it heard nothing
       continue;
     }
-    const el = addLine(m.role, m.body, { id: m.role === "agent" ? m.id : "" });
+    const el = addLine(m.role + (m.attachments && m.attachments.length ? " attachment" : ""), m.body,
+      { id: m.role === "agent" ? m.id : "" });
+    if (m.attachments && m.attachments.length) el.prepend(icon("clip", T.attached, "via"));
     // A reply Parley spoke and the visitor cut keeps what was written
     // aside (written): its body is the words they heard.
     if (m.interrupted) markInterrupted(el, typeof m.written === "string" ? m.body : undefined);
     if (m.role === "agent") st.doneIds.add(m.id);
   }
+  marksBefore(undefined); // a call after the last message (or still on)
   saveState({ seq: st.lastSeq });
 }
 
@@ -231,7 +242,11 @@ function reopen() {
   sdel("sessionStorage", K.state);
   st.lastSeq = 0;
 }
-function wire(m) { return { type: "message", body: m.body, client_message_id: m.client_message_id }; }
+function wire(m) {
+  const f = { type: "message", body: m.body, client_message_id: m.client_message_id };
+  if (m.uploadIds) f.upload_ids = m.uploadIds;
+  return f;
+}
 // A message refused with one of these codes was not stored but may be
 // the next time (the store was busy, the broker starting or stopping,
 // the network gone): the widget sends it again itself, with the same
@@ -254,12 +269,15 @@ function uuid() {
   if (crypto.randomUUID) return crypto.randomUUID();
   return Date.now().toString(36) + Math.random().toString(36).slice(2);
 }
-function send(body) {
+// send sends a message; el, when given, is the line already showing it (an
+// attachment's), and uploadIds the uploads it carries.
+function send(body, el, uploadIds) {
   body = body.trim();
   if (!body) return;
   st.freshCard = null;
   const m = { body, client_message_id: uuid() };
-  m.el = addLine("visitor pending", body);
+  if (uploadIds) m.uploadIds = uploadIds;
+  m.el = el || addLine("visitor pending", body);
   reopen(); // writing after a close starts a new conversation
   st.outbox.push(m);
   emit("message", { role: "visitor", body, via: "chat" });
@@ -274,3 +292,4 @@ function noteSeq(f) {
     saveState({ seq: st.lastSeq });
   }
 }
+

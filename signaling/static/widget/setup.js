@@ -65,6 +65,11 @@ const st = {
   voiceTurns: new Set(), // visitor turns Parley heard on a call and shown (message ids)
   hearing: false,        // the visitor is speaking on the call (speech frames)
   closed: false,         // an operator closed the conversation; no new one until the visitor asks
+  unavailable: false,    // told AGENT_UNAVAILABLE, and no agent has answered since
+  marks: new Set(),      // log positions of the call markers shown
+  callStartedAt: 0,      // when the call of the last start marker started (ms), for its end's duration
+  uploading: 0,          // uploads on their way
+  micWarned: false,      // the console was told why voice can't work here
   freshCard: null,       // the capture pill of the current turn
   typingEl: null, claims: null, captured: new Set(), offered: new Set(),
   navHandler: null, errors: [], navigations: [], triggersFired: [],

@@ -24,6 +24,7 @@ const ICONS = {
   mic: "M12 14a3 3 0 0 0 3-3V5a3 3 0 0 0-6 0v6a3 3 0 0 0 3 3zm5-3a5 5 0 0 1-10 0H5a7 7 0 0 0 6 6.92V21h2v-3.08A7 7 0 0 0 19 11h-2z",
   send: "M3 20.5 21 12 3 3.5 3 10l12 2-12 2z",
   close: "M6.4 5 5 6.4 10.6 12 5 17.6 6.4 19 12 13.4 17.6 19 19 17.6 13.4 12 19 6.4 17.6 5 12 10.6z",
+  clip: "M16.5 6.5v10a4.5 4.5 0 0 1-9 0V5a3 3 0 0 1 6 0v10.5a1.5 1.5 0 0 1-3 0V6.5H9v9a3 3 0 0 0 6 0V5a4.5 4.5 0 0 0-9 0v11.5a6 6 0 0 0 12 0v-10h-1.5z",
   keyboard: "M4 6h16a2 2 0 0 1 2 2v8a2 2 0 0 1-2 2H4a2 2 0 0 1-2-2V8a2 2 0 0 1 2-2zm1 3v2h2V9H5zm3 0v2h2V9H8zm3 0v2h2V9h-2zm3 0v2h2V9h-2zm3 0v2h2V9h-2zM7 13v2h10v-2H7z",
 };
 function icon(name, title, cls) {
@@ -99,6 +100,11 @@ header .status { margin: 0; font-size: 12px; opacity: .85; }
 .callbar[data-state="connected"] .dot { background: #16a34a; }
 .callbar[data-state="connecting"] .dot, .callbar[data-state="reconnecting"] .dot { background: #d97706; }
 .callbar[data-state="failed"] .dot { background: var(--err); }
+.callbar[data-state="waiting"] .dot { background: #d97706; }
+.note.callmark { display: flex; align-items: center; gap: 8px; align-self: stretch; max-width: none; font-size: 12px; }
+.note.callmark::before, .note.callmark::after { content: ""; flex: 1; border-top: 1px solid var(--line); }
+.msg.attachment .progress { display: block; font-size: 12px; opacity: .85; }
+.composer .mic[aria-disabled="true"] { opacity: .4; cursor: not-allowed; }
 .callbar[data-hearing="true"] .dot { box-shadow: 0 0 0 4px color-mix(in srgb, #16a34a 35%, transparent); }
 .msg.interrupted .cut { display: block; margin-top: 2px; font-size: 12px; font-style: italic; color: var(--muted); }
 .callbar .state { font-weight: 600; font-size: 13px; }
@@ -209,8 +215,9 @@ function build() {
   toText.append(icon("keyboard"), h("span", { text: T.toText }));
   const capYou = h("p", { class: "cap-you" });
   const capAgent = h("p", { class: "cap-agent" });
+  const capHint = h("p", { class: "cap-hint" });
   const callbar = h("div", { class: "callbar", role: "status", "aria-live": "polite", hidden: true },
-    h("span", { class: "dot", "aria-hidden": "true" }), callState, toText, h("div", { class: "captions" }, capYou, capAgent));
+    h("span", { class: "dot", "aria-hidden": "true" }), callState, toText, h("div", { class: "captions" }, capHint, capYou, capAgent));
 
   const log = h("div", { class: "log", role: "log", "aria-live": "polite", "aria-label": T.conversation, tabindex: "0" });
   const textarea = h("textarea", { rows: "1", "aria-label": T.message, placeholder: T.placeholder,
@@ -219,7 +226,12 @@ function build() {
   mic.append(icon("mic"));
   const sendBtn = h("button", { class: "iconbtn send", type: "submit", "aria-label": T.send, title: T.send });
   sendBtn.append(icon("send"));
-  const composer = h("form", { class: "composer" }, textarea, mic, sendBtn);
+  const attach = h("button", { class: "iconbtn attach", type: "button", "aria-label": T.attach, title: T.attach, hidden: true });
+  attach.append(icon("clip"));
+  const up = (w.uploads && w.uploads.types) || [];
+  const file = h("input", { type: "file", class: "file", hidden: true, tabindex: "-1", "aria-hidden": "true",
+    accept: up.join(",") });
+  const composer = h("form", { class: "composer" }, attach, file, textarea, mic, sendBtn);
   const brand = h("a", { href: "https://github.com/parley-rtc/parley", target: "_blank", rel: "noopener noreferrer", text: "Parley" });
   const footer = h("footer", {}, T.poweredBy + " ", brand);
   const panel = h("section", { class: "panel", id: "parley-panel", role: position === "embedded" ? "region" : "dialog",
@@ -231,8 +243,8 @@ function build() {
   shadow.append(root);
   (container || document.body).append(host);
 
-  ui = { host, shadow, root, launcher, live, panel, status, closeBtn, callbar, callState, capYou, capAgent, toText,
-    log, input: textarea, mic, sendBtn, composer, audio, position };
+  ui = { host, shadow, root, launcher, live, panel, status, closeBtn, callbar, callState, capYou, capAgent, capHint, toText,
+    log, input: textarea, mic, sendBtn, attach, file, composer, audio, position };
 
   launcher.addEventListener("click", () => {
     if (st.open) closePanel("launcher");
@@ -263,7 +275,18 @@ function build() {
   });
   const autosize = () => { textarea.style.height = "auto"; textarea.style.height = Math.min(textarea.scrollHeight + 2, 120) + "px"; };
   textarea.addEventListener("input", autosize);
+  attach.addEventListener("click", () => file.click());
+  file.addEventListener("change", () => {
+    const files = [...file.files];
+    file.value = "";
+    for (const f of files) sendFile(f);
+  });
   mic.addEventListener("click", () => {
+    if (mic.getAttribute("aria-disabled") === "true" && !st.call) {
+      // Said on the button already; clicking says it in the log too.
+      micFailed(micPrecheck(), null);
+      return;
+    }
     if (st.call) switchToText();
     else startCall().catch((e) => console.warn("[parley:voice]", e));
   });
@@ -430,14 +453,34 @@ function renderCall() {
   let text = T.call[st.callState] || "";
   const agent = T.agent[st.agentState];
   const hearing = on && st.hearing;
-  if (st.callState === "connected" && hearing) text += " · " + T.hearing;
+  const waiting = st.callState === "connected" && st.unavailable;
+  if (waiting) text = T.nobody; // not a green "On a call"
+  else if (st.callState === "connected" && hearing) text += " · " + T.hearing;
   else if (st.callState === "connected" && agent) text += " · " + agent;
+  if (waiting) ui.callbar.dataset.state = "waiting";
   ui.callState.textContent = text;
+  ui.capHint.textContent = waiting ? T.nobodyCall : "";
+  ui.live.style.background = waiting ? "#d97706" : ""; // the launcher's dot: amber, not green
   ui.callbar.dataset.hearing = String(hearing);
   if (!on) { st.hearing = false; ui.capYou.textContent = ""; ui.capAgent.textContent = ""; }
   ui.mic.setAttribute("aria-pressed", String(on));
   ui.mic.setAttribute("aria-label", on ? T.endCall : T.startCall);
   ui.mic.title = on ? T.endCall : T.startCall;
+  // Why voice can't work on this page, said on the button before anyone
+  // clicks it (an http page, a Permissions-Policy without microphone).
+  const why = !on && st.widget && (st.widget.modes || []).includes("voice") ? micPrecheck() : "";
+  if (why) {
+    const said = why === "insecure" ? T.micInsecure : T.micPolicy;
+    ui.mic.setAttribute("aria-disabled", "true");
+    ui.mic.setAttribute("aria-label", T.startCall + " — " + said);
+    ui.mic.title = said;
+    if (!st.micWarned) {
+      st.micWarned = true;
+      console.warn("[parley:mic] Voice is unavailable on this page: " + MIC[why][0]);
+    }
+  } else {
+    ui.mic.removeAttribute("aria-disabled");
+  }
   ui.live.hidden = !on;
   ui.root.dataset.mode = on ? "voice" : "chat";
 }
@@ -449,5 +492,8 @@ function updateControls() {
   ui.input.hidden = ui.sendBtn.hidden = !chat;
   ui.mic.hidden = !voiceOffered();
   ui.mic.disabled = !st.call && !(st.ws && st.ws.readyState === WebSocket.OPEN);
+  ui.attach.hidden = !chat || !(w.uploads && w.uploads.max_bytes > 0);
+  ui.attach.disabled = !st.session;
   renderCall();
 }
+
