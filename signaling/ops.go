@@ -108,7 +108,8 @@ const sseHeartbeat = 15 * time.Second
 
 // serveOpsEvents: GET /v1/ops/events — Server-Sent Events: first one
 // "room" event per live room, then "room" on every change and
-// "room_ended" when a room ends. Authenticated like the rest (the /ops/
+// "room_ended" when a room ends; "shutdown" and the end of the stream when
+// the server shuts down. Authenticated like the rest (the /ops/
 // page reads it with fetch, which can send the Authorization header).
 func (s *Server) serveOpsEvents(w http.ResponseWriter, r *http.Request, key broker.KeyInfo) error {
 	// Through the request log's statusWriter: a ResponseController finds
@@ -156,6 +157,9 @@ func (s *Server) serveOpsEvents(w http.ResponseWriter, r *http.Request, key brok
 		case <-r.Context().Done():
 			return nil
 		case <-s.legs.Done():
+			// The server is stopping: say so, so the reader reconnects
+			// (to another broker, or to this one when it is back).
+			send("shutdown", map[string]string{"reason": "server shutting down; reconnect"})
 			return nil
 		case <-lost:
 			s.metrics.opsSlow.Inc()

@@ -204,6 +204,9 @@ func (s *Server) Start() error {
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
+	// Shutdown waits for every handler to return, and an event stream
+	// never returns by itself: the legs end as soon as the listeners close.
+	s.httpSrv.RegisterOnShutdown(s.stopLegs)
 	go func() {
 		defer close(s.served)
 		if err := s.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -222,21 +225,24 @@ func (s *Server) Addr() string {
 	return s.ln.Addr().String()
 }
 
-// Shutdown stops accepting requests, closes every WebSocket leg with 1001
-// (going away), and waits for in-flight requests, which finish storing what
-// they were storing, until ctx is done. It is idempotent.
+// Shutdown stops accepting connections and requests (a request that still
+// arrives, on a connection open before, gets 503 SHUTTING_DOWN), ends the
+// long-lived ones at once (WebSocket legs close with 1001 going away, ops
+// event streams end with a shutdown event, a chat request awaiting its
+// reply answers SHUTTING_DOWN with the message stored) and waits for
+// in-flight requests, which finish storing what they were storing, until
+// ctx is done. It is idempotent.
 func (s *Server) Shutdown(ctx context.Context) error {
 	if !s.stopped.CompareAndSwap(false, true) {
 		return nil
 	}
 	var err error
 	if s.httpSrv != nil {
-		err = s.httpSrv.Shutdown(ctx) // hijacked WebSockets are not waited for here
+		// Closes the listeners, then runs stopLegs; hijacked WebSockets
+		// are not waited for here.
+		err = s.httpSrv.Shutdown(ctx)
 	}
-	s.legMu.Lock()
-	s.closing = true
-	s.legMu.Unlock()
-	s.cancelLegs()
+	s.stopLegs()
 	done := make(chan struct{})
 	go func() {
 		s.legWG.Wait()
@@ -251,6 +257,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		<-s.served
 	}
 	return err
+}
+
+// stopLegs refuses new legs and requests and ends the live legs. It may
+// run twice (from http.Server.Shutdown and from Shutdown).
+func (s *Server) stopLegs() {
+	s.legMu.Lock()
+	s.closing = true
+	s.legMu.Unlock()
+	s.cancelLegs()
 }
 
 // addLeg registers a WebSocket leg; false once shutting down.
@@ -285,7 +300,13 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
-		next.ServeHTTP(sw, r)
+		if s.legs.Err() != nil {
+			// Shutting down: no new work, and the connection closes.
+			sw.Header().Set("Connection", "close")
+			writeError(sw, broker.ErrClosed)
+		} else {
+			next.ServeHTTP(sw, r)
+		}
 		if sw.status == 0 {
 			sw.status = http.StatusOK
 		}
