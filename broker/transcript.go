@@ -34,7 +34,8 @@ const (
 	EntryCallStarted = "call_started"
 	EntryCallEnded   = "call_ended"
 	// EntryHandOver: a worker of the agent took the conversation over
-	// from another (agent_assigned after the first), WorkerID the new one.
+	// from another (agent_assigned: the old one was lost or left),
+	// WorkerID the new one, PreviousWorkerID the one that wrote last.
 	EntryHandOver = "hand_over"
 	// EntryHandoff: the agent asked for the visitor to be handed over
 	// (action handoff; Data as the agent sent it).
@@ -63,6 +64,8 @@ type TranscriptEntry struct {
 	Turn     *Message `json:"turn,omitempty"`
 	Agent    string   `json:"agent,omitempty"`
 	WorkerID string   `json:"worker_id,omitempty"`
+	// PreviousWorkerID is, on a hand-over, the worker it was taken from.
+	PreviousWorkerID string `json:"previous_worker_id,omitempty"`
 	// InProgress marks an agent reply still being streamed (text_delta
 	// events, no text_done yet): Turn.Body is what came so far.
 	InProgress bool `json:"in_progress,omitempty"`
@@ -98,7 +101,7 @@ func ConversationTranscript(events []agentbridge.Event, agent string) []Transcri
 	replied := map[string]bool{}
 	streaming := map[string]*TranscriptEntry{}
 	chunks := map[string]map[int]string{}
-	workers := 0
+	lastWorker := "" // the worker that wrote the last agent event
 	// callMarker records a call starting or ending.
 	callMarker := func(ev *agentbridge.Event, on bool, previous, reason string) {
 		if on == call {
@@ -116,6 +119,9 @@ func ConversationTranscript(events []agentbridge.Event, agent string) []Transcri
 		ev := &events[i]
 		if !fence.Admit(ev) {
 			continue // written by a worker that had lost the conversation
+		}
+		if !ev.IsInbound() && ev.WorkerID != "" {
+			lastWorker = ev.WorkerID
 		}
 		marker := TranscriptEntry{Seq: ev.Seq, At: ev.TS, SessionID: ev.SessionID, Reason: ev.Reason, Events: []uint64{ev.Seq}}
 		switch ev.Type {
@@ -198,11 +204,14 @@ func ConversationTranscript(events []agentbridge.Event, agent string) []Transcri
 			marker.HeardMS, marker.HeardText = ev.HeardMS, ev.HeardText
 			out = append(out, marker)
 		case agentbridge.EventAgentAssigned:
-			workers++
-			if workers > 1 {
-				marker.Kind, marker.Agent, marker.WorkerID = EntryHandOver, agent, ev.WorkerID
-				out = append(out, marker)
+			// Written only when the owner changes (the first owner takes
+			// a conversation without one).
+			marker.Kind, marker.Agent, marker.WorkerID = EntryHandOver, agent, ev.WorkerID
+			if lastWorker != ev.WorkerID {
+				marker.PreviousWorkerID = lastWorker
 			}
+			out = append(out, marker)
+			lastWorker = ev.WorkerID
 		case agentbridge.EventAction:
 			marker.Kind, marker.Action, marker.Data = EntryAction, ev.Action, ev.Data
 			marker.Agent, marker.WorkerID, marker.Reason = agent, ev.WorkerID, ""

@@ -29,7 +29,6 @@ func TestConversationTranscript(t *testing.T) {
 	heard := "Our opening"
 	heardMS := int64(640)
 	add(agentbridge.Event{Type: agentbridge.EventSessionStarted, SessionID: "ses_1", Mode: "chat"})
-	add(agentbridge.Event{Type: agentbridge.EventAgentAssigned, WorkerID: "wrk_a", Epoch: 1})
 	add(agentbridge.Event{Type: agentbridge.EventUserMessage, MessageID: "msg_v1", Text: "hello", Via: "chat", SessionID: "ses_1"})
 	var deltas []uint64
 	words := strings.Fields("hello there, how can I help you today?")
@@ -77,7 +76,7 @@ func TestConversationTranscript(t *testing.T) {
 		case EntryInterrupt:
 			line += fmt.Sprintf(" %s %dms %q", e.MessageID, *e.HeardMS, *e.HeardText)
 		case EntryHandOver:
-			line += " " + e.WorkerID
+			line += " " + e.PreviousWorkerID + " → " + e.WorkerID
 		case EntryHandoff:
 			line += " " + string(e.Data)
 		}
@@ -91,7 +90,7 @@ func TestConversationTranscript(t *testing.T) {
 		`turn visitor/voice "when are you open"`,
 		`interrupt msg_a2 640ms "Our opening"`,
 		`turn agent/voice "Our opening" interrupted, written "Our opening hours are nine to five." by sales-bot wrk_a`,
-		`hand_over wrk_b`,
+		`hand_over wrk_a → wrk_b`,
 		`handoff {"queue":"sales"}`,
 		`call_ended visitor_hangup`,
 		`turn visitor/chat "thanks"`,

@@ -165,7 +165,8 @@ func (s *Server) routes() *http.ServeMux {
 	mux.Handle("/v1/admin/agents/{agent}/credentials", methods{http.MethodPost: s.admin(keysWrite, s.serveAdminAgentCredentials)})
 	mux.Handle("/v1/admin/conversations", methods{http.MethodGet: s.admin(opsRead, s.serveAdminConversations)})
 	mux.Handle("/v1/admin/leads", methods{http.MethodGet: s.admin(opsRead, s.serveAdminLeads)})
-	mux.Handle("/v1/admin/conversations/{id}", methods{http.MethodDelete: s.admin(dataDelete, s.serveAdminDeleteConversation)})
+	mux.Handle("/v1/admin/conversations/{id}", methods{http.MethodGet: s.admin(opsRead, s.serveAdminConversation),
+		http.MethodDelete: s.admin(dataDelete, s.serveAdminDeleteConversation)})
 	mux.Handle("/v1/admin/visitors/{user_id}", methods{http.MethodDelete: s.admin(dataDelete, s.serveAdminDeleteVisitor)})
 	mux.Handle("/v1/ops/rooms", methods{http.MethodGet: s.admin(opsRead, s.serveOpsRooms)})
 	mux.Handle("/v1/ops/rooms/{id}", methods{http.MethodGet: s.admin(opsRead, s.serveOpsRoom),
