@@ -689,15 +689,3 @@ func WatchRoomChanges(watch func(func(Room)) (func(), error), size int) (RoomCha
 	})
 	return RoomChanges{Updates: updates, Lost: lost, Stop: stop}, err
 }
-
-// RecentEvents returns the last n events of a conversation's log.
-func (b *Broker) RecentEvents(ctx context.Context, cid string, n int) ([]agentbridge.Event, error) {
-	events, err := b.ReadLog(ctx, cid, 0)
-	if err != nil {
-		return nil, err
-	}
-	if len(events) > n {
-		events = events[len(events)-n:]
-	}
-	return events, nil
-}
