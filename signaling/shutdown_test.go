@@ -16,12 +16,12 @@ import (
 )
 
 // TestShutdownEndsLongRequests: Shutdown does not wait for what never ends
-// by itself. With an ops event stream open, a visitor's WebSocket and a
-// chat request awaiting a reply the agent never gives, it returns in under
-// 2 s: the stream gets a shutdown event and ends, the WebSocket closes
-// with 1001, the waiting request answers 503 SHUTTING_DOWN saying its
-// message is stored, and a request that still reaches the handler gets
-// 503 SHUTTING_DOWN.
+// by itself. With an ops event stream open, a visitor's WebSocket, another
+// whose peer never answers and a chat request awaiting a reply the agent
+// never gives, it returns in under 2 s: the stream gets a shutdown event
+// and ends, the WebSocket closes with 1001, the silent one is cut, the
+// waiting request answers 503 SHUTTING_DOWN saying its message is stored,
+// and a request that still reaches the handler gets 503 SHUTTING_DOWN.
 func TestShutdownEndsLongRequests(t *testing.T) {
 	e := startEnv(t, noEcho, fastRooms)
 	nc := e.agentConn("echo")
@@ -52,6 +52,7 @@ func TestShutdownEndsLongRequests(t *testing.T) {
 	st.next("ready")
 	s := e.NewSession(nil)
 	ws := e.MustDialWS(s)
+	gone := e.MustDialWS(s) // a page whose network went away: it never answers
 	st.until("room", s.ConversationID)
 	posted := make(chan signalingtest.Response, 1)
 	go func() { posted <- e.Post(s, "is anyone there?", "sd-1", true) }()
@@ -81,12 +82,26 @@ func TestShutdownEndsLongRequests(t *testing.T) {
 		t.Fatalf("Shutdown: %v", err)
 	}
 	took := time.Since(start)
-	t.Logf("Shutdown with an event stream, a WebSocket and a waiting chat request took %v", took.Round(time.Millisecond))
+	t.Logf("Shutdown with an event stream, two WebSockets (one silent) and a waiting chat request took %v", took.Round(time.Millisecond))
 	if took > 2*time.Second {
 		t.Fatalf("Shutdown took %v, want under 2 s", took)
 	}
-	if ev := st.next("shutdown"); !strings.Contains(ev.data, "shutting down") {
-		t.Fatalf("shutdown event data %s", ev.data)
+	// Room updates sent before the shutdown may come first.
+	gotShutdown := false
+	for ev := range st.events {
+		if ev.name == "shutdown" {
+			if !strings.Contains(ev.data, "shutting down") {
+				t.Fatalf("shutdown event data %s", ev.data)
+			}
+			gotShutdown = true
+			break
+		}
+		if ev.name != "room" {
+			t.Fatalf("event %q %s before the shutdown event", ev.name, ev.data)
+		}
+	}
+	if !gotShutdown {
+		t.Fatal("the event stream ended without a shutdown event")
 	}
 	select {
 	case ev, ok := <-st.events:
@@ -98,6 +113,10 @@ func TestShutdownEndsLongRequests(t *testing.T) {
 	}
 	if c := <-wsClosed; c.code != 1001 || c.reason != "SHUTTING_DOWN" {
 		t.Fatalf("WebSocket closed with %d %q, want 1001 SHUTTING_DOWN", c.code, c.reason)
+	}
+	// Its close frame was sent before it was cut.
+	if code, reason := gone.CloseStatus(); code != 1001 || reason != "SHUTTING_DOWN" {
+		t.Fatalf("the silent WebSocket ended with %d %q, want 1001 SHUTTING_DOWN", code, reason)
 	}
 	var r signalingtest.Response
 	select {
