@@ -107,7 +107,7 @@ func New(cfg configs.Config, d Deps, engine *media.Engine, log *slog.Logger) (*S
 	}
 	d.Health.SetObserver(s.metrics)
 	s.legs, s.cancelLegs = context.WithCancel(context.Background())
-	s.handler = s.logRequests(s.routes())
+	s.handler = s.logRequests(s.refuseWhenStopping(s.routes()))
 	return s, nil
 }
 
@@ -295,19 +295,27 @@ func (w *statusWriter) WriteHeader(code int) {
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
+// refuseWhenStopping answers every request that arrives once Shutdown has
+// begun (on a connection opened before: the listener is closed) with 503
+// SHUTTING_DOWN, and closes its connection: no new work starts.
+func (s *Server) refuseWhenStopping(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.legs.Err() != nil {
+			w.Header().Set("Connection", "close")
+			writeError(w, broker.ErrClosed)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
 // logRequests logs each request's method, path (never the query, which may
 // carry a token), status and duration.
 func (s *Server) logRequests(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
-		if s.legs.Err() != nil {
-			// Shutting down: no new work, and the connection closes.
-			sw.Header().Set("Connection", "close")
-			writeError(sw, broker.ErrClosed)
-		} else {
-			next.ServeHTTP(sw, r)
-		}
+		next.ServeHTTP(sw, r)
 		if sw.status == 0 {
 			sw.status = http.StatusOK
 		}
