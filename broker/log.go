@@ -258,6 +258,8 @@ const (
 // is complete at its first text_done (a later one, which only an agent
 // writing on after the broker closed the reply can add, is ignored), and
 // interrupted if that says so or an interrupt event (barge-in) names it.
+// They are the finished turns of ConversationTranscript, the one folding
+// of a log.
 func Transcript(events []agentbridge.Event) []Message {
 	var msgs []Message
 	for _, e := range ConversationTranscript(events, "") {
