@@ -222,6 +222,7 @@ func TestAdminConversationTranscript(t *testing.T) {
 	t.Logf("transcript of %d lines from %d events", len(detail.Transcript), len(e.readLog(s.ConversationID)))
 
 	// The ops room detail: the same transcript, and the raw events.
+	e.WaitRoom(ak, s.ConversationID, "the room stored", func(broker.Room) bool { return true })
 	r = e.Do("GET", "/v1/ops/rooms/"+s.ConversationID, nil, auth...)
 	var room struct {
 		Transcript   []broker.TranscriptEntry `json:"transcript"`
