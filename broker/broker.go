@@ -419,9 +419,10 @@ func (b *Broker) ID() string { return b.id }
 // AliveWorkers returns how many workers of agent heartbeat.
 func (b *Broker) AliveWorkers(agent string) int { return b.registry.alive(agent) }
 
-// Close stops everything the broker started, in order: live fan-out and
-// dispatch loops, the NATS connection (drained), the embedded server.
-// It is idempotent.
+// Close stops everything the broker started, in order: voice legs, live
+// fan-out and dispatch loops, this broker's legs out of the shared room
+// state, the NATS connection (drained), the embedded server. It is
+// idempotent.
 func (b *Broker) Close() {
 	if !b.closed.CompareAndSwap(false, true) {
 		return
@@ -435,6 +436,13 @@ func (b *Broker) Close() {
 	b.agents.stop()
 	b.wg.Wait()
 	b.registry.stop()
+	if b.roomsKV != nil && b.nc != nil && b.nc.IsConnected() {
+		// This broker's legs leave the shared room state now, not when
+		// they expire: the flush loop has stopped, NATS is still up.
+		ctx, cancel := context.WithTimeout(context.Background(), roomReleaseTimeout)
+		b.rooms.release(ctx)
+		cancel()
+	}
 	if b.healthKV != nil && b.nc != nil && b.nc.IsConnected() {
 		// The last marks: what a clean stop left, compared at next start.
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -260,54 +260,13 @@ const (
 // is complete at its first text_done (a later one, which only an agent
 // writing on after the broker closed the reply can add, is ignored), and
 // interrupted if that says so or an interrupt event (barge-in) names it.
+// They are the finished turns of ConversationTranscript, the one folding
+// of a log.
 func Transcript(events []agentbridge.Event) []Message {
 	var msgs []Message
-	var fence agentbridge.Fence
-	mode := agentbridge.ModeChat
-	cut := interruptedReplies(events)
-	replied := map[string]bool{}
-	for _, ev := range events {
-		if !fence.Admit(&ev) {
-			continue // written by a worker that had lost the conversation
-		}
-		switch ev.Type {
-		case agentbridge.EventSessionStarted, agentbridge.EventModeChanged:
-			if ev.Mode != "" {
-				mode = ev.Mode
-			}
-		case agentbridge.EventUserMessage:
-			via := ev.Via
-			if via == "" {
-				via = agentbridge.ModeChat
-			}
-			msgs = append(msgs, Message{ID: ev.MessageID, Role: RoleVisitor, Body: ev.Text,
-				CreatedAt: ev.TS, Seq: ev.Seq, Via: via, Unheard: ev.Reason, Attachments: ev.Attachments})
-		case agentbridge.EventTranscript:
-			if !ev.Final || strings.TrimSpace(ev.Text) == "" {
-				continue
-			}
-			id := ev.MessageID
-			if id == "" {
-				id = fmt.Sprintf("tr_%d", ev.Seq)
-			}
-			msgs = append(msgs, Message{ID: id, Role: RoleVisitor, Body: ev.Text,
-				CreatedAt: ev.TS, Seq: ev.Seq, Via: agentbridge.ModeVoice})
-		case agentbridge.EventTextDone:
-			if replied[ev.MessageID] {
-				continue
-			}
-			replied[ev.MessageID] = true
-			m := Message{ID: ev.MessageID, Role: RoleAgent, Body: ev.Text,
-				CreatedAt: ev.TS, Seq: ev.Seq, ReplyTo: ev.ReplyTo, Interrupted: ev.Interrupted, Via: mode}
-			if c, ok := cut[ev.MessageID]; ok {
-				m.Interrupted = true
-				if c.heard != nil {
-					// The broker spoke it: what the visitor heard is what
-					// was said.
-					m.Body, m.Written = *c.heard, ev.Text
-				}
-			}
-			msgs = append(msgs, m)
+	for _, e := range ConversationTranscript(events, "") {
+		if e.Kind == EntryTurn && !e.InProgress {
+			msgs = append(msgs, *e.Turn)
 		}
 	}
 	return msgs

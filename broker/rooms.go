@@ -89,6 +89,10 @@ type MediaStatser interface {
 const (
 	RoomEndedLegsClosed = "legs_closed"
 	RoomEndedByOps      = "ended_by_operator"
+	// RoomEndedBrokerStopped: the broker hosting the room's last legs
+	// stopped (its visitors reconnect to another broker, which starts the
+	// room again).
+	RoomEndedBrokerStopped = "broker_stopped"
 )
 
 // httpLegIdle is how long an HTTP-only visitor counts as present after a
@@ -100,6 +104,9 @@ const httpLegIdle = time.Minute
 const (
 	roomRefresh = 30 * time.Second
 	roomStale   = 3 * roomRefresh
+	// roomReleaseTimeout bounds how long a stopping broker spends taking
+	// its legs out of room records; what it did not reach expires.
+	roomReleaseTimeout = time.Second
 )
 
 type roomState struct {
@@ -341,6 +348,36 @@ func (r *rooms) flush(ctx context.Context) {
 		}
 		w.room.Participants = roomParticipants(w.room.Legs, w.room.WorkerID)
 		r.b.writeRoom(ctx, w.room, w.gone)
+	}
+}
+
+// release takes this broker's legs out of every room record at once, for a
+// graceful stop: Close runs it once the flush loop has stopped and while
+// NATS is still connected. Other brokers' legs stay (compare-and-set, as
+// flush writes); a room left without legs is deleted and announced as
+// ended. A broker that crashes never gets here: its legs go when they are
+// older than roomStale (writeRoom drops them, Rooms deletes the record).
+func (r *rooms) release(ctx context.Context) {
+	now := time.Now().UTC()
+	var writes []Room
+	r.mu.Lock()
+	for cid, st := range r.byCID {
+		room := st.room
+		room.UpdatedAt, room.Legs = now, nil
+		room.EndedReason = st.ended
+		if room.EndedReason == "" {
+			room.EndedReason = RoomEndedBrokerStopped
+		}
+		writes = append(writes, room)
+		delete(r.byCID, cid)
+	}
+	r.mu.Unlock()
+	for _, room := range writes {
+		if ctx.Err() != nil {
+			r.b.log.Warn("rooms left to expire: stopping took too long", "rooms", len(writes))
+			return
+		}
+		r.b.writeRoom(ctx, room, true)
 	}
 }
 
@@ -651,16 +688,4 @@ func WatchRoomChanges(watch func(func(Room)) (func(), error), size int) (RoomCha
 		}
 	})
 	return RoomChanges{Updates: updates, Lost: lost, Stop: stop}, err
-}
-
-// RecentEvents returns the last n events of a conversation's log.
-func (b *Broker) RecentEvents(ctx context.Context, cid string, n int) ([]agentbridge.Event, error) {
-	events, err := b.ReadLog(ctx, cid, 0)
-	if err != nil {
-		return nil, err
-	}
-	if len(events) > n {
-		events = events[len(events)-n:]
-	}
-	return events, nil
 }

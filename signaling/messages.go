@@ -72,10 +72,16 @@ func (s *Server) servePostMessage(w http.ResponseWriter, r *http.Request, sess b
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.Chat.ReplyTimeout)
 	defer cancel()
+	// A shutdown does not wait for the agent: the message is stored, its
+	// reply will be in the history.
+	defer context.AfterFunc(s.legs, cancel)()
 	reply, err := s.convs.AwaitReply(ctx, sub, posted)
 	if err != nil {
 		if errors.Is(err, broker.ErrReplyTimeout) && r.Context().Err() != nil {
 			return nil // the client left
+		}
+		if errors.Is(err, broker.ErrReplyTimeout) && s.legs.Err() != nil {
+			err = fmt.Errorf("%w: the reply will be in the history", broker.ErrClosed)
 		}
 		writeErrorDetails(w, err, map[string]any{
 			"user_message_id": posted.MessageID, "conversation_id": posted.ConversationID, "stored": true,

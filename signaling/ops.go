@@ -50,31 +50,70 @@ func (s *Server) serveOpsRooms(w http.ResponseWriter, r *http.Request, key broke
 type roomDetail struct {
 	Room         broker.Room         `json:"room"`
 	RecentEvents []agentbridge.Event `json:"recent_events"`
+	// Transcript is the whole conversation as a person reads it.
+	Transcript []broker.TranscriptEntry `json:"transcript"`
 	// LiveKit is the SFU's own view (participants, tracks) of a room with a
 	// livekit voice leg.
 	LiveKit *media.LiveKitRoom `json:"livekit,omitempty"`
 }
 
-// serveOpsRoom: GET /v1/ops/rooms/{id} — the room and its recent events.
+// serveOpsRoom: GET /v1/ops/rooms/{id} — the room, its transcript and its
+// recent events.
 func (s *Server) serveOpsRoom(w http.ResponseWriter, r *http.Request, key broker.KeyInfo) error {
 	room, err := s.rooms.Room(r.Context(), r.PathValue("id"))
 	if err != nil || !s.keySeesWidget(key, room.Widget) {
 		return ErrRoomNotFound
 	}
-	events, err := s.rooms.RecentEvents(r.Context(), room.ConversationID, s.cfg.Ops.RecentEvents)
+	events, err := s.convs.ReadLog(r.Context(), room.ConversationID, 0)
 	if err != nil {
 		return err
 	}
-	if events == nil {
-		events = []agentbridge.Event{}
+	detail := roomDetail{Room: room, Transcript: transcriptOf(events, room.Agent), RecentEvents: events}
+	if n := s.cfg.Ops.RecentEvents; len(events) > n {
+		detail.RecentEvents = events[len(events)-n:]
 	}
-	detail := roomDetail{Room: room, RecentEvents: events}
+	if detail.RecentEvents == nil {
+		detail.RecentEvents = []agentbridge.Event{}
+	}
 	if s.livekit != nil && slices.ContainsFunc(room.Legs, func(l broker.RoomLeg) bool { return l.Transport == "livekit" }) {
 		if lk, err := s.livekit.RoomState(r.Context(), s.livekit.RoomName(room.ConversationID)); err == nil {
 			detail.LiveKit = &lk
 		}
 	}
 	writeJSON(w, http.StatusOK, detail)
+	return nil
+}
+
+// transcriptOf is a conversation's transcript, never null.
+func transcriptOf(events []agentbridge.Event, agent string) []broker.TranscriptEntry {
+	if t := broker.ConversationTranscript(events, agent); t != nil {
+		return t
+	}
+	return []broker.TranscriptEntry{}
+}
+
+// conversationDetail is a conversation's record, as the list shows it,
+// with its transcript.
+type conversationDetail struct {
+	broker.Conversation
+	Transcript []broker.TranscriptEntry `json:"transcript"`
+}
+
+// serveAdminConversation: GET /v1/admin/conversations/{id} — a
+// conversation, live or not, and its transcript.
+func (s *Server) serveAdminConversation(w http.ResponseWriter, r *http.Request, key broker.KeyInfo) error {
+	conv, err := s.records.Conversation(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	if !s.keySeesWidget(key, conv.Widget) {
+		return broker.ErrUnknownConversation
+	}
+	events, err := s.convs.ReadLog(r.Context(), conv.ID, 0)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, conversationDetail{Conversation: conv, Transcript: transcriptOf(events, conv.Agent)})
 	return nil
 }
 
@@ -108,7 +147,8 @@ const sseHeartbeat = 15 * time.Second
 
 // serveOpsEvents: GET /v1/ops/events — Server-Sent Events: first one
 // "room" event per live room, then "room" on every change and
-// "room_ended" when a room ends. Authenticated like the rest (the /ops/
+// "room_ended" when a room ends; "shutdown" and the end of the stream when
+// the server shuts down. Authenticated like the rest (the /ops/
 // page reads it with fetch, which can send the Authorization header).
 func (s *Server) serveOpsEvents(w http.ResponseWriter, r *http.Request, key broker.KeyInfo) error {
 	// Through the request log's statusWriter: a ResponseController finds
@@ -156,6 +196,9 @@ func (s *Server) serveOpsEvents(w http.ResponseWriter, r *http.Request, key brok
 		case <-r.Context().Done():
 			return nil
 		case <-s.legs.Done():
+			// The server is stopping: say so, so the reader reconnects
+			// (to another broker, or to this one when it is back).
+			send("shutdown", map[string]string{"reason": "server shutting down; reconnect"})
 			return nil
 		case <-lost:
 			s.metrics.opsSlow.Inc()

@@ -91,7 +91,6 @@ type Rooms interface {
 	Room(ctx context.Context, cid string) (broker.Room, error)
 	EndRoom(ctx context.Context, cid, reason string) error
 	WatchRooms(f func(broker.Room)) (stop func(), err error)
-	RecentEvents(ctx context.Context, cid string, n int) ([]agentbridge.Event, error)
 	LegAttached(s broker.Session, legID, transport string)
 	LegDetached(cid, legID string)
 }

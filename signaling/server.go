@@ -113,7 +113,7 @@ func New(cfg configs.Config, d Deps, engine *media.Engine, log *slog.Logger) (*S
 	}
 	d.Health.SetObserver(s.metrics)
 	s.legs, s.cancelLegs = context.WithCancel(context.Background())
-	s.handler = s.bodyDeadline(s.logRequests(s.routes()))
+	s.handler = s.bodyDeadline(s.logRequests(s.refuseWhenStopping(s.routes())))
 	return s, nil
 }
 
@@ -172,7 +172,8 @@ func (s *Server) routes() *http.ServeMux {
 	mux.Handle("/v1/admin/agents/{agent}/credentials", methods{http.MethodPost: s.admin(keysWrite, s.serveAdminAgentCredentials)})
 	mux.Handle("/v1/admin/conversations", methods{http.MethodGet: s.admin(opsRead, s.serveAdminConversations)})
 	mux.Handle("/v1/admin/leads", methods{http.MethodGet: s.admin(opsRead, s.serveAdminLeads)})
-	mux.Handle("/v1/admin/conversations/{id}", methods{http.MethodDelete: s.admin(dataDelete, s.serveAdminDeleteConversation)})
+	mux.Handle("/v1/admin/conversations/{id}", methods{http.MethodGet: s.admin(opsRead, s.serveAdminConversation),
+		http.MethodDelete: s.admin(dataDelete, s.serveAdminDeleteConversation)})
 	mux.Handle("/v1/admin/visitors/{user_id}", methods{http.MethodDelete: s.admin(dataDelete, s.serveAdminDeleteVisitor)})
 	mux.Handle("/v1/ops/rooms", methods{http.MethodGet: s.admin(opsRead, s.serveOpsRooms)})
 	mux.Handle("/v1/ops/rooms/{id}", methods{http.MethodGet: s.admin(opsRead, s.serveOpsRoom),
@@ -220,6 +221,9 @@ func (s *Server) Start() error {
 		// net/http's own errors name the client ("TLS handshake error from …").
 		ErrorLog: slog.NewLogLogger(media.NewAddrRedactor(s.log.Handler()), slog.LevelDebug),
 	}
+	// Shutdown waits for every handler to return, and an event stream
+	// never returns by itself: the legs end as soon as the listeners close.
+	s.httpSrv.RegisterOnShutdown(s.stopLegs)
 	go func() {
 		defer close(s.served)
 		if err := s.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -242,22 +246,25 @@ func (s *Server) Addr() string {
 	return s.ln.Addr().String()
 }
 
-// Shutdown stops accepting requests, closes every WebSocket leg with 1001
-// (going away), and waits for in-flight requests, which finish storing what
-// they were storing, until ctx is done. It is idempotent.
+// Shutdown stops accepting connections and requests (a request that still
+// arrives, on a connection open before, gets 503 SHUTTING_DOWN), ends the
+// long-lived ones at once (WebSocket legs close with 1001 going away, ops
+// event streams end with a shutdown event, a chat request awaiting its
+// reply answers SHUTTING_DOWN with the message stored) and waits for
+// in-flight requests, which finish storing what they were storing, until
+// ctx is done. It is idempotent.
 func (s *Server) Shutdown(ctx context.Context) error {
 	if !s.stopped.CompareAndSwap(false, true) {
 		return nil
 	}
 	var err error
 	if s.httpSrv != nil {
-		err = s.httpSrv.Shutdown(ctx) // hijacked WebSockets are not waited for here
+		// Closes the listeners, then runs stopLegs; hijacked WebSockets
+		// are not waited for here.
+		err = s.httpSrv.Shutdown(ctx)
 	}
 	err = errors.Join(err, s.metSrv.shutdown(ctx))
-	s.legMu.Lock()
-	s.closing = true
-	s.legMu.Unlock()
-	s.cancelLegs()
+	s.stopLegs()
 	done := make(chan struct{})
 	go func() {
 		s.legWG.Wait()
@@ -272,6 +279,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		<-s.served
 	}
 	return err
+}
+
+// stopLegs refuses new legs and requests and ends the live legs. It may
+// run twice (from http.Server.Shutdown and from Shutdown).
+func (s *Server) stopLegs() {
+	s.legMu.Lock()
+	s.closing = true
+	s.legMu.Unlock()
+	s.cancelLegs()
 }
 
 // addLeg registers a WebSocket leg; false once shutting down.
@@ -299,6 +315,20 @@ func (w *statusWriter) WriteHeader(code int) {
 }
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// refuseWhenStopping answers every request that arrives once Shutdown has
+// begun (on a connection opened before: the listener is closed) with 503
+// SHUTTING_DOWN, and closes its connection: no new work starts.
+func (s *Server) refuseWhenStopping(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.legs.Err() != nil {
+			w.Header().Set("Connection", "close")
+			writeError(w, broker.ErrClosed)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
 
 // logRequests logs each request's method, path (never the query, which may
 // carry a token), status and duration.

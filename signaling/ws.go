@@ -1,11 +1,13 @@
 package signaling
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -25,7 +27,26 @@ const (
 	wsWriteTimeout = 10 * time.Second
 	wsOutQueue     = 256 // frames queued for a client before it counts as too slow
 	wsInQueue      = 16
+	// wsShutdownClose is how long a closing leg waits, at shutdown, for
+	// the peer's answer to its close frame (a browser answers at once; the
+	// library would wait 5 s for a peer that is gone).
+	wsShutdownClose = 500 * time.Millisecond
 )
+
+// hijackTracker keeps the connection websocket.Accept hijacks, so a leg
+// can cut it when the close handshake is not answered in time.
+type hijackTracker struct {
+	http.ResponseWriter
+	conn net.Conn
+}
+
+func (h *hijackTracker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, rw, err := http.NewResponseController(h.ResponseWriter).Hijack()
+	h.conn = c
+	return c, rw, err
+}
+
+func (h *hijackTracker) Unwrap() http.ResponseWriter { return h.ResponseWriter }
 
 // clientFrame is a frame the browser sends.
 type clientFrame struct {
@@ -77,7 +98,8 @@ type serverFrame struct {
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	// Origin is checked by hand below against the session's widget, so the
 	// library's same-host check is off.
-	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
+	hj := &hijackTracker{ResponseWriter: w}
+	conn, err := websocket.Accept(hj, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
 	if err != nil {
 		return // Accept has answered the request
 	}
@@ -104,7 +126,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	s.rooms.LegAttached(sess, legID, "websocket")
 	defer s.rooms.LegDetached(sess.ConversationID, legID)
 	l := &leg{
-		s: s, conn: conn, sess: sess, ip: s.ips.of(r),
+		s: s, conn: conn, raw: hj.conn, sess: sess, ip: s.ips.of(r),
 		log:         s.log.With("session_id", sess.ID, "conversation_id", sess.ConversationID),
 		out:         make(chan []byte, wsOutQueue),
 		typing:      make(map[string]bool),
@@ -138,6 +160,7 @@ func (s *Server) authWS(r *http.Request) (broker.Session, uint64, error) {
 type leg struct {
 	s    *Server
 	conn *websocket.Conn
+	raw  net.Conn // under conn, to cut a close handshake short at shutdown
 	sess broker.Session
 	ip   netip.Addr
 	log  *slog.Logger
@@ -189,6 +212,12 @@ func (l *leg) run(since uint64) {
 		l.read(rctx, in, readErr)
 	}()
 	end := l.serve(ctx, since, in, readErr)
+	if l.s.legs.Err() != nil && l.raw != nil {
+		// Shutting down: a peer that does not answer the close frame
+		// soon is gone, and is not waited for.
+		cut := time.AfterFunc(wsShutdownClose, func() { _ = l.raw.Close() })
+		defer cut.Stop()
+	}
 	_ = l.conn.Close(end.code, end.reason) // ends the reader's Read
 	stopReader()
 	<-readerDone

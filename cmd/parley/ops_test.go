@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -235,17 +236,20 @@ func TestRoomsCLI(t *testing.T) {
 
 	show := runParley(t, "rooms", "show", s.ConversationID, "--nats-url", natsURL, "--data-dir", dir)
 	t.Logf("parley rooms show:\n%s", show)
-	for _, want := range []string{s.ConversationID, "wdg_demo", "chat", "websocket", "visitor", s.ID, "agent", "session_started", "user_message", "hello cli"} {
+	for _, want := range []string{s.ConversationID, "wdg_demo", "chat", "websocket", "visitor", s.ID, "agent", "session_started", "user_message", "hello cli",
+		"Conversation:", `visitor (chat): "hello cli"`, `agent echo (chat): "echo: hello cli"`, "-- visitor joined session=" + s.ID} {
 		if !strings.Contains(show, want) {
 			t.Fatalf("parley rooms show lacks %q:\n%s", want, show)
 		}
 	}
 	var detail struct {
-		Room         broker.Room       `json:"room"`
-		RecentEvents []json.RawMessage `json:"recent_events"`
+		Room         broker.Room              `json:"room"`
+		Transcript   []broker.TranscriptEntry `json:"transcript"`
+		RecentEvents []json.RawMessage        `json:"recent_events"`
 	}
 	if err := json.Unmarshal([]byte(runParley(t, "rooms", "show", "--json", "--nats-url", natsURL, "--data-dir", dir, s.ConversationID)), &detail); err != nil ||
-		detail.Room.ConversationID != s.ConversationID || len(detail.RecentEvents) == 0 || len(detail.RecentEvents) > 20 {
+		detail.Room.ConversationID != s.ConversationID || len(detail.RecentEvents) == 0 || len(detail.RecentEvents) > 20 ||
+		!slices.ContainsFunc(detail.Transcript, func(e broker.TranscriptEntry) bool { return e.Turn != nil && e.Turn.Body == "echo: hello cli" }) {
 		t.Fatalf("parley rooms show --json: %v %+v", err, detail)
 	}
 	cmd := exec.Command(parleyBinary(t), "rooms", "show", "conv_nosuchroom", "--nats-url", natsURL, "--data-dir", dir)

@@ -231,7 +231,7 @@ func orDash(s string) string {
 	return s
 }
 
-// showRoom prints one room and its recent events.
+// showRoom prints one room, its conversation and its recent events.
 func showRoom(b *broker.Broker, cid string, asJSON bool, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -244,16 +244,23 @@ func showRoom(b *broker.Broker, cid string, asJSON bool, stdout, stderr io.Write
 		fmt.Fprintf(stderr, "parley rooms show: %v\n", err)
 		return 1
 	}
-	events, err := b.RecentEvents(ctx, cid, 20)
+	events, err := b.ReadLog(ctx, cid, 0)
 	if err != nil {
-		fmt.Fprintf(stderr, "parley rooms show: recent events: %v\n", err)
+		fmt.Fprintf(stderr, "parley rooms show: conversation log: %v\n", err)
 		return 1
+	}
+	transcript := broker.ConversationTranscript(events, room.Agent)
+	if transcript == nil {
+		transcript = []broker.TranscriptEntry{}
+	}
+	if len(events) > 20 {
+		events = events[len(events)-20:]
 	}
 	if events == nil {
 		events = []agentbridge.Event{}
 	}
 	if asJSON {
-		printJSON(stdout, map[string]any{"room": room, "recent_events": events}, "  ")
+		printJSON(stdout, map[string]any{"room": room, "transcript": transcript, "recent_events": events}, "  ")
 		return 0
 	}
 	now := time.Now()
@@ -288,6 +295,11 @@ func showRoom(b *broker.Broker, cid string, asJSON bool, stdout, stderr io.Write
 		fmt.Fprintf(tw, "  %s\t%s\n", p.Kind, p.ID)
 	}
 	_ = tw.Flush()
+
+	fmt.Fprintln(stdout, "\nConversation:")
+	for _, e := range transcript {
+		fmt.Fprintf(stdout, "  %s  %s\n", e.At.Local().Format("15:04:05"), transcriptLine(e))
+	}
 
 	fmt.Fprintf(stdout, "\nRecent events (last %d):\n", len(events))
 	tw = tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
@@ -330,6 +342,57 @@ func eventDetail(ev agentbridge.Event) string {
 		parts = append(parts, quoteShort(ev.Text, 60))
 	}
 	return strings.Join(parts, " ")
+}
+
+// transcriptLine is one line of a conversation as `parley rooms show`
+// prints it: "visitor (chat): …", "agent echo (voice): …", "-- call
+// started (voice_leg) --".
+func transcriptLine(e broker.TranscriptEntry) string {
+	if m := e.Turn; m != nil {
+		who := m.Role
+		if m.Role == broker.RoleAgent && e.Agent != "" {
+			who += " " + e.Agent
+		}
+		line := fmt.Sprintf("%s (%s): %s", who, m.Via, quoteShort(m.Body, 200))
+		switch {
+		case e.InProgress:
+			line += " [writing…]"
+		case m.Interrupted && m.Written != "":
+			line += " [cut off by the visitor; written: " + quoteShort(m.Written, 200) + "]"
+		case m.Interrupted:
+			line += " [cut off]"
+		case m.Unheard != "":
+			line += " [not understood: " + m.Unheard + "]"
+		}
+		return line
+	}
+	var parts []string
+	add := func(k, v string) {
+		if v != "" {
+			parts = append(parts, k+"="+v)
+		}
+	}
+	switch e.Kind {
+	case broker.EntryInterrupt:
+		add("reply", e.MessageID)
+		if e.HeardMS != nil {
+			add("heard_ms", fmt.Sprint(*e.HeardMS))
+		}
+		if e.HeardText != nil {
+			parts = append(parts, "heard "+quoteShort(*e.HeardText, 80))
+		}
+	case broker.EntryHandOver:
+		add("from", e.PreviousWorkerID)
+		add("to", e.WorkerID)
+	case broker.EntryHandoff, broker.EntryAction, broker.EntryCapture:
+		add("action", e.Action)
+		if len(e.Data) > 0 {
+			parts = append(parts, string(e.Data))
+		}
+	}
+	add("session", e.SessionID)
+	add("reason", e.Reason)
+	return "-- " + strings.ReplaceAll(e.Kind, "_", " ") + " " + strings.Join(parts, " ") + " --"
 }
 
 // quoteShort quotes s, cut to n runes, on one line.
