@@ -138,6 +138,14 @@ func (d *dispatcher) loop(cid string, start time.Time) {
 		}
 		reply, conv, head, err := d.attempt(cid, &asked)
 		switch {
+		case err == nil && head == 0:
+			// Held already (a dispatch of another loop or broker, which
+			// this loop found rather than made): nothing was dispatched,
+			// so nothing is counted, but legs waiting are told who holds it.
+			log.Debug("conversation held already", "worker_id", reply.WorkerID, "epoch", conv.Epoch)
+			d.notify(Notice{Kind: NoticeAgentAssigned, ConversationID: cid, Agent: conv.Agent,
+				WorkerID: reply.WorkerID, Epoch: conv.Epoch, Attempt: attempt})
+			return
 		case err == nil:
 			b.obs().Dispatched(conv.Agent, time.Since(start))
 			log.Debug("conversation dispatched", "worker_id", reply.WorkerID, "epoch", conv.Epoch, "attempt", attempt)
