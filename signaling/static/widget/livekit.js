@@ -34,7 +34,12 @@ function loadLiveKitClient() {
     s.integrity = LIVEKIT_CLIENT.integrity;
     s.onload = () => {
       document.removeEventListener(LIVEKIT_CLIENT.event, onSDK);
-      if (sdk && sdk.Room) resolve(sdk);
+      if (sdk && sdk.Room) {
+        // The SDK's own info lines (signalling, track stats) stay out of the
+        // site's console; its warnings and errors stay in.
+        if (typeof sdk.setLogLevel === "function") sdk.setLogLevel("warn");
+        resolve(sdk);
+      }
       else reject(apiError("LIVEKIT_CLIENT_UNAVAILABLE", src + " loaded but did not hand over the LiveKit SDK"));
     };
     s.onerror = () => {
