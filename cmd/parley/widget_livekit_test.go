@@ -187,6 +187,29 @@ func TestWidgetLiveKit(t *testing.T) {
 		t.Fatalf("mode events in the page: %v; want voice, chat", modes)
 	}
 	t.Logf("one conversation %s: %d turns, visitor turns via %v; mode events %v", sess.ConversationID, len(hist), vias, modes)
+
+	// A second call, hung up by Parley (DELETE on the leg, as another tab
+	// or an operator would): the room is deleted under the widget, which
+	// ends the call quietly and goes on in chat.
+	b.click("button.mic")
+	b.waitJS(20*time.Second, "the second call", widgetJS+`.call === "connected" && Parley._debug.room() !== null`)
+	var leg string
+	b.mustEval(widgetJS+`.legId`, &leg)
+	if leg == "" || leg == room.Leg {
+		t.Fatalf("second call's leg %q (first %s)", leg, room.Leg)
+	}
+	del := e.Do("DELETE", "/v1/sessions/"+sess.SessionID+"/livekit/"+leg, nil, "Authorization", "Bearer "+b.token())
+	if del.Status != http.StatusNoContent {
+		t.Fatalf("DELETE the leg: %d %s", del.Status, del.Raw)
+	}
+	waited = b.waitJS(10*time.Second, "the widget to see the hang-up", widgetJS+`.call === "ended" && `+widgetJS+`.mode === "chat"
+		&& Parley._debug.room() === null && `+sq(".callbar")+`.hidden`)
+	t.Logf("hang-up by Parley → call ended in the page: %v", waited.Round(time.Millisecond))
+	var text string
+	b.mustEval(`Parley._debug.shadow().querySelector(".log").textContent`, &text)
+	if strings.Contains(text, "The voice call was lost") {
+		t.Fatalf("a hang-up by Parley reads as a lost call: %q", text)
+	}
 	if b.consoleCount(" exception: ") > 0 {
 		t.Fatal("exceptions in the page's console")
 	}
