@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
+
 	"github.com/parley-rtc/parley/agentbridge/agenttest"
 	"github.com/parley-rtc/parley/media"
 	"github.com/parley-rtc/parley/signaling/signalingtest"
@@ -38,6 +40,11 @@ func TestWidgetLiveKit(t *testing.T) {
 	s := &site{e: e.env, parley: "http://localhost:" + port}
 	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/lk" {
+			if r.URL.Query().Get("csp") == "strict" {
+				// A site that allows Parley but forgot LiveKit in connect-src.
+				w.Header().Set("Content-Security-Policy", "script-src 'unsafe-inline' "+s.parley+"; connect-src "+s.parley+
+					" ws://localhost:"+port)
+			}
 			w.Header().Set("Content-Type", "text/html; charset=utf-8")
 			w.Header().Set("Cache-Control", "no-store")
 			_ = sitePage.Execute(w, map[string]string{"Title": "Acme (LiveKit)", "Parley": s.parley, "Key": lkSiteKey})
@@ -210,6 +217,36 @@ func TestWidgetLiveKit(t *testing.T) {
 	if strings.Contains(text, "The voice call was lost") {
 		t.Fatalf("a hang-up by Parley reads as a lost call: %q", text)
 	}
+
+	// A site whose Content-Security-Policy leaves LiveKit out of
+	// connect-src: the visitor reads that voice is unavailable, the owner
+	// gets LIVEKIT_UNAVAILABLE naming the URL and connect-src, the leg is
+	// hung up, and the chat goes on.
+	c := s.b.newTab(t)
+	c.must("open the strict-CSP page", chromedp.EmulateViewport(1000, 760), chromedp.Navigate(s.srv.URL+"/lk?csp=strict"))
+	c.waitReady()
+	c.openChat()
+	strict := c.session()
+	c.click("button.mic")
+	waited = c.waitJS(30*time.Second, "the call to fail", widgetJS+`.call === "failed" && `+widgetJS+`.errors.includes("LIVEKIT_UNAVAILABLE")
+		&& `+widgetJS+`.mode === "chat" && Parley._debug.room() === null`)
+	t.Logf("LiveKit blocked by connect-src → the call failed in %v", waited.Round(time.Millisecond))
+	if !c.consoleHas("[parley:voice] LiveKit call setup failed: LIVEKIT_UNAVAILABLE could not join the LiveKit room at "+e.lk.URL) ||
+		!c.consoleHas("connect-src") {
+		t.Fatal("no console line naming the LiveKit URL and connect-src")
+	}
+	c.waitJS(5*time.Second, "the visitor's note", hasLine("error", "Voice isn't available right now; you can type instead."))
+	agenttest.Poll(t, 10*time.Second, "the failed call's leg to be hung up", func() bool {
+		_, ok := e.app.broker.Voice(strict.SessionID)
+		return !ok
+	})
+	agenttest.Poll(t, 10*time.Second, "LiveKit to delete the failed call's room", func() bool {
+		_, err := e.app.lk.RoomState(context.Background(), e.app.lk.RoomName(strict.ConversationID))
+		return errors.Is(err, media.ErrNoRoom)
+	})
+	c.typeMessage("typing instead")
+	c.waitJS(10*time.Second, "the echo", hasLine("agent", "echo: typing instead"))
+
 	if b.consoleCount(" exception: ") > 0 {
 		t.Fatal("exceptions in the page's console")
 	}
