@@ -106,8 +106,9 @@ func TestWidgetLiveKit(t *testing.T) {
 	agenttest.Poll(t, 15*time.Second, "the first mic frame on NATS", func() bool { return len(tap.Frames()) > 0 })
 	t.Logf("click → first mic frame on NATS: %v", time.Since(clicked).Round(time.Millisecond))
 	b.mustEval(vendorFetched, &n)
-	if n != 1 {
-		t.Fatalf("the LiveKit SDK was fetched %d times; want once", n)
+	if n != 1 || !strings.Contains(e.logs.String(), `"path":"/widget/vendor/livekit-client-`) {
+		t.Fatalf("the LiveKit SDK was fetched %d times (want once); in the server's request log: %v", n,
+			strings.Contains(e.logs.String(), `"path":"/widget/vendor/livekit-client-`))
 	}
 	if !b.consoleHas("[parley:voice] LiveKit call set up:") {
 		t.Fatal("no [parley:voice] LiveKit call set up console line")
@@ -126,7 +127,9 @@ func TestWidgetLiveKit(t *testing.T) {
 	}
 
 	// The agent's audio plays: the bridge's track is attached to the
-	// widget's <audio>, live, and Chromium decodes audible samples from it.
+	// widget's <audio>, live, and Chromium decodes audible samples from it:
+	// the echo of the fake mic's beeps, well above decoded silence (whose
+	// totalAudioEnergy stays under 1e-9; one beep echoed adds about 0.01).
 	connected := time.Now()
 	agenttest.Poll(t, 20*time.Second, "the agent's audio playing in the page", func() bool {
 		var ok bool
@@ -134,8 +137,8 @@ func TestWidgetLiveKit(t *testing.T) {
 			const a = Parley._debug.shadow().querySelector("audio");
 			const tr = a && a.srcObject && a.srcObject.getAudioTracks()[0];
 			if (!tr || tr.readyState !== "live" || a.paused) return false;
-			const s = await `+lkInboundJS+`;
-			return s.packetsReceived > 0 && s.totalAudioEnergy > 0;
+			const s = await `+lkInboundJS+`, audible = 1e-3;
+			return s.packetsReceived > 0 && s.totalAudioEnergy > audible;
 		})()`, &ok)
 		return err == nil && ok
 	})
