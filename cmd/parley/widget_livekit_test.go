@@ -151,6 +151,20 @@ func TestWidgetLiveKit(t *testing.T) {
 		&& `+sq(".cap-agent")+`.textContent.startsWith("echo: utterance 1 (")`)
 	b.viewportShot("widget-livekit.png")
 
+	// LiveKit's signalling WebSocket drops and is resumed: the call goes
+	// on, the same leg, mic frames still reaching the agent.
+	b.mustEval(`Parley._debug.room().simulateScenario("signal-reconnect").then(() => true)`, nil)
+	b.waitJS(15*time.Second, "the SDK to resume", `Parley._debug.room() !== null && Parley._debug.room().state === "connected"`)
+	before := len(tap.Frames())
+	agenttest.Poll(t, 10*time.Second, "mic frames after the resume", func() bool { return len(tap.Frames()) > before+25 })
+	var after struct {
+		Call, LegID string
+	}
+	b.mustEval(widgetJS, &after)
+	if after.Call != "connected" || after.LegID != room.Leg {
+		t.Fatalf("after the signalling resume: call %q on leg %q, want connected on %s", after.Call, after.LegID, room.Leg)
+	}
+
 	// Back to text: the room goes, the conversation goes on.
 	b.click(".totext")
 	b.waitJS(10*time.Second, "the switch to text", widgetJS+`.call === "ended" && `+widgetJS+`.mode === "chat"

@@ -56,7 +56,7 @@ function loadLiveKitClient() {
 
 async function startLiveKitCall() {
   st.trickle = { patches: 0, candidates: 0, end: false }; // not used by LiveKit: nothing to show
-  const c = st.call = { pc: null, room: null, joined: false, linked: false, stream: null, location: "", legId: "", sawVoice: false,
+  const c = st.call = { pc: null, room: null, joined: false, linked: false, reconnecting: false, stream: null, location: "", legId: "", sawVoice: false,
     ended: false, restarts: 0, t0: performance.now(), marks: [], spoken: false, captionTimers: new Set(),
     transport: "livekit", teardown: null };
   const mark = (what) => c.marks.push(what + " " + Math.round(performance.now() - c.t0) + " ms");
@@ -92,7 +92,7 @@ async function startLiveKitCall() {
     if (c.ended) { deleteLeg(c.location); return; } // hung up while we waited
     mark("token");
     const room = c.room = new LK.Room({ adaptiveStream: false, dynacast: false, disconnectOnPageLeave: true });
-    c.teardown = () => leaveRoom(c);
+    c.teardown = (state, reason) => leaveRoom(c, state, reason);
     watchRoom(c, LK, room);
     try {
       await room.connect(grant.livekit_url, grant.token, { autoSubscribe: true });
@@ -155,6 +155,7 @@ function watchRoom(c, LK, room) {
   room.on(E.Reconnecting, () => {
     if (c !== st.call) return;
     c.linked = false;
+    c.reconnecting = true;
     c.restarts++;
     console.info("[parley:voice] LiveKit reconnecting", c.restarts);
     setCall("reconnecting");
@@ -162,6 +163,7 @@ function watchRoom(c, LK, room) {
   room.on(E.Reconnected, () => {
     if (c !== st.call) return;
     c.linked = true;
+    c.reconnecting = false;
     liveKitConnected(c);
   });
   room.on(E.Disconnected, (reason) => {
@@ -183,10 +185,19 @@ function watchRoom(c, LK, room) {
 }
 
 // leaveRoom is the call's teardown (endCall): leave the room without
-// waiting, and let go of the audio element.
-function leaveRoom(c) {
+// waiting, and let go of the audio element. A call Parley ended while
+// LiveKit was reconnecting was lost, not hung up: when LiveKit cannot
+// resume, it rejoins the room as a new participant, and Parley's bridge
+// ends the leg when the visitor's first participant leaves
+// (livekit_visitor_left).
+function leaveRoom(c, state, reason) {
   const room = c.room;
   if (!room) return;
+  if (c.reconnecting && state === "ended" && /^livekit_/.test(reason || "")) {
+    console.warn("[parley:voice] the LiveKit call was lost while reconnecting (" + reason + ")");
+    reportError("LIVEKIT_DISCONNECTED", "the call was lost while LiveKit reconnected (" + reason + ")");
+    addNote(T.callLost, "error");
+  }
   c.room = null;
   c.linked = false;
   room.removeAllListeners();

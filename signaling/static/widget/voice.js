@@ -244,7 +244,7 @@ function endCall(c, state, hangUp, reason) {
   c.ended = true;
   clearCaptions(c);
   clearTimeout(c.restartTimer);
-  if (c.teardown) c.teardown(); // a LiveKit call leaves its room (livekit.js)
+  if (c.teardown) c.teardown(state, reason); // a LiveKit call leaves its room (livekit.js)
   if (hangUp && c.location) deleteLeg(c.location);
   if (c.stream) c.stream.getTracks().forEach((t) => t.stop());
   if (c.pc) {
