@@ -55,10 +55,10 @@ function loadLiveKitClient() {
 }
 
 async function startLiveKitCall() {
-  st.trickle = { patches: 0, candidates: 0, end: false }; // not used by LiveKit: nothing to show
-  const c = st.call = { pc: null, room: null, joined: false, linked: false, reconnecting: false, stream: null, location: "", legId: "", sawVoice: false,
-    ended: false, restarts: 0, t0: performance.now(), marks: [], spoken: false, captionTimers: new Set(),
-    transport: "livekit", teardown: null };
+  st.trickle = { patches: 0, candidates: 0, end: false }; // the direct path's: none on this call
+  const c = st.call = { pc: null, stream: null, location: "", legId: "", sawVoice: false, ended: false, restarts: 0,
+    t0: performance.now(), marks: [], spoken: false, captionTimers: new Set(),
+    transport: "livekit", room: null, joined: false, linked: false, reconnecting: false, teardown: null };
   const mark = (what) => c.marks.push(what + " " + Math.round(performance.now() - c.t0) + " ms");
   setCall("connecting");
   // The SDK and the session load while the visitor answers the mic prompt.
