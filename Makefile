@@ -6,7 +6,8 @@ PKGS    ?= ./...
 GOFLAGS ?= -buildvcs=false
 export GOFLAGS
 
-.PHONY: all build run test test-short vet fmt-check bench fuzz clean browser livekit speech-tools whip-client
+.PHONY: all build run test test-short vet fmt-check bench fuzz clean browser livekit speech-tools whip-client \
+	vendor-livekit-client check-vendor
 
 all: build
 
@@ -19,7 +20,7 @@ run:
 	$(GO) run ./cmd/parley serve
 
 ## test: formatting, vet, and every test with the race detector
-test: browser livekit speech-tools whip-client fmt-check vet
+test: browser livekit speech-tools whip-client fmt-check check-vendor vet
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 
 ## test-short: the quick tests only (no subprocesses), without -race
@@ -131,6 +132,45 @@ speech-tools:
 	  echo "## PARLEY_REQUIRE_SPEECH=1." >&2; \
 	  echo "################################################################" >&2; \
 	fi
+
+## vendor-livekit-client: the official livekit-client npm package's UMD build
+## and its licence (Apache-2.0), which the widget loads for voice_transport:
+## livekit, vendored into signaling/static/vendor/livekit-client/ (committed,
+## embedded in the binary). Downloads the registry tarball with curl (no npm),
+## checks it against the pinned sha256 and npm's sha512 integrity, and
+## extracts the two files; does nothing when they are there and match. To
+## upgrade: set the version and both tarball pins, run this, then set
+## LIVEKIT_CLIENT_UMD_SHA256 and liveKitClientSHA256 (signaling/vendorjs.go)
+## to the new file's sha256.
+LIVEKIT_CLIENT_VERSION      ?= 2.23.0
+LIVEKIT_CLIENT_TGZ_URL      := https://registry.npmjs.org/livekit-client/-/livekit-client-$(LIVEKIT_CLIENT_VERSION).tgz
+LIVEKIT_CLIENT_TGZ_SHA256   := 993eafb83afb4c566bb388108ad6469bf499d76200014c96c35fe3b39fee859d
+LIVEKIT_CLIENT_TGZ_SHA512   := j9Kg86nJjBjNFUD+ukp2jwMCGa0k+YD5gU//RzAM+ZY3pbG631QCte7fQjwqWMmtBzhDJL9nKYuOLMv/9IbAxg==
+LIVEKIT_CLIENT_UMD_SHA256   := fb646f2260d84f91238d0a2dc10726c456631d6a26c7cafc43cfee5959b4d31d
+LIVEKIT_CLIENT_DIR          := signaling/static/vendor/livekit-client
+vendor-livekit-client:
+	@set -e; dir="$(LIVEKIT_CLIENT_DIR)"; \
+	if [ -f "$$dir/LICENSE" ] && echo "$(LIVEKIT_CLIENT_UMD_SHA256)  $$dir/livekit-client.umd.js" | sha256sum -c --status 2>/dev/null; then \
+	  echo "== livekit-client $(LIVEKIT_CLIENT_VERSION) already vendored in $$dir"; exit 0; fi; \
+	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	echo "== downloading $(LIVEKIT_CLIENT_TGZ_URL)"; \
+	curl -fsSL --retry 3 -o "$$tmp/pkg.tgz" "$(LIVEKIT_CLIENT_TGZ_URL)"; \
+	echo "$(LIVEKIT_CLIENT_TGZ_SHA256)  $$tmp/pkg.tgz" | sha256sum -c --quiet; \
+	sri=$$(openssl dgst -sha512 -binary "$$tmp/pkg.tgz" | base64 -w0); \
+	if [ "$$sri" != "$(LIVEKIT_CLIENT_TGZ_SHA512)" ]; then echo "npm integrity (sha512) mismatch: $$sri" >&2; exit 1; fi; \
+	tar -xzf "$$tmp/pkg.tgz" -C "$$tmp" package/dist/livekit-client.umd.js package/LICENSE; \
+	echo "$(LIVEKIT_CLIENT_UMD_SHA256)  $$tmp/package/dist/livekit-client.umd.js" | sha256sum -c --quiet; \
+	mkdir -p "$$dir"; \
+	cp "$$tmp/package/dist/livekit-client.umd.js" "$$tmp/package/LICENSE" "$$dir/"; \
+	echo "== vendored livekit-client $(LIVEKIT_CLIENT_VERSION) into $$dir (update its README.md if the version changed)"
+
+## check-vendor: the committed vendored files match their pins (offline), so a
+## tampered or half-upgraded vendor file fails `make test` and CI.
+check-vendor:
+	@echo "$(LIVEKIT_CLIENT_UMD_SHA256)  $(LIVEKIT_CLIENT_DIR)/livekit-client.umd.js" | sha256sum -c --quiet \
+	  || { echo "$(LIVEKIT_CLIENT_DIR)/livekit-client.umd.js does not match LIVEKIT_CLIENT_UMD_SHA256: run make vendor-livekit-client" >&2; exit 1; }
+	@grep -q "Apache License" "$(LIVEKIT_CLIENT_DIR)/LICENSE" \
+	  || { echo "$(LIVEKIT_CLIENT_DIR)/LICENSE is missing" >&2; exit 1; }
 
 vet:
 	$(GO) vet $(PKGS)

@@ -3,7 +3,8 @@
 //
 //   - The widget's API: resolve, sessions, messages, history, captures,
 //     uploads, mode switches and the chat WebSocket (with guided
-//     navigation), plus /widget.js and the demo page.
+//     navigation), plus /widget.js, the LiveKit client SDK it loads for
+//     voice_transport: livekit (vendored: vendorjs.go) and the demo page.
 //   - Voice: WebRTC offers, trickle ICE and hang-up, with the legs run by
 //     package media; LiveKit tokens, webhooks and the LiveKit bridge.
 //   - The site server's routes (bootstrap and user tokens), the admin API

@@ -142,6 +142,7 @@ func (s *Server) routes() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("/{$}", methods{http.MethodGet: s.serveDemo})
 	mux.Handle("/widget.js", methods{http.MethodGet: s.serveWidgetJS})
+	mux.Handle(liveKitClientPath, methods{http.MethodGet: s.serveLiveKitClient})
 	mux.Handle("/healthz", methods{http.MethodGet: s.serveHealth})
 	mux.Handle("/readyz", methods{http.MethodGet: s.serveReady})
 	mux.Handle("/v1/widget/resolve", s.cors(methods{http.MethodPost: orError(s.serveResolve)}))

@@ -240,12 +240,26 @@ func validLanguage(s string) bool {
 	return true
 }
 
-// voicePath is where a session posts its voice offer ("" without voice).
+// voicePath is where a session starts voice ("" without voice): its WHIP
+// endpoint, or, for a livekit widget, its LiveKit token endpoint.
 func (s *Server) voicePath(wc configs.WidgetConfig, sessionID string) string {
-	if s.engine == nil || !wc.AllowsVoice() {
+	if !s.voiceAvailable(wc) {
 		return ""
 	}
+	if wc.VoiceTransport == transportLiveKit {
+		return "/v1/sessions/" + sessionID + "/livekit-token"
+	}
 	return "/v1/sessions/" + sessionID + "/webrtc"
+}
+
+// voiceAvailable reports whether this server can carry wc's voice: the
+// widget allows voice, the server runs media, and, for a livekit widget,
+// LiveKit is configured.
+func (s *Server) voiceAvailable(wc configs.WidgetConfig) bool {
+	if s.engine == nil || !wc.AllowsVoice() {
+		return false
+	}
+	return wc.VoiceTransport != transportLiveKit || s.livekit != nil
 }
 
 // session is the gate of the session API: h runs with the session of the

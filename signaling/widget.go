@@ -148,6 +148,7 @@ type publicWidget struct {
 	WelcomeText      string                        `json:"welcome_text,omitempty"`
 	Mode             string                        `json:"mode"`
 	Modes            []string                      `json:"modes"`
+	VoiceTransport   string                        `json:"voice_transport,omitempty"` // with voice in modes: webrtc or livekit
 	Theme            string                        `json:"theme"`
 	LauncherPosition string                        `json:"launcher_position"`
 	Colors           configs.WidgetColors          `json:"colors"`
@@ -176,15 +177,17 @@ func (s *Server) publicWidget(wc configs.WidgetConfig) publicWidget {
 	if wc.AllowsChat() {
 		modes = append(modes, "chat")
 	}
-	if wc.AllowsVoice() && s.engine != nil {
+	transport := ""
+	if s.voiceAvailable(wc) {
 		modes = append(modes, "voice")
+		transport = wc.VoiceTransport
 	}
 	var uploads *publicUploads
 	if wc.AllowsUploads() {
 		uploads = &publicUploads{MaxBytes: s.cfg.Limits.MaxUploadBytes, Types: uploadTypes()}
 	}
 	return publicWidget{Uploads: uploads, ID: wc.ID, DisplayTitle: wc.DisplayTitle, LauncherLabel: wc.LauncherLabel,
-		WelcomeText: wc.WelcomeText, Mode: wc.Mode, Modes: modes, Theme: wc.Theme,
+		WelcomeText: wc.WelcomeText, Mode: wc.Mode, Modes: modes, VoiceTransport: transport, Theme: wc.Theme,
 		LauncherPosition: wc.LauncherPosition, Colors: wc.Colors, Translations: wc.Translations,
 		IdentityPolicy: wc.IdentityPolicy, IdentityResume: wc.IdentityResume, NavMap: wc.NavMap, Triggers: wc.Triggers,
 		MaxMessageChars: s.cfg.Chat.MaxMessageChars}

@@ -150,7 +150,7 @@ function onFrame(f) {
       if (!c || !c.legId || f.leg_id !== c.legId) break;
       if (f.state === "closed") endCall(c, "ended", false, f.reason);
       else if (f.state === "disconnected" || f.state === "failed") setCall("reconnecting");
-      else if (f.state === "connected" && c.pc.connectionState === "connected") setCall("connected");
+      else if (f.state === "connected" && (c.pc ? c.pc.connectionState === "connected" : c.linked)) setCall("connected");
       break;
     }
   }

@@ -57,6 +57,7 @@ const dbg = {
   // Test and console hooks; not an API.
   audioConstraints: null,
   pc: () => (st.call && st.call.pc) || null,
+  room: () => (st.call && st.call.room) || null, // a LiveKit call's Room (livekit.js)
   session: () => st.session,
   shadow: () => ui && ui.shadow,
   restartIce: () => (st.call ? restartIce(st.call) : Promise.resolve()),

@@ -48,6 +48,7 @@ async function startCall() {
   st.micError = "";
   const pre = micPrecheck();
   if (pre) return micFailed(pre, null);
+  if (liveKitTransport()) return startLiveKitCall(); // livekit.js
   st.trickle = { patches: 0, candidates: 0, end: false };
   const c = st.call = { pc: null, stream: null, location: "", legId: "", etag: "", sawVoice: false, ended: false,
     cands: [], endOfCandidates: false, endSent: false, canTrickle: false, trickling: false,
@@ -248,6 +249,7 @@ function endCall(c, state, hangUp, reason) {
   c.ended = true;
   clearCaptions(c);
   clearTimeout(c.restartTimer);
+  if (c.teardown) c.teardown(state, reason); // a LiveKit call leaves its room (livekit.js)
   if (hangUp && c.location) deleteLeg(c.location);
   if (c.stream) c.stream.getTracks().forEach((t) => t.stop());
   if (c.pc) {
