@@ -136,14 +136,13 @@ speech-tools:
 ## vendor-livekit-client: the official livekit-client npm package's UMD build
 ## and its licence (Apache-2.0), which the widget loads for voice_transport:
 ## livekit, vendored into signaling/static/vendor/livekit-client/ (committed,
-## embedded in the binary). Downloads the registry tarball with curl (no npm),
+## embedded in the binary). Fetches the package's tarball with `npm pack`,
 ## checks it against the pinned sha256 and npm's sha512 integrity, and
 ## extracts the two files; does nothing when they are there and match. To
 ## upgrade: set the version and both tarball pins, run this, then set
 ## LIVEKIT_CLIENT_UMD_SHA256 and liveKitClientSHA256 (signaling/vendorjs.go)
 ## to the new file's sha256.
 LIVEKIT_CLIENT_VERSION      ?= 2.23.0
-LIVEKIT_CLIENT_TGZ_URL      := https://registry.npmjs.org/livekit-client/-/livekit-client-$(LIVEKIT_CLIENT_VERSION).tgz
 LIVEKIT_CLIENT_TGZ_SHA256   := 993eafb83afb4c566bb388108ad6469bf499d76200014c96c35fe3b39fee859d
 LIVEKIT_CLIENT_TGZ_SHA512   := j9Kg86nJjBjNFUD+ukp2jwMCGa0k+YD5gU//RzAM+ZY3pbG631QCte7fQjwqWMmtBzhDJL9nKYuOLMv/9IbAxg==
 LIVEKIT_CLIENT_UMD_SHA256   := fb646f2260d84f91238d0a2dc10726c456631d6a26c7cafc43cfee5959b4d31d
@@ -153,8 +152,9 @@ vendor-livekit-client:
 	if [ -f "$$dir/LICENSE" ] && echo "$(LIVEKIT_CLIENT_UMD_SHA256)  $$dir/livekit-client.umd.js" | sha256sum -c --status 2>/dev/null; then \
 	  echo "== livekit-client $(LIVEKIT_CLIENT_VERSION) already vendored in $$dir"; exit 0; fi; \
 	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
-	echo "== downloading $(LIVEKIT_CLIENT_TGZ_URL)"; \
-	curl -fsSL --retry 3 -o "$$tmp/pkg.tgz" "$(LIVEKIT_CLIENT_TGZ_URL)"; \
+	echo "== fetching livekit-client@$(LIVEKIT_CLIENT_VERSION) with npm pack"; \
+	tgz=$$(cd "$$tmp" && npm pack --silent "livekit-client@$(LIVEKIT_CLIENT_VERSION)" | tail -n 1); \
+	mv "$$tmp/$$tgz" "$$tmp/pkg.tgz"; \
 	echo "$(LIVEKIT_CLIENT_TGZ_SHA256)  $$tmp/pkg.tgz" | sha256sum -c --quiet; \
 	sri=$$(openssl dgst -sha512 -binary "$$tmp/pkg.tgz" | base64 -w0); \
 	if [ "$$sri" != "$(LIVEKIT_CLIENT_TGZ_SHA512)" ]; then echo "npm integrity (sha512) mismatch: $$sri" >&2; exit 1; fi; \
