@@ -211,7 +211,9 @@ func (b *browser) waitJSOr(timeout time.Duration, what, cond string, state func(
 	var lastErr error
 	for {
 		var ok bool
-		if lastErr = b.eval("Boolean("+cond+")", &ok); lastErr == nil && ok {
+		// Resolved first: Boolean of a promise is true at once, which
+		// made async conditions pass without being checked.
+		if lastErr = b.eval("Promise.resolve("+cond+").then(Boolean)", &ok); lastErr == nil && ok {
 			return time.Since(start)
 		}
 		select {
