@@ -22,7 +22,8 @@ run:
 ## test: formatting, vet, and every test with the race detector
 test: browser livekit speech-tools whip-client fmt-check check-vendor vet
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
-	@$(GO) test -count=1 -run '^TestAttackList$$' -v ./signaling | grep -E '^(---|ok|FAIL)|attacks and promises tried'
+	@out=$$($(GO) test -count=1 -run '^TestAttackList$$' -v ./signaling 2>&1); rc=$$?; \
+	printf '%s\n' "$$out" | grep -E '^(--- FAIL|FAIL)|attacks and promises tried'; exit $$rc
 
 ## test-short: the quick tests only (no subprocesses), without -race
 test-short:
