@@ -2,7 +2,6 @@ package signaling_test
 
 import (
 	"context"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -26,7 +25,7 @@ func TestShutdownEndsLongRequests(t *testing.T) {
 	e := startEnv(t, noEcho, fastRooms)
 	nc := e.agentConn("echo")
 	// An agent that takes the conversation and never answers.
-	w, err := agentbridge.NewWorker(nc, agentbridge.Options{Agent: "echo", Prefix: e.cfg.NATS.Prefix, Logger: slog.New(slog.DiscardHandler)},
+	signalingtest.StartWorker(t, nc, "echo",
 		func(ctx context.Context, c *agentbridge.Conversation) error {
 			for {
 				select {
@@ -39,13 +38,6 @@ func TestShutdownEndsLongRequests(t *testing.T) {
 				}
 			}
 		})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(w.Close)
 
 	ak, _ := e.newAdminKey("", broker.ScopeOpsRead)
 	st := e.openOpsEvents(ak)

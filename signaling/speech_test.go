@@ -2,7 +2,6 @@ package signaling_test
 
 import (
 	"context"
-	"log/slog"
 	"slices"
 	"testing"
 	"time"
@@ -25,7 +24,7 @@ func TestSpeechAndInterruptFrames(t *testing.T) {
 	e := startEnv(t, noEcho, func(c *configs.Config) { c.Agents.BargeIn = map[string]string{} })
 	interrupted := make(chan error, 1)
 	nc := e.agentConn("echo")
-	w, err := agentbridge.NewWorker(nc, agentbridge.Options{Agent: "echo", Prefix: e.cfg.NATS.Prefix, Logger: slog.New(slog.DiscardHandler)},
+	signalingtest.StartWorker(t, nc, "echo",
 		func(ctx context.Context, c *agentbridge.Conversation) error {
 			for {
 				select {
@@ -66,13 +65,6 @@ func TestSpeechAndInterruptFrames(t *testing.T) {
 				}
 			}
 		})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(w.Close)
 
 	s := e.NewSession(nil)
 	ws := e.MustDialWS(s)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"slices"
 	"strings"
@@ -82,15 +81,7 @@ func transcriptAgent(ctx context.Context, c *agentbridge.Conversation) error {
 func TestAdminConversationTranscript(t *testing.T) {
 	e := startEnv(t, noEcho, voiceConfig, fastRooms, withExampleWidget(t), func(c *configs.Config) { c.Agents.BargeIn = map[string]string{} })
 	nc := e.agentConn("echo")
-	opts := agentbridge.Options{Agent: "echo", Prefix: e.cfg.NATS.Prefix, Logger: slog.New(slog.DiscardHandler)}
-	first, err := agentbridge.NewWorker(nc, opts, transcriptAgent)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := first.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(first.Close)
+	first := signalingtest.StartWorker(t, nc, "echo", transcriptAgent)
 
 	s := e.NewSession(nil)
 	ws := e.MustDialWS(s)
@@ -121,14 +112,7 @@ func TestAdminConversationTranscript(t *testing.T) {
 	if err := first.Drain(ctx); err != nil {
 		t.Fatal(err)
 	}
-	second, err := agentbridge.NewWorker(nc, opts, agenttest.Echo)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := second.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(second.Close)
+	signalingtest.StartWorker(t, nc, "echo", agenttest.Echo)
 	ws.Send(map[string]any{"type": "message", "body": "anyone there?", "client_message_id": "t-2"})
 	for {
 		if f := ws.Next(); f.Str("type") == "done" && f.Str("body") == "echo: anyone there?" {

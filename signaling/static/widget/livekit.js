@@ -64,18 +64,8 @@ async function startLiveKitCall() {
   // The SDK and the session load while the visitor answers the mic prompt.
   const sdkP = loadLiveKitClient();
   sdkP.catch(() => {}); // awaited below
-  let stream;
-  try {
-    stream = await navigator.mediaDevices.getUserMedia({ audio: dbg.audioConstraints ||
-      { echoCancellation: true, noiseSuppression: true, autoGainControl: true } });
-  } catch (e) {
-    if (c.ended) return;
-    c.ended = true;
-    st.call = null;
-    return micFailed(micReason(e), e);
-  }
-  if (c.ended) { stream.getTracks().forEach((t) => t.stop()); return; }
-  c.stream = stream;
+  const stream = await openMic(c);
+  if (!stream) return;
   mark("mic");
   try {
     const LK = await sdkP;

@@ -42,6 +42,25 @@ function voiceOffered() {
 }
 const callActive = () => ["connecting", "connected", "reconnecting"].includes(st.callState);
 
+// openMic asks for the microphone for call c (either transport) and
+// keeps the stream on it; null when the visitor refused (reported) or the
+// call ended meanwhile (the stream is stopped).
+async function openMic(c) {
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({ audio: dbg.audioConstraints ||
+      { echoCancellation: true, noiseSuppression: true, autoGainControl: true } });
+  } catch (e) {
+    if (c.ended) return null;
+    c.ended = true;
+    st.call = null;
+    micFailed(micReason(e), e);
+    return null;
+  }
+  if (c.ended) { stream.getTracks().forEach((t) => t.stop()); return null; }
+  c.stream = stream;
+  return stream;
+}
 async function startCall() {
   if (st.call) return;
   reopen(); // calling after a close starts a new conversation
@@ -56,18 +75,8 @@ async function startCall() {
     spoken: false, captionTimers: new Set() }; // captions of the sentences Parley speaks
   const mark = (what) => c.marks.push(what + " " + Math.round(performance.now() - c.t0) + " ms");
   setCall("connecting");
-  let stream;
-  try {
-    stream = await navigator.mediaDevices.getUserMedia({ audio: dbg.audioConstraints ||
-      { echoCancellation: true, noiseSuppression: true, autoGainControl: true } });
-  } catch (e) {
-    if (c.ended) return;
-    c.ended = true;
-    st.call = null;
-    return micFailed(micReason(e), e);
-  }
-  if (c.ended) { stream.getTracks().forEach((t) => t.stop()); return; }
-  c.stream = stream;
+  const stream = await openMic(c);
+  if (!stream) return;
   mark("mic");
   try {
     await ensureSession();
