@@ -115,7 +115,7 @@ func (s *Server) liveKitLeg(ctx context.Context, sess broker.Session, lk *media.
 		OnMicFrame:  s.micSink(v),
 		OnState:     func(st media.State, reason string) { s.onLegState(v, st, reason) },
 		VAD:         vadOf(v.Settings(), ls.speaks()),
-		OnSpeech:    func(e media.SpeechEvent) { v.Speech(ls.speechEvent(e)) },
+		OnSpeech:    ls.onSpeech(v),
 		OnUtterance: ls.utterances(),
 	})
 	if err != nil {

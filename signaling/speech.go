@@ -223,18 +223,30 @@ func (ls *legSpeech) onUtterance(u media.Utterance) {
 	ls.p.Hear(speech.Audio{Rate: u.Rate, Samples: u.PCM}, u.Start, u.End)
 }
 
-// speechEvent converts a leg's speech event for the broker; a barge-in
-// cuts the pipeline's speech and carries what of it the visitor heard.
-func (ls *legSpeech) speechEvent(e media.SpeechEvent) broker.SpeechEvent {
-	be := speechOf(e)
-	if ls != nil && e.Kind == media.SpeechBargeIn {
-		if h, ok := ls.p.Cut(e.Dropped); ok {
-			ls.log.Debug("speech: barge-in cut the spoken reply", "message_id", h.MessageID,
-				"dropped_frames", e.Dropped, "heard_ms", h.MS, "leg_heard_ms", e.HeardMS)
-			be.HeardMS, be.HeardText = h.MS, &h.Text
+// onSpeech is the leg's OnSpeech: each speech event goes to v, converted
+// for the broker. A barge-in cuts the pipeline's speech and carries what
+// of it the visitor heard. When the pipeline speaks for the agent and had
+// nothing left to play (the visitor spoke as its reply's last frame went
+// out: the leg counts a reply as playing for 40 ms after it), nothing was
+// interrupted, and the barge-in is not recorded: an interrupt would mark a
+// reply the visitor heard whole as cut.
+func (ls *legSpeech) onSpeech(v *broker.Voice) func(media.SpeechEvent) {
+	return func(e media.SpeechEvent) {
+		be := speechOf(e)
+		if ls != nil && e.Kind == media.SpeechBargeIn {
+			h, ok := ls.p.Cut(e.Dropped)
+			if !ok && ls.speaks() {
+				ls.log.Debug("speech: barge-in after the spoken reply ended; nothing cut", "dropped_frames", e.Dropped)
+				return
+			}
+			if ok {
+				ls.log.Debug("speech: barge-in cut the spoken reply", "message_id", h.MessageID,
+					"dropped_frames", e.Dropped, "heard_ms", h.MS, "leg_heard_ms", e.HeardMS)
+				be.HeardMS, be.HeardText = h.MS, &h.Text
+			}
 		}
+		v.Speech(be)
 	}
-	return be
 }
 
 // speechTiming records where a voice turn's time went.

@@ -116,7 +116,7 @@ func (s *Server) serveVoiceOffer(w http.ResponseWriter, r *http.Request, sess br
 		OnMicFrame:  s.micSink(v),
 		OnState:     func(st media.State, reason string) { s.onLegState(v, st, reason) },
 		VAD:         vadOf(v.Settings(), ls.speaks()),
-		OnSpeech:    func(e media.SpeechEvent) { v.Speech(ls.speechEvent(e)) },
+		OnSpeech:    ls.onSpeech(v),
 		OnUtterance: ls.utterances(),
 	})
 	if err != nil {
