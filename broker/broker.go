@@ -72,6 +72,7 @@ type Broker struct {
 
 	registry   *registry
 	dispatcher *dispatcher
+	admission  *admission
 	hubs       *hubSet
 
 	// id names this broker process (brk_…): agents send the appends of
@@ -139,6 +140,7 @@ func New(cfg configs.Config, log *slog.Logger) *Broker {
 	// longest of them.
 	b.registry.markTTL = max(b.registry.markTTL, 4*cfg.Agents.DispatchTimeout)
 	b.dispatcher = newDispatcher(b)
+	b.admission = newAdmission(b)
 	b.registry.onAppear = b.dispatcher.workerAppeared
 	b.hubs = newHubSet(b)
 	b.id = newID("brk_")

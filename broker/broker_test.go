@@ -103,6 +103,18 @@ func startDemoSession(ctx context.Context, t testing.TB, b *Broker) StartResult 
 	return res
 }
 
+// startEngagedSession starts a demo session whose visitor has written, so
+// its conversation is being dispatched (a session that sends nothing
+// holds no worker).
+func startEngagedSession(ctx context.Context, t testing.TB, b *Broker) StartResult {
+	t.Helper()
+	res := startDemoSession(ctx, t, b)
+	if _, err := b.PostMessage(ctx, res.Session, "hello", "engage", ""); err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
 func TestValidateMessage(t *testing.T) {
 	b := New(configs.Default(), nil)
 	cases := []struct {
@@ -359,12 +371,17 @@ func TestDispatchUnavailableThenAccepted(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := startSession(t, b)
-	if n := <-notices; n.Kind != NoticeAgentUnavailable || n.ConversationID != s.ConversationID {
+	// The first message dispatches the conversation (a session that sends
+	// nothing holds no worker).
+	p, err := b.PostMessage(t.Context(), s, "anyone?", "x1", "")
+	if err != nil {
+		t.Fatalf("post = %+v, %v", p, err)
+	}
+	if n := <-notices; n.Kind != NoticeAgentUnavailable || n.ConversationID != s.ConversationID || n.Code != "" {
 		t.Fatalf("first notice = %+v", n)
 	}
-	p, err := b.PostMessage(t.Context(), s, "anyone?", "x1", "")
-	if err != nil || !p.AgentUnavailable {
-		t.Fatalf("post = %+v, %v", p, err)
+	if p2, err := b.PostMessage(t.Context(), s, "still there?", "x2", ""); err != nil || !errors.Is(p2.Unavailable, ErrAgentUnavailable) {
+		t.Fatalf("second post = %+v, %v", p2, err)
 	}
 	w, _ := startEchoWorker(t, b, agentbridge.Options{})
 	for n := range notices {
@@ -382,7 +399,7 @@ func TestDispatchUnavailableThenAccepted(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sub2.Close()
-	p.AgentUnavailable, p.Duplicate = false, true // look in the log first
+	p.Unavailable, p.Duplicate = nil, true // look in the log first
 	m, err := b.AwaitReply(ctx, sub2, p)
 	if err != nil || m.Body != "echo: anyone?" {
 		t.Fatalf("reply = %+v, %v", m, err)

@@ -26,9 +26,11 @@ import (
 type dispatcher struct {
 	b *Broker
 
-	mu          sync.Mutex
-	running     map[string]bool // conversation id → a loop is running
-	unavailable map[string]bool // conversation id → an attempt has failed
+	mu      sync.Mutex
+	running map[string]bool // conversation id → a loop is running
+	// unavailable: conversation id → why its last attempt failed
+	// (ErrAgentUnavailable or ErrConversationLimit).
+	unavailable map[string]error
 	// again: conversation id → ensure was called while its loop ran. The
 	// loop's outcome may predate that call (it read a conversation with no
 	// session left, or its worker took the dispatch just before the
@@ -41,7 +43,7 @@ type dispatcher struct {
 }
 
 func newDispatcher(b *Broker) *dispatcher {
-	return &dispatcher{b: b, running: make(map[string]bool), unavailable: make(map[string]bool),
+	return &dispatcher{b: b, running: make(map[string]bool), unavailable: make(map[string]error),
 		again: make(map[string]bool), wake: make(map[string]chan struct{})}
 }
 
@@ -74,18 +76,18 @@ func (d *dispatcher) workerAppeared(agent string) {
 }
 
 // ensure makes sure a live worker of agent (the conversation's) holds cid,
-// starting a dispatch loop if
-// none does. It reports whether the conversation is known to have no agent
-// right now (a dispatch attempt already failed). A conversation whose
-// worker is gone (and the sweep has not noticed yet) goes through the
-// lost-worker path first.
-func (d *dispatcher) ensure(cid, agent string) bool {
+// starting a dispatch loop if none does. It returns why the conversation
+// is known to have no agent right now (ErrAgentUnavailable or
+// ErrConversationLimit: a dispatch attempt already failed), or nil. A
+// conversation whose worker is gone (and the sweep has not noticed yet)
+// goes through the lost-worker path first.
+func (d *dispatcher) ensure(cid, agent string) error {
 	if _, ok := d.b.registry.holder(cid, agent); ok {
-		return false
+		return nil
 	}
 	if lost, ok := d.b.registry.takeLost(cid, agent); ok {
 		d.b.goroutine(func() { d.lost(lost, true) })
-		return false
+		return nil
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -96,7 +98,14 @@ func (d *dispatcher) ensure(cid, agent string) bool {
 	if d.b.goroutine(func() { d.run(cid) }) {
 		d.running[cid] = true
 	}
-	return false
+	return nil
+}
+
+// busy reports whether a dispatch loop of cid runs on this broker.
+func (d *dispatcher) busy(cid string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.running[cid]
 }
 
 // run runs cid's dispatch loop, once more for every ensure that came while
@@ -169,13 +178,22 @@ func (d *dispatcher) loop(cid string, start time.Time) {
 			agent = conv.Agent
 			wake = d.wakeOn(agent)
 		}
+		why, code := ErrAgentUnavailable, ""
+		if errors.Is(err, ErrConversationLimit) {
+			why, code = ErrConversationLimit, NoticeCodeConversationLimit
+		}
 		d.mu.Lock()
-		first := !d.unavailable[cid]
-		d.unavailable[cid] = true
+		news := d.unavailable[cid] != why
+		d.unavailable[cid] = why
 		d.mu.Unlock()
-		if first {
-			log.Warn("no agent worker accepted the conversation; retrying", "agent", conv.Agent, "err", err)
-			d.notify(Notice{Kind: NoticeAgentUnavailable, ConversationID: cid, Agent: conv.Agent, Attempt: attempt})
+		if news {
+			if why == ErrConversationLimit {
+				// Logged (rate limited, per widget) by the admission.
+				log.Debug("conversation waits for its widget's conversation limit", "agent", conv.Agent, "err", err)
+			} else {
+				log.Warn("no agent worker accepted the conversation; retrying", "agent", conv.Agent, "err", err)
+			}
+			d.notify(Notice{Kind: NoticeAgentUnavailable, Code: code, ConversationID: cid, Agent: conv.Agent, Attempt: attempt})
 		}
 		timer := time.NewTimer(backoff)
 		select {
@@ -217,6 +235,24 @@ func (d *dispatcher) attempt(cid string, asked *bool) (reply agentbridge.Dispatc
 		reply.Accepted, reply.WorkerID = true, w
 		return reply, conv, 0, nil
 	}
+	if conv.EngagedAt == nil {
+		// The first dispatch: a session resuming the conversation from now
+		// on dispatches it again (what its visitor sent is answered).
+		if conv, err = b.updateConversation(ctx, cid, func(c *Conversation) error {
+			if c.EngagedAt == nil {
+				now := time.Now().UTC()
+				c.EngagedAt = &now
+			}
+			return nil
+		}); err != nil {
+			return reply, conv, 0, err
+		}
+	}
+	done, err := b.admission.admit(conv)
+	if err != nil {
+		return reply, conv, 0, err
+	}
+	defer done()
 	info, err := b.stream.Info(ctx)
 	if err != nil {
 		return reply, conv, 0, fmt.Errorf("%w: stream info: %w", ErrStore, err)

@@ -106,7 +106,7 @@ func testDispatchOutdated(t *testing.T, resumeFirst bool) {
 	ctx, next, accept := hw.ctx, hw.next, hw.accept
 	const worker = handWorkerID
 
-	first := startDemoSession(ctx, t, b)
+	first := startEngagedSession(ctx, t, b)
 	cid := first.Session.ConversationID
 	m1, r1 := next("for the first session")
 	if err := b.EndSession(ctx, first.Session.ID, "visitor_ended"); err != nil {
@@ -153,7 +153,7 @@ func testDispatchOutdated(t *testing.T, resumeFirst bool) {
 func TestDispatchAgainWhenHolderLetGo(t *testing.T) {
 	// The sweep that finds the release runs every quarter of it.
 	b, hw := startHandBroker(t, 20*time.Second, 3*time.Second)
-	res := startDemoSession(hw.ctx, t, b)
+	res := startEngagedSession(hw.ctx, t, b)
 	cid := res.Session.ConversationID
 	m, _ := hw.next("for the session")
 	hw.accept(m)
@@ -184,7 +184,7 @@ func TestDispatchAgainWhenHolderLetGo(t *testing.T) {
 // worker's appends at the first request's epoch are stored.
 func TestDispatchAgainWhenAcceptanceUnrecorded(t *testing.T) {
 	b, hw := startHandBroker(t, 2*time.Second, time.Minute)
-	res := startDemoSession(hw.ctx, t, b)
+	res := startEngagedSession(hw.ctx, t, b)
 	cid := res.Session.ConversationID
 	_, r1 := hw.next("for the session")
 	// Taken, but the reply is lost: only the heartbeat tells.

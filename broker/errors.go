@@ -37,6 +37,11 @@ var (
 	// ErrAgentUnavailable is returned when no agent worker took the
 	// conversation in time; what the visitor sent is kept.
 	ErrAgentUnavailable = errors.New("broker: agent unavailable")
+	// ErrConversationLimit is returned when the conversation's widget or
+	// tenant holds as many live conversations as its cap or fair share
+	// allows; what the visitor sent is kept, and the conversation is
+	// dispatched when the limit allows.
+	ErrConversationLimit = errors.New("broker: conversation limit reached")
 	// ErrReplyTimeout is returned when an agent did not finish a reply in time.
 	ErrReplyTimeout = errors.New("broker: reply timeout")
 	// ErrSlowSubscriber ends a live subscription that fell too far behind.

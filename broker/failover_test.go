@@ -32,7 +32,7 @@ func TestMessageInDetectionWindowAnswered(t *testing.T) {
 		return startEchoWorker(t, b, agentbridge.Options{HeartbeatInterval: 100 * time.Millisecond})
 	}
 	w1, nc1 := worker()
-	s := startSession(t, b)
+	s := startEngagedSession(t.Context(), t, b).Session
 	cid := s.ConversationID
 	agenttest.Poll(t, 10*time.Second, "worker 1 to hold the conversation", func() bool { w, ok := b.registry.owner(cid, "echo"); return ok && w == w1.ID() })
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)

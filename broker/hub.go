@@ -20,8 +20,9 @@ type Update struct {
 
 // Notice kinds.
 const (
-	// NoticeAgentUnavailable: no worker accepted the conversation in time;
-	// the broker keeps trying.
+	// NoticeAgentUnavailable: no worker accepted the conversation in time,
+	// or (Code conversation_limit) its widget or tenant is at its
+	// conversation limit; the broker keeps trying.
 	NoticeAgentUnavailable = "agent_unavailable"
 	// NoticeAgentAssigned: a worker accepted the conversation.
 	NoticeAgentAssigned = "agent_assigned"
@@ -30,10 +31,25 @@ const (
 	NoticeAgentLost = "agent_lost"
 )
 
+// NoticeCodeConversationLimit: the conversation waits for its widget's or
+// tenant's conversation limit (ErrConversationLimit).
+const NoticeCodeConversationLimit = "conversation_limit"
+
+// Err returns the error an agent_unavailable notice stands for.
+func (n *Notice) Err() error {
+	if n.Code == NoticeCodeConversationLimit {
+		return ErrConversationLimit
+	}
+	return ErrAgentUnavailable
+}
+
 // Notice is a non-durable message about a conversation, shared by brokers
 // on the status subject.
 type Notice struct {
-	Kind           string `json:"kind"`
+	Kind string `json:"kind"`
+	// Code says why, for an agent_unavailable notice: "" (no worker took
+	// it) or NoticeCodeConversationLimit.
+	Code           string `json:"code,omitempty"`
 	ConversationID string `json:"conversation_id"`
 	Agent          string `json:"agent"`
 	WorkerID       string `json:"worker_id,omitempty"`

@@ -29,6 +29,10 @@ type Conversation struct {
 	SessionID string         `json:"session_id,omitempty"`
 	Language  string         `json:"language,omitempty"`
 	Visitor   map[string]any `json:"visitor,omitempty"`
+	// EngagedAt is when the conversation was first to be dispatched (the
+	// visitor's first message or call): a resumed conversation that never
+	// was holds no worker until its visitor acts.
+	EngagedAt *time.Time `json:"engaged_at,omitempty"`
 	// WorkerID and Epoch record the last dispatch.
 	WorkerID string `json:"worker_id,omitempty"`
 	Epoch    uint64 `json:"epoch"`

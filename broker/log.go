@@ -27,9 +27,11 @@ type Posted struct {
 	// Duplicate is set when the client_message_id was seen before; the ids
 	// are then those of the message stored the first time.
 	Duplicate bool
-	// AgentUnavailable is set when no agent worker holds the conversation
-	// and dispatching it has failed so far; the broker keeps trying.
-	AgentUnavailable bool
+	// Unavailable is set when no agent worker holds the conversation and
+	// dispatching it has failed so far: ErrAgentUnavailable, or
+	// ErrConversationLimit when its widget or tenant is at its limit. The
+	// broker keeps trying.
+	Unavailable error
 }
 
 // ValidateMessage checks a visitor message body and idempotency key.
@@ -106,7 +108,7 @@ func (b *Broker) postUserMessage(ctx context.Context, s Session, ev agentbridge.
 		// (publishIdempotent retried): not a duplicate of the visitor's.
 		p.Duplicate = st.Event.MessageID != ev.MessageID
 	}
-	p.AgentUnavailable = b.dispatcher.ensure(s.ConversationID, s.Agent)
+	p.Unavailable = b.dispatcher.ensure(s.ConversationID, s.Agent)
 	return p, nil
 }
 
@@ -327,7 +329,8 @@ func (b *Broker) FindReply(ctx context.Context, cid, messageID string, fromSeq u
 // AwaitReply waits for the completed agent reply to a posted message. sub
 // must have been opened before the message was posted. A reply already in
 // the log (a duplicate post) is returned at once. It fails with
-// ErrAgentUnavailable when no agent holds the conversation, and with
+// ErrAgentUnavailable (or ErrConversationLimit) when no agent holds the
+// conversation, and with
 // ErrReplyTimeout when ctx ends first.
 func (b *Broker) AwaitReply(ctx context.Context, sub *Subscription, p Posted) (Message, error) {
 	if p.Duplicate {
@@ -336,8 +339,8 @@ func (b *Broker) AwaitReply(ctx context.Context, sub *Subscription, p Posted) (M
 			return m, err
 		}
 	}
-	if p.AgentUnavailable {
-		return Message{}, ErrAgentUnavailable
+	if p.Unavailable != nil {
+		return Message{}, p.Unavailable
 	}
 	var fence agentbridge.Fence
 	for {
@@ -357,7 +360,7 @@ func (b *Broker) AwaitReply(ctx context.Context, sub *Subscription, p Posted) (M
 				return Message{}, fmt.Errorf("%w: live feed ended: %w", ErrStore, sub.Err())
 			}
 			if n := u.Notice; n != nil && n.Kind == NoticeAgentUnavailable {
-				return Message{}, ErrAgentUnavailable
+				return Message{}, n.Err()
 			}
 			// An interrupted reply is awaited on (the next worker answers
 			// again after a lost one), unless the visitor cut it off: that

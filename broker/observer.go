@@ -44,6 +44,9 @@ type Observer interface {
 	// AgentAudioRefused: an agent audio frame was dropped because its
 	// Parley-Worker is not the worker holding the conversation.
 	AgentAudioRefused()
+	// ConversationLimited: a dispatch was held back by a conversation
+	// limit (limit widget, tenant or fair_share).
+	ConversationLimited(limit string)
 	// Speech: a voice leg reported the visitor's voice activity (kind
 	// started, stopped or barge_in), detected from source (audio_level
 	// or decode).
@@ -66,6 +69,7 @@ func (nopObserver) StoreRetry()                        {}
 func (nopObserver) AgentEventRefused(string)           {}
 func (nopObserver) AgentAudioRefused()                 {}
 func (nopObserver) Speech(string, string)              {}
+func (nopObserver) ConversationLimited(string)         {}
 
 // observerBox lets the observer be swapped while goroutines read it.
 type observerBox struct{ Observer }

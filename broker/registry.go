@@ -66,6 +66,7 @@ type workerInfo struct {
 	id, agent string
 	lastSeen  time.Time
 	hbSeq     uint64 // Seq of the newest heartbeat applied
+	capacity  int    // conversations the worker says it can hold (0: not said)
 	draining  bool
 	convs     map[string]struct{}
 }
@@ -168,7 +169,7 @@ func (r *registry) applyHeartbeat(hb *agentbridge.Heartbeat) (appeared bool) {
 		return false // an older heartbeat overtaken by a newer one
 	}
 	appeared = (appeared || w.draining || now.Sub(w.lastSeen) > r.timeout) && !hb.Draining
-	w.lastSeen, w.draining, w.hbSeq = now, hb.Draining, seq
+	w.lastSeen, w.draining, w.hbSeq, w.capacity = now, hb.Draining, seq, max(hb.Capacity, 0)
 	r.gen.Add(1)
 	w.convs = make(map[string]struct{}, len(hb.Conversations))
 	convs := hb.Conversations
@@ -427,4 +428,37 @@ func (r *registry) alive(agent string) int {
 		}
 	}
 	return n
+}
+
+// holdings returns, in one pass, the conversations live workers hold
+// (conversation id → the agent holding it) and the capacity of each
+// agent: the sum its live, non-draining workers declare. An agent one of
+// whose workers declares no capacity is left out of capacity (unknown).
+func (r *registry) holdings() (held map[string]string, capacity map[string]int) {
+	now := r.now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	held = make(map[string]string, len(r.assigned))
+	for cid, m := range r.assigned {
+		for agent, a := range m {
+			if !r.goneLocked(a, now) && !r.releasedLocked(cid, a) {
+				held[cid] = agent
+			}
+		}
+	}
+	capacity = make(map[string]int)
+	unknown := make(map[string]bool)
+	for _, w := range r.workers {
+		switch {
+		case w.draining || now.Sub(w.lastSeen) > r.timeout:
+		case w.capacity == 0:
+			unknown[w.agent] = true
+		default:
+			capacity[w.agent] += w.capacity
+		}
+	}
+	for agent := range unknown {
+		delete(capacity, agent)
+	}
+	return held, capacity
 }

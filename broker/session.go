@@ -64,8 +64,11 @@ type resumeRecord struct {
 	ExpiresAt      time.Time `json:"expires_at"`
 }
 
-// StartSession creates a session (and its conversation unless resuming),
-// writes session_started to the log and has the conversation dispatched.
+// StartSession creates a session (and its conversation unless resuming)
+// and writes session_started to the log. A new conversation is dispatched
+// on the visitor's first message or call, not here: a session that sends
+// nothing holds no worker slot. A resumed one that was dispatched before
+// is dispatched again at once, so its worker answers what is unanswered.
 func (b *Broker) StartSession(ctx context.Context, req StartRequest) (StartResult, error) {
 	if !b.ready.Load() {
 		return StartResult{}, ErrNotReady
@@ -156,7 +159,9 @@ func (b *Broker) StartSession(ctx context.Context, req StartRequest) (StartResul
 	}
 	res.Session = s
 	b.obs().SessionStarted(resumed)
-	b.dispatcher.ensure(conv.ID, conv.Agent)
+	if resumed && (conv.EngagedAt != nil || conv.Epoch > 0 || b.dispatcher.busy(conv.ID)) {
+		b.dispatcher.ensure(conv.ID, conv.Agent)
+	}
 	b.log.Info("session started", "session_id", s.ID, "conversation_id", conv.ID,
 		"widget", s.Widget, "resumed", resumed)
 	return res, nil

@@ -354,7 +354,7 @@ func TestBargeInAnswersAwaitReply(t *testing.T) {
 	// "agent unavailable" notice can reach the wait below, as it could
 	// with a worker only faked in the registry.
 	b, hw := startHandBroker(t, 20*time.Second, time.Minute)
-	s := startDemoSession(hw.ctx, t, b).Session
+	s := startEngagedSession(hw.ctx, t, b).Session
 	cid := s.ConversationID
 	m, req := hw.next("for the session")
 	hw.accept(m)

@@ -183,6 +183,9 @@ func (b *Broker) StartVoice(ctx context.Context, v *Voice, m MediaLeg) error {
 		v.end(ctx, "setup_failed", false)
 		return err
 	}
+	// A session started in voice changes no mode: the call is its first
+	// act, and the conversation needs a worker now.
+	b.dispatcher.ensure(v.session.ConversationID, v.session.Agent)
 	b.log.Info("voice leg started", "session_id", v.session.ID, "conversation_id", v.session.ConversationID,
 		"leg_id", v.id, "format", v.format)
 	return nil

@@ -46,7 +46,8 @@ func envFields(cfg *Config) []envField {
 				out = append(out, envField{env, fv})
 			case f.Type.Kind() == reflect.Struct:
 				walk(fv, env+"_")
-			case f.Type.Kind() == reflect.String, f.Type.Kind() == reflect.Int, f.Type.Kind() == reflect.Int64, f.Type.Kind() == reflect.Bool:
+			case f.Type.Kind() == reflect.String, f.Type.Kind() == reflect.Int, f.Type.Kind() == reflect.Int64,
+				f.Type.Kind() == reflect.Float64, f.Type.Kind() == reflect.Bool:
 				out = append(out, envField{env, fv})
 			}
 		}
@@ -110,6 +111,12 @@ func setScalar(v reflect.Value, s string) error {
 			return errors.New("want an integer")
 		}
 		v.SetInt(n)
+	case v.Kind() == reflect.Float64:
+		f, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			return errors.New("want a number")
+		}
+		v.SetFloat(f)
 	case v.Kind() == reflect.Bool:
 		b, err := strconv.ParseBool(s)
 		if err != nil {

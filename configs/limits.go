@@ -30,6 +30,31 @@ type LimitsConfig struct {
 	UploadTimeout time.Duration `yaml:"upload_timeout"`
 	// PerSession caps what one session token can hold or do.
 	PerSession SessionLimits `yaml:"per_session"`
+	// Conversations caps the conversations agent workers hold at once,
+	// so that one widget or tenant cannot take every worker's slots.
+	Conversations ConversationLimits `yaml:"conversations"`
+}
+
+// ConversationLimits caps live conversations: those an agent worker holds,
+// from a visitor's first message or call until the worker lets the
+// conversation go. A session that has sent nothing holds no slot. A
+// conversation over a cap is not refused: what the visitor sent is
+// stored, the visitor is told CONVERSATION_LIMIT, and it is dispatched as
+// soon as the cap allows.
+type ConversationLimits struct {
+	// PerWidget caps the live conversations of one widget (default 0: no
+	// fixed cap; a widget's max_conversations overrides it).
+	PerWidget int `yaml:"per_widget"`
+	// PerTenant caps the live conversations of all a tenant's widgets
+	// (default 0: no cap).
+	PerTenant int `yaml:"per_tenant"`
+	// FairShareReserve is the share of an agent's capacity (the sum its
+	// live workers declare) kept for widgets holding less than their fair
+	// share, the capacity divided by the widgets using the agent: a widget
+	// at or past its fair share gets a new conversation only while more
+	// than this share of the capacity is free (default 0.2; 0: no fair
+	// sharing). A widget alone on its agent may use all of it.
+	FairShareReserve float64 `yaml:"fair_share_reserve"`
 }
 
 // SessionLimits caps one session (on each broker).
@@ -109,6 +134,7 @@ func defaultLimits() LimitsConfig {
 		BodyTimeout:    10 * time.Second,
 		UploadTimeout:  2 * time.Minute,
 		PerSession:     SessionLimits{WebSockets: 4, ModeSwitches: "20/1m"},
+		Conversations:  ConversationLimits{FairShareReserve: 0.2},
 	}
 }
 
@@ -135,12 +161,19 @@ func (l *LimitsConfig) validate(ps *problems) {
 	if _, err := ParseRate(l.PerSession.ModeSwitches); err != nil {
 		ps.add("limits.per_session.mode_switches", "%v", err)
 	}
+	ps.intRange("limits.conversations.per_widget", l.Conversations.PerWidget, 0, 10_000_000)
+	ps.intRange("limits.conversations.per_tenant", l.Conversations.PerTenant, 0, 10_000_000)
+	if r := l.Conversations.FairShareReserve; !(r >= 0 && r < 1) {
+		ps.add("limits.conversations.fair_share_reserve", "must be at least 0 and less than 1, got %v", r)
+	}
 }
 
 func (l LimitsConfig) logValue() slog.Value {
 	attrs := []slog.Attr{slog.Int64("max_upload_bytes", l.MaxUploadBytes),
 		logDuration("body_timeout", l.BodyTimeout), logDuration("upload_timeout", l.UploadTimeout),
-		slog.Group("per_session", slog.Int("websockets", l.PerSession.WebSockets), slog.String("mode_switches", l.PerSession.ModeSwitches))}
+		slog.Group("per_session", slog.Int("websockets", l.PerSession.WebSockets), slog.String("mode_switches", l.PerSession.ModeSwitches)),
+		slog.Group("conversations", slog.Int("per_widget", l.Conversations.PerWidget), slog.Int("per_tenant", l.Conversations.PerTenant),
+			slog.Float64("fair_share_reserve", l.Conversations.FairShareReserve))}
 	for _, e := range []struct {
 		name string
 		rc   RateConfig

@@ -87,6 +87,9 @@ type WidgetConfig struct {
 	// at least 1s and at most retention.log_max_age. Empty: the
 	// deployment default.
 	ConversationMaxAge string `yaml:"conversation_max_age" json:"conversation_max_age,omitempty"`
+	// MaxConversations caps this widget's live conversations (those an
+	// agent worker holds); 0 means limits.conversations.per_widget.
+	MaxConversations int `yaml:"max_conversations" json:"max_conversations,omitempty"`
 }
 
 // MaxAge returns the widget's own conversation max age, if it has a valid
@@ -325,6 +328,7 @@ func (w *WidgetConfig) Validate() []Problem {
 		ps.runes(p+".label", t.Label, 1, 80)
 		ps.runes(p+".selector", t.Selector, 0, 256)
 	}
+	ps.intRange("max_conversations", w.MaxConversations, 0, 10_000_000)
 	if w.ConversationMaxAge != "" {
 		if d, err := time.ParseDuration(w.ConversationMaxAge); err != nil || d < MinConversationMaxAge {
 			ps.add("conversation_max_age", `must be a duration of at least %s such as "720h", got %q`, MinConversationMaxAge, w.ConversationMaxAge)

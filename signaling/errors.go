@@ -140,6 +140,7 @@ var wireErrors = []struct {
 	{broker.ErrUnknownConversation, wireError{http.StatusNotFound, "CONVERSATION_NOT_FOUND", 0}},
 	{broker.ErrUnknownVisitor, wireError{http.StatusNotFound, "VISITOR_NOT_FOUND", 0}},
 	{broker.ErrAgentUnavailable, wireError{http.StatusServiceUnavailable, "AGENT_UNAVAILABLE", 0}},
+	{broker.ErrConversationLimit, wireError{http.StatusServiceUnavailable, "CONVERSATION_LIMIT", 0}},
 	{broker.ErrReplyTimeout, wireError{http.StatusGatewayTimeout, "REPLY_TIMEOUT", 0}},
 	{ErrUnsupportedMediaType, wireError{http.StatusUnsupportedMediaType, "UNSUPPORTED_MEDIA_TYPE", 0}},
 	{media.ErrBadSDP, wireError{http.StatusBadRequest, "SDP_INVALID", 0}},
@@ -191,6 +192,8 @@ func publicServerMessage(code string) string {
 	switch code {
 	case "AGENT_UNAVAILABLE":
 		return "no agent is available right now; your message is kept and will be answered when one is"
+	case "CONVERSATION_LIMIT":
+		return "this site's assistant is busy with as many conversations as it may hold right now; your message is kept and will be answered when one ends"
 	case "REPLY_TIMEOUT":
 		return "the agent did not answer in time; your message is kept"
 	case "VOICE_UNAVAILABLE":

@@ -90,7 +90,10 @@ func TestIdentityVisitorJWT(t *testing.T) {
 		t.Fatalf("visitor_claims = %v, want %v", got, want)
 	}
 
-	// The agent sees the verified claims.
+	// The agent sees the verified claims, once the visitor writes.
+	if p := e.Post(signalingtest.SessionFrom(r), "hello", "c1", false); p.Status != http.StatusAccepted {
+		t.Fatalf("post: %d %s", p.Status, p.Raw)
+	}
 	var v visitorSeen
 	select {
 	case v = <-seen:

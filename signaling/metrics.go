@@ -42,6 +42,7 @@ type metrics struct {
 	storeRetries    prometheus.Counter
 	agentRefused    *prometheus.CounterVec
 	audioRefused    prometheus.Counter
+	convLimited     *prometheus.CounterVec
 	speech          *prometheus.CounterVec
 	speechTurns     *prometheus.CounterVec
 	speechStages    *prometheus.HistogramVec
@@ -128,6 +129,8 @@ func (m *metrics) registerDrops(r registry) {
 		"Agent appends refused by the broker (nothing stored), by reason: the error code in lower case.", "reason")
 	m.audioRefused = r.counter("agent", "audio_refused_total",
 		"Agent audio frames dropped because their Parley-Worker is not the worker holding the conversation.")
+	m.convLimited = r.counterVec("agents", "conversations_limited_total",
+		"Dispatch attempts held back by a conversation limit (limits.conversations), by limit: widget, tenant or fair_share. The visitor is told CONVERSATION_LIMIT; the conversation is dispatched when the limit allows.", "limit")
 	m.speech = r.counterVec("voice", "speech_events_total",
 		"Visitor voice activity reported by voice legs, by kind (started, stopped, barge_in) and source (audio_level: RFC 6464 header extension; decode: level of decoded audio).", "kind", "source")
 	m.speechTurns = r.counterVec("speech", "turns_total",
@@ -272,6 +275,8 @@ func (m *metrics) AgentEventRefused(reason string) { m.agentRefused.WithLabelVal
 func (m *metrics) AgentAudioRefused() { m.audioRefused.Inc() }
 
 func (m *metrics) Speech(kind, source string) { m.speech.WithLabelValues(kind, source).Inc() }
+
+func (m *metrics) ConversationLimited(limit string) { m.convLimited.WithLabelValues(limit).Inc() }
 
 // Swept counts one periodic sweep.
 func (m *metrics) Swept(kind string, n int, failed bool) {

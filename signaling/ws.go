@@ -473,9 +473,9 @@ func (l *leg) onMessage(ctx context.Context, f clientFrame) {
 			l.sendReply(m.ID, m.ReplyTo, m.Body, m.Seq, m.Interrupted)
 		}
 	}
-	if posted.AgentUnavailable {
+	if posted.Unavailable != nil {
 		l.unavailable = true
-		l.sendError(broker.ErrAgentUnavailable, f.ClientMessageID)
+		l.sendError(posted.Unavailable, f.ClientMessageID)
 	}
 }
 
@@ -483,7 +483,7 @@ func (l *leg) onNotice(n *broker.Notice) {
 	switch n.Kind {
 	case broker.NoticeAgentUnavailable:
 		l.unavailable = true
-		l.sendError(broker.ErrAgentUnavailable, "")
+		l.sendError(n.Err(), "")
 	case broker.NoticeAgentLost:
 		l.unavailable = true
 		l.send(serverFrame{Type: "agent_state", State: "reconnecting"})

@@ -170,6 +170,9 @@ function onVisitorMessage(f) {
   emit("message", { role: "visitor", body: f.body, via: "voice", id: f.message_id });
   offerVolunteered(f.body);
 }
+// Codes after which the message is kept and answered once an agent takes
+// the conversation.
+const WAITING_CODES = ["AGENT_UNAVAILABLE", "CONVERSATION_LIMIT"];
 function onErrorFrame(f) {
   const err = apiError(f.code, f.message);
   if (f.client_message_id) {
@@ -180,7 +183,7 @@ function onErrorFrame(f) {
       resendLater(st.outbox[i]);
       return;
     }
-    if (i >= 0 && f.code !== "AGENT_UNAVAILABLE") {
+    if (i >= 0 && !WAITING_CODES.includes(f.code)) {
       // Refused, nothing stored: mark the line, let the visitor retry.
       const m = st.outbox.splice(i, 1)[0];
       m.el.classList.remove("pending");
@@ -188,9 +191,10 @@ function onErrorFrame(f) {
       m.el.title = human(err);
     }
   }
-  if (f.code === "AGENT_UNAVAILABLE") {
-    // Nobody holds the conversation: one note (not one per message), and
-    // a call says so on its bar; both go when an agent answers (agentBack).
+  if (WAITING_CODES.includes(f.code)) {
+    // Nobody holds the conversation (no agent, or the site is at its
+    // conversation limit): one note (not one per message), and a call says
+    // so on its bar; both go when an agent answers (agentBack).
     st.unavailable = true;
     reportError(f.code, f.message);
     showTyping(false);

@@ -147,6 +147,7 @@ const ERRORS = {
   WIDGET_NOT_LIVE: "The assistant is offline right now. Please come back later.",
   RATE_LIMITED: "That was a lot of messages at once. Please wait a moment and try again.",
   AGENT_UNAVAILABLE: "Nobody is available to answer right now. Your message is saved and will be answered as soon as someone is.",
+  CONVERSATION_LIMIT: "The assistant is busy with other visitors right now. Your message is saved and will be answered as soon as it's free.",
   REPLY_TIMEOUT: "The assistant is taking too long to answer. Your message is saved.",
   GUEST_NOT_ALLOWED: "Please sign in to chat with us.",
   INVALID_VISITOR_TOKEN: "We couldn't confirm who you are. Please reload the page.",
