@@ -250,9 +250,11 @@ func (l *leg) serve(ctx context.Context, since uint64, in <-chan clientFrame, re
 		<-pingerDone
 	}()
 	l.send(serverFrame{Type: "session", SessionID: l.sess.ID, ConversationID: l.sess.ConversationID, Mode: l.sess.Mode})
-	// No worker of the agent at all: the visitor may have been told so by
-	// an earlier leg (a reload), so the assignment is news to this one.
-	l.unavailable = l.s.agents.AliveWorkers(l.sess.Agent) == 0
+	// No worker of the agent at all: a visitor coming back (a reconnect,
+	// or a reload that knows the log) may have been told so by an earlier
+	// leg, so the assignment is news to this one. A first leg has told
+	// nothing yet: its visitor hears of no agent when it writes or calls.
+	l.unavailable = since > 0 && l.s.agents.AliveWorkers(l.sess.Agent) == 0
 	if since > 0 {
 		events, err := convs.ReadLog(ctx, l.sess.ConversationID, since+1)
 		if err != nil {
