@@ -252,6 +252,14 @@ type Heartbeat struct {
 	Draining      bool      `json:"draining,omitempty"`
 	IntervalMS    int64     `json:"interval_ms"`
 	TS            time.Time `json:"ts"`
+	// NATSServerID and NATSClientID name the worker's NATS connection (the
+	// server it is connected to, and the client id that server gave it:
+	// nats.Conn's ConnectedServerId and GetClientID). A broker that sees
+	// that connection close (the server's disconnect event) takes the
+	// worker as gone at once rather than after heartbeat_timeout. Both are
+	// optional: without them a crash is found by missed heartbeats.
+	NATSServerID string `json:"nats_server_id,omitempty"`
+	NATSClientID uint64 `json:"nats_client_id,omitempty"`
 }
 
 // Audio frame headers. One frame is 20 ms of audio.

@@ -367,6 +367,11 @@ func (w *Worker) heartbeat() {
 	}
 	w.mu.Unlock()
 	sort.Strings(hb.Conversations)
+	// Read at every beat: a reconnect gives the connection a new identity.
+	hb.NATSServerID = w.nc.ConnectedServerId()
+	if cid, err := w.nc.GetClientID(); err == nil {
+		hb.NATSClientID = cid
+	}
 	data, _ := json.Marshal(hb)
 	if err := w.nc.Publish(w.subj.Heartbeat(w.opts.Agent), data); err != nil && !w.nc.IsClosed() {
 		w.log.Debug("heartbeat failed", "err", err)

@@ -142,6 +142,7 @@ func New(cfg configs.Config, log *slog.Logger) *Broker {
 	b.dispatcher = newDispatcher(b)
 	b.admission = newAdmission(b)
 	b.registry.onAppear = b.dispatcher.workerAppeared
+	b.registry.onConnGone = b.dispatcher.sweep
 	b.hubs = newHubSet(b)
 	b.id = newID("brk_")
 	b.lw = newLogWriter(b)
@@ -214,6 +215,14 @@ func (b *Broker) Start(ctx context.Context) error {
 	if err := b.registry.start(b); err != nil {
 		b.closeConn()
 		return err
+	}
+	if b.auth != nil {
+		// The embedded server tells when a client's connection closes: a
+		// worker killed is gone at once, not after heartbeat_timeout.
+		if err := b.registry.watchConns(b.nc, disconnectEventSubject(b.auth.accPub)); err != nil {
+			b.closeConn()
+			return err
+		}
 	}
 	if !b.attachOnly {
 		if err := b.agents.start(); err != nil {

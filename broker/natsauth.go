@@ -202,6 +202,10 @@ func (a *natsAuth) accountJWTs() (*jwt.OperatorClaims, map[string]string, error)
 	}
 	sys := jwt.NewAccountClaims(sysPub)
 	sys.Name = "SYS"
+	// The server's disconnect events of PARLEY's clients, for PARLEY:
+	// the broker takes a worker whose connection closed as gone at once.
+	disconnects := jwt.Subject(disconnectEventSubject(a.accPub))
+	sys.Exports.Add(&jwt.Export{Name: "parley-disconnects", Subject: disconnects, Type: jwt.Stream})
 	sysJWT, err := sys.Encode(a.operator)
 	if err != nil {
 		return nil, nil, fmt.Errorf("broker: nats auth: system account: %w", err)
@@ -214,12 +218,17 @@ func (a *natsAuth) accountJWTs() (*jwt.OperatorClaims, map[string]string, error)
 		MemoryStorage: jwt.NoLimit, DiskStorage: jwt.NoLimit, Streams: jwt.NoLimit,
 		Consumer: jwt.NoLimit, MaxAckPending: jwt.NoLimit,
 	}
+	acc.Imports.Add(&jwt.Import{Name: "parley-disconnects", Subject: disconnects, Account: sysPub, Type: jwt.Stream})
 	accJWT, err := acc.Encode(a.operator)
 	if err != nil {
 		return nil, nil, fmt.Errorf("broker: nats auth: account: %w", err)
 	}
 	return oc, map[string]string{sysPub: sysJWT, a.accPub: accJWT}, nil
 }
+
+// disconnectEventSubject is where the server announces that a client of
+// account (its public key) disconnected (server.DisconnectEventMsg).
+func disconnectEventSubject(account string) string { return "$SYS.ACCOUNT." + account + ".DISCONNECT" }
 
 // serverOptions returns a tune function turning on operator mode: only
 // users of the trusted accounts connect; anonymous clients are refused.

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/parley-rtc/parley/agentbridge"
@@ -55,6 +56,20 @@ type registry struct {
 	markTTL  time.Duration
 	sub      *nats.Subscription
 	subj     agentbridge.Subjects
+	// closedConns: NATS connections the server said closed, → when. A
+	// heartbeat naming one (sent just before, delivered after) is stale.
+	closedConns map[natsConn]time.Time
+	// onConnGone is called (outside mu, on the event's delivery goroutine)
+	// when a worker's connection closed: the caller sweeps at once.
+	onConnGone func()
+	connSub    *nats.Subscription
+}
+
+// natsConn names a NATS client connection: the server it is on and the
+// client id that server gave it.
+type natsConn struct {
+	server string
+	cid    uint64
 }
 
 type releaseMark struct {
@@ -65,8 +80,9 @@ type releaseMark struct {
 type workerInfo struct {
 	id, agent string
 	lastSeen  time.Time
-	hbSeq     uint64 // Seq of the newest heartbeat applied
-	capacity  int    // conversations the worker says it can hold (0: not said)
+	hbSeq     uint64   // Seq of the newest heartbeat applied
+	capacity  int      // conversations the worker says it can hold (0: not said)
+	conn      natsConn // the connection its heartbeats name (zero: not named)
 	draining  bool
 	convs     map[string]struct{}
 }
@@ -96,7 +112,8 @@ func newRegistry(timeout time.Duration) *registry {
 	}
 	return &registry{timeout: timeout, now: time.Now, workers: make(map[string]*workerInfo),
 		assigned: make(map[string]map[string]assignment), released: make(map[string]releaseMark),
-		markTTL: 10 * timeout, subj: agentbridge.NewSubjects("")}
+		closedConns: make(map[natsConn]time.Time),
+		markTTL:     10 * timeout, subj: agentbridge.NewSubjects("")}
 }
 
 func (r *registry) start(b *Broker) error {
@@ -115,11 +132,59 @@ func (r *registry) start(b *Broker) error {
 
 func (r *registry) stop() {
 	r.mu.Lock()
-	sub := r.sub
+	subs := []*nats.Subscription{r.sub, r.connSub}
 	r.mu.Unlock()
-	if sub != nil {
-		_ = sub.Unsubscribe()
+	for _, sub := range subs {
+		if sub != nil {
+			_ = sub.Unsubscribe()
+		}
 	}
+}
+
+// watchConns subscribes to the server's disconnect events of the account's
+// clients (the embedded server exports them to Parley's account).
+func (r *registry) watchConns(nc *nats.Conn, subject string) error {
+	sub, err := nc.Subscribe(subject, r.onDisconnect)
+	if err != nil {
+		return fmt.Errorf("broker: subscribe disconnect events: %w", err)
+	}
+	r.mu.Lock()
+	r.connSub = sub
+	r.mu.Unlock()
+	return nil
+}
+
+// onDisconnect applies a server's disconnect event: the workers whose
+// heartbeats name that connection are gone now, unless the server itself
+// is shutting down (its clients reconnect to another; their next
+// heartbeats say so, and missed ones catch those that do not).
+func (r *registry) onDisconnect(m *nats.Msg) {
+	var ev server.DisconnectEventMsg
+	if err := json.Unmarshal(m.Data, &ev); err != nil || ev.Client.ID == 0 ||
+		ev.Reason == server.ServerShutdown.String() {
+		return
+	}
+	if r.connClosed(natsConn{server: ev.Server.ID, cid: ev.Client.ID}) && r.onConnGone != nil {
+		r.onConnGone()
+	}
+}
+
+// connClosed marks the workers on conn gone, and reports whether there
+// were any.
+func (r *registry) connClosed(conn natsConn) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.closedConns[conn] = r.now()
+	gone := false
+	for _, w := range r.workers {
+		if w.conn == conn {
+			w.lastSeen, gone = time.Time{}, true
+		}
+	}
+	if gone {
+		r.gen.Add(1)
+	}
+	return gone
 }
 
 // onHeartbeat applies one heartbeat. The worker's agent is the one of the
@@ -150,6 +215,10 @@ func (r *registry) applyHeartbeat(hb *agentbridge.Heartbeat) (appeared bool) {
 	now := r.now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	conn := natsConn{server: hb.NATSServerID, cid: hb.NATSClientID}
+	if _, closed := r.closedConns[conn]; closed && conn.cid != 0 {
+		return false // sent before its connection closed, delivered after
+	}
 	w := r.workers[workerKey(hb.Agent, hb.WorkerID)]
 	if w == nil {
 		w = &workerInfo{id: hb.WorkerID, agent: hb.Agent}
@@ -170,6 +239,7 @@ func (r *registry) applyHeartbeat(hb *agentbridge.Heartbeat) (appeared bool) {
 	}
 	appeared = (appeared || w.draining || now.Sub(w.lastSeen) > r.timeout) && !hb.Draining
 	w.lastSeen, w.draining, w.hbSeq, w.capacity = now, hb.Draining, seq, max(hb.Capacity, 0)
+	w.conn = conn
 	r.gen.Add(1)
 	w.convs = make(map[string]struct{}, len(hb.Conversations))
 	convs := hb.Conversations
@@ -411,6 +481,11 @@ func (r *registry) sweep() (lost, recheck []lostConversation) {
 	for cid, m := range r.released {
 		if now.Sub(m.at) > r.markTTL {
 			delete(r.released, cid)
+		}
+	}
+	for c, at := range r.closedConns {
+		if now.Sub(at) > r.markTTL {
+			delete(r.closedConns, c)
 		}
 	}
 	return lost, recheck
