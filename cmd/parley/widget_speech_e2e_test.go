@@ -53,8 +53,21 @@ const (
 const e2eMinEnergy = 0.001
 
 // spokenWAV writes phrase spoken by flite (voice slt) as a 48 kHz WAV, with
-// 1 s of silence before and 2 s after, so that each time Chromium's fake
-// microphone loops it the VAD hears one utterance and its end.
+// 1 s of silence before and e2eTrailingSilence after, so that each time
+// Chromium's fake microphone loops it the VAD hears one utterance and its
+// end.
+//
+// The next loop must talk over the reply (barge-in) whatever the speech
+// pipeline's speed. The reply starts E after the utterance ends (VAD
+// hangover, STT, TTS: 1.26–2.28 s measured through Chromium), lasts R
+// ("You said: hello can you hear me." ~2.0 s, the shortest) and the next
+// utterance starts e2eTrailingSilence + 1 s after the end: it begins while
+// the reply plays if E <= silence + 1 s, and overlaps it by the VAD's
+// 300 ms if E + R >= silence + 1.3 s. 1.6 s leaves ~0.3 s on both sides of
+// the measured range; 2 s missed the cut when recognition was fast (the
+// reply was all played before the next loop began).
+const e2eTrailingSilence = 1600 * time.Millisecond
+
 func spokenWAV(t *testing.T, f *speech.Flite, phrase string) (path string, dur time.Duration) {
 	t.Helper()
 	a, err := f.Synthesize(context.Background(), phrase)
@@ -67,7 +80,7 @@ func spokenWAV(t *testing.T, f *speech.Flite, phrase string) (path string, dur t
 	samples := make([]int16, 0, 3*48000+len(a.Samples))
 	samples = append(samples, make([]int16, 48000)...)
 	samples = append(samples, a.Samples...)
-	samples = append(samples, make([]int16, 2*48000)...)
+	samples = append(samples, make([]int16, int(e2eTrailingSilence.Seconds()*48000))...)
 	out := speech.Audio{Rate: 48000, Samples: samples}
 	path = filepath.Join(t.TempDir(), "visitor.wav")
 	if err := os.WriteFile(path, out.WAV(), 0o644); err != nil {
