@@ -19,6 +19,7 @@ import (
 	"github.com/parley-rtc/parley/agentbridge/agenttest"
 	"github.com/parley-rtc/parley/broker"
 	"github.com/parley-rtc/parley/configs"
+	"github.com/parley-rtc/parley/signaling/signalingtest"
 )
 
 // The figures of docs/BENCHMARKS.md come from these benchmarks:
@@ -167,7 +168,9 @@ func chatRoundTrip(b *testing.B, start func(*testing.B) *env) {
 }
 
 // BenchmarkDispatch creates sessions one after another and measures
-// POST /v1/sessions sent → a worker accepted the conversation (the broker's
+// POST /v1/sessions sent, then the visitor's first message (which
+// dispatches the conversation; a session that sends nothing holds no
+// worker) → a worker accepted the conversation (the broker's
 // agent_assigned notice on NATS).
 func BenchmarkDispatch(b *testing.B) {
 	const sessions = 1000
@@ -196,6 +199,9 @@ func BenchmarkDispatch(b *testing.B) {
 				b.Fatalf("create session: %d %s", r.Status, r.Raw)
 			}
 			cid := r.Str("conversation_id")
+			if p := e.Post(signalingtest.SessionFrom(r), "hello", "", false); p.Status != http.StatusAccepted {
+				b.Fatalf("first message: %d %s", p.Status, p.Raw)
+			}
 			for got := range assigned {
 				if got == cid {
 					break
