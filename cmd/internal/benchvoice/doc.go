@@ -11,16 +11,16 @@
 // steady window of --duration, where everything is counted → stop sending,
 // let in-flight frames land → hang up every leg and close every peer.
 //
+// Child processes and their CPU, memory and drops are package benchproc's.
+//
 // The files, by job:
 //
 //	command.go         the CLI: flags, --cpuprofile, the table or JSON, --transport both
 //	options.go         Options and their validation
 //	run.go             one run, start to report
-//	proc.go            child processes: `parley serve` (ready on GET /readyz), `parley agent echo`
 //	gen.go, session.go the client side: pion peers, the sender goroutines, the HTTP calls
 //	tap.go             the agent's view: one NATS subscriber to every conversation's audio
 //	report.go          the report, its table
-//	procstat.go        CPU, memory, file descriptors and UDP drops of processes (procfs)
 //	livekit.go         --transport livekit: its livekit-server (package livekitserver),
 //	                   visitors as LiveKit participants
 //

@@ -1,6 +1,8 @@
 package benchvoice
 
 import (
+	"github.com/parley-rtc/parley/cmd/internal/benchproc"
+
 	"cmp"
 	"fmt"
 	"io"
@@ -193,20 +195,20 @@ func errClass(err error) string {
 // varying matches ids and ports in error texts.
 var varying = regexp.MustCompile(`(ses|leg|conv)_[A-Za-z0-9_-]+|127\.0\.0\.1:\d+`)
 
-func (r *Report) fillCPU(c0, c1 cpuSample, server bool) {
-	wall := c1.at.Sub(c0.at).Seconds()
+func (r *Report) fillCPU(c0, c1 benchproc.CPUSample, server bool) {
+	wall := c1.At.Sub(c0.At).Seconds()
 	if wall <= 0 {
 		return
 	}
 	if server {
-		r.Server.CPUPct = 100 * (c1.server - c0.server).Seconds() / wall
+		r.Server.CPUPct = 100 * (c1.Server - c0.Server).Seconds() / wall
 	}
-	r.Generator.CPUPct = 100 * (c1.self - c0.self).Seconds() / wall
-	r.Agent.CPUPct = 100 * (c1.agent - c0.agent).Seconds() / wall
-	if c1.sysTotal > c0.sysTotal {
-		r.MachineCPUPct = 100 * (c1.sysBusy - c0.sysBusy) / (c1.sysTotal - c0.sysTotal)
+	r.Generator.CPUPct = 100 * (c1.Self - c0.Self).Seconds() / wall
+	r.Agent.CPUPct = 100 * (c1.Agent - c0.Agent).Seconds() / wall
+	if c1.SysTotal > c0.SysTotal {
+		r.MachineCPUPct = 100 * (c1.SysBusy - c0.SysBusy) / (c1.SysTotal - c0.SysTotal)
 	}
-	r.Cores = c1.cores
+	r.Cores = c1.Cores
 	r.OtherCPUPct = max(0, r.MachineCPUPct*float64(r.Cores)-r.Server.CPUPct-r.Agent.CPUPct-r.Generator.CPUPct)
 }
 

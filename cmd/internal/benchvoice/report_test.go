@@ -1,6 +1,8 @@
 package benchvoice
 
 import (
+	"github.com/parley-rtc/parley/cmd/internal/benchproc"
+
 	"bytes"
 	"encoding/json"
 	"os"
@@ -136,7 +138,7 @@ func TestRouteOf(t *testing.T) {
 // The child's log is summarised by level and message, most frequent
 // first, and only its JSON lines count.
 func TestLogSummary(t *testing.T) {
-	var tb tailBuffer
+	var tb benchproc.TailBuffer
 	for _, l := range []string{
 		`{"level":"WARN","msg":"slow consumer"}`,
 		`not json`,
@@ -146,7 +148,7 @@ func TestLogSummary(t *testing.T) {
 	} {
 		_, _ = tb.Write([]byte(l + "\n"))
 	}
-	got := tb.summary()
+	got := tb.Summary()
 	want := []string{"2× WARN slow consumer", "1× ERROR store: full"}
 	if strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Errorf("summary = %q, want %q", got, want)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/thesyncim/gopus"
 
+	"github.com/parley-rtc/parley/cmd/internal/benchproc"
 	"github.com/parley-rtc/parley/cmd/internal/livekitserver"
 )
 
@@ -23,7 +24,7 @@ func Run(ctx context.Context, o Options, log io.Writer) (*Report, error) {
 		return nil, err
 	}
 	base, natsURL, creds, pid, agentPID := o.URL, o.NATSURL, o.NATSCreds, o.ServerPID, 0
-	var child, agent *proc
+	var child, agent *benchproc.Proc
 	var lk *livekitserver.Server
 	var serveConfig string // the child serve's --config; empty: none
 	if o.Transport == "livekit" {
@@ -39,15 +40,15 @@ func Run(ctx context.Context, o Options, log io.Writer) (*Report, error) {
 		serveConfig = liveKitServeConfig(lk)
 	}
 	if base == "" {
-		if child, agent, base, natsURL, creds, err = startServe(ctx, o.Binary, o.Agent == "process", serveConfig); err != nil {
+		if child, agent, base, natsURL, creds, err = benchproc.StartServe(ctx, o.Binary, o.Agent == "process", serveConfig, nil); err != nil {
 			return nil, err
 		}
-		defer child.stop(log)
-		pid = child.pid()
+		defer child.Stop(log)
+		pid = child.PID()
 		fmt.Fprintf(log, "bench: started parley serve (pid %d) at %s, %s\n", pid, base, natsURL)
 		if agent != nil {
-			defer agent.stop(log) // runs first: the agent leaves before the server
-			agentPID = agent.pid()
+			defer agent.Stop(log) // runs first: the agent leaves before the server
+			agentPID = agent.PID()
 			fmt.Fprintf(log, "bench: started parley agent echo (pid %d)\n", agentPID)
 		}
 	}
@@ -69,7 +70,7 @@ func Run(ctx context.Context, o Options, log io.Writer) (*Report, error) {
 	if lk != nil {
 		lkPID = lk.PID()
 		rep.LiveKit.PID = lkPID
-		rep.LiveKit.RSSIdleMiB = mib(rss(lkPID))
+		rep.LiveKit.RSSIdleMiB = mib(benchproc.RSS(lkPID))
 	}
 	rep.Agent.Where, rep.Agent.PID = "in-process", agentPID
 	if agent != nil {
@@ -78,19 +79,19 @@ func Run(ctx context.Context, o Options, log io.Writer) (*Report, error) {
 		rep.Agent.Where = "as the server runs it"
 	}
 	if pid > 0 {
-		rep.Server.RSSIdleMiB = mib(rss(pid))
+		rep.Server.RSSIdleMiB = mib(benchproc.RSS(pid))
 	}
 	if agentPID > 0 {
-		rep.Agent.RSSIdleMiB = mib(rss(agentPID))
+		rep.Agent.RSSIdleMiB = mib(benchproc.RSS(agentPID))
 	}
 	// What else keeps the machine busy: the figures mean little if this
 	// is high.
-	b0 := sampleCPU(0, 0)
-	if err := sleepUntil(ctx, b0.at.Add(time.Second)); err != nil {
+	b0 := benchproc.SampleCPU(0, 0)
+	if err := sleepUntil(ctx, b0.At.Add(time.Second)); err != nil {
 		return nil, err
 	}
-	if b1 := sampleCPU(0, 0); b1.sysTotal > b0.sysTotal {
-		rep.MachineBusyBeforePct = 100 * (b1.sysBusy - b0.sysBusy) / (b1.sysTotal - b0.sysTotal)
+	if b1 := benchproc.SampleCPU(0, 0); b1.SysTotal > b0.SysTotal {
+		rep.MachineBusyBeforePct = 100 * (b1.SysBusy - b0.SysBusy) / (b1.SysTotal - b0.SysTotal)
 	}
 	g.startSenders()
 
@@ -111,30 +112,30 @@ func Run(ctx context.Context, o Options, log io.Writer) (*Report, error) {
 		return rep, g.teardown(tap, err)
 	}
 	tap.checkAudio(g.sessions) // connected but nothing on NATS yet: failed
-	c0 := sampleCPU(pid, agentPID)
-	lk0 := procCPU(lkPID)
-	d0s, d0g, d0l := udpDrops(pid), udpDrops(os.Getpid()), udpDrops(lkPID)
+	c0 := benchproc.SampleCPU(pid, agentPID)
+	lk0 := benchproc.ProcCPU(lkPID)
+	d0s, d0g, d0l := benchproc.UDPDrops(pid), benchproc.UDPDrops(os.Getpid()), benchproc.UDPDrops(lkPID)
 	if err := sleepUntil(ctx, t1); err != nil {
 		return rep, g.teardown(tap, err)
 	}
-	c1 := sampleCPU(pid, agentPID)
-	lk1 := procCPU(lkPID)
+	c1 := benchproc.SampleCPU(pid, agentPID)
+	lk1 := benchproc.ProcCPU(lkPID)
 	if lkPID > 0 {
-		rep.LiveKit.CPUPct = 100 * (lk1 - lk0).Seconds() / c1.at.Sub(c0.at).Seconds()
-		rep.LiveKit.RSSSteadyMiB = mib(rss(lkPID))
+		rep.LiveKit.CPUPct = 100 * (lk1 - lk0).Seconds() / c1.At.Sub(c0.At).Seconds()
+		rep.LiveKit.RSSSteadyMiB = mib(benchproc.RSS(lkPID))
 		rep.LiveKit.RSSPerSessionKiB = (rep.LiveKit.RSSSteadyMiB - rep.LiveKit.RSSIdleMiB) * 1024 / float64(o.Sessions)
-		rep.LiveKit.UDPDrops = dropsSince(d0l, udpDrops(lkPID))
+		rep.LiveKit.UDPDrops = benchproc.DropsSince(d0l, benchproc.UDPDrops(lkPID))
 	}
 	if pid > 0 {
-		rep.Server.RSSSteadyMiB = mib(rss(pid))
+		rep.Server.RSSSteadyMiB = mib(benchproc.RSS(pid))
 		rep.Server.RSSPerSessionKiB = (rep.Server.RSSSteadyMiB - rep.Server.RSSIdleMiB) * 1024 / float64(o.Sessions)
-		rep.Server.FDs = countFDs(pid)
-		rep.Server.UDPDrops = dropsSince(d0s, udpDrops(pid))
+		rep.Server.FDs = benchproc.CountFDs(pid)
+		rep.Server.UDPDrops = benchproc.DropsSince(d0s, benchproc.UDPDrops(pid))
 	}
 	if agentPID > 0 {
-		rep.Agent.RSSSteadyMiB = mib(rss(agentPID))
+		rep.Agent.RSSSteadyMiB = mib(benchproc.RSS(agentPID))
 	}
-	rep.Generator.UDPDrops = dropsSince(d0g, udpDrops(os.Getpid()))
+	rep.Generator.UDPDrops = benchproc.DropsSince(d0g, benchproc.UDPDrops(os.Getpid()))
 	rep.fillCPU(c0, c1, pid > 0)
 	rep.OtherCPUPct = max(0, rep.OtherCPUPct-rep.LiveKit.CPUPct)
 
@@ -143,14 +144,14 @@ func Run(ctx context.Context, o Options, log io.Writer) (*Report, error) {
 	err = g.teardown(tap, nil)
 	rep.fill(g, tap) // every reader has stopped
 	if child != nil {
-		rep.ServerLog = child.stderr.summary()
+		rep.ServerLog = child.LogSummary()
 	}
 	if agent != nil {
-		rep.AgentLog = agent.stderr.summary()
+		rep.AgentLog = agent.LogSummary()
 	}
 	if lk != nil {
-		child.stop(log) // the bridges leave before LiveKit's log is read
-		rep.LiveKitLog = logSummary(lk.Log())
+		child.Stop(log) // the bridges leave before LiveKit's log is read
+		rep.LiveKitLog = benchproc.LogSummary(lk.Log())
 	}
 	return rep, err
 }

@@ -1,4 +1,4 @@
-package benchvoice
+package benchproc
 
 import (
 	"path/filepath"
@@ -15,14 +15,14 @@ import (
 // counters. A process that is gone, or a field that cannot be read, counts
 // as zero: the report shows it rather than failing the run.
 
-// cpuSample is one sample of CPU time: the server's, the agent's, the
+// CPUSample is one sample of CPU time: the server's, the agent's, the
 // bench's own and the machine's.
-type cpuSample struct {
-	at                time.Time
-	server, agent     time.Duration
-	self              time.Duration
-	sysBusy, sysTotal float64 // seconds of CPU time, summed over all cores
-	cores             int
+type CPUSample struct {
+	At                time.Time
+	Server, Agent     time.Duration
+	Self              time.Duration
+	SysBusy, SysTotal float64 // seconds of CPU time, summed over all cores
+	Cores             int
 }
 
 // openProc is process pid in procfs; false when pid is 0 (none) or the
@@ -35,8 +35,8 @@ func openProc(pid int) (procfs.Proc, bool) {
 	return p, err == nil
 }
 
-// procCPU is the CPU time (user + system) pid has used.
-func procCPU(pid int) time.Duration {
+// ProcCPU is the CPU time (user + system) pid has used.
+func ProcCPU(pid int) time.Duration {
 	p, ok := openProc(pid)
 	if !ok {
 		return 0
@@ -48,13 +48,13 @@ func procCPU(pid int) time.Duration {
 	return time.Duration(st.CPUTime() * float64(time.Second))
 }
 
-// sampleCPU samples the CPU time of server and agent (0: none), of this
+// SampleCPU samples the CPU time of server and agent (0: none), of this
 // process and of the machine.
-func sampleCPU(server, agent int) cpuSample {
-	c := cpuSample{at: time.Now(), server: procCPU(server), agent: procCPU(agent)}
+func SampleCPU(server, agent int) CPUSample {
+	c := CPUSample{At: time.Now(), Server: ProcCPU(server), Agent: ProcCPU(agent)}
 	var ru syscall.Rusage
 	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
-		c.self = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+		c.Self = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 	}
 	fs, err := procfs.NewDefaultFS()
 	if err != nil {
@@ -66,14 +66,14 @@ func sampleCPU(server, agent int) cpuSample {
 	}
 	// Guest time is already in user; idle and iowait are not busy.
 	t := st.CPUTotal
-	c.sysTotal = t.User + t.Nice + t.System + t.Idle + t.Iowait + t.IRQ + t.SoftIRQ + t.Steal
-	c.sysBusy = c.sysTotal - t.Idle - t.Iowait
-	c.cores = len(st.CPU)
+	c.SysTotal = t.User + t.Nice + t.System + t.Idle + t.Iowait + t.IRQ + t.SoftIRQ + t.Steal
+	c.SysBusy = c.SysTotal - t.Idle - t.Iowait
+	c.Cores = len(st.CPU)
 	return c
 }
 
 // rss is the process's resident set in bytes (VmRSS).
-func rss(pid int) uint64 {
+func RSS(pid int) uint64 {
 	p, ok := openProc(pid)
 	if !ok {
 		return 0
@@ -85,8 +85,8 @@ func rss(pid int) uint64 {
 	return st.VmRSS
 }
 
-// countFDs is the number of pid's open file descriptors.
-func countFDs(pid int) int {
+// CountFDs is the number of pid's open file descriptors.
+func CountFDs(pid int) int {
 	p, ok := openProc(pid)
 	if !ok {
 		return 0
@@ -95,9 +95,9 @@ func countFDs(pid int) int {
 	return n
 }
 
-// udpDrops returns the kernel's drop counter (receive buffer full) of each
+// UDPDrops returns the kernel's drop counter (receive buffer full) of each
 // UDP socket of pid, by inode.
-func udpDrops(pid int) map[uint64]uint64 {
+func UDPDrops(pid int) map[uint64]uint64 {
 	p, ok := openProc(pid)
 	if !ok {
 		return nil
@@ -132,8 +132,8 @@ func udpDrops(pid int) map[uint64]uint64 {
 	return drops
 }
 
-// dropsSince is the drops of the sockets in now since before.
-func dropsSince(before, now map[uint64]uint64) uint64 {
+// DropsSince is the drops of the sockets in now since before.
+func DropsSince(before, now map[uint64]uint64) uint64 {
 	var n uint64
 	for ino, d := range now {
 		n += d - min(before[ino], d)

@@ -1,4 +1,4 @@
-package benchvoice
+package benchproc
 
 import (
 	"net"
@@ -15,9 +15,9 @@ func TestProcStatSelf(t *testing.T) {
 	// Burn CPU until /proc shows some (its unit is 10 ms).
 	deadline := time.Now().Add(10 * time.Second)
 	x := 0
-	for procCPU(self) < 50*time.Millisecond {
+	for ProcCPU(self) < 50*time.Millisecond {
 		if time.Now().After(deadline) {
-			t.Fatalf("procCPU(self) = %v after 10 s of work", procCPU(self))
+			t.Fatalf("ProcCPU(self) = %v after 10 s of work", ProcCPU(self))
 		}
 		for i := range 1_000_000 {
 			x += i
@@ -30,27 +30,27 @@ func TestProcStatSelf(t *testing.T) {
 	}
 	own := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 	// /proc's figure is in ticks and a little behind getrusage's.
-	if got := procCPU(self); got > own+20*time.Millisecond || got < own-200*time.Millisecond {
-		t.Errorf("procCPU(self) = %v, getrusage %v", got, own)
+	if got := ProcCPU(self); got > own+20*time.Millisecond || got < own-200*time.Millisecond {
+		t.Errorf("ProcCPU(self) = %v, getrusage %v", got, own)
 	}
 
-	c := sampleCPU(self, 0)
-	if c.server <= 0 || c.agent != 0 || c.self <= 0 || c.cores < 1 || c.sysTotal <= 0 || c.sysBusy <= 0 || c.sysBusy > c.sysTotal {
-		t.Errorf("sampleCPU = %+v", c)
+	c := SampleCPU(self, 0)
+	if c.Server <= 0 || c.Agent != 0 || c.Self <= 0 || c.Cores < 1 || c.SysTotal <= 0 || c.SysBusy <= 0 || c.SysBusy > c.SysTotal {
+		t.Errorf("SampleCPU = %+v", c)
 	}
-	if r := rss(self); r < 1<<20 || r > 1<<34 {
-		t.Errorf("rss(self) = %d bytes", r)
+	if r := RSS(self); r < 1<<20 || r > 1<<34 {
+		t.Errorf("RSS(self) = %d bytes", r)
 	}
-	if n := countFDs(self); n < 3 {
-		t.Errorf("countFDs(self) = %d", n)
+	if n := CountFDs(self); n < 3 {
+		t.Errorf("CountFDs(self) = %d", n)
 	}
 	// No process: zeros, not errors.
-	if procCPU(0) != 0 || rss(0) != 0 || udpDrops(0) != nil {
+	if ProcCPU(0) != 0 || RSS(0) != 0 || UDPDrops(0) != nil {
 		t.Error("pid 0 measured something")
 	}
 }
 
-// udpDrops sees the kernel drop the datagrams a full socket cannot take.
+// UDPDrops sees the kernel drop the datagrams a full socket cannot take.
 func TestUDPDrops(t *testing.T) {
 	self := os.Getpid()
 	rx, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
@@ -66,9 +66,9 @@ func TestUDPDrops(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tx.Close()
-	before := udpDrops(self)
+	before := UDPDrops(self)
 	if len(before) < 2 {
-		t.Fatalf("udpDrops(self) = %v, want both sockets", before)
+		t.Fatalf("UDPDrops(self) = %v, want both sockets", before)
 	}
 	payload := make([]byte, 1000)
 	for range 200 {
@@ -81,11 +81,11 @@ func TestUDPDrops(t *testing.T) {
 	defer deadline.Stop()
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
-	for dropsSince(before, udpDrops(self)) < 100 {
+	for DropsSince(before, UDPDrops(self)) < 100 {
 		select {
 		case <-tick.C:
 		case <-deadline.C:
-			t.Fatalf("drops %d after 200 datagrams into a full socket, want ≥ 100", dropsSince(before, udpDrops(self)))
+			t.Fatalf("drops %d after 200 datagrams into a full socket, want ≥ 100", DropsSince(before, UDPDrops(self)))
 		}
 	}
 }
@@ -93,12 +93,12 @@ func TestUDPDrops(t *testing.T) {
 func TestDropsSince(t *testing.T) {
 	before := map[uint64]uint64{1: 5, 2: 7}
 	now := map[uint64]uint64{1: 9, 2: 7, 3: 4} // socket 3 is new
-	if n := dropsSince(before, now); n != 8 {
-		t.Errorf("dropsSince = %d, want 8", n)
+	if n := DropsSince(before, now); n != 8 {
+		t.Errorf("DropsSince = %d, want 8", n)
 	}
 	// A counter that went down (the inode went to a new socket) adds
 	// nothing rather than wrapping around.
-	if n := dropsSince(map[uint64]uint64{1: 9}, map[uint64]uint64{1: 2}); n != 0 {
-		t.Errorf("dropsSince after reuse = %d, want 0", n)
+	if n := DropsSince(map[uint64]uint64{1: 9}, map[uint64]uint64{1: 2}); n != 0 {
+		t.Errorf("DropsSince after reuse = %d, want 0", n)
 	}
 }

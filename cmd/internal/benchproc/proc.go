@@ -1,4 +1,4 @@
-package benchvoice
+package benchproc
 
 import (
 	"context"
@@ -20,30 +20,30 @@ import (
 	"github.com/parley-rtc/parley/cmd/internal/livekitserver"
 )
 
-// startTimeout bounds a child's start-up: from exec to ready.
-const startTimeout = 60 * time.Second
+// StartTimeout bounds a child's start-up: from exec to ready.
+const StartTimeout = 60 * time.Second
 
-// proc is a parley process started by the bench: `parley serve`, or
+// Proc is a parley process started by a bench: `parley serve`, or
 // `parley agent echo`.
-type proc struct {
+type Proc struct {
 	name     string
 	cmd      *exec.Cmd
 	dir      string // removed by stop
-	stderr   *tailBuffer
+	stderr   *TailBuffer
 	exited   chan struct{}
 	waitErr  error // set before exited closes
 	stopOnce sync.Once
 }
 
-// startProc starts bin with args. The child gets its own process group (a
+// Start starts bin with args. The child gets its own process group (a
 // terminal's ^C reaches only the bench, which stops it) and is killed if
 // the bench dies. Its stdout is discarded: readiness is asked of the
-// server over HTTP (waitReady), not read from a human's log line.
-func startProc(name, bin, dir string, env []string, args ...string) (*proc, error) {
+// server over HTTP (WaitReady), not read from a human's log line.
+func Start(name, bin, dir string, env []string, args ...string) (*Proc, error) {
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	c := &proc{name: name, cmd: cmd, dir: dir, stderr: &tailBuffer{}, exited: make(chan struct{})}
+	c := &Proc{name: name, cmd: cmd, dir: dir, stderr: &TailBuffer{}, exited: make(chan struct{})}
 	cmd.Stderr = c.stderr
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("bench: starting %s: %w", name, err)
@@ -55,13 +55,13 @@ func startProc(name, bin, dir string, env []string, args ...string) (*proc, erro
 	return c, nil
 }
 
-// startServe starts `parley serve` on free loopback ports and a fresh data
+// StartServe starts `parley serve` on free loopback ports and a fresh data
 // dir, with loopback candidates, waits until its GET /readyz answers 200
 // with a live worker for every agent, and returns it with its HTTP and
 // NATS URLs. config, if not empty, is the YAML of its --config. With
 // externalAgent its in-process echo agent is off, and a `parley agent
 // echo` process is started too.
-func startServe(ctx context.Context, bin string, externalAgent bool, config string) (srv, agent *proc, base, natsURL, creds string, err error) {
+func StartServe(ctx context.Context, bin string, externalAgent bool, config string, env []string, agentArgs ...string) (srv, agent *Proc, base, natsURL, creds string, err error) {
 	if bin == "" {
 		if bin, err = os.Executable(); err != nil {
 			return nil, nil, "", "", "", fmt.Errorf("bench: finding the parley binary: %w", err)
@@ -97,10 +97,10 @@ func startServe(ctx context.Context, bin string, externalAgent bool, config stri
 	}
 	// All sessions come from 127.0.0.1: the per-IP and per-widget limits
 	// of resolve and session creation would refuse most of them.
-	env := []string{"PARLEY_MEDIA_INCLUDE_LOOPBACK=true",
+	env = append([]string{"PARLEY_MEDIA_INCLUDE_LOOPBACK=true",
 		"PARLEY_LIMITS_RESOLVE_PER_IP=0", "PARLEY_LIMITS_RESOLVE_PER_WIDGET=0",
-		"PARLEY_LIMITS_SESSIONS_PER_IP=0", "PARLEY_LIMITS_SESSIONS_PER_WIDGET=0"}
-	srv, err = startProc("parley serve", bin, dir, env, args...)
+		"PARLEY_LIMITS_SESSIONS_PER_IP=0", "PARLEY_LIMITS_SESSIONS_PER_WIDGET=0"}, env...)
+	srv, err = Start("parley serve", bin, dir, env, args...)
 	if err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, nil, "", "", "", err
@@ -110,34 +110,34 @@ func startServe(ctx context.Context, bin string, externalAgent bool, config stri
 	creds = broker.CredsPath(dir, broker.RoleOperator)
 	// With an external agent the server is ready before any worker is:
 	// the agent needs NATS up to connect.
-	if err := waitReady(ctx, base, !externalAgent, srv); err != nil {
-		srv.stop(io.Discard)
+	if err := WaitReady(ctx, base, !externalAgent, srv); err != nil {
+		srv.Stop(io.Discard)
 		return nil, nil, "", "", "", err
 	}
 	if externalAgent {
-		agent, err = startProc("parley agent echo", bin, "", nil,
-			"agent", "echo", "--nats-url", natsURL, "--data-dir", dir, "--log-level", "warn")
+		agent, err = Start("parley agent echo", bin, "", nil, append([]string{
+			"agent", "echo", "--nats-url", natsURL, "--data-dir", dir, "--log-level", "warn"}, agentArgs...)...)
 		if err == nil {
-			if err = waitReady(ctx, base, true, srv, agent); err != nil {
-				agent.stop(io.Discard)
+			if err = WaitReady(ctx, base, true, srv, agent); err != nil {
+				agent.Stop(io.Discard)
 			}
 		}
 		if err != nil {
-			srv.stop(io.Discard)
+			srv.Stop(io.Discard)
 			return nil, nil, "", "", "", err
 		}
 	}
 	return srv, agent, base, natsURL, creds, nil
 }
 
-// waitReady polls the server's GET /readyz until it answers 200 and, with
+// WaitReady polls the server's GET /readyz until it answers 200 and, with
 // workers, names at least one live worker for every agent of its widgets
 // (the echo agent heartbeats every 500 ms). It fails when one of procs
-// exits first, after startTimeout, or when ctx ends.
-func waitReady(ctx context.Context, base string, workers bool, procs ...*proc) error {
+// exits first, after StartTimeout, or when ctx ends.
+func WaitReady(ctx context.Context, base string, workers bool, procs ...*Proc) error {
 	client := &http.Client{Timeout: 2 * time.Second}
 	defer client.CloseIdleConnections()
-	deadline := time.NewTimer(startTimeout)
+	deadline := time.NewTimer(StartTimeout)
 	defer deadline.Stop()
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
@@ -155,7 +155,7 @@ func waitReady(ctx context.Context, base string, workers bool, procs ...*proc) e
 		select {
 		case <-tick.C:
 		case <-deadline.C:
-			return fmt.Errorf("bench: %s was not ready within %v (GET %s/readyz)", procs[len(procs)-1].name, startTimeout, base)
+			return fmt.Errorf("bench: %s was not ready within %v (GET %s/readyz)", procs[len(procs)-1].name, StartTimeout, base)
 		case <-ctx.Done():
 			return context.Cause(ctx)
 		}
@@ -189,8 +189,8 @@ func ready(ctx context.Context, client *http.Client, base string, workers bool) 
 	return true
 }
 
-// stop sends SIGTERM, waits (SIGKILL after 30 s) and removes the data dir.
-func (c *proc) stop(log io.Writer) {
+// Stop sends SIGTERM, waits (SIGKILL after 30 s) and removes the data dir.
+func (c *Proc) Stop(log io.Writer) {
 	c.stopOnce.Do(func() {
 		_ = c.cmd.Process.Signal(syscall.SIGTERM)
 		select {
@@ -209,15 +209,20 @@ func (c *proc) stop(log io.Writer) {
 	})
 }
 
-func (c *proc) pid() int { return c.cmd.Process.Pid }
+// PID is the child's process id.
+func (c *Proc) PID() int { return c.cmd.Process.Pid }
 
-// tailBuffer keeps the last 64 KiB of the child's stderr.
-type tailBuffer struct {
+// LogSummary counts the JSON log lines the child wrote to stderr (the last
+// 64 KiB), by level and message, most frequent first (at most 10).
+func (c *Proc) LogSummary() []string { return c.stderr.Summary() }
+
+// TailBuffer keeps the last 64 KiB of the child's stderr.
+type TailBuffer struct {
 	mu  sync.Mutex
 	buf []byte
 }
 
-func (t *tailBuffer) Write(p []byte) (int, error) {
+func (t *TailBuffer) Write(p []byte) (int, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.buf = append(t.buf, p...)
@@ -227,19 +232,19 @@ func (t *tailBuffer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func (t *tailBuffer) String() string {
+func (t *TailBuffer) String() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return string(t.buf)
 }
 
-// summary counts the JSON log lines kept, by level and message, most
+// Summary counts the JSON log lines kept, by level and message, most
 // frequent first (at most 10).
-func (t *tailBuffer) summary() []string { return logSummary(t.String()) }
+func (t *TailBuffer) Summary() []string { return LogSummary(t.String()) }
 
-// logSummary counts the JSON log lines of log, by level and message, most
+// LogSummary counts the JSON log lines of log, by level and message, most
 // frequent first (at most 10).
-func logSummary(log string) []string {
+func LogSummary(log string) []string {
 	counts := map[string]int{}
 	for line := range strings.SplitSeq(log, "\n") {
 		var l struct{ Level, Msg, Err string }
