@@ -368,6 +368,17 @@ func (b *brokerEnd) request(agent string, data []byte) (agentbridge.DispatchRepl
 // accepted, records the worker as the conversation's holder.
 func (b *brokerEnd) dispatch(req agentbridge.DispatchRequest) agentbridge.DispatchReply {
 	b.t.Helper()
+	reply, err := b.tryDispatch(req)
+	if err != nil {
+		b.t.Fatalf("dispatch %s: %v", req.ConversationID, err)
+	}
+	return reply
+}
+
+// tryDispatch is dispatch that returns the request's error (no
+// responders: no worker of the agent is in its dispatch queue).
+func (b *brokerEnd) tryDispatch(req agentbridge.DispatchRequest) (agentbridge.DispatchReply, error) {
+	b.t.Helper()
 	req.V = agentbridge.Version
 	if req.Agent == "" {
 		req.Agent = testAgent
@@ -389,14 +400,14 @@ func (b *brokerEnd) dispatch(req agentbridge.DispatchRequest) agentbridge.Dispat
 	b.mu.Unlock()
 	reply, err := b.request(req.Agent, mustJSON(b.t, req))
 	if err != nil {
-		b.t.Fatalf("dispatch %s: %v", req.ConversationID, err)
+		return reply, err
 	}
 	if reply.Accepted {
 		b.mu.Lock()
 		rec.worker, rec.epoch = reply.WorkerID, max(rec.epoch, req.Epoch)
 		b.mu.Unlock()
 	}
-	return reply
+	return reply, nil
 }
 
 // subscribe returns a channel subscription on subject, flushed so that it

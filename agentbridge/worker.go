@@ -191,13 +191,17 @@ func (w *Worker) Start() error {
 	if err := w.replies.start(); err != nil {
 		return fmt.Errorf("agentbridge: subscribe replies: %w", err)
 	}
+	// Under w.mu, so that a dispatch taken at once cannot see the worker
+	// out of its queue group (fitQueueLocked) before w.sub is set.
+	w.mu.Lock()
 	sub, err := w.nc.QueueSubscribe(w.subj.Dispatch(w.opts.Agent), w.opts.Agent, w.onDispatch)
+	if err == nil {
+		w.sub = sub
+	}
+	w.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("agentbridge: subscribe dispatch: %w", err)
 	}
-	w.mu.Lock()
-	w.sub = sub
-	w.mu.Unlock()
 	// Make the subscription known to the server before announcing ourselves.
 	if err := w.nc.Flush(); err != nil {
 		return fmt.Errorf("agentbridge: flush: %w", err)
@@ -260,7 +264,36 @@ func (w *Worker) admit(req DispatchRequest) (DispatchReply, *Conversation) {
 	c := newConversation(w.ctx, w, req)
 	w.convs[req.ConversationID] = c
 	w.wg.Add(1)
+	w.fitQueueLocked()
 	return DispatchReply{Accepted: true, WorkerID: w.id, HeartbeatSeq: w.hbSeq}, c
+}
+
+// fitQueueLocked keeps the worker in its agent's dispatch queue group
+// only while it has room: a full worker leaves it, so NATS hands the
+// dispatches to workers that can take them (the broker would otherwise
+// meet "at capacity" and back off, though another worker had room), and
+// joins again when a conversation is released. Called with w.mu held;
+// nats.go calls nothing of ours while subscribing or unsubscribing.
+func (w *Worker) fitQueueLocked() {
+	full := len(w.convs) >= w.opts.MaxConversations
+	switch {
+	case w.closed || w.draining || !w.started.Load():
+	case full && w.sub != nil:
+		if err := w.sub.Unsubscribe(); err != nil {
+			w.log.Warn("leaving the dispatch queue when full failed", "err", err)
+			return
+		}
+		w.sub = nil
+		w.log.Debug("at capacity: out of the dispatch queue", "conversations", len(w.convs))
+	case !full && w.sub == nil:
+		sub, err := w.nc.QueueSubscribe(w.subj.Dispatch(w.opts.Agent), w.opts.Agent, w.onDispatch)
+		if err != nil {
+			w.log.Warn("joining the dispatch queue again failed", "err", err)
+			return
+		}
+		w.sub = sub
+		w.log.Debug("room again: back in the dispatch queue", "conversations", len(w.convs))
+	}
 }
 
 func (w *Worker) respond(m *nats.Msg, r DispatchReply) {
@@ -280,6 +313,7 @@ func (w *Worker) runConversation(c *Conversation) {
 		if w.convs[c.ID()] == c {
 			delete(w.convs, c.ID())
 		}
+		w.fitQueueLocked()
 		w.mu.Unlock()
 		select {
 		case w.released <- struct{}{}:

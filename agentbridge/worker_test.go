@@ -233,6 +233,10 @@ func TestIdleTimeoutReleases(t *testing.T) {
 	agenttest.Poll(t, waitFor, "the release", func() bool { return len(w.Conversations()) == 0 })
 }
 
+// TestMaxConversations: a worker holding MaxConversations leaves its
+// agent's dispatch queue group, so a dispatch finds no responder at once
+// (with another worker, NATS gives it that one), and joins it again when a
+// conversation is released.
 func TestMaxConversations(t *testing.T) {
 	t.Parallel()
 	b := newBrokerEnd(t)
@@ -243,15 +247,18 @@ func TestMaxConversations(t *testing.T) {
 			t.Fatalf("%s refused: %+v", cid, reply)
 		}
 	}
-	reply := b.dispatch(agentbridge.DispatchRequest{ConversationID: "conv_3"})
-	if reply.Accepted || reply.WorkerID != w.ID() || reply.Reason == "" {
-		t.Fatalf("third dispatch %+v, want refused at capacity", reply)
-	}
-	// A conversation already held is not a new one: still accepted.
-	if reply := b.dispatch(agentbridge.DispatchRequest{ConversationID: "conv_2", Epoch: 3}); !reply.Accepted {
-		t.Fatalf("held conversation refused at capacity: %+v", reply)
-	}
 	holds(t, w, "conv_1", "conv_2")
+	recv(t, rec.convs, "the first handler")
+	recv(t, rec.convs, "the second handler")
+	if reply, err := b.tryDispatch(agentbridge.DispatchRequest{ConversationID: "conv_3"}); !errors.Is(err, nats.ErrNoResponders) {
+		t.Fatalf("third dispatch to a full worker: %+v, %v; want no responders", reply, err)
+	}
+	b.sessionEnded("conv_1", true) // the worker lets conv_1 go
+	agenttest.Poll(t, waitFor, "the worker back in the queue after a release", func() bool {
+		reply, err := b.tryDispatch(agentbridge.DispatchRequest{ConversationID: "conv_3"})
+		return err == nil && reply.Accepted && reply.WorkerID == w.ID()
+	})
+	holds(t, w, "conv_2", "conv_3")
 }
 
 func TestRedispatchRaisesEpoch(t *testing.T) {
@@ -417,14 +424,23 @@ func TestWorkersShareAgentQueue(t *testing.T) {
 	// Each dispatch goes to exactly one worker of the queue group.
 	accepted := map[string]int{}
 	for i := range 6 {
-		reply := b.dispatch(agentbridge.DispatchRequest{ConversationID: "conv_" + string(rune('a'+i))})
-		if reply.Accepted {
+		reply, err := b.tryDispatch(agentbridge.DispatchRequest{ConversationID: "conv_" + string(rune('a'+i))})
+		switch {
+		case errors.Is(err, nats.ErrNoResponders):
+		case err != nil:
+			t.Fatal(err)
+		case reply.Accepted:
 			accepted[reply.WorkerID]++
+		default:
+			t.Fatalf("dispatch %d declined: %+v", i, reply)
 		}
 	}
+	// A full worker leaves the queue group: the two dispatches that can be
+	// taken go one to each worker, never "at capacity" to a full one while
+	// the other had room.
 	total := len(w1.Conversations()) + len(w2.Conversations())
-	if total != accepted["wrk_1"]+accepted["wrk_2"] || accepted["wrk_1"] > 1 || accepted["wrk_2"] > 1 {
-		t.Fatalf("accepted %v, held %d", accepted, total)
+	if total != 2 || accepted["wrk_1"] != 1 || accepted["wrk_2"] != 1 {
+		t.Fatalf("accepted %v, held %d; want one each", accepted, total)
 	}
 }
 
