@@ -6,6 +6,7 @@
 //	parley agent assistant --base-url URL  run agent workers backed by a chat-completions endpoint
 //	parley agents credentials --agent NAME an agent's NATS credentials (agents.go)
 //	parley bench voice [--sessions N]      load-test the voice path
+//	parley bench chat [--conversations N]  load-test the chat path
 //	parley check --data-dir DIR            check a stopped store for lost data
 //	parley version
 package main
@@ -68,6 +69,7 @@ Commands:
   agents       NATS credentials of an agent's workers (parley agents credentials --agent NAME),
                or the permissions to give it on an external NATS (parley agents permissions)
   bench voice  load-test the voice path with N pion peers (starts its own serve)
+  bench chat   load-test the chat path with N live conversations (starts its own serve)
   keys         create, list and revoke API keys (admin "ak_", secret "sk_")
   rooms        list, watch (--watch) and show live rooms (parley rooms show ID)
   check        check a stopped parley's data directory for lost or corrupt data (--data-dir)

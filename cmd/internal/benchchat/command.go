@@ -1,0 +1,60 @@
+package benchchat
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"time"
+)
+
+// Command is `parley bench chat`: it parses args, runs and prints the
+// report as a table or JSON on stdout, progress on stderr. It returns the
+// exit code: 0, 1 when the run failed or a conversation did not go live,
+// 2 for bad flags. ctx ends the run (the binary cancels it on SIGINT and
+// SIGTERM).
+func Command(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	o := Options{}
+	var asJSON bool
+	fs := flag.NewFlagSet("parley bench chat", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.IntVar(&o.Conversations, "conversations", 1000, "live conversations, each a visitor with a session and a WebSocket")
+	fs.Float64Var(&o.Rate, "rate", 1000, "messages per second, spread over the conversations")
+	fs.DurationVar(&o.Duration, "duration", 20*time.Second, "length of the measured steady window")
+	fs.DurationVar(&o.Warmup, "warmup", 2*time.Second, "sending at --rate before the window")
+	fs.IntVar(&o.Workers, "workers", 32, "concurrent clients creating sessions and opening WebSockets")
+	fs.StringVar(&o.Agent, "agent", "process", `echo agent: "process" (a separate `+"`parley agent echo`"+`, so the broker's CPU and memory are its own) or "in-process" (serve's own)`)
+	fs.StringVar(&o.Prefix, "nats-prefix", "parley", "NATS subject prefix of the server")
+	fs.BoolVar(&asJSON, "json", false, "print one JSON object instead of the table")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if err := o.Validate(); err != nil {
+		fmt.Fprintf(stderr, "parley bench chat: %v\n", err)
+		return 2
+	}
+	rep, err := Run(ctx, o, stderr)
+	if rep != nil {
+		if asJSON {
+			enc := json.NewEncoder(stdout)
+			enc.SetIndent("", "  ")
+			_ = enc.Encode(rep)
+		} else {
+			rep.PrintTable(stdout)
+		}
+	}
+	switch {
+	case err != nil:
+		fmt.Fprintf(stderr, "parley bench chat: %v\n", err)
+		return 1
+	case rep.Live < rep.Conversations:
+		fmt.Fprintf(stderr, "parley bench chat: %d of %d conversations did not go live: %v\n", rep.Conversations-rep.Live, rep.Conversations, rep.Failures)
+		return 1
+	}
+	return 0
+}

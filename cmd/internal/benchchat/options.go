@@ -1,0 +1,51 @@
+package benchchat
+
+import (
+	"errors"
+	"time"
+)
+
+const (
+	origin    = "http://localhost"
+	widgetKey = "pk_demo"
+	// perWorker is how many conversations one SDK worker holds at most
+	// (agentbridge's default MaxConversations): the agent runs enough
+	// workers for every conversation.
+	perWorker = 1000
+	// settleMax bounds the wait for the replies of the last messages.
+	settleMax = 30 * time.Second
+)
+
+// Options configure a run; see Command for the flags.
+type Options struct {
+	Conversations int           // live conversations, one visitor (session + WebSocket) each
+	Rate          float64       // messages per second, spread over the conversations
+	Duration      time.Duration // the steady window that is measured
+	Warmup        time.Duration // sending at Rate before the window
+	Workers       int           // concurrent clients creating sessions and opening sockets
+	Agent         string        // "process": `parley agent echo`; "in-process": serve's own
+	Binary        string        // parley binary for the children; empty: os.Executable()
+	Prefix        string        // NATS subject prefix
+}
+
+// Validate refuses options that cannot run, before anything starts.
+func (o Options) Validate() error {
+	switch {
+	case o.Conversations < 1:
+		return errors.New("--conversations must be at least 1")
+	case o.Rate <= 0:
+		return errors.New("--rate must be positive")
+	case o.Duration < time.Second:
+		return errors.New("--duration must be at least 1s")
+	case o.Warmup < 0:
+		return errors.New("--warmup must not be negative")
+	case o.Workers < 1:
+		return errors.New("--workers must be at least 1")
+	case o.Agent != "process" && o.Agent != "in-process":
+		return errors.New(`--agent must be "process" or "in-process"`)
+	}
+	return nil
+}
+
+// agentWorkers is how many echo workers hold n conversations.
+func agentWorkers(n int) int { return max(1, (n+perWorker-1)/perWorker) }

@@ -1,0 +1,155 @@
+package benchchat
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/parley-rtc/parley/agentbridge/agenttest"
+	"github.com/parley-rtc/parley/cmd/internal/benchproc"
+)
+
+// Report is what a run measured (JSON with --json).
+type Report struct {
+	Conversations int     `json:"conversations"`
+	Live          int     `json:"live"` // conversations whose first message was answered
+	RatePerS      float64 `json:"rate_per_s"`
+	WindowS       float64 `json:"window_s"`
+	WarmupS       float64 `json:"warmup_s"`
+	Workers       int     `json:"workers"`
+	AgentMode     string  `json:"agent_mode"` // process or in-process
+	AgentWorkers  int     `json:"agent_workers"`
+	ServerPID     int     `json:"server_pid"`
+	AgentPID      int     `json:"agent_pid,omitempty"`
+
+	Sessions struct {
+		PerS float64 `json:"per_s"` // created per second with Workers clients
+		MS   Summary `json:"ms"`    // resolve + create, per session
+	} `json:"sessions"`
+
+	// Messages sent in the window, and what became of them.
+	Messages struct {
+		Sent       int            `json:"sent"`
+		Acked      int            `json:"acked"`
+		Answered   int            `json:"answered"`
+		Lost       int            `json:"lost"`        // socket closed before the answer
+		Busy       int64          `json:"busy_skips"`  // visitors skipped: their last message was in flight
+		AchievedPS float64        `json:"achieved_ps"` // sent per second
+		Errors     map[string]int `json:"errors,omitempty"`
+	} `json:"messages"`
+	AckMS        Summary `json:"ack_ms"`         // sent → ack
+	FirstChunkMS Summary `json:"first_chunk_ms"` // sent → first chunk of the reply
+
+	Server ProcFigures `json:"server"` // broker with its embedded NATS
+	Agent  ProcFigures `json:"agent"`
+
+	JetStreamConsumers       int `json:"jetstream_consumers"`        // with every conversation live and idle
+	JetStreamConsumersLoaded int `json:"jetstream_consumers_loaded"` // at the end of the window
+
+	MachineCPUPct float64        `json:"machine_cpu_pct"`
+	Cores         int            `json:"cores"`
+	Failures      map[string]int `json:"failures,omitempty"`
+	ServerLog     []string       `json:"server_log,omitempty"`
+	AgentLog      []string       `json:"agent_log,omitempty"`
+}
+
+// ProcFigures are one process's CPU and memory.
+type ProcFigures struct {
+	CPUPct                 float64 `json:"cpu_pct"` // of one core, in the window
+	RSSIdleMiB             float64 `json:"rss_idle_mib"`
+	RSSLiveIdleMiB         float64 `json:"rss_live_idle_mib"` // every conversation live, none talking
+	RSSSteadyMiB           float64 `json:"rss_steady_mib"`    // at the end of the window
+	KiBPerIdleConversation float64 `json:"kib_per_idle_conversation"`
+	FDs                    int     `json:"fds,omitempty"`
+}
+
+// Summary is a distribution in milliseconds (nearest-rank percentiles).
+type Summary struct {
+	N   int     `json:"n"`
+	P50 float64 `json:"p50"`
+	P90 float64 `json:"p90"`
+	P99 float64 `json:"p99"`
+	Max float64 `json:"max"`
+}
+
+func summarize(ms []float64) Summary {
+	if len(ms) == 0 {
+		return Summary{}
+	}
+	return Summary{N: len(ms), P50: agenttest.Percentile(ms, 0.5), P90: agenttest.Percentile(ms, 0.9),
+		P99: agenttest.Percentile(ms, 0.99), Max: slices.Max(ms)}
+}
+
+func summarizeDurations(ds []time.Duration) Summary {
+	out := make([]float64, len(ds))
+	for i, d := range ds {
+		out[i] = ms(d)
+	}
+	return summarize(out)
+}
+
+// fill takes the window's figures from the visitors' stats and the CPU
+// samples at the window's ends.
+func (r *Report) fill(s *stats, c0, c1 benchproc.CPUSample, busy int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := &r.Messages
+	m.Sent, m.Acked, m.Answered, m.Lost, m.Busy = s.sent, s.acked, s.answeredN, s.lostN, busy
+	m.AchievedPS = float64(s.sent) / r.WindowS
+	if len(s.errors) > 0 {
+		m.Errors = make(map[string]int, len(s.errors))
+		for k, v := range s.errors {
+			m.Errors[k] = v
+		}
+	}
+	r.AckMS, r.FirstChunkMS = summarizeDurations(s.acks), summarizeDurations(s.firsts)
+	if wall := c1.At.Sub(c0.At).Seconds(); wall > 0 && !c0.At.IsZero() {
+		r.Server.CPUPct = 100 * (c1.Server - c0.Server).Seconds() / wall
+		r.Agent.CPUPct = 100 * (c1.Agent - c0.Agent).Seconds() / wall
+		if c1.SysTotal > c0.SysTotal {
+			r.MachineCPUPct = 100 * (c1.SysBusy - c0.SysBusy) / (c1.SysTotal - c0.SysTotal)
+		}
+	}
+	r.Cores = c1.Cores
+}
+
+// PrintTable writes the report for a person.
+func (r *Report) PrintTable(w io.Writer) {
+	row := func(k, format string, args ...any) {
+		fmt.Fprintf(w, "%-44s "+format+"\n", append([]any{k}, args...)...)
+	}
+	dist := func(s Summary) string {
+		return fmt.Sprintf("p50 %.2f  p90 %.2f  p99 %.2f  max %.2f ms  (n=%d)", s.P50, s.P90, s.P99, s.Max, s.N)
+	}
+	row("conversations (live)", "%d (%d)", r.Conversations, r.Live)
+	row("session creation", "%.0f/s with %d clients; %s", r.Sessions.PerS, r.Workers, dist(r.Sessions.MS))
+	row("messages in the window", "%d sent (%.0f/s of %.0f/s asked), %d acked, %d answered, %d lost, %d skips of a busy visitor",
+		r.Messages.Sent, r.Messages.AchievedPS, r.RatePerS, r.Messages.Acked, r.Messages.Answered, r.Messages.Lost, r.Messages.Busy)
+	row("sent → ack", "%s", dist(r.AckMS))
+	row("sent → first chunk of the reply", "%s", dist(r.FirstChunkMS))
+	row("broker CPU (% of a core)", "%.1f", r.Server.CPUPct)
+	row("agent CPU ("+r.AgentMode+", % of a core)", "%.1f", r.Agent.CPUPct)
+	row("machine CPU (all cores)", "%.1f%% of %d cores", r.MachineCPUPct, r.Cores)
+	row("broker RSS idle / live idle / loaded", "%.1f / %.1f / %.1f MiB", r.Server.RSSIdleMiB, r.Server.RSSLiveIdleMiB, r.Server.RSSSteadyMiB)
+	row("broker + NATS memory per idle conversation", "%.1f KiB", r.Server.KiBPerIdleConversation)
+	if r.AgentMode == "process" {
+		row("agent RSS idle / live idle / loaded", "%.1f / %.1f / %.1f MiB", r.Agent.RSSIdleMiB, r.Agent.RSSLiveIdleMiB, r.Agent.RSSSteadyMiB)
+		row("agent memory per idle conversation", "%.1f KiB", r.Agent.KiBPerIdleConversation)
+	}
+	row("broker open files", "%d", r.Server.FDs)
+	row("JetStream consumers (live idle / loaded)", "%d / %d", r.JetStreamConsumers, r.JetStreamConsumersLoaded)
+	for k, v := range r.Messages.Errors {
+		row("error frames", "%d× %s", v, k)
+	}
+	for k, v := range r.Failures {
+		row("failed", "%d× %s", v, k)
+	}
+	if len(r.ServerLog) > 0 {
+		row("server log (warn and above)", "%s", strings.Join(r.ServerLog, "; "))
+	}
+	if len(r.AgentLog) > 0 {
+		row("agent log (warn and above)", "%s", strings.Join(r.AgentLog, "; "))
+	}
+}
