@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"time"
@@ -103,6 +104,8 @@ const httpLegIdle = time.Minute
 // rooms left behind by a broker that died can be told apart (roomStale).
 const (
 	roomRefresh = 30 * time.Second
+	// roomWriters bounds the room records one flush writes at once.
+	roomWriters = 16
 	roomStale   = 3 * roomRefresh
 	// roomReleaseTimeout bounds how long a stopping broker spends taking
 	// its legs out of room records; what it did not reach expires.
@@ -115,9 +118,17 @@ type roomState struct {
 	dirty   bool
 	ended   string
 	written time.Time
+	// refresh is when, after written, the room is rewritten unchanged:
+	// between roomRefresh/2 and roomRefresh, drawn again at every write,
+	// so rooms that started together (a burst of visitors) do not all
+	// come due in the same flush.
+	refresh time.Duration
 	prevAt  time.Time
 	prev    map[string]MediaStats // for fps
 }
+
+// nextRefresh draws a room's next refresh interval.
+func nextRefresh() time.Duration { return roomRefresh/2 + rand.N(roomRefresh/2) }
 
 type roomLeg struct {
 	leg   RoomLeg
@@ -145,7 +156,8 @@ func (r *rooms) attach(s Session, leg RoomLeg, media MediaStatser, until time.Ti
 	st := r.byCID[s.ConversationID]
 	if st == nil {
 		st = &roomState{room: Room{ConversationID: s.ConversationID, Widget: s.Widget, Agent: s.Agent,
-			Mode: s.Mode, StartedAt: now, Broker: r.id}, legs: map[string]*roomLeg{}, prev: map[string]MediaStats{}}
+			Mode: s.Mode, StartedAt: now, Broker: r.id}, legs: map[string]*roomLeg{}, prev: map[string]MediaStats{},
+			refresh: nextRefresh()}
 		r.byCID[s.ConversationID] = st
 	}
 	// A leg joining a room that ended since the last flush (a reload, a
@@ -306,13 +318,13 @@ func (r *rooms) flush(ctx context.Context) {
 				}
 			}
 		}
-		if applyMediaLocked(st, stats[cid], now, &moved) || now.Sub(st.written) > roomRefresh {
+		if applyMediaLocked(st, stats[cid], now, &moved) || now.Sub(st.written) > st.refresh {
 			st.dirty = true
 		}
 		if !st.dirty {
 			continue
 		}
-		st.dirty, st.written = false, now
+		st.dirty, st.written, st.refresh = false, now, nextRefresh()
 		room := st.room
 		room.UpdatedAt = now
 		room.EndedReason = st.ended
@@ -342,12 +354,34 @@ func (r *rooms) flush(ctx context.Context) {
 		convs[w.cid] = w.room.Agent
 	}
 	owners := r.b.registry.owners(convs)
+	// Each write is a few KV round trips: they go out roomWriters at a
+	// time, so a burst of new rooms (thousands of visitors arriving
+	// together) is stored within the flush rather than timing out in a
+	// queue. A room not stored is written again at the next flush.
+	sem := make(chan struct{}, roomWriters)
+	var wg sync.WaitGroup
 	for _, w := range writes {
 		if worker, ok := owners[w.cid]; ok {
 			w.room.WorkerID = worker
 		}
 		w.room.Participants = roomParticipants(w.room.Legs, w.room.WorkerID)
-		r.b.writeRoom(ctx, w.room, w.gone)
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if !r.b.writeRoom(ctx, w.room, w.gone) && !w.gone {
+				r.redirty(w.cid)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// redirty has a room written again at the next flush.
+func (r *rooms) redirty(cid string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if st := r.byCID[cid]; st != nil {
+		st.dirty = true
 	}
 }
 
@@ -430,8 +464,9 @@ func applyMediaLocked(st *roomState, stats map[string]MediaStats, now time.Time,
 // fresh legs of other brokers kept, so a chat leg on one broker and a
 // voice leg on another show as one room. A room whose last leg left is
 // deleted. The merged record is announced. gone: this broker has no legs
-// left in the room.
-func (b *Broker) writeRoom(ctx context.Context, room Room, gone bool) {
+// left in the room. It reports whether the record is as this broker wants
+// it (false: the store failed, to be tried again).
+func (b *Broker) writeRoom(ctx context.Context, room Room, gone bool) bool {
 	me := b.rooms.id
 	now := time.Now().UTC()
 	for attempt := 0; attempt < 10; attempt++ {
@@ -444,7 +479,7 @@ func (b *Broker) writeRoom(ctx context.Context, room Room, gone bool) {
 			_ = json.Unmarshal(e.Value(), &cur)
 		case !errors.Is(err, jetstream.ErrKeyNotFound):
 			b.log.Warn("room state not stored", "conversation_id", room.ConversationID, "err", err)
-			return
+			return false
 		}
 		merged := room
 		merged.Legs = nil
@@ -474,7 +509,7 @@ func (b *Broker) writeRoom(ctx context.Context, room Room, gone bool) {
 			// operator) while a leg here was closing stays deleted.
 			if _, err := b.Conversation(ctx, room.ConversationID); errors.Is(err, ErrUnknownConversation) {
 				b.rooms.forget(room.ConversationID)
-				return
+				return true
 			}
 		}
 		data, _ := json.Marshal(merged)
@@ -494,9 +529,10 @@ func (b *Broker) writeRoom(ctx context.Context, room Room, gone bool) {
 		if err := b.nc.Publish(b.subj.Room(room.ConversationID), data); err != nil {
 			b.log.Debug("room state not announced", "conversation_id", room.ConversationID, "err", err)
 		}
-		return
+		return true
 	}
 	b.log.Warn("room state not stored: too much contention", "conversation_id", room.ConversationID)
+	return false
 }
 
 // roomParticipants lists the visitors of the legs, then the agent.
