@@ -455,7 +455,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Any("livekit", c.LiveKit),
 		slog.Group("ops",
 			logDuration("room_update_interval", c.Ops.RoomUpdateInterval),
-			slog.Int("recent_events", c.Ops.RecentEvents), slog.String("metrics_listen", c.Ops.MetricsListen)),
+			slog.Int("recent_events", c.Ops.RecentEvents), slog.String("metrics_listen", c.Ops.MetricsListen), slog.Bool("pprof", c.Ops.Pprof)),
 		slog.Group("retention",
 			logDuration("conversation_max_age", c.Retention.ConversationMaxAge),
 			logDuration("log_max_age", c.Retention.LogMaxAge),

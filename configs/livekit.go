@@ -83,6 +83,12 @@ type OpsConfig struct {
 	// /metrics always needs an admin key of every tenant with ops:read,
 	// since it names every tenant's agents and traffic.
 	MetricsListen string `yaml:"metrics_listen"`
+	// Pprof serves Go's runtime profiles (/debug/pprof/: heap, CPU,
+	// goroutines) on the metrics_listen address, for finding where a
+	// loaded broker's memory and CPU go (`parley bench chat
+	// --server-profile`). Off by default; it needs metrics_listen, and is
+	// never served on the main address.
+	Pprof bool `yaml:"pprof"`
 }
 
 func (o *OpsConfig) validate(ps *problems) {
@@ -92,5 +98,8 @@ func (o *OpsConfig) validate(ps *problems) {
 	ps.intRange("ops.recent_events", o.RecentEvents, 0, 1000)
 	if o.MetricsListen != "" {
 		ps.hostPort("ops.metrics_listen", o.MetricsListen, 0)
+	}
+	if o.Pprof && o.MetricsListen == "" {
+		ps.add("ops.pprof", "needs ops.metrics_listen: profiles are served on that address only")
 	}
 }

@@ -131,3 +131,23 @@ func TestMetricsNotPublic(t *testing.T) {
 	}
 	signalingtest.ExpectErr(t, "the widget API on the metrics address", side.Do("POST", "/v1/widget/resolve", map[string]any{}), 404, "NOT_FOUND")
 }
+
+// TestPprofOnlyOnTheMetricsAddress: ops.pprof serves Go's profiles on the
+// metrics listener, never on the public address; off, the metrics address
+// has none either.
+func TestPprofOnlyOnTheMetricsAddress(t *testing.T) {
+	t.Parallel()
+	for _, on := range []bool{true, false} {
+		e := startEnv(t, noEcho, func(c *configs.Config) { c.Ops.MetricsListen, c.Ops.Pprof = "127.0.0.1:0", on })
+		side := &signalingtest.Client{T: t, Base: "http://" + e.srv.MetricsAddr()}
+		r := side.Do("GET", "/debug/pprof/heap?debug=1", nil)
+		switch {
+		case on && (r.Status != 200 || !strings.Contains(r.Raw, "heap profile")):
+			t.Fatalf("pprof on: the heap profile on the metrics address: %d %.200s", r.Status, r.Raw)
+		case !on:
+			signalingtest.ExpectErr(t, "pprof off, on the metrics address", r, 404, "NOT_FOUND")
+		}
+		signalingtest.ExpectErr(t, "the heap profile on the public address", e.Do("GET", "/debug/pprof/heap", nil), 404, "NOT_FOUND")
+		e.stop()
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/parley-rtc/parley/broker"
@@ -48,8 +49,15 @@ func (s *Server) startMetrics() (*metricsServer, error) {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", methods{http.MethodGet: s.metrics.handler().ServeHTTP})
+	if s.cfg.Ops.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, fmt.Errorf("%w: %s (this address serves /metrics only)", ErrNotFound, r.URL.Path))
+		writeError(w, fmt.Errorf("%w: %s (this address serves /metrics and, with ops.pprof, /debug/pprof/ only)", ErrNotFound, r.URL.Path))
 	})
 	m := &metricsServer{ln: ln, served: make(chan struct{}), srv: &http.Server{
 		Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second,
@@ -61,7 +69,7 @@ func (s *Server) startMetrics() (*metricsServer, error) {
 			s.log.Error("metrics server stopped", "err", err)
 		}
 	}()
-	s.log.Info("metrics listening", "addr", ln.Addr().String())
+	s.log.Info("metrics listening", "addr", ln.Addr().String(), "pprof", s.cfg.Ops.Pprof)
 	return m, nil
 }
 
