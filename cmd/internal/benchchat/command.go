@@ -27,6 +27,7 @@ func Command(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.Workers, "workers", 32, "concurrent clients creating sessions and opening WebSockets")
 	fs.StringVar(&o.Agent, "agent", "process", `echo agent: "process" (a separate `+"`parley agent echo`"+`, so the broker's CPU and memory are its own) or "in-process" (serve's own)`)
 	fs.StringVar(&o.Prefix, "nats-prefix", "parley", "NATS subject prefix of the server")
+	fs.StringVar(&o.ProfileDir, "server-profile", "", "write the broker's heap profiles (all conversations live and idle; end of the window) and its CPU profile over the window to this directory (go tool pprof)")
 	fs.BoolVar(&asJSON, "json", false, "print one JSON object instead of the table")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

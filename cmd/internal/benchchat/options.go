@@ -26,6 +26,7 @@ type Options struct {
 	Agent         string        // "process": `parley agent echo`; "in-process": serve's own
 	Binary        string        // parley binary for the children; empty: os.Executable()
 	Prefix        string        // NATS subject prefix
+	ProfileDir    string        // write the broker's heap and CPU profiles here; empty: none
 }
 
 // Validate refuses options that cannot run, before anything starts.

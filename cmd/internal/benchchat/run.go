@@ -80,11 +80,19 @@ func (s *stats) errorFrame(code string, inWindow bool) {
 // is returned (possibly partial) together with any error.
 func Run(ctx context.Context, o Options, log io.Writer) (*Report, error) {
 	external := o.Agent == "process"
+	var err error
 	workers := agentWorkers(o.Conversations)
 	// The messages of every visitor come from 127.0.0.1; each conversation
 	// must get a worker (one widget alone may use the agent's capacity).
 	env := []string{"PARLEY_LIMITS_MESSAGES_PER_IP=0", "PARLEY_LIMITS_MESSAGES_PER_WIDGET=0",
 		"PARLEY_ECHO_AGENT_WORKERS=" + strconv.Itoa(workers)}
+	var prof *profiler
+	if o.ProfileDir != "" {
+		if prof, err = newProfiler(o.ProfileDir); err != nil {
+			return nil, err
+		}
+		env = append(env, prof.env()...)
+	}
 	srv, agent, base, natsURL, creds, err := benchproc.StartServe(ctx, o.Binary, external, "", env,
 		"--workers", strconv.Itoa(workers), "--prefix", o.Prefix)
 	if err != nil {
@@ -188,6 +196,7 @@ func Run(ctx context.Context, o Options, log io.Writer) (*Report, error) {
 	if rep.JetStreamConsumers, err = consumers(ctx, natsURL, creds); err != nil {
 		fmt.Fprintf(log, "bench: counting JetStream consumers: %v\n", err)
 	}
+	prof.heap(ctx, "broker-heap-live-idle.pb.gz", log)
 
 	// The load: warm-up, then the window.
 	fmt.Fprintf(log, "bench: %.0f messages/s: warm-up %v, then measuring %v\n", o.Rate, o.Warmup, o.Duration)
@@ -197,8 +206,11 @@ func Run(ctx context.Context, o Options, log io.Writer) (*Report, error) {
 	var busy atomic.Int64
 	sendErr := r.send(ctx, open, t1, func(now time.Time) bool { return !now.Before(t0) }, &busy, func() {
 		c0 = benchproc.SampleCPU(pid, agentPID)
+		prof.startCPU(ctx, o.Duration, "broker-cpu-window.pb.gz", log)
 	})
 	c1 = benchproc.SampleCPU(pid, agentPID)
+	prof.waitCPU()
+	prof.heap(ctx, "broker-heap-loaded.pb.gz", log)
 	rep.Server.RSSSteadyMiB = mib(benchproc.RSS(pid))
 	rep.Agent.RSSSteadyMiB = mib(benchproc.RSS(agentPID))
 	if n, err := consumers(ctx, natsURL, creds); err == nil {

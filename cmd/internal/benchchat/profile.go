@@ -1,0 +1,91 @@
+package benchchat
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/parley-rtc/parley/cmd/internal/livekitserver"
+)
+
+// profiler fetches the child broker's Go profiles from its metrics
+// listener (ops.metrics_listen with ops.pprof) into a directory. A nil
+// profiler does nothing.
+type profiler struct {
+	dir  string
+	addr string
+	cpu  sync.WaitGroup // the CPU profile being taken
+}
+
+func newProfiler(dir string) (*profiler, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("bench: --server-profile: %w", err)
+	}
+	port, err := livekitserver.FreePort("tcp")
+	if err != nil {
+		return nil, fmt.Errorf("bench: free port: %w", err)
+	}
+	return &profiler{dir: dir, addr: "127.0.0.1:" + strconv.Itoa(port)}, nil
+}
+
+// env turns the child's profiles on.
+func (p *profiler) env() []string {
+	return []string{"PARLEY_OPS_METRICS_LISTEN=" + p.addr, "PARLEY_OPS_PPROF=true"}
+}
+
+// heap writes a heap profile (after a GC) to name.
+func (p *profiler) heap(ctx context.Context, name string, log io.Writer) {
+	if p != nil {
+		p.fetch(ctx, "/debug/pprof/heap?gc=1", name, log)
+	}
+}
+
+// startCPU starts a CPU profile of d, written to name; waitCPU waits for it.
+func (p *profiler) startCPU(ctx context.Context, d time.Duration, name string, log io.Writer) {
+	if p == nil {
+		return
+	}
+	p.cpu.Go(func() {
+		p.fetch(ctx, "/debug/pprof/profile?seconds="+strconv.Itoa(max(1, int(d.Seconds()))), name, log)
+	})
+}
+
+func (p *profiler) waitCPU() {
+	if p != nil {
+		p.cpu.Wait()
+	}
+}
+
+func (p *profiler) fetch(ctx context.Context, path, name string, log io.Writer) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.addr+path, nil)
+	if err != nil {
+		return
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err == nil && res.StatusCode != http.StatusOK {
+		err = fmt.Errorf("GET %s: %s", path, res.Status)
+	}
+	if err != nil {
+		fmt.Fprintf(log, "bench: profile %s: %v\n", name, err)
+		return
+	}
+	defer res.Body.Close()
+	out := filepath.Join(p.dir, name)
+	f, err := os.Create(out)
+	if err == nil {
+		_, err = io.Copy(f, res.Body)
+		err = errors.Join(err, f.Close())
+	}
+	if err != nil {
+		fmt.Fprintf(log, "bench: profile %s: %v\n", name, err)
+		return
+	}
+	fmt.Fprintf(log, "bench: wrote %s\n", out)
+}
