@@ -14,6 +14,9 @@ const (
 	perWorker = 1000
 	// settleMax bounds the wait for the replies of the last messages.
 	settleMax = 30 * time.Second
+	// firstAnswerMax bounds the wait for a conversation's first answer
+	// (its dispatch included); one not answered by then counts as failed.
+	firstAnswerMax = 2 * time.Minute
 )
 
 // Options configure a run; see Command for the flags.

@@ -167,12 +167,16 @@ func Run(ctx context.Context, o Options, log io.Writer) (*Report, error) {
 		if err != nil {
 			return err
 		}
+		t := time.NewTimer(firstAnswerMax)
+		defer t.Stop()
 		select {
 		case <-p.done:
 			if !p.chunked {
 				return fmt.Errorf("first message not answered")
 			}
 			return nil
+		case <-t.C:
+			return fmt.Errorf("first message not answered within %v", firstAnswerMax)
 		case <-ctx.Done():
 			return context.Cause(ctx)
 		}

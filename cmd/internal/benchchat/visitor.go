@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -26,6 +27,7 @@ type visitor struct {
 	mu      sync.Mutex
 	pending *inflight // the message in flight; nil when none
 	seq     int       // messages sent
+	gone    bool      // the socket closed: nothing more is sent
 }
 
 // inflight is a message sent and not yet answered in full.
@@ -97,7 +99,7 @@ func (v *visitor) read() {
 		if err != nil {
 			v.mu.Lock()
 			p := v.pending
-			v.pending = nil
+			v.pending, v.gone = nil, true
 			v.mu.Unlock()
 			if p != nil {
 				v.r.stats.lost(p.inWindow)
@@ -144,6 +146,10 @@ func (v *visitor) read() {
 // sent one.
 func (v *visitor) send(ctx context.Context, inWindow bool) (*inflight, bool, error) {
 	v.mu.Lock()
+	if v.gone {
+		v.mu.Unlock()
+		return nil, false, errors.New("the WebSocket closed")
+	}
 	if v.pending != nil {
 		v.mu.Unlock()
 		return nil, false, nil
