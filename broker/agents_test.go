@@ -390,3 +390,33 @@ func TestStoreRefusal(t *testing.T) {
 		}
 	}
 }
+
+// TestAppendWhileDispatchIsRecorded: a worker that took a dispatch may
+// append before the broker has stored its acceptance, and on a busy store
+// that takes longer than holderWait. While this broker's dispatch loop of
+// the conversation runs, such an append (its epoch above the record's) is
+// answered STORE_UNAVAILABLE, which the worker retries, not NOT_HOLDER,
+// which would make it let go of a conversation nobody else holds (at
+// 10,000 conversations, 6 first messages were never answered). Once no
+// dispatch is in flight, the record decides.
+func TestAppendWhileDispatchIsRecorded(t *testing.T) {
+	b := startBroker(t)
+	s := startSession(t, b)
+	cid := s.ConversationID
+	nc := connectAs(t, b, AgentRole("echo"), nats.CustomInboxPrefix(b.subj.Inbox("echo")))
+
+	b.dispatcher.mu.Lock()
+	b.dispatcher.running[cid] = true // a dispatch of the conversation in flight here
+	b.dispatcher.mu.Unlock()
+	r := appendReq(t, nc, b.subj.AppendTo("echo", b.ID()), delta(cid, "w_new", 1, "Hel"), "msg_a1/0")
+	if r.Error == nil || r.Error.Code != agentbridge.CodeStoreUnavailable || !r.Error.Retryable() || r.Seq != 0 {
+		t.Fatalf("append while the dispatch is being recorded: %+v, want a retryable STORE_UNAVAILABLE", r.Error)
+	}
+	b.dispatcher.mu.Lock()
+	delete(b.dispatcher.running, cid) // the loop ended, recording nothing for w_new
+	b.dispatcher.mu.Unlock()
+	if r := appendReq(t, nc, b.subj.AppendTo("echo", b.ID()), delta(cid, "w_new", 1, "Hel"), "msg_a1/0"); r.Error == nil ||
+		r.Error.Code != agentbridge.CodeNotHolder {
+		t.Fatalf("the same append once no dispatch is in flight: %+v, want NOT_HOLDER", r.Error)
+	}
+}
