@@ -210,6 +210,19 @@ bench-voice: build
 	  echo; \
 	done; exit $$rc
 
+## bench-chat: `parley bench chat` (chat load against a child serve and a
+## separate echo agent) for each N in BENCH_CHAT_CONVERSATIONS, D long, at
+## BENCH_CHAT_RATE messages/s; prints one table per N
+BENCH_CHAT_CONVERSATIONS ?= 1000 10000
+BENCH_CHAT_RATE ?= 1000
+.PHONY: bench-chat
+bench-chat: build
+	@rc=0; for N in $(BENCH_CHAT_CONVERSATIONS); do \
+	  echo "== bin/parley bench chat --conversations $$N --rate $(BENCH_CHAT_RATE) --duration $(D)"; \
+	  bin/parley bench chat --conversations $$N --rate $(BENCH_CHAT_RATE) --duration $(D) || rc=1; \
+	  echo; \
+	done; exit $$rc
+
 ## bench-voice-livekit: `parley bench voice --transport both` (direct, then
 ## through livekit-server --dev and Parley's bridge, and their ratios) for
 ## each N in BENCH_VOICE_LIVEKIT_SESSIONS, D long
