@@ -2,12 +2,13 @@ package benchchat
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"time"
+
+	"github.com/parley-rtc/parley/cmd/internal/benchproc"
 )
 
 // Command is `parley bench chat`: it parses args, runs and prints the
@@ -41,13 +42,7 @@ func Command(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	rep, err := Run(ctx, o, stderr)
 	if rep != nil {
-		if asJSON {
-			enc := json.NewEncoder(stdout)
-			enc.SetIndent("", "  ")
-			_ = enc.Encode(rep)
-		} else {
-			rep.PrintTable(stdout)
-		}
+		benchproc.Print(stdout, rep, asJSON)
 	}
 	switch {
 	case err != nil:

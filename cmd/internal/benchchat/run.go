@@ -189,7 +189,7 @@ func Run(ctx context.Context, o Options, log io.Writer) (*Report, error) {
 	}
 
 	// Idle memory: let the first replies' garbage go.
-	if err := sleepCtx(ctx, 2*time.Second); err != nil {
+	if err := benchproc.SleepUntil(ctx, time.Now().Add(2*time.Second)); err != nil {
 		return rep, err
 	}
 	rep.Server.RSSLiveIdleMiB = mib(benchproc.RSS(pid))
@@ -351,17 +351,6 @@ func consumers(ctx context.Context, natsURL, creds string) (int, error) {
 func addFailures(m map[string]int, what string, errs []error) {
 	if len(errs) > 0 {
 		m[what+": "+errs[0].Error()] += len(errs)
-	}
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return context.Cause(ctx)
 	}
 }
 

@@ -10,6 +10,8 @@ import (
 	"os"
 	"runtime/pprof"
 	"time"
+
+	"github.com/parley-rtc/parley/cmd/internal/benchproc"
 )
 
 // Command is `parley bench voice`: it parses args, runs (both transports
@@ -74,13 +76,7 @@ func Command(ctx context.Context, args []string, credsEnv string, stdout, stderr
 	}
 	rep, err := Run(ctx, o, stderr)
 	if rep != nil {
-		if asJSON {
-			enc := json.NewEncoder(stdout)
-			enc.SetIndent("", "  ")
-			_ = enc.Encode(rep)
-		} else {
-			rep.PrintTable(stdout)
-		}
+		benchproc.Print(stdout, rep, asJSON)
 	}
 	switch {
 	case err != nil:

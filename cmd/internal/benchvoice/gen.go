@@ -23,6 +23,8 @@ import (
 	"github.com/pion/transport/v4"
 	"github.com/pion/transport/v4/stdnet"
 	"github.com/pion/webrtc/v4"
+
+	"github.com/parley-rtc/parley/cmd/internal/benchproc"
 )
 
 // gen is the client side: one pion API for all peers, their sessions and
@@ -217,7 +219,7 @@ func (g *gen) ramp(ctx context.Context, tap *audioTap) {
 	for i := range g.o.Sessions {
 		s := &session{g: g, n: i, seq0: uint16(rand.Uint32()), connected: make(chan struct{}), failed: make(chan struct{})}
 		g.sessions = append(g.sessions, s)
-		if err := sleepUntil(ctx, start.Add(time.Duration(i)*interval)); err != nil {
+		if err := benchproc.SleepUntil(ctx, start.Add(time.Duration(i)*interval)); err != nil {
 			s.err = err
 			continue
 		}

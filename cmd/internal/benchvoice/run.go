@@ -87,7 +87,7 @@ func Run(ctx context.Context, o Options, log io.Writer) (*Report, error) {
 	// What else keeps the machine busy: the figures mean little if this
 	// is high.
 	b0 := benchproc.SampleCPU(0, 0)
-	if err := sleepUntil(ctx, b0.At.Add(time.Second)); err != nil {
+	if err := benchproc.SleepUntil(ctx, b0.At.Add(time.Second)); err != nil {
 		return nil, err
 	}
 	if b1 := benchproc.SampleCPU(0, 0); b1.SysTotal > b0.SysTotal {
@@ -108,14 +108,14 @@ func Run(ctx context.Context, o Options, log io.Writer) (*Report, error) {
 	t0 := time.Now().Add(o.Warmup)
 	t1 := t0.Add(o.Duration)
 	g.win.set(t0, t1)
-	if err := sleepUntil(ctx, t0); err != nil {
+	if err := benchproc.SleepUntil(ctx, t0); err != nil {
 		return rep, g.teardown(tap, err)
 	}
 	tap.checkAudio(g.sessions) // connected but nothing on NATS yet: failed
 	c0 := benchproc.SampleCPU(pid, agentPID)
 	lk0 := benchproc.ProcCPU(lkPID)
 	d0s, d0g, d0l := benchproc.UDPDrops(pid), benchproc.UDPDrops(os.Getpid()), benchproc.UDPDrops(lkPID)
-	if err := sleepUntil(ctx, t1); err != nil {
+	if err := benchproc.SleepUntil(ctx, t1); err != nil {
 		return rep, g.teardown(tap, err)
 	}
 	c1 := benchproc.SampleCPU(pid, agentPID)
@@ -210,15 +210,4 @@ func (w *window) set(t0, t1 time.Time) {
 func (w *window) contains(t time.Time) bool {
 	n, t0 := t.UnixNano(), w.t0.Load()
 	return t0 != 0 && n >= t0 && n < w.t1.Load()
-}
-
-func sleepUntil(ctx context.Context, t time.Time) error {
-	timer := time.NewTimer(time.Until(t))
-	defer timer.Stop()
-	select {
-	case <-timer.C:
-		return nil
-	case <-ctx.Done():
-		return context.Cause(ctx)
-	}
 }

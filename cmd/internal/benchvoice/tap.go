@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/parley-rtc/parley/agentbridge"
+	"github.com/parley-rtc/parley/cmd/internal/benchproc"
 )
 
 // audioTap is the agent subscriber: one NATS connection subscribed to every
@@ -133,7 +134,7 @@ func (t *audioTap) settle(ctx context.Context) {
 	deadline := time.Now().Add(settleMax)
 	last, quiet := t.frames.Load(), 0
 	for time.Now().Before(deadline) && quiet < int(settleQuiet/(50*time.Millisecond)) {
-		if sleepUntil(ctx, time.Now().Add(50*time.Millisecond)) != nil {
+		if benchproc.SleepUntil(ctx, time.Now().Add(50*time.Millisecond)) != nil {
 			return
 		}
 		if n := t.frames.Load(); n != last {

@@ -1,0 +1,35 @@
+package benchproc
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"time"
+)
+
+// Table is a report that prints itself for a person.
+type Table interface{ PrintTable(w io.Writer) }
+
+// Print writes a load generator's report to w: indented JSON with asJSON,
+// else its table.
+func Print(w io.Writer, rep Table, asJSON bool) {
+	if asJSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(rep)
+		return
+	}
+	rep.PrintTable(w)
+}
+
+// SleepUntil waits until t, or returns ctx's cause when ctx ends first.
+func SleepUntil(ctx context.Context, t time.Time) error {
+	timer := time.NewTimer(time.Until(t))
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
