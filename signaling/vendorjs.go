@@ -9,7 +9,6 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 )
@@ -105,29 +104,7 @@ const vendorMaxAge = "public, max-age=31536000, immutable"
 // Any site may load it (it is public code); the widget loads it with
 // crossorigin=anonymous and integrity=, hence the CORS header.
 func (s *Server) serveLiveKitClient(w http.ResponseWriter, r *http.Request) {
-	h := w.Header()
-	h.Set("Content-Type", "text/javascript; charset=utf-8")
-	h.Set("Cache-Control", vendorMaxAge)
-	h.Set("ETag", liveKitClientETag)
-	h.Set("Vary", "Accept-Encoding")
-	h.Set("Access-Control-Allow-Origin", "*")
-	h.Set("Cross-Origin-Resource-Policy", "cross-origin")
-	h.Set("X-Content-Type-Options", "nosniff")
-	if etagMatches(r.Header.Get("If-None-Match"), liveKitClientETag) {
-		w.WriteHeader(http.StatusNotModified)
-		return
-	}
-	body := liveKitClientJS
-	if acceptsGzip(r.Header.Get("Accept-Encoding")) {
-		h.Set("Content-Encoding", "gzip")
-		body = liveKitClientGzip()
-	}
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	if r.Method == http.MethodHead {
-		w.WriteHeader(http.StatusOK)
-		return
-	}
-	_, _ = w.Write(body)
+	script{body: liveKitClientJS, etag: liveKitClientETag, cacheControl: vendorMaxAge, gzip: liveKitClientGzip}.serve(w, r)
 }
 
 // acceptsGzip reports whether an Accept-Encoding header allows gzip (RFC

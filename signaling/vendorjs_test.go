@@ -9,7 +9,6 @@ import (
 	"encoding/hex"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -77,15 +76,7 @@ func TestLiveKitClientVendored(t *testing.T) {
 func TestServeLiveKitClient(t *testing.T) {
 	t.Parallel()
 	s := &Server{}
-	get := func(method string, header ...string) *httptest.ResponseRecorder {
-		r := httptest.NewRequest(method, liveKitClientPath, nil)
-		for i := 0; i+1 < len(header); i += 2 {
-			r.Header.Set(header[i], header[i+1])
-		}
-		rec := httptest.NewRecorder()
-		methods{http.MethodGet: s.serveLiveKitClient}.ServeHTTP(rec, r)
-		return rec
-	}
+	get := scriptGetter(liveKitClientPath, s.serveLiveKitClient)
 	rec := get(http.MethodGet, "Origin", "https://shop.example")
 	h := rec.Header()
 	if rec.Code != http.StatusOK || h.Get("Content-Type") != "text/javascript; charset=utf-8" ||
@@ -120,20 +111,7 @@ func TestServeLiveKitClient(t *testing.T) {
 	if rec := get(http.MethodGet, "Accept-Encoding", "gzip;q=0"); rec.Header().Get("Content-Encoding") != "" || rec.Body.Len() != len(liveKitClientJS) {
 		t.Errorf("gzip;q=0: %v", rec.Header())
 	}
-	for _, inm := range []string{liveKitClientETag, "W/" + liveKitClientETag, `"nope", ` + liveKitClientETag, "*"} {
-		if rec := get(http.MethodGet, "If-None-Match", inm); rec.Code != http.StatusNotModified || rec.Body.Len() != 0 {
-			t.Errorf("If-None-Match %s: %d (%d bytes)", inm, rec.Code, rec.Body.Len())
-		}
-	}
-	if rec := get(http.MethodGet, "If-None-Match", `"stale"`); rec.Code != http.StatusOK || rec.Body.Len() != len(liveKitClientJS) {
-		t.Errorf("stale If-None-Match: %d", rec.Code)
-	}
-	if rec := get(http.MethodHead); rec.Code != http.StatusOK || rec.Body.Len() != 0 || rec.Header().Get("ETag") == "" {
-		t.Errorf("HEAD: %d (%d bytes)", rec.Code, rec.Body.Len())
-	}
-	if rec := get(http.MethodPost); rec.Code != http.StatusMethodNotAllowed {
-		t.Errorf("POST: %d", rec.Code)
-	}
+	checkScriptRequests(t, get, liveKitClientETag, len(liveKitClientJS))
 }
 
 func TestAcceptsGzip(t *testing.T) {

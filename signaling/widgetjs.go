@@ -135,22 +135,46 @@ const widgetJSMaxAge = "public, max-age=300"
 // holds no secret); what a page may do with it is decided per widget by
 // the API (origins, challenges).
 func (s *Server) serveWidgetJS(w http.ResponseWriter, r *http.Request) {
+	script{body: widgetJS, etag: widgetJSETag, cacheControl: widgetJSMaxAge}.serve(w, r)
+}
+
+// script is JavaScript Parley serves to any site (/widget.js, the vendored
+// SDK): public code, with a strong ETag, readable cross-origin.
+type script struct {
+	body         []byte
+	etag         string
+	cacheControl string
+	gzip         func() []byte // the body gzipped; nil: always sent as is
+}
+
+// serve answers GET and HEAD: 304 for a matching If-None-Match, the gzip
+// form when the client takes it.
+func (sc script) serve(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	h.Set("Content-Type", "text/javascript; charset=utf-8")
-	h.Set("Cache-Control", widgetJSMaxAge)
-	h.Set("ETag", widgetJSETag)
+	h.Set("Cache-Control", sc.cacheControl)
+	h.Set("ETag", sc.etag)
 	h.Set("Access-Control-Allow-Origin", "*")
 	h.Set("Cross-Origin-Resource-Policy", "cross-origin")
 	h.Set("X-Content-Type-Options", "nosniff")
-	if etagMatches(r.Header.Get("If-None-Match"), widgetJSETag) {
+	if sc.gzip != nil {
+		h.Set("Vary", "Accept-Encoding")
+	}
+	if etagMatches(r.Header.Get("If-None-Match"), sc.etag) {
 		w.WriteHeader(http.StatusNotModified)
 		return
 	}
+	body := sc.body
+	if sc.gzip != nil && acceptsGzip(r.Header.Get("Accept-Encoding")) {
+		h.Set("Content-Encoding", "gzip")
+		body = sc.gzip()
+	}
+	h.Set("Content-Length", strconv.Itoa(len(body)))
 	if r.Method == http.MethodHead {
 		w.WriteHeader(http.StatusOK)
 		return
 	}
-	_, _ = w.Write(widgetJS)
+	_, _ = w.Write(body)
 }
 
 // etagMatches reports whether an If-None-Match header names etag (RFC 9110

@@ -21,15 +21,7 @@ import (
 func TestServeWidgetJS(t *testing.T) {
 	t.Parallel()
 	s := &Server{}
-	get := func(method string, header ...string) *httptest.ResponseRecorder {
-		r := httptest.NewRequest(method, "/widget.js", nil)
-		for i := 0; i+1 < len(header); i += 2 {
-			r.Header.Set(header[i], header[i+1])
-		}
-		rec := httptest.NewRecorder()
-		methods{http.MethodGet: s.serveWidgetJS}.ServeHTTP(rec, r)
-		return rec
-	}
+	get := scriptGetter("/widget.js", s.serveWidgetJS)
 	rec := get(http.MethodGet, "Origin", "https://shop.example")
 	h := rec.Header()
 	if rec.Code != http.StatusOK || h.Get("Content-Type") != "text/javascript; charset=utf-8" ||
@@ -40,12 +32,34 @@ func TestServeWidgetJS(t *testing.T) {
 	if !strings.HasPrefix(widgetJSETag, `"`) || len(widgetJSETag) != 26 {
 		t.Fatalf("ETag %s is not a quoted strong validator", widgetJSETag)
 	}
-	for _, inm := range []string{widgetJSETag, "W/" + widgetJSETag, `"nope", ` + widgetJSETag, "*"} {
+	checkScriptRequests(t, get, widgetJSETag, len(widgetJS))
+}
+
+// scriptGetter requests a served script with method and header pairs.
+func scriptGetter(path string, handler http.HandlerFunc) func(method string, header ...string) *httptest.ResponseRecorder {
+	return func(method string, header ...string) *httptest.ResponseRecorder {
+		r := httptest.NewRequest(method, path, nil)
+		for i := 0; i+1 < len(header); i += 2 {
+			r.Header.Set(header[i], header[i+1])
+		}
+		rec := httptest.NewRecorder()
+		methods{http.MethodGet: handler}.ServeHTTP(rec, r)
+		return rec
+	}
+}
+
+// checkScriptRequests checks a served script's conditional, HEAD and
+// refused requests: a matching If-None-Match (strong, weak, in a list, *)
+// is a 304 with no body, a stale one the whole script (size bytes), HEAD
+// the headers only, POST 405.
+func checkScriptRequests(t *testing.T, get func(string, ...string) *httptest.ResponseRecorder, etag string, size int) {
+	t.Helper()
+	for _, inm := range []string{etag, "W/" + etag, `"nope", ` + etag, "*"} {
 		if rec := get(http.MethodGet, "If-None-Match", inm); rec.Code != http.StatusNotModified || rec.Body.Len() != 0 {
 			t.Errorf("If-None-Match %s: %d (%d bytes)", inm, rec.Code, rec.Body.Len())
 		}
 	}
-	if rec := get(http.MethodGet, "If-None-Match", `"stale"`); rec.Code != http.StatusOK || rec.Body.Len() != len(widgetJS) {
+	if rec := get(http.MethodGet, "If-None-Match", `"stale"`); rec.Code != http.StatusOK || rec.Body.Len() != size {
 		t.Errorf("stale If-None-Match: %d", rec.Code)
 	}
 	if rec := get(http.MethodHead); rec.Code != http.StatusOK || rec.Body.Len() != 0 || rec.Header().Get("ETag") == "" {
