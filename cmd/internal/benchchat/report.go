@@ -3,11 +3,9 @@ package benchchat
 import (
 	"fmt"
 	"io"
-	"slices"
 	"strings"
 	"time"
 
-	"github.com/parley-rtc/parley/agentbridge/agenttest"
 	"github.com/parley-rtc/parley/cmd/internal/benchproc"
 )
 
@@ -25,8 +23,8 @@ type Report struct {
 	AgentPID      int     `json:"agent_pid,omitempty"`
 
 	Sessions struct {
-		PerS float64 `json:"per_s"` // created per second with Workers clients
-		MS   Summary `json:"ms"`    // resolve + create, per session
+		PerS float64        `json:"per_s"` // created per second with Workers clients
+		MS   benchproc.Dist `json:"ms"`    // resolve + create, per session
 	} `json:"sessions"`
 
 	// Messages sent in the window, and what became of them.
@@ -39,8 +37,8 @@ type Report struct {
 		AchievedPS float64        `json:"achieved_ps"` // sent per second
 		Errors     map[string]int `json:"errors,omitempty"`
 	} `json:"messages"`
-	AckMS        Summary `json:"ack_ms"`         // sent → ack
-	FirstChunkMS Summary `json:"first_chunk_ms"` // sent → first chunk of the reply
+	AckMS        benchproc.Dist `json:"ack_ms"`         // sent → ack
+	FirstChunkMS benchproc.Dist `json:"first_chunk_ms"` // sent → first chunk of the reply
 
 	Server ProcFigures `json:"server"` // broker with its embedded NATS
 	Agent  ProcFigures `json:"agent"`
@@ -65,29 +63,12 @@ type ProcFigures struct {
 	FDs                    int     `json:"fds,omitempty"`
 }
 
-// Summary is a distribution in milliseconds (nearest-rank percentiles).
-type Summary struct {
-	N   int     `json:"n"`
-	P50 float64 `json:"p50"`
-	P90 float64 `json:"p90"`
-	P99 float64 `json:"p99"`
-	Max float64 `json:"max"`
-}
-
-func summarize(ms []float64) Summary {
-	if len(ms) == 0 {
-		return Summary{}
-	}
-	return Summary{N: len(ms), P50: agenttest.Percentile(ms, 0.5), P90: agenttest.Percentile(ms, 0.9),
-		P99: agenttest.Percentile(ms, 0.99), Max: slices.Max(ms)}
-}
-
-func summarizeDurations(ds []time.Duration) Summary {
+func durationsMS(ds []time.Duration) benchproc.Dist {
 	out := make([]float64, len(ds))
 	for i, d := range ds {
 		out[i] = ms(d)
 	}
-	return summarize(out)
+	return benchproc.DistOf(out)
 }
 
 // fill takes the window's figures from the visitors' stats and the CPU
@@ -104,7 +85,7 @@ func (r *Report) fill(s *stats, c0, c1 benchproc.CPUSample, busy int64) {
 			m.Errors[k] = v
 		}
 	}
-	r.AckMS, r.FirstChunkMS = summarizeDurations(s.acks), summarizeDurations(s.firsts)
+	r.AckMS, r.FirstChunkMS = durationsMS(s.acks), durationsMS(s.firsts)
 	if wall := c1.At.Sub(c0.At).Seconds(); wall > 0 && !c0.At.IsZero() {
 		r.Server.CPUPct = 100 * (c1.Server - c0.Server).Seconds() / wall
 		r.Agent.CPUPct = 100 * (c1.Agent - c0.Agent).Seconds() / wall
@@ -120,7 +101,7 @@ func (r *Report) PrintTable(w io.Writer) {
 	row := func(k, format string, args ...any) {
 		fmt.Fprintf(w, "%-44s "+format+"\n", append([]any{k}, args...)...)
 	}
-	dist := func(s Summary) string {
+	dist := func(s benchproc.Dist) string {
 		return fmt.Sprintf("p50 %.2f  p90 %.2f  p99 %.2f  max %.2f ms  (n=%d)", s.P50, s.P90, s.P99, s.Max, s.N)
 	}
 	row("conversations (live)", "%d (%d)", r.Conversations, r.Live)

@@ -138,7 +138,7 @@ func Run(ctx context.Context, o Options, log io.Writer) (*Report, error) {
 	})
 	took := time.Since(start)
 	rep.Sessions.PerS = float64(o.Conversations-len(failed)) / took.Seconds()
-	rep.Sessions.MS = summarize(createMS)
+	rep.Sessions.MS = benchproc.DistOf(createMS)
 	addFailures(rep.Failures, "create", failed)
 	if len(failed) == o.Conversations {
 		return rep, fmt.Errorf("bench: no session could be created: %v", failed[0])

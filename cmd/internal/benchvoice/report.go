@@ -6,9 +6,7 @@ import (
 	"cmp"
 	"fmt"
 	"io"
-	"math"
 	"regexp"
-	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -94,24 +92,9 @@ type Report struct {
 	LiveKitLog           []string `json:"livekit_log,omitempty"`  // and of livekit-server
 }
 
-// Dist summarises samples (nearest rank).
-type Dist struct {
-	N    int     `json:"n"`
-	P50  float64 `json:"p50"`
-	P90  float64 `json:"p90"`
-	P99  float64 `json:"p99"`
-	P999 float64 `json:"p99_9"`
-	Max  float64 `json:"max"`
-}
-
-func distOf(xs []float64) Dist {
-	if len(xs) == 0 {
-		return Dist{}
-	}
-	slices.Sort(xs)
-	at := func(q float64) float64 { return xs[min(int(math.Ceil(q*float64(len(xs))))-1, len(xs)-1)] }
-	return Dist{N: len(xs), P50: at(0.5), P90: at(0.9), P99: at(0.99), P999: at(0.999), Max: xs[len(xs)-1]}
-}
+// Dist summarises samples (nearest rank); the shape every load generator
+// reports.
+type Dist = benchproc.Dist
 
 // fill computes the frame counts, latencies and connect times. The senders
 // have stopped; the tap and the echo readers are still running but count
@@ -170,18 +153,18 @@ func (r *Report) fill(g *gen, tap *audioTap) {
 	for i, v := range tap.latUS {
 		lat[i] = float64(v)
 	}
-	r.LatencyUS = distOf(lat)
+	r.LatencyUS = benchproc.DistOf(lat)
 	e2e := make([]float64, len(tap.e2eUS))
 	for i, v := range tap.e2eUS {
 		e2e[i] = float64(v)
 	}
-	r.E2EUS = distOf(e2e)
-	r.EchoRTTMS = distOf(rtt)
-	r.EchoRTTFirstSecMS = distOf(rttFirst).P50
-	r.EchoRTTLastSecMS = distOf(rttLast).P50
-	r.ConnectMS.OfferAnswer = distOf(answer)
-	r.ConnectMS.OfferConnected = distOf(conn)
-	r.ConnectMS.OfferFirstFrame = distOf(first)
+	r.E2EUS = benchproc.DistOf(e2e)
+	r.EchoRTTMS = benchproc.DistOf(rtt)
+	r.EchoRTTFirstSecMS = benchproc.DistOf(rttFirst).P50
+	r.EchoRTTLastSecMS = benchproc.DistOf(rttLast).P50
+	r.ConnectMS.OfferAnswer = benchproc.DistOf(answer)
+	r.ConnectMS.OfferConnected = benchproc.DistOf(conn)
+	r.ConnectMS.OfferFirstFrame = benchproc.DistOf(first)
 	r.Generator.LateTicks = g.lateTicks.Load()
 	r.Generator.SkippedTicks = g.skippedTicks.Load()
 	r.Generator.MaxTickLateMS = ms(time.Duration(g.maxLate.Load()))

@@ -1,13 +1,13 @@
 package benchvoice
 
 import (
-	"github.com/parley-rtc/parley/cmd/internal/benchproc"
-
 	"bytes"
 	"encoding/json"
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/parley-rtc/parley/cmd/internal/benchproc"
 )
 
 // The report's table, the comparison and the JSON are what
@@ -97,19 +97,19 @@ func TestPublished(t *testing.T) {
 // distOf is nearest rank: the smallest sample with at least q of them at
 // or below it.
 func TestDistOf(t *testing.T) {
-	if d := distOf(nil); d != (Dist{}) {
-		t.Errorf("distOf(nil) = %+v", d)
+	if d := benchproc.DistOf(nil); d != (Dist{}) {
+		t.Errorf("benchproc.DistOf(nil) = %+v", d)
 	}
 	xs := make([]float64, 1000)
 	for i := range xs {
 		xs[i] = float64(1000 - i) // 1000 … 1, unsorted
 	}
 	want := Dist{N: 1000, P50: 500, P90: 900, P99: 990, P999: 999, Max: 1000}
-	if d := distOf(xs); d != want {
-		t.Errorf("distOf(1…1000) = %+v, want %+v", d, want)
+	if d := benchproc.DistOf(xs); d != want {
+		t.Errorf("benchproc.DistOf(1…1000) = %+v, want %+v", d, want)
 	}
-	if d := distOf([]float64{7}); d != (Dist{N: 1, P50: 7, P90: 7, P99: 7, P999: 7, Max: 7}) {
-		t.Errorf("distOf(7) = %+v", d)
+	if d := benchproc.DistOf([]float64{7}); d != (Dist{N: 1, P50: 7, P90: 7, P99: 7, P999: 7, Max: 7}) {
+		t.Errorf("benchproc.DistOf(7) = %+v", d)
 	}
 }
 
