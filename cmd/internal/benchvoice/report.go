@@ -1,8 +1,6 @@
 package benchvoice
 
 import (
-	"github.com/parley-rtc/parley/cmd/internal/benchproc"
-
 	"cmp"
 	"fmt"
 	"io"
@@ -10,6 +8,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/parley-rtc/parley/cmd/internal/benchproc"
 )
 
 // Report is the result of a run; every count is over the steady window
