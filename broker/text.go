@@ -34,8 +34,8 @@ const maxFileName = 255
 // CleanFileName is the name an upload is stored and shown under: the last
 // element of what the client sent (either slash separates), with unsafe
 // runes dropped, surrounding spaces and dots trimmed (".." and "a/.." name
-// no file) and at most 255 bytes, cut on a rune boundary; "upload" when
-// nothing is left.
+// no file) and at most 255 bytes, cut on a rune boundary (and trimmed
+// again after the cut); "upload" when nothing is left.
 func CleanFileName(name string) string {
 	name = strings.ToValidUTF8(name, "")
 	name = strings.Map(func(r rune) rune {
@@ -52,5 +52,8 @@ func CleanFileName(name string) string {
 		_, size := utf8.DecodeLastRuneInString(name)
 		name = name[:len(name)-size]
 	}
-	return name
+	// The cut may have bared a space or dot that the trim above had not
+	// reached; trimming it keeps the name as clean as the first pass made
+	// it, so cleaning a clean name changes nothing.
+	return strings.TrimRight(name, " .")
 }

@@ -27,6 +27,9 @@ func TestCleanFileName(t *testing.T) {
 		{"\x00", "upload"},
 		{"café ☕.jpg", "café ☕.jpg"},
 		{strings.Repeat("é", 200), strings.Repeat("é", 127)},
+		// The 255-byte cut falls right after a space or dot: trimmed too.
+		{strings.Repeat("é", 127) + " x", strings.Repeat("é", 127)},
+		{strings.Repeat("é", 127) + ". .x", strings.Repeat("é", 127)},
 	} {
 		if got := CleanFileName(tc.in); got != tc.want {
 			t.Errorf("CleanFileName(%q) = %q, want %q", tc.in, got, tc.want)
@@ -38,7 +41,7 @@ func TestCleanFileName(t *testing.T) {
 }
 
 func FuzzCleanFileName(f *testing.F) {
-	for _, s := range []string{"..", "a/..", "x\u202e.exe", "a\r\nb", strings.Repeat("ü", 300)} {
+	for _, s := range []string{"..", "a/..", "x\u202e.exe", "a\r\nb", strings.Repeat("ü", 300), strings.Repeat("ü", 127) + " 000"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, in string) {
