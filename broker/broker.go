@@ -112,7 +112,9 @@ type Broker struct {
 
 // AttachOnly makes Start open the deployment's existing streams and
 // buckets as they are, never creating or re-configuring them: for tools
-// like `parley keys` that run beside a live broker. Call it before Start.
+// like `parley keys` that run beside a live broker. Such a broker does not
+// wait for a NATS server that refuses the connection: Start fails at once.
+// Call it before Start.
 func (b *Broker) AttachOnly() { b.attachOnly = true }
 
 // New builds a broker from the configuration. Nothing runs before Start.

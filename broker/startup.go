@@ -108,6 +108,10 @@ func (b *Broker) retryStart(ctx context.Context, deadline time.Time, what string
 			return fmt.Errorf("broker: %s: start cancelled: %w (last error: %v)", what, ctx.Err(), err)
 		case !transientStartErr(err):
 			return err
+		case b.attachOnly && errors.Is(err, nats.ErrNoServers):
+			// A one-shot tool (parley keys, rooms) asked for a server
+			// that is not there: say so now rather than wait for one.
+			return err
 		case !time.Now().Add(backoff).Before(deadline):
 			return fmt.Errorf("broker: %s: gave up after %s (nats.start_timeout): %w", what, b.cfg.NATS.StartTimeout, err)
 		}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"net"
 	"strings"
 	"testing"
 
@@ -69,6 +70,39 @@ func TestCLIConnectErrorNamesURL(t *testing.T) {
 		}
 		if strings.Contains(msg, password) {
 			t.Errorf("%s: the password appears in the error:\n%s", c.name, msg)
+		}
+	}
+}
+
+// TestCLINoServerFailsAtOnce: keys and rooms pointed at an address where
+// no NATS listens fail on the first refusal, naming the URL, instead of
+// retrying (and logging each retry) for the broker's start-up timeout.
+func TestCLINoServerFailsAtOnce(t *testing.T) {
+	t.Setenv("PARLEY_DATA_DIR", t.TempDir())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "nats://" + ln.Addr().String()
+	ln.Close() // nothing listens there now
+	for _, c := range []struct {
+		name string
+		cmd  func([]string, *bytes.Buffer, *bytes.Buffer) int
+		args []string
+	}{
+		{"keys", func(a []string, o, e *bytes.Buffer) int { return keysCmd(a, o, e) }, []string{"list", "--nats-url", url}},
+		{"rooms", func(a []string, o, e *bytes.Buffer) int { return roomsCmd(a, o, e) }, []string{"--nats-url", url}},
+	} {
+		var out, errb bytes.Buffer
+		if code := c.cmd(c.args, &out, &errb); code != 1 {
+			t.Fatalf("%s: exit %d, want 1: %s", c.name, code, errb.String())
+		}
+		msg := errb.String()
+		if !strings.Contains(msg, "NATS at "+url) || !strings.Contains(msg, "no servers available") {
+			t.Errorf("%s: the error does not name the URL tried and why:\n%s", c.name, msg)
+		}
+		if strings.Contains(msg, "retrying start-up") {
+			t.Errorf("%s: a one-shot tool retried the connection:\n%s", c.name, msg)
 		}
 	}
 }
