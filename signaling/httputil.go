@@ -106,7 +106,25 @@ func orError(h errorHandler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if err := h(w, r); err != nil {
 			writeError(w, err)
+			noteInternal(r, err)
 		}
+	}
+}
+
+// failure is where the request log (Server.logRequests) learns the cause
+// of a 500 INTERNAL, which the answer itself does not carry.
+type failure struct{ err error }
+
+type failureKey struct{}
+
+// noteInternal hands err to the request log when the error table has no
+// entry for it (it was answered 500 INTERNAL).
+func noteInternal(r *http.Request, err error) {
+	if we, _ := classify(err); we != internalError {
+		return
+	}
+	if f, ok := r.Context().Value(failureKey{}).(*failure); ok {
+		f.err = err
 	}
 }
 

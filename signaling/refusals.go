@@ -1,6 +1,7 @@
 package signaling
 
 import (
+	"context"
 	"log/slog"
 	"sync"
 	"time"
@@ -64,6 +65,18 @@ func (l *refusalLog) refused(now time.Time, origin, widget, route string) bool {
 // and widget, a forged LiveKit webhook) or all refusals together are over
 // their limits. It reports whether it wrote a line.
 func (l *refusalLog) warn(now time.Time, key, msg string, args ...any) bool {
+	return l.logAt(now, slog.LevelWarn, key, msg, args...)
+}
+
+// internal logs, at ERROR, the cause of a 500 INTERNAL answered on route
+// (its pattern): the client is told only "internal error", so the log is
+// where an operator learns what failed. The same limits bound it.
+func (l *refusalLog) internal(now time.Time, route string, err error) bool {
+	return l.logAt(now, slog.LevelError, "internal "+route,
+		"request failed with an unexpected error: answered 500 INTERNAL", "route", route, "err", err)
+}
+
+func (l *refusalLog) logAt(now time.Time, level slog.Level, key, msg string, args ...any) bool {
 	l.mu.Lock()
 	lim, ok := l.keys[key]
 	if !ok {
@@ -81,6 +94,6 @@ func (l *refusalLog) warn(now time.Time, key, msg string, args ...any) bool {
 	suppressed := l.suppressed
 	l.suppressed = 0
 	l.mu.Unlock()
-	l.log.Warn(msg, append(args, "suppressed", suppressed)...)
+	l.log.Log(context.Background(), level, msg, append(args, "suppressed", suppressed)...)
 	return true
 }

@@ -332,14 +332,20 @@ func (s *Server) refuseWhenStopping(next http.Handler) http.Handler {
 }
 
 // logRequests logs each request's method, path (never the query, which may
-// carry a token), status and duration.
+// carry a token), status and duration, and at ERROR the cause of every 500
+// INTERNAL (rate limited like refusals).
 func (s *Server) logRequests(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
+		var f failure
+		r = r.WithContext(context.WithValue(r.Context(), failureKey{}, &f))
 		next.ServeHTTP(sw, r)
 		if sw.status == 0 {
 			sw.status = http.StatusOK
+		}
+		if f.err != nil {
+			s.refusals.internal(time.Now(), r.Pattern, f.err)
 		}
 		s.metrics.countRequest(r.Method, r.Pattern, sw.status)
 		s.log.Debug("http request", "method", r.Method, "path", r.URL.Path,
