@@ -30,6 +30,8 @@ type Options struct {
 	Binary        string        // parley binary for the children; empty: os.Executable()
 	Prefix        string        // NATS subject prefix
 	ProfileDir    string        // write the broker's heap and CPU profiles here; empty: none
+	NATSNodes     int           // a NATS cluster of this many node processes; 0: serve's embedded NATS
+	Brokers       int           // brokers on that cluster (with NATSNodes)
 }
 
 // Validate refuses options that cannot run, before anything starts.
@@ -47,6 +49,12 @@ func (o Options) Validate() error {
 		return errors.New("--workers must be at least 1")
 	case o.Agent != "process" && o.Agent != "in-process":
 		return errors.New(`--agent must be "process" or "in-process"`)
+	case o.NATSNodes < 0 || o.NATSNodes > 9:
+		return errors.New("--nats-nodes must be 0 (the embedded NATS) to 9")
+	case o.NATSNodes == 0 && o.Brokers > 1:
+		return errors.New("--brokers above 1 needs a NATS cluster (--nats-nodes 3)")
+	case o.NATSNodes > 0 && (o.Brokers < 1 || o.Agent != "process" || o.ProfileDir != ""):
+		return errors.New("--nats-nodes needs --brokers 1 or more and --agent process, and takes no --server-profile")
 	}
 	return nil
 }

@@ -19,7 +19,9 @@ type Report struct {
 	Workers       int     `json:"workers"`
 	AgentMode     string  `json:"agent_mode"` // process or in-process
 	AgentWorkers  int     `json:"agent_workers"`
-	ServerPID     int     `json:"server_pid"`
+	Brokers       int     `json:"brokers"`
+	NATSNodes     int     `json:"nats_nodes,omitempty"` // 0: each broker's embedded NATS
+	ServerPIDs    []int   `json:"server_pids"`
 	AgentPID      int     `json:"agent_pid,omitempty"`
 
 	Sessions struct {
@@ -40,7 +42,8 @@ type Report struct {
 	AckMS        benchproc.Dist `json:"ack_ms"`         // sent → ack
 	FirstChunkMS benchproc.Dist `json:"first_chunk_ms"` // sent → first chunk of the reply
 
-	Server ProcFigures `json:"server"` // broker with its embedded NATS
+	Server ProcFigures `json:"server"`         // the brokers together (with the embedded NATS when NATSNodes is 0)
+	NATS   ProcFigures `json:"nats,omitempty"` // the NATS nodes together (NATSNodes > 0)
 	Agent  ProcFigures `json:"agent"`
 
 	JetStreamConsumers       int `json:"jetstream_consumers"`        // with every conversation live and idle
@@ -104,6 +107,9 @@ func (r *Report) PrintTable(w io.Writer) {
 	dist := func(s benchproc.Dist) string {
 		return fmt.Sprintf("p50 %.2f  p90 %.2f  p99 %.2f  max %.2f ms  (n=%d)", s.P50, s.P90, s.P99, s.Max, s.N)
 	}
+	if r.NATSNodes > 0 {
+		row("deployment", "%d brokers on a %d-node NATS JetStream cluster (processes)", r.Brokers, r.NATSNodes)
+	}
 	row("conversations (live)", "%d (%d)", r.Conversations, r.Live)
 	row("session creation", "%.0f/s with %d clients; %s", r.Sessions.PerS, r.Workers, dist(r.Sessions.MS))
 	row("messages in the window", "%d sent (%.0f/s of %.0f/s asked), %d acked, %d answered, %d lost, %d skips of a busy visitor",
@@ -114,7 +120,14 @@ func (r *Report) PrintTable(w io.Writer) {
 	row("agent CPU ("+r.AgentMode+", % of a core)", "%.1f", r.Agent.CPUPct)
 	row("machine CPU (all cores)", "%.1f%% of %d cores", r.MachineCPUPct, r.Cores)
 	row("broker RSS idle / live idle / loaded", "%.1f / %.1f / %.1f MiB", r.Server.RSSIdleMiB, r.Server.RSSLiveIdleMiB, r.Server.RSSSteadyMiB)
-	row("broker + NATS memory per idle conversation", "%.1f KiB", r.Server.KiBPerIdleConversation)
+	if r.NATSNodes > 0 {
+		row("brokers' memory per idle conversation", "%.1f KiB", r.Server.KiBPerIdleConversation)
+		row("NATS nodes' CPU (% of a core, together)", "%.1f", r.NATS.CPUPct)
+		row("NATS nodes' RSS idle / live idle / loaded", "%.1f / %.1f / %.1f MiB", r.NATS.RSSIdleMiB, r.NATS.RSSLiveIdleMiB, r.NATS.RSSSteadyMiB)
+		row("NATS nodes' memory per idle conversation", "%.1f KiB", r.NATS.KiBPerIdleConversation)
+	} else {
+		row("broker + NATS memory per idle conversation", "%.1f KiB", r.Server.KiBPerIdleConversation)
+	}
 	if r.AgentMode == "process" {
 		row("agent RSS idle / live idle / loaded", "%.1f / %.1f / %.1f MiB", r.Agent.RSSIdleMiB, r.Agent.RSSLiveIdleMiB, r.Agent.RSSSteadyMiB)
 		row("agent memory per idle conversation", "%.1f KiB", r.Agent.KiBPerIdleConversation)

@@ -19,7 +19,7 @@ import (
 // runner is one run's shared state.
 type runner struct {
 	o       Options
-	base    string
+	bases   []string // brokers' HTTP base URLs (visitor.base)
 	client  *http.Client
 	stats   stats
 	readers sync.WaitGroup // one reader per open WebSocket
@@ -79,7 +79,6 @@ func (s *stats) errorFrame(code string, inWindow bool) {
 // Run runs one load test and reports it. Progress goes to log. The report
 // is returned (possibly partial) together with any error.
 func Run(ctx context.Context, o Options, log io.Writer) (*Report, error) {
-	external := o.Agent == "process"
 	var err error
 	workers := agentWorkers(o.Conversations)
 	// The messages of every visitor come from 127.0.0.1; each conversation
@@ -93,26 +92,20 @@ func Run(ctx context.Context, o Options, log io.Writer) (*Report, error) {
 		}
 		env = append(env, prof.env()...)
 	}
-	srv, agent, base, natsURL, creds, err := benchproc.StartServe(ctx, o.Binary, external, "", env,
-		"--workers", strconv.Itoa(workers), "--prefix", o.Prefix)
+	t, err := startTarget(ctx, o, env, workers, log)
 	if err != nil {
 		return nil, err
 	}
-	defer srv.Stop(log)
-	pid, agentPID := srv.PID(), 0
-	fmt.Fprintf(log, "bench: started parley serve (pid %d) at %s, %s\n", pid, base, natsURL)
-	if agent != nil {
-		defer agent.Stop(log) // runs first: the agent leaves before the server
-		agentPID = agent.PID()
-		fmt.Fprintf(log, "bench: started parley agent echo (pid %d, %d workers)\n", agentPID, workers)
-	}
-	r := &runner{o: o, base: base, client: &http.Client{Timeout: 30 * time.Second,
+	defer t.stop(log)
+	r := &runner{o: o, bases: t.bases, client: &http.Client{Timeout: 30 * time.Second,
 		Transport: &http.Transport{MaxIdleConnsPerHost: o.Workers, MaxConnsPerHost: 0}}}
 	defer r.client.CloseIdleConnections()
 	rep := &Report{Conversations: o.Conversations, RatePerS: o.Rate, WindowS: o.Duration.Seconds(), WarmupS: o.Warmup.Seconds(),
-		Workers: o.Workers, AgentWorkers: workers, AgentMode: o.Agent, ServerPID: pid, AgentPID: agentPID, Failures: map[string]int{}}
-	rep.Server.RSSIdleMiB = mib(benchproc.RSS(pid))
-	rep.Agent.RSSIdleMiB = mib(benchproc.RSS(agentPID))
+		Workers: o.Workers, AgentWorkers: workers, AgentMode: o.Agent, Brokers: len(t.brokers), NATSNodes: len(t.nodes),
+		ServerPIDs: t.brokers, AgentPID: t.agent, Failures: map[string]int{}}
+	rep.Server.RSSIdleMiB = mib(rssOf(t.brokers))
+	rep.NATS.RSSIdleMiB = mib(rssOf(t.nodes))
+	rep.Agent.RSSIdleMiB = mib(benchproc.RSS(t.agent))
 
 	visitors := make([]*visitor, o.Conversations)
 	for i := range visitors {
@@ -192,12 +185,16 @@ func Run(ctx context.Context, o Options, log io.Writer) (*Report, error) {
 	if err := benchproc.SleepUntil(ctx, time.Now().Add(2*time.Second)); err != nil {
 		return rep, err
 	}
-	rep.Server.RSSLiveIdleMiB = mib(benchproc.RSS(pid))
-	rep.Agent.RSSLiveIdleMiB = mib(benchproc.RSS(agentPID))
-	rep.Server.KiBPerIdleConversation = (rep.Server.RSSLiveIdleMiB - rep.Server.RSSIdleMiB) * 1024 / float64(rep.Live)
-	rep.Agent.KiBPerIdleConversation = (rep.Agent.RSSLiveIdleMiB - rep.Agent.RSSIdleMiB) * 1024 / float64(rep.Live)
-	rep.Server.FDs = benchproc.CountFDs(pid)
-	if rep.JetStreamConsumers, err = consumers(ctx, natsURL, creds); err != nil {
+	rep.Server.RSSLiveIdleMiB = mib(rssOf(t.brokers))
+	rep.NATS.RSSLiveIdleMiB = mib(rssOf(t.nodes))
+	rep.Agent.RSSLiveIdleMiB = mib(benchproc.RSS(t.agent))
+	for _, f := range []*ProcFigures{&rep.Server, &rep.NATS, &rep.Agent} {
+		f.KiBPerIdleConversation = (f.RSSLiveIdleMiB - f.RSSIdleMiB) * 1024 / float64(rep.Live)
+	}
+	for _, pid := range t.brokers {
+		rep.Server.FDs += benchproc.CountFDs(pid)
+	}
+	if rep.JetStreamConsumers, err = consumers(ctx, t.natsURL, t.creds); err != nil {
 		fmt.Fprintf(log, "bench: counting JetStream consumers: %v\n", err)
 	}
 	prof.heap(ctx, "broker-heap-live-idle.pb.gz", log)
@@ -207,17 +204,19 @@ func Run(ctx context.Context, o Options, log io.Writer) (*Report, error) {
 	t0 := time.Now().Add(o.Warmup)
 	t1 := t0.Add(o.Duration)
 	var c0, c1 benchproc.CPUSample
+	var nats0, nats1 time.Duration
 	var busy atomic.Int64
 	sendErr := r.send(ctx, open, t1, func(now time.Time) bool { return !now.Before(t0) }, &busy, func() {
-		c0 = benchproc.SampleCPU(pid, agentPID)
+		c0, nats0 = sampleCPU(t)
 		prof.startCPU(ctx, o.Duration, "broker-cpu-window.pb.gz", log)
 	})
-	c1 = benchproc.SampleCPU(pid, agentPID)
+	c1, nats1 = sampleCPU(t)
 	prof.waitCPU()
 	prof.heap(ctx, "broker-heap-loaded.pb.gz", log)
-	rep.Server.RSSSteadyMiB = mib(benchproc.RSS(pid))
-	rep.Agent.RSSSteadyMiB = mib(benchproc.RSS(agentPID))
-	if n, err := consumers(ctx, natsURL, creds); err == nil {
+	rep.Server.RSSSteadyMiB = mib(rssOf(t.brokers))
+	rep.NATS.RSSSteadyMiB = mib(rssOf(t.nodes))
+	rep.Agent.RSSSteadyMiB = mib(benchproc.RSS(t.agent))
+	if n, err := consumers(ctx, t.natsURL, t.creds); err == nil {
 		rep.JetStreamConsumersLoaded = n
 	}
 	// Let the window's last replies land.
@@ -236,10 +235,10 @@ func Run(ctx context.Context, o Options, log io.Writer) (*Report, error) {
 		}
 	}
 	rep.fill(&r.stats, c0, c1, busy.Load())
-	rep.ServerLog = srv.LogSummary()
-	if agent != nil {
-		rep.AgentLog = agent.LogSummary()
+	if wall := c1.At.Sub(c0.At).Seconds(); wall > 0 && !c0.At.IsZero() {
+		rep.NATS.CPUPct = 100 * (nats1 - nats0).Seconds() / wall
 	}
+	rep.ServerLog, rep.AgentLog = t.logs()
 	return rep, sendErr
 }
 
@@ -327,9 +326,36 @@ func each(vs []*visitor, n int, fn func(*visitor) error) []error {
 	return errs
 }
 
+// sampleCPU samples the CPU of the machine, the brokers (summed, as
+// Server) and the agent, and returns the NATS nodes' CPU time beside.
+func sampleCPU(t *target) (benchproc.CPUSample, time.Duration) {
+	c := benchproc.SampleCPU(0, t.agent)
+	for _, pid := range t.brokers {
+		c.Server += benchproc.ProcCPU(pid)
+	}
+	var nats time.Duration
+	for _, pid := range t.nodes {
+		nats += benchproc.ProcCPU(pid)
+	}
+	return c, nats
+}
+
+// rssOf is the resident memory of pids together.
+func rssOf(pids []int) uint64 {
+	var n uint64
+	for _, pid := range pids {
+		n += benchproc.RSS(pid)
+	}
+	return n
+}
+
 // consumers counts the JetStream consumers of the server's account.
 func consumers(ctx context.Context, natsURL, creds string) (int, error) {
-	nc, err := nats.Connect(natsURL, nats.UserCredentials(creds), nats.Name("parley bench chat"))
+	opts := []nats.Option{nats.Name("parley bench chat")}
+	if creds != "" {
+		opts = append(opts, nats.UserCredentials(creds))
+	}
+	nc, err := nats.Connect(natsURL, opts...)
 	if err != nil {
 		return 0, err
 	}

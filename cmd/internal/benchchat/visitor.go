@@ -55,7 +55,7 @@ func (v *visitor) create(ctx context.Context) error {
 	var res struct {
 		Challenge string `json:"challenge"`
 	}
-	if err := v.r.postJSON(ctx, "/v1/widget/resolve", map[string]string{"widget_key": widgetKey}, &res); err != nil {
+	if err := v.r.postJSON(ctx, v.base(), "/v1/widget/resolve", map[string]string{"widget_key": widgetKey}, &res); err != nil {
 		return err
 	}
 	var cr struct {
@@ -63,7 +63,7 @@ func (v *visitor) create(ctx context.Context) error {
 		ConversationID string `json:"conversation_id"`
 		SessionToken   string `json:"session_token"`
 	}
-	if err := v.r.postJSON(ctx, "/v1/sessions", map[string]string{"widget_key": widgetKey,
+	if err := v.r.postJSON(ctx, v.base(), "/v1/sessions", map[string]string{"widget_key": widgetKey,
 		"challenge": res.Challenge, "mode": "chat"}, &cr); err != nil {
 		return err
 	}
@@ -74,7 +74,7 @@ func (v *visitor) create(ctx context.Context) error {
 // dial opens the session's WebSocket and starts its reader (owned by the
 // runner's readers group).
 func (v *visitor) dial(ctx context.Context) error {
-	u := strings.Replace(v.r.base, "http", "ws", 1) + "/v1/sessions/" + v.id + "/ws?token=" + url.QueryEscape(v.token)
+	u := strings.Replace(v.base(), "http", "ws", 1) + "/v1/sessions/" + v.id + "/ws?token=" + url.QueryEscape(v.token)
 	c, res, err := websocket.Dial(ctx, u, &websocket.DialOptions{HTTPClient: v.r.client,
 		HTTPHeader: http.Header{"Origin": {origin}}})
 	if err != nil {
@@ -178,10 +178,15 @@ func (v *visitor) close() {
 	}
 }
 
-// postJSON posts body as JSON and decodes a 2xx answer into out.
-func (r *runner) postJSON(ctx context.Context, path string, body, out any) error {
+// base is the broker the visitor talks to: visitors are spread round
+// robin over the brokers, as a load balancer would.
+func (v *visitor) base() string { return v.r.bases[v.n%len(v.r.bases)] }
+
+// postJSON posts body as JSON to base+path and decodes a 2xx answer into
+// out.
+func (r *runner) postJSON(ctx context.Context, base, path string, body, out any) error {
 	b, _ := json.Marshal(body)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.base+path, bytes.NewReader(b))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+path, bytes.NewReader(b))
 	if err != nil {
 		return err
 	}
