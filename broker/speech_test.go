@@ -18,19 +18,29 @@ import (
 // waiting until until reports it has them all.
 func legEvents(t *testing.T, b *Broker, cid, leg string, until func([]agentbridge.Event) bool) []agentbridge.Event {
 	t.Helper()
+	return pollLog(t, b, cid, "the leg's events in the log", func(ev agentbridge.Event) bool {
+		switch ev.Type {
+		case agentbridge.EventMediaState, agentbridge.EventUserSpeechStarted, agentbridge.EventUserSpeechStopped, agentbridge.EventInterrupt:
+			return ev.LegID == leg
+		}
+		return false
+	}, until)
+}
+
+// pollLog reads the events of cid's log that keep selects, again until
+// until reports it has them all (what names them in a timeout).
+func pollLog(t *testing.T, b *Broker, cid, what string, keep func(agentbridge.Event) bool, until func([]agentbridge.Event) bool) []agentbridge.Event {
+	t.Helper()
 	var got []agentbridge.Event
-	agenttest.Poll(t, 10*time.Second, "the leg's events in the log", func() bool {
+	agenttest.Poll(t, 10*time.Second, what, func() bool {
 		evs, err := b.ReadLog(t.Context(), cid, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
 		got = got[:0]
 		for _, ev := range evs {
-			switch ev.Type {
-			case agentbridge.EventMediaState, agentbridge.EventUserSpeechStarted, agentbridge.EventUserSpeechStopped, agentbridge.EventInterrupt:
-				if ev.LegID == leg {
-					got = append(got, ev)
-				}
+			if keep(ev) {
+				got = append(got, ev)
 			}
 		}
 		return until(got)

@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -44,23 +45,11 @@ func startVoiceOn(t testing.TB, b *Broker, s Session, leg MediaLeg) *Voice {
 // log, waiting until the closed one is there.
 func mediaStates(t *testing.T, b *Broker, cid, leg string) []agentbridge.Event {
 	t.Helper()
-	var got []agentbridge.Event
-	agenttest.Poll(t, 10*time.Second, "media_state closed in the log", func() bool {
-		evs, err := b.ReadLog(t.Context(), cid, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got = got[:0]
-		done := false
-		for _, ev := range evs {
-			if ev.Type == agentbridge.EventMediaState && ev.LegID == leg {
-				got = append(got, ev)
-				done = done || ev.State == "closed"
-			}
-		}
-		return done
-	})
-	return got
+	return pollLog(t, b, cid, "media_state closed in the log",
+		func(ev agentbridge.Event) bool { return ev.Type == agentbridge.EventMediaState && ev.LegID == leg },
+		func(got []agentbridge.Event) bool {
+			return slices.ContainsFunc(got, func(ev agentbridge.Event) bool { return ev.State == "closed" })
+		})
 }
 
 // startTestVoice starts a session with a live voice leg on a testLeg.

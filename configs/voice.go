@@ -1,6 +1,9 @@
 package configs
 
-import "time"
+import (
+	"cmp"
+	"time"
+)
 
 // WidgetVoice configures how a widget's voice legs hear the visitor: voice
 // activity detection (user_speech_started / user_speech_stopped) and
@@ -51,21 +54,11 @@ const (
 // WithDefaults returns v with its unset (zero) fields at their defaults.
 // Widgets stored before these settings existed read as the defaults.
 func (v WidgetVoice) WithDefaults() WidgetVoice {
-	if v.VAD.ThresholdDBov == 0 {
-		v.VAD.ThresholdDBov = DefaultVADThresholdDBov
-	}
-	if v.VAD.MinSpeechMS == 0 {
-		v.VAD.MinSpeechMS = DefaultVADMinSpeechMS
-	}
-	if v.VAD.HangoverMS == 0 {
-		v.VAD.HangoverMS = DefaultVADHangoverMS
-	}
-	if v.BargeIn == "" {
-		v.BargeIn = BargeInAuto
-	}
-	if v.BargeInMinMS == 0 {
-		v.BargeInMinMS = DefaultBargeInMinMS
-	}
+	v.VAD.ThresholdDBov = cmp.Or(v.VAD.ThresholdDBov, DefaultVADThresholdDBov)
+	v.VAD.MinSpeechMS = cmp.Or(v.VAD.MinSpeechMS, DefaultVADMinSpeechMS)
+	v.VAD.HangoverMS = cmp.Or(v.VAD.HangoverMS, DefaultVADHangoverMS)
+	v.BargeIn = cmp.Or(v.BargeIn, BargeInAuto)
+	v.BargeInMinMS = cmp.Or(v.BargeInMinMS, DefaultBargeInMinMS)
 	return v
 }
 

@@ -47,12 +47,7 @@ func TestWidgetVoiceValidate(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			w := validWidget()
-			tt.edit(&w.Voice)
-			ps := w.Validate()
-			if len(ps) != 1 || ps[0].Field != tt.field {
-				t.Fatalf("problems = %+v, want exactly one for %s", ps, tt.field)
-			}
+			wantOneWidgetProblem(t, func(w *WidgetConfig) { tt.edit(&w.Voice) }, tt.field)
 		})
 	}
 	w := validWidget()

@@ -80,13 +80,19 @@ func TestWidgetValidate(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			w := validWidget()
-			tt.edit(&w)
-			ps := w.Validate()
-			if len(ps) != 1 || ps[0].Field != tt.field {
-				t.Fatalf("problems = %+v, want exactly one for %s", ps, tt.field)
-			}
+			wantOneWidgetProblem(t, tt.edit, tt.field)
 		})
+	}
+}
+
+// wantOneWidgetProblem fails t unless validWidget, as edit leaves it, has
+// exactly one problem, on field.
+func wantOneWidgetProblem(t *testing.T, edit func(*WidgetConfig), field string) {
+	t.Helper()
+	w := validWidget()
+	edit(&w)
+	if ps := w.Validate(); len(ps) != 1 || ps[0].Field != field {
+		t.Fatalf("problems = %+v, want exactly one for %s", ps, field)
 	}
 }
 

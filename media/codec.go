@@ -42,14 +42,20 @@ func newPCMDecoder(f Format) (*pcmDecoder, error) {
 
 // decode decodes one Opus packet into a new little-endian int16 buffer.
 func (d *pcmDecoder) decode(pkt []byte) ([]byte, error) {
-	if len(pkt) > maxPacketBytes {
-		return nil, fmt.Errorf("media: opus packet of %d bytes", len(pkt))
-	}
-	n, err := d.dec.DecodeInt16(pkt, d.pcm)
+	n, err := decodeInt16(d.dec, pkt, d.pcm)
 	if err != nil {
 		return nil, err
 	}
 	return int16LE(d.pcm[:n*d.f.Channels]), nil
+}
+
+// decodeInt16 decodes one Opus packet into pcm, refusing one larger than
+// maxPacketBytes; it returns the samples per channel.
+func decodeInt16(dec *gopus.Decoder, pkt []byte, pcm []int16) (int, error) {
+	if len(pkt) > maxPacketBytes {
+		return 0, fmt.Errorf("media: opus packet of %d bytes", len(pkt))
+	}
+	return dec.DecodeInt16(pkt, pcm)
 }
 
 // conceal makes a 20 ms frame for one lost packet: from the in-band FEC

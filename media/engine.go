@@ -1,6 +1,7 @@
 package media
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -40,22 +41,13 @@ const opusFmtp = "minptime=10;useinbandfec=1"
 
 // withDefaults returns c with zero fields set to their defaults.
 func (c Config) withDefaults() Config {
-	def := func(d *time.Duration, v time.Duration) {
-		if *d == 0 {
-			*d = v
-		}
-	}
-	def(&c.DisconnectedTimeout, defaultDisconnectedTimeout)
-	def(&c.FailedTimeout, defaultFailedTimeout)
-	def(&c.KeepAliveInterval, defaultKeepAliveInterval)
-	def(&c.JitterWindow, defaultJitterWindow)
-	def(&c.SilenceTimeout, defaultSilenceTimeout)
-	if c.PlayoutQueue == 0 {
-		c.PlayoutQueue = defaultPlayoutQueue
-	}
-	if c.SocketBuffer == 0 {
-		c.SocketBuffer = defaultSocketBuffer
-	}
+	c.DisconnectedTimeout = cmp.Or(c.DisconnectedTimeout, defaultDisconnectedTimeout)
+	c.FailedTimeout = cmp.Or(c.FailedTimeout, defaultFailedTimeout)
+	c.KeepAliveInterval = cmp.Or(c.KeepAliveInterval, defaultKeepAliveInterval)
+	c.JitterWindow = cmp.Or(c.JitterWindow, defaultJitterWindow)
+	c.SilenceTimeout = cmp.Or(c.SilenceTimeout, defaultSilenceTimeout)
+	c.PlayoutQueue = cmp.Or(c.PlayoutQueue, defaultPlayoutQueue)
+	c.SocketBuffer = cmp.Or(c.SocketBuffer, defaultSocketBuffer)
 	return c
 }
 

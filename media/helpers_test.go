@@ -406,9 +406,21 @@ func sine(n, rate, off int) []int16 {
 // realOpus encodes n 20 ms frames of a tone at 48 kHz mono.
 func realOpus(t testing.TB, n int) [][]byte {
 	t.Helper()
+	return toneOpus(t, n, 0)
+}
+
+// toneOpus encodes n 20 ms frames of a tone at 48 kHz mono, at bitrate
+// bit/s (0: the encoder's default).
+func toneOpus(t testing.TB, n, bitrate int) [][]byte {
+	t.Helper()
 	enc, err := gopus.NewEncoder(gopus.EncoderConfig{SampleRate: 48000, Channels: 1, Application: gopus.ApplicationVoIP})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if bitrate != 0 {
+		if err := enc.SetBitrate(bitrate); err != nil {
+			t.Fatal(err)
+		}
 	}
 	out := make([][]byte, n)
 	buf := make([]byte, 1500)

@@ -5,8 +5,9 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
+
+	"github.com/parley-rtc/parley/agentbridge/agenttest"
 )
 
 func TestAddrRedactor(t *testing.T) {
@@ -41,7 +42,7 @@ func TestAddrRedactor(t *testing.T) {
 // TestPionLogsHideAddresses: a real call, logged at debug, where pion
 // names every ICE candidate: no address reaches the log.
 func TestPionLogsHideAddresses(t *testing.T) {
-	var buf syncBuffer
+	var buf agenttest.LogBuffer // pion logs from its own goroutines
 	e, err := NewEngine(testConfig(), slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err != nil {
 		t.Fatal(err)
@@ -55,22 +56,4 @@ func TestPionLogsHideAddresses(t *testing.T) {
 	if strings.Contains(out, "127.0.0.1") {
 		t.Fatalf("a candidate address is in the log:\n%s", out)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for pion's goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -204,10 +204,7 @@ func newLevelDecoder() (*levelDecoder, error) {
 
 // decode decodes pkt; the samples are valid until the next call.
 func (d *levelDecoder) decode(pkt []byte) ([]int16, error) {
-	if len(pkt) > maxPacketBytes {
-		return nil, fmt.Errorf("media: opus packet of %d bytes", len(pkt))
-	}
-	n, err := d.dec.DecodeInt16(pkt, d.pcm)
+	n, err := decodeInt16(d.dec, pkt, d.pcm)
 	if err != nil {
 		return nil, err
 	}

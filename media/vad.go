@@ -1,6 +1,7 @@
 package media
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"time"
@@ -45,18 +46,10 @@ const minDBov = -127.0
 
 // withDefaults returns v with zero fields set to their defaults.
 func (v VAD) withDefaults() VAD {
-	if v.ThresholdDBov == 0 {
-		v.ThresholdDBov = defaultVADThreshold
-	}
-	if v.MinSpeech == 0 {
-		v.MinSpeech = defaultMinSpeech
-	}
-	if v.Hangover == 0 {
-		v.Hangover = defaultHangover
-	}
-	if v.BargeInMin == 0 {
-		v.BargeInMin = defaultBargeInMin
-	}
+	v.ThresholdDBov = cmp.Or(v.ThresholdDBov, defaultVADThreshold)
+	v.MinSpeech = cmp.Or(v.MinSpeech, defaultMinSpeech)
+	v.Hangover = cmp.Or(v.Hangover, defaultHangover)
+	v.BargeInMin = cmp.Or(v.BargeInMin, defaultBargeInMin)
 	return v
 }
 

@@ -170,21 +170,5 @@ func (c *client) arrivals(r byte, since time.Time) (last time.Time, after int) {
 // voipOpus encodes n 20 ms frames of a tone at 48 kHz mono and 32 kbit/s,
 // as browsers send speech.
 func voipOpus(b *testing.B, n int) [][]byte {
-	enc, err := gopus.NewEncoder(gopus.EncoderConfig{SampleRate: 48000, Channels: 1, Application: gopus.ApplicationVoIP})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := enc.SetBitrate(32000); err != nil {
-		b.Fatal(err)
-	}
-	out := make([][]byte, n)
-	buf := make([]byte, 1500)
-	for i := range out {
-		k, err := enc.EncodeInt16(sine(960, 48000, i*960), buf)
-		if err != nil {
-			b.Fatal(err)
-		}
-		out[i] = append([]byte(nil), buf[:k]...)
-	}
-	return out
+	return toneOpus(b, n, 32000)
 }

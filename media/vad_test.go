@@ -59,13 +59,8 @@ func (c *client) levelExtID() uint8 {
 func (c *client) sendRTP(frames []rtpFrame) []time.Time {
 	c.t.Helper()
 	id := c.levelExtID()
-	tick := time.NewTicker(frameDuration)
-	defer tick.Stop()
-	sent := make([]time.Time, 0, len(frames))
+	pkts := make([]*rtp.Packet, len(frames))
 	for i, f := range frames {
-		if i > 0 {
-			<-tick.C
-		}
 		pkt := &rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: c.seq, Timestamp: c.ts}, Payload: f.payload}
 		if f.level >= 0 && id != 0 {
 			b, err := rtp.AudioLevelExtension{Level: uint8(f.level)}.Marshal()
@@ -78,27 +73,34 @@ func (c *client) sendRTP(frames []rtpFrame) []time.Time {
 		}
 		c.seq++
 		c.ts += opusFrameTicks
-		sent = append(sent, time.Now()) // before: the leg may read it before WriteRTP returns
-		if err := c.rtpTrack.WriteRTP(pkt); err != nil {
-			c.t.Fatal(err)
-		}
+		pkts[i] = pkt
 	}
-	return sent
+	return c.paced(len(pkts), func(i int) error { return c.rtpTrack.WriteRTP(pkts[i]) })
 }
 
 // sendSamples sends Opus packets in real time on the sample track and
 // returns when each was about to be written.
 func (c *client) sendSamples(frames [][]byte) []time.Time {
 	c.t.Helper()
+	return c.paced(len(frames), func(i int) error {
+		return c.track.WriteSample(pmedia.Sample{Data: frames[i], Duration: frameDuration})
+	})
+}
+
+// paced calls write for 0..n-1 in real time, one every 20 ms as a browser
+// sends, and returns when each was about to be written (before: the leg
+// may read a packet before its write returns).
+func (c *client) paced(n int, write func(i int) error) []time.Time {
+	c.t.Helper()
 	tick := time.NewTicker(frameDuration)
 	defer tick.Stop()
-	sent := make([]time.Time, 0, len(frames))
-	for i, f := range frames {
+	sent := make([]time.Time, 0, n)
+	for i := range n {
 		if i > 0 {
 			<-tick.C
 		}
 		sent = append(sent, time.Now())
-		if err := c.track.WriteSample(pmedia.Sample{Data: f, Duration: frameDuration}); err != nil {
+		if err := write(i); err != nil {
 			c.t.Fatal(err)
 		}
 	}

@@ -27,6 +27,13 @@ var benchPhrases = []string{
 
 func benchName(phrase string) string { return strings.ReplaceAll(phrase, " ", "_") }
 
+// reportPerPhrase reports the time one loop took per phrase and its
+// real-time factor against a, the phrase's audio.
+func reportPerPhrase(b *testing.B, a Audio) {
+	b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/phrase")
+	b.ReportMetric(b.Elapsed().Seconds()/float64(b.N)/a.Duration().Seconds(), "rtf")
+}
+
 // BenchmarkSynthesize: flite (slt) latency per phrase, one process per
 // sentence as the pipeline runs it; also the real-time factor.
 func BenchmarkSynthesize(b *testing.B) {
@@ -40,8 +47,7 @@ func BenchmarkSynthesize(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/phrase")
-			b.ReportMetric(b.Elapsed().Seconds()/float64(b.N)/a.Duration().Seconds(), "rtf")
+			reportPerPhrase(b, a)
 		})
 	}
 }
@@ -63,8 +69,7 @@ func BenchmarkTranscribe(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/phrase")
-			b.ReportMetric(b.Elapsed().Seconds()/float64(b.N)/a.Duration().Seconds(), "rtf")
+			reportPerPhrase(b, a)
 			b.ReportMetric(WordErrorRate(phrase, tr.Text), "WER")
 		})
 	}

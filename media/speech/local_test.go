@@ -113,11 +113,12 @@ func TestSilenceAndBlank(t *testing.T) {
 // with CodeUnavailable that names what is missing.
 func TestMissingTools(t *testing.T) {
 	empty := t.TempDir()
-	cases := []struct {
+	type missing struct {
 		name string
 		new  func() error
 		want string
-	}{
+	}
+	cases := []missing{
 		{"pocketsphinx binary", func() error {
 			_, err := NewPocketsphinx(PocketsphinxConfig{Binary: "parley-no-such-pocketsphinx"})
 			return err
@@ -145,18 +146,10 @@ func TestMissingTools(t *testing.T) {
 	}
 	if _, err := NewPocketsphinx(PocketsphinxConfig{}); err == nil {
 		// Only with the tools installed can a wrong voice be told apart from a missing flite.
-		cases = append(cases, struct {
-			name string
-			new  func() error
-			want string
-		}{"flite voice", func() error {
+		cases = append(cases, missing{"flite voice", func() error {
 			_, err := NewFlite(LocalTTSConfig{Voice: "nosuchvoice"})
 			return err
-		}, `no voice "nosuchvoice" (flite has:`}, struct {
-			name string
-			new  func() error
-			want string
-		}{"espeak-ng voice", func() error {
+		}, `no voice "nosuchvoice" (flite has:`}, missing{"espeak-ng voice", func() error {
 			_, err := NewEspeakNG(LocalTTSConfig{Voice: "nosuchvoice"})
 			return err
 		}, `voice "nosuchvoice" not usable`})

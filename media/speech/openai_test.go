@@ -1,7 +1,6 @@
 package speech
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/parley-rtc/parley/agentbridge/agenttest"
 )
 
 const testKey = "sk-parley-test-7f3a9c0e5d1b"
@@ -98,25 +99,6 @@ func (p *localProvider) note(s string) {
 	p.mu.Unlock()
 }
 
-// lockedBuffer collects log output from the client (written from the
-// test goroutine only, but -race should not have to trust that).
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestOpenAIRoundTrip: the HTTP provider speaks through a real server
 // (flite behind /v1/audio/speech) and hears the result back through it
 // (pocketsphinx behind /v1/audio/transcriptions), in both response formats.
@@ -127,7 +109,7 @@ func TestOpenAIRoundTrip(t *testing.T) {
 	t.Cleanup(srv.Close)
 	for _, format := range []string{"wav", "pcm"} {
 		t.Run(format, func(t *testing.T) {
-			var logs lockedBuffer
+			var logs agenttest.LogBuffer
 			o, err := NewOpenAI(OpenAIConfig{BaseURL: srv.URL + "/v1/", Key: testKey, Format: format, TTSModel: "flite-slt", STTModel: "pocketsphinx", Voice: "slt",
 				Timeout: 20 * time.Second, Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 			if err != nil {
@@ -174,7 +156,7 @@ func TestOpenAIKeyNeverShown(t *testing.T) {
 	if err := os.WriteFile(keyFile, []byte("\n"+bad+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	var logs lockedBuffer
+	var logs agenttest.LogBuffer
 	cfg := OpenAIConfig{BaseURL: srv.URL, KeyFile: keyFile, Logger: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 	o, err := NewOpenAI(cfg)
 	if err != nil {
