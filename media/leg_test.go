@@ -314,8 +314,13 @@ func TestLegSilenceTimeout(t *testing.T) {
 
 func TestLegSilenceResetByAudio(t *testing.T) {
 	t.Parallel()
-	c, leg, rec := connectSilenceTimeout(t, 300*time.Millisecond)
-	c.send(fakeOpus(100)) // 500 ms of sending, longer than the timeout
+	// The timeout counts from the leg's creation, so connecting and every
+	// gap between two packets must stay under it; on a machine busy with
+	// other tests both have taken over 300 ms (the timeout this test had).
+	// A second leaves room for that and is still far shorter than the 3 s
+	// of sending.
+	c, leg, rec := connectSilenceTimeout(t, time.Second)
+	c.send(fakeOpus(600)) // 3 s of sending (5 ms apart), three times the timeout
 	if leg.State() == StateClosed {
 		t.Fatal("leg closed while audio was flowing")
 	}
