@@ -68,11 +68,7 @@ func TestAdminConversationTranscript(t *testing.T) {
 	s := e.NewSession(nil)
 	ws := e.MustDialWS(s)
 	ws.Send(map[string]any{"type": "message", "body": "tell me a story", "client_message_id": "t-1"})
-	for {
-		if f := ws.Next(); f.Str("type") == "done" {
-			break
-		}
-	}
+	ws.Until("done")
 	// A call: the agent hears the visitor and speaks; the visitor cuts in.
 	call := e.NewVoiceClient(s)
 	call.WaitConnected()
