@@ -2,7 +2,6 @@ package signaling_test
 
 import (
 	"net/http"
-	"slices"
 	"strings"
 	"testing"
 
@@ -125,9 +124,7 @@ func TestBadInput(t *testing.T) {
 
 	// Nothing bad was stored.
 	want := []string{"visitor: still here", "agent: echo: still here"}
-	if got := signalingtest.Transcript(e.History(s)); !slices.Equal(got, want) {
-		t.Fatalf("history = %q, want %q", got, want)
-	}
+	e.ExpectTranscript(s, want)
 	if r := e.Do("OPTIONS", "/v1/sessions", nil, "Origin", testOrigin, "Access-Control-Request-Method", "POST"); r.Status != http.StatusNoContent ||
 		r.Header.Get("Access-Control-Allow-Origin") != testOrigin {
 		t.Fatalf("preflight: %d %v", r.Status, r.Header)

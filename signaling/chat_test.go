@@ -31,9 +31,7 @@ func TestChatOverWebSocket(t *testing.T) {
 	if f := c.Next(); f.Str("type") != "pong" {
 		t.Fatalf("ping answered with %v", f)
 	}
-	if got := signalingtest.Transcript(e.History(s)); !slices.Equal(got, want) {
-		t.Fatalf("history = %q, want %q", got, want)
-	}
+	e.ExpectTranscript(s, want)
 }
 
 func TestChatOverHTTP(t *testing.T) {
@@ -104,9 +102,7 @@ func TestDuplicateClientMessageID(t *testing.T) {
 	}
 
 	want := []string{"visitor: once", "agent: echo: once", "visitor: twice", "agent: echo: twice"}
-	if got := signalingtest.Transcript(e.History(s)); !slices.Equal(got, want) {
-		t.Fatalf("history = %q, want %q", got, want)
-	}
+	e.ExpectTranscript(s, want)
 }
 
 func TestResumeSessionKeepsConversation(t *testing.T) {
@@ -123,9 +119,7 @@ func TestResumeSessionKeepsConversation(t *testing.T) {
 		t.Fatalf("post after resume: %d %s", r.Status, r.Raw)
 	}
 	want := []string{"visitor: before reload", "agent: echo: before reload", "visitor: after reload", "agent: echo: after reload"}
-	if got := signalingtest.Transcript(e.History(s2)); !slices.Equal(got, want) {
-		t.Fatalf("history = %q, want %q", got, want)
-	}
+	e.ExpectTranscript(s2, want)
 	// A resume token is single use.
 	r := e.Do("POST", "/v1/sessions", map[string]any{"widget_key": configs.DemoWidgetKey,
 		"challenge": e.Resolve(testOrigin), "resume_token": s.ResumeToken}, "Origin", testOrigin)

@@ -102,34 +102,17 @@ func (s *Server) liveKitLeg(ctx context.Context, sess broker.Session, lk *media.
 			return v, nil
 		}
 	}
-	format, err := media.ParseFormat(s.voices.AgentFormat(sess.Agent))
-	if err != nil {
-		return nil, err
-	}
-	v := s.voices.NewVoice(sess)
-	v.SetTransport(transportLiveKit)
-	log := s.log.With("session_id", sess.ID, "conversation_id", sess.ConversationID, "leg_id", v.ID())
-	ls := s.newLegSpeech(v, log)
-	br, err := lk.NewBridge(ctx, media.BridgeOptions{
-		ID: v.ID(), Room: room, Visitor: identity, AgentFormat: format, Log: log,
-		OnMicFrame:  s.micSink(v),
-		OnState:     func(st media.State, reason string) { s.onLegState(v, st, reason) },
-		VAD:         vadOf(v.Settings(), ls.speaks()),
-		OnSpeech:    ls.onSpeech(v),
-		OnUtterance: ls.utterances(),
+	return s.startLeg(ctx, sess, transportLiveKit, func(v *broker.Voice, lh legHooks) (legMedia, error) {
+		br, err := lk.NewBridge(ctx, media.BridgeOptions{
+			ID: v.ID(), Room: room, Visitor: identity, AgentFormat: lh.format, Log: lh.log,
+			OnMicFrame: lh.onMicFrame, OnState: lh.onState, VAD: lh.vad, OnSpeech: lh.onSpeech, OnUtterance: lh.onUtterance,
+		})
+		if err != nil {
+			lh.log.Warn("livekit bridge failed", "err", err)
+			return nil, err
+		}
+		return br, nil
 	})
-	if err != nil {
-		ls.stop(v)
-		log.Warn("livekit bridge failed", "err", err)
-		return nil, err
-	}
-	ls.attach(br)
-	if err := s.voices.StartVoice(ctx, v, br); err != nil {
-		ls.stop(v)
-		_ = br.Close()
-		return nil, err
-	}
-	return v, nil
 }
 
 // visitorToken mints the visitor's LiveKit participant token: join this

@@ -16,13 +16,17 @@ func TestRefusalLogLimits(t *testing.T) {
 	var buf bytes.Buffer
 	l := newRefusalLog(slog.New(slog.NewJSONHandler(&buf, nil)))
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	logged := 0
-	for range 100 {
-		if l.refused(now, "https://a.example", "wdg_1", "/v1/widget/resolve") {
-			logged++
+	// linesOf counts the lines of n refusals at now, the i-th from origin(i).
+	linesOf := func(n int, origin func(i int) string) int {
+		lines := 0
+		for i := range n {
+			if l.refused(now, origin(i), "wdg_1", "/v1/widget/resolve") {
+				lines++
+			}
 		}
+		return lines
 	}
-	if logged != refusalBurst {
+	if logged := linesOf(100, func(int) string { return "https://a.example" }); logged != refusalBurst {
 		t.Fatalf("%d lines for 100 refusals at once, want the burst %d", logged, refusalBurst)
 	}
 	// A minute later: one more, which counts the 97 held back.
@@ -40,26 +44,14 @@ func TestRefusalLogLimits(t *testing.T) {
 	// Distinct origins: the global limit (refusalGlobalMax at once, then
 	// refusalGlobalRate a second).
 	now = now.Add(time.Hour)
-	logged = 0
-	for i := range 5000 {
-		if l.refused(now, fmt.Sprintf("https://s%d.example", i), "wdg_1", "/v1/widget/resolve") {
-			logged++
-		}
-	}
-	if logged != refusalGlobalMax {
+	if logged := linesOf(5000, func(i int) string { return fmt.Sprintf("https://s%d.example", i) }); logged != refusalGlobalMax {
 		t.Fatalf("%d lines for 5000 distinct origins at once, want %d", logged, refusalGlobalMax)
 	}
 	if n := len(l.keys); n > refusalKeys {
 		t.Fatalf("%d limiters kept, bound %d", n, refusalKeys)
 	}
 	now = now.Add(time.Second)
-	logged = 0
-	for i := range 100 {
-		if l.refused(now, fmt.Sprintf("https://t%d.example", i), "wdg_1", "/v1/widget/resolve") {
-			logged++
-		}
-	}
-	if logged != refusalGlobalRate {
+	if logged := linesOf(100, func(i int) string { return fmt.Sprintf("https://t%d.example", i) }); logged != refusalGlobalRate {
 		t.Fatalf("%d lines a second later, want %d", logged, refusalGlobalRate)
 	}
 	// A huge Origin header is cut before it reaches the log.

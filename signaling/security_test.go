@@ -2,7 +2,6 @@ package signaling_test
 
 import (
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -203,9 +202,7 @@ func TestRateLimits(t *testing.T) {
 		// Over HTTP too, and the refused messages were not stored.
 		signalingtest.ExpectErr(t, "message over HTTP", e.Post(s, "and another", "m-4", false), 429, "RATE_LIMITED")
 		want := []string{"visitor: hi m-1", "agent: echo: hi m-1", "visitor: hi m-2", "agent: echo: hi m-2"}
-		if got := signalingtest.Transcript(e.History(s)); !slices.Equal(got, want) {
-			t.Fatalf("history = %q, want %q", got, want)
-		}
+		e.ExpectTranscript(s, want)
 	})
 }
 

@@ -27,16 +27,7 @@ func TestShutdownEndsLongRequests(t *testing.T) {
 	// An agent that takes the conversation and never answers.
 	signalingtest.StartWorker(t, nc, "echo",
 		func(ctx context.Context, c *agentbridge.Conversation) error {
-			for {
-				select {
-				case <-ctx.Done():
-					return nil
-				case _, ok := <-c.Events():
-					if !ok {
-						return nil
-					}
-				}
-			}
+			return signalingtest.EachEvent(ctx, c, func(agentbridge.Event) error { return nil })
 		})
 
 	ak, _ := e.newAdminKey("", broker.ScopeOpsRead)

@@ -26,44 +26,26 @@ func TestSpeechAndInterruptFrames(t *testing.T) {
 	nc := e.agentConn("echo")
 	signalingtest.StartWorker(t, nc, "echo",
 		func(ctx context.Context, c *agentbridge.Conversation) error {
-			for {
-				select {
-				case <-ctx.Done():
+			return signalingtest.EachEvent(ctx, c, func(ev agentbridge.Event) error {
+				if ev.Type != agentbridge.EventUserMessage {
 					return nil
-				case ev, ok := <-c.Events():
-					if !ok {
-						return nil
-					}
-					if ev.Type != agentbridge.EventUserMessage {
-						continue
-					}
-					if ev.Text != "when are you open?" {
-						if err := c.SendText(ctx, ev.MessageID, "echo: "+ev.Text); err != nil {
-							return err
-						}
-						continue
-					}
-					r := c.NewReply(ev.MessageID)
-					if err := r.Write(ctx, "Our opening hours are "); err != nil {
-						return err
-					}
-					// Speaks on until the visitor cuts in.
-					select {
-					case <-r.Interrupted():
-					case <-ctx.Done():
-						return nil
-					}
-					interrupted <- r.Write(ctx, "nine to five.")
-					// An agent outside the SDK might stream on regardless.
-					if _, err := c.Publish(ctx, agentbridge.Event{Type: agentbridge.EventTextDelta, MessageID: r.ID(),
-						ReplyTo: ev.MessageID, Index: 1, Text: "nine to five."}); err != nil {
-						return err
-					}
-					if err := r.Done(ctx); err != nil {
-						return err
-					}
 				}
-			}
+				if ev.Text != "when are you open?" {
+					return c.SendText(ctx, ev.MessageID, "echo: "+ev.Text)
+				}
+				// Speaks on until the visitor cuts in.
+				r, cut, err := signalingtest.SpeakUntilCut(ctx, c, ev.MessageID, "Our opening hours are ")
+				if err != nil || !cut {
+					return err
+				}
+				interrupted <- r.Write(ctx, "nine to five.")
+				// An agent outside the SDK might stream on regardless.
+				if _, err := c.Publish(ctx, agentbridge.Event{Type: agentbridge.EventTextDelta, MessageID: r.ID(),
+					ReplyTo: ev.MessageID, Index: 1, Text: "nine to five."}); err != nil {
+					return err
+				}
+				return r.Done(ctx)
+			})
 		})
 
 	s := e.NewSession(nil)

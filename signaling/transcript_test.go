@@ -25,17 +25,7 @@ var storyWords = strings.Fields("Once upon a time a visitor asked an agent for a
 // voice it hears the visitor (a final transcript) and speaks a reply until
 // the visitor cuts in, then asks for a handoff.
 func transcriptAgent(ctx context.Context, c *agentbridge.Conversation) error {
-	for {
-		var ev agentbridge.Event
-		select {
-		case <-ctx.Done():
-			return nil
-		case e, ok := <-c.Events():
-			if !ok {
-				return nil
-			}
-			ev = e
-		}
+	return signalingtest.EachEvent(ctx, c, func(ev agentbridge.Event) error {
 		switch {
 		case ev.Type == agentbridge.EventUserMessage && ev.Text == "tell me a story":
 			r := c.NewReply(ev.MessageID)
@@ -44,31 +34,23 @@ func transcriptAgent(ctx context.Context, c *agentbridge.Conversation) error {
 					return err
 				}
 			}
-			if err := r.Done(ctx); err != nil {
-				return err
-			}
+			return r.Done(ctx)
 		case ev.Type == agentbridge.EventModeChanged && ev.Mode == agentbridge.ModeVoice:
 			id, err := c.SendTranscript(ctx, "when are you open", true)
 			if err != nil {
 				return err
 			}
-			r := c.NewReply(id)
-			if err := r.Write(ctx, "Our opening hours are "); err != nil {
+			r, cut, err := signalingtest.SpeakUntilCut(ctx, c, id, "Our opening hours are ")
+			if err != nil || !cut {
 				return err
-			}
-			select {
-			case <-r.Interrupted():
-			case <-ctx.Done():
-				return nil
 			}
 			if err := r.Done(ctx); err != nil {
 				return err
 			}
-			if err := c.SendAction(ctx, agentbridge.ActionHandoff, map[string]any{"queue": "sales"}); err != nil {
-				return err
-			}
+			return c.SendAction(ctx, agentbridge.ActionHandoff, map[string]any{"queue": "sales"})
 		}
-	}
+		return nil
+	})
 }
 
 // TestAdminConversationTranscript: GET /v1/admin/conversations/{id} and
@@ -86,11 +68,7 @@ func TestAdminConversationTranscript(t *testing.T) {
 	s := e.NewSession(nil)
 	ws := e.MustDialWS(s)
 	ws.Send(map[string]any{"type": "message", "body": "tell me a story", "client_message_id": "t-1"})
-	for {
-		if f := ws.Next(); f.Str("type") == "done" {
-			break
-		}
-	}
+	ws.Until("done")
 	// A call: the agent hears the visitor and speaks; the visitor cuts in.
 	call := e.NewVoiceClient(s)
 	call.WaitConnected()

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"mime"
 	"net/http"
 	"strconv"
@@ -102,31 +103,19 @@ func (s *Server) serveVoiceOffer(w http.ResponseWriter, r *http.Request, sess br
 	if err != nil {
 		return err
 	}
-	format, err := media.ParseFormat(s.voices.AgentFormat(sess.Agent))
-	if err != nil {
-		return err
-	}
-	v := s.voices.NewVoice(sess)
-	log := s.log.With("session_id", sess.ID, "conversation_id", sess.ConversationID, "leg_id", v.ID())
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), voiceSetupTimeout)
 	defer cancel()
-	ls := s.newLegSpeech(v, log)
-	leg, answer, err := s.engine.NewLeg(ctx, media.LegOptions{
-		ID: v.ID(), Offer: offer, AgentFormat: format, Log: log,
-		OnMicFrame:  s.micSink(v),
-		OnState:     func(st media.State, reason string) { s.onLegState(v, st, reason) },
-		VAD:         vadOf(v.Settings(), ls.speaks()),
-		OnSpeech:    ls.onSpeech(v),
-		OnUtterance: ls.utterances(),
+	var leg *media.Leg
+	var answer string
+	v, err := s.startLeg(ctx, sess, transportWebRTC, func(v *broker.Voice, lh legHooks) (legMedia, error) {
+		var err error
+		leg, answer, err = s.engine.NewLeg(ctx, media.LegOptions{
+			ID: v.ID(), Offer: offer, AgentFormat: lh.format, Log: lh.log,
+			OnMicFrame: lh.onMicFrame, OnState: lh.onState, VAD: lh.vad, OnSpeech: lh.onSpeech, OnUtterance: lh.onUtterance,
+		})
+		return mediaLeg{leg}, err
 	})
 	if err != nil {
-		ls.stop(v)
-		return err
-	}
-	ls.attach(leg)
-	if err := s.voices.StartVoice(ctx, v, mediaLeg{leg}); err != nil {
-		ls.stop(v)
-		_ = leg.Close()
 		return err
 	}
 	h := w.Header()
@@ -142,6 +131,66 @@ func (s *Server) serveVoiceOffer(w http.ResponseWriter, r *http.Request, sess br
 	w.WriteHeader(http.StatusCreated)
 	_, _ = io.WriteString(w, answer)
 	return nil
+}
+
+// transportWebRTC names a leg whose browser offered SDP here (the
+// default of broker.NewVoice); livekit.go has the other transport.
+const transportWebRTC = "webrtc"
+
+// legMedia is a voice leg's transport as the edge drives it: the broker
+// plays the agent's audio to it and the speech pipeline speaks on it.
+type legMedia interface {
+	broker.MediaLeg
+	speechLeg
+}
+
+// legHooks is what a voice leg's transport is built with, the same for
+// every transport: the agent's audio format, the leg's log, and the
+// callbacks that take the visitor's audio, the transport's states and the
+// visitor's voice activity.
+type legHooks struct {
+	format      media.Format
+	log         *slog.Logger
+	onMicFrame  func(agentbridge.AudioFrame)
+	onState     func(st media.State, reason string)
+	vad         media.VAD
+	onSpeech    func(media.SpeechEvent)
+	onUtterance func(media.Utterance)
+}
+
+// startLeg starts a voice leg of sess on transport (transportWebRTC,
+// transportLiveKit): open builds the transport from the new leg's hooks,
+// then the broker starts the leg on it. If open fails or the broker
+// refuses, the leg's speech pipeline is stopped (and the transport open
+// built is closed).
+func (s *Server) startLeg(ctx context.Context, sess broker.Session, transport string,
+	open func(v *broker.Voice, lh legHooks) (legMedia, error)) (*broker.Voice, error) {
+	format, err := media.ParseFormat(s.voices.AgentFormat(sess.Agent))
+	if err != nil {
+		return nil, err
+	}
+	v := s.voices.NewVoice(sess)
+	v.SetTransport(transport)
+	log := s.log.With("session_id", sess.ID, "conversation_id", sess.ConversationID, "leg_id", v.ID())
+	ls := s.newLegSpeech(v, log)
+	m, err := open(v, legHooks{format: format, log: log,
+		onMicFrame:  s.micSink(v),
+		onState:     func(st media.State, reason string) { s.onLegState(v, st, reason) },
+		vad:         vadOf(v.Settings(), ls.speaks()),
+		onSpeech:    ls.onSpeech(v),
+		onUtterance: ls.utterances(),
+	})
+	if err != nil {
+		ls.stop(v)
+		return nil, err
+	}
+	ls.attach(m)
+	if err := s.voices.StartVoice(ctx, v, m); err != nil {
+		ls.stop(v)
+		_ = m.Close()
+		return nil, err
+	}
+	return v, nil
 }
 
 // mediaLeg is a WebRTC leg as the broker sees it: a MediaLeg with stats

@@ -132,6 +132,15 @@ func Transcript(msgs []map[string]any) []string {
 	return out
 }
 
+// ExpectTranscript fails the test unless s's history, as Transcript
+// renders it, is want.
+func (c *Client) ExpectTranscript(s Session, want []string) {
+	c.T.Helper()
+	if got := Transcript(c.History(s)); !slices.Equal(got, want) {
+		c.T.Fatalf("history = %q, want %q", got, want)
+	}
+}
+
 // ExpectErr fails the test unless r is the coded error.
 func ExpectErr(t testing.TB, what string, r Response, status int, code string) {
 	t.Helper()

@@ -103,11 +103,8 @@ async function startLiveKitCall() {
     liveKitConnected(c);
   } catch (e) {
     if (c.ended) return;
-    console.warn("[parley:voice] LiveKit call setup failed:", e.code || e.name, e.message);
-    reportError(e.code || "VOICE_FAILED", e.message);
     // LiveKit's own failures (LIVEKIT_*) read as voice being unavailable.
-    addNote(e.code && ERRORS[e.code] ? human(e) + " " + T.keepTyping : ERRORS.VOICE_UNAVAILABLE, "error");
-    endCall(c, "failed", true, e.code || "");
+    setupFailed(c, e, "LiveKit call setup", e.code && ERRORS[e.code] ? human(e) + " " + T.keepTyping : ERRORS.VOICE_UNAVAILABLE);
   }
 }
 

@@ -108,11 +108,17 @@ async function startCall() {
     flushCandidates(c);
   } catch (e) {
     if (c.ended) return;
-    console.warn("[parley:voice] call setup failed:", e.code || e.name, e.message);
-    reportError(e.code || "VOICE_FAILED", e.message);
-    addNote(human(e.code ? e : apiError("", e.message)) + " " + T.keepTyping, "error");
-    endCall(c, "failed", true, e.code || "");
+    setupFailed(c, e, "call setup", human(e.code ? e : apiError("", e.message)) + " " + T.keepTyping);
   }
+}
+
+// setupFailed ends call c, whose setup (what, for the console) threw e:
+// the console and the error report get e, the visitor gets note.
+function setupFailed(c, e, what, note) {
+  console.warn("[parley:voice] " + what + " failed:", e.code || e.name, e.message);
+  reportError(e.code || "VOICE_FAILED", e.message);
+  addNote(note, "error");
+  endCall(c, "failed", true, e.code || "");
 }
 
 function onCandidate(c, cand) {
