@@ -61,10 +61,7 @@ func voiceToVoice(b *testing.B, hangoverMS int) {
 		b.Logf("%q: %d ms of audio, voiced to %d ms", p, 20*len(said[i].frames), 20*(said[i].voiced+1))
 	}
 	e := startEnv(b, withSpeech, func(c *configs.Config) { c.Widgets[0].Voice.VAD.HangoverMS = hangoverMS })
-	s := e.NewSession(nil)
-	ws := e.MustDialWS(s)
-	call := e.NewVoiceClient(s)
-	call.WaitConnected()
+	s, ws, call := e.voiceSession()
 	m := startMic(b, call)
 	defer m.stop()
 
