@@ -66,8 +66,7 @@ func TestWidgetLiveKit(t *testing.T) {
 	}
 
 	// A direct-WebRTC page never fetches the SDK, even with the panel open.
-	direct := s.tab(t, "/")
-	direct.openChat()
+	direct := s.chatTab(t, "/")
 	if sess := direct.session(); sess.VoicePath != "/v1/sessions/"+sess.SessionID+"/webrtc" {
 		t.Fatalf("webrtc widget: voice_path %q", sess.VoicePath)
 	}

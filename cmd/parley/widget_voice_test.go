@@ -16,8 +16,7 @@ import (
 
 func testWidgetVoice(t *testing.T, s *site) {
 	e := s.e
-	b := s.tab(t, "/")
-	b.openChat()
+	b := s.chatTab(t, "/")
 	sess := b.session()
 	if sess.VoicePath == "" {
 		t.Fatalf("session without voice_path: %+v", sess)
@@ -94,8 +93,7 @@ func testWidgetVoice(t *testing.T, s *site) {
 
 func testWidgetMicBlocked(t *testing.T, s *site) {
 	e := s.e
-	b := s.tab(t, "/blocked") // Permissions-Policy: microphone=()
-	b.openChat()
+	b := s.chatTab(t, "/blocked") // Permissions-Policy: microphone=()
 	b.click("button.mic")
 	b.waitJS(5*time.Second, "the diagnosis", widgetJS+`.micError === "policy" && `+widgetJS+`.call === "failed"
 		&& `+hasLine("mic-error", "Mic access is blocked. You can still ask questions by typing below.")+`
