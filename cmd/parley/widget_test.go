@@ -13,6 +13,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/parley-rtc/parley/agentbridge"
+	"github.com/parley-rtc/parley/agentbridge/agenttest"
 	"github.com/parley-rtc/parley/agentbridge/echo"
 	"github.com/parley-rtc/parley/configs"
 	"github.com/parley-rtc/parley/signaling/signalingtest"
@@ -230,6 +231,21 @@ func (b *browser) openChat() {
 	b.t.Helper()
 	b.click(".launcher")
 	b.waitJS(15*time.Second, "the chat to connect", widgetJS+`.open && `+widgetJS+`.chat === "connected"`)
+}
+
+// backToText taps back to text on a call and waits until the widget shows
+// the chat with the call ended, its bar hidden and its transport (the
+// expression transportJS) null, and e's broker has dropped the session's
+// voice leg.
+func (b *browser) backToText(e *env, sessionID, transportJS string) {
+	b.t.Helper()
+	b.click(".totext")
+	b.waitJS(10*time.Second, "the switch to text", widgetJS+`.call === "ended" && `+widgetJS+`.mode === "chat"
+		&& `+transportJS+` === null && `+sq(".callbar")+`.hidden`)
+	agenttest.Poll(b.t, 10*time.Second, "the broker to drop the voice leg", func() bool {
+		_, ok := e.app.broker.Voice(sessionID)
+		return !ok
+	})
 }
 
 // consoleCount counts console lines so far containing substr.

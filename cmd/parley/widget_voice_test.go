@@ -53,13 +53,7 @@ func testWidgetVoice(t *testing.T, s *site) {
 	b.viewportShot("widget-voice.png")
 
 	// One tap back to text: the same conversation goes on.
-	b.click(".totext")
-	b.waitJS(10*time.Second, "the switch to text", widgetJS+`.call === "ended" && `+widgetJS+`.mode === "chat"
-		&& Parley._debug.pc() === null && `+sq(".callbar")+`.hidden`)
-	agenttest.Poll(t, 10*time.Second, "the broker to drop the voice leg", func() bool {
-		_, ok := e.app.broker.Voice(sess.SessionID)
-		return !ok
-	})
+	b.backToText(e, sess.SessionID, "Parley._debug.pc()")
 	var spoken int
 	b.mustEval(voiceLinesJS, &spoken)
 	b.typeMessage("typed between the calls")
