@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/parley-rtc/parley/agentbridge/agenttest"
+	"github.com/parley-rtc/parley/cmd/internal/benchproc"
 	"github.com/parley-rtc/parley/configs"
 	"github.com/parley-rtc/parley/media/speech"
 	"github.com/parley-rtc/parley/signaling/signalingtest"
@@ -304,19 +305,8 @@ func (m *mic) run(b *testing.B, call *signalingtest.VoiceClient, silence []byte)
 		sent   phraseSent
 	)
 	for i := 0; ; i++ {
-		if d := time.Until(begin.Add(time.Duration(i) * 20 * time.Millisecond)); d > 0 {
-			timer.Reset(d)
-			select {
-			case <-m.quit:
-				return
-			case <-timer.C:
-			}
-		} else {
-			select {
-			case <-m.quit:
-				return
-			default:
-			}
+		if !benchproc.Pace(timer, begin.Add(time.Duration(i)*20*time.Millisecond), m.quit) {
+			return
 		}
 		if next == len(phrase.frames) {
 			select {
