@@ -55,11 +55,8 @@ func roomsCmd(args []string, stdout, stderr io.Writer) int {
 		fs.PrintDefaults()
 	}
 	pos, err := parseInterspersed(fs, args)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	if err != nil {
-		return 2
+	if code, done := parseExit(err); done {
+		return code
 	}
 	if show && len(pos) != 1 || !show && len(pos) != 0 {
 		fs.Usage()
