@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -83,10 +82,8 @@ func addAgentFlags(fs *flag.FlagSet) *agentFlags {
 // parse parses args into fs; done says the command ends here with code
 // (help, or a mistake already reported on fs's output).
 func (f *agentFlags) parse(fs *flag.FlagSet, args []string) (code int, done bool) {
-	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
-		return 0, true
-	} else if err != nil {
-		return 2, true
+	if code, done := parseExit(fs.Parse(args)); done {
+		return code, true
 	}
 	f.nf.markSet(fs)
 	return 0, false

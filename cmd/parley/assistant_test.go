@@ -255,10 +255,7 @@ func TestAssistantInterruptCancelsUpstream(t *testing.T) {
 	logs := &syncBuffer{}
 	e.startAssistant(ep, 30*time.Second, logs)
 
-	s := e.NewSession(nil)
-	ws := e.MustDialWS(s)
-	vc := e.NewVoiceClient(s)
-	vc.WaitConnected()
+	s, ws, _ := e.voiceSession()
 	var leg *broker.Voice
 	agenttest.Poll(t, 10*time.Second, "the voice leg", func() bool {
 		var ok bool

@@ -1,9 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -26,16 +26,7 @@ func TestBenchChat(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	o := benchchat.Options{Conversations: 40, Rate: 40, Duration: 2 * time.Second, Warmup: 500 * time.Millisecond,
 		Workers: 8, Agent: "process", Binary: bin, Prefix: "parley"}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	var log bytes.Buffer
-	rep, err := benchchat.Run(ctx, o, &log)
-	if err != nil {
-		t.Fatalf("bench: %v\n%s", err, log.String())
-	}
-	var table bytes.Buffer
-	rep.PrintTable(&table)
-	t.Logf("\n%s", table.String())
+	rep, table := runBench(t, func(ctx context.Context, log io.Writer) (*benchchat.Report, error) { return benchchat.Run(ctx, o, log) })
 
 	if rep.Live != 40 || len(rep.Failures) != 0 {
 		t.Errorf("live %d of 40, failures %v", rep.Live, rep.Failures)
@@ -61,20 +52,7 @@ func TestBenchChat(t *testing.T) {
 	if b, err := json.Marshal(rep); err != nil || json.Unmarshal(b, &back) != nil || back.Messages.Sent != m.Sent {
 		t.Errorf("JSON round trip: %v", err)
 	}
-	if !strings.Contains(table.String(), "sent → first chunk of the reply") {
-		t.Errorf("table:\n%s", table.String())
-	}
-}
-
-// TestBenchChatFlags: `parley bench chat` reaches the package's flags: a
-// bad one is refused before anything starts, -h prints them.
-func TestBenchChatFlags(t *testing.T) {
-	var out, errb bytes.Buffer
-	if code := run([]string{"bench", "chat", "--conversations", "0"}, &out, &errb); code != 2 {
-		t.Errorf("--conversations 0: exit %d, want 2 (%s)", code, errb.String())
-	}
-	errb.Reset()
-	if code := run([]string{"bench", "chat", "-h"}, &out, &errb); code != 0 || !strings.Contains(errb.String(), "-conversations") {
-		t.Errorf("-h: exit %d, %s", code, errb.String())
+	if !strings.Contains(table, "sent → first chunk of the reply") {
+		t.Errorf("table:\n%s", table)
 	}
 }

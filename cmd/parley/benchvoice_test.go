@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -107,40 +108,13 @@ func TestBenchVoiceLiveKit(t *testing.T) {
 // runBenchVoice runs `parley bench voice` in-process with o plus what the
 // tests above share (ramp 50/s, 2 senders, one muxed socket, the echo agent
 // in the child serve, 30 s to connect, 2 min in all), and returns the
-// report and its table.
+// report and its table (runBench).
 func runBenchVoice(t *testing.T, o benchvoice.Options) (*benchvoice.Report, string) {
 	t.Helper()
 	o.Ramp, o.ConnectTimeout, o.Senders, o.Sockets, o.Prefix, o.Agent = 50, 30*time.Second, 2, "mux", "parley", "in-process"
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	var log bytes.Buffer
-	rep, err := benchvoice.Run(ctx, o, &log)
-	if err != nil {
-		t.Fatalf("bench: %v\n%s", err, log.String())
-	}
-	var table bytes.Buffer
-	rep.PrintTable(&table)
-	t.Logf("\n%s", table.String())
-	return rep, table.String()
-}
-
-// TestBenchVoiceFlags: `parley bench` wants a target, and `parley bench
-// voice` reaches the package's flags (their cases are in package benchvoice):
-// a bad flag is refused before anything starts, -h prints them.
-func TestBenchVoiceFlags(t *testing.T) {
-	var out, errb bytes.Buffer
-	if code := run([]string{"bench"}, &out, &errb); code != 2 {
-		t.Errorf("bench without a target: exit %d, want 2", code)
-	}
-	errb.Reset()
-	if code := run([]string{"bench", "voice", "--sessions", "0"}, &out, &errb); code != 2 {
-		t.Errorf("--sessions 0: exit %d, want 2 (%s)", code, errb.String())
-	}
-	errb.Reset()
-	if code := run([]string{"bench", "voice", "-h"}, &out, &errb); code != 0 ||
-		!strings.Contains(errb.String(), "-nats-creds") || !strings.Contains(errb.String(), credsEnv) {
-		t.Errorf("-h: exit %d, want 0 and the flags with %s:\n%s", code, credsEnv, errb.String())
-	}
+	return runBench(t, func(ctx context.Context, log io.Writer) (*benchvoice.Report, error) {
+		return benchvoice.Run(ctx, o, log)
+	})
 }
 
 // TestBenchVoiceProfile profiles the broker under voice load. Parley runs in

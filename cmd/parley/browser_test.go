@@ -35,8 +35,16 @@ func requireChromium(t *testing.T) {
 	if _, err := os.Stat(chromiumPath); err == nil {
 		return
 	}
-	msg := fmt.Sprintf("\n%[1]s\n!!! %[2]s: %[3]s is missing: the browser path is NOT tested.\n!!! Install it with `make browser` (Debian package chromium).\n%[1]s",
-		strings.Repeat("!", 72), t.Name(), chromiumPath)
+	skipMissing(t, chromiumPath+" is missing: the browser path is NOT tested.",
+		"Install it with `make browser` (Debian package chromium).")
+}
+
+// skipMissing skips t, loudly (a banner on stderr, what and then how, each
+// on a line), for a missing piece of the browser path; with
+// PARLEY_REQUIRE_BROWSER=1 (CI) it fails t instead.
+func skipMissing(t *testing.T, what, how string) {
+	t.Helper()
+	msg := fmt.Sprintf("\n%[1]s\n!!! %[2]s: %[3]s\n!!! %[4]s\n%[1]s", strings.Repeat("!", 72), t.Name(), what, how)
 	fmt.Fprintln(os.Stderr, msg)
 	if os.Getenv("PARLEY_REQUIRE_BROWSER") == "1" {
 		t.Fatal(msg + "\n(PARLEY_REQUIRE_BROWSER=1: failing instead of skipping)")

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -26,11 +25,8 @@ func checkCmd(args []string, stdout, stderr io.Writer) int {
 	prefix := fs.String("prefix", configs.Default().NATS.Prefix, "subject prefix (nats.prefix)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	accept := fs.Bool("accept-loss", false, "record the store's present state as good: losses found earlier stop being reported")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, done := parseExit(fs.Parse(args)); done {
+		return code
 	}
 	if *dataDir == "" {
 		fmt.Fprintln(stderr, "parley check: --data-dir is required")

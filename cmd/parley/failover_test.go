@@ -58,10 +58,7 @@ func TestVoiceFailover(t *testing.T) {
 		c.Ops.RoomUpdateInterval = 20 * time.Millisecond
 	})
 	_, nc1 := e.startWorkerOn()
-	s := e.NewSession(nil)
-	ws := e.MustDialWS(s)
-	c := e.NewVoiceClient(s)
-	c.WaitConnected()
+	s, ws, c := e.voiceSession()
 	streamSpeech(t, c)
 	agenttest.Poll(t, 15*time.Second, "agent audio from the first worker", func() bool { return c.Received.Load() >= 50 })
 

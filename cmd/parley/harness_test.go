@@ -131,6 +131,17 @@ func (e *env) chatSessionReply(clientID, body, reply string) (session, *wsClient
 	return s, ws
 }
 
+// voiceSession starts a session, dials its WebSocket and connects a call
+// on it: the start of the tests that talk and chat on one session.
+func (e *env) voiceSession() (session, *wsClient, *voiceClient) {
+	e.t.Helper()
+	s := e.NewSession(nil)
+	ws := e.MustDialWS(s)
+	call := e.NewVoiceClient(s)
+	call.WaitConnected()
+	return s, ws, call
+}
+
 // The client side is signalingtest's, shared with signaling's handler
 // tests; these names keep the tests short.
 type (

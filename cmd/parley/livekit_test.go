@@ -179,6 +179,22 @@ func (e *env) liveKitToken(s session) response {
 	return e.Do("POST", "/v1/sessions/"+s.ID+"/livekit-token", nil, "Authorization", "Bearer "+s.Token)
 }
 
+// liveKitCall joins the session's room as its visitor, with the token
+// Parley gives (returned too), and publishes a microphone.
+func (e *env) liveKitCall(s session) (*lkClient, response) {
+	e.t.Helper()
+	r := e.liveKitToken(s)
+	if r.Status != http.StatusOK {
+		e.t.Fatalf("token: %d %s", r.Status, r.Raw)
+	}
+	c, err := joinLiveKit(e.t, r.Str("livekit_url"), r.Str("token"))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	c.publishMic()
+	return c, r
+}
+
 // settle gets everything that lives as long as the conversation running
 // before a goroutine baseline is taken: the echo agent has the
 // conversation (a chat turn), and the server API client has its keep-alive
@@ -597,15 +613,7 @@ func TestLiveKitModeChatEndsBridge(t *testing.T) {
 	e.settle(s, ws)
 	baseline := runtime.NumGoroutine()
 	before := goleak.IgnoreCurrent()
-	r := e.liveKitToken(s)
-	if r.Status != http.StatusOK {
-		t.Fatalf("token: %d %s", r.Status, r.Raw)
-	}
-	c, err := joinLiveKit(t, r.Str("livekit_url"), r.Str("token"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.publishMic()
+	c, r := e.liveKitCall(s)
 	start, sending := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(sending)
@@ -695,15 +703,7 @@ func TestLiveKitSpeechPipeline(t *testing.T) {
 	e := startLiveKitEnv(t, withSpeech)
 	s := e.MustCreateSession(liveKitWidgetKey, testOrigin, map[string]any{"mode": "chat"})
 	ws := e.MustDialWS(s)
-	r := e.liveKitToken(s)
-	if r.Status != http.StatusOK {
-		t.Fatalf("token: %d %s", r.Status, r.Raw)
-	}
-	c, err := joinLiveKit(t, r.Str("livekit_url"), r.Str("token"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.publishMic()
+	c, _ := e.liveKitCall(s)
 	silence := signalingtest.Quiet(t, 1)[0]
 	start := make(chan struct{})
 	go c.sendUntil(start, silence, append(signalingtest.Say(t, f, "where is my order"), signalingtest.Quiet(t, 50)...))

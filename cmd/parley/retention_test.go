@@ -84,16 +84,22 @@ func (s store) events(cid string) []agentbridge.Event {
 	}
 }
 
+// bucket is the KV bucket "parley_" + name.
+func (s store) bucket(ctx context.Context, name string) jetstream.KeyValue {
+	s.t.Helper()
+	kv, err := s.js.KeyValue(ctx, "parley_"+name)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return kv
+}
+
 // keys lists the keys of a bucket ("parley_" + name) matching filter.
 func (s store) keys(bucket, filter string) []string {
 	s.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	kv, err := s.js.KeyValue(ctx, "parley_"+bucket)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	l, err := kv.ListKeysFiltered(ctx, filter)
+	l, err := s.bucket(ctx, bucket).ListKeysFiltered(ctx, filter)
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -109,7 +115,7 @@ func (s store) valuesContaining(bucket, needle string) []string {
 	s.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	kv, _ := s.js.KeyValue(ctx, "parley_"+bucket)
+	kv := s.bucket(ctx, bucket)
 	var out []string
 	for _, k := range s.keys(bucket, ">") {
 		if e, err := kv.Get(ctx, k); err == nil && strings.Contains(string(e.Value()), needle) {

@@ -55,11 +55,8 @@ func roomsCmd(args []string, stdout, stderr io.Writer) int {
 		fs.PrintDefaults()
 	}
 	pos, err := parseInterspersed(fs, args)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	if err != nil {
-		return 2
+	if code, done := parseExit(err); done {
+		return code
 	}
 	if show && len(pos) != 1 || !show && len(pos) != 0 {
 		fs.Usage()
@@ -320,28 +317,33 @@ func agoOrDash(t, now time.Time) string {
 
 // eventDetail is a one-line summary of a log event.
 func eventDetail(ev agentbridge.Event) string {
-	var parts []string
-	add := func(k, v string) {
-		if v != "" {
-			parts = append(parts, k+"="+v)
-		}
-	}
+	var parts kvParts
 	switch ev.Type {
 	case agentbridge.EventModeChanged:
 		parts = append(parts, orDash(ev.PreviousMode)+" → "+ev.Mode)
 	case agentbridge.EventAgentState:
 		parts = append(parts, ev.State)
 	}
-	add("session", ev.SessionID)
-	add("via", ev.Via)
-	add("leg", ev.LegID)
-	add("action", ev.Action)
-	add("reason", ev.Reason)
-	add("worker", ev.WorkerID)
+	parts.add("session", ev.SessionID)
+	parts.add("via", ev.Via)
+	parts.add("leg", ev.LegID)
+	parts.add("action", ev.Action)
+	parts.add("reason", ev.Reason)
+	parts.add("worker", ev.WorkerID)
 	if ev.Type != agentbridge.EventTextDelta && ev.Text != "" {
 		parts = append(parts, quoteShort(ev.Text, 60))
 	}
 	return strings.Join(parts, " ")
+}
+
+// kvParts are the parts of a one-line summary: add appends "k=v", or
+// nothing when v is empty.
+type kvParts []string
+
+func (p *kvParts) add(k, v string) {
+	if v != "" {
+		*p = append(*p, k+"="+v)
+	}
 }
 
 // transcriptLine is one line of a conversation as `parley rooms show`
@@ -366,32 +368,27 @@ func transcriptLine(e broker.TranscriptEntry) string {
 		}
 		return line
 	}
-	var parts []string
-	add := func(k, v string) {
-		if v != "" {
-			parts = append(parts, k+"="+v)
-		}
-	}
+	var parts kvParts
 	switch e.Kind {
 	case broker.EntryInterrupt:
-		add("reply", e.MessageID)
+		parts.add("reply", e.MessageID)
 		if e.HeardMS != nil {
-			add("heard_ms", fmt.Sprint(*e.HeardMS))
+			parts.add("heard_ms", fmt.Sprint(*e.HeardMS))
 		}
 		if e.HeardText != nil {
 			parts = append(parts, "heard "+quoteShort(*e.HeardText, 80))
 		}
 	case broker.EntryHandOver:
-		add("from", e.PreviousWorkerID)
-		add("to", e.WorkerID)
+		parts.add("from", e.PreviousWorkerID)
+		parts.add("to", e.WorkerID)
 	case broker.EntryHandoff, broker.EntryAction, broker.EntryCapture:
-		add("action", e.Action)
+		parts.add("action", e.Action)
 		if len(e.Data) > 0 {
 			parts = append(parts, string(e.Data))
 		}
 	}
-	add("session", e.SessionID)
-	add("reason", e.Reason)
+	parts.add("session", e.SessionID)
+	parts.add("reason", e.Reason)
 	return "-- " + strings.ReplaceAll(e.Kind, "_", " ") + " " + strings.Join(parts, " ") + " --"
 }
 

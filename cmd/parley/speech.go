@@ -39,28 +39,14 @@ func speechEngines(cfg configs.Config, log *slog.Logger) (map[string]signaling.S
 		}
 		var sp signaling.Speech
 		if as.Hears() {
-			rec, err := engines.Recognizer(as.STT)
-			if err != nil {
-				log.Warn("voice runs without speech-to-text: the agent gets the visitor's audio, not text (make speech-tools installs the offline engines)",
-					"agent", agent, "stt", as.STT, "err", err)
-			} else {
-				sp.STT = rec
-				if o, ok := rec.(*speech.OpenAI); ok {
-					open = append(open, o)
-				}
-			}
+			sp.STT = buildEngine(engines.Recognizer, as.STT, &open, log,
+				"voice runs without speech-to-text: the agent gets the visitor's audio, not text (make speech-tools installs the offline engines)",
+				"agent", agent, "stt", as.STT)
 		}
 		if as.Speaks() {
-			syn, err := engines.Synthesizer(as.TTS)
-			if err != nil {
-				log.Warn("voice runs without text-to-speech: the agent's replies are not spoken (make speech-tools installs the offline engines)",
-					"agent", agent, "tts", as.TTS, "err", err)
-			} else {
-				sp.TTS = syn
-				if o, ok := syn.(*speech.OpenAI); ok {
-					open = append(open, o)
-				}
-			}
+			sp.TTS = buildEngine(engines.Synthesizer, as.TTS, &open, log,
+				"voice runs without text-to-speech: the agent's replies are not spoken (make speech-tools installs the offline engines)",
+				"agent", agent, "tts", as.TTS)
 		}
 		if sp.STT == nil && sp.TTS == nil {
 			continue
@@ -71,6 +57,23 @@ func speechEngines(cfg configs.Config, log *slog.Logger) (map[string]signaling.S
 			"tts", engineName(sp.TTS != nil, as.TTS), "audio_to_agent", sp.STT == nil || as.Audio)
 	}
 	return out, closeAll
+}
+
+// buildEngine builds the engine name of one kind (build is
+// Engines.Recognizer or Engines.Synthesizer) and adds an HTTP one to open,
+// to be closed. One that cannot run here is left out: the zero E, and
+// warn logged with attrs and the error.
+func buildEngine[E any](build func(string) (E, error), name string, open *[]*speech.OpenAI, log *slog.Logger, warn string, attrs ...any) E {
+	e, err := build(name)
+	if err != nil {
+		log.Warn(warn, append(attrs, "err", err)...)
+		var none E
+		return none
+	}
+	if o, ok := any(e).(*speech.OpenAI); ok {
+		*open = append(*open, o)
+	}
+	return e
 }
 
 func engineName(ok bool, name string) string {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/parley-rtc/parley/agentbridge/agenttest"
+	"github.com/parley-rtc/parley/cmd/internal/benchproc"
 	"github.com/parley-rtc/parley/configs"
 	"github.com/parley-rtc/parley/media/speech"
 	"github.com/parley-rtc/parley/signaling/signalingtest"
@@ -61,10 +62,7 @@ func voiceToVoice(b *testing.B, hangoverMS int) {
 		b.Logf("%q: %d ms of audio, voiced to %d ms", p, 20*len(said[i].frames), 20*(said[i].voiced+1))
 	}
 	e := startEnv(b, withSpeech, func(c *configs.Config) { c.Widgets[0].Voice.VAD.HangoverMS = hangoverMS })
-	s := e.NewSession(nil)
-	ws := e.MustDialWS(s)
-	call := e.NewVoiceClient(s)
-	call.WaitConnected()
+	s, ws, call := e.voiceSession()
 	m := startMic(b, call)
 	defer m.stop()
 
@@ -307,19 +305,8 @@ func (m *mic) run(b *testing.B, call *signalingtest.VoiceClient, silence []byte)
 		sent   phraseSent
 	)
 	for i := 0; ; i++ {
-		if d := time.Until(begin.Add(time.Duration(i) * 20 * time.Millisecond)); d > 0 {
-			timer.Reset(d)
-			select {
-			case <-m.quit:
-				return
-			case <-timer.C:
-			}
-		} else {
-			select {
-			case <-m.quit:
-				return
-			default:
-			}
+		if !benchproc.Pace(timer, begin.Add(time.Duration(i)*20*time.Millisecond), m.quit) {
+			return
 		}
 		if next == len(phrase.frames) {
 			select {

@@ -73,10 +73,7 @@ func waitSpoken(t *testing.T, call *signalingtest.VoiceClient, from int) [][]byt
 func TestVoiceTurnsWithSpeechPipeline(t *testing.T) {
 	ps, f := signalingtest.RequireSpeech(t)
 	e := startEnv(t, withSpeech)
-	s := e.NewSession(nil)
-	ws := e.MustDialWS(s)
-	call := e.NewVoiceClient(s)
-	call.WaitConnected()
+	s, ws, call := e.voiceSession()
 
 	// Word error bounds, measured: flite → Opus → pocketsphinx hears these
 	// phrases exactly (TestFliteToPocketsphinx); one word in four may go
@@ -171,10 +168,7 @@ func TestVoiceTurnUnheard(t *testing.T) {
 		c.Agents.Speech = map[string]configs.AgentSpeech{"echo": {STT: configs.SpeechOpenAI, TTS: configs.SpeechFlite}}
 		c.Speech.OpenAI.BaseURL = url
 	})
-	s := e.NewSession(nil)
-	ws := e.MustDialWS(s)
-	call := e.NewVoiceClient(s)
-	call.WaitConnected()
+	s, ws, call := e.voiceSession()
 	heard, reply := speakTurn(t, ws, call, f, "hello can you hear me")
 	if heard.Str("body") != "" || heard.Str("reason") != "speech_down" {
 		t.Fatalf("the unheard turn reached the widget as %v", heard)
@@ -225,10 +219,7 @@ func TestBargeInOnSpokenReply(t *testing.T) {
 			}
 		}
 	})
-	s := e.NewSession(nil)
-	ws := e.MustDialWS(s)
-	call := e.NewVoiceClient(s)
-	call.WaitConnected()
+	s, ws, call := e.voiceSession()
 	ws.Send(map[string]any{"type": "message", "body": "when are you open?", "client_message_id": "c-1"})
 	done, _ := ws.Until("done")
 	replyID := done.Str("message_id")
@@ -301,10 +292,7 @@ func TestAssistantOnACall(t *testing.T) {
 		sse(w, true, longReply)
 	})
 	e.startAssistant(ep, 5*time.Second, &syncBuffer{})
-	s := e.NewSession(nil)
-	ws := e.MustDialWS(s)
-	call := e.NewVoiceClient(s)
-	call.WaitConnected()
+	s, ws, call := e.voiceSession()
 	ws.Send(map[string]any{"type": "message", "body": "when are you open?", "client_message_id": "c-1"})
 	ws.Until("done")
 	agenttest.Poll(t, 30*time.Second, "2 s of the reply spoken", func() bool { return len(call.Heard()) >= 100 })

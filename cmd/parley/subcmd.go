@@ -51,9 +51,17 @@ func (c *subcommands) parse(args []string) (code int, done bool) {
 		c.Usage()
 		return 2, true
 	}
-	if err := c.Parse(args[1:]); errors.Is(err, flag.ErrHelp) {
+	return parseExit(c.Parse(args[1:]))
+}
+
+// parseExit is where a command goes after parsing its flags (err is
+// flag.FlagSet.Parse's): done with 0 after -h, with 2 after a mistake
+// (already reported on the flag set's output), not done without err.
+func parseExit(err error) (code int, done bool) {
+	switch {
+	case errors.Is(err, flag.ErrHelp):
 		return 0, true
-	} else if err != nil {
+	case err != nil:
 		return 2, true
 	}
 	return 0, false

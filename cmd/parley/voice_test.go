@@ -316,10 +316,7 @@ func TestVoiceICERestart(t *testing.T) {
 // is ended and the conversation goes on in chat.
 func TestVoiceSilenceEndsLeg(t *testing.T) {
 	e := startEnv(t, voiceConfig, func(c *configs.Config) { c.Media.SilenceTimeout = time.Second })
-	s := e.NewSession(nil)
-	ws := e.MustDialWS(s)
-	c := e.NewVoiceClient(s)
-	c.WaitConnected()
+	s, ws, _ := e.voiceSession()
 	var states []string
 	for {
 		f := ws.Next()
@@ -347,10 +344,7 @@ func TestVoiceClientGone(t *testing.T) {
 	e := startEnv(t, voiceConfig, func(c *configs.Config) {
 		c.Media.DisconnectedTimeout, c.Media.FailedTimeout = 500*time.Millisecond, time.Second
 	})
-	s := e.NewSession(nil)
-	ws := e.MustDialWS(s)
-	c := e.NewVoiceClient(s)
-	c.WaitConnected()
+	s, ws, c := e.voiceSession()
 	c.Send(signalingtest.Speech(t, 1, 100, 100))
 	c.Close()
 	f, _ := ws.Until("mode")

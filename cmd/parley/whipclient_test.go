@@ -61,13 +61,8 @@ func whipClient(t *testing.T) (dir, stamp string) {
 			return dir, strings.TrimSpace(string(b))
 		}
 	}
-	msg := fmt.Sprintf("\n%[1]s\n!!! %[2]s: the third-party WHIP client is missing (%[3]v):\n!!! WHIP interop is NOT tested. Fetch it with `make whip-client`.\n%[1]s",
-		strings.Repeat("!", 72), t.Name(), err)
-	fmt.Fprintln(os.Stderr, msg)
-	if os.Getenv("PARLEY_REQUIRE_BROWSER") == "1" {
-		t.Fatal(msg + "\n(PARLEY_REQUIRE_BROWSER=1: failing instead of skipping)")
-	}
-	t.Skip(msg)
+	skipMissing(t, fmt.Sprintf("the third-party WHIP client is missing (%v):", err),
+		"WHIP interop is NOT tested. Fetch it with `make whip-client`.")
 	return "", ""
 }
 

@@ -16,8 +16,7 @@ import (
 
 func testWidgetChat(t *testing.T, s *site) {
 	e := s.e
-	b := s.tab(t, "/")
-	b.openChat()
+	b := s.chatTab(t, "/")
 	b.typeMessage("hello from the site")
 	d := b.waitJS(10*time.Second, "the echo", hasLine("agent", "echo: hello from the site")+
 		` && !`+sq(".msg.pending")+` && !`+sq(".typing"))
@@ -40,8 +39,7 @@ func testWidgetChat(t *testing.T, s *site) {
 
 func testWidgetCapture(t *testing.T, s *site) {
 	e := s.e
-	b := s.tab(t, "/?as=ana") // a signed-in visitor: data-visitor-token
-	b.openChat()
+	b := s.chatTab(t, "/?as=ana") // a signed-in visitor: data-visitor-token
 	var claims map[string]any
 	b.mustEval(`Parley._debug.session().visitor_claims`, &claims)
 	if claims["email"] != "ana@example.com" || claims["method"] != "jwt" {
@@ -84,8 +82,7 @@ func testWidgetCapture(t *testing.T, s *site) {
 
 func testWidgetNavigate(t *testing.T, s *site) {
 	e := s.e
-	b := s.tab(t, "/")
-	b.openChat()
+	b := s.chatTab(t, "/")
 	// A target on this page: a scroll, with directions in words.
 	b.typeMessage("where is the faq?")
 	b.waitJS(10*time.Second, "the scroll to #faq", hasLine("directions", "Taking you to the FAQ…")+`
@@ -119,8 +116,7 @@ func testWidgetNavigate(t *testing.T, s *site) {
 	// A single-page app: with data-spa, history.pushState and a
 	// popstate; with an onNavigate handler, the site's router. The page
 	// is never reloaded (a call would go on).
-	spa := s.tab(t, "/?spa=1")
-	spa.openChat()
+	spa := s.chatTab(t, "/?spa=1")
 	spa.mustEval(`window.notReloaded = true`, nil)
 	spa.typeMessage("show me pricing")
 	spa.waitJS(10*time.Second, "the pushState navigation", `location.pathname === "/pricing" && window.notReloaded

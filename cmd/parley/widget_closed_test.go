@@ -15,8 +15,7 @@ import (
 // resuming it behind the visitor's back, and says so again after a
 // reload; a new conversation starts only when the visitor writes.
 func testWidgetClosed(t *testing.T, s *site) {
-	b := s.tab(t, "/")
-	b.openChat()
+	b := s.chatTab(t, "/")
 	b.typeMessage("before the close")
 	b.waitJS(10*time.Second, "the reply", hasLine("agent", "echo: before the close"))
 	before := b.session()

@@ -91,23 +91,24 @@ func (s *xpSite) tab(t *testing.T, host, query, init string) *browser {
 	return tab
 }
 
+// chatTab opens a tab on the site's page on host with query, waits for
+// the widget to be ready and opens its chat.
+func (s *xpSite) chatTab(t *testing.T, host, query string) *browser {
+	t.Helper()
+	b := s.tab(t, host, query, "")
+	b.waitReady()
+	b.openChat()
+	return b
+}
+
 func TestWidgetExperience(t *testing.T) {
-	requireChromium(t)
-	started := time.Now()
-	s := startXPSite(t)
-	t.Logf("Parley, site and Chromium up in %v", time.Since(started).Round(time.Millisecond))
-	for _, sub := range []struct {
-		name string
-		run  func(*testing.T, *xpSite)
-	}{
+	runOnSite(t, startXPSite, []siteSubtest[*xpSite]{
 		{"OriginRefused", testOriginRefused},
 		{"NoAgentCall", testNoAgentCall},
 		{"CallMarkers", testCallMarkers},
 		{"Attach", testAttach},
 		{"InsecureMic", testInsecureMic},
-	} {
-		t.Run(sub.name, func(t *testing.T) { sub.run(t, s) })
-	}
+	})
 }
 
 // testOriginRefused: a page on an origin no widget allows. The console
@@ -178,9 +179,7 @@ const silentMic = `navigator.mediaDevices.getUserMedia = async () => new AudioCo
 // the note goes, the bar says "On a call", and the kept turn is answered.
 func testNoAgentCall(t *testing.T, s *xpSite) {
 	e := s.e
-	b := s.tab(t, "127.0.0.1", "key="+lonelyKey, "")
-	b.waitReady()
-	b.openChat()
+	b := s.chatTab(t, "127.0.0.1", "key="+lonelyKey)
 	sess := b.session()
 	// This widget takes no attachments (uploads: false): no attach button.
 	b.waitJS(5*time.Second, "no attach button", sq("button.attach")+`.hidden && `+sq("button.mic")+`.getClientRects().length > 0`)
@@ -234,9 +233,7 @@ func testNoAgentCall(t *testing.T, s *xpSite) {
 // (N s)" in the transcript, live and, after a reload, from the history,
 // once each.
 func testCallMarkers(t *testing.T, s *xpSite) {
-	b := s.tab(t, "127.0.0.1", "key="+xpKey, "")
-	b.waitReady()
-	b.openChat()
+	b := s.chatTab(t, "127.0.0.1", "key="+xpKey)
 	b.typeMessage("before the call")
 	b.waitJS(10*time.Second, "the echo", hasLine("agent", "echo: before the call"))
 	b.mustEval(silentMic, nil)
@@ -272,9 +269,7 @@ func testCallMarkers(t *testing.T, s *xpSite) {
 // refused by it (415), each said in the visitor's language.
 func testAttach(t *testing.T, s *xpSite) {
 	e := s.e
-	b := s.tab(t, "127.0.0.1", "key="+xpKey, "")
-	b.waitReady()
-	b.openChat()
+	b := s.chatTab(t, "127.0.0.1", "key="+xpKey)
 	sess := b.session()
 	b.waitJS(5*time.Second, "the attach button", sq("button.attach")+` && !`+sq("button.attach")+`.hidden && !`+sq("button.attach")+`.disabled
 		&& `+sq("button.attach")+`.getAttribute("aria-label") === "Attach a file" && `+sq("input.file")+`.accept === "image/*,application/pdf,text/plain"`)
@@ -330,9 +325,7 @@ func testAttach(t *testing.T, s *xpSite) {
 		.some((el) => el.querySelector(".body").textContent === "order-4411.txt" && el.querySelector("svg.via").getAttribute("aria-label") === "Attachment")`)
 
 	// In French.
-	fr := s.tab(t, "127.0.0.1", "key="+xpKey+"&look=fr", "")
-	fr.waitReady()
-	fr.openChat()
+	fr := s.chatTab(t, "127.0.0.1", "key="+xpKey+"&look=fr")
 	fr.waitJS(5*time.Second, "the attach button in French", sq("button.attach")+`.getAttribute("aria-label") === "Joindre un fichier"`)
 	fr.mustEval(fmt.Sprintf(`(() => {
 		const dt = new DataTransfer(); dt.items.add(new File([new Uint8Array(%d)], "scan.png", {type: "image/png"}));

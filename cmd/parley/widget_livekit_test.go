@@ -66,8 +66,7 @@ func TestWidgetLiveKit(t *testing.T) {
 	}
 
 	// A direct-WebRTC page never fetches the SDK, even with the panel open.
-	direct := s.tab(t, "/")
-	direct.openChat()
+	direct := s.chatTab(t, "/")
 	if sess := direct.session(); sess.VoicePath != "/v1/sessions/"+sess.SessionID+"/webrtc" {
 		t.Fatalf("webrtc widget: voice_path %q", sess.VoicePath)
 	}
@@ -166,13 +165,7 @@ func TestWidgetLiveKit(t *testing.T) {
 	}
 
 	// Back to text: the room goes, the conversation goes on.
-	b.click(".totext")
-	b.waitJS(10*time.Second, "the switch to text", widgetJS+`.call === "ended" && `+widgetJS+`.mode === "chat"
-		&& Parley._debug.room() === null && `+sq(".callbar")+`.hidden`)
-	agenttest.Poll(t, 10*time.Second, "the broker to drop the voice leg", func() bool {
-		_, ok := e.app.broker.Voice(sess.SessionID)
-		return !ok
-	})
+	b.backToText(e.env, sess.SessionID, "Parley._debug.room()")
 	agenttest.Poll(t, 10*time.Second, "LiveKit to delete the room", func() bool {
 		_, err := e.app.lk.RoomState(context.Background(), room.Name)
 		return errors.Is(err, media.ErrNoRoom)

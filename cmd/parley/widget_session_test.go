@@ -60,8 +60,7 @@ func testWidgetTrigger(t *testing.T, s *site) {
 }
 
 func testWidgetReload(t *testing.T, s *site) {
-	b := s.tab(t, "/")
-	b.openChat()
+	b := s.chatTab(t, "/")
 	before := b.session()
 	b.typeMessage("first")
 	b.waitJS(10*time.Second, "the first echo", hasLine("agent", "echo: first"))

@@ -21,8 +21,7 @@ import (
 // cut while the broker spoke it, as the words heard. The history shows the
 // same after a reload. (TestWidgetSpeechE2E does this with real speech.)
 func testWidgetSpeech(t *testing.T, s *site) {
-	b := s.tab(t, "/")
-	b.openChat()
+	b := s.chatTab(t, "/")
 	sess := b.session()
 	// A silent microphone: the agent's beep detector hears no turns of its
 	// own, so the replies here are the test's.

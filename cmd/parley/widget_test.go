@@ -13,6 +13,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/parley-rtc/parley/agentbridge"
+	"github.com/parley-rtc/parley/agentbridge/agenttest"
 	"github.com/parley-rtc/parley/agentbridge/echo"
 	"github.com/parley-rtc/parley/configs"
 	"github.com/parley-rtc/parley/signaling/signalingtest"
@@ -210,6 +211,15 @@ func (s *site) tab(t *testing.T, path string) *browser {
 	return tab
 }
 
+// chatTab opens a tab on the site's page path and the widget's chat in
+// it.
+func (s *site) chatTab(t *testing.T, path string) *browser {
+	t.Helper()
+	b := s.tab(t, path)
+	b.openChat()
+	return b
+}
+
 // waitReady waits for the widget of the page to be ready.
 func (b *browser) waitReady() {
 	b.t.Helper()
@@ -221,6 +231,21 @@ func (b *browser) openChat() {
 	b.t.Helper()
 	b.click(".launcher")
 	b.waitJS(15*time.Second, "the chat to connect", widgetJS+`.open && `+widgetJS+`.chat === "connected"`)
+}
+
+// backToText taps back to text on a call and waits until the widget shows
+// the chat with the call ended, its bar hidden and its transport (the
+// expression transportJS) null, and e's broker has dropped the session's
+// voice leg.
+func (b *browser) backToText(e *env, sessionID, transportJS string) {
+	b.t.Helper()
+	b.click(".totext")
+	b.waitJS(10*time.Second, "the switch to text", widgetJS+`.call === "ended" && `+widgetJS+`.mode === "chat"
+		&& `+transportJS+` === null && `+sq(".callbar")+`.hidden`)
+	agenttest.Poll(b.t, 10*time.Second, "the broker to drop the voice leg", func() bool {
+		_, ok := e.app.broker.Voice(sessionID)
+		return !ok
+	})
 }
 
 // consoleCount counts console lines so far containing substr.
@@ -247,17 +272,9 @@ func (b *browser) lines() []string {
 }
 
 func TestWidget(t *testing.T) {
-	requireChromium(t)
-	started := time.Now()
-	s := startSite(t)
-	t.Logf("Parley, site and Chromium up in %v", time.Since(started).Round(time.Millisecond))
-
 	// One subtest per topic, in the files widget_*_test.go; they share the
 	// site, its Parley and its Chromium, and run in this order.
-	for _, sub := range []struct {
-		name string
-		run  func(*testing.T, *site)
-	}{
+	runOnSite(t, startSite, []siteSubtest[*site]{
 		{"ScriptTag", testWidgetScriptTag},
 		{"Look", testWidgetLook},
 		{"Chat", testWidgetChat},
@@ -269,8 +286,25 @@ func TestWidget(t *testing.T) {
 		{"Reload", testWidgetReload},
 		{"Closed", testWidgetClosed},
 		{"MicBlocked", testWidgetMicBlocked},
-	} {
+	})
+}
+
+// siteSubtest is one topic of a test whose subtests share a site S (its
+// Parley and its Chromium).
+type siteSubtest[S any] struct {
+	name string
+	run  func(*testing.T, S)
+}
+
+// runOnSite starts the site with start once Chromium is known to be
+// here, and runs subs on it in order.
+func runOnSite[S any](t *testing.T, start func(*testing.T) S, subs []siteSubtest[S]) {
+	requireChromium(t)
+	started := time.Now()
+	s := start(t)
+	t.Logf("Parley, site and Chromium up in %v", time.Since(started).Round(time.Millisecond))
+	for _, sub := range subs {
 		t.Run(sub.name, func(t *testing.T) { sub.run(t, s) })
 	}
-	t.Logf("TestWidget took %v", time.Since(started).Round(time.Millisecond))
+	t.Logf("%s took %v", t.Name(), time.Since(started).Round(time.Millisecond))
 }

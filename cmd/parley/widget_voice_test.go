@@ -16,8 +16,7 @@ import (
 
 func testWidgetVoice(t *testing.T, s *site) {
 	e := s.e
-	b := s.tab(t, "/")
-	b.openChat()
+	b := s.chatTab(t, "/")
 	sess := b.session()
 	if sess.VoicePath == "" {
 		t.Fatalf("session without voice_path: %+v", sess)
@@ -54,13 +53,7 @@ func testWidgetVoice(t *testing.T, s *site) {
 	b.viewportShot("widget-voice.png")
 
 	// One tap back to text: the same conversation goes on.
-	b.click(".totext")
-	b.waitJS(10*time.Second, "the switch to text", widgetJS+`.call === "ended" && `+widgetJS+`.mode === "chat"
-		&& Parley._debug.pc() === null && `+sq(".callbar")+`.hidden`)
-	agenttest.Poll(t, 10*time.Second, "the broker to drop the voice leg", func() bool {
-		_, ok := e.app.broker.Voice(sess.SessionID)
-		return !ok
-	})
+	b.backToText(e, sess.SessionID, "Parley._debug.pc()")
 	var spoken int
 	b.mustEval(voiceLinesJS, &spoken)
 	b.typeMessage("typed between the calls")
@@ -94,8 +87,7 @@ func testWidgetVoice(t *testing.T, s *site) {
 
 func testWidgetMicBlocked(t *testing.T, s *site) {
 	e := s.e
-	b := s.tab(t, "/blocked") // Permissions-Policy: microphone=()
-	b.openChat()
+	b := s.chatTab(t, "/blocked") // Permissions-Policy: microphone=()
 	b.click("button.mic")
 	b.waitJS(5*time.Second, "the diagnosis", widgetJS+`.micError === "policy" && `+widgetJS+`.call === "failed"
 		&& `+hasLine("mic-error", "Mic access is blocked. You can still ask questions by typing below.")+`

@@ -2,7 +2,6 @@ package benchchat
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -30,27 +29,14 @@ func Command(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.Prefix, "nats-prefix", "parley", "NATS subject prefix of the server")
 	fs.StringVar(&o.ProfileDir, "server-profile", "", "write the broker's heap profiles (all conversations live and idle; end of the window) and its CPU profile over the window to this directory (go tool pprof)")
 	fs.BoolVar(&asJSON, "json", false, "print one JSON object instead of the table")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if err := o.Validate(); err != nil {
-		fmt.Fprintf(stderr, "parley bench chat: %v\n", err)
-		return 2
+	if code, ok := benchproc.ParseFlags(fs, args, func() error { return o.Validate() }, stderr); !ok {
+		return code
 	}
 	rep, err := Run(ctx, o, stderr)
-	if rep != nil {
-		benchproc.Print(stdout, rep, asJSON)
-	}
-	switch {
-	case err != nil:
-		fmt.Fprintf(stderr, "parley bench chat: %v\n", err)
-		return 1
-	case rep.Live < rep.Conversations:
-		fmt.Fprintf(stderr, "parley bench chat: %d of %d conversations did not go live: %v\n", rep.Conversations-rep.Live, rep.Conversations, rep.Failures)
-		return 1
-	}
-	return 0
+	return benchproc.Finish(stdout, stderr, fs.Name(), rep, asJSON, err, func(rep *Report) string {
+		if rep.Live < rep.Conversations {
+			return fmt.Sprintf("%d of %d conversations did not go live: %v", rep.Conversations-rep.Live, rep.Conversations, rep.Failures)
+		}
+		return ""
+	})
 }

@@ -33,3 +33,24 @@ func SleepUntil(ctx context.Context, t time.Time) error {
 		return context.Cause(ctx)
 	}
 }
+
+// Pace waits on timer (reset here, so that a sending loop reuses one)
+// until t, and reports false when quit closes first. With t past it only
+// looks at quit: a late loop catches up on its schedule without waiting.
+func Pace(timer *time.Timer, t time.Time, quit <-chan struct{}) bool {
+	if d := time.Until(t); d > 0 {
+		timer.Reset(d)
+		select {
+		case <-quit:
+			return false
+		case <-timer.C:
+			return true
+		}
+	}
+	select {
+	case <-quit:
+		return false
+	default:
+		return true
+	}
+}

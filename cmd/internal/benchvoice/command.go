@@ -3,7 +3,6 @@ package benchvoice
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -44,15 +43,8 @@ func Command(ctx context.Context, args []string, credsEnv string, stdout, stderr
 	fs.BoolVar(&asJSON, "json", false, "print one JSON object instead of the table")
 	fs.StringVar(&o.Transport, "transport", "direct", `voice transport: "direct" (Parley's WebRTC), "livekit" (through a child livekit-server --dev and Parley's bridge) or "both" (direct, then livekit, and their ratios)`)
 	fs.StringVar(&o.LiveKitServer, "livekit-server", "", "livekit-server binary for --transport livekit (default $PARLEY_LIVEKIT_SERVER, else .cache/bin/livekit-server of the module, built by `make livekit`)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if err := o.Validate(); err != nil {
-		fmt.Fprintf(stderr, "parley bench voice: %v\n", err)
-		return 2
+	if code, ok := benchproc.ParseFlags(fs, args, func() error { return o.Validate() }, stderr); !ok {
+		return code
 	}
 	if cpuProfile != "" {
 		f, err := os.Create(cpuProfile)
@@ -75,18 +67,12 @@ func Command(ctx context.Context, args []string, credsEnv string, stdout, stderr
 		return runBoth(ctx, o, asJSON, stdout, stderr)
 	}
 	rep, err := Run(ctx, o, stderr)
-	if rep != nil {
-		benchproc.Print(stdout, rep, asJSON)
-	}
-	switch {
-	case err != nil:
-		fmt.Fprintf(stderr, "parley bench voice: %v\n", err)
-		return 1
-	case rep.Failed > 0:
-		fmt.Fprintf(stderr, "parley bench voice: %d of %d sessions failed: %v\n", rep.Failed, rep.Sessions, rep.Failures)
-		return 1
-	}
-	return 0
+	return benchproc.Finish(stdout, stderr, fs.Name(), rep, asJSON, err, func(rep *Report) string {
+		if rep.Failed > 0 {
+			return fmt.Sprintf("%d of %d sessions failed: %v", rep.Failed, rep.Sessions, rep.Failures)
+		}
+		return ""
+	})
 }
 
 // runBoth is --transport both: the direct run, then the LiveKit

@@ -174,19 +174,8 @@ func (g *gen) runSender(sh *shard, next time.Time) {
 	defer timer.Stop()
 	pkt := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: opusPT}}
 	for {
-		if d := time.Until(next); d > 0 {
-			timer.Reset(d)
-			select {
-			case <-g.quit:
-				return
-			case <-timer.C:
-			}
-		} else {
-			select {
-			case <-g.quit:
-				return
-			default:
-			}
+		if !benchproc.Pace(timer, next, g.quit) {
+			return
 		}
 		late := time.Since(next)
 		if late > 10*time.Millisecond {
