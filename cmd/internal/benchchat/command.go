@@ -28,6 +28,8 @@ func Command(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.Agent, "agent", "process", `echo agent: "process" (a separate `+"`parley agent echo`"+`, so the broker's CPU and memory are its own) or "in-process" (serve's own)`)
 	fs.StringVar(&o.Prefix, "nats-prefix", "parley", "NATS subject prefix of the server")
 	fs.StringVar(&o.ProfileDir, "server-profile", "", "write the broker's heap profiles (all conversations live and idle; end of the window) and its CPU profile over the window to this directory (go tool pprof)")
+	fs.IntVar(&o.NATSNodes, "nats-nodes", 0, "0: the broker's embedded NATS; N: a NATS JetStream cluster of N node processes (3 for replicas 3) with --brokers brokers on it")
+	fs.IntVar(&o.Brokers, "brokers", 1, "brokers on the --nats-nodes cluster; visitors are spread round robin over them")
 	fs.BoolVar(&asJSON, "json", false, "print one JSON object instead of the table")
 	if code, ok := benchproc.ParseFlags(fs, args, func() error { return o.Validate() }, stderr); !ok {
 		return code
