@@ -45,19 +45,22 @@ func speakTurn(t *testing.T, ws *signalingtest.WSClient, call *signalingtest.Voi
 }
 
 // waitSpoken waits until the agent audio received since from stops
-// growing, and returns it.
+// growing, and returns it. A reply plays as one frame every 20 ms; it has
+// ended when more than half a second of audio came and then nothing for
+// spokenGap. The gap is in time, not in polls: a poll comes every 10 ms,
+// and on a busy machine a pause of a few polls between two frames is a
+// scheduling hiccup, not the end (the wait used to stop there, and a
+// reply of 137 frames was cut at 29).
 func waitSpoken(t *testing.T, call *signalingtest.VoiceClient, from int) [][]byte {
 	t.Helper()
-	last, still := -1, 0
+	const spokenGap = 1500 * time.Millisecond
+	last, since := -1, time.Now()
 	agenttest.Poll(t, 30*time.Second, "the spoken reply", func() bool {
 		n := len(call.Heard())
-		if n == last && n > from+25 {
-			still++
-		} else {
-			still = 0
+		if n != last {
+			last, since = n, time.Now()
 		}
-		last = n
-		return still >= 3 // 3 polls without a packet, after half a second of audio
+		return n > from+25 && time.Since(since) >= spokenGap
 	})
 	return call.Heard()[from:]
 }
