@@ -50,26 +50,12 @@ func TestCLIConnectErrorNamesURL(t *testing.T) {
 	const password = "wrong-password-5b1f"
 	srv := natsServerWith(t, func(o *server.Options) { o.Username, o.Password = "parley", "right-password" })
 	host := strings.TrimPrefix(srv, "nats://")
-	url := "nats://parley:" + password + "@" + host
-	for _, c := range []struct {
-		name string
-		cmd  func([]string, *bytes.Buffer, *bytes.Buffer) int
-		args []string
-	}{
-		{"keys", func(a []string, o, e *bytes.Buffer) int { return keysCmd(a, o, e) }, []string{"list", "--nats-url", url}},
-		{"rooms", func(a []string, o, e *bytes.Buffer) int { return roomsCmd(a, o, e) }, []string{"--nats-url", url}},
-		{"agent", func(a []string, o, e *bytes.Buffer) int { return agentCmd(a, o, e) }, []string{"echo", "--nats-url", url}},
-	} {
-		var out, errb bytes.Buffer
-		if code := c.cmd(c.args, &out, &errb); code != 1 {
-			t.Fatalf("%s: exit %d, want 1: %s", c.name, code, errb.String())
-		}
-		msg := errb.String()
+	for tool, msg := range cliFailures(t, "nats://parley:"+password+"@"+host, "keys", "rooms", "agent") {
 		if !strings.Contains(msg, "NATS at nats://[redacted]@"+host) || !strings.Contains(strings.ToLower(msg), "authorization") {
-			t.Errorf("%s: the error does not name the URL tried:\n%s", c.name, msg)
+			t.Errorf("%s: the error does not name the URL tried:\n%s", tool, msg)
 		}
 		if strings.Contains(msg, password) {
-			t.Errorf("%s: the password appears in the error:\n%s", c.name, msg)
+			t.Errorf("%s: the password appears in the error:\n%s", tool, msg)
 		}
 	}
 }
@@ -85,24 +71,33 @@ func TestCLINoServerFailsAtOnce(t *testing.T) {
 	}
 	url := "nats://" + ln.Addr().String()
 	ln.Close() // nothing listens there now
-	for _, c := range []struct {
-		name string
-		cmd  func([]string, *bytes.Buffer, *bytes.Buffer) int
-		args []string
-	}{
-		{"keys", func(a []string, o, e *bytes.Buffer) int { return keysCmd(a, o, e) }, []string{"list", "--nats-url", url}},
-		{"rooms", func(a []string, o, e *bytes.Buffer) int { return roomsCmd(a, o, e) }, []string{"--nats-url", url}},
-	} {
-		var out, errb bytes.Buffer
-		if code := c.cmd(c.args, &out, &errb); code != 1 {
-			t.Fatalf("%s: exit %d, want 1: %s", c.name, code, errb.String())
-		}
-		msg := errb.String()
+	for tool, msg := range cliFailures(t, url, "keys", "rooms") {
 		if !strings.Contains(msg, "NATS at "+url) || !strings.Contains(msg, "no servers available") {
-			t.Errorf("%s: the error does not name the URL tried and why:\n%s", c.name, msg)
+			t.Errorf("%s: the error does not name the URL tried and why:\n%s", tool, msg)
 		}
 		if strings.Contains(msg, "retrying start-up") {
-			t.Errorf("%s: a one-shot tool retried the connection:\n%s", c.name, msg)
+			t.Errorf("%s: a one-shot tool retried the connection:\n%s", tool, msg)
 		}
 	}
+}
+
+// cliFailures runs each of the tools (keys list, rooms, agent echo) with
+// --nats-url url, requires exit status 1 of each, and returns what each
+// wrote to stderr.
+func cliFailures(t *testing.T, url string, tools ...string) map[string]string {
+	t.Helper()
+	cmds := map[string]func(stdout, stderr *bytes.Buffer) int{
+		"keys":  func(o, e *bytes.Buffer) int { return keysCmd([]string{"list", "--nats-url", url}, o, e) },
+		"rooms": func(o, e *bytes.Buffer) int { return roomsCmd([]string{"--nats-url", url}, o, e) },
+		"agent": func(o, e *bytes.Buffer) int { return agentCmd([]string{"echo", "--nats-url", url}, o, e) },
+	}
+	msgs := make(map[string]string, len(tools))
+	for _, tool := range tools {
+		var out, errb bytes.Buffer
+		if code := cmds[tool](&out, &errb); code != 1 {
+			t.Fatalf("%s: exit %d, want 1: %s", tool, code, errb.String())
+		}
+		msgs[tool] = errb.String()
+	}
+	return msgs
 }

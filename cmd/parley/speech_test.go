@@ -206,21 +206,12 @@ func TestBargeInOnSpokenReply(t *testing.T) {
 	_, f := signalingtest.RequireSpeech(t)
 	e := startEnv(t, withSpeech, noEcho)
 	e.startAgent(func(ctx context.Context, c *agentbridge.Conversation) error {
-		for {
-			select {
-			case <-ctx.Done():
-				return nil
-			case ev, ok := <-c.Events():
-				if !ok {
-					return nil
-				}
-				if ev.Type == agentbridge.EventUserMessage {
-					if err := c.SendText(ctx, ev.MessageID, longReply); err != nil {
-						return err
-					}
-				}
+		return signalingtest.EachEvent(ctx, c, func(ev agentbridge.Event) error {
+			if ev.Type == agentbridge.EventUserMessage {
+				return c.SendText(ctx, ev.MessageID, longReply)
 			}
-		}
+			return nil
+		})
 	})
 	s, ws, call := e.voiceSession()
 	ws.Send(map[string]any{"type": "message", "body": "when are you open?", "client_message_id": "c-1"})
