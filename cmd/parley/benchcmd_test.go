@@ -41,7 +41,12 @@ func TestBenchFlags(t *testing.T) {
 		{args: []string{"bench", "chat", "--conversations", "0"}, code: 2},
 		{args: []string{"bench", "chat", "-h"}, code: 0, help: []string{"-conversations"}},
 		{args: []string{"bench", "voice", "--sessions", "0"}, code: 2},
-		{args: []string{"bench", "voice", "-h"}, code: 0, help: []string{"-nats-creds", credsEnv}},
+		{args: []string{"bench", "voice", "-h"}, code: 0, help: []string{"-nats-creds", credsEnv, "-server-profile", "-server-env"}},
+		{args: []string{"bench", "voice", "--server-env", "GOGC"}, code: 2},
+		{args: []string{"bench", "voice", "--url", "http://127.0.0.1:1", "--nats-url", "nats://127.0.0.1:1", "--server-profile", "/tmp/p"}, code: 2},
+		{args: []string{"bench", "chat", "--brokers", "3"}, code: 2},
+		{args: []string{"bench", "chat", "-h"}, code: 0, help: []string{"-nats-nodes", "-brokers"}},
+		{args: []string{"bench", "nats-node", "--name", "n1"}, code: 1},
 	} {
 		var out, errb bytes.Buffer
 		code := run(tc.args, &out, &errb)

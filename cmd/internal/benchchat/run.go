@@ -85,12 +85,12 @@ func Run(ctx context.Context, o Options, log io.Writer) (*Report, error) {
 	// must get a worker (one widget alone may use the agent's capacity).
 	env := []string{"PARLEY_LIMITS_MESSAGES_PER_IP=0", "PARLEY_LIMITS_MESSAGES_PER_WIDGET=0",
 		"PARLEY_ECHO_AGENT_WORKERS=" + strconv.Itoa(workers)}
-	var prof *profiler
+	var prof *benchproc.Profiler
 	if o.ProfileDir != "" {
-		if prof, err = newProfiler(o.ProfileDir); err != nil {
+		if prof, err = benchproc.NewProfiler(o.ProfileDir); err != nil {
 			return nil, err
 		}
-		env = append(env, prof.env()...)
+		env = append(env, prof.Env()...)
 	}
 	t, err := startTarget(ctx, o, env, workers, log)
 	if err != nil {
@@ -197,7 +197,7 @@ func Run(ctx context.Context, o Options, log io.Writer) (*Report, error) {
 	if rep.JetStreamConsumers, err = consumers(ctx, t.natsURL, t.creds); err != nil {
 		fmt.Fprintf(log, "bench: counting JetStream consumers: %v\n", err)
 	}
-	prof.heap(ctx, "broker-heap-live-idle.pb.gz", log)
+	prof.Heap(ctx, "broker-heap-live-idle.pb.gz", log)
 
 	// The load: warm-up, then the window.
 	fmt.Fprintf(log, "bench: %.0f messages/s: warm-up %v, then measuring %v\n", o.Rate, o.Warmup, o.Duration)
@@ -208,11 +208,11 @@ func Run(ctx context.Context, o Options, log io.Writer) (*Report, error) {
 	var busy atomic.Int64
 	sendErr := r.send(ctx, open, t1, func(now time.Time) bool { return !now.Before(t0) }, &busy, func() {
 		c0, nats0 = sampleCPU(t)
-		prof.startCPU(ctx, o.Duration, "broker-cpu-window.pb.gz", log)
+		prof.StartCPU(ctx, o.Duration, "broker-cpu-window.pb.gz", log)
 	})
 	c1, nats1 = sampleCPU(t)
-	prof.waitCPU()
-	prof.heap(ctx, "broker-heap-loaded.pb.gz", log)
+	prof.WaitCPU()
+	prof.Heap(ctx, "broker-heap-loaded.pb.gz", log)
 	rep.Server.RSSSteadyMiB = mib(rssOf(t.brokers))
 	rep.NATS.RSSSteadyMiB = mib(rssOf(t.nodes))
 	rep.Agent.RSSSteadyMiB = mib(benchproc.RSS(t.agent))

@@ -40,6 +40,11 @@ func Command(ctx context.Context, args []string, credsEnv string, stdout, stderr
 	fs.StringVar(&o.Prefix, "nats-prefix", "parley", "NATS subject prefix of the server")
 	fs.StringVar(&o.Agent, "agent", "in-process", `echo agent of the child server: "in-process" (serve's own) or "process" (a separate `+"`parley agent echo`"+`, so the broker's CPU is measured alone)`)
 	fs.StringVar(&cpuProfile, "cpuprofile", "", "write the generator's own CPU profile to this file (profile the server with TestBenchVoiceProfile)")
+	fs.StringVar(&o.ProfileDir, "server-profile", "", "write the child broker's heap profiles (every session connected; end of the window) and its CPU profile over the window to this directory (go tool pprof)")
+	fs.Func("server-env", "KEY=VALUE for the child broker's environment, e.g. GOGC=50 or PARLEY_MEDIA_UDP_PORT=0 (repeatable)", func(kv string) error {
+		o.ServerEnv = append(o.ServerEnv, kv)
+		return nil
+	})
 	fs.BoolVar(&asJSON, "json", false, "print one JSON object instead of the table")
 	fs.StringVar(&o.Transport, "transport", "direct", `voice transport: "direct" (Parley's WebRTC), "livekit" (through a child livekit-server --dev and Parley's bridge) or "both" (direct, then livekit, and their ratios)`)
 	fs.StringVar(&o.LiveKitServer, "livekit-server", "", "livekit-server binary for --transport livekit (default $PARLEY_LIVEKIT_SERVER, else .cache/bin/livekit-server of the module, built by `make livekit`)")

@@ -2,6 +2,8 @@ package benchvoice
 
 import (
 	"errors"
+	"fmt"
+	"strings"
 	"time"
 )
 
@@ -27,13 +29,15 @@ type Options struct {
 	NATSCreds      string        // .creds for NATSURL (operator tools' credentials)
 	ServerPID      int           // for CPU/RSS of a running server
 	ConnectTimeout time.Duration
-	Senders        int    // sender goroutines shared by all sessions
-	Sockets        string // "mux": one UDP socket for all peers; "peer": one each
-	Prefix         string // NATS subject prefix
-	Binary         string // parley binary for the child; empty: os.Executable()
-	Agent          string // "in-process": serve's echo agent; "process": `parley agent echo`
-	Transport      string // "direct" (Parley's own WebRTC) or "livekit"; "both" only in the command
-	LiveKitServer  string // livekit-server binary for --transport livekit; empty: see livekitserver.FindServer
+	Senders        int      // sender goroutines shared by all sessions
+	Sockets        string   // "mux": one UDP socket for all peers; "peer": one each
+	Prefix         string   // NATS subject prefix
+	Binary         string   // parley binary for the child; empty: os.Executable()
+	Agent          string   // "in-process": serve's echo agent; "process": `parley agent echo`
+	Transport      string   // "direct" (Parley's own WebRTC) or "livekit"; "both" only in the command
+	LiveKitServer  string   // livekit-server binary for --transport livekit; empty: see livekitserver.FindServer
+	ProfileDir     string   // write the child broker's heap and CPU profiles here; empty: none
+	ServerEnv      []string // KEY=VALUE added to the child broker's environment (GOGC, PARLEY_MEDIA_…)
 }
 
 // Validate refuses options that cannot run, before anything starts.
@@ -61,6 +65,13 @@ func (o Options) Validate() error {
 		return errors.New(`--transport must be "direct", "livekit" or "both"`)
 	case o.Transport != "" && o.Transport != "direct" && o.URL != "":
 		return errors.New(`--transport livekit starts livekit-server and the child server; not with --url`)
+	case o.URL != "" && (o.ProfileDir != "" || len(o.ServerEnv) > 0):
+		return errors.New("--server-profile and --server-env apply to the child server; not with --url")
+	}
+	for _, kv := range o.ServerEnv {
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+			return fmt.Errorf("--server-env %q: want KEY=VALUE", kv)
+		}
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -39,8 +40,18 @@ func Run(ctx context.Context, o Options, log io.Writer) (*Report, error) {
 		fmt.Fprintf(log, "bench: started livekit-server (pid %d) at %s\n", lk.PID(), lk.URL)
 		serveConfig = liveKitServeConfig(lk)
 	}
+	var prof *benchproc.Profiler
+	if o.ProfileDir != "" {
+		if prof, err = benchproc.NewProfiler(o.ProfileDir); err != nil {
+			return nil, err
+		}
+	}
 	if base == "" {
-		if child, agent, base, natsURL, creds, err = benchproc.StartServe(ctx, o.Binary, o.Agent == "process", serveConfig, nil); err != nil {
+		env := slices.Clone(o.ServerEnv)
+		if prof != nil {
+			env = append(env, prof.Env()...)
+		}
+		if child, agent, base, natsURL, creds, err = benchproc.StartServe(ctx, o.Binary, o.Agent == "process", serveConfig, env); err != nil {
 			return nil, err
 		}
 		defer child.Stop(log)
@@ -108,10 +119,12 @@ func Run(ctx context.Context, o Options, log io.Writer) (*Report, error) {
 	t0 := time.Now().Add(o.Warmup)
 	t1 := t0.Add(o.Duration)
 	g.win.set(t0, t1)
+	prof.Heap(ctx, "broker-heap-connected.pb.gz", log) // in the warm-up, not the window
 	if err := benchproc.SleepUntil(ctx, t0); err != nil {
 		return rep, g.teardown(tap, err)
 	}
 	tap.checkAudio(g.sessions) // connected but nothing on NATS yet: failed
+	prof.StartCPU(ctx, time.Until(t1), "broker-cpu-window.pb.gz", log)
 	c0 := benchproc.SampleCPU(pid, agentPID)
 	lk0 := benchproc.ProcCPU(lkPID)
 	d0s, d0g, d0l := benchproc.UDPDrops(pid), benchproc.UDPDrops(os.Getpid()), benchproc.UDPDrops(lkPID)
@@ -120,6 +133,8 @@ func Run(ctx context.Context, o Options, log io.Writer) (*Report, error) {
 	}
 	c1 := benchproc.SampleCPU(pid, agentPID)
 	lk1 := benchproc.ProcCPU(lkPID)
+	prof.WaitCPU()
+	prof.Heap(ctx, "broker-heap-loaded.pb.gz", log)
 	if lkPID > 0 {
 		rep.LiveKit.CPUPct = 100 * (lk1 - lk0).Seconds() / c1.At.Sub(c0.At).Seconds()
 		rep.LiveKit.RSSSteadyMiB = mib(benchproc.RSS(lkPID))

@@ -1,4 +1,4 @@
-package benchchat
+package benchproc
 
 import (
 	"context"
@@ -15,16 +15,18 @@ import (
 	"github.com/parley-rtc/parley/cmd/internal/livekitserver"
 )
 
-// profiler fetches the child broker's Go profiles from its metrics
+// Profiler fetches the child broker's Go profiles from its metrics
 // listener (ops.metrics_listen with ops.pprof) into a directory. A nil
-// profiler does nothing.
-type profiler struct {
+// Profiler does nothing.
+type Profiler struct {
 	dir  string
 	addr string
 	cpu  sync.WaitGroup // the CPU profile being taken
 }
 
-func newProfiler(dir string) (*profiler, error) {
+// NewProfiler makes dir and chooses the child's metrics address; pass Env
+// to the child's environment.
+func NewProfiler(dir string) (*Profiler, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("bench: --server-profile: %w", err)
 	}
@@ -32,23 +34,24 @@ func newProfiler(dir string) (*profiler, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bench: free port: %w", err)
 	}
-	return &profiler{dir: dir, addr: "127.0.0.1:" + strconv.Itoa(port)}, nil
+	return &Profiler{dir: dir, addr: "127.0.0.1:" + strconv.Itoa(port)}, nil
 }
 
-// env turns the child's profiles on.
-func (p *profiler) env() []string {
+// Env turns the child's profiles on.
+func (p *Profiler) Env() []string {
 	return []string{"PARLEY_OPS_METRICS_LISTEN=" + p.addr, "PARLEY_OPS_PPROF=true"}
 }
 
-// heap writes a heap profile (after a GC) to name.
-func (p *profiler) heap(ctx context.Context, name string, log io.Writer) {
+// Heap writes a heap profile (after a GC) to name.
+func (p *Profiler) Heap(ctx context.Context, name string, log io.Writer) {
 	if p != nil {
 		p.fetch(ctx, "/debug/pprof/heap?gc=1", name, log)
 	}
 }
 
-// startCPU starts a CPU profile of d, written to name; waitCPU waits for it.
-func (p *profiler) startCPU(ctx context.Context, d time.Duration, name string, log io.Writer) {
+// StartCPU starts a CPU profile of d, written to name; WaitCPU waits for
+// it.
+func (p *Profiler) StartCPU(ctx context.Context, d time.Duration, name string, log io.Writer) {
 	if p == nil {
 		return
 	}
@@ -57,13 +60,13 @@ func (p *profiler) startCPU(ctx context.Context, d time.Duration, name string, l
 	})
 }
 
-func (p *profiler) waitCPU() {
+func (p *Profiler) WaitCPU() {
 	if p != nil {
 		p.cpu.Wait()
 	}
 }
 
-func (p *profiler) fetch(ctx context.Context, path, name string, log io.Writer) {
+func (p *Profiler) fetch(ctx context.Context, path, name string, log io.Writer) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.addr+path, nil)
 	if err != nil {
 		return
