@@ -47,6 +47,7 @@ type Broker struct {
 	ns   *server.Server // embedded server; nil with an external NATS
 	auth *natsAuth      // the embedded server's operator and accounts
 	nc   *nats.Conn
+	subs *subMux // runs the per-conversation subscriptions' handlers (set with nc)
 	js   jetstream.JetStream
 
 	stream        jetstream.Stream
@@ -204,6 +205,7 @@ func (b *Broker) Start(ctx context.Context) error {
 		return err
 	}
 	b.nc = nc
+	b.subs = newSubMux(nc)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		b.closeConn()
@@ -479,6 +481,7 @@ func (b *Broker) closeConn() {
 	case <-time.After(10 * time.Second):
 		b.nc.Close()
 	}
+	b.subs.stop()
 }
 
 func (b *Broker) shutdownServer() {

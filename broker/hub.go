@@ -226,18 +226,18 @@ func (hs *hubSet) snapshot(close bool) []*hub {
 // ends, then waits for the hub to end.
 func (h *hub) run() {
 	b := h.set.b
-	events, err := b.nc.Subscribe(b.subj.AnyConvEvent(h.cid), h.onEvent)
+	events, err := b.subs.subscribe(b.subj.AnyConvEvent(h.cid), h.cid, h.onEvent)
 	if err != nil {
 		h.fail(fmt.Errorf("%w: subscribe %s: %w", ErrStore, h.cid, err))
 		return
 	}
-	defer func() { _ = events.Unsubscribe() }()
-	status, err := b.nc.Subscribe(b.subj.Status(h.cid), h.onNotice)
+	defer func() { _ = b.subs.unsubscribe(events) }()
+	status, err := b.subs.subscribe(b.subj.Status(h.cid), h.cid, h.onNotice)
 	if err != nil {
 		h.fail(fmt.Errorf("%w: subscribe status %s: %w", ErrStore, h.cid, err))
 		return
 	}
-	defer func() { _ = status.Unsubscribe() }()
+	defer func() { _ = b.subs.unsubscribe(status) }()
 	ctx, cancel := context.WithTimeout(h.ctx, 10*time.Second)
 	defer cancel()
 	// The subscriptions must be in place on the server before the log's

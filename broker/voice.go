@@ -151,7 +151,7 @@ func (b *Broker) StartVoice(ctx context.Context, v *Voice, m MediaLeg) error {
 	if err != nil {
 		return err
 	}
-	audio, err := b.nc.Subscribe(b.subj.OutAudio(v.session.Agent, v.session.ConversationID), v.onAgentAudio)
+	audio, err := b.subs.subscribe(b.subj.OutAudio(v.session.Agent, v.session.ConversationID), v.session.ConversationID, v.onAgentAudio)
 	if err != nil {
 		events.Close()
 		return fmt.Errorf("%w: subscribe agent audio: %w", ErrStore, err)
@@ -160,7 +160,7 @@ func (b *Broker) StartVoice(ctx context.Context, v *Voice, m MediaLeg) error {
 	if v.ended {
 		v.mu.Unlock()
 		events.Close()
-		_ = audio.Unsubscribe()
+		_ = b.subs.unsubscribe(audio)
 		return ErrClosed
 	}
 	v.media, v.audioSub, v.events, v.started = m, audio, events, true
@@ -472,7 +472,7 @@ func (v *Voice) end(ctx context.Context, reason string, toChat bool) {
 	v.mu.Unlock()
 	close(v.done)
 	if audio != nil {
-		_ = audio.Unsubscribe()
+		_ = v.b.subs.unsubscribe(audio)
 	}
 	if events != nil {
 		events.Close()
