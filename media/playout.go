@@ -36,11 +36,15 @@ type playItem struct {
 }
 
 // playQueue is the bounded queue between Play (any goroutine) and the pacer:
-// a ring of frames under a mutex plus a 1-buffered notify channel. When full
-// the oldest frame is dropped.
+// a ring of frames under a mutex plus a 1-buffered notify channel. The ring
+// starts small and doubles as frames wait, up to max (an agent playing at
+// the pace of speech needs a few slots; one that sends a whole reply at
+// once needs many): an idle leg does not hold max slots. When full the
+// oldest frame is dropped.
 type playQueue struct {
 	notify chan struct{}
 	spf    int // PCM samples per frame (0 for Opus agents)
+	max    int // the most frames queued
 
 	mu       sync.Mutex
 	ring     []playItem
@@ -62,8 +66,11 @@ type playQueue struct {
 	held bool
 }
 
+// playQueueStart is how many slots a play queue starts with.
+const playQueueStart = 16
+
 func newPlayQueue(size int, f Format) *playQueue {
-	q := &playQueue{notify: make(chan struct{}, 1), ring: make([]playItem, size)}
+	q := &playQueue{notify: make(chan struct{}, 1), max: size, ring: make([]playItem, min(size, playQueueStart))}
 	if !f.IsOpus() {
 		q.spf = f.frameSamples() * f.Channels
 		q.acc = make([]int16, 0, 2*q.spf)
@@ -83,6 +90,13 @@ func (q *playQueue) wake() {
 // how many frames were dropped.
 func (q *playQueue) pushLocked(it playItem) int {
 	dropped := 0
+	if q.n == len(q.ring) && len(q.ring) < q.max {
+		ring := make([]playItem, min(2*len(q.ring), q.max))
+		for i := range q.n {
+			ring[i] = q.ring[(q.head+i)%len(q.ring)]
+		}
+		q.ring, q.head = ring, 0
+	}
 	if q.n == len(q.ring) {
 		q.recycleLocked(q.ring[q.head])
 		q.ring[q.head] = playItem{}

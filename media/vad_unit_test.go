@@ -219,3 +219,34 @@ func TestPlayQueueReply(t *testing.T) {
 		t.Fatalf("heard %d of the new reply", heard)
 	}
 }
+
+// TestPlayQueueGrows: a play queue starts with a few slots and grows as
+// frames wait, keeping their order, up to its bound; past the bound the
+// oldest frames are dropped.
+func TestPlayQueueGrows(t *testing.T) {
+	q := newPlayQueue(100, FormatOpus())
+	if len(q.ring) != playQueueStart {
+		t.Fatalf("a new queue has %d slots, want %d", len(q.ring), playQueueStart)
+	}
+	now := time.Now()
+	// Wrap the ring before it grows, so growing must unwrap it.
+	for i := range 10 {
+		q.pushOpus([]byte{byte(i)})
+	}
+	for range 10 {
+		q.pop(now)
+	}
+	dropped := 0
+	for i := range 130 {
+		dropped += q.pushOpus([]byte{byte(i)})
+	}
+	if dropped != 30 || q.len() != 100 || len(q.ring) != 100 {
+		t.Fatalf("130 frames into a queue of 100: %d dropped, %d queued, %d slots", dropped, q.len(), len(q.ring))
+	}
+	for want := 30; want < 130; want++ {
+		it, ok := q.pop(now)
+		if !ok || it.opus[0] != byte(want) {
+			t.Fatalf("frame %d: got %v %v", want, it.opus, ok)
+		}
+	}
+}
