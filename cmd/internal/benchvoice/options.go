@@ -38,6 +38,7 @@ type Options struct {
 	LiveKitServer  string   // livekit-server binary for --transport livekit; empty: see livekitserver.FindServer
 	ProfileDir     string   // write the child broker's heap and CPU profiles here; empty: none
 	ServerEnv      []string // KEY=VALUE added to the child broker's environment (GOGC, PARLEY_MEDIA_…)
+	Interfaces     string   // the child broker's media.interfaces, comma-separated; empty: all (not used with URL)
 }
 
 // Validate refuses options that cannot run, before anything starts.

@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -47,6 +48,9 @@ func Run(ctx context.Context, o Options, log io.Writer) (*Report, error) {
 		}
 	}
 	if base == "" {
+		if o.Interfaces != "" {
+			serveConfig += "media:\n  interfaces: [" + strings.Join(strings.Split(o.Interfaces, ","), ", ") + "]\n"
+		}
 		env := slices.Clone(o.ServerEnv)
 		if prof != nil {
 			env = append(env, prof.Env()...)
