@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/time/rate"
 
 	"github.com/parley-rtc/parley/agentbridge"
 	"github.com/parley-rtc/parley/configs"
@@ -48,7 +49,10 @@ type Broker struct {
 	auth *natsAuth      // the embedded server's operator and accounts
 	nc   *nats.Conn
 	subs *subMux // runs the per-conversation subscriptions' handlers (set with nc)
-	js   jetstream.JetStream
+	// natsErrLog limits the log of NATS's asynchronous errors (slow
+	// consumers come in bursts) to one line every 10 s.
+	natsErrLog rate.Sometimes
+	js         jetstream.JetStream
 
 	stream        jetstream.Stream
 	sessions      jetstream.KeyValue
@@ -124,10 +128,11 @@ func New(cfg configs.Config, log *slog.Logger) *Broker {
 		log = slog.Default()
 	}
 	b := &Broker{
-		cfg:     cfg,
-		log:     log.With("component", "broker"),
-		rootLog: log,
-		subj:    agentbridge.NewSubjects(cfg.NATS.Prefix),
+		natsErrLog: rate.Sometimes{First: 1, Interval: 10 * time.Second},
+		cfg:        cfg,
+		log:        log.With("component", "broker"),
+		rootLog:    log,
+		subj:       agentbridge.NewSubjects(cfg.NATS.Prefix),
 
 		connClosed: make(chan struct{}),
 		voices:     make(map[string]*Voice),
@@ -178,6 +183,15 @@ func (b *Broker) Start(ctx context.Context) error {
 			b.hubs.resync()
 		}),
 		nats.ClosedHandler(func(*nats.Conn) { close(b.connClosed) }),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subject := ""
+			if sub != nil {
+				subject = sub.Subject
+			}
+			b.natsErrLog.Do(func() {
+				b.log.Warn("nats: asynchronous error (a slow subscription drops messages)", "subject", subject, "err", err)
+			})
+		}),
 	}
 	startTimeout := b.cfg.NATS.StartTimeout
 	if startTimeout <= 0 {

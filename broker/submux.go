@@ -39,8 +39,11 @@ type subMux struct {
 	handlers sync.Map // *nats.Subscription → nats.MsgHandler
 }
 
-// subMuxBuffer is how many messages a shard may hold.
-const subMuxBuffer = 8192
+// subMuxBuffer is how many messages a shard may hold: 512 KiB of pointers
+// a shard, enough for the bursts of 10,000 conversations answered at once
+// (with 8,192 the first answers of such a burst overflowed, and each lost
+// event became a read of the log).
+const subMuxBuffer = 1 << 16
 
 func newSubMux(nc *nats.Conn) *subMux {
 	m := &subMux{nc: nc, seed: maphash.MakeSeed(), quit: make(chan struct{}),
