@@ -215,9 +215,16 @@ func TestAgentAppend(t *testing.T) {
 	}
 	ev2 := delta(cid, "w1", 2, "lo")
 	ev2["index"] = 1
-	if r2 := appendReq(t, nc, b.subj.AppendTo("echo", b.ID()), ev2, ""); r2.Error != nil || r2.Seq <= r.Seq {
+	r2 := appendReq(t, nc, b.subj.AppendTo("echo", b.ID()), ev2, "")
+	if r2.Error != nil || r2.Seq <= r.Seq {
 		t.Fatalf("append at the owner epoch = %+v", r2)
 	}
+	// The stored events reach live subscribers after the reply: count
+	// from when they are there, so only the refusals below are counted.
+	agenttest.Poll(t, 10*time.Second, "the stored deltas published live", func() bool {
+		evs := live()
+		return len(evs) > 0 && evs[len(evs)-1].Seq == r2.Seq
+	})
 
 	big := strings.Repeat("x", agentbridge.DefaultMaxDeltaBytes+1)
 	other := connectAs(t, b, AgentRole("other"), nats.CustomInboxPrefix(b.subj.Inbox("other")))

@@ -47,6 +47,9 @@ func TestBenchFlags(t *testing.T) {
 		{args: []string{"bench", "chat", "--brokers", "3"}, code: 2},
 		{args: []string{"bench", "chat", "-h"}, code: 0, help: []string{"-nats-nodes", "-brokers"}},
 		{args: []string{"bench", "nats-node", "--name", "n1"}, code: 1},
+		{args: []string{"bench", "voice", "--brokers", "2"}, code: 2},
+		{args: []string{"bench", "voice", "--nats-nodes", "3", "--brokers", "3"}, code: 2}, // the agent must be a process
+		{args: []string{"bench", "voice", "-h"}, code: 0, help: []string{"-nats-nodes", "-brokers", "-server-interfaces"}},
 	} {
 		var out, errb bytes.Buffer
 		code := run(tc.args, &out, &errb)

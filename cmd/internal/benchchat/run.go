@@ -103,8 +103,8 @@ func Run(ctx context.Context, o Options, log io.Writer) (*Report, error) {
 	rep := &Report{Conversations: o.Conversations, RatePerS: o.Rate, WindowS: o.Duration.Seconds(), WarmupS: o.Warmup.Seconds(),
 		Workers: o.Workers, AgentWorkers: workers, AgentMode: o.Agent, Brokers: len(t.brokers), NATSNodes: len(t.nodes),
 		ServerPIDs: t.brokers, AgentPID: t.agent, Failures: map[string]int{}}
-	rep.Server.RSSIdleMiB = mib(rssOf(t.brokers))
-	rep.NATS.RSSIdleMiB = mib(rssOf(t.nodes))
+	rep.Server.RSSIdleMiB = mib(benchproc.RSSOf(t.brokers))
+	rep.NATS.RSSIdleMiB = mib(benchproc.RSSOf(t.nodes))
 	rep.Agent.RSSIdleMiB = mib(benchproc.RSS(t.agent))
 
 	visitors := make([]*visitor, o.Conversations)
@@ -185,15 +185,13 @@ func Run(ctx context.Context, o Options, log io.Writer) (*Report, error) {
 	if err := benchproc.SleepUntil(ctx, time.Now().Add(2*time.Second)); err != nil {
 		return rep, err
 	}
-	rep.Server.RSSLiveIdleMiB = mib(rssOf(t.brokers))
-	rep.NATS.RSSLiveIdleMiB = mib(rssOf(t.nodes))
+	rep.Server.RSSLiveIdleMiB = mib(benchproc.RSSOf(t.brokers))
+	rep.NATS.RSSLiveIdleMiB = mib(benchproc.RSSOf(t.nodes))
 	rep.Agent.RSSLiveIdleMiB = mib(benchproc.RSS(t.agent))
 	for _, f := range []*ProcFigures{&rep.Server, &rep.NATS, &rep.Agent} {
 		f.KiBPerIdleConversation = (f.RSSLiveIdleMiB - f.RSSIdleMiB) * 1024 / float64(rep.Live)
 	}
-	for _, pid := range t.brokers {
-		rep.Server.FDs += benchproc.CountFDs(pid)
-	}
+	rep.Server.FDs = benchproc.FDsOf(t.brokers)
 	if rep.JetStreamConsumers, err = consumers(ctx, t.natsURL, t.creds); err != nil {
 		fmt.Fprintf(log, "bench: counting JetStream consumers: %v\n", err)
 	}
@@ -207,14 +205,14 @@ func Run(ctx context.Context, o Options, log io.Writer) (*Report, error) {
 	var nats0, nats1 time.Duration
 	var busy atomic.Int64
 	sendErr := r.send(ctx, open, t1, func(now time.Time) bool { return !now.Before(t0) }, &busy, func() {
-		c0, nats0 = sampleCPU(t)
+		c0, nats0 = benchproc.SampleCPUOf(t.brokers, t.agent), benchproc.CPUOf(t.nodes)
 		prof.StartCPU(ctx, o.Duration, "broker-cpu-window.pb.gz", log)
 	})
-	c1, nats1 = sampleCPU(t)
+	c1, nats1 = benchproc.SampleCPUOf(t.brokers, t.agent), benchproc.CPUOf(t.nodes)
 	prof.WaitCPU()
 	prof.Heap(ctx, "broker-heap-loaded.pb.gz", log)
-	rep.Server.RSSSteadyMiB = mib(rssOf(t.brokers))
-	rep.NATS.RSSSteadyMiB = mib(rssOf(t.nodes))
+	rep.Server.RSSSteadyMiB = mib(benchproc.RSSOf(t.brokers))
+	rep.NATS.RSSSteadyMiB = mib(benchproc.RSSOf(t.nodes))
 	rep.Agent.RSSSteadyMiB = mib(benchproc.RSS(t.agent))
 	if n, err := consumers(ctx, t.natsURL, t.creds); err == nil {
 		rep.JetStreamConsumersLoaded = n
@@ -324,29 +322,6 @@ func each(vs []*visitor, n int, fn func(*visitor) error) []error {
 	}
 	wg.Wait()
 	return errs
-}
-
-// sampleCPU samples the CPU of the machine, the brokers (summed, as
-// Server) and the agent, and returns the NATS nodes' CPU time beside.
-func sampleCPU(t *target) (benchproc.CPUSample, time.Duration) {
-	c := benchproc.SampleCPU(0, t.agent)
-	for _, pid := range t.brokers {
-		c.Server += benchproc.ProcCPU(pid)
-	}
-	var nats time.Duration
-	for _, pid := range t.nodes {
-		nats += benchproc.ProcCPU(pid)
-	}
-	return c, nats
-}
-
-// rssOf is the resident memory of pids together.
-func rssOf(pids []int) uint64 {
-	var n uint64
-	for _, pid := range pids {
-		n += benchproc.RSS(pid)
-	}
-	return n
 }
 
 // consumers counts the JetStream consumers of the server's account.

@@ -1,6 +1,7 @@
 package benchproc
 
 import (
+	"maps"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -139,4 +140,48 @@ func DropsSince(before, now map[uint64]uint64) uint64 {
 		n += d - min(before[ino], d)
 	}
 	return n
+}
+
+// CPUOf is the CPU time pids have used together.
+func CPUOf(pids []int) time.Duration {
+	var d time.Duration
+	for _, pid := range pids {
+		d += ProcCPU(pid)
+	}
+	return d
+}
+
+// RSSOf is the resident memory of pids together, in bytes.
+func RSSOf(pids []int) uint64 {
+	var n uint64
+	for _, pid := range pids {
+		n += RSS(pid)
+	}
+	return n
+}
+
+// FDsOf counts the open files of pids together.
+func FDsOf(pids []int) int {
+	n := 0
+	for _, pid := range pids {
+		n += CountFDs(pid)
+	}
+	return n
+}
+
+// UDPDropsOf is UDPDrops of every pid, in one map (socket inodes are
+// unique on the machine).
+func UDPDropsOf(pids []int) map[uint64]uint64 {
+	all := map[uint64]uint64{}
+	for _, pid := range pids {
+		maps.Copy(all, UDPDrops(pid))
+	}
+	return all
+}
+
+// SampleCPUOf is SampleCPU with the servers' CPU summed over servers.
+func SampleCPUOf(servers []int, agent int) CPUSample {
+	c := SampleCPU(0, agent)
+	c.Server = CPUOf(servers)
+	return c
 }

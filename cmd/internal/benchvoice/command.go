@@ -46,6 +46,8 @@ func Command(ctx context.Context, args []string, credsEnv string, stdout, stderr
 		return nil
 	})
 	fs.StringVar(&o.Interfaces, "server-interfaces", "lo", "network interfaces the child broker gathers ICE candidates on (media.interfaces), comma-separated: the bench runs on loopback, so lo (two candidates, 127.0.0.1 and ::1, as a broker with one network interface has); empty: every interface")
+	fs.IntVar(&o.NATSNodes, "nats-nodes", 0, "0: the child broker's embedded NATS; N: a NATS JetStream cluster of N node processes with --brokers brokers on it (sessions spread round robin)")
+	fs.IntVar(&o.Brokers, "brokers", 1, "brokers on the --nats-nodes cluster")
 	fs.BoolVar(&asJSON, "json", false, "print one JSON object instead of the table")
 	fs.StringVar(&o.Transport, "transport", "direct", `voice transport: "direct" (Parley's WebRTC), "livekit" (through a child livekit-server --dev and Parley's bridge) or "both" (direct, then livekit, and their ratios)`)
 	fs.StringVar(&o.LiveKitServer, "livekit-server", "", "livekit-server binary for --transport livekit (default $PARLEY_LIVEKIT_SERVER, else .cache/bin/livekit-server of the module, built by `make livekit`)")

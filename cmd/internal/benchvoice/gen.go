@@ -31,7 +31,7 @@ import (
 // the sender goroutines.
 type gen struct {
 	o      Options
-	base   string
+	bases  []string // brokers' HTTP base URLs; session n talks to bases[n % len]
 	frames [][]byte
 	quiet  []byte         // RFC 6464 audio level of the loop's frames: -50 dBov, not voiced
 	index  map[string]int // payload → place in frames
@@ -49,12 +49,16 @@ type gen struct {
 	maxLate                 atomic.Int64
 }
 
-func newGen(o Options, base string, frames [][]byte, index map[string]int) (*gen, error) {
-	u, err := url.Parse(base)
-	if err != nil {
-		return nil, fmt.Errorf("bench: --url: %w", err)
+func newGen(o Options, bases []string, frames [][]byte, index map[string]int) (*gen, error) {
+	var u *url.URL
+	for i, base := range bases {
+		var err error
+		if u, err = url.Parse(base); err != nil {
+			return nil, fmt.Errorf("bench: --url: %w", err)
+		}
+		bases[i] = strings.TrimSuffix(base, "/")
 	}
-	g := &gen{o: o, base: strings.TrimSuffix(base, "/"), frames: frames, quiet: []byte{50}, index: index, quit: make(chan struct{}),
+	g := &gen{o: o, bases: bases, frames: frames, quiet: []byte{50}, index: index, quit: make(chan struct{}),
 		http: &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 256}}}
 	me := &webrtc.MediaEngine{}
 	if err := me.RegisterCodec(webrtc.RTPCodecParameters{
@@ -247,8 +251,8 @@ func (g *gen) teardown(tap *audioTap, cause error) error {
 // request is a request to the server as the widget sends it: from origin,
 // with the session's bearer token unless token is "", and a body of
 // contentType unless that is "".
-func (g *gen) request(ctx context.Context, method, path, token, contentType string, body io.Reader) (*http.Request, error) {
-	req, err := http.NewRequestWithContext(ctx, method, g.base+path, body)
+func (g *gen) request(ctx context.Context, base, method, path, token, contentType string, body io.Reader) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, method, base+path, body)
 	if err != nil {
 		return nil, err
 	}
@@ -262,12 +266,12 @@ func (g *gen) request(ctx context.Context, method, path, token, contentType stri
 	return req, nil
 }
 
-func (g *gen) postJSON(ctx context.Context, path string, body, out any) error {
+func (g *gen) postJSON(ctx context.Context, base, path string, body, out any) error {
 	b, err := json.Marshal(body)
 	if err != nil {
 		return err
 	}
-	req, err := g.request(ctx, http.MethodPost, path, "", "application/json", bytes.NewReader(b))
+	req, err := g.request(ctx, base, http.MethodPost, path, "", "application/json", bytes.NewReader(b))
 	if err != nil {
 		return err
 	}
@@ -279,8 +283,8 @@ func (g *gen) postJSON(ctx context.Context, path string, body, out any) error {
 }
 
 // postOffer posts an SDP offer and returns the answer and the leg URL.
-func (g *gen) postOffer(ctx context.Context, path, token, offer string) (string, string, error) {
-	req, err := g.request(ctx, http.MethodPost, path, token, "application/sdp", strings.NewReader(offer))
+func (g *gen) postOffer(ctx context.Context, base, path, token, offer string) (string, string, error) {
+	req, err := g.request(ctx, base, http.MethodPost, path, token, "application/sdp", strings.NewReader(offer))
 	if err != nil {
 		return "", "", err
 	}
@@ -291,8 +295,8 @@ func (g *gen) postOffer(ctx context.Context, path, token, offer string) (string,
 	return string(raw), h.Get("Location"), nil
 }
 
-func (g *gen) do(ctx context.Context, method, path, token string) error {
-	req, err := g.request(ctx, method, path, token, "", nil)
+func (g *gen) do(ctx context.Context, base, method, path, token string) error {
+	req, err := g.request(ctx, base, method, path, token, "", nil)
 	if err != nil {
 		return err
 	}

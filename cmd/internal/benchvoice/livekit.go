@@ -97,7 +97,7 @@ func (s *session) setupLiveKit(ctx context.Context, tap *audioTap) error {
 	tap.register(s)
 
 	s.offerAt = time.Now()
-	req, err := g.request(ctx, http.MethodPost, "/v1/sessions/"+s.id+"/livekit-token", s.token, "", nil)
+	req, err := g.request(ctx, s.base(), http.MethodPost, "/v1/sessions/"+s.id+"/livekit-token", s.token, "", nil)
 	if err != nil {
 		return err
 	}

@@ -39,6 +39,8 @@ type Options struct {
 	ProfileDir     string   // write the child broker's heap and CPU profiles here; empty: none
 	ServerEnv      []string // KEY=VALUE added to the child broker's environment (GOGC, PARLEY_MEDIA_…)
 	Interfaces     string   // the child broker's media.interfaces, comma-separated; empty: all (not used with URL)
+	NATSNodes      int      // a NATS cluster of this many node processes with Brokers brokers; 0: one serve with its embedded NATS
+	Brokers        int
 }
 
 // Validate refuses options that cannot run, before anything starts.
@@ -68,6 +70,14 @@ func (o Options) Validate() error {
 		return errors.New(`--transport livekit starts livekit-server and the child server; not with --url`)
 	case o.URL != "" && (o.ProfileDir != "" || len(o.ServerEnv) > 0):
 		return errors.New("--server-profile and --server-env apply to the child server; not with --url")
+	}
+	switch {
+	case o.NATSNodes < 0 || o.NATSNodes > 9:
+		return errors.New("--nats-nodes must be 0 (the embedded NATS) to 9")
+	case o.NATSNodes == 0 && o.Brokers > 1:
+		return errors.New("--brokers above 1 needs a NATS cluster (--nats-nodes 3)")
+	case o.NATSNodes > 0 && (o.Brokers < 1 || o.URL != "" || o.Agent != "process" || (o.Transport != "" && o.Transport != "direct") || o.ProfileDir != ""):
+		return errors.New("--nats-nodes needs --brokers 1 or more, --agent process and --transport direct, and takes no --url or --server-profile")
 	}
 	for _, kv := range o.ServerEnv {
 		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {

@@ -12,6 +12,19 @@ import (
 	"github.com/parley-rtc/parley/cmd/internal/benchproc"
 )
 
+// ClusterFigures are a cluster run's: how many brokers and NATS nodes,
+// and the nodes' CPU and memory together.
+type ClusterFigures struct {
+	Brokers   int `json:"brokers"`
+	NATSNodes int `json:"nats_nodes"`
+	NATS      struct {
+		CPUPct           float64 `json:"cpu_pct"`
+		RSSIdleMiB       float64 `json:"rss_idle_mib"`
+		RSSSteadyMiB     float64 `json:"rss_steady_mib"`
+		RSSPerSessionKiB float64 `json:"rss_per_session_kib"`
+	} `json:"nats"`
+}
+
 // Report is the result of a run; every count is over the steady window
 // and the sessions that connected.
 type Report struct {
@@ -69,7 +82,8 @@ type Report struct {
 		RSSIdleMiB   float64 `json:"rss_idle_mib,omitempty"`
 		RSSSteadyMiB float64 `json:"rss_steady_mib,omitempty"`
 	} `json:"agent"`
-	LiveKit struct { // --transport livekit: the livekit-server
+	Cluster *ClusterFigures `json:"cluster,omitempty"` // --nats-nodes: brokers on a NATS cluster (Server sums the brokers)
+	LiveKit struct {        // --transport livekit: the livekit-server
 		PID              int     `json:"pid,omitempty"`
 		CPUPct           float64 `json:"cpu_pct,omitempty"`
 		RSSIdleMiB       float64 `json:"rss_idle_mib,omitempty"`
@@ -237,7 +251,13 @@ func (r *Report) PrintTable(w io.Writer) {
 	fmt.Fprintf(tw, "%s\tp50 %.1f ms, p99 %.1f ms, max %.1f ms\n", names[0], c.OfferAnswer.P50, c.OfferAnswer.P99, c.OfferAnswer.Max)
 	fmt.Fprintf(tw, "%s\tp50 %.1f ms, p99 %.1f ms, max %.1f ms\n", names[1], c.OfferConnected.P50, c.OfferConnected.P99, c.OfferConnected.Max)
 	fmt.Fprintf(tw, "%s\tp50 %.1f ms, p99 %.1f ms, max %.1f ms\n", names[2], c.OfferFirstFrame.P50, c.OfferFirstFrame.P99, c.OfferFirstFrame.Max)
-	if r.ServerPID > 0 {
+	if cl := r.Cluster; cl != nil {
+		s, n := r.Server, cl.NATS
+		fmt.Fprintf(tw, "%d brokers together\tCPU %.1f%% of one core; RSS %.1f MiB idle → %.1f MiB steady = %.0f KiB/session; %d fds\n",
+			cl.Brokers, s.CPUPct, s.RSSIdleMiB, s.RSSSteadyMiB, s.RSSPerSessionKiB, s.FDs)
+		fmt.Fprintf(tw, "%d NATS nodes together\tCPU %.1f%% of one core; RSS %.1f MiB idle → %.1f MiB steady = %.0f KiB/session\n",
+			cl.NATSNodes, n.CPUPct, n.RSSIdleMiB, n.RSSSteadyMiB, n.RSSPerSessionKiB)
+	} else if r.ServerPID > 0 {
 		s := r.Server
 		fmt.Fprintf(tw, "server (pid %d)\tCPU %.1f%% of one core; RSS %.1f MiB idle → %.1f MiB steady = %.0f KiB/session; %d fds\n",
 			r.ServerPID, s.CPUPct, s.RSSIdleMiB, s.RSSSteadyMiB, s.RSSPerSessionKiB, s.FDs)
@@ -259,7 +279,7 @@ func (r *Report) PrintTable(w io.Writer) {
 		gn.CPUPct, gn.UDPDrops, gn.LateTicks, gn.SkippedTicks, gn.MaxTickLateMS)
 	fmt.Fprintf(tw, "machine\tCPU %.1f%% busy of %d cores in the window (%.1f%% before the run); other processes %.1f%% of one core; NATS slow-consumer errors %d\n",
 		r.MachineCPUPct, r.Cores, r.MachineBusyBeforePct, r.OtherCPUPct, f.SlowConsumer)
-	if r.OtherCPUPct > 10 && r.ServerPID > 0 {
+	if r.OtherCPUPct > 10 && (r.ServerPID > 0 || r.Cluster != nil) {
 		fmt.Fprintf(tw, "WARNING\tother processes took %.0f%% of a core during the window: the figures above are not clean\n", r.OtherCPUPct)
 	}
 	_ = tw.Flush()

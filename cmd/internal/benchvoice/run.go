@@ -47,7 +47,21 @@ func Run(ctx context.Context, o Options, log io.Writer) (*Report, error) {
 			return nil, err
 		}
 	}
-	if base == "" {
+	var cluster *benchproc.Cluster
+	var brokers, nodes []int // pids in cluster mode
+	if o.NATSNodes > 0 {
+		// The brokers gather every interface's candidates (the cluster's
+		// brokers take no --config, and media.interfaces is a list).
+		if cluster, err = benchproc.StartCluster(ctx, o.Binary, o.NATSNodes, o.Brokers, o.ServerEnv, log); err != nil {
+			return nil, err
+		}
+		defer cluster.Stop(log)
+		brokers, nodes = benchproc.PIDs(cluster.Brokers), benchproc.PIDs(cluster.Nodes)
+		natsURL, creds, agentPID = cluster.NATSURL, "", cluster.Agent.PID()
+		fmt.Fprintf(log, "bench: started a %d-node NATS cluster (pids %v), %d brokers (pids %v), parley agent echo (pid %d)\n",
+			o.NATSNodes, nodes, o.Brokers, brokers, agentPID)
+	}
+	if base == "" && cluster == nil {
 		if o.Interfaces != "" {
 			serveConfig += "media:\n  interfaces: [" + strings.Join(strings.Split(o.Interfaces, ","), ", ") + "]\n"
 		}
@@ -67,7 +81,11 @@ func Run(ctx context.Context, o Options, log io.Writer) (*Report, error) {
 			fmt.Fprintf(log, "bench: started parley agent echo (pid %d)\n", agentPID)
 		}
 	}
-	g, err := newGen(o, base, frames, index)
+	bases := []string{base}
+	if cluster != nil {
+		bases = cluster.Bases
+	}
+	g, err := newGen(o, bases, frames, index)
 	if err != nil {
 		return nil, err
 	}
@@ -78,8 +96,12 @@ func Run(ctx context.Context, o Options, log io.Writer) (*Report, error) {
 	}
 	defer tap.close()
 
+	srv := brokers // the pids whose CPU and memory are the server's
+	if cluster == nil && pid > 0 {
+		srv = []int{pid}
+	}
 	rep := &Report{Sessions: o.Sessions, WindowS: o.Duration.Seconds(), WarmupS: o.Warmup.Seconds(),
-		Ramp: o.Ramp, ClientSockets: o.Sockets, ServerPID: pid, ChildServer: child != nil, Failures: map[string]int{},
+		Ramp: o.Ramp, ClientSockets: o.Sockets, ServerPID: pid, ChildServer: child != nil || cluster != nil, Failures: map[string]int{},
 		Transport: cmp.Or(o.Transport, "direct")}
 	lkPID := 0
 	if lk != nil {
@@ -88,13 +110,17 @@ func Run(ctx context.Context, o Options, log io.Writer) (*Report, error) {
 		rep.LiveKit.RSSIdleMiB = mib(benchproc.RSS(lkPID))
 	}
 	rep.Agent.Where, rep.Agent.PID = "in-process", agentPID
-	if agent != nil {
+	if cluster != nil {
+		rep.Cluster = &ClusterFigures{Brokers: len(brokers), NATSNodes: len(nodes)}
+		rep.Cluster.NATS.RSSIdleMiB = mib(benchproc.RSSOf(nodes))
+	}
+	if agent != nil || cluster != nil {
 		rep.Agent.Where = "process"
 	} else if child == nil {
 		rep.Agent.Where = "as the server runs it"
 	}
-	if pid > 0 {
-		rep.Server.RSSIdleMiB = mib(benchproc.RSS(pid))
+	if len(srv) > 0 {
+		rep.Server.RSSIdleMiB = mib(benchproc.RSSOf(srv))
 	}
 	if agentPID > 0 {
 		rep.Agent.RSSIdleMiB = mib(benchproc.RSS(agentPID))
@@ -129,13 +155,13 @@ func Run(ctx context.Context, o Options, log io.Writer) (*Report, error) {
 	}
 	tap.checkAudio(g.sessions) // connected but nothing on NATS yet: failed
 	prof.StartCPU(ctx, time.Until(t1), "broker-cpu-window.pb.gz", log)
-	c0 := benchproc.SampleCPU(pid, agentPID)
+	c0, nats0 := benchproc.SampleCPUOf(srv, agentPID), benchproc.CPUOf(nodes)
 	lk0 := benchproc.ProcCPU(lkPID)
-	d0s, d0g, d0l := benchproc.UDPDrops(pid), benchproc.UDPDrops(os.Getpid()), benchproc.UDPDrops(lkPID)
+	d0s, d0g, d0l := benchproc.UDPDropsOf(srv), benchproc.UDPDrops(os.Getpid()), benchproc.UDPDrops(lkPID)
 	if err := benchproc.SleepUntil(ctx, t1); err != nil {
 		return rep, g.teardown(tap, err)
 	}
-	c1 := benchproc.SampleCPU(pid, agentPID)
+	c1, nats1 := benchproc.SampleCPUOf(srv, agentPID), benchproc.CPUOf(nodes)
 	lk1 := benchproc.ProcCPU(lkPID)
 	prof.WaitCPU()
 	prof.Heap(ctx, "broker-heap-loaded.pb.gz", log)
@@ -145,17 +171,26 @@ func Run(ctx context.Context, o Options, log io.Writer) (*Report, error) {
 		rep.LiveKit.RSSPerSessionKiB = (rep.LiveKit.RSSSteadyMiB - rep.LiveKit.RSSIdleMiB) * 1024 / float64(o.Sessions)
 		rep.LiveKit.UDPDrops = benchproc.DropsSince(d0l, benchproc.UDPDrops(lkPID))
 	}
-	if pid > 0 {
-		rep.Server.RSSSteadyMiB = mib(benchproc.RSS(pid))
+	if len(srv) > 0 {
+		rep.Server.RSSSteadyMiB = mib(benchproc.RSSOf(srv))
 		rep.Server.RSSPerSessionKiB = (rep.Server.RSSSteadyMiB - rep.Server.RSSIdleMiB) * 1024 / float64(o.Sessions)
-		rep.Server.FDs = benchproc.CountFDs(pid)
-		rep.Server.UDPDrops = benchproc.DropsSince(d0s, benchproc.UDPDrops(pid))
+		rep.Server.FDs = benchproc.FDsOf(srv)
+		rep.Server.UDPDrops = benchproc.DropsSince(d0s, benchproc.UDPDropsOf(srv))
+	}
+	if rep.Cluster != nil {
+		n := &rep.Cluster.NATS
+		n.CPUPct = 100 * (nats1 - nats0).Seconds() / c1.At.Sub(c0.At).Seconds()
+		n.RSSSteadyMiB = mib(benchproc.RSSOf(nodes))
+		n.RSSPerSessionKiB = (n.RSSSteadyMiB - n.RSSIdleMiB) * 1024 / float64(o.Sessions)
 	}
 	if agentPID > 0 {
 		rep.Agent.RSSSteadyMiB = mib(benchproc.RSS(agentPID))
 	}
 	rep.Generator.UDPDrops = benchproc.DropsSince(d0g, benchproc.UDPDrops(os.Getpid()))
-	rep.fillCPU(c0, c1, pid > 0)
+	rep.fillCPU(c0, c1, len(srv) > 0)
+	if rep.Cluster != nil {
+		rep.OtherCPUPct = max(0, rep.OtherCPUPct-rep.Cluster.NATS.CPUPct)
+	}
 	rep.OtherCPUPct = max(0, rep.OtherCPUPct-rep.LiveKit.CPUPct)
 
 	g.stopSenders()

@@ -15,6 +15,10 @@ import (
 )
 
 // session is one visitor: a session, a peer and its counters.
+// base is the broker the session talks to: sessions are spread round
+// robin over the brokers, as a load balancer would.
+func (s *session) base() string { return s.g.bases[s.n%len(s.g.bases)] }
+
 type session struct {
 	g                  *gen
 	n                  int
@@ -69,7 +73,7 @@ func (s *session) create(ctx context.Context, mode string) (string, error) {
 	var res struct {
 		Challenge string `json:"challenge"`
 	}
-	if err := s.g.postJSON(ctx, "/v1/widget/resolve", map[string]string{"widget_key": widgetKey}, &res); err != nil {
+	if err := s.g.postJSON(ctx, s.base(), "/v1/widget/resolve", map[string]string{"widget_key": widgetKey}, &res); err != nil {
 		return "", err
 	}
 	var cr struct {
@@ -78,7 +82,7 @@ func (s *session) create(ctx context.Context, mode string) (string, error) {
 		SessionToken   string `json:"session_token"`
 		VoicePath      string `json:"voice_path"`
 	}
-	if err := s.g.postJSON(ctx, "/v1/sessions", map[string]string{"widget_key": widgetKey,
+	if err := s.g.postJSON(ctx, s.base(), "/v1/sessions", map[string]string{"widget_key": widgetKey,
 		"challenge": res.Challenge, "mode": mode}, &cr); err != nil {
 		return "", err
 	}
@@ -148,7 +152,7 @@ func (s *session) setup(ctx context.Context, tap *audioTap) error {
 		return fmt.Errorf("ICE gathering: %w", ctx.Err())
 	}
 	s.offerAt = time.Now()
-	answer, loc, err := g.postOffer(ctx, voicePath, s.token, pc.LocalDescription().SDP)
+	answer, loc, err := g.postOffer(ctx, s.base(), voicePath, s.token, pc.LocalDescription().SDP)
 	if err != nil {
 		return err
 	}
@@ -255,10 +259,10 @@ func (s *session) readEcho(tr *webrtc.TrackRemote) {
 func (s *session) end(ctx context.Context) {
 	s.sending.Store(false)
 	if s.leg != "" {
-		_ = s.g.do(ctx, http.MethodDelete, s.leg, s.token)
+		_ = s.g.do(ctx, s.base(), http.MethodDelete, s.leg, s.token)
 	}
 	if s.id != "" {
-		_ = s.g.do(ctx, http.MethodDelete, "/v1/sessions/"+s.id, s.token)
+		_ = s.g.do(ctx, s.base(), http.MethodDelete, "/v1/sessions/"+s.id, s.token)
 	}
 	s.mu.Lock()
 	s.closed = true
