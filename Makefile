@@ -235,6 +235,22 @@ bench-voice-livekit: build livekit
 	  echo; \
 	done; exit $$rc
 
+## bench-cluster: the same chat and voice load against 1 broker with its
+## embedded NATS, then a 3-node NATS JetStream cluster (node processes) with
+## 1 and with 3 brokers on it (docs/BENCHMARKS.md, DEPLOYMENT.md's model)
+BENCH_CLUSTER_CONVERSATIONS ?= 3000
+BENCH_CLUSTER_RATE ?= 300
+BENCH_CLUSTER_SESSIONS ?= 100
+.PHONY: bench-cluster
+bench-cluster: build
+	@rc=0; for C in "" "--nats-nodes 3 --brokers 1" "--nats-nodes 3 --brokers 3"; do \
+	  echo "== bin/parley bench chat --conversations $(BENCH_CLUSTER_CONVERSATIONS) --rate $(BENCH_CLUSTER_RATE) --duration $(D) $$C"; \
+	  bin/parley bench chat --conversations $(BENCH_CLUSTER_CONVERSATIONS) --rate $(BENCH_CLUSTER_RATE) --duration $(D) $$C || rc=1; \
+	  echo "== bin/parley bench voice --agent process --sessions $(BENCH_CLUSTER_SESSIONS) --duration $(D) $$C"; \
+	  bin/parley bench voice --agent process --sessions $(BENCH_CLUSTER_SESSIONS) --duration $(D) $$C || rc=1; \
+	  echo; \
+	done; exit $$rc
+
 ## fuzz: every fuzz target for FUZZTIME each (CI: 30s) — origins, tokens,
 ## identity, JSON request decoders, config loader, SDP fragments, frames
 ## (.ci/fuzz-target runs each, and explains the one Go 1.26 fuzzer race it
