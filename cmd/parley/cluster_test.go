@@ -3,9 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
-	"net"
-	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -13,10 +10,9 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/parley-rtc/parley/agentbridge/agenttest"
 	"github.com/parley-rtc/parley/broker"
+	"github.com/parley-rtc/parley/cmd/internal/natscluster"
 	"github.com/parley-rtc/parley/configs"
 )
 
@@ -37,26 +33,22 @@ type clusterNode struct {
 }
 
 // newClusterNodes prepares a 3-node JetStream cluster on loopback without
-// starting it. JetStream clustering needs every node's routes up front, so
-// the ports are chosen here (free when chosen) rather than by the kernel at
-// start: restartPort.
+// starting it (natscluster.Plan: JetStream clustering needs every node's
+// routes up front, so the ports are chosen here, below the kernel's
+// ephemeral range, and a stopped node can bind its own again).
 func newClusterNodes(t testing.TB) []*clusterNode {
 	t.Helper()
-	freePort := func() int { return restartPort(t) }
-	ports := make([]int, 3)
-	var routes []*url.URL
-	for i := range ports {
-		ports[i] = freePort()
-		routes = append(routes, &url.URL{Scheme: "nats-route", Host: fmt.Sprintf("127.0.0.1:%d", ports[i])})
+	plan, err := natscluster.Plan(3, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
 	}
-	nodes := make([]*clusterNode, 3)
-	for i := range nodes {
-		nodes[i] = &clusterNode{opts: &server.Options{
-			ServerName: fmt.Sprintf("n%d", i+1), Host: "127.0.0.1", Port: freePort(),
-			JetStream: true, StoreDir: t.TempDir(),
-			Cluster: server.ClusterOpts{Name: "parley-test", Host: "127.0.0.1", Port: ports[i]},
-			Routes:  routes, NoSigs: true, NoLog: true,
-		}}
+	nodes := make([]*clusterNode, len(plan))
+	for i, n := range plan {
+		opts, err := n.Options()
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes[i] = &clusterNode{opts: opts}
 	}
 	return nodes
 }
@@ -110,13 +102,7 @@ func natsClusterNodes(t testing.TB) (string, []*clusterNode) {
 		urls[i] = n.start(t)
 	}
 	all := strings.Join(urls, ",")
-	// Wait until JetStream can create a replicated stream.
-	nc, err := nats.Connect(all)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	waitClusterJetStream(t, nc)
+	waitClusterJetStream(t, all)
 	return all, nodes
 }
 
@@ -184,36 +170,13 @@ func TestRoomAcrossBrokers(t *testing.T) {
 	agenttest.Poll(t, 10*time.Second, "the voice leg alone", func() bool { return slices.Equal(legs(a), []string{"webrtc"}) })
 }
 
-// waitClusterJetStream waits until the cluster behind nc can place an R3
-// stream, that is until JetStream has a meta leader and three servers.
-func waitClusterJetStream(t testing.TB, nc *nats.Conn) {
+// waitClusterJetStream waits until the cluster at urls can place an R3
+// stream (a meta leader elected, enough peers current).
+func waitClusterJetStream(t testing.TB, urls string) {
 	t.Helper()
-	js, _ := jetstream.New(nc)
-	agenttest.Poll(t, 60*time.Second, "the JetStream cluster to elect a leader", func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "PROBE", Subjects: []string{"probe.>"}, Replicas: 3})
-		return err == nil
-	})
-	_ = js.DeleteStream(context.Background(), "PROBE")
-}
-
-// restartPort returns a free loopback TCP port below the kernel's
-// ephemeral range (32768 and up on Linux), chosen at random. A port that a
-// stopped node must bind again cannot come from that range: in between,
-// any outgoing connection of the test run may be given it as its local
-// port, and the restart then fails with "address already in use".
-func restartPort(t testing.TB) int {
-	t.Helper()
-	for range 1000 {
-		port := 20000 + rand.IntN(12000)
-		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err != nil {
-			continue // taken
-		}
-		ln.Close()
-		return port
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	if err := natscluster.WaitJetStream(ctx, urls, 3); err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("no free port in 20000-31999")
-	return 0
 }

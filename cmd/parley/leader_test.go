@@ -301,14 +301,7 @@ func natsProcCluster(t testing.TB) ([]leaderNode, string) {
 		urls = append(urls, fmt.Sprintf("nats://127.0.0.1:%d", clientPorts[i]))
 	}
 	all := strings.Join(urls, ",")
-	var nc *nats.Conn
-	agenttest.Poll(t, 30*time.Second, "the nats-server processes to accept connections", func() bool {
-		var err error
-		nc, err = nats.Connect(all)
-		return err == nil
-	})
-	defer nc.Close()
-	waitClusterJetStream(t, nc)
+	waitClusterJetStream(t, all) // it also waits for the processes to accept connections
 	return nodes, all
 }
 
