@@ -40,7 +40,7 @@ type MediaConfig struct {
 	DisconnectedTimeout time.Duration `yaml:"disconnected_timeout"`
 	FailedTimeout       time.Duration `yaml:"failed_timeout"`
 	// PlayoutQueueFrames bounds the agent audio queued for a visitor, in
-	// 20 ms frames.
+	// 20 ms frames (a leg's queue grows to it as frames wait).
 	PlayoutQueueFrames int `yaml:"playout_queue_frames"`
 }
 
