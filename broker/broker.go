@@ -6,6 +6,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -189,7 +190,9 @@ func (b *Broker) Start(ctx context.Context) error {
 				subject = sub.Subject
 			}
 			b.natsErrLog.Do(func() {
-				b.log.Warn("nats: asynchronous error (a slow subscription drops messages)", "subject", subject, "err", err)
+				// A slow consumer means NATS dropped messages of that
+				// subscription (a hub reads lost events back from the log).
+				b.log.Warn("nats: asynchronous error", "subject", subject, "slow_consumer", errors.Is(err, nats.ErrSlowConsumer), "err", err)
 			})
 		}),
 	}
