@@ -29,11 +29,7 @@ func TestValidateNATSAuth(t *testing.T) {
 	ext := func(f func(*NATSConfig)) func(*NATSConfig) {
 		return func(n *NATSConfig) { n.URL = "nats://n1:4222"; f(n) }
 	}
-	bad := []struct {
-		name  string
-		set   func(*NATSConfig)
-		field string
-	}{
+	bad := []problemCase[NATSConfig]{
 		{"embedded on 0.0.0.0 without TLS", func(n *NATSConfig) { n.Listen = "0.0.0.0:4222" }, "nats.listen"},
 		{"embedded on a LAN address without TLS", func(n *NATSConfig) { n.Listen = "192.168.1.5:4222" }, "nats.listen"},
 		{"embedded on all interfaces without TLS", func(n *NATSConfig) { n.Listen = ":4222" }, "nats.listen"},
@@ -52,26 +48,26 @@ func TestValidateNATSAuth(t *testing.T) {
 		{"client cert without key", ext(func(n *NATSConfig) { n.TLS.CertFile = cert }), "nats.tls"},
 		{"listen TLS with external", ext(func(n *NATSConfig) { n.ListenTLS = NATSListenTLS{CertFile: cert, KeyFile: key} }), "nats.listen_tls"},
 	}
-	for _, tc := range bad {
+	runProblemCases(t, bad, func(t *testing.T, edit func(*NATSConfig), field string) {
 		c := Default()
-		tc.set(&c.NATS)
+		edit(&c.NATS)
 		err := c.Validate()
 		ve, ok := err.(*ValidationError)
 		if !ok {
-			t.Errorf("%s: accepted (%v)", tc.name, err)
-			continue
+			t.Errorf("accepted (%v)", err)
+			return
 		}
 		found := false
 		for _, p := range ve.Problems {
-			found = found || p.Field == tc.field
+			found = found || p.Field == field
 			if strings.Contains(p.Message, "t0k") || strings.Contains(p.Message, ":p@") {
-				t.Errorf("%s: problem quotes a secret: %s", tc.name, p.Message)
+				t.Errorf("problem quotes a secret: %s", p.Message)
 			}
 		}
 		if !found {
-			t.Errorf("%s: no problem on %s: %v", tc.name, tc.field, err)
+			t.Errorf("no problem on %s: %v", field, err)
 		}
-	}
+	})
 	good := []func(*NATSConfig){
 		func(n *NATSConfig) { n.Listen = "127.0.0.1:4222" },
 		func(n *NATSConfig) { n.Listen = "[::1]:-1" },

@@ -9,11 +9,7 @@ import (
 // a widget may not keep conversations longer than the stream keeps events.
 func TestRetentionRules(t *testing.T) {
 	t.Parallel()
-	tests := []struct {
-		name  string
-		edit  func(*Config)
-		field string
-	}{
+	tests := []problemCase[Config]{
 		{"max age too short", func(c *Config) { c.Retention.ConversationMaxAge = 500 * time.Millisecond }, "retention.conversation_max_age"},
 		{"log shorter than max age", func(c *Config) { c.Retention.LogMaxAge = 24 * time.Hour }, "retention.log_max_age"},
 		{"log negative", func(c *Config) { c.Retention.LogMaxAge = -1 }, "retention.log_max_age"},
@@ -26,12 +22,7 @@ func TestRetentionRules(t *testing.T) {
 		{"widget max age too short", func(c *Config) { c.Widgets[0].ConversationMaxAge = "900ms" }, "widgets[0].conversation_max_age"},
 		{"widget max age beyond the log", func(c *Config) { c.Widgets[0].ConversationMaxAge = "10000h" }, "widgets[0].conversation_max_age"},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			wantOneProblem(t, tc.edit, tc.field)
-		})
-	}
+	runProblemCases(t, tests, wantOneProblem)
 	// Accepted: a widget shorter or longer than the default, within the log.
 	c := Default()
 	c.Widgets[0].ConversationMaxAge = "24h"

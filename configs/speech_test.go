@@ -24,11 +24,7 @@ func TestAgentSpeech(t *testing.T) {
 	if (AgentSpeech{STT: SpeechOff, TTS: SpeechOff}).Hears() {
 		t.Fatal("off hears")
 	}
-	tests := []struct {
-		name  string
-		edit  func(*Config)
-		field string
-	}{
+	tests := []problemCase[Config]{
 		{"unknown stt", func(c *Config) { c.Agents.Speech["echo"] = AgentSpeech{STT: "whisper.cpp"} }, "agents.speech.echo.stt"},
 		{"tts as stt", func(c *Config) { c.Agents.Speech["echo"] = AgentSpeech{STT: SpeechFlite} }, "agents.speech.echo.stt"},
 		{"unknown tts", func(c *Config) { c.Agents.Speech["echo"] = AgentSpeech{TTS: "say"} }, "agents.speech.echo.tts"},
@@ -38,15 +34,15 @@ func TestAgentSpeech(t *testing.T) {
 		{"base url", func(c *Config) { c.Speech.OpenAI.BaseURL = "ftp://x" }, "speech.openai.base_url"},
 		{"key file", func(c *Config) { c.Speech.OpenAI.APIKeyFile = "/nonexistent/key" }, "speech.openai.api_key_file"},
 	}
-	for _, tt := range tests {
+	runProblemCases(t, tests, func(t *testing.T, edit func(*Config), field string) {
 		c := Default()
 		c.Agents.Speech = defaultAgentSpeech()
-		tt.edit(&c)
+		edit(&c)
 		err := c.Validate()
-		if err == nil || !strings.Contains(err.Error(), tt.field) {
-			t.Errorf("%s: err = %v, want one naming %s", tt.name, err, tt.field)
+		if err == nil || !strings.Contains(err.Error(), field) {
+			t.Errorf("err = %v, want one naming %s", err, field)
 		}
-	}
+	})
 	ok := Default()
 	ok.Agents.Speech["assistant"] = AgentSpeech{STT: SpeechOpenAI, TTS: SpeechEspeakNG, Voice: "en-us", Audio: true}
 	ok.Speech.OpenAI.BaseURL = "http://127.0.0.1:8000/v1"

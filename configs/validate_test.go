@@ -18,11 +18,7 @@ func TestValidateRules(t *testing.T) {
 		}
 		return out
 	}
-	tests := []struct {
-		name  string
-		edit  func(*Config)
-		field string
-	}{
+	tests := []problemCase[Config]{
 		{"listen no port", func(c *Config) { c.Listen = "localhost" }, "listen"},
 		{"listen named port", func(c *Config) { c.Listen = "localhost:http" }, "listen"},
 		{"listen port range", func(c *Config) { c.Listen = "127.0.0.1:70000" }, "listen"},
@@ -129,10 +125,25 @@ func TestValidateRules(t *testing.T) {
 			widget(c).AllowedOrigins = []string{"https://ok.example", "https://example.com/path"}
 		}, "widgets[0].allowed_origins[1]"},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
+	runProblemCases(t, tests, wantOneProblem)
+}
+
+// problemCase is a row of a validation table: edit breaks one thing of a
+// valid T, and field names the problem that must follow.
+type problemCase[T any] struct {
+	name  string
+	edit  func(*T)
+	field string
+}
+
+// runProblemCases runs each case as a parallel subtest that checks it with
+// want (wantOneProblem, wantOneWidgetProblem, or a table's own check).
+func runProblemCases[T any](t *testing.T, cases []problemCase[T], want func(t *testing.T, edit func(*T), field string)) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			wantOneProblem(t, tt.edit, tt.field)
+			want(t, tc.edit, tc.field)
 		})
 	}
 }

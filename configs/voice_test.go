@@ -31,11 +31,7 @@ func TestWidgetVoiceDefaults(t *testing.T) {
 
 func TestWidgetVoiceValidate(t *testing.T) {
 	t.Parallel()
-	tests := []struct {
-		name  string
-		edit  func(*WidgetVoice)
-		field string
-	}{
+	tests := []problemCase[WidgetVoice]{
 		{"threshold positive", func(v *WidgetVoice) { v.VAD.ThresholdDBov = 3 }, "voice.vad.threshold_dbov"},
 		{"threshold too low", func(v *WidgetVoice) { v.VAD.ThresholdDBov = -130 }, "voice.vad.threshold_dbov"},
 		{"min speech negative", func(v *WidgetVoice) { v.VAD.MinSpeechMS = -1 }, "voice.vad.min_speech_ms"},
@@ -44,12 +40,9 @@ func TestWidgetVoiceValidate(t *testing.T) {
 		{"barge_in", func(v *WidgetVoice) { v.BargeIn = "always" }, "voice.barge_in"},
 		{"barge_in_min", func(v *WidgetVoice) { v.BargeInMinMS = 6000 }, "voice.barge_in_min_ms"},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			wantOneWidgetProblem(t, func(w *WidgetConfig) { tt.edit(&w.Voice) }, tt.field)
-		})
-	}
+	runProblemCases(t, tests, func(t *testing.T, edit func(*WidgetVoice), field string) {
+		wantOneWidgetProblem(t, func(w *WidgetConfig) { edit(&w.Voice) }, field)
+	})
 	w := validWidget()
 	w.Voice.VAD.ThresholdDBov = 3
 	if ps := w.Validate(); len(ps) != 1 || !strings.Contains(ps[0].Message, "-127") || !strings.Contains(ps[0].Message, "got 3") {

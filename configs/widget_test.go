@@ -26,11 +26,7 @@ func TestWidgetNormalize(t *testing.T) {
 
 func TestWidgetValidate(t *testing.T) {
 	t.Parallel()
-	tests := []struct {
-		name  string
-		edit  func(*WidgetConfig)
-		field string
-	}{
+	tests := []problemCase[WidgetConfig]{
 		{"key prefix", func(w *WidgetConfig) { w.Key = "site" }, "public_key"},
 		{"id", func(w *WidgetConfig) { w.ID = "site" }, "id"},
 		{"tenant", func(w *WidgetConfig) { w.Tenant = "a b" }, "tenant"},
@@ -77,12 +73,7 @@ func TestWidgetValidate(t *testing.T) {
 		{"trigger cooldown", func(w *WidgetConfig) { w.Triggers = []TriggerRule{{Type: "exit_intent", Cooldown: "forever"}} }, "triggers[0].cooldown"},
 		{"trigger days", func(w *WidgetConfig) { w.Triggers = []TriggerRule{{Type: "exit_intent", Cooldown: "days"}} }, "triggers[0].cooldown_days"},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			wantOneWidgetProblem(t, tt.edit, tt.field)
-		})
-	}
+	runProblemCases(t, tests, wantOneWidgetProblem)
 }
 
 // wantOneWidgetProblem fails t unless validWidget, as edit leaves it, has
