@@ -36,17 +36,21 @@ func openProc(pid int) (procfs.Proc, bool) {
 	return p, err == nil
 }
 
+// readProc is what read reads of process pid; the zero T when the process
+// is missing or the read fails.
+func readProc[T any](pid int, read func(procfs.Proc) (T, error)) T {
+	var v T
+	if p, ok := openProc(pid); ok {
+		if got, err := read(p); err == nil {
+			v = got
+		}
+	}
+	return v
+}
+
 // ProcCPU is the CPU time (user + system) pid has used.
 func ProcCPU(pid int) time.Duration {
-	p, ok := openProc(pid)
-	if !ok {
-		return 0
-	}
-	st, err := p.Stat()
-	if err != nil {
-		return 0
-	}
-	return time.Duration(st.CPUTime() * float64(time.Second))
+	return time.Duration(readProc(pid, procfs.Proc.Stat).CPUTime() * float64(time.Second))
 }
 
 // SampleCPU samples the CPU time of server and agent (0: none), of this
@@ -75,25 +79,12 @@ func SampleCPU(server, agent int) CPUSample {
 
 // rss is the process's resident set in bytes (VmRSS).
 func RSS(pid int) uint64 {
-	p, ok := openProc(pid)
-	if !ok {
-		return 0
-	}
-	st, err := p.NewStatus()
-	if err != nil {
-		return 0
-	}
-	return st.VmRSS
+	return readProc(pid, procfs.Proc.NewStatus).VmRSS
 }
 
 // CountFDs is the number of pid's open file descriptors.
 func CountFDs(pid int) int {
-	p, ok := openProc(pid)
-	if !ok {
-		return 0
-	}
-	n, _ := p.FileDescriptorsLen()
-	return n
+	return readProc(pid, procfs.Proc.FileDescriptorsLen)
 }
 
 // UDPDrops returns the kernel's drop counter (receive buffer full) of each
