@@ -183,21 +183,7 @@ func (l *Leg) onTrack(t *webrtc.TrackRemote, r *webrtc.RTPReceiver) {
 // run is the leg's state loop: it reports connection states, watches for
 // silence and, once the leg is stopping, tears it down.
 func (l *Leg) run() {
-	silence := time.NewTimer(l.silence)
-	defer silence.Stop()
-	for {
-		select {
-		case s := <-l.events:
-			l.handleState(s)
-		case <-silence.C:
-			if l.silent(silence, l.silence) {
-				l.stop(ReasonSilence)
-			}
-		case <-l.quit:
-			l.teardown()
-			return
-		}
-	}
+	runStates(&l.lifecycle, &l.audioPath, l.silence, l.events, l.handleState, l.teardown)
 }
 
 // handleState maps a peer connection state to the leg's.

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // lifecycle is how a voice transport (a Leg, a LiveKit Bridge) ends: once,
@@ -114,6 +115,28 @@ func (c *lifecycle) drain(release func()) {
 	c.mu.Unlock()
 	release()
 	c.wg.Wait()
+}
+
+// runStates is a transport's state loop (Leg.run, Bridge.run): it hands
+// each of the transport's events to handle, stops the transport with
+// ReasonSilence once the visitor has sent no audio for silence, and when
+// quit closes runs teardown and returns.
+func runStates[E any](c *lifecycle, a *audioPath, silence time.Duration, events <-chan E, handle func(E), teardown func()) {
+	t := time.NewTimer(silence)
+	defer t.Stop()
+	for {
+		select {
+		case e := <-events:
+			handle(e)
+		case <-t.C:
+			if a.silent(t, silence) {
+				c.stop(ReasonSilence)
+			}
+		case <-c.quit:
+			teardown()
+			return
+		}
+	}
 }
 
 // report sets the state and tells OnState, from the state loop only.

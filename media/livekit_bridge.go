@@ -269,48 +269,43 @@ func (b *Bridge) signal(ev bridgeEvent) {
 	}
 }
 
-// run is the bridge's state loop.
+// run is the bridge's state loop: it applies LiveKit's events, watches for
+// silence and, once the bridge is stopping, tears it down.
 func (b *Bridge) run() {
-	silence := time.NewTimer(b.silence)
-	defer silence.Stop()
-	joined := false
-	join := func() {
-		if !joined {
-			joined = true
-			close(b.connected)
+	runStates(&b.lifecycle, &b.audioPath, b.silence, b.events, b.handleEvent, b.teardown)
+}
+
+// handleEvent applies what LiveKit told the bridge, on the state loop.
+func (b *Bridge) handleEvent(ev bridgeEvent) {
+	switch ev.kind {
+	case evVisitorJoined:
+		b.joined()
+	case evTrackArrived:
+		b.joined()
+		if b.stats.connectedAt.Load() == 0 {
+			b.stats.connectedAt.Store(time.Now().UnixNano())
 		}
+		b.report(StateConnected, "")
+	case evReconnecting:
+		b.report(StateDisconnected, "livekit_reconnecting")
+	case evReconnected:
+		if b.stats.connectedAt.Load() != 0 {
+			b.report(StateConnected, "")
+		}
+	case evVisitorLeft:
+		b.stop(ReasonVisitorLeft)
+	case evDisconnected:
+		b.stop(ev.reason)
 	}
-	for {
-		select {
-		case ev := <-b.events:
-			switch ev.kind {
-			case evVisitorJoined:
-				join()
-			case evTrackArrived:
-				join()
-				if b.stats.connectedAt.Load() == 0 {
-					b.stats.connectedAt.Store(time.Now().UnixNano())
-				}
-				b.report(StateConnected, "")
-			case evReconnecting:
-				b.report(StateDisconnected, "livekit_reconnecting")
-			case evReconnected:
-				if b.stats.connectedAt.Load() != 0 {
-					b.report(StateConnected, "")
-				}
-			case evVisitorLeft:
-				b.stop(ReasonVisitorLeft)
-			case evDisconnected:
-				b.stop(ev.reason)
-			}
-		case <-silence.C:
-			if b.silent(silence, b.silence) {
-				b.stop(ReasonSilence)
-			}
-		case <-b.quit:
-			b.teardown()
-			return
-		}
+}
+
+// joined closes connected the first time the visitor is in the room, so
+// pacing starts; only the state loop closes it.
+func (b *Bridge) joined() {
+	select {
+	case <-b.connected:
+	default:
+		close(b.connected)
 	}
 }
 
