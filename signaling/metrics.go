@@ -83,8 +83,14 @@ func newMetrics(health Health, workers Agents, agents func() []string) *metrics 
 	f(gaugeFunc("sessions", "active", "Visitor sessions with a leg on this broker.", func() float64 {
 		return float64(health.LocalStats().Sessions)
 	}))
-	f(&roomCollector{health: health, desc: prometheus.NewDesc("parley_conversations_active",
-		"Live conversations hosted on this broker, by mode.", []string{"mode"}, nil)})
+	f(&gaugesBy{desc: prometheus.NewDesc("parley_conversations_active",
+		"Live conversations hosted on this broker, by mode.", []string{"mode"}, nil),
+		values: func(yield func(string, float64)) {
+			byMode := health.LocalStats().ConversationsByMode
+			for _, mode := range []string{"chat", "voice"} {
+				yield(mode, float64(byMode[mode]))
+			}
+		}})
 	f(&storeCollector{health: health,
 		writable: prometheus.NewDesc("parley_store_writable",
 			"1 when the store's last write (probe or real) succeeded, 0 when it failed.", nil, nil),
@@ -97,8 +103,13 @@ func newMetrics(health Health, workers Agents, agents func() []string) *metrics 
 		timeouts: prometheus.NewDesc("parley_store_read_timeouts_total",
 			"Conversation log reads that timed out: the store claimed events it did not deliver.", nil, nil),
 	})
-	f(&workerCollector{workers: workers, agents: agents, desc: prometheus.NewDesc("parley_agent_workers_alive",
-		"Agent workers heartbeating, by agent.", []string{"agent"}, nil)})
+	f(&gaugesBy{desc: prometheus.NewDesc("parley_agent_workers_alive",
+		"Agent workers heartbeating, by agent.", []string{"agent"}, nil),
+		values: func(yield func(string, float64)) {
+			for _, a := range agents() {
+				yield(a, float64(workers.AliveWorkers(a)))
+			}
+		}})
 	return m
 }
 
@@ -176,17 +187,18 @@ func gaugeFunc(subsystem, name, help string, fn func() float64) prometheus.Colle
 	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "parley", Subsystem: subsystem, Name: name, Help: help}, fn)
 }
 
-type roomCollector struct {
-	health Health
+// gaugesBy is a gauge of one label, a value per label value, computed at
+// scrape time by values (conversations by mode, live workers by agent).
+type gaugesBy struct {
 	desc   *prometheus.Desc
+	values func(yield func(label string, v float64))
 }
 
-func (c *roomCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
-func (c *roomCollector) Collect(ch chan<- prometheus.Metric) {
-	byMode := c.health.LocalStats().ConversationsByMode
-	for _, mode := range []string{"chat", "voice"} {
-		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(byMode[mode]), mode)
-	}
+func (c *gaugesBy) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+func (c *gaugesBy) Collect(ch chan<- prometheus.Metric) {
+	c.values(func(label string, v float64) {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, v, label)
+	})
 }
 
 // storeCollector reports the broker's store health at scrape time.
@@ -219,19 +231,6 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, l := range st.Lost {
 		ch <- prometheus.MustNewConstMetric(c.lostMsgs, prometheus.GaugeValue, float64(l.Msgs), l.Store)
 		ch <- prometheus.MustNewConstMetric(c.lostBytes, prometheus.GaugeValue, float64(l.Bytes), l.Store)
-	}
-}
-
-type workerCollector struct {
-	workers Agents
-	agents  func() []string
-	desc    *prometheus.Desc
-}
-
-func (c *workerCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
-func (c *workerCollector) Collect(ch chan<- prometheus.Metric) {
-	for _, a := range c.agents() {
-		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(c.workers.AliveWorkers(a)), a)
 	}
 }
 
