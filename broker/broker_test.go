@@ -322,11 +322,13 @@ func TestSubscriptionFanOut(t *testing.T) {
 	done := make(chan []uint64)
 	go func() {
 		var seqs []uint64
-		for u := range fast.C() {
-			if u.Event != nil && u.Event.Type == agentbridge.EventUserMessage {
-				seqs = append(seqs, u.Event.Seq)
-				if len(seqs) == n {
-					break
+		for open := true; open && len(seqs) < n; {
+			<-fast.Ready()
+			var updates []Update
+			updates, open = fast.Take(nil)
+			for _, u := range updates {
+				if u.Event != nil && u.Event.Type == agentbridge.EventUserMessage && len(seqs) < n {
+					seqs = append(seqs, u.Event.Seq)
 				}
 			}
 		}
@@ -343,7 +345,9 @@ func TestSubscriptionFanOut(t *testing.T) {
 			t.Fatalf("out of order: %v", seqs[i-1:i+1])
 		}
 	}
-	for range slow.C() {
+	for open := true; open; {
+		<-slow.Ready()
+		_, open = slow.Take(nil)
 	}
 	if !errors.Is(slow.Err(), ErrSlowSubscriber) {
 		t.Fatalf("slow subscriber ended with %v", slow.Err())

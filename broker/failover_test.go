@@ -112,8 +112,11 @@ func TestClosedConnectionFailsOverAtOnce(t *testing.T) {
 	lost := false
 	for !lost {
 		select {
-		case u := <-sub.C():
-			lost = u.Notice != nil && u.Notice.Kind == NoticeAgentLost && u.Notice.WorkerID == w1.ID()
+		case <-sub.Ready():
+			updates, _ := sub.Take(nil)
+			for _, u := range updates {
+				lost = lost || u.Notice != nil && u.Notice.Kind == NoticeAgentLost && u.Notice.WorkerID == w1.ID()
+			}
 		case <-ctx.Done():
 			t.Fatal("no agent_lost notice: the closed connection went unnoticed")
 		}

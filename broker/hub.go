@@ -62,8 +62,13 @@ type Notice struct {
 }
 
 // subscriptionBuffer is how many updates a subscriber may fall behind
-// before it is dropped with ErrSlowSubscriber.
+// before it is dropped with ErrSlowSubscriber. The queue grows to it on
+// demand: an idle subscriber holds none.
 const subscriptionBuffer = 1024
+
+// subscriptionKeep is the queue capacity a subscriber keeps after taking
+// its updates; a larger one, grown by a burst, is let go.
+const subscriptionKeep = 16
 
 // hubLinger keeps a hub without subscribers alive for a while, so request
 // bursts do not subscribe and read the log's end each time.
@@ -75,19 +80,48 @@ const hubLinger = 30 * time.Second
 const hubGapGrace = 20 * time.Millisecond
 
 // Subscription delivers a conversation's live updates: every event appended
-// to its log after Subscribe returned, and notices.
+// to its log after Subscribe returned, and notices. Its owner waits on
+// Ready and takes what has come with Take:
+//
+//	for {
+//		select {
+//		case <-sub.Ready():
+//			updates, open := sub.Take(updates[:0])
+//			// handle updates, in order; then, if !open, sub.Err() says why
+//		}
+//	}
 type Subscription struct {
-	h    *hub
-	c    chan Update
-	err  error
-	done bool // guarded by h.mu
+	h     *hub
+	ready chan struct{} // one slot: updates wait, or the subscription ended
+
+	// Guarded by h.mu.
+	queue []Update
+	err   error
+	done  bool
 }
 
-// C delivers the updates; it is closed when the subscription ends.
-func (s *Subscription) C() <-chan Update { return s.c }
+// Ready is signalled when updates wait to be taken, and stays ready once
+// the subscription has ended.
+func (s *Subscription) Ready() <-chan struct{} { return s.ready }
 
-// Err tells why C was closed: nil after Close, ErrSlowSubscriber, ErrClosed
-// or a store error.
+// Take appends the waiting updates to buf, in order, and returns it. open
+// is false once the subscription has ended: the updates returned with it
+// are the last.
+func (s *Subscription) Take(buf []Update) (updates []Update, open bool) {
+	s.h.mu.Lock()
+	defer s.h.mu.Unlock()
+	buf = append(buf, s.queue...)
+	if cap(s.queue) > subscriptionKeep {
+		s.queue = nil
+	} else {
+		clear(s.queue)
+		s.queue = s.queue[:0]
+	}
+	return buf, !s.done
+}
+
+// Err tells why the subscription ended: nil after Close, ErrSlowSubscriber,
+// ErrClosed or a store error.
 func (s *Subscription) Err() error {
 	s.h.mu.Lock()
 	defer s.h.mu.Unlock()
@@ -132,13 +166,15 @@ type hub struct {
 	ready  chan struct{}
 	err    error // set before ready is closed
 
-	// seqMu guards the order of events: seq, early and refill. It is
-	// taken before mu.
+	// seqMu guards the order of events (seq, early and refill) and the
+	// hub's NATS subscriptions. It is taken before mu.
 	seqMu   sync.Mutex
 	seq     *agentbridge.Sequencer // nil until the log's end is known
 	early   []agentbridge.Event    // events received before that
 	refill  *time.Timer            // a pending gap refill
 	filling bool                   // a refill is reading the log
+	natsSub []*nats.Subscription   // the events' and the notices'
+	stopped bool                   // stop was called: natsSub is let go
 
 	mu     sync.Mutex
 	subs   map[*Subscription]struct{}
@@ -158,7 +194,7 @@ func (hs *hubSet) subscribe(ctx context.Context, cid string) (*Subscription, err
 		h.ctx, h.cancel = context.WithCancel(hs.b.ctx)
 		hs.hubs[cid] = h
 	}
-	s := &Subscription{h: h, c: make(chan Update, subscriptionBuffer)}
+	s := &Subscription{h: h, ready: make(chan struct{}, 1)}
 	h.mu.Lock()
 	h.subs[s] = struct{}{}
 	if h.linger != nil {
@@ -205,7 +241,7 @@ func (hs *hubSet) resync() {
 
 func (hs *hubSet) closeAll() {
 	for _, h := range hs.snapshot(true) {
-		h.cancel()
+		h.stop()
 	}
 }
 
@@ -222,22 +258,29 @@ func (hs *hubSet) snapshot(close bool) []*hub {
 	return hubs
 }
 
-// run owns the hub's subscriptions: it subscribes, learns where the log
-// ends, then waits for the hub to end.
+// run starts the hub: it subscribes, learns where the log ends, and
+// returns when the hub is ready or has failed. The subscriptions are the
+// hub's until stop.
 func (h *hub) run() {
 	b := h.set.b
-	events, err := b.subs.subscribe(b.subj.AnyConvEvent(h.cid), h.cid, h.onEvent)
-	if err != nil {
-		h.fail(fmt.Errorf("%w: subscribe %s: %w", ErrStore, h.cid, err))
-		return
+	for _, sub := range []struct {
+		subject string
+		handler nats.MsgHandler
+	}{{b.subj.AnyConvEvent(h.cid), h.onEvent}, {b.subj.Status(h.cid), h.onNotice}} {
+		ns, err := b.subs.subscribe(sub.subject, h.cid, sub.handler)
+		if err != nil {
+			h.fail(fmt.Errorf("%w: subscribe %s: %w", ErrStore, h.cid, err))
+			return
+		}
+		h.seqMu.Lock()
+		h.natsSub = append(h.natsSub, ns)
+		stopped := h.stopped
+		h.seqMu.Unlock()
+		if stopped { // closed meanwhile
+			h.fail(ErrClosed) // lets ns go
+			return
+		}
 	}
-	defer func() { _ = b.subs.unsubscribe(events) }()
-	status, err := b.subs.subscribe(b.subj.Status(h.cid), h.cid, h.onNotice)
-	if err != nil {
-		h.fail(fmt.Errorf("%w: subscribe status %s: %w", ErrStore, h.cid, err))
-		return
-	}
-	defer func() { _ = b.subs.unsubscribe(status) }()
 	ctx, cancel := context.WithTimeout(h.ctx, 10*time.Second)
 	defer cancel()
 	// The subscriptions must be in place on the server before the log's
@@ -260,12 +303,25 @@ func (h *hub) run() {
 	}
 	h.seqMu.Unlock()
 	close(h.ready)
-	<-h.ctx.Done()
+}
+
+// stop ends the hub: its context, its pending refill and its NATS
+// subscriptions. It may be called more than once, and before run has
+// subscribed.
+func (h *hub) stop() {
+	h.cancel()
 	h.seqMu.Lock()
+	h.stopped = true
+	subs := h.natsSub
+	h.natsSub = nil
 	if h.refill != nil {
 		h.refill.Stop()
+		h.refill = nil
 	}
 	h.seqMu.Unlock()
+	for _, ns := range subs {
+		_ = h.set.b.subs.unsubscribe(ns)
+	}
 }
 
 // onEvent receives one stored event from the broker that stored it.
@@ -363,11 +419,15 @@ func (h *hub) fanout(u Update) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for s := range h.subs {
-		select {
-		case s.c <- u:
-		default:
+		if len(s.queue) >= subscriptionBuffer {
 			h.endLocked(s, ErrSlowSubscriber)
 			h.set.b.obs().SlowSubscriber()
+			continue
+		}
+		s.queue = append(s.queue, u)
+		select {
+		case s.ready <- struct{}{}:
+		default: // already signalled
 		}
 	}
 }
@@ -391,7 +451,7 @@ func (h *hub) fail(err error) {
 	}
 	h.mu.Unlock()
 	hs.mu.Unlock()
-	h.cancel()
+	h.stop()
 }
 
 // remove ends one subscription; the hub lingers, then stops, when it was
@@ -411,14 +471,16 @@ func (h *hub) remove(s *Subscription, err error) {
 func (h *hub) expire() {
 	hs := h.set
 	hs.mu.Lock()
-	defer hs.mu.Unlock()
 	h.mu.Lock()
-	defer h.mu.Unlock()
-	if len(h.subs) > 0 || hs.hubs[h.cid] != h {
-		return
+	idle := len(h.subs) == 0 && hs.hubs[h.cid] == h
+	if idle {
+		delete(hs.hubs, h.cid)
 	}
-	delete(hs.hubs, h.cid)
-	h.cancel()
+	h.mu.Unlock()
+	hs.mu.Unlock()
+	if idle {
+		h.stop()
+	}
 }
 
 func (h *hub) endLocked(s *Subscription, err error) {
@@ -428,5 +490,5 @@ func (h *hub) endLocked(s *Subscription, err error) {
 	s.done = true
 	s.err = err
 	delete(h.subs, s)
-	close(s.c)
+	close(s.ready)
 }

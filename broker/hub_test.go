@@ -41,20 +41,27 @@ func (l *hubLog) notify(ev agentbridge.Event) {
 	}
 }
 
-// next returns the next event a subscription delivers.
-func next(t *testing.T, s *Subscription) agentbridge.Event {
+// next returns the next event a subscription delivers; what it took after
+// that event waits in pending for the following call.
+func next(t *testing.T, s *Subscription, pending *[]Update) agentbridge.Event {
 	t.Helper()
+	timeout := time.After(10 * time.Second)
 	for {
-		select {
-		case u, ok := <-s.C():
-			if !ok {
-				t.Fatalf("subscription ended: %v", s.Err())
-			}
+		for len(*pending) > 0 {
+			u := (*pending)[0]
+			*pending = (*pending)[1:]
 			if u.Event != nil {
 				return *u.Event
 			}
-		case <-time.After(10 * time.Second):
+		}
+		select {
+		case <-s.Ready():
+		case <-timeout:
 			t.Fatal("no event within 10 s")
+		}
+		var open bool
+		if *pending, open = s.Take(nil); !open && len(*pending) == 0 {
+			t.Fatalf("subscription ended: %v", s.Err())
 		}
 	}
 }
@@ -71,6 +78,7 @@ func TestHubLiveOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sub.Close()
+	var pending []Update
 	l.notify(before)
 
 	e1, e2, e3, e4, e5 := l.store("1"), l.store("2"), l.store("3"), l.store("4"), l.store("5")
@@ -85,7 +93,7 @@ func TestHubLiveOrder(t *testing.T) {
 	l.notify(e5)
 	want := []agentbridge.Event{e1, e2, e3, e4, e5}
 	for _, w := range want {
-		got := next(t, sub)
+		got := next(t, sub, &pending)
 		if got.Seq != w.Seq || got.Text != w.Text || got.PrevSeq != w.PrevSeq {
 			t.Fatalf("got seq %d (%q, prev %d), want seq %d (%q, prev %d)", got.Seq, got.Text, got.PrevSeq, w.Seq, w.Text, w.PrevSeq)
 		}
@@ -95,7 +103,7 @@ func TestHubLiveOrder(t *testing.T) {
 	l.notify(e4)
 	e6 := l.store("6")
 	l.notify(e6)
-	if got := next(t, sub); got.Seq != e6.Seq {
+	if got := next(t, sub, &pending); got.Seq != e6.Seq {
 		t.Fatalf("got seq %d after the repeats, want %d", got.Seq, e6.Seq)
 	}
 }
@@ -110,9 +118,10 @@ func TestHubResync(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sub.Close()
+	var pending []Update
 	missed := l.store("stored while disconnected")
 	b.hubs.resync()
-	if got := next(t, sub); got.Seq != missed.Seq {
+	if got := next(t, sub, &pending); got.Seq != missed.Seq {
 		t.Fatalf("got seq %d, want %d", got.Seq, missed.Seq)
 	}
 }

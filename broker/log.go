@@ -343,22 +343,15 @@ func (b *Broker) AwaitReply(ctx context.Context, sub *Subscription, p Posted) (M
 		return Message{}, p.Unavailable
 	}
 	var fence agentbridge.Fence
+	var updates []Update
 	for {
 		select {
 		case <-ctx.Done():
 			return Message{}, fmt.Errorf("%w: %w", ErrReplyTimeout, ctx.Err())
-		case u, ok := <-sub.C():
-			if !ok {
-				// The live feed ended; the log still knows.
-				m, found, err := b.FindReply(ctx, p.ConversationID, p.MessageID, p.Seq)
-				switch {
-				case err != nil:
-					return Message{}, err
-				case found:
-					return m, nil
-				}
-				return Message{}, fmt.Errorf("%w: live feed ended: %w", ErrStore, sub.Err())
-			}
+		case <-sub.Ready():
+		}
+		updates, open := sub.Take(updates[:0])
+		for _, u := range updates {
 			if n := u.Notice; n != nil && n.Kind == NoticeAgentUnavailable {
 				return Message{}, n.Err()
 			}
@@ -369,6 +362,17 @@ func (b *Broker) AwaitReply(ctx context.Context, sub *Subscription, p Posted) (M
 				(!ev.Interrupted || ev.Reason == agentbridge.ReasonBargeIn) {
 				return Transcript([]agentbridge.Event{*ev})[0], nil
 			}
+		}
+		if !open {
+			// The live feed ended; the log still knows.
+			m, found, err := b.FindReply(ctx, p.ConversationID, p.MessageID, p.Seq)
+			switch {
+			case err != nil:
+				return Message{}, err
+			case found:
+				return m, nil
+			}
+			return Message{}, fmt.Errorf("%w: live feed ended: %w", ErrStore, sub.Err())
 		}
 	}
 }

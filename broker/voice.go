@@ -244,14 +244,15 @@ func (v *Voice) watchEvents() {
 	sub, onText := v.events, v.onText
 	v.mu.Unlock()
 	var fence agentbridge.Fence
+	var updates []Update
 	for {
 		select {
 		case <-v.done:
 			return
-		case u, ok := <-sub.C():
-			if !ok {
-				return
-			}
+		case <-sub.Ready():
+		}
+		updates, open := sub.Take(updates[:0])
+		for _, u := range updates {
 			if ev := u.Event; ev != nil && ev.Type == agentbridge.EventSessionEnded && ev.SessionID == v.session.ID {
 				// Ended elsewhere (another broker's sweeper, a deletion):
 				// the leg hangs up wherever it is hosted.
@@ -272,6 +273,9 @@ func (v *Voice) watchEvents() {
 					onText(*ev)
 				}
 			}
+		}
+		if !open {
+			return
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -26,6 +27,7 @@ const (
 	wsReadLimit    = 64 << 10
 	wsWriteTimeout = 10 * time.Second
 	wsOutQueue     = 256 // frames queued for a client before it counts as too slow
+	wsOutKeep      = 16  // queue capacity a leg keeps once its frames are written
 	wsInQueue      = 16
 	// wsShutdownClose is how long a closing leg waits, at shutdown, for
 	// the peer's answer to its close frame (a browser answers at once; the
@@ -128,7 +130,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	l := &leg{
 		s: s, conn: conn, raw: hj.conn, sess: sess, ip: s.ips.of(r),
 		log:         s.log.With("session_id", sess.ID, "conversation_id", sess.ConversationID),
-		out:         make(chan []byte, wsOutQueue),
+		writeFail:   make(chan struct{}),
 		typing:      make(map[string]bool),
 		chunked:     make(map[string]bool),
 		interrupted: make(map[string]bool),
@@ -155,8 +157,10 @@ func (s *Server) authWS(r *http.Request) (broker.Session, uint64, error) {
 	return sess, since, err
 }
 
-// leg is one chat WebSocket. One goroutine reads, one writes (and owns
-// writes to the socket), and run's loop owns the state.
+// leg is one chat WebSocket. One goroutine reads, and run's loop owns the
+// state. Writes to the socket are owned by a writer goroutine that runs
+// only while frames wait, and a liveness ping by one that runs only while
+// a ping is out: an idle leg costs two goroutines.
 type leg struct {
 	s    *Server
 	conn *websocket.Conn
@@ -164,7 +168,14 @@ type leg struct {
 	sess broker.Session
 	ip   netip.Addr
 	log  *slog.Logger
-	out  chan []byte
+
+	outMu      sync.Mutex
+	out        [][]byte       // frames waiting for the writer; guarded by outMu
+	queued     int            // frames queued and not yet written; guarded by outMu
+	writing    bool           // a writer goroutine runs; guarded by outMu
+	outStopped bool           // no more writes; guarded by outMu
+	writers    sync.WaitGroup // the writer goroutine, while it runs
+	writeFail  chan struct{}  // closed when a write failed
 
 	posted      map[string]time.Time // visitor message id → when it came, until its first chunk
 	fence       agentbridge.Fence    // drops agent events of superseded workers
@@ -231,24 +242,10 @@ func (l *leg) serve(ctx context.Context, since uint64, in <-chan clientFrame, re
 		return endLeg(err)
 	}
 	defer sub.Close()
+	defer l.stopWriting()
+	ping := l.newPinger(ctx)
+	defer ping.stop()
 
-	writerDone := make(chan struct{})
-	stopWriter := make(chan struct{})
-	go func() {
-		defer close(writerDone)
-		l.write(stopWriter)
-	}()
-	pingFailed := make(chan struct{})
-	pingerDone := make(chan struct{})
-	go func() {
-		defer close(pingerDone)
-		l.ping(stopWriter, pingFailed)
-	}()
-	defer func() {
-		close(stopWriter)
-		<-writerDone
-		<-pingerDone
-	}()
 	l.send(serverFrame{Type: "session", SessionID: l.sess.ID, ConversationID: l.sess.ConversationID, Mode: l.sess.Mode})
 	// No worker of the agent at all: a visitor coming back (a reconnect,
 	// or a reload that knows the log) may have been told so by an earlier
@@ -264,18 +261,23 @@ func (l *leg) serve(ctx context.Context, since uint64, in <-chan clientFrame, re
 			l.onEvent(&events[i])
 		}
 	}
+	var updates []broker.Update
 	for {
 		select {
 		case <-ctx.Done():
 			return endLeg(errLegShutdown)
-		case <-writerDone:
+		case <-l.writeFail:
 			return endLeg(errLegSlowConsumer)
-		case <-pingFailed:
-			// The peer is gone: no close handshake to wait for.
-			l.s.metrics.wsPingTimeouts.Inc()
-			l.log.Info("chat leg did not answer a ping; closing it", "timeout", l.s.cfg.Chat.PingTimeout)
-			l.conn.CloseNow()
-			return endLeg(errLegPingTimeout)
+		case <-ping.due():
+			ping.start()
+		case err := <-ping.result:
+			if ping.done(err) {
+				// The peer is gone: no close handshake to wait for.
+				l.s.metrics.wsPingTimeouts.Inc()
+				l.log.Info("chat leg did not answer a ping; closing it", "timeout", l.s.cfg.Chat.PingTimeout)
+				l.conn.CloseNow()
+				return endLeg(errLegPingTimeout)
+			}
 		case err := <-readErr:
 			if websocket.CloseStatus(err) == -1 && errors.Is(err, errFrameTooLarge) {
 				return endLeg(errFrameTooLarge)
@@ -283,24 +285,37 @@ func (l *leg) serve(ctx context.Context, since uint64, in <-chan clientFrame, re
 			return endLeg(nil)
 		case f := <-in:
 			l.onClientFrame(ctx, f)
-		case u, ok := <-sub.C():
-			if !ok {
-				err := sub.Err()
-				l.log.Warn("live feed ended", "err", err)
+		case <-sub.Ready():
+			var open bool
+			updates, open = sub.Take(updates[:0])
+			if end, ok := l.onUpdates(updates); ok {
+				return end
+			}
+			clear(updates)
+			if !open {
+				l.log.Warn("live feed ended", "err", sub.Err())
 				return endLeg(errLegFeedEnded)
-			}
-			if u.Notice != nil {
-				l.onNotice(u.Notice)
-				continue
-			}
-			if ended := l.onEvent(u.Event); ended {
-				if u.Event.Reason == broker.EndReasonClosed {
-					return endLeg(errLegConversationClosed)
-				}
-				return endLeg(errLegSessionEnded)
 			}
 		}
 	}
+}
+
+// onUpdates handles what the live feed delivered; ok is true when one of
+// them ends the leg.
+func (l *leg) onUpdates(updates []broker.Update) (end legEnd, ok bool) {
+	for _, u := range updates {
+		if u.Notice != nil {
+			l.onNotice(u.Notice)
+			continue
+		}
+		if ended := l.onEvent(u.Event); ended {
+			if u.Event.Reason == broker.EndReasonClosed {
+				return endLeg(errLegConversationClosed), true
+			}
+			return endLeg(errLegSessionEnded), true
+		}
+	}
+	return legEnd{}, false
 }
 
 // read decodes client frames until the socket fails.
@@ -331,40 +346,90 @@ func (l *leg) read(ctx context.Context, in chan<- clientFrame, readErr chan<- er
 	}
 }
 
-// write owns writes to the socket.
-func (l *leg) write(stop <-chan struct{}) {
+// send queues a frame for the writer, and starts one when none runs; a
+// client that lets wsOutQueue frames pile up is cut off rather than
+// slowing anyone else.
+func (l *leg) send(f serverFrame) {
+	data, _ := json.Marshal(f)
+	l.outMu.Lock()
+	defer l.outMu.Unlock()
+	if l.outStopped {
+		return
+	}
+	if l.queued >= wsOutQueue {
+		if l.cutOff() {
+			l.log.Warn("client too slow, dropping leg")
+		}
+		l.conn.CloseNow()
+		return
+	}
+	l.out = append(l.out, data)
+	l.queued++
+	if !l.writing {
+		l.writing = true
+		l.writers.Add(1)
+		go l.write()
+	}
+}
+
+// write owns writes to the socket while frames wait, in the order they
+// were queued; it ends when none waits, writing is stopped, or a write
+// fails.
+func (l *leg) write() {
+	defer l.writers.Done()
+	var batch [][]byte
 	for {
-		select {
-		case <-stop:
+		l.outMu.Lock()
+		clear(batch)
+		if len(l.out) == 0 || l.outStopped {
+			l.writing = false
+			if cap(l.out) > wsOutKeep {
+				l.out = nil
+			}
+			l.outMu.Unlock()
 			return
-		case data := <-l.out:
-			// Not cancelled by stop: cancelling a Write drops the
-			// connection without a close frame. It has its own timeout.
-			wctx, cancel := context.WithTimeout(context.Background(), wsWriteTimeout)
-			err := l.conn.Write(wctx, websocket.MessageText, data)
-			cancel()
-			if err != nil {
+		}
+		batch, l.out = l.out, batch[:0]
+		l.outMu.Unlock()
+		for _, data := range batch {
+			if err := l.writeFrame(data); err != nil {
 				if errors.Is(err, context.DeadlineExceeded) {
 					l.cutOff()
 				}
+				l.outMu.Lock()
+				l.outStopped, l.writing, l.out = true, false, nil
+				l.outMu.Unlock()
+				close(l.writeFail) // the only close: outStopped keeps other writers from starting
 				return
 			}
 		}
 	}
 }
 
-// send queues a frame; a client that lets wsOutQueue frames pile up is cut
-// off rather than slowing anyone else.
-func (l *leg) send(f serverFrame) {
-	data, _ := json.Marshal(f)
-	select {
-	case l.out <- data:
-	default:
-		if l.cutOff() {
-			l.log.Warn("client too slow, dropping leg")
-		}
-		l.conn.CloseNow()
+// writeFrame writes one frame unless writing was stopped, and counts it
+// off the queue.
+func (l *leg) writeFrame(data []byte) error {
+	l.outMu.Lock()
+	stopped := l.outStopped
+	l.queued--
+	l.outMu.Unlock()
+	if stopped {
+		return nil
 	}
+	// Not cancelled when the leg ends: cancelling a Write drops the
+	// connection without a close frame. It has its own timeout.
+	ctx, cancel := context.WithTimeout(context.Background(), wsWriteTimeout)
+	defer cancel()
+	return l.conn.Write(ctx, websocket.MessageText, data)
+}
+
+// stopWriting ends the writer after the frame it is writing, and waits for
+// it: what was not written yet is dropped.
+func (l *leg) stopWriting() {
+	l.outMu.Lock()
+	l.outStopped = true
+	l.outMu.Unlock()
+	l.writers.Wait()
 }
 
 // cutOff counts this leg as a slow consumer, once; it reports whether it
@@ -377,50 +442,80 @@ func (l *leg) cutOff() bool {
 	return true
 }
 
-// ping is the leg's liveness check: after Chat.PingIdle without a frame
-// from the client it pings, and when no pong comes within
-// Chat.PingTimeout it closes failed (the reader goroutine reads the pong).
-// It ends when stop is closed.
-func (l *leg) ping(stop <-chan struct{}, failed chan<- struct{}) {
-	idle, timeout := l.s.cfg.Chat.PingIdle, l.s.cfg.Chat.PingTimeout
-	if idle <= 0 || timeout <= 0 {
+// pinger is the leg's liveness check, run by the leg's loop: after
+// Chat.PingIdle without a frame from the client it pings, and when no pong
+// comes within Chat.PingTimeout the leg is closed (the reader goroutine
+// reads the pong). A goroutine waits for the pong only while a ping is out.
+type pinger struct {
+	l       *leg
+	ctx     context.Context
+	cancel  context.CancelFunc
+	idle    time.Duration
+	timeout time.Duration
+	timer   *time.Timer // nil when pings are off
+	out     bool        // a ping is out
+	result  chan error  // the ping's outcome; one slot
+}
+
+func (l *leg) newPinger(ctx context.Context) *pinger {
+	p := &pinger{l: l, idle: l.s.cfg.Chat.PingIdle, timeout: l.s.cfg.Chat.PingTimeout, result: make(chan error, 1)}
+	p.ctx, p.cancel = context.WithCancel(ctx)
+	if p.idle > 0 && p.timeout > 0 {
+		l.lastRead.Store(time.Now().UnixNano())
+		p.timer = time.NewTimer(p.idle)
+	}
+	return p
+}
+
+// due fires when the leg may have been idle for Chat.PingIdle; it never
+// fires when pings are off or one is out.
+func (p *pinger) due() <-chan time.Time {
+	if p.timer == nil || p.out {
+		return nil
+	}
+	return p.timer.C
+}
+
+// start pings when the client has been idle long enough, or waits again.
+func (p *pinger) start() {
+	if since := time.Since(time.Unix(0, p.l.lastRead.Load())); since < p.idle {
+		p.timer.Reset(p.idle - since)
 		return
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() { // Ping below returns when stop closes
-		select {
-		case <-stop:
-			cancel()
-		case <-ctx.Done():
-		}
+	p.out = true
+	go func() {
+		ctx, cancel := context.WithTimeout(p.ctx, p.timeout)
+		defer cancel()
+		p.result <- p.l.conn.Ping(ctx)
 	}()
-	l.lastRead.Store(time.Now().UnixNano())
-	t := time.NewTimer(idle)
-	defer t.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-t.C:
-		}
-		if since := time.Since(time.Unix(0, l.lastRead.Load())); since < idle {
-			t.Reset(idle - since)
-			continue
-		}
-		pctx, pcancel := context.WithTimeout(ctx, timeout)
-		err := l.conn.Ping(pctx)
-		pcancel()
-		switch {
-		case err == nil:
-			l.lastRead.Store(time.Now().UnixNano())
-			t.Reset(idle)
-		case ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded):
-			close(failed)
-			return
-		default: // stopped, or the socket failed (the reader reports it)
-			return
-		}
+}
+
+// done takes a ping's outcome; it reports whether the peer failed to
+// answer in time. Any other failure is the socket's, which the reader
+// reports.
+func (p *pinger) done(err error) (failed bool) {
+	p.out = false
+	switch {
+	case err == nil:
+		p.l.lastRead.Store(time.Now().UnixNano())
+		p.timer.Reset(p.idle)
+		return false
+	case p.ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded):
+		return true
+	default:
+		return false
+	}
+}
+
+// stop ends a ping that is out, and waits for its goroutine.
+func (p *pinger) stop() {
+	p.cancel()
+	if p.timer != nil {
+		p.timer.Stop()
+	}
+	if p.out {
+		<-p.result
+		p.out = false
 	}
 }
 

@@ -75,8 +75,8 @@ func TestMetricsDrops(t *testing.T) {
 drained:
 	for {
 		select {
-		case _, ok := <-sub.C():
-			if !ok {
+		case <-sub.Ready():
+			if _, open := sub.Take(nil); !open {
 				break drained
 			}
 		case <-deadline:
