@@ -28,7 +28,11 @@ const (
 	wsWriteTimeout = 10 * time.Second
 	wsOutQueue     = 256 // frames queued for a client before it counts as too slow
 	wsOutKeep      = 16  // queue capacity a leg keeps once its frames are written
-	wsInQueue      = 16
+	// wsInQueue: client frames read ahead of the leg's loop. The loop
+	// handles them one by one anyway; a deeper queue only costs memory
+	// (1.7 KiB a leg at 16), and a client that sends faster meets TCP's
+	// flow control.
+	wsInQueue = 1
 	// wsShutdownClose is how long a closing leg waits, at shutdown, for
 	// the peer's answer to its close frame (a browser answers at once; the
 	// library would wait 5 s for a peer that is gone).

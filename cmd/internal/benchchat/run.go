@@ -196,6 +196,7 @@ func Run(ctx context.Context, o Options, log io.Writer) (*Report, error) {
 		fmt.Fprintf(log, "bench: counting JetStream consumers: %v\n", err)
 	}
 	prof.Heap(ctx, "broker-heap-live-idle.pb.gz", log)
+	prof.State(ctx, "broker-live-idle", log)
 
 	// The load: warm-up, then the window.
 	fmt.Fprintf(log, "bench: %.0f messages/s: warm-up %v, then measuring %v\n", o.Rate, o.Warmup, o.Duration)

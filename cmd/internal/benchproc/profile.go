@@ -49,6 +49,16 @@ func (p *Profiler) Heap(ctx context.Context, name string, log io.Writer) {
 	}
 }
 
+// State writes, as text, the child's goroutines grouped by stack
+// (name-goroutines.txt) and its heap with the runtime's memory statistics
+// at the end (name-memstats.txt: stacks in use, heap in use and idle).
+func (p *Profiler) State(ctx context.Context, name string, log io.Writer) {
+	if p != nil {
+		p.fetch(ctx, "/debug/pprof/goroutine?debug=1", name+"-goroutines.txt", log)
+		p.fetch(ctx, "/debug/pprof/heap?debug=1", name+"-memstats.txt", log)
+	}
+}
+
 // StartCPU starts a CPU profile of d, written to name; WaitCPU waits for
 // it.
 func (p *Profiler) StartCPU(ctx context.Context, d time.Duration, name string, log io.Writer) {

@@ -150,6 +150,7 @@ func Run(ctx context.Context, o Options, log io.Writer) (*Report, error) {
 	t1 := t0.Add(o.Duration)
 	g.win.set(t0, t1)
 	prof.Heap(ctx, "broker-heap-connected.pb.gz", log) // in the warm-up, not the window
+	prof.State(ctx, "broker-connected", log)
 	if err := benchproc.SleepUntil(ctx, t0); err != nil {
 		return rep, g.teardown(tap, err)
 	}
