@@ -162,10 +162,7 @@ func TestReplyStreamsDeltasAndDone(t *testing.T) {
 	errs := make(chan error, 16)
 	var reply *agentbridge.Reply
 	rec := newRecorder()
-	rec.onEvent = func(ctx context.Context, c *agentbridge.Conversation, ev agentbridge.Event) error {
-		if ev.Type != agentbridge.EventUserMessage {
-			return nil
-		}
+	rec.onMessage = func(ctx context.Context, c *agentbridge.Conversation, ev agentbridge.Event) error {
 		reply = c.NewReply(ev.MessageID)
 		for _, part := range []string{"Hel", "", "lo, ", "wörld"} {
 			errs <- reply.Write(ctx, part)
@@ -237,10 +234,7 @@ func TestConversationPublishHelpers(t *testing.T) {
 	errs := make(chan error, 1)
 	seqs := make(chan uint64, 1)
 	rec := newRecorder()
-	rec.onEvent = func(ctx context.Context, c *agentbridge.Conversation, ev agentbridge.Event) error {
-		if ev.Type != agentbridge.EventUserMessage {
-			return nil
-		}
+	rec.onMessage = func(ctx context.Context, c *agentbridge.Conversation, ev agentbridge.Event) error {
 		errs <- errors.Join(
 			c.SetState(ctx, agentbridge.StateSpeaking, ev.MessageID),
 			func() error { _, err := c.SendTranscript(ctx, "hello there", true); return err }(),
@@ -327,10 +321,8 @@ func TestAudioInAndOut(t *testing.T) {
 	sent := make(chan error, 1)
 	rec := newRecorder()
 	captured := time.Unix(0, 1_700_000_000_000_000_123)
-	rec.onEvent = func(_ context.Context, c *agentbridge.Conversation, ev agentbridge.Event) error {
-		if ev.Type == agentbridge.EventUserMessage {
-			sent <- c.SendAudio(agentbridge.AudioFrame{Seq: 77, Timestamp: 960, CapturedAt: captured, Payload: []byte("opus!")})
-		}
+	rec.onMessage = func(_ context.Context, c *agentbridge.Conversation, _ agentbridge.Event) error {
+		sent <- c.SendAudio(agentbridge.AudioFrame{Seq: 77, Timestamp: 960, CapturedAt: captured, Payload: []byte("opus!")})
 		return nil
 	}
 	w, c := b.run(agentbridge.Options{}, rec, agentbridge.DispatchRequest{ConversationID: cid})
@@ -434,10 +426,7 @@ func TestReplySplitsLongDeltas(t *testing.T) {
 	long := strings.Repeat("wörld ", 7000) // 49,000 bytes with 2-byte runes: 3 deltas
 	errs := make(chan error, 2)
 	rec := newRecorder()
-	rec.onEvent = func(ctx context.Context, c *agentbridge.Conversation, ev agentbridge.Event) error {
-		if ev.Type != agentbridge.EventUserMessage {
-			return nil
-		}
+	rec.onMessage = func(ctx context.Context, c *agentbridge.Conversation, ev agentbridge.Event) error {
 		reply := c.NewReply(ev.MessageID)
 		errs <- reply.Write(ctx, long)
 		errs <- reply.Done(ctx)

@@ -515,13 +515,15 @@ func recv[T any](t testing.TB, ch <-chan T, what string) T {
 }
 
 // recorder is a handler that hands its conversations and everything they
-// deliver to the test, and can be told what to do on each event.
+// deliver to the test, and can be told what to do on each visitor
+// message (onMessage runs after the message is recorded; an error from it
+// ends the handler).
 type recorder struct {
-	convs   chan *agentbridge.Conversation
-	events  chan agentbridge.Event
-	frames  chan agentbridge.AudioFrame
-	done    chan error
-	onEvent func(ctx context.Context, c *agentbridge.Conversation, ev agentbridge.Event) error
+	convs     chan *agentbridge.Conversation
+	events    chan agentbridge.Event
+	frames    chan agentbridge.AudioFrame
+	done      chan error
+	onMessage func(ctx context.Context, c *agentbridge.Conversation, ev agentbridge.Event) error
 }
 
 func newRecorder() *recorder {
@@ -554,8 +556,8 @@ func (r *recorder) handle(ctx context.Context, c *agentbridge.Conversation) (err
 			case <-ctx.Done():
 				return ctx.Err()
 			}
-			if r.onEvent != nil {
-				if err := r.onEvent(ctx, c, ev); err != nil {
+			if r.onMessage != nil && ev.Type == agentbridge.EventUserMessage {
+				if err := r.onMessage(ctx, c, ev); err != nil {
 					return err
 				}
 			}

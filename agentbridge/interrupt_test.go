@@ -23,10 +23,7 @@ func TestReplyInterruptedWhileStreaming(t *testing.T) {
 	errs := make(chan error, 8)
 	other := make(chan bool, 1)
 	rec := newRecorder()
-	rec.onEvent = func(ctx context.Context, c *agentbridge.Conversation, ev agentbridge.Event) error {
-		if ev.Type != agentbridge.EventUserMessage {
-			return nil
-		}
+	rec.onMessage = func(ctx context.Context, c *agentbridge.Conversation, ev agentbridge.Event) error {
 		r := c.NewReply(ev.MessageID)
 		r2 := c.NewReply(ev.MessageID)
 		errs <- r.Write(ctx, "Our opening hours are ")

@@ -77,10 +77,8 @@ func (b *brokerEnd) storedOnce(t testing.TB, cid string, types ...string) {
 func answerOnce(f func(ctx context.Context, c *agentbridge.Conversation, ev agentbridge.Event) error) (*recorder, chan error) {
 	errs := make(chan error, 1)
 	rec := newRecorder()
-	rec.onEvent = func(ctx context.Context, c *agentbridge.Conversation, ev agentbridge.Event) error {
-		if ev.Type == agentbridge.EventUserMessage {
-			errs <- f(ctx, c, ev)
-		}
+	rec.onMessage = func(ctx context.Context, c *agentbridge.Conversation, ev agentbridge.Event) error {
+		errs <- f(ctx, c, ev)
 		return nil
 	}
 	return rec, errs

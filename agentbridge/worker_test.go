@@ -296,10 +296,7 @@ func TestDrainLetsHandlersFinish(t *testing.T) {
 	gate := make(chan struct{})
 	replied := make(chan error, 1)
 	rec := newRecorder()
-	rec.onEvent = func(ctx context.Context, c *agentbridge.Conversation, ev agentbridge.Event) error {
-		if ev.Type != agentbridge.EventUserMessage {
-			return nil
-		}
+	rec.onMessage = func(ctx context.Context, c *agentbridge.Conversation, ev agentbridge.Event) error {
 		close(entered)
 		<-gate
 		err := c.SendText(ctx, ev.MessageID, "finished while draining")
@@ -462,10 +459,7 @@ func TestWorkerLifecycleLeavesNoGoroutines(t *testing.T) {
 	b.userMessage(cid, "msg_0", "before the dispatch")
 	outAudio := b.subscribe(b.subj.OutAudio(testAgent, cid))
 	rec := newRecorder()
-	rec.onEvent = func(ctx context.Context, c *agentbridge.Conversation, ev agentbridge.Event) error {
-		if ev.Type != agentbridge.EventUserMessage {
-			return nil
-		}
+	rec.onMessage = func(ctx context.Context, c *agentbridge.Conversation, ev agentbridge.Event) error {
 		if err := c.SendAudio(agentbridge.AudioFrame{Seq: 1, Payload: []byte{1}}); err != nil {
 			return err
 		}

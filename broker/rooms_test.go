@@ -41,18 +41,25 @@ func roomLegs(t *testing.T, b *Broker, cid string) []RoomLeg {
 	return room.Legs
 }
 
+// attachHTTPAndWS attaches an HTTP leg and a WebSocket leg ("ws_1") of s
+// to its room and fails t unless the stored room then has both.
+func attachHTTPAndWS(t *testing.T, b *Broker, s Session) {
+	t.Helper()
+	b.LegAttached(s, "http_"+s.ID, "http")
+	b.LegAttached(s, "ws_1", "websocket")
+	b.rooms.flush(t.Context())
+	if legs := roomLegs(t, b, s.ConversationID); len(legs) != 2 {
+		t.Fatalf("room legs after attaching two: %+v, want 2", legs)
+	}
+}
+
 // TestRoomLeavesWithEndedSession: a session that ends takes its legs out
 // of the room at once, the HTTP leg (which would count it present for a
 // minute) and a WebSocket still in its close handshake.
 func TestRoomLeavesWithEndedSession(t *testing.T) {
 	b := startBroker(t)
 	s := startSession(t, b)
-	b.LegAttached(s, "http_"+s.ID, "http")
-	b.LegAttached(s, "ws_1", "websocket")
-	b.rooms.flush(t.Context())
-	if legs := roomLegs(t, b, s.ConversationID); len(legs) != 2 {
-		t.Fatalf("room legs before the end: %+v, want 2", legs)
-	}
+	attachHTTPAndWS(t, b, s)
 	if err := b.EndSession(t.Context(), s.ID, "visitor_ended"); err != nil {
 		t.Fatal(err)
 	}
@@ -74,12 +81,7 @@ func TestRoomOfConversationDeletedElsewhere(t *testing.T) {
 	a := startBroker(t)
 	other := startPeer(t, a)
 	s := startSession(t, a)
-	a.LegAttached(s, "http_"+s.ID, "http")
-	a.LegAttached(s, "ws_1", "websocket")
-	a.rooms.flush(t.Context())
-	if legs := roomLegs(t, a, s.ConversationID); len(legs) != 2 {
-		t.Fatalf("room legs: %+v, want 2", legs)
-	}
+	attachHTTPAndWS(t, a, s)
 	if err := other.DeleteConversation(t.Context(), s.ConversationID); err != nil {
 		t.Fatal(err)
 	}

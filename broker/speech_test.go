@@ -116,7 +116,7 @@ func agentAppend(t *testing.T, b *Broker, nc *nats.Conn, ev map[string]any, key 
 	return appendReq(t, nc, b.subj.Append("echo"), ev, key)
 }
 
-// history polls the conversation's history until ok accepts it.
+// waitHistory polls the conversation's history until ok accepts it.
 func waitHistory(t *testing.T, b *Broker, cid, what string, ok func([]Message) bool) []Message {
 	t.Helper()
 	var msgs []Message
@@ -129,6 +129,19 @@ func waitHistory(t *testing.T, b *Broker, cid, what string, ok func([]Message) b
 		return ok(msgs)
 	})
 	return msgs
+}
+
+// expectOneInterrupted fails t unless the conversation's history, read
+// now, is one message, marked interrupted, whose body is body.
+func expectOneInterrupted(t *testing.T, b *Broker, cid, what, body string) {
+	t.Helper()
+	msgs, err := b.History(t.Context(), cid, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs) != 1 || !msgs[0].Interrupted || msgs[0].Body != body {
+		t.Fatalf("%s = %+v", what, msgs)
+	}
 }
 
 // TestBargeInInterruptsReply: the visitor barges in while the agent is
@@ -182,13 +195,7 @@ func TestBargeInInterruptsReply(t *testing.T) {
 		t.Fatalf("text_done under another key = %+v", r)
 	}
 	// The history is read after that text_done was stored.
-	msgs, err := b.History(t.Context(), cid, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(msgs) != 1 || !msgs[0].Interrupted || msgs[0].Body != "Our opening hours are nine to five, " {
-		t.Fatalf("history after the agent went on = %+v", msgs)
-	}
+	expectOneInterrupted(t, b, cid, "history after the agent went on", "Our opening hours are nine to five, ")
 }
 
 // TestBargeInAfterTextDone: the agent finished writing its reply but its
@@ -218,13 +225,7 @@ func TestBargeInAfterTextDone(t *testing.T) {
 	if got[1].MessageID != "msg_a2" || *got[1].HeardMS != 800 {
 		t.Fatalf("interrupt after text_done = %+v", got[1])
 	}
-	msgs, err := b.History(t.Context(), cid, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(msgs) != 1 || !msgs[0].Interrupted || msgs[0].Body != "A long spoken answer." {
-		t.Fatalf("history = %+v", msgs)
-	}
+	expectOneInterrupted(t, b, cid, "history", "A long spoken answer.")
 }
 
 // TestVoiceSettings: a leg's settings come from its widget's voice

@@ -342,6 +342,14 @@ func bargeInLeg(t *testing.T, v VAD) (*client, *Leg, *speechLog) {
 	return c, leg, sl
 }
 
+// playReply plays reply 1, n frames, on leg and waits until the client
+// has received playing frames: the reply is playing.
+func playReply(t *testing.T, c *client, leg *Leg, n, playing int) {
+	t.Helper()
+	play(leg, replyFrames(1, n))
+	agenttest.Poll(t, testWait, "the reply playing", func() bool { return c.received() >= playing })
+}
+
 // TestBargeIn: the visitor speaks over a long reply; once the speech has
 // lasted BargeInMin the playout stops (at most a frame or two reach the
 // client after the cut), barge_in says how much of the reply was sent,
@@ -350,8 +358,7 @@ func TestBargeIn(t *testing.T) {
 	t.Parallel()
 	c, leg, sl := bargeInLeg(t, VAD{BargeIn: true})
 	const long = 250 // 5 s
-	play(leg, replyFrames(1, long))
-	agenttest.Poll(t, testWait, "the reply playing", func() bool { return c.received() >= 25 })
+	playReply(t, c, leg, long, 25)
 
 	sent := c.sendRTP(append(levels(30, loud), levels(25, quiet)...))
 	evs := sl.waitKinds(t, SpeechStarted, SpeechBargeIn, SpeechStopped)
@@ -394,8 +401,7 @@ func TestBargeInCough(t *testing.T) {
 	t.Parallel()
 	c, leg, sl := bargeInLeg(t, VAD{BargeIn: true})
 	const n = 100 // 2 s
-	play(leg, replyFrames(1, n))
-	agenttest.Poll(t, testWait, "the reply playing", func() bool { return c.received() >= 10 })
+	playReply(t, c, leg, n, 10)
 	c.sendRTP(append(levels(5, loud), levels(25, quiet)...))
 	sl.waitKinds(t, SpeechStarted, SpeechStopped)
 	if _, out := sl.counters(0); out >= n {
@@ -428,8 +434,7 @@ func TestBargeInNoAgentAudio(t *testing.T) {
 		t.Parallel()
 		c, leg, sl := bargeInLeg(t, VAD{})
 		const n = 75
-		play(leg, replyFrames(1, n))
-		agenttest.Poll(t, testWait, "the reply playing", func() bool { return c.received() >= 5 })
+		playReply(t, c, leg, n, 5)
 		c.sendRTP(append(levels(30, loud), levels(25, quiet)...))
 		sl.waitKinds(t, SpeechStarted, SpeechStopped)
 		agenttest.Poll(t, testWait, "the whole reply", func() bool { return ofReply(c, 1) == n })

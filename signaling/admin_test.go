@@ -1,6 +1,7 @@
 package signaling_test
 
 import (
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -111,8 +112,7 @@ func TestAdminAuth(t *testing.T) {
 func TestAdminWidgets(t *testing.T) {
 	t.Parallel()
 	e := startEnv(t)
-	ak, _ := e.newAdminKey("", broker.Scopes...)
-	auth := []string{"Authorization", "Bearer " + ak}
+	_, auth := e.newFullAdmin()
 	const origin = "https://shop.example.org"
 
 	r := e.Do("POST", "/v1/admin/widgets", map[string]any{"display_title": "Shop", "allowed_origins": []string{origin}, "mode": "chat"}, auth...)
@@ -360,4 +360,136 @@ func TestAdminTenantIsolation(t *testing.T) {
 	if got := ids(r, "keys"); !slices.Contains(got, tenantInfo.ID) || slices.Contains(got, globalInfo.ID) {
 		t.Fatalf("tenant key listing: %v", got)
 	}
+}
+
+// TestAdminWidgetPutReadOnly: PUT accepts the read-only fields of a widget
+// (id, public_key and the fields only responses carry) when they hold the
+// stored values, so a widget read with GET can be sent back, and refuses a
+// changed one with 422 VALIDATION_FAILED naming it; nothing is stored then.
+func TestAdminWidgetPutReadOnly(t *testing.T) {
+	t.Parallel()
+	e := startEnv(t)
+	_, auth := e.newFullAdmin()
+	// A rotation with grace, so previous_key_valid_until is shown too.
+	if r := e.Do("POST", "/v1/admin/widgets/wdg_demo/rotate-key", map[string]any{"grace_seconds": 600}, auth...); r.Status != 200 {
+		t.Fatalf("rotate: %d %s", r.Status, r.Raw)
+	}
+	g := e.Do("GET", "/v1/admin/widgets/wdg_demo", nil, auth...)
+	if g.Status != 200 || g.Body["previous_key_valid_until"] == nil {
+		t.Fatalf("get: %d %s", g.Status, g.Raw)
+	}
+	changes := map[string]any{
+		"id":                       "wdg_other",
+		"public_key":               "pk_chosen",
+		"has_identity_secret":      !g.Body["has_identity_secret"].(bool),
+		"previous_key_valid_until": "2030-01-01T00:00:00Z",
+		"embed_snippet":            "<script src=\"https://evil.example/widget.js\"></script>",
+		"created_at":               "2020-01-01T00:00:00Z",
+		"updated_at":               "2020-01-01T00:00:00Z",
+	}
+	for _, field := range slices.Sorted(maps.Keys(changes)) {
+		body := maps.Clone(g.Body)
+		body["welcome_text"] = "changed with " + field
+		body[field] = changes[field]
+		r := e.Do("PUT", "/v1/admin/widgets/wdg_demo", body, auth...)
+		signalingtest.ExpectErr(t, "PUT with a changed "+field, r, 422, "VALIDATION_FAILED")
+		fields, _ := r.Body["error"].(map[string]any)["details"].(map[string]any)["fields"].([]any)
+		if len(fields) != 1 || fields[0].(map[string]any)["field"] != field {
+			t.Errorf("PUT with a changed %s: fields %v, want just %s", field, fields, field)
+		}
+	}
+	// Several at once are all named.
+	body := maps.Clone(g.Body)
+	body["created_at"], body["public_key"] = changes["created_at"], changes["public_key"]
+	r := e.Do("PUT", "/v1/admin/widgets/wdg_demo", body, auth...)
+	signalingtest.ExpectErr(t, "PUT with two changed fields", r, 422, "VALIDATION_FAILED")
+	if msg := r.Body["error"].(map[string]any)["message"]; msg != "2 field(s) are invalid" {
+		t.Errorf("message %v", msg)
+	}
+	if r := e.Do("GET", "/v1/admin/widgets/wdg_demo", nil, auth...); r.Raw != g.Raw {
+		t.Fatalf("a refused PUT changed the widget:\n%s\n%s", g.Raw, r.Raw)
+	}
+	// The unchanged round trip is accepted; so is leaving them out.
+	body = maps.Clone(g.Body)
+	body["welcome_text"] = "round trip"
+	r = e.Do("PUT", "/v1/admin/widgets/wdg_demo", body, auth...)
+	if r.Status != 200 || r.Str("welcome_text") != "round trip" || r.Str("public_key") != g.Str("public_key") {
+		t.Fatalf("round trip: %d %s", r.Status, r.Raw)
+	}
+	for _, field := range slices.Collect(maps.Keys(changes)) {
+		delete(body, field)
+	}
+	body["welcome_text"] = "without read-only fields"
+	if r := e.Do("PUT", "/v1/admin/widgets/wdg_demo", body, auth...); r.Status != 200 || r.Str("welcome_text") != "without read-only fields" {
+		t.Fatalf("without read-only fields: %d %s", r.Status, r.Raw)
+	}
+}
+
+// TestAdminWidgetVoice: a widget's voice settings round-trip through the
+// admin API with their defaults filled in, and bad ones are refused with
+// 422 naming each field.
+func TestAdminWidgetVoice(t *testing.T) {
+	t.Parallel()
+	e := startEnv(t)
+	_, auth := e.newFullAdmin()
+	const origin = "https://voice.example.org"
+
+	r := e.Do("POST", "/v1/admin/widgets", map[string]any{"display_title": "Voice", "allowed_origins": []string{origin},
+		"voice": map[string]any{"vad": map[string]any{"threshold_dbov": -52.5, "hangover_ms": 600}, "barge_in": "off"}}, auth...)
+	if r.Status != http.StatusCreated {
+		t.Fatalf("create: %d %s", r.Status, r.Raw)
+	}
+	id := r.Str("id")
+	voice := func(r response) map[string]any {
+		t.Helper()
+		v, ok := r.Body["voice"].(map[string]any)
+		if !ok {
+			t.Fatalf("no voice in %s", r.Raw)
+		}
+		return v
+	}
+	check := func(what string, v map[string]any, threshold float64, minSpeech, hangover float64, bargeIn string, bargeInMin float64) {
+		t.Helper()
+		vad, _ := v["vad"].(map[string]any)
+		if vad["threshold_dbov"] != threshold || vad["min_speech_ms"] != minSpeech || vad["hangover_ms"] != hangover ||
+			v["barge_in"] != bargeIn || v["barge_in_min_ms"] != bargeInMin {
+			t.Fatalf("%s: voice = %v", what, v)
+		}
+	}
+	check("created", voice(r), -52.5, 60, 600, "off", 300)
+	got := e.Do("GET", "/v1/admin/widgets/"+id, nil, auth...)
+	check("read back", voice(got), -52.5, 60, 600, "off", 300)
+
+	// What GET shows can be PUT back, changed.
+	body := got.Body
+	body["voice"] = map[string]any{"vad": map[string]any{"threshold_dbov": -40, "min_speech_ms": 100, "hangover_ms": 300},
+		"barge_in": "auto", "barge_in_min_ms": 450}
+	r = e.Do("PUT", "/v1/admin/widgets/"+id, body, auth...)
+	if r.Status != http.StatusOK {
+		t.Fatalf("put: %d %s", r.Status, r.Raw)
+	}
+	check("put", voice(r), -40, 100, 300, "auto", 450)
+
+	// Bad settings: 422, every field named.
+	r = e.Do("POST", "/v1/admin/widgets", map[string]any{"display_title": "Bad", "allowed_origins": []string{origin},
+		"voice": map[string]any{"vad": map[string]any{"threshold_dbov": 6, "min_speech_ms": 5000, "hangover_ms": -1},
+			"barge_in": "sometimes", "barge_in_min_ms": 99999}}, auth...)
+	signalingtest.ExpectErr(t, "bad voice settings", r, 422, "VALIDATION_FAILED")
+	var fields []string
+	details, _ := r.Body["error"].(map[string]any)["details"].(map[string]any)
+	list, _ := details["fields"].([]any)
+	for _, f := range list {
+		fields = append(fields, f.(map[string]any)["field"].(string))
+	}
+	slices.Sort(fields)
+	want := []string{"voice.barge_in", "voice.barge_in_min_ms", "voice.vad.hangover_ms", "voice.vad.min_speech_ms", "voice.vad.threshold_dbov"}
+	if !slices.Equal(fields, want) {
+		t.Fatalf("fields = %v, want %v (%s)", fields, want, r.Raw)
+	}
+	signalingtest.ExpectErr(t, "unknown voice field", e.Do("POST", "/v1/admin/widgets", map[string]any{"display_title": "x",
+		"allowed_origins": []string{origin}, "voice": map[string]any{"vad": map[string]any{"threshold": -40}}}, auth...), 400, "BAD_REQUEST")
+
+	// The demo widget, created from the config without voice settings,
+	// shows the defaults.
+	check("demo widget", voice(e.Do("GET", "/v1/admin/widgets/wdg_demo", nil, auth...)), -45, 60, 400, "auto", 300)
 }

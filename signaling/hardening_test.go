@@ -110,13 +110,13 @@ func TestIdentityEdges(t *testing.T) {
 func TestAdminWidgetRoundTrip(t *testing.T) {
 	t.Parallel()
 	e := startEnv(t)
-	ak, _ := e.newAdminKey("", broker.Scopes...)
-	g := e.Do("GET", "/v1/admin/widgets/wdg_demo", nil, "Authorization", "Bearer "+ak)
+	_, auth := e.newFullAdmin()
+	g := e.Do("GET", "/v1/admin/widgets/wdg_demo", nil, auth...)
 	if g.Status != 200 {
 		t.Fatalf("get: %d %s", g.Status, g.Raw)
 	}
 	g.Body["welcome_text"] = "Changed"
-	r := e.Do("PUT", "/v1/admin/widgets/wdg_demo", g.Body, "Authorization", "Bearer "+ak)
+	r := e.Do("PUT", "/v1/admin/widgets/wdg_demo", g.Body, auth...)
 	if r.Status != 200 || r.Str("welcome_text") != "Changed" || r.Str("public_key") != g.Str("public_key") {
 		t.Fatalf("put back: %d %s", r.Status, r.Raw)
 	}

@@ -33,6 +33,15 @@ func (e *env) newAdminKey(tenant string, scopes ...string) (string, broker.KeyIn
 	return key, info
 }
 
+// newFullAdmin creates an admin key for every tenant with every scope, as
+// most admin tests use, and returns it with its Authorization header as
+// Do's header arguments.
+func (e *env) newFullAdmin() (string, []string) {
+	e.t.Helper()
+	ak, _ := e.newAdminKey("", broker.Scopes...)
+	return ak, []string{"Authorization", "Bearer " + ak}
+}
+
 // newSecretKey creates a secret key for a widget through the admin API.
 func (e *env) newSecretKey(ak, widgetID string) (string, string) {
 	e.t.Helper()

@@ -315,8 +315,7 @@ func TestBootstrapToken(t *testing.T) {
 func TestIdentityPolicyIdentified(t *testing.T) {
 	t.Parallel()
 	e := startEnv(t, withExampleWidget(t))
-	ak, _ := e.newAdminKey("", broker.Scopes...)
-	auth := []string{"Authorization", "Bearer " + ak}
+	ak, auth := e.newFullAdmin()
 
 	r := e.Do("GET", "/v1/admin/widgets/"+signalingtest.ExampleID, nil, auth...)
 	if r.Status != http.StatusOK {

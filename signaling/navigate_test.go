@@ -20,24 +20,16 @@ func TestNavigateActionsUseNavMap(t *testing.T) {
 		c.Widgets[0].NavMap = []configs.NavTarget{{ID: "pricing", Path: "/pricing", Selector: "#plans", Label: "Pricing"}}
 	})
 	signalingtest.StartWorker(t, e.agentConn(configs.DefaultAgent), configs.DefaultAgent,
-		func(ctx context.Context, c *agentbridge.Conversation) error {
-			for ev := range c.Events() {
-				if ev.Type != agentbridge.EventUserMessage {
-					continue
-				}
-				data := map[string]string{"target": ev.Text, "path": "https://evil.example/"}
-				if ev.Text == "url" {
-					data = map[string]string{"url": "https://example.com/pricing"}
-				}
-				if err := c.SendAction(ctx, agentbridge.ActionNavigate, data); err != nil {
-					return err
-				}
-				if err := c.SendText(ctx, ev.MessageID, "ok"); err != nil {
-					return err
-				}
+		signalingtest.OnMessages(func(ctx context.Context, c *agentbridge.Conversation, ev agentbridge.Event) error {
+			data := map[string]string{"target": ev.Text, "path": "https://evil.example/"}
+			if ev.Text == "url" {
+				data = map[string]string{"url": "https://example.com/pricing"}
 			}
-			return nil
-		})
+			if err := c.SendAction(ctx, agentbridge.ActionNavigate, data); err != nil {
+				return err
+			}
+			return c.SendText(ctx, ev.MessageID, "ok")
+		}))
 
 	s := e.NewSession(nil)
 	c := e.MustDialWS(s)

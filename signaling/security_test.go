@@ -211,8 +211,7 @@ func TestRateLimits(t *testing.T) {
 func TestSecurityNoSecretsInLogs(t *testing.T) {
 	t.Parallel()
 	e := startEnv(t, withExampleWidget(t), func(c *configs.Config) { c.Log.Level = "debug" })
-	ak, _ := e.newAdminKey("", broker.Scopes...)
-	auth := []string{"Authorization", "Bearer " + ak}
+	ak, auth := e.newFullAdmin()
 	sk, skID := e.newSecretKey(ak, signalingtest.ExampleID)
 
 	now := time.Now()

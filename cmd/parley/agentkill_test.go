@@ -106,12 +106,18 @@ func poll(timeout time.Duration, cond func() bool) bool {
 	return true
 }
 
-// pollMissing polls, as poll does, until missing lists nothing, and
-// returns what it last listed: empty when everything came in time.
-func pollMissing[T any](timeout time.Duration, missing func() []T) []T {
+// pollMissing polls, as poll does, until arrived(i) holds for every index
+// of labels, and returns the labels of those that had not arrived at the
+// last look: empty when everything came in time.
+func pollMissing[T any](timeout time.Duration, labels []T, arrived func(i int) bool) []T {
 	var left []T
 	poll(timeout, func() bool {
-		left = missing()
+		left = nil
+		for i, l := range labels {
+			if !arrived(i) {
+				left = append(left, l)
+			}
+		}
 		return len(left) == 0
 	})
 	return left
@@ -251,16 +257,11 @@ func TestAgentProcessKill9DuringCalls(t *testing.T) {
 		recs, cids = append(recs, c.rec), append(cids, c.s.ConversationID)
 		names = append(names, fmt.Sprintf("chat posted at +%v", sentAt[i]))
 	}
-	notTold := func() []string {
-		var out []string
-		for i, r := range recs {
-			if _, ok := r.first(isReconnecting); !ok {
-				out = append(out, names[i])
-			}
-		}
-		return out
+	told := func(i int) bool {
+		_, ok := recs[i].first(isReconnecting)
+		return ok
 	}
-	if left := pollMissing(bound, notTold); len(left) > 0 {
+	if left := pollMissing(bound, names, told); len(left) > 0 {
 		t.Errorf("%d of %d visitors never saw agent_state reconnecting (within %v of the kill): %v",
 			len(left), len(recs), bound, left)
 	}
@@ -270,24 +271,15 @@ func TestAgentProcessKill9DuringCalls(t *testing.T) {
 			detect = append(detect, at.Sub(killed))
 		}
 	}
-	notLogged := func() []string {
-		logs := e.logs.String()
-		var out []string
-		for i, cid := range cids {
-			found := false
-			for l := range strings.Lines(logs) {
-				if strings.Contains(l, "agent worker lost") && strings.Contains(l, cid) {
-					found = true
-					break
-				}
-			}
-			if !found {
-				out = append(out, names[i])
+	logged := func(i int) bool {
+		for l := range strings.Lines(e.logs.String()) {
+			if strings.Contains(l, "agent worker lost") && strings.Contains(l, cids[i]) {
+				return true
 			}
 		}
-		return out
+		return false
 	}
-	if left := pollMissing(5*time.Second, notLogged); len(left) > 0 {
+	if left := pollMissing(5*time.Second, names, logged); len(left) > 0 {
 		t.Errorf(`"agent worker lost" not logged for %d of %d conversations: %v`, len(left), len(cids), left)
 	}
 
@@ -331,16 +323,8 @@ func TestAgentProcessKill9DuringCalls(t *testing.T) {
 
 	// Every chat message posted after the kill is answered, once, without
 	// the visitor writing again.
-	unanswered := func() []time.Duration {
-		var out []time.Duration
-		for i, c := range chats {
-			if c.rec.count(replyOf(fmt.Sprintf("echo: after %d", i))) == 0 {
-				out = append(out, sentAt[i])
-			}
-		}
-		return out
-	}
-	if left := pollMissing(bound, unanswered); len(left) > 0 {
+	answered := func(i int) bool { return chats[i].rec.count(replyOf(fmt.Sprintf("echo: after %d", i))) > 0 }
+	if left := pollMissing(bound, sentAt, answered); len(left) > 0 {
 		t.Errorf("%d of %d chat messages were not answered within %v of the new agent's start; posted at %v after the kill",
 			len(left), len(chats), bound, left)
 	}

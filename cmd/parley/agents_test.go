@@ -162,19 +162,14 @@ func TestFailoverMidReply(t *testing.T) {
 	e := startEnv(t, noEcho, func(c *configs.Config) { c.Agents.HeartbeatTimeout = time.Second })
 	nc1 := e.agentConn(configs.DefaultAgent)
 	halfway := make(chan *agentbridge.Conversation, 1)
-	w1 := signalingtest.StartWorker(t, nc1, configs.DefaultAgent, func(ctx context.Context, c *agentbridge.Conversation) error {
-		for ev := range c.Events() {
-			if ev.Type != agentbridge.EventUserMessage {
-				continue
-			}
-			if err := c.NewReply(ev.MessageID).Write(ctx, "I was saying"); err != nil {
-				return err
-			}
-			halfway <- c
-			<-ctx.Done() // never finishes: the process "dies" now
+	w1 := signalingtest.StartWorker(t, nc1, configs.DefaultAgent, signalingtest.OnMessages(func(ctx context.Context, c *agentbridge.Conversation, ev agentbridge.Event) error {
+		if err := c.NewReply(ev.MessageID).Write(ctx, "I was saying"); err != nil {
+			return err
 		}
+		halfway <- c
+		<-ctx.Done() // never finishes: the process "dies" now
 		return nil
-	})
+	}))
 
 	s := e.NewSession(nil)
 	c := e.MustDialWS(s)

@@ -112,14 +112,25 @@ func natsServer(t testing.TB) string {
 	return agenttest.RunNATS(t, nil).ClientURL()
 }
 
+// sharedNATS starts a NATS server for several brokers, and returns the
+// config change that points a broker at it and then applies more.
+func sharedNATS(t testing.TB, more ...func(*configs.Config)) func(*configs.Config) {
+	t.Helper()
+	url := natsServer(t)
+	return func(c *configs.Config) {
+		c.NATS.URL = url
+		for _, m := range more {
+			m(c)
+		}
+	}
+}
+
 // TestRateLimitsAcrossBrokers: two brokers on one NATS enforce one limit
 // together, not one each.
 func TestRateLimitsAcrossBrokers(t *testing.T) {
-	url := natsServer(t)
-	shared := func(c *configs.Config) {
-		c.NATS.URL = url
+	shared := sharedNATS(t, func(c *configs.Config) {
 		c.Limits.Resolve = configs.RateConfig{PerIP: "3/1m", PerWidget: "0"}
-	}
+	})
 	a, b := startEnv(t, shared), startEnv(t, shared)
 	t.Logf("a %s b %s", a.app.broker.NATSClientURL(), b.app.broker.NATSClientURL())
 	for i, e := range []*env{a, b, a} {
@@ -139,12 +150,7 @@ func TestRateLimitsAcrossBrokers(t *testing.T) {
 // another show as one room; when the chat leg closes, the room stays with
 // its voice leg.
 func TestRoomAcrossBrokers(t *testing.T) {
-	url := natsServer(t)
-	shared := func(c *configs.Config) {
-		c.NATS.URL = url
-		c.Media.IncludeLoopback = true
-		fastRooms(c)
-	}
+	shared := sharedNATS(t, voiceConfig, fastRooms)
 	a, b := startEnv(t, shared), startEnv(t, shared, noEcho)
 	ak, _ := a.newAdminKey("", broker.ScopeOpsRead)
 	s := a.NewSession(nil)

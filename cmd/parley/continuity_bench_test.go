@@ -113,16 +113,7 @@ func BenchmarkICERestart(b *testing.B) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			tick := time.NewTicker(20 * time.Millisecond)
-			defer tick.Stop()
-			for {
-				select {
-				case <-stop:
-					return
-				case <-tick.C:
-					_ = v.Track.WriteSample(signalingtest.SampleOf(frames[0]))
-				}
-			}
+			onTicks(20*time.Millisecond, stop, func(int) { _ = v.Track.WriteSample(signalingtest.SampleOf(frames[0])) })
 		}()
 		var took []time.Duration
 		for range continuityReps {

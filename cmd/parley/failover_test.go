@@ -29,18 +29,24 @@ func streamSpeech(t *testing.T, c *voiceClient) {
 	stop, done := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(done)
-		tick := time.NewTicker(20 * time.Millisecond)
-		defer tick.Stop()
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-			}
-			_ = c.Track.WriteSample(signalingtest.SampleOf(frames[i%len(frames)]))
-		}
+		onTicks(20*time.Millisecond, stop, func(i int) { _ = c.Track.WriteSample(signalingtest.SampleOf(frames[i%len(frames)])) })
 	}()
 	t.Cleanup(func() { close(stop); <-done })
+}
+
+// onTicks calls f(0), f(1), … one a tick of every, the first a tick after
+// it starts, until stop closes.
+func onTicks(every time.Duration, stop <-chan struct{}, f func(i int)) {
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for i := 0; ; i++ {
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+		}
+		f(i)
+	}
 }
 
 // TestVoiceFailover: during a voice call the agent worker's process dies

@@ -151,14 +151,7 @@ func dedupMemoryRun(b *testing.B, d, window time.Duration) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			tick := time.NewTicker(time.Second / perConv)
-			defer tick.Stop()
-			for n := 0; ; n++ {
-				select {
-				case <-done:
-					return
-				case <-tick.C:
-				}
+			onTicks(time.Second/perConv, done, func(n int) {
 				st, err := postRaw(client, e, s, "memory benchmark", fmt.Sprintf("m%d-%d", i, n))
 				mu.Lock()
 				if err != nil || st != http.StatusAccepted {
@@ -167,7 +160,7 @@ func dedupMemoryRun(b *testing.B, d, window time.Duration) {
 					sent++
 				}
 				mu.Unlock()
-			}
+			})
 		}()
 	}
 	type point struct {

@@ -17,21 +17,13 @@ import (
 // typing, chunk, done.
 func TestAgentActionsPassThrough(t *testing.T) {
 	e := startEnv(t, noEcho)
-	e.startAgent(func(ctx context.Context, c *agentbridge.Conversation) error {
-		for ev := range c.Events() {
-			if ev.Type != agentbridge.EventUserMessage {
-				continue
-			}
-			// (navigate is checked against the widget's nav map: see widget_test.go)
-			if err := c.SendAction(ctx, agentbridge.ActionHandoff, map[string]string{"queue": "sales"}); err != nil {
-				return err
-			}
-			if err := c.SendText(ctx, ev.MessageID, "see pricing"); err != nil {
-				return err
-			}
+	e.startAgent(signalingtest.OnMessages(func(ctx context.Context, c *agentbridge.Conversation, ev agentbridge.Event) error {
+		// (navigate is checked against the widget's nav map: see widget_test.go)
+		if err := c.SendAction(ctx, agentbridge.ActionHandoff, map[string]string{"queue": "sales"}); err != nil {
+			return err
 		}
-		return nil
-	})
+		return c.SendText(ctx, ev.MessageID, "see pricing")
+	}))
 
 	s := e.NewSession(nil)
 	c := e.MustDialWS(s)

@@ -315,11 +315,7 @@ func sortedUnique(s ...string) []string {
 // TestDeleteConversationEndsVoiceElsewhere: deleting a conversation on one
 // broker hangs up its voice leg hosted by another.
 func TestDeleteConversationEndsVoiceElsewhere(t *testing.T) {
-	url := natsServer(t)
-	shared := func(c *configs.Config) {
-		c.NATS.URL = url
-		c.Media.IncludeLoopback = true
-	}
+	shared := sharedNATS(t, voiceConfig)
 	a, b := startEnv(t, shared), startEnv(t, shared, noEcho)
 	ak, _ := a.newAdminKey("", broker.ScopeDataDelete)
 	s := a.NewSession(nil)

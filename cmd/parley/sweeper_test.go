@@ -49,16 +49,12 @@ func (e *env) activeSessions(ak string) map[string]float64 {
 // the conversations count no active session, the agent releases them, and
 // the session records leave the store ttl + record_grace later.
 func TestIdleSessionsSwept(t *testing.T) {
-	url := natsServer(t)
-	shared := func(c *configs.Config) {
-		c.NATS.URL = url
-		c.EchoAgent.Enabled = false
-		fastRooms(c)
+	shared := sharedNATS(t, noEcho, fastRooms, func(c *configs.Config) {
 		c.Sessions.IdleTimeout = time.Second
 		c.Sessions.SweepInterval = 100 * time.Millisecond
 		c.Sessions.TTL = 5 * time.Second
 		c.Sessions.RecordGrace = time.Second
-	}
+	})
 	a, b := startEnv(t, shared), startEnv(t, shared)
 	worker := a.startWorker()
 	st := a.store()
@@ -139,14 +135,11 @@ func TestIdleSessionsSwept(t *testing.T) {
 // brokers sweep; a conversation of that widget with a live session stays,
 // and so does one of a widget keeping the default.
 func TestRetentionSweep(t *testing.T) {
-	url := natsServer(t)
 	short := configs.WidgetConfig{Key: "pk_short", AllowDevOrigins: true, ConversationMaxAge: "2s"}
-	shared := func(c *configs.Config) {
-		c.NATS.URL = url
-		fastRooms(c)
+	shared := sharedNATS(t, fastRooms, func(c *configs.Config) {
 		c.Retention.SweepInterval = 100 * time.Millisecond
 		c.Retention.ConversationMaxAge = time.Hour
-	}
+	})
 	a, b := startEnv(t, shared, withWidget(short)), startEnv(t, shared, withWidget(short))
 	st := a.store()
 

@@ -31,6 +31,24 @@ func EachEvent(ctx context.Context, c *agentbridge.Conversation, fn func(agentbr
 	}
 }
 
+// OnMessages is a test agent's handler that calls fn with each visitor
+// message of the conversation, in order, skipping the other events, until
+// the events end (then it returns nil) or fn returns an error, which it
+// returns.
+func OnMessages(fn func(ctx context.Context, c *agentbridge.Conversation, ev agentbridge.Event) error) agentbridge.Handler {
+	return func(ctx context.Context, c *agentbridge.Conversation) error {
+		for ev := range c.Events() {
+			if ev.Type != agentbridge.EventUserMessage {
+				continue
+			}
+			if err := fn(ctx, c, ev); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
 // SpeakUntilCut starts a reply to replyTo with text and holds it open
 // until the visitor cuts in (a barge-in): it returns the reply and true
 // then, and false when ctx ends first.
