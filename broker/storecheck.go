@@ -132,7 +132,7 @@ func readAll(ctx context.Context, js jetstream.JetStream, name string) (uint64, 
 	if cons.CachedInfo().NumPending == 0 {
 		return 0, nil
 	}
-	it, err := cons.Messages()
+	it, err := cons.Messages(jetstream.PullHeartbeat(logReadHeartbeat))
 	if err != nil {
 		return 0, err
 	}
