@@ -11,11 +11,11 @@ import (
 // audioPath is the audio processing both voice transports share, whatever
 // carries the RTP: the visitor → agent path (readMic: jitter buffer, Opus
 // passed through or decoded to PCM, OnMicFrame; mic.go) and the agent →
-// visitor path (Play, ClearAudio and the 20 ms pacer; playout.go), with
-// their counters (Stats). A Leg embeds one for its PeerConnection; the
-// LiveKit bridge embeds one for its room. The transport owns the
-// goroutines: it runs readMic on the visitor's track and pace on its own
-// track, and stops them.
+// visitor path (Play, ClearAudio; playout.go), with their counters
+// (Stats). A Leg embeds one for its PeerConnection; the LiveKit bridge
+// embeds one for its room. The transport runs readMic on the visitor's
+// track and stops it; its agent frames are sent on its engine's playout
+// clock (playclock.go) from startPlayout to stopPlayout.
 type audioPath struct {
 	log    *slog.Logger
 	format Format
@@ -31,10 +31,12 @@ type audioPath struct {
 	dec *pcmDecoder // nil for Opus agents
 	sp  *speech     // voice activity and barge-in (speech.go); nil when off
 
-	// Agent path: the queue is shared; enc and out are owned by pace.
-	pq  *playQueue
-	enc *pcmEncoder // nil for Opus agents
-	out rtpOut
+	// Agent path: the queue is shared; enc and out are owned by the
+	// playout clock's shard while the path is listed (playclock.go).
+	pq   *playQueue
+	enc  *pcmEncoder // nil for Opus agents
+	out  rtpOut
+	play player
 }
 
 // init sets the path up for agent format f (zero: Opus) with the engine
@@ -55,6 +57,7 @@ func (a *audioPath) init(cfg Config, f Format, onMic func(agentbridge.AudioFrame
 	a.log, a.format, a.codec, a.onMic, a.life = log, f, f.String(), onMic, life
 	a.jb = newJitterBuffer(cfg.JitterWindow)
 	a.pq = newPlayQueue(cfg.PlayoutQueue, f)
+	a.pq.onPush = a.kick
 	a.out = newRTPOut()
 	a.stats.createdAt = now
 	a.lastRTP.Store(now.UnixNano())

@@ -85,7 +85,7 @@ func (d *pcmDecoder) conceal(next []byte, fec bool) ([]byte, error) {
 const warmupFrames = 30
 
 // pcmEncoder turns agent PCM into 20 ms Opus packets. It is owned by the
-// leg's pacer goroutine.
+// playout clock's shard that sends the leg's frames.
 type pcmEncoder struct {
 	enc *gopus.Encoder
 	out []byte

@@ -41,8 +41,8 @@
 // (MinSpeech, Hangover, in media time) turns levels into started/stopped.
 // Barge-in: while agent audio plays, speech that has lasted BargeInMin
 // clears the playout queue, so at most the frame being written follows,
-// and reports how much of the reply was sent (the pacer counts the frames
-// it takes, under the queue's lock).
+// and reports how much of the reply was sent (the playout clock counts
+// the frames it takes, under the queue's lock).
 //
 // Utterances (utterance.go): with OnUtterance set, the reader keeps the
 // last ~300 ms of the visitor's Opus packets in a small ring; at speech
@@ -59,12 +59,17 @@
 //
 // Every goroutine has an owner that stops it and waits for it. A Leg and a
 // Bridge each run one state loop (run) and start their other goroutines
-// (pace; readMic; a Leg's RTCP readers) through one shared lifecycle
+// (readMic; a Leg's RTCP readers) through one shared lifecycle
 // (lifecycle.go): stop closes quit once, with the first reason; run then
 // drains (no goroutine may start any more, the PeerConnection is closed or
 // the room left, every goroutine is waited for), reports StateClosed
 // exactly once and closes Done. Close is stop plus a wait for Done.
-// Engine.Close and LiveKit.Close close their live legs and bridges. pion's
+// Agent audio is sent by the playout clock of the Engine (or LiveKit
+// client; playclock.go): one shard goroutine per CPU, running only while
+// one of its legs has audio to play. run takes its leg off the clock
+// (stopPlayout, which waits for a frame being sent) before it drains.
+// Engine.Close and LiveKit.Close close their live legs and bridges, then
+// stop the clock's shards and wait for them. pion's
 // and LiveKit's callbacks only hand events to run or start readers through
 // the lifecycle; they never block past quit. Voice activity and barge-in
 // run on readMic (no goroutine of their own), so OnSpeech and OnUtterance
@@ -75,8 +80,11 @@
 // # Lock order
 //
 //   - Leg.negMu, then lifecycle.mu (a leg's or a bridge's).
-//   - lifecycle.mu, transports.mu (an Engine's legs, a LiveKit's bridges)
-//     and playQueue.mu are leaves: nothing else is locked while one is held.
+//   - player.mu (a leg on the playout clock), then playQueue.mu: a shard
+//     holds a leg's player.mu while it takes and sends a frame.
+//   - lifecycle.mu, transports.mu (an Engine's legs, a LiveKit's bridges),
+//     clockShard.mu and playQueue.mu are leaves: nothing else is locked
+//     while one is held.
 //   - No lock is held while calling OnState, OnMicFrame, OnSpeech or
 //     OnUtterance, or while closing a PeerConnection or leaving a LiveKit
 //     room. A barge-in takes only playQueue.mu (to cut the queue), then

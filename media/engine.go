@@ -92,7 +92,8 @@ type Engine struct {
 	api *webrtc.API
 	mux ice.UDPMux // nil without Config.UDPPort
 
-	legs transports[*Leg, *Leg] // each leg is its own key
+	legs  transports[*Leg, *Leg] // each leg is its own key
+	clock *playClock             // the legs' agent audio
 }
 
 // NewEngine builds the WebRTC engine from cfg (zero fields take defaults).
@@ -105,7 +106,7 @@ func NewEngine(cfg Config, log *slog.Logger) (*Engine, error) {
 	if log == nil {
 		log = discardLogger()
 	}
-	e := &Engine{cfg: cfg, log: log}
+	e := &Engine{cfg: cfg, log: log, clock: newPlayClock()}
 
 	me, reg, err := newMediaEngine()
 	if err != nil {
@@ -279,6 +280,7 @@ func (e *Engine) Close() error {
 	if !e.legs.close() {
 		return nil
 	}
+	e.clock.close()
 	if e.mux != nil {
 		return e.mux.Close()
 	}

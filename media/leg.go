@@ -37,8 +37,7 @@ type Leg struct {
 	sender  *webrtc.RTPSender
 	silence time.Duration
 
-	connected chan struct{} // closed by run on the first StateConnected
-	events    chan webrtc.PeerConnectionState
+	events chan webrtc.PeerConnectionState
 
 	negMu sync.Mutex // serialises offer/answer exchanges after the first
 
@@ -65,11 +64,10 @@ func (e *Engine) NewLeg(ctx context.Context, o LegOptions) (*Leg, string, error)
 		log = e.log
 	}
 	l := &Leg{
-		id:        o.ID,
-		eng:       e,
-		silence:   e.cfg.SilenceTimeout,
-		connected: make(chan struct{}),
-		events:    make(chan webrtc.PeerConnectionState, 4),
+		id:      o.ID,
+		eng:     e,
+		silence: e.cfg.SilenceTimeout,
+		events:  make(chan webrtc.PeerConnectionState, 4),
 	}
 	l.initLifecycle(o.OnState)
 	if err := l.init(e.cfg, o.AgentFormat, o.OnMicFrame, &l.lifecycle, log.With("leg", o.ID)); err != nil {
@@ -99,7 +97,7 @@ func (e *Engine) NewLeg(ctx context.Context, o LegOptions) (*Leg, string, error)
 		l.abort()
 		return nil, "", err
 	}
-	l.spawn(func() { l.pace(l.quit, l.connected, l.track) }, l.readSenderRTCP) // never refused: only run drains
+	l.spawn(l.readSenderRTCP) // never refused: only run drains
 	go l.run()
 	l.log.Debug("media: leg created", "format", l.codec)
 	return l, answer, nil
@@ -192,7 +190,7 @@ func (l *Leg) handleState(s webrtc.PeerConnectionState) {
 	case webrtc.PeerConnectionStateConnected:
 		if l.stats.connectedAt.Load() == 0 {
 			l.stats.connectedAt.Store(time.Now().UnixNano())
-			close(l.connected)
+			l.startPlayout(l.eng.clock, l.track)
 		}
 		l.report(StateConnected, "")
 	case webrtc.PeerConnectionStateDisconnected:

@@ -133,6 +133,7 @@ func runStates[E any](c *lifecycle, a *audioPath, silence time.Duration, events 
 				c.stop(ReasonSilence)
 			}
 		case <-c.quit:
+			a.stopPlayout()
 			teardown()
 			return
 		}

@@ -78,9 +78,8 @@ type Bridge struct {
 	lkRoom  *lksdk.Room
 	track   *webrtc.TrackLocalStaticRTP
 
-	keepRoom  atomic.Bool   // another bridge took the room: do not delete it
-	connected chan struct{} // closed by run when the visitor is in the room: pacing starts
-	events    chan bridgeEvent
+	keepRoom atomic.Bool // another bridge took the room: do not delete it
+	events   chan bridgeEvent
 }
 
 // bridgeEvent is something LiveKit told the bridge, for run.
@@ -114,13 +113,12 @@ func (l *LiveKit) NewBridge(ctx context.Context, o BridgeOptions) (*Bridge, erro
 		log = l.log
 	}
 	b := &Bridge{
-		lk:        l,
-		id:        o.ID,
-		room:      o.Room,
-		visitor:   o.Visitor,
-		silence:   l.audio.SilenceTimeout,
-		connected: make(chan struct{}),
-		events:    make(chan bridgeEvent, 8),
+		lk:      l,
+		id:      o.ID,
+		room:    o.Room,
+		visitor: o.Visitor,
+		silence: l.audio.SilenceTimeout,
+		events:  make(chan bridgeEvent, 8),
 	}
 	b.initLifecycle(o.OnState)
 	if err := b.init(l.audio, o.AgentFormat, o.OnMicFrame, &b.lifecycle, log.With("leg", o.ID, "livekit_room", o.Room)); err != nil {
@@ -146,7 +144,6 @@ func (l *LiveKit) NewBridge(ctx context.Context, o BridgeOptions) (*Bridge, erro
 		b.abort()
 		return nil, err
 	}
-	b.spawn(func() { b.pace(b.quit, b.connected, b.track) }) // never refused: only run drains
 	go b.run()
 	if b.lkRoom.GetParticipantByIdentity(b.visitor) != nil {
 		b.signal(bridgeEvent{kind: evVisitorJoined})
@@ -299,15 +296,9 @@ func (b *Bridge) handleEvent(ev bridgeEvent) {
 	}
 }
 
-// joined closes connected the first time the visitor is in the room, so
-// pacing starts; only the state loop closes it.
-func (b *Bridge) joined() {
-	select {
-	case <-b.connected:
-	default:
-		close(b.connected)
-	}
-}
+// joined starts the playout when the visitor is in the room (the first
+// time; later calls do nothing).
+func (b *Bridge) joined() { b.startPlayout(b.lk.clock, b.track) }
 
 // leave disconnects from the room, waits for the bridge's goroutines and,
 // unless another bridge took it over, deletes the room.

@@ -12,8 +12,9 @@ import (
 )
 
 // The agent → visitor path: Play queues 20 ms frames (Opus as is, PCM cut
-// into 20 ms chunks), and the leg's pacer writes one per 20 ms as RTP
-// (RFC 3550, Opus payload RFC 7587) on a wall-clock schedule.
+// into 20 ms chunks), and the engine's playout clock (playclock.go) sends
+// one per 20 ms as RTP (RFC 3550, Opus payload RFC 7587) on a wall-clock
+// schedule.
 
 // resyncAfter is how far behind schedule the pacer may fall before it
 // restarts the schedule instead of catching up.
@@ -35,16 +36,17 @@ type playItem struct {
 	pcm  []int16 // one frame of PCM samples
 }
 
-// playQueue is the bounded queue between Play (any goroutine) and the pacer:
-// a ring of frames under a mutex plus a 1-buffered notify channel. The ring
+// playQueue is the bounded queue between Play (any goroutine) and the
+// playout clock: a ring of frames under a mutex, and onPush to tell the
+// clock a frame waits (audioPath.kick). The ring
 // starts small and doubles as frames wait, up to max (an agent playing at
 // the pace of speech needs a few slots; one that sends a whole reply at
 // once needs many): an idle leg does not hold max slots. When full the
 // oldest frame is dropped.
 type playQueue struct {
-	notify chan struct{}
-	spf    int // PCM samples per frame (0 for Opus agents)
-	max    int // the most frames queued
+	onPush func() // after frames were queued (nil: nobody is told)
+	spf    int    // PCM samples per frame (0 for Opus agents)
+	max    int    // the most frames queued
 
 	mu       sync.Mutex
 	ring     []playItem
@@ -70,7 +72,7 @@ type playQueue struct {
 const playQueueStart = 16
 
 func newPlayQueue(size int, f Format) *playQueue {
-	q := &playQueue{notify: make(chan struct{}, 1), max: size, ring: make([]playItem, min(size, playQueueStart))}
+	q := &playQueue{max: size, ring: make([]playItem, min(size, playQueueStart))}
 	if !f.IsOpus() {
 		q.spf = f.frameSamples() * f.Channels
 		q.acc = make([]int16, 0, 2*q.spf)
@@ -78,11 +80,10 @@ func newPlayQueue(size int, f Format) *playQueue {
 	return q
 }
 
-// wake tells the pacer there is something to play.
+// wake tells the playout clock there is something to play.
 func (q *playQueue) wake() {
-	select {
-	case q.notify <- struct{}{}:
-	default:
+	if q.onPush != nil {
+		q.onPush()
 	}
 }
 
@@ -305,7 +306,7 @@ func (l *audioPath) Play(f agentbridge.AudioFrame) {
 // queued: none while a barge-in holds the playout (the sentence was cut
 // before it could play), all otherwise. Past Config.PlayoutQueue frames
 // the oldest are dropped, counted in Stats.Dropped. It never blocks on
-// the pacer. Packets must be valid Opus; they are kept until sent.
+// the playout. Packets must be valid Opus; they are kept until sent.
 func (l *audioPath) PlaySpeech(pkts [][]byte) (queued int) {
 	if l.life.isEnding() {
 		return 0
@@ -382,95 +383,4 @@ func (o *rtpOut) resume(now time.Time) {
 // LiveKit bridge publishes.
 type rtpWriter interface {
 	WriteRTP(p *rtp.Packet) error
-}
-
-// pace writes queued frames to track, one per 20 ms, from the time
-// connected closes until quit closes. The schedule is next = start + n×20 ms
-// (no drift); it restarts after idle time or when more than resyncAfter
-// behind. With nothing queued it sleeps until Play wakes it.
-func (l *audioPath) pace(quit, connected <-chan struct{}, track rtpWriter) {
-	select {
-	case <-connected:
-	case <-quit:
-		return
-	}
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	defer timer.Stop()
-	var (
-		next time.Time
-		idle = true
-		rate rateMeter
-		pkt  rtp.Packet
-	)
-	pkt.Version = 2
-	for {
-		if l.pq.len() == 0 {
-			idle = true
-			var pad <-chan time.Time
-			if at, ok := l.pq.partialSince(); ok {
-				timer.Reset(time.Until(at.Add(padAfter)))
-				pad = timer.C
-			}
-			select {
-			case <-quit:
-				return
-			case <-l.pq.notify:
-			case now := <-pad:
-				if n := l.pq.padPartial(now); n > 0 {
-					l.stats.dropped.Add(uint64(n))
-				}
-			}
-			timer.Stop()
-			continue
-		}
-		now := time.Now()
-		switch {
-		case idle:
-			idle = false
-			if next.Before(now) {
-				l.out.resume(now)
-				next = now
-			}
-		case now.Sub(next) > resyncAfter:
-			next = now
-		}
-		if wait := next.Sub(now); wait > 0 {
-			timer.Reset(wait)
-			select {
-			case <-quit:
-				return
-			case <-timer.C:
-			}
-		}
-		it, ok := l.pq.pop(time.Now())
-		if !ok {
-			continue // cleared while waiting
-		}
-		payload := it.opus
-		if it.pcm != nil {
-			var err error
-			payload, err = l.enc.encode(it.pcm)
-			l.pq.recycle(it)
-			if err != nil {
-				l.log.Debug("media: opus encode", "err", err)
-				next = next.Add(frameDuration)
-				continue
-			}
-		}
-		pkt.Marker, pkt.SequenceNumber, pkt.Timestamp, pkt.Payload = l.out.marker, l.out.seq, l.out.ts, payload
-		if err := track.WriteRTP(&pkt); err != nil {
-			l.log.Debug("media: write rtp", "err", err)
-		}
-		sent := time.Now()
-		l.out.seq++
-		l.out.ts += opusFrameTicks
-		l.out.marker = false
-		l.out.lastSent = sent
-		l.stats.framesOut.Add(1)
-		if bps, ok := rate.add(len(payload), sent); ok {
-			l.stats.bitrateOut.set(bps, sent)
-		}
-		next = next.Add(frameDuration)
-	}
 }
