@@ -64,12 +64,14 @@
 // drains (no goroutine may start any more, the PeerConnection is closed or
 // the room left, every goroutine is waited for), reports StateClosed
 // exactly once and closes Done. Close is stop plus a wait for Done.
-// Agent audio is sent by the playout clock of the Engine (or LiveKit
-// client; playclock.go): one shard goroutine per CPU, running only while
-// one of its legs has audio to play. run takes its leg off the clock
-// (stopPlayout, which waits for a frame being sent) before it drains.
-// Engine.Close and LiveKit.Close close their live legs and bridges, then
-// stop the clock's shards and wait for them. pion's
+// Agent audio is sent by a playout clock (playclock.go): the Engine's,
+// one shard goroutine per CPU for all its legs, or a Bridge's own (a
+// LiveKit SDK track can block a write while the SDK reconnects). A shard's
+// goroutine runs only while one of its paths has audio to play. The drain
+// takes the leg off the clock (stopPlayout) after closing the connection,
+// so that a frame being written returns. Engine.Close and LiveKit.Close
+// close their live legs and bridges; Engine.Close then stops its clock's
+// shards and waits for them, as a Bridge does with its own. pion's
 // and LiveKit's callbacks only hand events to run or start readers through
 // the lifecycle; they never block past quit. Voice activity and barge-in
 // run on readMic (no goroutine of their own), so OnSpeech and OnUtterance

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime"
 	"slices"
 	"time"
 
@@ -106,7 +107,7 @@ func NewEngine(cfg Config, log *slog.Logger) (*Engine, error) {
 	if log == nil {
 		log = discardLogger()
 	}
-	e := &Engine{cfg: cfg, log: log, clock: newPlayClock()}
+	e := &Engine{cfg: cfg, log: log, clock: newPlayClock(runtime.GOMAXPROCS(0))}
 
 	me, reg, err := newMediaEngine()
 	if err != nil {

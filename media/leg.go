@@ -149,11 +149,14 @@ func (l *Leg) abort() {
 	l.drain(l.closePC)
 }
 
-// closePC closes the PeerConnection, which ends every reader of the leg.
+// closePC closes the PeerConnection, which ends every reader of the leg,
+// then takes the leg off the playout clock (a frame being written returns
+// once the connection is closed).
 func (l *Leg) closePC() {
 	if err := l.pc.Close(); err != nil {
 		l.log.Debug("media: close peer connection", "err", err)
 	}
+	l.stopPlayout()
 }
 
 // onConnectionState hands pion's peer connection state (W3C webrtc-pc

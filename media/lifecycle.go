@@ -133,7 +133,6 @@ func runStates[E any](c *lifecycle, a *audioPath, silence time.Duration, events 
 				c.stop(ReasonSilence)
 			}
 		case <-c.quit:
-			a.stopPlayout()
 			teardown()
 			return
 		}

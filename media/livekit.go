@@ -64,7 +64,6 @@ type LiveKit struct {
 	svc   *lksdk.RoomServiceClient
 
 	bridges transports[string, *Bridge] // by room
-	clock   *playClock                  // the bridges' agent audio
 }
 
 // NewLiveKit builds the LiveKit client. audio carries the settings bridges
@@ -88,7 +87,7 @@ func NewLiveKit(cfg LiveKitConfig, audio Config, log *slog.Logger) (*LiveKit, er
 		log = discardLogger()
 	}
 	return &LiveKit{cfg: cfg, audio: audio.withDefaults(), log: log,
-		svc: lksdk.NewRoomServiceClient(cfg.URL, cfg.APIKey, cfg.APISecret), clock: newPlayClock()}, nil
+		svc: lksdk.NewRoomServiceClient(cfg.URL, cfg.APIKey, cfg.APISecret)}, nil
 }
 
 // URL is the LiveKit server URL visitors connect to.
@@ -213,9 +212,7 @@ func (l *LiveKit) NumBridges() int { return l.bridges.len() }
 // StateClosed with ReasonClosed). It is idempotent; NewBridge fails with
 // ErrClosed after it.
 func (l *LiveKit) Close() error {
-	if l.bridges.close() {
-		l.clock.close()
-	}
+	l.bridges.close()
 	return nil
 }
 

@@ -79,7 +79,11 @@ type Bridge struct {
 	track   *webrtc.TrackLocalStaticRTP
 
 	keepRoom atomic.Bool // another bridge took the room: do not delete it
-	events   chan bridgeEvent
+	// clock sends the agent audio: a bridge's own, because the SDK's
+	// track can block a write while LiveKit reconnects the publisher, and
+	// that must not hold up another bridge's audio.
+	clock  *playClock
+	events chan bridgeEvent
 }
 
 // bridgeEvent is something LiveKit told the bridge, for run.
@@ -119,6 +123,7 @@ func (l *LiveKit) NewBridge(ctx context.Context, o BridgeOptions) (*Bridge, erro
 		visitor: o.Visitor,
 		silence: l.audio.SilenceTimeout,
 		events:  make(chan bridgeEvent, 8),
+		clock:   newPlayClock(1),
 	}
 	b.initLifecycle(o.OnState)
 	if err := b.init(l.audio, o.AgentFormat, o.OnMicFrame, &b.lifecycle, log.With("leg", o.ID, "livekit_room", o.Room)); err != nil {
@@ -298,7 +303,7 @@ func (b *Bridge) handleEvent(ev bridgeEvent) {
 
 // joined starts the playout when the visitor is in the room (the first
 // time; later calls do nothing).
-func (b *Bridge) joined() { b.startPlayout(b.lk.clock, b.track) }
+func (b *Bridge) joined() { b.startPlayout(b.clock, b.track) }
 
 // leave disconnects from the room, waits for the bridge's goroutines and,
 // unless another bridge took it over, deletes the room.
@@ -307,7 +312,9 @@ func (b *Bridge) leave() {
 		if b.lkRoom != nil {
 			b.lkRoom.Disconnect() // ends the mic track: readMic returns
 		}
+		b.stopPlayout() // after: a frame being written returns once the room is left
 	})
+	b.clock.close()
 	if !b.keepRoom.Load() {
 		ctx, cancel := context.WithTimeout(context.Background(), liveKitCallTimeout)
 		defer cancel()

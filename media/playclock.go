@@ -1,7 +1,6 @@
 package media
 
 import (
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -9,14 +8,18 @@ import (
 	"github.com/pion/rtp"
 )
 
-// The playout clock: the agent → visitor audio of every leg (and LiveKit
-// bridge) of an engine is sent by a few shard goroutines instead of a
-// goroutine and a timer per leg. A shard keeps the paths that have audio
-// to play; it sleeps until the earliest frame due among them and then sends
-// every frame due within clockSlack, so that at hundreds of legs a shard
-// wakes a few hundred times a second rather than fifty times per leg. Each
-// path keeps its own schedule (next = start + n×20 ms), so a frame goes out
-// at most clockSlack early and never later than the shard can manage.
+// The playout clock: the agent → visitor audio of every leg of an engine
+// is sent by one shard goroutine per CPU instead of a goroutine and a timer
+// per leg. A shard keeps the paths that have audio to play; it sleeps until
+// the earliest frame due among them and then sends every frame due within
+// clockSlack, so that at hundreds of legs a shard wakes a few hundred
+// times a second rather than fifty times per leg. Each path keeps its own
+// schedule (next = start + n×20 ms), so a frame goes out at most
+// clockSlack early and never later than the shard can manage. A shard
+// writes its paths' frames one after the other: a write must not block
+// (a direct leg's does not once it is connected). A LiveKit bridge has a
+// clock of its own, because the SDK's track can block a write while it
+// reconnects.
 //
 // A shard's goroutine runs only while its paths play, and for shardLinger
 // after: an idle engine holds none. A path is in at most one shard's list
@@ -32,16 +35,16 @@ const clockSlack = 5 * time.Millisecond
 // before it returns.
 const shardLinger = time.Second
 
-// playClock is the playout clock of one engine (or LiveKit client).
+// playClock is the playout clock of an engine's legs, or of one bridge.
 type playClock struct {
 	shards []*clockShard
 	next   atomic.Uint32 // round robin over shards
 	wg     sync.WaitGroup
 }
 
-// newPlayClock makes a clock with one shard per CPU the Go runtime uses.
-func newPlayClock() *playClock {
-	c := &playClock{shards: make([]*clockShard, runtime.GOMAXPROCS(0))}
+// newPlayClock makes a clock of n shards.
+func newPlayClock(n int) *playClock {
+	c := &playClock{shards: make([]*clockShard, max(n, 1))}
 	for i := range c.shards {
 		c.shards[i] = &clockShard{clock: c, wake: make(chan struct{}, 1)}
 	}

@@ -2,6 +2,7 @@ package media
 
 import (
 	"bytes"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -155,7 +156,7 @@ func TestPlayStepSchedule(t *testing.T) {
 func TestPlayClockPaths(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	const paths, frames = 40, 25
-	clock := newPlayClock()
+	clock := newPlayClock(2)
 	as := make([]*audioPath, paths)
 	taps := make([]*rtpTap, paths)
 	began := make([]time.Time, paths) // no frame of path i is due before
@@ -254,7 +255,7 @@ func (w *marshalTap) WriteRTP(p *rtp.Packet) error {
 func BenchmarkPlayClock(b *testing.B) {
 	for _, paths := range []int{50, 300} {
 		b.Run(strconv.Itoa(paths), func(b *testing.B) {
-			clock := newPlayClock()
+			clock := newPlayClock(runtime.GOMAXPROCS(0))
 			defer clock.close()
 			cfg := Config{PlayoutQueue: b.N + 1}
 			taps := make([]*marshalTap, paths)
