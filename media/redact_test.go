@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/parley-rtc/parley/agentbridge"
 	"github.com/parley-rtc/parley/agentbridge/agenttest"
 )
 
@@ -55,5 +56,41 @@ func TestPionLogsHideAddresses(t *testing.T) {
 	}
 	if strings.Contains(out, "127.0.0.1") {
 		t.Fatalf("a candidate address is in the log:\n%s", out)
+	}
+}
+
+// TestPionRoutineWarningsAreDebug: a call that connects, plays and ends
+// normally leaves no pion warning in the log; the routine ones (the
+// closed connection's stream loop) are there at debug.
+func TestPionRoutineWarningsAreDebug(t *testing.T) {
+	var buf agenttest.LogBuffer
+	e, err := NewEngine(testConfig(), slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.Close() })
+	c, leg, rec := connect(t, e, clientOpts{}, FormatOpus())
+	c.send(fakeOpus(10))
+	for _, p := range fakeOpus(10) {
+		leg.Play(agentbridge.AudioFrame{Codec: agentbridge.CodecOpus, Payload: p})
+	}
+	agenttest.Poll(t, testWait, "media both ways", func() bool { return rec.numFrames() == 10 && c.received() == 10 })
+	_ = leg.Close()
+	c.close()
+	agenttest.Poll(t, testWait, "the closed connection's stream loop ended", func() bool {
+		return strings.Contains(buf.String(), "Failed to accept RTP")
+	})
+	for line := range strings.Lines(buf.String()) {
+		if strings.Contains(line, "pion=") && !strings.Contains(line, "level=DEBUG") {
+			t.Errorf("pion logged above debug in a normal call: %s", line)
+		}
+	}
+	for _, msg := range []string{"Failed to accept RTP stream is already closed", "Failed to ping without candidate pairs. Connection is not possible yet."} {
+		if !isRoutineWarning(msg) {
+			t.Errorf("%q is not routine", msg)
+		}
+	}
+	if isRoutineWarning("Failed to accept RTP srtp: invalid key") {
+		t.Error("any failure to accept a stream is routine")
 	}
 }
