@@ -155,8 +155,8 @@ const (
 	// consumer lives, and be dropped; only two missed heartbeats make the
 	// consumer start again. With nats.go's default (5 s) that left about
 	// 2 % of reads on a 3-node cluster stalled for 10 s, past logReadIdle.
-	// nats.go allows 500 ms at the least: they recover in 1 s.
-	logReadHeartbeat = 500 * time.Millisecond
+	// At 1 s they recover in 2 s.
+	logReadHeartbeat = time.Second
 )
 
 // ReadLog returns a conversation's events from log position fromSeq (0:

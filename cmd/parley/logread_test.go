@@ -22,8 +22,8 @@ import (
 // node before the node knows of the consumer, and be dropped. With nats.go's
 // default heartbeat (5 s) about 2 % of the reads then waited 10 s for the
 // consumer to start again, and failed with STORE_TIMEOUT after 5 s
-// (TestContinuity's history read in CI); the read's 500 ms heartbeat
-// bounds that wait to 1 s.
+// (TestContinuity's history read in CI); the read's 1 s heartbeat bounds
+// that wait to 2 s.
 func TestClusterLogReadsDoNotStall(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a 3-node cluster")
@@ -83,10 +83,10 @@ func TestClusterLogReadsDoNotStall(t *testing.T) {
 		if len(got) != len(want) {
 			t.Fatalf("read %d: %d events, want %d", i, len(got), len(want))
 		}
-		if d > 500*time.Millisecond {
+		if d > time.Second {
 			slow++
 		}
 		worst = max(worst, d)
 	}
-	t.Logf("%d reads of %d events: %d took over 500 ms, the slowest %v", reads, len(want), slow, worst.Round(time.Millisecond))
+	t.Logf("%d reads of %d events: %d took over 1 s, the slowest %v", reads, len(want), slow, worst.Round(time.Millisecond))
 }
