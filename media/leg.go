@@ -14,11 +14,13 @@ import (
 // with one audio transceiver, RFC 8829 JSEP in the answerer role).
 //
 // Goroutines, all owned by the leg and stopped by Close: run (the state
-// loop: connection states, silence watchdog, teardown), pace (agent audio
-// out), readSenderRTCP (RTCP about what we send: NACKs, receiver reports),
-// and, once the visitor's track arrives, readMic (mic RTP in) and
-// readReceiverRTCP. All but run are started through the lifecycle, and run
-// waits for them (lifecycle.drain) before it reports StateClosed.
+// loop: connection states, silence watchdog, teardown), readSenderRTCP
+// (RTCP about what we send: NACKs, receiver reports), and, once the
+// visitor's track arrives, readMic (mic RTP in) and readReceiverRTCP. All
+// but run are started through the lifecycle, and run waits for them
+// (lifecycle.drain) before it reports StateClosed. Agent audio goes out on
+// the engine's playout clock (playclock.go) from the first StateConnected
+// until the PeerConnection is closed.
 //
 // Lock order: negMu, then lifecycle.mu. Neither is held while calling
 // OnState or OnMicFrame.

@@ -60,11 +60,12 @@ const (
 // apart.
 //
 // Goroutines, owned by the bridge and stopped by Close: run (the state
-// loop: LiveKit events, silence watchdog, teardown), pace (agent audio
-// out) and, while the visitor's track is subscribed, readMic. LiveKit's
-// SDK callbacks only hand events to run. pace and readMic are started
-// through the lifecycle; run leaves the room, waits for them
-// (lifecycle.drain) and deletes the room before it reports StateClosed.
+// loop: LiveKit events, silence watchdog, teardown), the shard of its own
+// playout clock (agent audio out, playclock.go; only while audio plays)
+// and, while the visitor's track is subscribed, readMic. LiveKit's SDK
+// callbacks only hand events to run. readMic is started through the
+// lifecycle; run leaves the room, waits for it (lifecycle.drain), stops
+// the clock and deletes the room before it reports StateClosed.
 type Bridge struct {
 	audioPath
 	// lifecycle is how the bridge ends (lifecycle.go), as for a Leg.

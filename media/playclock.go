@@ -234,6 +234,9 @@ func (a *audioPath) playStep(now time.Time) (time.Time, bool) {
 	if p.stopped {
 		return time.Time{}, false // stays listed: no kick lists it again
 	}
+	if !p.idle && p.next.After(now.Add(clockSlack)) {
+		return p.next, true // playing, and not due: the queue can wait
+	}
 	if a.pq.len() == 0 {
 		p.idle = true
 		at, partial := a.pq.partialSince()
